@@ -1,0 +1,271 @@
+"""The data model: a labeled time series and a named dataset of them.
+
+A :class:`Series` is plain numpy inside: ``timestamps`` (int64 Unix seconds, or an index when the
+source has none), ``values`` (float64) and optional ``labels`` (bool, True = anomalous). It is
+immutable; slicing returns views.
+
+Policy for imperfect data (enforced by :func:`Series.create`, documented in ``datasets/README.md``):
+
+- timestamps must be strictly increasing: duplicates and out-of-order rows are an error naming the
+  first offending row (loaders sort nothing silently);
+- missing values (NaN) are filled by linear interpolation between the nearest finite neighbours
+  (constant extrapolation at the ends); how many were filled is recorded in ``meta["filled"]``.
+  Labels of filled points are kept. Infinite values are an error;
+- irregular sampling is kept as is: rules receive the real timestamps, and ``interval`` reports the
+  median spacing. Nothing is resampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the source (file), the row when known, and the problem."""
+
+    def __init__(self, problem: str, *, source: str | None = None, row: int | None = None) -> None:
+        self.problem = problem
+        self.source = source
+        self.row = row
+        where = ""
+        if source is not None:
+            where = f"{source}"
+            if row is not None:
+                where += f", row {row}"
+            where += ": "
+        elif row is not None:
+            where = f"row {row}: "
+        super().__init__(where + problem)
+
+
+@dataclass(frozen=True, eq=False)
+class Series:
+    """One univariate metric series. Build it with :meth:`create`, which validates and normalises."""
+
+    id: str
+    timestamps: IntArray
+    values: FloatArray
+    labels: BoolArray | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        id: str,
+        timestamps: npt.ArrayLike,
+        values: npt.ArrayLike,
+        labels: npt.ArrayLike | None = None,
+        meta: Mapping[str, Any] | None = None,
+        *,
+        source: str | None = None,
+        first_row: int = 0,
+    ) -> Series:
+        """Validate and normalise arrays into a Series.
+
+        ``source`` names the file for error messages and ``first_row`` is the row number (1-based
+        data row) of element 0, so errors point at the line a user can open.
+        """
+        src = source or f"series {id!r}"
+        ts = np.asarray(timestamps)
+        vals = np.asarray(values)
+        if ts.ndim != 1 or vals.ndim != 1:
+            raise DataError("timestamps and values must be one-dimensional", source=src)
+        if len(ts) != len(vals):
+            raise DataError(
+                f"length mismatch: {len(ts)} timestamps but {len(vals)} values", source=src
+            )
+        if len(ts) == 0:
+            raise DataError("no data points", source=src)
+        if not np.issubdtype(ts.dtype, np.integer):
+            if np.issubdtype(ts.dtype, np.floating) and np.all(np.isfinite(ts)):
+                if not np.all(ts == np.round(ts)):
+                    bad = int(np.flatnonzero(ts != np.round(ts))[0])
+                    raise DataError(
+                        f"timestamp {ts[bad]!r} is not a whole number of seconds",
+                        source=src,
+                        row=first_row + bad,
+                    )
+            else:
+                raise DataError(f"timestamps must be integers, got dtype {ts.dtype}", source=src)
+        ts = ts.astype(np.int64, copy=False)
+        try:
+            vals = vals.astype(np.float64, copy=False)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"values must be numeric ({exc})", source=src) from None
+        diffs = np.diff(ts)
+        if len(diffs) and diffs.min() <= 0:
+            bad = int(np.flatnonzero(diffs <= 0)[0]) + 1
+            kind = "duplicate" if diffs[bad - 1] == 0 else "non-increasing"
+            raise DataError(
+                f"{kind} timestamp {int(ts[bad])} (previous row has {int(ts[bad - 1])}); "
+                "timestamps must be strictly increasing",
+                source=src,
+                row=first_row + bad,
+            )
+        if np.isinf(vals).any():
+            bad = int(np.flatnonzero(np.isinf(vals))[0])
+            raise DataError("infinite value", source=src, row=first_row + bad)
+        meta_out: dict[str, Any] = dict(meta or {})
+        nan = np.isnan(vals)
+        if nan.any():
+            if nan.all():
+                raise DataError("every value is missing (NaN)", source=src)
+            vals = _interpolate_missing(vals, nan)
+            meta_out["filled"] = int(nan.sum())
+        lab: BoolArray | None = None
+        if labels is not None:
+            lab_raw = np.asarray(labels)
+            if len(lab_raw) != len(ts):
+                raise DataError(
+                    f"length mismatch: {len(lab_raw)} labels for {len(ts)} points", source=src
+                )
+            lab = _as_binary(lab_raw, src, first_row)
+        return cls(id=id, timestamps=ts, values=vals, labels=lab, meta=meta_out)
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    @property
+    def interval(self) -> int:
+        """Median spacing of the timestamps (0 for a one-point series)."""
+        if len(self) < 2:
+            return 0
+        return int(np.median(np.diff(self.timestamps)))
+
+    @property
+    def anomaly_ratio(self) -> float | None:
+        if self.labels is None:
+            return None
+        return float(self.labels.mean())
+
+    def slice(self, start: int, stop: int | None = None) -> Series:
+        """Points ``start:stop`` as a new Series sharing memory with this one."""
+        stop = len(self) if stop is None else stop
+        return Series(
+            id=self.id,
+            timestamps=self.timestamps[start:stop],
+            values=self.values[start:stop],
+            labels=None if self.labels is None else self.labels[start:stop],
+            meta=self.meta,
+        )
+
+    def without_labels(self) -> Series:
+        """The same series with labels removed: what detectors see at test time."""
+        return Series(id=self.id, timestamps=self.timestamps, values=self.values, meta=self.meta)
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How each series is cut chronologically into train / validation / test.
+
+    Attributes:
+        train_fraction: share of each series used for training (the rest is test), unless a series
+            carries an explicit ``meta["test_start"]`` index (KPI's official split does).
+        validation_fraction: share of the train part, taken from its END, held out for reviewing and
+            selecting rules.
+        granularity: ``"series"`` trains one rule set per series; ``"partition"`` one per partition
+            (e.g. Yahoo A1..A4) on the train parts of all its series.
+    """
+
+    train_fraction: float = 0.7
+    validation_fraction: float = 0.2
+    granularity: str = "series"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
+        if self.granularity not in ("series", "partition"):
+            raise ValueError(f"granularity must be 'series' or 'partition', got {self.granularity!r}")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named collection of series with the split that evaluation uses.
+
+    ``partitions`` maps a partition name (e.g. ``"A1"``) to the ids of its series; datasets without
+    partitions have a single one named after the dataset.
+    """
+
+    name: str
+    series: Sequence[Series]
+    split: SplitSpec = SplitSpec()
+    partitions: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ids = [s.id for s in self.series]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+            raise DataError(f"duplicate series ids in dataset {self.name!r}: {dup}")
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __iter__(self) -> Iterator[Series]:
+        return iter(self.series)
+
+    def get(self, series_id: str) -> Series:
+        for s in self.series:
+            if s.id == series_id:
+                return s
+        raise KeyError(f"no series {series_id!r} in dataset {self.name!r}")
+
+    @property
+    def n_points(self) -> int:
+        return sum(len(s) for s in self.series)
+
+    def partition_of(self, series_id: str) -> str:
+        for name, ids in self.partitions.items():
+            if series_id in ids:
+                return name
+        return self.name
+
+    def groups(self) -> dict[str, list[Series]]:
+        """Series grouped by training unit: one group per series, or per partition."""
+        if self.split.granularity == "series":
+            return {s.id: [s] for s in self.series}
+        out: dict[str, list[Series]] = {}
+        for s in self.series:
+            out.setdefault(self.partition_of(s.id), []).append(s)
+        return out
+
+
+def _interpolate_missing(vals: FloatArray, nan: BoolArray) -> FloatArray:
+    idx = np.arange(len(vals))
+    good = ~nan
+    out = vals.copy()
+    out[nan] = np.interp(idx[nan], idx[good], vals[good])
+    return out
+
+
+def _as_binary(raw: npt.NDArray[Any], source: str, first_row: int) -> BoolArray:
+    if raw.dtype == np.bool_:
+        return raw
+    try:
+        num = raw.astype(np.float64)
+    except (TypeError, ValueError):
+        num = np.full(len(raw), np.nan)
+    bad = ~np.isin(num, (0.0, 1.0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"label {raw[i]!r} is not 0 or 1", source=source, row=first_row + i
+        )
+    return num.astype(np.bool_)
