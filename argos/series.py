@@ -7,12 +7,18 @@ immutable; slicing returns views.
 Policy for imperfect data (enforced by :func:`Series.create`, documented in ``datasets/README.md``):
 
 - timestamps must be strictly increasing: duplicates and out-of-order rows are an error naming the
-  first offending row (loaders sort nothing silently);
+  first offending row (loaders sort nothing silently; a loader for a source known to carry such
+  rows, like NAB, may call :func:`make_increasing` and record what it changed);
 - missing values (NaN) are filled by linear interpolation between the nearest finite neighbours
   (constant extrapolation at the ends); how many were filled is recorded in ``meta["filled"]``.
   Labels of filled points are kept. Infinite values are an error;
 - irregular sampling is kept as is: rules receive the real timestamps, and ``interval`` reports the
   median spacing. Nothing is resampled.
+
+Row numbers in errors: when a series comes from a file, ``DataError.row`` is the line number a user
+sees when opening the file (the header is line 1, so the first data row of a CSV is line 2) and the
+message says ``line N``. A series built from arrays without a ``source`` reports the 0-based
+``index`` of the element instead.
 """
 
 from __future__ import annotations
@@ -30,26 +36,38 @@ BoolArray = npt.NDArray[np.bool_]
 
 
 class DataError(ValueError):
-    """Bad input data. The message names the source (file), the row when known, and the problem."""
+    """Bad input data. The message names the source (file), the row when known, and the problem.
 
-    def __init__(self, problem: str, *, source: str | None = None, row: int | None = None) -> None:
+    ``row`` is a line number in the file (header = line 1) when ``row_kind`` is ``"line"`` (the
+    default), or a 0-based position when ``row_kind`` is ``"index"``.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        source: str | None = None,
+        row: int | None = None,
+        row_kind: str = "line",
+    ) -> None:
         self.problem = problem
         self.source = source
         self.row = row
+        self.row_kind = row_kind
         where = ""
         if source is not None:
             where = f"{source}"
             if row is not None:
-                where += f", row {row}"
+                where += f", {row_kind} {row}"
             where += ": "
         elif row is not None:
-            where = f"row {row}: "
+            where = f"{row_kind} {row}: "
         super().__init__(where + problem)
 
 
 @dataclass(frozen=True, eq=False)
 class Series:
-    """One univariate metric series. Build it with :meth:`create`, which validates and normalises."""
+    """One univariate metric series; build it with :meth:`create`, which validates it."""
 
     id: str
     timestamps: IntArray
@@ -68,13 +86,22 @@ class Series:
         *,
         source: str | None = None,
         first_row: int = 0,
+        lines: npt.ArrayLike | None = None,
     ) -> Series:
         """Validate and normalise arrays into a Series.
 
-        ``source`` names the file for error messages and ``first_row`` is the row number (1-based
-        data row) of element 0, so errors point at the line a user can open.
+        ``source`` names the file for error messages. ``first_row`` is the line number in that file
+        of element 0 (header = line 1, so a CSV's first data row is line 2); ``lines`` gives the
+        line number of every element instead, for sources whose rows are not contiguous (KPI
+        interleaves series in one file). Without a ``source``, errors report the 0-based index.
+
+        Raises:
+            DataError: on a length mismatch, no points, non-integer or non-increasing timestamps,
+                non-numeric or infinite values, all values missing, or labels other than 0/1.
         """
         src = source or f"series {id!r}"
+        kind = "line" if source is not None else "index"
+        line_of = _LineMap(first_row, lines)
         ts = np.asarray(timestamps)
         vals = np.asarray(values)
         if ts.ndim != 1 or vals.ndim != 1:
@@ -92,28 +119,35 @@ class Series:
                     raise DataError(
                         f"timestamp {ts[bad]!r} is not a whole number of seconds",
                         source=src,
-                        row=first_row + bad,
+                        row=line_of(bad),
+                        row_kind=kind,
                     )
+            elif np.issubdtype(ts.dtype, np.floating):
+                bad = int(np.flatnonzero(~np.isfinite(ts))[0])
+                raise DataError(
+                    "missing or infinite timestamp", source=src, row=line_of(bad), row_kind=kind
+                )
             else:
                 raise DataError(f"timestamps must be integers, got dtype {ts.dtype}", source=src)
         ts = ts.astype(np.int64, copy=False)
-        try:
+        if vals.dtype == np.bool_ or not np.issubdtype(vals.dtype, np.number):
+            vals = _as_float(vals, src, line_of, kind)
+        else:
             vals = vals.astype(np.float64, copy=False)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"values must be numeric ({exc})", source=src) from None
         diffs = np.diff(ts)
         if len(diffs) and diffs.min() <= 0:
             bad = int(np.flatnonzero(diffs <= 0)[0]) + 1
-            kind = "duplicate" if diffs[bad - 1] == 0 else "non-increasing"
+            what = "duplicate" if diffs[bad - 1] == 0 else "non-increasing"
             raise DataError(
-                f"{kind} timestamp {int(ts[bad])} (previous row has {int(ts[bad - 1])}); "
+                f"{what} timestamp {int(ts[bad])} (previous row has {int(ts[bad - 1])}); "
                 "timestamps must be strictly increasing",
                 source=src,
-                row=first_row + bad,
+                row=line_of(bad),
+                row_kind=kind,
             )
         if np.isinf(vals).any():
             bad = int(np.flatnonzero(np.isinf(vals))[0])
-            raise DataError("infinite value", source=src, row=first_row + bad)
+            raise DataError("infinite value", source=src, row=line_of(bad), row_kind=kind)
         meta_out: dict[str, Any] = dict(meta or {})
         nan = np.isnan(vals)
         if nan.any():
@@ -124,11 +158,11 @@ class Series:
         lab: BoolArray | None = None
         if labels is not None:
             lab_raw = np.asarray(labels)
-            if len(lab_raw) != len(ts):
+            if lab_raw.ndim != 1 or len(lab_raw) != len(ts):
                 raise DataError(
                     f"length mismatch: {len(lab_raw)} labels for {len(ts)} points", source=src
                 )
-            lab = _as_binary(lab_raw, src, first_row)
+            lab = _as_binary(lab_raw, src, line_of, kind)
         return cls(id=id, timestamps=ts, values=vals, labels=lab, meta=meta_out)
 
     def __len__(self) -> int:
@@ -192,7 +226,24 @@ class SplitSpec:
                 f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
             )
         if self.granularity not in ("series", "partition"):
-            raise ValueError(f"granularity must be 'series' or 'partition', got {self.granularity!r}")
+            raise ValueError(
+                f"granularity must be 'series' or 'partition', got {self.granularity!r}"
+            )
+
+    def bounds(self, series: Series) -> tuple[int, int]:
+        """``(val_start, test_start)`` indices of ``series`` under this split.
+
+        ``test_start`` is ``series.meta["test_start"]`` when present (an official split), else
+        ``floor(len * train_fraction)``. The validation part is the last
+        ``floor(test_start * validation_fraction)`` points of the train part. Train is
+        ``[0, val_start)``, validation ``[val_start, test_start)``, test ``[test_start, len)``.
+        """
+        n = len(series)
+        official = series.meta.get("test_start")
+        test_start = int(official) if official is not None else int(n * self.train_fraction)
+        test_start = min(max(test_start, 0), n)
+        val_start = test_start - int(test_start * self.validation_fraction)
+        return val_start, test_start
 
 
 @dataclass(frozen=True)
@@ -255,17 +306,73 @@ def _interpolate_missing(vals: FloatArray, nan: BoolArray) -> FloatArray:
     return out
 
 
-def _as_binary(raw: npt.NDArray[Any], source: str, first_row: int) -> BoolArray:
+class _LineMap:
+    """Maps an element position to the row number reported in errors."""
+
+    def __init__(self, first_row: int, lines: npt.ArrayLike | None) -> None:
+        self.first_row = first_row
+        self.lines = None if lines is None else np.asarray(lines)
+
+    def __call__(self, pos: int) -> int:
+        if self.lines is not None and pos < len(self.lines):
+            return int(self.lines[pos])
+        return self.first_row + pos
+
+
+def _as_float(raw: npt.NDArray[Any], source: str, line_of: _LineMap, kind: str) -> FloatArray:
+    """Convert to float64; name the first element that is not a number."""
+    if raw.dtype == np.bool_:
+        raise DataError("values must be numeric, got booleans", source=source)
+    try:
+        return raw.astype(np.float64)
+    except (TypeError, ValueError):
+        pass
+    for i, item in enumerate(raw):
+        try:
+            float(item)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"value {item!r} is not a number", source=source, row=line_of(i), row_kind=kind
+            ) from None
+    raise DataError("values must be numeric", source=source)  # pragma: no cover
+
+
+def _as_binary(
+    raw: npt.NDArray[Any], source: str, line_of: _LineMap, kind: str = "line"
+) -> BoolArray:
     if raw.dtype == np.bool_:
         return raw
     try:
         num = raw.astype(np.float64)
     except (TypeError, ValueError):
-        num = np.full(len(raw), np.nan)
+        num = np.array([_float_or_nan(x) for x in raw], dtype=np.float64)
     bad = ~np.isin(num, (0.0, 1.0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"label {raw[i]!r} is not 0 or 1", source=source, row=first_row + i
+            f"label {raw[i]!r} is not 0 or 1", source=source, row=line_of(i), row_kind=kind
         )
     return num.astype(np.bool_)
+
+
+def _float_or_nan(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def make_increasing(timestamps: npt.ArrayLike) -> tuple[IntArray, int]:
+    """Nudge timestamps forward so they strictly increase, keeping every row in file order.
+
+    Each timestamp becomes ``max(t[i], out[i-1] + 1)``: a duplicate or a step backwards is moved
+    to one second after its predecessor (and the rows after it follow while they would still
+    collide). Returns the new timestamps and how many were changed. Meant for sources known to
+    contain such rows (NAB); everything else treats them as errors.
+    """
+    ts = np.asarray(timestamps, dtype=np.int64)
+    if len(ts) < 2:
+        return ts.copy(), 0
+    idx = np.arange(len(ts), dtype=np.int64)
+    out = np.maximum.accumulate(ts - idx) + idx
+    return out, int(np.count_nonzero(out != ts))
