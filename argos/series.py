@@ -87,6 +87,7 @@ class Series:
         source: str | None = None,
         first_row: int = 0,
         lines: npt.ArrayLike | None = None,
+        row_kind: str | None = None,
     ) -> Series:
         """Validate and normalise arrays into a Series.
 
@@ -94,13 +95,14 @@ class Series:
         of element 0 (header = line 1, so a CSV's first data row is line 2); ``lines`` gives the
         line number of every element instead, for sources whose rows are not contiguous (KPI
         interleaves series in one file). Without a ``source``, errors report the 0-based index.
+        ``row_kind`` overrides the word used in messages (``"row"`` for Parquet/HDF data rows).
 
         Raises:
             DataError: on a length mismatch, no points, non-integer or non-increasing timestamps,
                 non-numeric or infinite values, all values missing, or labels other than 0/1.
         """
         src = source or f"series {id!r}"
-        kind = "line" if source is not None else "index"
+        kind = row_kind or ("line" if source is not None else "index")
         line_of = _LineMap(first_row, lines)
         ts = np.asarray(timestamps)
         vals = np.asarray(values)
