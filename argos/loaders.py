@@ -488,7 +488,7 @@ def load_yahoo(
     Both headers are read (``timestamp,value,is_anomaly`` and ``timestamps,value,anomaly``); extra
     columns and the ``*_all.csv`` summary files of the original release are ignored. Series ids are
     ``"A1/real_1"``, ``"A3/A3Benchmark-TS1"``, ... The split is 70/30 except A2, which the published
-    protocol splits 50/50: its series carry ``meta["test_start"] = len // 2`` unless an explicit
+    protocol splits 50/50: its series carry ``meta["train_fraction"] = 0.5`` unless an explicit
     ``train_fraction`` is given, which then applies to every partition. One rule set per partition.
     """
     if not root.is_dir():
@@ -514,7 +514,6 @@ def load_yahoo(
         s = read_series_file(path, series_id=f"{part}/{path.stem}", require_labels=True)
         meta = dict(s.meta, partition=part, layout="yahoo")
         if part == "A2" and train_fraction is None:
-            meta["test_start"] = len(s) // 2
             meta["train_fraction"] = 0.5
         series.append(Series(s.id, s.timestamps, s.values, s.labels, meta))
         groups[part].append(s.id)

@@ -236,13 +236,16 @@ class SplitSpec:
         """``(val_start, test_start)`` indices of ``series`` under this split.
 
         ``test_start`` is ``series.meta["test_start"]`` when present (an official split), else
-        ``floor(len * train_fraction)``. The validation part is the last
+        ``floor(len * f)`` where ``f`` is ``series.meta["train_fraction"]`` when present (a
+        per-series convention, e.g. Yahoo A2 is 50/50) or this spec's ``train_fraction``.
+        The validation part is the last
         ``floor(test_start * validation_fraction)`` points of the train part. Train is
         ``[0, val_start)``, validation ``[val_start, test_start)``, test ``[test_start, len)``.
         """
         n = len(series)
         official = series.meta.get("test_start")
-        test_start = int(official) if official is not None else int(n * self.train_fraction)
+        fraction = float(series.meta.get("train_fraction", self.train_fraction))
+        test_start = int(official) if official is not None else int(n * fraction)
         test_start = min(max(test_start, 0), n)
         val_start = test_start - int(test_start * self.validation_fraction)
         return val_start, test_start
