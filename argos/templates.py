@@ -1,0 +1,623 @@
+"""The grammar of the embedded rule generator: parameterised templates that emit readable rules.
+
+Every rule the builtin generator exports is a Python module written by :func:`render`, following the
+rule contract (``detect(values, timestamps, params)``, ``PARAMS``, ``LOOKBACK``, a docstring with the
+normal and abnormal conditions; numpy only; causal). A rule is "a score compared to a threshold":
+
+- a **transform** turns the values into a signal (the values themselves, the first difference, the
+  residual against the same slot one or more seasonal periods ago, the residual against an EWMA);
+- a **scorer** turns the signal into a score (the signal itself for static bounds, rolling z-score,
+  robust z-score, relative change, level shift, variance shift, CUSUM, run length of identical values,
+  spectral-residual saliency);
+- a **direction** (up: ``s >= thr``, down: ``-s >= thr``, both: ``|s| >= thr``) and a **persistence**
+  of k points (the smallest directional score over the last k points must reach the threshold) turn
+  the score into labels; an optional **cool-down** silences the rule for a number of points after
+  each alarm.
+
+The score code is the same text in every rendering of a template (numbers live in ``PARAMS``), so the
+search compiles each (transform, scorer) pair once with :func:`compile_score` and sweeps thresholds
+over its output; the rule exported afterwards computes exactly the same numbers. Templates are our
+trusted code: compiling them in-process is fine, unlike LLM output, which only the sandbox runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+ScoreFn = Callable[[FloatArray, IntArray, Mapping[str, float]], FloatArray]
+DetectFn = Callable[[FloatArray, IntArray, Mapping[str, float]], BoolArray]
+Direction = Literal["up", "down", "both"]
+
+DIRECTIONS: tuple[Direction, ...] = ("up", "down", "both")
+
+# --------------------------------------------------------------------------------------------------
+# Helper functions emitted into rules (only the ones a rule needs). Causal by construction: every
+# value at index t is computed from points <= t, and cumulative sums are prefix-stable.
+# --------------------------------------------------------------------------------------------------
+
+_HELPERS: dict[str, str] = {
+    "window_stats": '''
+def window_stats(x, width, lag):
+    """Mean and std of the `width` points ending `lag` points before t (NaN until they exist)."""
+    n = len(x)
+    mean = np.full(n, np.nan)
+    std = np.full(n, np.nan)
+    first = width - 1 + lag
+    if n <= first:
+        return mean, std
+    base = x[0]
+    c1 = np.concatenate(([0.0], np.cumsum(x - base)))
+    c2 = np.concatenate(([0.0], np.cumsum((x - base) ** 2)))
+    end = np.arange(first, n) - lag + 1
+    s1 = c1[end] - c1[end - width]
+    s2 = c2[end] - c2[end - width]
+    m = s1 / width
+    mean[first:] = m + base
+    std[first:] = np.sqrt(np.maximum(s2 / width - m * m, 0.0))
+    return mean, std
+''',
+    "floor_scale": '''
+def floor_scale(scale, level):
+    """Keep a scale strictly positive so a perfectly flat history still gives finite scores."""
+    return np.maximum(scale, 1e-9 * (1.0 + np.abs(level)))
+''',
+    "past_median_mad": '''
+def past_median_mad(x, width):
+    """Median and median absolute deviation of the `width` points before t (NaN until they exist)."""
+    n = len(x)
+    med = np.full(n, np.nan)
+    mad = np.full(n, np.nan)
+    if n <= width:
+        return med, mad
+    windows = np.lib.stride_tricks.sliding_window_view(x[:-1], width)
+    for a in range(0, len(windows), 20000):
+        block = windows[a : a + 20000]
+        m = np.median(block, axis=1)
+        med[width + a : width + a + len(block)] = m
+        mad[width + a : width + a + len(block)] = np.median(np.abs(block - m[:, None]), axis=1)
+    return med, mad
+''',
+    "ewma_before": '''
+def ewma_before(x, alpha):
+    """EWMA of the points before t (truncated where weights fall below 0.1%; NaN until then)."""
+    n = len(x)
+    span = max(1, int(math.ceil(math.log(1e-3) / math.log(1.0 - alpha))))
+    out = np.full(n, np.nan)
+    if n <= span:
+        return out
+    weights = alpha * (1.0 - alpha) ** np.arange(span)
+    weights /= weights.sum()
+    smooth = np.convolve(x, weights)[: n]
+    out[span:] = smooth[span - 1 : n - 1]
+    return out
+''',
+    "run_length": '''
+def run_length(x):
+    """How many consecutive points up to t share the value at t."""
+    idx = np.arange(len(x))
+    changed = np.concatenate(([True], x[1:] != x[:-1]))
+    return (idx - np.maximum.accumulate(np.where(changed, idx, 0)) + 1).astype(float)
+''',
+    "spectral_saliency": '''
+def spectral_saliency(x, width):
+    """Spectral-residual saliency of the last point of each window of `width` points ending at t,
+    relative to the window's mean saliency (Ren et al., 2019; 5 extrapolated points avoid the edge)."""
+    n = len(x)
+    out = np.full(n, np.nan)
+    if n < width:
+        return out
+    windows = np.lib.stride_tricks.sliding_window_view(x, width)
+    lags = np.arange(1, 6)
+    for a in range(0, len(windows), 8000):
+        block = windows[a : a + 8000]
+        block = block - block.mean(axis=1, keepdims=True)
+        grad = ((block[:, -1:] - block[:, -1 - lags]) / lags).mean(axis=1)
+        ahead = block[:, -5] + 5.0 * grad
+        ext = np.concatenate((block, np.repeat(ahead[:, None], 5, axis=1)), axis=1)
+        spec = np.fft.fft(ext, axis=1)
+        log_amp = np.log(np.abs(spec) + 1e-8)
+        pad = np.concatenate((log_amp[:, :1], log_amp, log_amp[:, -1:]), axis=1)
+        smooth = (pad[:, :-2] + pad[:, 1:-1] + pad[:, 2:]) / 3.0
+        residual = np.exp(log_amp - smooth + 1j * np.angle(spec))
+        sal = np.abs(np.fft.ifft(residual, axis=1))
+        ref = sal[:, :width].mean(axis=1) + 1e-8
+        out[width - 1 + a : width - 1 + a + len(block)] = (sal[:, width - 1] - ref) / ref
+    return out
+''',
+}
+
+# --------------------------------------------------------------------------------------------------
+# Transforms: values -> signal `x`.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A causal signal derived from the values.
+
+    Attributes:
+        name: identifier used in rule names (``value``, ``diff``, ``seasonal``, ...).
+        code: source lines (4-space indented) that set ``x`` from ``values`` and ``params``.
+        phrase: what ``x`` is, in words, for the rule docstring (may use ``{param}`` fields).
+        params: names of the ``PARAMS`` entries the code reads.
+        helpers: helper functions the code calls.
+    """
+
+    name: str
+    code: str
+    phrase: str
+    params: tuple[str, ...] = ()
+    helpers: tuple[str, ...] = ()
+
+
+TRANSFORMS: dict[str, Transform] = {
+    t.name: t
+    for t in (
+        Transform("value", "    x = values\n", "the value"),
+        Transform(
+            "diff",
+            "    x = np.concatenate(([0.0], np.diff(values)))\n",
+            "the change from the previous point",
+        ),
+        Transform(
+            "seasonal",
+            "    period = int(params['period'])\n"
+            "    cycles = int(params['cycles'])\n"
+            "    x = np.full(len(values), np.nan)\n"
+            "    if len(values) > period * cycles:\n"
+            "        same_slot = [values[period * (cycles - k) : len(values) - period * k]\n"
+            "                     for k in range(1, cycles + 1)]\n"
+            "        x[period * cycles :] = values[period * cycles :] - np.median(same_slot, axis=0)\n",
+            "the difference to the median of the same slot in the previous {cycles} period(s) of "
+            "{period} points",
+            ("period", "cycles"),
+        ),
+        Transform(
+            "ewma",
+            "    x = values - ewma_before(values, params['alpha'])\n",
+            "the residual against an exponentially weighted average (alpha {alpha}) of the "
+            "earlier points",
+            ("alpha",),
+            ("ewma_before",),
+        ),
+    )
+}
+
+# --------------------------------------------------------------------------------------------------
+# Scorers: signal `x` -> score `s`.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A causal score of the signal ``x``.
+
+    Attributes:
+        name: identifier used in rule names.
+        code: source lines that set ``s`` from ``x`` and ``params``.
+        normal: the normal condition in words, with ``{thr}``, ``{signal}`` and param fields.
+        abnormal: the abnormal condition in words, same fields, plus ``{dir}`` (above / below /
+            away from).
+        params: ``PARAMS`` entries the code reads.
+        helpers: helper functions the code calls.
+        lookback: points of history needed, as a function of the params (before the transform's).
+        directions: the directions that make sense for this score.
+        signed: True when the score is centred on 0 (z-scores); False for magnitudes.
+    """
+
+    name: str
+    code: str
+    normal: str
+    abnormal: str
+    params: tuple[str, ...]
+    helpers: tuple[str, ...]
+    lookback: Callable[[Mapping[str, float]], int]
+    directions: tuple[Direction, ...] = DIRECTIONS
+    signed: bool = True
+
+
+def _w(p: Mapping[str, float], key: str = "window") -> int:
+    return int(p[key])
+
+
+SCORERS: dict[str, Scorer] = {
+    s.name: s
+    for s in (
+        Scorer(
+            "static",
+            "    s = x\n",
+            "{signal} stays within the fitted bound {thr}",
+            "{signal} is {dir} {thr}",
+            (),
+            (),
+            lambda p: 1,
+        ),
+        Scorer(
+            "zscore",
+            "    mean, std = window_stats(x, int(params['window']), 1)\n"
+            "    s = (x - mean) / floor_scale(std, mean)\n",
+            "{signal} stays within {thr} standard deviations of its mean over the previous "
+            "{window} points",
+            "{signal} is more than {thr} standard deviations {dir} the mean of the previous "
+            "{window} points",
+            ("window",),
+            ("window_stats", "floor_scale"),
+            lambda p: _w(p) + 1,
+        ),
+        Scorer(
+            "robust_z",
+            "    median, mad = past_median_mad(x, int(params['window']))\n"
+            "    s = (x - median) / floor_scale(1.4826 * mad, median)\n",
+            "{signal} stays within {thr} robust deviations (1.4826 x MAD) of the median of the "
+            "previous {window} points",
+            "{signal} is more than {thr} robust deviations {dir} the median of the previous "
+            "{window} points",
+            ("window",),
+            ("past_median_mad", "floor_scale"),
+            lambda p: _w(p) + 1,
+        ),
+        Scorer(
+            "relative",
+            "    mean, _ = window_stats(x, int(params['window']), 1)\n"
+            "    s = (x - mean) / floor_scale(np.abs(mean), mean)\n",
+            "{signal} stays within a factor {thr} of its mean over the previous {window} points",
+            "{signal} moves {dir} the mean of the previous {window} points by more than a "
+            "fraction {thr} of it (e.g. a drop to zero)",
+            ("window",),
+            ("window_stats", "floor_scale"),
+            lambda p: _w(p) + 1,
+        ),
+        Scorer(
+            "level_shift",
+            "    recent, _ = window_stats(x, int(params['recent']), 0)\n"
+            "    before, std = window_stats(x, int(params['window']), int(params['recent']))\n"
+            "    s = (recent - before) / floor_scale(std, before)\n",
+            "the mean of {signal} over the last {recent} points stays within {thr} standard "
+            "deviations of its mean over the {window} points before them",
+            "the mean of {signal} over the last {recent} points shifts more than {thr} standard "
+            "deviations {dir} its mean over the {window} points before them",
+            ("recent", "window"),
+            ("window_stats", "floor_scale"),
+            lambda p: _w(p, "recent") + _w(p),
+        ),
+        Scorer(
+            "variance_shift",
+            "    _, recent = window_stats(x, int(params['recent']), 0)\n"
+            "    level, before = window_stats(x, int(params['window']), int(params['recent']))\n"
+            "    s = np.log(floor_scale(recent, level) / floor_scale(before, level))\n",
+            "the spread (std) of {signal} over the last {recent} points stays within a log-ratio "
+            "{thr} of its spread over the {window} points before them",
+            "the spread of {signal} over the last {recent} points changes by a log-ratio "
+            "{dir} {thr} against the {window} points before them",
+            ("recent", "window"),
+            ("window_stats", "floor_scale"),
+            lambda p: _w(p, "recent") + _w(p),
+        ),
+        Scorer(
+            "cusum",
+            "    mean, std = window_stats(x, int(params['window']), 1)\n"
+            "    z = np.nan_to_num(np.clip((x - mean) / floor_scale(std, mean), -10.0, 10.0))\n"
+            "    drift = params['drift']\n"
+            "    upper = np.zeros(len(x))\n"
+            "    lower = np.zeros(len(x))\n"
+            "    hi = lo = 0.0\n"
+            "    for i, zi in enumerate(z.tolist()):\n"
+            "        hi = max(0.0, hi + zi - drift)\n"
+            "        lo = max(0.0, lo - zi - drift)\n"
+            "        upper[i] = hi\n"
+            "        lower[i] = lo\n"
+            "    s = np.where(upper >= lower, upper, -lower)\n"
+            "    s[: int(params['window'])] = np.nan\n",
+            "the cumulative sum of {signal}'s z-scores (against the previous {window} points, "
+            "minus a drift of {drift} per point) stays below {thr}",
+            "the cumulative sum of z-scores (drift {drift}) exceeds {thr} {dir} the mean, a "
+            "sustained shift of {signal}",
+            ("window", "drift"),
+            ("window_stats", "floor_scale"),
+            lambda p: _w(p) + 1,
+        ),
+        Scorer(
+            "flat",
+            "    s = run_length(x)\n",
+            "{signal} keeps changing: fewer than {thr} identical points in a row",
+            "{signal} is stuck: {thr} or more identical points in a row",
+            (),
+            ("run_length",),
+            lambda p: 1,
+            directions=("up",),
+            signed=False,
+        ),
+        Scorer(
+            "spectral",
+            "    s = spectral_saliency(x, int(params['window']))\n",
+            "the spectral-residual saliency of {signal} over the last {window} points stays "
+            "below {thr} times the window's mean saliency",
+            "{signal} is salient: its spectral-residual saliency is more than {thr} times the "
+            "mean saliency of the last {window} points",
+            ("window",),
+            ("spectral_saliency",),
+            lambda p: _w(p),
+            directions=("up",),
+            signed=False,
+        ),
+    )
+}
+
+
+def _transform_lookback(transform: str, params: Mapping[str, float]) -> int:
+    if transform == "diff":
+        return 1
+    if transform == "seasonal":
+        return int(params["period"]) * int(params["cycles"])
+    if transform == "ewma":
+        alpha = float(params["alpha"])
+        return max(1, math.ceil(math.log(1e-3) / math.log(1.0 - alpha)))
+    return 0
+
+
+@dataclass(frozen=True)
+class Structure:
+    """A rule shape without its threshold: transform + scorer + their params + direction + persistence.
+
+    Attributes:
+        transform: a key of :data:`TRANSFORMS`.
+        scorer: a key of :data:`SCORERS`.
+        params: the structural numbers (windows, period, alpha...), stored in the rule's ``PARAMS``.
+        direction: ``up``, ``down`` or ``both``.
+        persistence: the rule fires when the threshold has held for this many consecutive points.
+    """
+
+    transform: str
+    scorer: str
+    params: tuple[tuple[str, float], ...]
+    direction: Direction = "up"
+    persistence: int = 1
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The (transform, scorer) pair: structures sharing it share their compiled score code."""
+        return (self.transform, self.scorer)
+
+    @property
+    def param_dict(self) -> dict[str, float]:
+        return dict(self.params)
+
+    @property
+    def name(self) -> str:
+        """A readable identifier, e.g. ``zscore_diff_w60_up_k2``."""
+        bits = [self.scorer, self.transform]
+        for k, v in self.params:
+            short = {"window": "w", "recent": "r", "period": "p", "cycles": "c", "alpha": "a"}.get(
+                k, k[:1]
+            )
+            bits.append(f"{short}{_fmt(v).replace('.', '')}")
+        bits.append(self.direction)
+        if self.persistence > 1:
+            bits.append(f"k{self.persistence}")
+        return "_".join(bits)
+
+    def lookback(self) -> int:
+        """Points of history the rule needs before its first possible alarm."""
+        p = self.param_dict
+        return (
+            _transform_lookback(self.transform, p)
+            + SCORERS[self.scorer].lookback(p)
+            + self.persistence
+            - 1
+        )
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A complete rule: a structure, its fitted threshold and an optional cool-down.
+
+    Attributes:
+        structure: the rule shape.
+        threshold: the rule fires when the directional score reaches this value.
+        cooldown: after an alarm, points that stay silent (0 = none).
+        metrics: free-form numbers recorded in the docstring (e.g. train/validation F1).
+    """
+
+    structure: Structure
+    threshold: float
+    cooldown: int = 0
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.structure.name
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The rule's ``PARAMS``: structural numbers plus the threshold (and cool-down)."""
+        p: dict[str, float] = dict(self.structure.params)
+        p["threshold"] = float(self.threshold)
+        p["persistence"] = self.structure.persistence
+        if self.cooldown:
+            p["cooldown"] = self.cooldown
+        return p
+
+
+def _fmt(v: float) -> str:
+    if float(v).is_integer():
+        return str(int(v))
+    return f"{v:.4g}"
+
+
+def _helpers_for(structure_key: tuple[str, str]) -> list[str]:
+    transform, scorer = TRANSFORMS[structure_key[0]], SCORERS[structure_key[1]]
+    names: list[str] = []
+    for h in (*transform.helpers, *scorer.helpers):
+        if h not in names:
+            names.append(h)
+    return names
+
+
+def score_source(transform: str, scorer: str) -> str:
+    """Source of the helpers and the ``score(values, timestamps, params)`` function of a pair."""
+    t, sc = TRANSFORMS[transform], SCORERS[scorer]
+    helpers = "".join(_HELPERS[h] for h in _helpers_for((transform, scorer)))
+    return (
+        f"{helpers}\n\ndef score(values, timestamps, params):\n"
+        f'    """Score of each point: larger means more anomalous in the rule\'s direction."""\n'
+        f"    values = np.asarray(values, dtype=float)\n"
+        f"{t.code}{sc.code}"
+        f"    return np.asarray(s, dtype=float)\n"
+    )
+
+
+_DIRECTION_CODE: dict[Direction, str] = {
+    "up": "    s = score(values, timestamps, params)\n",
+    "down": "    s = -score(values, timestamps, params)\n",
+    "both": "    s = np.abs(score(values, timestamps, params))\n",
+}
+
+_DETECT_TAIL = """    k = int(params["persistence"])
+    if k > 1:
+        held = np.full(len(s), np.nan)
+        if len(s) >= k:
+            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+        s = held
+    alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
+    return alarm
+"""
+
+_COOLDOWN_HELPER = '''
+
+def apply_cooldown(alarm, quiet):
+    """Keep an alarm only if no kept alarm happened in the previous `quiet` points."""
+    out = np.zeros(len(alarm), dtype=bool)
+    last = -quiet - 1
+    for i in np.flatnonzero(alarm).tolist():
+        if i - last > quiet:
+            out[i] = True
+            last = i
+    return out
+'''
+
+
+def _words(spec: RuleSpec) -> tuple[str, str, str]:
+    st = spec.structure
+    t, sc = TRANSFORMS[st.transform], SCORERS[st.scorer]
+    p = {k: _fmt(v) for k, v in st.params}
+    signal = t.phrase.format(**p)
+    thr = f"{spec.threshold:.4g}"
+    if st.direction == "down":
+        thr_txt = f"-{thr}" if sc.name == "static" else thr
+    else:
+        thr_txt = thr
+    dir_word = {"up": "above", "down": "below", "both": "above or below"}[st.direction]
+    if sc.name == "static":
+        dir_word = {"up": "at or above", "down": "at or below", "both": "beyond +/-"}[st.direction]
+    fields = {**p, "signal": signal, "thr": thr_txt, "dir": dir_word}
+    normal = sc.normal.format(**fields)
+    abnormal = sc.abnormal.format(**fields)
+    if st.persistence > 1:
+        abnormal += f", for {st.persistence} consecutive points"
+    if spec.cooldown:
+        abnormal += f" (then silent for {spec.cooldown} points)"
+    title = f"{sc.name.replace('_', ' ')} of {t.name.replace('_', ' ')}, {st.direction}"
+    normal = normal[0].upper() + normal[1:]
+    abnormal = abnormal[0].upper() + abnormal[1:]
+    return title, normal, abnormal
+
+
+def _wrap(text: str, width: int = 96) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=width, subsequent_indent="    "))
+
+
+def render(spec: RuleSpec) -> str:
+    """The rule module's source: docstring, imports, PARAMS, LOOKBACK, helpers, score, detect."""
+    st = spec.structure
+    title, normal, abnormal = _words(spec)
+    extra = ""
+    if spec.metrics:
+        extra = (
+            "\nFitted by the Argos builtin generator: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in spec.metrics.items())
+            + "."
+        )
+    doc = (
+        f'"""{spec.name}: {title}.\n\n'
+        f"{_wrap('Normal: ' + normal + '.')}\n"
+        f"{_wrap('Abnormal: ' + abnormal + '.')}\n"
+        f"{_wrap(extra.strip()) if extra else ''}"
+        f'\n"""\n'
+    )
+    params_lines = "".join(f"    {k!r}: {_param_literal(v)},\n" for k, v in spec.params.items())
+    cooldown = _COOLDOWN_HELPER if spec.cooldown else ""
+    return (
+        f"{doc}\nimport math\n\nimport numpy as np\n\n"
+        f"PARAMS = {{\n{params_lines}}}\n"
+        f"LOOKBACK = {st.lookback()}\n"
+        f"{score_source(st.transform, st.scorer)}{cooldown}\n\n"
+        "def detect(values, timestamps, params=PARAMS):\n"
+        '    """True where the point is anomalous (see the module docstring)."""\n'
+        f"{_DIRECTION_CODE[st.direction]}{_DETECT_TAIL}"
+    )
+
+
+def _param_literal(v: float) -> str:
+    if isinstance(v, int) or float(v).is_integer():
+        return str(int(v))
+    return repr(float(v))
+
+
+_SCORE_CACHE: dict[tuple[str, str], ScoreFn] = {}
+
+
+def compile_score(transform: str, scorer: str) -> ScoreFn:
+    """Compile (once, in-process: templates are trusted code) the score function of a pair."""
+    key = (transform, scorer)
+    fn = _SCORE_CACHE.get(key)
+    if fn is None:
+        ns: dict[str, Any] = {"np": np, "math": math}
+        exec(
+            compile(score_source(transform, scorer), f"<template {transform}/{scorer}>", "exec"), ns
+        )
+        fn = ns["score"]
+        _SCORE_CACHE[key] = fn
+    return fn
+
+
+def load_rule(source: str) -> tuple[DetectFn, dict[str, float]]:
+    """Compile a rendered rule (trusted, in-process) and return its ``detect`` and ``PARAMS``."""
+    ns: dict[str, Any] = {"__name__": "argos_template_rule"}
+    exec(compile(source, "<rendered rule>", "exec"), ns)
+    return ns["detect"], dict(ns["PARAMS"])
+
+
+def directional(score: FloatArray, direction: Direction, persistence: int) -> FloatArray:
+    """The score a rule thresholds: direction applied, then the minimum over ``persistence`` points.
+
+    NaN (warm-up) becomes ``-inf`` so it never reaches a threshold. Matches :func:`render`'s
+    ``detect`` exactly: ``detect(...) == (directional(score(...)) >= threshold)`` (no cool-down).
+    """
+    if direction == "down":
+        s = -score
+    elif direction == "both":
+        s = np.abs(score)
+    else:
+        s = score
+    if persistence > 1:
+        held = np.full(len(s), np.nan)
+        if len(s) >= persistence:
+            held[persistence - 1 :] = np.lib.stride_tricks.sliding_window_view(s, persistence).min(
+                axis=1
+            )
+        s = held
+    return np.nan_to_num(s, nan=-np.inf)
