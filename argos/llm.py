@@ -81,6 +81,7 @@ __all__ = [
     "Usage",
     "UsageLedger",
     "estimate_tokens",
+    "price_for",
     "prompt_sha256",
     "request_key",
 ]
