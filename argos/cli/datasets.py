@@ -1,7 +1,156 @@
-"""Placeholder: commands are added by the issue that owns this module."""
+"""``argos datasets``: which datasets exist, where they were looked for, and what is in them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from argos import catalog
+from argos.series import DataError
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help=f"Folder holding kpi/, yahoo_s5/, nab/ (default: ${catalog.DATA_DIR_ENV}).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    """Add the ``datasets`` command group (``list``, ``show``) to ``app``."""
+    group = typer.Typer(
+        help="Benchmark and demo datasets: what is available and what is in them.",
+        no_args_is_help=True,
+    )
+
+    @group.command("list")
+    def list_datasets(data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+        """Built-in dataset names, where their data was looked for, and whether it was found."""
+        root = catalog.resolve_data_dir(data_dir)
+        origin = (
+            "--data-dir"
+            if data_dir is not None
+            else (catalog.DATA_DIR_ENV if root is not None else None)
+        )
+        rows: list[dict[str, Any]] = []
+        for name in catalog.dataset_names():
+            info = catalog.BUILTIN[name]
+            location = catalog.dataset_location(name, data_dir)
+            rows.append(
+                {
+                    "name": name,
+                    "layout": info.layout,
+                    "path": None if location is None else str(location),
+                    "found": catalog.is_available(name, data_dir),
+                    "split": info.split,
+                    "license": info.license,
+                    "description": info.description,
+                }
+            )
+        if as_json:
+            out = {"data_dir": None if root is None else str(root), "data_dir_from": origin}
+            typer.echo(json.dumps({**out, "datasets": rows}, indent=2))
+            return
+        console = Console()
+        if root is None:
+            console.print(
+                f"data dir: [yellow]not set[/] (pass --data-dir or set {catalog.DATA_DIR_ENV})"
+            )
+        else:
+            state = "" if root.is_dir() else " [red](missing)[/]"
+            console.print(f"data dir: {root} (from {origin}){state}")
+        table = Table("name", "found", "looked in", "description")
+        for row in rows:
+            found = "[green]yes[/]" if row["found"] else "[red]no[/]"
+            where = row["path"] or ("built in" if row["layout"] == "demo" else "-")
+            table.add_row(row["name"], found, where, row["description"])
+        console.print(table)
+        console.print("Any PATH works too: a folder of CSV/Parquet files or UCR archive files.")
+
+    @group.command("show")
+    def show(
+        name: Annotated[str, typer.Argument(help="A dataset name (see `list`) or a PATH.")],
+        data_dir: DataDirOption = None,
+        as_json: JsonOption = False,
+        train_fraction: Annotated[
+            float | None,
+            typer.Option(
+                "--train-fraction",
+                help="Share of each series used for training (default 0.7; official splits kept).",
+                show_default=False,
+            ),
+        ] = None,
+    ) -> None:
+        """Series count, points, anomaly ratio, sampling interval, split sizes and partitions."""
+        try:
+            dataset = catalog.load_dataset(
+                name,
+                data_dir=data_dir,
+                train_fraction=train_fraction,
+                progress=not as_json and sys.stderr.isatty(),
+            )
+        except (DataError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        summary = catalog.describe(dataset)
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+            return
+        _print_summary(summary)
+
+    app.add_typer(group, name="datasets")
+
+
+def _print_summary(d: dict[str, Any]) -> None:
+    console = Console()
+    table = Table(title=f"dataset {d['name']} ({d['layout']})", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    length = d["length"]
+    ratio = d["anomaly_ratio"]
+    split = d["split"]
+    pts = split["points"]
+    anom = split["anomalies"]
+    total = max(d["points"], 1)
+    table.add_row("series", f"{d['series']:,} ({d['labeled_series']:,} labeled)")
+    table.add_row("points", f"{d['points']:,} (per series {length['min']:,}..{length['max']:,})")
+    table.add_row(
+        "anomalies",
+        "no labels"
+        if ratio is None
+        else f"{d['anomalies']:,} points = {ratio:.2%}, {d['events']:,} events",
+    )
+    intervals = ", ".join(f"{_seconds(int(k))} x{v}" for k, v in d["intervals"].items())
+    table.add_row("interval", f"median {_seconds(d['interval_s'])} ({intervals})")
+    how = f"{split['granularity']}, train fraction {split['train_fraction']}"
+    if split["official_series"]:
+        how += f", official split on {split['official_series']} series"
+    table.add_row("split", how)
+    for part in ("train", "validation", "test"):
+        table.add_row(
+            f"  {part}",
+            f"{pts[part]:,} points ({pts[part] / total:.0%}), {anom[part]:,} anomalous",
+        )
+    if d["partitions"]:
+        table.add_row("partitions", ", ".join(f"{k} ({v})" for k, v in d["partitions"].items()))
+    if d["filled"] or d["retimed"]:
+        table.add_row("repairs", f"{d['filled']:,} NaN filled, {d['retimed']:,} timestamps retimed")
+    console.print(table)
+
+
+def _seconds(s: int) -> str:
+    """60 -> '1 min', 3600 -> '1 h', 1 -> '1 s' (Yahoo A1 has index timestamps)."""
+    if s >= 3600 and s % 3600 == 0:
+        return f"{s // 3600} h"
+    if s >= 60 and s % 60 == 0:
+        return f"{s // 60} min"
+    return f"{s} s"
