@@ -30,6 +30,7 @@ from argos.series import (
     Series,
     SplitSpec,
     make_increasing,
+    show_value,
 )
 
 __all__ = [
@@ -112,9 +113,9 @@ def _read_csv(
         header = pd.read_csv(path, nrows=0)
         cols = _resolve_columns(list(header.columns), wanted, source)
         dtype = {cols[c]: "category" for c in categorical if c in cols}
+        # No usecols: with it pandas silently accepts rows with too many fields.
         df = pd.read_csv(
             path,
-            usecols=list(cols.values()),
             dtype=dtype or None,  # type: ignore[arg-type]
             skip_blank_lines=False,
             low_memory=False,
@@ -164,7 +165,7 @@ def _numeric(col: pd.Series, what: str, source: str, *, first_line: int) -> Floa
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{what} {col.iloc[i]!r} is not a number", source=source, row=first_line + i
+            f"{what} {show_value(col.iloc[i])} is not a number", source=source, row=first_line + i
         )
     return num.to_numpy(dtype=np.float64, na_value=np.nan)
 
@@ -198,7 +199,7 @@ def _timestamps(col: pd.Series, source: str, *, first_line: int) -> npt.NDArray[
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"timestamp {col.iloc[i]!r} is neither integer seconds nor a date",
+            f"timestamp {show_value(col.iloc[i])} is neither integer seconds nor a date",
             source=source,
             row=first_line + i,
         )
@@ -207,7 +208,7 @@ def _timestamps(col: pd.Series, source: str, *, first_line: int) -> npt.NDArray[
     if frac.any():
         i = int(np.flatnonzero(frac)[0])
         raise DataError(
-            f"timestamp {col.iloc[i]!r} has fractional seconds (whole seconds are required)",
+            f"timestamp {show_value(col.iloc[i])} has fractional seconds (whole seconds required)",
             source=source,
             row=first_line + i,
         )

@@ -119,7 +119,7 @@ class Series:
                 if not np.all(ts == np.round(ts)):
                     bad = int(np.flatnonzero(ts != np.round(ts))[0])
                     raise DataError(
-                        f"timestamp {ts[bad]!r} is not a whole number of seconds",
+                        f"timestamp {show_value(ts[bad])} is not a whole number of seconds",
                         source=src,
                         row=line_of(bad),
                         row_kind=kind,
@@ -337,7 +337,10 @@ def _as_float(raw: npt.NDArray[Any], source: str, line_of: _LineMap, kind: str) 
             float(item)
         except (TypeError, ValueError):
             raise DataError(
-                f"value {item!r} is not a number", source=source, row=line_of(i), row_kind=kind
+                f"value {show_value(item)} is not a number",
+                source=source,
+                row=line_of(i),
+                row_kind=kind,
             ) from None
     raise DataError("values must be numeric", source=source)  # pragma: no cover
 
@@ -355,9 +358,23 @@ def _as_binary(
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"label {raw[i]!r} is not 0 or 1", source=source, row=line_of(i), row_kind=kind
+            f"label {show_value(raw[i])} is not 0 or 1",
+            source=source,
+            row=line_of(i),
+            row_kind=kind,
         )
     return num.astype(np.bool_)
+
+
+def show_value(x: Any) -> str:
+    """A cell as a user wrote it: ``2`` not ``np.float64(2.0)``, strings quoted."""
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    if isinstance(x, str):
+        return repr(x)
+    return str(x)
 
 
 def _float_or_nan(x: Any) -> float:
