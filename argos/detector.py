@@ -1,0 +1,800 @@
+"""The online detector: exported rule sets on live metric streams, with exactly the batch labels.
+
+A :class:`Detector` owns one loaded rule set, a :class:`~argos.rule_worker.RuleEngine` that runs
+the rules (isolated workers by default) and the per-series stream state kept in the parent:
+the last accepted timestamp (ordering) and the post-processing state (runs, cool-down,
+incidents). The rules' history buffers live in the engine (``max(LOOKBACK) - 1`` points per
+series).
+
+Semantics (see ``docs/detector.md``):
+
+* **Finite lookback.** A rule's label at point ``t`` may depend only on points
+  ``t - LOOKBACK + 1 .. t``. Then labelling new points with a buffer of the last ``LOOKBACK - 1``
+  points gives exactly the labels of running the rule on the whole series. When a rule set is
+  loaded, every rule is checked on a deterministic synthetic sample by streaming it in irregular
+  micro-batches and comparing with one batch run; a rule that differs is flagged
+  ``stream_exact=False`` (a warning, or an error with ``strict=True``).
+* **Ordering.** Points may interleave across series; within a series timestamps must increase.
+  A point whose timestamp equals the last accepted one is a ``duplicate``, an older one is
+  ``late``, a non-finite value is ``invalid``: all three are dropped, counted and reported with
+  their status, never an exception.
+* **Combination.** ``or``: a point is raw-anomalous when any rule fires. ``fusion``: rules carry a
+  role ``base``/``fn``/``fp``; raw = (base and no FP-rule fires) or (not base and an FN-rule fires).
+* **Post-processing** (:class:`PostProcessing`, counted in points, causal, identical in batch and
+  stream): ``min_duration`` (a point is anomalous once the raw label has held for that many
+  consecutive points), ``cooldown`` (an anomalous point raises an *alert* only if no alert was
+  raised in the previous ``cooldown`` points of the series) and ``incident_gap`` (anomalous points
+  separated by at most that many normal points belong to the same incident).
+* **Explanations.** Every anomalous point names the rules that fired and each rule's stated
+  abnormal condition (the ``Abnormal:`` part of its docstring).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import json
+import logging
+import math
+import re
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from argos.rule_worker import (
+    EngineResult,
+    InProcessEngine,
+    RuleCode,
+    RuleEngine,
+    WorkerEngine,
+    WorkerLimits,
+)
+from argos.series import Series
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+Role = Literal["or", "base", "fn", "fp"]
+PointStatus = Literal["ok", "late", "duplicate", "invalid"]
+
+VERIFY_SERIES = "\x00argos-stream-exactness-check"
+
+
+class RuleSetError(ValueError):
+    """A rule set folder is unusable (missing file, bad manifest, hash mismatch, rule refused)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Rule sets
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedRule:
+    """One verified rule: code, fitted params, lookback, role and its stated abnormal condition."""
+
+    id: str
+    code: str
+    params: Mapping[str, Any]
+    lookback: int
+    condition: str
+    description: str = ""
+    role: Role = "or"
+
+    def to_code(self) -> RuleCode:
+        """What an engine needs to run it."""
+        return RuleCode(self.id, self.code, dict(self.params), self.lookback)
+
+
+@dataclass(frozen=True)
+class LoadedRuleSet:
+    """A rule set read from a folder (hashes checked), ready to hand to a :class:`Detector`."""
+
+    name: str
+    directory: str
+    rules: tuple[LoadedRule, ...]
+    combination: Literal["or", "fusion"]
+    digest: str
+
+    def summary(self) -> dict[str, Any]:
+        """JSON description (for ``GET /v1/rulesets`` and logs)."""
+        return {
+            "name": self.name,
+            "directory": self.directory,
+            "combination": self.combination,
+            "digest": self.digest,
+            "rules": [
+                {
+                    "id": r.id,
+                    "lookback": r.lookback,
+                    "role": r.role,
+                    "params": dict(r.params),
+                    "condition": r.condition,
+                }
+                for r in self.rules
+            ],
+        }
+
+
+_SECTION = re.compile(r"^\s*(normal|abnormal)\s*(?:condition|conditions)?\s*[:\-]\s*", re.I)
+
+
+def abnormal_condition(code: str) -> str:
+    """The rule's stated abnormal condition: the ``Abnormal:`` paragraph of its docstring.
+
+    Falls back to the docstring's first line, or ``""`` when there is no docstring.
+    """
+    try:
+        doc = ast.get_docstring(ast.parse(code)) or ""
+    except SyntaxError:
+        return ""
+    lines = doc.strip().splitlines()
+    for i, line in enumerate(lines):
+        m = _SECTION.match(line)
+        if m and m.group(1).lower() == "abnormal":
+            parts = [line[m.end() :].strip()]
+            for nxt in lines[i + 1 :]:
+                if not nxt.strip() or _SECTION.match(nxt):
+                    break
+                parts.append(nxt.strip())
+            return " ".join(p for p in parts if p)
+    return lines[0].strip() if lines else ""
+
+
+class _ManifestRule(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
+    file: str
+    sha256: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    lookback: int | None = Field(default=None, ge=1)
+    description: str = ""
+    role: Role = "or"
+
+
+class _Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = ""
+    combination: Literal["or", "fusion"] = "or"
+    rules: list[_ManifestRule] = Field(min_length=1)
+
+
+def _from_artifacts(directory: Path) -> LoadedRuleSet | None:
+    """Use :func:`argos.artifacts.load_ruleset` when that module exists (it owns the format)."""
+    try:
+        artifacts = importlib.import_module("argos.artifacts")
+    except ImportError:
+        return None
+    loader = getattr(artifacts, "load_ruleset", None)
+    if loader is None:
+        return None
+    try:
+        rs = loader(directory)
+    except Exception as exc:
+        raise RuleSetError(f"{directory}: {exc}") from exc
+    rules: list[LoadedRule] = []
+    manifest = getattr(rs, "manifest", rs)
+    combination = str(getattr(manifest, "combination", "or"))
+    codes = getattr(rs, "codes", None)
+    for r in manifest.rules:
+        code = None
+        if isinstance(codes, Mapping):
+            code = codes.get(r.id)
+        if code is None:
+            code = (directory / r.file).read_text(encoding="utf-8")
+        role = str(getattr(r, "role", "or") or "or")
+        rules.append(
+            LoadedRule(
+                id=r.id,
+                code=code,
+                params=dict(r.params),
+                lookback=int(r.lookback),
+                condition=abnormal_condition(code) or str(getattr(r, "description", "")),
+                description=str(getattr(r, "description", "")),
+                role=role if role in ("or", "base", "fn", "fp") else "or",  # type: ignore[arg-type]
+            )
+        )
+    name = str(getattr(manifest, "name", "") or directory.name)
+    return _finish(name, directory, rules, combination)
+
+
+def _finish(name: str, directory: Path, rules: list[LoadedRule], combination: str) -> LoadedRuleSet:
+    if combination not in ("or", "fusion"):
+        raise RuleSetError(f"{directory}: unknown combination {combination!r} (or, fusion)")
+    ids = [r.id for r in rules]
+    if len(set(ids)) != len(ids):
+        raise RuleSetError(f"{directory}: duplicate rule ids in the manifest: {ids}")
+    if combination == "fusion" and sum(r.role == "base" for r in rules) != 1:
+        raise RuleSetError(
+            f"{directory}: a fusion rule set needs exactly one rule with role 'base'"
+        )
+    digest = hashlib.sha256(
+        json.dumps(
+            [
+                [r.id, hashlib.sha256(r.code.encode()).hexdigest(), dict(r.params), r.lookback]
+                for r in rules
+            ],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:16]
+    return LoadedRuleSet(
+        name=name,
+        directory=str(directory),
+        rules=tuple(rules),
+        combination=combination,  # type: ignore[arg-type]
+        digest=digest,
+    )
+
+
+def load_rules(directory: str | Path) -> LoadedRuleSet:
+    """Read and verify a rule-set folder (``manifest.json`` + rule files).
+
+    Every file's SHA-256 must match the manifest and every rule must pass the static gate
+    (:func:`argos.rule_contract.check_rule`); otherwise :class:`RuleSetError` says which rule and
+    why. ``lookback`` defaults to the rule's ``LOOKBACK`` constant, ``params`` are merged over its
+    ``PARAMS``.
+    """
+    from argos.rule_contract import RuleContractError, check_rule
+
+    d = Path(directory)
+    via_artifacts = _from_artifacts(d)
+    if via_artifacts is not None:
+        return via_artifacts
+    mpath = d / "manifest.json"
+    if not mpath.is_file():
+        raise RuleSetError(f"{d}: no manifest.json (is this an exported rule set folder?)")
+    try:
+        manifest = _Manifest.model_validate_json(mpath.read_bytes())
+    except ValueError as exc:
+        raise RuleSetError(f"{mpath}: invalid manifest: {exc}") from exc
+    rules: list[LoadedRule] = []
+    for r in manifest.rules:
+        path = (d / r.file).resolve()
+        if d.resolve() not in path.parents:
+            raise RuleSetError(f"{mpath}: rule {r.id!r} file {r.file!r} is outside the folder")
+        if not path.is_file():
+            raise RuleSetError(f"{mpath}: rule {r.id!r}: file {r.file!r} not found")
+        raw = path.read_bytes()
+        actual = hashlib.sha256(raw).hexdigest()
+        if actual != r.sha256.lower():
+            raise RuleSetError(
+                f"{mpath}: rule {r.id!r}: sha256 of {r.file} is {actual}, manifest says "
+                f"{r.sha256}; refusing a modified rule"
+            )
+        code = raw.decode("utf-8")
+        try:
+            info = check_rule(code)
+        except RuleContractError as exc:
+            raise RuleSetError(f"{mpath}: rule {r.id!r} fails the rule contract: {exc}") from exc
+        params = {**info.params, **r.params}
+        rules.append(
+            LoadedRule(
+                id=r.id,
+                code=code,
+                params=params,
+                lookback=r.lookback or info.lookback,
+                condition=abnormal_condition(code) or r.description,
+                description=r.description,
+                role=r.role,
+            )
+        )
+    return _finish(manifest.name or d.name, d, rules, manifest.combination)
+
+
+# ----------------------------------------------------------------------------------------------
+# Post-processing
+# ----------------------------------------------------------------------------------------------
+
+
+class PostProcessing(BaseModel):
+    """Causal alarm post-processing, counted in points of one series.
+
+    Attributes:
+        min_duration: a point is anomalous only once the raw label has been true for this many
+            consecutive points (1 = off).
+        cooldown: an anomalous point raises an alert only when the series raised no alert in the
+            previous ``cooldown`` points (0 = every anomalous point alerts).
+        incident_gap: anomalous points separated by at most this many normal points belong to
+            the same incident.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    min_duration: int = Field(default=1, ge=1)
+    cooldown: int = Field(default=0, ge=0)
+    incident_gap: int = Field(default=0, ge=0)
+
+
+@dataclass
+class _PostState:
+    pos: int = 0  # accepted points so far
+    run: int = 0  # consecutive raw-true points ending at last_raw
+    last_raw: int = -(10**18)
+    last_anomaly: int = -(10**18)
+    last_alert: int = -(10**18)
+    incidents: int = 0
+
+
+def _post_process(
+    raw: BoolArray, st: _PostState, cfg: PostProcessing
+) -> tuple[BoolArray, BoolArray, IntArray]:
+    """Apply post-processing to the next ``len(raw)`` points; returns anomaly, alert, incident.
+
+    Incident ids are 1-based per series (0 = none). Loops only over raw-true points.
+    """
+    k = len(raw)
+    anomaly = np.zeros(k, dtype=np.bool_)
+    alert = np.zeros(k, dtype=np.bool_)
+    incident = np.zeros(k, dtype=np.int64)
+    for i in np.flatnonzero(raw).tolist():
+        p = st.pos + i
+        st.run = st.run + 1 if st.last_raw == p - 1 else 1
+        st.last_raw = p
+        if st.run < cfg.min_duration:
+            continue
+        anomaly[i] = True
+        if p - st.last_anomaly - 1 > cfg.incident_gap:
+            st.incidents += 1
+        st.last_anomaly = p
+        incident[i] = st.incidents
+        if p - st.last_alert > cfg.cooldown:
+            alert[i] = True
+            st.last_alert = p
+    st.pos += k
+    return anomaly, alert, incident
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """One incoming point."""
+
+    series: str
+    timestamp: int
+    value: float
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """The detector's verdict on one point (in input order).
+
+    ``status`` is ``ok`` or why the point was dropped (``late``, ``duplicate``, ``invalid``);
+    dropped points have no labels. ``fired`` lists the rules whose label was true; ``errors`` the
+    rules that failed on this point's micro-batch (their label counts as false).
+    """
+
+    series: str
+    timestamp: int
+    value: float
+    status: PointStatus
+    anomaly: bool = False
+    alert: bool = False
+    raw: bool = False
+    incident: int = 0
+    fired: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    def to_json(self, conditions: Mapping[str, str]) -> dict[str, Any]:
+        """The JSON line/record: labels plus, when anomalous, the explanation per fired rule."""
+        out: dict[str, Any] = {
+            "series": self.series,
+            "timestamp": self.timestamp,
+            "value": self.value if math.isfinite(self.value) else None,
+            "status": self.status,
+        }
+        if self.status != "ok":
+            return out
+        out["anomaly"] = self.anomaly
+        out["alert"] = self.alert
+        if self.anomaly:
+            out["incident"] = self.incident
+        if self.fired:
+            out["explanation"] = [
+                {"rule": r, "condition": conditions.get(r, "")} for r in self.fired
+            ]
+        if self.errors:
+            out["rule_errors"] = list(self.errors)
+        return out
+
+
+@dataclass
+class BatchDetection:
+    """Labels of a whole series: per rule, combined raw, and post-processed."""
+
+    rule_ids: tuple[str, ...]
+    rule_labels: BoolArray  # [n_rules, n]
+    raw: BoolArray
+    anomaly: BoolArray
+    alert: BoolArray
+    incident: IntArray
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StreamExactness:
+    """Result of the finite-lookback check of one rule."""
+
+    rule_id: str
+    exact: bool
+    detail: str
+
+
+# ----------------------------------------------------------------------------------------------
+# The detector
+# ----------------------------------------------------------------------------------------------
+
+
+def verification_sample(n: int = 1500, seed: int = 7) -> tuple[IntArray, FloatArray]:
+    """A deterministic synthetic metric that exercises typical rules (no labels involved).
+
+    Daily seasonality, noise, spikes, a level shift, a flat stretch and a variance burst, at 60 s.
+    """
+    rng = np.random.default_rng(seed)
+    i = np.arange(n)
+    v = 50 + 10 * np.sin(2 * np.pi * i / 288) + rng.normal(0, 1.0, n)
+    v[rng.choice(n, size=max(1, n // 100), replace=False)] += rng.choice([-1, 1]) * 25
+    v[n // 2 :] += 15
+    v[n // 3 : n // 3 + 80] = v[n // 3]
+    v[2 * n // 3 : 2 * n // 3 + 60] += rng.normal(0, 8, 60)
+    t = 1_700_000_000 + 60 * i.astype(np.int64)
+    return t.astype(np.int64), v.astype(np.float64)
+
+
+def _chunk_sizes(n: int, seed: int = 11) -> list[int]:
+    """Irregular micro-batch sizes covering ``n`` points (many 1-point pushes, some large)."""
+    rng = np.random.default_rng(seed)
+    sizes: list[int] = []
+    total = 0
+    while total < n:
+        s = int(rng.choice([1, 1, 1, 2, 3, 7, 16, 61, 200]))
+        s = min(s, n - total)
+        sizes.append(s)
+        total += s
+    return sizes
+
+
+def combine(
+    rule_labels: BoolArray, roles: Sequence[Role], combination: Literal["or", "fusion"]
+) -> BoolArray:
+    """Combine per-rule labels ``[n_rules, n]`` into one raw label per point."""
+    n = rule_labels.shape[1]
+    if rule_labels.shape[0] == 0:
+        return np.zeros(n, dtype=np.bool_)
+    if combination == "or":
+        return np.asarray(rule_labels.any(axis=0), dtype=np.bool_)
+    role = np.asarray(roles)
+    base = rule_labels[role == "base"].any(axis=0)
+    fn = rule_labels[role == "fn"].any(axis=0)
+    fp = rule_labels[role == "fp"].any(axis=0)
+    return np.asarray((base & ~fp) | (~base & fn), dtype=np.bool_)
+
+
+class Detector:
+    """Streaming and batch detection with one rule set (thread-safe).
+
+    Use :meth:`open` to load a folder. ``push`` is the streaming entry point; ``detect_arrays``
+    and ``detect`` (the :class:`argos.methods.Detector` protocol) label whole series statelessly
+    and give the same labels as streaming the series from its first point.
+    """
+
+    def __init__(
+        self,
+        ruleset: LoadedRuleSet,
+        engine: RuleEngine,
+        *,
+        post: PostProcessing | None = None,
+        verify: bool = True,
+        strict: bool = False,
+    ) -> None:
+        self.ruleset = ruleset
+        self.engine = engine
+        self.post = post or PostProcessing()
+        if engine.load_errors:
+            engine.close()
+            detail = "; ".join(f"{k}: {v}" for k, v in engine.load_errors.items())
+            raise RuleSetError(f"{ruleset.directory}: rules failed to load: {detail}")
+        self.rule_ids = engine.rule_ids
+        by_id = {r.id: r for r in ruleset.rules}
+        self.conditions = {r.id: r.condition for r in ruleset.rules}
+        self.roles: list[Role] = [by_id[i].role for i in self.rule_ids]
+        self._lock = threading.Lock()
+        self._last_ts: dict[str, int] = {}
+        self._post: dict[str, _PostState] = {}
+        self.counters: Counter[str] = Counter()
+        self.rule_errors: Counter[str] = Counter()
+        self.rule_fired: Counter[str] = Counter()
+        self.last_errors: dict[str, str] = {}
+        self.exactness: dict[str, StreamExactness] = {}
+        if verify:
+            self.exactness = self.check_stream_exact()
+            bad = [e for e in self.exactness.values() if not e.exact]
+            if bad and strict:
+                engine.close()
+                raise RuleSetError(
+                    "rules are not stream-exact (label depends on more than LOOKBACK points): "
+                    + "; ".join(f"{e.rule_id}: {e.detail}" for e in bad)
+                )
+            for e in bad:
+                log.warning("rule %s is not stream-exact: %s", e.rule_id, e.detail)
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | Path,
+        *,
+        isolation: Literal["worker", "inprocess"] = "worker",
+        workers: int = 1,
+        limits: WorkerLimits | None = None,
+        post: PostProcessing | None = None,
+        verify: bool = True,
+        strict: bool = False,
+    ) -> Detector:
+        """Load a rule-set folder and start its engine.
+
+        ``isolation="worker"`` (default) runs the rules in locked-down worker processes;
+        ``"inprocess"`` runs them in this process and is for trusted rules only.
+        """
+        rs = load_rules(directory)
+        codes = [r.to_code() for r in rs.rules]
+        engine: RuleEngine
+        if isolation == "worker":
+            engine = WorkerEngine(codes, workers=workers, limits=limits)
+        elif isolation == "inprocess":
+            engine = InProcessEngine(codes)
+        else:
+            raise ValueError(f"isolation must be 'worker' or 'inprocess', not {isolation!r}")
+        return cls(rs, engine, post=post, verify=verify, strict=strict)
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def stream_exact(self) -> dict[str, bool]:
+        """Per rule: did the finite-lookback check pass (missing when not checked)."""
+        return {k: v.exact for k, v in self.exactness.items()}
+
+    def describe(self) -> dict[str, Any]:
+        """Rule set summary plus isolation and stream-exactness (for the API and CLI)."""
+        out = self.ruleset.summary()
+        out["isolation"] = self.engine.isolation
+        out["post_processing"] = self.post.model_dump()
+        for r in out["rules"]:
+            e = self.exactness.get(r["id"])
+            r["stream_exact"] = None if e is None else e.exact
+            if e is not None and not e.exact:
+                r["stream_exact_detail"] = e.detail
+        return out
+
+    # -- checks -------------------------------------------------------------------------------
+    def check_stream_exact(
+        self, timestamps: IntArray | None = None, values: FloatArray | None = None
+    ) -> dict[str, StreamExactness]:
+        """Stream a sample in irregular micro-batches and compare with one batch run, per rule.
+
+        Uses :func:`verification_sample` unless a sample is given. The check runs through the
+        same engine (isolated), on a private series id that is forgotten afterwards.
+        """
+        if timestamps is None or values is None:
+            timestamps, values = verification_sample()
+        full = self.engine.batch([(timestamps, values)])
+        streamed: list[BoolArray] = []
+        errors: dict[str, str] = {e.rule_id: e.message for e in full.errors}
+        a = 0
+        with self._lock:
+            self.engine.forget([VERIFY_SERIES])
+            try:
+                for s in _chunk_sizes(len(values)):
+                    res = self.engine.push(
+                        [(VERIFY_SERIES, timestamps[a : a + s], values[a : a + s])]
+                    )
+                    for e in res.errors:
+                        errors.setdefault(e.rule_id, e.message)
+                    streamed.append(res.labels[0])
+                    a += s
+            finally:
+                self.engine.forget([VERIFY_SERIES])
+        stream = np.concatenate(streamed, axis=1)
+        out: dict[str, StreamExactness] = {}
+        for r, rid in enumerate(self.rule_ids):
+            if rid in errors:
+                out[rid] = StreamExactness(rid, False, f"rule failed on the check: {errors[rid]}")
+                continue
+            diff = np.flatnonzero(stream[r] != full.labels[0][r])
+            if diff.size:
+                i = int(diff[0])
+                out[rid] = StreamExactness(
+                    rid,
+                    False,
+                    f"{diff.size} of {len(values)} labels differ between streaming (last "
+                    f"LOOKBACK points) and batch; first at index {i}: batch "
+                    f"{bool(full.labels[0][r][i])}, stream {bool(stream[r][i])}. The label "
+                    "depends on points older than "
+                    f"LOOKBACK (or on the input's length/position)",
+                )
+            else:
+                out[rid] = StreamExactness(rid, True, "streamed labels equal batch labels")
+        return out
+
+    # -- batch --------------------------------------------------------------------------------
+    def detect_arrays(self, timestamps: IntArray, values: FloatArray) -> BatchDetection:
+        """Label a whole series at once (stateless; same labels as streaming it from the start).
+
+        Timestamps must be strictly increasing and values finite (a ``ValueError`` says where
+        not): batch input is one clean series, unlike a stream.
+        """
+        t = np.asarray(timestamps, dtype=np.int64)
+        v = np.asarray(values, dtype=np.float64)
+        if t.shape != v.shape or t.ndim != 1:
+            raise ValueError(f"timestamps {t.shape} and values {v.shape} must be equal 1-d")
+        if len(t) > 1 and not (np.diff(t) > 0).all():
+            i = int(np.flatnonzero(np.diff(t) <= 0)[0]) + 1
+            raise ValueError(f"timestamps must be strictly increasing; index {i} is not")
+        if not np.isfinite(v).all():
+            i = int(np.flatnonzero(~np.isfinite(v))[0])
+            raise ValueError(f"values must be finite; index {i} is {v[i]}")
+        res = self.engine.batch([(t, v)])
+        labels = res.labels[0]
+        self._count_errors(res)
+        raw = combine(labels, self.roles, self.ruleset.combination)
+        anomaly, alert, incident = _post_process(raw, _PostState(), self.post)
+        return BatchDetection(
+            self.rule_ids,
+            labels,
+            raw,
+            anomaly,
+            alert,
+            incident,
+            [f"{e.rule_id}: {e.message}" for e in res.errors],
+        )
+
+    def detect(self, series: Series) -> BoolArray:
+        """The :class:`argos.methods.Detector` protocol: post-processed labels of every point."""
+        return self.detect_arrays(series.timestamps, series.values).anomaly
+
+    # -- streaming ----------------------------------------------------------------------------
+    def push(self, points: Sequence[Point]) -> list[PointResult]:
+        """Process a micro-batch of points (any mix of series); results in input order.
+
+        Points of one series must be in time order; late, duplicate and non-finite points are
+        dropped with their status. All series in the batch go to the engine in one request per
+        worker.
+        """
+        if not points:
+            return []
+        with self._lock:
+            return self._push_locked(points)
+
+    def _push_locked(self, points: Sequence[Point]) -> list[PointResult]:
+        results: list[PointResult | None] = [None] * len(points)
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(points):
+            if not math.isfinite(p.value):
+                results[i] = PointResult(p.series, p.timestamp, p.value, "invalid")
+                self.counters["dropped_invalid"] += 1
+                continue
+            last = self._last_ts.get(p.series)
+            if last is not None and p.timestamp <= last:
+                status: PointStatus = "duplicate" if p.timestamp == last else "late"
+                results[i] = PointResult(p.series, p.timestamp, p.value, status)
+                self.counters[f"dropped_{status}"] += 1
+                continue
+            self._last_ts[p.series] = p.timestamp
+            groups.setdefault(p.series, []).append(i)
+        names = list(groups)
+        items = [
+            (
+                s,
+                np.fromiter((points[i].timestamp for i in groups[s]), np.int64, len(groups[s])),
+                np.fromiter((points[i].value for i in groups[s]), np.float64, len(groups[s])),
+            )
+            for s in names
+        ]
+        res = self.engine.push(items) if items else EngineResult([])
+        self._count_errors(res)
+        errs_by_item: dict[int, list[str]] = {}
+        for e in res.errors:
+            errs_by_item.setdefault(e.item, []).append(e.rule_id)
+        for j, s in enumerate(names):
+            labels = res.labels[j]
+            raw = combine(labels, self.roles, self.ruleset.combination)
+            st = self._post.setdefault(s, _PostState())
+            anomaly, alert, incident = _post_process(raw, st, self.post)
+            errs = tuple(errs_by_item.get(j, ()))
+            fired_any = np.flatnonzero(labels.any(axis=0)).tolist()
+            fired_set = set(fired_any)
+            for k, i in enumerate(groups[s]):
+                p = points[i]
+                fired: tuple[str, ...] = ()
+                if k in fired_set:
+                    fired = tuple(self.rule_ids[r] for r in np.flatnonzero(labels[:, k]))
+                    for rid in fired:
+                        self.rule_fired[rid] += 1
+                results[i] = PointResult(
+                    s,
+                    p.timestamp,
+                    p.value,
+                    "ok",
+                    anomaly=bool(anomaly[k]),
+                    alert=bool(alert[k]),
+                    raw=bool(raw[k]),
+                    incident=int(incident[k]),
+                    fired=fired,
+                    errors=errs,
+                )
+            self.counters["points"] += len(groups[s])
+            self.counters["anomalies"] += int(anomaly.sum())
+            self.counters["alerts"] += int(alert.sum())
+        return [r for r in results if r is not None]
+
+    def push_arrays(
+        self, series: str, timestamps: IntArray, values: FloatArray
+    ) -> list[PointResult]:
+        """Convenience: push consecutive points of one series."""
+        return self.push(
+            [
+                Point(series, int(t), float(v))
+                for t, v in zip(
+                    np.asarray(timestamps).tolist(), np.asarray(values).tolist(), strict=True
+                )
+            ]
+        )
+
+    def _count_errors(self, res: EngineResult) -> None:
+        for e in res.errors:
+            self.rule_errors[e.rule_id] += 1
+            self.last_errors[e.rule_id] = e.message
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def series_ids(self) -> list[str]:
+        """Series seen so far."""
+        with self._lock:
+            return list(self._last_ts)
+
+    def carry_state_from(self, other: Detector) -> None:
+        """Adopt another detector's stream state (hot reload): ordering, post-processing and, when
+        the rule history of every series.
+
+        Labels stay exact for a rule whose LOOKBACK is at most the old set's largest one.
+        """
+        with other._lock:
+            last_ts = dict(other._last_ts)
+            post = {k: _PostState(**vars(v)) for k, v in other._post.items()}
+            hist = list(other.engine.history())
+        with self._lock:
+            self._last_ts.update(last_ts)
+            self._post.update(post)
+            for s, t, v in hist:
+                self.engine.seed(s, t, v)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: points, anomalies, alerts, dropped per reason, rule errors and firings."""
+        with self._lock:
+            return {
+                "series": len(self._last_ts),
+                **{k: int(v) for k, v in self.counters.items()},
+                "rule_errors": dict(self.rule_errors),
+                "rule_fired": dict(self.rule_fired),
+            }
+
+    def close(self) -> None:
+        """Stop the engine (workers)."""
+        self.engine.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,841 @@
+"""Long-lived, locked-down rule worker processes that hold per-series state.
+
+The online detector must not run LLM-written rule code in the service's own process, and it cannot
+afford a fresh sandboxed child per point either. So it starts a few *rule workers*: fresh
+interpreters (scrubbed environment, one BLAS thread, numpy preloaded) that lock themselves down
+with the sandbox's primitives (:func:`argos._zygote.lock_down`: new session, only the protocol fd
+open, empty scratch cwd, rlimits, empty network namespace, Landlock, ``nobody`` when root,
+seccomp) *before* they compile any rule, then serve micro-batches over a socket pair until told to
+stop. A worker keeps, per series, the last ``max(LOOKBACK) - 1`` points (a bounded history buffer),
+so the parent only ships new points; the parent kills it from outside when a request exceeds its
+wall-clock deadline (a rule cannot stop its own guard).
+
+This module has three layers:
+
+* :class:`RuleKernel`: plain numpy, runs compiled rules on windows and keeps the per-series
+  history. It is what a worker runs; the in-process engine (trusted code only) uses it directly.
+* the worker ``main`` and its framed protocol (``u32 header length, u32 payload length``, JSON
+  header, raw little-endian arrays; never pickle);
+* :class:`WorkerEngine` (parent side): a pool of workers sharded by series, with restart and
+  re-seeding from a parent-side mirror of the history when a worker dies or times out.
+
+Both engines implement :class:`RuleEngine`, which :mod:`argos.detector` uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import linecache
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+RuleFn = Callable[[FloatArray, IntArray, dict[str, Any]], Any]
+
+PROTOCOL_FD = 3
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+MAX_PAYLOAD_BYTES = 1 << 31
+MAX_ERROR_CHARS = 2000
+KERNEL_LAYERS = ("seccomp", "netns", "landlock", "drop_privileges")
+
+
+class RuleWorkerError(RuntimeError):
+    """A rule worker could not be started, refused its rules, or broke the protocol."""
+
+
+@dataclass(frozen=True)
+class RuleCode:
+    """One rule as shipped to an engine: id, source code, parameters and finite lookback."""
+
+    id: str
+    code: str
+    params: Mapping[str, Any]
+    lookback: int
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form for the worker protocol."""
+        return {
+            "id": self.id,
+            "code": self.code,
+            "params": dict(self.params),
+            "lookback": self.lookback,
+        }
+
+
+@dataclass(frozen=True)
+class RuleError:
+    """A rule failed on one item of a request (``item`` indexes the request's items)."""
+
+    item: int
+    rule_id: str
+    message: str
+
+
+@dataclass
+class EngineResult:
+    """Per-item rule labels ``bool[n_rules, n_points]`` and the rule errors of the request.
+
+    A failing rule contributes ``False`` labels for the points it failed on.
+    """
+
+    labels: list[BoolArray]
+    errors: list[RuleError] = field(default_factory=list)
+
+
+class RuleEngine(Protocol):
+    """What the detector needs from whatever runs the rules (in-process or isolated workers)."""
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]: ...
+
+    @property
+    def load_errors(self) -> Mapping[str, str]: ...
+
+    @property
+    def isolation(self) -> str: ...
+
+    def push(self, items: Sequence[tuple[str, IntArray, FloatArray]]) -> EngineResult: ...
+
+    def batch(self, items: Sequence[tuple[IntArray, FloatArray]]) -> EngineResult: ...
+
+    def seed(self, series: str, timestamps: IntArray, values: FloatArray) -> None: ...
+
+    def forget(self, series: Sequence[str]) -> None: ...
+
+    def history(self) -> Iterator[tuple[str, IntArray, FloatArray]]: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel: plain numpy, runs inside a worker (or in-process for trusted code)
+# --------------------------------------------------------------------------------------------
+
+
+def _rule_filename(rule_id: str) -> str:
+    return f"<rule {rule_id}>"
+
+
+def compile_rule(rule_id: str, code: str) -> RuleFn:
+    """Execute a rule module's source in a fresh namespace and return its ``detect`` function.
+
+    Raises whatever the module raises while loading, or ``TypeError`` when it defines no callable
+    ``detect``.
+    """
+    filename = _rule_filename(rule_id)
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    namespace: dict[str, Any] = {"__name__": f"argos_rule_{rule_id}"}
+    exec(compile(code, filename, "exec"), namespace)
+    fn = namespace.get("detect")
+    if not callable(fn):
+        raise TypeError("the rule module defines no callable detect(values, timestamps, params)")
+    return fn  # type: ignore[no-any-return]
+
+
+def _describe_exception(exc: BaseException, rule_id: str) -> str:
+    """``Type: message`` plus the rule's own frames (file, line), trimmed."""
+    filename = _rule_filename(rule_id)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+    where = f" (rule line {frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"[:MAX_ERROR_CHARS]
+
+
+def validate_labels(out: object, n: int) -> BoolArray:
+    """Check one rule output: shape ``(n,)``, boolean or 0/1 numbers without NaN.
+
+    Raises ``ValueError`` naming the problem.
+    """
+    arr = np.asarray(out)
+    if arr.shape != (n,):
+        raise ValueError(f"bad output: shape {arr.shape}, expected ({n},)")
+    if arr.dtype == np.bool_:
+        return arr
+    if arr.dtype.kind in "iuf":
+        if arr.dtype.kind == "f" and np.isnan(arr).any():
+            raise ValueError("bad output: contains NaN")
+        if ((arr != 0) & (arr != 1)).any():
+            raise ValueError("bad output: values other than 0/1")
+        return np.asarray(arr != 0, dtype=np.bool_)
+    raise ValueError(f"bad output: dtype {arr.dtype} is not boolean or 0/1")
+
+
+@dataclass
+class _History:
+    timestamps: IntArray
+    values: FloatArray
+
+
+class RuleKernel:
+    """Compiled rules plus a bounded per-series history of the last ``max(LOOKBACK) - 1`` points.
+
+    A rule with lookback ``L`` labels ``k`` new points by running on its last ``L - 1`` history
+    points followed by the ``k`` new points, and keeping the last ``k`` labels. For a rule whose
+    label at ``t`` depends only on points ``t - L + 1 .. t`` this equals running it on the whole
+    series (:mod:`argos.detector` verifies that property when it loads a rule set).
+    Each rule gets its own copies of the arrays, so a rule that writes into its inputs cannot
+    corrupt the history or another rule's input.
+    """
+
+    def __init__(self, rules: Sequence[RuleCode]) -> None:
+        self.rules: list[RuleCode] = []
+        self.functions: list[RuleFn] = []
+        self.load_errors: dict[str, str] = {}
+        for rule in rules:
+            if rule.lookback < 1:
+                self.load_errors[rule.id] = f"LOOKBACK must be >= 1, got {rule.lookback}"
+                continue
+            try:
+                fn = compile_rule(rule.id, rule.code)
+            except BaseException as exc:  # rule code may raise anything while loading
+                self.load_errors[rule.id] = "while loading: " + _describe_exception(exc, rule.id)
+                continue
+            self.rules.append(rule)
+            self.functions.append(fn)
+        self.history_len = max((r.lookback for r in self.rules), default=1) - 1
+        self._history: dict[str, _History] = {}
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        """Ids of the rules that loaded, in label-row order."""
+        return tuple(r.id for r in self.rules)
+
+    @property
+    def n_series(self) -> int:
+        """How many series currently have a history."""
+        return len(self._history)
+
+    def _run_all(
+        self, timestamps: IntArray, values: FloatArray, k: int, item: int, errors: list[RuleError]
+    ) -> BoolArray:
+        """Labels ``bool[n_rules, k]`` for the last ``k`` points of the given window."""
+        out = np.zeros((len(self.rules), k), dtype=np.bool_)
+        n = len(values)
+        for r, (rule, fn) in enumerate(zip(self.rules, self.functions, strict=True)):
+            start = max(0, n - (rule.lookback - 1 + k))
+            v = values[start:].copy()
+            t = timestamps[start:].copy()
+            try:
+                labels = validate_labels(fn(v, t, dict(rule.params)), n - start)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a rule failing (even SystemExit) must not stop others
+                errors.append(RuleError(item, rule.id, _describe_exception(exc, rule.id)))
+                continue
+            out[r] = labels[len(labels) - k :]
+        return out
+
+    def batch(self, items: Sequence[tuple[IntArray, FloatArray]]) -> EngineResult:
+        """Stateless: run every rule on each whole ``(timestamps, values)`` item."""
+        errors: list[RuleError] = []
+        labels = [self._run_all(t, v, len(v), i, errors) for i, (t, v) in enumerate(items)]
+        return EngineResult(labels, errors)
+
+    def push(self, items: Sequence[tuple[str, IntArray, FloatArray]]) -> EngineResult:
+        """Stateful: label the new points of each series and append them to its history.
+
+        The caller guarantees that timestamps increase within and across pushes of a series.
+        """
+        errors: list[RuleError] = []
+        labels: list[BoolArray] = []
+        h_len = self.history_len
+        for i, (series, t_new, v_new) in enumerate(items):
+            k = len(v_new)
+            hist = self._history.get(series)
+            if hist is None or len(hist.values) == 0:
+                t_win, v_win = t_new, v_new
+            else:
+                t_win = np.concatenate((hist.timestamps, t_new))
+                v_win = np.concatenate((hist.values, v_new))
+            labels.append(self._run_all(t_win, v_win, k, i, errors))
+            keep = min(h_len, len(v_win))
+            self._history[series] = _History(
+                t_win[len(t_win) - keep :].copy(), v_win[len(v_win) - keep :].copy()
+            )
+        return EngineResult(labels, errors)
+
+    def seed(self, series: str, timestamps: IntArray, values: FloatArray) -> None:
+        """Replace a series' history with the last points of the given arrays (no labels)."""
+        keep = min(self.history_len, len(values))
+        self._history[series] = _History(
+            np.array(timestamps[len(timestamps) - keep :], dtype=np.int64),
+            np.array(values[len(values) - keep :], dtype=np.float64),
+        )
+
+    def forget(self, series: Sequence[str]) -> None:
+        """Drop the history of these series."""
+        for s in series:
+            self._history.pop(s, None)
+
+    def history(self) -> Iterator[tuple[str, IntArray, FloatArray]]:
+        """Every series' history (a snapshot)."""
+        for s, h in list(self._history.items()):
+            yield s, h.timestamps, h.values
+
+
+class InProcessEngine:
+    """Runs rules in the calling process. ONLY for trusted code (tests, benchmarks, own rules).
+
+    LLM-written rules belong in :class:`WorkerEngine`; this engine exists to measure what the
+    isolation costs and for rules a human wrote and reviewed.
+    """
+
+    isolation = "none (in-process, trusted rules only)"
+
+    def __init__(self, rules: Sequence[RuleCode]) -> None:
+        self.kernel = RuleKernel(rules)
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        """Ids of the rules that loaded."""
+        return self.kernel.rule_ids
+
+    @property
+    def load_errors(self) -> Mapping[str, str]:
+        """Rules that failed to load, with the reason."""
+        return self.kernel.load_errors
+
+    def push(self, items: Sequence[tuple[str, IntArray, FloatArray]]) -> EngineResult:
+        """See :meth:`RuleKernel.push`."""
+        return self.kernel.push(items)
+
+    def batch(self, items: Sequence[tuple[IntArray, FloatArray]]) -> EngineResult:
+        """See :meth:`RuleKernel.batch`."""
+        return self.kernel.batch(items)
+
+    def seed(self, series: str, timestamps: IntArray, values: FloatArray) -> None:
+        """See :meth:`RuleKernel.seed`."""
+        self.kernel.seed(series, timestamps, values)
+
+    def forget(self, series: Sequence[str]) -> None:
+        """See :meth:`RuleKernel.forget`."""
+        self.kernel.forget(series)
+
+    def history(self) -> Iterator[tuple[str, IntArray, FloatArray]]:
+        """See :meth:`RuleKernel.history`."""
+        return self.kernel.history()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+# --------------------------------------------------------------------------------------------
+# Framed protocol (both sides)
+# --------------------------------------------------------------------------------------------
+
+_FRAME = struct.Struct("<II")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        k = os.write(fd, view)
+        view = view[k:]
+
+
+def send_frame(fd: int, header: Mapping[str, Any], payload: bytes = b"") -> None:
+    """Write one frame: lengths, JSON header, raw payload."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    _write_all(fd, _FRAME.pack(len(head), len(payload)) + head + payload)
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    chunks: list[bytes] = []
+    left = n
+    while left:
+        if deadline is not None:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+                raise TimeoutError("rule worker did not answer in time")
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise EOFError("rule worker closed the connection")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv_frame(fd: int, deadline: float | None = None) -> tuple[dict[str, Any], bytes]:
+    """Read one frame; raises ``EOFError``, ``TimeoutError`` or ``RuleWorkerError``."""
+    head_len, payload_len = _FRAME.unpack(_read_exact(fd, _FRAME.size, deadline))
+    if head_len > MAX_HEADER_BYTES or payload_len > MAX_PAYLOAD_BYTES:
+        raise RuleWorkerError(f"frame too large ({head_len} + {payload_len} bytes)")
+    header = json.loads(_read_exact(fd, head_len, deadline))
+    if not isinstance(header, dict):
+        raise RuleWorkerError("frame header is not a JSON object")
+    payload = _read_exact(fd, payload_len, deadline) if payload_len else b""
+    return header, payload
+
+
+def _pack_points(arrays: Sequence[tuple[IntArray, FloatArray]]) -> bytes:
+    if not arrays:
+        return b""
+    ts = np.concatenate([np.asarray(t, dtype="<i8") for t, _ in arrays])
+    vs = np.concatenate([np.asarray(v, dtype="<f8") for _, v in arrays])
+    return ts.tobytes() + vs.tobytes()
+
+
+def _unpack_points(payload: bytes, lengths: Sequence[int]) -> list[tuple[IntArray, FloatArray]]:
+    total = int(sum(lengths))
+    if len(payload) != 16 * total:
+        raise RuleWorkerError(f"payload has {len(payload)} bytes, expected {16 * total}")
+    ts = np.frombuffer(payload, dtype="<i8", count=total).astype(np.int64)
+    vs = np.frombuffer(payload, dtype="<f8", count=total, offset=8 * total).astype(np.float64)
+    out: list[tuple[IntArray, FloatArray]] = []
+    a = 0
+    for n in lengths:
+        out.append((ts[a : a + n], vs[a : a + n]))
+        a += n
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Worker side
+# --------------------------------------------------------------------------------------------
+
+
+def lock_down_current_process(allow_unconfined: bool) -> dict[str, bool]:
+    """Lock the current (worker) process down with the sandbox's primitives; return the layers.
+
+    The protocol must already be on fd 3 (everything else is closed). This is the one place that
+    depends on the sandbox's internals (:mod:`argos._zygote`); swap it here if they move.
+    Raises ``RuleWorkerError`` when no kernel layer works and ``allow_unconfined`` is false.
+    """
+    from argos import _zygote
+
+    info = _zygote.probe()
+    layers = {k: bool(v) for k, v in info["layers"].items()}
+    if not any(layers.get(k, False) for k in KERNEL_LAYERS) and not allow_unconfined:
+        raise RuleWorkerError(
+            "no kernel isolation layer (seccomp, netns, landlock, privilege drop) works on this "
+            "host; refusing to run rules unconfined (allow_unconfined=True overrides)"
+        )
+    scratch = os.environ["ARGOS_WORKER_SCRATCH"]
+    limits = {"cpu_seconds": 10**7, "memory_bytes": int(os.environ["ARGOS_WORKER_MEMORY_BYTES"])}
+    _zygote.lock_down(layers, limits, scratch)
+    return layers
+
+
+def _handle(kernel: RuleKernel, header: Mapping[str, Any], payload: bytes) -> tuple[Any, bytes]:
+    op = header.get("op")
+    if op == "push":
+        names = [str(s) for s in header["series"]]
+        lengths = [int(n) for n in header["lengths"]]
+        arrays = _unpack_points(payload, lengths)
+        res = kernel.push([(s, t, v) for s, (t, v) in zip(names, arrays, strict=True)])
+    elif op == "batch":
+        res = kernel.batch(_unpack_points(payload, [int(n) for n in header["lengths"]]))
+    elif op == "seed":
+        ((t, v),) = _unpack_points(payload, [int(header["length"])])
+        kernel.seed(str(header["series"]), t, v)
+        return {"ok": True}, b""
+    elif op == "forget":
+        kernel.forget([str(s) for s in header["series"]])
+        return {"ok": True}, b""
+    elif op == "stats":
+        return {"ok": True, "series": kernel.n_series, "pid": os.getpid()}, b""
+    else:
+        return {"ok": False, "error": f"unknown op {op!r}"}, b""
+    blob = b"".join(np.ascontiguousarray(lab, dtype=np.uint8).tobytes() for lab in res.labels)
+    errors = [[e.item, e.rule_id, e.message] for e in res.errors]
+    return {"ok": True, "errors": errors}, blob
+
+
+def main() -> None:
+    """Worker entry point: lock down, load the rules, serve frames on fd 3 until EOF."""
+    fd = int(os.environ.get("ARGOS_WORKER_FD", "-1"))
+    if fd < 0:
+        sys.exit("argos.rule_worker is started by argos.rule_worker.WorkerEngine, not by hand")
+    if fd != PROTOCOL_FD:
+        os.dup2(fd, PROTOCOL_FD)
+        os.close(fd)
+    fd = PROTOCOL_FD
+    os.set_inheritable(fd, False)
+    allow_unconfined = os.environ.get("ARGOS_WORKER_ALLOW_UNCONFINED") == "1"
+    try:
+        layers = lock_down_current_process(allow_unconfined)
+    except BaseException as exc:
+        send_frame(fd, {"ok": False, "error": f"lock-down failed: {type(exc).__name__}: {exc}"})
+        os._exit(3)
+    for name in list(os.environ):  # nothing of the parent's environment stays visible
+        del os.environ[name]
+    header, _ = recv_frame(fd)
+    rules = [
+        RuleCode(str(r["id"]), str(r["code"]), dict(r["params"]), int(r["lookback"]))
+        for r in header["rules"]
+    ]
+    kernel = RuleKernel(rules)
+    send_frame(
+        fd,
+        {
+            "ok": True,
+            "rule_ids": list(kernel.rule_ids),
+            "load_errors": kernel.load_errors,
+            "layers": layers,
+        },
+    )
+    while True:
+        try:
+            header, payload = recv_frame(fd)
+        except EOFError:
+            os._exit(0)
+        try:
+            reply, blob = _handle(kernel, header, payload)
+        except Exception as exc:
+            reply, blob = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}, b""
+        send_frame(fd, reply, blob)
+
+
+# --------------------------------------------------------------------------------------------
+# Parent side
+# --------------------------------------------------------------------------------------------
+
+# Workers die with the thread that started them (PR_SET_PDEATHSIG), so every worker is spawned
+# from this one long-lived thread, never from a short-lived request thread.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argos-rule-worker-spawner")
+
+
+def _worker_env(memory_bytes: int, fd: int, allow_unconfined: bool, scratch: str) -> dict[str, str]:
+    env = {
+        "ARGOS_WORKER_SCRATCH": scratch,
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": "/nonexistent",
+        "TMPDIR": "/tmp",
+        "ARGOS_WORKER_FD": str(fd),
+        "ARGOS_WORKER_MEMORY_BYTES": str(memory_bytes),
+        "ARGOS_WORKER_ALLOW_UNCONFINED": "1" if allow_unconfined else "0",
+    }
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = "1"
+    return env
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """Limits of one rule worker.
+
+    Attributes:
+        request_seconds: wall-clock deadline of one request (a micro-batch); past it the worker
+            is killed, restarted and re-seeded, and the batch's labels are ``False`` with a
+            ``timeout`` error per rule.
+        start_seconds: deadline for start-up (interpreter, numpy, probe, lock-down, compile).
+        memory_mb: address space the worker may add after its imports (RLIMIT_AS).
+        allow_unconfined: run even when no kernel isolation layer works on this host.
+    """
+
+    request_seconds: float = 10.0
+    start_seconds: float = 60.0
+    memory_mb: int = 1024
+    allow_unconfined: bool = False
+
+
+class _Worker:
+    """One worker process and its socket (not thread-safe; :class:`WorkerEngine` locks)."""
+
+    def __init__(self, rules: Sequence[RuleCode], limits: WorkerLimits) -> None:
+        self.limits = limits
+        parent_sock, child_sock = socket.socketpair()
+        self._sock = parent_sock
+        self.fd = parent_sock.fileno()
+        child_fd = child_sock.fileno()
+        self.scratch = tempfile.mkdtemp(prefix="argos-rule-worker-")
+        os.chmod(self.scratch, 0o755)  # still enterable after the worker drops to nobody
+        env = _worker_env(
+            limits.memory_mb * 1024 * 1024, child_fd, limits.allow_unconfined, self.scratch
+        )
+        cmd = [sys.executable, "-I", "-m", "argos.rule_worker"]
+        try:
+            self.proc = _SPAWNER.submit(
+                subprocess.Popen,
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(child_fd,),
+                env=env,
+                cwd="/",
+            ).result()
+        finally:
+            child_sock.close()
+        deadline = time.monotonic() + limits.start_seconds
+        try:
+            send_frame(self.fd, {"op": "load", "rules": [r.to_json() for r in rules]})
+            reply, _ = recv_frame(self.fd, deadline)
+        except (OSError, EOFError, TimeoutError, RuleWorkerError) as exc:
+            self.kill()
+            raise RuleWorkerError(f"rule worker failed to start: {exc}") from exc
+        if not reply.get("ok"):
+            self.kill()
+            raise RuleWorkerError(f"rule worker failed to start: {reply.get('error')}")
+        self.rule_ids: tuple[str, ...] = tuple(reply["rule_ids"])
+        self.load_errors: dict[str, str] = dict(reply["load_errors"])
+        self.layers: dict[str, bool] = dict(reply["layers"])
+
+    @property
+    def pid(self) -> int:
+        """The worker's process id."""
+        return int(self.proc.pid)
+
+    def request(
+        self, header: Mapping[str, Any], payload: bytes = b""
+    ) -> tuple[dict[str, Any], bytes]:
+        """One round trip under the request deadline."""
+        send_frame(self.fd, header, payload)
+        reply, blob = recv_frame(self.fd, time.monotonic() + self.limits.request_seconds)
+        if not reply.get("ok"):
+            raise RuleWorkerError(f"rule worker refused the request: {reply.get('error')}")
+        return reply, blob
+
+    def kill(self) -> None:
+        """Kill the process (from outside) and reap it."""
+        with contextlib.suppress(ProcessLookupError, OSError):
+            self.proc.send_signal(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        self._sock.close()
+        with contextlib.suppress(OSError):
+            os.rmdir(self.scratch)
+
+    def close(self) -> None:
+        """Ask the worker to exit (EOF), then make sure it did."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=2)
+        self.kill()
+
+
+def _decode_labels(blob: bytes, lengths: Sequence[int], n_rules: int) -> list[BoolArray]:
+    total = int(sum(lengths))
+    if len(blob) != n_rules * total:
+        raise RuleWorkerError(f"labels have {len(blob)} bytes, expected {n_rules * total}")
+    flat = np.frombuffer(blob, dtype=np.uint8)
+    out: list[BoolArray] = []
+    a = 0
+    for n in lengths:
+        out.append(flat[a : a + n_rules * n].reshape(n_rules, n).astype(np.bool_))
+        a += n_rules * n
+    return out
+
+
+class WorkerEngine:
+    """A pool of isolated rule workers; each series lives on one worker (hash of its id).
+
+    Thread-safe: each worker has a lock; requests touching several workers take them one by one.
+    The parent keeps a mirror of every series' history (``max(LOOKBACK) - 1`` points), used to
+    re-seed a worker that was restarted after a crash or a timeout, so a crash costs the labels of
+    one micro-batch, not the state. Counters: ``restarts``, ``timeouts``.
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[RuleCode],
+        *,
+        workers: int = 1,
+        limits: WorkerLimits | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self._rules = list(rules)
+        self.limits = limits or WorkerLimits()
+        self._workers: list[_Worker] = []
+        try:
+            for _ in range(workers):
+                self._workers.append(_Worker(self._rules, self.limits))
+        except BaseException:
+            self.close()
+            raise
+        first = self._workers[0]
+        self._rule_ids = first.rule_ids
+        self._load_errors = first.load_errors
+        self.layers = first.layers
+        lookbacks = {r.id: r.lookback for r in self._rules}
+        self.history_len = max((lookbacks[i] for i in self._rule_ids), default=1) - 1
+        self._locks = [threading.Lock() for _ in self._workers]
+        self._mirror: dict[str, _History] = {}
+        self._mirror_lock = threading.Lock()
+        self._rr = 0
+        self.restarts = 0
+        self.timeouts = 0
+        self._closed = False
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        """Ids of the rules that loaded, in label-row order."""
+        return self._rule_ids
+
+    @property
+    def load_errors(self) -> Mapping[str, str]:
+        """Rules that failed to load in the worker, with the reason."""
+        return self._load_errors
+
+    @property
+    def isolation(self) -> str:
+        """Which kernel layers the workers run under."""
+        on = [k for k in KERNEL_LAYERS if self.layers.get(k)]
+        return "isolated worker: " + (", ".join(on) if on else "NO kernel layers (unconfined)")
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers (for tests and diagnostics)."""
+        return [w.pid for w in self._workers]
+
+    def _shard(self, series: str) -> int:
+        return zlib.crc32(series.encode()) % len(self._workers)
+
+    def _restart(self, idx: int) -> None:
+        """Replace worker ``idx`` (already dead or killed) and re-seed its series."""
+        self._workers[idx].kill()
+        self._workers[idx] = _Worker(self._rules, self.limits)
+        self.restarts += 1
+        with self._mirror_lock:
+            seeds = [(s, h) for s, h in self._mirror.items() if self._shard(s) == idx]
+        for s, h in seeds:
+            self._workers[idx].request(
+                {"op": "seed", "series": s, "length": len(h.values)},
+                _pack_points([(h.timestamps, h.values)]),
+            )
+
+    def _call(
+        self, idx: int, header: dict[str, Any], payload: bytes, lengths: Sequence[int]
+    ) -> EngineResult:
+        n_rules = len(self._rule_ids)
+        w = self._workers[idx]
+        try:
+            reply, blob = w.request(header, payload)
+            labels = _decode_labels(blob, lengths, n_rules)
+        except (TimeoutError, EOFError, OSError, RuleWorkerError) as exc:
+            if isinstance(exc, TimeoutError):
+                self.timeouts += 1
+                why = f"timeout: the micro-batch took over {self.limits.request_seconds:g} s"
+            else:
+                why = f"worker crashed: {exc}"
+            self._restart(idx)
+            errors = [RuleError(i, rid, why) for i in range(len(lengths)) for rid in self._rule_ids]
+            return EngineResult([np.zeros((n_rules, n), dtype=np.bool_) for n in lengths], errors)
+        errors = [RuleError(int(i), str(r), str(m)) for i, r, m in reply.get("errors", [])]
+        return EngineResult(labels, errors)
+
+    def push(self, items: Sequence[tuple[str, IntArray, FloatArray]]) -> EngineResult:
+        """Label new points of several series (one round trip per worker touched)."""
+        self._check_open()
+        by_worker: dict[int, list[int]] = {}
+        for i, (s, _, _) in enumerate(items):
+            by_worker.setdefault(self._shard(s), []).append(i)
+        labels: list[BoolArray] = [np.zeros((0, 0), dtype=np.bool_)] * len(items)
+        errors: list[RuleError] = []
+        for idx, members in by_worker.items():
+            sub = [items[i] for i in members]
+            lengths = [len(v) for _, _, v in sub]
+            header = {"op": "push", "series": [s for s, _, _ in sub], "lengths": lengths}
+            payload = _pack_points([(t, v) for _, t, v in sub])
+            with self._locks[idx]:
+                res = self._call(idx, header, payload, lengths)
+                self._update_mirror(sub)
+            for j, i in enumerate(members):
+                labels[i] = res.labels[j]
+            errors += [RuleError(members[e.item], e.rule_id, e.message) for e in res.errors]
+        return EngineResult(labels, errors)
+
+    def _update_mirror(self, items: Sequence[tuple[str, IntArray, FloatArray]]) -> None:
+        keep_max = self.history_len
+        with self._mirror_lock:
+            for s, t, v in items:
+                h = self._mirror.get(s)
+                if h is not None and len(h.values):
+                    t = np.concatenate((h.timestamps, t))
+                    v = np.concatenate((h.values, v))
+                keep = min(keep_max, len(v))
+                self._mirror[s] = _History(
+                    np.array(t[len(t) - keep :], dtype=np.int64),
+                    np.array(v[len(v) - keep :], dtype=np.float64),
+                )
+
+    def batch(self, items: Sequence[tuple[IntArray, FloatArray]]) -> EngineResult:
+        """Stateless run on whole arrays, on the next worker in turn."""
+        self._check_open()
+        lengths = [len(v) for _, v in items]
+        idx = self._rr % len(self._workers)
+        self._rr += 1
+        with self._locks[idx]:
+            return self._call(
+                idx, {"op": "batch", "lengths": lengths}, _pack_points(list(items)), lengths
+            )
+
+    def seed(self, series: str, timestamps: IntArray, values: FloatArray) -> None:
+        """Set a series' history (e.g. carried over from a previous rule set)."""
+        self._check_open()
+        idx = self._shard(series)
+        self._update_mirror_replace(series, timestamps, values)
+        with self._locks[idx]:
+            h = self._mirror[series]
+            self._workers[idx].request(
+                {"op": "seed", "series": series, "length": len(h.values)},
+                _pack_points([(h.timestamps, h.values)]),
+            )
+
+    def _update_mirror_replace(self, series: str, t: IntArray, v: FloatArray) -> None:
+        with self._mirror_lock:
+            self._mirror.pop(series, None)
+        self._update_mirror([(series, np.asarray(t, np.int64), np.asarray(v, np.float64))])
+
+    def forget(self, series: Sequence[str]) -> None:
+        """Drop series state everywhere."""
+        self._check_open()
+        by_worker: dict[int, list[str]] = {}
+        for s in series:
+            by_worker.setdefault(self._shard(s), []).append(s)
+        with self._mirror_lock:
+            for s in series:
+                self._mirror.pop(s, None)
+        for idx, names in by_worker.items():
+            with self._locks[idx]:
+                self._workers[idx].request({"op": "forget", "series": names})
+
+    def history(self) -> Iterator[tuple[str, IntArray, FloatArray]]:
+        """The parent-side mirror of every series' history (to carry state across reloads)."""
+        with self._mirror_lock:
+            items = list(self._mirror.items())
+        for s, h in items:
+            yield s, h.timestamps, h.values
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuleWorkerError("the rule engine is closed")
+
+    def close(self) -> None:
+        """Stop every worker."""
+        self._closed = True
+        for w in self._workers:
+            w.close()
+        self._workers = []
+
+    def __enter__(self) -> WorkerEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+if __name__ == "__main__":
+    main()
