@@ -181,11 +181,28 @@ def _timestamps(col: pd.Series, source: str, *, first_line: int) -> npt.NDArray[
     if missing.any():
         i = int(np.flatnonzero(missing)[0])
         raise DataError("missing timestamp", source=source, row=first_line + i)
-    if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+    if pd.api.types.is_datetime64_any_dtype(col.dtype):  # Parquet keeps real datetimes
+        parsed = pd.to_datetime(col, utc=True)
+    elif pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
         return col.to_numpy(dtype=np.float64)
-    num = pd.to_numeric(col, errors="coerce")
-    if num.notna().all():
-        return num.to_numpy(dtype=np.float64)
+    else:
+        num = pd.to_numeric(col, errors="coerce")
+        if num.notna().all():
+            return num.to_numpy(dtype=np.float64)
+        parsed = _parse_dates(col, source, first_line)
+    ns = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    frac = ns % 1_000_000_000 != 0
+    if frac.any():
+        i = int(np.flatnonzero(frac)[0])
+        raise DataError(
+            f"timestamp {show_value(col.iloc[i])} has fractional seconds (whole seconds required)",
+            source=source,
+            row=first_line + i,
+        )
+    return ns // 1_000_000_000
+
+
+def _parse_dates(col: pd.Series, source: str, first_line: int) -> pd.Series:
     text = col.astype(str).str.strip()
     try:
         parsed = pd.to_datetime(text, utc=True, errors="coerce")
@@ -203,16 +220,7 @@ def _timestamps(col: pd.Series, source: str, *, first_line: int) -> npt.NDArray[
             source=source,
             row=first_line + i,
         )
-    ns = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    frac = ns % 1_000_000_000 != 0
-    if frac.any():
-        i = int(np.flatnonzero(frac)[0])
-        raise DataError(
-            f"timestamp {show_value(col.iloc[i])} has fractional seconds (whole seconds required)",
-            source=source,
-            row=first_line + i,
-        )
-    return ns // 1_000_000_000
+    return parsed
 
 
 def _track(items: Sequence[_T], description: str, progress: bool) -> Iterable[_T]:
