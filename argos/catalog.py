@@ -180,8 +180,8 @@ def load_dataset(
     Raises:
         DataError: unknown name, no or missing data directory, missing dataset folder, bad files.
     """
-    if train_fraction is not None:
-        SplitSpec(train_fraction=train_fraction)  # validates the range with a clear message
+    if train_fraction is not None and not 0.0 < train_fraction < 1.0:
+        raise DataError(f"train_fraction must be in (0, 1), got {train_fraction}")
     key = name_or_path.strip().lower()
     if key in BUILTIN:
         return _load_builtin(BUILTIN[key], data_dir, train_fraction, progress)
