@@ -750,8 +750,9 @@ class WorkerEngine:
             header = {"op": "push", "series": [s for s, _, _ in sub], "lengths": lengths}
             payload = _pack_points([(t, v) for _, t, v in sub])
             with self._locks[idx]:
-                res = self._call(idx, header, payload, lengths)
+                # mirror first: a restart during this call re-seeds the worker with these points
                 self._update_mirror(sub)
+                res = self._call(idx, header, payload, lengths)
             for j, i in enumerate(members):
                 labels[i] = res.labels[j]
             errors += [RuleError(members[e.item], e.rule_id, e.message) for e in res.errors]

@@ -1,0 +1,219 @@
+"""Rule workers: isolation, crash and timeout recovery, state re-seeding, the kernel's windows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from argos.rule_worker import (
+    InProcessEngine,
+    RuleCode,
+    RuleKernel,
+    RuleWorkerError,
+    WorkerEngine,
+    WorkerLimits,
+    recv_frame,
+    validate_labels,
+)
+
+RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def rule(
+    name: str, rule_id: str | None = None, lookback: int | None = None, **params: float
+) -> RuleCode:
+    """A fixture rule file as :class:`RuleCode` (lookback from its LOOKBACK constant)."""
+    path = next(RULES.glob(f"*/{name}.py"))
+    code = path.read_text()
+    lb = lookback
+    if lb is None:
+        ns: dict[str, object] = {}
+        exec(compile(code, str(path), "exec"), ns)
+        lb = int(ns["LOOKBACK"])  # type: ignore[call-overload]
+    return RuleCode(rule_id or name, code, params, lb)
+
+
+def sample(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=n)
+    v[rng.choice(n, min(20, n), replace=False)] += 9
+    v[n // 2 : n // 2 + 50] = 1.5
+    return np.arange(n, dtype=np.int64) * 60, v
+
+
+BASIC = [
+    rule("robust_z", k=4.0, min_scale=1e-6),
+    rule("flat_line", eps=0.0),
+    rule("threshold", low=-5.0, high=5.0),
+]
+
+
+@pytest.fixture(scope="module")
+def engine() -> WorkerEngine:
+    eng = WorkerEngine(BASIC)
+    yield eng  # type: ignore[misc]
+    eng.close()
+
+
+def test_worker_runs_locked_down_and_agrees_with_in_process(engine: WorkerEngine) -> None:
+    assert engine.rule_ids == ("robust_z", "flat_line", "threshold")
+    assert engine.load_errors == {}
+    assert any(engine.layers.values()), engine.layers
+    t, v = sample()
+    iso = engine.batch([(t, v)]).labels[0]
+    ref = InProcessEngine(BASIC).batch([(t, v)]).labels[0]
+    np.testing.assert_array_equal(iso, ref)
+    assert iso.sum(axis=1).tolist()[1] == 21  # 50 flat points -> 50 - 29 flagged
+    assert iso[0].sum() >= 15
+
+
+def test_hostile_rule_cannot_see_env_bind_sockets_or_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARGOS_SECRET_FOR_TEST", "s3cret")
+    # as a control, the same rule in-process does see the secret
+    t, v = np.arange(3, dtype=np.int64), np.zeros(3)
+    hostile = rule("hostile")
+    assert InProcessEngine([hostile]).batch([(t, v)]).labels[0].all()
+    with WorkerEngine([hostile]) as eng:
+        res = eng.batch([(t, v)])
+        assert res.errors == []
+        assert not res.labels[0].any()
+
+
+def test_rule_errors_bad_output_and_load_errors_are_reported() -> None:
+    bad_shape = RuleCode(
+        "short",
+        "import numpy as np\nPARAMS={}\nLOOKBACK=1\ndef detect(v,t,p):\n    return v[:1] > 0\n",
+        {},
+        1,
+    )
+    nan_out = RuleCode(
+        "nan",
+        "import numpy as np\nPARAMS={}\nLOOKBACK=1\ndef detect(v,t,p):\n    return v * np.nan\n",
+        {},
+        1,
+    )
+    syntax = RuleCode("syntax", "def detect(:\n", {}, 1)
+    with WorkerEngine([bad_shape, nan_out, syntax, rule("raises")]) as eng:
+        assert set(eng.load_errors) == {"syntax"}
+        assert "SyntaxError" in eng.load_errors["syntax"]
+        assert eng.rule_ids == ("short", "nan", "raises")
+        res = eng.batch([(np.arange(4, dtype=np.int64), np.array([1.0, 2, 3, 2000]))])
+        msgs = {e.rule_id: e.message for e in res.errors}
+        assert msgs["short"] == "ValueError: bad output: shape (1,), expected (4,)"
+        assert msgs["nan"] == "ValueError: bad output: contains NaN"
+        assert msgs["raises"].startswith("ValueError: value too large (rule line")
+        assert not res.labels[0].any()
+
+
+def test_timeout_kills_restarts_and_reseeds_the_worker() -> None:
+    limits = WorkerLimits(request_seconds=1.0)
+    rules = [rule("spins"), rule("robust_z", k=4.0, min_scale=1e-6)]
+    t, v = sample(600, seed=3)
+    v = np.abs(v)  # "spins" loops forever on negative values only
+    ref = InProcessEngine(rules[1:]).batch([(t, v)]).labels[0][0]
+    with WorkerEngine(rules, limits=limits) as eng:
+        first_pid = eng.pids[0]
+        got = [eng.push([("s", t[:400], v[:400])]).labels[0][1]]
+        res = eng.push([("other", np.array([1], dtype=np.int64), np.array([-1.0]))])
+        assert eng.timeouts == 1 and eng.restarts == 1
+        assert {e.rule_id for e in res.errors} == {"spins", "robust_z"}
+        assert "timeout" in res.errors[0].message
+        assert eng.pids[0] != first_pid
+        # the restarted worker was re-seeded from the parent's mirror: labels continue exactly
+        got.append(eng.push([("s", t[400:], v[400:])]).labels[0][1])
+        np.testing.assert_array_equal(np.concatenate(got), ref)
+        assert ref.sum() > 0
+
+
+def test_killed_worker_is_replaced_and_state_survives(engine: WorkerEngine) -> None:
+    t, v = sample(1000, seed=4)
+    ref = InProcessEngine(BASIC).batch([(t, v)]).labels[0]
+    before = engine.restarts
+    got = [engine.push([("k", t[:500], v[:500])]).labels[0]]
+    os.kill(engine.pids[0], signal.SIGKILL)
+    lost = engine.push([("k", t[500:510], v[500:510])])
+    assert engine.restarts == before + 1
+    assert any("worker crashed" in e.message for e in lost.errors)
+    # the lost micro-batch still entered the mirror, so later points are exact again
+    got.append(engine.push([("k", t[510:], v[510:])]).labels[0])
+    np.testing.assert_array_equal(np.concatenate(got, axis=1), ref[:, np.r_[0:500, 510:1000]])
+
+
+def test_several_workers_shard_series_and_match_batch() -> None:
+    t, v = sample(800, seed=5)
+    ref = InProcessEngine(BASIC).batch([(t, v)]).labels[0]
+    with WorkerEngine(BASIC, workers=2) as eng:
+        names = [f"series-{i}" for i in range(6)]
+        outs: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for a in range(0, 800, 100):
+            res = eng.push([(n, t[a : a + 100], v[a : a + 100]) for n in names])
+            for n, lab in zip(names, res.labels, strict=True):
+                outs[n].append(lab)
+        assert len(set(eng.pids)) == 2
+        for n in names:
+            np.testing.assert_array_equal(np.concatenate(outs[n], axis=1), ref)
+
+
+def test_rule_that_writes_into_its_input_cannot_corrupt_state() -> None:
+    vandal = RuleCode(
+        "vandal",
+        "import numpy as np\nPARAMS={}\nLOOKBACK=5\ndef detect(v,t,p):\n    v[:] = 1e9\n"
+        "    return np.zeros(len(v), bool)\n",
+        {},
+        5,
+    )
+    rules = [vandal, rule("robust_z", k=4.0, min_scale=1e-6)]
+    t, v = sample(300, seed=6)
+    kernel = RuleKernel(rules)
+    got = [kernel.push([("s", t[a : a + 7], v[a : a + 7])]).labels[0] for a in range(0, 300, 7)]
+    np.testing.assert_array_equal(np.concatenate(got, axis=1), kernel.batch([(t, v)]).labels[0])
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    cuts=st.lists(st.integers(1, 80), min_size=1, max_size=30),
+    seed=st.integers(0, 10_000),
+)
+def test_kernel_push_in_any_chunking_equals_batch(cuts: list[int], seed: int) -> None:
+    t, v = sample(sum(cuts), seed=seed)
+    kernel = RuleKernel(BASIC)
+    got, a = [], 0
+    for c in cuts:
+        got.append(kernel.push([("s", t[a : a + c], v[a : a + c])]).labels[0])
+        a += c
+    np.testing.assert_array_equal(np.concatenate(got, axis=1), kernel.batch([(t, v)]).labels[0])
+
+
+def test_validate_labels() -> None:
+    assert validate_labels(np.array([0, 1]), 2).tolist() == [False, True]
+    with pytest.raises(ValueError, match="values other than 0/1"):
+        validate_labels(np.array([0, 2]), 2)
+    with pytest.raises(ValueError, match="dtype <U1"):
+        validate_labels(np.array(["a", "b"]), 2)
+
+
+def test_oversized_frame_is_rejected() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(struct.pack("<II", 1 << 30, 0))
+        with pytest.raises(RuleWorkerError, match="frame too large"):
+            recv_frame(b.fileno(), None)
+
+
+def test_engine_refuses_work_after_close() -> None:
+    eng = WorkerEngine([rule("threshold", low=0.0, high=1.0)])
+    eng.close()
+    with pytest.raises(RuleWorkerError, match="closed"):
+        eng.batch([(np.arange(2, dtype=np.int64), np.zeros(2))])
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        WorkerEngine(BASIC, workers=0)
