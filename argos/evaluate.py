@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from argos.methods import MethodInfo, ScoringDetector, get_method
 from argos.metrics import (
@@ -57,6 +58,71 @@ METRIC_LABELS: dict[str, str] = {
     "event_pa": "event-PA",
     "delay": "k-delay",
 }
+
+
+class EvalConfig(BaseModel):
+    """Settings of one evaluation run, as read from ``eval/<name>.toml`` (flags override them).
+
+    Attributes:
+        dataset: a built-in dataset name or a PATH.
+        methods: method names, or ``["all"]`` for every registered method.
+        trials: repeats (seed = trial number); numbers are reported as mean and std over trials.
+        delay: k of the k-delay metric.
+        workers: worker processes (``None`` = CPU count).
+        granularity: ``"series"`` or ``"partition"`` (``None`` = the dataset's default).
+        train_fraction: overrides the default 70/30 split (official splits are kept).
+        validation_fraction: share of the train part held out as validation (``None`` = 0.2).
+        data_dir: folder holding ``kpi/``, ``yahoo_s5/``, ``nab/`` (``None`` = ``$ARGOS_DATA_DIR``).
+        out: folder for the result files (``None`` = write none); relative paths in a config
+            file are relative to the file's folder.
+        scores: compute AUC-PR / VUS-PR for detectors that expose a score.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    methods: list[str] = Field(default_factory=lambda: ["all"])
+    trials: int = Field(default=1, ge=1)
+    delay: int = Field(default=DEFAULT_DELAY, ge=0)
+    workers: int | None = Field(default=None, ge=1)
+    granularity: str | None = None
+    train_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
+    validation_fraction: float | None = Field(default=None, ge=0.0, lt=1.0)
+    data_dir: str | None = None
+    out: str | None = None
+    scores: bool = True
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _split_methods(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [m.strip() for m in v.split(",") if m.strip()]
+        return v
+
+    @field_validator("granularity")
+    @classmethod
+    def _check_granularity(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("series", "partition"):
+            raise ValueError(f"granularity must be 'series' or 'partition', got {v!r}")
+        return v
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Raw settings from a TOML file (validated later, once flags are merged in).
+
+    Relative ``out`` and ``data_dir`` are resolved against the file's folder. Raises
+    ``ValueError`` with the file name for unreadable TOML.
+    """
+    import tomllib
+
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read config ({exc})") from None
+    for key in ("out", "data_dir"):
+        if isinstance(raw.get(key), str) and not Path(raw[key]).expanduser().is_absolute():
+            raw[key] = str(path.parent / raw[key])
+    return raw
 
 
 class EvaluationError(RuntimeError):

@@ -1,7 +1,271 @@
-"""Placeholder: commands are added by the issue that owns this module."""
+"""``argos eval``: run methods side by side on the same splits and write the result tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from argos import catalog
+from argos.evaluate import (
+    EvalConfig,
+    EvalResult,
+    EvaluationError,
+    evaluate,
+    load_config,
+    run_info,
+    write_results,
+)
+from argos.methods import UnknownMethodError, get_method, method_names, resolve_methods
+from argos.series import DataError, Dataset, SplitSpec
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _methods_help() -> str:
+    return "Comma-separated method names, or 'all'. Registered: " + ", ".join(method_names())
+
+
+def build_config(config: Path | None, flags: dict[str, Any]) -> EvalConfig:
+    """Merge a TOML config (if any) with the flags that were given (flags win) and validate."""
+    raw: dict[str, Any] = load_config(config) if config is not None else {}
+    raw.update({k: v for k, v in flags.items() if v is not None})
+    if "dataset" not in raw:
+        raise ValueError("no dataset: pass --dataset NAME|PATH or a --config with 'dataset'")
+    return EvalConfig.model_validate(raw)
+
+
+def load_for_eval(cfg: EvalConfig, progress: bool) -> Dataset:
+    """Load the dataset and apply the split overrides of ``cfg``."""
+    dataset = catalog.load_dataset(
+        cfg.dataset,
+        data_dir=Path(cfg.data_dir) if cfg.data_dir else None,
+        train_fraction=cfg.train_fraction,
+        progress=progress,
+    )
+    split = dataset.split
+    if cfg.granularity is not None or cfg.validation_fraction is not None:
+        split = SplitSpec(
+            train_fraction=split.train_fraction,
+            validation_fraction=(
+                split.validation_fraction
+                if cfg.validation_fraction is None
+                else cfg.validation_fraction
+            ),
+            granularity=cfg.granularity or split.granularity,
+        )
+        dataset = Dataset(dataset.name, dataset.series, split, dataset.partitions, dataset.meta)
+    return dataset
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def print_summary(result: EvalResult, console: Console) -> None:
+    """A compact console table: event-PA three ways, the other metrics' mean F1, AUC-PR, time."""
+    summary = result.summary()
+    counts = result.series_counts()
+    table = Table(
+        title=f"{result.dataset}: {counts['series']} series, one fit per {result.granularity}"
+        + (f", {result.trials} trials (means)" if result.trials > 1 else "")
+    )
+    for col in (
+        "method",
+        "evPA P",
+        "evPA R",
+        "evPA F1",
+        "pooled F1",
+        "both F1",
+        "point F1",
+        "PA F1",
+        f"{result.delay}-delay F1",
+        "AUC-PR",
+        "time s",
+    ):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for method in result.methods:
+        e = summary[method]
+        ev = e["event_pa"]
+        f1 = ev["mean"]["f1"]
+        if result.trials > 1 and f1 is not None:
+            spread = ev["spread"]["mean"]["f1"]
+            f1_text = f"{f1:.3f}±{spread:.3f}" if spread is not None else _fmt(f1)
+        else:
+            f1_text = _fmt(f1)
+        table.add_row(
+            method,
+            _fmt(ev["mean"]["precision"]),
+            _fmt(ev["mean"]["recall"]),
+            f1_text,
+            _fmt(ev["pooled"]["f1"]),
+            _fmt(ev["mean_both"]["f1"]),
+            _fmt(e["point"]["mean"]["f1"]),
+            _fmt(e["point_adjusted"]["mean"]["f1"]),
+            _fmt(e["delay"]["mean"]["f1"]),
+            _fmt(e["auc_pr"]),
+            f"{e['seconds']:.1f}",
+        )
+    console.print(table)
+    console.print(
+        "evPA = event-F1 with point adjustment; P/R/F1 and the other metrics' F1 are "
+        f"means over series; {counts['without_test_anomalies']} of {counts['series']} series "
+        "have no test anomaly and are excluded from mean recall/F1. pooled = counts summed over "
+        f"series. both = mean over the {counts['with_anomalies_in_both']} series with anomalies "
+        "in both train and test (the peer convention). Thresholds fit on train only."
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    """Add the ``eval`` command to ``app``."""
+
+    @app.command("eval")
+    def eval_command(
+        dataset: Annotated[
+            str | None,
+            typer.Option("--dataset", help="Dataset name (kpi, yahoo, nab, demo, ...) or PATH."),
+        ] = None,
+        methods: Annotated[
+            str | None,
+            typer.Option(
+                "--methods",
+                help="Comma-separated method names, or 'all' (default). See --list-methods.",
+                show_default=False,
+            ),
+        ] = None,
+        trials: Annotated[
+            int | None, typer.Option("--trials", min=1, help="Repeats (default 1).")
+        ] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option("--out", help="Write results.md/.csv/.json and command.txt here."),
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+        config: Annotated[
+            Path | None,
+            typer.Option("--config", help="TOML file with the same settings (flags override)."),
+        ] = None,
+        data_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--data-dir", help=f"Benchmark data folder (default ${catalog.DATA_DIR_ENV})."
+            ),
+        ] = None,
+        train_fraction: Annotated[
+            float | None,
+            typer.Option("--train-fraction", help="Train share of generic datasets (0.7)."),
+        ] = None,
+        delay: Annotated[
+            int | None, typer.Option("--delay", min=0, help="k of the k-delay metric (7).")
+        ] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option("--workers", min=1, help="Worker processes (default: CPU count)."),
+        ] = None,
+        granularity: Annotated[
+            str | None,
+            typer.Option("--granularity", help="'series' or 'partition' (dataset default)."),
+        ] = None,
+        scores: Annotated[
+            bool | None,
+            typer.Option("--scores/--no-scores", help="AUC-PR / VUS-PR for scoring methods."),
+        ] = None,
+        list_methods: Annotated[
+            bool, typer.Option("--list-methods", help="List registered methods and exit.")
+        ] = False,
+    ) -> None:
+        """Evaluate methods side by side on the same chronological splits.
+
+        Every method is fit on the train part (validation included) of each series or partition,
+        detects on the whole unlabeled series and is scored on the test part only: point-wise,
+        point-adjusted, event-PA and k-delay, as the mean over series, pooled, and the mean over
+        the series with anomalies in both parts.
+        """
+        if list_methods:
+            _print_methods()
+            return
+        flags = {
+            "dataset": dataset,
+            "methods": methods,
+            "trials": trials,
+            "out": str(out) if out is not None else None,
+            "data_dir": str(data_dir) if data_dir is not None else None,
+            "train_fraction": train_fraction,
+            "delay": delay,
+            "workers": workers,
+            "granularity": granularity,
+            "scores": scores,
+        }
+        try:
+            cfg = build_config(config, flags)
+            infos = resolve_methods(cfg.methods)
+        except UnknownMethodError as exc:
+            raise _fail(str(exc)) from None
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise _fail(f"bad settings: {problems}") from None
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        err = Console(stderr=True)
+        interactive = sys.stderr.isatty()
+        try:
+            data = load_for_eval(cfg, progress=interactive and not as_json)
+        except (DataError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+        try:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+                disable=not interactive,
+            ) as bar:
+                task_id = bar.add_task(f"eval {data.name}", total=None)
+
+                def on_progress(done: int, total: int, what: str) -> None:
+                    bar.update(task_id, completed=done, total=total, description=what)
+
+                result = evaluate(
+                    data,
+                    infos,
+                    trials=cfg.trials,
+                    delay=cfg.delay,
+                    workers=cfg.workers,
+                    with_scores=cfg.scores,
+                    progress=on_progress,
+                )
+        except EvaluationError as exc:
+            raise _fail(str(exc)) from None
+        if cfg.out is not None:
+            paths = write_results(result, Path(cfg.out), run_info())
+            if not as_json:
+                err.print(f"wrote {', '.join(str(p) for p in paths)}")
+        if as_json:
+            typer.echo(json.dumps(result.to_json(), indent=2))
+        else:
+            console = Console()
+            if not console.is_terminal:
+                console = Console(width=150)
+            print_summary(result, console)
+
+
+def _print_methods() -> None:
+    table = Table("method", "kind", "description")
+    for name in method_names():
+        info = get_method(name)
+        table.add_row(name, info.kind, info.description)
+    Console().print(table)
