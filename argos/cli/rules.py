@@ -1,7 +1,190 @@
-"""Placeholder: commands are added by the issue that owns this module."""
+"""``argos rules``: check a rule file (gate, sandbox, output, causality); verify rule sets."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from argos import catalog
+from argos.artifacts import RuleSetError, load_ruleset
+from argos.rule_contract import RuleContractError, check_rule
+from argos.sandbox import (
+    RuleInput,
+    RunResult,
+    Sandbox,
+    SandboxLimits,
+    SandboxUnavailable,
+    Status,
+    check_causality,
+)
+from argos.series import DataError
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def check_rule_file(
+    path: Path,
+    dataset: str = "demo",
+    *,
+    data_dir: Path | None = None,
+    params: dict[str, Any] | None = None,
+    max_series: int | None = None,
+    n_prefixes: int = 8,
+    limits: SandboxLimits | None = None,
+) -> dict[str, Any]:
+    """Static gate -> sandbox run on every series of ``dataset`` -> causality check on the first.
+
+    Returns ``{"status", "detail", "traceback", "runtime_ms", ...}``; ``status`` is a
+    :class:`~argos.sandbox.Status` value. The dataset is loaded here and only values and timestamps
+    reach the sandbox. Raises ``DataError`` / ``OSError`` for a missing dataset or file.
+    """
+    code = path.read_text(encoding="utf-8")
+    t0 = time.perf_counter()
+    report: dict[str, Any] = {"rule": str(path), "dataset": dataset}
+    try:
+        info = check_rule(code)
+    except RuleContractError as exc:
+        report.update(
+            status=exc.status,
+            detail=str(exc),
+            issues=[str(i) for i in exc.issues],
+            traceback="",
+            runtime_ms=0.0,
+        )
+        return report
+    ds = catalog.load_dataset(dataset, data_dir=data_dir)
+    series = list(ds.series)[: max_series or None]
+    inputs: list[RuleInput] = [(s.values, s.timestamps) for s in series]
+    with Sandbox(limits=limits) as sb:
+        report["layers"] = sb.host.describe()
+        res = sb.run(code, inputs, params)
+        if res.ok and series:
+            first = series[0]
+            causal = check_causality(
+                sb,
+                code,
+                params,
+                first.values,
+                first.timestamps,
+                n_prefixes=n_prefixes,
+                min_prefix=max(1, info.lookback),
+            )
+            if not causal.ok:
+                causal.detail = f"series {first.id!r}: {causal.detail}"
+                res = _with_outputs(causal, res)
+    report.update(res.to_json())
+    report["series"] = len(series)
+    report["points"] = int(sum(len(s) for s in series))
+    if res.outputs is not None:
+        report["flagged"] = int(sum(int(o.sum()) for o in res.outputs))
+    report["total_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    return report
+
+
+def _with_outputs(causal: RunResult, full: RunResult) -> RunResult:
+    return RunResult(
+        causal.status, causal.detail, causal.traceback, None, full.runtime_ms, full.wall_ms
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    """Add the ``rules`` command group (``check``, ``verify``) to ``app``."""
+    group = typer.Typer(
+        help="Check rule files and verify exported rule sets.", no_args_is_help=True
+    )
+
+    @group.command("check")
+    def check(
+        rule: Annotated[Path, typer.Argument(help="The rule file (a Python module).")],
+        dataset: Annotated[
+            str, typer.Option("--dataset", help="Dataset name or path (default: demo).")
+        ] = "demo",
+        data_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--data-dir", help=f"Benchmark data folder (default ${catalog.DATA_DIR_ENV})."
+            ),
+        ] = None,
+        params: Annotated[
+            str | None, typer.Option("--params", help="JSON object merged over PARAMS.")
+        ] = None,
+        max_series: Annotated[
+            int | None, typer.Option("--max-series", help="Use only the first N series.")
+        ] = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Run RULE through the static gate, the sandbox and the output/causality checks.
+
+        Exit code 0 only when the status is ok.
+        """
+        console = Console()
+        if not rule.is_file():
+            console.print(f"[red]error:[/red] no such rule file: {rule}")
+            raise typer.Exit(2)
+        try:
+            extra = json.loads(params) if params else None
+            if extra is not None and not isinstance(extra, dict):
+                raise ValueError("--params must be a JSON object")
+            report = check_rule_file(
+                rule, dataset, data_dir=data_dir, params=extra, max_series=max_series
+            )
+        except (DataError, ValueError, SandboxUnavailable) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        if as_json:
+            typer.echo(json.dumps(report, indent=2))
+        else:
+            _print_report(console, report)
+        raise typer.Exit(0 if report["status"] == Status.OK else 1)
+
+    @group.command("verify")
+    def verify(
+        folder: Annotated[Path, typer.Argument(help="A rule-set folder with manifest.json.")],
+        as_json: JsonOption = False,
+    ) -> None:
+        """Verify a rule-set folder: manifest schema, every rule's SHA-256, no unknown files."""
+        console = Console()
+        try:
+            rs = load_ruleset(folder)
+        except RuleSetError as exc:
+            if as_json:
+                typer.echo(json.dumps({"ok": False, "error": str(exc)}))
+            else:
+                console.print(f"[red]refused:[/red] {exc}")
+            raise typer.Exit(1) from None
+        m = rs.manifest
+        if as_json:
+            typer.echo(json.dumps({"ok": True, "manifest": m.model_dump(mode="json")}, indent=2))
+            return
+        table = Table(title=f"{m.name or m.id} ({m.id}) — combination: {m.combination}")
+        for col in ("id", "role", "lookback", "params", "sha256"):
+            table.add_column(col)
+        for r in m.rules:
+            table.add_row(r.id, r.role, str(r.lookback), json.dumps(r.params), r.sha256[:12])
+        console.print(table)
+        console.print("[green]verified[/green]: every hash matches, no unknown files")
+
+    app.add_typer(group, name="rules")
+
+
+def _print_report(console: Console, report: dict[str, Any]) -> None:
+    ok = report["status"] == Status.OK
+    colour = "green" if ok else "red"
+    table = Table(show_header=False, title=f"argos rules check {report['rule']}")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("status", f"[{colour}]{report['status']}[/{colour}]")
+    for key in ("detail", "dataset", "series", "points", "flagged", "runtime_ms", "layers"):
+        if report.get(key) not in (None, ""):
+            table.add_row(key, str(report[key]))
+    console.print(table)
+    for issue in report.get("issues", []):
+        console.print(f"  - {issue}")
+    if report.get("traceback"):
+        console.print(report["traceback"], markup=False, highlight=False)
