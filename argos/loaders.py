@@ -153,10 +153,14 @@ def _first_line(exc: BaseException) -> str:
     return text[-1] if text else type(exc).__name__
 
 
-def _numeric(col: pd.Series, what: str, source: str, *, first_line: int) -> FloatArray:
-    """Column as float64 (missing -> NaN); a non-numeric cell is a DataError naming its line."""
+def _numeric(
+    col: pd.Series, what: str, source: str, *, first_line: int
+) -> npt.NDArray[np.float64] | npt.NDArray[np.int64]:
+    """Column as numbers (integers stay int64; missing -> NaN); a non-numeric cell is an error."""
     if pd.api.types.is_bool_dtype(col.dtype):
         return col.to_numpy(dtype=np.float64)
+    if pd.api.types.is_integer_dtype(col.dtype):
+        return col.to_numpy(dtype=np.int64)
     if pd.api.types.is_numeric_dtype(col.dtype):
         return col.to_numpy(dtype=np.float64, na_value=np.nan)
     num = pd.to_numeric(col, errors="coerce")
@@ -183,6 +187,8 @@ def _timestamps(col: pd.Series, source: str, *, first_line: int) -> npt.NDArray[
         raise DataError("missing timestamp", source=source, row=first_line + i)
     if pd.api.types.is_datetime64_any_dtype(col.dtype):  # Parquet keeps real datetimes
         parsed = pd.to_datetime(col, utc=True)
+    elif pd.api.types.is_integer_dtype(col.dtype):
+        return col.to_numpy(dtype=np.int64)  # the common case: no copy, no float round trip
     elif pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
         return col.to_numpy(dtype=np.float64)
     else:
@@ -346,8 +352,8 @@ class _KpiPart:
 
     source: str
     ts: npt.NDArray[Any]
-    values: FloatArray
-    labels: FloatArray
+    values: npt.NDArray[Any]
+    labels: npt.NDArray[Any]
     ids: list[str]
     codes: IntArray
     row_kind: str

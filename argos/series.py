@@ -350,6 +350,17 @@ def _as_binary(
 ) -> BoolArray:
     if raw.dtype == np.bool_:
         return raw
+    if np.issubdtype(raw.dtype, np.integer):  # fast path, no float copy
+        bad_int = (raw != 0) & (raw != 1)
+        if bad_int.any():
+            i = int(np.flatnonzero(bad_int)[0])
+            raise DataError(
+                f"label {show_value(raw[i])} is not 0 or 1",
+                source=source,
+                row=line_of(i),
+                row_kind=kind,
+            )
+        return np.asarray(raw == 1, dtype=np.bool_)
     try:
         num = raw.astype(np.float64)
     except (TypeError, ValueError):
