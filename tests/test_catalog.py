@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,7 +107,7 @@ def test_describe_uses_official_and_per_series_splits(fixtures_dir: Path) -> Non
     assert y["split"]["points"]["test"] == 2  # 50/50 of 4 points
 
 
-def _manifest(name: str) -> dict[str, object]:
+def _manifest(name: str) -> dict[str, Any]:
     with (MANIFESTS / f"{name}.toml").open("rb") as f:
         return tomllib.load(f)
 
@@ -120,7 +121,7 @@ def test_manifests_match_the_catalog(name: str) -> None:
     assert m["split"] == info.split and m["granularity"] == info.granularity
     assert m["license"] == info.license and m["description"] == info.description
     if info.partitions:
-        assert tuple(m["partitions"]) == info.partitions  # type: ignore[arg-type]
+        assert tuple(m["partitions"]) == info.partitions
 
 
 def test_demo_manifest_counts(demo_dataset: Dataset) -> None:
@@ -133,7 +134,7 @@ def test_yahoo_and_nab_manifests_match_real_data(
 ) -> None:
     y = _manifest("yahoo")
     assert (y["series"], y["points"]) == (len(yahoo_dataset), yahoo_dataset.n_points)
-    for part, expected in y["partition"].items():  # type: ignore[attr-defined]
+    for part, expected in y["partition"].items():
         members = [yahoo_dataset.get(i) for i in yahoo_dataset.partitions[part]]
         got = {
             "series": len(members),
@@ -143,7 +144,7 @@ def test_yahoo_and_nab_manifests_match_real_data(
         assert got == expected, part
     n = _manifest("nab")
     assert (n["series"], n["points"]) == (len(nab_dataset), nab_dataset.n_points)
-    assert sorted(n["partitions"]) == sorted(nab_dataset.partitions)  # type: ignore[arg-type]
+    assert sorted(n["partitions"]) == sorted(nab_dataset.partitions)
     assert n["windows"] == nab_dataset.meta["windows"]
     described = catalog.describe(nab_dataset)
     assert described["anomalies"] == n["anomalies"] and described["retimed"] == 49

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,13 @@ runner = CliRunner()
 NO_ENV = {"ARGOS_DATA_DIR": None, "COLUMNS": "160"}
 
 
-def _ok(*args: str, env: dict[str, str | None] | None = None) -> str:
+def _ok(*args: str, env: Mapping[str, str | None] | None = None) -> str:
     result = runner.invoke(app, ["datasets", *args], env=env or NO_ENV)
     assert result.exit_code == 0, result.output
     return result.stdout
 
 
-def _fails(*args: str, env: dict[str, str | None] | None = None) -> str:
+def _fails(*args: str, env: Mapping[str, str | None] | None = None) -> str:
     result = runner.invoke(app, ["datasets", *args], env=env or NO_ENV)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from argos import loaders
 from argos.series import DataError, Dataset
@@ -399,3 +401,39 @@ def test_real_layouts_detected(data_root: Path) -> None:
     assert loaders.detect_layout(data_root / "kpi") == "kpi"
     assert loaders.detect_layout(data_root / "yahoo_s5") == "yahoo"
     assert loaders.detect_layout(data_root / "nab") == "nab"
+
+
+# ------------------------------------------------------------------------------------ property
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 10_000),
+            st.one_of(st.none(), st.floats(-1e9, 1e9, allow_nan=False)),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_generic_csv_round_trip(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[int, float | None, bool]]
+) -> None:
+    steps, values, labels = zip(*rows, strict=True)
+    if all(v is None for v in values):
+        values = (0.0, *values[1:])
+    ts = np.cumsum(steps) + 1_600_000_000
+    frame = pd.DataFrame({"timestamp": ts, "value": values, "label": np.array(labels, int)})
+    path = tmp_path_factory.mktemp("rt") / "s.csv"
+    frame.to_csv(path, index=False)
+    s = loaders.read_series_file(path)
+    assert s.timestamps.tolist() == ts.tolist()
+    assert s.labels is not None and s.labels.tolist() == list(labels)
+    given_values = np.array([np.nan if v is None else v for v in values], dtype=float)
+    known = ~np.isnan(given_values)
+    assert np.allclose(s.values[known], given_values[known], rtol=1e-12, atol=0)
+    assert s.meta.get("filled", 0) == int((~known).sum())
