@@ -1,0 +1,566 @@
+"""The embedded, LLM-free rule generator: an exact threshold search over the template grammar.
+
+For one training unit (a series, or all series of a partition) the search:
+
+1. proposes structures from :mod:`argos.templates` sized to the data (windows scaled to the series
+   length and sampling interval, the seasonal period from the timestamps or the autocorrelation of the
+   train values);
+2. computes each (transform, scorer, params) score ONCE over train + validation (causal, so the
+   validation part sees its real history), then for every direction and persistence sweeps ALL
+   thresholds exactly: event-PA F1 as a function of the threshold only changes at the maximum score
+   of a true event, so the best threshold is found in O(n log n) by sorting;
+3. fits the threshold on the train part only and scores the structure on the validation part
+   (selection uses validation; train F1 only breaks ties and fills in when validation has no event);
+4. composes an OR of up to ``max_rules`` rules greedily: each new rule's threshold is swept
+   conditionally on the events and false alarms the rules already chosen have, and it is kept only
+   when it improves the selection score by ``min_gain``;
+5. re-fits the chosen thresholds on train + validation (never test: the search never receives test
+   labels) and places each threshold in the middle of the gap below the optimal event maximum, so it
+   is not sitting on a training point.
+
+Deterministic: no randomness is used except the optional ``trials`` subsampling, seeded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from argos.templates import (
+    Direction,
+    RuleSpec,
+    Structure,
+    compile_score,
+    directional,
+    SCORERS,
+)
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+ProgressFn = Callable[[int, float], None]
+
+
+@dataclass(frozen=True)
+class FitSeries:
+    """One series as the search sees it: train + validation values, labels, and where validation starts.
+
+    Attributes:
+        id: series id.
+        values: float64 values of train followed by validation (the history a rule sees).
+        timestamps: int64 timestamps, same length.
+        labels: bool labels, same length (train and validation only: never test).
+        val_start: index of the first validation point (== len(values) when there is none).
+    """
+
+    id: str
+    values: FloatArray
+    timestamps: IntArray
+    labels: BoolArray
+    val_start: int
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Knobs of the search (defaults are what ``argos train`` uses).
+
+    Attributes:
+        persistences: consecutive points a rule must hold before it fires.
+        max_rules: at most this many rules are OR-ed into the rule set.
+        min_gain: an extra OR member must raise the selection score by at least this much.
+        top_k: how many ranked candidates are kept in the result (for reports and composition).
+        refit: re-fit the chosen thresholds on train + validation after selection.
+        trials: if set, evaluate at most this many structures (a seeded random subset).
+        seed: seed for ``trials`` subsampling.
+        max_candidates: cap on distinct thresholds swept per structure (quantiles beyond it).
+    """
+
+    persistences: tuple[int, ...] = (1, 2, 3)
+    max_rules: int = 3
+    min_gain: float = 0.01
+    top_k: int = 10
+    refit: bool = True
+    trials: int | None = None
+    seed: int = 0
+    max_candidates: int = 4000
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A structure with its threshold fit on train and its scores.
+
+    Attributes:
+        structure: the rule shape.
+        threshold: fitted on the train part.
+        train_f1: event-PA F1 on train (mean over series with events), at ``threshold``.
+        val_f1: event-PA F1 on validation (None when validation has no event).
+        val_fp: false-alarm points on validation.
+        selection: the number the search ranks by.
+    """
+
+    structure: Structure
+    threshold: float
+    train_f1: float
+    val_f1: float | None
+    val_fp: int
+    selection: float
+
+
+@dataclass
+class SearchResult:
+    """What the search returns for one training unit.
+
+    Attributes:
+        rules: the chosen rules (OR-ed), thresholds final.
+        ranking: the top candidates by selection score (single rules, thresholds fit on train).
+        tried: number of (structure, direction, persistence) candidates evaluated.
+        selection: selection score of the chosen OR-set (thresholds fit on train).
+        train_f1 / val_f1: of the chosen OR-set with its final thresholds.
+    """
+
+    rules: list[RuleSpec]
+    ranking: list[Candidate]
+    tried: int
+    selection: float
+    train_f1: float | None
+    val_f1: float | None
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# Event bookkeeping and the exact threshold sweep
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Labels of one contiguous part (train or validation) of one series, as events."""
+
+    lo: int
+    hi: int
+    starts: IntArray  # event starts, relative to lo
+    ends: IntArray  # event ends (exclusive), relative to lo
+    normal: BoolArray  # True for points outside every event (relative to lo)
+
+    @property
+    def n_events(self) -> int:
+        return len(self.starts)
+
+
+def _events(labels: BoolArray) -> tuple[IntArray, IntArray]:
+    lab = labels.astype(np.int8)
+    d = np.diff(np.concatenate(([0], lab, [0])))
+    return np.flatnonzero(d == 1).astype(np.int64), np.flatnonzero(d == -1).astype(np.int64)
+
+
+def _part(labels: BoolArray, lo: int, hi: int) -> _Part:
+    seg = labels[lo:hi]
+    st, en = _events(seg)
+    return _Part(lo, hi, st, en, ~seg)
+
+
+def _event_max(s: FloatArray, part: _Part) -> FloatArray:
+    seg = s[part.lo : part.hi]
+    if part.n_events == 0:
+        return np.empty(0)
+    padded = np.concatenate((seg, [-np.inf]))
+    idx = np.empty(2 * part.n_events, dtype=np.int64)
+    idx[0::2] = part.starts
+    idx[1::2] = part.ends
+    return np.maximum.reduceat(padded, idx)[0::2]
+
+
+def _event_hit(flags: BoolArray, part: _Part) -> BoolArray:
+    if part.n_events == 0:
+        return np.zeros(0, dtype=bool)
+    c = np.concatenate(([0], np.cumsum(flags[part.lo : part.hi])))
+    return (c[part.ends] - c[part.starts]) > 0
+
+
+@dataclass(frozen=True)
+class _Counts:
+    tp: IntArray
+    fp: IntArray
+    events: IntArray
+
+    def f1(self) -> float | None:
+        """Mean event-PA F1 over the series that have events (None if none has)."""
+        has = self.events > 0
+        if not has.any():
+            return None
+        tp, fp, e = self.tp[has], self.fp[has], self.events[has]
+        return float(np.mean(2 * tp / (2 * tp + fp + (e - tp))))
+
+
+def _counts(
+    scores: Sequence[FloatArray],
+    parts: Sequence[_Part],
+    threshold: float,
+    base: Sequence[BoolArray] | None = None,
+) -> _Counts:
+    tp, fp, ev = [], [], []
+    for i, (s, part) in enumerate(zip(scores, parts, strict=True)):
+        flags = s[part.lo : part.hi] >= threshold
+        if base is not None:
+            flags = flags | base[i][part.lo : part.hi]
+        hit = _event_hit(np.concatenate((np.zeros(part.lo, bool), flags)), part)
+        tp.append(int(hit.sum()))
+        fp.append(int((flags & part.normal).sum()))
+        ev.append(part.n_events)
+    return _Counts(np.array(tp), np.array(fp), np.array(ev))
+
+
+def flags_counts(flags: Sequence[BoolArray], parts: Sequence[_Part]) -> _Counts:
+    """Event-PA counts of fixed predictions (full-length bool arrays) on the given parts."""
+    tp, fp, ev = [], [], []
+    for f, part in zip(flags, parts, strict=True):
+        tp.append(int(_event_hit(f, part).sum()))
+        fp.append(int((f[part.lo : part.hi] & part.normal).sum()))
+        ev.append(part.n_events)
+    return _Counts(np.array(tp), np.array(fp), np.array(ev))
+
+
+def sweep_threshold(
+    scores: Sequence[FloatArray],
+    parts: Sequence[_Part],
+    base: Sequence[BoolArray] | None = None,
+    max_candidates: int = 4000,
+) -> tuple[float, float]:
+    """The threshold maximising mean event-PA F1 over the parts, and that F1.
+
+    ``scores`` are directional (higher = more anomalous, ``-inf`` = never). With ``base`` (flags of
+    rules already chosen, OR-ed in) the sweep counts only what the new rule adds. The returned
+    threshold sits midway between the optimal event maximum and the next lower score that matters,
+    so every point of the plateau keeps its side. Returns ``(inf, f1 of base alone or 0)`` when no
+    threshold helps.
+    """
+    ev_sorted: list[FloatArray] = []
+    ne_sorted: list[FloatArray] = []
+    tp0 = np.zeros(len(parts))
+    fp0 = np.zeros(len(parts))
+    events = np.array([p.n_events for p in parts], dtype=float)
+    for i, (s, part) in enumerate(zip(scores, parts, strict=True)):
+        emax = _event_max(s, part)
+        normal_scores = s[part.lo : part.hi][part.normal]
+        if base is not None:
+            b = base[i]
+            hit = _event_hit(b, part)
+            tp0[i] = hit.sum()
+            emax = emax[~hit]
+            bn = b[part.lo : part.hi][part.normal]
+            fp0[i] = bn.sum()
+            normal_scores = normal_scores[~bn]
+        ev_sorted.append(np.sort(emax))
+        ne_sorted.append(np.sort(normal_scores))
+    has = events > 0
+    if not has.any():
+        return math.inf, 0.0
+    base_f1 = float(np.mean((2 * tp0 / (2 * tp0 + fp0 + events - tp0))[has]))
+    allmax = np.concatenate(ev_sorted) if ev_sorted else np.empty(0)
+    cands = np.unique(allmax[np.isfinite(allmax)])
+    if len(cands) == 0:
+        return math.inf, base_f1
+    if len(cands) > max_candidates:
+        cands = np.unique(np.quantile(cands, np.linspace(0, 1, max_candidates)))
+    f1_sum = np.zeros(len(cands))
+    for i in np.flatnonzero(has):
+        tp = tp0[i] + len(ev_sorted[i]) - np.searchsorted(ev_sorted[i], cands, side="left")
+        fp = fp0[i] + len(ne_sorted[i]) - np.searchsorted(ne_sorted[i], cands, side="left")
+        f1_sum += 2 * tp / (2 * tp + fp + events[i] - tp)
+    f1 = f1_sum / has.sum()
+    # highest threshold among the best (ties: the more conservative rule)
+    best = int(len(f1) - 1 - np.argmax(f1[::-1]))
+    if f1[best] <= base_f1 + 1e-12:
+        return math.inf, base_f1
+    c = float(cands[best])
+    below = -math.inf
+    for i in range(len(parts)):
+        for arr in (ne_sorted[i], ev_sorted[i]):
+            j = int(np.searchsorted(arr, c, side="left"))
+            if j > 0 and np.isfinite(arr[j - 1]):
+                below = max(below, float(arr[j - 1]))
+    thr = c if not math.isfinite(below) else (c + below) / 2.0
+    if not thr < c and below < c:  # rounding: keep strictly within the gap
+        thr = c
+    return thr, float(f1[best])
+
+
+# --------------------------------------------------------------------------------------------------
+# Proposing structures
+# --------------------------------------------------------------------------------------------------
+
+
+def estimate_period(series: Sequence[FitSeries]) -> int | None:
+    """The seasonal period in points, from the train part only.
+
+    Real Unix timestamps give a daily period (86400 s / interval) when it fits three times in the
+    shortest train part; otherwise the strongest autocorrelation peak (lags 4..400, at least 0.3) of
+    the train values, taking the most common one over the series.
+    """
+    votes: dict[int, int] = {}
+    for fs in series:
+        ts = fs.timestamps[: fs.val_start]
+        if len(ts) < 20:
+            continue
+        interval = int(np.median(np.diff(ts)))
+        if ts[0] > 10**8 and interval > 0 and 86400 % interval == 0:
+            p = 86400 // interval
+            if 4 <= p and 3 * p <= fs.val_start:
+                votes[p] = votes.get(p, 0) + 1
+                continue
+        p_acf = _acf_period(fs.values[: fs.val_start])
+        if p_acf is not None:
+            votes[p_acf] = votes.get(p_acf, 0) + 1
+    if not votes:
+        return None
+    return max(sorted(votes), key=lambda k: votes[k])
+
+
+def _acf_period(x: FloatArray) -> int | None:
+    n = len(x)
+    max_lag = min(400, n // 3)
+    if max_lag < 8:
+        return None
+    y = x - x.mean()
+    if not np.any(y):
+        return None
+    f = np.fft.rfft(y, 2 * n)
+    ac = np.fft.irfft(f * np.conj(f))[: max_lag + 1]
+    ac = ac / ac[0]
+    lags = np.arange(4, max_lag)
+    peaks = lags[(ac[lags] > ac[lags - 1]) & (ac[lags] >= ac[lags + 1]) & (ac[lags] > 0.3)]
+    if len(peaks) == 0:
+        return None
+    return int(peaks[np.argmax(ac[peaks])])
+
+
+def propose_structures(
+    series: Sequence[FitSeries],
+) -> list[tuple[str, str, tuple[tuple[str, float], ...]]]:
+    """(transform, scorer, params) triples sized to the shortest train part of the unit."""
+    n_train = min(fs.val_start for fs in series)
+    period = estimate_period(series)
+
+    def ok(width: int) -> bool:
+        return width * 5 <= n_train
+
+    windows = [w for w in (10, 30, 60, 120, 360, 1440) if ok(w)]
+    out: list[tuple[str, str, tuple[tuple[str, float], ...]]] = []
+    out.append(("value", "static", ()))
+    out.append(("diff", "static", ()))
+    for w in windows:
+        out.append(("value", "zscore", (("window", w),)))
+        out.append(("diff", "zscore", (("window", w),)))
+    for w in (30, 120):
+        if ok(w):
+            out.append(("value", "robust_z", (("window", w),)))
+            out.append(("diff", "robust_z", (("window", w),)))
+    if period is not None:
+        for cycles in (1, 3):
+            if ok(period * cycles + 60):
+                for w in (60, 360):
+                    if ok(period * cycles + w):
+                        out.append(
+                            (
+                                "seasonal",
+                                "zscore",
+                                (("period", period), ("cycles", cycles), ("window", w)),
+                            )
+                        )
+    for alpha in (0.05, 0.2, 0.5):
+        if ok(120 + 140):
+            out.append(("ewma", "zscore", (("alpha", alpha), ("window", 120))))
+    for w in (10, 60, 360):
+        if ok(w):
+            out.append(("value", "relative", (("window", w),)))
+    for recent, w in ((3, 30), (10, 120), (30, 360)):
+        if ok(recent + w):
+            out.append(("value", "level_shift", (("recent", recent), ("window", w))))
+            out.append(("value", "variance_shift", (("recent", recent), ("window", w))))
+    for w, drift in ((120, 0.5), (360, 1.0)):
+        if ok(w):
+            out.append(("value", "cusum", (("window", w), ("drift", drift))))
+    out.append(("value", "flat", ()))
+    for w in (32, 96):
+        if ok(w):
+            out.append(("value", "spectral", (("window", w),)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The search
+# --------------------------------------------------------------------------------------------------
+
+
+def _selection(train_f1: float, val_counts: _Counts) -> tuple[float | None, float]:
+    vf1 = val_counts.f1()
+    if vf1 is None:
+        # no validation event: penalise validation false alarms against the train fit
+        fp = float(val_counts.fp.sum())
+        return None, train_f1 / (1.0 + 0.1 * fp)
+    return vf1, 0.5 * train_f1 + 0.5 * vf1
+
+
+def search(
+    series: Sequence[FitSeries],
+    config: SearchConfig = SearchConfig(),
+    progress: ProgressFn | None = None,
+) -> SearchResult:
+    """Search the grammar for the best OR-set of rules for one training unit (see module doc)."""
+    if not series:
+        raise ValueError("search needs at least one series")
+    train_parts = [_part(fs.labels, 0, fs.val_start) for fs in series]
+    val_parts = [_part(fs.labels, fs.val_start, len(fs.values)) for fs in series]
+    all_parts = [_part(fs.labels, 0, len(fs.values)) for fs in series]
+    if sum(p.n_events for p in train_parts) + sum(p.n_events for p in val_parts) == 0:
+        return SearchResult([], [], 0, 0.0, None, None, ["no labeled anomaly in train/validation"])
+    fit_on_all = sum(p.n_events for p in train_parts) == 0
+    triples = propose_structures(series)
+    if config.trials is not None and config.trials < len(triples):
+        rng = np.random.default_rng(config.seed)
+        keep = sorted(rng.choice(len(triples), size=config.trials, replace=False).tolist())
+        triples = [triples[i] for i in keep]
+    ranking: list[Candidate] = []
+    tried = 0
+    best_sel = -1.0
+    for transform, scorer, params in triples:
+        fn = compile_score(transform, scorer)
+        pd_ = dict(params)
+        raw = [fn(fs.values, fs.timestamps, pd_) for fs in series]
+        for direction in SCORERS[scorer].directions:
+            for k in config.persistences:
+                st = Structure(transform, scorer, params, direction, k)
+                scores = [directional(r, direction, k) for r in raw]
+                tried += 1
+                if fit_on_all:
+                    # no train event: fit and select on train + validation together
+                    thr, tf1 = sweep_threshold(
+                        scores, all_parts, max_candidates=config.max_candidates
+                    )
+                    if not math.isfinite(thr):
+                        continue
+                    vc = _counts(scores, val_parts, thr)
+                    vf1, sel = vc.f1(), tf1
+                else:
+                    thr, tf1 = sweep_threshold(
+                        scores, train_parts, max_candidates=config.max_candidates
+                    )
+                    if not math.isfinite(thr):
+                        continue
+                    vc = _counts(scores, val_parts, thr)
+                    vf1, sel = _selection(tf1, vc)
+                ranking.append(Candidate(st, thr, tf1, vf1, int(vc.fp.sum()), sel))
+                best_sel = max(best_sel, sel)
+        if progress is not None:
+            progress(tried, max(best_sel, 0.0))
+    ranking.sort(key=lambda c: (-c.selection, -c.train_f1, c.structure.name))
+    if not ranking:
+        return SearchResult([], [], tried, 0.0, None, None, ["no structure caught a train event"])
+    if fit_on_all:
+        chosen, sel = _compose(series, ranking, all_parts, all_parts, config, in_sample=True)
+    else:
+        chosen, sel = _compose(series, ranking, train_parts, val_parts, config)
+    final = _refit(series, chosen, all_parts, train_parts, config) if config.refit else chosen
+    flags = _flags(series, final)
+    tf1 = flags_counts(flags, train_parts).f1()
+    vf1 = flags_counts(flags, val_parts).f1()
+    return SearchResult(final, ranking[: config.top_k], tried, sel, tf1, vf1)
+
+
+def _scores_of(series: Sequence[FitSeries], st: Structure) -> list[FloatArray]:
+    fn = compile_score(st.transform, st.scorer)
+    p = st.param_dict
+    return [
+        directional(fn(fs.values, fs.timestamps, p), st.direction, st.persistence) for fs in series
+    ]
+
+
+def _flags(series: Sequence[FitSeries], rules: Sequence[RuleSpec]) -> list[BoolArray]:
+    out = [np.zeros(len(fs.values), dtype=bool) for fs in series]
+    for r in rules:
+        for i, s in enumerate(_scores_of(series, r.structure)):
+            out[i] |= s >= r.threshold
+    return out
+
+
+def _compose(
+    series: Sequence[FitSeries],
+    ranking: Sequence[Candidate],
+    train_parts: Sequence[_Part],
+    val_parts: Sequence[_Part],
+    config: SearchConfig,
+    in_sample: bool = False,
+) -> tuple[list[RuleSpec], float]:
+    """Greedy OR: start from the best single rule, add conditionally-fit rules while they help."""
+    first = ranking[0]
+    chosen = [RuleSpec(first.structure, first.threshold)]
+    sel = first.selection
+    pool = [c.structure for c in ranking[1 : 1 + 4 * config.top_k]]
+    base = _flags(series, chosen)
+    while len(chosen) < config.max_rules and pool:
+        best: tuple[float, RuleSpec, int] | None = None
+        for j, st in enumerate(pool):
+            scores = _scores_of(series, st)
+            thr, tf1 = sweep_threshold(scores, train_parts, base, config.max_candidates)
+            if not math.isfinite(thr):
+                continue
+            flags = [b | (s >= thr) for b, s in zip(base, scores, strict=True)]
+            if in_sample:
+                cand_sel = tf1
+            else:
+                _, cand_sel = _selection(tf1, flags_counts(flags, val_parts))
+            if best is None or cand_sel > best[0]:
+                best = (cand_sel, RuleSpec(st, thr), j)
+        if best is None or best[0] < sel + config.min_gain:
+            break
+        sel = best[0]
+        chosen.append(best[1])
+        pool.pop(best[2])
+        base = _flags(series, chosen)
+    return chosen, sel
+
+
+def _refit(
+    series: Sequence[FitSeries],
+    chosen: Sequence[RuleSpec],
+    all_parts: Sequence[_Part],
+    train_parts: Sequence[_Part],
+    config: SearchConfig,
+) -> list[RuleSpec]:
+    """Re-fit the thresholds in order on train + validation, each conditional on the previous ones."""
+    out: list[RuleSpec] = []
+    base: list[BoolArray] | None = None
+    for r in chosen:
+        scores = _scores_of(series, r.structure)
+        thr, _ = sweep_threshold(scores, all_parts, base, config.max_candidates)
+        if not math.isfinite(thr):
+            continue  # adds nothing on train + validation once the earlier rules are in
+        out.append(RuleSpec(r.structure, thr))
+        new = [s >= thr for s in scores]
+        base = new if base is None else [b | f for b, f in zip(base, new, strict=True)]
+    return out
+
+
+def _register() -> None:
+    from argos.methods import Method, register_method
+
+    def factory(*, seed: int = 0) -> Method:
+        from argos.training import BuiltinMethod
+
+        return BuiltinMethod(seed=seed)
+
+    register_method(
+        "argos-builtin",
+        factory,
+        description="builtin LLM-free rule generator: template search, rules run in the sandbox",
+        kind="argos",
+        replace=True,
+    )
+
+
+_register()
