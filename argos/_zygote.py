@@ -176,13 +176,20 @@ def _seccomp_program(own_pid: int) -> list[tuple[int, int, int, int]]:
     return p
 
 
+_PID_PLACEHOLDER = 0xFFFFFFFE
+_PROGRAM = _seccomp_program(_PID_PLACEHOLDER)
+_PID_SLOTS = [i for i, ins in enumerate(_PROGRAM) if ins[0] == _JEQ and ins[3] == _PID_PLACEHOLDER]
+_FILTER = (_SockFilter * len(_PROGRAM))(*[_SockFilter(*ins) for ins in _PROGRAM])
+
+
 def install_seccomp() -> None:
-    """Set no_new_privs and install the filter; raises OSError on failure."""
+    """Set no_new_privs and install the (prebuilt) filter; raises OSError on failure."""
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-    prog = _seccomp_program(os.getpid())
-    arr = (_SockFilter * len(prog))(*[_SockFilter(*ins) for ins in prog])
-    fprog = _SockFprog(len(prog), ctypes.cast(arr, ctypes.POINTER(_SockFilter)))
+    pid = os.getpid() & 0xFFFFFFFF
+    for i in _PID_SLOTS:  # the child's copy of the prebuilt program gets its own pid
+        _FILTER[i].k = pid
+    fprog = _SockFprog(len(_PROGRAM), ctypes.cast(_FILTER, ctypes.POINTER(_SockFilter)))
     if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
 
@@ -259,12 +266,18 @@ def install_landlock(read_paths: list[str]) -> None:
         os.close(fd)
 
 
+_READ_PATHS: list[str] = []
+
+
 def _read_paths() -> list[str]:
     """The Python installation (stdlib, site-packages with numpy) — readable by rules."""
+    if _READ_PATHS:
+        return _READ_PATHS
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     paths.add(os.path.dirname(os.path.dirname(os.path.realpath(np.__file__))))
     paths.add(os.path.dirname(os.path.realpath(os.__file__)))
-    return sorted(os.path.realpath(p) for p in paths if p)
+    _READ_PATHS.extend(sorted({os.path.realpath(p) for p in paths if p}))
+    return _READ_PATHS
 
 
 # --- lock-down ---------------------------------------------------------------------------------
@@ -275,11 +288,9 @@ def _unshare_net(as_root: bool) -> None:
 
 
 def _vm_size() -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    """Current virtual memory size in bytes (first field of /proc/self/statm, in pages)."""
+    with open("/proc/self/statm", encoding="ascii") as fh:
+        return int(fh.read().split()[0]) * resource.getpagesize()
 
 
 def lock_down(layers: dict[str, bool], limits: dict[str, Any], scratch: str) -> None:
@@ -585,6 +596,7 @@ def main() -> None:
     infd = sys.stdin.buffer.fileno()
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints go to stderr
+    _read_paths()  # resolve once, before any fork
     scratch = tempfile.mkdtemp(prefix="argos-scratch-")
     os.chmod(scratch, 0o755)
     cache: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
