@@ -24,7 +24,6 @@ come back from the response cache (see :class:`argos.llm.CachingChatModel`).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import operator
 import time
@@ -179,8 +178,9 @@ class RuleLab(Protocol):
         """Train and validation event-PA of the fitted rule."""
         ...
 
-    def regressions(self, old: Candidate, new: Candidate, limit: int) -> list[tuple[int, int, str]]:
-        """Validation windows (start, end, what) the old rule got right and the new one wrong."""
+    def regressions(self, old: Candidate, new: Candidate) -> str:
+        """Validation points the old rule got right and the new one wrong, rendered for the
+        reviewer ("" when there are none)."""
         ...
 
 
@@ -211,8 +211,7 @@ class Agents(Protocol):
         *,
         old: Candidate,
         new: Candidate,
-        diff: str,
-        regressions: list[tuple[int, int, str]],
+        regressions: str,
     ) -> str | None:
         """Return revised code, or None to revert to the old rule."""
         ...
@@ -224,8 +223,14 @@ class Agents(Protocol):
     def can_review(self) -> bool: ...
 
 
-class BudgetStop(Exception):
-    """Raised by an agent when a token or cost budget stops the run (maps LLMBudgetExceeded)."""
+class StopRun(Exception):
+    """Raised by an agent to end the run cleanly: a token or cost budget is spent, or the LLM
+    endpoint keeps failing. What was accepted so far is exported."""
+
+
+class AgentError(Exception):
+    """Raised by an agent when one call failed for good (after the client's retries): the
+    candidate is dropped with status ``llm_error`` and the run goes on."""
 
 
 @dataclass
@@ -367,12 +372,17 @@ def generate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState
             iteration=state["iteration"],
             slot=state["slot"],
         )
-    except BudgetStop as exc:
+    except StopRun as exc:
         return {"stop_reason": str(exc), "log": _emit(ctx, _event("stop", state, why=str(exc)))}
-    if code is None:
-        draft = _failed(state, "generator", "no_code", "the generator's reply held no Python code")
+    except AgentError as exc:
+        code, failure = None, ("llm_error", f"the generator call failed: {exc}")
     else:
-        draft = _new_candidate(code, "generator", state)
+        failure = ("no_code", "the generator's reply held no Python code")
+    draft = (
+        _failed(state, "generator", *failure)
+        if code is None
+        else _new_candidate(code, "generator", state)
+    )
     return {"draft": draft, "log": _emit(ctx, _event("generated", state, id=draft["id"]))}
 
 
@@ -405,15 +415,14 @@ def repair(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
             traceback=draft["traceback"],
             attempt=attempt,
         )
-    except BudgetStop as exc:
+    except StopRun as exc:
         return {"stop_reason": str(exc), "log": _emit(ctx, _event("stop", state, why=str(exc)))}
+    except AgentError as exc:
+        code, failure = None, ("llm_error", f"the repairer call failed: {exc}")
+    else:
+        failure = ("no_code", "the repairer's reply held no Python code")
     if code is None:
-        fixed = _with(
-            draft,
-            repairs=attempt,
-            status="no_code",
-            detail="the repairer's reply held no Python code",
-        )
+        fixed = _with(draft, repairs=attempt, status=failure[0], detail=failure[1])
     else:
         fixed = _with(_new_candidate(code, draft["origin"], state), repairs=attempt)
     event = _event("repaired", state, id=fixed["id"], attempt=attempt, was=draft["status"])
@@ -509,24 +518,19 @@ def review(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     new = state["draft"]
     assert new is not None
     old = state["accepted"][0]
-    diff = "".join(
-        difflib.unified_diff(
-            old["code"].splitlines(keepends=True),
-            new["code"].splitlines(keepends=True),
-            fromfile=f"accepted/{old['id']}.py",
-            tofile=f"candidate/{new['id']}.py",
-        )
-    )
-    windows = ctx.lab.regressions(old, new, limit=5)
     try:
-        code = ctx.agents.review(old=old, new=new, diff=diff, regressions=windows)
-    except BudgetStop as exc:
+        code = ctx.agents.review(old=old, new=new, regressions=ctx.lab.regressions(old, new))
+    except StopRun as exc:
+        event = _event("stop", state, why=str(exc))
         return {
             "stop_reason": str(exc),
             "draft": None,
             "reviews": state["reviews"] + 1,
-            "log": _emit(ctx, _event("stop", state, why=str(exc))),
+            "log": _emit(ctx, event),
         }
+    except AgentError as exc:
+        code = None
+        _emit(ctx, _event("llm_error", state, agent="reviewer", detail=str(exc)))
     reviews = state["reviews"] + 1
     if code is None:
         return {
@@ -645,7 +649,8 @@ def make_route_after_check(
             raise RuntimeError("check finished without a draft")
         if draft["status"] == "ok":
             return "fit"
-        if can_repair and draft["repairs"] < max_repairs and draft["status"] != "no_code":
+        repairable = draft["status"] not in ("no_code", "llm_error")
+        if can_repair and repairable and draft["repairs"] < max_repairs:
             return "repair"
         return "collect"
 
@@ -658,7 +663,7 @@ def route_after_repair(state: TrainState) -> Literal["check", "collect", "advanc
     draft = state.get("draft")
     if draft is None:
         raise RuntimeError("repair finished without a draft")
-    return "collect" if draft["status"] == "no_code" else "check"
+    return "collect" if draft["status"] in ("no_code", "llm_error") else "check"
 
 
 def route_after_validate(state: TrainState) -> Literal["collect", "judge_review"]:

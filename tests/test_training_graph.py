@@ -16,11 +16,11 @@ import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from argos.training_graph import (
-    BudgetStop,
     Candidate,
     CheckOutcome,
     Evaluation,
     LoopConfig,
+    StopRun,
     TrainingContext,
     build_graph,
 )
@@ -62,8 +62,8 @@ class FakeLab:
         f1 = float(m.group(1)) if m else 0.0
         return Evaluation(train_f1=f1, val_f1=f1, val_precision=f1, val_recall=f1, runtime_ms=1.0)
 
-    def regressions(self, old: Candidate, new: Candidate, limit: int) -> list[tuple[int, int, str]]:
-        return [(10, 20, "missed anomaly")]
+    def regressions(self, old: Candidate, new: Candidate) -> str:
+        return f"points {old['id']} got right and {new['id']} gets wrong: 10-20"
 
 
 class ScriptedAgents:
@@ -165,7 +165,8 @@ def test_regression_goes_to_review_and_revert_keeps_old_rule() -> None:
     agents.assert_consumed()
     assert out["accepted"][0]["val_f1"] == 0.8
     seen = agents.review_inputs[0]
-    assert "worse" in seen["diff"] and seen["regressions"] == [(10, 20, "missed anomaly")]
+    assert "worse" in seen["new"]["code"] and "old" in seen["old"]["code"]
+    assert seen["regressions"].endswith("gets wrong: 10-20")
     assert any(e["event"] == "reverted" for e in out["log"])
 
 
@@ -189,7 +190,7 @@ def test_prose_without_code_is_reported() -> None:
 
 
 def test_budget_stop_exports_what_was_accepted() -> None:
-    agents = ScriptedAgents([rule(0.6), BudgetStop("token budget exhausted")])
+    agents = ScriptedAgents([rule(0.6), StopRun("token budget exhausted")])
     cfg = LoopConfig(candidates_per_iteration=1, max_iterations=5)
     out = run(agents, FakeLab(), cfg)
     assert out["stop_reason"] == "token budget exhausted"

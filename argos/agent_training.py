@@ -1,0 +1,250 @@
+"""LLM-agent training of one unit: the durable graph behind a :class:`argos.training.Generator`.
+
+:class:`AgentGenerator` plugs the LangGraph loop of :mod:`argos.training_graph` into the shared
+training driver (:func:`argos.training.train_dataset`), so the LLM path reuses its units, splits,
+verification, export and summary. Per unit it opens:
+
+- a :class:`~argos.sandbox.Sandbox` and a :class:`~argos.rule_lab.SandboxRuleLab` over the unit's
+  train/validation slices (labels stay in this process);
+- the model stack ``Metered(Caching(endpoint))``: the response cache (``llm-cache.sqlite`` in the
+  run folder) makes a resumed run replay calls it already paid for instead of sending them again;
+  the meter enforces the per-call token cap and the run's token/cost budget and counts usage;
+- a SQLite checkpointer (``checkpoints.sqlite``): thread id = the unit, durability ``sync``, so a
+  killed run resumes at the interrupted node.
+
+Model fusion: with ``fusion`` set, the unit trains FN-rules (target: anomalies the base detector
+missed) and then FP-rules (target: its false alarms), each with the same graph, and scores
+candidates on the FUSED labels ``(base and not FP) or (not base and FN)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import numpy as np
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from argos.llm import (
+    Budget,
+    BudgetGuard,
+    CachingChatModel,
+    ChatModel,
+    MeteredChatModel,
+    ResponseStore,
+    UsageLedger,
+)
+from argos.llm_agents import LLMAgents
+from argos.llm_config import LLMConfig, build_chat_model
+from argos.prompts import prompt_hashes
+from argos.rule_lab import DEFAULT_CHUNK_SIZE, SandboxRuleLab
+from argos.sandbox import Sandbox
+from argos.series import BoolArray, Series
+from argos.training import GeneratedRule, GeneratorOutput, ProgressFn
+from argos.training_graph import Candidate, LoopConfig, TrainingContext, TrainState, build_graph
+
+BasePredictions = Callable[[Sequence[Series], Sequence[Series]], list[tuple[BoolArray, BoolArray]]]
+"""Given a unit's train and validation slices, the base detector's labels on each (fusion)."""
+
+
+@dataclass
+class AgentGenerator:
+    """The LLM generator (``--llm``): one durable graph run per training unit.
+
+    Attributes:
+        llm: endpoint configuration (ignored when ``chat_model`` is given).
+        run_dir: run folder holding the checkpoints, the response cache and the usage ledger.
+        loop: budgets and sizes of the loop (n, k, iterations, repairs, reviews...).
+        budget: token/cost/call budget for the whole run (all units).
+        chunk_size: points per training chunk shown to the generator (published: KPI 2500,
+            Yahoo 500).
+        fit_budget: parameter sets tried when fitting a candidate's PARAMS.
+        chat_model: an explicit model (tests pass a scripted double); wrapped like the real one.
+        fusion: base detector predictions; trains FN- and FP-rules instead of a plain rule set.
+        on_event: receives every graph event (progress displays).
+    """
+
+    llm: LLMConfig
+    run_dir: Path
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    budget: Budget = field(default_factory=Budget)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    fit_budget: int = 24
+    chat_model: ChatModel | None = None
+    fusion: BasePredictions | None = None
+    fusion_base_name: str = "base"
+    on_event: Callable[[dict[str, Any]], None] | None = None
+    name: str = "llm"
+    ledger: UsageLedger = field(init=False)
+    _model: MeteredChatModel | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = UsageLedger(self.llm.price_table(), run_id=self.run_dir.name)
+
+    @property
+    def model_name(self) -> str:
+        return self.chat_model.model if self.chat_model is not None else str(self.llm.model)
+
+    def metered_model(self) -> MeteredChatModel:
+        """The model stack shared by every unit of the run (built on first use)."""
+        if self._model is None:
+            inner = self.chat_model if self.chat_model is not None else build_chat_model(self.llm)
+            store = ResponseStore(self.run_dir / "llm-cache.sqlite")
+            self._model = MeteredChatModel(
+                CachingChatModel(inner, store),
+                ledger=self.ledger,
+                guard=BudgetGuard(self.budget, self.ledger),
+                max_input_tokens=self.llm.max_input_tokens,
+                default_max_tokens=self.llm.max_output_tokens,
+            )
+        return self._model
+
+    def generator_info(self) -> dict[str, Any]:
+        """What the manifest records about this generator."""
+        return {"kind": "llm", "model": self.model_name, "prompts": prompt_hashes()}
+
+    # -- the Generator protocol ----------------------------------------------------------------
+    def generate(
+        self,
+        train: Sequence[Series],
+        validation: Sequence[Series],
+        progress: ProgressFn | None = None,
+    ) -> GeneratorOutput:
+        unit = _unit_key(train)
+        with Sandbox(workers=1) as sandbox:
+            if self.fusion is None:
+                state = self._run_graph(unit, train, validation, sandbox, progress)
+                rules = [_as_rule(c, "rule") for c in state.get("accepted", [])]
+                return self._output(state, rules, [state])
+            base = self.fusion(train, validation)
+            states = []
+            rules = []
+            for mode in ("fn", "fp"):
+                st = self._run_graph(
+                    f"{unit}-{mode}", train, validation, sandbox, progress, mode=mode, base=base
+                )
+                states.append(st)
+                rules += [_as_rule(c, mode) for c in st.get("accepted", [])]
+            return self._output(states[-1], rules, states)
+
+    def _run_graph(
+        self,
+        thread: str,
+        train: Sequence[Series],
+        validation: Sequence[Series],
+        sandbox: Sandbox,
+        progress: ProgressFn | None,
+        *,
+        mode: Literal["fn", "fp"] | None = None,
+        base: list[tuple[BoolArray, BoolArray]] | None = None,
+    ) -> TrainState:
+        lab = SandboxRuleLab(
+            train,
+            validation,
+            sandbox,
+            chunk_size=self.chunk_size,
+            fit_budget=self.fit_budget,
+            fusion_mode=mode,
+            base=base,
+        )
+        agents = LLMAgents(self.metered_model(), lab, seed=self.loop.seed)
+        tried = 0
+        best = -1.0
+
+        def on_event(event: dict[str, Any]) -> None:
+            nonlocal tried, best
+            if event.get("event") == "candidate":
+                tried += 1
+            if event.get("event") == "accepted" and event.get("val_f1") is not None:
+                best = max(best, float(event["val_f1"]))
+            if progress is not None and event.get("event") in ("candidate", "accepted"):
+                progress(tried, best)
+            if self.on_event is not None:
+                self.on_event({"unit": thread, **event})
+
+        ctx = TrainingContext(
+            agents=agents,
+            lab=lab,
+            config=self.loop,
+            export=lambda accepted, log: thread,  # the driver exports (idempotently)
+            on_event=on_event,
+        )
+        graph = build_graph(self.loop, can_repair=agents.can_repair, can_review=agents.can_review)
+        config: Any = {
+            "configurable": {"thread_id": thread},
+            "recursion_limit": self.loop.recursion_limit,
+        }
+        with SqliteSaver.from_conn_string(str(self.run_dir / "checkpoints.sqlite")) as saver:
+            app = graph.compile(checkpointer=saver)
+            snapshot = app.get_state(config)
+            if snapshot.values and not snapshot.next:
+                result = snapshot.values  # finished before: nothing to redo
+            elif snapshot.values:
+                result = app.invoke(None, config, context=ctx, durability="sync")
+            else:
+                result = app.invoke({}, config, context=ctx, durability="sync")
+        return cast(TrainState, result)
+
+    def _output(
+        self,
+        last: Mapping[str, Any],
+        rules: list[GeneratedRule],
+        states: Sequence[Mapping[str, Any]],
+    ) -> GeneratorOutput:
+        tried = sum(1 for st in states for e in st.get("log", []) if e.get("event") == "candidate")
+        accepted = [c for st in states for c in st.get("accepted", [])]
+        val = [c["val_f1"] for c in accepted if c["val_f1"] is not None]
+        train = [c["train_f1"] for c in accepted if c["train_f1"] is not None]
+        notes = [f"stopped: {st.get('stop_reason')}" for st in states]
+        if not accepted:
+            notes.append("no candidate was accepted")
+        return GeneratorOutput(
+            rules=rules,
+            tried=tried,
+            train_f1=max(train) if train else None,
+            validation_f1=max(val) if val else None,
+            ranking=[
+                {
+                    "rule": e.get("id"),
+                    "status": e.get("status"),
+                    "validation_f1": e.get("val_f1"),
+                    "origin": e.get("origin"),
+                    "repairs": e.get("repairs"),
+                }
+                for st in states
+                for e in st.get("log", [])
+                if e.get("event") == "candidate"
+            ],
+            notes=notes,
+        )
+
+
+def _unit_key(train: Sequence[Series]) -> str:
+    ids = [s.id for s in train]
+    if len(ids) == 1:
+        return ids[0]
+    digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:10]
+    return f"{len(ids)}series-{digest}"
+
+
+def _as_rule(c: Candidate, role: str) -> GeneratedRule:
+    return GeneratedRule(
+        name=f"{role}_{c['id']}",
+        source=c["code"],
+        params=dict(c["params"]),
+        metrics={"train_f1": c["train_f1"], "validation_f1": c["val_f1"]},
+    )
+
+
+def fused(base: BoolArray, rule: BoolArray, mode: Literal["fn", "fp"]) -> BoolArray:
+    """Fused labels for one rule kind: FN-rules add alarms where the base is quiet, FP-rules veto
+    the base's alarms."""
+    if mode == "fn":
+        return np.asarray(base | rule, dtype=bool)
+    return np.asarray(base & ~rule, dtype=bool)
