@@ -82,7 +82,7 @@ def _resolve_columns(
     found: Sequence[Any], wanted: Sequence[_Column], source: str
 ) -> dict[str, str]:
     """Map canonical names to the file's header names (case and surrounding spaces ignored)."""
-    norm = {str(c).strip().lower(): str(c) for c in found}
+    norm = {str(c).lstrip("\ufeff").strip().lower(): str(c) for c in found}  # BOM from Excel
     out: dict[str, str] = {}
     for col in wanted:
         hit = next((norm[a] for a in col.aliases if a in norm), None)

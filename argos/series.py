@@ -368,8 +368,11 @@ def _as_binary(
     bad = ~np.isin(num, (0.0, 1.0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        what = (
+            "missing label" if _is_missing(raw[i]) else f"label {show_value(raw[i])} is not 0 or 1"
+        )
         raise DataError(
-            f"label {show_value(raw[i])} is not 0 or 1",
+            what,
             source=source,
             row=line_of(i),
             row_kind=kind,
@@ -386,6 +389,17 @@ def show_value(x: Any) -> str:
     if isinstance(x, str):
         return repr(x)
     return str(x)
+
+
+def _is_missing(x: Any) -> bool:
+    if x is None:
+        return True
+    if isinstance(x, str):
+        return x.strip() == ""
+    try:
+        return bool(np.isnan(x))
+    except TypeError:
+        return False
 
 
 def _float_or_nan(x: Any) -> float:

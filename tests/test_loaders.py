@@ -69,6 +69,16 @@ def test_labels_required_for_yahoo_files(tmp_path: Path) -> None:
         loaders.load_yahoo(tmp_path, partitions=["A1"])
 
 
+def test_missing_label_and_bom_header(tmp_path: Path) -> None:
+    f = tmp_path / "bom.csv"
+    f.write_bytes("\ufefftimestamp,Value , LABEL\n1,2,0\n2,3,1\n".encode())
+    s = loaders.read_series_file(f)  # header spelling: BOM, case and spaces ignored
+    assert s.labels is not None and s.labels.tolist() == [False, True]
+    f.write_text("timestamp,value,label\n1,2,0\n2,3,\n")
+    with pytest.raises(DataError, match=r"bom\.csv, line 3: missing label$"):
+        loaders.read_series_file(f)
+
+
 def test_not_utf8_and_missing_files(tmp_path: Path) -> None:
     bad = tmp_path / "bin.csv"
     bad.write_bytes(b"timestamp,value\n1,\xff\xfe\n")
