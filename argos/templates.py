@@ -116,12 +116,13 @@ def spectral_saliency(x, width):
     if n < width:
         return out
     windows = np.lib.stride_tricks.sliding_window_view(x, width)
-    lags = np.arange(1, 6)
     for a in range(0, len(windows), 8000):
         block = windows[a : a + 8000]
         block = block - block.mean(axis=1, keepdims=True)
-        grad = ((block[:, -1:] - block[:, -1 - lags]) / lags).mean(axis=1)
-        ahead = block[:, -5] + 5.0 * grad
+        # extrapolate from the 6 points before the last one, so the last point stays the edge
+        seg = block[:, -7:-1]
+        slopes = (seg[:, -1:] - seg[:, :-1]) / np.arange(5, 0, -1)
+        ahead = seg[:, 1] + slopes.sum(axis=1)
         ext = np.concatenate((block, np.repeat(ahead[:, None], 5, axis=1)), axis=1)
         spec = np.fft.fft(ext, axis=1)
         log_amp = np.log(np.abs(spec) + 1e-8)

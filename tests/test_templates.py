@@ -1,0 +1,180 @@
+"""The template grammar: rendered rules obey the contract, compute what the search computes, and
+are causal; the helper statistics give the numbers their docstrings promise."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from argos.rule_contract import check_rule
+from argos.templates import (
+    SCORERS,
+    TRANSFORMS,
+    RuleSpec,
+    Structure,
+    compile_score,
+    directional,
+    load_rule,
+    render,
+)
+
+PARAMS_FOR = {
+    "value": (),
+    "diff": (),
+    "seasonal": (("period", 24), ("cycles", 2)),
+    "ewma": (("alpha", 0.2),),
+}
+SCORER_PARAMS = {
+    "static": (),
+    "zscore": (("window", 30),),
+    "robust_z": (("window", 30),),
+    "relative": (("window", 20),),
+    "level_shift": (("recent", 3), ("window", 30)),
+    "variance_shift": (("recent", 5), ("window", 30)),
+    "cusum": (("window", 30), ("drift", 0.5)),
+    "flat": (),
+    "spectral": (("window", 32),),
+}
+
+
+def _series(n: int = 1500, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    v = 10 + 3 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.5, n)
+    if n >= 1500:
+        v[700] += 12  # spike
+        v[1000:1030] = v[999]  # stuck
+        v[1200:1260] += 5  # level shift
+    return v, (1_600_000_000 + 3600 * t).astype(np.int64)
+
+
+def _all_structures() -> list[Structure]:
+    out = []
+    for t in TRANSFORMS:
+        for s, sc in SCORERS.items():
+            for d in sc.directions:
+                out.append(Structure(t, s, PARAMS_FOR[t] + SCORER_PARAMS[s], d, 2))
+    return out
+
+
+@pytest.mark.parametrize("st", _all_structures(), ids=lambda s: s.name)
+def test_rendered_rule_passes_gate_and_equals_search_scores(st: Structure) -> None:
+    values, ts = _series()
+    fn = compile_score(st.transform, st.scorer)
+    raw = fn(values, ts, st.param_dict)
+    assert raw.shape == values.shape
+    s = directional(raw, st.direction, st.persistence)
+    finite = s[np.isfinite(s) & (s > -1e300)]
+    thr = float(np.quantile(finite, 0.99)) if len(finite) else 1.0
+    src = render(RuleSpec(st, thr))
+    info = check_rule(src)
+    assert info.lookback == st.lookback()
+    detect, params = load_rule(src)
+    labels = detect(values, ts, params)
+    assert labels.dtype == np.bool_ and labels.shape == values.shape
+    np.testing.assert_array_equal(labels, s >= thr)
+    # causal: labels of a prefix equal the prefix of the labels
+    for cut in (50, 333, 1111):
+        np.testing.assert_array_equal(detect(values[:cut], ts[:cut], params), labels[:cut])
+
+
+def test_docstring_states_normal_and_abnormal_with_fitted_numbers() -> None:
+    st = Structure("diff", "zscore", (("window", 60),), "down", 3)
+    src = render(RuleSpec(st, 4.25, cooldown=10))
+    info = check_rule(src)
+    text = " ".join(info.docstring.split())
+    assert (
+        "Normal: The change from the previous point stays within 4.25 standard deviations" in text
+    )
+    assert "more than 4.25 standard deviations below the mean of the previous 60 points" in text
+    assert "for 3 consecutive points" in text and "silent for 10 points" in text
+    assert info.params["threshold"] == 4.25 and info.params["window"] == 60
+    assert info.lookback == 1 + 61 + 2
+    assert "import math" in src and "import numpy as np" in src
+
+
+def test_window_stats_match_numpy() -> None:
+    values, ts = _series(400)
+    p = {"window": 25}
+    z = compile_score("value", "zscore")(values, ts, p)
+    assert np.isnan(z[:25]).all()
+    for t in (25, 100, 399):
+        past = values[t - 25 : t]
+        assert z[t] == pytest.approx((values[t] - past.mean()) / past.std(), rel=1e-7)
+
+
+def test_robust_z_matches_numpy_median_and_mad() -> None:
+    values, ts = _series(300)
+    r = compile_score("value", "robust_z")(values, ts, {"window": 31})
+    for t in (31, 150, 299):
+        past = values[t - 31 : t]
+        med = np.median(past)
+        mad = np.median(np.abs(past - med))
+        assert r[t] == pytest.approx((values[t] - med) / (1.4826 * mad), rel=1e-9)
+
+
+def test_flat_run_length_and_seasonal_residual() -> None:
+    v = np.array([1.0, 1, 2, 2, 2, 3, 3])
+    ts = np.arange(7, dtype=np.int64)
+    np.testing.assert_array_equal(compile_score("value", "flat")(v, ts, {}), [1, 2, 1, 2, 3, 1, 2])
+    x = np.arange(10, dtype=float) ** 2
+    s = compile_score("seasonal", "static")(
+        x, np.arange(10, dtype=np.int64), {"period": 3, "cycles": 2}
+    )
+    assert np.isnan(s[:6]).all()
+    # x[t] - median(x[t-3], x[t-6]) = t^2 - ((t-3)^2 + (t-6)^2) / 2
+    for t in range(6, 10):
+        assert s[t] == pytest.approx(t**2 - ((t - 3) ** 2 + (t - 6) ** 2) / 2)
+
+
+def test_level_shift_and_relative_change_see_the_injected_anomalies() -> None:
+    values, ts = _series()
+    ls = compile_score("value", "level_shift")(values, ts, {"recent": 3, "window": 30})
+    assert np.nanargmax(ls[1100:1300]) + 1100 in range(1200, 1210)
+    rel = compile_score("value", "relative")(values, ts, {"window": 20})
+    assert np.nanargmax(rel) == 700
+
+
+def test_spectral_saliency_peaks_at_the_spike() -> None:
+    values, ts = _series()
+    s = compile_score("value", "spectral")(values, ts, {"window": 32})
+    assert np.isnan(s[:31]).all() and np.isfinite(s[31:]).all()
+    head = s[:900]  # before the stuck stretch (its end at 1030 is salient too)
+    assert int(np.nanargmax(head)) == 700
+    others = np.delete(head[31:], [700 - 31, 701 - 31])
+    assert s[700] > 1.5 * others.max()
+
+
+def test_cooldown_silences_following_points() -> None:
+    st = Structure("value", "static", (), "up", 1)
+    src = render(RuleSpec(st, 5.0, cooldown=3))
+    detect, params = load_rule(src)
+    v = np.array([0, 9, 9, 9, 9, 9, 0, 9], dtype=float)
+    out = detect(v, np.arange(8, dtype=np.int64), params)
+    assert out.tolist() == [False, True, False, False, False, True, False, False]
+
+
+def test_persistence_needs_consecutive_points() -> None:
+    s = np.array([0, 5, 5, 0, 5, 5, 5, np.nan])
+    assert (directional(s, "up", 3) >= 5).tolist() == [False] * 6 + [True, False]
+    assert (directional(-s, "down", 2) >= 5).tolist() == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert directional(np.array([math.nan, -2.0]), "both", 1).tolist() == [-math.inf, 2.0]
+
+
+def test_names_are_readable_identifiers() -> None:
+    st = Structure(
+        "seasonal", "zscore", (("period", 1440), ("cycles", 3), ("window", 60)), "both", 2
+    )
+    assert st.name == "zscore_seasonal_p1440_c3_w60_both_k2"
+    assert st.name.isidentifier()
