@@ -263,21 +263,23 @@ def _load_builtin(
 def describe(dataset: Dataset) -> dict[str, Any]:
     """A JSON-ready summary: sizes, anomaly ratio, sampling interval, split sizes, partitions.
 
-    ``split`` counts points per part under ``dataset.split`` (official per-series splits
-    included); ``events`` counts maximal runs of anomalous points.
+    ``split`` counts points per part under ``dataset.split``, honouring per-series official
+    splits (``official_series``) and per-series train fractions (``own_fraction_series``, e.g.
+    Yahoo A2); ``events`` counts maximal runs of anomalous points.
     """
     n_points = dataset.n_points
     lengths = np.array([len(s) for s in dataset.series], dtype=np.int64)
     intervals = [s.interval for s in dataset.series]
     parts = {"train": 0, "validation": 0, "test": 0}
     anomalies = {"train": 0, "validation": 0, "test": 0}
-    labeled_points = events = filled = retimed = official = 0
+    labeled_points = events = filled = retimed = official = own_fraction = 0
     for s in dataset.series:
         val_start, test_start = dataset.split.bounds(s)
         parts["train"] += val_start
         parts["validation"] += test_start - val_start
         parts["test"] += len(s) - test_start
         official += "test_start" in s.meta
+        own_fraction += "test_start" not in s.meta and "train_fraction" in s.meta
         filled += int(s.meta.get("filled", 0))
         retimed += int(s.meta.get("retimed", 0))
         if s.labels is None:
@@ -313,6 +315,7 @@ def describe(dataset: Dataset) -> dict[str, Any]:
             "validation_fraction": dataset.split.validation_fraction,
             "granularity": dataset.split.granularity,
             "official_series": official,
+            "own_fraction_series": own_fraction,
             "points": parts,
             "anomalies": anomalies,
         },

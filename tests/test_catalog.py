@@ -105,6 +105,7 @@ def test_describe_uses_official_and_per_series_splits(fixtures_dir: Path) -> Non
     assert d["split"]["points"] == {"train": 6, "validation": 0, "test": 3}
     y = catalog.describe(catalog.load_dataset("yahoo-a2", data_dir=fixtures_dir))
     assert y["split"]["points"]["test"] == 2  # 50/50 of 4 points
+    assert y["split"]["own_fraction_series"] == 1 and y["split"]["official_series"] == 0
 
 
 def _manifest(name: str) -> dict[str, Any]:

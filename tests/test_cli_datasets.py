@@ -85,6 +85,7 @@ def test_show_demo_table() -> None:
 def test_show_fixture_datasets(fixtures_dir: Path) -> None:
     out = _ok("show", "yahoo", "--data-dir", str(fixtures_dir))
     assert "A1 (2), A2 (1), A3 (1), A4 (1)" in out and "partition" in out
+    assert "own train fraction on 1 series" in out
     out = _ok("show", "nab", "--data-dir", str(fixtures_dir))
     assert "1 timestamps retimed" in out
     d = json.loads(_ok("show", str(fixtures_dir / "generic"), "--train-fraction", "0.5", "--json"))

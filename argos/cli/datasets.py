@@ -134,6 +134,8 @@ def _print_summary(d: dict[str, Any]) -> None:
     how = f"{split['granularity']}, train fraction {split['train_fraction']}"
     if split["official_series"]:
         how += f", official split on {split['official_series']} series"
+    if split["own_fraction_series"]:
+        how += f", own train fraction on {split['own_fraction_series']} series"
     table.add_row("split", how)
     for part in ("train", "validation", "test"):
         table.add_row(
