@@ -10,7 +10,8 @@ the label of point t uses points <= t), then turns it into a score in one of thr
 2. for each allowed orientation, take a grid of quantiles of the train scores (60 levels from the
    median to the 99.99th percentile, denser in the tail, plus the maximum) and pick the threshold
    that maximises **event-PA F1 on the train labels** (counts summed over the series of a training
-   unit; ties go to the higher threshold);
+   unit). Every threshold between the two train scores around the best candidate gives the same
+   train counts; the middle of that range is taken (max margin);
 3. keep the orientation with the best train F1.
 
 When the train part holds no anomaly at all, F1 is undefined for every threshold: the threshold is
@@ -116,8 +117,31 @@ def best_threshold(
     fn = ev_max.size - tp
     denom = 2 * tp + fp + fn
     f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-    best = np.flatnonzero(f1 == f1.max())[-1]  # ties: the highest threshold
-    return float(cands[best]), float(f1[best])
+    best = int(np.flatnonzero(f1 == f1.max())[-1])
+    return _max_margin(ev_max, outside, int(tp[best]), int(fp[best])), float(f1[best])
+
+
+def _max_margin(ev_max: FloatArray, outside: FloatArray, tp: int, fp: int) -> float:
+    """Middle of the range of thresholds that give exactly ``tp`` events and ``fp`` false alarms.
+
+    ``ev_max`` and ``outside`` are sorted. Every threshold in ``[lower, upper)`` gives the same
+    train counts; the middle keeps the largest margin on both sides.
+    """
+    lower = -np.inf
+    if fp < outside.size:
+        lower = max(lower, float(outside[outside.size - fp - 1]))
+    if tp < ev_max.size:
+        lower = max(lower, float(ev_max[ev_max.size - tp - 1]))
+    upper = np.inf
+    if fp > 0:
+        upper = min(upper, float(outside[outside.size - fp]))
+    if tp > 0:
+        upper = min(upper, float(ev_max[ev_max.size - tp]))
+    if not np.isfinite(upper):
+        return lower
+    if not np.isfinite(lower):
+        return float(np.nextafter(upper, -np.inf))  # flag every finite score
+    return (lower + upper) / 2
 
 
 def fit_threshold(
