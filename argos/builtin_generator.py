@@ -260,7 +260,7 @@ def sweep_threshold(
     has = events > 0
     if not has.any():
         return math.inf, 0.0
-    base_f1 = float(np.mean((2 * tp0 / (2 * tp0 + fp0 + events - tp0))[has]))
+    base_f1 = float(np.mean(2 * tp0[has] / (2 * tp0[has] + fp0[has] + events[has] - tp0[has])))
     allmax = np.concatenate(ev_sorted) if ev_sorted else np.empty(0)
     cands = np.unique(allmax[np.isfinite(allmax)])
     if len(cands) == 0:

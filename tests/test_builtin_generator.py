@@ -1,0 +1,191 @@
+"""The builtin search: the exact threshold sweep against brute force, period estimation, and the
+search end to end on synthetic and real data (thresholds fit on train/validation only)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from argos.builtin_generator import (
+    FitSeries,
+    SearchConfig,
+    _part,
+    estimate_period,
+    flags_counts,
+    propose_structures,
+    search,
+    sweep_threshold,
+)
+from argos.metrics import event_pa
+from argos.templates import compile_score, directional
+
+
+def _brute_best(scores: list[np.ndarray], labels: list[np.ndarray], base=None) -> float:
+    """Best mean event-PA F1 over every distinct threshold, via argos.metrics."""
+    cands = np.unique(np.concatenate([s[np.isfinite(s)] for s in scores]))
+    best = 0.0
+    for c in cands:
+        f1s = []
+        for i, (s, lab) in enumerate(zip(scores, labels, strict=True)):
+            if not lab.any():
+                continue
+            pred = s >= c
+            if base is not None:
+                pred = pred | base[i]
+            f1s.append(event_pa(lab, pred).f1 or 0.0)
+        best = max(best, float(np.mean(f1s)))
+    return best
+
+
+def _random_case(seed: int, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    lab = np.zeros(n, dtype=bool)
+    for _ in range(rng.integers(1, 6)):
+        a = int(rng.integers(0, n - 5))
+        lab[a : a + int(rng.integers(1, 6))] = True
+    s = rng.normal(0, 1, n) + 2.5 * lab * rng.random(n)
+    s[rng.random(n) < 0.05] = -np.inf  # warm-up / never
+    return s, lab
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_sweep_finds_the_brute_force_optimum(seed: int) -> None:
+    s, lab = _random_case(seed)
+    part = _part(lab, 0, len(lab))
+    thr, f1 = sweep_threshold([s], [part])
+    assert f1 == pytest.approx(_brute_best([s], [lab]), abs=1e-12)
+    # the returned (regularised) threshold reproduces the optimum exactly
+    assert event_pa(lab, s >= thr).f1 == pytest.approx(f1, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sweep_mean_over_series_and_conditional_on_base(seed: int) -> None:
+    cases = [_random_case(seed * 10 + k, n=200 + 50 * k) for k in range(3)]
+    scores = [c[0] for c in cases]
+    labels = [c[1] for c in cases]
+    parts = [_part(lab, 0, len(lab)) for lab in labels]
+    thr, f1 = sweep_threshold(scores, parts)
+    assert f1 == pytest.approx(_brute_best(scores, labels), abs=1e-12)
+    rng = np.random.default_rng(seed)
+    base = [rng.random(len(lab)) < 0.01 for lab in labels]
+    thr_b, f1_b = sweep_threshold(scores, parts, base)
+    assert f1_b == pytest.approx(max(_brute_best(scores, labels, base), 0.0), abs=1e-12)
+    if math.isfinite(thr_b):
+        got = flags_counts([b | (s >= thr_b) for b, s in zip(base, scores, strict=True)], parts)
+        assert got.f1() == pytest.approx(f1_b, abs=1e-12)
+
+
+def test_sweep_on_a_validation_part_uses_only_that_part() -> None:
+    s = np.array([0, 9, 0, 0, 5, 0, 0, 1, 0], dtype=float)
+    lab = np.array([0, 1, 0, 0, 0, 0, 0, 1, 0], dtype=bool)
+    thr, f1 = sweep_threshold([s], [_part(lab, 5, 9)])  # only the event at 7 (score 1)
+    assert f1 == 1.0 and 0 < thr <= 1.0
+    thr_all, f1_all = sweep_threshold([s], [_part(lab, 0, 9)])
+    # events at 1 (9) and 7 (1); the 5 at index 4 is a false alarm for any threshold <= 5
+    assert f1_all == pytest.approx(2 * 2 / (2 * 2 + 1 + 0))
+    assert thr_all == pytest.approx(0.5)  # midway between the event max 1 and the next score 0
+
+
+def test_sweep_without_events_or_hits() -> None:
+    s = np.zeros(10)
+    assert sweep_threshold([s], [_part(np.zeros(10, bool), 0, 10)]) == (math.inf, 0.0)
+    lab = np.zeros(10, bool)
+    lab[3] = True
+    thr, f1 = sweep_threshold([np.full(10, -np.inf)], [_part(lab, 0, 10)])
+    assert thr == math.inf and f1 == 0.0
+
+
+def test_period_from_timestamps_and_from_autocorrelation() -> None:
+    n = 5000
+    lab = np.zeros(n, bool)
+    ts = 1_500_000_000 + 300 * np.arange(n, dtype=np.int64)
+    v = np.sin(np.arange(n))
+    assert estimate_period([FitSeries("a", v, ts, lab, 4000)]) == 288
+    idx = np.arange(1, 1201, dtype=np.int64)  # Yahoo A1 style: an index, hourly data
+    rng = np.random.default_rng(0)
+    v2 = np.sin(2 * np.pi * idx / 24) + rng.normal(0, 0.2, len(idx))
+    assert estimate_period([FitSeries("b", v2, idx, lab[:1200], 1000)]) == 24
+    assert estimate_period([FitSeries("c", rng.normal(size=1200), idx, lab[:1200], 1000)]) is None
+
+
+def _synthetic(seed: int, n: int = 3000) -> FitSeries:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    v = 50 + 10 * np.sin(2 * np.pi * t / 144) + rng.normal(0, 1, n)
+    lab = np.zeros(n, bool)
+    starts = np.arange(300, n - 10, 97)
+    for a in rng.choice(starts, size=min(12, len(starts)), replace=False):
+        v[a : a + 3] += 15
+        lab[a : a + 3] = True
+    return FitSeries(f"s{seed}", v, (1_600_000_000 + 600 * t).astype(np.int64), lab, int(n * 0.8))
+
+
+def test_search_finds_spikes_and_is_deterministic() -> None:
+    fs = _synthetic(0)
+    r1 = search([fs])
+    r2 = search([fs])
+    assert [(r.name, r.threshold) for r in r1.rules] == [(r.name, r.threshold) for r in r2.rules]
+    assert r1.rules and r1.tried > 200
+    assert r1.train_f1 is not None and r1.train_f1 > 0.9
+    assert r1.val_f1 is not None and r1.val_f1 > 0.9
+    assert len(r1.rules) <= SearchConfig().max_rules
+    assert r1.ranking[0].selection >= r1.ranking[-1].selection
+
+
+def test_search_without_labeled_anomalies_returns_no_rule() -> None:
+    fs = _synthetic(2)
+    empty = FitSeries(fs.id, fs.values, fs.timestamps, np.zeros(len(fs.values), bool), fs.val_start)
+    res = search([empty])
+    assert res.rules == [] and res.notes == ["no labeled anomaly in train/validation"]
+
+
+def test_search_with_events_only_in_validation_fits_on_both() -> None:
+    fs = _synthetic(3)
+    lab = fs.labels.copy()
+    lab[: fs.val_start] = False
+    res = search([FitSeries(fs.id, fs.values, fs.timestamps, lab, fs.val_start)])
+    assert res.rules and res.val_f1 is not None and res.val_f1 > 0.8
+
+
+def test_trials_subsample_is_seeded() -> None:
+    fs = _synthetic(4)
+    a = search([fs], SearchConfig(trials=5, seed=1))
+    b = search([fs], SearchConfig(trials=5, seed=1))
+    full = search([fs])
+    assert a.tried == b.tried < full.tried
+    assert [r.name for r in a.rules] == [r.name for r in b.rules]
+
+
+def test_partition_search_fits_one_rule_set_for_all_series() -> None:
+    series = [_synthetic(s) for s in (5, 6, 7)]
+    res = search(series)
+    assert res.rules and res.train_f1 is not None and res.train_f1 > 0.8
+    fn = compile_score(res.rules[0].structure.transform, res.rules[0].structure.scorer)
+    st = res.rules[0].structure
+    for fs in series:  # the same rule fires on every series
+        s = directional(fn(fs.values, fs.timestamps, st.param_dict), st.direction, st.persistence)
+        assert (s >= res.rules[0].threshold).any()
+
+
+def test_structures_are_sized_to_the_data() -> None:
+    short = _synthetic(8, n=400)
+    names = {(t, s, p) for t, s, p in propose_structures([short])}
+    assert all(dict(p).get("window", 0) * 5 <= short.val_start for _, _, p in names)
+    long = _synthetic(8, n=20000)
+    assert len(propose_structures([long])) > len(names)
+
+
+@pytest.mark.slow
+def test_yahoo_a1_partition_search_on_real_data(yahoo_dataset) -> None:  # type: ignore[no-untyped-def]
+    from argos.protocol import fit_inputs
+    from argos.training import fit_series
+
+    ids = list(yahoo_dataset.partitions["A1"])[:20]
+    group = [yahoo_dataset.get(i) for i in ids]
+    fi = fit_inputs(group, yahoo_dataset.split)
+    res = search(fit_series(fi.train, fi.validation))
+    assert res.rules and res.tried > 100
+    # mean over series of the train part: a useful rule set, not a placeholder
+    assert res.train_f1 is not None and res.train_f1 > 0.4
