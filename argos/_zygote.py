@@ -282,8 +282,10 @@ def _read_paths() -> list[str]:
 
 # --- lock-down ---------------------------------------------------------------------------------
 def _unshare_net(as_root: bool) -> None:
-    flags = CLONE_NEWNET if as_root else (CLONE_NEWUSER | CLONE_NEWNET)
-    if _libc.unshare(flags) != 0:
+    """Enter a new, empty network namespace (inside a new user namespace when unprivileged)."""
+    if as_root and _libc.unshare(CLONE_NEWNET) == 0:
+        return
+    if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
 
 

