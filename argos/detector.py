@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib
 import json
 import logging
 import math
@@ -49,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from argos.artifacts import Fusion, RuleSetError, load_ruleset
 from argos.rule_worker import (
     EngineResult,
     InProcessEngine,
@@ -59,6 +59,22 @@ from argos.rule_worker import (
 )
 from argos.series import Series
 
+__all__ = [
+    "BatchDetection",
+    "Detector",
+    "LoadedRule",
+    "LoadedRuleSet",
+    "Point",
+    "PointResult",
+    "PostProcessing",
+    "RuleSetError",
+    "StreamExactness",
+    "abnormal_condition",
+    "combine",
+    "load_rules",
+    "verification_sample",
+]
+
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
@@ -68,10 +84,6 @@ Role = Literal["or", "base", "fn", "fp"]
 PointStatus = Literal["ok", "late", "duplicate", "invalid"]
 
 VERIFY_SERIES = "\x00argos-stream-exactness-check"
-
-
-class RuleSetError(ValueError):
-    """A rule set folder is unusable (missing file, bad manifest, hash mismatch, rule refused)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,10 +117,12 @@ class LoadedRuleSet:
     rules: tuple[LoadedRule, ...]
     combination: Literal["or", "fusion"]
     digest: str
+    id: str = ""
 
     def summary(self) -> dict[str, Any]:
         """JSON description (for ``GET /v1/rulesets`` and logs)."""
         return {
+            "id": self.id,
             "name": self.name,
             "directory": self.directory,
             "combination": self.combination,
@@ -151,77 +165,55 @@ def abnormal_condition(code: str) -> str:
     return lines[0].strip() if lines else ""
 
 
-class _ManifestRule(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
-    file: str
-    sha256: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    lookback: int | None = Field(default=None, ge=1)
-    description: str = ""
-    role: Role = "or"
+def load_rules(directory: str | Path) -> LoadedRuleSet:
+    """Read and verify a rule-set folder with :func:`argos.artifacts.load_ruleset`.
 
-
-class _Manifest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    name: str = ""
-    combination: Literal["or", "fusion"] = "or"
-    rules: list[_ManifestRule] = Field(min_length=1)
-
-
-def _from_artifacts(directory: Path) -> LoadedRuleSet | None:
-    """Use :func:`argos.artifacts.load_ruleset` when that module exists (it owns the format)."""
-    try:
-        artifacts = importlib.import_module("argos.artifacts")
-    except ImportError:
-        return None
-    loader = getattr(artifacts, "load_ruleset", None)
-    if loader is None:
-        return None
-    try:
-        rs = loader(directory)
-    except Exception as exc:
-        raise RuleSetError(f"{directory}: {exc}") from exc
+    That refuses a missing or invalid manifest, tampered (hash mismatch), missing or unlisted rule
+    files, and rules failing the static gate. Only rules with status ``accepted`` run. A
+    ``LOOKBACK`` of 0 (the point itself) is run as 1. The stated condition of each rule is the
+    ``Abnormal:`` paragraph of its docstring (else the manifest description).
+    """
+    d = Path(directory)
+    rs = load_ruleset(d)
+    manifest = rs.manifest
     rules: list[LoadedRule] = []
-    manifest = getattr(rs, "manifest", rs)
-    combination = str(getattr(manifest, "combination", "or"))
-    codes = getattr(rs, "codes", None)
-    for r in manifest.rules:
-        code = None
-        if isinstance(codes, Mapping):
-            code = codes.get(r.id)
-        if code is None:
-            code = (directory / r.file).read_text(encoding="utf-8")
-        role = str(getattr(r, "role", "or") or "or")
+    skipped: list[str] = []
+    for entry in manifest.rules:
+        if entry.status != "accepted":
+            skipped.append(f"{entry.id} ({entry.status})")
+            continue
+        code = rs.codes[entry.id]
         rules.append(
             LoadedRule(
-                id=r.id,
+                id=entry.id,
                 code=code,
-                params=dict(r.params),
-                lookback=int(r.lookback),
-                condition=abnormal_condition(code) or str(getattr(r, "description", "")),
-                description=str(getattr(r, "description", "")),
-                role=role if role in ("or", "base", "fn", "fp") else "or",  # type: ignore[arg-type]
+                params=dict(entry.params),
+                lookback=max(1, int(entry.lookback)),
+                condition=abnormal_condition(code) or entry.description,
+                description=entry.description,
+                role=entry.role,
             )
         )
-    name = str(getattr(manifest, "name", "") or directory.name)
-    return _finish(name, directory, rules, combination)
-
-
-def _finish(name: str, directory: Path, rules: list[LoadedRule], combination: str) -> LoadedRuleSet:
-    if combination not in ("or", "fusion"):
-        raise RuleSetError(f"{directory}: unknown combination {combination!r} (or, fusion)")
-    ids = [r.id for r in rules]
-    if len(set(ids)) != len(ids):
-        raise RuleSetError(f"{directory}: duplicate rule ids in the manifest: {ids}")
-    if combination == "fusion" and sum(r.role == "base" for r in rules) != 1:
+    if skipped:
+        log.info("rule set %s: not running rules that are not accepted: %s", d, skipped)
+    if not rules:
+        raise RuleSetError(f"{d}: no accepted rules to run (skipped: {', '.join(skipped)})")
+    combination: Literal["or", "fusion"] = (
+        "fusion" if isinstance(manifest.combination, Fusion) else "or"
+    )
+    fusion = manifest.combination
+    if isinstance(fusion, Fusion) and fusion.external_base:
         raise RuleSetError(
-            f"{directory}: a fusion rule set needs exactly one rule with role 'base'"
+            f"{d}: this rule set corrects an external base detector ({fusion.base}); the online "
+            "detector runs rules only. Score it offline (argos eval) or train the fusion against "
+            "a rule-set base."
         )
+    if combination == "fusion" and sum(r.role == "base" for r in rules) != 1:
+        raise RuleSetError(f"{d}: a fusion rule set needs exactly one accepted 'base' rule")
     digest = hashlib.sha256(
         json.dumps(
             [
-                [r.id, hashlib.sha256(r.code.encode()).hexdigest(), dict(r.params), r.lookback]
+                [r.id, hashlib.sha256(r.code.encode()).hexdigest(), r.params, r.lookback]
                 for r in rules
             ],
             sort_keys=True,
@@ -229,67 +221,13 @@ def _finish(name: str, directory: Path, rules: list[LoadedRule], combination: st
         ).encode()
     ).hexdigest()[:16]
     return LoadedRuleSet(
-        name=name,
-        directory=str(directory),
+        name=manifest.name or manifest.id,
+        directory=str(d),
         rules=tuple(rules),
-        combination=combination,  # type: ignore[arg-type]
+        combination=combination,
         digest=digest,
+        id=manifest.id,
     )
-
-
-def load_rules(directory: str | Path) -> LoadedRuleSet:
-    """Read and verify a rule-set folder (``manifest.json`` + rule files).
-
-    Every file's SHA-256 must match the manifest and every rule must pass the static gate
-    (:func:`argos.rule_contract.check_rule`); otherwise :class:`RuleSetError` says which rule and
-    why. ``lookback`` defaults to the rule's ``LOOKBACK`` constant, ``params`` are merged over its
-    ``PARAMS``.
-    """
-    from argos.rule_contract import RuleContractError, check_rule
-
-    d = Path(directory)
-    via_artifacts = _from_artifacts(d)
-    if via_artifacts is not None:
-        return via_artifacts
-    mpath = d / "manifest.json"
-    if not mpath.is_file():
-        raise RuleSetError(f"{d}: no manifest.json (is this an exported rule set folder?)")
-    try:
-        manifest = _Manifest.model_validate_json(mpath.read_bytes())
-    except ValueError as exc:
-        raise RuleSetError(f"{mpath}: invalid manifest: {exc}") from exc
-    rules: list[LoadedRule] = []
-    for r in manifest.rules:
-        path = (d / r.file).resolve()
-        if d.resolve() not in path.parents:
-            raise RuleSetError(f"{mpath}: rule {r.id!r} file {r.file!r} is outside the folder")
-        if not path.is_file():
-            raise RuleSetError(f"{mpath}: rule {r.id!r}: file {r.file!r} not found")
-        raw = path.read_bytes()
-        actual = hashlib.sha256(raw).hexdigest()
-        if actual != r.sha256.lower():
-            raise RuleSetError(
-                f"{mpath}: rule {r.id!r}: sha256 of {r.file} is {actual}, manifest says "
-                f"{r.sha256}; refusing a modified rule"
-            )
-        code = raw.decode("utf-8")
-        try:
-            info = check_rule(code)
-        except RuleContractError as exc:
-            raise RuleSetError(f"{mpath}: rule {r.id!r} fails the rule contract: {exc}") from exc
-        params = {**info.params, **r.params}
-        rules.append(
-            LoadedRule(
-                id=r.id,
-                code=code,
-                params=params,
-                lookback=r.lookback or info.lookback,
-                condition=abnormal_condition(code) or r.description,
-                description=r.description,
-                role=r.role,
-            )
-        )
-    return _finish(manifest.name or d.name, d, rules, manifest.combination)
 
 
 # ----------------------------------------------------------------------------------------------

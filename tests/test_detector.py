@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from argos.artifacts import RuleSource, write_ruleset
 from argos.detector import (
     Detector,
     LoadedRuleSet,
@@ -34,26 +35,26 @@ pytestmark = pytest.mark.timeout(300)
 def make_ruleset(
     folder: Path,
     rules: Sequence[tuple[str, str, dict[str, Any]]],
-    combination: str = "or",
-    roles: dict[str, str] | None = None,
+    combination: str | dict[str, Any] = "or",
 ) -> Path:
-    """Copy fixture rule files into ``folder`` and write a manifest with their hashes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for rule_id, src, params in rules:
-        path = RULES / src
-        shutil.copy(path, folder / path.name)
-        entry: dict[str, Any] = {
-            "id": rule_id,
-            "file": path.name,
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "params": params,
-        }
-        if roles and rule_id in roles:
-            entry["role"] = roles[rule_id]
-        entries.append(entry)
-    manifest = {"name": folder.name, "combination": combination, "rules": entries}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    """Export fixture rule files (``(id, path under fixtures/rules, params)``) as a rule set."""
+    sources = [RuleSource(rid, (RULES / src).read_text(), params) for rid, src, params in rules]
+    write_ruleset(folder, sources, {"name": folder.name, "combination": combination})
+    return folder
+
+
+def write_raw_manifest(folder: Path, rule_id: str, src: str) -> Path:
+    """A rule set written by hand (bypasses the exporter's own static gate)."""
+    folder.mkdir(parents=True)
+    path = RULES / src
+    shutil.copy(path, folder / path.name)
+    entry = {
+        "id": rule_id,
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "lookback": 1,
+    }
+    (folder / "manifest.json").write_text(json.dumps({"id": "raw", "rules": [entry]}))
     return folder
 
 
@@ -122,18 +123,19 @@ def test_load_rules_reads_manifest_params_and_conditions() -> None:
     assert rs.rules[0].params == {"k": 6.0, "min_scale": 1e-6}
     assert rs.rules[1].condition == "the value is above `high` or below `low`."
     assert rs.combination == "or"
+    assert rs.id == "basic-fixture"
     assert len(rs.digest) == 16
 
 
 def test_load_rules_refuses_a_modified_rule(tmp_path: Path) -> None:
     folder = make_ruleset(tmp_path / "rs", [("t", "basic/threshold.py", {})])
-    (folder / "threshold.py").write_text((folder / "threshold.py").read_text() + "\n# edited\n")
-    with pytest.raises(RuleSetError, match=r"sha256 of threshold.py .* refusing a modified rule"):
+    (folder / "t.py").write_text((folder / "t.py").read_text() + "\n# edited\n")
+    with pytest.raises(RuleSetError, match=r"t\.py has sha256 .* refusing a tampered rule"):
         load_rules(folder)
 
 
 def test_load_rules_refuses_rules_failing_the_static_gate(tmp_path: Path) -> None:
-    folder = make_ruleset(tmp_path / "rs", [("h", "extra/hostile.py", {})])
+    folder = write_raw_manifest(tmp_path / "rs", "h", "extra/hostile.py")
     with pytest.raises(RuleSetError, match=r"fails the rule contract.*__builtins__"):
         load_rules(folder)
 
@@ -144,9 +146,8 @@ def test_load_rules_errors_are_clear(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text('{"rules": []}')
     with pytest.raises(RuleSetError, match="invalid manifest"):
         load_rules(tmp_path)
-    (tmp_path / "manifest.json").write_text(
-        json.dumps({"rules": [{"id": "x", "file": "../x.py", "sha256": "0"}]})
-    )
+    entry = {"id": "x", "file": "../x.py", "sha256": "0" * 64, "lookback": 1}
+    (tmp_path / "manifest.json").write_text(json.dumps({"id": "x", "rules": [entry]}))
     with pytest.raises(RuleSetError, match="outside the folder"):
         load_rules(tmp_path)
 
@@ -359,12 +360,23 @@ def test_fusion_combination_numbers() -> None:
     assert combine(labels, ["or", "or", "or"], "or").tolist() == [True, True, True, False, True]
 
 
-def test_fusion_rule_set_needs_one_base(tmp_path: Path) -> None:
+def test_fusion_rule_set_runs_base_fn_and_fp_rules(tmp_path: Path) -> None:
     folder = make_ruleset(
-        tmp_path / "rs", [("a", "basic/threshold.py", {})], combination="fusion", roles={"a": "fn"}
+        tmp_path / "rs",
+        [
+            ("base", "basic/threshold.py", {"low": 0.0, "high": 10.0}),
+            ("fn", "basic/threshold.py", {"low": -1e9, "high": 5.0}),
+            ("fp", "basic/threshold.py", {"low": -1e9, "high": 100.0}),
+        ],
+        combination={"base": "base", "fn_rules": ["fn"], "fp_rules": ["fp"]},
     )
-    with pytest.raises(RuleSetError, match="exactly one rule with role 'base'"):
-        load_rules(folder)
+    with Detector.open(folder) as det:
+        assert det.ruleset.combination == "fusion"
+        assert det.roles == ["base", "fn", "fp"]
+        b = det.detect_arrays(np.arange(5), np.array([1.0, 7.0, 50.0, 500.0, -3.0]))
+        # 7: base normal, FN fires -> anomaly; 50: base fires, no FP veto -> anomaly;
+        # 500: base fires but the FP-rule fires -> vetoed; -3: base fires, FP silent -> anomaly
+        assert b.raw.tolist() == [False, True, True, False, True]
 
 
 def test_carry_state_keeps_labels_exact_across_a_reload(sensitive_rules: Path) -> None:

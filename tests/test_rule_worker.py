@@ -77,8 +77,11 @@ def test_worker_runs_locked_down_and_agrees_with_in_process(engine: WorkerEngine
     assert iso[0].sum() >= 15
 
 
-def test_hostile_rule_cannot_see_env_bind_sockets_or_write(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hostile_rule_cannot_see_env_bind_sockets_or_write(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("ARGOS_SECRET_FOR_TEST", "s3cret")
+    monkeypatch.chdir(tmp_path)  # the in-process control writes its probe file here
     # as a control, the same rule in-process does see the secret
     t, v = np.arange(3, dtype=np.int64), np.zeros(3)
     hostile = rule("hostile")

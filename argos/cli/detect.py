@@ -1,0 +1,313 @@
+"""``argos detect``: run an exported rule set on a metric stream (file or stdin), JSON lines out.
+
+Input is read as it arrives (``tail -f metrics.csv | argos detect --rules R``): every read returns
+whatever complete lines are available, and those lines form one micro-batch, so a fast producer
+gets batched throughput and a slow one gets per-line latency. Output is flushed after every
+micro-batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+
+from argos.detector import Detector, Point, PostProcessing, RuleSetError
+from argos.rule_worker import RuleWorkerError, WorkerLimits
+
+READ_CHUNK = 1 << 16
+
+
+class InputFormat(StrEnum):
+    """Stream formats."""
+
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+class LineError(ValueError):
+    """One input line could not be parsed; the message says why."""
+
+
+def parse_timestamp(text: object) -> int:
+    """Unix seconds from an integer (or integral float) or an ISO-8601 date-time (UTC if naive)."""
+    if isinstance(text, bool):
+        raise LineError(f"timestamp {text!r} is not a number or ISO date-time")
+    if isinstance(text, int):
+        return text
+    if isinstance(text, float):
+        if not math.isfinite(text) or text != int(text):
+            raise LineError(f"timestamp {text!r} is not a whole number of seconds")
+        return int(text)
+    s = str(text).strip()
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    try:
+        f = float(s)
+    except ValueError:
+        try:
+            dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+        except ValueError:
+            raise LineError(f"timestamp {s!r} is not a number or ISO date-time") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return int(dt.timestamp())
+    if not math.isfinite(f) or f != int(f):
+        raise LineError(f"timestamp {s!r} is not a whole number of seconds")
+    return int(f)
+
+
+def parse_value(text: object) -> float:
+    """A float value; empty, ``nan`` or ``null`` become NaN (the detector drops it as invalid)."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "nan", "null")):
+        return float("nan")
+    if isinstance(text, bool):
+        raise LineError(f"value {text!r} is not a number")
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise LineError(f"value {text!r} is not a number") from None
+
+
+class CsvParser:
+    """``series,timestamp,value`` or ``timestamp,value`` rows, with or without a header line."""
+
+    def __init__(self, default_series: str) -> None:
+        self.default_series = default_series
+        self.columns: dict[str, int] | None = None
+        self.width = 0
+
+    def parse(self, line: str) -> Point | None:
+        """A point, ``None`` for a header or blank line; raises :class:`LineError`."""
+        fields = [f.strip() for f in line.split(",")]
+        if not line.strip():
+            return None
+        if self.columns is None:
+            lowered = [f.lower().strip('"') for f in fields]
+            self.width = len(fields)
+            if "value" in lowered:
+                self.columns = {name: i for i, name in enumerate(lowered)}
+                if "timestamp" not in self.columns:
+                    raise LineError("header has a 'value' column but no 'timestamp' column")
+                return None
+            if len(fields) == 3:
+                self.columns = {"series": 0, "timestamp": 1, "value": 2}
+            elif len(fields) == 2:
+                self.columns = {"timestamp": 0, "value": 1}
+            else:
+                raise LineError(f"expected series,timestamp,value or timestamp,value: {line!r}")
+        cols = self.columns
+        if len(fields) != self.width:
+            raise LineError(f"expected {self.width} fields, got {len(fields)}")
+        series = fields[cols["series"]].strip('"') if "series" in cols else self.default_series
+        return Point(
+            series or self.default_series,
+            parse_timestamp(fields[cols["timestamp"]].strip('"')),
+            parse_value(fields[cols["value"]]),
+        )
+
+
+class JsonlParser:
+    """One JSON object per line: ``timestamp``, ``value`` and optional ``series``."""
+
+    def __init__(self, default_series: str) -> None:
+        self.default_series = default_series
+
+    def parse(self, line: str) -> Point | None:
+        """A point, ``None`` for a blank line; raises :class:`LineError`."""
+        if not line.strip():
+            return None
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LineError(f"not JSON: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise LineError("expected a JSON object with timestamp and value")
+        for key in ("timestamp", "value"):
+            if key not in obj:
+                raise LineError(f"missing {key!r}")
+        series = obj.get("series", self.default_series)
+        if not isinstance(series, str | int) or isinstance(series, bool):
+            raise LineError("'series' must be a string")
+        return Point(str(series), parse_timestamp(obj["timestamp"]), parse_value(obj["value"]))
+
+
+def read_line_batches(stream: IO[bytes]) -> Iterator[list[tuple[int, str]]]:
+    """Yield lists of ``(line number, text)`` of complete lines as they become available.
+
+    Each ``os.read`` returns what the pipe or file has (at most 64 KiB); the complete lines in it
+    form one batch. A last line without a newline is yielded at EOF.
+    """
+    fd = stream.fileno()
+    pending = b""
+    lineno = 0
+    while True:
+        chunk = os.read(fd, READ_CHUNK)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if lines:
+            batch = []
+            for raw in lines:
+                lineno += 1
+                batch.append((lineno, raw.decode("utf-8", errors="replace").rstrip("\r")))
+            yield batch
+    if pending.strip():
+        yield [(lineno + 1, pending.decode("utf-8", errors="replace").rstrip("\r"))]
+
+
+def run_detect(
+    detector: Detector,
+    source: IO[bytes],
+    sink: IO[str],
+    *,
+    fmt: InputFormat,
+    alerts_only: bool,
+    default_series: str,
+    errors: IO[str],
+) -> dict[str, Any]:
+    """Stream ``source`` through ``detector`` writing JSON lines to ``sink``; return the summary.
+
+    Malformed lines are reported on ``errors`` with their line number and skipped.
+    """
+    parser: CsvParser | JsonlParser = (
+        CsvParser(default_series) if fmt == InputFormat.csv else JsonlParser(default_series)
+    )
+    malformed = 0
+    for batch in read_line_batches(source):
+        points: list[Point] = []
+        for lineno, text in batch:
+            try:
+                p = parser.parse(text)
+            except LineError as exc:
+                malformed += 1
+                errors.write(f"argos detect: line {lineno}: {exc}; skipped\n")
+                continue
+            if p is not None:
+                points.append(p)
+        if not points:
+            continue
+        out = []
+        for r in detector.push(points):
+            if alerts_only and not r.alert:
+                continue
+            out.append(json.dumps(r.to_json(detector.conditions), separators=(",", ":")))
+        if out:
+            sink.write("\n".join(out) + "\n")
+            sink.flush()
+    summary = detector.stats()
+    summary["malformed_lines"] = malformed
+    return summary
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``argos detect``."""
+
+    @app.command()
+    def detect(
+        rules: Annotated[
+            Path, typer.Option("--rules", help="Exported rule-set folder (manifest.json + rules).")
+        ],
+        input: Annotated[
+            str, typer.Option("--input", "-i", help="Input file, or - for stdin.")
+        ] = "-",
+        fmt: Annotated[
+            InputFormat, typer.Option("--format", "-f", help="csv or jsonl.")
+        ] = InputFormat.csv,
+        output: Annotated[
+            Path | None, typer.Option("--output", "-o", help="Output file (default stdout).")
+        ] = None,
+        alerts_only: Annotated[
+            bool, typer.Option("--alerts-only", help="Write only points that raise an alert.")
+        ] = False,
+        series: Annotated[
+            str, typer.Option("--series", help="Series name for input without a series column.")
+        ] = "default",
+        min_duration: Annotated[
+            int, typer.Option(min=1, help="Points the raw label must hold.")
+        ] = 1,
+        cooldown: Annotated[int, typer.Option(min=0, help="Points without a new alert.")] = 0,
+        incident_gap: Annotated[
+            int, typer.Option(min=0, help="Normal points allowed inside one incident.")
+        ] = 0,
+        strict: Annotated[
+            bool, typer.Option("--strict", help="Refuse rules that are not stream-exact.")
+        ] = False,
+        trusted: Annotated[
+            bool,
+            typer.Option(
+                "--trusted-in-process",
+                help="Run the rules in this process, without isolation (reviewed rules only).",
+            ),
+        ] = False,
+        timeout: Annotated[
+            float, typer.Option(help="Seconds a micro-batch may take before the worker is killed.")
+        ] = 10.0,
+    ) -> None:
+        """Detect anomalies in a metric stream: one JSON line per point (or per alert)."""
+        post = PostProcessing(
+            min_duration=min_duration, cooldown=cooldown, incident_gap=incident_gap
+        )
+        try:
+            det = Detector.open(
+                rules,
+                isolation="inprocess" if trusted else "worker",
+                limits=WorkerLimits(request_seconds=timeout),
+                post=post,
+                strict=strict,
+            )
+        except (RuleSetError, RuleWorkerError) as exc:
+            typer.echo(f"argos detect: {exc}", err=True)
+            raise typer.Exit(2) from None
+        with det:
+            d = det.describe()
+            typer.echo(
+                f"argos detect: rule set {d['name']} ({len(d['rules'])} rules, "
+                f"{d['combination']}), {d['isolation']}",
+                err=True,
+            )
+            for r in d["rules"]:
+                if r["stream_exact"] is False:
+                    typer.echo(
+                        f"argos detect: warning: rule {r['id']} is not stream-exact: "
+                        f"{r['stream_exact_detail']}",
+                        err=True,
+                    )
+            try:
+                source: IO[bytes] = sys.stdin.buffer if input == "-" else open(input, "rb")  # noqa: SIM115
+            except OSError as exc:
+                typer.echo(f"argos detect: cannot read {input}: {exc.strerror}", err=True)
+                raise typer.Exit(2) from None
+            sink: IO[str] = (
+                sys.stdout if output is None else open(output, "w", encoding="utf-8")  # noqa: SIM115
+            )
+            try:
+                summary = run_detect(
+                    det,
+                    source,
+                    sink,
+                    fmt=fmt,
+                    alerts_only=alerts_only,
+                    default_series=series,
+                    errors=sys.stderr,
+                )
+            except KeyboardInterrupt:
+                summary = det.stats()
+            finally:
+                if source is not sys.stdin.buffer:
+                    source.close()
+                if sink is not sys.stdout:
+                    sink.close()
+            shown = {k: v for k, v in summary.items() if v not in ({}, 0) or k == "points"}
+            typer.echo("argos detect: " + json.dumps(shown), err=True)
