@@ -137,6 +137,7 @@ class SeriesResult:
     trial: int
     series_id: str
     group: str
+    partition: str
     n_test: int
     train_anomalies: int
     test_anomalies: int
@@ -158,6 +159,7 @@ class _Task:
     trial: int
     group: str
     series_idx: tuple[int, ...]
+    partitions: tuple[str, ...]
     size: int
 
 
@@ -178,8 +180,12 @@ def _run_task(task: _Task) -> list[SeriesResult]:
         detector = method.fit(inputs.train, inputs.validation)
         fit_seconds = time.perf_counter() - t0
         out: list[SeriesResult] = []
-        for series in group:
-            out.append(_score_series(task, series, detector, spec, delay, with_scores, fit_seconds))
+        for series, partition in zip(group, task.partitions, strict=True):
+            out.append(
+                _score_series(
+                    task, series, partition, detector, spec, delay, with_scores, fit_seconds
+                )
+            )
         return out
     except Exception as exc:
         raise EvaluationError(
@@ -191,6 +197,7 @@ def _run_task(task: _Task) -> list[SeriesResult]:
 def _score_series(
     task: _Task,
     series: Series,
+    partition: str,
     detector: Any,
     spec: SplitSpec,
     delay: int,
@@ -225,6 +232,7 @@ def _score_series(
         trial=task.trial,
         series_id=series.id,
         group=task.group,
+        partition=partition,
         n_test=split.n_test,
         train_anomalies=int(np.count_nonzero(labels[: split.test_start])),
         test_anomalies=int(np.count_nonzero(truth)),
@@ -292,13 +300,26 @@ class EvalResult:
     seconds: float
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def rows_of(self, method: str, trial: int | None = None) -> list[SeriesResult]:
-        """Per-series rows of one method (one trial, or all)."""
-        return [r for r in self.rows if r.method == method and (trial is None or r.trial == trial)]
+    def rows_of(
+        self, method: str, trial: int | None = None, partition: str | None = None
+    ) -> list[SeriesResult]:
+        """Per-series rows of one method (one trial or all; one partition or all)."""
+        return [
+            r
+            for r in self.rows
+            if r.method == method
+            and (trial is None or r.trial == trial)
+            and (partition is None or r.partition == partition)
+        ]
 
-    def series_counts(self) -> dict[str, int]:
+    @property
+    def partitions(self) -> list[str]:
+        """Partition names in the order their series appear."""
+        return list(dict.fromkeys(r.partition for r in self.rows))
+
+    def series_counts(self, partition: str | None = None) -> dict[str, int]:
         """How many series have anomalies in the test part, in both parts, and in neither."""
-        first = self.rows_of(self.methods[0], 0) if self.methods else []
+        first = self.rows_of(self.methods[0], 0, partition) if self.methods else []
         return {
             "series": len(first),
             "with_test_anomalies": sum(r.test_anomalies > 0 for r in first),
@@ -306,15 +327,17 @@ class EvalResult:
             "with_anomalies_in_both": sum(r.anomalies_in_both for r in first),
         }
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, partition: str | None = None) -> dict[str, Any]:
         """``{method: {metric: {"mean"|"pooled"|"mean_both": {...}, "spread": ...}, ...}}``.
 
         Numbers are means over trials; with more than one trial ``spread`` holds the standard
-        deviation over trials of every number.
+        deviation over trials of every number. ``partition`` restricts to one partition.
         """
         out: dict[str, Any] = {}
         for method in self.methods:
-            per_trial = [_aggregate_trial(self.rows_of(method, t)) for t in range(self.trials)]
+            per_trial = [
+                _aggregate_trial(self.rows_of(method, t, partition)) for t in range(self.trials)
+            ]
             entry: dict[str, Any] = {}
             for metric in METRIC_NAMES:
                 m: dict[str, Any] = {}
@@ -333,7 +356,7 @@ class EvalResult:
                 entry[extra] = _mean_of(pt[extra] for pt in per_trial)
                 if self.trials > 1:
                     entry[f"{extra}_spread"] = _std_of(pt[extra] for pt in per_trial)
-            rows = self.rows_of(method)
+            rows = self.rows_of(method, partition=partition)
             fit_time = sum({(r.group, r.trial): r.fit_seconds for r in rows}.values())
             entry["seconds"] = (fit_time + sum(r.detect_seconds for r in rows)) / self.trials
             out[method] = entry
@@ -349,6 +372,14 @@ class EvalResult:
             "granularity": self.granularity,
             "series": self.series_counts(),
             "seconds": self.seconds,
+            "by_partition": (
+                {
+                    p: {"series": self.series_counts(p), "methods": self.summary(p)}
+                    for p in self.partitions
+                }
+                if len(self.partitions) > 1
+                else {}
+            ),
             **({"meta": self.meta} if self.meta else {}),
         }
 
@@ -367,6 +398,7 @@ def _tasks(dataset: Dataset, methods: Sequence[MethodInfo], trials: int) -> list
             trial=t,
             group=g,
             series_idx=tuple(index[s.id] for s in members),
+            partitions=tuple(dataset.partition_of(s.id) for s in members),
             size=sum(len(s) for s in members),
         )
         for t in range(trials)
@@ -526,6 +558,8 @@ def markdown_table(result: EvalResult, command: str | None = None) -> str:
                 ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    if len(result.partitions) > 1:
+        lines += _partition_table(result)
     lines += [
         "Notes:",
         f"- {counts['without_test_anomalies']} of {counts['series']} series have no anomaly in "
@@ -543,6 +577,28 @@ def markdown_table(result: EvalResult, command: str | None = None) -> str:
     if command:
         lines += ["", f"Regenerate: `{command}`"]
     return "\n".join(lines) + "\n"
+
+
+def _partition_table(result: EvalResult) -> list[str]:
+    """Event-PA F1 per partition: mean over series / mean over both-splits series / pooled."""
+    parts = result.partitions
+    per = {p: result.summary(p) for p in parts}
+    counts = {p: result.series_counts(p) for p in parts}
+    lines = [
+        "## Event-PA F1 per partition: mean over series / mean over series with anomalies in "
+        "both parts / pooled",
+        "",
+        "| method | " + " | ".join(f"{p} ({counts[p]['series']})" for p in parts) + " |",
+        "| --- | " + " | ".join("---:" for _ in parts) + " |",
+    ]
+    for method in result.methods:
+        cells = [method]
+        for p in parts:
+            ev = per[p][method]["event_pa"]
+            cells.append(" / ".join(_fmt(ev[agg]["f1"]) for agg in ("mean", "mean_both", "pooled")))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def write_csv(result: EvalResult, path: Path) -> None:
@@ -587,7 +643,8 @@ def write_per_series_csv(result: EvalResult, path: Path) -> None:
     """``per_series.csv``: every method x trial x series with all metrics (for inspection)."""
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        head = ["method", "trial", "series", "group", "n_test", "train_anomalies", "test_anomalies"]
+        head = ["method", "trial", "series", "group", "partition", "n_test"]
+        head += ["train_anomalies", "test_anomalies"]
         for metric in METRIC_NAMES:
             head += [f"{metric}_{k}" for k in ("precision", "recall", "f1", "tp", "fp", "fn")]
         w.writerow([*head, "auc_pr", "vus_pr"])
@@ -597,6 +654,7 @@ def write_per_series_csv(result: EvalResult, path: Path) -> None:
                 r.trial,
                 r.series_id,
                 r.group,
+                r.partition,
                 r.n_test,
                 r.train_anomalies,
                 r.test_anomalies,
