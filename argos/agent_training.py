@@ -65,6 +65,7 @@ class AgentGenerator:
         fit_budget: parameter sets tried when fitting a candidate's PARAMS.
         chat_model: an explicit model (tests pass a scripted double); wrapped like the real one.
         fusion: base detector predictions; trains FN- and FP-rules instead of a plain rule set.
+        fusion_base_name: how the manifest names that base (``method:NAME`` or ``csv:FILE``).
         on_event: receives every graph event (progress displays).
     """
 
@@ -76,7 +77,7 @@ class AgentGenerator:
     fit_budget: int = 24
     chat_model: ChatModel | None = None
     fusion: BasePredictions | None = None
-    fusion_base_name: str = "base"
+    fusion_base_name: str = "method:base"
     on_event: Callable[[dict[str, Any]], None] | None = None
     name: str = "llm"
     ledger: UsageLedger = field(init=False)
@@ -120,18 +121,26 @@ class AgentGenerator:
         with Sandbox(workers=1) as sandbox:
             if self.fusion is None:
                 state = self._run_graph(unit, train, validation, sandbox, progress)
-                rules = [_as_rule(c, "rule") for c in state.get("accepted", [])]
-                return self._output(state, rules, [state])
+                return self._output(
+                    [_as_rule(c, "rule") for c in state.get("accepted", [])], [state]
+                )
             base = self.fusion(train, validation)
-            states = []
-            rules = []
+            states: list[TrainState] = []
+            rules: list[GeneratedRule] = []
+            skipped: list[str] = []
             for mode in ("fn", "fp"):
+                if not any(_targets(s, b[0], mode).any() for s, b in zip(train, base, strict=True)):
+                    what = "misses no anomaly" if mode == "fn" else "raises no false alarm"
+                    skipped.append(f"no {mode.upper()}-rule trained: the base {what} on train")
+                    continue
                 st = self._run_graph(
                     f"{unit}-{mode}", train, validation, sandbox, progress, mode=mode, base=base
                 )
                 states.append(st)
                 rules += [_as_rule(c, mode) for c in st.get("accepted", [])]
-            return self._output(states[-1], rules, states)
+            out = self._output(rules, states)
+            out.notes.extend(skipped)
+            return out
 
     def _run_graph(
         self,
@@ -193,7 +202,6 @@ class AgentGenerator:
 
     def _output(
         self,
-        last: Mapping[str, Any],
         rules: list[GeneratedRule],
         states: Sequence[Mapping[str, Any]],
     ) -> GeneratorOutput:
@@ -222,6 +230,8 @@ class AgentGenerator:
                 if e.get("event") == "candidate"
             ],
             notes=notes,
+            generator=self.generator_info(),
+            fusion_base=self.fusion_base_name if self.fusion is not None else None,
         )
 
 
@@ -239,12 +249,80 @@ def _as_rule(c: Candidate, role: str) -> GeneratedRule:
         source=c["code"],
         params=dict(c["params"]),
         metrics={"train_f1": c["train_f1"], "validation_f1": c["val_f1"]},
+        role="or" if role == "rule" else role,
     )
 
 
-def fused(base: BoolArray, rule: BoolArray, mode: Literal["fn", "fp"]) -> BoolArray:
-    """Fused labels for one rule kind: FN-rules add alarms where the base is quiet, FP-rules veto
-    the base's alarms."""
-    if mode == "fn":
-        return np.asarray(base | rule, dtype=bool)
-    return np.asarray(base & ~rule, dtype=bool)
+def _targets(series: Series, base: BoolArray, mode: str) -> BoolArray:
+    """What a fusion rule of ``mode`` must flag: the base's misses (fn) or false alarms (fp)."""
+    truth = series.labels if series.labels is not None else np.zeros(len(series), dtype=bool)
+    return (truth & ~base) if mode == "fn" else (base & ~truth)
+
+
+def method_base(method_name: str) -> BasePredictions:
+    """Fusion base from a registered evaluation method (e.g. a baseline), fitted on the unit's
+    train/validation slices exactly as ``argos eval`` fits it, then run on the unlabeled history."""
+    from argos.methods import get_method
+
+    def predict(
+        train: Sequence[Series], validation: Sequence[Series]
+    ) -> list[tuple[BoolArray, BoolArray]]:
+        detector = get_method(method_name).factory().fit(train, validation)
+        out = []
+        for tr, va in zip(train, validation, strict=True):
+            history = Series(
+                id=tr.id,
+                timestamps=np.concatenate([tr.timestamps, va.timestamps]),
+                values=np.concatenate([tr.values, va.values]),
+                meta=tr.meta,
+            )
+            labels = np.asarray(detector.detect(history), dtype=bool)
+            out.append((labels[: len(tr)], labels[len(tr) :]))
+        return out
+
+    return predict
+
+
+def csv_base(path: Path) -> BasePredictions:
+    """Fusion base from a user's CSV of predictions with columns ``series,timestamp,label``
+    (``series`` may be omitted for a single series; the label column may also be named ``pred``
+    or ``anomaly``). Points missing from the file count as normal."""
+    import pandas as pd
+
+    from argos.series import DataError
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read base predictions: {exc}", source=str(path)) from None
+    label_col = next((c for c in ("label", "pred", "anomaly") if c in frame.columns), None)
+    if label_col is None or "timestamp" not in frame.columns:
+        raise DataError(
+            "base predictions need columns timestamp and label (or pred / anomaly)",
+            source=str(path),
+        )
+
+    def lookup(series_id: str) -> dict[int, bool]:
+        rows = (
+            frame
+            if "series" not in frame.columns
+            else frame[frame["series"].astype(str) == series_id]
+        )
+        return dict(
+            zip(rows["timestamp"].astype("int64"), rows[label_col].astype(bool), strict=True)
+        )
+
+    def predict(
+        train: Sequence[Series], validation: Sequence[Series]
+    ) -> list[tuple[BoolArray, BoolArray]]:
+        out = []
+        for tr, va in zip(train, validation, strict=True):
+            table = lookup(tr.id)
+            parts = tuple(
+                np.array([table.get(int(t), False) for t in s.timestamps], dtype=bool)
+                for s in (tr, va)
+            )
+            out.append((parts[0], parts[1]))
+        return out
+
+    return predict

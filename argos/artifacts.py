@@ -54,6 +54,9 @@ class RuleEntry(BaseModel):
     role: Role = "or"
 
 
+EXTERNAL_BASE_PREFIXES = ("method:", "csv:")
+
+
 class Fusion(BaseModel):
     """Model fusion: ``base`` labels, corrected by FN-rules (add alarms) and FP-rules (veto)."""
 
@@ -66,6 +69,13 @@ class Fusion(BaseModel):
 
     def __str__(self) -> str:
         return "fusion"
+
+    @property
+    def external_base(self) -> bool:
+        """True when the base is a detector outside the rule set (``method:NAME``: a baseline
+        method fitted on the same training data; ``csv:FILE``: a user's predictions). Such a set
+        corrects that detector's labels and needs them at detection time."""
+        return self.base.startswith(EXTERNAL_BASE_PREFIXES)
 
 
 class TrainingData(BaseModel):
@@ -118,7 +128,7 @@ class Manifest(BaseModel):
         roles = {r.id: r.role for r in self.rules}
         if isinstance(self.combination, Fusion):
             f = self.combination
-            wanted: dict[str, Role] = {f.base: "base"}
+            wanted: dict[str, Role] = {} if f.external_base else {f.base: "base"}
             wanted.update({i: "fn" for i in f.fn_rules})
             wanted.update({i: "fp" for i in f.fp_rules})
             missing = sorted(set(wanted) - set(ids))

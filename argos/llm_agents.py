@@ -29,7 +29,7 @@ from argos.prompts import (
     repairer_messages,
     reviewer_messages,
 )
-from argos.rule_contract import extract_code
+from argos.rule_contract import extract_code, fenced_blocks
 from argos.rule_lab import SandboxRuleLab
 from argos.training_graph import AgentError, Candidate, StopRun
 
@@ -45,6 +45,20 @@ _FOCUS_TASKS = {
         "real anomalies."
     ),
     "refine": "Improve the current rule's precision and recall on the data below.",
+}
+
+_FUSION_CONTEXT = {
+    "fn": (
+        "This rule corrects an existing base detector: the labeled points below are anomalies "
+        "the BASE DETECTOR MISSED. Your rule adds alarms only where the base detector is quiet, "
+        "so flag these missed anomalies and stay quiet elsewhere."
+    ),
+    "fp": (
+        "This rule corrects an existing base detector: the labeled points below are the BASE "
+        "DETECTOR'S FALSE ALARMS (normal behaviour it wrongly flags). Your rule vetoes the base "
+        "detector's alarms where it fires, so flag exactly these false-alarm points and never "
+        "real incidents."
+    ),
 }
 
 
@@ -90,11 +104,22 @@ class LLMAgents:
 
     @staticmethod
     def _code(reply: str) -> str | None:
+        """The rule code in a reply, or None when it holds none.
+
+        A fenced block that defines ``detect`` but does not parse is returned as written, so the
+        static gate reports the syntax error to the repairer (trimming it to a parseable prefix
+        would silently cut the function away).
+        """
         try:
-            code = extract_code(reply)
+            code: str | None = extract_code(reply)
         except ValueError:
-            return None
-        return code if "def " in code else None
+            code = None
+        if code is not None and "def detect" in code:
+            return code
+        fences = [b for b in fenced_blocks(reply) if "def detect" in b]
+        if fences:
+            return max(fences, key=len)
+        return code if code is not None and "def " in code else None
 
     def _render(self, index: int) -> str:
         data = self.lab.chunk_data(index)
@@ -129,9 +154,12 @@ class LLMAgents:
                 if previous["val_f1"] is not None
                 else None
             )
+        task = _FOCUS_TASKS.get(focus, "")
+        if self.lab.fusion_mode is not None:
+            task = f"{_FUSION_CONTEXT[self.lab.fusion_mode]}\n{task}"
         messages = generator_messages(
             self._render(chunk),
-            task=_FOCUS_TASKS.get(focus),
+            task=task,
             contrast=contrast_text,
             contrast_kind=contrast_kind,
             previous_rule=previous["code"] if previous else None,

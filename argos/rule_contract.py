@@ -404,6 +404,11 @@ def _trim_to_parseable(text: str) -> str | None:
     return None
 
 
+def fenced_blocks(llm_text: str) -> list[str]:
+    """The contents of the fenced code blocks of an LLM answer, in order (as written)."""
+    return [m.group(2) for m in _FENCE.finditer(llm_text)]
+
+
 def extract_code(llm_text: str) -> str:
     """Pull rule source out of an LLM answer.
 

@@ -45,12 +45,15 @@ class GeneratedRule:
         source: the rule module's code (rule contract).
         params: the rule's ``PARAMS`` (as fitted).
         metrics: numbers measured while fitting, e.g. ``{"train_f1": .9, "validation_f1": .8}``.
+        role: ``or`` for a plain rule set; ``fn`` / ``fp`` for model fusion (see
+            :mod:`argos.agent_training`).
     """
 
     name: str
     source: str
     params: dict[str, Any]
     metrics: dict[str, float | None] = field(default_factory=dict)
+    role: str = "or"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,10 @@ class GeneratorOutput:
         validation_f1: same on the validation slices (None when validation has no event).
         ranking: short descriptions of the best single candidates (for the summary).
         notes: anything the user should know (e.g. "no labeled anomaly").
+        generator: what the manifest records about the generator (kind, model, prompt hashes);
+            empty = ``{"kind": "builtin"}``.
+        fusion_base: for model fusion, the external base detector the FN/FP rules correct
+            (``method:NAME`` or ``csv:FILE``); None for a plain OR rule set.
     """
 
     rules: list[GeneratedRule]
@@ -72,6 +79,8 @@ class GeneratorOutput:
     validation_f1: float | None
     ranking: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    generator: dict[str, Any] = field(default_factory=dict)
+    fusion_base: str | None = None
 
 
 class Generator(Protocol):
@@ -358,7 +367,13 @@ def train_dataset(
     try:
         for (name, out, secs), job in _run_jobs(gen, jobs, workers):
             history = fit_series(job[1], job[2])
-            problems = verify_rules(out.rules, history, sandbox) if sandbox is not None else []
+            # Only template-rendered code may also run in-process (to cross-check the sandbox).
+            trusted = isinstance(gen, BuiltinGenerator)
+            problems = (
+                verify_rules(out.rules, history, sandbox, trusted=trusted)
+                if sandbox is not None
+                else []
+            )
             bad = {p.split(":", 1)[0] for p in problems}
             good = [r for r in out.rules if r.name not in bad]
             res = UnitResult(
@@ -462,11 +477,19 @@ def export_rule_set(
             "train": {"event_pa_f1": output.train_f1, "candidates_tried": output.tried},
             "validation": {"event_pa_f1": output.validation_f1},
         },
-        "generator": {"kind": "builtin" if generator == "builtin" else "llm"},
+        "generator": output.generator or {"kind": "builtin"},
     }
+    if output.fusion_base is not None:
+        fields["combination"] = {
+            "mode": "fusion",
+            "base": output.fusion_base,
+            "fn_rules": [r.name for r in rules if r.role == "fn"],
+            "fp_rules": [r.name for r in rules if r.role == "fp"],
+        }
     if len(series) > 1 or unit not in series:
         fields["training"]["partition"] = unit
-    write_ruleset(folder, [RuleSource(r.name, r.source, r.params) for r in rules], fields)
+    sources = [RuleSource(r.name, r.source, r.params) for r in rules]
+    write_ruleset(folder, sources, fields)
     return folder
 
 
