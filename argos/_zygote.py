@@ -592,9 +592,8 @@ def _run(
 
 def main() -> None:
     """Serve requests on stdin/stdout until EOF."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:
-        os._exit(0)
+    # No PR_SET_PDEATHSIG here: it fires when the parent *thread* that spawned us exits, which
+    # would kill pools created from worker threads. EOF on stdin ends the loop instead.
     infd = sys.stdin.buffer.fileno()
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints go to stderr

@@ -313,3 +313,22 @@ def test_result_stream_ok() -> None:
 def test_ending_statuses(reply: dict[str, object], status: Status, detail: str) -> None:
     [res] = _parse_results({**_REPLY, **reply}, b"", [3], 1, LIMITS)
     assert res.status is status and detail in res.detail
+
+
+@pytest.mark.timeout(60)
+def test_example_rules_run_causally_with_expected_alarms(sb: Sandbox) -> None:
+    rng = np.random.default_rng(3)
+    v = rng.normal(0, 1, 800)
+    v[300:360] = 2.5  # stuck for 60 points
+    v[600:] += 12.0  # level shift
+    ts = np.arange(800, dtype=np.int64) * 60
+    flat = (ROOT / "rules" / "examples" / "flat_line.py").read_text()
+    res = check_causality(sb, flat, None, v, ts, n_prefixes=10)
+    assert res.status is Status.OK and res.outputs is not None
+    assert np.flatnonzero(res.outputs[0]).tolist() == list(range(329, 360))
+    shift = (ROOT / "rules" / "examples" / "level_shift.py").read_text()
+    res = check_causality(sb, shift, None, v, ts, n_prefixes=10)
+    assert res.status is Status.OK and res.outputs is not None
+    # the shift at 600 (within the 5-point short window) and the end of the flat stretch, whose
+    # near-zero baseline variance makes the return to noise look like a shift
+    assert np.flatnonzero(res.outputs[0]).tolist() == [364, 365, 366, 367, 602, 603, 604, 605, 606]
