@@ -577,7 +577,9 @@ class IsolationForestBaseline(ScoreBaseline):
         if feats.shape[0] > self.max_fit_rows:
             feats = feats[rng.choice(feats.shape[0], self.max_fit_rows, replace=False)]
         self.model = IsolationForest(
-            n_estimators=self.n_estimators, max_samples=256, random_state=self.seed
+            n_estimators=self.n_estimators,
+            max_samples=min(256, feats.shape[0]),
+            random_state=self.seed,
         ).fit((feats - self.center) / self.scale)
 
     def residual(self, values: FloatArray, timestamps: IntArray) -> FloatArray:
