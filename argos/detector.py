@@ -701,6 +701,15 @@ class Detector:
         with self._lock:
             return list(self._last_ts)
 
+    @property
+    def n_series(self) -> int:
+        """How many series have stream state."""
+        return len(self._last_ts)
+
+    def has_series(self, series: str) -> bool:
+        """Whether this series has stream state."""
+        return series in self._last_ts
+
     def carry_state_from(self, other: Detector) -> None:
         """Adopt another detector's stream state (hot reload): ordering, post-processing and, when
         the rule history of every series.

@@ -1,0 +1,85 @@
+"""``argos serve``: the detection service (FastAPI + uvicorn) over one rule-set folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from argos.detector import PostProcessing, RuleSetError
+from argos.rule_worker import RuleWorkerError
+from argos.service import TOKEN_ENV, ServiceConfig, check_bind, create_app
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``argos serve``."""
+
+    @app.command()
+    def serve(
+        rules: Annotated[
+            Path, typer.Option("--rules", help="Exported rule-set folder (manifest.json + rules).")
+        ],
+        host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8080,
+        token: Annotated[
+            str | None,
+            typer.Option(help=f"Bearer token required on every API call (or {TOKEN_ENV})."),
+        ] = None,
+        workers: Annotated[int, typer.Option(min=1, help="Isolated rule workers.")] = 1,
+        max_body_bytes: Annotated[int, typer.Option(min=1024, help="Request body limit.")] = (
+            4 * 1024 * 1024
+        ),
+        min_duration: Annotated[
+            int, typer.Option(min=1, help="Points the raw label must hold.")
+        ] = 1,
+        cooldown: Annotated[int, typer.Option(min=0, help="Points without a new alert.")] = 0,
+        incident_gap: Annotated[
+            int, typer.Option(min=0, help="Normal points allowed inside one incident.")
+        ] = 0,
+        strict: Annotated[
+            bool, typer.Option("--strict", help="Refuse rules that are not stream-exact.")
+        ] = False,
+        trusted: Annotated[
+            bool,
+            typer.Option(
+                "--trusted-in-process",
+                help="Run rules in the server process, without isolation (reviewed rules only).",
+            ),
+        ] = False,
+        log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    ) -> None:
+        """Serve the detection API: /v1/detect, /v1/streams/{series}/points, /metrics, /docs."""
+        import uvicorn
+
+        token = token or os.environ.get(TOKEN_ENV) or None
+        try:
+            check_bind(host, token)
+        except ValueError as exc:
+            typer.echo(f"argos serve: {exc}", err=True)
+            raise typer.Exit(2) from None
+        config = ServiceConfig(
+            rules=rules,
+            token=token,
+            workers=workers,
+            max_body_bytes=max_body_bytes,
+            isolation="inprocess" if trusted else "worker",
+            post=PostProcessing(
+                min_duration=min_duration, cooldown=cooldown, incident_gap=incident_gap
+            ),
+            strict=strict,
+        )
+        try:
+            api = create_app(config)
+        except (RuleSetError, RuleWorkerError) as exc:
+            typer.echo(f"argos serve: {exc}", err=True)
+            raise typer.Exit(2) from None
+        det = api.state.holder.detector
+        typer.echo(
+            f"argos serve: rule set {det.ruleset.name} ({len(det.rule_ids)} rules), "
+            f"{det.engine.isolation}; auth {'on' if token else 'off (loopback only)'}; "
+            f"http://{host}:{port}/docs",
+            err=True,
+        )
+        uvicorn.run(api, host=host, port=port, log_level=log_level, access_log=False)
