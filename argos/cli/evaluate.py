@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -68,6 +69,19 @@ def load_for_eval(cfg: EvalConfig, progress: bool) -> Dataset:
     return dataset
 
 
+def resolved_command(cfg: EvalConfig) -> str:
+    """An ``argos eval`` command line equivalent to ``cfg`` with every setting spelled out."""
+    args = ["argos", "eval", "--dataset", cfg.dataset, "--methods", ",".join(cfg.methods)]
+    args += ["--trials", str(cfg.trials), "--delay", str(cfg.delay)]
+    if cfg.granularity is not None:
+        args += ["--granularity", cfg.granularity]
+    if cfg.train_fraction is not None:
+        args += ["--train-fraction", str(cfg.train_fraction)]
+    if not cfg.scores:
+        args.append("--no-scores")
+    return shlex.join(args)
+
+
 def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.3f}"
 
@@ -122,7 +136,8 @@ def print_summary(result: EvalResult, console: Console) -> None:
         f"means over series; {counts['without_test_anomalies']} of {counts['series']} series "
         "have no test anomaly and are excluded from mean recall/F1. pooled = counts summed over "
         f"series. both = mean over the {counts['with_anomalies_in_both']} series with anomalies "
-        "in both train and test (the peer convention). Thresholds fit on train only."
+        "in both train and test (the peer convention). Thresholds fit on train only.",
+        soft_wrap=True,
     )
 
 
@@ -251,7 +266,8 @@ def register(app: typer.Typer) -> None:
         except EvaluationError as exc:
             raise _fail(str(exc)) from None
         if cfg.out is not None:
-            paths = write_results(result, Path(cfg.out), run_info())
+            info = {"resolved_command": resolved_command(cfg), **run_info()}
+            paths = write_results(result, Path(cfg.out), info)
             if not as_json:
                 err.print(f"wrote {', '.join(str(p) for p in paths)}")
         if as_json:
