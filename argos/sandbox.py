@@ -15,6 +15,7 @@ See ``docs/sandbox.md`` for the layers, which hosts support which, limits, statu
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -37,7 +38,7 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
-from argos.rule_contract import DEFAULT_MAX_CODE_BYTES, RuleContractError, check_rule
+from argos.rule_contract import DEFAULT_MAX_CODE_BYTES, RuleContractError, RuleInfo, check_rule
 
 log = logging.getLogger("argos.sandbox")
 
@@ -421,7 +422,7 @@ class Sandbox:
         defaults: dict[str, Any] = {}
         if self.static_gate:
             try:
-                info = check_rule(code, max_bytes=self.limits.max_code_bytes)
+                info = _cached_gate(code, self.limits.max_code_bytes)
             except RuleContractError as exc:
                 res = RunResult(Status(exc.status), detail=str(exc))
                 return [replace(res) for _ in param_sets]
@@ -478,6 +479,31 @@ class Sandbox:
             if r.status is not Status.OK and r.runtime_ms == 0.0:
                 r.runtime_ms = wall_ms
         return results
+
+
+_GATE_CACHE: OrderedDict[tuple[str, int], RuleInfo | RuleContractError] = OrderedDict()
+_GATE_LOCK = threading.Lock()
+
+
+def _cached_gate(code: str, max_bytes: int) -> RuleInfo:
+    """:func:`check_rule` memoised by code hash (fitting runs the same code many times)."""
+    key = (hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest(), max_bytes)
+    with _GATE_LOCK:
+        hit = _GATE_CACHE.get(key)
+        if hit is not None:
+            _GATE_CACHE.move_to_end(key)
+    if hit is None:
+        try:
+            hit = check_rule(code, max_bytes=max_bytes)
+        except RuleContractError as exc:
+            hit = exc
+        with _GATE_LOCK:
+            _GATE_CACHE[key] = hit
+            while len(_GATE_CACHE) > 256:
+                _GATE_CACHE.popitem(last=False)
+    if isinstance(hit, RuleContractError):
+        raise RuleContractError(hit.status, list(hit.issues))
+    return hit
 
 
 def _best_effort_params(code: str) -> dict[str, Any]:
