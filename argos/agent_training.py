@@ -34,6 +34,7 @@ from argos.llm import (
     BudgetGuard,
     CachingChatModel,
     ChatModel,
+    LedgerSummary,
     MeteredChatModel,
     ResponseStore,
     UsageLedger,
@@ -183,6 +184,7 @@ class AgentGenerator:
             config=self.loop,
             export=lambda accepted, log: thread,  # the driver exports (idempotently)
             on_event=on_event,
+            usage=lambda: self.ledger.summary().model_dump(mode="json"),
         )
         graph = build_graph(self.loop, can_repair=agents.can_repair, can_review=agents.can_review)
         config: Any = {
@@ -192,6 +194,7 @@ class AgentGenerator:
         with SqliteSaver.from_conn_string(str(self.run_dir / "checkpoints.sqlite")) as saver:
             app = graph.compile(checkpointer=saver)
             snapshot = app.get_state(config)
+            self._restore_usage(snapshot.values.get("usage") if snapshot.values else None)
             if snapshot.values and not snapshot.next:
                 result = snapshot.values  # finished before: nothing to redo
             elif snapshot.values:
@@ -199,6 +202,20 @@ class AgentGenerator:
             else:
                 result = app.invoke({}, config, context=ctx, durability="sync")
         return cast(TrainState, result)
+
+    def _restore_usage(self, saved: Mapping[str, Any] | None) -> None:
+        """Continue the ledger from a checkpoint that counted more calls than it has (a resumed
+        run: calls made before the kill were checkpointed with the state that used them)."""
+        if not saved:
+            return
+        summary = LedgerSummary.model_validate(saved)
+        if summary.total.calls <= self.ledger.total().calls:
+            return
+        self.ledger = UsageLedger.from_summary(summary, self.llm.price_table())
+        if self._model is not None:
+            self._model.ledger = self.ledger
+            if self._model.guard is not None:
+                self._model.guard.ledger = self.ledger
 
     def _output(
         self,

@@ -118,6 +118,7 @@ class TrainState(TypedDict, total=False):
     started_at: float
     stop_reason: str | None
     exported: str | None
+    usage: JsonDict
     log: Annotated[list[JsonDict], operator.add]
 
 
@@ -242,6 +243,9 @@ class TrainingContext:
     config: LoopConfig
     export: Callable[[list[Candidate], list[JsonDict]], str]
     on_event: Callable[[JsonDict], None] = field(default=lambda event: None)
+    usage: Callable[[], JsonDict] = field(default=dict)
+    """LLM usage so far; saved in the state after every agent call, so the checkpoint and the
+    usage ledger always agree (a resumed run restores its ledger from it)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,7 +387,8 @@ def generate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState
         if code is None
         else _new_candidate(code, "generator", state)
     )
-    return {"draft": draft, "log": _emit(ctx, _event("generated", state, id=draft["id"]))}
+    event = _event("generated", state, id=draft["id"])
+    return {"draft": draft, "usage": ctx.usage(), "log": _emit(ctx, event)}
 
 
 def check(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
@@ -426,7 +431,7 @@ def repair(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     else:
         fixed = _with(_new_candidate(code, draft["origin"], state), repairs=attempt)
     event = _event("repaired", state, id=fixed["id"], attempt=attempt, was=draft["status"])
-    return {"draft": fixed, "log": _emit(ctx, event)}
+    return {"draft": fixed, "usage": ctx.usage(), "log": _emit(ctx, event)}
 
 
 def fit(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
@@ -536,12 +541,14 @@ def review(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
         return {
             "draft": None,
             "reviews": reviews,
+            "usage": ctx.usage(),
             "log": _emit(ctx, _event("reverted", state, id=new["id"])),
         }
     revised = _new_candidate(code, "reviewer", state)
     return {
         "draft": revised,
         "reviews": reviews,
+        "usage": ctx.usage(),
         "log": _emit(ctx, _event("revised", state, id=revised["id"])),
     }
 

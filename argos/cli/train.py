@@ -62,14 +62,21 @@ def _apply_granularity(dataset: Dataset, granularity: str | None) -> Dataset:
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
-        dataset: Annotated[str, typer.Option(help="Dataset name (kpi, yahoo, nab, demo) or PATH.")],
+        dataset: Annotated[
+            str | None,
+            typer.Option(help="Dataset name (kpi, yahoo, nab, demo) or PATH (not with --resume)."),
+        ] = None,
         series: Annotated[str | None, typer.Option(help="Train only this series id.")] = None,
         partition: Annotated[
             str | None, typer.Option(help="Train only this partition (e.g. A1).")
         ] = None,
         generator: Annotated[
-            str, typer.Option(help="Rule generator: 'builtin' (default without an LLM).")
-        ] = "builtin",
+            str,
+            typer.Option(
+                help="Rule generator: 'builtin', 'llm', or 'auto' (llm when an LLM is "
+                "configured by flags, argos.toml or environment; else builtin)."
+            ),
+        ] = "auto",
         out: Annotated[
             Path, typer.Option(help="Folder for the rule sets and summary.json.")
         ] = Path("runs/train"),
@@ -88,32 +95,107 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Benchmark data folder (default $ARGOS_DATA_DIR).")
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print summary JSON.")] = False,
+        llm: Annotated[
+            str | None,
+            typer.Option(
+                "--llm", help="LLM provider: 'openai' (any compatible server) or 'azure'."
+            ),
+        ] = None,
+        model: Annotated[str | None, typer.Option(help="LLM model (Azure: deployment).")] = None,
+        base_url: Annotated[
+            str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://host:8000/v1.")
+        ] = None,
+        llm_config: Annotated[
+            Path | None, typer.Option(help="TOML file with an [llm] table (default ./argos.toml).")
+        ] = None,
+        iterations: Annotated[int, typer.Option(min=1, help="LLM: iteration budget.")] = 5,
+        candidates: Annotated[
+            int, typer.Option(min=1, help="LLM: candidates per iteration (n).")
+        ] = 5,
+        keep: Annotated[int, typer.Option(min=1, help="LLM: rules kept (top k).")] = 1,
+        max_repairs: Annotated[
+            int, typer.Option(min=0, help="LLM: repair attempts per candidate.")
+        ] = 3,
+        max_cost: Annotated[
+            float | None, typer.Option(help="LLM: stop when this many USD are spent.")
+        ] = None,
+        max_tokens: Annotated[
+            int | None, typer.Option(help="LLM: stop at this many tokens (prompt + completion).")
+        ] = None,
+        time_budget: Annotated[
+            float | None, typer.Option(help="LLM: wall-clock budget per unit in seconds.")
+        ] = None,
+        chunk_size: Annotated[
+            int, typer.Option(min=50, help="LLM: points per chunk shown to the generator.")
+        ] = 1000,
+        fusion_base: Annotated[
+            str | None,
+            typer.Option(
+                help="LLM: train FN/FP rules correcting a base detector: a method name "
+                "(e.g. robust-zscore) or csv:FILE of its predictions."
+            ),
+        ] = None,
+        resume: Annotated[
+            str | None, typer.Option(help="Resume an interrupted LLM run (run id or folder).")
+        ] = None,
+        runs_dir: Annotated[Path, typer.Option(help="Where LLM runs are kept.")] = Path("runs"),
     ) -> None:
         """Train rule sets: one per series or partition, verified in the sandbox, then exported."""
         console = Console(stderr=as_json)
-        if generator != "builtin":
-            from argos.llm_config import is_llm_configured
+        from argos.cli.train_llm import RunOptions, new_run_dir, resolve_resume, run_llm_training
+        from argos.llm_config import LLMConfigError, is_llm_configured, load_llm_config
 
-            if not is_llm_configured():
-                typer.echo(
-                    f"error: generator {generator!r} needs an LLM endpoint and none is "
-                    "configured; use --generator builtin",
-                    err=True,
-                )
-                raise typer.Exit(2)
+        if resume is not None:
+            run_dir = resolve_resume(resume, runs_dir)
+            opts = RunOptions.model_validate_json((run_dir / "run.json").read_text())
+            console.print(f"resuming {run_dir}")
+            raise typer.Exit(run_llm_training(opts, run_dir, console=console, as_json=as_json))
+        if dataset is None:
+            typer.echo("error: give --dataset NAME|PATH (or --resume RUN_ID)", err=True)
+            raise typer.Exit(2)
+        overrides = {"provider": llm, "model": model, "base_url": base_url}
+        try:
+            configured = is_llm_configured(load_llm_config(llm_config, overrides=overrides))
+        except LLMConfigError as exc:
+            if generator == "llm" or llm is not None:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+            configured = False  # a broken LLM config must not stop the offline path
+        if generator not in ("auto", "builtin", "llm"):
+            typer.echo("error: --generator must be 'auto', 'builtin' or 'llm'", err=True)
+            raise typer.Exit(2)
+        if generator == "llm" and not configured:
             typer.echo(
-                f"error: generator {generator!r} is not wired into argos train yet; "
-                "use --generator builtin",
+                "error: --generator llm needs an LLM: give --model and --base-url (or set "
+                "OPENAI_API_KEY / ARGOS_LLM_MODEL), or use --generator builtin",
                 err=True,
             )
             raise typer.Exit(2)
-        try:
-            from argos.llm_config import is_llm_configured
-
-            llm = is_llm_configured()
-        except Exception:  # a broken LLM config must not stop the offline path
-            llm = False
-        note = "" if llm else " (no LLM configured)"
+        if generator == "llm" or (generator == "auto" and configured):
+            opts = RunOptions(
+                dataset=dataset,
+                data_dir=None if data_dir is None else str(data_dir),
+                series=series,
+                partition=partition,
+                granularity=granularity,
+                provider=llm,
+                model=model,
+                base_url=base_url,
+                config=None if llm_config is None else str(llm_config),
+                iterations=iterations,
+                candidates=candidates,
+                keep=keep,
+                max_repairs=max_repairs,
+                max_tokens=max_tokens,
+                max_cost=max_cost,
+                time_budget=time_budget,
+                seed=seed,
+                chunk_size=chunk_size,
+                fusion_base=fusion_base,
+            )
+            run_dir = new_run_dir(runs_dir) if out == Path("runs/train") else out
+            raise typer.Exit(run_llm_training(opts, run_dir, console=console, as_json=as_json))
+        note = "" if configured else " (no LLM configured)"
         console.print(f"using the builtin generator{note}")
         if granularity not in (None, "series", "partition"):
             typer.echo("error: --granularity must be 'series' or 'partition'", err=True)

@@ -1,0 +1,220 @@
+"""The LLM half of ``argos train``: run folders, resume, live progress with tokens and cost.
+
+A run lives in one folder (``runs/<run id>`` by default) holding ``run.json`` (the options, so
+``--resume RUN_ID`` needs nothing else), ``checkpoints.sqlite`` (LangGraph), ``llm-cache.sqlite``
+(completed LLM calls), one rule-set folder per training unit, ``summary.json`` and
+``usage.json``. Resuming re-enters every unfinished unit at its interrupted node; finished units and
+paid calls are not repeated; export is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from argos import catalog
+from argos.agent_training import AgentGenerator, csv_base, method_base
+from argos.llm import Budget, LLMError
+from argos.llm_config import LLMConfig, load_llm_config
+from argos.series import DataError
+from argos.training import GeneratorOutput, TrainSummary, UnitResult, train_dataset
+from argos.training_graph import LoopConfig
+
+RUN_FILE = "run.json"
+
+
+class RunOptions(BaseModel):
+    """Everything needed to start or resume an LLM training run (``run.json``; no secrets)."""
+
+    dataset: str
+    data_dir: str | None = None
+    series: str | None = None
+    partition: str | None = None
+    granularity: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    base_url: str | None = None
+    config: str | None = None
+    iterations: int = 5
+    candidates: int = 5
+    keep: int = 1
+    max_repairs: int = 3
+    max_reviews: int = 1
+    patience: int = 3
+    seed: int = 0
+    chunk_size: int = 1000
+    fit_budget: int = 24
+    max_tokens: int | None = None
+    max_cost: float | None = None
+    max_calls: int | None = None
+    time_budget: float | None = None
+    fusion_base: str | None = None
+    created: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def llm_config(self) -> LLMConfig:
+        return load_llm_config(
+            self.config,
+            overrides={"provider": self.provider, "model": self.model, "base_url": self.base_url},
+        )
+
+    def loop(self) -> LoopConfig:
+        return LoopConfig(
+            candidates_per_iteration=self.candidates,
+            keep_top=self.keep,
+            max_iterations=self.iterations,
+            max_repairs=self.max_repairs,
+            max_reviews=self.max_reviews,
+            patience=self.patience,
+            time_budget_s=self.time_budget,
+            seed=self.seed,
+        )
+
+
+def new_run_dir(runs_dir: Path) -> Path:
+    """A fresh run folder named by the time (unique within the runs folder)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = runs_dir / f"llm-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = runs_dir / f"llm-{stamp}-{n}"
+    return path
+
+
+def resolve_resume(resume: str, runs_dir: Path) -> Path:
+    """A run folder from a run id (under ``runs_dir``) or a path."""
+    for cand in (Path(resume), runs_dir / resume):
+        if (cand / RUN_FILE).is_file():
+            return cand
+    raise typer.BadParameter(
+        f"no run {resume!r}: neither {resume} nor {runs_dir / resume} holds a {RUN_FILE}"
+    )
+
+
+def run_llm_training(opts: RunOptions, run_dir: Path, *, console: Console, as_json: bool) -> int:
+    """Start or resume the run in ``run_dir``; print progress, a summary table and usage."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_FILE).write_text(opts.model_dump_json(indent=2) + "\n")
+    try:
+        llm = opts.llm_config()
+        ds = catalog.load_dataset(
+            opts.dataset, data_dir=Path(opts.data_dir) if opts.data_dir else None
+        )
+    except (LLMError, DataError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    if opts.granularity is not None:
+        from argos.cli.train import _apply_granularity
+
+        ds = _apply_granularity(ds, opts.granularity)
+    gen = AgentGenerator(
+        llm=llm,
+        run_dir=run_dir,
+        loop=opts.loop(),
+        budget=Budget(
+            max_tokens=opts.max_tokens, max_cost_usd=opts.max_cost, max_calls=opts.max_calls
+        ),
+        chunk_size=opts.chunk_size,
+        fit_budget=opts.fit_budget,
+    )
+    if opts.fusion_base is not None:
+        if opts.fusion_base.startswith("csv:"):
+            gen.fusion = csv_base(Path(opts.fusion_base[4:]))
+            gen.fusion_base_name = opts.fusion_base
+        else:
+            name = opts.fusion_base.removeprefix("method:")
+            gen.fusion = method_base(name)
+            gen.fusion_base_name = f"method:{name}"
+    console.print(
+        f"LLM generator: model [bold]{llm.model}[/] at {llm.base_url or 'the provider default'}; "
+        f"run folder {run_dir}"
+    )
+    from argos.training import training_units
+
+    try:
+        n_units = len(training_units(ds, series_id=opts.series, partition=opts.partition))
+    except (KeyError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"training {ds.name}", total=n_units, status="")
+
+        def on_event(event: dict[str, Any]) -> None:
+            total = gen.ledger.total()
+            cost = total.cost_usd
+            status = (
+                f"{event.get('unit')} it {event.get('iteration', '-')} "
+                f"{event.get('event')} {event.get('status', '')}  "
+                f"tokens {total.prompt_tokens + total.completion_tokens:,}"
+                + (f"  ${cost:.4f}" if cost else "")
+            )
+            progress.update(task, status=status)
+
+        def on_unit(res: UnitResult, output: GeneratorOutput) -> None:
+            progress.update(task, advance=1, description=f"{ds.name}: {res.unit}")
+
+        gen.on_event = on_event
+        try:
+            summary = train_dataset(
+                ds,
+                generator=gen,
+                out_dir=run_dir,
+                series_id=opts.series,
+                partition=opts.partition,
+                workers=1,  # one endpoint, one request at a time; the graph is sequential
+                on_unit=on_unit,
+            )
+        except LLMError as exc:
+            typer.echo(f"error: {exc}\nresume with: argos train --resume {run_dir}", err=True)
+            return 1
+    usage = gen.ledger.summary()
+    (run_dir / "usage.json").write_text(usage.model_dump_json(indent=2) + "\n")
+    summary_json = {**summary.to_json(), "usage": usage.model_dump(mode="json")}
+    (run_dir / "summary.json").write_text(json.dumps(summary_json, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps(summary_json, indent=2))
+    else:
+        from argos.cli.train import summary_table
+
+        console.print(summary_table(summary))
+        console.print(usage_table(usage.model_dump(mode="json")))
+        console.print(f"run folder: {run_dir}  (resume with: argos train --resume {run_dir})")
+    return 1 if any(u.problems for u in summary.units) else 0
+
+
+def usage_table(usage: dict[str, Any]) -> Table:
+    """Calls, tokens and cost per agent."""
+    table = Table(title="LLM usage")
+    for col in ("agent", "calls", "cached", "prompt tokens", "completion tokens", "cost USD"):
+        table.add_column(col, justify="left" if col == "agent" else "right")
+    rows = {**usage.get("agents", {}), "total": usage.get("total", {})}
+    for agent, u in rows.items():
+        table.add_row(
+            agent,
+            str(u.get("calls", 0)),
+            str(u.get("cached_calls", 0)),
+            f"{u.get('prompt_tokens', 0):,}",
+            f"{u.get('completion_tokens', 0):,}",
+            f"{u.get('cost_usd', 0.0):.4f}",
+        )
+    return table
+
+
+def summary_to_json(summary: TrainSummary) -> dict[str, Any]:
+    return asdict(summary)
