@@ -388,11 +388,16 @@ def _read_kpi_part(path: Path) -> _KpiPart:
         ts=ts,
         values=_numeric(df[cols["value"]], "value", source, first_line=first_line),
         labels=_numeric(df[cols["label"]], "label", source, first_line=first_line),
-        ids=[str(c) for c in cat.categories],
+        ids=[_text(c) for c in cat.categories],
         codes=cat.codes.to_numpy().astype(np.int64),
         row_kind=row_kind,
         first_line=first_line,
     )
+
+
+def _text(x: Any) -> str:
+    """An id as text; HDF files written by Python 2 era pandas may hold bytes."""
+    return x.decode("utf-8", errors="replace") if isinstance(x, bytes) else str(x)
 
 
 def _read_kpi_hdf(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:

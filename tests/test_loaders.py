@@ -280,6 +280,31 @@ def test_kpi_gz_and_hdf(fixtures_dir: Path, tmp_path: Path) -> None:
         assert got.meta["test_start"] == want.meta["test_start"]
 
 
+def test_kpi_hdf_with_bytes_ids_and_datetimes(
+    fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("tables", reason="HDF support needs PyTables (dev extra)")
+    root = _copy_kpi(fixtures_dir, tmp_path)
+    gt = pd.read_csv(root / "phase2_ground_truth.csv")
+    (root / "phase2_ground_truth.csv").unlink()
+    (root / "phase2_ground_truth.hdf").write_bytes(b"")
+    old_style = gt.assign(
+        **{
+            "KPI ID": [k.encode() for k in gt["KPI ID"]],
+            "timestamp": pd.to_datetime(gt["timestamp"], unit="s"),
+        }
+    )
+    monkeypatch.setattr(pd, "read_hdf", lambda *a, **k: old_style)
+    ds = loaders.load_kpi(root)
+    assert [s.id for s in ds] == ["kpi-a", "kpi-b"]
+    assert ds.get("kpi-a").timestamps.tolist() == [1000, 1060, 1120, 1180, 1240]
+
+
+def test_load_with_progress_bars(fixtures_dir: Path) -> None:
+    assert len(loaders.load_path(fixtures_dir / "yahoo_s5", progress=True)) == 5
+    assert len(loaders.load_kpi(fixtures_dir / "kpi", progress=True)) == 2
+
+
 def test_kpi_hdf_without_pytables(
     fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
