@@ -705,13 +705,14 @@ def _git_commit() -> str:
         if head.returncode != 0:
             return "unknown"
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "argos"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "argos"],
             cwd=root,
             capture_output=True,
             text=True,
             timeout=10,
         )
-        suffix = " (argos/ has uncommitted changes)" if dirty.stdout.strip() else ""
+        changed = [line[3:] for line in dirty.stdout.splitlines() if line.strip()]
+        suffix = f" (uncommitted changes in: {', '.join(changed)})" if changed else ""
         return head.stdout.strip() + suffix
     except (OSError, subprocess.SubprocessError):
         return "unknown"
