@@ -548,8 +548,16 @@ def _run(
     inputs: list[tuple[np.ndarray, np.ndarray]],
     layers: dict[str, bool],
     scratch: str,
-) -> tuple[dict[str, Any], bytes]:
+) -> tuple[dict[str, Any], bytes, int | None]:
+    """Fork a child for one request; return (reply header, child bytes, pid still to reap).
+
+    A child that finishes normally writes a per-run random trailer and closes its pipe before
+    exiting; then the reply goes out at once and the child is killed and reaped afterwards
+    (:func:`_reap`), so its teardown overlaps with the parent's work. Otherwise (crash, limit,
+    timeout) the zygote waits for the exit status the parent needs to classify the run.
+    """
     limits = req["limits"]
+    trailer = os.urandom(16)
     r, w = os.pipe()
     t0 = time.monotonic()
     pid = os.fork()
@@ -565,6 +573,8 @@ def _run(
                 _frame(3, {"setup_error": f"{type(exc).__name__}: {exc}"})
                 os._exit(70)
             _run_child(req, inputs, 3)
+            os.write(3, trailer)
+            os.close(3)
         finally:
             os._exit(0)
     os.close(w)
@@ -572,22 +582,36 @@ def _run(
         r, t0 + float(limits["wall_seconds"]), int(limits["max_output_bytes"])
     )
     os.close(r)
+    header: dict[str, Any] = {"timed_out": timed_out, "overflow": over}
+    if not (timed_out or over) and data.endswith(trailer):
+        data = data[: -len(trailer)]
+        header.update(signal=0, exit_code=0, cpu_seconds=None, complete=True)
+        header.update(wall_ms=(time.monotonic() - t0) * 1000.0, blob_len=len(data))
+        return header, data, pid
     if timed_out or over:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        _kill(pid)
     _, status, rusage = os.wait4(pid, 0)
-    header = {
-        "timed_out": timed_out,
-        "overflow": over,
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0,
-        "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-        "cpu_seconds": rusage.ru_utime + rusage.ru_stime,
-        "wall_ms": (time.monotonic() - t0) * 1000.0,
-        "blob_len": len(data),
-    }
-    return header, data
+    header.update(
+        signal=os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0,
+        exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+        cpu_seconds=rusage.ru_utime + rusage.ru_stime,
+        wall_ms=(time.monotonic() - t0) * 1000.0,
+        blob_len=len(data),
+    )
+    return header, data, None
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _reap(pid: int) -> None:
+    """Kill (in case the rule forged the trailer and lingers) and reap a finished child."""
+    _kill(pid)
+    os.waitpid(pid, 0)
 
 
 def main() -> None:
@@ -633,8 +657,10 @@ def main() -> None:
                 if inputs is None:
                     _send(out, {"ok": False, "error": f"unknown input key {req['key']}"})
                     continue
-                header, blob = _run(req, inputs, layers, scratch)
+                header, blob, pending = _run(req, inputs, layers, scratch)
                 _send(out, {"ok": True, **header}, blob)
+                if pending is not None:
+                    _reap(pending)
             else:
                 _send(out, {"ok": False, "error": f"unknown op {op!r}"})
     finally:
