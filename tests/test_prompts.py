@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from argos.llm import estimate_tokens
 from argos.prompts import (
@@ -348,3 +351,54 @@ def test_shipped_prompts_state_the_rule_contract() -> None:
     ):
         assert phrase in system
     assert re.search(r"hard-coded positions", system)
+
+
+def _covered_ranges(text: str) -> list[tuple[int, int]]:
+    """(first, last) index of every line of a rendered chunk, in order."""
+    out = []
+    for line in text.splitlines()[1:]:
+        if line.startswith("@"):
+            start = int(line[1 : line.index(":")])
+            out.append((start, start + len(line.split()) - 2))
+        else:
+            a, b = line[1 : line.index("]")].split("-")
+            out.append((int(a), int(b)))
+    return out
+
+
+@given(
+    labels=st.lists(st.booleans(), min_size=1, max_size=400),
+    context=st.integers(0, 6),
+    min_summary=st.integers(1, 40),
+    max_points=st.integers(14, 200),
+    per_line=st.integers(1, 30),
+)
+@settings(max_examples=150, deadline=None)
+def test_render_chunk_covers_every_point_once_and_every_anomaly(
+    labels: list[bool], context: int, min_summary: int, max_points: int, per_line: int
+) -> None:
+    lab = np.array(labels)
+    values = np.arange(lab.size, dtype=float) * 1.5
+    text = render_chunk(
+        values,
+        lab,
+        context=context,
+        min_summary=min_summary,
+        max_points=max_points,
+        per_line=per_line,
+    )
+    ranges = _covered_ranges(text)
+    assert ranges[0][0] == 0 and ranges[-1][1] == lab.size - 1
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))
+    shown = text.count("!")
+    elided = sum(int(m) for m in re.findall(r"elided n=\d+, (\d+) anomalous", text))
+    assert shown + elided == int(lab.sum())
+    if "elided" not in text:  # nothing cut: every value within `context` of an anomaly is shown
+        near = np.zeros(lab.size, dtype=bool)
+        for i in np.flatnonzero(lab):
+            near[max(0, i - context) : i + context + 1] = True
+        verbatim = sum(len(line.split()) - 1 for line in text.splitlines() if line.startswith("@"))
+        assert verbatim >= int(near.sum())
+    assert " normal " not in text or all(
+        "!" not in line for line in text.splitlines() if " normal " in line
+    )
