@@ -108,6 +108,31 @@ FORBIDDEN_ATTRIBUTES = frozenset(
         "co_code",
         "func_globals",
         "mro",
+        # stdlib modules re-exported by numpy sub-modules (np.ma.core.builtins, np.f2py.os, ...)
+        "builtins",
+        "inspect",
+        "os",
+        "sys",
+        "subprocess",
+        "pathlib",
+        "platform",
+        "sysconfig",
+        "tempfile",
+        "fileinput",
+        "codecs",
+        "importlib",
+        "io",
+        "shutil",
+        "pickle",
+        "socket",
+        "gc",
+        "signal",
+        "threading",
+        "types",
+        # attribute access by string (would bypass the dunder check)
+        "operator",
+        "attrgetter",
+        "methodcaller",
     }
 )
 """Attribute names a rule may not access (I/O helpers, introspection that leads to globals)."""

@@ -81,6 +81,9 @@ def test_syntax_error_has_line() -> None:
             "line 13: access to attribute '.gi_frame' is not allowed",
         ),
         ("from . import x", "line 13: relative imports are not allowed"),
+        ("f = np.ma.core.builtins.open", "line 13: access to attribute '.builtins' is not allowed"),
+        ("f = np.ma.core.inspect", "line 13: access to attribute '.inspect' is not allowed"),
+        ("g = np.ma.core.operator.attrgetter", "line 13: access to attribute '.operator'"),
     ],
 )
 def test_forbidden_constructs_are_reported_with_line(snippet: str, expected: str) -> None:
