@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from argos.rule_contract import RuleContractError, RuleInfo, check_rule, extract_code
 
@@ -186,3 +188,17 @@ def test_extract_without_fence_skips_leading_prose() -> None:
 def test_extract_nothing_parseable() -> None:
     with pytest.raises(ValueError, match="no parseable Python"):
         extract_code("I cannot help with that (")
+
+
+_PROSE = st.text(
+    alphabet=st.characters(blacklist_characters="`", blacklist_categories=("Cs",)), max_size=200
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(before=_PROSE, after=_PROSE, junk=st.sampled_from(["", "Hope this helps!", "}", "    )"]))
+def test_extract_code_recovers_fenced_rule_from_any_prose(
+    before: str, after: str, junk: str
+) -> None:
+    text = f"{before}\n```python\n{GOOD}{junk}\n```\n{after}"
+    assert extract_code(text) == GOOD
