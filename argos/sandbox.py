@@ -304,8 +304,13 @@ class Sandbox:
         self._all: list[_Worker] = []
         self._lock = threading.Lock()
         self._closed = False
-        first = self._spawn()
-        self.host = self._probe(first)
+        try:
+            pool = [self._spawn() for _ in range(workers)]  # interpreters start in parallel
+            hosts = [self._probe(w) for w in pool]
+        except (_WorkerDied, OSError) as exc:
+            self.close()
+            raise SandboxUnavailable(f"could not start a sandbox worker: {exc}") from exc
+        self.host = hosts[0]
         log.info("sandbox layers: %s", self.host.describe())
         if not self.host.kernel_layers and not allow_unconfined:
             self.close()
@@ -316,10 +321,7 @@ class Sandbox:
             )
         if not self.host.kernel_layers:
             log.warning("sandbox running UNCONFINED: only rlimits and the static gate apply")
-        self._idle.put(first)
-        for _ in range(workers - 1):
-            w = self._spawn()
-            self._probe(w)
+        for w in pool:
             self._idle.put(w)
 
     # -- lifecycle -----------------------------------------------------------------------------

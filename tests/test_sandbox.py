@@ -332,3 +332,11 @@ def test_example_rules_run_causally_with_expected_alarms(sb: Sandbox) -> None:
     # the shift at 600 (within the 5-point short window) and the end of the flat stretch, whose
     # near-zero baseline variance makes the return to noise look like a shift
     assert np.flatnonzero(res.outputs[0]).tolist() == [364, 365, 366, 367, 602, 603, 604, 605, 606]
+
+
+def test_unstartable_worker_is_a_clear_error(tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(SandboxUnavailable, match="could not start a sandbox worker"):
+        Sandbox(python=str(fake))
