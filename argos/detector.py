@@ -369,6 +369,7 @@ class StreamExactness:
     rule_id: str
     exact: bool
     detail: str
+    packed: bool = False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,6 +469,12 @@ class Detector:
                 )
             for e in bad:
                 log.warning("rule %s is not stream-exact: %s", e.rule_id, e.detail)
+            exact = [e.rule_id for e in self.exactness.values() if e.exact]
+            packable = self.check_packing(exact) if exact else set()
+            self.engine.set_packed(sorted(packable))
+            for rid in packable:
+                e = self.exactness[rid]
+                self.exactness[rid] = StreamExactness(rid, e.exact, e.detail, packed=True)
 
     @classmethod
     def open(
@@ -511,6 +518,7 @@ class Detector:
         for r in out["rules"]:
             e = self.exactness.get(r["id"])
             r["stream_exact"] = None if e is None else e.exact
+            r["packed"] = False if e is None else e.packed
             if e is not None and not e.exact:
                 r["stream_exact_detail"] = e.detail
         return out
@@ -564,6 +572,61 @@ class Detector:
             else:
                 out[rid] = StreamExactness(rid, True, "streamed labels equal batch labels")
         return out
+
+    def check_packing(self, rule_ids: Sequence[str]) -> set[str]:
+        """Which of these (stream-exact) rules give the same labels when run once over the
+        concatenated windows of several series.
+
+        Streams three samples at once in irregular micro-batches (different levels, sampling
+        intervals and timestamp origins; one joins late, so short and full histories mix) with
+        packing enabled, and compares each series with its own batch run.
+        """
+        t1, v1 = verification_sample(900, seed=21)
+        t2, v2 = verification_sample(700, seed=22)
+        t2 = 10_000 + 300 * np.arange(len(v2), dtype=np.int64)
+        v2 = v2 * 100.0 - 3000.0
+        t3, v3 = verification_sample(500, seed=23)
+        v3 = v3 * 0.01
+        samples = {"a": (t1, v1, 0), "b": (t2, v2, 0), "c": (t3, v3, 20)}
+        names = {k: f"{VERIFY_SERIES}/{k}" for k in samples}
+        expected = {k: self.engine.batch([(t, v)]).labels[0] for k, (t, v, _) in samples.items()}
+        got: dict[str, list[BoolArray]] = {k: [] for k in samples}
+        pos = {k: 0 for k in samples}
+        rng = np.random.default_rng(5)
+        failed: set[str] = set()
+        with self._lock:
+            self.engine.set_packed(list(rule_ids))
+            self.engine.forget(list(names.values()))
+            try:
+                step = 0
+                while any(pos[k] < len(v) for k, (_, v, _) in samples.items()):
+                    items = []
+                    for k, (t, v, start) in samples.items():
+                        if step < start or pos[k] >= len(v):
+                            continue
+                        c = int(rng.choice([1, 1, 2, 5, 30, 61]))
+                        a = pos[k]
+                        items.append((k, t[a : a + c], v[a : a + c]))
+                        pos[k] = min(len(v), a + c)
+                    step += 1
+                    if not items:
+                        continue
+                    res = self.engine.push([(names[k], t, v) for k, t, v in items])
+                    failed.update(e.rule_id for e in res.errors)
+                    for (k, _, _), lab in zip(items, res.labels, strict=True):
+                        got[k].append(lab)
+            finally:
+                self.engine.forget(list(names.values()))
+                self.engine.set_packed([])
+        ok: set[str] = set()
+        for r, rid in enumerate(self.rule_ids):
+            if rid not in rule_ids or rid in failed:
+                continue
+            if all(
+                np.array_equal(np.concatenate(got[k], axis=1)[r], expected[k][r]) for k in samples
+            ):
+                ok.add(rid)
+        return ok
 
     # -- batch --------------------------------------------------------------------------------
     def detect_arrays(self, timestamps: IntArray, values: FloatArray) -> BatchDetection:

@@ -124,6 +124,8 @@ class RuleEngine(Protocol):
 
     def history(self) -> Iterator[tuple[str, IntArray, FloatArray]]: ...
 
+    def set_packed(self, rule_ids: Sequence[str]) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -213,6 +215,7 @@ class RuleKernel:
             self.functions.append(fn)
         self.history_len = max((r.lookback for r in self.rules), default=1) - 1
         self._history: dict[str, _History] = {}
+        self.packed: set[int] = set()
 
     @property
     def rule_ids(self) -> tuple[str, ...]:
@@ -224,54 +227,109 @@ class RuleKernel:
         """How many series currently have a history."""
         return len(self._history)
 
-    def _run_all(
-        self, timestamps: IntArray, values: FloatArray, k: int, item: int, errors: list[RuleError]
-    ) -> BoolArray:
-        """Labels ``bool[n_rules, k]`` for the last ``k`` points of the given window."""
-        out = np.zeros((len(self.rules), k), dtype=np.bool_)
+    def _run_one(
+        self, r: int, timestamps: IntArray, values: FloatArray, k: int
+    ) -> tuple[BoolArray | None, str]:
+        """Rule ``r`` on the window ending with ``k`` new points: (last ``k`` labels, error)."""
+        rule, fn = self.rules[r], self.functions[r]
         n = len(values)
-        for r, (rule, fn) in enumerate(zip(self.rules, self.functions, strict=True)):
-            start = max(0, n - (rule.lookback - 1 + k))
-            v = values[start:].copy()
-            t = timestamps[start:].copy()
-            try:
-                labels = validate_labels(fn(v, t, dict(rule.params)), n - start)
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # a rule failing (even SystemExit) must not stop others
-                errors.append(RuleError(item, rule.id, _describe_exception(exc, rule.id)))
-                continue
-            out[r] = labels[len(labels) - k :]
+        start = max(0, n - (rule.lookback - 1 + k))
+        try:
+            out = fn(values[start:].copy(), timestamps[start:].copy(), dict(rule.params))
+            labels = validate_labels(out, n - start)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a rule failing (even SystemExit) must not stop others
+            return None, _describe_exception(exc, rule.id)
+        return labels[len(labels) - k :], ""
+
+    def _run_packed(
+        self, r: int, windows: Sequence[tuple[IntArray, FloatArray, int]], members: Sequence[int]
+    ) -> list[BoolArray] | None:
+        """Rule ``r`` ONCE on the concatenated windows of several series; None if it failed.
+
+        Every member's window starts with ``LOOKBACK - 1`` points of its own history, so for a
+        finite-lookback rule the labels of its new points cannot see the series before it.
+        """
+        rule, fn = self.rules[r], self.functions[r]
+        h = rule.lookback - 1
+        segs_t = [windows[i][0][len(windows[i][0]) - (h + windows[i][2]) :] for i in members]
+        segs_v = [windows[i][1][len(windows[i][1]) - (h + windows[i][2]) :] for i in members]
+        t = np.concatenate(segs_t)
+        v = np.concatenate(segs_v)
+        try:
+            labels = validate_labels(fn(v, t, dict(rule.params)), len(v))
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # re-run one by one to attribute the error
+            return None
+        out: list[BoolArray] = []
+        a = 0
+        for seg in segs_v:
+            out.append(labels[a + h : a + len(seg)])
+            a += len(seg)
         return out
+
+    def _label(
+        self, windows: Sequence[tuple[IntArray, FloatArray, int]], pack: bool
+    ) -> EngineResult:
+        """Labels ``bool[n_rules, k]`` of the last ``k`` points of each window."""
+        errors: list[RuleError] = []
+        labels = [np.zeros((len(self.rules), k), dtype=np.bool_) for _, _, k in windows]
+        for r, rule in enumerate(self.rules):
+            done: set[int] = set()
+            if pack and r in self.packed:
+                h = rule.lookback - 1
+                members = [i for i, (_, v, k) in enumerate(windows) if k and len(v) - k >= h]
+                if len(members) > 1:
+                    res = self._run_packed(r, windows, members)
+                    if res is not None:
+                        for i, packed_labels in zip(members, res, strict=True):
+                            labels[i][r] = packed_labels
+                        done = set(members)
+            for i, (t, v, k) in enumerate(windows):
+                if i in done or k == 0:
+                    continue
+                one, err = self._run_one(r, t, v, k)
+                if one is None:
+                    errors.append(RuleError(i, rule.id, err))
+                else:
+                    labels[i][r] = one
+        return EngineResult(labels, errors)
+
+    def set_packed(self, rule_ids: Sequence[str]) -> None:
+        """Rules that may run once over the concatenated windows of many series (see
+        :meth:`push`); the detector enables this only for rules that passed its check."""
+        wanted = set(rule_ids)
+        self.packed = {r for r, rule in enumerate(self.rules) if rule.id in wanted}
 
     def batch(self, items: Sequence[tuple[IntArray, FloatArray]]) -> EngineResult:
         """Stateless: run every rule on each whole ``(timestamps, values)`` item."""
-        errors: list[RuleError] = []
-        labels = [self._run_all(t, v, len(v), i, errors) for i, (t, v) in enumerate(items)]
-        return EngineResult(labels, errors)
+        return self._label([(t, v, len(v)) for t, v in items], pack=False)
 
     def push(self, items: Sequence[tuple[str, IntArray, FloatArray]]) -> EngineResult:
         """Stateful: label the new points of each series and append them to its history.
 
         The caller guarantees that timestamps increase within and across pushes of a series.
+        A rule enabled with :meth:`set_packed` runs once for all series whose history already
+        holds ``LOOKBACK - 1`` points (their windows concatenated), which removes the per-call
+        cost that dominates when many series get a few points each.
         """
-        errors: list[RuleError] = []
-        labels: list[BoolArray] = []
         h_len = self.history_len
-        for i, (series, t_new, v_new) in enumerate(items):
-            k = len(v_new)
+        windows: list[tuple[IntArray, FloatArray, int]] = []
+        for series, t_new, v_new in items:
             hist = self._history.get(series)
             if hist is None or len(hist.values) == 0:
                 t_win, v_win = t_new, v_new
             else:
                 t_win = np.concatenate((hist.timestamps, t_new))
                 v_win = np.concatenate((hist.values, v_new))
-            labels.append(self._run_all(t_win, v_win, k, i, errors))
+            windows.append((t_win, v_win, len(v_new)))
             keep = min(h_len, len(v_win))
             self._history[series] = _History(
                 t_win[len(t_win) - keep :].copy(), v_win[len(v_win) - keep :].copy()
             )
-        return EngineResult(labels, errors)
+        return self._label(windows, pack=True)
 
     def seed(self, series: str, timestamps: IntArray, values: FloatArray) -> None:
         """Replace a series' history with the last points of the given arrays (no labels)."""
@@ -333,6 +391,10 @@ class InProcessEngine:
     def history(self) -> Iterator[tuple[str, IntArray, FloatArray]]:
         """See :meth:`RuleKernel.history`."""
         return self.kernel.history()
+
+    def set_packed(self, rule_ids: Sequence[str]) -> None:
+        """See :meth:`RuleKernel.set_packed`."""
+        self.kernel.set_packed(rule_ids)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -450,6 +512,9 @@ def _handle(kernel: RuleKernel, header: Mapping[str, Any], payload: bytes) -> tu
         return {"ok": True}, b""
     elif op == "forget":
         kernel.forget([str(s) for s in header["series"]])
+        return {"ok": True}, b""
+    elif op == "set_packed":
+        kernel.set_packed([str(r) for r in header["rules"]])
         return {"ok": True}, b""
     elif op == "stats":
         return {"ok": True, "series": kernel.n_series, "pid": os.getpid()}, b""
@@ -675,6 +740,7 @@ class WorkerEngine:
         self._mirror: dict[str, _History] = {}
         self._mirror_lock = threading.Lock()
         self._rr = 0
+        self._packed: list[str] = []
         self.restarts = 0
         self.timeouts = 0
         self._closed = False
@@ -708,6 +774,8 @@ class WorkerEngine:
         self._workers[idx].kill()
         self._workers[idx] = _Worker(self._rules, self.limits)
         self.restarts += 1
+        if self._packed:
+            self._workers[idx].request({"op": "set_packed", "rules": self._packed})
         with self._mirror_lock:
             seeds = [(s, h) for s, h in self._mirror.items() if self._shard(s) == idx]
         for s, h in seeds:
@@ -812,6 +880,14 @@ class WorkerEngine:
         for idx, names in by_worker.items():
             with self._locks[idx]:
                 self._workers[idx].request({"op": "forget", "series": names})
+
+    def set_packed(self, rule_ids: Sequence[str]) -> None:
+        """See :meth:`RuleKernel.set_packed` (applied to every worker, and after restarts)."""
+        self._check_open()
+        self._packed = list(rule_ids)
+        for idx, w in enumerate(self._workers):
+            with self._locks[idx]:
+                w.request({"op": "set_packed", "rules": self._packed})
 
     def history(self) -> Iterator[tuple[str, IntArray, FloatArray]]:
         """The parent-side mirror of every series' history (to carry state across reloads)."""

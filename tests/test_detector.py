@@ -212,6 +212,26 @@ def test_interleaved_series_equal_their_own_batch_labels(detector: Detector) -> 
     assert got1.sum() > 0
 
 
+def test_packing_is_enabled_only_for_rules_that_pass_the_multi_series_check(
+    tmp_path: Path,
+) -> None:
+    folder = make_ruleset(
+        tmp_path / "rs",
+        [("gap", "extra/gap.py", {"factor": 2.0}), ("rz", "basic/robust_z.py", {"k": 3.5})],
+    )
+    with Detector.open(folder) as det:
+        # exact for one regular series, but it reads the median interval of the whole input
+        assert det.stream_exact == {"gap": True, "rz": True}
+        assert {k: e.packed for k, e in det.exactness.items()} == {"gap": False, "rz": True}
+        assert [r["packed"] for r in det.describe()["rules"]] == [False, True]
+        # with gap unpacked, series of different intervals in one push keep their own labels
+        # (packed, the median interval of the mixed input would flag 45 of the slow points)
+        for step in range(10):
+            fast = [Point("fast", int(t), 1.0) for t in np.arange(step * 15, step * 15 + 15) * 60]
+            slow = [Point("slow", int(t), 1.0) for t in np.arange(step * 5, step * 5 + 5) * 600]
+            assert not any(r.anomaly for r in det.push(fast + slow))
+
+
 def test_non_finite_lookback_rule_is_flagged_and_strict_refuses(tmp_path: Path) -> None:
     folder = make_ruleset(
         tmp_path / "rs",

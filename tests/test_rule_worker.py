@@ -220,3 +220,30 @@ def test_engine_refuses_work_after_close() -> None:
         eng.batch([(np.arange(2, dtype=np.int64), np.zeros(2))])
     with pytest.raises(ValueError, match="workers must be >= 1"):
         WorkerEngine(BASIC, workers=0)
+
+
+def test_packed_push_runs_each_rule_once_and_matches_per_series_batch() -> None:
+    kernel = RuleKernel(BASIC)
+    calls = [0] * len(BASIC)
+    for r, fn in enumerate(list(kernel.functions)):
+
+        def counting(v: np.ndarray, t: np.ndarray, p: dict[str, float], _r: int = r, _fn=fn):  # type: ignore[no-untyped-def]
+            calls[_r] += 1
+            return _fn(v, t, p)
+
+        kernel.functions[r] = counting
+    kernel.set_packed([r.id for r in BASIC])
+    data = {f"s{i}": sample(400, seed=40 + i) for i in range(5)}
+    got: dict[str, list[np.ndarray]] = {k: [] for k in data}
+    for a in range(0, 400, 20):
+        res = kernel.push([(k, t[a : a + 20], v[a : a + 20]) for k, (t, v) in data.items()])
+        for k, lab in zip(data, res.labels, strict=True):
+            got[k].append(lab)
+    # robust_z (LOOKBACK 60): 3 pushes while histories fill (one call per series), then one
+    # packed call for all five series in each of the remaining 17 pushes
+    assert calls[0] == 5 * 3 + 17
+    assert calls[1] == 5 * 2 + 18  # flat_line (LOOKBACK 30) packs from the third push
+    assert calls[2] == 20  # threshold (LOOKBACK 1) needs no history: packed from the start
+    ref = RuleKernel(BASIC)
+    for k, (t, v) in data.items():
+        np.testing.assert_array_equal(np.concatenate(got[k], axis=1), ref.batch([(t, v)]).labels[0])
