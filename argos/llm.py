@@ -670,6 +670,7 @@ class ScriptedChatModel:
                 raise TypeError(f"script steps are ScriptStep, str or LLMError, got {step!r}")
         self._model = model
         self._next = 0
+        self._lock = threading.Lock()
         self.calls: list[RecordedCall] = []
         self.failures: list[str] = []
 
@@ -701,15 +702,16 @@ class ScriptedChatModel:
         _check_agent(agent)
         _check_messages(messages)
         call = RecordedCall(agent, tuple(messages), max_tokens, temperature, seed, json)
-        self.calls.append(call)
-        number = len(self.calls)
-        if self._next >= len(self._steps):
-            raise self._fail(
-                f"unexpected LLM call #{number} from agent {agent!r}: the script has only "
-                f"{len(self._steps)} step(s). Prompt starts: {call.prompt[:200]!r}"
-            )
-        step = self._steps[self._next]
-        self._next += 1
+        with self._lock:  # steps are consumed atomically if agents call from several threads
+            self.calls.append(call)
+            number = len(self.calls)
+            if self._next >= len(self._steps):
+                raise self._fail(
+                    f"unexpected LLM call #{number} from agent {agent!r}: the script has only "
+                    f"{len(self._steps)} step(s). Prompt starts: {call.prompt[:200]!r}"
+                )
+            step = self._steps[self._next]
+            self._next += 1
         if step.agent is not None and step.agent != agent:
             raise self._fail(
                 f"LLM call #{number}: expected agent {step.agent!r}, got {agent!r}. "
