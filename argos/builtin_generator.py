@@ -45,6 +45,8 @@ IntArray = npt.NDArray[np.int64]
 
 ProgressFn = Callable[[int, float], None]
 
+SIMPLE_SCORERS = ("static", "zscore", "robust_z")
+
 
 @dataclass(frozen=True)
 class FitSeries:
@@ -78,6 +80,9 @@ class SearchConfig:
         trials: if set, evaluate at most this many structures (a seeded random subset).
         seed: seed for ``trials`` subsampling.
         max_candidates: cap on distinct thresholds swept per structure (quantiles beyond it).
+        resolution: selection scores closer than this count as a tie, broken by the margin.
+        few_events: with fewer labeled events than this (train + validation, all series), only
+            the simple scorers of :data:`SIMPLE_SCORERS` on values and differences are searched.
     """
 
     persistences: tuple[int, ...] = (1, 2, 3)
@@ -88,6 +93,8 @@ class SearchConfig:
     trials: int | None = None
     seed: int = 0
     max_candidates: int = 4000
+    resolution: float = 0.02
+    few_events: int = 3
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,9 @@ class Candidate:
         train_f1: event-PA F1 on train (mean over series with events), at ``threshold``.
         val_f1: event-PA F1 on validation (None when validation has no event).
         val_fp: false-alarm points on validation.
-        selection: the number the search ranks by.
+        selection: the number the search ranks by (in steps of ``SearchConfig.resolution``).
+        margin: the gap below the threshold in standard deviations of normal scores; breaks
+            ties of ``selection``.
     """
 
     structure: Structure
@@ -109,6 +118,7 @@ class Candidate:
     val_f1: float | None
     val_fp: int
     selection: float
+    margin: float = 0.0
 
 
 @dataclass
@@ -231,13 +241,26 @@ def sweep_threshold(
     base: Sequence[BoolArray] | None = None,
     max_candidates: int = 4000,
 ) -> tuple[float, float]:
+    """The threshold maximising mean event-PA F1 over the parts, and that F1 (see :func:`sweep`)."""
+    thr, f1, _ = sweep(scores, parts, base, max_candidates)
+    return thr, f1
+
+
+def sweep(
+    scores: Sequence[FloatArray],
+    parts: Sequence[_Part],
+    base: Sequence[BoolArray] | None = None,
+    max_candidates: int = 4000,
+) -> tuple[float, float, float]:
     """The threshold maximising mean event-PA F1 over the parts, and that F1.
 
     ``scores`` are directional (higher = more anomalous, ``-inf`` = never). With ``base`` (flags of
     rules already chosen, OR-ed in) the sweep counts only what the new rule adds. The returned
     threshold sits midway between the optimal event maximum and the next lower score that matters,
-    so every point of the plateau keeps its side. Returns ``(inf, f1 of base alone or 0)`` when no
-    threshold helps.
+    so every point of the plateau keeps its side. Returns ``(threshold, f1, margin)``, where the
+    margin is that gap in units of the standard deviation of the normal points' scores (capped at
+    10): how robustly the threshold separates what it catches. ``(inf, f1 of base alone or 0, 0)``
+    when no threshold helps.
     """
     ev_sorted: list[FloatArray] = []
     ne_sorted: list[FloatArray] = []
@@ -259,12 +282,12 @@ def sweep_threshold(
         ne_sorted.append(np.sort(normal_scores))
     has = events > 0
     if not has.any():
-        return math.inf, 0.0
+        return math.inf, 0.0, 0.0
     base_f1 = float(np.mean(2 * tp0[has] / (2 * tp0[has] + fp0[has] + events[has] - tp0[has])))
     allmax = np.concatenate(ev_sorted) if ev_sorted else np.empty(0)
     cands = np.unique(allmax[np.isfinite(allmax)])
     if len(cands) == 0:
-        return math.inf, base_f1
+        return math.inf, base_f1, 0.0
     if len(cands) > max_candidates:
         cands = np.unique(np.quantile(cands, np.linspace(0, 1, max_candidates)))
     f1_sum = np.zeros(len(cands))
@@ -276,7 +299,7 @@ def sweep_threshold(
     # highest threshold among the best (ties: the more conservative rule)
     best = int(len(f1) - 1 - np.argmax(f1[::-1]))
     if f1[best] <= base_f1 + 1e-12:
-        return math.inf, base_f1
+        return math.inf, base_f1, 0.0
     c = float(cands[best])
     below = -math.inf
     for i in range(len(parts)):
@@ -287,7 +310,15 @@ def sweep_threshold(
     thr = c if not math.isfinite(below) else (c + below) / 2.0
     if not thr < c and below < c:  # rounding: keep strictly within the gap
         thr = c
-    return thr, float(f1[best])
+    normal = np.concatenate(ne_sorted)
+    normal = normal[np.isfinite(normal)]
+    spread = float(normal.std()) if len(normal) > 1 else 0.0
+    cap = 10.0
+    if not math.isfinite(below):
+        margin = cap
+    else:
+        margin = min(cap, (c - below) / spread) if spread > 0 else cap
+    return thr, float(f1[best]), margin
 
 
 # --------------------------------------------------------------------------------------------------
@@ -421,6 +452,10 @@ def search(
         return SearchResult([], [], 0, 0.0, None, None, ["no labeled anomaly in train/validation"])
     fit_on_all = sum(p.n_events for p in train_parts) == 0
     triples = propose_structures(series)
+    n_events = sum(p.n_events for p in all_parts)
+    if n_events < config.few_events:
+        # too few labeled events to choose among hundreds of shapes: keep the simple ones
+        triples = [t for t in triples if t[1] in SIMPLE_SCORERS and t[0] in ("value", "diff")]
     if config.trials is not None and config.trials < len(triples):
         rng = np.random.default_rng(config.seed)
         keep = sorted(rng.choice(len(triples), size=config.trials, replace=False).tolist())
@@ -439,7 +474,7 @@ def search(
                 tried += 1
                 if fit_on_all:
                     # no train event: fit and select on train + validation together
-                    thr, tf1 = sweep_threshold(
+                    thr, tf1, margin = sweep(
                         scores, all_parts, max_candidates=config.max_candidates
                     )
                     if not math.isfinite(thr):
@@ -447,18 +482,21 @@ def search(
                     vc = _counts(scores, val_parts, thr)
                     vf1, sel = vc.f1(), tf1
                 else:
-                    thr, tf1 = sweep_threshold(
+                    thr, tf1, margin = sweep(
                         scores, train_parts, max_candidates=config.max_candidates
                     )
                     if not math.isfinite(thr):
                         continue
                     vc = _counts(scores, val_parts, thr)
                     vf1, sel = _selection(tf1, vc)
-                ranking.append(Candidate(st, thr, tf1, vf1, int(vc.fp.sum()), sel))
+                ranking.append(Candidate(st, thr, tf1, vf1, int(vc.fp.sum()), sel, margin))
                 best_sel = max(best_sel, sel)
         if progress is not None:
             progress(tried, max(best_sel, 0.0))
-    ranking.sort(key=lambda c: (-c.selection, -c.train_f1, c.structure.name))
+    res = config.resolution
+    ranking.sort(
+        key=lambda c: (-round(c.selection / res), -c.margin, -c.train_f1, c.structure.name)
+    )
     if not ranking:
         return SearchResult([], [], tried, 0.0, None, None, ["no structure caught a train event"])
     if fit_on_all:
