@@ -592,6 +592,34 @@ class IsolationForestBaseline(ScoreBaseline):
         return out
 
 
+class PyodSpectralResidual(ScoreBaseline):
+    """Peer: PyOD's ``SpectralResidual`` with its defaults, thresholded like the baselines.
+
+    Optional (``pip install 'argos-rules[peers]'``); registered only when PyOD is installed. PyOD
+    computes the saliency of the whole array in one FFT, so this peer is **not causal**: the score
+    of a point depends on later points. It is offered so tables show a widely used library's
+    detector in the same run, not as a deployable detector.
+    """
+
+    name = "pyod-spectral-residual"
+    description = "PyOD SpectralResidual (defaults; whole-series FFT, not causal), optional peer"
+    orientations = ("upper",)
+
+    def residual(self, values: FloatArray, timestamps: IntArray) -> FloatArray:
+        from pyod.models.ts_spectral_residual import SpectralResidual as PyodSR
+
+        if values.shape[0] < 3:
+            return np.full(values.shape[0], np.nan)
+        return np.asarray(PyodSR().fit(values).decision_scores_, dtype=np.float64)
+
+
+def pyod_available() -> bool:
+    """Whether PyOD (the optional ``peers`` extra) is importable."""
+    import importlib.util
+
+    return importlib.util.find_spec("pyod") is not None
+
+
 BASELINES: tuple[type[ScoreBaseline], ...] = (
     StaticThreshold,
     RollingZScore,
@@ -606,6 +634,9 @@ BASELINES: tuple[type[ScoreBaseline], ...] = (
 def _register_all() -> None:
     for cls in BASELINES:
         register_method(cls.name, cls, description=cls.description, kind="baseline", replace=True)
+    if pyod_available():
+        cls = PyodSpectralResidual
+        register_method(cls.name, cls, description=cls.description, kind="peer", replace=True)
 
 
 _register_all()
