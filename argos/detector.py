@@ -380,7 +380,9 @@ class StreamExactness:
 def verification_sample(n: int = 1500, seed: int = 7) -> tuple[IntArray, FloatArray]:
     """A deterministic synthetic metric that exercises typical rules (no labels involved).
 
-    Daily seasonality, noise, spikes, a level shift, a flat stretch and a variance burst, at 60 s.
+    Daily seasonality, noise, spikes, a level shift, a flat stretch, a variance burst and a
+    stretch of dense spikes (alarms a few points apart, which exposes rules whose label depends on
+    their own earlier alarms, like an in-rule cool-down), at 60 s.
     """
     rng = np.random.default_rng(seed)
     i = np.arange(n)
@@ -389,6 +391,9 @@ def verification_sample(n: int = 1500, seed: int = 7) -> tuple[IntArray, FloatAr
     v[n // 2 :] += 15
     v[n // 3 : n // 3 + 80] = v[n // 3]
     v[2 * n // 3 : 2 * n // 3 + 60] += rng.normal(0, 8, 60)
+    dense = 5 * n // 6 + np.cumsum(rng.integers(2, 7, size=max(1, n // 40)))
+    dense = dense[dense < n]
+    v[dense] += rng.choice([-1.0, 1.0], size=len(dense)) * rng.uniform(10, 40, size=len(dense))
     t = 1_700_000_000 + 60 * i.astype(np.int64)
     return t.astype(np.int64), v.astype(np.float64)
 

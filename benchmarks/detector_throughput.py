@@ -35,11 +35,13 @@ from argos.artifacts import RuleSource, write_ruleset
 from argos.detector import Detector, Point, verification_sample
 from argos.rule_worker import compile_rule
 
+COOLDOWN = 10
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def typical_ruleset(folder: Path) -> Path:
-    """Four rules of the builtin generator's grammar, exported as a rule set."""
+def typical_ruleset(folder: Path, with_median: bool = True) -> Path:
+    """Four rules of the builtin generator's grammar, exported as a rule set (three without the
+    robust z-score, whose rolling median costs O(window) per point)."""
     from argos.templates import RuleSpec, Structure, render
 
     specs = {
@@ -51,10 +53,13 @@ def typical_ruleset(folder: Path) -> Path:
             Structure("value", "level_shift", (("recent", 10.0), ("window", 60.0)), "both", 2), 3.0
         ),
         "diff_zscore": RuleSpec(
-            Structure("diff", "zscore", (("window", 60.0),), "both", 1), 5.0, cooldown=10
+            Structure("diff", "zscore", (("window", 60.0),), "both", 1), 5.0, cooldown=COOLDOWN
         ),
     }
-    write_ruleset(folder, [RuleSource(k, render(s)) for k, s in specs.items()], {"name": "typical"})
+    if not with_median:
+        del specs["robust_z_w50"]
+    name = "typical" if with_median else "linear-time"
+    write_ruleset(folder, [RuleSource(k, render(s)) for k, s in specs.items()], {"name": name})
     return folder
 
 
@@ -96,11 +101,17 @@ def batch_section(rules: Path, t: np.ndarray, v: np.ndarray, repeats: int) -> No
                 fn(v, t, dict(params))
 
         t_direct = best_of(direct, repeats)
+        per_rule = [
+            (r.id, best_of(lambda fn=fn, params=params: fn(v, t, dict(params)), repeats))
+            for r, (fn, params) in zip(det.ruleset.rules, fns, strict=True)
+        ]
         t_inproc = best_of(lambda: det.detect_arrays(t, v), repeats)
     with Detector.open(rules, verify=False) as det:
         det.detect_arrays(t, v)  # warm-up
         t_iso = best_of(lambda: det.detect_arrays(t, v), repeats)
     print(f"\n1. batch, {len(fns)} rules, {n} points (best of {repeats})")
+    for rid, secs in per_rule:
+        print(f"   (rule {rid:22s} alone, direct: {n / secs / 1e6:8.2f} M points/s)")
     print(f"   direct numpy calls     {n / t_direct / 1e6:8.2f} M points/s   1.00x")
     print(
         f"   detector in-process    {n / t_inproc / 1e6:8.2f} M points/s   "
@@ -181,20 +192,30 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    name, t, v = load_series(args.batch_points)
+    print(f"series: {name}")
     with tempfile.TemporaryDirectory() as tmp:
-        rules = args.rules or typical_ruleset(Path(tmp) / "typical")
-        with Detector.open(rules, isolation="inprocess") as det:
-            exact = det.stream_exact
-            print(
-                f"rule set {det.ruleset.name}: "
-                + ", ".join(f"{k} (exact={v})" for k, v in exact.items())
-            )
-        name, t, v = load_series(args.batch_points)
-        print(f"series: {name}")
-        batch_section(rules, t, v, args.repeats)
-        stream_sections(
-            rules, t[: args.stream_points], v[: args.stream_points], args.series, args.rounds
+        sets = (
+            [args.rules]
+            if args.rules
+            else [
+                typical_ruleset(Path(tmp) / "typical"),
+                typical_ruleset(Path(tmp) / "linear", with_median=False),
+            ]
         )
+        for rules in sets:
+            with Detector.open(rules, isolation="inprocess") as det:
+                print(
+                    f"\n=== rule set {det.ruleset.name}: "
+                    + ", ".join(
+                        f"{k} (exact={e.exact}, packed={e.packed})"
+                        for k, e in det.exactness.items()
+                    )
+                )
+            batch_section(rules, t, v, args.repeats)
+            stream_sections(
+                rules, t[: args.stream_points], v[: args.stream_points], args.series, args.rounds
+            )
 
 
 if __name__ == "__main__":
