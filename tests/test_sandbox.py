@@ -243,6 +243,7 @@ def test_host_layers_are_probed(sb: Sandbox) -> None:
         assert sb.host.drop_privileges
 
 
+@pytest.mark.timeout(60)
 def test_input_validation() -> None:
     with Sandbox(limits=LIMITS) as s:
         with pytest.raises(ValueError, match="no inputs"):
@@ -334,6 +335,7 @@ def test_example_rules_run_causally_with_expected_alarms(sb: Sandbox) -> None:
     assert np.flatnonzero(res.outputs[0]).tolist() == [364, 365, 366, 367, 602, 603, 604, 605, 606]
 
 
+@pytest.mark.timeout(60)
 def test_unstartable_worker_is_a_clear_error(tmp_path: Path) -> None:
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\nexit 3\n")
