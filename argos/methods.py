@@ -115,7 +115,10 @@ class UnknownMethodError(KeyError):
         super().__init__(name)
 
     def __str__(self) -> str:
-        return f"unknown method {self.name!r}; known methods: {', '.join(self.known) or '(none)'}"
+        text = f"unknown method {self.name!r}; known methods: {', '.join(self.known) or '(none)'}"
+        if self.name.startswith("pyod-"):
+            text += " (PyOD peers need the optional extra: pip install 'argos-rules[peers]')"
+        return text
 
 
 _REGISTRY: dict[str, MethodInfo] = {}

@@ -179,3 +179,17 @@ def test_fit_needs_labels() -> None:
     s = _spiky(500).without_labels()
     with pytest.raises(ValueError, match="no labels"):
         B.RobustZScore().fit([s.slice(0, 300)], [s.slice(300, 350)])
+
+
+def test_pyod_peer_scores_are_pyods_own() -> None:
+    sr = pytest.importorskip("pyod.models.ts_spectral_residual", reason="optional extra 'peers'")
+    info = get_method("pyod-spectral-residual")
+    assert info.kind == "peer"
+    s = _spiky(1500)
+    want = sr.SpectralResidual().fit(s.values).decision_scores_
+    np.testing.assert_allclose(B.PyodSpectralResidual().residual(s.values, s.timestamps), want)
+
+
+def test_unknown_pyod_method_hints_at_the_extra() -> None:
+    with pytest.raises(KeyError, match=r"argos-rules\[peers\]"):
+        get_method("pyod-nonexistent")

@@ -178,6 +178,14 @@ def test_partition_granularity_fits_once_per_partition() -> None:
     result = evaluate(ds, ["replay"], workers=1)
     assert [r.group for r in result.rows] == ["P", "P", "Q", "Q"]
     assert result.granularity == "partition"
+    by_part = result.to_json()["by_partition"]
+    assert set(by_part) == {"P", "Q"}
+    assert by_part["P"]["series"]["series"] == 2
+    # P holds a (vector A, event-PA F1 .5714) and b (perfect): mean F1 over the two
+    assert by_part["P"]["methods"]["replay"]["event_pa"]["mean"]["f1"] == pytest.approx(
+        (0.571428571 + 1) / 2
+    )
+    assert "per partition" in markdown_table(result)
 
 
 def test_written_files(tmp_path: Path) -> None:
