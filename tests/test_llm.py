@@ -193,8 +193,10 @@ def test_read_timeout_raises_llm_timeout() -> None:
     assert len(rec.requests) == 1
 
 
-def test_timeout_then_success_is_retried_once() -> None:
-    # The client's timeout backoff ignores retry-after (it has no response); about 0.5 s.
+def test_timeout_then_success_is_retried_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A timeout has no response, so no retry-after header: shrink the client's initial backoff
+    # (0.5 s) instead. A private constant; if it moves, the test only gets half a second slower.
+    monkeypatch.setattr("openai._base_client.INITIAL_RETRY_DELAY", 0.001, raising=False)
     rec = Recorder([httpx.ReadTimeout("slow"), httpx.Response(200, json=completion_body("late"))])
     assert adapter(rec, max_retries=1).complete(MESSAGES, agent="generator").text == "late"
     assert len(rec.requests) == 2
@@ -655,3 +657,12 @@ def test_local_server_config_needs_no_key(tmp_path: Path) -> None:
     assert rec.body()["max_tokens"] == config.max_output_tokens
     with pytest.raises(LLMConfigError, match="no API key for OpenAI"):
         build_chat_model(LLMConfig(model="gpt-4o"))
+
+
+def test_empty_values_count_as_unset(tmp_path: Path) -> None:
+    env = {"ARGOS_LLM_MODEL": "", "OPENAI_API_KEY": "", "ARGOS_LLM_BASE_URL": ""}
+    assert load_llm_config(env=env, cwd=tmp_path) == LLMConfig()
+    assert LLMConfig(model="", base_url="", api_key="").model is None  # type: ignore[arg-type]
+    assert LLMConfig(model="", api_key="").api_key is None  # type: ignore[arg-type]
+    with pytest.raises(LLMConfigError, match="temperature"):
+        load_llm_config(env={}, cwd=tmp_path, overrides={"temperature": 3.0})
