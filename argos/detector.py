@@ -699,49 +699,64 @@ class Detector:
             self._last_ts[p.series] = p.timestamp
             groups.setdefault(p.series, []).append(i)
         names = list(groups)
+        if not names:
+            return [r for r in results if r is not None]
+        order = [i for s in names for i in groups[s]]
+        t_all = np.fromiter((points[i].timestamp for i in order), np.int64, len(order))
+        v_all = np.fromiter((points[i].value for i in order), np.float64, len(order))
+        bounds = np.cumsum([0] + [len(groups[s]) for s in names]).tolist()
         items = [
-            (
-                s,
-                np.fromiter((points[i].timestamp for i in groups[s]), np.int64, len(groups[s])),
-                np.fromiter((points[i].value for i in groups[s]), np.float64, len(groups[s])),
-            )
-            for s in names
+            (s, t_all[bounds[j] : bounds[j + 1]], v_all[bounds[j] : bounds[j + 1]])
+            for j, s in enumerate(names)
         ]
-        res = self.engine.push(items) if items else EngineResult([])
+        res = self.engine.push(items)
         self._count_errors(res)
-        errs_by_item: dict[int, list[str]] = {}
+        errs_by_item: dict[int, tuple[str, ...]] = {}
         for e in res.errors:
-            errs_by_item.setdefault(e.item, []).append(e.rule_id)
+            errs_by_item[e.item] = (*errs_by_item.get(e.item, ()), e.rule_id)
+        # combine and post-process all series at once; only series with raw alarms loop
+        labels = np.concatenate(res.labels, axis=1)
+        raw = combine(labels, self.roles, self.ruleset.combination)
+        anomaly = np.zeros(len(order), dtype=np.bool_)
+        alert = np.zeros(len(order), dtype=np.bool_)
+        incident = np.zeros(len(order), dtype=np.int64)
+        with_raw = set(np.searchsorted(bounds, np.flatnonzero(raw), side="right") - 1)
         for j, s in enumerate(names):
-            labels = res.labels[j]
-            raw = combine(labels, self.roles, self.ruleset.combination)
-            st = self._post.setdefault(s, _PostState())
-            anomaly, alert, incident = _post_process(raw, st, self.post)
-            errs = tuple(errs_by_item.get(j, ()))
-            fired_any = np.flatnonzero(labels.any(axis=0)).tolist()
-            fired_set = set(fired_any)
-            for k, i in enumerate(groups[s]):
-                p = points[i]
-                fired: tuple[str, ...] = ()
-                if k in fired_set:
-                    fired = tuple(self.rule_ids[r] for r in np.flatnonzero(labels[:, k]))
-                    for rid in fired:
-                        self.rule_fired[rid] += 1
-                results[i] = PointResult(
-                    s,
-                    p.timestamp,
-                    p.value,
-                    "ok",
-                    anomaly=bool(anomaly[k]),
-                    alert=bool(alert[k]),
-                    raw=bool(raw[k]),
-                    incident=int(incident[k]),
-                    fired=fired,
-                    errors=errs,
-                )
-            self.counters["points"] += len(groups[s])
-            self.counters["anomalies"] += int(anomaly.sum())
-            self.counters["alerts"] += int(alert.sum())
+            st = self._post.get(s)
+            if st is None:
+                st = self._post[s] = _PostState()
+            a, b = bounds[j], bounds[j + 1]
+            if j in with_raw:
+                anomaly[a:b], alert[a:b], incident[a:b] = _post_process(raw[a:b], st, self.post)
+            else:
+                st.pos += b - a
+        fired_at = set(np.flatnonzero(labels.any(axis=0)).tolist())
+        item_of = np.searchsorted(bounds, np.arange(len(order)), side="right") - 1
+        anomaly_l, alert_l, raw_l = anomaly.tolist(), alert.tolist(), raw.tolist()
+        incident_l, item_l = incident.tolist(), item_of.tolist()
+        rule_ids = self.rule_ids
+        for pos, i in enumerate(order):
+            p = points[i]
+            fired: tuple[str, ...] = ()
+            if pos in fired_at:
+                fired = tuple(rule_ids[r] for r in np.flatnonzero(labels[:, pos]).tolist())
+                for rid in fired:
+                    self.rule_fired[rid] += 1
+            results[i] = PointResult(
+                p.series,
+                p.timestamp,
+                p.value,
+                "ok",
+                anomaly_l[pos],
+                alert_l[pos],
+                raw_l[pos],
+                incident_l[pos],
+                fired,
+                errs_by_item.get(item_l[pos], ()),
+            )
+        self.counters["points"] += len(order)
+        self.counters["anomalies"] += int(anomaly.sum())
+        self.counters["alerts"] += int(alert.sum())
         return [r for r in results if r is not None]
 
     def push_arrays(

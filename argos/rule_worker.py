@@ -320,15 +320,14 @@ class RuleKernel:
         for series, t_new, v_new in items:
             hist = self._history.get(series)
             if hist is None or len(hist.values) == 0:
-                t_win, v_win = t_new, v_new
+                t_win, v_win = np.array(t_new, dtype=np.int64), np.array(v_new, dtype=np.float64)
             else:
                 t_win = np.concatenate((hist.timestamps, t_new))
                 v_win = np.concatenate((hist.values, v_new))
             windows.append((t_win, v_win, len(v_new)))
-            keep = min(h_len, len(v_win))
-            self._history[series] = _History(
-                t_win[len(t_win) - keep :].copy(), v_win[len(v_win) - keep :].copy()
-            )
+            # views into the fresh window arrays (rules get copies, so nothing writes into them)
+            cut = max(0, len(v_win) - h_len)
+            self._history[series] = _History(t_win[cut:], v_win[cut:])
         return self._label(windows, pack=True)
 
     def seed(self, series: str, timestamps: IntArray, values: FloatArray) -> None:

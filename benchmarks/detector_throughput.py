@@ -10,9 +10,11 @@ Prints:
    points/s and p50/p99 per push, in-process and isolated;
 4. the **isolation overhead** (isolated time / in-process time) of each workload.
 
-The rule set is a typical builtin-generator export (rolling z-score, robust z-score, level shift,
-z-score of differences with a cool-down; rendered from :mod:`argos.templates`) unless ``--rules``
-names a folder. The series is the longest real KPI series when the benchmark data is available,
+Rule sets (unless ``--rules`` names a folder): a typical builtin-generator export (rolling
+z-score, robust z-score, level shift, z-score of differences with a cool-down; rendered from
+:mod:`argos.templates`), the same without the robust z-score (all O(n)), and two O(n) rules that
+pass the packing check (static band, flat line), which shows what packed micro-batches give.
+The series is the longest real KPI series when the benchmark data is available,
 else a synthetic one. The load average is printed first: other processes on a shared host
 inflate every number.
 
@@ -60,6 +62,17 @@ def typical_ruleset(folder: Path, with_median: bool = True) -> Path:
         del specs["robust_z_w50"]
     name = "typical" if with_median else "linear-time"
     write_ruleset(folder, [RuleSource(k, render(s)) for k, s in specs.items()], {"name": name})
+    return folder
+
+
+def packable_ruleset(folder: Path) -> Path:
+    """Two O(n) rules that pass the packing check (static band, flat line), from the fixtures."""
+    fixtures = ROOT / "tests" / "fixtures" / "rules" / "basic"
+    sources = [
+        RuleSource("band", (fixtures / "threshold.py").read_text(), {"low": -1e9, "high": 1e9}),
+        RuleSource("flat_line", (fixtures / "flat_line.py").read_text(), {"eps": 0.0}),
+    ]
+    write_ruleset(folder, sources, {"name": "packable"})
     return folder
 
 
@@ -201,6 +214,7 @@ def main() -> None:
             else [
                 typical_ruleset(Path(tmp) / "typical"),
                 typical_ruleset(Path(tmp) / "linear", with_median=False),
+                packable_ruleset(Path(tmp) / "packable"),
             ]
         )
         for rules in sets:
