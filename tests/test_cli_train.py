@@ -54,7 +54,10 @@ def test_train_json_and_trials(tmp_path: Path, monkeypatch) -> None:  # type: ig
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--dataset", "demo", "--generator", "gpt"], "needs an LLM endpoint"),
+        (["--dataset", "demo", "--generator", "gpt"], "must be 'auto', 'builtin' or 'llm'"),
+        (["--dataset", "demo", "--generator", "llm"], "needs an LLM"),
+        (["--resume", "no-such-run"], "no run 'no-such-run'"),
+        ([], "give --dataset"),
         (["--dataset", "nope-such-dataset"], "unknown dataset"),
         (["--dataset", "demo", "--series", "nope"], "nope"),
         (["--dataset", "demo", "--granularity", "weekly"], "--granularity"),
