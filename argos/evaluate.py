@@ -425,7 +425,8 @@ def evaluate(
     """Evaluate ``methods`` on ``dataset`` (same splits for all) and return every per-series score.
 
     ``workers`` processes run the (method, trial, training unit) tasks (default: CPU count; 1 runs
-    in this process). ``progress(done, total, description)`` is called after every task.
+    in this process). ``progress(done, total, description)`` is called once with ``done=0`` when
+    the workers have been forked (start progress-display threads only then), and after every task.
     ``with_scores`` computes AUC-PR / VUS-PR for detectors that expose scores.
 
     Raises :class:`EvaluationError` when a method fails (naming the method and the training unit)
@@ -450,6 +451,8 @@ def evaluate(
     rows: list[SeriesResult] = []
     try:
         if n_workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+            if progress:
+                progress(0, len(tasks), "running")
             for i, task in enumerate(tasks):
                 rows.extend(_run_task(task))
                 if progress:
@@ -484,6 +487,9 @@ def _run_parallel(
         pending: dict[Future[list[SeriesResult]], _Task] = {
             pool.submit(_run_task, t): t for t in tasks
         }
+        # Workers are forked by now: a caller may start threads (a progress display) from here on.
+        if progress:
+            progress(0, len(tasks), "running")
         done_count = 0
         try:
             while pending:

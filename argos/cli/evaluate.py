@@ -239,32 +239,38 @@ def register(app: typer.Typer) -> None:
             data = load_for_eval(cfg, progress=interactive and not as_json)
         except (DataError, ValueError) as exc:
             raise _fail(str(exc)) from None
+        bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not interactive,
+        )
+        task_id = bar.add_task(f"eval {data.name}", total=None)
+
+        def on_progress(done: int, total: int, what: str) -> None:
+            # Started on the first call, after the worker processes were forked: the display's
+            # refresh thread must not exist at fork time.
+            if not bar.live.is_started:
+                bar.start()
+            bar.update(task_id, completed=done, total=total, description=what)
+
         try:
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err,
-                transient=True,
-                disable=not interactive,
-            ) as bar:
-                task_id = bar.add_task(f"eval {data.name}", total=None)
-
-                def on_progress(done: int, total: int, what: str) -> None:
-                    bar.update(task_id, completed=done, total=total, description=what)
-
-                result = evaluate(
-                    data,
-                    infos,
-                    trials=cfg.trials,
-                    delay=cfg.delay,
-                    workers=cfg.workers,
-                    with_scores=cfg.scores,
-                    progress=on_progress,
-                )
+            result = evaluate(
+                data,
+                infos,
+                trials=cfg.trials,
+                delay=cfg.delay,
+                workers=cfg.workers,
+                with_scores=cfg.scores,
+                progress=on_progress,
+            )
         except EvaluationError as exc:
             raise _fail(str(exc)) from None
+        finally:
+            bar.stop()
         if cfg.out is not None:
             info = {"resolved_command": resolved_command(cfg), **run_info()}
             paths = write_results(result, Path(cfg.out), info)
