@@ -25,6 +25,7 @@ import math
 import os
 import re
 import string
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,11 +69,14 @@ class PromptError(ValueError):
 
 def agents_dir() -> Path:
     """Where templates are read: ``$ARGOS_AGENTS_DIR`` if set, else ``agents/`` beside the
-    ``argos`` package (the repository root of a checkout or editable install)."""
+    ``argos`` package (a checkout or editable install), else ``share/argos/agents`` under the
+    environment's prefix (where a wheel installs them, see ``pyproject.toml``)."""
     override = os.environ.get("ARGOS_AGENTS_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "agents"
+    beside = Path(__file__).resolve().parent.parent / "agents"
+    installed = Path(sys.prefix) / "share" / "argos" / "agents"
+    return beside if beside.is_dir() or not installed.is_dir() else installed
 
 
 @dataclass(frozen=True)
