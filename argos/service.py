@@ -5,6 +5,7 @@ Endpoints (all under a bearer token when one is configured, except ``/healthz``)
 * ``POST /v1/detect``: a whole series (timestamps + values), labels back; stateless.
 * ``POST /v1/streams/{series}/points``: new points of one series; stateful (history, ordering,
   post-processing kept per series).
+* ``POST /v1/points``: new points of many series at once (a scrape); stateful, one micro-batch.
 * ``GET /v1/rulesets``: the active rule set (rules, conditions, stream-exactness, isolation).
 * ``POST /v1/rulesets/reload``: load the rule-set folder again and swap atomically. Requests
   already running finish on the old set; streams keep their state across the swap.
@@ -133,6 +134,19 @@ class DetectIn(BaseModel):
     values: list[float] = Field(min_length=1)
 
 
+class SeriesPointIn(PointIn):
+    """One point of a named series."""
+
+    series: str = Field(min_length=1, max_length=200)
+
+
+class MultiPointsIn(BaseModel):
+    """Points of several series (interleaved; in time order within each series)."""
+
+    model_config = ConfigDict(extra="forbid")
+    points: list[SeriesPointIn] = Field(min_length=1)
+
+
 class RuleHit(BaseModel):
     """A rule that fired, with its stated abnormal condition."""
 
@@ -165,6 +179,15 @@ class StreamOut(BaseModel):
 
     ruleset: str
     series: str
+    accepted: int
+    dropped: dict[str, int]
+    results: list[dict[str, Any]]
+
+
+class MultiStreamOut(BaseModel):
+    """Per-point results of a multi-series push, in input order."""
+
+    ruleset: str
     accepted: int
     dropped: dict[str, int]
     results: list[dict[str, Any]]
@@ -541,29 +564,22 @@ def create_app(config: ServiceConfig) -> FastAPI:
         finally:
             holder.release(a)
 
-    @app.post(
-        "/v1/streams/{series}/points", tags=["detect"], dependencies=auth, response_model=StreamOut
-    )
-    def stream_points(
-        series: Annotated[str, PathParam(min_length=1, max_length=200)],
-        body: StreamPointsIn,
-    ) -> StreamOut:
-        """Push new points of one series (stateful); per-point labels and explanations back."""
-        n = len(body.points)
+    def push_points(points: list[Point]) -> tuple[Detector, int, dict[str, int], list[Any]]:
+        """Stream points through the active set; (detector, accepted, dropped, JSON results)."""
+        n = len(points)
         if n > config.max_points:
             raise HTTPException(422, f"{n} points is over the limit of {config.max_points}")
-        points = [
-            Point(series, p.timestamp, float("nan") if p.value is None else p.value)
-            for p in body.points
-        ]
         a = holder.acquire()
         t0 = time.perf_counter()
         try:
             det = a.detector
             with holder.stream_lock:
-                if not det.has_series(series) and det.n_series >= config.max_series:
+                new = {p.series for p in points if not det.has_series(p.series)}
+                if new and det.n_series + len(new) > config.max_series:
                     raise HTTPException(
-                        429, f"too many series (limit {config.max_series}); not tracking {series!r}"
+                        429,
+                        f"too many series (limit {config.max_series}); not tracking "
+                        f"{len(new)} new series",
                     )
                 results = det.push(points)
             dt = time.perf_counter() - t0
@@ -571,13 +587,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
             holder.release(a)
         dropped: dict[str, int] = {}
         anomalies = alerts = 0
+        errors: set[str] = set()
         for r in results:
             if r.status != "ok":
                 dropped[r.status] = dropped.get(r.status, 0) + 1
             anomalies += r.anomaly
             alerts += r.alert
-        errors: set[str] = set()
-        for r in results:
             errors.update(r.errors)
         for rid in errors:
             metrics.rule_errors.labels(rid).inc()
@@ -588,12 +603,43 @@ def create_app(config: ServiceConfig) -> FastAPI:
         metrics.anomalies.inc(anomalies)
         metrics.alerts.inc(alerts)
         metrics.point_latency.labels("stream").observe(dt / n)
+        return det, accepted, dropped, [r.to_json(det.conditions) for r in results]
+
+    @app.post(
+        "/v1/streams/{series}/points", tags=["detect"], dependencies=auth, response_model=StreamOut
+    )
+    def stream_points(
+        series: Annotated[str, PathParam(min_length=1, max_length=200)],
+        body: StreamPointsIn,
+    ) -> StreamOut:
+        """Push new points of one series (stateful); per-point labels and explanations back."""
+        points = [
+            Point(series, p.timestamp, float("nan") if p.value is None else p.value)
+            for p in body.points
+        ]
+        det, accepted, dropped, results = push_points(points)
         return StreamOut(
             ruleset=det.ruleset.id or det.ruleset.name,
             series=series,
             accepted=accepted,
             dropped=dropped,
-            results=[r.to_json(det.conditions) for r in results],
+            results=results,
+        )
+
+    @app.post("/v1/points", tags=["detect"], dependencies=auth, response_model=MultiStreamOut)
+    def multi_points(body: MultiPointsIn) -> MultiStreamOut:
+        """Push points of many series at once (e.g. one scrape); stateful, results in input
+        order. Points of one series must be in time order; series may interleave."""
+        points = [
+            Point(p.series, p.timestamp, float("nan") if p.value is None else p.value)
+            for p in body.points
+        ]
+        det, accepted, dropped, results = push_points(points)
+        return MultiStreamOut(
+            ruleset=det.ruleset.id or det.ruleset.name,
+            accepted=accepted,
+            dropped=dropped,
+            results=results,
         )
 
     return app

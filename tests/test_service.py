@@ -202,6 +202,8 @@ def test_too_many_series_get_429(tmp_path: Path) -> None:
         assert c.post("/v1/streams/b/points", json=pts).status_code == 200
         r = c.post("/v1/streams/c/points", json=pts)
         assert r.status_code == 429 and "too many series" in r.json()["detail"]
+        multi = {"points": [{"series": "d", "timestamp": 1, "value": 1.0}]}
+        assert c.post("/v1/points", json=multi).status_code == 429
         assert (
             c.post(
                 "/v1/streams/a/points", json={"points": [{"timestamp": 2, "value": 1.0}]}
@@ -223,3 +225,26 @@ def test_openapi_lists_the_endpoints(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     for p in ("/v1/detect", "/v1/streams/{series}/points", "/v1/rulesets", "/v1/rulesets/reload"):
         assert p in paths
+
+
+def test_multi_series_points_equal_per_series_batch(client: TestClient, rules_dir: Path) -> None:
+    data = {f"host-{i}": verification_sample(400, seed=30 + i) for i in range(4)}
+    labels: dict[str, list[bool]] = {k: [] for k in data}
+    for a in range(0, 400, 25):
+        pts = [
+            {"series": k, "timestamp": int(t[j]), "value": float(v[j])}
+            for j in range(a, a + 25)
+            for k, (t, v) in data.items()
+        ]
+        r = client.post("/v1/points", json={"points": pts}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["accepted"] == 100 and out["dropped"] == {}
+        assert [x["series"] for x in out["results"]] == [p["series"] for p in pts]
+        for x in out["results"]:
+            labels[x["series"]].append(x["anomaly"])
+    with Detector.open(rules_dir, isolation="inprocess") as det:
+        for k, (t, v) in data.items():
+            np.testing.assert_array_equal(np.array(labels[k]), det.detect_arrays(t, v).anomaly)
+    bad = client.post("/v1/points", json={"points": [{"timestamp": 1, "value": 1}]}, headers=AUTH)
+    assert bad.status_code == 422 and "series" in bad.json()["detail"]
