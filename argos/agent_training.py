@@ -252,6 +252,58 @@ class AgentGenerator:
         )
 
 
+class BuiltinAgents:
+    """The builtin generator as the graph's generator node (no LLM, nothing to repair or review).
+
+    On the first call it runs :func:`argos.builtin_generator.search` on the lab's train and
+    validation data (labels stay in this process; the search is our own trusted numpy); each
+    ``generate`` call then proposes the next candidate of its ranking as rendered rule code, with
+    its threshold already fitted on train. Everything after generation (sandbox check, validation,
+    the accept gate, top-k, export) is the graph's, shared with the LLM path.
+    """
+
+    can_repair = False
+    can_review = False
+    prefitted = True
+
+    def __init__(self, lab: SandboxRuleLab, config: LoopConfig) -> None:
+        self.lab = lab
+        self.n = config.candidates_per_iteration
+        self._ranking: list[str] | None = None
+
+    def _codes(self) -> list[str]:
+        if self._ranking is None:
+            from argos.builtin_generator import SearchConfig, search
+            from argos.templates import RuleSpec, render
+            from argos.training import fit_series
+
+            result = search(fit_series(self.lab.train, self.lab.validation), SearchConfig())
+            self._ranking = [render(RuleSpec(c.structure, c.threshold)) for c in result.ranking]
+        return self._ranking
+
+    def generate(
+        self,
+        *,
+        chunk: int,
+        contrast: int | None,
+        focus: str,
+        previous: Candidate | None,
+        iteration: int,
+        slot: int,
+    ) -> str | None:
+        codes = self._codes()
+        index = iteration * self.n + slot
+        return codes[index] if index < len(codes) else None
+
+    def repair(
+        self, *, code: str, status: str, detail: str, traceback: str, attempt: int
+    ) -> str | None:
+        raise RuntimeError("the builtin generator does not repair")  # can_repair is False
+
+    def review(self, *, old: Candidate, new: Candidate, regressions: str) -> str | None:
+        raise RuntimeError("the builtin generator does not review")  # can_review is False
+
+
 def _unit_key(train: Sequence[Series]) -> str:
     ids = [s.id for s in train]
     if len(ids) == 1:

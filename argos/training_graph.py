@@ -435,9 +435,12 @@ def repair(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
 
 
 def fit(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
-    """Fit the draft's PARAMS on training data (in the sandbox, scored in the parent)."""
+    """Fit the draft's PARAMS on training data (in the sandbox, scored in the parent), unless the
+    generator already fitted them (the builtin search does)."""
     ctx = _ctx(runtime)
     draft = _draft(state)
+    if getattr(ctx.agents, "prefitted", False):
+        return {}
     return {"draft": _with(draft, params=ctx.lab.fit(draft["code"], ctx.config.seed))}
 
 

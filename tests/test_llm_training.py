@@ -249,3 +249,24 @@ def test_method_base_predicts_both_parts(unit: Any) -> None:
     parts = method_base("static-threshold")(train, validation)
     assert [(len(a), len(b)) for a, b in parts] == [(len(train[0]), len(validation[0]))]
     assert parts[0][0].dtype == bool
+
+
+def test_builtin_generator_drives_the_same_graph(unit: Any) -> None:
+    from argos.agent_training import BuiltinAgents
+    from argos.rule_lab import SandboxRuleLab
+    from argos.sandbox import Sandbox
+    from argos.training_graph import TrainingContext, build_graph
+
+    train, validation = unit
+    cfg = LoopConfig(candidates_per_iteration=3, max_iterations=2, patience=5)
+    with Sandbox() as sandbox:
+        lab = SandboxRuleLab(train, validation, sandbox, chunk_size=600)
+        agents = BuiltinAgents(lab, cfg)
+        ctx = TrainingContext(agents=agents, lab=lab, config=cfg, export=lambda acc, log: "x")
+        graph = build_graph(cfg, can_repair=False, can_review=False).compile()
+        out = graph.invoke({}, context=ctx, config={"recursion_limit": 200})
+    best = out["accepted"][0]
+    # The search's rule, checked and scored by the graph in the sandbox like any LLM candidate.
+    assert best["status"] == "ok" and best["val_f1"] is not None and best["val_f1"] >= 0.5
+    assert "PARAMS" in best["code"] and "Abnormal" in best["code"]
+    assert sum(e["event"] == "candidate" for e in out["log"]) >= 3
