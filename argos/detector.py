@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -704,7 +705,7 @@ class Detector:
         order = [i for s in names for i in groups[s]]
         t_all = np.fromiter((points[i].timestamp for i in order), np.int64, len(order))
         v_all = np.fromiter((points[i].value for i in order), np.float64, len(order))
-        bounds = np.cumsum([0] + [len(groups[s]) for s in names]).tolist()
+        bounds = [0, *itertools.accumulate(len(groups[s]) for s in names)]
         items = [
             (s, t_all[bounds[j] : bounds[j + 1]], v_all[bounds[j] : bounds[j + 1]])
             for j, s in enumerate(names)
@@ -714,26 +715,41 @@ class Detector:
         errs_by_item: dict[int, tuple[str, ...]] = {}
         for e in res.errors:
             errs_by_item[e.item] = (*errs_by_item.get(e.item, ()), e.rule_id)
-        # combine and post-process all series at once; only series with raw alarms loop
-        labels = np.concatenate(res.labels, axis=1)
+        # combine and post-process all series at once; only series with raw alarms loop, and a
+        # push without any alarm (the common case) costs no per-point numpy work
+        n = len(order)
+        labels = res.labels[0] if len(res.labels) == 1 else np.concatenate(res.labels, axis=1)
         raw = combine(labels, self.roles, self.ruleset.combination)
-        anomaly = np.zeros(len(order), dtype=np.bool_)
-        alert = np.zeros(len(order), dtype=np.bool_)
-        incident = np.zeros(len(order), dtype=np.int64)
-        with_raw = set(np.searchsorted(bounds, np.flatnonzero(raw), side="right") - 1)
-        for j, s in enumerate(names):
-            st = self._post.get(s)
-            if st is None:
-                st = self._post[s] = _PostState()
-            a, b = bounds[j], bounds[j + 1]
-            if j in with_raw:
-                anomaly[a:b], alert[a:b], incident[a:b] = _post_process(raw[a:b], st, self.post)
-            else:
-                st.pos += b - a
-        fired_at = set(np.flatnonzero(labels.any(axis=0)).tolist())
-        item_of = np.searchsorted(bounds, np.arange(len(order)), side="right") - 1
-        anomaly_l, alert_l, raw_l = anomaly.tolist(), alert.tolist(), raw.tolist()
-        incident_l, item_l = incident.tolist(), item_of.tolist()
+        if raw.any():
+            anomaly = np.zeros(n, dtype=np.bool_)
+            alert = np.zeros(n, dtype=np.bool_)
+            incident = np.zeros(n, dtype=np.int64)
+            with_raw = set(
+                (np.searchsorted(bounds, np.flatnonzero(raw), side="right") - 1).tolist()
+            )
+            for j, s in enumerate(names):
+                st = self._post.get(s)
+                if st is None:
+                    st = self._post[s] = _PostState()
+                a, b = bounds[j], bounds[j + 1]
+                if j in with_raw:
+                    anomaly[a:b], alert[a:b], incident[a:b] = _post_process(raw[a:b], st, self.post)
+                else:
+                    st.pos += b - a
+            anomaly_l, alert_l, raw_l = anomaly.tolist(), alert.tolist(), raw.tolist()
+            incident_l = incident.tolist()
+            n_anomalies, n_alerts = int(anomaly.sum()), int(alert.sum())
+        else:
+            for j, s in enumerate(names):
+                st = self._post.get(s)
+                if st is None:
+                    st = self._post[s] = _PostState()
+                st.pos += bounds[j + 1] - bounds[j]
+            anomaly_l = alert_l = raw_l = [False] * n
+            incident_l = [0] * n
+            n_anomalies = n_alerts = 0
+        fired_at = set(np.flatnonzero(labels.any(axis=0)).tolist()) if labels.any() else set()
+        item_l = [j for j, s in enumerate(names) for _ in groups[s]]
         rule_ids = self.rule_ids
         for pos, i in enumerate(order):
             p = points[i]
@@ -754,9 +770,9 @@ class Detector:
                 fired,
                 errs_by_item.get(item_l[pos], ()),
             )
-        self.counters["points"] += len(order)
-        self.counters["anomalies"] += int(anomaly.sum())
-        self.counters["alerts"] += int(alert.sum())
+        self.counters["points"] += n
+        self.counters["anomalies"] += n_anomalies
+        self.counters["alerts"] += n_alerts
         return [r for r in results if r is not None]
 
     def push_arrays(
