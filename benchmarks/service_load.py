@@ -7,7 +7,9 @@ cost):
 
 1. **stream**: each client owns a few series and pushes 100-point micro-batches
    (``POST /v1/streams/{series}/points``);
-2. **batch**: each client labels whole 10k-point series (``POST /v1/detect``).
+2. **scrape**: each request carries one new point for each of 200 series of the client
+   (``POST /v1/points``), the shape of a metrics scrape;
+3. **batch**: each client labels whole 10k-point series (``POST /v1/detect``).
 
 Usage: ``.venv/bin/python benchmarks/service_load.py [--rules DIR] [--clients N] [--seconds S]``
 """
@@ -27,7 +29,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from argos.detector import Detector, verification_sample
+from argos.detector import Detector, Point, verification_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
@@ -80,7 +82,7 @@ def run_clients(
     stop = time.monotonic() + seconds
 
     def client(ci: int) -> None:
-        t, v = verification_sample(200_000 if make_request == "stream" else 10_000, seed=ci)
+        t, v = verification_sample(10_000 if make_request == "batch" else 200_000, seed=ci)
         mine: list[float] = []
         ok = bad = 0
         pos = [0] * 5
@@ -98,6 +100,15 @@ def run_clients(
                         ]
                     }
                     url = f"/v1/streams/c{ci}-s{j}/points"
+                elif make_request == "scrape":
+                    vals = v[(n * points_per_request) % (len(v) - points_per_request) :]
+                    body = {
+                        "points": [
+                            {"series": f"c{ci}-h{j}", "timestamp": 60 * n, "value": float(vals[j])}
+                            for j in range(points_per_request)
+                        ]
+                    }
+                    url = "/v1/points"
                 else:
                     body = {"timestamps": t.tolist(), "values": v.tolist()}
                     url = "/v1/detect"
@@ -125,6 +136,15 @@ def run_clients(
 def direct_rate(rules: Path, kind: str, points_per_request: int, n_requests: int) -> float:
     """Points/s of the same work through a Detector in this process (isolated workers)."""
     with Detector.open(rules, verify=False) as det:
+        if kind == "scrape":
+            rng = np.random.default_rng(0)
+            t0 = time.perf_counter()
+            for r in range(n_requests):
+                vals = rng.normal(50, 5, size=points_per_request)
+                det.push(
+                    [Point(f"h{j}", 60 * r, float(vals[j])) for j in range(points_per_request)]
+                )
+            return points_per_request * n_requests / (time.perf_counter() - t0)
         if kind == "stream":
             t, v = verification_sample(points_per_request * n_requests, seed=99)
             t0 = time.perf_counter()
@@ -148,10 +168,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         proc, base = start_server(args.rules, Path(tmp) / "server.log")
         try:
-            for kind, ppr in (("stream", 100), ("batch", 10_000)):
+            for kind, ppr in (("stream", 100), ("scrape", 200), ("batch", 10_000)):
                 ok, bad, lat = run_clients(base, args.clients, args.seconds, kind, ppr)
                 secs = args.seconds
-                direct = direct_rate(args.rules, kind, ppr, 50 if kind == "stream" else 10)
+                direct = direct_rate(args.rules, kind, ppr, 10 if kind == "batch" else 50)
                 pts = ok * ppr / secs
                 print(
                     f"\n{kind}: {args.clients} clients x {secs:g} s, {ppr} points per request"
