@@ -1,8 +1,8 @@
 """Load test against a REAL ``argos serve`` (uvicorn) subprocess on loopback.
 
-Bounded: 8 concurrent clients, about 180 requests and a few seconds (limit 120 s). Checks: zero 5xx, the server
-stays healthy after a burst of malformed and oversized requests, unauthorised requests get 401,
-reloads during traffic keep stream labels exact.
+Bounded: 8 concurrent clients, about 180 requests and a few seconds (limit 120 s). Checks: zero
+5xx, the server stays healthy after a burst of malformed and oversized requests, unauthorised
+requests get 401, reloads during traffic keep stream labels exact.
 """
 
 from __future__ import annotations
