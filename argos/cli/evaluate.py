@@ -94,11 +94,10 @@ def print_summary(result: EvalResult, console: Console) -> None:
         title=f"{result.dataset}: {counts['series']} series, one fit per {result.granularity}"
         + (f", {result.trials} trials (means)" if result.trials > 1 else "")
     )
-    for col in (
-        "method",
-        "evPA P",
-        "evPA R",
-        "evPA F1",
+    columns = [
+        "P",
+        "R",
+        "F1",
         "pooled F1",
         "both F1",
         "point F1",
@@ -106,8 +105,12 @@ def print_summary(result: EvalResult, console: Console) -> None:
         f"{result.delay}-delay F1",
         "AUC-PR",
         "time s",
-    ):
-        table.add_column(col, justify="left" if col == "method" else "right")
+    ]
+    # On a narrow terminal keep the event-PA columns and the time; results.md has everything.
+    keep = columns if console.width >= 130 else columns[:5] + columns[-1:]
+    table.add_column("method", no_wrap=True)
+    for col in keep:
+        table.add_column(col, justify="right", no_wrap=True)
     for method in result.methods:
         e = summary[method]
         ev = e["event_pa"]
@@ -117,22 +120,29 @@ def print_summary(result: EvalResult, console: Console) -> None:
             f1_text = f"{f1:.3f}±{spread:.3f}" if spread is not None else _fmt(f1)
         else:
             f1_text = _fmt(f1)
-        table.add_row(
-            method,
-            _fmt(ev["mean"]["precision"]),
-            _fmt(ev["mean"]["recall"]),
-            f1_text,
-            _fmt(ev["pooled"]["f1"]),
-            _fmt(ev["mean_both"]["f1"]),
-            _fmt(e["point"]["mean"]["f1"]),
-            _fmt(e["point_adjusted"]["mean"]["f1"]),
-            _fmt(e["delay"]["mean"]["f1"]),
-            _fmt(e["auc_pr"]),
-            f"{e['seconds']:.1f}",
+        cells = dict(
+            zip(
+                columns,
+                [
+                    _fmt(ev["mean"]["precision"]),
+                    _fmt(ev["mean"]["recall"]),
+                    f1_text,
+                    _fmt(ev["pooled"]["f1"]),
+                    _fmt(ev["mean_both"]["f1"]),
+                    _fmt(e["point"]["mean"]["f1"]),
+                    _fmt(e["point_adjusted"]["mean"]["f1"]),
+                    _fmt(e["delay"]["mean"]["f1"]),
+                    _fmt(e["auc_pr"]),
+                    f"{e['seconds']:.1f}",
+                ],
+                strict=True,
+            )
         )
+        table.add_row(method, *(cells[c] for c in keep))
     console.print(table)
     console.print(
-        "evPA = event-F1 with point adjustment; P/R/F1 and the other metrics' F1 are "
+        "P, R, F1, pooled F1, both F1 = event-F1 with point adjustment; P/R/F1 and the other "
+        "metrics' F1 are "
         f"means over series; {counts['without_test_anomalies']} of {counts['series']} series "
         "have no test anomaly and are excluded from mean recall/F1. pooled = counts summed over "
         f"series. both = mean over the {counts['with_anomalies_in_both']} series with anomalies "
