@@ -81,6 +81,8 @@ class SearchConfig:
         seed: seed for ``trials`` subsampling.
         max_candidates: cap on distinct thresholds swept per structure (quantiles beyond it).
         resolution: selection scores closer than this count as a tie, broken by the margin.
+        gap: where the threshold sits in the gap below the optimal event maximum (0.5: midway).
+        val_weight: weight of the validation F1 in the selection score (the rest: train F1).
         few_events: with fewer labeled events than this (train + validation, all series), only
             the simple scorers of :data:`SIMPLE_SCORERS` on values and differences are searched.
     """
@@ -95,6 +97,8 @@ class SearchConfig:
     max_candidates: int = 4000
     resolution: float = 0.02
     few_events: int = 3
+    val_weight: float = 0.5
+    gap: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -240,9 +244,10 @@ def sweep_threshold(
     parts: Sequence[_Part],
     base: Sequence[BoolArray] | None = None,
     max_candidates: int = 4000,
+    gap: float = 0.5,
 ) -> tuple[float, float]:
     """The threshold maximising mean event-PA F1 over the parts, and that F1 (see :func:`sweep`)."""
-    thr, f1, _ = sweep(scores, parts, base, max_candidates)
+    thr, f1, _ = sweep(scores, parts, base, max_candidates, gap)
     return thr, f1
 
 
@@ -251,6 +256,7 @@ def sweep(
     parts: Sequence[_Part],
     base: Sequence[BoolArray] | None = None,
     max_candidates: int = 4000,
+    gap: float = 0.5,
 ) -> tuple[float, float, float]:
     """The threshold maximising mean event-PA F1 over the parts, and that F1.
 
@@ -260,7 +266,8 @@ def sweep(
     so every point of the plateau keeps its side. Returns ``(threshold, f1, margin)``, where the
     margin is that gap in units of the standard deviation of the normal points' scores (capped at
     10): how robustly the threshold separates what it catches. ``(inf, f1 of base alone or 0, 0)``
-    when no threshold helps.
+    when no threshold helps. ``gap`` places the threshold in that gap: 0.5 = midway, smaller = nearer the
+    event maximum (fewer alarms on new data).
     """
     ev_sorted: list[FloatArray] = []
     ne_sorted: list[FloatArray] = []
@@ -307,7 +314,7 @@ def sweep(
             j = int(np.searchsorted(arr, c, side="left"))
             if j > 0 and np.isfinite(arr[j - 1]):
                 below = max(below, float(arr[j - 1]))
-    thr = c if not math.isfinite(below) else (c + below) / 2.0
+    thr = c if not math.isfinite(below) else c - gap * (c - below)
     if not thr < c and below < c:  # rounding: keep strictly within the gap
         thr = c
     normal = np.concatenate(ne_sorted)
@@ -428,13 +435,15 @@ def propose_structures(
 # --------------------------------------------------------------------------------------------------
 
 
-def _selection(train_f1: float, val_counts: _Counts) -> tuple[float | None, float]:
+def _selection(
+    train_f1: float, val_counts: _Counts, val_weight: float = 0.5
+) -> tuple[float | None, float]:
     vf1 = val_counts.f1()
     if vf1 is None:
         # no validation event: penalise validation false alarms against the train fit
         fp = float(val_counts.fp.sum())
         return None, train_f1 / (1.0 + 0.1 * fp)
-    return vf1, 0.5 * train_f1 + 0.5 * vf1
+    return vf1, (1.0 - val_weight) * train_f1 + val_weight * vf1
 
 
 def search(
@@ -475,7 +484,7 @@ def search(
                 if fit_on_all:
                     # no train event: fit and select on train + validation together
                     thr, tf1, margin = sweep(
-                        scores, all_parts, max_candidates=config.max_candidates
+                        scores, all_parts, None, config.max_candidates, config.gap
                     )
                     if not math.isfinite(thr):
                         continue
@@ -483,12 +492,12 @@ def search(
                     vf1, sel = vc.f1(), tf1
                 else:
                     thr, tf1, margin = sweep(
-                        scores, train_parts, max_candidates=config.max_candidates
+                        scores, train_parts, None, config.max_candidates, config.gap
                     )
                     if not math.isfinite(thr):
                         continue
                     vc = _counts(scores, val_parts, thr)
-                    vf1, sel = _selection(tf1, vc)
+                    vf1, sel = _selection(tf1, vc, config.val_weight)
                 ranking.append(Candidate(st, thr, tf1, vf1, int(vc.fp.sum()), sel, margin))
                 best_sel = max(best_sel, sel)
         if progress is not None:
@@ -544,14 +553,14 @@ def _compose(
         best: tuple[float, RuleSpec, int] | None = None
         for j, st in enumerate(pool):
             scores = _scores_of(series, st)
-            thr, tf1 = sweep_threshold(scores, train_parts, base, config.max_candidates)
+            thr, tf1 = sweep_threshold(scores, train_parts, base, config.max_candidates, config.gap)
             if not math.isfinite(thr):
                 continue
             flags = [b | (s >= thr) for b, s in zip(base, scores, strict=True)]
             if in_sample:
                 cand_sel = tf1
             else:
-                _, cand_sel = _selection(tf1, flags_counts(flags, val_parts))
+                _, cand_sel = _selection(tf1, flags_counts(flags, val_parts), config.val_weight)
             if best is None or cand_sel > best[0]:
                 best = (cand_sel, RuleSpec(st, thr), j)
         if best is None or best[0] < sel + config.min_gain:
@@ -575,7 +584,7 @@ def _refit(
     base: list[BoolArray] | None = None
     for r in chosen:
         scores = _scores_of(series, r.structure)
-        thr, _ = sweep_threshold(scores, all_parts, base, config.max_candidates)
+        thr, _ = sweep_threshold(scores, all_parts, base, config.max_candidates, config.gap)
         if not math.isfinite(thr):
             continue  # adds nothing on train + validation once the earlier rules are in
         out.append(RuleSpec(r.structure, thr))
