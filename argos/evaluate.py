@@ -431,6 +431,8 @@ def evaluate(
 
     Raises :class:`EvaluationError` when a method fails (naming the method and the training unit)
     and ``ValueError`` for bad arguments (the message of an unknown method lists known ones).
+    Unlabeled series cannot be scored: they are left out and listed in
+    ``meta["skipped_unlabeled"]``.
     """
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
@@ -440,8 +442,17 @@ def evaluate(
     if not infos:
         raise ValueError("no methods to evaluate")
     unlabeled = [s.id for s in dataset.series if s.labels is None]
-    if unlabeled:
-        raise ValueError(f"dataset {dataset.name!r} has unlabeled series, e.g. {unlabeled[0]!r}")
+    if len(unlabeled) == len(dataset.series):
+        raise ValueError(f"dataset {dataset.name!r} has no labeled series to score")
+    if unlabeled:  # nothing to score them against: leave them out, and say so in the tables
+        keep = [s for s in dataset.series if s.labels is not None]
+        dataset = Dataset(
+            dataset.name,
+            keep,
+            dataset.split,
+            {p: [i for i in ids if i not in unlabeled] for p, ids in dataset.partitions.items()},
+            dataset.meta,
+        )
     for s in dataset.series:
         split_series(s, dataset.split)  # fail early on impossible splits
     tasks = _tasks(dataset, infos, trials)
@@ -473,6 +484,7 @@ def evaluate(
         rows=rows,
         n_series=len(dataset),
         seconds=time.perf_counter() - start,
+        meta={"skipped_unlabeled": unlabeled} if unlabeled else {},
     )
 
 
@@ -573,6 +585,14 @@ def markdown_table(result: EvalResult, command: str | None = None) -> str:
         "precision counts in the mean (as 0) when the method raised alarms on them.",
         f"- {counts['with_anomalies_in_both']} series have anomalies in both the train and the "
         "test part (the third table).",
+        *(
+            [
+                f"- {len(result.meta['skipped_unlabeled'])} unlabeled series were left out: "
+                + ", ".join(result.meta["skipped_unlabeled"][:10])
+            ]
+            if result.meta.get("skipped_unlabeled")
+            else []
+        ),
         "- Pooled sums TP/FP/FN over series (events never merge across series).",
         "- Event-PA: TP = true events with at least one alarm, FN = events with none, FP = alarms "
         "outside every event (each point once).",

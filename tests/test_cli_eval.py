@@ -134,3 +134,34 @@ def test_real_yahoo_a1_per_series(data_root: Path) -> None:
     # peers measured 0.467 for a robust z-score (window 60) with this protocol
     assert ev["mean_both"]["f1"] == pytest.approx(0.480, abs=0.01)
     assert doc["methods"]["robust-zscore"]["auc_pr"] is None  # --no-scores
+
+
+def test_generic_folder_with_train_fraction_skips_unlabeled(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--dataset",
+            str(fixtures_dir / "generic"),
+            "--train-fraction",
+            "0.6",
+            "--methods",
+            "ewma",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "left out 1 unlabeled series: latency" in result.stderr
+    rows = (out / "per_series.csv").read_text().splitlines()
+    assert len(rows) == 2  # header + cpu
+    # cpu.csv has 10 points: floor(10 * 0.6) = 6 train points, 4 test points
+    assert rows[1].startswith("ewma,0,cpu,cpu,generic,4,")
+    assert json.loads((out / "results.json").read_text())["meta"] == {
+        "skipped_unlabeled": ["latency"]
+    }

@@ -277,10 +277,13 @@ def register(app: typer.Typer) -> None:
                 with_scores=cfg.scores,
                 progress=on_progress,
             )
-        except EvaluationError as exc:
+        except (EvaluationError, ValueError, DataError) as exc:
             raise _fail(str(exc)) from None
         finally:
             bar.stop()
+        skipped = result.meta.get("skipped_unlabeled", [])
+        if skipped and not as_json:
+            err.print(f"left out {len(skipped)} unlabeled series: {', '.join(skipped[:10])}")
         if cfg.out is not None:
             info = {"resolved_command": resolved_command(cfg), **run_info()}
             paths = write_results(result, Path(cfg.out), info)
