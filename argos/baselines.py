@@ -537,7 +537,9 @@ class IsolationForestBaseline(ScoreBaseline):
     """scikit-learn IsolationForest on causal window features (see :func:`window_features`).
 
     Features are standardised with the train median / IQR; the forest is fit on at most
-    ``max_fit_rows`` train rows drawn with the trial's seed; residual = -score_samples.
+    ``max_fit_rows`` train rows drawn with the trial's seed; residual = -score_samples. When no
+    train point has the 300 points of history the features need, there is no model and the
+    detector never fires.
     """
 
     name = "isolation-forest"
@@ -565,10 +567,10 @@ class IsolationForestBaseline(ScoreBaseline):
 
         feats = np.concatenate([window_features(h.values, self.window) for h in history])
         feats = feats[np.isfinite(feats).all(axis=1)]
-        if feats.shape[0] == 0:
-            raise ValueError(
-                f"isolation-forest: no train point has {5 * self.window} points of history"
-            )
+        if feats.shape[0] < 2:
+            # Too short for any point to have a full window of history: no model, no alarms.
+            self.model = None
+            return
         self.center = np.median(feats, axis=0)
         q75, q25 = np.percentile(feats, [75, 25], axis=0)
         iqr = q75 - q25
@@ -586,7 +588,7 @@ class IsolationForestBaseline(ScoreBaseline):
         feats = window_features(values, self.window)
         ok = np.isfinite(feats).all(axis=1)
         out = np.full(values.shape[0], np.nan)
-        if ok.any():
+        if self.model is not None and ok.any():
             x = (feats[ok] - self.center) / self.scale
             out[ok] = -self.model.score_samples(x)
         return out

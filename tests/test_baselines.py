@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from argos import baselines as B
 from argos.methods import get_method, method_names
+from argos.metrics import event_pa
 from argos.protocol import fit_inputs, split_series
 from argos.series import Series, SplitSpec
 
@@ -193,3 +196,33 @@ def test_pyod_peer_scores_are_pyods_own() -> None:
 def test_unknown_pyod_method_hints_at_the_extra() -> None:
     with pytest.raises(KeyError, match=r"argos-rules\[peers\]"):
         get_method("pyod-nonexistent")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_series_shorter_than_the_windows_give_no_alarms_not_errors(name: str) -> None:
+    s = _spiky(40)
+    inputs = fit_inputs([s], SplitSpec())
+    det = get_method(name).build(seed=0).fit(inputs.train, inputs.validation)
+    pred = det.detect(s.without_labels())
+    assert pred.shape == (40,) and pred.dtype == np.bool_
+    if name != "static-threshold":  # the only one without a warm-up
+        assert not pred.any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(-5, 5, allow_nan=False), st.booleans()), min_size=2, max_size=80)
+)
+def test_best_threshold_f1_is_the_event_pa_f1_of_its_labels(rows: list[tuple[float, bool]]) -> None:
+    score = np.array([r[0] for r in rows])
+    labels = np.array([r[1] for r in rows], dtype=bool)
+    thr, f1 = B.best_threshold([score], [labels])
+    if not labels.any():
+        assert f1 is None and thr == score.max()
+        return
+    got = event_pa(labels, score > thr).f1
+    assert got is not None and f1 is not None
+    assert got == pytest.approx(f1)
+    # no candidate of the grid does better
+    for q in np.quantile(score, B.QUANTILE_LEVELS):
+        assert (event_pa(labels, score > q).f1 or 0.0) <= f1 + 1e-12
