@@ -593,3 +593,16 @@ def test_control_unconfined_connect_reaches_the_listener(env: Env, listener: soc
         conn.close()
     finally:
         listener.setblocking(False)
+
+
+@pytest.mark.timeout(120)
+def test_control_unconfined_rule_finds_the_parent_labels(env: Env) -> None:
+    """Control: with no kernel layer (as root) the /proc/<parent>/mem attack finds the labels."""
+    if os.geteuid() != 0:
+        pytest.skip("reading another process's memory needs root (or ptrace rights)")
+    case = next(c for c in CASES if c.id == "labels_parent_mem")
+    limits = SandboxLimits(cpu_seconds=20.0, wall_seconds=60.0, memory_mb=512)
+    with Sandbox(limits=limits, static_gate=False, layers=[], allow_unconfined=True) as sb:
+        res = sb.run(_fill(case.code, env), _inputs())
+    assert res.status is Status.OK and res.outputs is not None
+    assert res.outputs[0].all(), "an unconfined rule should find the labels in the parent's memory"
