@@ -20,6 +20,8 @@ Semantics (see ``docs/detector.md``):
   their status, never an exception.
 * **Combination.** ``or``: a point is raw-anomalous when any rule fires. ``fusion``: rules carry a
   role ``base``/``fn``/``fp``; raw = (base and no FP-rule fires) or (not base and an FN-rule fires).
+  When the base is an external detector (``method:NAME``, ``csv:FILE``), its label comes with each
+  point (``Point.base``; a missing one counts as normal and is counted as ``missing_base``).
 * **Post-processing** (:class:`PostProcessing`, counted in points, causal, identical in batch and
   stream): ``min_duration`` (a point is anomalous once the raw label has held for that many
   consecutive points), ``cooldown`` (an anomalous point raises an *alert* only if no alert was
@@ -119,6 +121,7 @@ class LoadedRuleSet:
     combination: Literal["or", "fusion"]
     digest: str
     id: str = ""
+    external_base: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON description (for ``GET /v1/rulesets`` and logs)."""
@@ -127,6 +130,7 @@ class LoadedRuleSet:
             "name": self.name,
             "directory": self.directory,
             "combination": self.combination,
+            "external_base": self.external_base,
             "digest": self.digest,
             "rules": [
                 {
@@ -203,13 +207,10 @@ def load_rules(directory: str | Path) -> LoadedRuleSet:
         "fusion" if isinstance(manifest.combination, Fusion) else "or"
     )
     fusion = manifest.combination
+    external_base: str | None = None
     if isinstance(fusion, Fusion) and fusion.external_base:
-        raise RuleSetError(
-            f"{d}: this rule set corrects an external base detector ({fusion.base}); the online "
-            "detector runs rules only. Score it offline (argos eval) or train the fusion against "
-            "a rule-set base."
-        )
-    if combination == "fusion" and sum(r.role == "base" for r in rules) != 1:
+        external_base = fusion.base
+    elif combination == "fusion" and sum(r.role == "base" for r in rules) != 1:
         raise RuleSetError(f"{d}: a fusion rule set needs exactly one accepted 'base' rule")
     digest = hashlib.sha256(
         json.dumps(
@@ -228,6 +229,7 @@ def load_rules(directory: str | Path) -> LoadedRuleSet:
         combination=combination,
         digest=digest,
         id=manifest.id,
+        external_base=external_base,
     )
 
 
@@ -305,6 +307,7 @@ class Point:
     series: str
     timestamp: int
     value: float
+    base: bool | None = None  # the external base detector's label (fusion with external base)
 
 
 @dataclass(frozen=True)
@@ -413,16 +416,23 @@ def _chunk_sizes(n: int, seed: int = 11) -> list[int]:
 
 
 def combine(
-    rule_labels: BoolArray, roles: Sequence[Role], combination: Literal["or", "fusion"]
+    rule_labels: BoolArray,
+    roles: Sequence[Role],
+    combination: Literal["or", "fusion"],
+    base: BoolArray | None = None,
 ) -> BoolArray:
-    """Combine per-rule labels ``[n_rules, n]`` into one raw label per point."""
+    """Combine per-rule labels ``[n_rules, n]`` into one raw label per point.
+
+    For a fusion whose base is an external detector, ``base`` holds its labels.
+    """
     n = rule_labels.shape[1]
-    if rule_labels.shape[0] == 0:
-        return np.zeros(n, dtype=np.bool_)
     if combination == "or":
+        if rule_labels.shape[0] == 0:
+            return np.zeros(n, dtype=np.bool_)
         return np.asarray(rule_labels.any(axis=0), dtype=np.bool_)
-    role = np.asarray(roles)
-    base = rule_labels[role == "base"].any(axis=0)
+    role = np.asarray(roles, dtype=object)
+    if base is None:
+        base = rule_labels[role == "base"].any(axis=0)
     fn = rule_labels[role == "fn"].any(axis=0)
     fp = rule_labels[role == "fp"].any(axis=0)
     return np.asarray((base & ~fp) | (~base & fn), dtype=np.bool_)
@@ -635,16 +645,31 @@ class Detector:
         return ok
 
     # -- batch --------------------------------------------------------------------------------
-    def detect_arrays(self, timestamps: IntArray, values: FloatArray) -> BatchDetection:
+    def detect_arrays(
+        self, timestamps: IntArray, values: FloatArray, base: BoolArray | None = None
+    ) -> BatchDetection:
         """Label a whole series at once (stateless; same labels as streaming it from the start).
 
         Timestamps must be strictly increasing and values finite (a ``ValueError`` says where
-        not): batch input is one clean series, unlike a stream.
+        not): batch input is one clean series, unlike a stream. ``base`` is the external base
+        detector's labels, required exactly when the rule set fuses with an external base.
         """
         t = np.asarray(timestamps, dtype=np.int64)
         v = np.asarray(values, dtype=np.float64)
         if t.shape != v.shape or t.ndim != 1:
             raise ValueError(f"timestamps {t.shape} and values {v.shape} must be equal 1-d")
+        base_arr: BoolArray | None = None
+        if self.ruleset.external_base is not None:
+            if base is None:
+                raise ValueError(
+                    f"this rule set corrects an external base detector "
+                    f"({self.ruleset.external_base}); pass its labels as base"
+                )
+            base_arr = np.asarray(base, dtype=np.bool_)
+            if base_arr.shape != v.shape:
+                raise ValueError(f"base has shape {base_arr.shape}, values {v.shape}")
+        elif base is not None:
+            raise ValueError("this rule set has no external base detector; do not pass base")
         if len(t) > 1 and not (np.diff(t) > 0).all():
             i = int(np.flatnonzero(np.diff(t) <= 0)[0]) + 1
             raise ValueError(f"timestamps must be strictly increasing; index {i} is not")
@@ -654,7 +679,7 @@ class Detector:
         res = self.engine.batch([(t, v)])
         labels = res.labels[0]
         self._count_errors(res)
-        raw = combine(labels, self.roles, self.ruleset.combination)
+        raw = combine(labels, self.roles, self.ruleset.combination, base_arr)
         anomaly, alert, incident = _post_process(raw, _PostState(), self.post)
         return BatchDetection(
             self.rule_ids,
@@ -719,7 +744,14 @@ class Detector:
         # push without any alarm (the common case) costs no per-point numpy work
         n = len(order)
         labels = res.labels[0] if len(res.labels) == 1 else np.concatenate(res.labels, axis=1)
-        raw = combine(labels, self.roles, self.ruleset.combination)
+        base: BoolArray | None = None
+        if self.ruleset.external_base is not None:
+            given = [points[i].base for i in order]
+            missing = given.count(None)
+            if missing:
+                self.counters["missing_base"] += missing
+            base = np.array([bool(b) for b in given], dtype=np.bool_)
+        raw = combine(labels, self.roles, self.ruleset.combination, base)
         if raw.any():
             anomaly = np.zeros(n, dtype=np.bool_)
             alert = np.zeros(n, dtype=np.bool_)

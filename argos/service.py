@@ -116,6 +116,9 @@ class PointIn(BaseModel):
         ge=-(2**62), le=2**62, description="Unix seconds (or an index); increasing per series."
     )
     value: float | None = Field(description="The metric value; null or NaN is dropped as invalid.")
+    base: bool | None = Field(
+        default=None, description="External base detector's label (fusion with an external base)."
+    )
 
 
 class StreamPointsIn(BaseModel):
@@ -132,6 +135,9 @@ class DetectIn(BaseModel):
     series: str = Field(default="batch", max_length=200)
     timestamps: list[Annotated[int, Field(ge=-(2**62), le=2**62)]] = Field(min_length=1)
     values: list[float] = Field(min_length=1)
+    base: list[bool] | None = Field(
+        default=None, description="External base detector's labels (fusion with external base)."
+    )
 
 
 class SeriesPointIn(PointIn):
@@ -530,6 +536,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 res = det.detect_arrays(
                     np.asarray(body.timestamps, dtype=np.int64),
                     np.asarray(body.values, dtype=np.float64),
+                    None if body.base is None else np.asarray(body.base, dtype=np.bool_),
                 )
             except (ValueError, OverflowError) as exc:
                 raise HTTPException(422, str(exc)) from exc
@@ -614,7 +621,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     ) -> StreamOut:
         """Push new points of one series (stateful); per-point labels and explanations back."""
         points = [
-            Point(series, p.timestamp, float("nan") if p.value is None else p.value)
+            Point(series, p.timestamp, float("nan") if p.value is None else p.value, p.base)
             for p in body.points
         ]
         det, accepted, dropped, results = push_points(points)
@@ -631,7 +638,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         """Push points of many series at once (e.g. one scrape); stateful, results in input
         order. Points of one series must be in time order; series may interleave."""
         points = [
-            Point(p.series, p.timestamp, float("nan") if p.value is None else p.value)
+            Point(p.series, p.timestamp, float("nan") if p.value is None else p.value, p.base)
             for p in body.points
         ]
         det, accepted, dropped, results = push_points(points)

@@ -165,7 +165,17 @@ def test_parsers() -> None:
     assert csv.parse("value,timestamp") is None
     p = csv.parse("3.5,7")
     assert p is not None and (p.series, p.timestamp, p.value) == ("d", 7, 3.5)
+    with_base = CsvParser("d")
+    assert with_base.parse("timestamp,value,base") is None
+    p = with_base.parse("5,1.5,true")
+    assert p is not None and p.base is True
+    p = with_base.parse("6,1.5,")
+    assert p is not None and p.base is None
+    with pytest.raises(LineError, match="base label 'maybe'"):
+        with_base.parse("7,1.5,maybe")
     js = JsonlParser("d")
+    p = js.parse('{"timestamp": 1, "value": 2, "base": 1}')
+    assert p is not None and p.base is True
     with pytest.raises(LineError, match="missing 'value'"):
         js.parse('{"timestamp": 1}')
     with pytest.raises(LineError, match="not JSON"):

@@ -414,3 +414,37 @@ def test_carry_state_keeps_labels_exact_across_a_reload(sensitive_rules: Path) -
     second.close()
     np.testing.assert_array_equal(np.array(got), expected.anomaly)
     assert expected.anomaly.sum() > 0
+
+
+def test_fusion_with_an_external_base_takes_its_labels_from_the_input(tmp_path: Path) -> None:
+    folder = make_ruleset(
+        tmp_path / "rs",
+        [
+            ("fn", "basic/threshold.py", {"low": -1e9, "high": 5.0}),
+            ("fp", "basic/threshold.py", {"low": -1e9, "high": 100.0}),
+        ],
+        combination={"base": "method:iforest", "fn_rules": ["fn"], "fp_rules": ["fp"]},
+    )
+    with Detector.open(folder) as det:
+        assert det.ruleset.external_base == "method:iforest"
+        t, v = np.arange(4), np.array([1.0, 7.0, 50.0, 500.0])
+        with pytest.raises(ValueError, match=r"external base detector \(method:iforest\)"):
+            det.detect_arrays(t, v)
+        # base says [no, no, yes, yes]; FN fires above 5, FP vetoes above 100
+        b = det.detect_arrays(t, v, base=np.array([False, False, True, True]))
+        assert b.raw.tolist() == [False, True, True, False]
+        res = det.push(
+            [
+                Point("s", 0, 1.0, base=False),
+                Point("s", 1, 7.0, base=False),
+                Point("s", 2, 50.0, base=True),
+                Point("s", 3, 50.0),  # no base label: counts as normal, counted as missing
+            ]
+        )
+        assert [r.anomaly for r in res] == [False, True, True, True]
+        assert det.stats()["missing_base"] == 1
+    with (
+        Detector.open(BASIC, isolation="inprocess") as det,
+        pytest.raises(ValueError, match="no external base"),
+    ):
+        det.detect_arrays(np.arange(3), np.zeros(3), base=np.zeros(3, dtype=bool))

@@ -248,3 +248,22 @@ def test_multi_series_points_equal_per_series_batch(client: TestClient, rules_di
             np.testing.assert_array_equal(np.array(labels[k]), det.detect_arrays(t, v).anomaly)
     bad = client.post("/v1/points", json={"points": [{"timestamp": 1, "value": 1}]}, headers=AUTH)
     assert bad.status_code == 422 and "series" in bad.json()["detail"]
+
+
+def test_external_base_labels_through_the_api(tmp_path: Path) -> None:
+    code = (BASIC / "threshold.py").read_text()
+    folder = tmp_path / "fusion"
+    write_ruleset(
+        folder,
+        [RuleSource("fn", code, {"low": -1e9, "high": 5.0})],
+        {"combination": {"base": "csv:base.csv", "fn_rules": ["fn"], "fp_rules": []}},
+    )
+    with TestClient(create_app(ServiceConfig(rules=folder, isolation="inprocess"))) as c:
+        body = {"timestamps": [1, 2, 3], "values": [1.0, 7.0, 2.0]}
+        r = c.post("/v1/detect", json=body)
+        assert r.status_code == 422 and "pass its labels as base" in r.json()["detail"]
+        r = c.post("/v1/detect", json={**body, "base": [False, False, True]})
+        assert r.json()["labels"] == [False, True, True]
+        pts = {"points": [{"timestamp": 1, "value": 1.0, "base": True}]}
+        assert c.post("/v1/streams/x/points", json=pts).json()["results"][0]["anomaly"] is True
+        assert c.get("/v1/rulesets").json()["external_base"] == "csv:base.csv"

@@ -79,8 +79,29 @@ def parse_value(text: object) -> float:
         raise LineError(f"value {text!r} is not a number") from None
 
 
+def parse_base(text: object) -> bool | None:
+    """An external base detector's label: true/false, 1/0, yes/no; empty or null = not given."""
+    if text is None:
+        return None
+    if isinstance(text, bool):
+        return text
+    if isinstance(text, int | float) and text in (0, 1):
+        return bool(text)
+    s = str(text).strip().lower()
+    if s in ("", "null", "none"):
+        return None
+    if s in ("1", "true", "yes", "t", "y"):
+        return True
+    if s in ("0", "false", "no", "f", "n"):
+        return False
+    raise LineError(f"base label {text!r} is not true/false or 1/0")
+
+
 class CsvParser:
-    """``series,timestamp,value`` or ``timestamp,value`` rows, with or without a header line."""
+    """``series,timestamp,value`` or ``timestamp,value`` rows, with or without a header line.
+
+    With a header, columns may come in any order and a ``base`` column carries an external base
+    detector's labels (for fusion rule sets that correct one)."""
 
     def __init__(self, default_series: str) -> None:
         self.default_series = default_series
@@ -114,11 +135,12 @@ class CsvParser:
             series or self.default_series,
             parse_timestamp(fields[cols["timestamp"]].strip('"')),
             parse_value(fields[cols["value"]]),
+            parse_base(fields[cols["base"]]) if "base" in cols else None,
         )
 
 
 class JsonlParser:
-    """One JSON object per line: ``timestamp``, ``value`` and optional ``series``."""
+    """One JSON object per line: ``timestamp``, ``value``, optional ``series`` and ``base``."""
 
     def __init__(self, default_series: str) -> None:
         self.default_series = default_series
@@ -139,7 +161,12 @@ class JsonlParser:
         series = obj.get("series", self.default_series)
         if not isinstance(series, str | int) or isinstance(series, bool):
             raise LineError("'series' must be a string")
-        return Point(str(series), parse_timestamp(obj["timestamp"]), parse_value(obj["value"]))
+        return Point(
+            str(series),
+            parse_timestamp(obj["timestamp"]),
+            parse_value(obj["value"]),
+            parse_base(obj.get("base")),
+        )
 
 
 def read_line_batches(stream: IO[bytes]) -> Iterator[list[tuple[int, str]]]:
