@@ -277,6 +277,8 @@ class Sandbox:
         layers: restrict the kernel layers used (default: every layer the host supports).
         python: interpreter for the zygotes (default: the current one).
         cache_mb: input bytes each worker keeps preloaded before evicting the oldest.
+        require: kernel layers that must be available (e.g. ``("seccomp", "landlock")`` for a
+            service); a missing one raises :class:`SandboxUnavailable`.
     """
 
     def __init__(
@@ -289,10 +291,11 @@ class Sandbox:
         layers: Collection[str] | None = None,
         python: str | None = None,
         cache_mb: int = 512,
+        require: Collection[str] = (),
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
-        unknown = set(layers or ()) - set(KERNEL_LAYERS)
+        unknown = (set(layers or ()) | set(require)) - set(KERNEL_LAYERS)
         if unknown:
             raise ValueError(f"unknown layers {sorted(unknown)}; known: {list(KERNEL_LAYERS)}")
         self.limits = limits or SandboxLimits()
@@ -318,6 +321,13 @@ class Sandbox:
                 "no kernel isolation layer (seccomp, network namespace, Landlock, privilege drop) "
                 "is available on this host; refusing to run untrusted code. Pass "
                 "allow_unconfined=True to run anyway (unsafe)."
+            )
+        missing = [name for name in require if not getattr(self.host, name)]
+        if missing:
+            self.close()
+            raise SandboxUnavailable(
+                f"required sandbox layers unavailable on this host: {missing} "
+                f"({self.host.describe()})"
             )
         if not self.host.kernel_layers:
             log.warning("sandbox running UNCONFINED: only rlimits and the static gate apply")

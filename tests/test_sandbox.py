@@ -228,6 +228,10 @@ def test_dead_worker_is_replaced() -> None:
 def test_fail_closed_without_kernel_layers() -> None:
     with pytest.raises(SandboxUnavailable, match="refusing to run untrusted code"):
         Sandbox(layers=[])
+    with pytest.raises(SandboxUnavailable, match=r"required sandbox layers unavailable.*'seccomp'"):
+        Sandbox(layers=["netns"], require=["seccomp"], allow_unconfined=True)
+    with pytest.raises(ValueError, match="unknown layers"):
+        Sandbox(require=["apparmor"])
     with Sandbox(layers=[], allow_unconfined=True, limits=LIMITS) as s:
         assert s.host.kernel_layers == []
         assert s.run(THRESHOLD, [_series(10)]).status is Status.OK
