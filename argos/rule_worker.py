@@ -53,7 +53,7 @@ BoolArray = npt.NDArray[np.bool_]
 RuleFn = Callable[[FloatArray, IntArray, dict[str, Any]], Any]
 
 PROTOCOL_FD = 3
-MAX_HEADER_BYTES = 64 * 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_PAYLOAD_BYTES = 1 << 31
 MAX_ERROR_CHARS = 2000
 KERNEL_LAYERS = ("seccomp", "netns", "landlock", "drop_privileges")
@@ -406,61 +406,88 @@ class InProcessEngine:
 _FRAME = struct.Struct("<II")
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        k = os.write(fd, view)
-        view = view[k:]
+Payload = bytes | bytearray | Sequence[npt.NDArray[Any]]
 
 
-def send_frame(fd: int, header: Mapping[str, Any], payload: bytes = b"") -> None:
-    """Write one frame: lengths, JSON header, raw payload."""
+def _views(payload: Payload) -> list[memoryview]:
+    if isinstance(payload, bytes | bytearray):
+        return [memoryview(payload)] if payload else []
+    return [np.ascontiguousarray(p).data.cast("B") for p in payload if p.nbytes]
+
+
+def send_frame(fd: int, header: Mapping[str, Any], payload: Payload = b"") -> None:
+    """Write one frame: lengths, JSON header, raw payload (bytes, or arrays sent one after the
+    other without joining them)."""
+    views = _views(payload)
     head = json.dumps(header, separators=(",", ":")).encode()
-    _write_all(fd, _FRAME.pack(len(head), len(payload)) + head + payload)
+    total = sum(v.nbytes for v in views)
+    views.insert(0, memoryview(_FRAME.pack(len(head), total) + head))
+    while views:
+        k = os.writev(fd, views)
+        while views and k >= views[0].nbytes:
+            k -= views[0].nbytes
+            views.pop(0)
+        if views and k:
+            views[0] = views[0][k:]
 
 
-def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
-    chunks: list[bytes] = []
-    left = n
-    while left:
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytearray:
+    """Read exactly ``n`` bytes into one buffer (no joining of chunks)."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
         if deadline is not None:
             wait = deadline - time.monotonic()
             if wait <= 0 or not select.select([fd], [], [], wait)[0]:
                 raise TimeoutError("rule worker did not answer in time")
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
+        k = os.readv(fd, [view[got:]])
+        if not k:
             raise EOFError("rule worker closed the connection")
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+        got += k
+    return buf
 
 
-def recv_frame(fd: int, deadline: float | None = None) -> tuple[dict[str, Any], bytes]:
-    """Read one frame; raises ``EOFError``, ``TimeoutError`` or ``RuleWorkerError``."""
+def recv_frame(
+    fd: int, deadline: float | None = None, max_payload: int = MAX_PAYLOAD_BYTES
+) -> tuple[dict[str, Any], bytearray]:
+    """Read one frame; raises ``EOFError``, ``TimeoutError`` or ``RuleWorkerError``.
+
+    The announced sizes are checked before anything is allocated (the parent passes the exact
+    size it expects, so a compromised worker cannot make it allocate more).
+    """
     head_len, payload_len = _FRAME.unpack(_read_exact(fd, _FRAME.size, deadline))
-    if head_len > MAX_HEADER_BYTES or payload_len > MAX_PAYLOAD_BYTES:
+    if head_len > MAX_HEADER_BYTES or payload_len > max_payload:
         raise RuleWorkerError(f"frame too large ({head_len} + {payload_len} bytes)")
     header = json.loads(_read_exact(fd, head_len, deadline))
     if not isinstance(header, dict):
         raise RuleWorkerError("frame header is not a JSON object")
-    payload = _read_exact(fd, payload_len, deadline) if payload_len else b""
+    payload = _read_exact(fd, payload_len, deadline) if payload_len else bytearray()
     return header, payload
 
 
-def _pack_points(arrays: Sequence[tuple[IntArray, FloatArray]]) -> bytes:
+def _pack_points(arrays: Sequence[tuple[IntArray, FloatArray]]) -> list[npt.NDArray[Any]]:
+    """Timestamps then values of all items, as two contiguous little-endian buffers."""
     if not arrays:
-        return b""
+        return []
+    if len(arrays) == 1:
+        t, v = arrays[0]
+        return [np.ascontiguousarray(t, dtype="<i8"), np.ascontiguousarray(v, dtype="<f8")]
     ts = np.concatenate([np.asarray(t, dtype="<i8") for t, _ in arrays])
     vs = np.concatenate([np.asarray(v, dtype="<f8") for _, v in arrays])
-    return ts.tobytes() + vs.tobytes()
+    return [ts, vs]
 
 
-def _unpack_points(payload: bytes, lengths: Sequence[int]) -> list[tuple[IntArray, FloatArray]]:
+def _unpack_points(
+    payload: bytes | bytearray, lengths: Sequence[int]
+) -> list[tuple[IntArray, FloatArray]]:
     total = int(sum(lengths))
     if len(payload) != 16 * total:
         raise RuleWorkerError(f"payload has {len(payload)} bytes, expected {16 * total}")
-    ts = np.frombuffer(payload, dtype="<i8", count=total).astype(np.int64)
-    vs = np.frombuffer(payload, dtype="<f8", count=total, offset=8 * total).astype(np.float64)
+    ts = np.frombuffer(payload, dtype="<i8", count=total).astype(np.int64, copy=False)
+    vs = np.frombuffer(payload, dtype="<f8", count=total, offset=8 * total).astype(
+        np.float64, copy=False
+    )
     out: list[tuple[IntArray, FloatArray]] = []
     a = 0
     for n in lengths:
@@ -496,7 +523,9 @@ def lock_down_current_process(allow_unconfined: bool) -> dict[str, bool]:
     return layers
 
 
-def _handle(kernel: RuleKernel, header: Mapping[str, Any], payload: bytes) -> tuple[Any, bytes]:
+def _handle(
+    kernel: RuleKernel, header: Mapping[str, Any], payload: bytearray
+) -> tuple[Any, Payload]:
     op = header.get("op")
     if op == "push":
         names = [str(s) for s in header["series"]]
@@ -519,7 +548,7 @@ def _handle(kernel: RuleKernel, header: Mapping[str, Any], payload: bytes) -> tu
         return {"ok": True, "series": kernel.n_series, "pid": os.getpid()}, b""
     else:
         return {"ok": False, "error": f"unknown op {op!r}"}, b""
-    blob = b"".join(np.ascontiguousarray(lab, dtype=np.uint8).tobytes() for lab in res.labels)
+    blob = [np.ascontiguousarray(lab, dtype=np.uint8) for lab in res.labels]
     errors = [[e.item, e.rule_id, e.message] for e in res.errors]
     return {"ok": True, "errors": errors}, blob
 
@@ -661,11 +690,14 @@ class _Worker:
         return int(self.proc.pid)
 
     def request(
-        self, header: Mapping[str, Any], payload: bytes = b""
-    ) -> tuple[dict[str, Any], bytes]:
-        """One round trip under the request deadline."""
+        self, header: Mapping[str, Any], payload: Payload = b"", max_reply: int = 0
+    ) -> tuple[dict[str, Any], bytearray]:
+        """One round trip under the request deadline; the reply payload may have at most
+        ``max_reply`` bytes."""
         send_frame(self.fd, header, payload)
-        reply, blob = recv_frame(self.fd, time.monotonic() + self.limits.request_seconds)
+        reply, blob = recv_frame(
+            self.fd, time.monotonic() + self.limits.request_seconds, max_payload=max_reply
+        )
         if not reply.get("ok"):
             raise RuleWorkerError(f"rule worker refused the request: {reply.get('error')}")
         return reply, blob
@@ -689,7 +721,9 @@ class _Worker:
         self.kill()
 
 
-def _decode_labels(blob: bytes, lengths: Sequence[int], n_rules: int) -> list[BoolArray]:
+def _decode_labels(
+    blob: bytes | bytearray, lengths: Sequence[int], n_rules: int
+) -> list[BoolArray]:
     total = int(sum(lengths))
     if len(blob) != n_rules * total:
         raise RuleWorkerError(f"labels have {len(blob)} bytes, expected {n_rules * total}")
@@ -784,12 +818,12 @@ class WorkerEngine:
             )
 
     def _call(
-        self, idx: int, header: dict[str, Any], payload: bytes, lengths: Sequence[int]
+        self, idx: int, header: dict[str, Any], payload: Payload, lengths: Sequence[int]
     ) -> EngineResult:
         n_rules = len(self._rule_ids)
         w = self._workers[idx]
         try:
-            reply, blob = w.request(header, payload)
+            reply, blob = w.request(header, payload, max_reply=n_rules * int(sum(lengths)))
             labels = _decode_labels(blob, lengths, n_rules)
         except (TimeoutError, EOFError, OSError, RuleWorkerError) as exc:
             if isinstance(exc, TimeoutError):

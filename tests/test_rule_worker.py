@@ -211,6 +211,10 @@ def test_oversized_frame_is_rejected() -> None:
         a.sendall(struct.pack("<II", 1 << 30, 0))
         with pytest.raises(RuleWorkerError, match="frame too large"):
             recv_frame(b.fileno(), None)
+        # a reply announcing more label bytes than the parent expects is refused before reading
+        a.sendall(struct.pack("<II", 2, 1000) + b"{}")
+        with pytest.raises(RuleWorkerError, match=r"frame too large \(2 \+ 1000 bytes\)"):
+            recv_frame(b.fileno(), None, max_payload=999)
 
 
 def test_engine_refuses_work_after_close() -> None:
