@@ -165,3 +165,24 @@ def test_generic_folder_with_train_fraction_skips_unlabeled(
     assert json.loads((out / "results.json").read_text())["meta"] == {
         "skipped_unlabeled": ["latency"]
     }
+
+
+@pytest.mark.parametrize("name", ["kpi", "yahoo", "nab", "demo"])
+def test_committed_configs_are_valid(name: str) -> None:
+    from argos.evaluate import EvalConfig, load_config
+    from argos.methods import method_names
+
+    path = Path(__file__).resolve().parent.parent / "eval" / f"{name}.toml"
+    cfg = EvalConfig.model_validate(load_config(path))
+    assert cfg.dataset == name
+    assert cfg.out is not None and Path(cfg.out) == path.parent / "results" / name
+    known = set(method_names()) | {"all", "pyod-spectral-residual"}  # the peer is optional
+    assert set(cfg.methods) <= known
+
+
+def test_resolve_methods_expands_all_without_duplicates() -> None:
+    from argos.methods import method_names, resolve_methods
+
+    names = [m.name for m in resolve_methods("ewma,all,ewma")]
+    assert names[0] == "ewma" and len(names) == len(set(names))
+    assert set(names) == set(method_names())
