@@ -7,6 +7,7 @@ requests get 401, reloads during traffic keep stream labels exact.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
@@ -205,3 +206,21 @@ def test_concurrent_clients_abuse_and_reload(
     assert 'argos_reloads_total{result="ok"} 3.0' in metrics
     assert 'argos_points_total{outcome="ok"} ' in metrics
     assert elapsed < 120, f"load test took {elapsed:.1f} s"
+
+
+def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ARGOS_API_TOKEN"}
+    cmd = [sys.executable, "-c", "from argos.cli import main; main()", "serve"]
+    proc = subprocess.run(
+        [*cmd, "--rules", str(BASIC), "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without a token" in proc.stderr
+    proc = subprocess.run(
+        [*cmd, "--rules", str(tmp_path)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 2 and "no manifest.json" in proc.stderr
