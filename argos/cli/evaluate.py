@@ -33,10 +33,6 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _methods_help() -> str:
-    return "Comma-separated method names, or 'all'. Registered: " + ", ".join(method_names())
-
-
 def build_config(config: Path | None, flags: dict[str, Any]) -> EvalConfig:
     """Merge a TOML config (if any) with the flags that were given (flags win) and validate."""
     raw: dict[str, Any] = load_config(config) if config is not None else {}
