@@ -172,8 +172,18 @@ def fit_inputs(group: Sequence[Series], spec: SplitSpec) -> FitInputs:
 
 
 def detection_input(series: Series) -> Series:
-    """The whole series without labels: what a fitted detector receives."""
-    return series.without_labels()
+    """The whole series without labels: what a fitted detector receives.
+
+    Metadata is reduced to plain scalars, as on the fitting side, so nothing label-shaped rides
+    along in ``meta``.
+    """
+    unlabeled = series.without_labels()
+    return Series(
+        id=unlabeled.id,
+        timestamps=unlabeled.timestamps,
+        values=unlabeled.values,
+        meta=_fit_meta(unlabeled.meta),
+    )
 
 
 def test_truth(series: Series, split: SeriesSplit) -> BoolArray:

@@ -77,8 +77,9 @@ def test_fit_inputs_end_before_test_and_do_not_share_memory() -> None:
 
 
 def test_detection_input_has_no_labels_and_test_truth_is_the_tail() -> None:
-    s = _series(1000)
+    s = _series(1000, test_start=700, note="x", label_copy=[1, 0, 1])
     assert detection_input(s).labels is None and len(detection_input(s)) == 1000
+    assert dict(detection_input(s).meta) == {"test_start": 700, "note": "x"}  # scalars only
     truth = test_truth(s, split_series(s, SplitSpec()))
     assert s.labels is not None
     np.testing.assert_array_equal(truth, s.labels[700:])
