@@ -576,11 +576,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
         n = len(points)
         if n > config.max_points:
             raise HTTPException(422, f"{n} points is over the limit of {config.max_points}")
-        a = holder.acquire()
         t0 = time.perf_counter()
-        try:
-            det = a.detector
-            with holder.stream_lock:
+        # the active set is taken INSIDE the stream lock: a reload swaps sets under that lock
+        # after copying the stream state, so a push can never land on a set already replaced
+        with holder.stream_lock:
+            a = holder.acquire()
+            try:
+                det = a.detector
                 new = {p.series for p in points if not det.has_series(p.series)}
                 if new and det.n_series + len(new) > config.max_series:
                     raise HTTPException(
@@ -589,9 +591,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
                         f"{len(new)} new series",
                     )
                 results = det.push(points)
-            dt = time.perf_counter() - t0
-        finally:
-            holder.release(a)
+            finally:
+                holder.release(a)
+        dt = time.perf_counter() - t0
         dropped: dict[str, int] = {}
         anomalies = alerts = 0
         errors: set[str] = set()
