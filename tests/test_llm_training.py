@@ -237,9 +237,8 @@ def test_fusion_against_a_csv_base_exports_a_fused_rule_set(tmp_path: Path) -> N
     assert manifest.combination != "or"
     assert manifest.combination.base == "csv:base.csv"  # type: ignore[union-attr]
     assert sorted(r.role for r in manifest.rules) == ["fn", "fp"]
-    # The online detector runs rules only: it refuses an external base with a clear message.
-    with pytest.raises(Exception, match="external base detector"):
-        load_rules(path)
+    # The online detector takes the external base's labels from the input (docs/detector.md).
+    assert load_rules(path).external_base == "csv:base.csv"
 
 
 def test_method_base_predicts_both_parts(unit: Any) -> None:
