@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -82,6 +82,7 @@ class SearchConfig:
         max_candidates: cap on distinct thresholds swept per structure (quantiles beyond it).
         resolution: selection scores closer than this count as a tie, broken by the margin.
         gap: where the threshold sits in the gap below the optimal event maximum (0.5: midway).
+        few_events_gap: ``gap`` for units with fewer than ``few_events`` events.
         val_weight: weight of the validation F1 in the selection score (the rest: train F1).
         few_events: with fewer labeled events than this (train + validation, all series), only
             the simple scorers of :data:`SIMPLE_SCORERS` on values and differences are searched.
@@ -99,6 +100,8 @@ class SearchConfig:
     few_events: int = 3
     val_weight: float = 0.5
     gap: float = 0.5
+    few_events_gap: float = 0.9
+    few_events_order: bool = True
 
 
 @dataclass(frozen=True)
@@ -435,6 +438,15 @@ def propose_structures(
 # --------------------------------------------------------------------------------------------------
 
 
+def _simplicity(st: Structure) -> tuple[int, int, float, int]:
+    """Rank of a shape by simplicity: static value, static difference, robust z, z-score, others;
+    longer windows (steadier statistics) and shorter persistence first."""
+    order = {("value", "static"): 0, ("diff", "static"): 1}
+    rank = order.get(st.key, 2 + list(SCORERS).index(st.scorer) + 10 * (st.transform != "value"))
+    dirs = {"both": 0, "up": 1, "down": 2}[st.direction]
+    return (rank, st.persistence, -st.param_dict.get("window", 0.0), dirs)
+
+
 def _selection(
     train_f1: float, val_counts: _Counts, val_weight: float = 0.5
 ) -> tuple[float | None, float]:
@@ -462,9 +474,12 @@ def search(
     fit_on_all = sum(p.n_events for p in train_parts) == 0
     triples = propose_structures(series)
     n_events = sum(p.n_events for p in all_parts)
+    few = n_events < config.few_events and config.few_events_order
     if n_events < config.few_events:
-        # too few labeled events to choose among hundreds of shapes: keep the simple ones
+        # too few labeled events to choose among hundreds of shapes: keep the simple ones, and
+        # lean towards recall inside the (flat) optimal threshold interval
         triples = [t for t in triples if t[1] in SIMPLE_SCORERS and t[0] in ("value", "diff")]
+        config = replace(config, gap=config.few_events_gap)
     if config.trials is not None and config.trials < len(triples):
         rng = np.random.default_rng(config.seed)
         keep = sorted(rng.choice(len(triples), size=config.trials, replace=False).tolist())
@@ -503,9 +518,13 @@ def search(
         if progress is not None:
             progress(tried, max(best_sel, 0.0))
     res = config.resolution
-    ranking.sort(
-        key=lambda c: (-round(c.selection / res), -c.margin, -c.train_f1, c.structure.name)
-    )
+    if few:
+        # Occam: among (near-)ties the simplest shape wins, before the margin
+        ranking.sort(key=lambda c: (-round(c.selection / res), _simplicity(c.structure), -c.margin))
+    else:
+        ranking.sort(
+            key=lambda c: (-round(c.selection / res), -c.margin, -c.train_f1, c.structure.name)
+        )
     if not ranking:
         return SearchResult([], [], tried, 0.0, None, None, ["no structure caught a train event"])
     if fit_on_all:
