@@ -83,6 +83,8 @@ class SearchConfig:
         resolution: selection scores closer than this count as a tie, broken by the margin.
         gap: where the threshold sits in the gap below the optimal event maximum (0.5: midway).
         few_events_gap: ``gap`` for units with fewer than ``few_events`` events.
+        few_events_order: for those units, break selection ties by simplicity (static value
+            first) instead of the margin (off: the validation protocol preferred the margin).
         val_weight: weight of the validation F1 in the selection score (the rest: train F1).
         few_events: with fewer labeled events than this (train + validation, all series), only
             the simple scorers of :data:`SIMPLE_SCORERS` on values and differences are searched.
@@ -101,7 +103,7 @@ class SearchConfig:
     val_weight: float = 0.5
     gap: float = 0.5
     few_events_gap: float = 0.9
-    few_events_order: bool = True
+    few_events_order: bool = False
 
 
 @dataclass(frozen=True)
