@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from argos.artifacts import RuleSource, write_ruleset
 from argos.detector import (
@@ -448,3 +450,44 @@ def test_fusion_with_an_external_base_takes_its_labels_from_the_input(tmp_path: 
         pytest.raises(ValueError, match="no external base"),
     ):
         det.detect_arrays(np.arange(3), np.zeros(3), base=np.zeros(3, dtype=bool))
+
+
+@pytest.fixture(scope="module")
+def band_detector_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_ruleset(
+        tmp_path_factory.mktemp("band") / "band",
+        [("band", "basic/threshold.py", {"low": -1.0, "high": 0.5})],
+    )
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    raw=st.lists(st.booleans(), min_size=1, max_size=120),
+    cuts=st.lists(st.integers(1, 9), min_size=1, max_size=40),
+    min_duration=st.integers(1, 4),
+    cooldown=st.integers(0, 6),
+    gap=st.integers(0, 4),
+)
+def test_post_processing_streamed_in_any_chunks_equals_batch(
+    band_detector_folder: Path,
+    raw: list[bool],
+    cuts: list[int],
+    min_duration: int,
+    cooldown: int,
+    gap: int,
+) -> None:
+    post = PostProcessing(min_duration=min_duration, cooldown=cooldown, incident_gap=gap)
+    v = np.array(raw, dtype=float)  # 1.0 is above the band's high of 0.5
+    t = np.arange(len(v), dtype=np.int64)
+    with Detector.open(band_detector_folder, isolation="inprocess", post=post, verify=False) as det:
+        b = det.detect_arrays(t, v)
+        got, a, i = [], 0, 0
+        while a < len(v):
+            k = cuts[i % len(cuts)]
+            got += det.push_arrays("s", t[a : a + k], v[a : a + k])
+            a, i = a + k, i + 1
+    assert [r.anomaly for r in got] == b.anomaly.tolist()
+    assert [r.alert for r in got] == b.alert.tolist()
+    assert [r.incident for r in got] == b.incident.tolist()
+    # alerts are a subset of anomalies, anomalies of raw labels
+    assert not (b.alert & ~b.anomaly).any() and not (b.anomaly & ~b.raw).any()
