@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from argos.artifacts import RuleSource, write_ruleset
-from argos.cli.detect import CsvParser, JsonlParser, LineError, parse_timestamp
+from argos.cli.detect import (
+    CsvParser,
+    JsonlParser,
+    LineError,
+    parse_timestamp,
+    read_line_batches,
+)
 from argos.detector import Detector, verification_sample
 
 RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
@@ -180,3 +186,16 @@ def test_parsers() -> None:
         js.parse('{"timestamp": 1}')
     with pytest.raises(LineError, match="not JSON"):
         js.parse("{")
+
+
+def test_read_line_batches_joins_lines_split_across_reads() -> None:
+    r, w = os.pipe()
+    with os.fdopen(r, "rb", buffering=0) as reader:
+        os.write(w, b"1,5\n2,")
+        batches = read_line_batches(reader)
+        assert next(batches) == [(1, "1,5")]  # the partial line waits for its end
+        os.write(w, b"6\r\n3,7\n4,8")
+        assert next(batches) == [(2, "2,6"), (3, "3,7")]
+        os.close(w)
+        assert next(batches) == [(4, "4,8")]  # last line without newline, at EOF
+        assert next(batches, None) is None

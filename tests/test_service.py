@@ -267,3 +267,16 @@ def test_external_base_labels_through_the_api(tmp_path: Path) -> None:
         pts = {"points": [{"timestamp": 1, "value": 1.0, "base": True}]}
         assert c.post("/v1/streams/x/points", json=pts).json()["results"][0]["anomaly"] is True
         assert c.get("/v1/rulesets").json()["external_base"] == "csv:base.csv"
+
+
+def test_rule_errors_reach_metrics(tmp_path: Path) -> None:
+    folder = tmp_path / "boom"
+    code = (RULES / "extra" / "raises.py").read_text()
+    write_ruleset(folder, [RuleSource("boom", code)], {"name": "boom"})
+    with TestClient(create_app(ServiceConfig(rules=folder))) as c:
+        pts = {"points": [{"timestamp": 1, "value": 5000.0}]}
+        out = c.post("/v1/streams/s/points", json=pts).json()
+        assert out["results"][0]["rule_errors"] == ["boom"]
+        assert 'argos_rule_errors_total{rule="boom"} 1.0' in c.get("/metrics").text
+        info = c.get("/v1/rulesets").json()
+        assert info["stats"]["rule_errors"] == {"boom": 1}
