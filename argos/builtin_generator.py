@@ -2,9 +2,9 @@
 
 For one training unit (a series, or all series of a partition) the search:
 
-1. proposes structures from :mod:`argos.templates` sized to the data (windows scaled to the series
-   length and sampling interval, the seasonal period from the timestamps or the autocorrelation of the
-   train values);
+1. proposes structures from :mod:`argos.templates` sized to the data (windows scaled to the
+   series length, the seasonal period from the timestamps or the autocorrelation of the train
+   values);
 2. computes each (transform, scorer, params) score ONCE over train + validation (causal, so the
    validation part sees its real history), then for every direction and persistence sweeps ALL
    thresholds exactly: event-PA F1 as a function of the threshold only changes at the maximum score
@@ -31,12 +31,11 @@ import numpy as np
 import numpy.typing as npt
 
 from argos.templates import (
-    Direction,
+    SCORERS,
     RuleSpec,
     Structure,
     compile_score,
     directional,
-    SCORERS,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -50,7 +49,7 @@ SIMPLE_SCORERS = ("static", "zscore", "robust_z")
 
 @dataclass(frozen=True)
 class FitSeries:
-    """One series as the search sees it: train + validation values, labels, and where validation starts.
+    """One series as the search sees it: train + validation values and labels, validation start.
 
     Attributes:
         id: series id.
@@ -271,8 +270,8 @@ def sweep(
     so every point of the plateau keeps its side. Returns ``(threshold, f1, margin)``, where the
     margin is that gap in units of the standard deviation of the normal points' scores (capped at
     10): how robustly the threshold separates what it catches. ``(inf, f1 of base alone or 0, 0)``
-    when no threshold helps. ``gap`` places the threshold in that gap: 0.5 = midway, smaller = nearer the
-    event maximum (fewer alarms on new data).
+    when no threshold helps. ``gap`` places the threshold in that gap: 0.5 = midway, smaller =
+    nearer the event maximum (fewer alarms on new data).
     """
     ev_sorted: list[FloatArray] = []
     ne_sorted: list[FloatArray] = []
@@ -303,7 +302,7 @@ def sweep(
     if len(cands) > max_candidates:
         cands = np.unique(np.quantile(cands, np.linspace(0, 1, max_candidates)))
     f1_sum = np.zeros(len(cands))
-    for i in np.flatnonzero(has):
+    for i in np.flatnonzero(has).tolist():
         tp = tp0[i] + len(ev_sorted[i]) - np.searchsorted(ev_sorted[i], cands, side="left")
         fp = fp0[i] + len(ne_sorted[i]) - np.searchsorted(ne_sorted[i], cands, side="left")
         f1_sum += 2 * tp / (2 * tp + fp + events[i] - tp)
@@ -353,7 +352,7 @@ def estimate_period(series: Sequence[FitSeries]) -> int | None:
         interval = int(np.median(np.diff(ts)))
         if ts[0] > 10**8 and interval > 0 and 86400 % interval == 0:
             p = 86400 // interval
-            if 4 <= p and 3 * p <= fs.val_start:
+            if p >= 4 and 3 * p <= fs.val_start:
                 votes[p] = votes.get(p, 0) + 1
                 continue
         p_acf = _acf_period(fs.values[: fs.val_start])
@@ -535,9 +534,9 @@ def search(
         chosen, sel = _compose(series, ranking, train_parts, val_parts, config)
     final = _refit(series, chosen, all_parts, train_parts, config) if config.refit else chosen
     flags = _flags(series, final)
-    tf1 = flags_counts(flags, train_parts).f1()
-    vf1 = flags_counts(flags, val_parts).f1()
-    return SearchResult(final, ranking[: config.top_k], tried, sel, tf1, vf1)
+    final_train = flags_counts(flags, train_parts).f1()
+    final_val = flags_counts(flags, val_parts).f1()
+    return SearchResult(final, ranking[: config.top_k], tried, sel, final_train, final_val)
 
 
 def _scores_of(series: Sequence[FitSeries], st: Structure) -> list[FloatArray]:
@@ -600,7 +599,7 @@ def _refit(
     train_parts: Sequence[_Part],
     config: SearchConfig,
 ) -> list[RuleSpec]:
-    """Re-fit the thresholds in order on train + validation, each conditional on the previous ones."""
+    """Re-fit the thresholds in order on train + validation, each given the earlier ones."""
     out: list[RuleSpec] = []
     base: list[BoolArray] | None = None
     for r in chosen:

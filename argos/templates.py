@@ -1,23 +1,25 @@
 """The grammar of the embedded rule generator: parameterised templates that emit readable rules.
 
-Every rule the builtin generator exports is a Python module written by :func:`render`, following the
-rule contract (``detect(values, timestamps, params)``, ``PARAMS``, ``LOOKBACK``, a docstring with the
-normal and abnormal conditions; numpy only; causal). A rule is "a score compared to a threshold":
+Every rule the builtin generator exports is a Python module written by :func:`render`, following
+the rule contract (``detect(values, timestamps, params)``, ``PARAMS``, ``LOOKBACK``, a docstring
+with the normal and abnormal conditions; numpy only; causal). A rule is "a score compared to a
+threshold":
 
 - a **transform** turns the values into a signal (the values themselves, the first difference, the
   residual against the same slot one or more seasonal periods ago, the residual against an EWMA);
 - a **scorer** turns the signal into a score (the signal itself for static bounds, rolling z-score,
-  robust z-score, relative change, level shift, variance shift, CUSUM, run length of identical values,
-  spectral-residual saliency);
-- a **direction** (up: ``s >= thr``, down: ``-s >= thr``, both: ``|s| >= thr``) and a **persistence**
-  of k points (the smallest directional score over the last k points must reach the threshold) turn
-  the score into labels; an optional **cool-down** silences the rule for a number of points after
-  each alarm.
+  robust z-score, relative change, level shift, variance shift, CUSUM, run length of identical
+  values, spectral-residual saliency);
+- a **direction** (up: ``s >= thr``, down: ``-s >= thr``, both: ``|s| >= thr``) and a
+  **persistence** of k points (the smallest directional score over the last k points must reach
+  the threshold) turn the score into labels; an optional **cool-down** silences the rule for a
+  number of points after each alarm.
 
-The score code is the same text in every rendering of a template (numbers live in ``PARAMS``), so the
-search compiles each (transform, scorer) pair once with :func:`compile_score` and sweeps thresholds
-over its output; the rule exported afterwards computes exactly the same numbers. Templates are our
-trusted code: compiling them in-process is fine, unlike LLM output, which only the sandbox runs.
+The score code is the same text in every rendering of a template (numbers live in ``PARAMS``), so
+the search compiles each (transform, scorer) pair once with :func:`compile_score` and sweeps
+thresholds over its output; the rule exported afterwards computes exactly the same numbers.
+Templates are our trusted code: compiling them in-process is fine, unlike LLM output, which only
+the sandbox runs.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def floor_scale(scale, level):
 ''',
     "past_median_mad": '''
 def past_median_mad(x, width):
-    """Median and median absolute deviation of the `width` points before t (NaN until they exist)."""
+    """Median and median absolute deviation of the `width` points before t (NaN until then)."""
     n = len(x)
     med = np.full(n, np.nan)
     mad = np.full(n, np.nan)
@@ -110,7 +112,7 @@ def run_length(x):
     "spectral_saliency": '''
 def spectral_saliency(x, width):
     """Spectral-residual saliency of the last point of each window of `width` points ending at t,
-    relative to the window's mean saliency (Ren et al., 2019; 5 extrapolated points avoid the edge)."""
+    relative to the window's mean saliency (Ren et al., 2019; 5 extrapolated points pad it)."""
     n = len(x)
     out = np.full(n, np.nan)
     if n < width:
@@ -177,7 +179,8 @@ TRANSFORMS: dict[str, Transform] = {
             "    if len(values) > period * cycles:\n"
             "        same_slot = [values[period * (cycles - k) : len(values) - period * k]\n"
             "                     for k in range(1, cycles + 1)]\n"
-            "        x[period * cycles :] = values[period * cycles :] - np.median(same_slot, axis=0)\n",
+            "        x[period * cycles :] = (values[period * cycles :]\n"
+            "                                - np.median(same_slot, axis=0))\n",
             "the difference to the median of the same slot in the previous {cycles} period(s) of "
             "{period} points",
             ("period", "cycles"),
@@ -367,7 +370,7 @@ def _transform_lookback(transform: str, params: Mapping[str, float]) -> int:
 
 @dataclass(frozen=True)
 class Structure:
-    """A rule shape without its threshold: transform + scorer + their params + direction + persistence.
+    """A rule shape without its threshold: transform, scorer, their params, direction, persistence.
 
     Attributes:
         transform: a key of :data:`TRANSFORMS`.
@@ -515,10 +518,7 @@ def _words(spec: RuleSpec) -> tuple[str, str, str]:
     p = {k: _fmt(v) for k, v in st.params}
     signal = t.phrase.format(**p)
     thr = f"{spec.threshold:.4g}"
-    if st.direction == "down":
-        thr_txt = f"-{thr}" if sc.name == "static" else thr
-    else:
-        thr_txt = thr
+    thr_txt = f"-{thr}" if (st.direction == "down" and sc.name == "static") else thr
     dir_word = {"up": "above", "down": "below", "both": "above or below"}[st.direction]
     if sc.name == "static":
         dir_word = {"up": "at or above", "down": "at or below", "both": "beyond +/-"}[st.direction]

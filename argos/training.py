@@ -90,7 +90,8 @@ class Generator(Protocol):
     must be picklable (the driver runs them in worker processes) and deterministic for a seed.
     """
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def generate(
         self,
@@ -125,7 +126,7 @@ def fit_series(train: Sequence[Series], validation: Sequence[Series]) -> list[Fi
 class BuiltinGenerator:
     """The embedded LLM-free generator: :func:`argos.builtin_generator.search` over the grammar."""
 
-    config: SearchConfig = SearchConfig()
+    config: SearchConfig = field(default_factory=SearchConfig)
     name: str = "builtin"
 
     def generate(

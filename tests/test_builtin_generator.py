@@ -66,7 +66,7 @@ def test_sweep_mean_over_series_and_conditional_on_base(seed: int) -> None:
     scores = [c[0] for c in cases]
     labels = [c[1] for c in cases]
     parts = [_part(lab, 0, len(lab)) for lab in labels]
-    thr, f1 = sweep_threshold(scores, parts)
+    _, f1 = sweep_threshold(scores, parts)
     assert f1 == pytest.approx(_brute_best(scores, labels), abs=1e-12)
     rng = np.random.default_rng(seed)
     base = [rng.random(len(lab)) < 0.01 for lab in labels]
