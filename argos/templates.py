@@ -512,6 +512,26 @@ def apply_cooldown(alarm, quiet):
 '''
 
 
+_SCORER_TITLES = {
+    "static": "static bound",
+    "zscore": "rolling z-score",
+    "robust_z": "robust z-score (median/MAD)",
+    "relative": "relative change",
+    "level_shift": "level shift",
+    "variance_shift": "variance shift",
+    "cusum": "CUSUM",
+    "flat": "stuck-value run length",
+    "spectral": "spectral-residual saliency",
+}
+_TRANSFORM_TITLES = {
+    "value": "the value",
+    "diff": "the first difference",
+    "seasonal": "the seasonal residual",
+    "ewma": "the EWMA residual",
+}
+_DIRECTION_TITLES = {"up": "upward", "down": "downward", "both": "both directions"}
+
+
 def _words(spec: RuleSpec) -> tuple[str, str, str]:
     st = spec.structure
     t, sc = TRANSFORMS[st.transform], SCORERS[st.scorer]
@@ -529,7 +549,10 @@ def _words(spec: RuleSpec) -> tuple[str, str, str]:
         abnormal += f", for {st.persistence} consecutive points"
     if spec.cooldown:
         abnormal += f" (then silent for {spec.cooldown} points)"
-    title = f"{sc.name.replace('_', ' ')} of {t.name.replace('_', ' ')}, {st.direction}"
+    title = (
+        f"{_SCORER_TITLES[sc.name]} of {_TRANSFORM_TITLES[t.name]}, "
+        f"{_DIRECTION_TITLES[st.direction]}"
+    )
     normal = normal[0].upper() + normal[1:]
     abnormal = abnormal[0].upper() + abnormal[1:]
     return title, normal, abnormal
