@@ -239,6 +239,15 @@ def test_fusion_against_a_csv_base_exports_a_fused_rule_set(tmp_path: Path) -> N
     assert sorted(r.role for r in manifest.rules) == ["fn", "fp"]
     # The online detector takes the external base's labels from the input (docs/detector.md).
     assert load_rules(path).external_base == "csv:base.csv"
+    from argos.detector import Detector
+
+    base_labels = flags.astype(bool)
+    with Detector.open(path) as det:
+        with pytest.raises(ValueError, match="external base detector"):
+            det.detect_arrays(series.timestamps, series.values)
+        fused = det.detect_arrays(series.timestamps, series.values, base=base_labels)
+    # GOOD adds alarms where the base is quiet and QUIET vetoes nothing: fused = base OR GOOD.
+    assert fused.raw[base_labels].all() and fused.raw.sum() > base_labels.sum()
 
 
 def test_method_base_predicts_both_parts(unit: Any) -> None:
