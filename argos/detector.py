@@ -385,8 +385,9 @@ def verification_sample(n: int = 1500, seed: int = 7) -> tuple[IntArray, FloatAr
     """A deterministic synthetic metric that exercises typical rules (no labels involved).
 
     Daily seasonality, noise, spikes, a level shift, a flat stretch, a variance burst and a
-    stretch of dense spikes (alarms a few points apart, which exposes rules whose label depends on
-    their own earlier alarms, like an in-rule cool-down), at 60 s.
+    stretch of dense spikes and a stretch of exponential growth (alarms a few points apart or
+    on every point, which exposes rules whose label depends on their own earlier alarms, like an
+    in-rule cool-down), at 60 s.
     """
     rng = np.random.default_rng(seed)
     i = np.arange(n)
@@ -398,6 +399,9 @@ def verification_sample(n: int = 1500, seed: int = 7) -> tuple[IntArray, FloatAr
     dense = 5 * n // 6 + np.cumsum(rng.integers(2, 7, size=max(1, n // 40)))
     dense = dense[dense < n]
     v[dense] += rng.choice([-1.0, 1.0], size=len(dense)) * rng.uniform(10, 40, size=len(dense))
+    # exponential growth: a long run of consecutive alarms for most scores (alarm chains)
+    g0, g1 = n // 12, n // 12 + max(1, n // 10)
+    v[g0:g1] = v[g0] * 1.015 ** np.arange(1, g1 - g0 + 1)
     t = 1_700_000_000 + 60 * i.astype(np.int64)
     return t.astype(np.int64), v.astype(np.float64)
 
