@@ -647,6 +647,7 @@ class _Worker:
 
     def __init__(self, rules: Sequence[RuleCode], limits: WorkerLimits) -> None:
         self.limits = limits
+        self.dead = False
         parent_sock, child_sock = socket.socketpair()
         self._sock = parent_sock
         self.fd = parent_sock.fileno()
@@ -694,6 +695,8 @@ class _Worker:
     ) -> tuple[dict[str, Any], bytearray]:
         """One round trip under the request deadline; the reply payload may have at most
         ``max_reply`` bytes."""
+        if self.dead:  # never touch a closed fd number: the process may have reused it
+            raise RuleWorkerError("the rule worker is dead")
         send_frame(self.fd, header, payload)
         reply, blob = recv_frame(
             self.fd, time.monotonic() + self.limits.request_seconds, max_payload=max_reply
@@ -704,6 +707,7 @@ class _Worker:
 
     def kill(self) -> None:
         """Kill the process (from outside) and reap it."""
+        self.dead = True
         with contextlib.suppress(ProcessLookupError, OSError):
             self.proc.send_signal(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -803,19 +807,34 @@ class WorkerEngine:
         return zlib.crc32(series.encode()) % len(self._workers)
 
     def _restart(self, idx: int) -> None:
-        """Replace worker ``idx`` (already dead or killed) and re-seed its series."""
+        """Replace worker ``idx`` (already dead or killed) and re-seed its series from the
+        mirror; raises :class:`RuleWorkerError` when the new worker fails too."""
         self._workers[idx].kill()
         self._workers[idx] = _Worker(self._rules, self.limits)
         self.restarts += 1
-        if self._packed:
-            self._workers[idx].request({"op": "set_packed", "rules": self._packed})
-        with self._mirror_lock:
-            seeds = [(s, h) for s, h in self._mirror.items() if self._shard(s) == idx]
-        for s, h in seeds:
-            self._workers[idx].request(
-                {"op": "seed", "series": s, "length": len(h.values)},
-                _pack_points([(h.timestamps, h.values)]),
-            )
+        w = self._workers[idx]
+        try:
+            if self._packed:
+                w.request({"op": "set_packed", "rules": self._packed})
+            with self._mirror_lock:
+                seeds = [(s, h) for s, h in self._mirror.items() if self._shard(s) == idx]
+            for s, h in seeds:
+                w.request(
+                    {"op": "seed", "series": s, "length": len(h.values)},
+                    _pack_points([(h.timestamps, h.values)]),
+                )
+        except (TimeoutError, EOFError, OSError) as exc:
+            w.kill()
+            raise RuleWorkerError(f"restarted worker failed while re-seeding: {exc}") from exc
+
+    def _control(self, idx: int, header: dict[str, Any], payload: Payload = b"") -> None:
+        """A state-changing request whose effect is already in the parent's mirror or settings:
+        if the worker fails it, a restart re-applies it from there."""
+        try:
+            self._workers[idx].request(header, payload)
+        except (TimeoutError, EOFError, OSError, RuleWorkerError):
+            with contextlib.suppress(RuleWorkerError):
+                self._restart(idx)
 
     def _call(
         self, idx: int, header: dict[str, Any], payload: Payload, lengths: Sequence[int]
@@ -831,7 +850,10 @@ class WorkerEngine:
                 why = f"timeout: the micro-batch took over {self.limits.request_seconds:g} s"
             else:
                 why = f"worker crashed: {exc}"
-            self._restart(idx)
+            try:
+                self._restart(idx)
+            except RuleWorkerError as restart_exc:  # the next request tries again
+                why += f"; restart failed: {restart_exc}"
             errors = [RuleError(i, rid, why) for i in range(len(lengths)) for rid in self._rule_ids]
             return EngineResult([np.zeros((n_rules, n), dtype=np.bool_) for n in lengths], errors)
         errors = [RuleError(int(i), str(r), str(m)) for i, r, m in reply.get("errors", [])]
@@ -891,7 +913,8 @@ class WorkerEngine:
         self._update_mirror_replace(series, timestamps, values)
         with self._locks[idx]:
             h = self._mirror[series]
-            self._workers[idx].request(
+            self._control(
+                idx,
                 {"op": "seed", "series": series, "length": len(h.values)},
                 _pack_points([(h.timestamps, h.values)]),
             )
@@ -912,15 +935,15 @@ class WorkerEngine:
                 self._mirror.pop(s, None)
         for idx, names in by_worker.items():
             with self._locks[idx]:
-                self._workers[idx].request({"op": "forget", "series": names})
+                self._control(idx, {"op": "forget", "series": names})
 
     def set_packed(self, rule_ids: Sequence[str]) -> None:
         """See :meth:`RuleKernel.set_packed` (applied to every worker, and after restarts)."""
         self._check_open()
         self._packed = list(rule_ids)
-        for idx, w in enumerate(self._workers):
+        for idx in range(len(self._workers)):
             with self._locks[idx]:
-                w.request({"op": "set_packed", "rules": self._packed})
+                self._control(idx, {"op": "set_packed", "rules": self._packed})
 
     def history(self) -> Iterator[tuple[str, IntArray, FloatArray]]:
         """The parent-side mirror of every series' history (to carry state across reloads)."""

@@ -540,6 +540,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 )
             except (ValueError, OverflowError) as exc:
                 raise HTTPException(422, str(exc)) from exc
+            except RuleWorkerError as exc:
+                raise HTTPException(503, f"rule engine unavailable: {exc}") from exc
             events = []
             for i in res.anomaly.nonzero()[0].tolist():
                 fired = res.rule_labels[:, i].nonzero()[0].tolist()
@@ -590,7 +592,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
                         f"too many series (limit {config.max_series}); not tracking "
                         f"{len(new)} new series",
                     )
-                results = det.push(points)
+                try:
+                    results = det.push(points)
+                except RuleWorkerError as exc:
+                    raise HTTPException(503, f"rule engine unavailable: {exc}") from exc
             finally:
                 holder.release(a)
         dt = time.perf_counter() - t0

@@ -251,3 +251,30 @@ def test_packed_push_runs_each_rule_once_and_matches_per_series_batch() -> None:
     ref = RuleKernel(BASIC)
     for k, (t, v) in data.items():
         np.testing.assert_array_equal(np.concatenate(got[k], axis=1), ref.batch([(t, v)]).labels[0])
+
+
+def test_a_failed_restart_is_reported_and_retried_never_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import argos.rule_worker as rw
+
+    t, v = sample(300, seed=8)
+    ref = InProcessEngine(BASIC).batch([(t, v)]).labels[0]
+    with WorkerEngine(BASIC) as eng:
+        got = [eng.push([("s", t[:100], v[:100])]).labels[0]]
+        real = rw._Worker
+
+        class CannotStart:
+            def __init__(self, *args: object) -> None:
+                raise RuleWorkerError("no more processes")
+
+        monkeypatch.setattr(rw, "_Worker", CannotStart)
+        os.kill(eng.pids[0], signal.SIGKILL)
+        lost = eng.push([("s", t[100:110], v[100:110])])
+        assert "restart failed: no more processes" in lost.errors[0].message
+        lost2 = eng.push([("s", t[110:120], v[110:120])])  # the dead worker is not touched
+        assert "worker crashed: the rule worker is dead" in lost2.errors[0].message
+        monkeypatch.setattr(rw, "_Worker", real)
+        eng.forget(["nothing"])  # a control request restarts the worker from the mirror
+        got.append(eng.push([("s", t[120:], v[120:])]).labels[0])
+        np.testing.assert_array_equal(np.concatenate(got, axis=1), ref[:, np.r_[0:100, 120:300]])
