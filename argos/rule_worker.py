@@ -657,7 +657,13 @@ class _Worker:
         env = _worker_env(
             limits.memory_mb * 1024 * 1024, child_fd, limits.allow_unconfined, self.scratch
         )
-        cmd = [sys.executable, "-I", "-m", "argos.rule_worker"]
+        # -I: no user site, no PYTHONPATH, no cwd; the package's own location is put on the path
+        # explicitly so an uninstalled checkout works too
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        boot = (
+            f"import sys; sys.path.insert(0, {root!r}); from argos.rule_worker import main; main()"
+        )
+        cmd = [sys.executable, "-I", "-c", boot]
         try:
             self.proc = _SPAWNER.submit(
                 subprocess.Popen,
