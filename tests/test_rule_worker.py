@@ -278,3 +278,24 @@ def test_a_failed_restart_is_reported_and_retried_never_raised(
         eng.forget(["nothing"])  # a control request restarts the worker from the mirror
         got.append(eng.push([("s", t[120:], v[120:])]).labels[0])
         np.testing.assert_array_equal(np.concatenate(got, axis=1), ref[:, np.r_[0:100, 120:300]])
+
+
+def test_worker_process_is_locked_down_as_reported(engine: WorkerEngine) -> None:
+    pid = engine.pids[0]
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    if engine.layers.get("seccomp"):
+        assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1"
+    if engine.layers.get("drop_privileges"):
+        assert status["Uid"].split() == ["65534"] * 4
+    if engine.layers.get("netns"):
+        assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    assert sorted(os.listdir(f"/proc/{pid}/fd"), key=int) == ["0", "1", "2", "3"]
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    names = {e.split(b"=", 1)[0].decode() for e in environ if e}
+    assert names <= {
+        "PATH", "LANG", "HOME", "TMPDIR", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS", "ARGOS_WORKER_FD", "ARGOS_WORKER_MEMORY_BYTES",
+        "ARGOS_WORKER_ALLOW_UNCONFINED", "ARGOS_WORKER_SCRATCH",
+    }  # fmt: skip
