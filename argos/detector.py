@@ -14,6 +14,9 @@ Semantics (see ``docs/detector.md``):
   loaded, every rule is checked on a deterministic synthetic sample by streaming it in irregular
   micro-batches and comparing with one batch run; a rule that differs is flagged
   ``stream_exact=False`` (a warning, or an error with ``strict=True``).
+* **Packing.** Exact rules that also give the same labels when run once over the concatenated
+  windows of several series (checked with three unlike samples) are *packed*: one call per push
+  for all series with a full history, instead of one call per series.
 * **Ordering.** Points may interleave across series; within a series timestamps must increase.
   A point whose timestamp equals the last accepted one is a ``duplicate``, an older one is
   ``late``, a non-finite value is ``invalid``: all three are dropped, counted and reported with
