@@ -30,6 +30,7 @@ $(LLM_STAMP): | $(STAMP)
 install-llm-server: $(LLM_STAMP)
 
 test: $(STAMP) $(if $(filter 1,$(ARGOS_TEST_LLM)),$(LLM_STAMP))
+	sh scripts/ensure_redis.sh
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
