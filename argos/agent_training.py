@@ -226,7 +226,11 @@ class AgentGenerator:
         accepted = [c for st in states for c in st.get("accepted", [])]
         val = [c["val_f1"] for c in accepted if c["val_f1"] is not None]
         train = [c["train_f1"] for c in accepted if c["train_f1"] is not None]
-        notes = [f"stopped: {st.get('stop_reason')}" for st in states]
+        notes = [
+            f"{st.get('iteration', 0)} iteration(s), {len(st.get('accepted', []))} rule(s) kept; "
+            f"stopped: {st.get('stop_reason')}"
+            for st in states
+        ]
         if not accepted:
             notes.append("no candidate was accepted")
         return GeneratorOutput(
