@@ -1,0 +1,69 @@
+"""spectral_value_w96_up_k3: spectral-residual saliency of the value, upward.
+
+Normal: The spectral-residual saliency of the value over the last 96 points stays below 3.605
+    times the window's mean saliency.
+Abnormal: The value is salient: its spectral-residual saliency is more than 3.605 times the mean
+    saliency of the last 96 points, for 3 consecutive points.
+
+"""
+
+import math
+
+import numpy as np
+
+PARAMS = {
+    'window': 96,
+    'threshold': 3.605346675384585,
+    'persistence': 3,
+}
+LOOKBACK = 98
+
+def spectral_saliency(x, width):
+    """Spectral-residual saliency of the last point of each window of `width` points ending at t,
+    relative to the window's mean saliency (Ren et al., 2019; 5 extrapolated points pad it)."""
+    n = len(x)
+    out = np.full(n, np.nan)
+    if n < width:
+        return out
+    windows = np.lib.stride_tricks.sliding_window_view(x, width)
+    for a in range(0, len(windows), 8000):
+        block = windows[a : a + 8000]
+        block = block - block.mean(axis=1, keepdims=True)
+        # extrapolate from the 6 points before the last one, so the last point stays the edge
+        seg = block[:, -7:-1]
+        slopes = (seg[:, -1:] - seg[:, :-1]) / np.arange(5, 0, -1)
+        ahead = seg[:, 1] + slopes.sum(axis=1)
+        ext = np.concatenate((block, np.repeat(ahead[:, None], 5, axis=1)), axis=1)
+        spec = np.fft.fft(ext, axis=1)
+        log_amp = np.log(np.abs(spec) + 1e-8)
+        pad = np.concatenate((log_amp[:, :1], log_amp, log_amp[:, -1:]), axis=1)
+        smooth = (pad[:, :-2] + pad[:, 1:-1] + pad[:, 2:]) / 3.0
+        residual = np.exp(log_amp - smooth + 1j * np.angle(spec))
+        sal = np.abs(np.fft.ifft(residual, axis=1))
+        ref = sal[:, :width].mean(axis=1) + 1e-8
+        out[width - 1 + a : width - 1 + a + len(block)] = (sal[:, width - 1] - ref) / ref
+    return out
+
+
+def score(values, timestamps, params):
+    """Score of each point: larger means more anomalous in the rule's direction."""
+    values = np.asarray(values, dtype=float)
+    x = values
+    s = spectral_saliency(x, int(params['window']))
+    return np.asarray(s, dtype=float)
+
+
+def detect(values, timestamps, params=PARAMS):
+    """True where the point is anomalous (see the module docstring)."""
+    s = score(values, timestamps, params)
+    k = int(params["persistence"])
+    if k > 1:
+        held = np.full(len(s), np.nan)
+        if len(s) >= k:
+            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+        s = held
+    alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
+    return alarm

@@ -1,0 +1,46 @@
+"""flat_value_up: stuck-value run length of the value, upward.
+
+Normal: The value keeps changing: fewer than 1.75 identical points in a row.
+Abnormal: The value is stuck: 1.75 or more identical points in a row.
+
+"""
+
+import math
+
+import numpy as np
+
+PARAMS = {
+    'threshold': 1.75,
+    'persistence': 1,
+}
+LOOKBACK = 1
+
+def run_length(x):
+    """How many consecutive points up to t share the value at t."""
+    idx = np.arange(len(x))
+    changed = np.concatenate(([True], x[1:] != x[:-1]))
+    return (idx - np.maximum.accumulate(np.where(changed, idx, 0)) + 1).astype(float)
+
+
+def score(values, timestamps, params):
+    """Score of each point: larger means more anomalous in the rule's direction."""
+    values = np.asarray(values, dtype=float)
+    x = values
+    s = run_length(x)
+    return np.asarray(s, dtype=float)
+
+
+def detect(values, timestamps, params=PARAMS):
+    """True where the point is anomalous (see the module docstring)."""
+    s = score(values, timestamps, params)
+    k = int(params["persistence"])
+    if k > 1:
+        held = np.full(len(s), np.nan)
+        if len(s) >= k:
+            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+        s = held
+    alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
+    return alarm
