@@ -15,7 +15,17 @@ app = typer.Typer(
 )
 
 # One module per command group; each defines ``register(app: typer.Typer) -> None``.
-_COMMAND_MODULES = ("demo", "datasets", "score", "evaluate", "rules", "train", "detect", "serve")
+_COMMAND_MODULES = (
+    "demo",
+    "datasets",
+    "score",
+    "evaluate",
+    "rules",
+    "train",
+    "detect",
+    "serve",
+    "report",
+)
 
 for _name in _COMMAND_MODULES:
     _module = importlib.import_module(f"argos.cli.{_name}")

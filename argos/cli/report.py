@@ -1,0 +1,81 @@
+"""``argos report``: one self-contained HTML report for a training run or an evaluation folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from argos.report import DEFAULT_BASELINES, DEFAULT_MAX_SERIES, ReportError, write_report
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``report`` command to ``app``."""
+
+    @app.command()
+    def report(
+        path: Annotated[
+            Path,
+            typer.Argument(help="A run folder (summary.json) or an eval folder (results.json)."),
+        ],
+        out: Annotated[
+            Path | None,
+            typer.Option("--out", help="HTML file to write (default PATH/report.html)."),
+        ] = None,
+        data_dir: Annotated[
+            Path | None,
+            typer.Option("--data-dir", help="Benchmark data folder (default $ARGOS_DATA_DIR)."),
+        ] = None,
+        baselines: Annotated[
+            str,
+            typer.Option(
+                "--baselines",
+                help="Run reports: baselines fitted next to the rules, comma-separated, '' = none.",
+            ),
+        ] = ",".join(DEFAULT_BASELINES),
+        max_series: Annotated[
+            int,
+            typer.Option(
+                "--max-series", min=0, help="Eval reports: series drawn (worst and best by F1)."
+            ),
+        ] = DEFAULT_MAX_SERIES,
+        method: Annotated[
+            str | None,
+            typer.Option(
+                "--method", help="Eval reports: whose detections to draw (default: the best F1)."
+            ),
+        ] = None,
+    ) -> None:
+        """Write a self-contained HTML report: series with anomalies and detections, rules,
+        training progress and the evaluation table (images embedded, no network needed)."""
+        console = Console(stderr=True)
+        if not path.is_dir():
+            typer.echo(f"error: {path} is not a folder", err=True)
+            raise typer.Exit(2)
+        names = tuple(b.strip() for b in baselines.split(",") if b.strip())
+        from argos.methods import method_names
+
+        unknown = [b for b in names if b not in method_names()]
+        if unknown:
+            typer.echo(
+                f"error: unknown method(s) {', '.join(unknown)} (see argos eval --list-methods)",
+                err=True,
+            )
+            raise typer.Exit(2)
+        try:
+            with console.status("building the report...") as status:
+                target = write_report(
+                    path,
+                    out,
+                    data_dir=data_dir,
+                    baselines=names,
+                    max_series=max_series,
+                    method=method,
+                    progress=lambda msg: status.update(msg),
+                )
+        except ReportError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        Console().print(f"report written to {target}")
