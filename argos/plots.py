@@ -133,6 +133,18 @@ def _render(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+@dataclass(frozen=True)
+class SeriesPanel:
+    """What one series panel shows (see :func:`series_figure`)."""
+
+    values: FloatArray
+    timestamps: IntArray
+    labels: BoolArray | None
+    detections: BoolArray | None = None
+    boundaries: Sequence[Boundary] = ()
+    title: str = ""
+
+
 def series_figure(
     values: FloatArray,
     timestamps: IntArray,
@@ -151,6 +163,29 @@ def series_figure(
     an event as true positives and outside every event as false positives, and ``boundaries``
     (train / validation / test) as vertical lines.
     """
+    panel = SeriesPanel(values, timestamps, labels, detections, boundaries, title)
+    return stacked_series_figure([panel], width_px=width_px, panel_height_px=height_px)
+
+
+def stacked_series_figure(
+    panels: Sequence[SeriesPanel], *, width_px: int = 1300, panel_height_px: int = 270
+) -> bytes:
+    """Several series panels (as :func:`series_figure` draws them) stacked in one PNG."""
+    if not panels:
+        raise ValueError("no series to draw")
+    k = len(panels)
+    fig = Figure(figsize=(width_px / DPI, k * panel_height_px / DPI), dpi=DPI)
+    for i, p in enumerate(panels):
+        bottom = (k - 1 - i) / k
+        _draw_series(fig, bottom, 1 / k, p, width_px)
+    return _render(fig)
+
+
+def _draw_series(fig: Figure, bottom: float, height: float, p: SeriesPanel, width_px: int) -> None:
+    """Draw panel ``p`` in the horizontal band [bottom, bottom + height] of ``fig``."""
+    values = np.asarray(p.values, dtype=np.float64)
+    timestamps, labels, detections = p.timestamps, p.labels, p.detections
+    boundaries, title = p.boundaries, p.title
     n = len(values)
     if len(timestamps) != n:
         raise ValueError(f"{len(timestamps)} timestamps for {n} values")
@@ -163,8 +198,7 @@ def series_figure(
     keep = truth if pred is None else (truth | pred)
     idx = downsample_indices(np.asarray(values, dtype=np.float64), plot_px, keep)
 
-    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
-    ax = fig.add_axes((0.055, 0.2, 0.745, 0.66))
+    ax = fig.add_axes((0.055, bottom + 0.2 * height, 0.745, 0.66 * height))
     ax.plot(x[idx], values[idx], color=COLOR_VALUE, linewidth=0.8, zorder=2)
 
     starts, ends = events(truth)
@@ -280,11 +314,15 @@ def series_figure(
     ax.tick_params(labelsize=8)
     ax.grid(True, color="#e5e5e5", linewidth=0.6, zorder=0)
     if title:
-        fig.text(0.055, 0.995, title, fontsize=10, va="top", ha="left", weight="bold")
+        top = bottom + height - 0.005 * height
+        fig.text(0.055, top, title, fontsize=10, va="top", ha="left", weight="bold")
     fig.legend(
-        handles=handles, loc="center left", bbox_to_anchor=(0.81, 0.55), fontsize=8, frameon=False
+        handles=handles,
+        loc="center left",
+        bbox_to_anchor=(0.81, bottom + 0.55 * height),
+        fontsize=8,
+        frameon=False,
     )
-    return _render(fig)
 
 
 def progress_figure(

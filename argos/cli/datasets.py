@@ -26,7 +26,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``datasets`` command group (``list``, ``show``) to ``app``."""
+    """Add the ``datasets`` command group (``list``, ``show``, ``plot``) to ``app``."""
     group = typer.Typer(
         help="Benchmark and demo datasets: what is available and what is in them.",
         no_args_is_help=True,
@@ -106,6 +106,60 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(summary, indent=2))
             return
         _print_summary(summary)
+
+    @group.command("plot")
+    def plot(
+        name: Annotated[str, typer.Argument(help="A dataset name (see `list`) or a PATH.")],
+        series: Annotated[
+            str | None,
+            typer.Option("--series", help="Series id (default: the first --max-series series)."),
+        ] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option("--out", help="PNG file to write (default ./NAME[-SERIES].png)."),
+        ] = None,
+        max_series: Annotated[
+            int, typer.Option("--max-series", min=1, help="Series stacked without --series.")
+        ] = 4,
+        data_dir: DataDirOption = None,
+    ) -> None:
+        """Draw series with their labeled anomalies and train / validation / test boundaries."""
+        from argos.plots import Boundary, SeriesPanel, stacked_series_figure
+        from argos.protocol import split_series
+
+        try:
+            dataset = catalog.load_dataset(name, data_dir=data_dir, progress=sys.stderr.isatty())
+        except (DataError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if series is not None:
+            chosen = [s for s in dataset.series if s.id == series]
+            if not chosen:
+                some = ", ".join(s.id for s in dataset.series[:5])
+                typer.echo(f"error: no series {series!r} in {dataset.name} (e.g. {some})", err=True)
+                raise typer.Exit(2)
+        else:
+            chosen = list(dataset.series[:max_series])
+        panels = []
+        for s in chosen:
+            sp = split_series(s, dataset.split)
+            marks = [Boundary(sp.val_start, "validation")] if sp.val_start < sp.test_start else []
+            n_anom = 0 if s.labels is None else int(s.labels.sum())
+            panels.append(
+                SeriesPanel(
+                    s.values,
+                    s.timestamps,
+                    s.labels,
+                    boundaries=[*marks, Boundary(sp.test_start, "test")],
+                    title=f"{dataset.name} / {s.id}: {len(s):,} points, {n_anom:,} anomalous",
+                )
+            )
+        if out is None:
+            stem = Path(name).name if series is None else f"{Path(name).name}-{series}"
+            out = Path("".join(c if c.isalnum() or c in "-_." else "_" for c in stem) + ".png")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(stacked_series_figure(panels))
+        Console().print(f"{len(panels)} series drawn to {out}")
 
     app.add_typer(group, name="datasets")
 
