@@ -85,6 +85,10 @@ class SearchConfig:
         few_events_gap: ``gap`` for units with fewer than ``few_events`` events.
         few_events_order: for those units, break selection ties by simplicity (static value
             first) instead of the margin (off: the validation protocol preferred the margin).
+        few_events_or: for those units, when their events are long (``long_event`` points or
+            more on average), OR this many rules of different shapes, each fit on its own
+            (1 = the normal composition).
+        long_event: mean labeled event length (points) above which events count as long.
         val_weight: weight of the validation F1 in the selection score (the rest: train F1).
         few_events: with fewer labeled events than this (train + validation, all series), only
             the simple scorers of :data:`SIMPLE_SCORERS` on values and differences are searched.
@@ -104,6 +108,8 @@ class SearchConfig:
     gap: float = 0.25
     few_events_gap: float = 0.9
     few_events_order: bool = False
+    few_events_or: int = 2
+    long_event: int = 20
 
 
 @dataclass(frozen=True)
@@ -534,6 +540,11 @@ def search(
     else:
         chosen, sel = _compose(series, ranking, train_parts, val_parts, config)
     final = _refit(series, chosen, all_parts, train_parts, config) if config.refit else chosen
+    if n_events < config.few_events and config.few_events_or > 1:
+        lengths = [int((p.ends - p.starts).sum()) for p in all_parts]
+        if sum(lengths) / max(n_events, 1) >= config.long_event:
+            # long events: one alarm anywhere inside is a hit, so a second shape buys recall
+            final = _independent_or(series, ranking, all_parts, config)
     flags = _flags(series, final)
     final_train = flags_counts(flags, train_parts).f1()
     final_val = flags_counts(flags, val_parts).f1()
@@ -591,6 +602,29 @@ def _compose(
         pool.pop(best[2])
         base = _flags(series, chosen)
     return chosen, sel
+
+
+def _independent_or(
+    series: Sequence[FitSeries],
+    ranking: Sequence[Candidate],
+    all_parts: Sequence[_Part],
+    config: SearchConfig,
+) -> list[RuleSpec]:
+    """The best ``few_events_or`` candidates of different score shapes, each fit on its own."""
+    out: list[RuleSpec] = []
+    keys: set[tuple[str, str]] = set()
+    for c in ranking:
+        if c.structure.key in keys:
+            continue
+        scores = _scores_of(series, c.structure)
+        thr, _ = sweep_threshold(scores, all_parts, None, config.max_candidates, config.gap)
+        if not math.isfinite(thr):
+            continue
+        keys.add(c.structure.key)
+        out.append(RuleSpec(c.structure, thr))
+        if len(out) >= config.few_events_or:
+            break
+    return out
 
 
 def _refit(

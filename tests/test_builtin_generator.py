@@ -189,3 +189,30 @@ def test_yahoo_a1_partition_search_on_real_data(yahoo_dataset) -> None:  # type:
     assert res.rules and res.tried > 100
     # mean over series of the train part: a useful rule set, not a placeholder
     assert res.train_f1 is not None and res.train_f1 > 0.4
+
+
+def _one_long_event(seed: int, n: int = 3000) -> FitSeries:
+    rng = np.random.default_rng(seed)
+    v = rng.normal(0, 1, n)
+    lab = np.zeros(n, bool)
+    lab[1000:1100] = True  # one long labeled window around a burst
+    v[1040:1045] += 8
+    return FitSeries("long", v, np.arange(n, dtype=np.int64), lab, 2400)
+
+
+def test_one_long_event_gets_two_simple_rules_of_different_shapes() -> None:
+    res = search([_one_long_event(0)])
+    assert len(res.rules) == 2
+    keys = {r.structure.key for r in res.rules}
+    assert len(keys) == 2
+    assert all(r.structure.scorer in ("static", "zscore", "robust_z") for r in res.rules)
+    single = search([_one_long_event(0)], SearchConfig(few_events_or=1))
+    assert len(single.rules) == 1
+
+
+def test_one_short_event_keeps_a_single_rule() -> None:
+    fs = _one_long_event(1)
+    lab = np.zeros(len(fs.values), bool)
+    lab[1040:1043] = True
+    res = search([FitSeries(fs.id, fs.values, fs.timestamps, lab, fs.val_start)])
+    assert len(res.rules) == 1
