@@ -168,10 +168,17 @@ _WORKER_STATE: dict[str, Any] = {}
 
 
 def _run_task(task: _Task) -> list[SeriesResult]:
-    dataset: Dataset = _WORKER_STATE["dataset"]
+    return run_eval_task(
+        task, _WORKER_STATE["dataset"], _WORKER_STATE["delay"], _WORKER_STATE["with_scores"]
+    )
+
+
+def run_eval_task(
+    task: _Task, dataset: Dataset, delay: int, with_scores: bool
+) -> list[SeriesResult]:
+    """Fit one method on one training unit and score its series (one task of :func:`evaluate`;
+    :class:`argos.distributed.DaskExecutor` runs it on Dask workers)."""
     spec: SplitSpec = dataset.split
-    delay: int = _WORKER_STATE["delay"]
-    with_scores: bool = _WORKER_STATE["with_scores"]
     group = [dataset.series[i] for i in task.series_idx]
     try:
         method = get_method(task.method).build(seed=task.trial)
@@ -421,13 +428,16 @@ def evaluate(
     workers: int | None = None,
     with_scores: bool = True,
     progress: ProgressCallback | None = None,
+    executor: Any = None,
 ) -> EvalResult:
     """Evaluate ``methods`` on ``dataset`` (same splits for all) and return every per-series score.
 
     ``workers`` processes run the (method, trial, training unit) tasks (default: CPU count; 1 runs
     in this process). ``progress(done, total, description)`` is called once with ``done=0`` when
     the workers have been forked (start progress-display threads only then), and after every task.
-    ``with_scores`` computes AUC-PR / VUS-PR for detectors that expose scores.
+    ``with_scores`` computes AUC-PR / VUS-PR for detectors that expose scores. ``executor`` (an
+    :class:`argos.distributed.DaskExecutor`) runs the tasks on a Dask cluster instead (``workers``
+    is then ignored).
 
     Raises :class:`EvaluationError` when a method fails (naming the method and the training unit)
     and ``ValueError`` for bad arguments (the message of an unknown method lists known ones).
@@ -461,7 +471,11 @@ def evaluate(
     _WORKER_STATE.update(dataset=dataset, delay=delay, with_scores=with_scores)
     rows: list[SeriesResult] = []
     try:
-        if n_workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        if executor is not None:
+            rows = executor.run_evaluation(
+                tasks, dataset, delay=delay, with_scores=with_scores, progress=progress
+            )
+        elif n_workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
             if progress:
                 progress(0, len(tasks), "running")
             for i, task in enumerate(tasks):

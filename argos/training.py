@@ -346,10 +346,13 @@ def train_dataset(
     workers: int = 1,
     verify: bool = True,
     on_unit: UnitCallback | None = None,
+    executor: Any = None,
 ) -> TrainSummary:
     """Train every unit of ``dataset``, verify and export the rules, and write ``summary.json``.
 
     ``on_unit`` is called as each unit finishes (in completion order) for progress displays.
+    ``executor`` (an :class:`argos.distributed.DaskExecutor`) runs the units' generation as tasks
+    on a Dask cluster instead of the local process pool; verification and export stay here.
     """
     gen: Generator = generator or BuiltinGenerator()
     spec = dataset.split
@@ -366,7 +369,7 @@ def train_dataset(
     results: list[UnitResult] = []
     sandbox = _open_sandbox() if verify else None
     try:
-        for (name, out, secs), job in _run_jobs(gen, jobs, workers):
+        for (name, out, secs), job in _run_jobs(gen, jobs, workers, executor):
             history = fit_series(job[1], job[2])
             # Only template-rendered code may also run in-process (to cross-check the sandbox).
             trusted = isinstance(gen, BuiltinGenerator)
@@ -429,9 +432,13 @@ def _run_jobs(
     gen: Generator,
     jobs: Sequence[tuple[str, list[Series], list[Series], list[str]]],
     workers: int,
+    executor: Any = None,
 ) -> Iterable[
     tuple[tuple[str, GeneratorOutput, float], tuple[str, list[Series], list[Series], list[str]]]
 ]:
+    if executor is not None:
+        yield from executor.run_training(gen, jobs)
+        return
     by_name = {j[0]: j for j in jobs}
     if workers <= 1 or len(jobs) <= 1:
         for j in jobs:

@@ -193,6 +193,14 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option("--workers", min=1, help="Worker processes (default: CPU count)."),
         ] = None,
+        scheduler: Annotated[
+            str | None,
+            typer.Option(
+                "--scheduler",
+                help="Run the tasks on Dask: a scheduler ADDRESS, or 'local[:N]' to start a "
+                "local cluster of N worker processes (docs/scale-out.md).",
+            ),
+        ] = None,
         granularity: Annotated[
             str | None,
             typer.Option("--granularity", help="'series' or 'partition' (dataset default)."),
@@ -263,17 +271,21 @@ def register(app: typer.Typer) -> None:
                 bar.start()
             bar.update(task_id, completed=done, total=total, description=what)
 
+        from argos.distributed import SchedulerError, executor_for
+
         try:
-            result = evaluate(
-                data,
-                infos,
-                trials=cfg.trials,
-                delay=cfg.delay,
-                workers=cfg.workers,
-                with_scores=cfg.scores,
-                progress=on_progress,
-            )
-        except (EvaluationError, ValueError, DataError) as exc:
+            with executor_for(scheduler) as executor:
+                result = evaluate(
+                    data,
+                    infos,
+                    trials=cfg.trials,
+                    delay=cfg.delay,
+                    workers=cfg.workers,
+                    with_scores=cfg.scores,
+                    progress=on_progress,
+                    executor=executor,
+                )
+        except (EvaluationError, ValueError, DataError, SchedulerError) as exc:
             raise _fail(str(exc)) from None
         finally:
             bar.stop()

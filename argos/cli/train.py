@@ -13,6 +13,7 @@ from rich.table import Table
 
 from argos import catalog
 from argos.builtin_generator import SearchConfig
+from argos.cli.report import report_epilogue
 from argos.series import DataError, Dataset, SplitSpec
 from argos.training import (
     BuiltinGenerator,
@@ -88,6 +89,13 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[
             int | None, typer.Option(min=1, help="Worker processes (default: CPU count, <= 4).")
         ] = None,
+        scheduler: Annotated[
+            str | None,
+            typer.Option(
+                help="Builtin generator: run the units on Dask, a scheduler ADDRESS or "
+                "'local[:N]' for a local cluster of N worker processes (docs/scale-out.md)."
+            ),
+        ] = None,
         granularity: Annotated[
             str | None, typer.Option(help="'series' or 'partition' (dataset default).")
         ] = None,
@@ -139,6 +147,9 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Resume an interrupted LLM run (run id or folder).")
         ] = None,
         runs_dir: Annotated[Path, typer.Option(help="Where LLM runs are kept.")] = Path("runs"),
+        report: Annotated[
+            bool, typer.Option("--report", help="Also write the HTML report (OUT/report.html).")
+        ] = False,
     ) -> None:
         """Train rule sets: one per series or partition, verified in the sandbox, then exported."""
         console = Console(stderr=as_json)
@@ -149,7 +160,9 @@ def register(app: typer.Typer) -> None:
             run_dir = resolve_resume(resume, runs_dir)
             opts = RunOptions.model_validate_json((run_dir / "run.json").read_text())
             console.print(f"resuming {run_dir}")
-            raise typer.Exit(run_llm_training(opts, run_dir, console=console, as_json=as_json))
+            code = run_llm_training(opts, run_dir, console=console, as_json=as_json)
+            report_epilogue(run_dir, report, console)
+            raise typer.Exit(code)
         if dataset is None:
             typer.echo("error: give --dataset NAME|PATH (or --resume RUN_ID)", err=True)
             raise typer.Exit(2)
@@ -172,6 +185,13 @@ def register(app: typer.Typer) -> None:
             )
             raise typer.Exit(2)
         if generator == "llm" or (generator == "auto" and configured):
+            if scheduler is not None:
+                typer.echo(
+                    "error: --scheduler runs the builtin generator's units on Dask; for LLM "
+                    "units use argos.distributed from Python (docs/scale-out.md)",
+                    err=True,
+                )
+                raise typer.Exit(2)
             opts = RunOptions(
                 dataset=dataset,
                 data_dir=None if data_dir is None else str(data_dir),
@@ -194,7 +214,9 @@ def register(app: typer.Typer) -> None:
                 fusion_base=fusion_base,
             )
             run_dir = new_run_dir(runs_dir) if out == Path("runs/train") else out
-            raise typer.Exit(run_llm_training(opts, run_dir, console=console, as_json=as_json))
+            code = run_llm_training(opts, run_dir, console=console, as_json=as_json)
+            report_epilogue(run_dir, report, console)
+            raise typer.Exit(code)
         note = "" if configured else " (no LLM configured)"
         console.print(f"using the builtin generator{note}")
         if granularity not in (None, "series", "partition"):
@@ -241,19 +263,28 @@ def register(app: typer.Typer) -> None:
                     best=_fmt(best),
                 )
 
-            summary = train_dataset(
-                ds,
-                generator=gen,
-                out_dir=out,
-                series_id=series,
-                partition=partition,
-                workers=n_workers,
-                on_unit=on_unit,
-            )
+            from argos.distributed import SchedulerError, executor_for
+
+            try:
+                with executor_for(scheduler) as executor:
+                    summary = train_dataset(
+                        ds,
+                        generator=gen,
+                        out_dir=out,
+                        series_id=series,
+                        partition=partition,
+                        workers=n_workers,
+                        on_unit=on_unit,
+                        executor=executor,
+                    )
+            except SchedulerError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
         if as_json:
             typer.echo(json.dumps(summary.to_json(), indent=2))
         else:
             console.print(summary_table(summary))
             console.print(f"rule sets and summary.json written to {out}")
+        report_epilogue(out, report, console)
         if any(u.problems for u in summary.units):
             raise typer.Exit(1)

@@ -1,0 +1,473 @@
+"""Training and evaluation units as tasks on a Dask distributed cluster (``--scheduler``).
+
+The local executors (a process pool in :func:`argos.training.train_dataset` and
+:func:`argos.evaluate.evaluate`) stop at one machine. :class:`DaskExecutor` runs the same unit
+functions as Dask tasks instead, on a scheduler given by address (``tcp://host:8786``) or on a
+:class:`~distributed.LocalCluster` of worker processes started for the run (``local`` or
+``local:N``). What runs in a task is exactly what a local worker process runs, so the results and
+the exported artifacts are the same (verification and export stay in the driver, in unit order).
+
+Failures:
+
+- a task that raises is retried ``retries`` times (Dask ``retries=``);
+- a task whose worker process dies (OOM kill, SIGKILL, a lost machine) is rescheduled by the
+  scheduler on another worker (up to ``distributed.scheduler.allowed-failures`` deaths). A
+  builtin training unit is a pure function of its inputs; an LLM unit resumes from its SQLite
+  checkpoint in the shared run folder (completed calls are served from the response cache), and
+  the driver exports rule sets by content, so a retry never loses or duplicates accepted rules.
+
+LLM limits across workers: :class:`SharedLimitsChatModel` wraps a chat model so that every worker
+of the cluster shares one concurrency limit (a Dask :class:`~distributed.Semaphore`) and one token
+/ cost / call budget (a ledger in a Dask :class:`~distributed.Variable`, updated under a Dask
+:class:`~distributed.Lock`). A call first reserves its pessimistic cost (prompt estimate + full
+``max_tokens``) in the ledger, so concurrent calls on different workers can never overshoot the
+budget together; the reservation is replaced by the real usage when the call returns.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from argos.llm import (
+    Budget,
+    ChatModel,
+    Completion,
+    LLMBudgetExceeded,
+    Message,
+    Usage,
+    estimate_tokens,
+    price_for,
+)
+
+if TYPE_CHECKING:
+    from argos.evaluate import SeriesResult, _Task
+    from argos.llm import Price
+    from argos.llm_config import LLMConfig
+    from argos.series import Dataset, Series
+    from argos.training import Generator, GeneratorOutput
+
+TrainJob = tuple[str, "list[Series]", "list[Series]", list[str]]
+"""(unit name, train slices, validation slices, series ids): one training unit."""
+
+
+class SchedulerError(RuntimeError):
+    """The ``--scheduler`` value is malformed, or its scheduler cannot be reached."""
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise SchedulerError(
+            "--scheduler needs Dask distributed: pip install 'argos-rules[scale]'"
+        ) from None
+    return distributed
+
+
+def parse_scheduler(spec: str) -> tuple[str, int | None]:
+    """Split a ``--scheduler`` value into (kind, local worker count).
+
+    ``local`` -> ``("local", None)`` (CPU count, at most 4 workers); ``local:N`` ->
+    ``("local", N)``; anything else is a scheduler address (``tcp://host:8786``, ``host:8786``)
+    returned as ``(address, None)``.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise SchedulerError("--scheduler is empty: give ADDRESS, 'local' or 'local:N'")
+    if spec == "local":
+        return "local", None
+    if spec.startswith("local:"):
+        tail = spec.split(":", 1)[1]
+        if not tail.isdigit() or int(tail) < 1:
+            raise SchedulerError(f"--scheduler {spec!r}: N in 'local:N' must be an integer >= 1")
+        return "local", int(tail)
+    return spec, None
+
+
+class DaskExecutor:
+    """Runs training units and evaluation tasks on a Dask cluster.
+
+    Use :meth:`connect` (``--scheduler`` values) or pass an existing :class:`distributed.Client`
+    (typed ``Any``: Dask's client API is untyped).
+    A context manager: closing it closes the client and the local cluster it started (a remote
+    scheduler is left running).
+
+    Attributes:
+        client: the Dask client.
+        retries: extra attempts for a task that raised (worker deaths are handled by the
+            scheduler's ``allowed-failures``).
+    """
+
+    def __init__(self, client: Any, *, retries: int = 2, cluster: Any = None) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        self.client = client
+        self.retries = retries
+        self._cluster = cluster
+
+    @classmethod
+    def connect(cls, scheduler: str, *, retries: int = 2, timeout_s: float = 30.0) -> DaskExecutor:
+        """Connect to ``scheduler`` (an address), or start a local cluster for ``local[:N]``.
+
+        A local cluster has N single-threaded worker processes (rules and numpy release little
+        of the GIL; processes also isolate a crashing unit). Raises :class:`SchedulerError` when
+        the scheduler cannot be reached within ``timeout_s``.
+        """
+        distributed = _import_distributed()
+        kind, n = parse_scheduler(scheduler)
+        if kind == "local":
+            workers = n if n is not None else max(1, min(4, os.cpu_count() or 1))
+            cluster = distributed.LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                host="127.0.0.1",
+            )
+            client = distributed.Client(cluster, set_as_default=False)
+            return cls(client, retries=retries, cluster=cluster)
+        try:
+            client = distributed.Client(kind, timeout=timeout_s, set_as_default=False)
+        except OSError as exc:
+            raise SchedulerError(f"cannot reach the Dask scheduler at {kind!r}: {exc}") from None
+        return cls(client, retries=retries)
+
+    @property
+    def address(self) -> str:
+        """The scheduler's address."""
+        return str(self.client.scheduler.address)
+
+    def n_workers(self) -> int:
+        """Workers currently connected to the scheduler."""
+        return len(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def close(self) -> None:
+        """Close the client, and the local cluster if this executor started one."""
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- training ------------------------------------------------------------------------------
+    def run_training(
+        self, generator: Generator, jobs: Sequence[TrainJob]
+    ) -> Iterator[tuple[tuple[str, GeneratorOutput, float], TrainJob]]:
+        """Generate every unit as a Dask task; yield ``((unit, output, seconds), job)`` as units
+        finish (the shape :func:`argos.training._run_jobs` yields)."""
+        distributed = _import_distributed()
+        from argos.training import _generate_unit
+
+        run = uuid.uuid4().hex[:8]
+        by_key: dict[str, TrainJob] = {}
+        futures = []
+        for i, job in enumerate(jobs):
+            key = f"argos-train-{run}-{i}"
+            by_key[key] = job
+            futures.append(
+                self.client.submit(
+                    _generate_unit,
+                    generator,
+                    job[0],
+                    job[1],
+                    job[2],
+                    key=key,
+                    retries=self.retries,
+                    pure=False,
+                )
+            )
+        try:
+            for fut in distributed.as_completed(futures, loop=self.client.loop):
+                yield fut.result(), by_key[fut.key]
+        finally:
+            self.client.cancel(futures)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def run_evaluation(
+        self,
+        tasks: Sequence[_Task],
+        dataset: Dataset,
+        *,
+        delay: int,
+        with_scores: bool,
+        progress: Callable[[int, int, str], None] | None = None,
+    ) -> list[SeriesResult]:
+        """Run the (method, trial, unit) evaluation tasks; the dataset is sent to every worker
+        once. Methods are looked up by name in the workers: they must be registered when
+        :mod:`argos.methods` is imported there (plugins registered at run time in the driver are
+        not visible to remote workers)."""
+        distributed = _import_distributed()
+        from argos.evaluate import run_eval_task
+
+        run = uuid.uuid4().hex[:8]
+        shared = self.client.scatter(dataset, broadcast=True, hash=False)
+        futures = {
+            self.client.submit(
+                run_eval_task,
+                task,
+                shared,
+                delay,
+                with_scores,
+                key=f"argos-eval-{run}-{i}",
+                retries=self.retries,
+                pure=False,
+            ): task
+            for i, task in enumerate(tasks)
+        }
+        if progress:
+            progress(0, len(tasks), "running")
+        rows: list[SeriesResult] = []
+        try:
+            for n, fut in enumerate(
+                distributed.as_completed(list(futures), loop=self.client.loop), start=1
+            ):
+                rows.extend(fut.result())
+                task = futures[fut]
+                if progress:
+                    progress(n, len(tasks), f"{task.method} on {task.group}")
+        finally:
+            self.client.cancel(list(futures))
+        return rows
+
+
+# --------------------------------------------------------------------------------------------
+# LLM limits shared by all workers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """The shared budget ledger (stored in a Dask ``Variable`` as a dict).
+
+    ``calls``/``tokens``/``cost_usd`` are spent; ``reserved_*`` are held by calls in flight.
+    """
+
+    calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    reserved_calls: int = 0
+    reserved_tokens: int = 0
+    reserved_cost_usd: float = 0.0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> LedgerState:
+        """Parse the Variable's value (None = nothing spent yet)."""
+        return cls(**raw) if raw else cls()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The Variable's value."""
+        return {
+            "calls": self.calls,
+            "tokens": self.tokens,
+            "cost_usd": self.cost_usd,
+            "reserved_calls": self.reserved_calls,
+            "reserved_tokens": self.reserved_tokens,
+            "reserved_cost_usd": self.reserved_cost_usd,
+        }
+
+
+class SharedLimitsChatModel:
+    """A :class:`~argos.llm.ChatModel` whose concurrency and budget are shared cluster-wide.
+
+    Put it INSIDE the per-worker stack (``AgentGenerator(chat_model=SharedLimitsChatModel(...))``
+    becomes ``Metered(Caching(SharedLimits(endpoint)))``): cache hits never reach it, so replayed
+    calls cost nothing, and every call that does reach the endpoint holds one lease of the
+    semaphore ``argos-llm-{name}`` (at most ``max_concurrent`` in flight across all workers) and
+    is charged to the ledger ``argos-budget-{name}``.
+
+    Picklable: the endpoint is built lazily in the worker from ``llm`` (an
+    :class:`~argos.llm_config.LLMConfig`) unless ``inner`` is given (tests pass a fake model).
+    Needs a Dask client in the calling process (inside a task: the worker's client).
+
+    Attributes:
+        name: identifies the run (the semaphore, lock and variable names derive from it).
+        budget: the run-wide budget (tokens, dollars, calls).
+        max_concurrent: LLM calls in flight across the cluster.
+        prices: price table for cost accounting (model name -> price).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        budget: Budget,
+        max_concurrent: int,
+        inner: ChatModel | None = None,
+        llm: LLMConfig | None = None,
+        prices: dict[str, Price] | None = None,
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
+        if inner is None and llm is None:
+            raise ValueError("give the endpoint: inner= (a ChatModel) or llm= (an LLMConfig)")
+        self.name = name
+        self.budget = budget
+        self.max_concurrent = max_concurrent
+        self.prices = dict(prices or (llm.price_table() if llm is not None else {}))
+        self._inner = inner
+        self._llm = llm
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self._llm is not None:
+            state["_inner"] = None  # rebuilt in the worker (vendor clients do not pickle)
+        return state
+
+    @property
+    def model(self) -> str:
+        """The endpoint's model name."""
+        if self._inner is not None:
+            return self._inner.model
+        assert self._llm is not None
+        return str(self._llm.model)
+
+    def _endpoint(self) -> ChatModel:
+        if self._inner is None:
+            from argos.llm_config import build_chat_model
+
+            assert self._llm is not None
+            self._inner = build_chat_model(self._llm)
+        return self._inner
+
+    def _cost(self, model: str, usage: Usage) -> float:
+        price = price_for(model, self.prices)
+        return 0.0 if price is None else price.cost(usage)
+
+    def _primitives(self) -> tuple[Any, Any, Any]:
+        distributed = _import_distributed()
+        client = distributed.get_client()
+        sem = distributed.Semaphore(max_leases=self.max_concurrent, name=f"argos-llm-{self.name}")
+        lock = distributed.Lock(f"argos-budget-lock-{self.name}")
+        var = distributed.Variable(f"argos-budget-{self.name}", client=client)
+        return sem, lock, var
+
+    @staticmethod
+    def _read(var: Any) -> LedgerState:
+        try:
+            return LedgerState.from_dict(var.get(timeout=0))
+        except TimeoutError:
+            return LedgerState()
+
+    def _reserve(self, lock: Any, var: Any, agent: str, tokens: int, cost: float) -> None:
+        b = self.budget
+        with lock:
+            s = self._read(var)
+            if b.max_calls is not None and s.calls + s.reserved_calls + 1 > b.max_calls:
+                raise LLMBudgetExceeded(
+                    f"{agent} call refused: the run-wide call budget of {b.max_calls} is used up "
+                    f"({s.calls} made, {s.reserved_calls} in flight)"
+                )
+            if b.max_tokens is not None and s.tokens + s.reserved_tokens + tokens > b.max_tokens:
+                raise LLMBudgetExceeded(
+                    f"{agent} call refused: {s.tokens} tokens spent + {s.reserved_tokens} in "
+                    f"flight + up to {tokens} would exceed the run-wide budget of {b.max_tokens}"
+                )
+            if (
+                b.max_cost_usd is not None
+                and s.cost_usd + s.reserved_cost_usd + cost > b.max_cost_usd
+            ):
+                raise LLMBudgetExceeded(
+                    f"{agent} call refused: ${s.cost_usd:.4f} spent + ${s.reserved_cost_usd:.4f} "
+                    f"in flight + up to ${cost:.4f} would exceed ${b.max_cost_usd:.2f}"
+                )
+            var.set(
+                LedgerState(
+                    s.calls,
+                    s.tokens,
+                    s.cost_usd,
+                    s.reserved_calls + 1,
+                    s.reserved_tokens + tokens,
+                    s.reserved_cost_usd + cost,
+                ).to_dict()
+            )
+
+    def _settle(
+        self, lock: Any, var: Any, tokens: int, cost: float, used: Usage | None, model: str
+    ) -> None:
+        with lock:
+            s = self._read(var)
+            spent_tokens = used.total_tokens if used is not None else 0
+            spent_cost = self._cost(model, used) if used is not None else 0.0
+            var.set(
+                LedgerState(
+                    s.calls + (1 if used is not None else 0),
+                    s.tokens + spent_tokens,
+                    s.cost_usd + spent_cost,
+                    s.reserved_calls - 1,
+                    s.reserved_tokens - tokens,
+                    max(0.0, s.reserved_cost_usd - cost),
+                ).to_dict()
+            )
+
+    def spent(self) -> LedgerState:
+        """The shared ledger as it stands (for reports and tests)."""
+        _, lock, var = self._primitives()
+        with lock:
+            return self._read(var)
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        agent: str,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        json: bool = False,
+    ) -> Completion:
+        """Reserve the call's worst case in the shared ledger (or raise
+        :class:`~argos.llm.LLMBudgetExceeded`), hold a cluster-wide lease while calling the
+        endpoint, then charge the real usage. A failed call is charged nothing."""
+        sem, lock, var = self._primitives()
+        model = self.model
+        tokens = estimate_tokens(messages) + (max_tokens or 0)
+        cost = self._cost(model, Usage(estimate_tokens(messages), max_tokens or 0))
+        self._reserve(lock, var, agent, tokens, cost)
+        used: Usage | None = None
+        answered = model
+        try:
+            with sem:
+                result = self._endpoint().complete(
+                    messages,
+                    agent=agent,
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    seed=seed,
+                    json=json,
+                )
+            used, answered = result.usage, result.model
+            return result
+        finally:
+            self._settle(lock, var, tokens, cost, used, answered)
+
+
+def wait_for_workers(executor: DaskExecutor, n: int, timeout_s: float = 60.0) -> None:
+    """Block until ``n`` workers are connected (raises ``TimeoutError`` after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while executor.n_workers() < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"only {executor.n_workers()} of {n} Dask workers after {timeout_s}s"
+            )
+        time.sleep(0.1)
+
+
+@contextmanager
+def executor_for(scheduler: str | None, *, retries: int = 2) -> Iterator[DaskExecutor | None]:
+    """The executor a ``--scheduler`` value asks for (None = the local process pool), closed on
+    exit. Raises :class:`SchedulerError` for a bad value or an unreachable scheduler."""
+    if scheduler is None:
+        yield None
+        return
+    with DaskExecutor.connect(scheduler, retries=retries) as executor:
+        yield executor

@@ -1,0 +1,273 @@
+"""Training and evaluation on a local Dask cluster equal the local executor; a killed worker's unit
+is retried with the same artifacts; LLM concurrency and budget are shared by all workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pytest
+
+pytest.importorskip("distributed")
+
+from argos.builtin_generator import SearchConfig
+from argos.demo_data import make_demo_dataset
+from argos.distributed import DaskExecutor, SchedulerError, SharedLimitsChatModel, parse_scheduler
+from argos.evaluate import evaluate
+from argos.llm import Budget, Completion, LLMBudgetExceeded, Message, Usage, estimate_tokens
+from argos.series import Series
+from argos.training import BuiltinGenerator, GeneratorOutput, ProgressFn, train_dataset
+
+# Helpers defined here travel to the workers by value (the workers cannot import this module).
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+GEN = BuiltinGenerator(SearchConfig(trials=40, seed=0))
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[DaskExecutor]:
+    with DaskExecutor.connect("local:2") as ex:
+        yield ex
+
+
+def _tree(folder: Path) -> dict[str, Any]:
+    """Every file of a training output, with the fields that legitimately differ removed
+    (manifest creation time, wall-clock seconds)."""
+    out: dict[str, Any] = {}
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = str(path.relative_to(folder))
+        if path.name == "manifest.json":
+            data = json.loads(path.read_text())
+            data.pop("created", None)
+            out[rel] = data
+        elif path.name == "summary.json":
+            data = json.loads(path.read_text())
+            data.pop("seconds")
+            data.pop("out_dir")
+            for unit in data["units"]:
+                unit.pop("seconds")
+                unit.pop("path")
+            out[rel] = data
+        else:
+            out[rel] = path.read_bytes()
+    return out
+
+
+def test_parse_scheduler() -> None:
+    assert parse_scheduler("local") == ("local", None)
+    assert parse_scheduler("local:3") == ("local", 3)
+    assert parse_scheduler("tcp://10.0.0.1:8786") == ("tcp://10.0.0.1:8786", None)
+    for bad in ("", "local:0", "local:x"):
+        with pytest.raises(SchedulerError):
+            parse_scheduler(bad)
+
+
+@pytest.mark.timeout(20)
+def test_unreachable_scheduler_is_a_clear_error() -> None:
+    with pytest.raises(SchedulerError, match="cannot reach the Dask scheduler"):
+        DaskExecutor.connect("tcp://127.0.0.1:9", timeout_s=1.0)
+
+
+@pytest.mark.timeout(180)
+def test_training_on_dask_equals_local_executor(cluster: DaskExecutor, tmp_path: Path) -> None:
+    ds = make_demo_dataset()
+    train_dataset(ds, generator=GEN, out_dir=tmp_path / "local", workers=1)
+    dask = train_dataset(ds, generator=GEN, out_dir=tmp_path / "dask", executor=cluster)
+    assert [u.unit for u in dask.units] == [s.id for s in ds.series]
+    assert sum(len(u.rules) for u in dask.units) >= 5
+    assert all(u.verified for u in dask.units)
+    a, b = _tree(tmp_path / "local"), _tree(tmp_path / "dask")
+    assert a.keys() == b.keys()
+    assert any(k.endswith(".py") for k in a)
+    assert a == b
+
+
+@pytest.mark.timeout(300)
+def test_evaluation_on_dask_equals_local_executor(cluster: DaskExecutor) -> None:
+    ds = make_demo_dataset()
+    methods = ["robust-zscore", "argos-builtin"]
+    seen: list[int] = []
+    local = evaluate(ds, methods, workers=1)
+    dask = evaluate(ds, methods, executor=cluster, progress=lambda d, t, _: seen.append(d))
+    assert seen[-1] == len(ds.series) * len(methods)
+
+    def rows(result: Any) -> list[dict[str, Any]]:
+        out = []
+        for r in result.rows:
+            d = dataclasses.asdict(r)
+            d.pop("fit_seconds")
+            d.pop("detect_seconds")
+            out.append(d)
+        return out
+
+    assert len(rows(dask)) == len(ds.series) * len(methods)
+    assert rows(dask) == rows(local)
+
+    def summary(result: Any) -> dict[str, Any]:
+        out = result.summary()
+        for entry in out.values():
+            entry.pop("seconds")
+        return dict(out)
+
+    assert summary(dask) == summary(local)
+
+
+@dataclass(frozen=True)
+class StallOnce:
+    """Wraps the builtin generator; the FIRST attempt at ``unit`` writes its worker's pid to
+    ``marker`` and stalls (so the test can kill that worker mid-task); later attempts run."""
+
+    inner: BuiltinGenerator
+    unit: str
+    marker: str
+    name: str = "builtin"
+
+    @property
+    def config(self) -> SearchConfig:
+        return self.inner.config
+
+    def generate(
+        self,
+        train: Sequence[Series],
+        validation: Sequence[Series],
+        progress: ProgressFn | None = None,
+    ) -> GeneratorOutput:
+        if train[0].id == self.unit and not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            time.sleep(120)  # killed here
+        return self.inner.generate(train, validation, progress)
+
+
+@pytest.mark.timeout(240)
+def test_killed_worker_task_is_retried_with_same_artifacts(tmp_path: Path) -> None:
+    ds = make_demo_dataset()
+    unit = ds.series[2].id
+    marker = tmp_path / "stalled.pid"
+    reference = train_dataset(ds, generator=GEN, out_dir=tmp_path / "ref", workers=1)
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        pid = int(marker.read_text())
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    with DaskExecutor.connect("local:2") as ex:
+        pids_before = set(ex.client.run(os.getpid).values())
+        thread = threading.Thread(target=killer, daemon=True)
+        thread.start()
+        gen = StallOnce(GEN, unit, str(marker))
+        summary = train_dataset(ds, generator=gen, out_dir=tmp_path / "dask", executor=ex)  # type: ignore[arg-type]
+        thread.join(5)
+        assert killed and killed[0] in pids_before  # a real worker process was SIGKILLed
+        assert killed[0] not in set(ex.client.run(os.getpid).values())
+    assert [u.unit for u in summary.units] == [u.unit for u in reference.units]
+    got, want = _tree(tmp_path / "dask"), _tree(tmp_path / "ref")
+    # The summary records a BuiltinGenerator's search config; the wrapper has none to record.
+    assert got["summary.json"].pop("config") == {}
+    want["summary.json"].pop("config")
+    assert got == want
+
+
+@dataclass
+class SlowFakeModel:
+    """A deterministic fake endpoint: the estimated prompt tokens + 20 completion tokens per call
+    (an endpoint never answers more than ``max_tokens``); appends each
+    call's (start, end) to ``log`` so the test can measure cluster-wide concurrency."""
+
+    log: str
+    model: str = "fake-model"
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        agent: str,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        json: bool = False,
+    ) -> Completion:
+        start = time.time()
+        time.sleep(0.15)
+        end = time.time()
+        with open(self.log, "a") as f:
+            f.write(f"{start} {end}\n")
+        return Completion("ok", Usage(estimate_tokens(messages), 20), self.model, end - start)
+
+
+def _call_many(model: SharedLimitsChatModel, n: int) -> tuple[int, int]:
+    ok = refused = 0
+    for _ in range(n):
+        try:
+            model.complete([Message.user("hi")], agent="generator", max_tokens=20)
+            ok += 1
+        except LLMBudgetExceeded:
+            refused += 1
+    return ok, refused
+
+
+def _max_overlap(spans: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    cur = best = 0
+    for _, d in events:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+@pytest.mark.timeout(120)
+def test_llm_budget_and_concurrency_are_shared_across_workers(
+    cluster: DaskExecutor, tmp_path: Path
+) -> None:
+    log = tmp_path / "calls.log"
+    model = SharedLimitsChatModel(
+        f"test-{os.getpid()}-{time.time_ns()}",
+        budget=Budget(max_calls=9),
+        max_concurrent=1,
+        inner=SlowFakeModel(str(log)),
+    )
+    # 4 tasks x 4 calls on 2 workers: 16 attempts for a budget of 9 calls.
+    futs = [cluster.client.submit(_call_many, model, 4, pure=False) for _ in range(4)]
+    results = cluster.client.gather(futs)
+    assert sum(ok for ok, _ in results) == 9
+    assert sum(refused for _, refused in results) == 7
+    spans = [tuple(map(float, line.split())) for line in log.read_text().splitlines()]
+    assert len(spans) == 9  # refused calls never reached the endpoint
+    assert _max_overlap(spans) == 1  # the semaphore held across both worker processes
+    spent = cluster.client.submit(model.spent, pure=False).result()
+    per_call = estimate_tokens([Message.user("hi")]) + 20
+    assert (spent.calls, spent.tokens, spent.reserved_calls) == (9, 9 * per_call, 0)
+
+
+@pytest.mark.timeout(120)
+def test_token_budget_refuses_a_call_that_could_overshoot(
+    cluster: DaskExecutor, tmp_path: Path
+) -> None:
+    model = SharedLimitsChatModel(
+        f"tok-{os.getpid()}-{time.time_ns()}",
+        budget=Budget(max_tokens=100),
+        max_concurrent=2,
+        inner=SlowFakeModel(str(tmp_path / "calls.log")),
+    )
+    futs = [cluster.client.submit(_call_many, model, 3, pure=False) for _ in range(2)]
+    results = cluster.client.gather(futs)
+    spent = cluster.client.submit(model.spent, pure=False).result()
+    assert spent.tokens <= 100
+    assert sum(ok for ok, _ in results) == spent.calls >= 1
+    assert sum(r for _, r in results) == 6 - spent.calls
