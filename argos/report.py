@@ -30,15 +30,17 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from argos import __version__ as ARGOS_VERSION
 from argos.metrics import Scores, aggregate_mean, aggregate_pooled, event_pa
-from argos.plots import Boundary, png_data_uri, progress_figure, series_figure
 from argos.series import BoolArray, Dataset, Series, SplitSpec
+
+if TYPE_CHECKING:
+    from argos.plots import Boundary
 
 DEFAULT_BASELINES = ("robust-zscore", "spectral-residual")
 """Baselines fitted next to a run's rule sets (the ones ``argos demo`` shows)."""
@@ -263,6 +265,8 @@ def split_scores(
 
 
 def _boundaries(val_start: int, test_start: int) -> list[Boundary]:
+    from argos.plots import Boundary
+
     marks = []
     if val_start < test_start:
         marks.append(Boundary(val_start, "validation"))
@@ -304,6 +308,7 @@ def _series_view(
     method: str,
     note: str = "",
 ) -> SeriesView:
+    from argos.plots import png_data_uri, series_figure
     from argos.protocol import split_series
 
     sp = split_series(series, spec)
@@ -529,6 +534,7 @@ def build_run_report(
     """The report of a training run folder (see the module docstring)."""
     from argos.artifacts import RuleSetError, load_ruleset
     from argos.methods import get_method
+    from argos.plots import png_data_uri, progress_figure
     from argos.protocol import detection_input, fit_inputs, split_series
     from argos.sandbox import Sandbox
 

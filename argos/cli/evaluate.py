@@ -212,6 +212,9 @@ def register(app: typer.Typer) -> None:
         list_methods: Annotated[
             bool, typer.Option("--list-methods", help="List registered methods and exit.")
         ] = False,
+        report: Annotated[
+            bool, typer.Option("--report", help="Also write OUT/report.html (needs --out).")
+        ] = False,
     ) -> None:
         """Evaluate methods side by side on the same chronological splits.
 
@@ -247,6 +250,8 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"bad settings: {problems}") from None
         except ValueError as exc:
             raise _fail(str(exc)) from None
+        if report and cfg.out is None:
+            raise _fail("--report writes OUT/report.html: give --out DIR (or out in the config)")
         err = Console(stderr=True)
         interactive = sys.stderr.isatty()
         try:
@@ -304,6 +309,10 @@ def register(app: typer.Typer) -> None:
             if not console.is_terminal:
                 console = Console(width=150)
             print_summary(result, console)
+        if cfg.out is not None:
+            from argos.cli.report import report_epilogue
+
+            report_epilogue(Path(cfg.out), report, err)
 
 
 def _print_methods() -> None:

@@ -79,3 +79,19 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         Console().print(f"report written to {target}")
+
+
+def report_epilogue(folder: Path, write: bool, console: Console) -> None:
+    """End of ``argos train`` / ``argos eval``: write ``folder/report.html`` when ``write`` (a
+    failure is reported, never fatal: the run's results are already on disk), else say how."""
+    target = folder / "report.html"
+    if not write:
+        console.print(f"report: argos report {folder}  (writes {target})")
+        return
+    try:
+        with console.status("writing the report..."):
+            written = write_report(folder, target)
+    except (ReportError, OSError, ValueError) as exc:
+        console.print(f"[yellow]report not written:[/] {exc}")
+        return
+    console.print(f"report written to {written}")
