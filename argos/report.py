@@ -432,48 +432,85 @@ def _checkpoint_logs(path: Path) -> dict[str, list[dict[str, Any]]]:
 def progress_from_log(
     log: Sequence[Mapping[str, Any]],
 ) -> tuple[list[IterationView], list[CandidateView]]:
-    """Per-iteration progress and the candidate table from a training graph's event log."""
-    checked: dict[str, str] = {}
-    accepted_ids: set[str] = set()
+    """Per-iteration progress and the candidate table from a training graph's event log.
+
+    Candidates are matched to what happened to them by (iteration, id): ``accepted`` events mark
+    the kept one, a failed ``checked`` event gives the reason a candidate was dropped, a
+    ``regressed`` event the metric comparison. Reviewer revisions appear as rows of their own
+    (origin ``reviewer``) with the gate's verdict.
+    """
+    why: dict[tuple[Any, str], str] = {}
+    accepted: set[tuple[Any, str]] = set()
     candidates: list[CandidateView] = []
-    per_iter: dict[int, dict[str, Any]] = {}
+    per_iter: dict[int, Any] = {}
     for e in log:
         kind = e.get("event")
         it = e.get("iteration")
+        key = (it, str(e.get("id")))
         if kind == "checked" and e.get("status") != "ok":
-            checked[str(e.get("id"))] = str(e.get("detail", ""))
+            why[key] = f"{e.get('status')}: {e.get('detail', '')}".strip()
         elif kind == "accepted":
-            accepted_ids.add(str(e.get("id")))
+            if e.get("via") == "review":
+                candidates.append(
+                    CandidateView(
+                        iteration=it if isinstance(it, int) else None,
+                        rule=str(e.get("id")),
+                        origin="reviewer",
+                        status="ok",
+                        validation_f1=e.get("val_f1"),
+                        outcome="accepted (revision by the reviewer)",
+                    )
+                )
+            else:
+                accepted.add(key)
         elif kind == "candidate":
-            rule = str(e.get("id"))
             status = str(e.get("status"))
             candidates.append(
                 CandidateView(
                     iteration=it if isinstance(it, int) else None,
-                    rule=rule,
+                    rule=str(e.get("id")),
                     origin=str(e.get("origin") or ""),
                     repairs=e.get("repairs") if isinstance(e.get("repairs"), int) else None,
                     status=status,
                     validation_f1=e.get("val_f1"),
-                    outcome="" if status == "ok" else checked.get(rule, status),
+                    outcome="" if status == "ok" else why.get(key, status),
                 )
             )
-        elif kind == "iteration_end" and isinstance(it, int):
-            per_iter.setdefault(it, {})["best"] = e.get("best_val_f1")
         elif kind == "regressed":
-            checked[str(e.get("id"))] = (
-                f"regressed: validation F1 {_f(e.get('val_f1'))} < kept {_f(e.get('baseline'))}"
+            why[key] = (
+                f"regressed: validation F1 {_f(e.get('val_f1'))} below the kept "
+                f"{_f(e.get('baseline'))}; sent to the reviewer"
             )
+        elif kind == "reverted":
+            if "status" in e:  # the reviewer's revision failed the gate
+                candidates.append(
+                    CandidateView(
+                        iteration=it if isinstance(it, int) else None,
+                        rule=str(e.get("id")),
+                        origin="reviewer",
+                        status=str(e.get("status")),
+                        validation_f1=e.get("val_f1"),
+                        outcome="revision rejected (regressed or failed its checks)",
+                    )
+                )
+            else:
+                why[key] = why.get(key, "regressed") + "; the reviewer reverted it"
+        elif kind == "iteration_end" and isinstance(it, int):
+            per_iter[it] = e.get("best_val_f1")
     for c in candidates:
-        if c.rule in accepted_ids:
+        if c.origin == "reviewer" or c.status != "ok":
+            continue
+        key = (c.iteration, c.rule)
+        if key in accepted:
             c.outcome = "accepted"
-        elif c.status == "ok":
-            c.outcome = checked.get(c.rule, "valid, not selected (a better candidate was kept)")
+            accepted.discard(key)  # an identical later candidate is a duplicate
+        else:
+            c.outcome = why.get(key, "valid, not kept (a better candidate was)")
     iterations: list[IterationView] = []
     for it in sorted({c.iteration for c in candidates if c.iteration is not None} | set(per_iter)):
         mine = [c for c in candidates if c.iteration == it]
-        acc = sum(1 for c in mine if c.outcome == "accepted")
-        best = per_iter.get(it, {}).get("best")
+        acc = sum(1 for c in mine if c.outcome.startswith("accepted"))
+        best = per_iter.get(it)
         iterations.append(
             IterationView(
                 iteration=it,
