@@ -551,14 +551,16 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _ruleset_dir(run_dir: Path, unit: Mapping[str, Any]) -> Path | None:
+    """The unit's rule-set folder: inside ``run_dir`` (the folder being reported, even when it
+    was moved or copied), else the path recorded in the summary."""
     raw = unit.get("path")
     if not raw:
         return None
     path = Path(str(raw))
-    if (path / "manifest.json").is_file():
-        return path
-    moved = run_dir / path.name  # the run folder was moved or copied
-    return moved if (moved / "manifest.json").is_file() else None
+    inside = run_dir / path.name
+    if (inside / "manifest.json").is_file():
+        return inside
+    return path if (path / "manifest.json").is_file() else None
 
 
 def build_run_report(
