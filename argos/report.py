@@ -86,6 +86,8 @@ class SeriesView(BaseModel):
     scores: list[SplitScore] = Field(default_factory=list)
     figure: str
     note: str = ""
+    rules: list[tuple[str, str]] = Field(default_factory=list)
+    """(rule id, its abnormal condition) of the rule set that made the detections."""
 
 
 class RuleView(BaseModel):
@@ -679,9 +681,12 @@ def build_run_report(
                         labels, problems = _run_rules(sandbox, ruleset, group)
                         report.notes.extend(f"unit {unit}: {p}" for p in problems)
                         preds = list(labels)
+            stated = [(r.id, r.abnormal or r.title) for r in report.rules if r.unit == unit]
             for s, pred in zip(group, preds, strict=True):
                 note = "" if pred is not None else "no rule set exported for this unit"
                 view_s = _series_view(s, ds.split, pred, unit=unit, method="rule set", note=note)
+                if pred is not None:
+                    view_s.rules = stated
                 report.series.append(view_s)
                 if pred is not None:
                     sp = split_series(s, ds.split)
@@ -1056,11 +1061,16 @@ def _series_html(v: SeriesView) -> str:
     unit = f" · unit {html.escape(v.unit)}" if v.unit and v.unit != v.id else ""
     note = f" · {html.escape(v.note)}" if v.note else ""
     alt = html.escape(f"values of {v.id} over time with anomalies and detections")
+    fired = "".join(
+        f'<p class="cond"><a href="#rule-{html.escape(v.unit)}-{html.escape(rid)}">'
+        f"{html.escape(rid)}</a> · <b>Abnormal:</b> {html.escape(text) or '(not stated)'}</p>"
+        for rid, text in v.rules
+    )
     return (
         f'<figure class="series" id="series-{html.escape(v.id)}">'
         f'<img src="{v.figure}" alt="{alt}">'
         f"<figcaption><b>{html.escape(v.id)}</b>{unit} · {v.points:,} points, validation from "
-        f"{v.val_start:,}, test from {v.test_start:,}{note}</figcaption>{table}</figure>"
+        f"{v.val_start:,}, test from {v.test_start:,}{note}</figcaption>{fired}{table}</figure>"
     )
 
 
