@@ -1,9 +1,9 @@
-"""zscore_value_w120_both_k3: rolling z-score of the value, both directions.
+"""zscore_value_w30_both_k3: rolling z-score of the value, both directions.
 
-Normal: The value stays within 2.241 standard deviations of its mean over the previous 120
+Normal: The value stays within 2.068 standard deviations of its mean over the previous 30
     points.
-Abnormal: The value is more than 2.241 standard deviations above or below the mean of the
-    previous 120 points, for 3 consecutive points.
+Abnormal: The value is more than 2.068 standard deviations above or below the mean of the
+    previous 30 points, for 3 consecutive points.
 
 """
 
@@ -12,11 +12,11 @@ import math
 import numpy as np
 
 PARAMS = {
-    'window': 120,
-    'threshold': 2.2405346079797956,
+    'window': 30,
+    'threshold': 2.0678820563276,
     'persistence': 3,
 }
-LOOKBACK = 123
+LOOKBACK = 33
 
 def window_stats(x, width, lag):
     """Mean and std of the `width` points ending `lag` points before t (NaN until they exist)."""

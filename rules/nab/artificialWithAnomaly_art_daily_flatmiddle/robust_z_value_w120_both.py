@@ -1,9 +1,9 @@
-"""robust_z_diff_w30_both_k3: robust z-score (median/MAD) of the first difference, both directions.
+"""robust_z_value_w120_both: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The change from the previous point stays within 1.733e+17 robust deviations (1.4826 x
-    MAD) of the median of the previous 30 points.
-Abnormal: The change from the previous point is more than 1.733e+17 robust deviations above or
-    below the median of the previous 30 points, for 3 consecutive points.
+Normal: The value stays within 67.55 robust deviations (1.4826 x MAD) of the median of the
+    previous 120 points.
+Abnormal: The value is more than 67.55 robust deviations above or below the median of the
+    previous 120 points.
 
 """
 
@@ -12,11 +12,11 @@ import math
 import numpy as np
 
 PARAMS = {
-    'window': 30,
-    'threshold': 173267700000000000,
-    'persistence': 3,
+    'window': 120,
+    'threshold': 67.55316354285938,
+    'persistence': 1,
 }
-LOOKBACK = 34
+LOOKBACK = 121
 
 def past_median_mad(x, width):
     """Median and median absolute deviation of the `width` points before t (NaN until then)."""
@@ -41,7 +41,7 @@ def floor_scale(scale, level):
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
-    x = np.concatenate(([0.0], np.diff(values)))
+    x = values
     median, mad = past_median_mad(x, int(params['window']))
     s = (x - median) / floor_scale(1.4826 * mad, median)
     return np.asarray(s, dtype=float)

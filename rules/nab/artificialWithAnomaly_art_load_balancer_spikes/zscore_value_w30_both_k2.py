@@ -1,0 +1,67 @@
+"""zscore_value_w30_both_k2: rolling z-score of the value, both directions.
+
+Normal: The value stays within 6.342 standard deviations of its mean over the previous 30
+    points.
+Abnormal: The value is more than 6.342 standard deviations above or below the mean of the
+    previous 30 points, for 2 consecutive points.
+
+"""
+
+import math
+
+import numpy as np
+
+PARAMS = {
+    'window': 30,
+    'threshold': 6.342116588233452,
+    'persistence': 2,
+}
+LOOKBACK = 32
+
+def window_stats(x, width, lag):
+    """Mean and std of the `width` points ending `lag` points before t (NaN until they exist)."""
+    n = len(x)
+    mean = np.full(n, np.nan)
+    std = np.full(n, np.nan)
+    first = width - 1 + lag
+    if n <= first:
+        return mean, std
+    base = x[0]
+    c1 = np.concatenate(([0.0], np.cumsum(x - base)))
+    c2 = np.concatenate(([0.0], np.cumsum((x - base) ** 2)))
+    end = np.arange(first, n) - lag + 1
+    s1 = c1[end] - c1[end - width]
+    s2 = c2[end] - c2[end - width]
+    m = s1 / width
+    mean[first:] = m + base
+    std[first:] = np.sqrt(np.maximum(s2 / width - m * m, 0.0))
+    return mean, std
+
+def floor_scale(scale, level):
+    """Keep a scale strictly positive so a perfectly flat history still gives finite scores."""
+    return np.maximum(scale, 1e-9 * (1.0 + np.abs(level)))
+
+
+def score(values, timestamps, params):
+    """Score of each point: larger means more anomalous in the rule's direction."""
+    values = np.asarray(values, dtype=float)
+    x = values
+    mean, std = window_stats(x, int(params['window']), 1)
+    s = (x - mean) / floor_scale(std, mean)
+    return np.asarray(s, dtype=float)
+
+
+def detect(values, timestamps, params=PARAMS):
+    """True where the point is anomalous (see the module docstring)."""
+    s = np.abs(score(values, timestamps, params))
+    k = int(params["persistence"])
+    if k > 1:
+        held = np.full(len(s), np.nan)
+        if len(s) >= k:
+            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+        s = held
+    alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
+    return alarm
