@@ -48,6 +48,9 @@ DEFAULT_BASELINES = ("robust-zscore", "spectral-residual")
 DEFAULT_MAX_SERIES = 12
 """Series figures in an evaluation report (half the worst, half the best by F1)."""
 
+DEFAULT_RUN_MAX_SERIES = 60
+"""Series figures in a run report before it draws only the worst and the best by test F1."""
+
 ProgressFn = Callable[[str], None]
 
 
@@ -189,6 +192,7 @@ class Report(BaseModel):
     partitions: dict[str, list[MethodRow]] = Field(default_factory=dict)
     per_series: list[dict[str, Any]] = Field(default_factory=list)
     per_series_methods: list[str] = Field(default_factory=list)
+    per_series_note: str = ""
     series: list[SeriesView] = Field(default_factory=list)
     rules: list[RuleView] = Field(default_factory=list)
     units: list[UnitView] = Field(default_factory=list)
@@ -309,23 +313,14 @@ def _series_view(
     unit: str,
     method: str,
     note: str = "",
+    draw: bool = True,
 ) -> SeriesView:
-    from argos.plots import png_data_uri, series_figure
     from argos.protocol import split_series
 
     sp = split_series(series, spec)
     truth = _truth(series)
     scores = [] if pred is None else split_scores(truth, pred, sp.val_start, sp.test_start)
-    title = f"{series.id}" + (f"  (detections: {method})" if method and pred is not None else "")
-    png = series_figure(
-        series.values,
-        series.timestamps,
-        series.labels,
-        pred,
-        boundaries=_boundaries(sp.val_start, sp.test_start),
-        title=title,
-    )
-    return SeriesView(
+    view = SeriesView(
         id=series.id,
         unit=unit,
         points=len(series),
@@ -333,9 +328,29 @@ def _series_view(
         test_start=sp.test_start,
         method=method,
         scores=scores,
-        figure=png_data_uri(png),
+        figure="",
         note=note,
     )
+    if draw:
+        _draw(view, series, pred)
+    return view
+
+
+def _draw(view: SeriesView, series: Series, pred: BoolArray | None) -> None:
+    """Render ``view``'s figure (values, labels, detections, split boundaries)."""
+    from argos.plots import png_data_uri, series_figure
+
+    method = view.method
+    title = f"{series.id}" + (f"  (detections: {method})" if method and pred is not None else "")
+    png = series_figure(
+        series.values,
+        series.timestamps,
+        series.labels,
+        pred,
+        boundaries=_boundaries(view.val_start, view.test_start),
+        title=title,
+    )
+    view.figure = png_data_uri(png)
 
 
 def _method_row(name: str, kind: str, test_scores: Sequence[Scores]) -> MethodRow:
@@ -570,9 +585,14 @@ def build_run_report(
     *,
     data_dir: Path | None = None,
     baselines: Sequence[str] = DEFAULT_BASELINES,
+    max_series: int | None = DEFAULT_RUN_MAX_SERIES,
     progress: ProgressFn | None = None,
 ) -> Report:
-    """The report of a training run folder (see the module docstring)."""
+    """The report of a training run folder (see the module docstring).
+
+    Every series is scored (the per-series table); figures are drawn for all of them up to
+    ``max_series`` (None = no limit), beyond that for the worst and the best by test F1.
+    """
     from argos.artifacts import RuleSetError, load_ruleset
     from argos.methods import get_method
     from argos.plots import png_data_uri, progress_figure
@@ -613,6 +633,7 @@ def build_run_report(
     if run_opts.get("model"):
         report.facts.append(("model", str(run_opts["model"])))
     rule_test: list[Scores] = []
+    scored: list[tuple[SeriesView, Series, BoolArray | None]] = []
     base_test: dict[str, list[Scores]] = {b: [] for b in baselines}
     with Sandbox() as sandbox:
         for u in units:
@@ -684,10 +705,12 @@ def build_run_report(
             stated = [(r.id, r.abnormal or r.title) for r in report.rules if r.unit == unit]
             for s, pred in zip(group, preds, strict=True):
                 note = "" if pred is not None else "no rule set exported for this unit"
-                view_s = _series_view(s, ds.split, pred, unit=unit, method="rule set", note=note)
+                view_s = _series_view(
+                    s, ds.split, pred, unit=unit, method="rule set", note=note, draw=False
+                )
                 if pred is not None:
                     view_s.rules = stated
-                report.series.append(view_s)
+                scored.append((view_s, s, pred))
                 if pred is not None:
                     sp = split_series(s, ds.split)
                     rule_test.append(event_pa(_truth(s)[sp.test_start :], pred[sp.test_start :]))
@@ -705,6 +728,32 @@ def build_run_report(
                     sp = split_series(s, ds.split)
                     lab = np.asarray(det.detect(detection_input(s)), dtype=np.bool_)
                     base_test[b].append(event_pa(_truth(s)[sp.test_start :], lab[sp.test_start :]))
+    f1_of = {v.id: next((x.f1 for x in v.scores if x.split == "test"), None) for v, _, _ in scored}
+    if max_series is None or len(scored) <= max_series:
+        chosen = set(f1_of)
+    else:
+        chosen = set(pick_series(f1_of, max_series))
+        report.notes.append(
+            f"{len(chosen)} of {len(scored)} series drawn (the worst and the best by test F1; "
+            "--max-series); every series is in the per-series table"
+        )
+    for view_s, s, pred in scored:
+        split_f1 = {x.split: x.f1 for x in view_s.scores}
+        report.per_series.append(
+            {
+                "series": view_s.id,
+                "partition": view_s.unit,
+                "test_anomalies": next((x.events for x in view_s.scores if x.split == "test"), ""),
+                "drawn": view_s.id in chosen,
+                **{f"{k} F1": split_f1.get(k) for k in ("train", "validation", "test")},
+            }
+        )
+        if view_s.id in chosen:
+            say(f"drawing {view_s.id}")
+            _draw(view_s, s, pred)
+            report.series.append(view_s)
+    report.per_series_methods = ["train F1", "validation F1", "test F1"]
+    report.per_series_note = "event-PA F1 of the run's rule set on each part (events counted)."
     report.methods = [_method_row("argos rule sets (this run)", "argos", rule_test)]
     report.methods += [_method_row(b, "baseline", sc) for b, sc in base_test.items() if sc]
     report.table_note = (
@@ -859,6 +908,7 @@ def build_eval_report(
                 entry[row["method"]] = _num(row.get("event_pa_f1", ""))
     report.per_series = list(per_series.values())
     report.per_series_methods = list(methods)
+    report.per_series_note = "event-PA F1 of each method on the test part, trial 0."
     chosen = method or max(report.methods, key=lambda r: -1.0 if r.f1 is None else r.f1).method
     if chosen not in methods:
         raise ReportError(f"method {chosen!r} is not in this evaluation: {', '.join(methods)}")
@@ -926,15 +976,28 @@ def build_report(
     *,
     data_dir: Path | None = None,
     baselines: Sequence[str] = DEFAULT_BASELINES,
-    max_series: int = DEFAULT_MAX_SERIES,
+    max_series: int | None = None,
     method: str | None = None,
     progress: ProgressFn | None = None,
 ) -> Report:
-    """Build the report of a run or evaluation folder (recognised by :func:`report_kind`)."""
+    """Build the report of a run or evaluation folder (recognised by :func:`report_kind`).
+
+    ``max_series`` bounds the series figures (default: 60 for a run, 12 for an evaluation).
+    """
     if report_kind(path) == "run":
-        return build_run_report(path, data_dir=data_dir, baselines=baselines, progress=progress)
+        return build_run_report(
+            path,
+            data_dir=data_dir,
+            baselines=baselines,
+            max_series=DEFAULT_RUN_MAX_SERIES if max_series is None else max_series,
+            progress=progress,
+        )
     return build_eval_report(
-        path, data_dir=data_dir, max_series=max_series, method=method, progress=progress
+        path,
+        data_dir=data_dir,
+        max_series=DEFAULT_MAX_SERIES if max_series is None else max_series,
+        method=method,
+        progress=progress,
     )
 
 
@@ -1142,9 +1205,16 @@ def render_html(report: Report) -> str:
         )
     sections.append(("evaluation", "Evaluation", ev))
     if report.per_series:
+        drawn = {v.id for v in report.series}
         head = "".join(f"<th>{esc(m)}</th>" for m in report.per_series_methods)
         body = "".join(
-            f"<tr><td class='l'><a href='#series-{esc(r['series'])}'>{esc(r['series'])}</a></td>"
+            "<tr><td class='l'>"
+            + (
+                f"<a href='#series-{esc(r['series'])}'>{esc(r['series'])}</a>"
+                if r.get("drawn", r["series"] in drawn)
+                else esc(r["series"])
+            )
+            + "</td>"
             f"<td class='l'>{esc(str(r.get('partition', '')))}</td>"
             f"<td>{esc(str(r.get('test_anomalies', '')))}</td>"
             + "".join(
@@ -1157,8 +1227,8 @@ def render_html(report: Report) -> str:
             (
                 "per-series",
                 "Per-series F1",
-                "<p class='muted'>event-PA F1 on the test part, trial 0.</p>"
-                "<table><tr><th class='l'>series</th><th class='l'>partition</th>"
+                f"<p class='muted'>{esc(report.per_series_note)}</p>"
+                "<table><tr><th class='l'>series</th><th class='l'>unit / partition</th>"
                 f"<th>test anomalies</th>{head}</tr>{body}</table>",
             )
         )

@@ -37,7 +37,7 @@ from argos.training import train_dataset
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ("overview", "evaluation", "series", "rules", "training")
+SECTIONS = ("overview", "evaluation", "per-series", "series", "rules", "training")
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +76,8 @@ def assert_self_contained(page: str) -> None:
 
 
 def test_run_report_has_every_section_and_one_figure_per_series(run_html: str) -> None:
+    assert re.findall(r'<section id="([^"]+)">', run_html) == list(SECTIONS)
     for sid in SECTIONS:
-        assert f'<section id="{sid}">' in run_html, sid
         assert f'href="#{sid}"' in run_html
     demo_ids = [s.id for s in make_demo_dataset().series]
     figures = re.findall(r'<figure class="series" id="series-([^"]+)"', run_html)
@@ -114,6 +114,20 @@ def test_run_report_detections_are_the_rule_sets_and_score_like_eval(run_report:
     f1s = [expected[v.id].f1 for v in run_report.series if expected[v.id].f1 is not None]
     assert row.f1 == pytest.approx(float(np.mean(f1s)))
     assert [m.method for m in run_report.methods[1:]] == ["robust-zscore"]
+
+
+def test_run_report_bounds_figures_but_scores_every_series(demo_run: Path) -> None:
+    report = build_report(demo_run, baselines=(), max_series=2)
+    assert len(report.series) == 2
+    assert len(report.per_series) == 6
+    test_f1 = {r["series"]: r["test F1"] for r in report.per_series}
+    drawn = [v.id for v in report.series]
+    assert test_f1[drawn[0]] == min(test_f1.values())
+    assert test_f1[drawn[1]] == max(test_f1.values())
+    assert any("2 of 6 series drawn" in n for n in report.notes)
+    page = render_html(report)
+    assert page.count('<figure class="series"') == 2
+    assert page.count("<a href='#series-") == 2  # only drawn series are linked
 
 
 def test_run_report_splits_follow_the_protocol(run_report: Report) -> None:
@@ -185,8 +199,8 @@ def test_eval_report_tables_per_series_and_bounded_figures(eval_dir: Path) -> No
         test = next(s for s in v.scores if s.split == "test")
         assert test.f1 == pytest.approx(f1[v.id])
     page = render_html(report)
-    for sid in ("overview", "evaluation", "per-series", "series"):
-        assert f'<section id="{sid}">' in page
+    sections = re.findall(r'<section id="([^"]+)">', page)
+    assert sections == ["overview", "evaluation", "per-series", "series"]
     assert page.count('<figure class="series"') == 2
     assert "results.md (every aggregation)" in page
     assert_self_contained(page)

@@ -163,4 +163,11 @@ def test_every_image_decodes_in_the_browser(
     assert seen["broken"] == 0
     assert seen["figures"] == len(make_demo_dataset().series)
     assert seen["images"] >= seen["figures"]
-    assert seen["sections"] == ["overview", "evaluation", "series", "rules", "training"]
+    assert seen["sections"] == [
+        "overview",
+        "evaluation",
+        "per-series",
+        "series",
+        "rules",
+        "training",
+    ]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from argos.report import DEFAULT_BASELINES, DEFAULT_MAX_SERIES, ReportError, write_report
+from argos.report import DEFAULT_BASELINES, ReportError, write_report
 
 
 def register(app: typer.Typer) -> None:
@@ -36,11 +36,15 @@ def register(app: typer.Typer) -> None:
             ),
         ] = ",".join(DEFAULT_BASELINES),
         max_series: Annotated[
-            int,
+            int | None,
             typer.Option(
-                "--max-series", min=0, help="Eval reports: series drawn (worst and best by F1)."
+                "--max-series",
+                min=0,
+                help="Series figures (default: 60 for a run, 12 for an eval); beyond it the "
+                "worst and the best by test F1.",
+                show_default=False,
             ),
-        ] = DEFAULT_MAX_SERIES,
+        ] = None,
         method: Annotated[
             str | None,
             typer.Option(
