@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 import pytest
 
 pytest.importorskip("distributed")
@@ -172,7 +172,7 @@ def test_killed_worker_task_is_retried_with_same_artifacts(tmp_path: Path) -> No
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
         gen = StallOnce(GEN, unit, str(marker))
-        summary = train_dataset(ds, generator=gen, out_dir=tmp_path / "dask", executor=ex)  # type: ignore[arg-type]
+        summary = train_dataset(ds, generator=gen, out_dir=tmp_path / "dask", executor=ex)
         thread.join(5)
         assert killed and killed[0] in pids_before  # a real worker process was SIGKILLed
         assert killed[0] not in set(ex.client.run(os.getpid).values())
@@ -247,7 +247,9 @@ def test_llm_budget_and_concurrency_are_shared_across_workers(
     results = cluster.client.gather(futs)
     assert sum(ok for ok, _ in results) == 9
     assert sum(refused for _, refused in results) == 7
-    spans = [tuple(map(float, line.split())) for line in log.read_text().splitlines()]
+    spans = [
+        (float(a), float(b)) for a, b in (line.split() for line in log.read_text().splitlines())
+    ]
     assert len(spans) == 9  # refused calls never reached the endpoint
     assert _max_overlap(spans) == 1  # the semaphore held across both worker processes
     spent = cluster.client.submit(model.spent, pure=False).result()

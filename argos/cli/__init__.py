@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "detect",
     "serve",
     "report",
+    "stream",
 )
 
 for _name in _COMMAND_MODULES:

@@ -1,0 +1,135 @@
+"""``argos stream``: scaled-out detection on Redis Streams (see ``docs/scale-out.md``).
+
+``argos stream consume`` runs one detector process of the consumer group; start several.
+``argos stream publish`` appends a CSV of points (``series,timestamp,value``) to the partition
+streams; ``argos stream status`` prints the backlog and the alerts written so far.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from argos.detector import Point, PostProcessing
+
+# Module level: the annotations below are evaluated in the module's namespace.
+redis_opt = typer.Option("--redis", help="Redis URL, e.g. redis://127.0.0.1:6379/0.")
+prefix_opt = typer.Option(help="Key prefix of the deployment's streams and keys.")
+parts_opt = typer.Option(min=1, help="Partition streams (fixed for a deployment).")
+
+
+def register(app: typer.Typer) -> None:
+    stream_app = typer.Typer(
+        help="Scaled-out detection on Redis Streams: partitioned input, one consumer group.",
+        no_args_is_help=True,
+    )
+    app.add_typer(stream_app, name="stream")
+
+    @stream_app.command("consume")
+    def consume_cmd(
+        rules: Annotated[Path, typer.Option(help="Rule-set folder.")],
+        redis_url: Annotated[str, redis_opt] = "redis://127.0.0.1:6379/0",
+        name: Annotated[
+            str | None, typer.Option(help="Consumer name (default consumer-PID).")
+        ] = None,
+        prefix: Annotated[str, prefix_opt] = "argos",
+        partitions: Annotated[int, parts_opt] = 8,
+        lease_ms: Annotated[
+            int, typer.Option(min=100, help="Partition lease TTL (takeover after it), ms.")
+        ] = 3000,
+        batch: Annotated[int, typer.Option(min=1, help="Entries per read.")] = 500,
+        min_duration: Annotated[int, typer.Option(min=1, help="Points of raw alarm.")] = 1,
+        cooldown: Annotated[int, typer.Option(min=0, help="Points without a new alert.")] = 0,
+        incident_gap: Annotated[int, typer.Option(min=0, help="Points joining incidents.")] = 0,
+        max_idle: Annotated[
+            float | None, typer.Option(help="Exit after this many seconds without input.")
+        ] = None,
+        trusted: Annotated[
+            bool,
+            typer.Option(help="Run the rules in this process, without isolation (reviewed only)."),
+        ] = False,
+    ) -> None:
+        """Run one detector consumer until SIGTERM / Ctrl-C; prints its counters as JSON."""
+        from argos.streams import StreamConfig, consume
+
+        cfg = StreamConfig(
+            prefix=prefix,
+            partitions=partitions,
+            lease_ms=lease_ms,
+            batch=batch,
+            heartbeat_ms=lease_ms,
+        )
+        post = PostProcessing(
+            min_duration=min_duration, cooldown=cooldown, incident_gap=incident_gap
+        )
+        stats = consume(
+            redis_url,
+            rules,
+            name=name,
+            config=cfg,
+            post=post,
+            isolation="inprocess" if trusted else "worker",
+            max_idle_s=max_idle,
+        )
+        typer.echo(json.dumps(vars(stats)))
+
+    @stream_app.command("publish")
+    def publish_cmd(
+        file: Annotated[Path, typer.Argument(help="CSV with series,timestamp,value ('-': stdin).")],
+        redis_url: Annotated[str, redis_opt] = "redis://127.0.0.1:6379/0",
+        prefix: Annotated[str, prefix_opt] = "argos",
+        partitions: Annotated[int, parts_opt] = 8,
+    ) -> None:
+        """Append points to their partition streams."""
+        import redis
+
+        from argos.streams import StreamConfig, ensure_streams, publish
+
+        cfg = StreamConfig(prefix=prefix, partitions=partitions)
+        client = redis.Redis.from_url(redis_url)
+        ensure_streams(client, cfg)
+        handle = sys.stdin if str(file) == "-" else file.open(newline="")
+        try:
+            rows = csv.DictReader(handle)
+            points = (Point(r["series"], int(r["timestamp"]), float(r["value"])) for r in rows)
+            n = publish(client, cfg, points)
+        except (KeyError, ValueError) as exc:
+            typer.echo(f"error: bad row in {file}: {exc}", err=True)
+            raise typer.Exit(2) from None
+        finally:
+            if handle is not sys.stdin:
+                handle.close()
+        typer.echo(f"published {n} points to {partitions} partitions of {prefix!r}")
+
+    @stream_app.command("status")
+    def status_cmd(
+        redis_url: Annotated[str, redis_opt] = "redis://127.0.0.1:6379/0",
+        prefix: Annotated[str, prefix_opt] = "argos",
+        partitions: Annotated[int, parts_opt] = 8,
+    ) -> None:
+        """Backlog (unacknowledged entries) and alerts written, as JSON."""
+        import redis
+
+        from argos.streams import StreamConfig, backlog, ensure_streams
+
+        cfg = StreamConfig(prefix=prefix, partitions=partitions)
+        client = redis.Redis.from_url(redis_url)
+        ensure_streams(client, cfg)
+        owners = {
+            k: (v.decode() if isinstance(v, bytes) else v)
+            for k, v in enumerate(client.mget([cfg.lease(k) for k in range(partitions)]))
+        }
+        typer.echo(
+            json.dumps(
+                {
+                    "backlog": backlog(client, cfg),
+                    "alerts": client.xlen(cfg.alerts),
+                    "owners": owners,
+                }
+            )
+        )
