@@ -403,3 +403,58 @@ def test_write_report_default_location(demo_run: Path, tmp_path: Path) -> None:
     shutil.copytree(demo_run, copy)
     assert write_report(copy, baselines=()) == copy / "report.html"
     assert (copy / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+# --- an LLM run (fake OpenAI-compatible endpoint, real client, real sandbox) ----------------
+
+
+@pytest.mark.slow
+def test_llm_run_report_shows_progress_candidates_and_usage(tmp_path: Path) -> None:
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    from fake_openai import FakeOpenAI
+    from scripted_rules import GOOD, QUIET, RUNTIME_ERROR, fenced
+
+    def choose(agent: str, prompt: str) -> str:
+        if agent == "repairer":
+            return fenced(GOOD, "Fixed.")
+        if agent == "reviewer":
+            return "REVERT"
+        pick = int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 3
+        return fenced([GOOD, RUNTIME_ERROR, QUIET][pick])
+
+    run = tmp_path / "llm-run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARGOS_LLM", "OPENAI_"))}
+    env["OPENAI_API_KEY"] = "sk-test"
+    with FakeOpenAI(choose) as server:
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "argos.cli", "train", "--dataset", "demo"),
+                *("--series", "cpu_util", "--llm", "openai", "--model", "fake-model"),
+                *("--base-url", server.base_url, "--iterations", "3", "--candidates", "2"),
+                *("--chunk-size", "600", "--out", str(run), "--report"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "report written to" in done.stdout
+    report = build_report(run, baselines=())
+    unit = report.units[0]
+    assert [i.iteration for i in unit.iterations] == [0, 1, 2]
+    assert sum(i.accepted + i.rejected for i in unit.iterations) == unit.tried
+    assert len(unit.candidates) == unit.tried
+    assert all(c.outcome for c in unit.candidates)
+    assert unit.figure is not None and unit.figure.startswith("data:image/png;base64,")
+    usage = {u.agent: u for u in report.usage}
+    assert usage["total"].calls >= usage["generator"].calls > 0
+    assert usage["total"].prompt_tokens > 0
+    page = (run / "report.html").read_text()
+    assert "LLM usage" in page and '<figure class="progress">' in page
+    assert page.count('<figure class="series"') == 1
+    assert_self_contained(page)
