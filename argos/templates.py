@@ -25,6 +25,7 @@ the sandbox runs.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -98,7 +99,7 @@ def ewma_before(x, alpha):
         return out
     weights = alpha * (1.0 - alpha) ** np.arange(span)
     weights /= weights.sum()
-    smooth = np.convolve(x, weights)[: n]
+    smooth = np.convolve(x, weights)[:n]
     out[span:] = smooth[span - 1 : n - 1]
     return out
 ''',
@@ -177,10 +178,12 @@ TRANSFORMS: dict[str, Transform] = {
             "    cycles = int(params['cycles'])\n"
             "    x = np.full(len(values), np.nan)\n"
             "    if len(values) > period * cycles:\n"
-            "        same_slot = [values[period * (cycles - k) : len(values) - period * k]\n"
-            "                     for k in range(1, cycles + 1)]\n"
-            "        x[period * cycles :] = (values[period * cycles :]\n"
-            "                                - np.median(same_slot, axis=0))\n",
+            "        same_slot = [\n"
+            "            values[period * (cycles - k) : len(values) - period * k]"
+            " for k in range(1, cycles + 1)\n"
+            "        ]\n"
+            "        x[period * cycles :] = values[period * cycles :]"
+            " - np.median(same_slot, axis=0)\n",
             "the difference to the median of the same slot in the previous {cycles} period(s) of "
             "{period} points",
             ("period", "cycles"),
@@ -469,12 +472,13 @@ def _helpers_for(structure_key: tuple[str, str]) -> list[str]:
 def score_source(transform: str, scorer: str) -> str:
     """Source of the helpers and the ``score(values, timestamps, params)`` function of a pair."""
     t, sc = TRANSFORMS[transform], SCORERS[scorer]
-    helpers = "".join(_HELPERS[h] for h in _helpers_for((transform, scorer)))
+    helpers = "".join("\n" + _HELPERS[h] for h in _helpers_for((transform, scorer)))
+    body = re.sub(r"params\['(\w+)'\]", r'params["\1"]', t.code + sc.code)
     return (
         f"{helpers}\n\ndef score(values, timestamps, params):\n"
         f'    """Score of each point: larger means more anomalous in the rule\'s direction."""\n'
         f"    values = np.asarray(values, dtype=float)\n"
-        f"{t.code}{sc.code}"
+        f"{body}"
         f"    return np.asarray(s, dtype=float)\n"
     )
 
@@ -492,10 +496,11 @@ _DETECT_TAIL = """    k = int(params["persistence"])
             held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
-    quiet = int(params.get("cooldown", 0))
+"""
+
+_COOLDOWN_CALL = """    quiet = int(params.get("cooldown", 0))
     if quiet > 0:
         alarm = apply_cooldown(alarm, quiet)
-    return alarm
 """
 
 _COOLDOWN_HELPER = '''
@@ -579,19 +584,23 @@ def render(spec: RuleSpec) -> str:
         f'"""{spec.name}: {title}.\n\n'
         f"{_wrap('Normal: ' + normal + '.')}\n"
         f"{_wrap('Abnormal: ' + abnormal + '.')}\n"
-        f"{_wrap(extra.strip()) if extra else ''}"
-        f'\n"""\n'
+        + (f"{_wrap(extra.strip())}\n" if extra else "")
+        + '"""\n'
     )
-    params_lines = "".join(f"    {k!r}: {_param_literal(v)},\n" for k, v in spec.params.items())
+    params_lines = "".join(f'    "{k}": {_param_literal(v)},\n' for k, v in spec.params.items())
     cooldown = _COOLDOWN_HELPER if spec.cooldown else ""
+    code = score_source(st.transform, st.scorer)
+    imports = "import math\n\nimport numpy as np\n" if "math." in code else "import numpy as np\n"
     return (
-        f"{doc}\nimport math\n\nimport numpy as np\n\n"
+        f"{doc}\n{imports}\n"
         f"PARAMS = {{\n{params_lines}}}\n"
         f"LOOKBACK = {st.lookback()}\n"
-        f"{score_source(st.transform, st.scorer)}{cooldown}\n\n"
+        f"{code}{cooldown}\n\n"
         "def detect(values, timestamps, params=PARAMS):\n"
         '    """True where the point is anomalous (see the module docstring)."""\n'
         f"{_DIRECTION_CODE[st.direction]}{_DETECT_TAIL}"
+        f"{_COOLDOWN_CALL if spec.cooldown else ''}"
+        "    return alarm\n"
     )
 
 

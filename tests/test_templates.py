@@ -92,7 +92,9 @@ def test_docstring_states_normal_and_abnormal_with_fitted_numbers() -> None:
     assert "for 3 consecutive points" in text and "silent for 10 points" in text
     assert info.params["threshold"] == 4.25 and info.params["window"] == 60
     assert info.lookback == 1 + 61 + 2
-    assert "import math" in src and "import numpy as np" in src
+    assert "import numpy as np" in src and "apply_cooldown(alarm, quiet)" in src
+    plain = render(RuleSpec(st, 4.25))
+    assert "import math" not in plain and "apply_cooldown" not in plain
 
 
 def test_window_stats_match_numpy() -> None:
