@@ -40,7 +40,9 @@ from argos.metrics import Scores, aggregate_mean, aggregate_pooled, event_pa
 from argos.series import BoolArray, Dataset, Series, SplitSpec
 
 if TYPE_CHECKING:
+    from argos.artifacts import RuleSet
     from argos.plots import Boundary
+    from argos.sandbox import Sandbox
 
 DEFAULT_BASELINES = ("robust-zscore", "spectral-residual")
 """Baselines fitted next to a run's rule sets (the ones ``argos demo`` shows)."""
@@ -371,8 +373,26 @@ def _method_row(name: str, kind: str, test_scores: Sequence[Scores]) -> MethodRo
 # --------------------------------------------------------------------------------------------
 
 
+def _external_base(spec: str, group: Sequence[Series], split: SplitSpec) -> list[BoolArray] | None:
+    """Labels of a fusion's external ``method:NAME`` base on every series of ``group``: the method
+    fitted on the unit's train/validation parts (seed 0), as training fitted it; None for a
+    ``csv:`` base or a method that is not registered."""
+    from argos.methods import get_method
+    from argos.protocol import detection_input, fit_inputs
+
+    if not spec.startswith("method:"):
+        return None
+    try:
+        info = get_method(spec.removeprefix("method:"))
+    except KeyError:
+        return None
+    inputs = fit_inputs(group, split)
+    detector = info.build(seed=0).fit(inputs.train, inputs.validation)
+    return [np.asarray(detector.detect(detection_input(s)), dtype=np.bool_) for s in group]
+
+
 def _run_rules(
-    sandbox: Any, ruleset: Any, group: Sequence[Series]
+    sandbox: Sandbox, ruleset: RuleSet, group: Sequence[Series], split: SplitSpec
 ) -> tuple[list[BoolArray], list[str]]:
     """Labels of the rule set on every series of ``group`` (whole series, no labels), combined
     as the manifest says, computed in the sandbox; plus problems met."""
@@ -395,6 +415,11 @@ def _run_rules(
         per_rule.append([np.asarray(o, dtype=np.bool_) for o in result.outputs])
         roles.append(entry.role)
     comb = ruleset.manifest.combination
+    external = (
+        _external_base(comb.base, group, split)
+        if isinstance(comb, Fusion) and comb.external_base
+        else None
+    )
     out: list[BoolArray] = []
     for j, s in enumerate(group):
         labels = (
@@ -403,8 +428,8 @@ def _run_rules(
             else np.zeros((0, len(s)), dtype=np.bool_)
         )
         if isinstance(comb, Fusion):
-            base = None
-            if comb.external_base:
+            base = None if external is None else external[j]
+            if comb.external_base and base is None:
                 problems.append(
                     f"fusion with the external base {comb.base}: showing the FN-rules' alarms "
                     "only (the base's labels are not part of the run)"
@@ -699,7 +724,7 @@ def build_run_report(
                             )
                         )
                     if group:
-                        labels, problems = _run_rules(sandbox, ruleset, group)
+                        labels, problems = _run_rules(sandbox, ruleset, group, ds.split)
                         report.notes.extend(f"unit {unit}: {p}" for p in problems)
                         preds = list(labels)
             stated = [(r.id, r.abnormal or r.title) for r in report.rules if r.unit == unit]

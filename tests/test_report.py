@@ -31,6 +31,7 @@ from argos.report import (
     render_html,
     report_kind,
     rule_conditions,
+    split_scores,
     write_report,
 )
 from argos.training import train_dataset
@@ -458,3 +459,60 @@ def test_llm_run_report_shows_progress_candidates_and_usage(tmp_path: Path) -> N
     assert "LLM usage" in page and '<figure class="progress">' in page
     assert page.count('<figure class="series"') == 1
     assert_self_contained(page)
+
+
+def test_fusion_with_a_method_base_is_drawn_fused(tmp_path: Path) -> None:
+    # A hand-made run: one FN-rule correcting robust-zscore on cpu_util. The report must fit the
+    # base as training did and draw (base and no FP-rule) or (not base and an FN-rule).
+    import json
+
+    from scripted_rules import GOOD
+
+    from argos.artifacts import RuleSource, write_ruleset
+    from argos.methods import get_method
+    from argos.protocol import detection_input, fit_inputs
+    from argos.sandbox import Sandbox
+
+    ds = make_demo_dataset()
+    series = next(s for s in ds.series if s.id == "cpu_util")
+    run = tmp_path / "run"
+    fusion = {"mode": "fusion", "base": "method:robust-zscore", "fn_rules": ["shift"]}
+    write_ruleset(run / "cpu_util", [RuleSource("shift", GOOD)], {"combination": fusion})
+    unit = {
+        "unit": "cpu_util",
+        "series": ["cpu_util"],
+        "generator": "llm",
+        "rules": ["shift"],
+        "tried": 1,
+        "train_f1": None,
+        "validation_f1": None,
+        "verified": True,
+        "problems": [],
+        "seconds": 0.0,
+        "path": str(run / "cpu_util"),
+        "notes": [],
+    }
+    summary = {"dataset": "demo", "generator": "llm", "granularity": "series", "units": [unit]}
+    (run / "summary.json").write_text(json.dumps({**summary, "seconds": 0.0}))
+    report = build_report(run, baselines=())
+
+    inputs = fit_inputs([series], ds.split)
+    base_det = get_method("robust-zscore").build(seed=0).fit(inputs.train, inputs.validation)
+    base = np.asarray(base_det.detect(detection_input(series)), dtype=bool)
+    plain = detection_input(series)
+    with Sandbox() as sb:
+        outputs = sb.run(GOOD, [(plain.values, plain.timestamps)]).outputs
+    assert outputs is not None
+    fused = base | np.asarray(outputs[0], dtype=bool)
+    sp = split_series(series, ds.split)
+    truth = np.asarray(series.labels, dtype=bool)
+
+    def counts(pred: np.ndarray) -> list[tuple[int, int, int]]:
+        return [(x.tp, x.fp, x.fn) for x in split_scores(truth, pred, sp.val_start, sp.test_start)]
+
+    got = [(x.tp, x.fp, x.fn) for x in report.series[0].scores]
+    assert got == counts(fused)
+    assert got != counts(np.asarray(outputs[0], dtype=bool))  # not the FN-rule alone
+    assert got != counts(base)  # nor the base alone
+    assert report.rules[0].role == "fn"
+    assert not any("external base" in n for n in report.notes)
