@@ -35,12 +35,16 @@ CONSOLE = re.compile(r":CONSOLE(?:\(\d+\)|:\d+)?\]\s*(.*)")
 def chromium() -> str:
     """Path of a Chromium executable, installing it first when possible."""
     script = REPO / "scripts" / "ensure_chromium.sh"
-    setup = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=900)
+    try:
+        setup = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=500)
+        why = setup.stderr.strip()[-300:]
+    except subprocess.TimeoutExpired:
+        why = "scripts/ensure_chromium.sh did not finish within 500 s"
     for name in BROWSERS:
         found = shutil.which(name)
         if found:
             return found
-    pytest.skip(f"no Chromium and it could not be installed: {setup.stderr.strip()[-300:]}")
+    pytest.skip(f"no Chromium and it could not be installed: {why}")
 
 
 def run_browser(
