@@ -4,19 +4,17 @@ Normal: The change from the previous point stays within 1.085e+11 robust deviati
     MAD) of the median of the previous 30 points.
 Abnormal: The change from the previous point is more than 1.085e+11 robust deviations below the
     median of the previous 30 points.
-
 """
-
-import math
 
 import numpy as np
 
 PARAMS = {
-    'window': 30,
-    'threshold': 108541665077.2,
-    'persistence': 1,
+    "window": 30,
+    "threshold": 108541665077.2,
+    "persistence": 1,
 }
 LOOKBACK = 32
+
 
 def past_median_mad(x, width):
     """Median and median absolute deviation of the `width` points before t (NaN until then)."""
@@ -33,6 +31,7 @@ def past_median_mad(x, width):
         mad[width + a : width + a + len(block)] = np.median(np.abs(block - m[:, None]), axis=1)
     return med, mad
 
+
 def floor_scale(scale, level):
     """Keep a scale strictly positive so a perfectly flat history still gives finite scores."""
     return np.maximum(scale, 1e-9 * (1.0 + np.abs(level)))
@@ -42,7 +41,7 @@ def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
     x = np.concatenate(([0.0], np.diff(values)))
-    median, mad = past_median_mad(x, int(params['window']))
+    median, mad = past_median_mad(x, int(params["window"]))
     s = (x - median) / floor_scale(1.4826 * mad, median)
     return np.asarray(s, dtype=float)
 
@@ -57,7 +56,4 @@ def detect(values, timestamps, params=PARAMS):
             held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
-    quiet = int(params.get("cooldown", 0))
-    if quiet > 0:
-        alarm = apply_cooldown(alarm, quiet)
     return alarm

@@ -2,16 +2,13 @@
 
 Normal: The value stays within the fitted bound 87.47.
 Abnormal: The value is beyond +/- 87.47, for 2 consecutive points.
-
 """
-
-import math
 
 import numpy as np
 
 PARAMS = {
-    'threshold': 87.47416300556999,
-    'persistence': 2,
+    "threshold": 87.47416300556999,
+    "persistence": 2,
 }
 LOOKBACK = 2
 
@@ -34,7 +31,4 @@ def detect(values, timestamps, params=PARAMS):
             held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
-    quiet = int(params.get("cooldown", 0))
-    if quiet > 0:
-        alarm = apply_cooldown(alarm, quiet)
     return alarm

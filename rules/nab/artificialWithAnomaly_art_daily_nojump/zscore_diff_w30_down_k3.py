@@ -4,19 +4,17 @@ Normal: The change from the previous point stays within 0.3997 standard deviatio
     over the previous 30 points.
 Abnormal: The change from the previous point is more than 0.3997 standard deviations below the
     mean of the previous 30 points, for 3 consecutive points.
-
 """
-
-import math
 
 import numpy as np
 
 PARAMS = {
-    'window': 30,
-    'threshold': 0.3997351807544413,
-    'persistence': 3,
+    "window": 30,
+    "threshold": 0.3997351807544413,
+    "persistence": 3,
 }
 LOOKBACK = 34
+
 
 def window_stats(x, width, lag):
     """Mean and std of the `width` points ending `lag` points before t (NaN until they exist)."""
@@ -37,6 +35,7 @@ def window_stats(x, width, lag):
     std[first:] = np.sqrt(np.maximum(s2 / width - m * m, 0.0))
     return mean, std
 
+
 def floor_scale(scale, level):
     """Keep a scale strictly positive so a perfectly flat history still gives finite scores."""
     return np.maximum(scale, 1e-9 * (1.0 + np.abs(level)))
@@ -46,7 +45,7 @@ def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
     x = np.concatenate(([0.0], np.diff(values)))
-    mean, std = window_stats(x, int(params['window']), 1)
+    mean, std = window_stats(x, int(params["window"]), 1)
     s = (x - mean) / floor_scale(std, mean)
     return np.asarray(s, dtype=float)
 
@@ -61,7 +60,4 @@ def detect(values, timestamps, params=PARAMS):
             held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
-    quiet = int(params.get("cooldown", 0))
-    if quiet > 0:
-        alarm = apply_cooldown(alarm, quiet)
     return alarm

@@ -3,19 +3,17 @@
 Normal: The value stays within a factor 21.5 of its mean over the previous 60 points.
 Abnormal: The value moves above or below the mean of the previous 60 points by more than a
     fraction 21.5 of it (e.g. a drop to zero).
-
 """
-
-import math
 
 import numpy as np
 
 PARAMS = {
-    'window': 60,
-    'threshold': 21.498739873965196,
-    'persistence': 1,
+    "window": 60,
+    "threshold": 21.498739873965196,
+    "persistence": 1,
 }
 LOOKBACK = 61
+
 
 def window_stats(x, width, lag):
     """Mean and std of the `width` points ending `lag` points before t (NaN until they exist)."""
@@ -36,6 +34,7 @@ def window_stats(x, width, lag):
     std[first:] = np.sqrt(np.maximum(s2 / width - m * m, 0.0))
     return mean, std
 
+
 def floor_scale(scale, level):
     """Keep a scale strictly positive so a perfectly flat history still gives finite scores."""
     return np.maximum(scale, 1e-9 * (1.0 + np.abs(level)))
@@ -45,7 +44,7 @@ def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
     x = values
-    mean, _ = window_stats(x, int(params['window']), 1)
+    mean, _ = window_stats(x, int(params["window"]), 1)
     s = (x - mean) / floor_scale(np.abs(mean), mean)
     return np.asarray(s, dtype=float)
 
@@ -60,7 +59,4 @@ def detect(values, timestamps, params=PARAMS):
             held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
-    quiet = int(params.get("cooldown", 0))
-    if quiet > 0:
-        alarm = apply_cooldown(alarm, quiet)
     return alarm

@@ -2,16 +2,13 @@
 
 Normal: The change from the previous point stays within the fitted bound 3.534.
 Abnormal: The change from the previous point is at or above 3.534.
-
 """
-
-import math
 
 import numpy as np
 
 PARAMS = {
-    'threshold': 3.5342499999999992,
-    'persistence': 1,
+    "threshold": 3.5342499999999992,
+    "persistence": 1,
 }
 LOOKBACK = 2
 
@@ -34,7 +31,4 @@ def detect(values, timestamps, params=PARAMS):
             held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
-    quiet = int(params.get("cooldown", 0))
-    if quiet > 0:
-        alarm = apply_cooldown(alarm, quiet)
     return alarm

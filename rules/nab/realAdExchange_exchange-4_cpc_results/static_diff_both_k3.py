@@ -2,16 +2,13 @@
 
 Normal: The change from the previous point stays within the fitted bound 0.04976.
 Abnormal: The change from the previous point is beyond +/- 0.04976, for 3 consecutive points.
-
 """
-
-import math
 
 import numpy as np
 
 PARAMS = {
-    'threshold': 0.04975587855713999,
-    'persistence': 3,
+    "threshold": 0.04975587855713999,
+    "persistence": 3,
 }
 LOOKBACK = 4
 
@@ -34,7 +31,4 @@ def detect(values, timestamps, params=PARAMS):
             held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
-    quiet = int(params.get("cooldown", 0))
-    if quiet > 0:
-        alarm = apply_cooldown(alarm, quiet)
     return alarm

@@ -4,19 +4,17 @@ Normal: The spectral-residual saliency of the value over the last 96 points stay
     times the window's mean saliency.
 Abnormal: The value is salient: its spectral-residual saliency is more than 3.605 times the mean
     saliency of the last 96 points, for 3 consecutive points.
-
 """
-
-import math
 
 import numpy as np
 
 PARAMS = {
-    'window': 96,
-    'threshold': 3.605346675384585,
-    'persistence': 3,
+    "window": 96,
+    "threshold": 3.605346675384585,
+    "persistence": 3,
 }
 LOOKBACK = 98
+
 
 def spectral_saliency(x, width):
     """Spectral-residual saliency of the last point of each window of `width` points ending at t,
@@ -49,7 +47,7 @@ def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
     x = values
-    s = spectral_saliency(x, int(params['window']))
+    s = spectral_saliency(x, int(params["window"]))
     return np.asarray(s, dtype=float)
 
 
@@ -63,7 +61,4 @@ def detect(values, timestamps, params=PARAMS):
             held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
-    quiet = int(params.get("cooldown", 0))
-    if quiet > 0:
-        alarm = apply_cooldown(alarm, quiet)
     return alarm

@@ -2,16 +2,13 @@
 
 Normal: The change from the previous point stays within the fitted bound 65.6.
 Abnormal: The change from the previous point is at or above 65.6, for 2 consecutive points.
-
 """
-
-import math
 
 import numpy as np
 
 PARAMS = {
-    'threshold': 65.6,
-    'persistence': 2,
+    "threshold": 65.6,
+    "persistence": 2,
 }
 LOOKBACK = 3
 
@@ -34,7 +31,4 @@ def detect(values, timestamps, params=PARAMS):
             held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
-    quiet = int(params.get("cooldown", 0))
-    if quiet > 0:
-        alarm = apply_cooldown(alarm, quiet)
     return alarm

@@ -4,20 +4,18 @@ Normal: The spread (std) of the value over the last 3 points stays within a log-
     its spread over the 30 points before them.
 Abnormal: The spread of the value over the last 3 points changes by a log-ratio above or below
     21.56 against the 30 points before them, for 2 consecutive points.
-
 """
-
-import math
 
 import numpy as np
 
 PARAMS = {
-    'recent': 3,
-    'window': 30,
-    'threshold': 21.555441641146956,
-    'persistence': 2,
+    "recent": 3,
+    "window": 30,
+    "threshold": 21.555441641146956,
+    "persistence": 2,
 }
 LOOKBACK = 34
+
 
 def window_stats(x, width, lag):
     """Mean and std of the `width` points ending `lag` points before t (NaN until they exist)."""
@@ -38,6 +36,7 @@ def window_stats(x, width, lag):
     std[first:] = np.sqrt(np.maximum(s2 / width - m * m, 0.0))
     return mean, std
 
+
 def floor_scale(scale, level):
     """Keep a scale strictly positive so a perfectly flat history still gives finite scores."""
     return np.maximum(scale, 1e-9 * (1.0 + np.abs(level)))
@@ -47,8 +46,8 @@ def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
     x = values
-    _, recent = window_stats(x, int(params['recent']), 0)
-    level, before = window_stats(x, int(params['window']), int(params['recent']))
+    _, recent = window_stats(x, int(params["recent"]), 0)
+    level, before = window_stats(x, int(params["window"]), int(params["recent"]))
     s = np.log(floor_scale(recent, level) / floor_scale(before, level))
     return np.asarray(s, dtype=float)
 
@@ -63,7 +62,4 @@ def detect(values, timestamps, params=PARAMS):
             held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
-    quiet = int(params.get("cooldown", 0))
-    if quiet > 0:
-        alarm = apply_cooldown(alarm, quiet)
     return alarm

@@ -2,18 +2,16 @@
 
 Normal: The value keeps changing: fewer than 1.75 identical points in a row.
 Abnormal: The value is stuck: 1.75 or more identical points in a row.
-
 """
-
-import math
 
 import numpy as np
 
 PARAMS = {
-    'threshold': 1.75,
-    'persistence': 1,
+    "threshold": 1.75,
+    "persistence": 1,
 }
 LOOKBACK = 1
+
 
 def run_length(x):
     """How many consecutive points up to t share the value at t."""
@@ -40,7 +38,4 @@ def detect(values, timestamps, params=PARAMS):
             held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
-    quiet = int(params.get("cooldown", 0))
-    if quiet > 0:
-        alarm = apply_cooldown(alarm, quiet)
     return alarm
