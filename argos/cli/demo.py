@@ -67,3 +67,4 @@ def register(app: typer.Typer) -> None:
         first = next((u for u in summary.units if u.path and u.rules), None)
         if first is not None:
             console.print(f"for example: {Path(first.path or '') / (first.rules[0] + '.py')}")
+        console.print(f"see every series, detection and rule: argos report {out}")
