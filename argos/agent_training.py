@@ -89,6 +89,20 @@ class AgentGenerator:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = UsageLedger(self.llm.price_table(), run_id=self.run_dir.name)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable, as the Generator protocol asks (Dask workers): the model stack and the
+        ledger (it holds a lock) are rebuilt in the worker; a unit's usage is restored from its
+        checkpoint there, and the run-wide budget is shared with
+        :class:`argos.distributed.SharedLimitsChatModel`."""
+        state = dict(self.__dict__)
+        state["_model"] = None
+        state["ledger"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.ledger = UsageLedger(self.llm.price_table(), run_id=self.run_dir.name)
+
     @property
     def model_name(self) -> str:
         return self.chat_model.model if self.chat_model is not None else str(self.llm.model)

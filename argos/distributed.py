@@ -287,7 +287,8 @@ class SharedLimitsChatModel:
 
     Picklable: the endpoint is built lazily in the worker from ``llm`` (an
     :class:`~argos.llm_config.LLMConfig`) unless ``inner`` is given (tests pass a fake model).
-    Needs a Dask client in the calling process (inside a task: the worker's client).
+    Inside a Dask task it reaches the scheduler with the worker's client; in the driver (a unit run
+    locally) pass ``client``, the run's Dask client.
 
     Attributes:
         name: identifies the run (the semaphore, lock and variable names derive from it).
@@ -305,6 +306,7 @@ class SharedLimitsChatModel:
         inner: ChatModel | None = None,
         llm: LLMConfig | None = None,
         prices: dict[str, Price] | None = None,
+        client: Any = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
@@ -316,9 +318,13 @@ class SharedLimitsChatModel:
         self.prices = dict(prices or (llm.price_table() if llm is not None else {}))
         self._inner = inner
         self._llm = llm
+        self._client = client
+        self._prims: tuple[Any, Any, Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
+        state["_client"] = None  # a worker uses its own client
+        state["_prims"] = None
         if self._llm is not None:
             state["_inner"] = None  # rebuilt in the worker (vendor clients do not pickle)
         return state
@@ -344,12 +350,33 @@ class SharedLimitsChatModel:
         return 0.0 if price is None else price.cost(usage)
 
     def _primitives(self) -> tuple[Any, Any, Any]:
+        """The semaphore, lock and variable (made once per process). Inside a Dask task they talk
+        to the scheduler through the worker's client; elsewhere through ``client``."""
+        if self._prims is not None:
+            return self._prims
         distributed = _import_distributed()
-        client = distributed.get_client()
-        sem = distributed.Semaphore(max_leases=self.max_concurrent, name=f"argos-llm-{self.name}")
-        lock = distributed.Lock(f"argos-budget-lock-{self.name}")
-        var = distributed.Variable(f"argos-budget-{self.name}", client=client)
-        return sem, lock, var
+        try:
+            distributed.get_worker()
+            client = distributed.get_client()
+        except ValueError:
+            if self._client is None:
+                raise RuntimeError(
+                    "SharedLimitsChatModel used outside a Dask task: pass client= (the run's "
+                    "Dask client)"
+                ) from None
+            client = self._client
+        rpc, loop = client.scheduler, client.loop
+        self._prims = (
+            distributed.Semaphore(
+                max_leases=self.max_concurrent,
+                name=f"argos-llm-{self.name}",
+                scheduler_rpc=rpc,
+                loop=loop,
+            ),
+            distributed.Lock(f"argos-budget-lock-{self.name}", scheduler_rpc=rpc, loop=loop),
+            distributed.Variable(f"argos-budget-{self.name}", client=client),
+        )
+        return self._prims
 
     @staticmethod
     def _read(var: Any) -> LedgerState:

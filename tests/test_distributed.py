@@ -273,3 +273,84 @@ def test_token_budget_refuses_a_call_that_could_overshoot(
     assert spent.tokens <= 100
     assert sum(ok for ok, _ in results) == spent.calls >= 1
     assert sum(r for _, r in results) == 6 - spent.calls
+
+
+@dataclass(frozen=True)
+class AlwaysSameReply:
+    """A fake endpoint for the LLM loop: every call gets the same reply (a valid rule)."""
+
+    text: str
+    model: str = "fake-model"
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        agent: str,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        json: bool = False,
+    ) -> Completion:
+        return Completion(self.text, Usage(estimate_tokens(messages), 50), self.model, 0.01)
+
+
+def _llm_generator(run_dir: Path, max_calls: int | None, client: Any = None) -> Any:
+    from scripted_rules import GOOD, fenced
+
+    from argos.agent_training import AgentGenerator
+    from argos.llm_config import LLMConfig
+    from argos.training_graph import LoopConfig
+
+    shared = SharedLimitsChatModel(
+        f"train-{os.getpid()}-{time.time_ns()}",
+        budget=Budget(max_calls=max_calls),
+        max_concurrent=1,
+        inner=AlwaysSameReply(fenced(GOOD)),
+        client=client,
+    )
+    return AgentGenerator(
+        llm=LLMConfig(model="fake-model"),
+        run_dir=run_dir,
+        loop=LoopConfig(candidates_per_iteration=1, max_iterations=1),
+        chat_model=shared,
+        fit_budget=6,
+        chunk_size=600,
+    )
+
+
+@pytest.mark.timeout(300)
+def test_llm_units_on_dask_equal_local_and_share_the_call_budget(
+    cluster: DaskExecutor, tmp_path: Path
+) -> None:
+    ds = make_demo_dataset()
+    ids = [s.id for s in ds.series[:3]]
+    small = type(ds)(ds.name, [ds.get(i) for i in ids], ds.split)
+    local = train_dataset(
+        small,
+        generator=_llm_generator(tmp_path / "local", None, cluster.client),
+        out_dir=tmp_path / "local",
+    )
+    dask = train_dataset(
+        small,
+        generator=_llm_generator(tmp_path / "dask", None),
+        out_dir=tmp_path / "dask",
+        executor=cluster,
+    )
+    assert [u.rules for u in dask.units] == [u.rules for u in local.units]
+    assert all(u.rules for u in dask.units)
+    for u in ids:
+        rules_a = sorted((tmp_path / "local" / u).glob("*.py"))
+        rules_b = sorted((tmp_path / "dask" / u).glob("*.py"))
+        assert rules_a and [p.read_bytes() for p in rules_a] == [p.read_bytes() for p in rules_b]
+    # One generator call per unit; a run-wide budget of 2 calls across both workers: exactly two
+    # units get a rule, the third is refused its call (and says so).
+    capped = train_dataset(
+        small,
+        generator=_llm_generator(tmp_path / "capped", 2),
+        out_dir=tmp_path / "capped",
+        executor=cluster,
+    )
+    assert sorted(bool(u.rules) for u in capped.units) == [False, True, True]
+    refused = next(u for u in capped.units if not u.rules)
+    assert any("budget" in n for n in refused.notes), refused.notes
