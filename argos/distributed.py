@@ -128,6 +128,8 @@ class DaskExecutor:
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
+                # no dashboard, and its HTTP endpoint on a free loopback port (not 8787)
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                 host="127.0.0.1",
             )
             client = distributed.Client(cluster, set_as_default=False)

@@ -354,3 +354,31 @@ def test_llm_units_on_dask_equal_local_and_share_the_call_budget(
     assert sorted(bool(u.rules) for u in capped.units) == [False, True, True]
     refused = next(u for u in capped.units if not u.rules)
     assert any("budget" in n for n in refused.notes), refused.notes
+
+
+@pytest.mark.timeout(300)
+def test_cli_eval_and_train_with_scheduler(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from argos.cli import app
+
+    runner = CliRunner()
+    base = ["eval", "--dataset", "demo", "--methods", "ewma,robust-zscore", "--json"]
+    local = runner.invoke(app, [*base, "--workers", "1"])
+    dask = runner.invoke(app, [*base, "--scheduler", "local:2"])
+    assert local.exit_code == 0 and dask.exit_code == 0, dask.output
+    a, b = json.loads(local.stdout), json.loads(dask.stdout)
+    for doc in (a, b):
+        doc.pop("seconds")
+        for entry in doc["methods"].values():
+            entry.pop("seconds")
+        for part in doc.get("by_partition", {}).values():
+            for entry in part["methods"].values():
+                entry.pop("seconds")
+    assert a == b
+    args = ["train", "--dataset", "demo", "--generator", "builtin", "--trials", "10"]
+    out = runner.invoke(app, [*args, "--scheduler", "local:x", "--out", str(tmp_path / "t")])
+    assert out.exit_code == 2 and "local:N" in out.output
+    out = runner.invoke(app, [*args, "--scheduler", "local:2", "--out", str(tmp_path / "t")])
+    assert out.exit_code == 0, out.output
+    assert len(list((tmp_path / "t").glob("*/manifest.json"))) == len(make_demo_dataset().series)
