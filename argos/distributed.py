@@ -18,7 +18,7 @@ Failures:
 
 LLM limits across workers: :class:`SharedLimitsChatModel` wraps a chat model so that every worker
 of the cluster shares one concurrency limit (a Dask :class:`~distributed.Semaphore`) and one token
-/ cost / call budget (a ledger in a Dask :class:`~distributed.Variable`, updated under a Dask
+/ cost / call budget (a ledger in the scheduler's metadata store, read and updated under a Dask
 :class:`~distributed.Lock`). A call first reserves its pessimistic cost (prompt estimate + full
 ``max_tokens``) in the ledger, so concurrent calls on different workers can never overshoot the
 budget together; the reservation is replaced by the real usage when the call returns.
@@ -249,7 +249,7 @@ class DaskExecutor:
 
 @dataclass(frozen=True)
 class LedgerState:
-    """The shared budget ledger (stored in a Dask ``Variable`` as a dict).
+    """The shared budget ledger (stored in the scheduler's metadata as a dict).
 
     ``calls``/``tokens``/``cost_usd`` are spent; ``reserved_*`` are held by calls in flight.
     """
@@ -263,11 +263,11 @@ class LedgerState:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> LedgerState:
-        """Parse the Variable's value (None = nothing spent yet)."""
+        """Parse the stored value (None = nothing spent yet)."""
         return cls(**raw) if raw else cls()
 
     def to_dict(self) -> dict[str, Any]:
-        """The Variable's value."""
+        """The value to store."""
         return {
             "calls": self.calls,
             "tokens": self.tokens,
@@ -276,6 +276,22 @@ class LedgerState:
             "reserved_tokens": self.reserved_tokens,
             "reserved_cost_usd": self.reserved_cost_usd,
         }
+
+
+class _Ledger:
+    """The shared ledger's storage: a key of the scheduler's metadata store (read and written
+    only under the budget lock)."""
+
+    def __init__(self, client: Any, key: list[str]) -> None:
+        self.client = client
+        self.key = key
+
+    def get(self) -> dict[str, Any] | None:
+        value = self.client.get_metadata(self.key, default=None)
+        return None if value is None else dict(value)
+
+    def set(self, value: dict[str, Any]) -> None:
+        self.client.set_metadata(self.key, value)
 
 
 class SharedLimitsChatModel:
@@ -293,7 +309,7 @@ class SharedLimitsChatModel:
     locally) pass ``client``, the run's Dask client.
 
     Attributes:
-        name: identifies the run (the semaphore, lock and variable names derive from it).
+        name: identifies the run (the semaphore, lock and ledger names derive from it).
         budget: the run-wide budget (tokens, dollars, calls).
         max_concurrent: LLM calls in flight across the cluster.
         prices: price table for cost accounting (model name -> price).
@@ -352,7 +368,7 @@ class SharedLimitsChatModel:
         return 0.0 if price is None else price.cost(usage)
 
     def _primitives(self) -> tuple[Any, Any, Any]:
-        """The semaphore, lock and variable (made once per process). Inside a Dask task they talk
+        """The semaphore, lock and ledger (made once per process). Inside a Dask task they talk
         to the scheduler through the worker's client; elsewhere through ``client``."""
         if self._prims is not None:
             return self._prims
@@ -376,16 +392,13 @@ class SharedLimitsChatModel:
                 loop=loop,
             ),
             distributed.Lock(f"argos-budget-lock-{self.name}", scheduler_rpc=rpc, loop=loop),
-            distributed.Variable(f"argos-budget-{self.name}", client=client),
+            _Ledger(client, ["argos-budget", self.name]),
         )
         return self._prims
 
     @staticmethod
-    def _read(var: Any) -> LedgerState:
-        try:
-            return LedgerState.from_dict(var.get(timeout=0))
-        except TimeoutError:
-            return LedgerState()
+    def _read(var: _Ledger) -> LedgerState:
+        return LedgerState.from_dict(var.get())
 
     def _reserve(self, lock: Any, var: Any, agent: str, tokens: int, cost: float) -> None:
         b = self.budget

@@ -382,3 +382,101 @@ def test_cli_eval_and_train_with_scheduler(tmp_path: Path) -> None:
     out = runner.invoke(app, [*args, "--scheduler", "local:2", "--out", str(tmp_path / "t")])
     assert out.exit_code == 0, out.output
     assert len(list((tmp_path / "t").glob("*/manifest.json"))) == len(make_demo_dataset().series)
+
+
+@dataclass(frozen=True)
+class StallOnCall:
+    """A fake endpoint that logs every answered call to ``log``; the call that finds ``stall_at``
+    calls logged stalls (once, pid written to ``marker``) so the test can kill its worker."""
+
+    text: str
+    log: str
+    marker: str
+    stall_at: int = -1
+    model: str = "fake-model"
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        agent: str,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        json: bool = False,
+    ) -> Completion:
+        done = len(Path(self.log).read_text().splitlines()) if os.path.exists(self.log) else 0
+        if done == self.stall_at and not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            time.sleep(120)  # killed here, with the call in flight
+        with open(self.log, "a") as f:
+            f.write(f"{agent}\n")
+        return Completion(self.text, Usage(estimate_tokens(messages), 50), self.model, 0.01)
+
+
+@pytest.mark.timeout(300)
+def test_killed_llm_unit_resumes_from_its_checkpoint_without_paying_twice(tmp_path: Path) -> None:
+    from scripted_rules import GOOD, fenced
+
+    from argos.agent_training import AgentGenerator
+    from argos.llm_config import LLMConfig
+    from argos.training_graph import LoopConfig
+
+    ds = make_demo_dataset()
+    one = type(ds)(ds.name, [ds.get("api_latency_ms")], ds.split)  # 3 iterations, 3 calls
+
+    def generator(run: str, model: StallOnCall) -> AgentGenerator:
+        shared = SharedLimitsChatModel(
+            f"{run}-{os.getpid()}-{time.time_ns()}",
+            budget=Budget(),
+            max_concurrent=2,  # the killed call's lease stays held until Dask's lease timeout
+            inner=model,
+        )
+        return AgentGenerator(
+            llm=LLMConfig(model="fake-model"),
+            run_dir=tmp_path / run,
+            loop=LoopConfig(candidates_per_iteration=1, max_iterations=3, patience=5),
+            chat_model=shared,
+            fit_budget=6,
+            chunk_size=600,
+        )
+
+    marker = tmp_path / "stalled.pid"
+    with DaskExecutor.connect("local:2") as ex:
+        ref_log = str(tmp_path / "ref.log")
+        train_dataset(
+            one,
+            generator=generator("ref", StallOnCall(fenced(GOOD), ref_log, str(marker))),
+            out_dir=tmp_path / "ref",
+            executor=ex,
+        )
+        calls = len(Path(ref_log).read_text().splitlines())
+        assert calls == 3
+        killed: list[int] = []
+
+        def killer() -> None:
+            deadline = time.monotonic() + 120
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+            pid = int(marker.read_text())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+        thread = threading.Thread(target=killer, daemon=True)
+        thread.start()
+        log = str(tmp_path / "run.log")
+        model = StallOnCall(fenced(GOOD), log, str(marker), stall_at=calls - 1)
+        summary = train_dataset(
+            one, generator=generator("run", model), out_dir=tmp_path / "run", executor=ex
+        )
+        thread.join(5)
+    assert killed, "the LLM unit was never interrupted"
+    # the calls answered before the kill came from the response cache on the retry: the endpoint
+    # answered exactly as many calls as in the uninterrupted run
+    assert len(Path(log).read_text().splitlines()) == calls
+    assert summary.units[0].rules
+    ref_rules = sorted((tmp_path / "ref" / "api_latency_ms").glob("*.py"))
+    got_rules = sorted((tmp_path / "run" / "api_latency_ms").glob("*.py"))
+    assert [p.name for p in got_rules] == [p.name for p in ref_rules]
+    assert [p.read_bytes() for p in got_rules] == [p.read_bytes() for p in ref_rules]
