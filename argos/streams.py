@@ -97,6 +97,8 @@ class StreamConfig:
         batch: entries read per partition per ``XREADGROUP``.
         heartbeat_ms: a consumer that has not announced itself for this long is not counted
             when computing fair shares.
+        trim: drop acknowledged entries from the input streams in each commit (``XTRIM MINID``,
+            approximate); the state snapshots make old input unnecessary.
     """
 
     prefix: str = "argos"
@@ -104,6 +106,7 @@ class StreamConfig:
     lease_ms: int = 3000
     batch: int = 500
     heartbeat_ms: int = 3000
+    trim: bool = True
 
     def stream(self, k: int) -> str:
         """The input stream of partition ``k``."""
@@ -417,6 +420,10 @@ class StreamConsumer:
                 if snaps:
                     pipe.hset(cfg.state, mapping=snaps)
                 pipe.xack(cfg.stream(k), GROUP, *ids)
+                if cfg.trim:
+                    # one owner, pending entries first: everything before this batch's last id is
+                    # acknowledged, and restarts need the snapshots, not the input
+                    pipe.xtrim(cfg.stream(k), minid=ids[-1], approximate=True)
                 pipe.execute()
             except redis.WatchError:
                 return False
