@@ -318,3 +318,25 @@ def test_batch_alerts_has_the_record_format(rules: Path) -> None:
         recs = batch_alerts(det, series)
     assert recs and set(recs[0]) == {"series", "timestamp", "alert", "incident", "fired"}
     assert all(r["fired"] for r in recs) and np.all(np.diff([r["timestamp"] for r in recs]) > 0)
+
+
+@pytest.mark.timeout(60)
+def test_cli_publish_and_status(client: Any, redis_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from argos.cli import app
+
+    csv_file = tmp_path / "points.csv"
+    csv_file.write_text("series,timestamp,value\na,1,1.5\nb,1,2.0\na,2,1.25\n")
+    runner = CliRunner()
+    common = ["--redis", redis_url, "--prefix", "cli", "--partitions", "3"]
+    out = runner.invoke(app, ["stream", "publish", str(csv_file), *common])
+    assert out.exit_code == 0 and "published 3 points" in out.output
+    status = runner.invoke(app, ["stream", "status", *common])
+    assert status.exit_code == 0
+    doc = json.loads(status.stdout)
+    assert doc["backlog"] == 3 and doc["alerts"] == 0 and set(doc["owners"]) == {"0", "1", "2"}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("series,timestamp,value\na,x,1\n")
+    out = runner.invoke(app, ["stream", "publish", str(bad), *common])
+    assert out.exit_code == 2 and "bad row" in out.output
