@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -488,13 +488,13 @@ def consume(
     name: str | None = None,
     config: StreamConfig | None = None,
     post: PostProcessing | None = None,
-    isolation: str = "worker",
+    isolation: Literal["worker", "inprocess"] = "worker",
     max_idle_s: float | None = None,
 ) -> ConsumerStats:
     """Run one consumer process until SIGTERM/SIGINT (or ``max_idle_s`` without input)."""
     redis = _import_redis()
     client = redis.Redis.from_url(url)
-    detector = Detector.open(rules, isolation=isolation, post=post)  # type: ignore[arg-type]
+    detector = Detector.open(rules, isolation=isolation, post=post)
     consumer = StreamConsumer(client, detector, name or f"consumer-{os.getpid()}", config)
 
     def on_signal(signum: int, frame: Any) -> None:
