@@ -443,6 +443,17 @@ class RuleSpec:
     def name(self) -> str:
         return self.structure.name
 
+    def lookback(self) -> int:
+        """Points of history the rule's label depends on (the rule's ``LOOKBACK``).
+
+        A stuck-value rule fires on a run of ``threshold`` identical points, so that run must fit
+        in the window the online detector keeps: otherwise streaming and batch labels differ.
+        """
+        base = self.structure.lookback()
+        if self.structure.scorer == "flat":
+            base = max(base, math.ceil(self.threshold) + self.structure.persistence - 1)
+        return base
+
     @property
     def params(self) -> dict[str, float]:
         """The rule's ``PARAMS``: structural numbers plus the threshold (and cool-down)."""
@@ -594,7 +605,7 @@ def render(spec: RuleSpec) -> str:
     return (
         f"{doc}\n{imports}\n"
         f"PARAMS = {{\n{params_lines}}}\n"
-        f"LOOKBACK = {st.lookback()}\n"
+        f"LOOKBACK = {spec.lookback()}\n"
         f"{code}{cooldown}\n\n"
         "def detect(values, timestamps, params=PARAMS):\n"
         '    """True where the point is anomalous (see the module docstring)."""\n'

@@ -180,3 +180,23 @@ def test_names_are_readable_identifiers() -> None:
     )
     assert st.name == "zscore_seasonal_p1440_c3_w60_both_k2"
     assert st.name.isidentifier()
+
+
+@pytest.mark.parametrize(("threshold", "persistence"), [(1.75, 1), (5.0, 1), (6.5, 3)])
+def test_stuck_value_rule_lookback_holds_its_run(threshold: float, persistence: int) -> None:
+    """The label at t depends only on the last LOOKBACK points, so streaming equals batch."""
+    spec = RuleSpec(Structure("value", "flat", (), "up", persistence), threshold)
+    source = render(spec)
+    lookback = check_rule(source).lookback
+    assert lookback >= math.ceil(threshold) + persistence - 1
+    detect, params = load_rule(source)
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=400).round(1)
+    for start, length in ((50, 4), (120, 9), (300, 30)):  # stuck stretches of several lengths
+        values[start : start + length] = values[start]
+    batch = np.asarray(detect(values, np.arange(400), params), dtype=bool)
+    assert batch.any()
+    for t in range(400):
+        a = max(0, t - lookback + 1)
+        window = np.asarray(detect(values[a : t + 1], np.arange(a, t + 1), params), dtype=bool)
+        assert window[-1] == batch[t], f"label at {t} needs more than LOOKBACK={lookback} points"

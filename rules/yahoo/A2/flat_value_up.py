@@ -10,7 +10,7 @@ PARAMS = {
     "threshold": 1.75,
     "persistence": 1,
 }
-LOOKBACK = 1
+LOOKBACK = 2
 
 
 def run_length(x):
