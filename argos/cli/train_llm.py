@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from argos.agent_training import AgentGenerator, csv_base, method_base
 from argos.llm import Budget, LLMError
 from argos.llm_config import LLMConfig, load_llm_config
 from argos.series import DataError
-from argos.training import GeneratorOutput, TrainSummary, UnitResult, train_dataset
+from argos.training import GeneratorOutput, UnitResult, train_dataset
 from argos.training_graph import LoopConfig
 
 RUN_FILE = "run.json"
@@ -214,7 +213,3 @@ def usage_table(usage: dict[str, Any]) -> Table:
             f"{u.get('cost_usd', 0.0):.4f}",
         )
     return table
-
-
-def summary_to_json(summary: TrainSummary) -> dict[str, Any]:
-    return asdict(summary)
