@@ -683,10 +683,8 @@ def route_after_validate(state: TrainState) -> Literal["collect", "judge_review"
     return "judge_review" if draft["origin"] == "reviewer" else "collect"
 
 
-def make_route_after_collect(
-    n: int,
-) -> Callable[[TrainState], Literal["plan", "select", "judge_review"]]:
-    def route_after_collect(state: TrainState) -> Literal["plan", "select", "judge_review"]:
+def make_route_after_collect(n: int) -> Callable[[TrainState], Literal["plan", "select"]]:
+    def route_after_collect(state: TrainState) -> Literal["plan", "select"]:
         return "plan" if state["slot"] < n else "select"
 
     return route_after_collect
