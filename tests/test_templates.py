@@ -68,9 +68,10 @@ def test_rendered_rule_passes_gate_and_equals_search_scores(st: Structure) -> No
     s = directional(raw, st.direction, st.persistence)
     finite = s[np.isfinite(s) & (s > -1e300)]
     thr = float(np.quantile(finite, 0.99)) if len(finite) else 1.0
-    src = render(RuleSpec(st, thr))
+    spec = RuleSpec(st, thr)
+    src = render(spec)
     info = check_rule(src)
-    assert info.lookback == st.lookback()
+    assert info.lookback == spec.lookback() >= st.lookback()
     detect, params = load_rule(src)
     labels = detect(values, ts, params)
     assert labels.dtype == np.bool_ and labels.shape == values.shape
