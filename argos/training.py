@@ -16,6 +16,7 @@ Units run in parallel in a process pool (``workers``); results are deterministic
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -460,8 +461,12 @@ def _open_sandbox() -> Any:
 
 
 def _safe_name(name: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return keep.strip("._") or "unit"
+    """The folder name of a unit's rule set: a lower-case slug (portable across case-insensitive
+    file systems), with a short hash when the slug had to change the name."""
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._").lower()
+    if keep == name:
+        return keep
+    return f"{keep or 'unit'}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
 
 
 def export_rule_set(

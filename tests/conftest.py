@@ -9,6 +9,7 @@ once and reuse ``kpi_dataset`` rather than loading it again.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,9 +53,19 @@ def _sub(root: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fixtures_dir() -> Path:
-    """``tests/fixtures``: tiny hand-made files; it also works as a miniature data root."""
-    return FIXTURES
+def fixtures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of ``tests/fixtures`` (tiny hand-made files) plus the files of
+    ``layout_fixtures.LAYOUT_FILES`` in the benchmarks' native layouts, so that it also works as a
+    miniature data root (``kpi/``, ``yahoo_s5/``, ``nab/``). Tests may read it, not change it."""
+    from layout_fixtures import LAYOUT_FILES
+
+    root = tmp_path_factory.mktemp("fixtures") / "fixtures"
+    shutil.copytree(FIXTURES, root)
+    for rel, content in LAYOUT_FILES.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    return root
 
 
 @pytest.fixture(scope="session")

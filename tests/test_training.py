@@ -99,7 +99,10 @@ def test_partition_training_writes_one_rule_set_per_partition(tmp_path: Path) ->
     summary = train_dataset(_dataset(), out_dir=tmp_path, granularity="partition", workers=1)
     assert [u.unit for u in summary.units] == ["P1", "P2"]
     assert summary.units[0].series == ["a", "b"]
-    rs = load_ruleset(tmp_path / "P1")
+    path = summary.units[0].path
+    assert path is not None and Path(path).parent == tmp_path
+    assert Path(path).name.startswith("p1-")  # folder names are lower-case slugs
+    rs = load_ruleset(path)
     assert rs.manifest.training is not None and rs.manifest.training.partition == "P1"
 
 
