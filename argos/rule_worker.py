@@ -618,6 +618,7 @@ def _worker_env(memory_bytes: int, fd: int, allow_unconfined: bool, scratch: str
         "ARGOS_WORKER_MEMORY_BYTES": str(memory_bytes),
         "ARGOS_WORKER_ALLOW_UNCONFINED": "1" if allow_unconfined else "0",
     }
+    env["GLIBC_TUNABLES"] = "glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432"
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = "1"
     return env
