@@ -457,7 +457,8 @@ class RuleSpec:
     Attributes:
         structure: the rule shape.
         threshold: the rule fires when the directional score reaches this value.
-        cooldown: after an alarm, points that stay silent (0 = none).
+        cooldown: an alarm needs the condition off for this many points before it (0 = none),
+            so a sustained anomaly alarms once, at its start.
         metrics: free-form numbers recorded in the docstring (e.g. train/validation F1).
     """
 
@@ -479,7 +480,7 @@ class RuleSpec:
         base = self.structure.lookback()
         if self.structure.scorer == "flat":
             base = max(base, math.ceil(self.threshold) + self.structure.persistence - 1)
-        return base
+        return base + self.cooldown
 
     @property
     def params(self) -> dict[str, float]:
@@ -544,14 +545,11 @@ _COOLDOWN_CALL = """    quiet = int(params.get("cooldown", 0))
 _COOLDOWN_HELPER = '''
 
 def apply_cooldown(alarm, quiet):
-    """Keep an alarm only if no kept alarm happened in the previous `quiet` points."""
-    out = np.zeros(len(alarm), dtype=bool)
-    last = -quiet - 1
-    for i in np.flatnonzero(alarm).tolist():
-        if i - last > quiet:
-            out[i] = True
-            last = i
-    return out
+    """Keep an alarm only if the condition did not hold in any of the previous `quiet` points
+    (one alarm at the start of each burst)."""
+    held = np.concatenate(([0], np.cumsum(alarm)))
+    idx = np.arange(len(alarm))
+    return alarm & (held[idx] == held[np.maximum(idx - quiet, 0)])
 '''
 
 
@@ -591,7 +589,7 @@ def _words(spec: RuleSpec) -> tuple[str, str, str]:
     if st.persistence > 1:
         abnormal += f", for {st.persistence} consecutive points"
     if spec.cooldown:
-        abnormal += f" (then silent for {spec.cooldown} points)"
+        abnormal += f" (alarms once per burst: after {spec.cooldown} points without it)"
     title = (
         f"{_SCORER_TITLES[sc.name]} of {_TRANSFORM_TITLES[t.name]}, "
         f"{_DIRECTION_TITLES[st.direction]}"

@@ -298,4 +298,5 @@ def test_worker_process_is_locked_down_as_reported(engine: WorkerEngine) -> None
         "PATH", "LANG", "HOME", "TMPDIR", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
         "MKL_NUM_THREADS", "ARGOS_WORKER_FD", "ARGOS_WORKER_MEMORY_BYTES",
         "ARGOS_WORKER_ALLOW_UNCONFINED", "ARGOS_WORKER_SCRATCH",
+        "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
     }  # fmt: skip

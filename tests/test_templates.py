@@ -90,9 +90,9 @@ def test_docstring_states_normal_and_abnormal_with_fitted_numbers() -> None:
         "Normal: The change from the previous point stays within 4.25 standard deviations" in text
     )
     assert "more than 4.25 standard deviations below the mean of the previous 60 points" in text
-    assert "for 3 consecutive points" in text and "silent for 10 points" in text
+    assert "for 3 consecutive points" in text and "after 10 points without it" in text
     assert info.params["threshold"] == 4.25 and info.params["window"] == 60
-    assert info.lookback == 1 + 61 + 2
+    assert info.lookback == 1 + 61 + 2 + 10
     assert "import numpy as np" in src and "apply_cooldown(alarm, quiet)" in src
     plain = render(RuleSpec(st, 4.25))
     assert "import math" not in plain and "apply_cooldown" not in plain
@@ -150,13 +150,16 @@ def test_spectral_saliency_peaks_at_the_spike() -> None:
     assert s[700] > 1.5 * others.max()
 
 
-def test_cooldown_silences_following_points() -> None:
+def test_cooldown_alarms_once_per_burst() -> None:
     st = Structure("value", "static", (), "up", 1)
-    src = render(RuleSpec(st, 5.0, cooldown=3))
-    detect, params = load_rule(src)
-    v = np.array([0, 9, 9, 9, 9, 9, 0, 9], dtype=float)
-    out = detect(v, np.arange(8, dtype=np.int64), params)
-    assert out.tolist() == [False, True, False, False, False, True, False, False]
+    spec = RuleSpec(st, 5.0, cooldown=3)
+    detect, params = load_rule(render(spec))
+    # a burst, a gap of 3 quiet points (new alarm), a gap of only 2 (no new alarm)
+    v = np.array([0, 9, 9, 0, 0, 0, 9, 9, 0, 0, 9], dtype=float)
+    out = detect(v, np.arange(len(v), dtype=np.int64), params)
+    assert np.flatnonzero(out).tolist() == [1, 6]
+    # the cool-down looks back `cooldown` points beyond the condition's own lookback
+    assert spec.lookback() == st.lookback() + 3
 
 
 def test_persistence_needs_consecutive_points() -> None:
