@@ -750,7 +750,7 @@ class Detector:
         # combine and post-process all series at once; only series with raw alarms loop, and a
         # push without any alarm (the common case) costs no per-point numpy work
         n = len(order)
-        labels = res.labels[0] if len(res.labels) == 1 else np.concatenate(res.labels, axis=1)
+        labels = res.all_labels()
         base: BoolArray | None = None
         if self.ruleset.external_base is not None:
             given = [points[i].base for i in order]

@@ -25,6 +25,7 @@ Both engines implement :class:`RuleEngine`, which :mod:`argos.detector` uses.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import linecache
 import os
@@ -95,11 +96,22 @@ class RuleError:
 class EngineResult:
     """Per-item rule labels ``bool[n_rules, n_points]`` and the rule errors of the request.
 
-    A failing rule contributes ``False`` labels for the points it failed on.
+    A failing rule contributes ``False`` labels for the points it failed on. ``joined`` holds all
+    items' labels side by side (``bool[n_rules, total_points]``) when the engine produced them that
+    way; :meth:`all_labels` builds it otherwise.
     """
 
     labels: list[BoolArray]
     errors: list[RuleError] = field(default_factory=list)
+    joined: BoolArray | None = None
+
+    def all_labels(self) -> BoolArray:
+        """Every item's labels side by side, in item order."""
+        if self.joined is None:
+            self.joined = (
+                np.concatenate(self.labels, axis=1) if self.labels else np.zeros((0, 0), np.bool_)
+            )
+        return self.joined
 
 
 class RuleEngine(Protocol):
@@ -181,10 +193,101 @@ def validate_labels(out: object, n: int) -> BoolArray:
     raise ValueError(f"bad output: dtype {arr.dtype} is not boolean or 0/1")
 
 
-@dataclass
-class _History:
-    timestamps: IntArray
-    values: FloatArray
+class HistoryStore:
+    """The last ``keep`` points of every series.
+
+    Series whose history is full live in rows of two 2-D arrays, so giving many of them one new
+    point each (the steady state of a service scraping many series) is a handful of numpy calls
+    (:meth:`append_one`) instead of a few per series. Series still warming up (or seeded with
+    fewer points) are kept as arrays of their own.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._rows: dict[str, int] = {}
+        self._names: list[str] = []
+        self._t = np.zeros((16, keep), dtype=np.int64)
+        self._v = np.zeros((16, keep), dtype=np.float64)
+        self._short: dict[str, tuple[IntArray, FloatArray]] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows) + len(self._short)
+
+    def row(self, series: str) -> int:
+        """The row of a series with a full history, or -1."""
+        return self._rows.get(series, -1)
+
+    def get(self, series: str) -> tuple[IntArray, FloatArray]:
+        """A series' history (empty arrays for an unknown series); copies, safe to keep."""
+        row = self._rows.get(series)
+        if row is not None:
+            return self._t[row].copy(), self._v[row].copy()
+        t, v = self._short.get(series, (_EMPTY_T, _EMPTY_V))
+        return t.copy(), v.copy()
+
+    def set(self, series: str, timestamps: IntArray, values: FloatArray) -> None:
+        """Replace a series' history with the last ``keep`` points of these arrays."""
+        cut = max(0, len(values) - self.keep)
+        t = np.asarray(timestamps[cut:], dtype=np.int64)
+        v = np.asarray(values[cut:], dtype=np.float64)
+        if len(v) == self.keep:
+            self._short.pop(series, None)
+            row = self._rows.get(series)
+            if row is None:
+                row = self._add_row(series)
+            self._t[row] = t
+            self._v[row] = v
+        else:
+            self._drop_row(series)
+            self._short[series] = (t.copy(), v.copy())
+
+    def append_one(
+        self, rows: IntArray, timestamps: IntArray, values: FloatArray
+    ) -> tuple[IntArray, FloatArray]:
+        """One new point for each of these full rows: returns the windows ``(m, keep + 1)``
+        (history then the new point); the rows then hold their last ``keep`` points."""
+        t_win = np.concatenate((self._t[rows], timestamps[:, None]), axis=1)
+        v_win = np.concatenate((self._v[rows], values[:, None]), axis=1)
+        self._t[rows] = t_win[:, 1:]
+        self._v[rows] = v_win[:, 1:]
+        return t_win, v_win
+
+    def forget(self, series: str) -> None:
+        """Drop a series."""
+        self._short.pop(series, None)
+        self._drop_row(series)
+
+    def items(self) -> Iterator[tuple[str, IntArray, FloatArray]]:
+        """Every series' history (copies)."""
+        for s in [*self._rows, *self._short]:
+            t, v = self.get(s)
+            yield s, t, v
+
+    def _add_row(self, series: str) -> int:
+        row = len(self._names)
+        if row == len(self._t):
+            self._t = np.concatenate((self._t, np.zeros_like(self._t)))
+            self._v = np.concatenate((self._v, np.zeros_like(self._v)))
+        self._names.append(series)
+        self._rows[series] = row
+        return row
+
+    def _drop_row(self, series: str) -> None:
+        row = self._rows.pop(series, None)
+        if row is None:
+            return
+        last = len(self._names) - 1
+        if row != last:  # move the last row into the hole
+            moved = self._names[last]
+            self._t[row] = self._t[last]
+            self._v[row] = self._v[last]
+            self._names[row] = moved
+            self._rows[moved] = row
+        self._names.pop()
+
+
+_EMPTY_T: IntArray = np.zeros(0, dtype=np.int64)
+_EMPTY_V: FloatArray = np.zeros(0, dtype=np.float64)
 
 
 class RuleKernel:
@@ -214,7 +317,7 @@ class RuleKernel:
             self.rules.append(rule)
             self.functions.append(fn)
         self.history_len = max((r.lookback for r in self.rules), default=1) - 1
-        self._history: dict[str, _History] = {}
+        self._history = HistoryStore(self.history_len)
         self.packed: set[int] = set()
 
     @property
@@ -271,22 +374,53 @@ class RuleKernel:
         return out
 
     def _label(
-        self, windows: Sequence[tuple[IntArray, FloatArray, int]], pack: bool
+        self,
+        windows: Sequence[tuple[IntArray, FloatArray, int]],
+        pack: bool,
+        steady: tuple[list[int], IntArray, FloatArray] | None = None,
     ) -> EngineResult:
-        """Labels ``bool[n_rules, k]`` of the last ``k`` points of each window."""
+        """Labels ``bool[n_rules, k]`` of the last ``k`` points of each window.
+
+        ``steady`` = (item indices, timestamp windows, value windows ``(m, history_len + 1)``):
+        items with a full history and one new point, whose windows are rows of one matrix. A
+        packed rule runs once over all those rows (raveled); ``windows`` has empty placeholders
+        for them.
+        """
         errors: list[RuleError] = []
-        labels = [np.zeros((len(self.rules), k), dtype=np.bool_) for _, _, k in windows]
+        ks = [k for _, _, k in windows]
+        offsets = np.concatenate(([0], np.cumsum(ks))).astype(np.int64)
+        joined = np.zeros((len(self.rules), int(offsets[-1])), dtype=np.bool_)
+        steady_items: list[int] = steady[0] if steady is not None else []
+        steady_set = set(steady_items)
         for r, rule in enumerate(self.rules):
-            done: set[int] = set()
+            done: set[int] = set(steady_set)
+            if steady is not None:
+                idx, t_win, v_win = steady
+                last = None
+                if pack and r in self.packed and len(idx) > 1:
+                    last = self._run_rows(r, t_win, v_win)
+                if last is not None:
+                    joined[r, offsets[idx]] = last
+                else:
+                    for j, i in enumerate(idx):
+                        one, err = self._run_one(r, t_win[j], v_win[j], 1)
+                        if one is None:
+                            errors.append(RuleError(i, rule.id, err))
+                        else:
+                            joined[r, offsets[i]] = one[0]
             if pack and r in self.packed:
                 h = rule.lookback - 1
-                members = [i for i, (_, v, k) in enumerate(windows) if k and len(v) - k >= h]
+                members = [
+                    i
+                    for i, (_, v, k) in enumerate(windows)
+                    if k and i not in steady_set and len(v) - k >= h
+                ]
                 if len(members) > 1:
                     res = self._run_packed(r, windows, members)
                     if res is not None:
                         for i, packed_labels in zip(members, res, strict=True):
-                            labels[i][r] = packed_labels
-                        done = set(members)
+                            joined[r, offsets[i] : offsets[i + 1]] = packed_labels
+                        done.update(members)
             for i, (t, v, k) in enumerate(windows):
                 if i in done or k == 0:
                     continue
@@ -294,8 +428,23 @@ class RuleKernel:
                 if one is None:
                     errors.append(RuleError(i, rule.id, err))
                 else:
-                    labels[i][r] = one
-        return EngineResult(labels, errors)
+                    joined[r, offsets[i] : offsets[i + 1]] = one
+        labels = [joined[:, offsets[i] : offsets[i + 1]] for i in range(len(windows))]
+        return EngineResult(labels, errors, joined)
+
+    def _run_rows(self, r: int, t_win: IntArray, v_win: FloatArray) -> BoolArray | None:
+        """Rule ``r`` ONCE over the raveled rows of full windows; the label of each row's last
+        point, or None if the rule failed (then it runs row by row to attribute the error)."""
+        fn, rule = self.functions[r], self.rules[r]
+        width = v_win.shape[1]
+        try:
+            out = fn(v_win.ravel(), t_win.ravel(), dict(rule.params))
+            labels = validate_labels(out, v_win.size)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            return None
+        return labels.reshape(-1, width)[:, -1]
 
     def set_packed(self, rule_ids: Sequence[str]) -> None:
         """Rules that may run once over the concatenated windows of many series (see
@@ -310,43 +459,48 @@ class RuleKernel:
     def push(self, items: Sequence[tuple[str, IntArray, FloatArray]]) -> EngineResult:
         """Stateful: label the new points of each series and append them to its history.
 
-        The caller guarantees that timestamps increase within and across pushes of a series.
-        A rule enabled with :meth:`set_packed` runs once for all series whose history already
-        holds ``LOOKBACK - 1`` points (their windows concatenated), which removes the per-call
-        cost that dominates when many series get a few points each.
+        The caller guarantees that timestamps increase within and across pushes of a series, and
+        names each series at most once per push. A rule enabled with :meth:`set_packed` runs
+        once for all series whose history already holds ``LOOKBACK - 1`` points (their windows
+        concatenated), which removes the per-call cost that dominates when many series get a few
+        points each; series with a full history and one new point are handled as rows of one
+        matrix (no per-series numpy work at all).
         """
-        h_len = self.history_len
+        store = self._history
+        steady_idx = [i for i, (s, _, v) in enumerate(items) if len(v) == 1 and store.row(s) >= 0]
+        steady: tuple[list[int], IntArray, FloatArray] | None = None
+        if len(steady_idx) > 1:
+            rows = np.fromiter((store.row(items[i][0]) for i in steady_idx), np.int64)
+            t_new = np.fromiter((items[i][1][0] for i in steady_idx), np.int64)
+            v_new = np.fromiter((items[i][2][0] for i in steady_idx), np.float64)
+            steady = (steady_idx, *store.append_one(rows, t_new, v_new))
+        else:
+            steady_idx = []
+        in_steady = set(steady_idx)
         windows: list[tuple[IntArray, FloatArray, int]] = []
-        for series, t_new, v_new in items:
-            hist = self._history.get(series)
-            if hist is None or len(hist.values) == 0:
-                t_win, v_win = np.array(t_new, dtype=np.int64), np.array(v_new, dtype=np.float64)
-            else:
-                t_win = np.concatenate((hist.timestamps, t_new))
-                v_win = np.concatenate((hist.values, v_new))
+        for i, (series, t_new, v_new) in enumerate(items):
+            if i in in_steady:
+                windows.append((_EMPTY_T, _EMPTY_V, 1))
+                continue
+            t_old, v_old = store.get(series)
+            t_win = np.concatenate((t_old, np.asarray(t_new, dtype=np.int64)))
+            v_win = np.concatenate((v_old, np.asarray(v_new, dtype=np.float64)))
             windows.append((t_win, v_win, len(v_new)))
-            # views into the fresh window arrays (rules get copies, so nothing writes into them)
-            cut = max(0, len(v_win) - h_len)
-            self._history[series] = _History(t_win[cut:], v_win[cut:])
-        return self._label(windows, pack=True)
+            store.set(series, t_win, v_win)
+        return self._label(windows, pack=True, steady=steady)
 
     def seed(self, series: str, timestamps: IntArray, values: FloatArray) -> None:
         """Replace a series' history with the last points of the given arrays (no labels)."""
-        keep = min(self.history_len, len(values))
-        self._history[series] = _History(
-            np.array(timestamps[len(timestamps) - keep :], dtype=np.int64),
-            np.array(values[len(values) - keep :], dtype=np.float64),
-        )
+        self._history.set(series, timestamps, values)
 
     def forget(self, series: Sequence[str]) -> None:
         """Drop the history of these series."""
         for s in series:
-            self._history.pop(s, None)
+            self._history.forget(s)
 
     def history(self) -> Iterator[tuple[str, IntArray, FloatArray]]:
         """Every series' history (a snapshot)."""
-        for s, h in list(self._history.items()):
-            yield s, h.timestamps, h.values
+        return self._history.items()
 
 
 class InProcessEngine:
@@ -548,9 +702,8 @@ def _handle(
         return {"ok": True, "series": kernel.n_series, "pid": os.getpid()}, b""
     else:
         return {"ok": False, "error": f"unknown op {op!r}"}, b""
-    blob = [np.ascontiguousarray(lab, dtype=np.uint8) for lab in res.labels]
     errors = [[e.item, e.rule_id, e.message] for e in res.errors]
-    return {"ok": True, "errors": errors}, blob
+    return {"ok": True, "errors": errors}, [res.all_labels().view(np.uint8)]
 
 
 def main() -> None:
@@ -737,17 +890,14 @@ class _Worker:
 
 def _decode_labels(
     blob: bytes | bytearray, lengths: Sequence[int], n_rules: int
-) -> list[BoolArray]:
+) -> tuple[BoolArray, list[BoolArray]]:
+    """The worker's ``bool[n_rules, total]`` label matrix and a view of it per item."""
     total = int(sum(lengths))
     if len(blob) != n_rules * total:
         raise RuleWorkerError(f"labels have {len(blob)} bytes, expected {n_rules * total}")
-    flat = np.frombuffer(blob, dtype=np.uint8)
-    out: list[BoolArray] = []
-    a = 0
-    for n in lengths:
-        out.append(flat[a : a + n_rules * n].reshape(n_rules, n).astype(np.bool_))
-        a += n_rules * n
-    return out
+    joined = np.frombuffer(blob, dtype=np.uint8).reshape(n_rules, total) != 0
+    bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
+    return joined, [joined[:, a:b] for a, b in itertools.pairwise(bounds)]
 
 
 class WorkerEngine:
@@ -784,7 +934,7 @@ class WorkerEngine:
         lookbacks = {r.id: r.lookback for r in self._rules}
         self.history_len = max((lookbacks[i] for i in self._rule_ids), default=1) - 1
         self._locks = [threading.Lock() for _ in self._workers]
-        self._mirror: dict[str, _History] = {}
+        self._mirror = HistoryStore(self.history_len)
         self._mirror_lock = threading.Lock()
         self._rr = 0
         self._packed: list[str] = []
@@ -827,12 +977,9 @@ class WorkerEngine:
             if self._packed:
                 w.request({"op": "set_packed", "rules": self._packed})
             with self._mirror_lock:
-                seeds = [(s, h) for s, h in self._mirror.items() if self._shard(s) == idx]
-            for s, h in seeds:
-                w.request(
-                    {"op": "seed", "series": s, "length": len(h.values)},
-                    _pack_points([(h.timestamps, h.values)]),
-                )
+                seeds = [(s, t, v) for s, t, v in self._mirror.items() if self._shard(s) == idx]
+            for s, t, v in seeds:
+                w.request({"op": "seed", "series": s, "length": len(v)}, _pack_points([(t, v)]))
         except (TimeoutError, EOFError, OSError) as exc:
             w.kill()
             raise RuleWorkerError(f"restarted worker failed while re-seeding: {exc}") from exc
@@ -853,7 +1000,7 @@ class WorkerEngine:
         w = self._workers[idx]
         try:
             reply, blob = w.request(header, payload, max_reply=n_rules * int(sum(lengths)))
-            labels = _decode_labels(blob, lengths, n_rules)
+            joined, labels = _decode_labels(blob, lengths, n_rules)
         except (TimeoutError, EOFError, OSError, RuleWorkerError) as exc:
             if isinstance(exc, TimeoutError):
                 self.timeouts += 1
@@ -867,14 +1014,17 @@ class WorkerEngine:
             errors = [RuleError(i, rid, why) for i in range(len(lengths)) for rid in self._rule_ids]
             return EngineResult([np.zeros((n_rules, n), dtype=np.bool_) for n in lengths], errors)
         errors = [RuleError(int(i), str(r), str(m)) for i, r, m in reply.get("errors", [])]
-        return EngineResult(labels, errors)
+        return EngineResult(labels, errors, joined)
 
     def push(self, items: Sequence[tuple[str, IntArray, FloatArray]]) -> EngineResult:
         """Label new points of several series (one round trip per worker touched)."""
         self._check_open()
         by_worker: dict[int, list[int]] = {}
-        for i, (s, _, _) in enumerate(items):
-            by_worker.setdefault(self._shard(s), []).append(i)
+        if len(self._workers) == 1:
+            by_worker[0] = list(range(len(items)))
+        else:
+            for i, (s, _, _) in enumerate(items):
+                by_worker.setdefault(self._shard(s), []).append(i)
         labels: list[BoolArray] = [np.zeros((0, 0), dtype=np.bool_)] * len(items)
         errors: list[RuleError] = []
         for idx, members in by_worker.items():
@@ -886,24 +1036,29 @@ class WorkerEngine:
                 # mirror first: a restart during this call re-seeds the worker with these points
                 self._update_mirror(sub)
                 res = self._call(idx, header, payload, lengths)
+            if len(by_worker) == 1:  # items in order on one worker: keep its label matrix
+                return res
             for j, i in enumerate(members):
                 labels[i] = res.labels[j]
             errors += [RuleError(members[e.item], e.rule_id, e.message) for e in res.errors]
         return EngineResult(labels, errors)
 
     def _update_mirror(self, items: Sequence[tuple[str, IntArray, FloatArray]]) -> None:
-        keep_max = self.history_len
+        store = self._mirror
         with self._mirror_lock:
-            for s, t, v in items:
-                h = self._mirror.get(s)
-                if h is not None and len(h.values):
-                    t = np.concatenate((h.timestamps, t))
-                    v = np.concatenate((h.values, v))
-                keep = min(keep_max, len(v))
-                self._mirror[s] = _History(
-                    np.array(t[len(t) - keep :], dtype=np.int64),
-                    np.array(v[len(v) - keep :], dtype=np.float64),
+            steady = [(store.row(s), t[0], v[0]) for s, t, v in items if len(v) == 1]
+            steady = [x for x in steady if x[0] >= 0]
+            if steady:
+                rows, ts, vs = zip(*steady, strict=True)
+                store.append_one(
+                    np.array(rows, np.int64), np.array(ts, np.int64), np.array(vs, np.float64)
                 )
+            done = {int(r) for r, _, _ in steady}
+            for s, t, v in items:
+                if len(v) == 1 and store.row(s) in done:
+                    continue
+                t_old, v_old = store.get(s)
+                store.set(s, np.concatenate((t_old, t)), np.concatenate((v_old, v)))
 
     def batch(self, items: Sequence[tuple[IntArray, FloatArray]]) -> EngineResult:
         """Stateless run on whole arrays, on the next worker in turn."""
@@ -920,19 +1075,13 @@ class WorkerEngine:
         """Set a series' history (e.g. carried over from a previous rule set)."""
         self._check_open()
         idx = self._shard(series)
-        self._update_mirror_replace(series, timestamps, values)
-        with self._locks[idx]:
-            h = self._mirror[series]
-            self._control(
-                idx,
-                {"op": "seed", "series": series, "length": len(h.values)},
-                _pack_points([(h.timestamps, h.values)]),
-            )
-
-    def _update_mirror_replace(self, series: str, t: IntArray, v: FloatArray) -> None:
         with self._mirror_lock:
-            self._mirror.pop(series, None)
-        self._update_mirror([(series, np.asarray(t, np.int64), np.asarray(v, np.float64))])
+            self._mirror.set(series, np.asarray(timestamps), np.asarray(values))
+            t, v = self._mirror.get(series)
+        with self._locks[idx]:
+            self._control(
+                idx, {"op": "seed", "series": series, "length": len(v)}, _pack_points([(t, v)])
+            )
 
     def forget(self, series: Sequence[str]) -> None:
         """Drop series state everywhere."""
@@ -942,7 +1091,7 @@ class WorkerEngine:
             by_worker.setdefault(self._shard(s), []).append(s)
         with self._mirror_lock:
             for s in series:
-                self._mirror.pop(s, None)
+                self._mirror.forget(s)
         for idx, names in by_worker.items():
             with self._locks[idx]:
                 self._control(idx, {"op": "forget", "series": names})
@@ -959,8 +1108,7 @@ class WorkerEngine:
         """The parent-side mirror of every series' history (to carry state across reloads)."""
         with self._mirror_lock:
             items = list(self._mirror.items())
-        for s, h in items:
-            yield s, h.timestamps, h.values
+        yield from items
 
     def _check_open(self) -> None:
         if self._closed:

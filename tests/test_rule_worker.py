@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from argos.rule_worker import (
+    HistoryStore,
     InProcessEngine,
     RuleCode,
     RuleKernel,
@@ -300,3 +301,112 @@ def test_worker_process_is_locked_down_as_reported(engine: WorkerEngine) -> None
         "ARGOS_WORKER_ALLOW_UNCONFINED", "ARGOS_WORKER_SCRATCH",
         "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
     }  # fmt: skip
+
+
+def test_history_store_keeps_the_last_points_in_rows_or_per_series() -> None:
+    store = HistoryStore(3)
+    store.set("short", np.array([1, 2]), np.array([1.0, 2.0]))
+    assert store.row("short") == -1 and store.get("short")[1].tolist() == [1.0, 2.0]
+    for name, base in (("a", 10.0), ("b", 20.0), ("c", 30.0)):
+        store.set(name, np.arange(5), base + np.arange(5.0))
+    assert store.get("b")[1].tolist() == [22.0, 23.0, 24.0]
+    rows = np.array([store.row("a"), store.row("c")])
+    t_win, v_win = store.append_one(rows, np.array([5, 5]), np.array([15.0, 35.0]))
+    assert v_win.tolist() == [[12.0, 13.0, 14.0, 15.0], [32.0, 33.0, 34.0, 35.0]]
+    assert t_win[:, -1].tolist() == [5, 5]
+    store.forget("a")  # the last row moves into the hole; nothing else changes
+    assert store.row("a") == -1 and len(store) == 3
+    assert store.get("c")[1].tolist() == [33.0, 34.0, 35.0]
+    assert store.get("b")[1].tolist() == [22.0, 23.0, 24.0]
+    store.set("c", np.array([9]), np.array([9.0]))  # seeded short again: leaves the rows
+    assert store.row("c") == -1
+    assert {s: v.tolist() for s, _, v in store.items()} == {
+        "b": [22.0, 23.0, 24.0],
+        "short": [1.0, 2.0],
+        "c": [9.0],
+    }
+    assert store.get("unknown")[1].size == 0
+
+
+def test_steady_state_push_runs_each_packed_rule_once_and_matches_batch() -> None:
+    """Series with a full history and one new point run as rows of one matrix: one call per
+    packed rule per push, labels equal to each series' batch labels, even with a rule that
+    writes into its input, series joining late, getting several points, or being forgotten."""
+    vandal = RuleCode(
+        "vandal",
+        "import numpy as np\nPARAMS={}\nLOOKBACK=5\ndef detect(v,t,p):\n    v[:] = 1e9\n"
+        "    return np.zeros(len(v), bool)\n",
+        {},
+        5,
+    )
+    rules = [*BASIC, vandal]
+    kernel = RuleKernel(rules)
+    calls = [0] * len(rules)
+    for r, fn in enumerate(list(kernel.functions)):
+
+        def counting(v: np.ndarray, t: np.ndarray, p: dict[str, float], _r: int = r, _fn=fn):  # type: ignore[no-untyped-def]
+            calls[_r] += 1
+            return _fn(v, t, p)
+
+        kernel.functions[r] = counting
+    kernel.set_packed([r.id for r in rules])
+    n = 260
+    data = {f"s{i}": sample(n, seed=70 + i) for i in range(6)}
+    got: dict[str, list[np.ndarray]] = {k: [] for k in data}
+    pos = dict.fromkeys(data, 0)
+    kernel.push([(k, t[:80], v[:80]) for k, (t, v) in data.items() if k != "s5"])
+    for k in data:
+        if k != "s5":
+            pos[k] = 80
+    empty = kernel.push([("s1", data["s1"][0][:0], data["s1"][1][:0])])
+    assert empty.labels[0].shape == (len(rules), 0)
+    kernel.forget(["s0"])  # s0 starts over
+    pos["s0"] = 0
+    ref_start = dict(pos)
+    for step in range(150):
+        items = []
+        for k, (t, v) in data.items():
+            if (k == "s5" and step < 40) or pos[k] >= n:
+                continue
+            c = 3 if (k == "s1" and step % 7 == 0) else 1
+            items.append((k, t[pos[k] : pos[k] + c], v[pos[k] : pos[k] + c]))
+            pos[k] += c
+        res = kernel.push(items)
+        for (k, _, _), lab in zip(items, res.labels, strict=True):
+            got[k].append(lab)
+    ref = RuleKernel(rules)
+    for k, (t, v) in data.items():
+        want = ref.batch([(t, v)]).labels[0][:, ref_start[k] : pos[k]]
+        np.testing.assert_array_equal(np.concatenate(got[k], axis=1), want, err_msg=k)
+    # once every series has a full history, one point each is one call per rule
+    before = list(calls)
+    kernel.push([(k, np.array([10**9]), np.array([0.0])) for k in data])
+    assert [c - b for c, b in zip(calls, before, strict=True)] == [1] * len(rules)
+
+
+def test_worker_mirror_follows_steady_pushes_across_a_crash() -> None:
+    t, v = sample(400, seed=8)
+    data = {f"m{i}": (t, v + i) for i in range(3)}
+    ref = {k: InProcessEngine(BASIC).batch([(tt, vv)]).labels[0] for k, (tt, vv) in data.items()}
+    with WorkerEngine(BASIC) as eng:
+        eng.set_packed([r.id for r in BASIC])
+        got = {
+            k: [lab]
+            for k, lab in zip(
+                data,
+                eng.push([(k, tt[:100], vv[:100]) for k, (tt, vv) in data.items()]).labels,
+                strict=True,
+            )
+        }
+        for i in range(100, 400):
+            if i == 250:
+                os.kill(eng.pids[0], signal.SIGKILL)
+            res = eng.push([(k, tt[i : i + 1], vv[i : i + 1]) for k, (tt, vv) in data.items()])
+            if i == 250:
+                assert eng.restarts == 1 and res.errors
+                continue
+            for k, lab in zip(data, res.labels, strict=True):
+                got[k].append(lab)
+    keep = np.r_[0:250, 251:400]
+    for k in data:
+        np.testing.assert_array_equal(np.concatenate(got[k], axis=1), ref[k][:, keep])
