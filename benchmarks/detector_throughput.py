@@ -1,22 +1,28 @@
 """Online detector throughput and latency, with every baseline measured in the same run.
 
-Prints:
-1. **batch**: a whole series through a typical rule set, as points/s, for (a) each rule's
-   ``detect`` called directly on the arrays in this process (the practical limit), (b) the
-   detector in-process, (c) the detector with isolated rule workers; ratios against (a);
-2. **streaming, one point per push** (a single series, the worst case for latency): points/s and
-   p50/p99 per-point latency, in-process and isolated;
-3. **streaming, scrape-style micro-batches** (one point for each of many series per push):
-   points/s and p50/p99 per push, in-process and isolated;
+Rule sets (unless ``--rules`` names a folder), rendered from :mod:`argos.templates`:
+
+- **typical**: what the builtin generator exports most (in the curated KPI sets: z-scores,
+  static bounds, relative change, level shifts): a rolling z-score, a level shift, a z-score of
+  the first difference with a cool-down; all O(n);
+- **with rolling median**: the same plus a robust z-score, whose rolling median/MAD costs
+  O(window) per point: the heaviest template in common use;
+- **cheapest**: a static band and a flat-line rule (fixtures), the floor of per-call costs.
+
+For each set it prints:
+
+1. **batch**: a whole series (the longest real KPI series when the data is available), as
+   points/s: each rule's ``detect`` called directly on the arrays (the practical limit), the
+   detector in-process, the detector with isolated rule workers; ratios against direct;
+2. **streaming, one point per push** for one series (the latency floor): points/s, p50/p99;
+3. **streaming, micro-batches**: each push carries one new point for each of N series (N = 10,
+   50, 100, 1000), every series with a full rule history (a long-running service): points/s and
+   p50/p99 push latency, in-process and isolated;
 4. the **isolation overhead** (isolated time / in-process time) of each workload.
 
-Rule sets (unless ``--rules`` names a folder): a typical builtin-generator export (rolling
-z-score, robust z-score, level shift, z-score of differences with a cool-down; rendered from
-:mod:`argos.templates`), the same without the robust z-score (all O(n)), and two O(n) rules that
-pass the packing check (static band, flat line), which shows what packed micro-batches give.
-The series is the longest real KPI series when the benchmark data is available,
-else a synthetic one. The load average is printed first: other processes on a shared host
-inflate every number.
+Then **curated**: every committed ``rules/kpi`` rule set on its own KPI series (batch), summed:
+direct vs isolated detector. Last, the issue's **targets** checked on the typical set.
+The load average is printed first: other processes on a shared host inflate every number.
 
 Usage: ``.venv/bin/python benchmarks/detector_throughput.py [--rules DIR] [--stream-points N]``
 """
@@ -28,6 +34,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +48,9 @@ COOLDOWN = 10
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def typical_ruleset(folder: Path, with_median: bool = True) -> Path:
-    """Four rules of the builtin generator's grammar, exported as a rule set (three without the
-    robust z-score, whose rolling median costs O(window) per point)."""
+def typical_ruleset(folder: Path, with_median: bool = False) -> Path:
+    """Three O(n) rules of the builtin generator's grammar exported as a rule set; with
+    ``with_median``, a fourth: a robust z-score (rolling median, O(window) per point)."""
     from argos.templates import RuleSpec, Structure, render
 
     specs = {
@@ -60,19 +67,19 @@ def typical_ruleset(folder: Path, with_median: bool = True) -> Path:
     }
     if not with_median:
         del specs["robust_z_w50"]
-    name = "typical" if with_median else "linear-time"
+    name = "with rolling median" if with_median else "typical"
     write_ruleset(folder, [RuleSource(k, render(s)) for k, s in specs.items()], {"name": name})
     return folder
 
 
-def packable_ruleset(folder: Path) -> Path:
-    """Two O(n) rules that pass the packing check (static band, flat line), from the fixtures."""
+def cheapest_ruleset(folder: Path) -> Path:
+    """Two near-free rules (static band, flat line), from the test fixtures."""
     fixtures = ROOT / "tests" / "fixtures" / "rules" / "basic"
     sources = [
         RuleSource("band", (fixtures / "threshold.py").read_text(), {"low": -1e9, "high": 1e9}),
         RuleSource("flat_line", (fixtures / "flat_line.py").read_text(), {"eps": 0.0}),
     ]
-    write_ruleset(folder, sources, {"name": "packable"})
+    write_ruleset(folder, sources, {"name": "cheapest"})
     return folder
 
 
@@ -104,19 +111,15 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def batch_section(rules: Path, t: np.ndarray, v: np.ndarray, repeats: int) -> None:
+def batch_section(rules: Path, t: np.ndarray, v: np.ndarray, repeats: int) -> dict[str, float]:
     n = len(v)
     with Detector.open(rules, isolation="inprocess", verify=False) as det:
         fns = [(compile_rule(r.id, r.code), dict(r.params)) for r in det.ruleset.rules]
 
-        def direct() -> None:
-            for fn, params in fns:
-                fn(v, t, dict(params))
-
-        t_direct = best_of(direct, repeats)
+        t_direct = best_of(partial(run_direct, fns, t, v), repeats)
         per_rule = [
-            (r.id, best_of(lambda fn=fn, params=params: fn(v, t, dict(params)), repeats))
-            for r, (fn, params) in zip(det.ruleset.rules, fns, strict=True)
+            (r.id, best_of(partial(run_direct, [f], t, v), repeats))
+            for r, f in zip(det.ruleset.rules, fns, strict=True)
         ]
         t_inproc = best_of(lambda: det.detect_arrays(t, v), repeats)
     with Detector.open(rules, verify=False) as det:
@@ -134,6 +137,7 @@ def batch_section(rules: Path, t: np.ndarray, v: np.ndarray, repeats: int) -> No
         f"   detector isolated      {n / t_iso / 1e6:8.2f} M points/s   "
         f"{t_iso / t_direct:.2f}x the direct time"
     )
+    return {"batch_iso": n / t_iso, "batch_ratio": t_iso / t_inproc}
 
 
 def single_point_stream(det: Detector, t: np.ndarray, v: np.ndarray) -> tuple[float, list[float]]:
@@ -179,17 +183,20 @@ def scrape_stream(
     return time.perf_counter() - t_all, lat
 
 
-def stream_sections(rules: Path, t: np.ndarray, v: np.ndarray, n_series: int, rounds: int) -> None:
+def stream_sections(
+    rules: Path, t: np.ndarray, v: np.ndarray, widths: list[int], rounds: int
+) -> dict[str, float]:
     n = len(v)
     res: dict[str, tuple[float, list[float]]] = {}
     for iso in ("inprocess", "worker"):
-        with Detector.open(rules, isolation=iso, verify=False) as det:  # type: ignore[arg-type]
+        with Detector.open(rules, isolation=iso, verify=False) as det:
             det.push_arrays("warm", t[:200], v[:200])
             res[f"one-{iso}"] = single_point_stream(det, t, v)
-        # verified, so that rules passing the packing check run packed (as in a service)
-        with Detector.open(rules, isolation=iso) as det:  # type: ignore[arg-type]
-            warm = max(r.lookback for r in det.ruleset.rules)
-            res[f"scrape-{iso}"] = scrape_stream(det, n_series, rounds, warm)
+        for width in widths:
+            # verified, so that rules passing the packing check run packed (as in a service)
+            with Detector.open(rules, isolation=iso) as det:
+                warm = max(r.lookback for r in det.ruleset.rules)
+                res[f"{width}-{iso}"] = scrape_stream(det, width, rounds, warm)
     print(f"\n2. streaming, one point per push, one series, {n} points")
     for iso, label in (("inprocess", "in-process"), ("worker", "isolated  ")):
         total, lat = res[f"one-{iso}"]
@@ -197,21 +204,108 @@ def stream_sections(rules: Path, t: np.ndarray, v: np.ndarray, n_series: int, ro
             f"   {label}  {n / total / 1e3:8.1f} k points/s   p50 {pct(lat, 50) * 1e3:.3f} ms"
             f"   p99 {pct(lat, 99) * 1e3:.3f} ms per point"
         )
-    pts = n_series * rounds
     print(
-        f"\n3. streaming, scrape-style: {n_series} series x {rounds} pushes ({pts} points), "
-        "every series with a full rule history"
+        f"\n3. streaming, micro-batches: each push has one point for each of N series "
+        f"({rounds} pushes, full rule histories)"
     )
-    for iso, label in (("inprocess", "in-process"), ("worker", "isolated  ")):
-        total, lat = res[f"scrape-{iso}"]
-        print(
-            f"   {label}  {pts / total / 1e3:8.1f} k points/s   p50 {pct(lat, 50) * 1e3:.2f} ms"
-            f"   p99 {pct(lat, 99) * 1e3:.2f} ms per push of {n_series} points"
-        )
+    out: dict[str, float] = {}
+    for width in widths:
+        for iso, label in (("inprocess", "in-process"), ("worker", "isolated  ")):
+            total, lat = res[f"{width}-{iso}"]
+            rate = width * rounds / total
+            print(
+                f"   N={width:<5d} {label}  {rate / 1e3:8.1f} k points/s   "
+                f"p50 {pct(lat, 50) * 1e3:7.3f} ms   p99 {pct(lat, 99) * 1e3:7.3f} ms per push"
+            )
+            if iso == "worker":
+                out[f"rate_{width}"] = rate
+                out[f"p99_{width}"] = pct(lat, 99)
     print("\n4. isolation overhead (isolated time / in-process time, same workload)")
-    for kind, label in (("one", "one point per push"), ("scrape", "scrape micro-batches")):
+    for kind in ("one", *map(str, widths)):
         ratio = res[f"{kind}-worker"][0] / res[f"{kind}-inprocess"][0]
-        print(f"   {label:22s} {ratio:.2f}x")
+        label = "one point per push" if kind == "one" else f"micro-batches, N={kind}"
+        print(f"   {label:24s} {ratio:.2f}x")
+        out[f"ratio_{kind}"] = ratio
+    total, lat = res["one-worker"]
+    out["rate_one"], out["p99_one"] = n / total, pct(lat, 99)
+    return out
+
+
+def curated_section(root: Path, repeats: int) -> None:
+    """Every committed KPI rule set on its own series, batch: direct calls vs the isolated
+    detector, summed over the sets."""
+    data = os.environ.get("ARGOS_DATA_DIR") or str(ROOT.parent / "shared" / "datasets")
+    if not (Path(data) / "kpi").is_dir() or not root.is_dir():
+        print(f"\ncurated: skipped (needs {root} and the KPI data)")
+        return
+    from argos.loaders import load_kpi
+
+    series = {s.id: s for s in load_kpi(Path(data) / "kpi").series}
+    n_pts = 0
+    t_direct = t_iso = 0.0
+    sets = 0
+    for folder in sorted(p for p in root.iterdir() if (p / "manifest.json").is_file()):
+        s = series.get(folder.name)
+        if s is None:
+            continue
+        with Detector.open(folder, verify=False) as det:
+            fns = [(compile_rule(r.id, r.code), dict(r.params)) for r in det.ruleset.rules]
+            t, v = s.timestamps, s.values
+            det.detect_arrays(t, v)  # warm-up
+            t_direct += best_of(partial(run_direct, fns, t, v), repeats)
+            t_iso += best_of(partial(det.detect_arrays, t, v), repeats)
+            n_pts += len(v)
+            sets += 1
+    print(
+        f"\ncurated: {sets} committed KPI rule sets ({root.relative_to(ROOT)}), each on its own "
+        f"series, {n_pts} points in all (batch, best of {repeats})"
+        f"\n   direct numpy calls     {n_pts / t_direct / 1e6:8.2f} M points/s   1.00x"
+        f"\n   detector isolated      {n_pts / t_iso / 1e6:8.2f} M points/s   "
+        f"{t_iso / t_direct:.2f}x the direct time"
+    )
+
+
+def run_direct(fns: list[tuple[Any, dict[str, Any]]], t: np.ndarray, v: np.ndarray) -> None:
+    """Each rule's ``detect`` on the arrays, in this process."""
+    for fn, params in fns:
+        fn(v, t, dict(params))
+
+
+def targets(m: dict[str, float], widths: list[int]) -> None:
+    """The issue's targets, checked on the typical set's numbers of this run."""
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    ok_widths = [w for w in widths if m[f"rate_{w}"] >= 50e3 and m[f"p99_{w}"] < 1e-3]
+    print("\ntargets (typical rule set, isolated workers)")
+    print(f"   batch >= 5 M points/s: {m['batch_iso'] / 1e6:.2f} M ({mark(m['batch_iso'] >= 5e6)})")
+    best = max(widths, key=lambda w: m[f"rate_{w}"])
+    print(
+        f"   streaming >= 50 k points/s per process: {m[f'rate_{best}'] / 1e3:.1f} k with "
+        f"N={best} series per push ({mark(m[f'rate_{best}'] >= 50e3)})"
+    )
+    # a point's latency is the latency of the push that carries it
+    print(
+        f"   p99 latency < 1 ms per point: {m['p99_one'] * 1e3:.3f} ms pushed alone "
+        f"({mark(m['p99_one'] < 1e-3)}); in micro-batches "
+        + ", ".join(f"N={w}: {m[f'p99_{w}'] * 1e3:.2f} ms" for w in widths)
+    )
+    print(
+        "   both at once (>= 50 k points/s with p99 < 1 ms per push): "
+        + (f"N={', '.join(map(str, ok_widths))}" if ok_widths else "at none of these N")
+    )
+    worst = max(
+        [("batch", m["batch_ratio"])]
+        + [(f"N={w}", m[f"ratio_{w}"]) for w in widths]
+        + [("one point", m["ratio_one"])],
+        key=lambda x: x[1],
+    )
+    ratios = [m["batch_ratio"], m["ratio_one"], *(m[f"ratio_{w}"] for w in widths)]
+    print(
+        f"   isolation < 2x in-process: worst {worst[1]:.2f}x ({worst[0]}) "
+        f"({mark(max(ratios) < 2.0)})"
+    )
 
 
 def main() -> None:
@@ -219,10 +313,14 @@ def main() -> None:
     ap.add_argument("--rules", type=Path, default=None, help="rule-set folder (default: typical)")
     ap.add_argument("--batch-points", type=int, default=300_000)
     ap.add_argument("--stream-points", type=int, default=5_000)
-    ap.add_argument("--series", type=int, default=1_000, help="series in the scrape workload")
-    ap.add_argument("--rounds", type=int, default=30, help="pushes in the scrape workload")
+    ap.add_argument(
+        "--widths", default="10,50,100,1000", help="series per micro-batch push (comma-separated)"
+    )
+    ap.add_argument("--rounds", type=int, default=30, help="pushes per micro-batch workload")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--curated", type=Path, default=ROOT / "rules" / "kpi")
     args = ap.parse_args()
+    widths = [int(w) for w in args.widths.split(",")]
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     name, t, v = load_series(args.batch_points)
     print(f"series: {name}")
@@ -232,10 +330,11 @@ def main() -> None:
             if args.rules
             else [
                 typical_ruleset(Path(tmp) / "typical"),
-                typical_ruleset(Path(tmp) / "linear", with_median=False),
-                packable_ruleset(Path(tmp) / "packable"),
+                typical_ruleset(Path(tmp) / "median", with_median=True),
+                cheapest_ruleset(Path(tmp) / "cheapest"),
             ]
         )
+        first: dict[str, float] = {}
         for rules in sets:
             with Detector.open(rules, isolation="inprocess") as det:
                 print(
@@ -245,10 +344,13 @@ def main() -> None:
                         for k, e in det.exactness.items()
                     )
                 )
-            batch_section(rules, t, v, args.repeats)
-            stream_sections(
-                rules, t[: args.stream_points], v[: args.stream_points], args.series, args.rounds
+            m = batch_section(rules, t, v, args.repeats)
+            m |= stream_sections(
+                rules, t[: args.stream_points], v[: args.stream_points], widths, args.rounds
             )
+            first = first or m
+        curated_section(args.curated, max(1, args.repeats // 2))
+        targets(first, widths)
 
 
 if __name__ == "__main__":
