@@ -46,13 +46,13 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from argos.artifacts import Fusion, RuleSetError, load_ruleset
 from argos.rule_worker import (
@@ -74,6 +74,7 @@ __all__ = [
     "PointResult",
     "PostProcessing",
     "RuleSetError",
+    "SeriesState",
     "StreamExactness",
     "abnormal_condition",
     "combine",
@@ -267,6 +268,32 @@ class _PostState:
     last_anomaly: int = -(10**18)
     last_alert: int = -(10**18)
     incidents: int = 0
+
+
+class SeriesState(BaseModel):
+    """Everything a :class:`Detector` holds for one series, enough to continue the series
+    elsewhere (another process, a new owner of a stream partition) with exactly the labels it
+    would have given: the last accepted timestamp, the post-processing counters and the rule
+    history (the last ``max(LOOKBACK) - 1`` points). JSON-serialisable
+    (``model_dump_json`` / ``model_validate_json``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    series: str
+    last_timestamp: int
+    post: dict[str, int] = Field(default_factory=dict)
+    timestamps: list[int] = Field(default_factory=list)
+    values: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> SeriesState:
+        if len(self.timestamps) != len(self.values):
+            raise ValueError(
+                f"{len(self.timestamps)} timestamps but {len(self.values)} values in the history"
+            )
+        unknown = set(self.post) - {f.name for f in fields(_PostState)}
+        if unknown:
+            raise ValueError(f"unknown post-processing fields: {sorted(unknown)}")
+        return self
 
 
 def _post_process(
@@ -848,21 +875,61 @@ class Detector:
         """Whether this series has stream state."""
         return series in self._last_ts
 
+    def export_state(self, series: Sequence[str] | None = None) -> list[SeriesState]:
+        """The stream state of these series (those seen so far), or of every series."""
+        with self._lock:
+            names = (
+                list(self._last_ts) if series is None else [s for s in series if s in self._last_ts]
+            )
+            hist = {s: (t, v) for s, t, v in self.engine.history(names)}
+            out = []
+            for s in names:
+                t, v = hist.get(s, (np.zeros(0, np.int64), np.zeros(0)))
+                post = self._post.get(s)
+                out.append(
+                    SeriesState(
+                        series=s,
+                        last_timestamp=self._last_ts[s],
+                        post=asdict(post) if post is not None else {},
+                        timestamps=t.tolist(),
+                        values=v.tolist(),
+                    )
+                )
+            return out
+
+    def import_state(self, states: Sequence[SeriesState]) -> None:
+        """Replace the stream state of these series (e.g. taken over from another process).
+
+        Labels stay exact when the state came from a rule set whose largest LOOKBACK is at
+        least this one's (the history holds enough points).
+        """
+        with self._lock:
+            for st in states:
+                self.engine.forget([st.series])
+                self._last_ts[st.series] = st.last_timestamp
+                self._post[st.series] = _PostState(**st.post)
+                if st.timestamps:
+                    self.engine.seed(
+                        st.series,
+                        np.asarray(st.timestamps, dtype=np.int64),
+                        np.asarray(st.values, dtype=np.float64),
+                    )
+
+    def forget(self, series: Sequence[str]) -> None:
+        """Drop all stream state of these series (the next point starts them afresh)."""
+        with self._lock:
+            self.engine.forget(list(series))
+            for s in series:
+                self._last_ts.pop(s, None)
+                self._post.pop(s, None)
+
     def carry_state_from(self, other: Detector) -> None:
-        """Adopt another detector's stream state (hot reload): ordering, post-processing and, when
+        """Adopt another detector's stream state (hot reload): ordering, post-processing and
         the rule history of every series.
 
         Labels stay exact for a rule whose LOOKBACK is at most the old set's largest one.
         """
-        with other._lock:
-            last_ts = dict(other._last_ts)
-            post = {k: _PostState(**vars(v)) for k, v in other._post.items()}
-            hist = list(other.engine.history())
-        with self._lock:
-            self._last_ts.update(last_ts)
-            self._post.update(post)
-            for s, t, v in hist:
-                self.engine.seed(s, t, v)
+        self.import_state(other.export_state())
 
     def stats(self) -> dict[str, Any]:
         """Counters: points, anomalies, alerts, dropped per reason, rule errors and firings."""

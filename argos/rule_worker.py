@@ -134,7 +134,9 @@ class RuleEngine(Protocol):
 
     def forget(self, series: Sequence[str]) -> None: ...
 
-    def history(self) -> Iterator[tuple[str, IntArray, FloatArray]]: ...
+    def history(
+        self, series: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, IntArray, FloatArray]]: ...
 
     def set_packed(self, rule_ids: Sequence[str]) -> None: ...
 
@@ -257,9 +259,15 @@ class HistoryStore:
         self._short.pop(series, None)
         self._drop_row(series)
 
-    def items(self) -> Iterator[tuple[str, IntArray, FloatArray]]:
-        """Every series' history (copies)."""
-        for s in [*self._rows, *self._short]:
+    def __contains__(self, series: object) -> bool:
+        return series in self._rows or series in self._short
+
+    def items(
+        self, series: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, IntArray, FloatArray]]:
+        """The history of these series (those present), or of every series; copies."""
+        names = [*self._rows, *self._short] if series is None else [s for s in series if s in self]
+        for s in names:
             t, v = self.get(s)
             yield s, t, v
 
@@ -498,9 +506,11 @@ class RuleKernel:
         for s in series:
             self._history.forget(s)
 
-    def history(self) -> Iterator[tuple[str, IntArray, FloatArray]]:
-        """Every series' history (a snapshot)."""
-        return self._history.items()
+    def history(
+        self, series: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, IntArray, FloatArray]]:
+        """The history of these series (those that have one), or of every series; copies."""
+        return self._history.items(series)
 
 
 class InProcessEngine:
@@ -541,9 +551,11 @@ class InProcessEngine:
         """See :meth:`RuleKernel.forget`."""
         self.kernel.forget(series)
 
-    def history(self) -> Iterator[tuple[str, IntArray, FloatArray]]:
+    def history(
+        self, series: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, IntArray, FloatArray]]:
         """See :meth:`RuleKernel.history`."""
-        return self.kernel.history()
+        return self.kernel.history(series)
 
     def set_packed(self, rule_ids: Sequence[str]) -> None:
         """See :meth:`RuleKernel.set_packed`."""
@@ -1104,10 +1116,13 @@ class WorkerEngine:
             with self._locks[idx]:
                 self._control(idx, {"op": "set_packed", "rules": self._packed})
 
-    def history(self) -> Iterator[tuple[str, IntArray, FloatArray]]:
-        """The parent-side mirror of every series' history (to carry state across reloads)."""
+    def history(
+        self, series: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, IntArray, FloatArray]]:
+        """The parent-side mirror of the history of these series (those that have one), or of
+        every series (to carry state across reloads, or to snapshot it)."""
         with self._mirror_lock:
-            items = list(self._mirror.items())
+            items = list(self._mirror.items(series))
         yield from items
 
     def _check_open(self) -> None:

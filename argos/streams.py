@@ -30,20 +30,19 @@ the commit costs one round trip per micro-batch.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from argos.detector import Detector, Point, PointResult, PostProcessing, _PostState
+from argos.detector import Detector, Point, PointResult, PostProcessing, SeriesState
 
 GROUP = "detectors"
 
@@ -232,11 +231,9 @@ class StreamConsumer:
         self.detector = detector
         self.name = name
         self.config = config or StreamConfig()
-        self.history_len = max((r.lookback for r in detector.ruleset.rules), default=1) - 1
         self.owned: set[int] = set()
         self._drain_pending: set[int] = set()  # partitions whose own PEL must be re-read first
         self._loaded: dict[int, set[str]] = {}  # series whose state is current, per partition
-        self._tail: dict[str, tuple[list[int], list[float]]] = {}
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._read = client.register_script(_READ)
@@ -293,8 +290,7 @@ class StreamConsumer:
     def _lose(self, k: int) -> None:
         self.owned.discard(k)
         self._drain_pending.discard(k)
-        for s in self._loaded.pop(k, set()):
-            self._tail.pop(s, None)
+        self._loaded.pop(k, None)
 
     # -- processing ----------------------------------------------------------------------------
     def step(self) -> int:
@@ -342,55 +338,15 @@ class StreamConsumer:
         if not missing:
             return
         snaps = self.redis.hmget(self.config.state, missing)
-        det = self.detector
-        with det._lock:
-            for s, raw in zip(missing, snaps, strict=True):
-                det.engine.forget([s])
-                det._last_ts.pop(s, None)
-                det._post.pop(s, None)
-                self._tail[s] = ([], [])
-                if raw is not None:
-                    snap = json.loads(raw)
-                    det._last_ts[s] = int(snap["last_ts"])
-                    det._post[s] = _PostState(**snap["post"])
-                    t, v = snap["t"], snap["v"]
-                    if t:
-                        det.engine.seed(
-                            s, np.array(t, dtype=np.int64), np.array(v, dtype=np.float64)
-                        )
-                    self._tail[s] = (list(t), list(v))
-                    self.stats.restored += 1
-                self._loaded[k].add(s)
+        self.detector.forget(missing)
+        states = [SeriesState.model_validate_json(raw) for raw in snaps if raw is not None]
+        self.detector.import_state(states)
+        self.stats.restored += len(states)
+        self._loaded[k].update(missing)
 
     def _snapshot(self, results: Sequence[PointResult]) -> dict[str, str]:
-        touched: dict[str, None] = {}
-        for r in results:
-            if r.status == "ok":
-                t, v = self._tail[r.series]
-                t.append(r.timestamp)
-                v.append(r.value)
-            touched[r.series] = None
-        h = self.history_len
-        det = self.detector
-        out: dict[str, str] = {}
-        for s in touched:
-            t, v = self._tail[s]
-            if len(t) > h:
-                del t[: len(t) - h]
-                del v[: len(v) - h]
-            post = det._post.get(s)
-            last = det._last_ts.get(s)
-            if last is None:
-                continue  # only dropped points so far: nothing to remember
-            out[s] = json.dumps(
-                {
-                    "last_ts": last,
-                    "post": asdict(post) if post is not None else asdict(_PostState()),
-                    "t": t,
-                    "v": v,
-                }
-            )
-        return out
+        touched = list(dict.fromkeys(r.series for r in results))
+        return {st.series: st.model_dump_json() for st in self.detector.export_state(touched)}
 
     def _commit(self, k: int, ids: Sequence[bytes], results: Sequence[PointResult]) -> bool:
         """Alerts + state snapshots + XACK atomically, only while we still hold the lease."""

@@ -21,6 +21,7 @@ from argos.detector import (
     Point,
     PostProcessing,
     RuleSetError,
+    SeriesState,
     abnormal_condition,
     combine,
     load_rules,
@@ -416,6 +417,44 @@ def test_carry_state_keeps_labels_exact_across_a_reload(sensitive_rules: Path) -
     second.close()
     np.testing.assert_array_equal(np.array(got), expected.anomaly)
     assert expected.anomaly.sum() > 0
+
+
+def test_exported_state_continues_a_series_exactly_in_another_detector(
+    sensitive_rules: Path,
+) -> None:
+    t, v = verification_sample(1000, seed=12)
+    post = PostProcessing(min_duration=2, cooldown=5, incident_gap=3)
+    with Detector.open(sensitive_rules, isolation="inprocess", post=post) as ref:
+        expected = ref.detect_arrays(t, v)
+    with Detector.open(sensitive_rules, post=post) as first:
+        got = first.push_arrays("s", t[:600], v[:600])
+        first.push_arrays("other", t[:50], v[:50])
+        assert first.export_state(["nope"]) == []
+        (state,) = first.export_state(["s"])
+    assert state.last_timestamp == int(t[599]) and state.post["pos"] == 600
+    assert len(state.values) == max(r.lookback for r in first.ruleset.rules) - 1
+    wire = state.model_dump_json()  # e.g. stored in Redis, read back by another process
+    with Detector.open(sensitive_rules, post=post) as second:
+        second.import_state([SeriesState.model_validate_json(wire)])
+        got += second.push_arrays("s", t[600:], v[600:])
+        assert second.push([Point("s", int(t[3]), 1.0)])[0].status == "late"
+        second.forget(["s"])
+        assert not second.has_series("s")
+        assert second.push([Point("s", int(t[3]), 1.0)])[0].status == "ok"
+    for field in ("anomaly", "alert", "incident"):
+        np.testing.assert_array_equal(
+            np.array([getattr(r, field) for r in got]), getattr(expected, field), err_msg=field
+        )
+    assert expected.alert.sum() > 0
+
+
+def test_series_state_rejects_inconsistent_snapshots() -> None:
+    with pytest.raises(ValueError, match="2 timestamps but 1 values"):
+        SeriesState(series="s", last_timestamp=1, timestamps=[0, 1], values=[1.0])
+    with pytest.raises(ValueError, match="unknown post-processing fields"):
+        SeriesState(series="s", last_timestamp=1, post={"bogus": 1})
+    with pytest.raises(ValueError, match="Extra inputs"):
+        SeriesState.model_validate_json('{"series": "s", "last_timestamp": 1, "x": 0}')
 
 
 def test_fusion_with_an_external_base_takes_its_labels_from_the_input(tmp_path: Path) -> None:
