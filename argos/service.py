@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -41,7 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
-from argos.detector import Detector, Point, PostProcessing, RuleSetError
+from argos.detector import Detector, Point, PointResult, PostProcessing, RuleSetError
 from argos.rule_worker import RuleWorkerError, WorkerLimits
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,12 @@ class ServiceMetrics:
             buckets=(1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1),
             registry=r,
         )
+        self.push_group_size = Histogram(
+            "argos_stream_push_group_size",
+            "Stream requests served by one detector push (concurrent requests are grouped).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
         self.reloads = Counter(
             "argos_reloads", "Rule-set reloads by result.", ["result"], registry=r
         )
@@ -260,6 +267,17 @@ class _Active:
         self.detector = detector
         self.inflight = 0
         self.retired = False
+
+
+@dataclass
+class _PushSlot:
+    """One request's points waiting for a group push, and what came back for them."""
+
+    points: list[Point]
+    done: bool = False
+    detector: Detector | None = None
+    results: list[PointResult] | None = None
+    error: BaseException | None = None
 
 
 class RuleSetHolder:
@@ -439,7 +457,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         description="Run exported Argos rule sets on metric streams. Bearer token when configured.",
         lifespan=lifespan,
     )
+    pending: list[_PushSlot] = []
+    pending_lock = threading.Lock()
     app.state.holder = holder
+    app.state.stream_queue = pending  # requests waiting for a group push (diagnostics, tests)
     app.state.metrics = metrics
     app.state.config = config
 
@@ -573,32 +594,84 @@ def create_app(config: ServiceConfig) -> FastAPI:
         finally:
             holder.release(a)
 
-    def push_points(points: list[Point]) -> tuple[Detector, int, dict[str, int], list[Any]]:
-        """Stream points through the active set; (detector, accepted, dropped, JSON results)."""
-        n = len(points)
-        if n > config.max_points:
-            raise HTTPException(422, f"{n} points is over the limit of {config.max_points}")
-        t0 = time.perf_counter()
-        # the active set is taken INSIDE the stream lock: a reload swaps sets under that lock
-        # after copying the stream state, so a push can never land on a set already replaced
-        with holder.stream_lock:
+    def push_group(group: list[_PushSlot]) -> None:
+        """Push the points of several requests at once, on the active set (under the stream
+        lock); each slot gets its own results, or its own error."""
+        try:
             a = holder.acquire()
-            try:
-                det = a.detector
-                new = {p.series for p in points if not det.has_series(p.series)}
-                if new and det.n_series + len(new) > config.max_series:
-                    raise HTTPException(
+        except BaseException as exc:
+            for slot in group:
+                slot.error, slot.done = exc, True
+            raise
+        try:
+            det = a.detector
+            taken: list[_PushSlot] = []
+            new_series: set[str] = set()
+            for slot in group:
+                slot.detector = det
+                new = {p.series for p in slot.points if not det.has_series(p.series)}
+                new -= new_series
+                if new and det.n_series + len(new_series) + len(new) > config.max_series:
+                    slot.error = HTTPException(
                         429,
                         f"too many series (limit {config.max_series}); not tracking "
                         f"{len(new)} new series",
                     )
-                try:
-                    results = det.push(points)
-                except RuleWorkerError as exc:
-                    raise HTTPException(503, f"rule engine unavailable: {exc}") from exc
-            finally:
-                holder.release(a)
-        dt = time.perf_counter() - t0
+                    continue
+                new_series |= new
+                taken.append(slot)
+            points = [p for slot in taken for p in slot.points]
+            metrics.push_group_size.observe(len(taken))
+            t0 = time.perf_counter()
+            try:
+                results = det.push(points)
+            except RuleWorkerError as exc:
+                for slot in taken:
+                    slot.error = HTTPException(503, f"rule engine unavailable: {exc}")
+                return
+            if points:
+                metrics.point_latency.labels("stream").observe(
+                    (time.perf_counter() - t0) / len(points)
+                )
+            a_ = 0
+            for slot in taken:
+                slot.results = results[a_ : a_ + len(slot.points)]
+                a_ += len(slot.points)
+        except BaseException as exc:
+            for slot in group:
+                if slot.results is None and slot.error is None:
+                    slot.error = exc
+            raise
+        finally:
+            holder.release(a)
+            for slot in group:
+                slot.done = True
+
+    def push_points(points: list[Point]) -> tuple[Detector, int, dict[str, int], list[Any]]:
+        """Stream points through the active set; (detector, accepted, dropped, JSON results).
+
+        Group commit: requests that arrive while a push runs wait in a queue, and the next
+        request to get the stream lock pushes all of them at once (one engine round trip, one
+        packed rule call for all their series), then hands each request its own results. A
+        reload swaps sets under the same lock, so every group lands on one set.
+        """
+        n = len(points)
+        if n > config.max_points:
+            raise HTTPException(422, f"{n} points is over the limit of {config.max_points}")
+        slot = _PushSlot(points)
+        with pending_lock:
+            pending.append(slot)
+        with holder.stream_lock:
+            if not slot.done:
+                with pending_lock:
+                    group = pending[:]
+                    pending.clear()
+                push_group(group)
+        if slot.error is not None:
+            raise slot.error
+        if slot.detector is None or slot.results is None:  # never expected: fail loudly
+            raise HTTPException(500, "the push of this request was lost")
+        det, results = slot.detector, slot.results
         dropped: dict[str, int] = {}
         anomalies = alerts = 0
         errors: set[str] = set()
@@ -616,7 +689,6 @@ def create_app(config: ServiceConfig) -> FastAPI:
             metrics.points.labels(k).inc(v)
         metrics.anomalies.inc(anomalies)
         metrics.alerts.inc(alerts)
-        metrics.point_latency.labels("stream").observe(dt / n)
         return det, accepted, dropped, [r.to_json(det.conditions) for r in results]
 
     @app.post(

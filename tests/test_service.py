@@ -280,3 +280,49 @@ def test_rule_errors_reach_metrics(tmp_path: Path) -> None:
         assert 'argos_rule_errors_total{rule="boom"} 1.0' in c.get("/metrics").text
         info = c.get("/v1/rulesets").json()
         assert info["stats"]["rule_errors"] == {"boom": 1}
+
+
+def test_concurrent_stream_requests_are_grouped_into_one_push(
+    client: TestClient, rules_dir: Path
+) -> None:
+    """Requests arriving while a push runs wait, then one push serves them all, and each gets
+    exactly its own series' labels."""
+    import threading
+    import time
+
+    app = client.app
+    data = {f"grp-{i}": verification_sample(300, seed=30 + i) for i in range(6)}
+    with Detector.open(rules_dir, isolation="inprocess") as det:
+        expected = {k: det.detect_arrays(t, v).anomaly.tolist() for k, (t, v) in data.items()}
+    out: dict[str, list[bool]] = {}
+
+    def send(name: str) -> None:
+        t, v = data[name]
+        body = {
+            "points": [{"timestamp": int(a), "value": float(b)} for a, b in zip(t, v, strict=True)]
+        }
+        r = client.post(f"/v1/streams/{name}/points", json=body, headers=AUTH)
+        assert r.status_code == 200, r.text
+        out[name] = [p["anomaly"] for p in r.json()["results"]]
+
+    def groups() -> float:
+        text = client.get("/metrics", headers=AUTH).text
+        line = next(
+            x for x in text.splitlines() if x.startswith("argos_stream_push_group_size_count")
+        )
+        return float(line.split()[-1])
+
+    before = groups()
+    threads = [threading.Thread(target=send, args=(k,)) for k in data]
+    with app.state.holder.stream_lock:  # a push "in progress": the requests queue up
+        for th in threads:
+            th.start()
+        deadline = time.monotonic() + 30
+        while len(app.state.stream_queue) < len(data) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(app.state.stream_queue) == len(data)
+    for th in threads:
+        th.join(timeout=60)
+    assert out == expected
+    assert groups() == before + 1
+    assert sum(map(sum, expected.values())) > 0
