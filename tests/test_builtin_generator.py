@@ -216,3 +216,24 @@ def test_one_short_event_keeps_a_single_rule() -> None:
     lab[1040:1043] = True
     res = search([FitSeries(fs.id, fs.values, fs.timestamps, lab, fs.val_start)])
     assert len(res.rules) == 1
+
+
+def test_few_long_events_use_the_long_gap_and_short_ones_the_few_events_gap() -> None:
+    fs = _one_long_event(0)
+    lean = search([fs], SearchConfig(few_events_or=1, few_events_long_gap=0.97))
+    mid = search([fs], SearchConfig(few_events_or=1, few_events_long_gap=0.5))
+    assert lean.rules[0].structure == mid.rules[0].structure
+    # further down the same gap: a lower threshold, still catching the labeled window
+    assert lean.rules[0].threshold < mid.rules[0].threshold
+    assert lean.train_f1 == mid.train_f1
+    # the short-event gap does not touch long events
+    other = search(
+        [fs], SearchConfig(few_events_or=1, few_events_long_gap=0.97, few_events_gap=0.5)
+    )
+    assert [r.threshold for r in other.rules] == [r.threshold for r in lean.rules]
+    lab = np.zeros(len(fs.values), bool)
+    lab[1040:1043] = True
+    short = FitSeries(fs.id, fs.values, fs.timestamps, lab, fs.val_start)
+    a = search([short], SearchConfig(few_events_long_gap=0.5))
+    b = search([short], SearchConfig(few_events_long_gap=0.97))
+    assert [r.threshold for r in a.rules] == [r.threshold for r in b.rules]
