@@ -1,13 +1,13 @@
 """static_diff_down: static bound of the first difference, downward.
 
-Normal: The change from the previous point stays within the fitted bound -84.29.
-Abnormal: The change from the previous point is at or below -84.29.
+Normal: The change from the previous point stays within the fitted bound -84.13.
+Abnormal: The change from the previous point is at or below -84.13.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 84.29125341390682,
+    "threshold": 84.12874011813831,
     "persistence": 1,
 }
 LOOKBACK = 2

@@ -1,8 +1,8 @@
 """robust_z_value_w30_down_k3: robust z-score (median/MAD) of the value, downward.
 
-Normal: The value stays within 9.565 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 9.553 robust deviations (1.4826 x MAD) of the median of the
     previous 30 points.
-Abnormal: The value is more than 9.565 robust deviations below the median of the previous 30
+Abnormal: The value is more than 9.553 robust deviations below the median of the previous 30
     points, for 3 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 30,
-    "threshold": 9.564559665853892,
+    "threshold": 9.553358074982357,
     "persistence": 3,
 }
 LOOKBACK = 33

@@ -1,13 +1,13 @@
 """static_diff_both_k2: static bound of the first difference, both directions.
 
-Normal: The change from the previous point stays within the fitted bound 14.93.
-Abnormal: The change from the previous point is beyond +/- 14.93, for 2 consecutive points.
+Normal: The change from the previous point stays within the fitted bound 14.89.
+Abnormal: The change from the previous point is beyond +/- 14.89, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 14.93177345696001,
+    "threshold": 14.88938105672801,
     "persistence": 2,
 }
 LOOKBACK = 3

@@ -1,13 +1,13 @@
 """static_value_both_k2: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 87.47.
-Abnormal: The value is beyond +/- 87.47, for 2 consecutive points.
+Normal: The value stays within the fitted bound 87.46.
+Abnormal: The value is beyond +/- 87.46, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 87.47416300556999,
+    "threshold": 87.457581601241,
     "persistence": 2,
 }
 LOOKBACK = 2

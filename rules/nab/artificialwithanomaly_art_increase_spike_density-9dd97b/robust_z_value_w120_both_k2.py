@@ -1,8 +1,8 @@
 """robust_z_value_w120_both_k2: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The value stays within 2e+09 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 6e+08 robust deviations (1.4826 x MAD) of the median of the
     previous 120 points.
-Abnormal: The value is more than 2e+09 robust deviations above or below the median of the
+Abnormal: The value is more than 6e+08 robust deviations above or below the median of the
     previous 120 points, for 2 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 2000000000,
+    "threshold": 600000000,
     "persistence": 2,
 }
 LOOKBACK = 122

@@ -1,13 +1,13 @@
 """static_value_both_k2: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 2.
-Abnormal: The value is beyond +/- 2, for 2 consecutive points.
+Normal: The value stays within the fitted bound 0.6.
+Abnormal: The value is beyond +/- 0.6, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 2,
+    "threshold": 0.6000000000000014,
     "persistence": 2,
 }
 LOOKBACK = 2

@@ -1,8 +1,8 @@
 """robust_z_diff_w120_up_k3: robust z-score (median/MAD) of the first difference, upward.
 
-Normal: The change from the previous point stays within 1.858 robust deviations (1.4826 x MAD)
+Normal: The change from the previous point stays within 1.749 robust deviations (1.4826 x MAD)
     of the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 1.858 robust deviations above the
+Abnormal: The change from the previous point is more than 1.749 robust deviations above the
     median of the previous 120 points, for 3 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 1.8578117563878311,
+    "threshold": 1.7489940269998336,
     "persistence": 3,
 }
 LOOKBACK = 124

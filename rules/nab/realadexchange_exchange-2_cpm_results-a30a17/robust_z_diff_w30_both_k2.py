@@ -1,8 +1,8 @@
 """robust_z_diff_w30_both_k2: robust z-score (median/MAD) of the first difference, both directions.
 
-Normal: The change from the previous point stays within 5.864 robust deviations (1.4826 x MAD)
+Normal: The change from the previous point stays within 5.849 robust deviations (1.4826 x MAD)
     of the median of the previous 30 points.
-Abnormal: The change from the previous point is more than 5.864 robust deviations above or below
+Abnormal: The change from the previous point is more than 5.849 robust deviations above or below
     the median of the previous 30 points, for 2 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 30,
-    "threshold": 5.864450244724085,
+    "threshold": 5.848712627235173,
     "persistence": 2,
 }
 LOOKBACK = 33

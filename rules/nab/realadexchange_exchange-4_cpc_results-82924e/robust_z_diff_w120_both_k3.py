@@ -1,8 +1,8 @@
 """robust_z_diff_w120_both_k3: robust z-score (median/MAD) of the first difference, both directions.
 
-Normal: The change from the previous point stays within 4.344 robust deviations (1.4826 x MAD)
+Normal: The change from the previous point stays within 4.261 robust deviations (1.4826 x MAD)
     of the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 4.344 robust deviations above or below
+Abnormal: The change from the previous point is more than 4.261 robust deviations above or below
     the median of the previous 120 points, for 3 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 4.344053518067172,
+    "threshold": 4.260633087434743,
     "persistence": 3,
 }
 LOOKBACK = 124

@@ -1,13 +1,13 @@
 """static_diff_both_k3: static bound of the first difference, both directions.
 
-Normal: The change from the previous point stays within the fitted bound 0.04976.
-Abnormal: The change from the previous point is beyond +/- 0.04976, for 3 consecutive points.
+Normal: The change from the previous point stays within the fitted bound 0.0487.
+Abnormal: The change from the previous point is beyond +/- 0.0487, for 3 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 0.04975587855713999,
+    "threshold": 0.048702403589462,
     "persistence": 3,
 }
 LOOKBACK = 4

@@ -1,8 +1,8 @@
 """robust_z_value_w30_both: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The value stays within 97.15 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 95.08 robust deviations (1.4826 x MAD) of the median of the
     previous 30 points.
-Abnormal: The value is more than 97.15 robust deviations above or below the median of the
+Abnormal: The value is more than 95.08 robust deviations above or below the median of the
     previous 30 points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 30,
-    "threshold": 97.14754250311557,
+    "threshold": 95.07828213443653,
     "persistence": 1,
 }
 LOOKBACK = 31

@@ -1,8 +1,8 @@
 """robust_z_value_w120_both_k2: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The value stays within 4.406 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 4.391 robust deviations (1.4826 x MAD) of the median of the
     previous 120 points.
-Abnormal: The value is more than 4.406 robust deviations above or below the median of the
+Abnormal: The value is more than 4.391 robust deviations above or below the median of the
     previous 120 points, for 2 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 4.406011696463279,
+    "threshold": 4.390736464557485,
     "persistence": 2,
 }
 LOOKBACK = 122

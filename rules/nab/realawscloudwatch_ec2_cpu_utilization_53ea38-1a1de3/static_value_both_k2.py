@@ -1,13 +1,13 @@
 """static_value_both_k2: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 2.011.
-Abnormal: The value is beyond +/- 2.011, for 2 consecutive points.
+Normal: The value stays within the fitted bound 2.008.
+Abnormal: The value is beyond +/- 2.008, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 2.0113999999999996,
+    "threshold": 2.0076199999999997,
     "persistence": 2,
 }
 LOOKBACK = 2

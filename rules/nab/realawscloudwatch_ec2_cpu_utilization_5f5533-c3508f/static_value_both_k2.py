@@ -1,13 +1,13 @@
 """static_value_both_k2: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 50.44.
-Abnormal: The value is beyond +/- 50.44, for 2 consecutive points.
+Normal: The value stays within the fitted bound 50.11.
+Abnormal: The value is beyond +/- 50.11, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 50.43873000000001,
+    "threshold": 50.114819000000004,
     "persistence": 2,
 }
 LOOKBACK = 2

@@ -1,8 +1,8 @@
 """robust_z_diff_w120_both: robust z-score (median/MAD) of the first difference, both directions.
 
-Normal: The change from the previous point stays within 4235 robust deviations (1.4826 x MAD) of
+Normal: The change from the previous point stays within 2620 robust deviations (1.4826 x MAD) of
     the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 4235 robust deviations above or below
+Abnormal: The change from the previous point is more than 2620 robust deviations above or below
     the median of the previous 120 points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 4235.274279683541,
+    "threshold": 2620.1351362074565,
     "persistence": 1,
 }
 LOOKBACK = 122

@@ -1,13 +1,13 @@
 """static_diff_both_k2: static bound of the first difference, both directions.
 
-Normal: The change from the previous point stays within the fitted bound 14.18.
-Abnormal: The change from the previous point is beyond +/- 14.18, for 2 consecutive points.
+Normal: The change from the previous point stays within the fitted bound 12.71.
+Abnormal: The change from the previous point is beyond +/- 12.71, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 14.175199999999997,
+    "threshold": 12.711359999999996,
     "persistence": 2,
 }
 LOOKBACK = 3

@@ -1,8 +1,8 @@
 """robust_z_diff_w30_both_k3: robust z-score (median/MAD) of the first difference, both directions.
 
-Normal: The change from the previous point stays within 5.383e+16 robust deviations (1.4826 x
+Normal: The change from the previous point stays within 5.01e+16 robust deviations (1.4826 x
     MAD) of the median of the previous 30 points.
-Abnormal: The change from the previous point is more than 5.383e+16 robust deviations above or
+Abnormal: The change from the previous point is more than 5.01e+16 robust deviations above or
     below the median of the previous 30 points, for 3 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 30,
-    "threshold": 53833377000000000,
+    "threshold": 50099404100000000,
     "persistence": 3,
 }
 LOOKBACK = 34

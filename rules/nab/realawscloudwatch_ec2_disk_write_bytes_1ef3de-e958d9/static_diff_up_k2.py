@@ -1,13 +1,13 @@
 """static_diff_up_k2: static bound of the first difference, upward.
 
-Normal: The change from the previous point stays within the fitted bound 5.383e+07.
-Abnormal: The change from the previous point is at or above 5.383e+07, for 2 consecutive points.
+Normal: The change from the previous point stays within the fitted bound 5.01e+07.
+Abnormal: The change from the previous point is at or above 5.01e+07, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 53833377,
+    "threshold": 50099404.1,
     "persistence": 2,
 }
 LOOKBACK = 3

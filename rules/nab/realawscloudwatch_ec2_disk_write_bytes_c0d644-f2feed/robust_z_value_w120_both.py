@@ -1,8 +1,8 @@
 """robust_z_value_w120_both: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The value stays within 7.772e+17 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 7.705e+17 robust deviations (1.4826 x MAD) of the median of the
     previous 120 points.
-Abnormal: The value is more than 7.772e+17 robust deviations above or below the median of the
+Abnormal: The value is more than 7.705e+17 robust deviations above or below the median of the
     previous 120 points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 777248100000000000,
+    "threshold": 770503530000000000,
     "persistence": 1,
 }
 LOOKBACK = 121

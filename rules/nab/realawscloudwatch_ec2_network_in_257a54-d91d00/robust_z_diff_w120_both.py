@@ -1,8 +1,8 @@
 """robust_z_diff_w120_both: robust z-score (median/MAD) of the first difference, both directions.
 
-Normal: The change from the previous point stays within 727.4 robust deviations (1.4826 x MAD)
+Normal: The change from the previous point stays within 300.4 robust deviations (1.4826 x MAD)
     of the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 727.4 robust deviations above or below
+Abnormal: The change from the previous point is more than 300.4 robust deviations above or below
     the median of the previous 120 points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 727.3878435110792,
+    "threshold": 300.44141568633586,
     "persistence": 1,
 }
 LOOKBACK = 122

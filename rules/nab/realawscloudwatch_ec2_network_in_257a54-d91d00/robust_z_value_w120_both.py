@@ -1,16 +1,16 @@
 """robust_z_value_w120_both: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The value stays within 1802 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 729 robust deviations (1.4826 x MAD) of the median of the
     previous 120 points.
-Abnormal: The value is more than 1802 robust deviations above or below the median of the
-    previous 120 points.
+Abnormal: The value is more than 729 robust deviations above or below the median of the previous
+    120 points.
 """
 
 import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 1802.0358407106687,
+    "threshold": 728.988319413098,
     "persistence": 1,
 }
 LOOKBACK = 121

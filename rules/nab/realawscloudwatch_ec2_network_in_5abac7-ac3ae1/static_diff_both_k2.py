@@ -7,7 +7,7 @@ Abnormal: The change from the previous point is beyond +/- 6.491e+06, for 2 cons
 import numpy as np
 
 PARAMS = {
-    "threshold": 6491472.760000001,
+    "threshold": 6491458.508,
     "persistence": 2,
 }
 LOOKBACK = 3

@@ -1,13 +1,13 @@
 """static_value_both: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 6.511e+06.
-Abnormal: The value is beyond +/- 6.511e+06.
+Normal: The value stays within the fitted bound 6.51e+06.
+Abnormal: The value is beyond +/- 6.51e+06.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 6511375,
+    "threshold": 6509719.5,
     "persistence": 1,
 }
 LOOKBACK = 1

@@ -1,8 +1,8 @@
 """robust_z_diff_w120_both: robust z-score (median/MAD) of the first difference, both directions.
 
-Normal: The change from the previous point stays within 5.705 robust deviations (1.4826 x MAD)
+Normal: The change from the previous point stays within 5.595 robust deviations (1.4826 x MAD)
     of the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 5.705 robust deviations above or below
+Abnormal: The change from the previous point is more than 5.595 robust deviations above or below
     the median of the previous 120 points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 5.704688561309232,
+    "threshold": 5.595167876991874,
     "persistence": 1,
 }
 LOOKBACK = 122

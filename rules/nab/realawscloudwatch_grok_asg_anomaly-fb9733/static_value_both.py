@@ -1,13 +1,13 @@
 """static_value_both: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 44.6.
-Abnormal: The value is beyond +/- 44.6.
+Normal: The value stays within the fitted bound 44.52.
+Abnormal: The value is beyond +/- 44.52.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 44.60005,
+    "threshold": 44.520495000000004,
     "persistence": 1,
 }
 LOOKBACK = 1

@@ -1,8 +1,8 @@
 """robust_z_value_w120_both: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The value stays within 7.221 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 6.193 robust deviations (1.4826 x MAD) of the median of the
     previous 120 points.
-Abnormal: The value is more than 7.221 robust deviations above or below the median of the
+Abnormal: The value is more than 6.193 robust deviations above or below the median of the
     previous 120 points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 7.220740826671577,
+    "threshold": 6.193149659741067,
     "persistence": 1,
 }
 LOOKBACK = 121

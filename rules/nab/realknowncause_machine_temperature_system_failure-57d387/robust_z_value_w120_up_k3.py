@@ -1,8 +1,8 @@
 """robust_z_value_w120_up_k3: robust z-score (median/MAD) of the value, upward.
 
-Normal: The value stays within 6.446 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 6.204 robust deviations (1.4826 x MAD) of the median of the
     previous 120 points.
-Abnormal: The value is more than 6.446 robust deviations above the median of the previous 120
+Abnormal: The value is more than 6.204 robust deviations above the median of the previous 120
     points, for 3 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 6.445719689558303,
+    "threshold": 6.203809088525519,
     "persistence": 3,
 }
 LOOKBACK = 123

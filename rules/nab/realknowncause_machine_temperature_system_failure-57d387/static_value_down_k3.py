@@ -1,13 +1,13 @@
 """static_value_down_k3: static bound of the value, downward.
 
-Normal: The value stays within the fitted bound --52.37.
-Abnormal: The value is at or below --52.37, for 3 consecutive points.
+Normal: The value stays within the fitted bound --52.62.
+Abnormal: The value is at or below --52.62, for 3 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": -52.365021696,
+    "threshold": -52.620000359799995,
     "persistence": 3,
 }
 LOOKBACK = 3

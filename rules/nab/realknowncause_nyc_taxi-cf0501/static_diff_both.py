@@ -1,13 +1,13 @@
 """static_diff_both: static bound of the first difference, both directions.
 
-Normal: The change from the previous point stays within the fitted bound 9831.
-Abnormal: The change from the previous point is beyond +/- 9831.
+Normal: The change from the previous point stays within the fitted bound 8888.
+Abnormal: The change from the previous point is beyond +/- 8888.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 9830.9,
+    "threshold": 8888.07,
     "persistence": 1,
 }
 LOOKBACK = 2

@@ -1,8 +1,8 @@
 """zscore_diff_w360_down_k2: rolling z-score of the first difference, downward.
 
-Normal: The change from the previous point stays within 0.6056 standard deviations of its mean
+Normal: The change from the previous point stays within 0.5874 standard deviations of its mean
     over the previous 360 points.
-Abnormal: The change from the previous point is more than 0.6056 standard deviations below the
+Abnormal: The change from the previous point is more than 0.5874 standard deviations below the
     mean of the previous 360 points, for 2 consecutive points.
 """
 
@@ -10,29 +10,56 @@ import numpy as np
 
 PARAMS = {
     "window": 360,
-    "threshold": 0.605555544938053,
+    "threshold": 0.5873529233908508,
     "persistence": 2,
 }
 LOOKBACK = 363
 
 
 def window_stats(x, width, lag):
-    """Mean and std of the `width` points ending `lag` points before t (NaN until they exist)."""
+    """Mean and std of the `width` points ending `lag` points before t (NaN until they exist).
+
+    Every window is summarised from its own points only: blocks of 1, 2, 4, ... points are merged
+    pairwise (Chan's formula for the mean and the sum of squared deviations), then the blocks
+    that add up to `width` are merged. So the numbers are precise at any level of the series and
+    identical wherever the window sits in the input, and a missing value spoils only the windows
+    that hold it.
+    """
     n = len(x)
     mean = np.full(n, np.nan)
     std = np.full(n, np.nan)
     first = width - 1 + lag
     if n <= first:
         return mean, std
-    base = x[0]
-    c1 = np.concatenate(([0.0], np.cumsum(x - base)))
-    c2 = np.concatenate(([0.0], np.cumsum((x - base) ** 2)))
-    end = np.arange(first, n) - lag + 1
-    s1 = c1[end] - c1[end - width]
-    s2 = c2[end] - c2[end - width]
-    m = s1 / width
-    mean[first:] = m + base
-    std[first:] = np.sqrt(np.maximum(s2 / width - m * m, 0.0))
+    # block_mean[i] and block_m2[i] describe the `size` points starting at index i
+    size, block_mean, block_m2 = 1, np.asarray(x, dtype=float), np.zeros(n)
+    blocks = []
+    while size <= width:
+        if width & size:
+            blocks.append((size, block_mean, block_m2))
+        if 2 * size > width:
+            break
+        d = block_mean[size:] - block_mean[:-size]
+        block_m2 = block_m2[:-size] + block_m2[size:] + d * d * (size / 2)
+        block_mean = block_mean[:-size] + d * 0.5
+        size *= 2
+    # merge the blocks of the window starting at i, largest first, each after the previous one
+    windows = n - width + 1
+    count, offset = 0, 0
+    m = m2 = np.zeros(windows)
+    for size, block_mean, block_m2 in reversed(blocks):
+        bm = block_mean[offset : offset + windows]
+        bq = block_m2[offset : offset + windows]
+        if count == 0:
+            m, m2 = bm, bq
+        else:
+            d = bm - m
+            m2 = m2 + bq + d * d * (count * size / (count + size))
+            m = m + d * (size / (count + size))
+        count += size
+        offset += size
+    mean[first:] = m[: n - first]
+    std[first:] = np.sqrt(m2[: n - first] / width)
     return mean, std
 
 

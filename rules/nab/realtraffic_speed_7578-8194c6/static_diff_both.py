@@ -1,13 +1,13 @@
 """static_diff_both: static bound of the first difference, both directions.
 
-Normal: The change from the previous point stays within the fitted bound 31.5.
-Abnormal: The change from the previous point is beyond +/- 31.5.
+Normal: The change from the previous point stays within the fitted bound 31.15.
+Abnormal: The change from the previous point is beyond +/- 31.15.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 31.5,
+    "threshold": 31.15,
     "persistence": 1,
 }
 LOOKBACK = 2

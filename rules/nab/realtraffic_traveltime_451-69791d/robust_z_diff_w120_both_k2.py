@@ -1,8 +1,8 @@
 """robust_z_diff_w120_both_k2: robust z-score (median/MAD) of the first difference, both directions.
 
-Normal: The change from the previous point stays within 85.37 robust deviations (1.4826 x MAD)
+Normal: The change from the previous point stays within 82.44 robust deviations (1.4826 x MAD)
     of the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 85.37 robust deviations above or below
+Abnormal: The change from the previous point is more than 82.44 robust deviations above or below
     the median of the previous 120 points, for 2 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 85.37156627831033,
+    "threshold": 82.43501696907985,
     "persistence": 2,
 }
 LOOKBACK = 123

@@ -1,8 +1,8 @@
 """robust_z_value_w30_both_k2: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The value stays within 8.3e+09 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 8.09e+09 robust deviations (1.4826 x MAD) of the median of the
     previous 30 points.
-Abnormal: The value is more than 8.3e+09 robust deviations above or below the median of the
+Abnormal: The value is more than 8.09e+09 robust deviations above or below the median of the
     previous 30 points, for 2 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 30,
-    "threshold": 8299999999.999999,
+    "threshold": 8089999999.999999,
     "persistence": 2,
 }
 LOOKBACK = 32

@@ -1,13 +1,13 @@
 """static_value_both_k2: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 8.3.
-Abnormal: The value is beyond +/- 8.3, for 2 consecutive points.
+Normal: The value stays within the fitted bound 8.09.
+Abnormal: The value is beyond +/- 8.09, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 8.3,
+    "threshold": 8.09,
     "persistence": 2,
 }
 LOOKBACK = 2

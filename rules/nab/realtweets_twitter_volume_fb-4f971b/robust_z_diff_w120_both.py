@@ -1,8 +1,8 @@
 """robust_z_diff_w120_both: robust z-score (median/MAD) of the first difference, both directions.
 
-Normal: The change from the previous point stays within 44.9 robust deviations (1.4826 x MAD) of
-    the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 44.9 robust deviations above or below
+Normal: The change from the previous point stays within 39.91 robust deviations (1.4826 x MAD)
+    of the median of the previous 120 points.
+Abnormal: The change from the previous point is more than 39.91 robust deviations above or below
     the median of the previous 120 points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 44.90422231215433,
+    "threshold": 39.911304465128836,
     "persistence": 1,
 }
 LOOKBACK = 122

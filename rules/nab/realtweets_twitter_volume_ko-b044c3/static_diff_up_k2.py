@@ -1,13 +1,13 @@
 """static_diff_up_k2: static bound of the first difference, upward.
 
-Normal: The change from the previous point stays within the fitted bound 65.6.
-Abnormal: The change from the previous point is at or above 65.6, for 2 consecutive points.
+Normal: The change from the previous point stays within the fitted bound 64.48.
+Abnormal: The change from the previous point is at or above 64.48, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 65.6,
+    "threshold": 64.48,
     "persistence": 2,
 }
 LOOKBACK = 3

@@ -1,13 +1,13 @@
 """static_value_both_k3: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 109.4.
-Abnormal: The value is beyond +/- 109.4, for 3 consecutive points.
+Normal: The value stays within the fitted bound 103.5.
+Abnormal: The value is beyond +/- 103.5, for 3 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 109.39999999999999,
+    "threshold": 103.52,
     "persistence": 3,
 }
 LOOKBACK = 3

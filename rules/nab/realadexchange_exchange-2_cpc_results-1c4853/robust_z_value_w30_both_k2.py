@@ -1,19 +1,19 @@
-"""robust_z_value_w120_both_k3: robust z-score (median/MAD) of the value, both directions.
+"""robust_z_value_w30_both_k2: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The value stays within 4.28 robust deviations (1.4826 x MAD) of the median of the
-    previous 120 points.
-Abnormal: The value is more than 4.28 robust deviations above or below the median of the
-    previous 120 points, for 3 consecutive points.
+Normal: The value stays within 2.59 robust deviations (1.4826 x MAD) of the median of the
+    previous 30 points.
+Abnormal: The value is more than 2.59 robust deviations above or below the median of the
+    previous 30 points, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "window": 120,
-    "threshold": 4.280319689713277,
-    "persistence": 3,
+    "window": 30,
+    "threshold": 2.5896045364353766,
+    "persistence": 2,
 }
-LOOKBACK = 123
+LOOKBACK = 32
 
 
 def past_median_mad(x, width):

@@ -1,19 +1,19 @@
-"""robust_z_diff_w120_both_k2: robust z-score (median/MAD) of the first difference, both directions.
+"""robust_z_diff_w120_both: robust z-score (median/MAD) of the first difference, both directions.
 
-Normal: The change from the previous point stays within 89.4 robust deviations (1.4826 x MAD) of
+Normal: The change from the previous point stays within 5.354 robust deviations (1.4826 x MAD)
+    of the median of the previous 120 points.
+Abnormal: The change from the previous point is more than 5.354 robust deviations above or below
     the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 89.4 robust deviations above or below
-    the median of the previous 120 points, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 89.39810879323161,
-    "persistence": 2,
+    "threshold": 5.3538337414217665,
+    "persistence": 1,
 }
-LOOKBACK = 123
+LOOKBACK = 122
 
 
 def past_median_mad(x, width):

@@ -1,19 +1,19 @@
-"""robust_z_value_w120_both_k3: robust z-score (median/MAD) of the value, both directions.
+"""robust_z_value_w120_both_k2: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The value stays within 2.19 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 4.728 robust deviations (1.4826 x MAD) of the median of the
     previous 120 points.
-Abnormal: The value is more than 2.19 robust deviations above or below the median of the
-    previous 120 points, for 3 consecutive points.
+Abnormal: The value is more than 4.728 robust deviations above or below the median of the
+    previous 120 points, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 2.1897288458954858,
-    "persistence": 3,
+    "threshold": 4.728378832321649,
+    "persistence": 2,
 }
-LOOKBACK = 123
+LOOKBACK = 122
 
 
 def past_median_mad(x, width):
