@@ -30,12 +30,14 @@ import numpy as np
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from argos.llm import (
+    AgentUsage,
     Budget,
     BudgetGuard,
     CachingChatModel,
     ChatModel,
     LedgerSummary,
     MeteredChatModel,
+    Price,
     ResponseStore,
     UsageLedger,
 )
@@ -93,10 +95,12 @@ class AgentGenerator:
         """Picklable, as the Generator protocol asks (Dask workers): the model stack and the
         ledger (it holds a lock) are rebuilt in the worker; a unit's usage is restored from its
         checkpoint there, and the run-wide budget is shared with
-        :class:`argos.distributed.SharedLimitsChatModel`."""
+        :class:`argos.distributed.SharedLimitsChatModel`. ``on_event`` (a display callback of
+        the driver) does not travel."""
         state = dict(self.__dict__)
         state["_model"] = None
         state["ledger"] = None
+        state["on_event"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -322,8 +326,57 @@ class BuiltinAgents:
         raise RuntimeError("the builtin generator does not review")  # can_review is False
 
 
+def run_usage_from_checkpoints(
+    run_dir: Path, units: Sequence[Sequence[str]], prices: Mapping[str, Price] | None = None
+) -> LedgerSummary:
+    """A run's LLM usage, summed over its units' last checkpoints.
+
+    Each unit's graph state carries the usage of the process that ran the unit (on Dask, every
+    unit runs in its own task with its own ledger; a fusion unit's second graph continues the
+    first one's ledger, so the largest of a unit's states is its total). This is how a run whose
+    units ran on other machines is accounted in the driver. ``units`` lists each unit's series
+    ids.
+    """
+    totals: dict[str, AgentUsage] = {}
+    unpriced: set[str] = set()
+    estimated = False
+    path = Path(run_dir) / "checkpoints.sqlite"
+    if not path.is_file():
+        return LedgerSummary(run_id=Path(run_dir).name)
+    with SqliteSaver.from_conn_string(str(path)) as saver:
+        for ids in units:
+            key = _unit_key_of(list(ids))
+            best: LedgerSummary | None = None
+            for thread in (key, f"{key}-fn", f"{key}-fp"):
+                found = saver.get_tuple({"configurable": {"thread_id": thread}})
+                raw = found.checkpoint["channel_values"].get("usage") if found else None
+                if not raw:
+                    continue
+                summary = LedgerSummary.model_validate(raw)
+                if best is None or summary.total.calls > best.total.calls:
+                    best = summary
+            if best is None:
+                continue
+            for agent, row in best.agents.items():
+                acc = totals.setdefault(agent, AgentUsage())
+                for name in AgentUsage.model_fields:
+                    setattr(acc, name, getattr(acc, name) + getattr(row, name))
+            unpriced.update(best.unpriced_models)
+            estimated = estimated or best.estimated_usage
+    merged_summary = LedgerSummary(
+        run_id=Path(run_dir).name,
+        agents=dict(sorted(totals.items())),
+        unpriced_models=sorted(unpriced),
+        estimated_usage=estimated,
+    )
+    return UsageLedger.from_summary(merged_summary, prices).summary()
+
+
 def _unit_key(train: Sequence[Series]) -> str:
-    ids = [s.id for s in train]
+    return _unit_key_of([s.id for s in train])
+
+
+def _unit_key_of(ids: list[str]) -> str:
     if len(ids) == 1:
         return ids[0]
     digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:10]

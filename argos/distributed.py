@@ -451,6 +451,26 @@ class SharedLimitsChatModel:
                 ).to_dict()
             )
 
+    def resume_from(self, calls: int, tokens: int, cost_usd: float) -> None:
+        """Count what the run spent before (a resumed run, from its checkpoints) against the
+        budget, unless the shared ledger already holds at least that much (the same scheduler
+        kept it)."""
+        _, lock, var = self._primitives()
+        with lock:
+            s = self._read(var)
+            if s.calls >= calls:
+                return
+            var.set(
+                LedgerState(
+                    calls,
+                    tokens,
+                    cost_usd,
+                    s.reserved_calls,
+                    s.reserved_tokens,
+                    s.reserved_cost_usd,
+                ).to_dict()
+            )
+
     def spent(self) -> LedgerState:
         """The shared ledger as it stands (for reports and tests)."""
         _, lock, var = self._primitives()

@@ -480,3 +480,69 @@ def test_killed_llm_unit_resumes_from_its_checkpoint_without_paying_twice(tmp_pa
     got_rules = sorted((tmp_path / "run" / "api_latency_ms").glob("*.py"))
     assert [p.name for p in got_rules] == [p.name for p in ref_rules]
     assert [p.read_bytes() for p in got_rules] == [p.read_bytes() for p in ref_rules]
+
+
+@pytest.mark.timeout(900)
+def test_cli_llm_training_on_dask_equals_local_and_accounts_every_call(tmp_path: Path) -> None:
+    """``argos train --llm ... --scheduler local:2`` against an OpenAI-compatible HTTP server:
+    the same rule sets as a local run, and usage.json counts exactly the calls the endpoint
+    answered, although they were made in the Dask workers."""
+    import subprocess
+
+    from fake_openai import FakeOpenAI
+    from scripted_rules import GOOD, fenced
+
+    def rule_sets(run: Path) -> dict[str, list[str]]:
+        return {
+            m.parent.name: sorted(r["sha256"] for r in json.loads(m.read_text())["rules"])
+            for m in run.glob("*/manifest.json")
+        }
+
+    env = dict(os.environ, OPENAI_API_KEY="sk-test")
+    for k in ("ARGOS_LLM_MODEL", "ARGOS_LLM_BASE_URL", "OPENAI_BASE_URL"):
+        env.pop(k, None)
+    args = "--dataset demo --llm openai --model fake-model --iterations 1 --candidates 1 "
+    args += "--chunk-size 600 --json"
+    runs: dict[str, tuple[dict[str, Any], int]] = {}
+    with FakeOpenAI(lambda agent, prompt: fenced(GOOD)) as server:
+        for name, extra in (("local", []), ("dask", ["--scheduler", "local:2"])):
+            before = server.answered
+            cmd = [sys.executable, "-m", "argos.cli", "train", *args.split()]
+            cmd += ["--base-url", server.base_url, "--out", str(tmp_path / name), *extra]
+            proc = subprocess.run(
+                cmd,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            runs[name] = (json.loads(proc.stdout), server.answered - before)
+    sets = rule_sets(tmp_path / "local")
+    assert len(sets) == len(make_demo_dataset().series) and any(sets.values())
+    assert rule_sets(tmp_path / "dask") == sets
+    for name in ("local", "dask"):
+        summary, answered = runs[name]
+        total = summary["usage"]["total"]
+        assert answered > 0 and total["calls"] - total["cached_calls"] == answered, name
+        assert summary["usage"]["agents"], name
+    assert runs["dask"][1] == runs["local"][1]
+    saved = json.loads((tmp_path / "dask" / "usage.json").read_text())
+    assert saved["total"] == runs["dask"][0]["usage"]["total"]
+    assert json.loads((tmp_path / "dask" / "run.json").read_text())["scheduler"] == "local:2"
+
+
+def test_shared_ledger_resumes_from_what_a_run_spent(cluster: DaskExecutor) -> None:
+    model = SharedLimitsChatModel(
+        f"resume-{time.time_ns()}",
+        budget=Budget(max_calls=3),
+        max_concurrent=1,
+        inner=AlwaysSameReply("ok"),
+        client=cluster.client,
+    )
+    model.resume_from(2, 100, 0.5)
+    model.resume_from(1, 10, 0.1)  # the ledger already holds more: unchanged
+    assert (model.spent().calls, model.spent().tokens, model.spent().cost_usd) == (2, 100, 0.5)
+    model.complete([Message("user", "hi")], agent="generator")
+    with pytest.raises(LLMBudgetExceeded, match="call budget of 3 is used up"):
+        model.complete([Message("user", "hi")], agent="generator")

@@ -92,8 +92,9 @@ def register(app: typer.Typer) -> None:
         scheduler: Annotated[
             str | None,
             typer.Option(
-                help="Builtin generator: run the units on Dask, a scheduler ADDRESS or "
-                "'local[:N]' for a local cluster of N worker processes (docs/scale-out.md)."
+                help="Run the units on Dask: a scheduler ADDRESS or 'local[:N]' for a local "
+                "cluster of N worker processes (docs/scale-out.md). With an LLM, the run folder "
+                "must be on storage every worker shares."
             ),
         ] = None,
         granularity: Annotated[
@@ -143,6 +144,12 @@ def register(app: typer.Typer) -> None:
                 "(e.g. robust-zscore) or csv:FILE of its predictions."
             ),
         ] = None,
+        llm_concurrency: Annotated[
+            int,
+            typer.Option(
+                min=1, help="LLM with --scheduler: calls in flight across the whole cluster."
+            ),
+        ] = 4,
         resume: Annotated[
             str | None, typer.Option(help="Resume an interrupted LLM run (run id or folder).")
         ] = None,
@@ -185,13 +192,6 @@ def register(app: typer.Typer) -> None:
             )
             raise typer.Exit(2)
         if generator == "llm" or (generator == "auto" and configured):
-            if scheduler is not None:
-                typer.echo(
-                    "error: --scheduler runs the builtin generator's units on Dask; for LLM "
-                    "units use argos.distributed from Python (docs/scale-out.md)",
-                    err=True,
-                )
-                raise typer.Exit(2)
             opts = RunOptions(
                 dataset=dataset,
                 data_dir=None if data_dir is None else str(data_dir),
@@ -212,6 +212,8 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
                 chunk_size=chunk_size,
                 fusion_base=fusion_base,
+                scheduler=scheduler,
+                llm_concurrency=llm_concurrency,
             )
             run_dir = new_run_dir(runs_dir) if out == Path("runs/train") else out
             code = run_llm_training(opts, run_dir, console=console, as_json=as_json)

@@ -9,8 +9,10 @@ paid calls are not repeated; export is idempotent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from argos import catalog
 from argos.agent_training import AgentGenerator, csv_base, method_base
 from argos.llm import Budget, LLMError
 from argos.llm_config import LLMConfig, load_llm_config
-from argos.series import DataError
+from argos.series import DataError, Dataset
 from argos.training import GeneratorOutput, UnitResult, train_dataset
 from argos.training_graph import LoopConfig
 
@@ -57,6 +59,8 @@ class RunOptions(BaseModel):
     max_calls: int | None = None
     time_budget: float | None = None
     fusion_base: str | None = None
+    scheduler: str | None = None
+    llm_concurrency: int = 4
     created: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def llm_config(self) -> LLMConfig:
@@ -115,16 +119,72 @@ def run_llm_training(opts: RunOptions, run_dir: Path, *, console: Console, as_js
         from argos.cli.train import _apply_granularity
 
         ds = _apply_granularity(ds, opts.granularity)
-    gen = AgentGenerator(
-        llm=llm,
-        run_dir=run_dir,
-        loop=opts.loop(),
-        budget=Budget(
-            max_tokens=opts.max_tokens, max_cost_usd=opts.max_cost, max_calls=opts.max_calls
-        ),
-        chunk_size=opts.chunk_size,
-        fit_budget=opts.fit_budget,
+    budget = Budget(
+        max_tokens=opts.max_tokens, max_cost_usd=opts.max_cost, max_calls=opts.max_calls
     )
+    with ExitStack() as stack:
+        executor = None
+        shared = None
+        if opts.scheduler is not None:
+            from argos.distributed import SchedulerError, SharedLimitsChatModel, executor_for
+
+            try:
+                executor = stack.enter_context(executor_for(opts.scheduler))
+            except SchedulerError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                return 2
+            # the budget and the concurrency are the cluster's, not each worker's
+            run_key = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
+            shared = SharedLimitsChatModel(
+                f"train-{run_key}",
+                budget=budget,
+                max_concurrent=opts.llm_concurrency,
+                llm=llm,
+                client=executor.client if executor is not None else None,
+            )
+            # a resumed run: what its units spent before counts against the budget again (cache
+            # replays included: the budget errs on the safe side)
+            from argos.agent_training import run_usage_from_checkpoints
+            from argos.training import training_units
+
+            try:
+                units = training_units(ds, series_id=opts.series, partition=opts.partition)
+            except (KeyError, ValueError) as exc:
+                typer.echo(f"error: {exc}", err=True)
+                return 2
+            before = run_usage_from_checkpoints(
+                run_dir, [[s.id for s in g] for g in units.values()], llm.price_table()
+            ).total
+            if before.calls:
+                shared.resume_from(
+                    before.calls,
+                    before.prompt_tokens + before.completion_tokens,
+                    before.cost_usd,
+                )
+            budget = Budget()
+        gen = AgentGenerator(
+            llm=llm,
+            run_dir=run_dir,
+            loop=opts.loop(),
+            budget=budget,
+            chunk_size=opts.chunk_size,
+            fit_budget=opts.fit_budget,
+            chat_model=shared,
+        )
+        return _train(opts, ds, gen, run_dir, executor, console=console, as_json=as_json)
+
+
+def _train(
+    opts: RunOptions,
+    ds: Dataset,
+    gen: AgentGenerator,
+    run_dir: Path,
+    executor: Any,
+    *,
+    console: Console,
+    as_json: bool,
+) -> int:
+    llm = gen.llm
     if opts.fusion_base is not None:
         if opts.fusion_base.startswith("csv:"):
             gen.fusion = csv_base(Path(opts.fusion_base[4:]))
@@ -133,9 +193,10 @@ def run_llm_training(opts: RunOptions, run_dir: Path, *, console: Console, as_js
             name = opts.fusion_base.removeprefix("method:")
             gen.fusion = method_base(name)
             gen.fusion_base_name = f"method:{name}"
+    where = f"; units on Dask ({opts.scheduler})" if executor is not None else ""
     console.print(
         f"LLM generator: model [bold]{llm.model}[/] at {llm.base_url or 'the provider default'}; "
-        f"run folder {run_dir}"
+        f"run folder {run_dir}{where}"
     )
     from argos.training import training_units
 
@@ -178,11 +239,19 @@ def run_llm_training(opts: RunOptions, run_dir: Path, *, console: Console, as_js
                 partition=opts.partition,
                 workers=1,  # one endpoint, one request at a time; the graph is sequential
                 on_unit=on_unit,
+                executor=executor,
             )
         except LLMError as exc:
             typer.echo(f"error: {exc}\nresume with: argos train --resume {run_dir}", err=True)
             return 1
-    usage = gen.ledger.summary()
+    if executor is None:
+        usage = gen.ledger.summary()
+    else:  # the units ran (and were metered) in the workers: sum their checkpointed usage
+        from argos.agent_training import run_usage_from_checkpoints
+
+        usage = run_usage_from_checkpoints(
+            run_dir, [u.series for u in summary.units], llm.price_table()
+        )
     (run_dir / "usage.json").write_text(usage.model_dump_json(indent=2) + "\n")
     summary_json = {**summary.to_json(), "usage": usage.model_dump(mode="json")}
     (run_dir / "summary.json").write_text(json.dumps(summary_json, indent=2) + "\n")
