@@ -446,7 +446,8 @@ class RuleKernel:
         fn, rule = self.functions[r], self.rules[r]
         width = v_win.shape[1]
         try:
-            out = fn(v_win.ravel(), t_win.ravel(), dict(rule.params))
+            # flatten() copies: a rule that writes into its input cannot reach the next rule's
+            out = fn(v_win.flatten(), t_win.flatten(), dict(rule.params))
             labels = validate_labels(out, v_win.size)
         except KeyboardInterrupt:
             raise

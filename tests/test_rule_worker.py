@@ -339,7 +339,7 @@ def test_steady_state_push_runs_each_packed_rule_once_and_matches_batch() -> Non
         {},
         5,
     )
-    rules = [*BASIC, vandal]
+    rules = [vandal, *BASIC]  # the vandal runs first: the others must still see clean inputs
     kernel = RuleKernel(rules)
     calls = [0] * len(rules)
     for r, fn in enumerate(list(kernel.functions)):
