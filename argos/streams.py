@@ -30,6 +30,7 @@ the commit costs one round trip per micro-batch.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -41,10 +42,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import ValidationError
 
 from argos.detector import Detector, Point, PointResult, PostProcessing, SeriesState
 
 GROUP = "detectors"
+
+log = logging.getLogger(__name__)
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -210,6 +214,7 @@ class ConsumerStats:
     claimed: int = 0
     fenced: int = 0
     restored: int = 0
+    bad_snapshots: int = 0
     acquired: list[int] = field(default_factory=list)
 
 
@@ -339,7 +344,15 @@ class StreamConsumer:
             return
         snaps = self.redis.hmget(self.config.state, missing)
         self.detector.forget(missing)
-        states = [SeriesState.model_validate_json(raw) for raw in snaps if raw is not None]
+        states = []
+        for s, raw in zip(missing, snaps, strict=True):
+            if raw is None:
+                continue
+            try:
+                states.append(SeriesState.model_validate_json(raw))
+            except ValidationError as exc:  # the series starts afresh rather than stalling
+                self.stats.bad_snapshots += 1
+                log.warning("ignoring the unreadable state snapshot of %s: %s", s, exc)
         self.detector.import_state(states)
         self.stats.restored += len(states)
         self._loaded[k].update(missing)

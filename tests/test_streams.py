@@ -21,7 +21,7 @@ import pytest
 
 from argos.artifacts import RuleSource, write_ruleset
 from argos.demo_data import make_demo_dataset
-from argos.detector import Detector, Point, PostProcessing
+from argos.detector import Detector, Point, PostProcessing, SeriesState
 from argos.streams import (
     StreamConfig,
     StreamConsumer,
@@ -340,3 +340,20 @@ def test_cli_publish_and_status(client: Any, redis_url: str, tmp_path: Path) -> 
     bad.write_text("series,timestamp,value\na,x,1\n")
     out = runner.invoke(app, ["stream", "publish", str(bad), *common])
     assert out.exit_code == 2 and "bad row" in out.output
+
+
+@pytest.mark.timeout(120)
+def test_an_unreadable_state_snapshot_is_skipped_not_fatal(client: Any, rules: Path) -> None:
+    cfg = StreamConfig(prefix="tbad", partitions=2, batch=200)
+    points, series = _points(n_series=2, n_points=300)
+    first = next(iter(series))
+    client.hset(cfg.state, first, '{"last_ts": 1, "t": [], "v": []}')  # an old or foreign format
+    with Detector.open(rules, isolation="inprocess", post=POST) as det:
+        consumer = StreamConsumer(client, det, "c-bad", cfg)
+        publish(client, cfg, points)
+        _drain([consumer], client, cfg)
+        assert consumer.stats.bad_snapshots == 1 and consumer.stats.restored == 0
+        assert consumer.stats.points == len(points)
+        # the series started afresh and its state is now written in the current format
+        saved = SeriesState.model_validate_json(client.hget(cfg.state, first))
+        assert saved.series == first and saved.last_timestamp == series[first][0][-1]
