@@ -14,7 +14,7 @@ import json
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from pydantic import BaseModel, Field
@@ -29,6 +29,9 @@ from argos.llm_config import LLMConfig, load_llm_config
 from argos.series import DataError, Dataset
 from argos.training import GeneratorOutput, UnitResult, train_dataset
 from argos.training_graph import LoopConfig
+
+if TYPE_CHECKING:
+    from argos.distributed import SharedLimitsChatModel
 
 RUN_FILE = "run.json"
 
@@ -126,42 +129,15 @@ def run_llm_training(opts: RunOptions, run_dir: Path, *, console: Console, as_js
         executor = None
         shared = None
         if opts.scheduler is not None:
-            from argos.distributed import SchedulerError, SharedLimitsChatModel, executor_for
+            from argos.distributed import SchedulerError, executor_for
 
             try:
                 executor = stack.enter_context(executor_for(opts.scheduler))
-            except SchedulerError as exc:
+                shared = _cluster_model(opts, run_dir, ds, llm, budget, executor)
+            except (SchedulerError, KeyError, ValueError) as exc:
                 typer.echo(f"error: {exc}", err=True)
                 return 2
-            # the budget and the concurrency are the cluster's, not each worker's
-            run_key = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
-            shared = SharedLimitsChatModel(
-                f"train-{run_key}",
-                budget=budget,
-                max_concurrent=opts.llm_concurrency,
-                llm=llm,
-                client=executor.client if executor is not None else None,
-            )
-            # a resumed run: what its units spent before counts against the budget again (cache
-            # replays included: the budget errs on the safe side)
-            from argos.agent_training import run_usage_from_checkpoints
-            from argos.training import training_units
-
-            try:
-                units = training_units(ds, series_id=opts.series, partition=opts.partition)
-            except (KeyError, ValueError) as exc:
-                typer.echo(f"error: {exc}", err=True)
-                return 2
-            before = run_usage_from_checkpoints(
-                run_dir, [[s.id for s in g] for g in units.values()], llm.price_table()
-            ).total
-            if before.calls:
-                shared.resume_from(
-                    before.calls,
-                    before.prompt_tokens + before.completion_tokens,
-                    before.cost_usd,
-                )
-            budget = Budget()
+            budget = Budget()  # the cluster-wide model enforces it
         gen = AgentGenerator(
             llm=llm,
             run_dir=run_dir,
@@ -172,6 +148,35 @@ def run_llm_training(opts: RunOptions, run_dir: Path, *, console: Console, as_js
             chat_model=shared,
         )
         return _train(opts, ds, gen, run_dir, executor, console=console, as_json=as_json)
+
+
+def _cluster_model(
+    opts: RunOptions, run_dir: Path, ds: Dataset, llm: LLMConfig, budget: Budget, executor: Any
+) -> SharedLimitsChatModel:
+    """The endpoint with the run's budget and concurrency shared by every Dask worker. A resumed
+    run starts its ledger from what its units spent before (cache replays included: the budget
+    errs on the safe side)."""
+    from argos.agent_training import run_usage_from_checkpoints
+    from argos.distributed import SharedLimitsChatModel
+    from argos.training import training_units
+
+    run_key = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    shared = SharedLimitsChatModel(
+        f"train-{run_key}",
+        budget=budget,
+        max_concurrent=opts.llm_concurrency,
+        llm=llm,
+        client=executor.client,
+    )
+    units = training_units(ds, series_id=opts.series, partition=opts.partition)
+    before = run_usage_from_checkpoints(
+        run_dir, [[s.id for s in g] for g in units.values()], llm.price_table()
+    ).total
+    if before.calls:
+        shared.resume_from(
+            before.calls, before.prompt_tokens + before.completion_tokens, before.cost_usd
+        )
+    return shared
 
 
 def _train(
