@@ -183,8 +183,14 @@ def scrape_stream(
     return time.perf_counter() - t_all, lat
 
 
+def pushes(width: int, points: int) -> int:
+    """Pushes of ``width`` series for a micro-batch workload of about ``points`` points (at
+    least 30, at most 300, so p99 rests on enough pushes)."""
+    return max(30, min(300, points // width))
+
+
 def stream_sections(
-    rules: Path, t: np.ndarray, v: np.ndarray, widths: list[int], rounds: int
+    rules: Path, t: np.ndarray, v: np.ndarray, widths: list[int], points: int
 ) -> dict[str, float]:
     n = len(v)
     res: dict[str, tuple[float, list[float]]] = {}
@@ -196,7 +202,7 @@ def stream_sections(
             # verified, so that rules passing the packing check run packed (as in a service)
             with Detector.open(rules, isolation=iso) as det:
                 warm = max(r.lookback for r in det.ruleset.rules)
-                res[f"{width}-{iso}"] = scrape_stream(det, width, rounds, warm)
+                res[f"{width}-{iso}"] = scrape_stream(det, width, pushes(width, points), warm)
     print(f"\n2. streaming, one point per push, one series, {n} points")
     for iso, label in (("inprocess", "in-process"), ("worker", "isolated  ")):
         total, lat = res[f"one-{iso}"]
@@ -206,13 +212,13 @@ def stream_sections(
         )
     print(
         f"\n3. streaming, micro-batches: each push has one point for each of N series "
-        f"({rounds} pushes, full rule histories)"
+        f"({', '.join(f'N={w}: {pushes(w, points)}' for w in widths)} pushes; full rule histories)"
     )
     out: dict[str, float] = {}
     for width in widths:
         for iso, label in (("inprocess", "in-process"), ("worker", "isolated  ")):
             total, lat = res[f"{width}-{iso}"]
-            rate = width * rounds / total
+            rate = width * pushes(width, points) / total
             print(
                 f"   N={width:<5d} {label}  {rate / 1e3:8.1f} k points/s   "
                 f"p50 {pct(lat, 50) * 1e3:7.3f} ms   p99 {pct(lat, 99) * 1e3:7.3f} ms per push"
@@ -316,7 +322,9 @@ def main() -> None:
     ap.add_argument(
         "--widths", default="10,50,100,1000", help="series per micro-batch push (comma-separated)"
     )
-    ap.add_argument("--rounds", type=int, default=30, help="pushes per micro-batch workload")
+    ap.add_argument(
+        "--micro-points", type=int, default=20_000, help="points per micro-batch workload"
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--curated", type=Path, default=ROOT / "rules" / "kpi")
     args = ap.parse_args()
@@ -346,7 +354,7 @@ def main() -> None:
                 )
             m = batch_section(rules, t, v, args.repeats)
             m |= stream_sections(
-                rules, t[: args.stream_points], v[: args.stream_points], widths, args.rounds
+                rules, t[: args.stream_points], v[: args.stream_points], widths, args.micro_points
             )
             first = first or m
         curated_section(args.curated, max(1, args.repeats // 2))
