@@ -7,9 +7,10 @@ threshold":
 
 - a **transform** turns the values into a signal (the values themselves, the first difference, the
   residual against the same slot one or more seasonal periods ago, the residual against an EWMA);
-- a **scorer** turns the signal into a score (the signal itself for static bounds, rolling z-score,
-  robust z-score, relative change, level shift, variance shift, CUSUM, run length of identical
-  values, spectral-residual saliency);
+- a **scorer** turns the signal into a score (the signal itself for static bounds, the signal
+  minus a fitted centre (the train median) for a band around it, rolling z-score, robust
+  z-score, relative change, level shift, variance shift, CUSUM, run length of identical values,
+  spectral-residual saliency);
 - a **direction** (up: ``s >= thr``, down: ``-s >= thr``, both: ``|s| >= thr``) and a
   **persistence** of k points (the smallest directional score over the last k points must reach
   the threshold) turn the score into labels; an optional **cool-down** silences the rule for a
@@ -276,6 +277,15 @@ SCORERS: dict[str, Scorer] = {
             lambda p: 1,
         ),
         Scorer(
+            "band",
+            "    s = x - params['center']\n",
+            "{signal} stays within {thr} of {center} (the train median)",
+            "{signal} is more than {thr} {dir} {center} (the train median)",
+            ("center",),
+            (),
+            lambda p: 1,
+        ),
+        Scorer(
             "zscore",
             "    mean, std = window_stats(x, int(params['window']), 1)\n"
             "    s = (x - mean) / floor_scale(std, mean)\n",
@@ -430,6 +440,8 @@ class Structure:
         """A readable identifier, e.g. ``zscore_diff_w60_up_k2``."""
         bits = [self.scorer, self.transform]
         for k, v in self.params:
+            if k == "center":
+                continue  # a fitted level (like the threshold), not part of the shape's name
             short = {"window": "w", "recent": "r", "period": "p", "cycles": "c", "alpha": "a"}.get(
                 k, k[:1]
             )
@@ -555,6 +567,7 @@ def apply_cooldown(alarm, quiet):
 
 _SCORER_TITLES = {
     "static": "static bound",
+    "band": "band around the train median",
     "zscore": "rolling z-score",
     "robust_z": "robust z-score (median/MAD)",
     "relative": "relative change",
@@ -576,7 +589,7 @@ _DIRECTION_TITLES = {"up": "upward", "down": "downward", "both": "both direction
 def _words(spec: RuleSpec) -> tuple[str, str, str]:
     st = spec.structure
     t, sc = TRANSFORMS[st.transform], SCORERS[st.scorer]
-    p = {k: _fmt(v) for k, v in st.params}
+    p = {k: (f"{v:.6g}" if k == "center" else _fmt(v)) for k, v in st.params}
     signal = t.phrase.format(**p)
     thr = f"{spec.threshold:.4g}"
     thr_txt = f"-{thr}" if (st.direction == "down" and sc.name == "static") else thr
@@ -585,6 +598,9 @@ def _words(spec: RuleSpec) -> tuple[str, str, str]:
         dir_word = {"up": "at or above", "down": "at or below", "both": "beyond +/-"}[st.direction]
     fields = {**p, "signal": signal, "thr": thr_txt, "dir": dir_word}
     normal = sc.normal.format(**fields)
+    if sc.name == "band" and st.direction != "both":
+        side = "above" if st.direction == "up" else "below"
+        normal = f"{signal} stays at most {thr} {side} {p['center']} (the train median)"
     abnormal = sc.abnormal.format(**fields)
     if st.persistence > 1:
         abnormal += f", for {st.persistence} consecutive points"

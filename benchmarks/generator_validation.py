@@ -39,6 +39,12 @@ VARIANTS: dict[str, Callable[[], SearchConfig]] = {
     "long-g97": lambda: SearchConfig(few_events_gap=0.9, few_events_long_gap=0.97),
     "or1": lambda: SearchConfig(few_events_or=1),
     "or3": lambda: SearchConfig(few_events_or=3),
+    "old": lambda: SearchConfig(few_events_margin="std"),
+    "band": lambda: SearchConfig(band=True),
+    "band-std": lambda: SearchConfig(band=True, few_events_margin="std"),
+    "uncapped": lambda: SearchConfig(few_events_margin="uncapped"),
+    "simple-std": lambda: SearchConfig(simple_first=True, few_events_margin="std"),
+    "band-simple-std": lambda: SearchConfig(band=True, simple_first=True, few_events_margin="std"),
 }
 
 

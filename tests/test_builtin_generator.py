@@ -4,6 +4,7 @@ search end to end on synthetic and real data (thresholds fit on train/validation
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -205,7 +206,7 @@ def test_one_long_event_gets_two_simple_rules_of_different_shapes() -> None:
     assert len(res.rules) == 2
     keys = {r.structure.key for r in res.rules}
     assert len(keys) == 2
-    assert all(r.structure.scorer in ("static", "zscore", "robust_z") for r in res.rules)
+    assert all(r.structure.scorer in ("band", "static", "zscore", "robust_z") for r in res.rules)
     single = search([_one_long_event(0)], SearchConfig(few_events_or=1))
     assert len(single.rules) == 1
 
@@ -220,16 +221,16 @@ def test_one_short_event_keeps_a_single_rule() -> None:
 
 def test_few_long_events_use_the_long_gap_and_short_ones_the_few_events_gap() -> None:
     fs = _one_long_event(0)
-    lean = search([fs], SearchConfig(few_events_or=1, few_events_long_gap=0.97))
-    mid = search([fs], SearchConfig(few_events_or=1, few_events_long_gap=0.5))
+    # the std margin keeps the same shape first at both gaps here (the test is about the gap)
+    cfg = SearchConfig(few_events_or=1, few_events_margin="std")
+    lean = search([fs], replace(cfg, few_events_long_gap=0.97))
+    mid = search([fs], replace(cfg, few_events_long_gap=0.5))
     assert lean.rules[0].structure == mid.rules[0].structure
     # further down the same gap: a lower threshold, still catching the labeled window
     assert lean.rules[0].threshold < mid.rules[0].threshold
     assert lean.train_f1 == mid.train_f1
     # the short-event gap does not touch long events
-    other = search(
-        [fs], SearchConfig(few_events_or=1, few_events_long_gap=0.97, few_events_gap=0.5)
-    )
+    other = search([fs], replace(cfg, few_events_long_gap=0.97, few_events_gap=0.5))
     assert [r.threshold for r in other.rules] == [r.threshold for r in lean.rules]
     lab = np.zeros(len(fs.values), bool)
     lab[1040:1043] = True
@@ -237,3 +238,38 @@ def test_few_long_events_use_the_long_gap_and_short_ones_the_few_events_gap() ->
     a = search([short], SearchConfig(few_events_long_gap=0.5))
     b = search([short], SearchConfig(few_events_long_gap=0.97))
     assert [r.threshold for r in a.rules] == [r.threshold for r in b.rules]
+
+
+def test_band_centre_is_fit_on_train_and_refit_on_train_and_validation() -> None:
+    """One long window where the level leaves its usual band: the band rule's centre is the train
+    median during the search and the train + validation median in the final rule."""
+    rng = np.random.default_rng(4)
+    n = 3000
+    v = 40 + rng.normal(0, 2, n)
+    v[2400:] += 3  # validation sits a little higher: the two medians differ
+    lab = np.zeros(n, bool)
+    lab[1000:1100] = True
+    v[1000:1100] += 15
+    fs = FitSeries("band", v, np.arange(n, dtype=np.int64), lab, 2400)
+    res = search([fs], SearchConfig(few_events_or=1, simple_first=True, band=True))
+    assert res.rules[0].structure.scorer == "band"
+    assert res.rules[0].structure.param_dict["center"] == pytest.approx(float(np.median(v)))
+    band = [c for c in res.ranking if c.structure.scorer == "band"]
+    assert band[0].structure.param_dict["center"] == pytest.approx(float(np.median(v[:2400])))
+    assert res.train_f1 == 1.0
+    without = search([fs], SearchConfig(few_events_or=1))  # off by default (validation)
+    assert all(r.structure.scorer != "band" for r in without.rules)
+
+
+def test_relative_margin_is_the_share_of_the_event_excess_clear_of_the_next_score() -> None:
+    from argos.builtin_generator import sweep
+
+    lab = np.zeros(10, bool)
+    lab[5] = True
+    s = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 10.0, 0.0, 0.0, 8.0, 0.0])
+    parts = [_part(lab, 0, 10)]
+    thr, f1, margin = sweep([s], parts, margin_kind="relative")
+    assert f1 == 1.0 and 8.0 < thr < 10.0
+    assert margin == pytest.approx((10.0 - 8.0) / (10.0 - 0.0))
+    _, _, std_margin = sweep([s], parts)
+    assert std_margin == pytest.approx(min(10.0, 2.0 / float(np.delete(s, 5).std())))

@@ -28,6 +28,7 @@ PARAMS_FOR = {
 }
 SCORER_PARAMS = {
     "static": (),
+    "band": (("center", 10.0),),
     "zscore": (("window", 30),),
     "robust_z": (("window", 30),),
     "relative": (("window", 20),),
@@ -204,3 +205,23 @@ def test_stuck_value_rule_lookback_holds_its_run(threshold: float, persistence: 
         a = max(0, t - lookback + 1)
         window = np.asarray(detect(values[a : t + 1], np.arange(a, t + 1), params), dtype=bool)
         assert window[-1] == batch[t], f"label at {t} needs more than LOOKBACK={lookback} points"
+
+
+def test_band_rule_states_its_centre() -> None:
+    st = Structure("value", "band", (("center", 42.125),), "up", 1)
+    src = render(RuleSpec(st, 7.5))
+    info = check_rule(src)
+    text = " ".join(info.docstring.split())
+    assert "Normal: The value stays at most 7.5 above 42.125 (the train median)" in text
+    assert "more than 7.5 above 42.125 (the train median)" in text
+    assert info.params["center"] == 42.125 and st.name == "band_value_up"
+    both = render(RuleSpec(Structure("value", "band", (("center", -3.0),), "both", 1), 2.0))
+    assert "stays within 2 of -3 (the train median)" in " ".join(check_rule(both).docstring.split())
+    detect, params = load_rule(src)
+    values = np.array([40.0, 49.0, 50.0, 30.0])
+    assert detect(values, np.arange(4, dtype=np.int64), params).tolist() == [
+        False,
+        False,
+        True,
+        False,
+    ]
