@@ -1,16 +1,16 @@
-"""static_diff_both_k2: static bound of the first difference, both directions.
+"""static_diff_down_k3: static bound of the first difference, downward.
 
-Normal: The change from the previous point stays within the fitted bound 12.71.
-Abnormal: The change from the previous point is beyond +/- 12.71, for 2 consecutive points.
+Normal: The change from the previous point stays within the fitted bound -28.48.
+Abnormal: The change from the previous point is at or below -28.48, for 3 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 12.711359999999996,
-    "persistence": 2,
+    "threshold": 28.48,
+    "persistence": 3,
 }
-LOOKBACK = 3
+LOOKBACK = 4
 
 
 def score(values, timestamps, params):
@@ -23,7 +23,7 @@ def score(values, timestamps, params):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = -score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)

@@ -1,16 +1,16 @@
-"""static_diff_up_k2: static bound of the first difference, upward.
+"""static_diff_up: static bound of the first difference, upward.
 
-Normal: The change from the previous point stays within the fitted bound 64.48.
-Abnormal: The change from the previous point is at or above 64.48, for 2 consecutive points.
+Normal: The change from the previous point stays within the fitted bound 6.492e+06.
+Abnormal: The change from the previous point is at or above 6.492e+06.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 64.48,
-    "persistence": 2,
+    "threshold": 6492288.584000001,
+    "persistence": 1,
 }
-LOOKBACK = 3
+LOOKBACK = 2
 
 
 def score(values, timestamps, params):

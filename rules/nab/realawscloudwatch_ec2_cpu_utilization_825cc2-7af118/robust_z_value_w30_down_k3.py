@@ -1,19 +1,19 @@
-"""robust_z_value_w30_both_k2: robust z-score (median/MAD) of the value, both directions.
+"""robust_z_value_w30_down_k3: robust z-score (median/MAD) of the value, downward.
 
-Normal: The value stays within 8.09e+09 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 3.92 robust deviations (1.4826 x MAD) of the median of the
     previous 30 points.
-Abnormal: The value is more than 8.09e+09 robust deviations above or below the median of the
-    previous 30 points, for 2 consecutive points.
+Abnormal: The value is more than 3.92 robust deviations below the median of the previous 30
+    points, for 3 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
     "window": 30,
-    "threshold": 8089999999.999999,
-    "persistence": 2,
+    "threshold": 3.9195846703022923,
+    "persistence": 3,
 }
-LOOKBACK = 32
+LOOKBACK = 33
 
 
 def past_median_mad(x, width):
@@ -48,7 +48,7 @@ def score(values, timestamps, params):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = -score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)

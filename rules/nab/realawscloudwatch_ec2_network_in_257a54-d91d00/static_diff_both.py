@@ -1,22 +1,22 @@
-"""static_value_both: static bound of the value, both directions.
+"""static_diff_both: static bound of the first difference, both directions.
 
-Normal: The value stays within the fitted bound 44.52.
-Abnormal: The value is beyond +/- 44.52.
+Normal: The change from the previous point stays within the fitted bound 1.118e+07.
+Abnormal: The change from the previous point is beyond +/- 1.118e+07.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 44.520495000000004,
+    "threshold": 11180294.950000018,
     "persistence": 1,
 }
-LOOKBACK = 1
+LOOKBACK = 2
 
 
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
-    x = values
+    x = np.concatenate(([0.0], np.diff(values)))
     s = x
     return np.asarray(s, dtype=float)
 

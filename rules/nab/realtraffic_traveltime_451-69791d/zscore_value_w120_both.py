@@ -1,19 +1,19 @@
-"""zscore_diff_w120_both: rolling z-score of the first difference, both directions.
+"""zscore_value_w120_both: rolling z-score of the value, both directions.
 
-Normal: The change from the previous point stays within 61.37 standard deviations of its mean
-    over the previous 120 points.
-Abnormal: The change from the previous point is more than 61.37 standard deviations above or
-    below the mean of the previous 120 points.
+Normal: The value stays within 14.38 standard deviations of its mean over the previous 120
+    points.
+Abnormal: The value is more than 14.38 standard deviations above or below the mean of the
+    previous 120 points.
 """
 
 import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 61.365651026397934,
+    "threshold": 14.3838343946176,
     "persistence": 1,
 }
-LOOKBACK = 122
+LOOKBACK = 121
 
 
 def window_stats(x, width, lag):
@@ -71,7 +71,7 @@ def floor_scale(scale, level):
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
-    x = np.concatenate(([0.0], np.diff(values)))
+    x = values
     mean, std = window_stats(x, int(params["window"]), 1)
     s = (x - mean) / floor_scale(std, mean)
     return np.asarray(s, dtype=float)

@@ -1,19 +1,19 @@
-"""zscore_value_w360_both: rolling z-score of the value, both directions.
+"""zscore_diff_w10_up: rolling z-score of the first difference, upward.
 
-Normal: The value stays within 2.895 standard deviations of its mean over the previous 360
-    points.
-Abnormal: The value is more than 2.895 standard deviations above or below the mean of the
-    previous 360 points.
+Normal: The change from the previous point stays within 56.83 standard deviations of its mean
+    over the previous 10 points.
+Abnormal: The change from the previous point is more than 56.83 standard deviations above the
+    mean of the previous 10 points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "window": 360,
-    "threshold": 2.8949865575290854,
+    "window": 10,
+    "threshold": 56.82550981202604,
     "persistence": 1,
 }
-LOOKBACK = 361
+LOOKBACK = 12
 
 
 def window_stats(x, width, lag):
@@ -71,7 +71,7 @@ def floor_scale(scale, level):
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
-    x = values
+    x = np.concatenate(([0.0], np.diff(values)))
     mean, std = window_stats(x, int(params["window"]), 1)
     s = (x - mean) / floor_scale(std, mean)
     return np.asarray(s, dtype=float)
@@ -79,7 +79,7 @@ def score(values, timestamps, params):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)

@@ -1,19 +1,19 @@
-"""robust_z_diff_w120_both: robust z-score (median/MAD) of the first difference, both directions.
+"""robust_z_diff_w120_up_k2: robust z-score (median/MAD) of the first difference, upward.
 
-Normal: The change from the previous point stays within 300.4 robust deviations (1.4826 x MAD)
-    of the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 300.4 robust deviations above or below
-    the median of the previous 120 points.
+Normal: The change from the previous point stays within 8.44e+06 robust deviations (1.4826 x
+    MAD) of the median of the previous 120 points.
+Abnormal: The change from the previous point is more than 8.44e+06 robust deviations above the
+    median of the previous 120 points, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 300.44141568633586,
-    "persistence": 1,
+    "threshold": 8440115.510000013,
+    "persistence": 2,
 }
-LOOKBACK = 122
+LOOKBACK = 123
 
 
 def past_median_mad(x, width):
@@ -48,7 +48,7 @@ def score(values, timestamps, params):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)

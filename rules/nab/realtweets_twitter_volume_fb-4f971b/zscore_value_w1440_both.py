@@ -1,19 +1,19 @@
-"""zscore_diff_w30_both: rolling z-score of the first difference, both directions.
+"""zscore_value_w1440_both: rolling z-score of the value, both directions.
 
-Normal: The change from the previous point stays within 3539 standard deviations of its mean
-    over the previous 30 points.
-Abnormal: The change from the previous point is more than 3539 standard deviations above or
-    below the mean of the previous 30 points.
+Normal: The value stays within 12.74 standard deviations of its mean over the previous 1440
+    points.
+Abnormal: The value is more than 12.74 standard deviations above or below the mean of the
+    previous 1440 points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "window": 30,
-    "threshold": 3539.4814630038095,
+    "window": 1440,
+    "threshold": 12.735129581083577,
     "persistence": 1,
 }
-LOOKBACK = 32
+LOOKBACK = 1441
 
 
 def window_stats(x, width, lag):
@@ -71,7 +71,7 @@ def floor_scale(scale, level):
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
-    x = np.concatenate(([0.0], np.diff(values)))
+    x = values
     mean, std = window_stats(x, int(params["window"]), 1)
     s = (x - mean) / floor_scale(std, mean)
     return np.asarray(s, dtype=float)

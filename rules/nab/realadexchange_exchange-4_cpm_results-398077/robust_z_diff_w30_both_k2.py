@@ -1,19 +1,19 @@
-"""robust_z_value_w120_both: robust z-score (median/MAD) of the value, both directions.
+"""robust_z_diff_w30_both_k2: robust z-score (median/MAD) of the first difference, both directions.
 
-Normal: The value stays within 50.86 robust deviations (1.4826 x MAD) of the median of the
-    previous 120 points.
-Abnormal: The value is more than 50.86 robust deviations above or below the median of the
-    previous 120 points.
+Normal: The change from the previous point stays within 210.4 robust deviations (1.4826 x MAD)
+    of the median of the previous 30 points.
+Abnormal: The change from the previous point is more than 210.4 robust deviations above or below
+    the median of the previous 30 points, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "window": 120,
-    "threshold": 50.858851567066864,
-    "persistence": 1,
+    "window": 30,
+    "threshold": 210.4406938520597,
+    "persistence": 2,
 }
-LOOKBACK = 121
+LOOKBACK = 33
 
 
 def past_median_mad(x, width):
@@ -40,7 +40,7 @@ def floor_scale(scale, level):
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
-    x = values
+    x = np.concatenate(([0.0], np.diff(values)))
     median, mad = past_median_mad(x, int(params["window"]))
     s = (x - median) / floor_scale(1.4826 * mad, median)
     return np.asarray(s, dtype=float)

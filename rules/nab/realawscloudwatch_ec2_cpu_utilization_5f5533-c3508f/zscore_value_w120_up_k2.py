@@ -1,19 +1,19 @@
-"""zscore_diff_w360_down: rolling z-score of the first difference, downward.
+"""zscore_value_w120_up_k2: rolling z-score of the value, upward.
 
-Normal: The change from the previous point stays within 3.721 standard deviations of its mean
-    over the previous 360 points.
-Abnormal: The change from the previous point is more than 3.721 standard deviations below the
-    mean of the previous 360 points.
+Normal: The value stays within 0.9026 standard deviations of its mean over the previous 120
+    points.
+Abnormal: The value is more than 0.9026 standard deviations above the mean of the previous 120
+    points, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "window": 360,
-    "threshold": 3.720792961849977,
-    "persistence": 1,
+    "window": 120,
+    "threshold": 0.9026491596435822,
+    "persistence": 2,
 }
-LOOKBACK = 362
+LOOKBACK = 122
 
 
 def window_stats(x, width, lag):
@@ -71,7 +71,7 @@ def floor_scale(scale, level):
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
-    x = np.concatenate(([0.0], np.diff(values)))
+    x = values
     mean, std = window_stats(x, int(params["window"]), 1)
     s = (x - mean) / floor_scale(std, mean)
     return np.asarray(s, dtype=float)
@@ -79,7 +79,7 @@ def score(values, timestamps, params):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = -score(values, timestamps, params)
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)

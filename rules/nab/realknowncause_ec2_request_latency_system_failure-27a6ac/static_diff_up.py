@@ -1,13 +1,13 @@
-"""static_diff_both: static bound of the first difference, both directions.
+"""static_diff_up: static bound of the first difference, upward.
 
-Normal: The change from the previous point stays within the fitted bound 31.15.
-Abnormal: The change from the previous point is beyond +/- 31.15.
+Normal: The change from the previous point stays within the fitted bound 7.901.
+Abnormal: The change from the previous point is at or above 7.901.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 31.15,
+    "threshold": 7.9007799999999975,
     "persistence": 1,
 }
 LOOKBACK = 2
@@ -23,7 +23,7 @@ def score(values, timestamps, params):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)

@@ -1,8 +1,8 @@
 """zscore_diff_w1440_both: rolling z-score of the first difference, both directions.
 
-Normal: The change from the previous point stays within 12.84 standard deviations of its mean
+Normal: The change from the previous point stays within 18.07 standard deviations of its mean
     over the previous 1440 points.
-Abnormal: The change from the previous point is more than 12.84 standard deviations above or
+Abnormal: The change from the previous point is more than 18.07 standard deviations above or
     below the mean of the previous 1440 points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 1440,
-    "threshold": 12.83532893887221,
+    "threshold": 18.067966097682422,
     "persistence": 1,
 }
 LOOKBACK = 1442

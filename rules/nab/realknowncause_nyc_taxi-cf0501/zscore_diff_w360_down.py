@@ -1,19 +1,19 @@
-"""zscore_value_w10_down: rolling z-score of the value, downward.
+"""zscore_diff_w360_down: rolling z-score of the first difference, downward.
 
-Normal: The value stays within 4.261 standard deviations of its mean over the previous 10
-    points.
-Abnormal: The value is more than 4.261 standard deviations below the mean of the previous 10
-    points.
+Normal: The change from the previous point stays within 3.607 standard deviations of its mean
+    over the previous 360 points.
+Abnormal: The change from the previous point is more than 3.607 standard deviations below the
+    mean of the previous 360 points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "window": 10,
-    "threshold": 4.2609826993316355,
+    "window": 360,
+    "threshold": 3.6066830292658016,
     "persistence": 1,
 }
-LOOKBACK = 11
+LOOKBACK = 362
 
 
 def window_stats(x, width, lag):
@@ -71,7 +71,7 @@ def floor_scale(scale, level):
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
-    x = values
+    x = np.concatenate(([0.0], np.diff(values)))
     mean, std = window_stats(x, int(params["window"]), 1)
     s = (x - mean) / floor_scale(std, mean)
     return np.asarray(s, dtype=float)

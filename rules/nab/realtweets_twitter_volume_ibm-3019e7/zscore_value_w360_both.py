@@ -1,8 +1,8 @@
 """zscore_value_w360_both: rolling z-score of the value, both directions.
 
-Normal: The value stays within 3.93 standard deviations of its mean over the previous 360
+Normal: The value stays within 14.08 standard deviations of its mean over the previous 360
     points.
-Abnormal: The value is more than 3.93 standard deviations above or below the mean of the
+Abnormal: The value is more than 14.08 standard deviations above or below the mean of the
     previous 360 points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 360,
-    "threshold": 3.9304913520441334,
+    "threshold": 14.077431719863716,
     "persistence": 1,
 }
 LOOKBACK = 361

@@ -1,19 +1,19 @@
-"""zscore_diff_w10_both: rolling z-score of the first difference, both directions.
+"""zscore_diff_w360_both: rolling z-score of the first difference, both directions.
 
-Normal: The change from the previous point stays within 7.94 standard deviations of its mean
-    over the previous 10 points.
-Abnormal: The change from the previous point is more than 7.94 standard deviations above or
-    below the mean of the previous 10 points.
+Normal: The change from the previous point stays within 12.08 standard deviations of its mean
+    over the previous 360 points.
+Abnormal: The change from the previous point is more than 12.08 standard deviations above or
+    below the mean of the previous 360 points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "window": 10,
-    "threshold": 7.940082694314864,
+    "window": 360,
+    "threshold": 12.075594632576998,
     "persistence": 1,
 }
-LOOKBACK = 12
+LOOKBACK = 362
 
 
 def window_stats(x, width, lag):

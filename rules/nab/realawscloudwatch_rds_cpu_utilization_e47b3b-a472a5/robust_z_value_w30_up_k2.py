@@ -1,19 +1,19 @@
-"""robust_z_diff_w120_both_k2: robust z-score (median/MAD) of the first difference, both directions.
+"""robust_z_value_w30_up_k2: robust z-score (median/MAD) of the value, upward.
 
-Normal: The change from the previous point stays within 2.698 robust deviations (1.4826 x MAD)
-    of the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 2.698 robust deviations above or below
-    the median of the previous 120 points, for 2 consecutive points.
+Normal: The value stays within 2.473 robust deviations (1.4826 x MAD) of the median of the
+    previous 30 points.
+Abnormal: The value is more than 2.473 robust deviations above the median of the previous 30
+    points, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "window": 120,
-    "threshold": 2.698405819971164,
+    "window": 30,
+    "threshold": 2.4731871446617255,
     "persistence": 2,
 }
-LOOKBACK = 123
+LOOKBACK = 32
 
 
 def past_median_mad(x, width):
@@ -40,7 +40,7 @@ def floor_scale(scale, level):
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
-    x = np.concatenate(([0.0], np.diff(values)))
+    x = values
     median, mad = past_median_mad(x, int(params["window"]))
     s = (x - median) / floor_scale(1.4826 * mad, median)
     return np.asarray(s, dtype=float)
@@ -48,7 +48,7 @@ def score(values, timestamps, params):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)

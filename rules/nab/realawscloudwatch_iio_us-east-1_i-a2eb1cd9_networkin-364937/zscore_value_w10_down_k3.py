@@ -1,19 +1,18 @@
-"""zscore_value_w1440_both: rolling z-score of the value, both directions.
+"""zscore_value_w10_down_k3: rolling z-score of the value, downward.
 
-Normal: The value stays within 13.44 standard deviations of its mean over the previous 1440
-    points.
-Abnormal: The value is more than 13.44 standard deviations above or below the mean of the
-    previous 1440 points.
+Normal: The value stays within 2.11 standard deviations of its mean over the previous 10 points.
+Abnormal: The value is more than 2.11 standard deviations below the mean of the previous 10
+    points, for 3 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "window": 1440,
-    "threshold": 13.444878833429525,
-    "persistence": 1,
+    "window": 10,
+    "threshold": 2.1096879774006876,
+    "persistence": 3,
 }
-LOOKBACK = 1441
+LOOKBACK = 13
 
 
 def window_stats(x, width, lag):
@@ -79,7 +78,7 @@ def score(values, timestamps, params):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = -score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)

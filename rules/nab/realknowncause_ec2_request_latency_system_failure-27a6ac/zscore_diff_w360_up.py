@@ -1,19 +1,19 @@
-"""zscore_value_w60_both_k2: rolling z-score of the value, both directions.
+"""zscore_diff_w360_up: rolling z-score of the first difference, upward.
 
-Normal: The value stays within 6.479 standard deviations of its mean over the previous 60
-    points.
-Abnormal: The value is more than 6.479 standard deviations above or below the mean of the
-    previous 60 points, for 2 consecutive points.
+Normal: The change from the previous point stays within 2.717 standard deviations of its mean
+    over the previous 360 points.
+Abnormal: The change from the previous point is more than 2.717 standard deviations above the
+    mean of the previous 360 points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "window": 60,
-    "threshold": 6.478806664368886,
-    "persistence": 2,
+    "window": 360,
+    "threshold": 2.7168185774582776,
+    "persistence": 1,
 }
-LOOKBACK = 62
+LOOKBACK = 362
 
 
 def window_stats(x, width, lag):
@@ -71,7 +71,7 @@ def floor_scale(scale, level):
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
-    x = values
+    x = np.concatenate(([0.0], np.diff(values)))
     mean, std = window_stats(x, int(params["window"]), 1)
     s = (x - mean) / floor_scale(std, mean)
     return np.asarray(s, dtype=float)
@@ -79,7 +79,7 @@ def score(values, timestamps, params):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)

@@ -1,19 +1,19 @@
-"""robust_z_value_w120_both: robust z-score (median/MAD) of the value, both directions.
+"""robust_z_value_w120_both_k2: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The value stays within 6.193 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 8.09e+09 robust deviations (1.4826 x MAD) of the median of the
     previous 120 points.
-Abnormal: The value is more than 6.193 robust deviations above or below the median of the
-    previous 120 points.
+Abnormal: The value is more than 8.09e+09 robust deviations above or below the median of the
+    previous 120 points, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 6.193149659741067,
-    "persistence": 1,
+    "threshold": 8089999999.999999,
+    "persistence": 2,
 }
-LOOKBACK = 121
+LOOKBACK = 122
 
 
 def past_median_mad(x, width):

@@ -1,19 +1,19 @@
-"""robust_z_diff_w120_both_k2: robust z-score (median/MAD) of the first difference, both directions.
+"""robust_z_diff_w30_down_k2: robust z-score (median/MAD) of the first difference, downward.
 
-Normal: The change from the previous point stays within 82.44 robust deviations (1.4826 x MAD)
-    of the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 82.44 robust deviations above or below
-    the median of the previous 120 points, for 2 consecutive points.
+Normal: The change from the previous point stays within 2.402 robust deviations (1.4826 x MAD)
+    of the median of the previous 30 points.
+Abnormal: The change from the previous point is more than 2.402 robust deviations below the
+    median of the previous 30 points, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "window": 120,
-    "threshold": 82.43501696907985,
+    "window": 30,
+    "threshold": 2.4019364802384793,
     "persistence": 2,
 }
-LOOKBACK = 123
+LOOKBACK = 33
 
 
 def past_median_mad(x, width):
@@ -48,7 +48,7 @@ def score(values, timestamps, params):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = -score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)

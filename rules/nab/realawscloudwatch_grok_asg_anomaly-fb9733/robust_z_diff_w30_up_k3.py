@@ -1,19 +1,19 @@
-"""robust_z_diff_w120_both: robust z-score (median/MAD) of the first difference, both directions.
+"""robust_z_diff_w30_up_k3: robust z-score (median/MAD) of the first difference, upward.
 
-Normal: The change from the previous point stays within 5.354 robust deviations (1.4826 x MAD)
-    of the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 5.354 robust deviations above or below
-    the median of the previous 120 points.
+Normal: The change from the previous point stays within 2.494 robust deviations (1.4826 x MAD)
+    of the median of the previous 30 points.
+Abnormal: The change from the previous point is more than 2.494 robust deviations above the
+    median of the previous 30 points, for 3 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "window": 120,
-    "threshold": 5.3538337414217665,
-    "persistence": 1,
+    "window": 30,
+    "threshold": 2.493661228197298,
+    "persistence": 3,
 }
-LOOKBACK = 122
+LOOKBACK = 34
 
 
 def past_median_mad(x, width):
@@ -48,7 +48,7 @@ def score(values, timestamps, params):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)

@@ -1,29 +1,29 @@
-"""static_diff_down: static bound of the first difference, downward.
+"""static_value_both: static bound of the value, both directions.
 
-Normal: The change from the previous point stays within the fitted bound -84.13.
-Abnormal: The change from the previous point is at or below -84.13.
+Normal: The value stays within the fitted bound 1.143e+07.
+Abnormal: The value is beyond +/- 1.143e+07.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 84.12874011813831,
+    "threshold": 11434085,
     "persistence": 1,
 }
-LOOKBACK = 2
+LOOKBACK = 1
 
 
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
-    x = np.concatenate(([0.0], np.diff(values)))
+    x = values
     s = x
     return np.asarray(s, dtype=float)
 
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = -score(values, timestamps, params)
+    s = np.abs(score(values, timestamps, params))
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)

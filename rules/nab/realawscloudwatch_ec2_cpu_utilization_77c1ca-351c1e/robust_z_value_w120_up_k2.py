@@ -1,17 +1,17 @@
-"""robust_z_diff_w120_both: robust z-score (median/MAD) of the first difference, both directions.
+"""robust_z_value_w120_up_k2: robust z-score (median/MAD) of the value, upward.
 
-Normal: The change from the previous point stays within 39.91 robust deviations (1.4826 x MAD)
-    of the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 39.91 robust deviations above or below
-    the median of the previous 120 points.
+Normal: The value stays within 3.247e+04 robust deviations (1.4826 x MAD) of the median of the
+    previous 120 points.
+Abnormal: The value is more than 3.247e+04 robust deviations above the median of the previous
+    120 points, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 39.911304465128836,
-    "persistence": 1,
+    "threshold": 32466.53851342255,
+    "persistence": 2,
 }
 LOOKBACK = 122
 
@@ -40,7 +40,7 @@ def floor_scale(scale, level):
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
-    x = np.concatenate(([0.0], np.diff(values)))
+    x = values
     median, mad = past_median_mad(x, int(params["window"]))
     s = (x - median) / floor_scale(1.4826 * mad, median)
     return np.asarray(s, dtype=float)
@@ -48,7 +48,7 @@ def score(values, timestamps, params):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)

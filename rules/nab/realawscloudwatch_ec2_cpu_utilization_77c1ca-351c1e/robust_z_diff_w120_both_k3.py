@@ -1,19 +1,19 @@
-"""robust_z_diff_w120_both: robust z-score (median/MAD) of the first difference, both directions.
+"""robust_z_diff_w120_both_k3: robust z-score (median/MAD) of the first difference, both directions.
 
-Normal: The change from the previous point stays within 2620 robust deviations (1.4826 x MAD) of
+Normal: The change from the previous point stays within 1176 robust deviations (1.4826 x MAD) of
     the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 2620 robust deviations above or below
-    the median of the previous 120 points.
+Abnormal: The change from the previous point is more than 1176 robust deviations above or below
+    the median of the previous 120 points, for 3 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 2620.1351362074565,
-    "persistence": 1,
+    "threshold": 1175.7556280302506,
+    "persistence": 3,
 }
-LOOKBACK = 122
+LOOKBACK = 124
 
 
 def past_median_mad(x, width):

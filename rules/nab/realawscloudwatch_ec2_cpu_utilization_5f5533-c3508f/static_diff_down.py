@@ -1,16 +1,16 @@
-"""static_diff_both_k2: static bound of the first difference, both directions.
+"""static_diff_down: static bound of the first difference, downward.
 
-Normal: The change from the previous point stays within the fitted bound 6.491e+06.
-Abnormal: The change from the previous point is beyond +/- 6.491e+06, for 2 consecutive points.
+Normal: The change from the previous point stays within the fitted bound -11.99.
+Abnormal: The change from the previous point is at or below -11.99.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 6491458.508,
-    "persistence": 2,
+    "threshold": 11.988839999999996,
+    "persistence": 1,
 }
-LOOKBACK = 3
+LOOKBACK = 2
 
 
 def score(values, timestamps, params):
@@ -23,7 +23,7 @@ def score(values, timestamps, params):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = -score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         held = np.full(len(s), np.nan)
