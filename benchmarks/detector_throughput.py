@@ -190,20 +190,31 @@ def pushes(width: int, points: int) -> int:
 
 
 def stream_sections(
-    rules: Path, t: np.ndarray, v: np.ndarray, widths: list[int], points: int
+    rules: Path, t: np.ndarray, v: np.ndarray, widths: list[int], points: int, repeats: int
 ) -> dict[str, float]:
     n = len(v)
     res: dict[str, tuple[float, list[float]]] = {}
-    for iso in ("inprocess", "worker"):
-        with Detector.open(rules, isolation=iso, verify=False) as det:
-            det.push_arrays("warm", t[:200], v[:200])
-            res[f"one-{iso}"] = single_point_stream(det, t, v)
-        for width in widths:
-            # verified, so that rules passing the packing check run packed (as in a service)
-            with Detector.open(rules, isolation=iso) as det:
-                warm = max(r.lookback for r in det.ruleset.rules)
-                res[f"{width}-{iso}"] = scrape_stream(det, width, pushes(width, points), warm)
-    print(f"\n2. streaming, one point per push, one series, {n} points")
+
+    def keep(key: str, run: tuple[float, list[float]]) -> None:
+        """Best total time of the repeats; latencies of all of them."""
+        if key in res:
+            run = (min(res[key][0], run[0]), res[key][1] + run[1])
+        res[key] = run
+
+    for _ in range(repeats):  # the two modes alternate, so a load spike hits both alike
+        for iso in ("inprocess", "worker"):
+            with Detector.open(rules, isolation=iso, verify=False) as det:
+                det.push_arrays("warm", t[:200], v[:200])
+                keep(f"one-{iso}", single_point_stream(det, t, v))
+            for width in widths:
+                # verified, so that rules passing the packing check run packed (as in a service)
+                with Detector.open(rules, isolation=iso) as det:
+                    warm = max(r.lookback for r in det.ruleset.rules)
+                    keep(f"{width}-{iso}", scrape_stream(det, width, pushes(width, points), warm))
+    print(
+        f"\n2. streaming, one point per push, one series, {n} points (best of {repeats}; "
+        "latency percentiles over all repeats)"
+    )
     for iso, label in (("inprocess", "in-process"), ("worker", "isolated  ")):
         total, lat = res[f"one-{iso}"]
         print(
@@ -211,7 +222,8 @@ def stream_sections(
             f"   p99 {pct(lat, 99) * 1e3:.3f} ms per point"
         )
     print(
-        f"\n3. streaming, micro-batches: each push has one point for each of N series "
+        f"\n3. streaming, micro-batches (best of {repeats}): each push has one point for each of "
+        "N series "
         f"({', '.join(f'N={w}: {pushes(w, points)}' for w in widths)} pushes; full rule histories)"
     )
     out: dict[str, float] = {}
@@ -325,7 +337,8 @@ def main() -> None:
     ap.add_argument(
         "--micro-points", type=int, default=20_000, help="points per micro-batch workload"
     )
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5, help="batch timings: best of N")
+    ap.add_argument("--stream-repeats", type=int, default=3, help="stream timings: best of N")
     ap.add_argument("--curated", type=Path, default=ROOT / "rules" / "kpi")
     args = ap.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
@@ -353,9 +366,8 @@ def main() -> None:
                     )
                 )
             m = batch_section(rules, t, v, args.repeats)
-            m |= stream_sections(
-                rules, t[: args.stream_points], v[: args.stream_points], widths, args.micro_points
-            )
+            ts, vs = t[: args.stream_points], v[: args.stream_points]
+            m |= stream_sections(rules, ts, vs, widths, args.micro_points, args.stream_repeats)
             first = first or m
         curated_section(args.curated, max(1, args.repeats // 2))
         targets(first, widths)
