@@ -59,6 +59,30 @@ BASIC = [
 ]
 
 
+#: A rule that overwrites its input arrays.
+VANDAL = RuleCode(
+    "vandal",
+    "import numpy as np\nPARAMS={}\nLOOKBACK=5\ndef detect(v,t,p):\n    v[:] = 1e9\n"
+    "    return np.zeros(len(v), bool)\n",
+    {},
+    5,
+)
+
+
+def counting_kernel(rules: list[RuleCode]) -> tuple[RuleKernel, list[int]]:
+    """A kernel whose rules count their calls (``calls[r]``)."""
+    kernel = RuleKernel(rules)
+    calls = [0] * len(rules)
+    for r, fn in enumerate(list(kernel.functions)):
+
+        def counting(v: np.ndarray, t: np.ndarray, p: dict[str, float], _r: int = r, _fn=fn):  # type: ignore[no-untyped-def]
+            calls[_r] += 1
+            return _fn(v, t, p)
+
+        kernel.functions[r] = counting
+    return kernel, calls
+
+
 @pytest.fixture(scope="module")
 def engine() -> WorkerEngine:
     eng = WorkerEngine(BASIC)
@@ -169,14 +193,7 @@ def test_several_workers_shard_series_and_match_batch() -> None:
 
 
 def test_rule_that_writes_into_its_input_cannot_corrupt_state() -> None:
-    vandal = RuleCode(
-        "vandal",
-        "import numpy as np\nPARAMS={}\nLOOKBACK=5\ndef detect(v,t,p):\n    v[:] = 1e9\n"
-        "    return np.zeros(len(v), bool)\n",
-        {},
-        5,
-    )
-    rules = [vandal, rule("robust_z", k=4.0, min_scale=1e-6)]
+    rules = [VANDAL, rule("robust_z", k=4.0, min_scale=1e-6)]
     t, v = sample(300, seed=6)
     kernel = RuleKernel(rules)
     got = [kernel.push([("s", t[a : a + 7], v[a : a + 7])]).labels[0] for a in range(0, 300, 7)]
@@ -228,15 +245,7 @@ def test_engine_refuses_work_after_close() -> None:
 
 
 def test_packed_push_runs_each_rule_once_and_matches_per_series_batch() -> None:
-    kernel = RuleKernel(BASIC)
-    calls = [0] * len(BASIC)
-    for r, fn in enumerate(list(kernel.functions)):
-
-        def counting(v: np.ndarray, t: np.ndarray, p: dict[str, float], _r: int = r, _fn=fn):  # type: ignore[no-untyped-def]
-            calls[_r] += 1
-            return _fn(v, t, p)
-
-        kernel.functions[r] = counting
+    kernel, calls = counting_kernel(BASIC)
     kernel.set_packed([r.id for r in BASIC])
     data = {f"s{i}": sample(400, seed=40 + i) for i in range(5)}
     got: dict[str, list[np.ndarray]] = {k: [] for k in data}
@@ -332,23 +341,8 @@ def test_steady_state_push_runs_each_packed_rule_once_and_matches_batch() -> Non
     """Series with a full history and one new point run as rows of one matrix: one call per
     packed rule per push, labels equal to each series' batch labels, even with a rule that
     writes into its input, series joining late, getting several points, or being forgotten."""
-    vandal = RuleCode(
-        "vandal",
-        "import numpy as np\nPARAMS={}\nLOOKBACK=5\ndef detect(v,t,p):\n    v[:] = 1e9\n"
-        "    return np.zeros(len(v), bool)\n",
-        {},
-        5,
-    )
-    rules = [vandal, *BASIC]  # the vandal runs first: the others must still see clean inputs
-    kernel = RuleKernel(rules)
-    calls = [0] * len(rules)
-    for r, fn in enumerate(list(kernel.functions)):
-
-        def counting(v: np.ndarray, t: np.ndarray, p: dict[str, float], _r: int = r, _fn=fn):  # type: ignore[no-untyped-def]
-            calls[_r] += 1
-            return _fn(v, t, p)
-
-        kernel.functions[r] = counting
+    rules = [VANDAL, *BASIC]  # the vandal runs first: the others must still see clean inputs
+    kernel, calls = counting_kernel(rules)
     kernel.set_packed([r.id for r in rules])
     n = 260
     data = {f"s{i}": sample(n, seed=70 + i) for i in range(6)}
