@@ -542,9 +542,13 @@ _DIRECTION_CODE: dict[Direction, str] = {
 
 _DETECT_TAIL = """    k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
 """
@@ -701,8 +705,9 @@ def directional(score: FloatArray, direction: Direction, persistence: int) -> Fl
     if persistence > 1:
         held = np.full(len(s), np.nan)
         if len(s) >= persistence:
-            held[persistence - 1 :] = np.lib.stride_tricks.sliding_window_view(s, persistence).min(
-                axis=1
-            )
+            last_k = held[persistence - 1 :]
+            last_k[:] = s[persistence - 1 :]
+            for j in range(1, persistence):
+                np.minimum(last_k, s[persistence - 1 - j : len(s) - j], out=last_k)
         s = held
     return np.nan_to_num(s, nan=-np.inf)

@@ -225,3 +225,14 @@ def test_band_rule_states_its_centre() -> None:
         True,
         False,
     ]
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_persistence_is_the_minimum_over_the_last_k_points(k: int) -> None:
+    rng = np.random.default_rng(k)
+    s = rng.normal(size=400)
+    s[rng.choice(400, 30, replace=False)] = np.nan  # warm-up gaps stay NaN -> never alarm
+    ref = np.full(len(s), np.nan)
+    ref[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+    np.testing.assert_array_equal(directional(s, "up", k), np.nan_to_num(ref, nan=-np.inf))
+    assert (directional(s[: k - 1], "up", k) == -np.inf).all()  # too short for one window
