@@ -16,7 +16,7 @@ For each set it prints:
    detector in-process, the detector with isolated rule workers; ratios against direct;
 2. **streaming, one point per push** for one series (the latency floor): points/s, p50/p99;
 3. **streaming, micro-batches**: each push carries one new point for each of N series (N = 10,
-   50, 100, 1000), every series with a full rule history (a long-running service): points/s and
+   30, 50, 100, 1000), every series with a full rule history (a long-running service): points/s and
    p50/p99 push latency, in-process and isolated;
 4. the **isolation overhead** (isolated time / in-process time) of each workload.
 
@@ -332,7 +332,7 @@ def main() -> None:
     ap.add_argument("--batch-points", type=int, default=300_000)
     ap.add_argument("--stream-points", type=int, default=5_000)
     ap.add_argument(
-        "--widths", default="10,50,100,1000", help="series per micro-batch push (comma-separated)"
+        "--widths", default="10,30,50,100,1000", help="series per micro-batch push (comma-separated)"
     )
     ap.add_argument(
         "--micro-points", type=int, default=20_000, help="points per micro-batch workload"
