@@ -332,7 +332,7 @@ def main() -> None:
     ap.add_argument("--batch-points", type=int, default=300_000)
     ap.add_argument("--stream-points", type=int, default=5_000)
     ap.add_argument(
-        "--widths", default="10,30,50,100,1000", help="series per micro-batch push (comma-separated)"
+        "--widths", default="10,30,50,100,1000", help="series per micro-batch push (comma list)"
     )
     ap.add_argument(
         "--micro-points", type=int, default=20_000, help="points per micro-batch workload"
