@@ -273,3 +273,17 @@ def test_relative_margin_is_the_share_of_the_event_excess_clear_of_the_next_scor
     assert margin == pytest.approx((10.0 - 8.0) / (10.0 - 0.0))
     _, _, std_margin = sweep([s], parts)
     assert std_margin == pytest.approx(min(10.0, 2.0 / float(np.delete(s, 5).std())))
+
+
+def test_few_long_event_shapes_restrict_long_units_only() -> None:
+    fs = _one_long_event(0)
+    cfg = SearchConfig(few_events_long_shapes=(("value", "band"),))
+    res = search([fs], cfg)
+    assert res.rules and all(r.structure.key == ("value", "band") for r in res.rules)
+    assert all(c.structure.key == ("value", "band") for c in res.ranking)
+    static = search([fs], SearchConfig(few_events_long_shapes=(("value", "static"),)))
+    assert all(c.structure.key == ("value", "static") for c in static.ranking)
+    lab = np.zeros(len(fs.values), bool)
+    lab[1040:1043] = True
+    short = FitSeries(fs.id, fs.values, fs.timestamps, lab, fs.val_start)
+    assert search([short], cfg).rules == search([short]).rules  # short events: unchanged

@@ -1,0 +1,237 @@
+"""The few-event protocol of docs/generator.md: rank the builtin generator's few-event choices on
+many pseudo-units with exactly 1 (or 2) labeled events, never touching any official test part.
+
+Every series of KPI, Yahoo (A1-A4) and NAB is first cut at its official test start (the test part
+is gone). In what remains, a pseudo-unit is a slice ``[a, c)`` cut at ``b``:
+
+* its fitting part ``[a, b)`` holds exactly ``k`` labeled events (``k`` = 1 or 2): ``a`` is the end
+  of the event before them (or 0), moved forward to at most ``PRE`` points before the first one;
+  ``b`` is midway between the last of them and the next event;
+* its pseudo-test part ``[b, c)`` holds at least that next event: ``c`` is at least as far from
+  ``b`` as ``a`` is, and at least ``TAIL`` points past the next event's end (capped at the cut).
+
+The fitting part is split train / validation as every dataset here does (last 20% validation), and
+the unit goes through ``argos.evaluate.evaluate`` exactly as the ``argos-builtin`` method and the
+baselines see a series with an official ``test_start``. A unit is *long* when its fitting events
+are 20 points or more on average (the generator's own ``long_event`` criterion; NAB-like), else
+*short*. Per series at most ``--per-series`` units per ``k`` are kept, evenly spaced over the
+possible positions (deterministic).
+
+Reported per variant: event-PA F1 on the pseudo-tests, mean over units and pooled, separately for
+long and short units and ``k``; ``static-threshold`` is scored on the same units as the reference.
+
+Usage: ``python benchmarks/few_event_protocol.py --variants base,old,band [--k 1,2] [--workers 2]``
+(variants: ``VARIANTS`` below; ``static-threshold`` is always included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from argos.builtin_generator import SearchConfig
+from argos.catalog import load_dataset
+from argos.evaluate import evaluate
+from argos.methods import Method, register_method
+from argos.metrics import aggregate_mean, aggregate_pooled, events
+from argos.protocol import split_series
+from argos.series import Dataset, Series, SplitSpec
+from argos.training import BuiltinMethod
+
+PRE = 3000  # at most this many points of fitting history before the first fitting event
+TAIL = 100  # the pseudo-test runs at least this far past its first event (if the data allow)
+MIN_FIT = 200  # fitting parts shorter than this are skipped (windows need history)
+LONG = 20  # mean fitting-event length (points) from which a unit counts as long
+PER_SERIES = {"kpi": 8, "yahoo": 2, "nab": 4}
+
+
+def _cfg(gap: float = 0.75, margin: str = "std", **kw: Any) -> SearchConfig:
+    """A config with the few-LONG-event gap and tie-break margin spelled out."""
+    return SearchConfig(few_events_long_gap=gap, few_events_margin=margin, **kw)
+
+
+_BAND = ("value", "band")
+_STATIC = ("value", "static")
+
+#: The rows of the docs table (every setting explicit, so the names survive default changes).
+VARIANTS: dict[str, Callable[[], SearchConfig]] = {
+    "base": lambda: SearchConfig(),  # the current defaults
+    # few LONG events (short-event units unchanged): gap x tie-break margin x OR size
+    "rel-g97": lambda: _cfg(0.97, "relative"),  # the defaults before this protocol
+    "rel-g90": lambda: _cfg(0.9, "relative"),
+    "rel-g50": lambda: _cfg(0.5, "relative"),
+    "rel-g97-or1": lambda: _cfg(0.97, "relative", few_events_or=1),
+    "std-g97": lambda: _cfg(0.97),
+    "std-g90": lambda: _cfg(0.9),  # the defaults before the relative margin and .97
+    "std-g75": lambda: _cfg(0.75),  # chosen
+    "std-g50": lambda: _cfg(0.5),
+    "std-g90-or1": lambda: _cfg(0.9, few_events_or=1),
+    "std-g75-or1": lambda: _cfg(0.75, few_events_or=1),
+    "std-g50-or1": lambda: _cfg(0.5, few_events_or=1),
+    # few LONG events: only some shapes (gap .97 / .9 / .5, relative margin)
+    "L-static": lambda: _cfg(0.97, "relative", few_events_long_shapes=(_STATIC,)),
+    "L-band": lambda: _cfg(0.97, "relative", few_events_long_shapes=(_BAND,)),
+    "L-band-static": lambda: _cfg(0.97, "relative", few_events_long_shapes=(_BAND, _STATIC)),
+    "L-value": lambda: _cfg(
+        0.97,
+        "relative",
+        few_events_long_shapes=(_STATIC, ("value", "zscore"), ("value", "robust_z")),
+    ),
+    "L-band-g90": lambda: _cfg(0.9, "relative", few_events_long_shapes=(_BAND,)),
+    "L-band-g50": lambda: _cfg(0.5, "relative", few_events_long_shapes=(_BAND,)),
+    "L-static-g50": lambda: _cfg(0.5, "relative", few_events_long_shapes=(_STATIC,)),
+    "L-band-static-g50": lambda: _cfg(0.5, "relative", few_events_long_shapes=(_BAND, _STATIC)),
+    # every few-event unit (short too), relative margin for the long ones
+    "all-g50": lambda: _cfg(0.5, "relative", few_events_gap=0.5),
+    "all-band": lambda: _cfg(0.97, "relative", band=True),
+    "all-simple-std": lambda: _cfg(0.97, simple_first=True),
+    "all-band-simple-std": lambda: _cfg(0.97, band=True, simple_first=True),
+    "all-band-simple-or1-g50": lambda: _cfg(
+        0.5, band=True, simple_first=True, few_events_or=1, few_events_gap=0.5
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Unit:
+    dataset: str
+    series: Series  # the slice [a, c), meta["test_start"] = b - a
+    k: int
+    long: bool
+
+
+def _positions(n: int, keep: int) -> list[int]:
+    if n <= keep:
+        return list(range(n))
+    return sorted(set(np.rint(np.linspace(0, n - 1, keep)).astype(int).tolist()))
+
+
+def units_of(name: str, ds: Dataset, k: int, per_series: int) -> list[Unit]:
+    """The pseudo-units with ``k`` fitting events of every series of ``ds`` (before test)."""
+    out: list[Unit] = []
+    for s in ds.series:
+        if s.labels is None:
+            continue
+        sp = split_series(s, ds.split)
+        n_h = sp.test_start
+        st, en = events(s.labels[:n_h])
+        possible = []
+        for i in range(len(st) - k):
+            a = max(int(en[i - 1]) if i > 0 else 0, int(st[i]) - PRE)
+            last_end, nxt = int(en[i + k - 1]), i + k
+            b = last_end + (int(st[nxt]) - last_end) // 2
+            c = min(n_h, max(b + (b - a), int(en[nxt]) + TAIL))
+            if b - a < MIN_FIT or c - b < 10:
+                continue
+            possible.append((i, a, b, c))
+        for j in _positions(len(possible), per_series):
+            i, a, b, c = possible[j]
+            lengths = en[i : i + k] - st[i : i + k]
+            meta = {kk: v for kk, v in s.meta.items() if kk not in ("test_start", "train_fraction")}
+            meta["test_start"] = b - a
+            piece = Series(
+                id=f"{name}/{s.id}/k{k}/{i}",
+                timestamps=np.array(s.timestamps[a:c], copy=True),
+                values=np.array(s.values[a:c], copy=True),
+                labels=np.array(s.labels[a:c], copy=True),
+                meta=meta,
+            )
+            out.append(Unit(name, piece, k, float(lengths.mean()) >= LONG))
+    return out
+
+
+def build_units(ks: list[int], datasets: list[str]) -> list[Unit]:
+    units: list[Unit] = []
+    for name in datasets:
+        ds = load_dataset(name)
+        for k in ks:
+            units += units_of(name, ds, k, PER_SERIES[name])
+    return units
+
+
+def _register(name: str, make: Callable[[], SearchConfig]) -> str:
+    method = f"fe-{name}"
+
+    def factory(*, seed: int = 0) -> Method:
+        return BuiltinMethod(seed=seed, config=replace(make(), seed=seed))
+
+    register_method(method, factory, description=name, kind="argos", replace=True)
+    return method
+
+
+def _fmt(x: float | None) -> str:
+    return "  -  " if x is None else f"{x:.3f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", default="base")
+    ap.add_argument("--k", default="1,2", help="fitting events per unit (comma-separated)")
+    ap.add_argument("--datasets", default="kpi,yahoo,nab")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--count", action="store_true", help="only count the units")
+    ap.add_argument(
+        "--only", choices=("long", "short"), help="only these units (long-only variants)"
+    )
+    args = ap.parse_args()
+    ks = [int(x) for x in args.k.split(",")]
+    t0 = time.perf_counter()
+    units = build_units(ks, args.datasets.split(","))
+    if args.only:
+        units = [u for u in units if u.long == (args.only == "long")]
+    groups: dict[str, list[Unit]] = {}
+    for u in units:
+        for g in (
+            f"{'long' if u.long else 'short'}",
+            f"{'long' if u.long else 'short'} k={u.k}",
+            f"{'long' if u.long else 'short'} {u.dataset}",
+        ):
+            groups.setdefault(g, []).append(u)
+    order = sorted(groups, key=lambda g: (not g.startswith("long"), len(g), g))
+    print(f"{len(units)} units: " + ", ".join(f"{g} {len(groups[g])}" for g in order))
+    if args.count:
+        return 0
+    names = args.variants.split(",")
+    methods = [_register(n, VARIANTS[n]) for n in names] + ["static-threshold"]
+    labels = [*names, "static-threshold"]
+    ds = Dataset(
+        "few-event-units",
+        [u.series for u in units],
+        SplitSpec(0.7, 0.2, "series"),
+        {"all": [u.series.id for u in units]},
+        {},
+    )
+    rows = evaluate(ds, methods, workers=args.workers, with_scores=False).rows
+    by: dict[tuple[str, str], Any] = {(r.method, r.series_id): r for r in rows}
+    print(f"({time.perf_counter() - t0:.0f} s) event-PA F1 on the pseudo-tests: mean / pooled")
+    print(f"{'variant':>22}  " + "  ".join(f"{g + f' ({len(groups[g])})':>22}" for g in order))
+    for label, m in zip(labels, methods, strict=True):
+        cells = []
+        for g in order:
+            sc = [by[(m, u.series.id)].scores["event_pa"] for u in groups[g]]
+            mean = aggregate_mean(sc).f1
+            pooled = aggregate_pooled(sc).f1
+            cells.append(f"{_fmt(mean)} / {_fmt(pooled)}")
+        print(f"{label:>22}  " + "  ".join(f"{c:>22}" for c in cells))
+    # paired, per unit: how many units each variant scores higher / lower than the first one
+    print(f"units better / worse than {labels[0]} (event-PA F1 per unit)")
+    for label, m in zip(labels[1:], methods[1:], strict=True):
+        cells = []
+        for g in order:
+            d = [
+                (by[(m, u.series.id)].scores["event_pa"].f1 or 0.0)
+                - (by[(methods[0], u.series.id)].scores["event_pa"].f1 or 0.0)
+                for u in groups[g]
+            ]
+            cells.append(f"+{sum(x > 1e-9 for x in d)} -{sum(x < -1e-9 for x in d)}")
+        print(f"{label:>22}  " + "  ".join(f"{c:>22}" for c in cells))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
