@@ -1,8 +1,8 @@
 """robust_z_value_w30_down_k3: robust z-score (median/MAD) of the value, downward.
 
-Normal: The value stays within 9.553 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 9.589 robust deviations (1.4826 x MAD) of the median of the
     previous 30 points.
-Abnormal: The value is more than 9.553 robust deviations below the median of the previous 30
+Abnormal: The value is more than 9.589 robust deviations below the median of the previous 30
     points, for 3 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 30,
-    "threshold": 9.553358074982357,
+    "threshold": 9.588563074864323,
     "persistence": 3,
 }
 LOOKBACK = 33
@@ -51,9 +51,13 @@ def detect(values, timestamps, params=PARAMS):
     s = -score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm

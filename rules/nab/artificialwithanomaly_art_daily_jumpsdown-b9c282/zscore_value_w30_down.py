@@ -1,8 +1,8 @@
 """zscore_value_w30_down: rolling z-score of the value, downward.
 
-Normal: The value stays within 11.65 standard deviations of its mean over the previous 30
+Normal: The value stays within 11.66 standard deviations of its mean over the previous 30
     points.
-Abnormal: The value is more than 11.65 standard deviations below the mean of the previous 30
+Abnormal: The value is more than 11.66 standard deviations below the mean of the previous 30
     points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 30,
-    "threshold": 11.646117224232055,
+    "threshold": 11.66112895075355,
     "persistence": 1,
 }
 LOOKBACK = 31
@@ -82,9 +82,13 @@ def detect(values, timestamps, params=PARAMS):
     s = -score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm

@@ -1,8 +1,8 @@
 """zscore_value_w30_both_k2: rolling z-score of the value, both directions.
 
-Normal: The value stays within 6.334 standard deviations of its mean over the previous 30
+Normal: The value stays within 6.359 standard deviations of its mean over the previous 30
     points.
-Abnormal: The value is more than 6.334 standard deviations above or below the mean of the
+Abnormal: The value is more than 6.359 standard deviations above or below the mean of the
     previous 30 points, for 2 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 30,
-    "threshold": 6.33432132134635,
+    "threshold": 6.35882073156138,
     "persistence": 2,
 }
 LOOKBACK = 32
@@ -82,9 +82,13 @@ def detect(values, timestamps, params=PARAMS):
     s = np.abs(score(values, timestamps, params))
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm

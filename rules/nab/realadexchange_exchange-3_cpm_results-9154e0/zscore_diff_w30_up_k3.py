@@ -1,8 +1,8 @@
 """zscore_diff_w30_up_k3: rolling z-score of the first difference, upward.
 
-Normal: The change from the previous point stays within 1.257 standard deviations of its mean
+Normal: The change from the previous point stays within 1.263 standard deviations of its mean
     over the previous 30 points.
-Abnormal: The change from the previous point is more than 1.257 standard deviations above the
+Abnormal: The change from the previous point is more than 1.263 standard deviations above the
     mean of the previous 30 points, for 3 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 30,
-    "threshold": 1.2573586459185078,
+    "threshold": 1.2629575473774795,
     "persistence": 3,
 }
 LOOKBACK = 34
@@ -82,9 +82,13 @@ def detect(values, timestamps, params=PARAMS):
     s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm

@@ -1,8 +1,8 @@
 """robust_z_diff_w120_both_k3: robust z-score (median/MAD) of the first difference, both directions.
 
-Normal: The change from the previous point stays within 4.261 robust deviations (1.4826 x MAD)
+Normal: The change from the previous point stays within 4.523 robust deviations (1.4826 x MAD)
     of the median of the previous 120 points.
-Abnormal: The change from the previous point is more than 4.261 robust deviations above or below
+Abnormal: The change from the previous point is more than 4.523 robust deviations above or below
     the median of the previous 120 points, for 3 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 4.260633087434743,
+    "threshold": 4.522811583708092,
     "persistence": 3,
 }
 LOOKBACK = 124
@@ -51,9 +51,13 @@ def detect(values, timestamps, params=PARAMS):
     s = np.abs(score(values, timestamps, params))
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm

@@ -1,13 +1,13 @@
 """static_diff_both_k3: static bound of the first difference, both directions.
 
-Normal: The change from the previous point stays within the fitted bound 0.0487.
-Abnormal: The change from the previous point is beyond +/- 0.0487, for 3 consecutive points.
+Normal: The change from the previous point stays within the fitted bound 0.05201.
+Abnormal: The change from the previous point is beyond +/- 0.05201, for 3 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 0.048702403589462,
+    "threshold": 0.05201332491645,
     "persistence": 3,
 }
 LOOKBACK = 4
@@ -26,9 +26,13 @@ def detect(values, timestamps, params=PARAMS):
     s = np.abs(score(values, timestamps, params))
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm

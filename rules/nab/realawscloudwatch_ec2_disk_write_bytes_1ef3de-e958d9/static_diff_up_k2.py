@@ -1,13 +1,13 @@
 """static_diff_up_k2: static bound of the first difference, upward.
 
-Normal: The change from the previous point stays within the fitted bound 5.01e+07.
-Abnormal: The change from the previous point is at or above 5.01e+07, for 2 consecutive points.
+Normal: The change from the previous point stays within the fitted bound 6.183e+07.
+Abnormal: The change from the previous point is at or above 6.183e+07, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 50099404.1,
+    "threshold": 61834747.5,
     "persistence": 2,
 }
 LOOKBACK = 3
@@ -26,9 +26,13 @@ def detect(values, timestamps, params=PARAMS):
     s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm

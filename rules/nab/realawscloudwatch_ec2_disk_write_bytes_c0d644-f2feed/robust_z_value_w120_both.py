@@ -1,8 +1,8 @@
 """robust_z_value_w120_both: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The value stays within 7.705e+17 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 7.917e+17 robust deviations (1.4826 x MAD) of the median of the
     previous 120 points.
-Abnormal: The value is more than 7.705e+17 robust deviations above or below the median of the
+Abnormal: The value is more than 7.917e+17 robust deviations above or below the median of the
     previous 120 points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 770503530000000000,
+    "threshold": 791700750000000000,
     "persistence": 1,
 }
 LOOKBACK = 121
@@ -51,9 +51,13 @@ def detect(values, timestamps, params=PARAMS):
     s = np.abs(score(values, timestamps, params))
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm

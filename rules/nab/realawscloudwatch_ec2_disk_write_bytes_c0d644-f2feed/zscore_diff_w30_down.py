@@ -1,8 +1,8 @@
 """zscore_diff_w30_down: rolling z-score of the first difference, downward.
 
-Normal: The change from the previous point stays within 9.867 standard deviations of its mean
+Normal: The change from the previous point stays within 9.928 standard deviations of its mean
     over the previous 30 points.
-Abnormal: The change from the previous point is more than 9.867 standard deviations below the
+Abnormal: The change from the previous point is more than 9.928 standard deviations below the
     mean of the previous 30 points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 30,
-    "threshold": 9.867258189533988,
+    "threshold": 9.928414207137934,
     "persistence": 1,
 }
 LOOKBACK = 32
@@ -82,9 +82,13 @@ def detect(values, timestamps, params=PARAMS):
     s = -score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm

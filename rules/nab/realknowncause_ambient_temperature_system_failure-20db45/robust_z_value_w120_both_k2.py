@@ -1,8 +1,8 @@
 """robust_z_value_w120_both_k2: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The value stays within 4.728 robust deviations (1.4826 x MAD) of the median of the
+Normal: The value stays within 5.015 robust deviations (1.4826 x MAD) of the median of the
     previous 120 points.
-Abnormal: The value is more than 4.728 robust deviations above or below the median of the
+Abnormal: The value is more than 5.015 robust deviations above or below the median of the
     previous 120 points, for 2 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 4.728378832321649,
+    "threshold": 5.014929810678767,
     "persistence": 2,
 }
 LOOKBACK = 122
@@ -51,9 +51,13 @@ def detect(values, timestamps, params=PARAMS):
     s = np.abs(score(values, timestamps, params))
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm

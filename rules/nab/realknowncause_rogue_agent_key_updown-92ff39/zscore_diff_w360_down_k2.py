@@ -1,8 +1,8 @@
 """zscore_diff_w360_down_k2: rolling z-score of the first difference, downward.
 
-Normal: The change from the previous point stays within 0.5874 standard deviations of its mean
+Normal: The change from the previous point stays within 0.6446 standard deviations of its mean
     over the previous 360 points.
-Abnormal: The change from the previous point is more than 0.5874 standard deviations below the
+Abnormal: The change from the previous point is more than 0.6446 standard deviations below the
     mean of the previous 360 points, for 2 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 360,
-    "threshold": 0.5873529233908508,
+    "threshold": 0.6445611625391313,
     "persistence": 2,
 }
 LOOKBACK = 363
@@ -82,9 +82,13 @@ def detect(values, timestamps, params=PARAMS):
     s = -score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm

@@ -1,8 +1,8 @@
 """zscore_value_w10_down_k3: rolling z-score of the value, downward.
 
-Normal: The value stays within 1.141 standard deviations of its mean over the previous 10
+Normal: The value stays within 1.171 standard deviations of its mean over the previous 10
     points.
-Abnormal: The value is more than 1.141 standard deviations below the mean of the previous 10
+Abnormal: The value is more than 1.171 standard deviations below the mean of the previous 10
     points, for 3 consecutive points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 10,
-    "threshold": 1.140950695231264,
+    "threshold": 1.1713575648057821,
     "persistence": 3,
 }
 LOOKBACK = 13
@@ -82,9 +82,13 @@ def detect(values, timestamps, params=PARAMS):
     s = -score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm

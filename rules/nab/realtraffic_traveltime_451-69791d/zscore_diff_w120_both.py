@@ -1,8 +1,8 @@
 """zscore_diff_w120_both: rolling z-score of the first difference, both directions.
 
-Normal: The change from the previous point stays within 16.57 standard deviations of its mean
+Normal: The change from the previous point stays within 25.02 standard deviations of its mean
     over the previous 120 points.
-Abnormal: The change from the previous point is more than 16.57 standard deviations above or
+Abnormal: The change from the previous point is more than 25.02 standard deviations above or
     below the mean of the previous 120 points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 16.568055088619296,
+    "threshold": 25.024581875446103,
     "persistence": 1,
 }
 LOOKBACK = 122
@@ -82,9 +82,13 @@ def detect(values, timestamps, params=PARAMS):
     s = np.abs(score(values, timestamps, params))
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm

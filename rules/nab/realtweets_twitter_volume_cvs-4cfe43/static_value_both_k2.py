@@ -1,13 +1,13 @@
 """static_value_both_k2: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 8.09.
-Abnormal: The value is beyond +/- 8.09, for 2 consecutive points.
+Normal: The value stays within the fitted bound 8.75.
+Abnormal: The value is beyond +/- 8.75, for 2 consecutive points.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 8.09,
+    "threshold": 8.75,
     "persistence": 2,
 }
 LOOKBACK = 2
@@ -26,9 +26,13 @@ def detect(values, timestamps, params=PARAMS):
     s = np.abs(score(values, timestamps, params))
     k = int(params["persistence"])
     if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
-            held[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
     return alarm
