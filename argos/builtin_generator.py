@@ -525,21 +525,19 @@ def search(
     n_events = sum(p.n_events for p in all_parts)
     few = n_events < config.few_events and config.few_events_order
     margin_kind = "std"
+    long = _long_events(all_parts, config)
     if n_events < config.few_events:
         # too few labeled events to choose among hundreds of shapes: keep the simple ones, and
         # lean towards recall inside the (flat) optimal threshold interval
         triples = [t for t in triples if t[1] in SIMPLE_SCORERS and t[0] in ("value", "diff")]
-        long_gap = _long_events(all_parts, config)
-        shapes = config.few_events_long_shapes if long_gap else None
+        shapes = config.few_events_long_shapes if long else None
         if config.band or (shapes is not None and ("value", "band") in shapes):
             center = _center(series, None if fit_on_all else "train")
             triples.insert(0, ("value", "band", (("center", center),)))
         if shapes is not None:
             triples = [t for t in triples if (t[0], t[1]) in shapes]
-        config = replace(
-            config, gap=config.few_events_long_gap if long_gap else config.few_events_gap
-        )
-        if long_gap:
+        config = replace(config, gap=config.few_events_long_gap if long else config.few_events_gap)
+        if long:
             margin_kind = config.few_events_margin
     if config.trials is not None and config.trials < len(triples):
         rng = np.random.default_rng(config.seed)
@@ -595,7 +593,6 @@ def search(
     else:
         chosen, sel = _compose(series, ranking, train_parts, val_parts, config)
     final = _refit(series, chosen, all_parts, train_parts, config) if config.refit else chosen
-    long = _long_events(all_parts, config)
     if n_events < config.few_events and config.few_events_or > 1 and long:
         # long events: one alarm anywhere inside is a hit, so a second shape buys recall
         final = _independent_or(series, ranking, all_parts, config)
