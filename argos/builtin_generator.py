@@ -8,7 +8,9 @@ For one training unit (a series, or all series of a partition) the search:
 2. computes each (transform, scorer, params) score ONCE over train + validation (causal, so the
    validation part sees its real history), then for every direction and persistence sweeps ALL
    thresholds exactly: event-PA F1 as a function of the threshold only changes at the maximum score
-   of a true event, so the best threshold is found in O(n log n) by sorting;
+   of a true event, so the best threshold is found in O(n log n) by sorting; every rule has a
+   cool-down (it alarms once per burst: its condition must have been off for half a labeled event
+   before), and the sweep counts the cooled-down alarms, still exactly and in O(n log n);
 3. fits the threshold on the train part only and scores the structure on the validation part
    (selection uses validation; train F1 only breaks ties and fills in when validation has no event);
 4. composes an OR of up to ``max_rules`` rules greedily: each new rule's threshold is swept
@@ -32,8 +34,10 @@ import numpy.typing as npt
 
 from argos.templates import (
     SCORERS,
+    Direction,
     RuleSpec,
     Structure,
+    apply_cooldown,
     compile_score,
     directional,
 )
@@ -116,6 +120,21 @@ class SearchConfig:
         few_events_long_shapes: for units with few LONG events, search only these (transform,
             scorer) pairs of the simple ones (``("value", "band")`` adds the band around the
             train median); None searches them all.
+        cooldown: every rule alarms once per burst: an alarm needs the rule's condition off for
+            the ``cooldown`` x (mean labeled event length) points before it (at least 1; 0 = no
+            cool-down). Event-PA counts every alarm point outside an event as a false alarm and
+            only the first inside one as useful; operators want one alert per incident too. The
+            thresholds are swept with the cooled-down counts. .5 was best of .25 / .5 / 1 / 2 on
+            the validation and few-event protocols (docs/generator.md).
+        few_events_long_directions: the directions searched for units with few LONG events:
+            one alarm anywhere in a long event is a hit, so a direction learnt from one or two
+            events only risks missing the next one (``("both",)``; few-event protocol, long
+            units, with ``few_events_long_persistences``: .556 vs .498).
+        few_events_long_persistences: the persistences searched for those units (``(1,)``: a
+            persistence only delays or loses the one alarm a long event needs).
+        few_events_or_ties: for those units, OR the next shape (``few_events_or``) only when it
+            ties the best one on selection (same ``resolution`` step): a weaker second shape
+            mostly adds false alarms (few-event protocol, long NAB units: .414 vs .405).
     """
 
     persistences: tuple[int, ...] = (1, 2, 3)
@@ -139,6 +158,10 @@ class SearchConfig:
     few_events_margin: str = "std"
     simple_first: bool = False
     few_events_long_shapes: tuple[tuple[str, str], ...] | None = None
+    cooldown: float = 0.5
+    few_events_long_directions: tuple[Direction, ...] = ("both",)
+    few_events_long_persistences: tuple[int, ...] = (1,)
+    few_events_or_ties: bool = True
 
 
 @dataclass(frozen=True)
@@ -256,10 +279,13 @@ def _counts(
     parts: Sequence[_Part],
     threshold: float,
     base: Sequence[BoolArray] | None = None,
+    quiet: int = 0,
 ) -> _Counts:
     tp, fp, ev = [], [], []
     for i, (s, part) in enumerate(zip(scores, parts, strict=True)):
-        flags = s[part.lo : part.hi] >= threshold
+        # a cool-down looks back before the part; without one, only the part is compared
+        seg = _alarm(s, threshold, quiet) if quiet else s[part.lo : part.hi] >= threshold
+        flags = seg[part.lo : part.hi] if quiet else seg
         if base is not None:
             flags = flags | base[i][part.lo : part.hi]
         hit = _event_hit(np.concatenate((np.zeros(part.lo, bool), flags)), part)
@@ -285,9 +311,10 @@ def sweep_threshold(
     base: Sequence[BoolArray] | None = None,
     max_candidates: int = 4000,
     gap: float = 0.5,
+    quiet: int = 0,
 ) -> tuple[float, float]:
     """The threshold maximising mean event-PA F1 over the parts, and that F1 (see :func:`sweep`)."""
-    thr, f1, _ = sweep(scores, parts, base, max_candidates, gap)
+    thr, f1, _ = sweep(scores, parts, base, max_candidates, gap, quiet=quiet)
     return thr, f1
 
 
@@ -298,86 +325,266 @@ def sweep(
     max_candidates: int = 4000,
     gap: float = 0.5,
     margin_kind: str = "std",
+    quiet: int = 0,
 ) -> tuple[float, float, float]:
     """The threshold maximising mean event-PA F1 over the parts, and that F1.
 
     ``scores`` are directional (higher = more anomalous, ``-inf`` = never). With ``base`` (flags of
-    rules already chosen, OR-ed in) the sweep counts only what the new rule adds. The returned
-    threshold sits midway between the optimal event maximum and the next lower score that matters,
-    so every point of the plateau keeps its side. Returns ``(threshold, f1, margin)``, where the
-    margin is that gap in units of the standard deviation of the normal points' scores (capped at
-    10): how robustly the threshold separates what it catches. ``(inf, f1 of base alone or 0, 0)``
-    when no threshold helps. ``gap`` places the threshold in that gap: 0.5 = midway, smaller =
-    nearer the event maximum (fewer alarms on new data). ``margin_kind`` ``"relative"`` measures
-    the margin as ``(event max - next lower score) / (event max - median normal score)`` instead
-    (in [0, 1], comparable across shapes), ``"uncapped"`` as the std margin without its cap.
+    rules already chosen, OR-ed in) the sweep counts only what the new rule adds. With ``quiet``
+    the rule has that cool-down (:func:`_alarm`) and the counts are the cooled-down alarms' (exact,
+    :class:`_QuietTable`); false alarms then no longer fall monotonically as the threshold rises
+    (a lower one can merge bursts), and the candidates are the scores of the event points, so the
+    optimum is the best of those, not of every threshold.
+
+    The returned threshold sits inside the gap between the optimal candidate and the next lower
+    score that matters (normal scores and event maxima), so every point of the plateau keeps its
+    side; ``gap`` places it there: 0.5 = midway, smaller = nearer the candidate (fewer alarms on
+    new data). Returns ``(threshold, f1, margin)``, where the margin is that gap in units of the
+    standard deviation of the normal points' scores (capped at 10): how robustly the threshold
+    separates what it catches. ``(inf, f1 of base alone or 0, 0)`` when no threshold helps.
+    ``margin_kind`` ``"relative"`` measures the margin as ``(event max - next lower score) /
+    (event max - median normal score)`` instead (in [0, 1], comparable across shapes),
+    ``"uncapped"`` as the std margin without its cap.
     """
-    ev_sorted: list[FloatArray] = []
-    ne_sorted: list[FloatArray] = []
-    tp0 = np.zeros(len(parts))
-    fp0 = np.zeros(len(parts))
-    events = np.array([p.n_events for p in parts], dtype=float)
-    for i, (s, part) in enumerate(zip(scores, parts, strict=True)):
-        emax = _event_max(s, part)
-        normal_scores = s[part.lo : part.hi][part.normal]
-        if base is not None:
-            b = base[i]
-            hit = _event_hit(b, part)
-            tp0[i] = hit.sum()
-            emax = emax[~hit]
-            bn = b[part.lo : part.hi][part.normal]
-            fp0[i] = bn.sum()
-            normal_scores = normal_scores[~bn]
-        ev_sorted.append(np.sort(emax))
-        ne_sorted.append(np.sort(normal_scores))
-    has = events > 0
-    if not has.any():
+    table = _QuietTable(scores, parts, base, quiet) if quiet else _Table(scores, parts, base)
+    if not table.has.any():
         return math.inf, 0.0, 0.0
-    base_f1 = float(np.mean(2 * tp0[has] / (2 * tp0[has] + fp0[has] + events[has] - tp0[has])))
-    allmax = np.concatenate(ev_sorted) if ev_sorted else np.empty(0)
-    cands = np.unique(allmax[np.isfinite(allmax)])
+    cands = table.candidates()
     if len(cands) == 0:
-        return math.inf, base_f1, 0.0
+        return math.inf, table.base_f1, 0.0
     if len(cands) > max_candidates:
         cands = np.unique(np.quantile(cands, np.linspace(0, 1, max_candidates)))
-    f1_sum = np.zeros(len(cands))
-    for i in np.flatnonzero(has).tolist():
-        tp = tp0[i] + len(ev_sorted[i]) - np.searchsorted(ev_sorted[i], cands, side="left")
-        fp = fp0[i] + len(ne_sorted[i]) - np.searchsorted(ne_sorted[i], cands, side="left")
-        f1_sum += 2 * tp / (2 * tp + fp + events[i] - tp)
-    f1 = f1_sum / has.sum()
+    f1 = table.f1(cands)
     # highest threshold among the best (ties: the more conservative rule)
     best = int(len(f1) - 1 - np.argmax(f1[::-1]))
-    if f1[best] <= base_f1 + 1e-12:
-        return math.inf, base_f1, 0.0
+    if f1[best] <= table.base_f1 + 1e-12:
+        return math.inf, table.base_f1, 0.0
     c = float(cands[best])
     below = -math.inf
-    for i in range(len(parts)):
-        for arr in (ne_sorted[i], ev_sorted[i]):
-            j = int(np.searchsorted(arr, c, side="left"))
-            if j > 0 and np.isfinite(arr[j - 1]):
-                below = max(below, float(arr[j - 1]))
+    for arr in table.levels:
+        j = int(np.searchsorted(arr, c, side="left"))
+        if j > 0 and np.isfinite(arr[j - 1]):
+            below = max(below, float(arr[j - 1]))
     thr = c if not math.isfinite(below) else c - gap * (c - below)
     if not thr < c and below < c:  # rounding: keep strictly within the gap
         thr = c
-    normal = np.concatenate(ne_sorted)
+    return thr, float(f1[best]), _margin(table.normal(), c, below, margin_kind)
+
+
+def _margin(normal: FloatArray, c: float, below: float, kind: str) -> float:
+    """How clearly the candidate ``c`` stands above the next lower score ``below`` (see sweep)."""
     normal = normal[np.isfinite(normal)]
-    spread = float(normal.std()) if len(normal) > 1 else 0.0
     cap = 10.0
-    if margin_kind == "relative":
+    if kind == "relative":
         # the share of the event maximum's excess over the typical normal score that is clear of
         # the next lower score: 1 = nothing else comes near, 0 = the event barely stands out
         typical = float(np.median(normal)) if len(normal) else -math.inf
         if not math.isfinite(below) or not math.isfinite(typical) or c <= typical:
-            margin = 1.0
-        else:
-            margin = min(1.0, (c - below) / (c - typical))
-    elif not math.isfinite(below):
-        margin = cap
-    else:
-        cap = math.inf if margin_kind == "uncapped" else cap
-        margin = min(cap, (c - below) / spread) if spread > 0 else cap
-    return thr, float(f1[best]), margin
+            return 1.0
+        return min(1.0, (c - below) / (c - typical))
+    if not math.isfinite(below):
+        return cap
+    spread = float(normal.std()) if len(normal) > 1 else 0.0
+    cap = math.inf if kind == "uncapped" else cap
+    return min(cap, (c - below) / spread) if spread > 0 else cap
+
+
+class _Table:
+    """Event-PA counts of ``score >= c`` for many thresholds ``c`` at once (no cool-down).
+
+    Only an event's maximum decides whether it is hit, and each normal point is a false alarm
+    exactly when its own score reaches ``c``: two sorted arrays per part and ``searchsorted``.
+    """
+
+    def __init__(
+        self,
+        scores: Sequence[FloatArray],
+        parts: Sequence[_Part],
+        base: Sequence[BoolArray] | None,
+    ) -> None:
+        n = len(parts)
+        self.events = np.array([p.n_events for p in parts], dtype=float)
+        self.has = self.events > 0
+        self.tp0 = np.zeros(n)
+        self.fp0 = np.zeros(n)
+        self.ev_sorted: list[FloatArray] = []
+        self.ne_sorted: list[FloatArray] = []
+        for i, (s, part) in enumerate(zip(scores, parts, strict=True)):
+            emax = _event_max(s, part)
+            normal_scores = s[part.lo : part.hi][part.normal]
+            if base is not None:
+                hit, bn = self._base(base[i], part, i)
+                emax = emax[~hit]
+                normal_scores = normal_scores[~bn]
+            self.ev_sorted.append(np.sort(emax))
+            self.ne_sorted.append(np.sort(normal_scores))
+        # the scores whose side of the threshold matters (for placing it inside the gap)
+        self.levels: list[FloatArray] = [*self.ne_sorted, *self.ev_sorted]
+
+    def _base(self, b: BoolArray, part: _Part, i: int) -> tuple[BoolArray, BoolArray]:
+        hit = _event_hit(b, part)
+        bn = b[part.lo : part.hi][part.normal]
+        self.tp0[i] = hit.sum()
+        self.fp0[i] = bn.sum()
+        return hit, bn
+
+    @property
+    def base_f1(self) -> float:
+        h = self.has
+        tp0, fp0, ev = self.tp0[h], self.fp0[h], self.events[h]
+        return float(np.mean(2 * tp0 / (2 * tp0 + fp0 + ev - tp0)))
+
+    def candidates(self) -> FloatArray:
+        allmax = np.concatenate(self.ev_sorted) if self.ev_sorted else np.empty(0)
+        return np.unique(allmax[np.isfinite(allmax)])
+
+    def counts(self, i: int, cands: FloatArray) -> tuple[FloatArray, FloatArray]:
+        ev, ne = self.ev_sorted[i], self.ne_sorted[i]
+        tp = self.tp0[i] + len(ev) - np.searchsorted(ev, cands, side="left")
+        fp = self.fp0[i] + len(ne) - np.searchsorted(ne, cands, side="left")
+        return tp, fp
+
+    def f1(self, cands: FloatArray) -> FloatArray:
+        """Mean event-PA F1 over the parts with events, at every candidate threshold."""
+        total = np.zeros(len(cands))
+        for i in np.flatnonzero(self.has).tolist():
+            tp, fp = self.counts(i, cands)
+            total += 2 * tp / (2 * tp + fp + self.events[i] - tp)
+        mean: FloatArray = total / self.has.sum()
+        return mean
+
+    def normal(self) -> FloatArray:
+        return np.concatenate(self.ne_sorted) if self.ne_sorted else np.empty(0)
+
+
+class _QuietTable(_Table):
+    """The same counts for a rule with a cool-down of ``quiet`` points.
+
+    With ``m[t]`` the largest score of the ``quiet`` points before ``t``, point ``t`` alarms at
+    threshold ``c`` exactly when ``m[t] < c <= s[t]``. So a normal point is a false alarm for
+    ``c`` in ``(m[t], s[t]]``: counted as ``#(s >= c) - #(min(s, m) >= c)`` from two sorted arrays;
+    and an event is hit for ``c`` in the union of its points' intervals, marked per event on the
+    sorted candidates. Exact, and O(n log n) per structure like the plain sweep.
+    """
+
+    def __init__(
+        self,
+        scores: Sequence[FloatArray],
+        parts: Sequence[_Part],
+        base: Sequence[BoolArray] | None,
+        quiet: int,
+    ) -> None:
+        n = len(parts)
+        self.events = np.array([p.n_events for p in parts], dtype=float)
+        self.has = self.events > 0
+        self.tp0 = np.zeros(n)
+        self.fp0 = np.zeros(n)
+        self.ne_sorted = []
+        self.ne_held: list[FloatArray] = []  # sorted min(s, m) of the normal points
+        # per part: the alarm intervals (m, s] of the event points, and each point's event
+        self.iv_lo: list[FloatArray] = []
+        self.iv_hi: list[FloatArray] = []
+        self.iv_event: list[IntArray] = []
+        self.levels = []
+        for i, (s, part) in enumerate(zip(scores, parts, strict=True)):
+            m = prior_max(s, quiet)[part.lo : part.hi]
+            seg = s[part.lo : part.hi]
+            normal = part.normal.copy()
+            hit = np.zeros(part.n_events, dtype=bool)
+            if base is not None:
+                hit, _ = self._base(base[i], part, i)
+                normal &= ~base[i][part.lo : part.hi]
+            self.ne_sorted.append(np.sort(seg[normal]))
+            self.ne_held.append(np.sort(np.minimum(seg[normal], m[normal])))
+            idx = np.concatenate(
+                [
+                    np.arange(a, b)
+                    for a, b, h in zip(part.starts, part.ends, hit, strict=True)
+                    if not h
+                ]
+                or [np.empty(0, dtype=np.int64)]
+            ).astype(np.int64)
+            owner = np.concatenate(
+                [
+                    np.full(b - a, e)
+                    for e, (a, b, h) in enumerate(zip(part.starts, part.ends, hit, strict=True))
+                    if not h
+                ]
+                or [np.empty(0, dtype=np.int64)]
+            ).astype(np.int64)
+            live = seg[idx] > m[idx]  # points that can alarm at some threshold
+            self.iv_lo.append(m[idx][live])
+            self.iv_hi.append(seg[idx][live])
+            self.iv_event.append(owner[live])
+            # as in the plain sweep, the gap is bounded by normal scores and event maxima (the
+            # other event points only add alarms inside events), plus the points whose alarms
+            # could silence the part's first ones
+            before = s[max(0, part.lo - quiet) : part.lo]
+            emax = _event_max(s, part)[~hit]
+            self.levels.append(np.sort(np.concatenate((before, seg[normal], emax))))
+
+    def candidates(self) -> FloatArray:
+        tops = np.concatenate(self.iv_hi) if self.iv_hi else np.empty(0)
+        return np.unique(tops[np.isfinite(tops)])
+
+    def counts(self, i: int, cands: FloatArray) -> tuple[FloatArray, FloatArray]:
+        ne, held = self.ne_sorted[i], self.ne_held[i]
+        fp = (
+            self.fp0[i]
+            + (len(ne) - np.searchsorted(ne, cands, side="left"))
+            - (len(held) - np.searchsorted(held, cands, side="left"))
+        )
+        tp = self.tp0[i] + _covered_events(self.iv_lo[i], self.iv_hi[i], self.iv_event[i], cands)
+        return tp, fp
+
+
+def _covered_events(
+    lo: FloatArray, hi: FloatArray, event: IntArray, cands: FloatArray
+) -> FloatArray:
+    """For each (sorted) candidate c, how many events have a point with ``lo < c <= hi``."""
+    if len(lo) == 0:
+        return np.zeros(len(cands))
+    first = np.searchsorted(cands, lo, side="right")  # first candidate above lo
+    stop = np.searchsorted(cands, hi, side="right")  # first candidate above hi
+    keep = first < stop
+    ids, ev = np.unique(event[keep], return_inverse=True)
+    diff = np.zeros((len(ids), len(cands) + 1), dtype=np.int32)
+    np.add.at(diff, (ev, first[keep]), 1)
+    np.add.at(diff, (ev, stop[keep]), -1)
+    covered = np.cumsum(diff[:, :-1], axis=1) > 0
+    hits: FloatArray = covered.sum(axis=0).astype(float)
+    return hits
+
+
+def prior_max(score: FloatArray, quiet: int) -> FloatArray:
+    """``m[t]``: the largest of ``score[t - quiet .. t - 1]`` (``-inf`` where there is none).
+
+    Built from maxima over power-of-two widths (O(n log quiet)).
+    """
+    n = len(score)
+    acc = np.full(n, -np.inf)
+    block = np.asarray(score, dtype=float).copy()  # block[t] = max of the `width` points up to t
+    width, offset, q = 1, 0, int(quiet)
+    while q:
+        if q & 1 and offset < n:
+            np.maximum(acc[offset:], block[: n - offset], out=acc[offset:])
+        offset += width if q & 1 else 0
+        q >>= 1
+        if q:
+            nxt = block.copy()
+            if width < n:
+                np.maximum(nxt[width:], block[: n - width], out=nxt[width:])
+            block, width = nxt, 2 * width
+    out = np.full(n, -np.inf)
+    out[1:] = acc[:-1]
+    return out
+
+
+def _alarm(score: FloatArray, threshold: float, quiet: int) -> BoolArray:
+    """Where a rule fires: the score reaches the threshold (with a cool-down of ``quiet`` points:
+    only when it did not in the ``quiet`` points before)."""
+    on = score >= threshold
+    return apply_cooldown(on, quiet) if quiet else on
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,6 +636,19 @@ def _acf_period(x: FloatArray) -> int | None:
     return int(peaks[np.argmax(ac[peaks])])
 
 
+def data_resolution(series: Sequence[FitSeries]) -> float:
+    """The smallest step between distinct train values of the unit (1 for counts; 0 if none).
+
+    Robust z-scores divide by at least this much, so a window whose MAD is 0 (a count that sat
+    on one value) gives a score in steps of the data, not a 1e17 that no operator can review.
+    """
+    vals = np.unique(np.concatenate([fs.values[: fs.val_start] for fs in series]))
+    vals = vals[np.isfinite(vals)]
+    if len(vals) < 2:
+        return 0.0
+    return float(np.diff(vals).min())
+
+
 def propose_structures(
     series: Sequence[FitSeries],
 ) -> list[tuple[str, str, tuple[tuple[str, float], ...]]]:
@@ -446,10 +666,12 @@ def propose_structures(
     for w in windows:
         out.append(("value", "zscore", (("window", w),)))
         out.append(("diff", "zscore", (("window", w),)))
+    resolution = data_resolution(series)
     for w in (30, 120):
         if ok(w):
-            out.append(("value", "robust_z", (("window", w),)))
-            out.append(("diff", "robust_z", (("window", w),)))
+            rz = (("window", w), ("min_scale", resolution))
+            out.append(("value", "robust_z", rz))
+            out.append(("diff", "robust_z", rz))
     if period is not None:
         for cycles in (1, 3):
             if ok(period * cycles + 60):
@@ -525,7 +747,9 @@ def search(
     n_events = sum(p.n_events for p in all_parts)
     few = n_events < config.few_events and config.few_events_order
     margin_kind = "std"
+    quiet = _quiet_points(all_parts, config)
     long = _long_events(all_parts, config)
+    directions: tuple[Direction, ...] | None = None
     if n_events < config.few_events:
         # too few labeled events to choose among hundreds of shapes: keep the simple ones, and
         # lean towards recall inside the (flat) optimal threshold interval
@@ -538,7 +762,11 @@ def search(
             triples = [t for t in triples if (t[0], t[1]) in shapes]
         config = replace(config, gap=config.few_events_long_gap if long else config.few_events_gap)
         if long:
+            # one alarm anywhere inside a long event is a hit: a direction or a persistence
+            # learnt from one or two events only costs recall on the next one
             margin_kind = config.few_events_margin
+            directions = config.few_events_long_directions
+            config = replace(config, persistences=config.few_events_long_persistences)
     if config.trials is not None and config.trials < len(triples):
         rng = np.random.default_rng(config.seed)
         keep = sorted(rng.choice(len(triples), size=config.trials, replace=False).tolist())
@@ -550,7 +778,7 @@ def search(
         fn = compile_score(transform, scorer)
         pd_ = dict(params)
         raw = [fn(fs.values, fs.timestamps, pd_) for fs in series]
-        for direction in SCORERS[scorer].directions:
+        for direction in _directions(scorer, directions):
             for k in config.persistences:
                 st = Structure(transform, scorer, params, direction, k)
                 scores = [directional(r, direction, k) for r in raw]
@@ -558,19 +786,31 @@ def search(
                 if fit_on_all:
                     # no train event: fit and select on train + validation together
                     thr, tf1, margin = sweep(
-                        scores, all_parts, None, config.max_candidates, config.gap, margin_kind
+                        scores,
+                        all_parts,
+                        None,
+                        config.max_candidates,
+                        config.gap,
+                        margin_kind,
+                        quiet,
                     )
                     if not math.isfinite(thr):
                         continue
-                    vc = _counts(scores, val_parts, thr)
+                    vc = _counts(scores, val_parts, thr, None, quiet)
                     vf1, sel = vc.f1(), tf1
                 else:
                     thr, tf1, margin = sweep(
-                        scores, train_parts, None, config.max_candidates, config.gap, margin_kind
+                        scores,
+                        train_parts,
+                        None,
+                        config.max_candidates,
+                        config.gap,
+                        margin_kind,
+                        quiet,
                     )
                     if not math.isfinite(thr):
                         continue
-                    vc = _counts(scores, val_parts, thr)
+                    vc = _counts(scores, val_parts, thr, None, quiet)
                     vf1, sel = _selection(tf1, vc, config.val_weight)
                 ranking.append(Candidate(st, thr, tf1, vf1, int(vc.fp.sum()), sel, margin))
                 best_sel = max(best_sel, sel)
@@ -589,13 +829,13 @@ def search(
     if n_events < config.few_events and config.simple_first:
         ranking = _simple_first(ranking)
     if fit_on_all:
-        chosen, sel = _compose(series, ranking, all_parts, all_parts, config, in_sample=True)
+        chosen, sel = _compose(series, ranking, all_parts, all_parts, config, True, quiet)
     else:
-        chosen, sel = _compose(series, ranking, train_parts, val_parts, config)
-    final = _refit(series, chosen, all_parts, train_parts, config) if config.refit else chosen
+        chosen, sel = _compose(series, ranking, train_parts, val_parts, config, False, quiet)
+    final = _refit(series, chosen, all_parts, config, quiet) if config.refit else chosen
     if n_events < config.few_events and config.few_events_or > 1 and long:
         # long events: one alarm anywhere inside is a hit, so a second shape buys recall
-        final = _independent_or(series, ranking, all_parts, config)
+        final = _independent_or(series, ranking, all_parts, config, quiet)
     flags = _flags(series, final)
     final_train = flags_counts(flags, train_parts).f1()
     final_val = flags_counts(flags, val_parts).f1()
@@ -635,11 +875,36 @@ def _simple_first(ranking: list[Candidate]) -> list[Candidate]:
     return [simple, *[c for c in ranking if c is not simple]]
 
 
-def _long_events(parts: Sequence[_Part], config: SearchConfig) -> bool:
-    """Whether the labeled events are long on average (``long_event`` points or more)."""
+def _mean_event_length(parts: Sequence[_Part]) -> float:
+    """Mean length (points) of the labeled events of the parts (0 when there is none)."""
     n = sum(p.n_events for p in parts)
     length = sum(int((p.ends - p.starts).sum()) for p in parts)
-    return n > 0 and length / n >= config.long_event
+    return length / n if n else 0.0
+
+
+def _quiet_points(parts: Sequence[_Part], config: SearchConfig) -> int:
+    """The rules' cool-down in points: ``config.cooldown`` times the mean labeled event length,
+    at least 1 (0 when the cool-down is off)."""
+    if config.cooldown <= 0:
+        return 0
+    return max(1, round(config.cooldown * _mean_event_length(parts)))
+
+
+def _directions(scorer: str, wanted: tuple[Direction, ...] | None) -> tuple[Direction, ...]:
+    """The scorer's directions, restricted to ``wanted`` when it offers any of them."""
+    own = SCORERS[scorer].directions
+    keep = tuple(d for d in own if wanted is None or d in wanted)
+    return keep or own
+
+
+def _step(c: Candidate, config: SearchConfig) -> int:
+    """The candidate's selection score in steps of ``config.resolution`` (equal = a tie)."""
+    return round(c.selection / config.resolution)
+
+
+def _long_events(parts: Sequence[_Part], config: SearchConfig) -> bool:
+    """Whether the labeled events are long on average (``long_event`` points or more)."""
+    return _mean_event_length(parts) >= config.long_event
 
 
 def _scores_of(series: Sequence[FitSeries], st: Structure) -> list[FloatArray]:
@@ -654,7 +919,7 @@ def _flags(series: Sequence[FitSeries], rules: Sequence[RuleSpec]) -> list[BoolA
     out = [np.zeros(len(fs.values), dtype=bool) for fs in series]
     for r in rules:
         for i, s in enumerate(_scores_of(series, r.structure)):
-            out[i] |= s >= r.threshold
+            out[i] |= _alarm(s, r.threshold, r.cooldown)
     return out
 
 
@@ -665,10 +930,11 @@ def _compose(
     val_parts: Sequence[_Part],
     config: SearchConfig,
     in_sample: bool = False,
+    quiet: int = 0,
 ) -> tuple[list[RuleSpec], float]:
     """Greedy OR: start from the best single rule, add conditionally-fit rules while they help."""
     first = ranking[0]
-    chosen = [RuleSpec(first.structure, first.threshold)]
+    chosen = [RuleSpec(first.structure, first.threshold, quiet)]
     sel = first.selection
     pool = [c.structure for c in ranking[1 : 1 + 4 * config.top_k]]
     base = _flags(series, chosen)
@@ -676,16 +942,19 @@ def _compose(
         best: tuple[float, RuleSpec, int] | None = None
         for j, st in enumerate(pool):
             scores = _scores_of(series, st)
-            thr, tf1 = sweep_threshold(scores, train_parts, base, config.max_candidates, config.gap)
+            thr, tf1 = sweep_threshold(
+                scores, train_parts, base, config.max_candidates, config.gap, quiet
+            )
             if not math.isfinite(thr):
                 continue
-            flags = [b | (s >= thr) for b, s in zip(base, scores, strict=True)]
+            rule = RuleSpec(st, thr, quiet)
+            flags = [b | _alarm(s, thr, quiet) for b, s in zip(base, scores, strict=True)]
             if in_sample:
                 cand_sel = tf1
             else:
                 _, cand_sel = _selection(tf1, flags_counts(flags, val_parts), config.val_weight)
             if best is None or cand_sel > best[0]:
-                best = (cand_sel, RuleSpec(st, thr), j)
+                best = (cand_sel, rule, j)
         if best is None or best[0] < sel + config.min_gain:
             break
         sel = best[0]
@@ -700,6 +969,7 @@ def _independent_or(
     ranking: Sequence[Candidate],
     all_parts: Sequence[_Part],
     config: SearchConfig,
+    quiet: int = 0,
 ) -> list[RuleSpec]:
     """The best ``few_events_or`` candidates of different score shapes, each fit on its own."""
     out: list[RuleSpec] = []
@@ -707,13 +977,15 @@ def _independent_or(
     for c in ranking:
         if c.structure.key in keys:
             continue
+        if out and config.few_events_or_ties and _step(c, config) < _step(ranking[0], config):
+            break  # only shapes as good as the best one add recall without adding doubt
         st = _recenter(series, c.structure)
         scores = _scores_of(series, st)
-        thr, _ = sweep_threshold(scores, all_parts, None, config.max_candidates, config.gap)
+        thr, _ = sweep_threshold(scores, all_parts, None, config.max_candidates, config.gap, quiet)
         if not math.isfinite(thr):
             continue
         keys.add(c.structure.key)
-        out.append(RuleSpec(st, thr))
+        out.append(RuleSpec(st, thr, quiet))
         if len(out) >= config.few_events_or:
             break
     return out
@@ -723,8 +995,8 @@ def _refit(
     series: Sequence[FitSeries],
     chosen: Sequence[RuleSpec],
     all_parts: Sequence[_Part],
-    train_parts: Sequence[_Part],
     config: SearchConfig,
+    quiet: int = 0,
 ) -> list[RuleSpec]:
     """Re-fit the thresholds in order on train + validation, each given the earlier ones."""
     out: list[RuleSpec] = []
@@ -732,11 +1004,11 @@ def _refit(
     for r in chosen:
         st = _recenter(series, r.structure)
         scores = _scores_of(series, st)
-        thr, _ = sweep_threshold(scores, all_parts, base, config.max_candidates, config.gap)
+        thr, _ = sweep_threshold(scores, all_parts, base, config.max_candidates, config.gap, quiet)
         if not math.isfinite(thr):
             continue  # adds nothing on train + validation once the earlier rules are in
-        out.append(RuleSpec(st, thr))
-        new = [s >= thr for s in scores]
+        out.append(RuleSpec(st, thr, quiet))
+        new = [_alarm(s, thr, quiet) for s in scores]
         base = new if base is None else [b | f for b, f in zip(base, new, strict=True)]
     return out
 

@@ -300,12 +300,13 @@ SCORERS: dict[str, Scorer] = {
         Scorer(
             "robust_z",
             "    median, mad = past_median_mad(x, int(params['window']))\n"
-            "    s = (x - median) / floor_scale(1.4826 * mad, median)\n",
-            "{signal} stays within {thr} robust deviations (1.4826 x MAD) of the median of the "
-            "previous {window} points",
+            "    spread = np.maximum(1.4826 * mad, params['min_scale'])\n"
+            "    s = (x - median) / floor_scale(spread, median)\n",
+            "{signal} stays within {thr} robust deviations (1.4826 x MAD, at least {min_scale}, "
+            "the data's resolution) of the median of the previous {window} points",
             "{signal} is more than {thr} robust deviations {dir} the median of the previous "
             "{window} points",
-            ("window",),
+            ("window", "min_scale"),
             ("past_median_mad", "floor_scale"),
             lambda p: _w(p) + 1,
         ),
@@ -440,7 +441,7 @@ class Structure:
         """A readable identifier, e.g. ``zscore_diff_w60_up_k2``."""
         bits = [self.scorer, self.transform]
         for k, v in self.params:
-            if k == "center":
+            if k in ("center", "min_scale"):
                 continue  # a fitted level (like the threshold), not part of the shape's name
             short = {"window": "w", "recent": "r", "period": "p", "cycles": "c", "alpha": "a"}.get(
                 k, k[:1]
@@ -681,6 +682,18 @@ def compile_score(transform: str, scorer: str) -> ScoreFn:
         fn = ns["score"]
         _SCORE_CACHE[key] = fn
     return fn
+
+
+def _compiled_cooldown() -> Callable[[BoolArray, int], BoolArray]:
+    ns: dict[str, Any] = {"np": np}
+    exec(compile(_COOLDOWN_HELPER, "<template cooldown>", "exec"), ns)
+    fn: Callable[[BoolArray, int], BoolArray] = ns["apply_cooldown"]
+    return fn
+
+
+apply_cooldown = _compiled_cooldown()
+"""The rendered rules' cool-down (same source): keep an alarm only if the condition was off for the
+``quiet`` points before it."""
 
 
 def load_rule(source: str) -> tuple[DetectFn, dict[str, float]]:

@@ -56,7 +56,7 @@ def typical_ruleset(folder: Path, with_median: bool = False) -> Path:
     specs = {
         "zscore_w60": RuleSpec(Structure("value", "zscore", (("window", 60.0),), "both", 1), 4.0),
         "robust_z_w50": RuleSpec(
-            Structure("value", "robust_z", (("window", 50.0),), "both", 1), 6.0
+            Structure("value", "robust_z", (("window", 50.0), ("min_scale", 0.0)), "both", 1), 6.0
         ),
         "level_shift": RuleSpec(
             Structure("value", "level_shift", (("recent", 10.0), ("window", 60.0)), "both", 2), 3.0

@@ -50,9 +50,25 @@ LONG = 20  # mean fitting-event length (points) from which a unit counts as long
 PER_SERIES = {"kpi": 8, "yahoo": 2, "nab": 4}
 
 
+#: The defaults before the cool-down and the few-long-event restrictions (the rows of the first
+#: table in docs/generator.md were measured with these).
+PREVIOUS: dict[str, Any] = {
+    "cooldown": 0.0,
+    "few_events_long_directions": ("up", "down", "both"),
+    "few_events_long_persistences": (1, 2, 3),
+    "few_events_or_ties": False,
+}
+
+
 def _cfg(gap: float = 0.75, margin: str = "std", **kw: Any) -> SearchConfig:
-    """A config with the few-LONG-event gap and tie-break margin spelled out."""
-    return SearchConfig(few_events_long_gap=gap, few_events_margin=margin, **kw)
+    """A config of the first table: the previous defaults, the few-LONG-event gap and tie-break
+    margin spelled out."""
+    return SearchConfig(few_events_long_gap=gap, few_events_margin=margin, **{**PREVIOUS, **kw})
+
+
+def _now(**kw: Any) -> SearchConfig:
+    """A config of the second table: the current defaults with some settings changed."""
+    return SearchConfig(**kw)
 
 
 _BAND = ("value", "band")
@@ -61,7 +77,25 @@ _STATIC = ("value", "static")
 #: The rows of the docs table (every setting explicit, so the names survive default changes).
 VARIANTS: dict[str, Callable[[], SearchConfig]] = {
     "base": lambda: SearchConfig(),  # the current defaults
-    # few LONG events (short-event units unchanged): gap x tie-break margin x OR size
+    # the second table: cool-down and the few-long-event restrictions, one at a time
+    "previous": lambda: _cfg(),  # the defaults before them
+    "long-both-k1": lambda: _cfg(
+        few_events_long_directions=("both",), few_events_long_persistences=(1,)
+    ),
+    "long-both-k1-ties": lambda: _cfg(
+        few_events_long_directions=("both",),
+        few_events_long_persistences=(1,),
+        few_events_or_ties=True,
+    ),
+    "no-cooldown": lambda: _now(cooldown=0.0),
+    "cooldown-.25": lambda: _now(cooldown=0.25),
+    "cooldown-1": lambda: _now(cooldown=1.0),
+    "cooldown-2": lambda: _now(cooldown=2.0),
+    "cooldown-long-gap-.5": lambda: _now(few_events_long_gap=0.5),
+    "cooldown-long-gap-.9": lambda: _now(few_events_long_gap=0.9),
+    "cooldown-long-or1": lambda: _now(few_events_or=1),
+    "cooldown-long-no-ties": lambda: _now(few_events_or_ties=False),
+    # the first table (previous defaults), few LONG events: gap x tie-break margin x OR size
     "rel-g97": lambda: _cfg(0.97, "relative"),  # the defaults before this protocol
     "rel-g90": lambda: _cfg(0.9, "relative"),
     "rel-g50": lambda: _cfg(0.5, "relative"),

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from few_event_protocol import PREVIOUS  # the scripts sit side by side in benchmarks/
+
 from argos.builtin_generator import SearchConfig
 from argos.catalog import load_dataset
 from argos.evaluate import evaluate
@@ -32,6 +34,12 @@ PSEUDO_TRAIN_FRACTION = 0.75  # the docs table: one cut; NAB rows also use 0.75,
 
 VARIANTS: dict[str, Callable[[], SearchConfig]] = {
     "base": lambda: SearchConfig(),
+    # before the cool-down and the few-long-event restrictions (the defaults of the older rows)
+    "previous": lambda: SearchConfig(**PREVIOUS),
+    "no-cooldown": lambda: SearchConfig(cooldown=0.0),
+    "cooldown-.25": lambda: SearchConfig(cooldown=0.25),
+    "cooldown-1": lambda: SearchConfig(cooldown=1.0),
+    "cooldown-2": lambda: SearchConfig(cooldown=2.0),
     "g75": lambda: SearchConfig(few_events_gap=0.75, few_events_long_gap=0.75),
     "g90": lambda: SearchConfig(few_events_gap=0.9, few_events_long_gap=0.9),
     "g97": lambda: SearchConfig(few_events_gap=0.97, few_events_long_gap=0.97),

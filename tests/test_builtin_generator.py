@@ -12,15 +12,20 @@ import pytest
 from argos.builtin_generator import (
     FitSeries,
     SearchConfig,
+    _event_hit,
+    _flags,
     _part,
+    _QuietTable,
+    data_resolution,
     estimate_period,
     flags_counts,
+    prior_max,
     propose_structures,
     search,
     sweep_threshold,
 )
 from argos.metrics import event_pa
-from argos.templates import compile_score, directional
+from argos.templates import apply_cooldown, compile_score, directional, load_rule, render
 
 
 def _brute_best(scores: list[np.ndarray], labels: list[np.ndarray], base=None) -> float:
@@ -287,3 +292,155 @@ def test_few_long_event_shapes_restrict_long_units_only() -> None:
     lab[1040:1043] = True
     short = FitSeries(fs.id, fs.values, fs.timestamps, lab, fs.val_start)
     assert search([short], cfg).rules == search([short]).rules  # short events: unchanged
+
+
+# --------------------------------------------------------------------------------------------------
+# Cool-down: every rule alarms once per burst
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_prior_max_is_the_largest_of_the_quiet_points_before(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, quiet = int(rng.integers(1, 80)), int(rng.integers(1, 40))
+    s = rng.normal(size=n)
+    s[rng.random(n) < 0.1] = -np.inf
+    ref = [max(s[max(0, t - quiet) : t], default=-np.inf) for t in range(n)]
+    np.testing.assert_array_equal(prior_max(s, quiet), ref)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_cooldown_sweep_counts_are_exact(seed: int) -> None:
+    """With a cool-down, the sweep's counts at every distinct threshold equal the cooled-down
+    alarms' counts, and its optimum is the brute-force optimum over its candidates (the scores of
+    the event points not already hit by the rules chosen before), with and without such rules."""
+    rng = np.random.default_rng(seed)
+    n, quiet = int(rng.integers(20, 150)), int(rng.integers(1, 12))
+    s = rng.normal(size=n).round(1)  # ties on purpose
+    s[rng.random(n) < 0.1] = -np.inf
+    lab = np.zeros(n, dtype=bool)
+    for _ in range(int(rng.integers(1, 4))):
+        a = int(rng.integers(0, n - 1))
+        lab[a : a + int(rng.integers(1, 15))] = True
+    lo = int(rng.integers(0, n // 2))  # a part that starts late: alarms before it still silence
+    part = _part(lab, lo, n)
+    base = [rng.random(n) < 0.05] if seed % 2 else None
+
+    def counts_at(c: float) -> tuple[int, int]:
+        flags = apply_cooldown(s >= c, quiet)
+        if base is not None:
+            flags = flags | base[0]
+        return int(_event_hit(flags, part).sum()), int((flags[lo:] & part.normal).sum())
+
+    def f1_at(c: float) -> float:
+        tp, fp = counts_at(c)
+        return 2 * tp / (2 * tp + fp + part.n_events - tp)
+
+    values = np.unique(s[np.isfinite(s)])
+    table = _QuietTable([s], [part], base, quiet)
+    tp, fp = table.counts(0, values)
+    assert [counts_at(c) for c in values] == list(zip(tp.astype(int), fp.astype(int), strict=True))
+    thr, f1 = sweep_threshold([s], [part], base, quiet=quiet)
+    if part.n_events == 0:
+        assert not math.isfinite(thr)
+        return
+    already = _event_hit(base[0], part) if base is not None else np.zeros(part.n_events, bool)
+    inside = np.concatenate(
+        [
+            s[lo + a : lo + b]
+            for a, b, h in zip(part.starts, part.ends, already, strict=True)
+            if not h
+        ]
+        or [np.empty(0)]
+    )
+    cands = np.unique(inside[np.isfinite(inside)])
+    brute = max([f1_at(c) for c in cands] + [f1_at(math.inf)])
+    assert f1 == pytest.approx(brute, abs=1e-12)
+    if math.isfinite(thr):
+        assert f1_at(thr) == pytest.approx(f1, abs=1e-12)  # the placed threshold keeps it
+
+
+def _bursty(seed: int, n: int = 4000) -> FitSeries:
+    """Spiky noise with labeled 6-point incidents: a z-score fires on several points of each."""
+    rng = np.random.default_rng(seed)
+    v = rng.normal(0, 1, n)
+    lab = np.zeros(n, dtype=bool)
+    for a in range(300, n - 10, 400):
+        lab[a : a + 6] = True
+        v[a : a + 6] += 6
+    return FitSeries("bursty", v, np.arange(n, dtype=np.int64), lab, 3200)
+
+
+def test_rules_alarm_once_per_burst_with_a_cooldown_from_the_event_length() -> None:
+    fs = _bursty(0)
+    res = search([fs])
+    assert res.rules
+    assert {r.cooldown for r in res.rules} == {3}  # half the mean event length (6 points)
+    # the exported rule computes exactly the search's in-process alarms
+    flags = _flags([fs], res.rules)[0]
+    rendered = np.zeros(len(fs.values), dtype=bool)
+    for r in res.rules:
+        detect, params = load_rule(render(r))
+        assert params["cooldown"] == 3
+        assert r.lookback() == r.structure.lookback() + 3
+        rendered |= detect(fs.values, fs.timestamps, params)
+    np.testing.assert_array_equal(rendered, flags)
+    # one alarm per incident: no two alarms of a rule within its cool-down
+    for r in res.rules:
+        detect, params = load_rule(render(r))
+        alarms = np.flatnonzero(detect(fs.values, fs.timestamps, params))
+        assert (np.diff(alarms) > 3).all()
+    off = search([fs], SearchConfig(cooldown=0))
+    assert {r.cooldown for r in off.rules} == {0}
+    # the bursts cost false alarms without the cool-down, not with it
+    assert res.train_f1 is not None and off.train_f1 is not None
+    assert res.train_f1 >= off.train_f1
+
+
+def test_few_long_events_search_both_directions_at_persistence_one() -> None:
+    res = search([_one_long_event(0)])
+    assert res.ranking
+    assert {c.structure.direction for c in res.ranking} == {"both"}
+    assert {c.structure.persistence for c in res.ranking} == {1}
+    old = SearchConfig(
+        few_events_long_directions=("up", "down", "both"), few_events_long_persistences=(1, 2, 3)
+    )
+    wide = search([_one_long_event(0)], old)
+    assert wide.tried == 9 * res.tried  # 3 directions x 3 persistences per shape
+    # short events keep every direction and persistence
+    fs = _one_long_event(1)
+    lab = np.zeros(len(fs.values), bool)
+    lab[1040:1043] = True
+    short = search([FitSeries(fs.id, fs.values, fs.timestamps, lab, fs.val_start)])
+    assert len({c.structure.persistence for c in short.ranking}) > 1
+
+
+def test_second_long_event_shape_only_when_it_ties_the_best() -> None:
+    """OR-ing a second shape buys recall only if it is as good as the first on selection."""
+    rng = np.random.default_rng(2)
+    n = 3000
+    v = rng.normal(0, 1, n)
+    v[1500:1800] += np.linspace(0, 4, 300)  # a slow drift: plenty of alarms for the value rules
+    lab = np.zeros(n, bool)
+    lab[1000:1100] = True
+    v[1040] += 9  # one clean spike: the difference rules separate it, the value ones less so
+    fs = FitSeries("tie", v, np.arange(n, dtype=np.int64), lab, 2400)
+    res = search([fs])
+    steps = [round(c.selection / 0.02) for c in res.ranking]
+    chosen = {r.structure.key for r in res.rules}
+    for c, step in zip(res.ranking, steps, strict=True):
+        if c.structure.key in chosen and c.structure.key != res.ranking[0].structure.key:
+            assert step == steps[0]
+    loose = search([fs], SearchConfig(few_events_or_ties=False))
+    assert len(loose.rules) == 2
+    assert len(res.rules) <= len(loose.rules)
+
+
+def test_data_resolution_is_the_smallest_step_of_the_train_values() -> None:
+    v = np.array([3.0, 3, 4, 6, 3, 100, 4.5])  # steps .5 .. 94; the validation point is ignored
+    fs = FitSeries("c", v, np.arange(7, dtype=np.int64), np.zeros(7, bool), 6)
+    assert data_resolution([fs]) == 1.0
+    flat = FitSeries("f", np.ones(5), np.arange(5, dtype=np.int64), np.zeros(5, bool), 5)
+    assert data_resolution([flat]) == 0.0
+    rz = [t for t in propose_structures([_one_long_event(0)]) if t[1] == "robust_z"]
+    assert rz and all(dict(t[2])["min_scale"] >= 0 for t in rz)

@@ -545,7 +545,7 @@ def _template_ruleset(folder: Path) -> Path:
         "diff_zscore_cool": RuleSpec(
             Structure("diff", "zscore", (("window", 30.0),), "both", 2), 2.5, cooldown=5
         ),
-        "robust_z": spec("value", "robust_z", {"window": 30}, 4.0),
+        "robust_z": spec("value", "robust_z", {"window": 30, "min_scale": 0.0}, 4.0),
         "relative": spec("value", "relative", {"window": 10}, 0.3),
         "level_shift": spec("value", "level_shift", {"recent": 5, "window": 60}, 2.0),
         "variance_shift": spec("value", "variance_shift", {"recent": 10, "window": 60}, 1.0),

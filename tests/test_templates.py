@@ -30,7 +30,7 @@ SCORER_PARAMS = {
     "static": (),
     "band": (("center", 10.0),),
     "zscore": (("window", 30),),
-    "robust_z": (("window", 30),),
+    "robust_z": (("window", 30), ("min_scale", 0.0)),
     "relative": (("window", 20),),
     "level_shift": (("recent", 3), ("window", 30)),
     "variance_shift": (("recent", 5), ("window", 30)),
@@ -111,12 +111,24 @@ def test_window_stats_match_numpy() -> None:
 
 def test_robust_z_matches_numpy_median_and_mad() -> None:
     values, ts = _series(300)
-    r = compile_score("value", "robust_z")(values, ts, {"window": 31})
+    r = compile_score("value", "robust_z")(values, ts, {"window": 31, "min_scale": 0.0})
     for t in (31, 150, 299):
         past = values[t - 31 : t]
         med = np.median(past)
         mad = np.median(np.abs(past - med))
         assert r[t] == pytest.approx((values[t] - med) / (1.4826 * mad), rel=1e-9)
+
+
+def test_robust_z_divides_by_at_least_the_min_scale() -> None:
+    """A count that sat on one value has MAD 0: its robust z is counted in steps of min_scale (the
+    data's resolution), not in units of a 1e-9 floor."""
+    counts = np.array([5.0] * 40 + [9.0, 5.0, 12.0])
+    ts = np.arange(len(counts), dtype=np.int64)
+    r = compile_score("value", "robust_z")(counts, ts, {"window": 30, "min_scale": 1.0})
+    assert r[40] == pytest.approx(4.0)
+    assert r[42] == pytest.approx(7.0)
+    tiny = compile_score("value", "robust_z")(counts, ts, {"window": 30, "min_scale": 0.0})
+    assert tiny[40] > 1e8  # what the floor alone gives
 
 
 def test_flat_run_length_and_seasonal_residual() -> None:
