@@ -610,7 +610,10 @@ def _words(spec: RuleSpec) -> tuple[str, str, str]:
     if st.persistence > 1:
         abnormal += f", for {st.persistence} consecutive points"
     if spec.cooldown:
-        abnormal += f" (alarms once per burst: after {spec.cooldown} points without it)"
+        abnormal += (
+            f"; it alarms once per burst: only when the condition was off for the "
+            f"{spec.cooldown} points before"
+        )
     title = (
         f"{_SCORER_TITLES[sc.name]} of {_TRANSFORM_TITLES[t.name]}, "
         f"{_DIRECTION_TITLES[st.direction]}"

@@ -10,6 +10,11 @@ is gone). In what remains, a pseudo-unit is a slice ``[a, c)`` cut at ``b``:
 * its pseudo-test part ``[b, c)`` holds at least that next event: ``c`` is at least as far from
   ``b`` as ``a`` is, and at least ``TAIL`` points past the next event's end (capped at the cut).
 
+With ``--k 0`` the fitting part holds no event at all (the generator's unsupervised rule): it is
+the first 3/4 of the quiet stretch before an event (from the end of the previous one, at most
+``PRE`` points), and the pseudo-test holds that event. A ``k = 0`` unit is *long* when the event
+to catch is.
+
 The fitting part is split train / validation as every dataset here does (last 20% validation), and
 the unit goes through ``argos.evaluate.evaluate`` exactly as the ``argos-builtin`` method and the
 baselines see a series with an official ``test_start``. A unit is *long* when its fitting events
@@ -20,8 +25,9 @@ possible positions (deterministic).
 Reported per variant: event-PA F1 on the pseudo-tests, mean over units and pooled, separately for
 long and short units and ``k``; ``static-threshold`` is scored on the same units as the reference.
 
-Usage: ``python benchmarks/few_event_protocol.py --variants base,old,band [--k 1,2] [--workers 2]``
-(variants: ``VARIANTS`` below; ``static-threshold`` is always included).
+Usage: ``python benchmarks/few_event_protocol.py --variants base,previous [--k 1,2] [--workers 2]``
+(variants: ``VARIANTS`` below; ``static-threshold`` is always included, and with
+``--cooled-static`` also ``static-threshold`` with the generator's cool-down applied afterwards).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from argos.baselines import StaticThreshold
 from argos.builtin_generator import SearchConfig
 from argos.catalog import load_dataset
 from argos.evaluate import evaluate
@@ -41,6 +48,7 @@ from argos.methods import Method, register_method
 from argos.metrics import aggregate_mean, aggregate_pooled, events
 from argos.protocol import split_series
 from argos.series import Dataset, Series, SplitSpec
+from argos.templates import apply_cooldown
 from argos.training import BuiltinMethod
 
 PRE = 3000  # at most this many points of fitting history before the first fitting event
@@ -95,6 +103,11 @@ VARIANTS: dict[str, Callable[[], SearchConfig]] = {
     "cooldown-long-gap-.9": lambda: _now(few_events_long_gap=0.9),
     "cooldown-long-or1": lambda: _now(few_events_or=1),
     "cooldown-long-no-ties": lambda: _now(few_events_or_ties=False),
+    # units without a fitting event (--k 0): the unsupervised band rule's cool-down, or no rule
+    "unlabeled-none": lambda: _now(unlabeled_cooldown=None),
+    "unlabeled-cd0": lambda: _now(unlabeled_cooldown=0),
+    "unlabeled-cd1": lambda: _now(unlabeled_cooldown=1),
+    "unlabeled-cd100": lambda: _now(unlabeled_cooldown=100),
     # the first table (previous defaults), few LONG events: gap x tie-break margin x OR size
     "rel-g97": lambda: _cfg(0.97, "relative"),  # the defaults before this protocol
     "rel-g90": lambda: _cfg(0.9, "relative"),
@@ -157,15 +170,19 @@ def units_of(name: str, ds: Dataset, k: int, per_series: int) -> list[Unit]:
         possible = []
         for i in range(len(st) - k):
             a = max(int(en[i - 1]) if i > 0 else 0, int(st[i]) - PRE)
-            last_end, nxt = int(en[i + k - 1]), i + k
-            b = last_end + (int(st[nxt]) - last_end) // 2
+            nxt = i + k
+            if k == 0:  # no fitting event: fit on 3/4 of the quiet stretch before event i
+                b = a + (int(st[i]) - a) * 3 // 4
+            else:
+                last_end = int(en[i + k - 1])
+                b = last_end + (int(st[nxt]) - last_end) // 2
             c = min(n_h, max(b + (b - a), int(en[nxt]) + TAIL))
             if b - a < MIN_FIT or c - b < 10:
                 continue
             possible.append((i, a, b, c))
         for j in _positions(len(possible), per_series):
             i, a, b, c = possible[j]
-            lengths = en[i : i + k] - st[i : i + k]
+            lengths = en[i : i + max(k, 1)] - st[i : i + max(k, 1)]  # k = 0: the event to catch
             meta = {kk: v for kk, v in s.meta.items() if kk not in ("test_start", "train_fraction")}
             meta["test_start"] = b - a
             piece = Series(
@@ -198,6 +215,30 @@ def _register(name: str, make: Callable[[], SearchConfig]) -> str:
     return method
 
 
+class _CooledStatic:
+    """``static-threshold`` with the generator's cool-down bolted on after the fact (half the mean
+    labeled event length of the fitting part; 10 points without a label): how much of the
+    generator's lead is alert suppression alone."""
+
+    name = "static-threshold+cooldown"
+
+    def fit(self, train: list[Series], validation: list[Series]) -> Any:
+        det = StaticThreshold().fit(train, validation)
+        lengths = [
+            int(e - s)
+            for part in (*train, *validation)
+            if part.labels is not None
+            for s, e in zip(*events(part.labels), strict=True)
+        ]
+        quiet = max(1, round(0.5 * float(np.mean(lengths)))) if lengths else 10
+
+        class _Cooled:
+            def detect(self, series: Series) -> Any:
+                return apply_cooldown(det.detect(series), quiet)
+
+        return _Cooled()
+
+
 def _fmt(x: float | None) -> str:
     return "  -  " if x is None else f"{x:.3f}"
 
@@ -209,6 +250,11 @@ def main() -> int:
     ap.add_argument("--datasets", default="kpi,yahoo,nab")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--count", action="store_true", help="only count the units")
+    ap.add_argument(
+        "--cooled-static",
+        action="store_true",
+        help="also score static-threshold with the same cool-down, applied after the fact",
+    )
     ap.add_argument(
         "--only", choices=("long", "short"), help="only these units (long-only variants)"
     )
@@ -231,8 +277,18 @@ def main() -> int:
     if args.count:
         return 0
     names = args.variants.split(",")
-    methods = [_register(n, VARIANTS[n]) for n in names] + ["static-threshold"]
-    labels = [*names, "static-threshold"]
+    refs = ["static-threshold"]
+    if args.cooled_static:
+        register_method(
+            _CooledStatic.name,
+            lambda *, seed=0: _CooledStatic(),
+            description="static-threshold + the cool-down",
+            kind="baseline",
+            replace=True,
+        )
+        refs.append(_CooledStatic.name)
+    methods = [_register(n, VARIANTS[n]) for n in names] + refs
+    labels = [*names, *refs]
     ds = Dataset(
         "few-event-units",
         [u.series for u in units],

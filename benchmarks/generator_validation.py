@@ -4,7 +4,7 @@ touching any test label.
 Every series is cut at its test start (the test part is gone), and the last 25% of what remains
 serves as a pseudo-test: variants are fit on the first 75% (itself split train / validation as the
 dataset's split says) and scored on the pseudo-test with event-PA F1, mean over the series with
-events in both parts (and pooled).
+events in both parts (and pooled); ``static-threshold`` is scored on the same pseudo-tests.
 
 Usage: ``python benchmarks/generator_validation.py --dataset nab --variants base,pool
 [--granularity series] [--partition A1] [--workers 2]``. Variants are named configurations of
@@ -110,6 +110,8 @@ def main() -> int:
     full = load_dataset(args.dataset)
     names = args.variants.split(",")
     methods = [_register(n, VARIANTS[n]) for n in names]
+    names.append("static-threshold")  # the reference, on the same pseudo-tests
+    methods.append("static-threshold")
     t0 = time.perf_counter()
     all_rows = []
     fractions = [float(f) for f in args.fractions.split(",")]

@@ -140,11 +140,30 @@ def test_search_finds_spikes_and_is_deterministic() -> None:
     assert r1.ranking[0].selection >= r1.ranking[-1].selection
 
 
-def test_search_without_labeled_anomalies_returns_no_rule() -> None:
+def test_search_without_labeled_anomalies_gives_the_unsupervised_band_rule() -> None:
+    """No label at all: one rule that fires only when the value leaves the band around its train +
+    validation median that it kept there, once per excursion; or none when that is switched off."""
     fs = _synthetic(2)
     empty = FitSeries(fs.id, fs.values, fs.timestamps, np.zeros(len(fs.values), bool), fs.val_start)
     res = search([empty])
-    assert res.rules == [] and res.notes == ["no labeled anomaly in train/validation"]
+    assert res.notes[0].startswith("no labeled anomaly in train/validation: one unsupervised rule")
+    [rule] = res.rules
+    st = rule.structure
+    assert (st.transform, st.scorer, st.direction, st.persistence) == ("value", "band", "both", 1)
+    center = st.param_dict["center"]
+    assert center == pytest.approx(float(np.median(fs.values)))
+    widest = float(np.abs(fs.values - center).max())
+    assert widest < rule.threshold <= widest + data_resolution([empty])
+    assert rule.cooldown == 10
+    detect, params = load_rule(render(rule))
+    assert not detect(fs.values, fs.timestamps, params).any()  # never on what it was fit on
+    later = np.concatenate(
+        (fs.values, [center + widest * 1.5] * 30, [center] * 20, [center - 2 * widest])
+    )
+    alarms = np.flatnonzero(detect(later, np.arange(len(later), dtype=np.int64), params))
+    assert alarms.tolist() == [len(fs.values), len(fs.values) + 50]  # one per excursion, both sides
+    off = search([empty], SearchConfig(unlabeled_cooldown=None))
+    assert off.rules == [] and off.notes == ["no labeled anomaly in train/validation"]
 
 
 def test_search_with_events_only_in_validation_fits_on_both() -> None:

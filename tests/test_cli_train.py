@@ -86,3 +86,26 @@ def test_demo_trains_evaluates_and_points_at_the_rules(tmp_path: Path, monkeypat
     assert "for example:" in result.output
     example = Path(result.output.split("for example:")[1].split()[0])
     assert example.is_file() and "Abnormal:" in example.read_text()
+
+
+def test_train_a_series_without_labels_says_its_rule_is_unsupervised(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "metrics"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    values = np.round(50 + rng.normal(0, 3, 600), 2)
+    rows = "\n".join(f"{1_700_000_000 + 60 * i},{v},0" for i, v in enumerate(values))
+    (data / "quiet.csv").write_text("timestamp,value,label\n" + rows + "\n")
+    out = tmp_path / "rules"
+    args = ["train", "--dataset", str(data), "--out", str(out), "--workers", "1"]
+    result = runner.invoke(app, args, env=NO_LLM)
+    assert result.exit_code == 0, result.output
+    assert "note: quiet: no labeled anomaly in train/validation: one unsupervised rule" in (
+        " ".join(result.output.split())
+    )
+    rs = load_ruleset(out / "quiet")
+    assert [r.id for r in rs.rules] == ["band_value_both"]

@@ -91,7 +91,8 @@ def test_docstring_states_normal_and_abnormal_with_fitted_numbers() -> None:
         "Normal: The change from the previous point stays within 4.25 standard deviations" in text
     )
     assert "more than 4.25 standard deviations below the mean of the previous 60 points" in text
-    assert "for 3 consecutive points" in text and "after 10 points without it" in text
+    assert "for 3 consecutive points" in text
+    assert "alarms once per burst: only when the condition was off for the 10 points before" in text
     assert info.params["threshold"] == 4.25 and info.params["window"] == 60
     assert info.lookback == 1 + 61 + 2 + 10
     assert "import numpy as np" in src and "apply_cooldown(alarm, quiet)" in src

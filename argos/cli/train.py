@@ -53,6 +53,16 @@ def summary_table(summary: TrainSummary) -> Table:
     return table
 
 
+def unit_notes(summary: TrainSummary, limit: int = 5) -> list[str]:
+    """What the table leaves out: the notes of units that did export rules (e.g. the
+    unsupervised rule of a unit without labels), at most ``limit`` lines."""
+    noted = [u for u in summary.units if u.rules and u.notes]
+    lines = [f"note: {u.unit}: {'; '.join(u.notes)}" for u in noted[:limit]]
+    if len(noted) > limit:
+        lines.append(f"note: ... and {len(noted) - limit} more unit(s) (see summary.json)")
+    return lines
+
+
 def _apply_granularity(dataset: Dataset, granularity: str | None) -> Dataset:
     if granularity is None:
         return dataset
@@ -286,6 +296,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(summary.to_json(), indent=2))
         else:
             console.print(summary_table(summary))
+            for line in unit_notes(summary):
+                console.print(line)
             console.print(f"rule sets and summary.json written to {out}")
         report_epilogue(out, report, console)
         if any(u.problems for u in summary.units):

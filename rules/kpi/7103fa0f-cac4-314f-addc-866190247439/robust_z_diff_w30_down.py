@@ -1,19 +1,22 @@
 """robust_z_diff_w30_down: robust z-score (median/MAD) of the first difference, downward.
 
 Normal: The change from the previous point stays within 1.085e+11 robust deviations (1.4826 x
-    MAD) of the median of the previous 30 points.
+    MAD, at least 2e-11, the data's resolution) of the median of the previous 30 points.
 Abnormal: The change from the previous point is more than 1.085e+11 robust deviations below the
-    median of the previous 30 points.
+    median of the previous 30 points; it alarms once per burst: only when the condition was off
+    for the 2 points before.
 """
 
 import numpy as np
 
 PARAMS = {
     "window": 30,
+    "min_scale": 2.000000165480742e-11,
     "threshold": 108541665077.2,
     "persistence": 1,
+    "cooldown": 2,
 }
-LOOKBACK = 32
+LOOKBACK = 34
 
 
 def past_median_mad(x, width):
@@ -42,8 +45,17 @@ def score(values, timestamps, params):
     values = np.asarray(values, dtype=float)
     x = np.concatenate(([0.0], np.diff(values)))
     median, mad = past_median_mad(x, int(params["window"]))
-    s = (x - median) / floor_scale(1.4826 * mad, median)
+    spread = np.maximum(1.4826 * mad, params["min_scale"])
+    s = (x - median) / floor_scale(spread, median)
     return np.asarray(s, dtype=float)
+
+
+def apply_cooldown(alarm, quiet):
+    """Keep an alarm only if the condition did not hold in any of the previous `quiet` points
+    (one alarm at the start of each burst)."""
+    held = np.concatenate(([0], np.cumsum(alarm)))
+    idx = np.arange(len(alarm))
+    return alarm & (held[idx] == held[np.maximum(idx - quiet, 0)])
 
 
 def detect(values, timestamps, params=PARAMS):
@@ -60,4 +72,7 @@ def detect(values, timestamps, params=PARAMS):
                 np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
     return alarm

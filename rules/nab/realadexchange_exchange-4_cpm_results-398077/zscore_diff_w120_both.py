@@ -3,7 +3,8 @@
 Normal: The change from the previous point stays within 63.42 standard deviations of its mean
     over the previous 120 points.
 Abnormal: The change from the previous point is more than 63.42 standard deviations above or
-    below the mean of the previous 120 points.
+    below the mean of the previous 120 points; it alarms once per burst: only when the condition
+    was off for the 20 points before.
 """
 
 import numpy as np
@@ -12,8 +13,9 @@ PARAMS = {
     "window": 120,
     "threshold": 63.415791789353456,
     "persistence": 1,
+    "cooldown": 20,
 }
-LOOKBACK = 122
+LOOKBACK = 142
 
 
 def window_stats(x, width, lag):
@@ -77,6 +79,14 @@ def score(values, timestamps, params):
     return np.asarray(s, dtype=float)
 
 
+def apply_cooldown(alarm, quiet):
+    """Keep an alarm only if the condition did not hold in any of the previous `quiet` points
+    (one alarm at the start of each burst)."""
+    held = np.concatenate(([0], np.cumsum(alarm)))
+    idx = np.arange(len(alarm))
+    return alarm & (held[idx] == held[np.maximum(idx - quiet, 0)])
+
+
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
     s = np.abs(score(values, timestamps, params))
@@ -91,4 +101,7 @@ def detect(values, timestamps, params=PARAMS):
                 np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
     return alarm

@@ -1,7 +1,8 @@
 """static_diff_both: static bound of the first difference, both directions.
 
 Normal: The change from the previous point stays within the fitted bound 0.8605.
-Abnormal: The change from the previous point is beyond +/- 0.8605.
+Abnormal: The change from the previous point is beyond +/- 0.8605; it alarms once per burst:
+    only when the condition was off for the 100 points before.
 """
 
 import numpy as np
@@ -9,8 +10,9 @@ import numpy as np
 PARAMS = {
     "threshold": 0.8604999999999999,
     "persistence": 1,
+    "cooldown": 100,
 }
-LOOKBACK = 2
+LOOKBACK = 102
 
 
 def score(values, timestamps, params):
@@ -19,6 +21,14 @@ def score(values, timestamps, params):
     x = np.concatenate(([0.0], np.diff(values)))
     s = x
     return np.asarray(s, dtype=float)
+
+
+def apply_cooldown(alarm, quiet):
+    """Keep an alarm only if the condition did not hold in any of the previous `quiet` points
+    (one alarm at the start of each burst)."""
+    held = np.concatenate(([0], np.cumsum(alarm)))
+    idx = np.arange(len(alarm))
+    return alarm & (held[idx] == held[np.maximum(idx - quiet, 0)])
 
 
 def detect(values, timestamps, params=PARAMS):
@@ -35,4 +45,7 @@ def detect(values, timestamps, params=PARAMS):
                 np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
     return alarm

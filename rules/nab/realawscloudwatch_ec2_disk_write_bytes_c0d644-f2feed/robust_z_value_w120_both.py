@@ -1,19 +1,22 @@
 """robust_z_value_w120_both: robust z-score (median/MAD) of the value, both directions.
 
-Normal: The value stays within 7.917e+17 robust deviations (1.4826 x MAD) of the median of the
-    previous 120 points.
-Abnormal: The value is more than 7.917e+17 robust deviations above or below the median of the
-    previous 120 points.
+Normal: The value stays within 9.896e+05 robust deviations (1.4826 x MAD, at least 800, the
+    data's resolution) of the median of the previous 120 points.
+Abnormal: The value is more than 9.896e+05 robust deviations above or below the median of the
+    previous 120 points; it alarms once per burst: only when the condition was off for the 68
+    points before.
 """
 
 import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 791700750000000000,
+    "min_scale": 800,
+    "threshold": 989625.9375,
     "persistence": 1,
+    "cooldown": 68,
 }
-LOOKBACK = 121
+LOOKBACK = 189
 
 
 def past_median_mad(x, width):
@@ -42,8 +45,17 @@ def score(values, timestamps, params):
     values = np.asarray(values, dtype=float)
     x = values
     median, mad = past_median_mad(x, int(params["window"]))
-    s = (x - median) / floor_scale(1.4826 * mad, median)
+    spread = np.maximum(1.4826 * mad, params["min_scale"])
+    s = (x - median) / floor_scale(spread, median)
     return np.asarray(s, dtype=float)
+
+
+def apply_cooldown(alarm, quiet):
+    """Keep an alarm only if the condition did not hold in any of the previous `quiet` points
+    (one alarm at the start of each burst)."""
+    held = np.concatenate(([0], np.cumsum(alarm)))
+    idx = np.arange(len(alarm))
+    return alarm & (held[idx] == held[np.maximum(idx - quiet, 0)])
 
 
 def detect(values, timestamps, params=PARAMS):
@@ -60,4 +72,7 @@ def detect(values, timestamps, params=PARAMS):
                 np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
     return alarm

@@ -1,7 +1,8 @@
 """static_value_both: static bound of the value, both directions.
 
 Normal: The value stays within the fitted bound 6.515e+06.
-Abnormal: The value is beyond +/- 6.515e+06.
+Abnormal: The value is beyond +/- 6.515e+06; it alarms once per burst: only when the condition
+    was off for the 114 points before.
 """
 
 import numpy as np
@@ -9,8 +10,9 @@ import numpy as np
 PARAMS = {
     "threshold": 6514922.5,
     "persistence": 1,
+    "cooldown": 114,
 }
-LOOKBACK = 1
+LOOKBACK = 115
 
 
 def score(values, timestamps, params):
@@ -19,6 +21,14 @@ def score(values, timestamps, params):
     x = values
     s = x
     return np.asarray(s, dtype=float)
+
+
+def apply_cooldown(alarm, quiet):
+    """Keep an alarm only if the condition did not hold in any of the previous `quiet` points
+    (one alarm at the start of each burst)."""
+    held = np.concatenate(([0], np.cumsum(alarm)))
+    idx = np.arange(len(alarm))
+    return alarm & (held[idx] == held[np.maximum(idx - quiet, 0)])
 
 
 def detect(values, timestamps, params=PARAMS):
@@ -35,4 +45,7 @@ def detect(values, timestamps, params=PARAMS):
                 np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
     return alarm

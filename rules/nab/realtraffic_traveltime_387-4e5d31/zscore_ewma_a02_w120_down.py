@@ -3,7 +3,8 @@
 Normal: The residual against an exponentially weighted average (alpha 0.2) of the earlier points
     stays within 4.591 standard deviations of its mean over the previous 120 points.
 Abnormal: The residual against an exponentially weighted average (alpha 0.2) of the earlier
-    points is more than 4.591 standard deviations below the mean of the previous 120 points.
+    points is more than 4.591 standard deviations below the mean of the previous 120 points; it
+    alarms once per burst: only when the condition was off for the 42 points before.
 """
 
 import math
@@ -15,8 +16,9 @@ PARAMS = {
     "window": 120,
     "threshold": 4.590601536031702,
     "persistence": 1,
+    "cooldown": 42,
 }
-LOOKBACK = 152
+LOOKBACK = 194
 
 
 def ewma_before(x, alpha):
@@ -94,6 +96,14 @@ def score(values, timestamps, params):
     return np.asarray(s, dtype=float)
 
 
+def apply_cooldown(alarm, quiet):
+    """Keep an alarm only if the condition did not hold in any of the previous `quiet` points
+    (one alarm at the start of each burst)."""
+    held = np.concatenate(([0], np.cumsum(alarm)))
+    idx = np.arange(len(alarm))
+    return alarm & (held[idx] == held[np.maximum(idx - quiet, 0)])
+
+
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
     s = -score(values, timestamps, params)
@@ -108,4 +118,7 @@ def detect(values, timestamps, params=PARAMS):
                 np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
     return alarm

@@ -2,7 +2,8 @@
 
 Normal: The value stays within a factor 25.33 of its mean over the previous 360 points.
 Abnormal: The value moves above or below the mean of the previous 360 points by more than a
-    fraction 25.33 of it (e.g. a drop to zero), for 2 consecutive points.
+    fraction 25.33 of it (e.g. a drop to zero), for 2 consecutive points; it alarms once per
+    burst: only when the condition was off for the 198 points before.
 """
 
 import numpy as np
@@ -11,8 +12,9 @@ PARAMS = {
     "window": 360,
     "threshold": 25.334288625917686,
     "persistence": 2,
+    "cooldown": 198,
 }
-LOOKBACK = 362
+LOOKBACK = 560
 
 
 def window_stats(x, width, lag):
@@ -76,6 +78,14 @@ def score(values, timestamps, params):
     return np.asarray(s, dtype=float)
 
 
+def apply_cooldown(alarm, quiet):
+    """Keep an alarm only if the condition did not hold in any of the previous `quiet` points
+    (one alarm at the start of each burst)."""
+    held = np.concatenate(([0], np.cumsum(alarm)))
+    idx = np.arange(len(alarm))
+    return alarm & (held[idx] == held[np.maximum(idx - quiet, 0)])
+
+
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
     s = np.abs(score(values, timestamps, params))
@@ -90,4 +100,7 @@ def detect(values, timestamps, params=PARAMS):
                 np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
     return alarm

@@ -3,7 +3,8 @@
 Normal: The spectral-residual saliency of the value over the last 96 points stays below 3.605
     times the window's mean saliency.
 Abnormal: The value is salient: its spectral-residual saliency is more than 3.605 times the mean
-    saliency of the last 96 points, for 3 consecutive points.
+    saliency of the last 96 points, for 3 consecutive points; it alarms once per burst: only
+    when the condition was off for the 239 points before.
 """
 
 import numpy as np
@@ -12,8 +13,9 @@ PARAMS = {
     "window": 96,
     "threshold": 3.605346675384585,
     "persistence": 3,
+    "cooldown": 239,
 }
-LOOKBACK = 98
+LOOKBACK = 337
 
 
 def spectral_saliency(x, width):
@@ -51,6 +53,14 @@ def score(values, timestamps, params):
     return np.asarray(s, dtype=float)
 
 
+def apply_cooldown(alarm, quiet):
+    """Keep an alarm only if the condition did not hold in any of the previous `quiet` points
+    (one alarm at the start of each burst)."""
+    held = np.concatenate(([0], np.cumsum(alarm)))
+    idx = np.arange(len(alarm))
+    return alarm & (held[idx] == held[np.maximum(idx - quiet, 0)])
+
+
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
     s = score(values, timestamps, params)
@@ -65,4 +75,7 @@ def detect(values, timestamps, params=PARAMS):
                 np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
     return alarm

@@ -3,7 +3,7 @@
 Normal: The value stays within 2.702 standard deviations of its mean over the previous 30
     points.
 Abnormal: The value is more than 2.702 standard deviations below the mean of the previous 30
-    points.
+    points; it alarms once per burst: only when the condition was off for the 5 points before.
 """
 
 import numpy as np
@@ -12,8 +12,9 @@ PARAMS = {
     "window": 30,
     "threshold": 2.7024404219558598,
     "persistence": 1,
+    "cooldown": 5,
 }
-LOOKBACK = 31
+LOOKBACK = 36
 
 
 def window_stats(x, width, lag):
@@ -77,6 +78,14 @@ def score(values, timestamps, params):
     return np.asarray(s, dtype=float)
 
 
+def apply_cooldown(alarm, quiet):
+    """Keep an alarm only if the condition did not hold in any of the previous `quiet` points
+    (one alarm at the start of each burst)."""
+    held = np.concatenate(([0], np.cumsum(alarm)))
+    idx = np.arange(len(alarm))
+    return alarm & (held[idx] == held[np.maximum(idx - quiet, 0)])
+
+
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
     s = -score(values, timestamps, params)
@@ -91,4 +100,7 @@ def detect(values, timestamps, params=PARAMS):
                 np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
     return alarm

@@ -1,7 +1,8 @@
 """flat_value_up: stuck-value run length of the value, upward.
 
 Normal: The value keeps changing: fewer than 1.75 identical points in a row.
-Abnormal: The value is stuck: 1.75 or more identical points in a row.
+Abnormal: The value is stuck: 1.75 or more identical points in a row; it alarms once per burst:
+    only when the condition was off for the 1 points before.
 """
 
 import numpy as np
@@ -9,8 +10,9 @@ import numpy as np
 PARAMS = {
     "threshold": 1.75,
     "persistence": 1,
+    "cooldown": 1,
 }
-LOOKBACK = 2
+LOOKBACK = 3
 
 
 def run_length(x):
@@ -28,6 +30,14 @@ def score(values, timestamps, params):
     return np.asarray(s, dtype=float)
 
 
+def apply_cooldown(alarm, quiet):
+    """Keep an alarm only if the condition did not hold in any of the previous `quiet` points
+    (one alarm at the start of each burst)."""
+    held = np.concatenate(([0], np.cumsum(alarm)))
+    idx = np.arange(len(alarm))
+    return alarm & (held[idx] == held[np.maximum(idx - quiet, 0)])
+
+
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
     s = score(values, timestamps, params)
@@ -42,4 +52,7 @@ def detect(values, timestamps, params=PARAMS):
                 np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
     return alarm

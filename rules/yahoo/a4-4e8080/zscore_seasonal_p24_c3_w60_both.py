@@ -1,9 +1,10 @@
 """zscore_seasonal_p24_c3_w60_both: rolling z-score of the seasonal residual, both directions.
 
 Normal: The difference to the median of the same slot in the previous 3 period(s) of 24 points
-    stays within 5.211 standard deviations of its mean over the previous 60 points.
+    stays within 4.616 standard deviations of its mean over the previous 60 points.
 Abnormal: The difference to the median of the same slot in the previous 3 period(s) of 24 points
-    is more than 5.211 standard deviations above or below the mean of the previous 60 points.
+    is more than 4.616 standard deviations above or below the mean of the previous 60 points; it
+    alarms once per burst: only when the condition was off for the 1 points before.
 """
 
 import numpy as np
@@ -12,10 +13,11 @@ PARAMS = {
     "period": 24,
     "cycles": 3,
     "window": 60,
-    "threshold": 5.210882695550183,
+    "threshold": 4.615585686010482,
     "persistence": 1,
+    "cooldown": 1,
 }
-LOOKBACK = 133
+LOOKBACK = 134
 
 
 def window_stats(x, width, lag):
@@ -86,6 +88,14 @@ def score(values, timestamps, params):
     return np.asarray(s, dtype=float)
 
 
+def apply_cooldown(alarm, quiet):
+    """Keep an alarm only if the condition did not hold in any of the previous `quiet` points
+    (one alarm at the start of each burst)."""
+    held = np.concatenate(([0], np.cumsum(alarm)))
+    idx = np.arange(len(alarm))
+    return alarm & (held[idx] == held[np.maximum(idx - quiet, 0)])
+
+
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
     s = np.abs(score(values, timestamps, params))
@@ -100,4 +110,7 @@ def detect(values, timestamps, params=PARAMS):
                 np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
     return alarm
