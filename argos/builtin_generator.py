@@ -749,6 +749,7 @@ def search(
         note = f"{_NO_LABEL}: one unsupervised rule, the value leaving the band it kept there"
         return SearchResult([rule], [], 1, 0.0, None, None, [note])
     fit_on_all = sum(p.n_events for p in train_parts) == 0
+    fit_parts = all_parts if fit_on_all else train_parts
     triples = propose_structures(series)
     n_events = sum(p.n_events for p in all_parts)
     few = n_events < config.few_events and config.few_events_order
@@ -789,34 +790,15 @@ def search(
                 st = Structure(transform, scorer, params, direction, k)
                 scores = [directional(r, direction, k) for r in raw]
                 tried += 1
-                if fit_on_all:
-                    # no train event: fit and select on train + validation together
-                    thr, tf1, margin = sweep(
-                        scores,
-                        all_parts,
-                        None,
-                        config.max_candidates,
-                        config.gap,
-                        margin_kind,
-                        quiet,
-                    )
-                    if not math.isfinite(thr):
-                        continue
-                    vc = _counts(scores, val_parts, thr, None, quiet)
+                thr, tf1, margin = sweep(
+                    scores, fit_parts, None, config.max_candidates, config.gap, margin_kind, quiet
+                )
+                if not math.isfinite(thr):
+                    continue
+                vc = _counts(scores, val_parts, thr, None, quiet)
+                if fit_on_all:  # no train event: fit and select on train + validation together
                     vf1, sel = vc.f1(), tf1
                 else:
-                    thr, tf1, margin = sweep(
-                        scores,
-                        train_parts,
-                        None,
-                        config.max_candidates,
-                        config.gap,
-                        margin_kind,
-                        quiet,
-                    )
-                    if not math.isfinite(thr):
-                        continue
-                    vc = _counts(scores, val_parts, thr, None, quiet)
                     vf1, sel = _selection(tf1, vc, config.val_weight)
                 ranking.append(Candidate(st, thr, tf1, vf1, int(vc.fp.sum()), sel, margin))
                 best_sel = max(best_sel, sel)
