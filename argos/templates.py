@@ -597,7 +597,8 @@ def _words(spec: RuleSpec) -> tuple[str, str, str]:
     p = {k: (f"{v:.6g}" if k == "center" else _fmt(v)) for k, v in st.params}
     signal = t.phrase.format(**p)
     thr = f"{spec.threshold:.4g}"
-    thr_txt = f"-{thr}" if (st.direction == "down" and sc.name == "static") else thr
+    # a downward static rule fires at value <= -threshold: say that bound, whatever its sign
+    thr_txt = f"{-spec.threshold:.4g}" if (st.direction == "down" and sc.name == "static") else thr
     dir_word = {"up": "above", "down": "below", "both": "above or below"}[st.direction]
     if sc.name == "static":
         dir_word = {"up": "at or above", "down": "at or below", "both": "beyond +/-"}[st.direction]

@@ -120,6 +120,15 @@ def test_robust_z_matches_numpy_median_and_mad() -> None:
         assert r[t] == pytest.approx((values[t] - med) / (1.4826 * mad), rel=1e-9)
 
 
+def test_downward_static_bound_reads_as_the_value_it_fires_at() -> None:
+    """``-x >= threshold`` is ``x <= -threshold``: the docstring says that bound, of either sign."""
+    for thr, bound in ((219.0, "-219"), (-1.997, "1.997")):
+        st = Structure("value", "static", (), "down", 1)
+        text = " ".join(check_rule(render(RuleSpec(st, thr))).docstring.split())
+        assert f"at or below {bound}." in text
+        assert "--" not in text
+
+
 def test_robust_z_divides_by_at_least_the_min_scale() -> None:
     """A count that sat on one value has MAD 0: its robust z is counted in steps of min_scale (the
     data's resolution), not in units of a 1e-9 floor."""
