@@ -49,6 +49,7 @@ IntArray = npt.NDArray[np.int64]
 ProgressFn = Callable[[int, float], None]
 
 SIMPLE_SCORERS = ("band", "static", "zscore", "robust_z")
+Z_SCORERS = ("zscore", "robust_z")  # thresholds in deviations, capped by SearchConfig.max_z
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,19 @@ class SearchConfig:
             ties the best one on selection (same ``resolution`` step): a weaker second shape
             mostly adds false alarms (few-event protocol, 179 long units: .586 / .628 mean /
             pooled vs .585 / .592; the 49 from NAB .452 vs .438).
+        max_z: a z-score rule (rolling or robust) whose fitted threshold is more than this many
+            deviations is dropped: it only separates its events because a window sat on one
+            value (MAD or std ~ 0), and "more than 2.2e6 robust deviations" is no rule an
+            operator can review (12 committed rules had 100 to 3e14 before). None keeps them.
+            Few-event protocol, 179 long / 959 short units: .591 / .724 vs .586 / .721 without
+            the cap (.592 / .720 at 50; the 49 from NAB .444 vs .452); validation protocol: KPI
+            and Yahoo unchanged, NAB .315 vs .357 (20 series).
         unlabeled_cooldown: a unit with no labeled anomaly at all gets one unsupervised rule: the
             value leaves the band around its train + validation median that it kept there,
             alarming once per excursion (this cool-down, in points). Every baseline does the
-            same ("beyond anything seen in training"). None exports no rule for such units.
+            same ("beyond anything seen in training"). So does a unit whose labeled events no
+            structure can catch (e.g. a burst just before the event keeps every rule in its
+            cool-down). None exports no rule for such units.
             Decided on the zero-event protocol (``few_event_protocol.py --k 0``: 594 pre-test
             pseudo-units with no fitting event and one to catch; mean event-PA F1 on the 145
             long / 449 short units): 10 points .480 / .320, none .425 / .265 (= the
@@ -175,6 +185,7 @@ class SearchConfig:
     few_events_long_persistences: tuple[int, ...] = (1,)
     few_events_or_ties: bool = True
     unlabeled_cooldown: int | None = 10
+    max_z: float | None = 20.0
 
 
 @dataclass(frozen=True)
@@ -793,7 +804,7 @@ def search(
                 thr, tf1, margin = sweep(
                     scores, fit_parts, None, config.max_candidates, config.gap, margin_kind, quiet
                 )
-                if not math.isfinite(thr):
+                if not _reviewable(st, thr, config):
                     continue
                 vc = _counts(scores, val_parts, thr, None, quiet)
                 if fit_on_all:  # no train event: fit and select on train + validation together
@@ -813,7 +824,12 @@ def search(
             key=lambda c: (-round(c.selection / res), -c.margin, -c.train_f1, c.structure.name)
         )
     if not ranking:
-        return SearchResult([], [], tried, 0.0, None, None, ["no structure caught a train event"])
+        note = "no structure caught a labeled event"
+        if config.unlabeled_cooldown is None:
+            return SearchResult([], [], tried, 0.0, None, None, [note])
+        rule = _unlabeled_rule(series, config.unlabeled_cooldown)
+        note += ": one unsupervised rule, the value leaving the band it kept there"
+        return SearchResult([rule], [], tried, 0.0, None, None, [note])
     if n_events < config.few_events and config.simple_first:
         ranking = _simple_first(ranking)
     if fit_on_all:
@@ -949,7 +965,7 @@ def _compose(
             thr, tf1 = sweep_threshold(
                 scores, train_parts, base, config.max_candidates, config.gap, quiet
             )
-            if not math.isfinite(thr):
+            if not _reviewable(st, thr, config):
                 continue
             rule = RuleSpec(st, thr, quiet)
             flags = [b | _alarm(s, thr, quiet) for b, s in zip(base, scores, strict=True)]
@@ -986,13 +1002,22 @@ def _independent_or(
         st = _recenter(series, c.structure)
         scores = _scores_of(series, st)
         thr, _ = sweep_threshold(scores, all_parts, None, config.max_candidates, config.gap, quiet)
-        if not math.isfinite(thr):
+        if not _reviewable(st, thr, config):
             continue
         keys.add(c.structure.key)
         out.append(RuleSpec(st, thr, quiet))
         if len(out) >= config.few_events_or:
             break
     return out
+
+
+def _reviewable(st: Structure, thr: float, config: SearchConfig) -> bool:
+    """A finite threshold an operator can review: a z-score rule needing more than
+    ``config.max_z`` deviations is a degenerate scale (a window that sat on one value), not a
+    rule."""
+    if not math.isfinite(thr):
+        return False
+    return config.max_z is None or st.scorer not in Z_SCORERS or abs(thr) <= config.max_z
 
 
 def _refit(
@@ -1011,6 +1036,9 @@ def _refit(
         thr, _ = sweep_threshold(scores, all_parts, base, config.max_candidates, config.gap, quiet)
         if not math.isfinite(thr):
             continue  # adds nothing on train + validation once the earlier rules are in
+        if not _reviewable(st, thr, config):
+            st, thr = r.structure, r.threshold  # keep the train fit
+            scores = _scores_of(series, st)
         out.append(RuleSpec(st, thr, quiet))
         new = [_alarm(s, thr, quiet) for s in scores]
         base = new if base is None else [b | f for b, f in zip(base, new, strict=True)]

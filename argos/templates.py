@@ -270,7 +270,7 @@ SCORERS: dict[str, Scorer] = {
         Scorer(
             "static",
             "    s = x\n",
-            "{signal} stays within the fitted bound {thr}",
+            "{signal} stays {inside} {thr}",
             "{signal} is {dir} {thr}",
             (),
             (),
@@ -602,7 +602,8 @@ def _words(spec: RuleSpec) -> tuple[str, str, str]:
     dir_word = {"up": "above", "down": "below", "both": "above or below"}[st.direction]
     if sc.name == "static":
         dir_word = {"up": "at or above", "down": "at or below", "both": "beyond +/-"}[st.direction]
-    fields = {**p, "signal": signal, "thr": thr_txt, "dir": dir_word}
+    inside = {"up": "below", "down": "above", "both": "within +/-"}[st.direction]
+    fields = {**p, "signal": signal, "thr": thr_txt, "dir": dir_word, "inside": inside}
     normal = sc.normal.format(**fields)
     if sc.name == "band" and st.direction != "both":
         side = "above" if st.direction == "up" else "below"

@@ -103,6 +103,9 @@ VARIANTS: dict[str, Callable[[], SearchConfig]] = {
     "cooldown-long-gap-.9": lambda: _now(few_events_long_gap=0.9),
     "cooldown-long-or1": lambda: _now(few_events_or=1),
     "cooldown-long-no-ties": lambda: _now(few_events_or_ties=False),
+    # the cap on z-score thresholds (deviations) an exported rule may have
+    "max-z-none": lambda: _now(max_z=None),
+    "max-z-50": lambda: _now(max_z=50.0),
     # units without a fitting event (--k 0): the unsupervised band rule's cool-down, or no rule
     "unlabeled-none": lambda: _now(unlabeled_cooldown=None),
     "unlabeled-cd0": lambda: _now(unlabeled_cooldown=0),

@@ -40,6 +40,9 @@ VARIANTS: dict[str, Callable[[], SearchConfig]] = {
     "cooldown-.25": lambda: SearchConfig(cooldown=0.25),
     "cooldown-1": lambda: SearchConfig(cooldown=1.0),
     "cooldown-2": lambda: SearchConfig(cooldown=2.0),
+    # the cap on z-score thresholds (deviations) an exported rule may have
+    "max-z-none": lambda: SearchConfig(max_z=None),
+    "max-z-50": lambda: SearchConfig(max_z=50.0),
     "g75": lambda: SearchConfig(few_events_gap=0.75, few_events_long_gap=0.75),
     "g90": lambda: SearchConfig(few_events_gap=0.9, few_events_long_gap=0.9),
     "g97": lambda: SearchConfig(few_events_gap=0.97, few_events_long_gap=0.97),

@@ -463,3 +463,46 @@ def test_data_resolution_is_the_smallest_step_of_the_train_values() -> None:
     assert data_resolution([flat]) == 0.0
     rz = [t for t in propose_structures([_one_long_event(0)]) if t[1] == "robust_z"]
     assert rz and all(dict(t[2])["min_scale"] >= 0 for t in rz)
+
+
+def test_a_unit_whose_events_no_structure_catches_gets_the_unsupervised_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst just before the only labeled event, as high as the event, keeps a static rule in
+    its cool-down through the event: instead of exporting nothing, the unit gets the band rule."""
+    import argos.builtin_generator as bg
+
+    monkeypatch.setattr(bg, "propose_structures", lambda series: [("value", "static", ())])
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 5, 2000).astype(float)
+    values[1196:1204] = 100.0
+    labels = np.zeros(2000, bool)
+    labels[1200:1204] = True  # cool-down 2: every event point has a 100 among the 2 before
+    fs = FitSeries("x", values, np.arange(2000, dtype=np.int64), labels, 1600)
+    res = search([fs])
+    assert res.notes[0].startswith("no structure caught a labeled event: one unsupervised rule")
+    [rule] = res.rules
+    assert rule.structure.scorer == "band" and rule.cooldown == 10
+    off = search([fs], SearchConfig(unlabeled_cooldown=None))
+    assert off.rules == [] and off.notes == ["no structure caught a labeled event"]
+
+
+def test_z_score_rules_with_a_degenerate_scale_are_not_exported() -> None:
+    """A counter that sat on one value for 120 points gives its first change a robust z of
+    millions: such a threshold is no reviewable rule, so the search drops it (max_z)."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    values = np.round(rng.normal(100, 3, n))
+    values[1000:1400] = 100.0  # stuck, then a small step that is the labeled event
+    values[1400:1430] = 101.0
+    labels = np.zeros(n, bool)
+    labels[1400:1430] = True
+    fs = FitSeries("s", values, np.arange(n, dtype=np.int64), labels, 2400)
+    loose = search([fs], SearchConfig(max_z=None))
+    capped = search([fs])
+    big = [r for r in loose.rules if r.structure.scorer in ("zscore", "robust_z")]
+    assert big and max(abs(r.threshold) for r in big) > 20  # what the cap is for
+    z = ("zscore", "robust_z")
+    assert all(abs(r.threshold) <= 20 for r in capped.rules if r.structure.scorer in z)
+    assert all(abs(c.threshold) <= 20 for c in capped.ranking if c.structure.scorer in z)
+    assert capped.rules  # the unit still gets a rule

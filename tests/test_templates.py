@@ -126,7 +126,11 @@ def test_downward_static_bound_reads_as_the_value_it_fires_at() -> None:
         st = Structure("value", "static", (), "down", 1)
         text = " ".join(check_rule(render(RuleSpec(st, thr))).docstring.split())
         assert f"at or below {bound}." in text
+        assert f"Normal: The value stays above {bound}." in text  # not "within the bound"
         assert "--" not in text
+    for direction, normal in (("up", "stays below 219."), ("both", "stays within +/- 219.")):
+        st = Structure("value", "static", (), direction, 1)  # type: ignore[arg-type]
+        assert normal in " ".join(check_rule(render(RuleSpec(st, 219.0))).docstring.split())
 
 
 def test_robust_z_divides_by_at_least_the_min_scale() -> None:
