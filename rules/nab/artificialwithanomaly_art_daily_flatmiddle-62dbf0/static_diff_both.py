@@ -1,6 +1,6 @@
 """static_diff_both: static bound of the first difference, both directions.
 
-Normal: The change from the previous point stays within the fitted bound 85.17.
+Normal: The change from the previous point stays within +/- 85.17.
 Abnormal: The change from the previous point is beyond +/- 85.17; it alarms once per burst: only
     when the condition was off for the 72 points before.
 """

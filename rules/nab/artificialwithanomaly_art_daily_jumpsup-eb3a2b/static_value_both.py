@@ -1,6 +1,6 @@
 """static_value_both: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 87.95.
+Normal: The value stays within +/- 87.95.
 Abnormal: The value is beyond +/- 87.95; it alarms once per burst: only when the condition was
     off for the 18 points before.
 """

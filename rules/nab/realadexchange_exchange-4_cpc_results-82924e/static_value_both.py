@@ -1,6 +1,6 @@
 """static_value_both: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 0.2657.
+Normal: The value stays within +/- 0.2657.
 Abnormal: The value is beyond +/- 0.2657; it alarms once per burst: only when the condition was
     off for the 28 points before.
 """

@@ -1,6 +1,6 @@
 """static_diff_both: static bound of the first difference, both directions.
 
-Normal: The change from the previous point stays within the fitted bound 0.8605.
+Normal: The change from the previous point stays within +/- 0.8605.
 Abnormal: The change from the previous point is beyond +/- 0.8605; it alarms once per burst:
     only when the condition was off for the 100 points before.
 """

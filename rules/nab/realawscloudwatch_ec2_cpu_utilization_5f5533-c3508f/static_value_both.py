@@ -1,6 +1,6 @@
 """static_value_both: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 57.82.
+Normal: The value stays within +/- 57.82.
 Abnormal: The value is beyond +/- 57.82; it alarms once per burst: only when the condition was
     off for the 100 points before.
 """

@@ -1,6 +1,6 @@
 """static_value_down_k2: static bound of the value, downward.
 
-Normal: The value stays within the fitted bound 1.997.
+Normal: The value stays above 1.997.
 Abnormal: The value is at or below 1.997, for 2 consecutive points; it alarms once per burst:
     only when the condition was off for the 68 points before.
 """

@@ -1,6 +1,6 @@
 """static_value_both: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 7.917e+08.
+Normal: The value stays within +/- 7.917e+08.
 Abnormal: The value is beyond +/- 7.917e+08; it alarms once per burst: only when the condition
     was off for the 68 points before.
 """

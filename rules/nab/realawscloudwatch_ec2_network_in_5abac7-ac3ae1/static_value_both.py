@@ -1,6 +1,6 @@
 """static_value_both: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 6.515e+06.
+Normal: The value stays within +/- 6.515e+06.
 Abnormal: The value is beyond +/- 6.515e+06; it alarms once per burst: only when the condition
     was off for the 114 points before.
 """

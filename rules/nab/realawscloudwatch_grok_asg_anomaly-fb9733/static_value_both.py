@@ -1,6 +1,6 @@
 """static_value_both: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 44.77.
+Normal: The value stays within +/- 44.77.
 Abnormal: The value is beyond +/- 44.77; it alarms once per burst: only when the condition was
     off for the 78 points before.
 """

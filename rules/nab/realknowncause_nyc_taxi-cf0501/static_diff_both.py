@@ -1,6 +1,6 @@
 """static_diff_both: static bound of the first difference, both directions.
 
-Normal: The change from the previous point stays within the fitted bound 1.185e+04.
+Normal: The change from the previous point stays within +/- 1.185e+04.
 Abnormal: The change from the previous point is beyond +/- 1.185e+04; it alarms once per burst:
     only when the condition was off for the 88 points before.
 """

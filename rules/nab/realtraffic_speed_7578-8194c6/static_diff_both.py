@@ -1,6 +1,6 @@
 """static_diff_both: static bound of the first difference, both directions.
 
-Normal: The change from the previous point stays within the fitted bound 32.25.
+Normal: The change from the previous point stays within +/- 32.25.
 Abnormal: The change from the previous point is beyond +/- 32.25; it alarms once per burst: only
     when the condition was off for the 14 points before.
 """

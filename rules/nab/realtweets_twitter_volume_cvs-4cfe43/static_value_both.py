@@ -1,6 +1,6 @@
 """static_value_both: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 13.5.
+Normal: The value stays within +/- 13.5.
 Abnormal: The value is beyond +/- 13.5; it alarms once per burst: only when the condition was
     off for the 282 points before.
 """

@@ -1,6 +1,6 @@
 """static_value_both: static bound of the value, both directions.
 
-Normal: The value stays within the fitted bound 398.2.
+Normal: The value stays within +/- 398.2.
 Abnormal: The value is beyond +/- 398.2; it alarms once per burst: only when the condition was
     off for the 264 points before.
 """

@@ -1,8 +1,8 @@
 """zscore_diff_w60_up_k2: rolling z-score of the first difference, upward.
 
-Normal: The change from the previous point stays within 27.63 standard deviations of its mean
+Normal: The change from the previous point stays within 7.139 standard deviations of its mean
     over the previous 60 points.
-Abnormal: The change from the previous point is more than 27.63 standard deviations above the
+Abnormal: The change from the previous point is more than 7.139 standard deviations above the
     mean of the previous 60 points, for 2 consecutive points; it alarms once per burst: only
     when the condition was off for the 5 points before.
 """
@@ -11,7 +11,7 @@ import numpy as np
 
 PARAMS = {
     "window": 60,
-    "threshold": 27.630165817673213,
+    "threshold": 7.139332074112069,
     "persistence": 2,
     "cooldown": 5,
 }

@@ -1,21 +1,21 @@
 """zscore_diff_w120_both: rolling z-score of the first difference, both directions.
 
-Normal: The change from the previous point stays within 63.42 standard deviations of its mean
+Normal: The change from the previous point stays within 13.73 standard deviations of its mean
     over the previous 120 points.
-Abnormal: The change from the previous point is more than 63.42 standard deviations above or
+Abnormal: The change from the previous point is more than 13.73 standard deviations above or
     below the mean of the previous 120 points; it alarms once per burst: only when the condition
-    was off for the 20 points before.
+    was off for the 26 points before.
 """
 
 import numpy as np
 
 PARAMS = {
     "window": 120,
-    "threshold": 63.415791789353456,
+    "threshold": 13.734971422473787,
     "persistence": 1,
-    "cooldown": 20,
+    "cooldown": 26,
 }
-LOOKBACK = 142
+LOOKBACK = 148
 
 
 def window_stats(x, width, lag):

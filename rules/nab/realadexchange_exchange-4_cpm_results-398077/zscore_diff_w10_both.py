@@ -1,21 +1,21 @@
-"""zscore_diff_w30_both: rolling z-score of the first difference, both directions.
+"""zscore_diff_w10_both: rolling z-score of the first difference, both directions.
 
-Normal: The change from the previous point stays within 3791 standard deviations of its mean
-    over the previous 30 points.
-Abnormal: The change from the previous point is more than 3791 standard deviations above or
-    below the mean of the previous 30 points; it alarms once per burst: only when the condition
-    was off for the 202 points before.
+Normal: The change from the previous point stays within 15.74 standard deviations of its mean
+    over the previous 10 points.
+Abnormal: The change from the previous point is more than 15.74 standard deviations above or
+    below the mean of the previous 10 points; it alarms once per burst: only when the condition
+    was off for the 20 points before.
 """
 
 import numpy as np
 
 PARAMS = {
-    "window": 30,
-    "threshold": 3790.6231234230627,
+    "window": 10,
+    "threshold": 15.74075936909539,
     "persistence": 1,
-    "cooldown": 202,
+    "cooldown": 20,
 }
-LOOKBACK = 234
+LOOKBACK = 32
 
 
 def window_stats(x, width, lag):
