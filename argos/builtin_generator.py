@@ -145,7 +145,7 @@ class SearchConfig:
             operator can review (12 committed rules had 100 to 3e14 before). None keeps them.
             Few-event protocol, 179 long / 959 short units: .591 / .724 vs .586 / .721 without
             the cap (.592 / .720 at 50; the 49 from NAB .444 vs .452); validation protocol: KPI
-            and Yahoo unchanged, NAB .315 vs .357 (20 series).
+            and Yahoo unchanged, NAB over three cuts .368 vs .392 (a known cost: docs/generator.md).
         unlabeled_cooldown: a unit with no labeled anomaly at all gets one unsupervised rule: the
             value leaves the band around its train + validation median that it kept there,
             alarming once per excursion (this cool-down, in points). Every baseline does the
