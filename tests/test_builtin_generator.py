@@ -506,3 +506,51 @@ def test_z_score_rules_with_a_degenerate_scale_are_not_exported() -> None:
     assert all(abs(r.threshold) <= 20 for r in capped.rules if r.structure.scorer in z)
     assert all(abs(c.threshold) <= 20 for c in capped.ranking if c.structure.scorer in z)
     assert capped.rules  # the unit still gets a rule
+
+
+def test_a_cooled_down_rule_may_not_hold_on_more_than_max_duty_of_normal_points() -> None:
+    """Noise with a labeled window at the very start whose first score is low: a threshold that
+    low holds almost everywhere, so with a cool-down its only alarm is that first point, inside
+    the window (a "perfect" rule on train). max_duty keeps the condition rare instead."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    s = rng.normal(size=n)
+    s[0] = -3.0
+    lab = np.zeros(n, dtype=bool)
+    lab[:60] = True
+    part = _part(lab, 0, n)
+    normal = s[~lab]
+    thr, f1 = sweep_threshold([s], [part], quiet=30)
+    assert f1 == 1.0 and np.mean(normal >= thr) > 0.2  # the degenerate rule the cap is for
+    thr, f1 = sweep_threshold([s], [part], quiet=30, max_duty=0.02)
+    assert np.mean(normal >= thr) <= 0.02
+    assert f1 < 1.0
+
+
+def test_searched_rules_hold_on_at_most_two_percent_of_normal_points() -> None:
+    rng = np.random.default_rng(4)
+    n = 3000
+    values = rng.normal(100, 5, n)
+    labels = np.zeros(n, dtype=bool)
+    labels[:80] = True  # only the warm-up window is labeled
+    labels[2000:2080] = True
+    values[2000:2080] += 6
+    fs = FitSeries("d", values, np.arange(n, dtype=np.int64), labels, 2400)
+    res = search([fs])
+    loose = search([fs], SearchConfig(max_duty=None))
+    for result, bound in ((res, 0.02), (loose, None)):
+        duties = []
+        for r in result.rules:
+            score = directional(
+                compile_score(r.structure.transform, r.structure.scorer)(
+                    fs.values, fs.timestamps, r.structure.param_dict
+                ),
+                r.structure.direction,
+                r.structure.persistence,
+            )
+            duties.append(float(np.mean(score[~labels] >= r.threshold)))
+        assert duties
+        if bound is not None:
+            assert max(duties) <= bound + 1e-3  # refit on train + validation: same normal points
+        else:
+            assert max(duties) > 0.02  # without the cap this unit gets a degenerate rule
