@@ -35,6 +35,7 @@ import numpy.typing as npt
 from argos.templates import (
     SCORERS,
     Direction,
+    Gate,
     RuleSpec,
     Structure,
     apply_cooldown,
@@ -196,6 +197,7 @@ class SearchConfig:
     unlabeled_cooldown: int | None = 10
     max_z: float | None = 20.0
     max_duty: float | None = 0.02
+    and_gates: bool = True
 
 
 @dataclass(frozen=True)
@@ -866,8 +868,16 @@ def search(
         ranking = _simple_first(ranking)
     if fit_on_all:
         chosen, sel = _compose(series, ranking, all_parts, all_parts, config, True, quiet)
+        if config.and_gates and n_events >= config.few_events:
+            chosen, sel = _add_gates(
+                series, chosen, ranking, all_parts, all_parts, config, sel, True, quiet
+            )
     else:
         chosen, sel = _compose(series, ranking, train_parts, val_parts, config, False, quiet)
+        if config.and_gates and n_events >= config.few_events:
+            chosen, sel = _add_gates(
+                series, chosen, ranking, train_parts, val_parts, config, sel, False, quiet
+            )
     final = _refit(series, chosen, all_parts, config, quiet) if config.refit else chosen
     if n_events < config.few_events and config.few_events_or > 1 and long:
         # long events: one alarm anywhere inside is a hit, so a second shape buys recall
@@ -967,12 +977,88 @@ def _scores_of(series: Sequence[FitSeries], st: Structure) -> list[FloatArray]:
     ]
 
 
+def _gated(series: Sequence[FitSeries], st: Structure, gate: Gate | None) -> list[FloatArray]:
+    """The structure's scores where the gate holds (``-inf`` elsewhere): thresholding them gives
+    the AND of the two conditions, exactly as the rendered rule computes it."""
+    scores = _scores_of(series, st)
+    if gate is None:
+        return scores
+    opens = _scores_of(series, gate.structure)
+    return [np.where(g >= gate.threshold, s, -np.inf) for s, g in zip(scores, opens, strict=True)]
+
+
 def _flags(series: Sequence[FitSeries], rules: Sequence[RuleSpec]) -> list[BoolArray]:
     out = [np.zeros(len(fs.values), dtype=bool) for fs in series]
     for r in rules:
-        for i, s in enumerate(_scores_of(series, r.structure)):
+        for i, s in enumerate(_gated(series, r.structure, r.gate)):
             out[i] |= _alarm(s, r.threshold, r.cooldown)
     return out
+
+
+def _add_gates(
+    series: Sequence[FitSeries],
+    chosen: Sequence[RuleSpec],
+    ranking: Sequence[Candidate],
+    train_parts: Sequence[_Part],
+    val_parts: Sequence[_Part],
+    config: SearchConfig,
+    sel: float,
+    in_sample: bool = False,
+    quiet: int = 0,
+) -> tuple[list[RuleSpec], float]:
+    """AND composition: each chosen rule in turn gets the gate (a second shape that must hold at
+    the same point) that raises the selection score most, if by at least ``min_gain``.
+
+    For a gate shape, its threshold is swept with the rule's own fixed, then the rule's threshold
+    again given the gate (it may go lower once the gate removes its false alarms): two exact
+    sweeps, each conditional on the other rules of the set.
+    """
+    pool: list[Structure] = []
+    for c in ranking[: 4 * config.top_k]:
+        st = replace(c.structure, persistence=1)
+        if st not in pool:
+            pool.append(st)
+    cache: dict[Structure, list[FloatArray]] = {}
+    out = list(chosen)
+    for i, rule in enumerate(out):
+        if rule.gate is not None:
+            continue
+        others = out[:i] + out[i + 1 :]
+        base = _flags(series, others) if others else None
+        main = _scores_of(series, rule.structure)
+        best: tuple[float, RuleSpec] | None = None
+        for st in pool:
+            if st.key == rule.structure.key:
+                continue
+            opens = cache.setdefault(st, _scores_of(series, st))
+            masked = [
+                np.where(m >= rule.threshold, g, -np.inf) for m, g in zip(main, opens, strict=True)
+            ]
+            g_thr, _ = sweep_threshold(
+                masked, train_parts, base, config.max_candidates, config.gap, quiet, config.max_duty
+            )
+            if not _reviewable(st, g_thr, config):
+                continue
+            gated = [np.where(g >= g_thr, m, -np.inf) for m, g in zip(main, opens, strict=True)]
+            thr, tf1 = sweep_threshold(
+                gated, train_parts, base, config.max_candidates, config.gap, quiet, config.max_duty
+            )
+            if not _reviewable(rule.structure, thr, config):
+                continue
+            candidate = RuleSpec(rule.structure, thr, quiet, gate=Gate(st, g_thr))
+            if in_sample:
+                cand_sel = tf1
+            else:
+                flags = [_alarm(s, thr, quiet) for s in gated]
+                if base is not None:
+                    flags = [b | f for b, f in zip(base, flags, strict=True)]
+                _, cand_sel = _selection(tf1, flags_counts(flags, val_parts), config.val_weight)
+            if best is None or cand_sel > best[0]:
+                best = (cand_sel, candidate)
+        if best is not None and best[0] >= sel + config.min_gain:
+            sel = best[0]
+            out[i] = best[1]
+    return out, sel
 
 
 def _compose(
@@ -1066,7 +1152,7 @@ def _refit(
     base: list[BoolArray] | None = None
     for r in chosen:
         st = _recenter(series, r.structure)
-        scores = _scores_of(series, st)
+        scores = _gated(series, st, r.gate)
         thr, _ = sweep_threshold(
             scores, all_parts, base, config.max_candidates, config.gap, quiet, config.max_duty
         )
@@ -1074,8 +1160,8 @@ def _refit(
             continue  # adds nothing on train + validation once the earlier rules are in
         if not _reviewable(st, thr, config):
             st, thr = r.structure, r.threshold  # keep the train fit
-            scores = _scores_of(series, st)
-        out.append(RuleSpec(st, thr, quiet))
+            scores = _gated(series, st, r.gate)
+        out.append(RuleSpec(st, thr, quiet, gate=r.gate))
         new = [_alarm(s, thr, quiet) for s in scores]
         base = new if base is None else [b | f for b, f in zip(base, new, strict=True)]
     return out

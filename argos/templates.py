@@ -464,8 +464,16 @@ class Structure:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """A second condition AND-ed with a rule's own: its shape (persistence 1) and threshold."""
+
+    structure: Structure
+    threshold: float
+
+
+@dataclass(frozen=True)
 class RuleSpec:
-    """A complete rule: a structure, its fitted threshold and an optional cool-down.
+    """A complete rule: a structure, its fitted threshold, an optional AND gate and cool-down.
 
     Attributes:
         structure: the rule shape.
@@ -473,16 +481,22 @@ class RuleSpec:
         cooldown: an alarm needs the condition off for this many points before it (0 = none),
             so a sustained anomaly alarms once, at its start.
         metrics: free-form numbers recorded in the docstring (e.g. train/validation F1).
+        gate: a second condition that must hold at the same point (AND composition), e.g. "the
+            value is above 80 AND it jumped more than 4 standard deviations"; the cool-down
+            applies to the combined condition.
     """
 
     structure: Structure
     threshold: float
     cooldown: int = 0
     metrics: Mapping[str, float] = field(default_factory=dict)
+    gate: Gate | None = None
 
     @property
     def name(self) -> str:
-        return self.structure.name
+        if self.gate is None:
+            return self.structure.name
+        return f"{self.structure.name}_and_{self.gate.structure.name}"
 
     def lookback(self) -> int:
         """Points of history the rule's label depends on (the rule's ``LOOKBACK``).
@@ -493,6 +507,11 @@ class RuleSpec:
         base = self.structure.lookback()
         if self.structure.scorer == "flat":
             base = max(base, math.ceil(self.threshold) + self.structure.persistence - 1)
+        if self.gate is not None:
+            gate = self.gate.structure.lookback()
+            if self.gate.structure.scorer == "flat":
+                gate = max(gate, math.ceil(self.gate.threshold))
+            base = max(base, gate)
         return base + self.cooldown
 
     @property
@@ -503,6 +522,10 @@ class RuleSpec:
         p["persistence"] = self.structure.persistence
         if self.cooldown:
             p["cooldown"] = self.cooldown
+        if self.gate is not None:
+            for k, v in self.gate.structure.params:
+                p[f"gate_{k}"] = v
+            p["gate_threshold"] = float(self.gate.threshold)
         return p
 
 
@@ -512,27 +535,35 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-def _helpers_for(structure_key: tuple[str, str]) -> list[str]:
-    transform, scorer = TRANSFORMS[structure_key[0]], SCORERS[structure_key[1]]
+def _helpers_for(*keys: tuple[str, str]) -> list[str]:
     names: list[str] = []
-    for h in (*transform.helpers, *scorer.helpers):
-        if h not in names:
-            names.append(h)
+    for transform, scorer in keys:
+        for h in (*TRANSFORMS[transform].helpers, *SCORERS[scorer].helpers):
+            if h not in names:
+                names.append(h)
     return names
 
 
-def score_source(transform: str, scorer: str) -> str:
-    """Source of the helpers and the ``score(values, timestamps, params)`` function of a pair."""
+def _score_def(transform: str, scorer: str, name: str, doc: str) -> str:
     t, sc = TRANSFORMS[transform], SCORERS[scorer]
-    helpers = "".join("\n" + _HELPERS[h] for h in _helpers_for((transform, scorer)))
     body = re.sub(r"params\['(\w+)'\]", r'params["\1"]', t.code + sc.code)
     return (
-        f"{helpers}\n\ndef score(values, timestamps, params):\n"
-        f'    """Score of each point: larger means more anomalous in the rule\'s direction."""\n'
+        f"\n\ndef {name}(values, timestamps, params):\n"
+        f'    """{doc}"""\n'
         f"    values = np.asarray(values, dtype=float)\n"
         f"{body}"
         f"    return np.asarray(s, dtype=float)\n"
     )
+
+
+_SCORE_DOC = "Score of each point: larger means more anomalous in the rule's direction."
+_GATE_DOC = "Score of the second condition (the gate), on its own parameters."
+
+
+def score_source(transform: str, scorer: str) -> str:
+    """Source of the helpers and the ``score(values, timestamps, params)`` function of a pair."""
+    helpers = "".join("\n" + _HELPERS[h] for h in _helpers_for((transform, scorer)))
+    return helpers + _score_def(transform, scorer, "score", _SCORE_DOC)
 
 
 _DIRECTION_CODE: dict[Direction, str] = {
@@ -552,6 +583,19 @@ _DETECT_TAIL = """    k = int(params["persistence"])
                 np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
     alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+"""
+
+_GATE_CODE: dict[Direction, str] = {
+    "up": "    g = gate_score(values, timestamps, gate)\n",
+    "down": "    g = -gate_score(values, timestamps, gate)\n",
+    "both": "    g = np.abs(gate_score(values, timestamps, gate))\n",
+}
+
+_GATE_HEAD = """    # AND: the gate's condition must hold at the same point
+    gate = {k[5:]: v for k, v in params.items() if k.startswith("gate_")}
+"""
+
+_GATE_TAIL = """    alarm &= np.nan_to_num(g, nan=-np.inf) >= gate["threshold"]
 """
 
 _COOLDOWN_CALL = """    quiet = int(params.get("cooldown", 0))
@@ -592,13 +636,27 @@ _DIRECTION_TITLES = {"up": "upward", "down": "downward", "both": "both direction
 
 
 def _words(spec: RuleSpec) -> tuple[str, str, str]:
-    st = spec.structure
+    title, normal, abnormal = _condition_words(spec.structure, spec.threshold)
+    if spec.gate is not None:
+        g_title, g_normal, g_abnormal = _condition_words(spec.gate.structure, spec.gate.threshold)
+        title += f", AND {g_title}"
+        normal += f", or {g_normal}"
+        abnormal += f", and at the same point {g_abnormal}"
+    if spec.cooldown:
+        abnormal += (
+            f"; it alarms once per burst: only when the condition was off for the "
+            f"{spec.cooldown} points before"
+        )
+    return title, normal[0].upper() + normal[1:], abnormal[0].upper() + abnormal[1:]
+
+
+def _condition_words(st: Structure, threshold: float) -> tuple[str, str, str]:
     t, sc = TRANSFORMS[st.transform], SCORERS[st.scorer]
     p = {k: (f"{v:.6g}" if k == "center" else _fmt(v)) for k, v in st.params}
     signal = t.phrase.format(**p)
-    thr = f"{spec.threshold:.4g}"
+    thr = f"{threshold:.4g}"
     # a downward static rule fires at value <= -threshold: say that bound, whatever its sign
-    thr_txt = f"{-spec.threshold:.4g}" if (st.direction == "down" and sc.name == "static") else thr
+    thr_txt = f"{-threshold:.4g}" if (st.direction == "down" and sc.name == "static") else thr
     dir_word = {"up": "above", "down": "below", "both": "above or below"}[st.direction]
     if sc.name == "static":
         dir_word = {"up": "at or above", "down": "at or below", "both": "beyond +/-"}[st.direction]
@@ -611,17 +669,10 @@ def _words(spec: RuleSpec) -> tuple[str, str, str]:
     abnormal = sc.abnormal.format(**fields)
     if st.persistence > 1:
         abnormal += f", for {st.persistence} consecutive points"
-    if spec.cooldown:
-        abnormal += (
-            f"; it alarms once per burst: only when the condition was off for the "
-            f"{spec.cooldown} points before"
-        )
     title = (
         f"{_SCORER_TITLES[sc.name]} of {_TRANSFORM_TITLES[t.name]}, "
         f"{_DIRECTION_TITLES[st.direction]}"
     )
-    normal = normal[0].upper() + normal[1:]
-    abnormal = abnormal[0].upper() + abnormal[1:]
     return title, normal, abnormal
 
 
@@ -651,7 +702,16 @@ def render(spec: RuleSpec) -> str:
     )
     params_lines = "".join(f'    "{k}": {_param_literal(v)},\n' for k, v in spec.params.items())
     cooldown = _COOLDOWN_HELPER if spec.cooldown else ""
-    code = score_source(st.transform, st.scorer)
+    if spec.gate is None:
+        code = score_source(st.transform, st.scorer)
+        gate_code = ""
+    else:
+        g = spec.gate.structure
+        helpers = _helpers_for(st.key, g.key)
+        code = "".join("\n" + _HELPERS[h] for h in helpers)
+        code += _score_def(st.transform, st.scorer, "score", _SCORE_DOC)
+        code += _score_def(g.transform, g.scorer, "gate_score", _GATE_DOC)
+        gate_code = _GATE_HEAD + _GATE_CODE[g.direction] + _GATE_TAIL
     imports = "import math\n\nimport numpy as np\n" if "math." in code else "import numpy as np\n"
     return (
         f"{doc}\n{imports}\n"
@@ -660,7 +720,7 @@ def render(spec: RuleSpec) -> str:
         f"{code}{cooldown}\n\n"
         "def detect(values, timestamps, params=PARAMS):\n"
         '    """True where the point is anomalous (see the module docstring)."""\n'
-        f"{_DIRECTION_CODE[st.direction]}{_DETECT_TAIL}"
+        f"{_DIRECTION_CODE[st.direction]}{_DETECT_TAIL}{gate_code}"
         f"{_COOLDOWN_CALL if spec.cooldown else ''}"
         "    return alarm\n"
     )

@@ -554,3 +554,40 @@ def test_searched_rules_hold_on_at_most_two_percent_of_normal_points() -> None:
             assert max(duties) <= bound + 1e-3  # refit on train + validation: same normal points
         else:
             assert max(duties) > 0.02  # without the cap this unit gets a degenerate rule
+
+
+def _and_unit(seed: int = 0, n: int = 8000) -> FitSeries:
+    """Normal climbs to 12 and normal jumps of 8 from the base level; the incidents are a jump of
+    5 from a step at 4: high only in combination."""
+    rng = np.random.default_rng(seed)
+    v = rng.normal(0, 0.3, n)
+    lab = np.zeros(n, dtype=bool)
+    for a in range(100, n - 200, 400):
+        v[a : a + 60] += np.linspace(0, 12, 60)
+        v[a + 60 : a + 120] += np.linspace(12, 0, 60)
+        v[a + 200 : a + 203] += 8
+    for a in range(330, n - 200, 800):
+        v[a : a + 20] += 4
+        v[a + 20 : a + 23] += 9
+        lab[a + 20 : a + 23] = True
+    return FitSeries("and", v, np.arange(n, dtype=np.int64), lab, 6000)
+
+
+def test_and_composition_gates_a_rule_when_it_raises_the_selection() -> None:
+    fs = _and_unit()
+    res = search([fs])
+    off = search([fs], SearchConfig(and_gates=False))
+    gated = [r for r in res.rules if r.gate is not None]
+    assert gated and all(r.gate is None for r in off.rules)
+    assert res.selection >= off.selection + SearchConfig().min_gain
+    assert res.train_f1 is not None and off.train_f1 is not None
+    assert res.train_f1 > off.train_f1
+    # the exported rule computes exactly the search's in-process alarms
+    rendered = np.zeros(len(fs.values), dtype=bool)
+    for r in res.rules:
+        detect, params = load_rule(render(r))
+        rendered |= detect(fs.values, fs.timestamps, params)
+    np.testing.assert_array_equal(rendered, _flags([fs], res.rules)[0])
+    # few labeled events: no AND (two conditions fit on one or two events overfit)
+    one = replace(fs, labels=fs.labels & (np.arange(len(fs.values)) < 400))
+    assert all(r.gate is None for r in search([one]).rules)

@@ -12,8 +12,10 @@ from argos.rule_contract import check_rule
 from argos.templates import (
     SCORERS,
     TRANSFORMS,
+    Gate,
     RuleSpec,
     Structure,
+    apply_cooldown,
     compile_score,
     directional,
     load_rule,
@@ -262,3 +264,62 @@ def test_persistence_is_the_minimum_over_the_last_k_points(k: int) -> None:
     ref[k - 1 :] = np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
     np.testing.assert_array_equal(directional(s, "up", k), np.nan_to_num(ref, nan=-np.inf))
     assert (directional(s[: k - 1], "up", k) == -np.inf).all()  # too short for one window
+
+
+@pytest.mark.parametrize(
+    ("main", "gate"),
+    [
+        (
+            Structure("value", "static", (), "up", 2),
+            Structure("diff", "zscore", (("window", 30),), "both"),
+        ),
+        (
+            Structure("ewma", "zscore", (("alpha", 0.2), ("window", 30)), "down"),
+            Structure(
+                "seasonal",
+                "robust_z",
+                (("period", 24), ("cycles", 2), ("window", 60), ("min_scale", 0.0)),
+                "up",
+            ),
+        ),
+        (
+            Structure("value", "zscore", (("window", 30),), "up"),
+            Structure("value", "flat", (), "up"),
+        ),
+    ],
+    ids=lambda s: s.name,
+)
+def test_and_composition_renders_both_conditions_at_the_same_point(
+    main: Structure, gate: Structure
+) -> None:
+    """A gated rule fires where both conditions hold (then the cool-down), on separate params
+    (``gate_window`` next to ``window``), with a lookback covering both and a docstring that says
+    both; it is causal and passes the contract."""
+    values, ts = _series()
+    s = directional(
+        compile_score(main.transform, main.scorer)(values, ts, main.param_dict),
+        main.direction,
+        main.persistence,
+    )
+    g = directional(
+        compile_score(gate.transform, gate.scorer)(values, ts, gate.param_dict), gate.direction, 1
+    )
+    thr = float(np.quantile(s[np.isfinite(s)], 0.9))
+    g_thr = float(np.quantile(g[np.isfinite(g)], 0.8))
+    spec = RuleSpec(main, thr, cooldown=3, gate=Gate(gate, g_thr))
+    src = render(spec)
+    info = check_rule(src)
+    assert info.lookback == spec.lookback() >= max(main.lookback(), gate.lookback()) + 3
+    assert info.params["gate_threshold"] == g_thr and info.params["threshold"] == thr
+    for k, v in gate.params:
+        assert info.params[f"gate_{k}"] == v
+    assert spec.name == f"{main.name}_and_{gate.name}"
+    text = " ".join(info.docstring.split())
+    assert ", and at the same point " in text and "Normal: " in text and ", or " in text
+    detect, params = load_rule(src)
+    labels = detect(values, ts, params)
+    both = (s >= thr) & (g >= g_thr)
+    assert both.any()
+    np.testing.assert_array_equal(labels, apply_cooldown(both, 3))
+    for cut in (50, 333, 1111):
+        np.testing.assert_array_equal(detect(values[:cut], ts[:cut], params), labels[:cut])
