@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -677,8 +678,6 @@ def _condition_words(st: Structure, threshold: float) -> tuple[str, str, str]:
 
 
 def _wrap(text: str, width: int = 96) -> str:
-    import textwrap
-
     return "\n".join(textwrap.wrap(text, width=width, subsequent_indent="    "))
 
 
@@ -693,8 +692,9 @@ def render(spec: RuleSpec) -> str:
             + ", ".join(f"{k} {v:.3f}" for k, v in spec.metrics.items())
             + "."
         )
+    summary = "\n".join(textwrap.wrap(f"{spec.name}: {title}.", width=96))
     doc = (
-        f'"""{spec.name}: {title}.\n\n'
+        f'"""{summary}\n\n'
         f"{_wrap('Normal: ' + normal + '.')}\n"
         f"{_wrap('Abnormal: ' + abnormal + '.')}\n"
         + (f"{_wrap(extra.strip())}\n" if extra else "")

@@ -81,6 +81,13 @@ def _now(**kw: Any) -> SearchConfig:
 
 _BAND = ("value", "band")
 _STATIC = ("value", "static")
+_SIMPLE_NOT_STATIC = (
+    ("diff", "static"),
+    ("value", "zscore"),
+    ("diff", "zscore"),
+    ("value", "robust_z"),
+    ("diff", "robust_z"),
+)
 
 #: The rows of the docs table (every setting explicit, so the names survive default changes).
 VARIANTS: dict[str, Callable[[], SearchConfig]] = {
@@ -106,6 +113,18 @@ VARIANTS: dict[str, Callable[[], SearchConfig]] = {
     # the cap on z-score thresholds (deviations) an exported rule may have
     "max-z-none": lambda: _now(max_z=None),
     "max-z-50": lambda: _now(max_z=50.0),
+    # the share of normal points a rule's condition may hold on (None: any)
+    "duty-none": lambda: _now(max_duty=None),
+    "duty-.05": lambda: _now(max_duty=0.05),
+    "duty-.01": lambda: _now(max_duty=0.01),
+    "long-gap-.6": lambda: _now(few_events_long_gap=0.6),
+    "long-margin-uncapped": lambda: _now(few_events_margin="uncapped"),
+    "long-margin-relative": lambda: _now(few_events_margin="relative"),
+    "long-band-not-static": lambda: _now(few_events_long_shapes=(_BAND, *_SIMPLE_NOT_STATIC)),
+    "long-no-static": lambda: _now(few_events_long_shapes=_SIMPLE_NOT_STATIC),
+    "long-band-and-static": lambda: _now(
+        few_events_long_shapes=(_BAND, _STATIC, *_SIMPLE_NOT_STATIC)
+    ),
     # units without a fitting event (--k 0): the unsupervised band rule's cool-down, or no rule
     "unlabeled-none": lambda: _now(unlabeled_cooldown=None),
     "unlabeled-cd0": lambda: _now(unlabeled_cooldown=0),

@@ -43,6 +43,10 @@ VARIANTS: dict[str, Callable[[], SearchConfig]] = {
     # the cap on z-score thresholds (deviations) an exported rule may have
     "max-z-none": lambda: SearchConfig(max_z=None),
     "max-z-50": lambda: SearchConfig(max_z=50.0),
+    # the fourth round: the share of normal points a condition may hold on, AND composition
+    "before-round-4": lambda: SearchConfig(max_duty=None, and_gates=False),
+    "no-and": lambda: SearchConfig(and_gates=False),
+    "duty-.01-no-and": lambda: SearchConfig(max_duty=0.01, and_gates=False),
     "g75": lambda: SearchConfig(few_events_gap=0.75, few_events_long_gap=0.75),
     "g90": lambda: SearchConfig(few_events_gap=0.9, few_events_long_gap=0.9),
     "g97": lambda: SearchConfig(few_events_gap=0.97, few_events_long_gap=0.97),

@@ -1,14 +1,14 @@
 """static_value_both: static bound of the value, both directions.
 
-Normal: The value stays within +/- 0.07728.
-Abnormal: The value is beyond +/- 0.07728; it alarms once per burst: only when the condition was
+Normal: The value stays within +/- 0.1241.
+Abnormal: The value is beyond +/- 0.1241; it alarms once per burst: only when the condition was
     off for the 43 points before.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 0.07727505849999992,
+    "threshold": 0.12411832825,
     "persistence": 1,
     "cooldown": 43,
 }

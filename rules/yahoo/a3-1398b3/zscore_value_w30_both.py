@@ -1,7 +1,8 @@
 """zscore_value_w30_both: rolling z-score of the value, both directions.
 
-Normal: The value stays within 2.94 standard deviations of its mean over the previous 30 points.
-Abnormal: The value is more than 2.94 standard deviations above or below the mean of the
+Normal: The value stays within 3.066 standard deviations of its mean over the previous 30
+    points.
+Abnormal: The value is more than 3.066 standard deviations above or below the mean of the
     previous 30 points; it alarms once per burst: only when the condition was off for the 1
     points before.
 """
@@ -10,7 +11,7 @@ import numpy as np
 
 PARAMS = {
     "window": 30,
-    "threshold": 2.9401021079823324,
+    "threshold": 3.0662956215631465,
     "persistence": 1,
     "cooldown": 1,
 }

@@ -1,9 +1,9 @@
 """zscore_seasonal_p24_c3_w60_both: rolling z-score of the seasonal residual, both directions.
 
 Normal: The difference to the median of the same slot in the previous 3 period(s) of 24 points
-    stays within 4.616 standard deviations of its mean over the previous 60 points.
+    stays within 5.03 standard deviations of its mean over the previous 60 points.
 Abnormal: The difference to the median of the same slot in the previous 3 period(s) of 24 points
-    is more than 4.616 standard deviations above or below the mean of the previous 60 points; it
+    is more than 5.03 standard deviations above or below the mean of the previous 60 points; it
     alarms once per burst: only when the condition was off for the 1 points before.
 """
 
@@ -13,7 +13,7 @@ PARAMS = {
     "period": 24,
     "cycles": 3,
     "window": 60,
-    "threshold": 4.615585686010482,
+    "threshold": 5.030307270999825,
     "persistence": 1,
     "cooldown": 1,
 }
