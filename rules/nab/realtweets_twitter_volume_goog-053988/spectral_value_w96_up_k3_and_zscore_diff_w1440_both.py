@@ -1,4 +1,5 @@
-"""spectral_value_w96_up_k3_and_zscore_diff_w1440_both: spectral-residual saliency of the value, upward, AND rolling z-score of the first difference, both directions.
+"""spectral_value_w96_up_k3_and_zscore_diff_w1440_both: spectral-residual saliency of the value,
+upward, AND rolling z-score of the first difference, both directions.
 
 Normal: The spectral-residual saliency of the value over the last 96 points stays below 3.523
     times the window's mean saliency, or the change from the previous point stays within 3.953

@@ -1,4 +1,5 @@
-"""zscore_ewma_a005_w120_down_k3_and_zscore_value_w1440_up: rolling z-score of the EWMA residual, downward, AND rolling z-score of the value, upward.
+"""zscore_ewma_a005_w120_down_k3_and_zscore_value_w1440_up: rolling z-score of the EWMA residual,
+downward, AND rolling z-score of the value, upward.
 
 Normal: The residual against an exponentially weighted average (alpha 0.05) of the earlier
     points stays within 1.288 standard deviations of its mean over the previous 120 points, or

@@ -1,4 +1,5 @@
-"""zscore_diff_w60_both_and_robust_z_value_w30_both: rolling z-score of the first difference, both directions, AND robust z-score (median/MAD) of the value, both directions.
+"""zscore_diff_w60_both_and_robust_z_value_w30_both: rolling z-score of the first difference, both
+directions, AND robust z-score (median/MAD) of the value, both directions.
 
 Normal: The change from the previous point stays within 5.213 standard deviations of its mean
     over the previous 60 points, or the value stays within 1.901 robust deviations (1.4826 x

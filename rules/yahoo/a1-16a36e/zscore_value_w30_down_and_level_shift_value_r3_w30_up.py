@@ -1,4 +1,5 @@
-"""zscore_value_w30_down_and_level_shift_value_r3_w30_up: rolling z-score of the value, downward, AND level shift of the value, upward.
+"""zscore_value_w30_down_and_level_shift_value_r3_w30_up: rolling z-score of the value, downward,
+AND level shift of the value, upward.
 
 Normal: The value stays within 2.702 standard deviations of its mean over the previous 30
     points, or the mean of the value over the last 3 points stays within -2.068 standard

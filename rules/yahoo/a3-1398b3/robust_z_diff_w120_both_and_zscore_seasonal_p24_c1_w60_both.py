@@ -1,4 +1,6 @@
-"""robust_z_diff_w120_both_and_zscore_seasonal_p24_c1_w60_both: robust z-score (median/MAD) of the first difference, both directions, AND rolling z-score of the seasonal residual, both directions.
+"""robust_z_diff_w120_both_and_zscore_seasonal_p24_c1_w60_both: robust z-score (median/MAD) of the
+first difference, both directions, AND rolling z-score of the seasonal residual, both
+directions.
 
 Normal: The change from the previous point stays within 2.782 robust deviations (1.4826 x MAD,
     at least 2.013e-07, the data's resolution) of the median of the previous 120 points, or the

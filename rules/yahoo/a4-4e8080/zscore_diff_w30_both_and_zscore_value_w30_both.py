@@ -1,4 +1,5 @@
-"""zscore_diff_w30_both_and_zscore_value_w30_both: rolling z-score of the first difference, both directions, AND rolling z-score of the value, both directions.
+"""zscore_diff_w30_both_and_zscore_value_w30_both: rolling z-score of the first difference, both
+directions, AND rolling z-score of the value, both directions.
 
 Normal: The change from the previous point stays within 3.284 standard deviations of its mean
     over the previous 30 points, or the value stays within 0.4514 standard deviations of its
