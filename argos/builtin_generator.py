@@ -15,7 +15,10 @@ For one training unit (a series, or all series of a partition) the search:
    (selection uses validation; train F1 only breaks ties and fills in when validation has no event);
 4. composes an OR of up to ``max_rules`` rules greedily: each new rule's threshold is swept
    conditionally on the events and false alarms the rules already chosen have, and it is kept only
-   when it improves the selection score by ``min_gain``;
+   when it improves the selection score by ``min_gain``; then gives each chosen rule the AND gate
+   (a second shape that must hold at the same point) that raises the selection score most, if by
+   ``min_gain`` (units with 3 labeled events or more); no threshold may leave its condition on for
+   more than ``max_duty`` of the normal points;
 5. re-fits the chosen thresholds on train + validation (never test: the search never receives test
    labels) and places each threshold inside the gap below the optimal event maximum (a quarter of
    the way down by default), so it is not sitting on a training point.

@@ -13,8 +13,9 @@ threshold":
   spectral-residual saliency);
 - a **direction** (up: ``s >= thr``, down: ``-s >= thr``, both: ``|s| >= thr``) and a
   **persistence** of k points (the smallest directional score over the last k points must reach
-  the threshold) turn the score into labels; an optional **cool-down** keeps an alarm only when
-  the condition was off for a number of points before it (one alarm per burst).
+  the threshold) turn the score into labels; an optional **gate** ANDs a second score and
+  threshold that must hold at the same point; an optional **cool-down** keeps an alarm only when
+  the (combined) condition was off for a number of points before it (one alarm per burst).
 
 The score code is the same text in every rendering of a template (numbers live in ``PARAMS``), so
 the search compiles each (transform, scorer) pair once with :func:`compile_score` and sweeps
