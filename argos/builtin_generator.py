@@ -205,6 +205,7 @@ class SearchConfig:
     max_z: float | None = 20.0
     max_duty: float | None = 0.02
     and_gates: bool = True
+    weekly: bool = True
 
 
 @dataclass(frozen=True)
@@ -696,12 +697,37 @@ def data_resolution(series: Sequence[FitSeries]) -> float:
     return float(np.diff(vals).min())
 
 
+def weekly_period(series: Sequence[FitSeries]) -> int | None:
+    """Points per week (the same time of day on the same weekday) from real Unix timestamps with
+    one sampling interval that divides a week; None otherwise."""
+    intervals: set[int] = set()
+    for fs in series:
+        ts = fs.timestamps[: fs.val_start]
+        if len(ts) < 20 or ts[0] <= 10**8:
+            return None
+        intervals.add(int(np.median(np.diff(ts))))
+    if len(intervals) != 1:
+        return None
+    interval = intervals.pop()
+    return _WEEK // interval if interval > 0 and _WEEK % interval == 0 else None
+
+
+_WEEK = 7 * 86400
+
+
 def propose_structures(
-    series: Sequence[FitSeries],
+    series: Sequence[FitSeries], *, weekly: bool = True
 ) -> list[tuple[str, str, tuple[tuple[str, float], ...]]]:
-    """(transform, scorer, params) triples sized to the shortest train part of the unit."""
+    """(transform, scorer, params) triples sized to the shortest train part of the unit.
+
+    Seasonal residuals use the estimated period (a day from the timestamps, or the
+    autocorrelation's) and, with ``weekly``, a week from the timestamps (day of week).
+    """
     n_train = min(fs.val_start for fs in series)
-    period = estimate_period(series)
+    periods = [p for p in (estimate_period(series),) if p is not None]
+    week = weekly_period(series) if weekly else None
+    if week is not None and week not in periods:
+        periods.append(week)
 
     def ok(width: int) -> bool:
         return width * 5 <= n_train
@@ -719,7 +745,7 @@ def propose_structures(
             rz = (("window", w), ("min_scale", resolution))
             out.append(("value", "robust_z", rz))
             out.append(("diff", "robust_z", rz))
-    if period is not None:
+    for period in periods:
         for cycles in (1, 3):
             if ok(period * cycles + 60):
                 for w in (60, 360):
@@ -794,7 +820,7 @@ def search(
         note = f"{_NO_LABEL}: one unsupervised rule, the value leaving the band it kept there"
         return SearchResult([rule], [], 1, 0.0, None, None, [note])
     fit_on_all = sum(p.n_events for p in train_parts) == 0
-    triples = propose_structures(series)
+    triples = propose_structures(series, weekly=config.weekly)
     n_events = sum(p.n_events for p in all_parts)
     few = n_events < config.few_events and config.few_events_order
     margin_kind = "std"

@@ -47,6 +47,7 @@ VARIANTS: dict[str, Callable[[], SearchConfig]] = {
     "before-round-4": lambda: SearchConfig(max_duty=None, and_gates=False),
     "no-and": lambda: SearchConfig(and_gates=False),
     "duty-.01-no-and": lambda: SearchConfig(max_duty=0.01, and_gates=False),
+    "no-weekly": lambda: SearchConfig(weekly=False),
     "g75": lambda: SearchConfig(few_events_gap=0.75, few_events_long_gap=0.75),
     "g90": lambda: SearchConfig(few_events_gap=0.9, few_events_long_gap=0.9),
     "g97": lambda: SearchConfig(few_events_gap=0.97, few_events_long_gap=0.97),

@@ -23,6 +23,7 @@ from argos.builtin_generator import (
     propose_structures,
     search,
     sweep_threshold,
+    weekly_period,
 )
 from argos.metrics import event_pa
 from argos.templates import apply_cooldown, compile_score, directional, load_rule, render
@@ -200,6 +201,30 @@ def test_structures_are_sized_to_the_data() -> None:
     assert all(dict(p).get("window", 0) * 5 <= short.val_start for _, _, p in names)
     long = _synthetic(8, n=20000)
     assert len(propose_structures([long])) > len(names)
+
+
+def test_seasonal_residuals_use_the_day_and_the_week_from_timestamps() -> None:
+    n = 80_000  # one point a minute: a day is 1440 points, a week 10080
+    ts = (1_600_000_000 + 60 * np.arange(n)).astype(np.int64)
+    fs = FitSeries("m", np.zeros(n), ts, np.zeros(n, bool), 60_000)
+    assert weekly_period([fs]) == 10080
+    periods = {dict(p)["period"] for t, _, p in propose_structures([fs]) if t == "seasonal"}
+    assert periods == {1440, 10080}
+    daily_only = propose_structures([fs], weekly=False)
+    assert {dict(p)["period"] for t, _, p in daily_only if t == "seasonal"} == {1440}
+    # a week must fit the data five times over (with its window), and needs real timestamps
+    short = replace(
+        fs,
+        values=fs.values[:40_000],
+        timestamps=ts[:40_000],
+        labels=fs.labels[:40_000],
+        val_start=30_000,
+    )
+    assert all(
+        dict(p)["period"] != 10080 for t, _, p in propose_structures([short]) if t == "seasonal"
+    )
+    counter = replace(fs, timestamps=np.arange(n, dtype=np.int64))
+    assert weekly_period([counter]) is None
 
 
 @pytest.mark.slow
@@ -472,7 +497,7 @@ def test_a_unit_whose_events_no_structure_catches_gets_the_unsupervised_rule(
     its cool-down through the event: instead of exporting nothing, the unit gets the band rule."""
     import argos.builtin_generator as bg
 
-    monkeypatch.setattr(bg, "propose_structures", lambda series: [("value", "static", ())])
+    monkeypatch.setattr(bg, "propose_structures", lambda series, **_: [("value", "static", ())])
     rng = np.random.default_rng(0)
     values = rng.integers(0, 5, 2000).astype(float)
     values[1196:1204] = 100.0
