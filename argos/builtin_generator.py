@@ -1063,7 +1063,9 @@ def _add_gates(
         for st in pool:
             if st.key == rule.structure.key:
                 continue
-            opens = cache.setdefault(st, _scores_of(series, st))
+            opens = cache.get(st)
+            if opens is None:
+                opens = cache[st] = _scores_of(series, st)
             masked = [
                 np.where(m >= rule.threshold, g, -np.inf) for m, g in zip(main, opens, strict=True)
             ]
