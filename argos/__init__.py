@@ -1,6 +1,6 @@
 """Argos: agentic anomaly detection for cloud metrics with readable, sandboxed Python rules."""
 
-from argos.series import DataError, Dataset, Series, SplitSpec
+from argos.data.series import DataError, Dataset, Series, SplitSpec
 
 __version__ = "0.1.0"
 

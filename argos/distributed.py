@@ -1,8 +1,8 @@
 """Training and evaluation units as tasks on a Dask distributed cluster (``--scheduler``).
 
-The local executors (a process pool in :func:`argos.training.train_dataset` and
-:func:`argos.evaluate.evaluate`) stop at one machine. :class:`DaskExecutor` runs the same unit
-functions as Dask tasks instead, on a scheduler given by address (``tcp://host:8786``) or on a
+The local executors (a process pool in :func:`argos.training.driver.train_dataset` and
+:func:`argos.evaluation.harness.evaluate`) stop at one machine. :class:`DaskExecutor` runs the same
+unit functions as Dask tasks instead, on a scheduler given by address (``tcp://host:8786``) or on a
 :class:`~distributed.LocalCluster` of worker processes started for the run (``local`` or
 ``local:N``). What runs in a task is exactly what a local worker process runs, so the results and
 the exported artifacts are the same (verification and export stay in the driver, in unit order).
@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from argos.llm import (
+from argos.llm.interface import (
     Budget,
     ChatModel,
     Completion,
@@ -46,11 +46,11 @@ from argos.llm import (
 )
 
 if TYPE_CHECKING:
-    from argos.evaluate import SeriesResult, _Task
-    from argos.llm import Price
-    from argos.llm_config import LLMConfig
-    from argos.series import Dataset, Series
-    from argos.training import Generator, GeneratorOutput
+    from argos.data.series import Dataset, Series
+    from argos.evaluation.harness import SeriesResult, _Task
+    from argos.llm.config import LLMConfig
+    from argos.llm.interface import Price
+    from argos.training.driver import Generator, GeneratorOutput
 
 TrainJob = tuple[str, "list[Series]", "list[Series]", list[str]]
 """(unit name, train slices, validation slices, series ids): one training unit."""
@@ -166,9 +166,9 @@ class DaskExecutor:
         self, generator: Generator, jobs: Sequence[TrainJob]
     ) -> Iterator[tuple[tuple[str, GeneratorOutput, float], TrainJob]]:
         """Generate every unit as a Dask task; yield ``((unit, output, seconds), job)`` as units
-        finish (the shape :func:`argos.training._run_jobs` yields)."""
+        finish (the shape :func:`argos.training.driver._run_jobs` yields)."""
         distributed = _import_distributed()
-        from argos.training import _generate_unit
+        from argos.training.driver import _generate_unit
 
         run = uuid.uuid4().hex[:8]
         by_key: dict[str, TrainJob] = {}
@@ -209,7 +209,7 @@ class DaskExecutor:
         :mod:`argos.methods` is imported there (plugins registered at run time in the driver are
         not visible to remote workers)."""
         distributed = _import_distributed()
-        from argos.evaluate import run_eval_task
+        from argos.evaluation.harness import run_eval_task
 
         run = uuid.uuid4().hex[:8]
         shared = self.client.scatter(dataset, broadcast=True, hash=False)
@@ -295,7 +295,8 @@ class _Ledger:
 
 
 class SharedLimitsChatModel:
-    """A :class:`~argos.llm.ChatModel` whose concurrency and budget are shared cluster-wide.
+    """A :class:`~argos.llm.interface.ChatModel` whose concurrency and budget are shared
+    cluster-wide.
 
     Put it INSIDE the per-worker stack (``AgentGenerator(chat_model=SharedLimitsChatModel(...))``
     becomes ``Metered(Caching(SharedLimits(endpoint)))``): cache hits never reach it, so replayed
@@ -304,7 +305,7 @@ class SharedLimitsChatModel:
     is charged to the ledger ``argos-budget-{name}``.
 
     Picklable: the endpoint is built lazily in the worker from ``llm`` (an
-    :class:`~argos.llm_config.LLMConfig`) unless ``inner`` is given (tests pass a fake model).
+    :class:`~argos.llm.config.LLMConfig`) unless ``inner`` is given (tests pass a fake model).
     Inside a Dask task it reaches the scheduler with the worker's client; in the driver (a unit run
     locally) pass ``client``, the run's Dask client.
 
@@ -357,7 +358,7 @@ class SharedLimitsChatModel:
 
     def _endpoint(self) -> ChatModel:
         if self._inner is None:
-            from argos.llm_config import build_chat_model
+            from argos.llm.config import build_chat_model
 
             assert self._llm is not None
             self._inner = build_chat_model(self._llm)
@@ -488,8 +489,8 @@ class SharedLimitsChatModel:
         json: bool = False,
     ) -> Completion:
         """Reserve the call's worst case in the shared ledger (or raise
-        :class:`~argos.llm.LLMBudgetExceeded`), hold a cluster-wide lease while calling the
-        endpoint, then charge the real usage. A failed call is charged nothing."""
+        :class:`~argos.llm.interface.LLMBudgetExceeded`), hold a cluster-wide lease while calling
+        the endpoint, then charge the real usage. A failed call is charged nothing."""
         sem, lock, var = self._primitives()
         model = self.model
         tokens = estimate_tokens(messages) + (max_tokens or 0)

@@ -11,7 +11,7 @@ A *method* is fit on labeled history and returns a *detector*; the detector labe
         def detect(self, series: Series) -> BoolArray: ...
 
 ``train[i]`` and ``validation[i]`` are consecutive slices of the same series (see
-:mod:`argos.protocol`); for per-series granularity there is one of each, for per-partition
+:mod:`argos.data.protocol`); for per-series granularity there is one of each, for per-partition
 granularity one per series of the partition.
 
 Registering a method: a *factory* is a callable taking a keyword ``seed`` (the trial number, so
@@ -21,7 +21,8 @@ stochastic methods vary across ``--trials``) and returning a fresh :class:`Metho
                     description="rule set exported by argos train", kind="argos")
 
 Hook for trained rule sets: a module that can turn an exported rule-set folder into a method
-(``argos.artifacts`` / ``argos.builtin_generator``) registers its factory here at import time. The
+(``argos.rules.artifacts`` / ``argos.training.builtin.search``) registers its factory here at
+import time. The
 registry imports the modules named in :data:`PLUGIN_MODULES` lazily the first time it is queried,
 so ``argos eval --methods all`` sees them without the CLI knowing about each one.
 """
@@ -34,16 +35,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from argos.series import BoolArray, FloatArray, Series
+from argos.data.series import BoolArray, FloatArray, Series
 
 MethodKind = Literal["baseline", "argos", "peer"]
 
 #: Modules imported on first use of the registry; each registers its methods at import time.
 #: Missing modules are skipped (they land with later issues).
 PLUGIN_MODULES: tuple[str, ...] = (
-    "argos.baselines",
-    "argos.builtin_generator",
-    "argos.artifacts",
+    "argos.evaluation.baselines",
+    "argos.training.builtin.search",
+    "argos.rules.artifacts",
 )
 
 

@@ -1,6 +1,6 @@
 """Online detector throughput and latency, with every baseline measured in the same run.
 
-Rule sets (unless ``--rules`` names a folder), rendered from :mod:`argos.templates`:
+Rule sets (unless ``--rules`` names a folder), rendered from :mod:`argos.rules.templates`:
 
 - **typical**: what the builtin generator exports most (in the curated KPI sets: z-scores,
   static bounds, relative change, level shifts): a rolling z-score, a level shift, a z-score of
@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from argos.artifacts import RuleSource, write_ruleset
-from argos.detector import Detector, Point, verification_sample
-from argos.rule_worker import compile_rule
+from argos.online.detector import Detector, Point, verification_sample
+from argos.rules.artifacts import RuleSource, write_ruleset
+from argos.sandbox.workers import compile_rule
 
 COOLDOWN = 10
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def typical_ruleset(folder: Path, with_median: bool = False) -> Path:
     """Three O(n) rules of the builtin generator's grammar exported as a rule set; with
     ``with_median``, a fourth: a robust z-score (rolling median, O(window) per point)."""
-    from argos.templates import RuleSpec, Structure, render
+    from argos.rules.templates import RuleSpec, Structure, render
 
     specs = {
         "zscore_w60": RuleSpec(Structure("value", "zscore", (("window", 60.0),), "both", 1), 4.0),
@@ -87,7 +87,7 @@ def load_series(max_points: int) -> tuple[str, np.ndarray, np.ndarray]:
     """The longest real KPI series (capped), or a synthetic one."""
     root = os.environ.get("ARGOS_DATA_DIR") or str(ROOT.parent / "shared" / "datasets")
     if (Path(root) / "kpi").is_dir():
-        from argos.loaders import load_kpi
+        from argos.data.loaders import load_kpi
 
         ds = load_kpi(Path(root) / "kpi")
         s = max(ds.series, key=len)
@@ -256,7 +256,7 @@ def curated_section(root: Path, repeats: int) -> None:
     if not (Path(data) / "kpi").is_dir() or not root.is_dir():
         print(f"\ncurated: skipped (needs {root} and the KPI data)")
         return
-    from argos.loaders import load_kpi
+    from argos.data.loaders import load_kpi
 
     series = {s.id: s for s in load_kpi(Path(data) / "kpi").series}
     n_pts = 0

@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from argos import baselines, catalog
-from argos.evaluate import evaluate
+from argos.data import catalog
+from argos.evaluation import baselines
+from argos.evaluation.harness import evaluate
 
 TARGET_SECONDS = 600.0
 

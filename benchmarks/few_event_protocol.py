@@ -16,7 +16,8 @@ the first 3/4 of the quiet stretch before an event (from the end of the previous
 to catch is.
 
 The fitting part is split train / validation as every dataset here does (last 20% validation), and
-the unit goes through ``argos.evaluate.evaluate`` exactly as the ``argos-builtin`` method and the
+the unit goes through ``argos.evaluation.harness.evaluate`` exactly as the ``argos-builtin`` method
+and the
 baselines see a series with an official ``test_start``. A unit is *long* when its fitting events
 are 20 points or more on average (the generator's own ``long_event`` criterion; NAB-like), else
 *short*. Per series at most ``--per-series`` units per ``k`` are kept, evenly spaced over the
@@ -40,16 +41,16 @@ from typing import Any
 
 import numpy as np
 
-from argos.baselines import StaticThreshold
-from argos.builtin_generator import SearchConfig
-from argos.catalog import load_dataset
-from argos.evaluate import evaluate
+from argos.data.catalog import load_dataset
+from argos.data.protocol import split_series
+from argos.data.series import Dataset, Series, SplitSpec
+from argos.evaluation.baselines import StaticThreshold
+from argos.evaluation.harness import evaluate
 from argos.methods import Method, register_method
 from argos.metrics import aggregate_mean, aggregate_pooled, events
-from argos.protocol import split_series
-from argos.series import Dataset, Series, SplitSpec
-from argos.templates import apply_cooldown
-from argos.training import BuiltinMethod
+from argos.rules.templates import apply_cooldown
+from argos.training.builtin.search import SearchConfig
+from argos.training.driver import BuiltinMethod
 
 PRE = 3000  # at most this many points of fitting history before the first fitting event
 TAIL = 100  # the pseudo-test runs at least this far past its first event (if the data allow)

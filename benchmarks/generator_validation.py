@@ -8,7 +8,7 @@ events in both parts (and pooled); ``static-threshold`` is scored on the same ps
 
 Usage: ``python benchmarks/generator_validation.py --dataset nab --variants base,pool
 [--granularity series] [--partition A1] [--workers 2]``. Variants are named configurations of
-:class:`argos.builtin_generator.SearchConfig` / the generator (see ``VARIANTS``).
+:class:`argos.training.builtin.search.SearchConfig` / the generator (see ``VARIANTS``).
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from typing import Any
 
 from few_event_protocol import PREVIOUS  # the scripts sit side by side in benchmarks/
 
-from argos.builtin_generator import SearchConfig
-from argos.catalog import load_dataset
-from argos.evaluate import evaluate
+from argos.data.catalog import load_dataset
+from argos.data.protocol import split_series
+from argos.data.series import Dataset, Series, SplitSpec
+from argos.evaluation.harness import evaluate
 from argos.methods import Method, register_method
 from argos.metrics import aggregate_mean, aggregate_pooled
-from argos.protocol import split_series
-from argos.series import Dataset, Series, SplitSpec
-from argos.training import BuiltinMethod
+from argos.training.builtin.search import SearchConfig
+from argos.training.driver import BuiltinMethod
 
 PSEUDO_TRAIN_FRACTION = 0.75  # the docs table: one cut; NAB rows also use 0.75,0.6,0.5
 

@@ -1,4 +1,4 @@
-"""Benchmark: loading the whole KPI set (6.1 M points) with ``argos.loaders.load_kpi``.
+"""Benchmark: loading the whole KPI set (6.1 M points) with ``argos.data.loaders.load_kpi``.
 
 Prints wall time and peak resident memory of the loader, and of a plain ``pandas.read_csv`` of the
 same two files (no dtypes, no validation, no per-KPI series) measured in the same run, plus their
@@ -26,12 +26,12 @@ _CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import numpy, pandas
-import argos.loaders
+import argos.data.loaders
 kind, folder = sys.argv[1], Path(sys.argv[2])
 t0 = time.perf_counter()
 points = 0
 if kind == "argos":
-    ds = argos.loaders.load_kpi(folder)
+    ds = argos.data.loaders.load_kpi(folder)
     points = ds.n_points
 elif kind == "pandas":
     for name in ("phase2_train", "phase2_ground_truth"):

@@ -3,11 +3,13 @@
 For every 2500-point chunk (the published KPI chunk size) of the KPI training file that contains at
 least one labeled anomaly, renders the chunk two ways, both measured in this run:
 
-- **ours**: :func:`argos.prompts.render_chunk` (4 significant figures, normal stretches summarised,
+- **ours**: :func:`argos.training.agents.prompts.render_chunk` (4 significant figures, normal
+stretches summarised,
   anomalous windows verbatim with context), and the whole generator prompt around it;
 - **rows**: the published format, one ``index,value,label`` row per point.
 
-Prints tokens per chunk (mean, median, max) with :func:`argos.llm.estimate_tokens` and the ratio
+Prints tokens per chunk (mean, median, max) with :func:`argos.llm.interface.estimate_tokens` and
+the ratio
 rows / ours, next to the paper's 38k input tokens per iteration. With ``--smollm2`` it also counts
 with the bundled SmolLM2 tokenizer (needs ``make install-llm-server``; splits every digit, so it is
 a pessimistic count for numeric text).
@@ -29,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from argos.llm import estimate_tokens
-from argos.prompts import generator_messages, render_chunk
+from argos.llm.interface import estimate_tokens
+from argos.training.agents.prompts import generator_messages, render_chunk
 
 CHUNK = 2500
 PUBLISHED_INPUT_TOKENS = 38_000
@@ -51,7 +53,7 @@ def data_file() -> Path:
 def smollm2_counter() -> Callable[[str], int]:
     import llama_cpp
 
-    from argos.llm_local import bundled_model_path
+    from argos.llm.local import bundled_model_path
 
     model = bundled_model_path()
     if model is None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from argos.sandbox import RuleInput, Sandbox
+from argos.sandbox.pool import RuleInput, Sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def _split_inputs() -> tuple[str, list[RuleInput]]:
             raw = np.genfromtxt(f, delimiter=",", skip_header=1)
             inputs.append((raw[:, 1].astype(np.float64), raw[:, 0].astype(np.int64)))
         return "Yahoo A1 (all series, values + timestamps only)", inputs
-    from argos.demo_data import make_demo_dataset
+    from argos.data.demo import make_demo_dataset
 
     ds = make_demo_dataset()
     return "demo dataset", [(s.values, s.timestamps) for s in ds.series]
@@ -173,7 +173,7 @@ def _loop(detect: Callable[..., Any], params: dict[str, Any], inputs: list[RuleI
 
 
 def _in_process_params(code: str) -> dict[str, Any]:
-    from argos.rule_contract import check_rule
+    from argos.rules.contract import check_rule
 
     return dict(check_rule(code).params)
 

@@ -1,7 +1,8 @@
 """Service throughput under concurrent clients: a real ``argos serve`` (uvicorn) on loopback.
 
 Prints, for each workload, requests/s, points/s and p50/p99 request latency with N concurrent
-clients, next to the same work done by a :class:`~argos.detector.Detector` (isolated workers) called
+clients, next to the same work done by a :class:`~argos.online.detector.Detector` (isolated
+workers) called
 directly in this process, measured in the same run (the ratio is what HTTP + JSON + the service
 cost):
 
@@ -29,7 +30,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from argos.detector import Detector, Point, verification_sample
+from argos.online.detector import Detector, Point, verification_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"

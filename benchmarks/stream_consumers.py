@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from argos.artifacts import RuleSource, write_ruleset
-from argos.detector import Detector, Point
-from argos.streams import StreamConfig, backlog, ensure_streams, publish
-from argos.templates import RuleSpec, Structure, render
+from argos.online.detector import Detector, Point
+from argos.online.streams import StreamConfig, backlog, ensure_streams, publish
+from argos.rules.artifacts import RuleSource, write_ruleset
+from argos.rules.templates import RuleSpec, Structure, render
 
 
 def ruleset(folder: Path) -> Path:

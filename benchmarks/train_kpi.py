@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from argos.catalog import load_dataset
+from argos.data.catalog import load_dataset
+from argos.data.protocol import fit_inputs
 from argos.methods import get_method
-from argos.protocol import fit_inputs
-from argos.training import train_dataset
+from argos.training.driver import train_dataset
 
 BUDGET_S = 15 * 60
 

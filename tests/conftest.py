@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from argos.demo_data import make_demo_dataset
-from argos.loaders import load_kpi, load_nab, load_yahoo
-from argos.series import Dataset
+from argos.data.demo import make_demo_dataset
+from argos.data.loaders import load_kpi, load_nab, load_yahoo
+from argos.data.series import Dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

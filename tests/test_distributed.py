@@ -20,13 +20,20 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from argos.builtin_generator import SearchConfig
-from argos.demo_data import make_demo_dataset
+from argos.data.demo import make_demo_dataset
+from argos.data.series import Series
 from argos.distributed import DaskExecutor, SchedulerError, SharedLimitsChatModel, parse_scheduler
-from argos.evaluate import evaluate
-from argos.llm import Budget, Completion, LLMBudgetExceeded, Message, Usage, estimate_tokens
-from argos.series import Series
-from argos.training import BuiltinGenerator, GeneratorOutput, ProgressFn, train_dataset
+from argos.evaluation.harness import evaluate
+from argos.llm.interface import (
+    Budget,
+    Completion,
+    LLMBudgetExceeded,
+    Message,
+    Usage,
+    estimate_tokens,
+)
+from argos.training.builtin.search import SearchConfig
+from argos.training.driver import BuiltinGenerator, GeneratorOutput, ProgressFn, train_dataset
 
 # Helpers defined here travel to the workers by value (the workers cannot import this module).
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -298,9 +305,9 @@ class AlwaysSameReply:
 def _llm_generator(run_dir: Path, max_calls: int | None, client: Any = None) -> Any:
     from scripted_rules import GOOD, fenced
 
-    from argos.agent_training import AgentGenerator
-    from argos.llm_config import LLMConfig
-    from argos.training_graph import LoopConfig
+    from argos.llm.config import LLMConfig
+    from argos.training.agents.graph import LoopConfig
+    from argos.training.agents.run import AgentGenerator
 
     shared = SharedLimitsChatModel(
         f"train-{os.getpid()}-{time.time_ns()}",
@@ -418,9 +425,9 @@ class StallOnCall:
 def test_killed_llm_unit_resumes_from_its_checkpoint_without_paying_twice(tmp_path: Path) -> None:
     from scripted_rules import GOOD, fenced
 
-    from argos.agent_training import AgentGenerator
-    from argos.llm_config import LLMConfig
-    from argos.training_graph import LoopConfig
+    from argos.llm.config import LLMConfig
+    from argos.training.agents.graph import LoopConfig
+    from argos.training.agents.run import AgentGenerator
 
     ds = make_demo_dataset()
     one = type(ds)(ds.name, [ds.get("api_latency_ms")], ds.split)  # 3 iterations, 3 calls

@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from argos import catalog
-from argos.series import DataError
+from argos.data import catalog
+from argos.data.series import DataError
 
 DataDirOption = Annotated[
     Path | None,
@@ -124,8 +124,8 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDirOption = None,
     ) -> None:
         """Draw series with their labeled anomalies and train / validation / test boundaries."""
-        from argos.plots import Boundary, SeriesPanel, stacked_series_figure
-        from argos.protocol import split_series
+        from argos.data.protocol import split_series
+        from argos.report.plots import Boundary, SeriesPanel, stacked_series_figure
 
         try:
             dataset = catalog.load_dataset(name, data_dir=data_dir, progress=sys.stderr.isatty())

@@ -13,9 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from argos.demo_data import make_demo_dataset
-from argos.evaluate import evaluate
-from argos.training import train_dataset
+from argos.data.demo import make_demo_dataset
+from argos.evaluation.harness import evaluate
+from argos.training.driver import train_dataset
 
 DEMO_BASELINES = ("robust-zscore", "spectral-residual")
 

@@ -20,8 +20,8 @@ from typing import IO, Annotated, Any
 
 import typer
 
-from argos.detector import Detector, Point, PostProcessing, RuleSetError
-from argos.rule_worker import RuleWorkerError, WorkerLimits
+from argos.online.detector import Detector, Point, PostProcessing, RuleSetError
+from argos.sandbox.workers import RuleWorkerError, WorkerLimits
 
 READ_CHUNK = 1 << 16
 

@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from argos import catalog
-from argos.evaluate import (
+from argos.data import catalog
+from argos.data.series import DataError, Dataset, SplitSpec
+from argos.evaluation.harness import (
     EvalConfig,
     EvalResult,
     EvaluationError,
@@ -25,7 +26,6 @@ from argos.evaluate import (
     write_results,
 )
 from argos.methods import UnknownMethodError, get_method, method_names, resolve_methods
-from argos.series import DataError, Dataset, SplitSpec
 
 
 def _fail(message: str) -> typer.Exit:

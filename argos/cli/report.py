@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from argos.report import DEFAULT_BASELINES, ReportError, write_report
+from argos.report.run import DEFAULT_BASELINES, ReportError, write_report
 
 
 def register(app: typer.Typer) -> None:

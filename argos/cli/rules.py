@@ -11,10 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from argos import catalog
-from argos.artifacts import RuleSetError, load_ruleset
-from argos.rule_contract import RuleContractError, check_rule
-from argos.sandbox import (
+from argos.data import catalog
+from argos.data.series import DataError
+from argos.rules.artifacts import RuleSetError, load_ruleset
+from argos.rules.contract import RuleContractError, check_rule
+from argos.sandbox.pool import (
     RuleInput,
     RunResult,
     Sandbox,
@@ -23,7 +24,6 @@ from argos.sandbox import (
     Status,
     check_causality,
 )
-from argos.series import DataError
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -41,8 +41,8 @@ def check_rule_file(
     """Static gate -> sandbox run on every series of ``dataset`` -> causality check on the first.
 
     Returns ``{"status", "detail", "traceback", "runtime_ms", ...}``; ``status`` is a
-    :class:`~argos.sandbox.Status` value. The dataset is loaded here and only values and timestamps
-    reach the sandbox. Raises ``DataError`` / ``OSError`` for a missing dataset or file.
+    :class:`~argos.sandbox.pool.Status` value. The dataset is loaded here and only values and
+    timestamps reach the sandbox. Raises ``DataError`` / ``OSError`` for a missing dataset or file.
     """
     code = path.read_text(encoding="utf-8")
     t0 = time.perf_counter()

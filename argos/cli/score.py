@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from argos.data.series import BoolArray
 from argos.metrics import DEFAULT_DELAY, Scores, score_all
-from argos.series import BoolArray
 
 PRED_COLUMNS: tuple[str, ...] = ("label", "pred", "anomaly")
 

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from argos.detector import PostProcessing, RuleSetError
-from argos.rule_worker import RuleWorkerError
-from argos.service import TOKEN_ENV, ServiceConfig, check_bind, create_app
+from argos.online.detector import PostProcessing, RuleSetError
+from argos.online.service import TOKEN_ENV, ServiceConfig, check_bind, create_app
+from argos.sandbox.workers import RuleWorkerError
 
 
 def register(app: typer.Typer) -> None:

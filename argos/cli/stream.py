@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from argos.detector import Point, PostProcessing
+from argos.online.detector import Point, PostProcessing
 
 # Module level: the annotations below are evaluated in the module's namespace.
 redis_opt = typer.Option("--redis", help="Redis URL, e.g. redis://127.0.0.1:6379/0.")
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Run one detector consumer until SIGTERM / Ctrl-C; prints its counters as JSON."""
-        from argos.streams import StreamConfig, consume
+        from argos.online.streams import StreamConfig, consume
 
         cfg = StreamConfig(
             prefix=prefix,
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         """Append points to their partition streams."""
         import redis
 
-        from argos.streams import StreamConfig, ensure_streams, publish
+        from argos.online.streams import StreamConfig, ensure_streams, publish
 
         cfg = StreamConfig(prefix=prefix, partitions=partitions)
         client = redis.Redis.from_url(redis_url)
@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
         """Backlog (unacknowledged entries) and alerts written, as JSON."""
         import redis
 
-        from argos.streams import StreamConfig, backlog, ensure_streams
+        from argos.online.streams import StreamConfig, backlog, ensure_streams
 
         cfg = StreamConfig(prefix=prefix, partitions=partitions)
         client = redis.Redis.from_url(redis_url)

@@ -11,11 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from argos import catalog
-from argos.builtin_generator import SearchConfig
 from argos.cli.report import report_epilogue
-from argos.series import DataError, Dataset, SplitSpec
-from argos.training import (
+from argos.data import catalog
+from argos.data.series import DataError, Dataset, SplitSpec
+from argos.training.builtin.search import SearchConfig
+from argos.training.driver import (
     BuiltinGenerator,
     GeneratorOutput,
     TrainSummary,
@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
         """Train rule sets: one per series or partition, verified in the sandbox, then exported."""
         console = Console(stderr=as_json)
         from argos.cli.train_llm import RunOptions, new_run_dir, resolve_resume, run_llm_training
-        from argos.llm_config import LLMConfigError, is_llm_configured, load_llm_config
+        from argos.llm.config import LLMConfigError, is_llm_configured, load_llm_config
 
         if resume is not None:
             run_dir = resolve_resume(resume, runs_dir)
@@ -243,7 +243,7 @@ def register(app: typer.Typer) -> None:
         gen = BuiltinGenerator(SearchConfig(trials=trials, seed=seed))
         n_workers = workers or default_workers()
         try:
-            from argos.training import training_units
+            from argos.training.driver import training_units
 
             n_units = len(training_units(ds, series_id=series, partition=partition))
         except (KeyError, ValueError) as exc:

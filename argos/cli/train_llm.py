@@ -22,13 +22,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from argos import catalog
-from argos.agent_training import AgentGenerator, csv_base, method_base
-from argos.llm import Budget, LLMError
-from argos.llm_config import LLMConfig, load_llm_config
-from argos.series import DataError, Dataset
-from argos.training import GeneratorOutput, UnitResult, train_dataset
-from argos.training_graph import LoopConfig
+from argos.data import catalog
+from argos.data.series import DataError, Dataset
+from argos.llm.config import LLMConfig, load_llm_config
+from argos.llm.interface import Budget, LLMError
+from argos.training.agents.graph import LoopConfig
+from argos.training.agents.run import AgentGenerator, csv_base, method_base
+from argos.training.driver import GeneratorOutput, UnitResult, train_dataset
 
 if TYPE_CHECKING:
     from argos.distributed import SharedLimitsChatModel
@@ -156,9 +156,9 @@ def _cluster_model(
     """The endpoint with the run's budget and concurrency shared by every Dask worker. A resumed
     run starts its ledger from what its units spent before (cache replays included: the budget
     errs on the safe side)."""
-    from argos.agent_training import run_usage_from_checkpoints
     from argos.distributed import SharedLimitsChatModel
-    from argos.training import training_units
+    from argos.training.agents.run import run_usage_from_checkpoints
+    from argos.training.driver import training_units
 
     run_key = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
     shared = SharedLimitsChatModel(
@@ -203,7 +203,7 @@ def _train(
         f"LLM generator: model [bold]{llm.model}[/] at {llm.base_url or 'the provider default'}; "
         f"run folder {run_dir}{where}"
     )
-    from argos.training import training_units
+    from argos.training.driver import training_units
 
     try:
         n_units = len(training_units(ds, series_id=opts.series, partition=opts.partition))
@@ -252,7 +252,7 @@ def _train(
     if executor is None:
         usage = gen.ledger.summary()
     else:  # the units ran (and were metered) in the workers: sum their checkpointed usage
-        from argos.agent_training import run_usage_from_checkpoints
+        from argos.training.agents.run import run_usage_from_checkpoints
 
         usage = run_usage_from_checkpoints(
             run_dir, [u.series for u in summary.units], llm.price_table()

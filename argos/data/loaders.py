@@ -1,0 +1,777 @@
+"""Readers for the benchmark layouts: KPI, Yahoo S5, NAB, the UCR anomaly archive, generic folders.
+
+Every loader returns a :class:`~argos.data.series.Dataset` and turns bad input into a
+:class:`~argos.data.series.DataError` naming the file, the line (header = line 1) and the problem;
+no
+pandas traceback reaches the user. The layouts, split conventions and the NaN / irregular-sampling
+policy are documented in ``datasets/README.md``.
+
+Reading is columnar: one ``pandas.read_csv`` per file (C engine, categorical ids for KPI), then
+numpy; no per-row Python except in the error path, which re-reads a file to name the bad line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from argos.data.series import (
+    DataError,
+    Dataset,
+    FloatArray,
+    IntArray,
+    Series,
+    SplitSpec,
+    make_increasing,
+    show_value,
+)
+
+__all__ = [
+    "UCR_NAME",
+    "YAHOO_PARTITIONS",
+    "detect_layout",
+    "load_generic",
+    "load_kpi",
+    "load_nab",
+    "load_path",
+    "load_ucr",
+    "load_yahoo",
+    "read_series_file",
+]
+
+YAHOO_PARTITIONS = ("A1", "A2", "A3", "A4")
+"""Yahoo S5 partitions, read from the folders ``A1Benchmark`` .. ``A4Benchmark``."""
+
+UCR_NAME = re.compile(
+    r"^(?P<num>\d+)_UCR_Anomaly_(?P<name>.+)_(?P<train>\d+)_(?P<a>\d+)_(?P<b>\d+)$"
+)
+"""A UCR archive file stem: ``NNN_UCR_Anomaly_<name>_<trainEnd>_<anomStart>_<anomEnd>``."""
+
+_MISSING_TOKENS = frozenset({"", "nan", "na", "n/a", "null", "none", "-nan"})
+_KPI_ID = "KPI ID"
+_T = TypeVar("_T")
+
+
+# --------------------------------------------------------------------------------------- columns
+
+
+@dataclass(frozen=True)
+class _Column:
+    """A column a layout needs: canonical name, accepted header spellings, required or not."""
+
+    name: str
+    aliases: tuple[str, ...]
+    required: bool = True
+    numeric: bool = True
+
+
+_TS = _Column("timestamp", ("timestamp", "timestamps"))
+_VALUE = _Column("value", ("value",))
+_LABEL_OPT = _Column("label", ("label", "is_anomaly", "anomaly"), required=False)
+_LABEL_REQ = _Column("label", ("label", "is_anomaly", "anomaly"))
+
+
+def _resolve_columns(
+    found: Sequence[Any], wanted: Sequence[_Column], source: str
+) -> dict[str, str]:
+    """Map canonical names to the file's header names (case and surrounding spaces ignored)."""
+    norm = {str(c).lstrip("\ufeff").strip().lower(): str(c) for c in found}  # BOM from Excel
+    out: dict[str, str] = {}
+    for col in wanted:
+        hit = next((norm[a] for a in col.aliases if a in norm), None)
+        if hit is not None:
+            out[col.name] = hit
+        elif col.required:
+            spelled = " or ".join(repr(a) for a in col.aliases)
+            have = ", ".join(repr(str(c)) for c in found) or "none"
+            raise DataError(
+                f"missing column {spelled} (columns found: {have})", source=source, row=1
+            )
+    return out
+
+
+def _read_csv(
+    path: Path, wanted: Sequence[_Column], *, categorical: Sequence[str] = ()
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Read the wanted columns of a CSV(.gz) with a header; return the frame and the column map.
+
+    Numeric columns are checked here: a cell that is neither a number nor empty/NaN is an error
+    naming its line. Blank lines are kept so that frame row ``i`` is file line ``i + 2``; trailing
+    blank lines are dropped.
+    """
+    source = str(path)
+    if not path.is_file():
+        raise DataError("file not found", source=source)
+    try:
+        header = pd.read_csv(path, nrows=0)
+        cols = _resolve_columns(list(header.columns), wanted, source)
+        dtype = {cols[c]: "category" for c in categorical if c in cols}
+        # No usecols: with it pandas silently accepts rows with too many fields.
+        df = pd.read_csv(
+            path,
+            dtype=dtype or None,  # type: ignore[arg-type]
+            skip_blank_lines=False,
+            low_memory=False,
+        )
+    except pd.errors.EmptyDataError:
+        raise DataError("file is empty", source=source) from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"not a well-formed CSV file ({_first_line(exc)})", source=source) from None
+    except UnicodeDecodeError:
+        raise DataError("not a text CSV file (cannot decode as UTF-8)", source=source) from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read file ({_first_line(exc)})", source=source) from None
+    df = _drop_trailing_blank(df)
+    if len(df) == 0:
+        raise DataError("no data rows after the header", source=source)
+    for col in wanted:
+        if col.numeric and col.name in cols and col.name != "timestamp":
+            df[cols[col.name]] = _numeric(df[cols[col.name]], col.name, source, first_line=2)
+    return df, cols
+
+
+def _drop_trailing_blank(df: pd.DataFrame) -> pd.DataFrame:
+    if len(df) == 0:
+        return df
+    filled = df.notna().any(axis=1).to_numpy()
+    if filled.all():
+        return df
+    nz = np.flatnonzero(filled)
+    end = int(nz[-1]) + 1 if len(nz) else 0
+    return df.iloc[:end]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def _numeric(
+    col: pd.Series, what: str, source: str, *, first_line: int
+) -> npt.NDArray[np.float64] | npt.NDArray[np.int64]:
+    """Column as numbers (integers stay int64; missing -> NaN); a non-numeric cell is an error."""
+    if pd.api.types.is_bool_dtype(col.dtype):
+        return col.to_numpy(dtype=np.float64)
+    if pd.api.types.is_integer_dtype(col.dtype):
+        return col.to_numpy(dtype=np.int64)
+    if pd.api.types.is_numeric_dtype(col.dtype):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    num = pd.to_numeric(col, errors="coerce")
+    text = col.astype("string").str.strip().str.lower()
+    bad = num.isna().to_numpy() & ~(col.isna().to_numpy() | text.isin(_MISSING_TOKENS).to_numpy())
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{what} {show_value(col.iloc[i])} is not a number", source=source, row=first_line + i
+        )
+    return num.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _timestamps(col: pd.Series, source: str, *, first_line: int) -> npt.NDArray[Any]:
+    """Timestamps as numbers: integer seconds kept as is, date strings parsed to Unix seconds UTC.
+
+    Naive date strings are taken as UTC; strings with an offset are converted to UTC. A column
+    that is all numbers is returned as float64 (whole-number and ordering checks happen in
+    :meth:`Series.create`); sub-second dates are an error.
+    """
+    missing = col.isna().to_numpy()
+    if missing.any():
+        i = int(np.flatnonzero(missing)[0])
+        raise DataError("missing timestamp", source=source, row=first_line + i)
+    if pd.api.types.is_datetime64_any_dtype(col.dtype):  # Parquet keeps real datetimes
+        parsed = pd.to_datetime(col, utc=True)
+    elif pd.api.types.is_integer_dtype(col.dtype):
+        return col.to_numpy(dtype=np.int64)  # the common case: no copy, no float round trip
+    elif pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        return col.to_numpy(dtype=np.float64)
+    else:
+        num = pd.to_numeric(col, errors="coerce")
+        if num.notna().all():
+            return num.to_numpy(dtype=np.float64)
+        parsed = _parse_dates(col, source, first_line)
+    ns = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    frac = ns % 1_000_000_000 != 0
+    if frac.any():
+        i = int(np.flatnonzero(frac)[0])
+        raise DataError(
+            f"timestamp {show_value(col.iloc[i])} has fractional seconds (whole seconds required)",
+            source=source,
+            row=first_line + i,
+        )
+    return ns // 1_000_000_000
+
+
+def _parse_dates(col: pd.Series, source: str, first_line: int) -> pd.Series:
+    text = col.astype(str).str.strip()
+    try:
+        parsed = pd.to_datetime(text, utc=True, errors="coerce")
+    except (ValueError, TypeError, OverflowError):
+        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        # pandas infers one format from the first row; retry element-wise before blaming a row.
+        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+        bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"timestamp {show_value(col.iloc[i])} is neither integer seconds nor a date",
+            source=source,
+            row=first_line + i,
+        )
+    return parsed
+
+
+def _track(items: Sequence[_T], description: str, progress: bool) -> Iterable[_T]:
+    if not progress:
+        return items
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(items, description=description, console=Console(stderr=True), transient=True)
+
+
+def _natural_key(path: Path) -> tuple[Any, ...]:
+    parts = re.split(r"(\d+)", path.name)
+    return tuple(int(p) if p.isdigit() else p.lower() for p in parts)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".csv.gz", ".csv", ".parquet", ".pq", ".txt"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+# ------------------------------------------------------------------------------------- generic
+
+
+def read_series_file(
+    path: Path, *, series_id: str | None = None, require_labels: bool = False
+) -> Series:
+    """Read one series from a CSV(.gz) or Parquet file with columns ``timestamp,value[,label]``.
+
+    ``timestamps`` may be spelled ``timestamps`` and the label ``is_anomaly`` or ``anomaly``
+    (Yahoo's headers); other columns are ignored. Timestamps are integer seconds or date strings
+    (parsed to Unix seconds, UTC). Empty values are filled as described in ``datasets/README.md``.
+    """
+    wanted = (_TS, _VALUE, _LABEL_REQ if require_labels else _LABEL_OPT)
+    sid = series_id or _stem(path)
+    if path.name.lower().endswith((".parquet", ".pq")):
+        return _read_parquet_series(path, sid, wanted)
+    df, cols = _read_csv(path, wanted)
+    source = str(path)
+    ts = _timestamps(df[cols["timestamp"]], source, first_line=2)
+    labels = df[cols["label"]].to_numpy() if "label" in cols else None
+    return Series.create(sid, ts, df[cols["value"]].to_numpy(), labels, source=source, first_row=2)
+
+
+def _read_parquet_series(path: Path, sid: str, wanted: Sequence[_Column]) -> Series:
+    source = str(path)
+    try:
+        df = pd.read_parquet(path)
+    except ImportError:
+        raise DataError(
+            "reading Parquet needs pyarrow: pip install 'argos-rules[parquet]'", source=source
+        ) from None
+    except Exception as exc:  # pyarrow raises many unrelated types for a broken file
+        raise DataError(f"cannot read Parquet file ({_first_line(exc)})", source=source) from None
+    cols = _resolve_columns(list(df.columns), wanted, source)
+    if len(df) == 0:
+        raise DataError("no data rows", source=source)
+    values = _numeric(df[cols["value"]], "value", source, first_line=1)
+    labels = _numeric(df[cols["label"]], "label", source, first_line=1) if "label" in cols else None
+    ts = _timestamps(df[cols["timestamp"]], source, first_line=1)
+    return Series.create(sid, ts, values, labels, source=source, first_row=1, row_kind="row")
+
+
+def _generic_files(folder: Path) -> list[Path]:
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.name.lower().endswith((".csv", ".csv.gz", ".parquet", ".pq"))
+    ]
+    return sorted(files, key=_natural_key)
+
+
+def load_generic(
+    path: Path, *, train_fraction: float | None = None, progress: bool = False
+) -> Dataset:
+    """A folder of CSV/Parquet files (one series per file, id = file name), or a single such file.
+
+    Split chronologically by ``train_fraction`` (default 0.7), one rule set per series.
+    """
+    if path.is_file():
+        files, name = [path], _stem(path)
+    elif path.is_dir():
+        files, name = _generic_files(path), path.name
+        if not files:
+            raise DataError("no .csv, .csv.gz or .parquet files in folder", source=str(path))
+    else:
+        raise DataError("no such file or folder", source=str(path))
+    series = [read_series_file(f) for f in _track(files, f"reading {name}", progress)]
+    return Dataset(
+        name=name,
+        series=series,
+        split=SplitSpec(train_fraction=0.7 if train_fraction is None else train_fraction),
+        meta={"layout": "generic", "path": str(path)},
+    )
+
+
+# ----------------------------------------------------------------------------------------- KPI
+
+
+_KPI_COLUMNS = (
+    _TS,
+    _VALUE,
+    _Column("label", ("label",)),
+    _Column("kpi", (_KPI_ID.lower(), "kpi_id", "kpi"), numeric=False),
+)
+
+
+def _find_file(root: Path, stem: str, suffixes: Sequence[str]) -> Path:
+    for suffix in suffixes:
+        candidate = root / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(f"{stem}{s}" for s in suffixes)
+    raise DataError(f"KPI file missing: expected one of {names}", source=str(root))
+
+
+@dataclass
+class _KpiPart:
+    """One KPI file as flat arrays; rows of a KPI are found through ``codes``."""
+
+    source: str
+    ts: npt.NDArray[Any]
+    values: npt.NDArray[Any]
+    labels: npt.NDArray[Any]
+    ids: list[str]
+    codes: IntArray
+    row_kind: str
+    first_line: int
+
+    def rows_by_id(self) -> dict[str, IntArray]:
+        order = np.argsort(self.codes, kind="stable")
+        counts = np.bincount(self.codes, minlength=len(self.ids))
+        bounds = np.concatenate(([0], np.cumsum(counts)))
+        return {
+            kid: order[bounds[i] : bounds[i + 1]] for i, kid in enumerate(self.ids) if counts[i] > 0
+        }
+
+
+def _read_kpi_part(path: Path) -> _KpiPart:
+    source = str(path)
+    if path.suffix.lower() in (".hdf", ".h5"):
+        df, cols = _read_kpi_hdf(path)
+        row_kind, first_line = "row", 1
+    else:
+        df, cols = _read_csv(path, _KPI_COLUMNS, categorical=("kpi",))
+        row_kind, first_line = "line", 2
+    ts = _timestamps(df[cols["timestamp"]], source, first_line=first_line)
+    kpi = df[cols["kpi"]]
+    missing = kpi.isna().to_numpy()
+    if missing.any():
+        i = int(np.flatnonzero(missing)[0])
+        raise DataError("missing KPI ID", source=source, row=first_line + i, row_kind=row_kind)
+    cat = kpi.astype("category").cat
+    return _KpiPart(
+        source=source,
+        ts=ts,
+        values=_numeric(df[cols["value"]], "value", source, first_line=first_line),
+        labels=_numeric(df[cols["label"]], "label", source, first_line=first_line),
+        ids=[_text(c) for c in cat.categories],
+        codes=cat.codes.to_numpy().astype(np.int64),
+        row_kind=row_kind,
+        first_line=first_line,
+    )
+
+
+def _text(x: Any) -> str:
+    """An id as text; HDF files written by Python 2 era pandas may hold bytes."""
+    return x.decode("utf-8", errors="replace") if isinstance(x, bytes) else str(x)
+
+
+def _read_kpi_hdf(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    source = str(path)
+    try:
+        import tables  # noqa: F401
+    except ImportError:
+        raise DataError(
+            "reading the KPI .hdf file needs PyTables: pip install 'argos-rules[hdf]' "
+            "(or use the CSV files)",
+            source=source,
+        ) from None
+    try:
+        obj = pd.read_hdf(path)
+    except Exception as exc:  # PyTables raises many types for a broken file
+        raise DataError(f"cannot read HDF file ({_first_line(exc)})", source=source) from None
+    if not isinstance(obj, pd.DataFrame):
+        raise DataError("HDF file does not hold a table", source=source)
+    cols = _resolve_columns(list(obj.columns), _KPI_COLUMNS, source)
+    if len(obj) == 0:
+        raise DataError("no data rows", source=source)
+    return obj.reset_index(drop=True), cols
+
+
+def _kpi_series(part: _KpiPart, kid: str, rows: IntArray) -> Series:
+    return Series.create(
+        kid,
+        part.ts[rows],
+        part.values[rows],
+        part.labels[rows],
+        source=part.source,
+        lines=rows + part.first_line,
+        row_kind=part.row_kind,
+    )
+
+
+def load_kpi(root: Path, *, progress: bool = False) -> Dataset:
+    """The AIOps 2018 KPI set: one series per KPI ID, train then test, official split.
+
+    Reads ``phase2_train.csv[.gz]`` (or ``.hdf``) and ``phase2_ground_truth.csv[.gz]`` (or
+    ``.hdf``, as officially released) from ``root``. Each series carries
+    ``meta["test_start"]`` = number of its train points. One rule set per KPI.
+    """
+    if not root.is_dir():
+        raise DataError("KPI folder not found", source=str(root))
+    suffixes = (".csv", ".csv.gz", ".hdf", ".h5")
+    train_path = _find_file(root, "phase2_train", suffixes)
+    test_path = _find_file(root, "phase2_ground_truth", suffixes)
+    parts = [_read_kpi_part(p) for p in _track([train_path, test_path], "reading KPI", progress)]
+    train, test = parts
+    train_rows, test_rows = train.rows_by_id(), test.rows_by_id()
+    only_train = sorted(set(train_rows) - set(test_rows))
+    only_test = sorted(set(test_rows) - set(train_rows))
+    if only_train or only_test:
+        raise DataError(
+            f"KPI IDs differ between train and test files: only in train {only_train[:3]}, "
+            f"only in test {only_test[:3]}",
+            source=str(root),
+        )
+    series: list[Series] = []
+    for kid in sorted(train_rows, key=lambda k: int(train_rows[k][0])):
+        tr = _kpi_series(train, kid, train_rows[kid])
+        te = _kpi_series(test, kid, test_rows[kid])
+        if te.timestamps[0] <= tr.timestamps[-1]:
+            first = int(test_rows[kid][0]) + test.first_line
+            raise DataError(
+                f"KPI {kid}: first test timestamp {int(te.timestamps[0])} is not after the last "
+                f"train timestamp {int(tr.timestamps[-1])}",
+                source=test.source,
+                row=first,
+                row_kind=test.row_kind,
+            )
+        assert tr.labels is not None and te.labels is not None
+        meta: dict[str, Any] = {"test_start": len(tr), "layout": "kpi"}
+        filled = int(tr.meta.get("filled", 0)) + int(te.meta.get("filled", 0))
+        if filled:
+            meta["filled"] = filled
+        series.append(
+            Series(
+                id=kid,
+                timestamps=np.concatenate((tr.timestamps, te.timestamps)),
+                values=np.concatenate((tr.values, te.values)),
+                labels=np.concatenate((tr.labels, te.labels)),
+                meta=meta,
+            )
+        )
+    return Dataset(
+        name="kpi",
+        series=series,
+        split=SplitSpec(granularity="series"),
+        meta={"layout": "kpi", "path": str(root), "files": [train.source, test.source]},
+    )
+
+
+# --------------------------------------------------------------------------------------- Yahoo
+
+
+def load_yahoo(
+    root: Path,
+    *,
+    partitions: Sequence[str] = YAHOO_PARTITIONS,
+    train_fraction: float | None = None,
+    name: str = "yahoo",
+    progress: bool = False,
+) -> Dataset:
+    """Yahoo Webscope S5 from ``root/A1Benchmark`` .. ``root/A4Benchmark``.
+
+    Both headers are read (``timestamp,value,is_anomaly`` and ``timestamps,value,anomaly``); extra
+    columns and the ``*_all.csv`` summary files of the original release are ignored. Series ids are
+    ``"A1/real_1"``, ``"A3/A3Benchmark-TS1"``, ... The split is 70/30 except A2, which the published
+    protocol splits 50/50: its series carry ``meta["train_fraction"] = 0.5`` unless an explicit
+    ``train_fraction`` is given, which then applies to every partition. One rule set per partition.
+    """
+    if not root.is_dir():
+        raise DataError("Yahoo S5 folder not found", source=str(root))
+    files: list[tuple[str, Path]] = []
+    for part in partitions:
+        if part not in YAHOO_PARTITIONS:
+            raise DataError(f"unknown Yahoo partition {part!r}; expected one of A1..A4")
+        folder = root / f"{part}Benchmark"
+        if not folder.is_dir():
+            raise DataError(f"partition folder {folder.name} not found", source=str(root))
+        found = [
+            p
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() == ".csv" and not p.stem.lower().endswith("_all")
+        ]
+        if not found:
+            raise DataError("no .csv files in partition folder", source=str(folder))
+        files.extend((part, p) for p in sorted(found, key=_natural_key))
+    series: list[Series] = []
+    groups: dict[str, list[str]] = {p: [] for p in partitions}
+    for part, path in _track(files, f"reading {name}", progress):
+        s = read_series_file(path, series_id=f"{part}/{path.stem}", require_labels=True)
+        meta = dict(s.meta, partition=part, layout="yahoo")
+        if part == "A2" and train_fraction is None:
+            meta["train_fraction"] = 0.5
+        series.append(Series(s.id, s.timestamps, s.values, s.labels, meta))
+        groups[part].append(s.id)
+    return Dataset(
+        name=name,
+        series=series,
+        split=SplitSpec(
+            train_fraction=0.7 if train_fraction is None else train_fraction,
+            granularity="partition",
+        ),
+        partitions=groups,
+        meta={"layout": "yahoo", "path": str(root)},
+    )
+
+
+# ----------------------------------------------------------------------------------------- NAB
+
+
+def _nab_windows(path: Path) -> dict[str, list[tuple[int, int]]]:
+    source = str(path)
+    if not path.is_file():
+        raise DataError("NAB label file not found", source=source)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"not valid JSON ({exc})", source=source) from None
+    if not isinstance(raw, dict):
+        raise DataError("expected an object mapping file names to windows", source=source)
+    out: dict[str, list[tuple[int, int]]] = {}
+    for key, wins in raw.items():
+        if not isinstance(wins, list):
+            raise DataError(f"{key}: windows must be a list", source=source)
+        pairs: list[tuple[int, int]] = []
+        for w in wins:
+            if not (isinstance(w, list) and len(w) == 2):
+                raise DataError(f"{key}: window {w!r} is not a [start, end] pair", source=source)
+            try:
+                a, b = (pd.Timestamp(x) for x in w)
+            except (ValueError, TypeError):
+                raise DataError(
+                    f"{key}: window {w!r} has an unreadable date", source=source
+                ) from None
+            a = a.tz_convert("UTC") if a.tzinfo else a.tz_localize("UTC")
+            b = b.tz_convert("UTC") if b.tzinfo else b.tz_localize("UTC")
+            pairs.append((int(a.value // 1_000_000_000), int(b.value // 1_000_000_000)))
+        out[key.replace("\\", "/")] = pairs
+    return out
+
+
+def load_nab(root: Path, *, progress: bool = False) -> Dataset:
+    """The Numenta Anomaly Benchmark: ``root/data/<category>/<name>.csv`` + window labels.
+
+    A point is anomalous when its timestamp lies inside any window of
+    ``labels/combined_windows.json`` (both ends inclusive). Dates are read as UTC. The original
+    files contain a few duplicate or backwards timestamps; every row is kept in file order and such
+    timestamps are moved to one second after their predecessor (:func:`make_increasing`; labels
+    use the original timestamps), counted in ``meta["retimed"]``. Partitions are the categories.
+    """
+    data = root / "data"
+    if not data.is_dir():
+        raise DataError("NAB data folder not found", source=str(data))
+    windows = _nab_windows(root / "labels" / "combined_windows.json")
+    files = sorted(
+        (p for p in data.glob("*/*.csv") if p.is_file()),
+        key=lambda p: (p.parent.name.lower(), _natural_key(p)),
+    )
+    if not files:
+        raise DataError("no .csv files in data/<category>/", source=str(data))
+    series: list[Series] = []
+    groups: dict[str, list[str]] = {}
+    for path in _track(files, "reading NAB", progress):
+        key = f"{path.parent.name}/{path.name}"
+        if key not in windows:
+            raise DataError(f"no entry for {key} in combined_windows.json", source=str(path))
+        df, cols = _read_csv(path, (_TS, _VALUE))
+        ts = _timestamps(df[cols["timestamp"]], str(path), first_line=2).astype(np.int64)
+        labels = np.zeros(len(ts), dtype=np.bool_)
+        for a, b in windows[key]:
+            labels |= (ts >= a) & (ts <= b)
+        fixed, n_fixed = make_increasing(ts)
+        meta: dict[str, Any] = {"partition": path.parent.name, "layout": "nab"}
+        if n_fixed:
+            meta["retimed"] = n_fixed
+        s = Series.create(
+            f"{path.parent.name}/{path.stem}",
+            fixed,
+            df[cols["value"]].to_numpy(),
+            labels,
+            meta,
+            source=str(path),
+            first_row=2,
+        )
+        series.append(s)
+        groups.setdefault(path.parent.name, []).append(s.id)
+    return Dataset(
+        name="nab",
+        series=series,
+        split=SplitSpec(granularity="series"),
+        partitions=groups,
+        meta={"layout": "nab", "path": str(root), "windows": sum(len(w) for w in windows.values())},
+    )
+
+
+# ----------------------------------------------------------------------------------------- UCR
+
+
+def _read_ucr_values(path: Path) -> tuple[FloatArray, IntArray]:
+    """Values of a UCR file (one per line or whitespace separated) and each value's line number."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError("not a text file (cannot decode as UTF-8)", source=source) from None
+    lines = text.splitlines()
+    counts = np.fromiter((len(line.split()) for line in lines), dtype=np.int64, count=len(lines))
+    if counts.sum() == 0:
+        raise DataError("file is empty", source=source)
+    try:
+        values = np.array(text.split(), dtype=np.float64)
+    except ValueError:
+        for lineno, line in enumerate(lines, start=1):
+            for tok in line.split():
+                try:
+                    float(tok)
+                except ValueError:
+                    raise DataError(
+                        f"value {tok!r} is not a number", source=source, row=lineno
+                    ) from None
+        raise  # pragma: no cover
+    line_numbers = np.repeat(np.arange(1, len(lines) + 1, dtype=np.int64), counts)
+    return values, line_numbers
+
+
+def _read_ucr_file(path: Path) -> Series:
+    source = str(path)
+    m = UCR_NAME.match(_stem(path))
+    if m is None:
+        raise DataError(
+            "file name does not follow NNN_UCR_Anomaly_<name>_<trainEnd>_<anomStart>_<anomEnd>.txt",
+            source=source,
+        )
+    values, line_numbers = _read_ucr_values(path)
+    n = len(values)
+    train_end, a, b = int(m["train"]), int(m["a"]), int(m["b"])
+    if not 0 < train_end < n:
+        raise DataError(
+            f"trainEnd {train_end} from the file name is outside 1..{n - 1}", source=source
+        )
+    if not 1 <= a <= b <= n:
+        raise DataError(
+            f"anomaly {a}..{b} from the file name is not a range inside 1..{n}", source=source
+        )
+    labels = np.zeros(n, dtype=np.bool_)
+    labels[a - 1 : b] = True
+    meta = {"test_start": train_end, "layout": "ucr", "name": m["name"]}
+    return Series.create(
+        f"{m['num']}_{m['name']}",
+        np.arange(n, dtype=np.int64),
+        values,
+        labels,
+        meta,
+        source=source,
+        lines=line_numbers,
+    )
+
+
+def load_ucr(path: Path, *, progress: bool = False) -> Dataset:
+    """A UCR anomaly archive file, or a folder of them.
+
+    The file name carries the split and the single anomaly: ``trainEnd`` points (1-based) are
+    train, so ``meta["test_start"] = trainEnd``; points ``anomStart..anomEnd`` (1-based, inclusive)
+    are labeled anomalous. Timestamps are the 0-based index. One rule set per series.
+    """
+    if path.is_file():
+        files, name = [path], _stem(path)
+    elif path.is_dir():
+        files = sorted(
+            (p for p in path.iterdir() if p.suffix.lower() == ".txt" and UCR_NAME.match(p.stem)),
+            key=_natural_key,
+        )
+        name = path.name
+        if not files:
+            raise DataError(
+                "no UCR anomaly archive files (NNN_UCR_Anomaly_*.txt)", source=str(path)
+            )
+    else:
+        raise DataError("no such file or folder", source=str(path))
+    series = [_read_ucr_file(f) for f in _track(files, f"reading {name}", progress)]
+    return Dataset(
+        name=name,
+        series=series,
+        split=SplitSpec(granularity="series"),
+        meta={"layout": "ucr", "path": str(path)},
+    )
+
+
+# ------------------------------------------------------------------------------------- by path
+
+
+def detect_layout(path: Path) -> str:
+    """Which loader reads ``path``: ``kpi``, ``yahoo``, ``nab``, ``ucr`` or ``generic``."""
+    if path.is_file():
+        return "ucr" if path.suffix.lower() == ".txt" else "generic"
+    if not path.is_dir():
+        raise DataError("no such file or folder", source=str(path))
+    if any((path / f"phase2_train{s}").is_file() for s in (".csv", ".csv.gz", ".hdf", ".h5")):
+        return "kpi"
+    if any((path / f"{p}Benchmark").is_dir() for p in YAHOO_PARTITIONS):
+        return "yahoo"
+    if (path / "data").is_dir() and (path / "labels" / "combined_windows.json").is_file():
+        return "nab"
+    if any(p.suffix.lower() == ".txt" and UCR_NAME.match(p.stem) for p in path.iterdir()):
+        return "ucr"
+    return "generic"
+
+
+def load_path(
+    path: Path, *, train_fraction: float | None = None, progress: bool = False
+) -> Dataset:
+    """Load whatever layout ``path`` holds (see :func:`detect_layout`)."""
+    layout = detect_layout(path)
+    if layout == "kpi":
+        return load_kpi(path, progress=progress)
+    if layout == "yahoo":
+        present = tuple(p for p in YAHOO_PARTITIONS if (path / f"{p}Benchmark").is_dir())
+        return load_yahoo(
+            path, partitions=present, train_fraction=train_fraction, progress=progress
+        )
+    if layout == "nab":
+        return _with_fraction(load_nab(path, progress=progress), train_fraction)
+    if layout == "ucr":
+        return load_ucr(path, progress=progress)
+    return load_generic(path, train_fraction=train_fraction, progress=progress)
+
+
+def _with_fraction(ds: Dataset, train_fraction: float | None) -> Dataset:
+    if train_fraction is None:
+        return ds
+    split = SplitSpec(train_fraction, ds.split.validation_fraction, ds.split.granularity)
+    return Dataset(ds.name, ds.series, split, ds.partitions, ds.meta)

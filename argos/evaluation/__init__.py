@@ -1,0 +1,1 @@
+"""Evaluation: methods run side by side on the same splits, and the baselines."""

@@ -1,0 +1,2 @@
+"""The online detector over live metric streams: the detector, the HTTP service and the Redis
+Streams consumer."""

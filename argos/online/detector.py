@@ -1,0 +1,952 @@
+"""The online detector: exported rule sets on live metric streams, with exactly the batch labels.
+
+A :class:`Detector` owns one loaded rule set, a :class:`~argos.sandbox.workers.RuleEngine` that runs
+the rules (isolated workers by default) and the per-series stream state kept in the parent:
+the last accepted timestamp (ordering) and the post-processing state (runs, cool-down,
+incidents). The rules' history buffers live in the engine (``max(LOOKBACK) - 1`` points per
+series).
+
+Semantics (see ``docs/detector.md``):
+
+* **Finite lookback.** A rule's label at point ``t`` may depend only on points
+  ``t - LOOKBACK + 1 .. t``. Then labelling new points with a buffer of the last ``LOOKBACK - 1``
+  points gives exactly the labels of running the rule on the whole series. When a rule set is
+  loaded, every rule is checked on a deterministic synthetic sample by streaming it in irregular
+  micro-batches and comparing with one batch run; a rule that differs is flagged
+  ``stream_exact=False`` (a warning, or an error with ``strict=True``).
+* **Packing.** Exact rules that also give the same labels when run once over the concatenated
+  windows of several series (checked with three unlike samples) are *packed*: one call per push
+  for all series with a full history, instead of one call per series.
+* **Ordering.** Points may interleave across series; within a series timestamps must increase.
+  A point whose timestamp equals the last accepted one is a ``duplicate``, an older one is
+  ``late``, a non-finite value is ``invalid``: all three are dropped, counted and reported with
+  their status, never an exception.
+* **Combination.** ``or``: a point is raw-anomalous when any rule fires. ``fusion``: rules carry a
+  role ``base``/``fn``/``fp``; raw = (base and no FP-rule fires) or (not base and an FN-rule fires).
+  When the base is an external detector (``method:NAME``, ``csv:FILE``), its label comes with each
+  point (``Point.base``; a missing one counts as normal and is counted as ``missing_base``).
+* **Post-processing** (:class:`PostProcessing`, counted in points, causal, identical in batch and
+  stream): ``min_duration`` (a point is anomalous once the raw label has held for that many
+  consecutive points), ``cooldown`` (an anomalous point raises an *alert* only if no alert was
+  raised in the previous ``cooldown`` points of the series) and ``incident_gap`` (anomalous points
+  separated by at most that many normal points belong to the same incident).
+* **Explanations.** Every anomalous point names the rules that fired and each rule's stated
+  abnormal condition (the ``Abnormal:`` part of its docstring).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import itertools
+import json
+import logging
+import math
+import re
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from argos.data.series import Series
+from argos.rules.artifacts import Fusion, RuleSetError, load_ruleset
+from argos.sandbox.workers import (
+    EngineResult,
+    InProcessEngine,
+    RuleCode,
+    RuleEngine,
+    WorkerEngine,
+    WorkerLimits,
+)
+
+__all__ = [
+    "BatchDetection",
+    "Detector",
+    "LoadedRule",
+    "LoadedRuleSet",
+    "Point",
+    "PointResult",
+    "PostProcessing",
+    "RuleSetError",
+    "SeriesState",
+    "StreamExactness",
+    "abnormal_condition",
+    "combine",
+    "load_rules",
+    "verification_sample",
+]
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+Role = Literal["or", "base", "fn", "fp"]
+PointStatus = Literal["ok", "late", "duplicate", "invalid"]
+
+VERIFY_SERIES = "\x00argos-stream-exactness-check"
+
+
+# ----------------------------------------------------------------------------------------------
+# Rule sets
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedRule:
+    """One verified rule: code, fitted params, lookback, role and its stated abnormal condition."""
+
+    id: str
+    code: str
+    params: Mapping[str, Any]
+    lookback: int
+    condition: str
+    description: str = ""
+    role: Role = "or"
+
+    def to_code(self) -> RuleCode:
+        """What an engine needs to run it."""
+        return RuleCode(self.id, self.code, dict(self.params), self.lookback)
+
+
+@dataclass(frozen=True)
+class LoadedRuleSet:
+    """A rule set read from a folder (hashes checked), ready to hand to a :class:`Detector`."""
+
+    name: str
+    directory: str
+    rules: tuple[LoadedRule, ...]
+    combination: Literal["or", "fusion"]
+    digest: str
+    id: str = ""
+    external_base: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON description (for ``GET /v1/rulesets`` and logs)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "directory": self.directory,
+            "combination": self.combination,
+            "external_base": self.external_base,
+            "digest": self.digest,
+            "rules": [
+                {
+                    "id": r.id,
+                    "lookback": r.lookback,
+                    "role": r.role,
+                    "params": dict(r.params),
+                    "condition": r.condition,
+                }
+                for r in self.rules
+            ],
+        }
+
+
+_SECTION = re.compile(r"^\s*(normal|abnormal)\s*(?:condition|conditions)?\s*[:\-]\s*", re.I)
+
+
+def abnormal_condition(code: str) -> str:
+    """The rule's stated abnormal condition: the ``Abnormal:`` paragraph of its docstring.
+
+    Falls back to the docstring's first line, or ``""`` when there is no docstring.
+    """
+    try:
+        doc = ast.get_docstring(ast.parse(code)) or ""
+    except SyntaxError:
+        return ""
+    lines = doc.strip().splitlines()
+    for i, line in enumerate(lines):
+        m = _SECTION.match(line)
+        if m and m.group(1).lower() == "abnormal":
+            parts = [line[m.end() :].strip()]
+            for nxt in lines[i + 1 :]:
+                if not nxt.strip() or _SECTION.match(nxt):
+                    break
+                parts.append(nxt.strip())
+            return " ".join(p for p in parts if p)
+    return lines[0].strip() if lines else ""
+
+
+def load_rules(directory: str | Path) -> LoadedRuleSet:
+    """Read and verify a rule-set folder with :func:`argos.rules.artifacts.load_ruleset`.
+
+    That refuses a missing or invalid manifest, tampered (hash mismatch), missing or unlisted rule
+    files, and rules failing the static gate. Only rules with status ``accepted`` run. A
+    ``LOOKBACK`` of 0 (the point itself) is run as 1. The stated condition of each rule is the
+    ``Abnormal:`` paragraph of its docstring (else the manifest description).
+    """
+    d = Path(directory)
+    rs = load_ruleset(d)
+    manifest = rs.manifest
+    rules: list[LoadedRule] = []
+    skipped: list[str] = []
+    for entry in manifest.rules:
+        if entry.status != "accepted":
+            skipped.append(f"{entry.id} ({entry.status})")
+            continue
+        code = rs.codes[entry.id]
+        rules.append(
+            LoadedRule(
+                id=entry.id,
+                code=code,
+                params=dict(entry.params),
+                lookback=max(1, int(entry.lookback)),
+                condition=abnormal_condition(code) or entry.description,
+                description=entry.description,
+                role=entry.role,
+            )
+        )
+    if skipped:
+        log.info("rule set %s: not running rules that are not accepted: %s", d, skipped)
+    if not rules:
+        raise RuleSetError(f"{d}: no accepted rules to run (skipped: {', '.join(skipped)})")
+    combination: Literal["or", "fusion"] = (
+        "fusion" if isinstance(manifest.combination, Fusion) else "or"
+    )
+    fusion = manifest.combination
+    external_base: str | None = None
+    if isinstance(fusion, Fusion) and fusion.external_base:
+        external_base = fusion.base
+    elif combination == "fusion" and sum(r.role == "base" for r in rules) != 1:
+        raise RuleSetError(f"{d}: a fusion rule set needs exactly one accepted 'base' rule")
+    digest = hashlib.sha256(
+        json.dumps(
+            [
+                [r.id, hashlib.sha256(r.code.encode()).hexdigest(), r.params, r.lookback]
+                for r in rules
+            ],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:16]
+    return LoadedRuleSet(
+        name=manifest.name or manifest.id,
+        directory=str(d),
+        rules=tuple(rules),
+        combination=combination,
+        digest=digest,
+        id=manifest.id,
+        external_base=external_base,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Post-processing
+# ----------------------------------------------------------------------------------------------
+
+
+class PostProcessing(BaseModel):
+    """Causal alarm post-processing, counted in points of one series.
+
+    Attributes:
+        min_duration: a point is anomalous only once the raw label has been true for this many
+            consecutive points (1 = off).
+        cooldown: an anomalous point raises an alert only when the series raised no alert in the
+            previous ``cooldown`` points (0 = every anomalous point alerts).
+        incident_gap: anomalous points separated by at most this many normal points belong to
+            the same incident.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    min_duration: int = Field(default=1, ge=1)
+    cooldown: int = Field(default=0, ge=0)
+    incident_gap: int = Field(default=0, ge=0)
+
+
+@dataclass
+class _PostState:
+    pos: int = 0  # accepted points so far
+    run: int = 0  # consecutive raw-true points ending at last_raw
+    last_raw: int = -(10**18)
+    last_anomaly: int = -(10**18)
+    last_alert: int = -(10**18)
+    incidents: int = 0
+
+
+class SeriesState(BaseModel):
+    """Everything a :class:`Detector` holds for one series, enough to continue the series
+    elsewhere (another process, a new owner of a stream partition) with exactly the labels it
+    would have given: the last accepted timestamp, the post-processing counters and the rule
+    history (the last ``max(LOOKBACK) - 1`` points). JSON-serialisable
+    (``model_dump_json`` / ``model_validate_json``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    series: str
+    last_timestamp: int
+    post: dict[str, int] = Field(default_factory=dict)
+    timestamps: list[int] = Field(default_factory=list)
+    values: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> SeriesState:
+        if len(self.timestamps) != len(self.values):
+            raise ValueError(
+                f"{len(self.timestamps)} timestamps but {len(self.values)} values in the history"
+            )
+        unknown = set(self.post) - {f.name for f in fields(_PostState)}
+        if unknown:
+            raise ValueError(f"unknown post-processing fields: {sorted(unknown)}")
+        return self
+
+
+def _post_process(
+    raw: BoolArray, st: _PostState, cfg: PostProcessing
+) -> tuple[BoolArray, BoolArray, IntArray]:
+    """Apply post-processing to the next ``len(raw)`` points; returns anomaly, alert, incident.
+
+    Incident ids are 1-based per series (0 = none). Loops only over raw-true points.
+    """
+    k = len(raw)
+    anomaly = np.zeros(k, dtype=np.bool_)
+    alert = np.zeros(k, dtype=np.bool_)
+    incident = np.zeros(k, dtype=np.int64)
+    for i in np.flatnonzero(raw).tolist():
+        p = st.pos + i
+        st.run = st.run + 1 if st.last_raw == p - 1 else 1
+        st.last_raw = p
+        if st.run < cfg.min_duration:
+            continue
+        anomaly[i] = True
+        if p - st.last_anomaly - 1 > cfg.incident_gap:
+            st.incidents += 1
+        st.last_anomaly = p
+        incident[i] = st.incidents
+        if p - st.last_alert > cfg.cooldown:
+            alert[i] = True
+            st.last_alert = p
+    st.pos += k
+    return anomaly, alert, incident
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """One incoming point."""
+
+    series: str
+    timestamp: int
+    value: float
+    base: bool | None = None  # the external base detector's label (fusion with external base)
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """The detector's verdict on one point (in input order).
+
+    ``status`` is ``ok`` or why the point was dropped (``late``, ``duplicate``, ``invalid``);
+    dropped points have no labels. ``fired`` lists the rules whose label was true; ``errors`` the
+    rules that failed on this point's micro-batch (their label counts as false).
+    """
+
+    series: str
+    timestamp: int
+    value: float
+    status: PointStatus
+    anomaly: bool = False
+    alert: bool = False
+    raw: bool = False
+    incident: int = 0
+    fired: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    def to_json(self, conditions: Mapping[str, str]) -> dict[str, Any]:
+        """The JSON line/record: labels plus, when anomalous, the explanation per fired rule."""
+        out: dict[str, Any] = {
+            "series": self.series,
+            "timestamp": self.timestamp,
+            "value": self.value if math.isfinite(self.value) else None,
+            "status": self.status,
+        }
+        if self.status != "ok":
+            return out
+        out["anomaly"] = self.anomaly
+        out["alert"] = self.alert
+        if self.anomaly:
+            out["incident"] = self.incident
+        if self.fired:
+            out["explanation"] = [
+                {"rule": r, "condition": conditions.get(r, "")} for r in self.fired
+            ]
+        if self.errors:
+            out["rule_errors"] = list(self.errors)
+        return out
+
+
+@dataclass
+class BatchDetection:
+    """Labels of a whole series: per rule, combined raw, and post-processed."""
+
+    rule_ids: tuple[str, ...]
+    rule_labels: BoolArray  # [n_rules, n]
+    raw: BoolArray
+    anomaly: BoolArray
+    alert: BoolArray
+    incident: IntArray
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StreamExactness:
+    """Result of the finite-lookback check of one rule."""
+
+    rule_id: str
+    exact: bool
+    detail: str
+    packed: bool = False
+
+
+# ----------------------------------------------------------------------------------------------
+# The detector
+# ----------------------------------------------------------------------------------------------
+
+
+def verification_sample(n: int = 1500, seed: int = 7) -> tuple[IntArray, FloatArray]:
+    """A deterministic synthetic metric that exercises typical rules (no labels involved).
+
+    Daily seasonality, noise, spikes, a level shift, a flat stretch, a variance burst and a
+    stretch of dense spikes and a stretch of exponential growth (alarms a few points apart or
+    on every point, which exposes rules whose label depends on their own earlier alarms, like an
+    in-rule cool-down), at 60 s.
+    """
+    rng = np.random.default_rng(seed)
+    i = np.arange(n)
+    v = 50 + 10 * np.sin(2 * np.pi * i / 288) + rng.normal(0, 1.0, n)
+    v[rng.choice(n, size=max(1, n // 100), replace=False)] += rng.choice([-1, 1]) * 25
+    v[n // 2 :] += 15
+    v[n // 3 : n // 3 + 80] = v[n // 3]
+    v[2 * n // 3 : 2 * n // 3 + 60] += rng.normal(0, 8, 60)
+    dense = 5 * n // 6 + np.cumsum(rng.integers(2, 7, size=max(1, n // 40)))
+    dense = dense[dense < n]
+    v[dense] += rng.choice([-1.0, 1.0], size=len(dense)) * rng.uniform(10, 40, size=len(dense))
+    # exponential growth: a long run of consecutive alarms for most scores (alarm chains)
+    g0, g1 = n // 12, n // 12 + max(1, n // 10)
+    v[g0:g1] = v[g0] * 1.015 ** np.arange(1, g1 - g0 + 1)
+    t = 1_700_000_000 + 60 * i.astype(np.int64)
+    return t.astype(np.int64), v.astype(np.float64)
+
+
+def _chunk_sizes(n: int, seed: int = 11) -> list[int]:
+    """Irregular micro-batch sizes covering ``n`` points (many 1-point pushes, some large)."""
+    rng = np.random.default_rng(seed)
+    sizes: list[int] = []
+    total = 0
+    while total < n:
+        s = int(rng.choice([1, 1, 1, 2, 3, 7, 16, 61, 200]))
+        s = min(s, n - total)
+        sizes.append(s)
+        total += s
+    return sizes
+
+
+def combine(
+    rule_labels: BoolArray,
+    roles: Sequence[Role],
+    combination: Literal["or", "fusion"],
+    base: BoolArray | None = None,
+) -> BoolArray:
+    """Combine per-rule labels ``[n_rules, n]`` into one raw label per point.
+
+    For a fusion whose base is an external detector, ``base`` holds its labels.
+    """
+    n = rule_labels.shape[1]
+    if combination == "or":
+        if rule_labels.shape[0] == 0:
+            return np.zeros(n, dtype=np.bool_)
+        return np.asarray(rule_labels.any(axis=0), dtype=np.bool_)
+    role = np.asarray(roles, dtype=object)
+    if base is None:
+        base = rule_labels[role == "base"].any(axis=0)
+    fn = rule_labels[role == "fn"].any(axis=0)
+    fp = rule_labels[role == "fp"].any(axis=0)
+    return np.asarray((base & ~fp) | (~base & fn), dtype=np.bool_)
+
+
+class Detector:
+    """Streaming and batch detection with one rule set (thread-safe).
+
+    Use :meth:`open` to load a folder. ``push`` is the streaming entry point; ``detect_arrays``
+    and ``detect`` (the :class:`argos.methods.Detector` protocol) label whole series statelessly
+    and give the same labels as streaming the series from its first point.
+    """
+
+    def __init__(
+        self,
+        ruleset: LoadedRuleSet,
+        engine: RuleEngine,
+        *,
+        post: PostProcessing | None = None,
+        verify: bool = True,
+        strict: bool = False,
+    ) -> None:
+        self.ruleset = ruleset
+        self.engine = engine
+        self.post = post or PostProcessing()
+        if engine.load_errors:
+            engine.close()
+            detail = "; ".join(f"{k}: {v}" for k, v in engine.load_errors.items())
+            raise RuleSetError(f"{ruleset.directory}: rules failed to load: {detail}")
+        self.rule_ids = engine.rule_ids
+        by_id = {r.id: r for r in ruleset.rules}
+        self.conditions = {r.id: r.condition for r in ruleset.rules}
+        self.roles: list[Role] = [by_id[i].role for i in self.rule_ids]
+        self._lock = threading.Lock()
+        self._last_ts: dict[str, int] = {}
+        self._post: dict[str, _PostState] = {}
+        self.counters: Counter[str] = Counter()
+        self.rule_errors: Counter[str] = Counter()
+        self.rule_fired: Counter[str] = Counter()
+        self.last_errors: dict[str, str] = {}
+        self.exactness: dict[str, StreamExactness] = {}
+        if verify:
+            self.exactness = self.check_stream_exact()
+            bad = [e for e in self.exactness.values() if not e.exact]
+            if bad and strict:
+                engine.close()
+                raise RuleSetError(
+                    "rules are not stream-exact (label depends on more than LOOKBACK points): "
+                    + "; ".join(f"{e.rule_id}: {e.detail}" for e in bad)
+                )
+            for e in bad:
+                log.warning("rule %s is not stream-exact: %s", e.rule_id, e.detail)
+            exact = [e.rule_id for e in self.exactness.values() if e.exact]
+            packable = self.check_packing(exact) if exact else set()
+            self.engine.set_packed(sorted(packable))
+            for rid in packable:
+                e = self.exactness[rid]
+                self.exactness[rid] = StreamExactness(rid, e.exact, e.detail, packed=True)
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | Path,
+        *,
+        isolation: Literal["worker", "inprocess"] = "worker",
+        workers: int = 1,
+        limits: WorkerLimits | None = None,
+        post: PostProcessing | None = None,
+        verify: bool = True,
+        strict: bool = False,
+    ) -> Detector:
+        """Load a rule-set folder and start its engine.
+
+        ``isolation="worker"`` (default) runs the rules in locked-down worker processes;
+        ``"inprocess"`` runs them in this process and is for trusted rules only.
+        """
+        rs = load_rules(directory)
+        codes = [r.to_code() for r in rs.rules]
+        engine: RuleEngine
+        if isolation == "worker":
+            engine = WorkerEngine(codes, workers=workers, limits=limits)
+        elif isolation == "inprocess":
+            engine = InProcessEngine(codes)
+        else:
+            raise ValueError(f"isolation must be 'worker' or 'inprocess', not {isolation!r}")
+        return cls(rs, engine, post=post, verify=verify, strict=strict)
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def stream_exact(self) -> dict[str, bool]:
+        """Per rule: did the finite-lookback check pass (missing when not checked)."""
+        return {k: v.exact for k, v in self.exactness.items()}
+
+    def describe(self) -> dict[str, Any]:
+        """Rule set summary plus isolation and stream-exactness (for the API and CLI)."""
+        out = self.ruleset.summary()
+        out["isolation"] = self.engine.isolation
+        out["post_processing"] = self.post.model_dump()
+        for r in out["rules"]:
+            e = self.exactness.get(r["id"])
+            r["stream_exact"] = None if e is None else e.exact
+            r["packed"] = False if e is None else e.packed
+            if e is not None and not e.exact:
+                r["stream_exact_detail"] = e.detail
+        return out
+
+    # -- checks -------------------------------------------------------------------------------
+    def check_stream_exact(
+        self, timestamps: IntArray | None = None, values: FloatArray | None = None
+    ) -> dict[str, StreamExactness]:
+        """Stream a sample in irregular micro-batches and compare with one batch run, per rule.
+
+        Uses :func:`verification_sample` unless a sample is given. The check runs through the
+        same engine (isolated), on a private series id that is forgotten afterwards.
+        """
+        if timestamps is None or values is None:
+            timestamps, values = verification_sample()
+        full = self.engine.batch([(timestamps, values)])
+        streamed: list[BoolArray] = []
+        errors: dict[str, str] = {e.rule_id: e.message for e in full.errors}
+        a = 0
+        with self._lock:
+            self.engine.forget([VERIFY_SERIES])
+            try:
+                for s in _chunk_sizes(len(values)):
+                    res = self.engine.push(
+                        [(VERIFY_SERIES, timestamps[a : a + s], values[a : a + s])]
+                    )
+                    for e in res.errors:
+                        errors.setdefault(e.rule_id, e.message)
+                    streamed.append(res.labels[0])
+                    a += s
+            finally:
+                self.engine.forget([VERIFY_SERIES])
+        stream = np.concatenate(streamed, axis=1)
+        out: dict[str, StreamExactness] = {}
+        for r, rid in enumerate(self.rule_ids):
+            if rid in errors:
+                out[rid] = StreamExactness(rid, False, f"rule failed on the check: {errors[rid]}")
+                continue
+            diff = np.flatnonzero(stream[r] != full.labels[0][r])
+            if diff.size:
+                i = int(diff[0])
+                out[rid] = StreamExactness(
+                    rid,
+                    False,
+                    f"{diff.size} of {len(values)} labels differ between streaming (last "
+                    f"LOOKBACK points) and batch; first at index {i}: batch "
+                    f"{bool(full.labels[0][r][i])}, stream {bool(stream[r][i])}. The label "
+                    "depends on points older than "
+                    f"LOOKBACK (or on the input's length/position)",
+                )
+            else:
+                out[rid] = StreamExactness(rid, True, "streamed labels equal batch labels")
+        return out
+
+    def check_packing(self, rule_ids: Sequence[str]) -> set[str]:
+        """Which of these (stream-exact) rules give the same labels when run once over the
+        concatenated windows of several series.
+
+        Streams three samples at once in irregular micro-batches (different levels, sampling
+        intervals and timestamp origins; one joins late, so short and full histories mix) with
+        packing enabled, and compares each series with its own batch run.
+        """
+        t1, v1 = verification_sample(900, seed=21)
+        t2, v2 = verification_sample(700, seed=22)
+        t2 = 10_000 + 300 * np.arange(len(v2), dtype=np.int64)
+        v2 = v2 * 100.0 - 3000.0
+        t3, v3 = verification_sample(500, seed=23)
+        v3 = v3 * 0.01
+        samples = {"a": (t1, v1, 0), "b": (t2, v2, 0), "c": (t3, v3, 20)}
+        names = {k: f"{VERIFY_SERIES}/{k}" for k in samples}
+        expected = {k: self.engine.batch([(t, v)]).labels[0] for k, (t, v, _) in samples.items()}
+        got: dict[str, list[BoolArray]] = {k: [] for k in samples}
+        pos = {k: 0 for k in samples}
+        rng = np.random.default_rng(5)
+        failed: set[str] = set()
+        with self._lock:
+            self.engine.set_packed(list(rule_ids))
+            self.engine.forget(list(names.values()))
+            try:
+                step = 0
+                while any(pos[k] < len(v) for k, (_, v, _) in samples.items()):
+                    items = []
+                    for k, (t, v, start) in samples.items():
+                        if step < start or pos[k] >= len(v):
+                            continue
+                        c = int(rng.choice([1, 1, 2, 5, 30, 61]))
+                        a = pos[k]
+                        items.append((k, t[a : a + c], v[a : a + c]))
+                        pos[k] = min(len(v), a + c)
+                    step += 1
+                    if not items:
+                        continue
+                    res = self.engine.push([(names[k], t, v) for k, t, v in items])
+                    failed.update(e.rule_id for e in res.errors)
+                    for (k, _, _), lab in zip(items, res.labels, strict=True):
+                        got[k].append(lab)
+            finally:
+                self.engine.forget(list(names.values()))
+                self.engine.set_packed([])
+        ok: set[str] = set()
+        for r, rid in enumerate(self.rule_ids):
+            if rid not in rule_ids or rid in failed:
+                continue
+            if all(
+                np.array_equal(np.concatenate(got[k], axis=1)[r], expected[k][r]) for k in samples
+            ):
+                ok.add(rid)
+        return ok
+
+    # -- batch --------------------------------------------------------------------------------
+    def detect_arrays(
+        self, timestamps: IntArray, values: FloatArray, base: BoolArray | None = None
+    ) -> BatchDetection:
+        """Label a whole series at once (stateless; same labels as streaming it from the start).
+
+        Timestamps must be strictly increasing and values finite (a ``ValueError`` says where
+        not): batch input is one clean series, unlike a stream. ``base`` is the external base
+        detector's labels, required exactly when the rule set fuses with an external base.
+        """
+        t = np.asarray(timestamps, dtype=np.int64)
+        v = np.asarray(values, dtype=np.float64)
+        if t.shape != v.shape or t.ndim != 1:
+            raise ValueError(f"timestamps {t.shape} and values {v.shape} must be equal 1-d")
+        base_arr: BoolArray | None = None
+        if self.ruleset.external_base is not None:
+            if base is None:
+                raise ValueError(
+                    f"this rule set corrects an external base detector "
+                    f"({self.ruleset.external_base}); pass its labels as base"
+                )
+            base_arr = np.asarray(base, dtype=np.bool_)
+            if base_arr.shape != v.shape:
+                raise ValueError(f"base has shape {base_arr.shape}, values {v.shape}")
+        elif base is not None:
+            raise ValueError("this rule set has no external base detector; do not pass base")
+        if len(t) > 1 and not (np.diff(t) > 0).all():
+            i = int(np.flatnonzero(np.diff(t) <= 0)[0]) + 1
+            raise ValueError(f"timestamps must be strictly increasing; index {i} is not")
+        if not np.isfinite(v).all():
+            i = int(np.flatnonzero(~np.isfinite(v))[0])
+            raise ValueError(f"values must be finite; index {i} is {v[i]}")
+        res = self.engine.batch([(t, v)])
+        labels = res.labels[0]
+        self._count_errors(res)
+        raw = combine(labels, self.roles, self.ruleset.combination, base_arr)
+        anomaly, alert, incident = _post_process(raw, _PostState(), self.post)
+        return BatchDetection(
+            self.rule_ids,
+            labels,
+            raw,
+            anomaly,
+            alert,
+            incident,
+            [f"{e.rule_id}: {e.message}" for e in res.errors],
+        )
+
+    def detect(self, series: Series) -> BoolArray:
+        """The :class:`argos.methods.Detector` protocol: post-processed labels of every point."""
+        return self.detect_arrays(series.timestamps, series.values).anomaly
+
+    # -- streaming ----------------------------------------------------------------------------
+    def push(self, points: Sequence[Point]) -> list[PointResult]:
+        """Process a micro-batch of points (any mix of series); results in input order.
+
+        Points of one series must be in time order; late, duplicate and non-finite points are
+        dropped with their status. All series in the batch go to the engine in one request per
+        worker.
+        """
+        if not points:
+            return []
+        with self._lock:
+            return self._push_locked(points)
+
+    def _push_locked(self, points: Sequence[Point]) -> list[PointResult]:
+        results: list[PointResult | None] = [None] * len(points)
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(points):
+            if not math.isfinite(p.value):
+                results[i] = PointResult(p.series, p.timestamp, p.value, "invalid")
+                self.counters["dropped_invalid"] += 1
+                continue
+            last = self._last_ts.get(p.series)
+            if last is not None and p.timestamp <= last:
+                status: PointStatus = "duplicate" if p.timestamp == last else "late"
+                results[i] = PointResult(p.series, p.timestamp, p.value, status)
+                self.counters[f"dropped_{status}"] += 1
+                continue
+            self._last_ts[p.series] = p.timestamp
+            groups.setdefault(p.series, []).append(i)
+        names = list(groups)
+        if not names:
+            return [r for r in results if r is not None]
+        order = [i for s in names for i in groups[s]]
+        t_all = np.fromiter((points[i].timestamp for i in order), np.int64, len(order))
+        v_all = np.fromiter((points[i].value for i in order), np.float64, len(order))
+        bounds = [0, *itertools.accumulate(len(groups[s]) for s in names)]
+        items = [
+            (s, t_all[bounds[j] : bounds[j + 1]], v_all[bounds[j] : bounds[j + 1]])
+            for j, s in enumerate(names)
+        ]
+        res = self.engine.push(items)
+        self._count_errors(res)
+        errs_by_item: dict[int, tuple[str, ...]] = {}
+        for e in res.errors:
+            errs_by_item[e.item] = (*errs_by_item.get(e.item, ()), e.rule_id)
+        # combine and post-process all series at once; only series with raw alarms loop, and a
+        # push without any alarm (the common case) costs no per-point numpy work
+        n = len(order)
+        labels = res.all_labels()
+        base: BoolArray | None = None
+        if self.ruleset.external_base is not None:
+            given = [points[i].base for i in order]
+            missing = given.count(None)
+            if missing:
+                self.counters["missing_base"] += missing
+            base = np.array([bool(b) for b in given], dtype=np.bool_)
+        raw = combine(labels, self.roles, self.ruleset.combination, base)
+        if raw.any():
+            anomaly = np.zeros(n, dtype=np.bool_)
+            alert = np.zeros(n, dtype=np.bool_)
+            incident = np.zeros(n, dtype=np.int64)
+            with_raw = set(
+                (np.searchsorted(bounds, np.flatnonzero(raw), side="right") - 1).tolist()
+            )
+            for j, s in enumerate(names):
+                st = self._post.get(s)
+                if st is None:
+                    st = self._post[s] = _PostState()
+                a, b = bounds[j], bounds[j + 1]
+                if j in with_raw:
+                    anomaly[a:b], alert[a:b], incident[a:b] = _post_process(raw[a:b], st, self.post)
+                else:
+                    st.pos += b - a
+            anomaly_l, alert_l, raw_l = anomaly.tolist(), alert.tolist(), raw.tolist()
+            incident_l = incident.tolist()
+            n_anomalies, n_alerts = int(anomaly.sum()), int(alert.sum())
+        else:
+            for j, s in enumerate(names):
+                st = self._post.get(s)
+                if st is None:
+                    st = self._post[s] = _PostState()
+                st.pos += bounds[j + 1] - bounds[j]
+            anomaly_l = alert_l = raw_l = [False] * n
+            incident_l = [0] * n
+            n_anomalies = n_alerts = 0
+        fired_at = set(np.flatnonzero(labels.any(axis=0)).tolist()) if labels.any() else set()
+        item_l = [j for j, s in enumerate(names) for _ in groups[s]]
+        rule_ids = self.rule_ids
+        for pos, i in enumerate(order):
+            p = points[i]
+            fired: tuple[str, ...] = ()
+            if pos in fired_at:
+                fired = tuple(rule_ids[r] for r in np.flatnonzero(labels[:, pos]).tolist())
+                for rid in fired:
+                    self.rule_fired[rid] += 1
+            results[i] = PointResult(
+                p.series,
+                p.timestamp,
+                p.value,
+                "ok",
+                anomaly_l[pos],
+                alert_l[pos],
+                raw_l[pos],
+                incident_l[pos],
+                fired,
+                errs_by_item.get(item_l[pos], ()),
+            )
+        self.counters["points"] += n
+        self.counters["anomalies"] += n_anomalies
+        self.counters["alerts"] += n_alerts
+        return [r for r in results if r is not None]
+
+    def push_arrays(
+        self, series: str, timestamps: IntArray, values: FloatArray
+    ) -> list[PointResult]:
+        """Convenience: push consecutive points of one series."""
+        return self.push(
+            [
+                Point(series, int(t), float(v))
+                for t, v in zip(
+                    np.asarray(timestamps).tolist(), np.asarray(values).tolist(), strict=True
+                )
+            ]
+        )
+
+    def _count_errors(self, res: EngineResult) -> None:
+        for e in res.errors:
+            self.rule_errors[e.rule_id] += 1
+            self.last_errors[e.rule_id] = e.message
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def series_ids(self) -> list[str]:
+        """Series seen so far."""
+        with self._lock:
+            return list(self._last_ts)
+
+    @property
+    def n_series(self) -> int:
+        """How many series have stream state."""
+        return len(self._last_ts)
+
+    def has_series(self, series: str) -> bool:
+        """Whether this series has stream state."""
+        return series in self._last_ts
+
+    def export_state(self, series: Sequence[str] | None = None) -> list[SeriesState]:
+        """The stream state of these series (those seen so far), or of every series."""
+        with self._lock:
+            names = (
+                list(self._last_ts) if series is None else [s for s in series if s in self._last_ts]
+            )
+            hist = {s: (t, v) for s, t, v in self.engine.history(names)}
+            out = []
+            for s in names:
+                t, v = hist.get(s, (np.zeros(0, np.int64), np.zeros(0)))
+                post = self._post.get(s)
+                out.append(
+                    SeriesState(
+                        series=s,
+                        last_timestamp=self._last_ts[s],
+                        post=asdict(post) if post is not None else {},
+                        timestamps=t.tolist(),
+                        values=v.tolist(),
+                    )
+                )
+            return out
+
+    def import_state(self, states: Sequence[SeriesState]) -> None:
+        """Replace the stream state of these series (e.g. taken over from another process).
+
+        Labels stay exact when the state came from a rule set whose largest LOOKBACK is at
+        least this one's (the history holds enough points).
+        """
+        with self._lock:
+            for st in states:
+                self.engine.forget([st.series])
+                self._last_ts[st.series] = st.last_timestamp
+                self._post[st.series] = _PostState(**st.post)
+                if st.timestamps:
+                    self.engine.seed(
+                        st.series,
+                        np.asarray(st.timestamps, dtype=np.int64),
+                        np.asarray(st.values, dtype=np.float64),
+                    )
+
+    def forget(self, series: Sequence[str]) -> None:
+        """Drop all stream state of these series (the next point starts them afresh)."""
+        with self._lock:
+            self.engine.forget(list(series))
+            for s in series:
+                self._last_ts.pop(s, None)
+                self._post.pop(s, None)
+
+    def carry_state_from(self, other: Detector) -> None:
+        """Adopt another detector's stream state (hot reload): ordering, post-processing and
+        the rule history of every series.
+
+        Labels stay exact for a rule whose LOOKBACK is at most the old set's largest one.
+        """
+        self.import_state(other.export_state())
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: points, anomalies, alerts, dropped per reason, rule errors and firings."""
+        with self._lock:
+            return {
+                "series": len(self._last_ts),
+                **{k: int(v) for k, v in self.counters.items()},
+                "rule_errors": dict(self.rule_errors),
+                "rule_fired": dict(self.rule_fired),
+            }
+
+    def close(self) -> None:
+        """Stop the engine (workers)."""
+        self.engine.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,744 @@
+"""The detection service: a FastAPI app over one hot-reloadable rule set.
+
+Endpoints (all under a bearer token when one is configured, except ``/healthz``):
+
+* ``POST /v1/detect``: a whole series (timestamps + values), labels back; stateless.
+* ``POST /v1/streams/{series}/points``: new points of one series; stateful (history, ordering,
+  post-processing kept per series).
+* ``POST /v1/points``: new points of many series at once (a scrape); stateful, one micro-batch.
+* ``GET /v1/rulesets``: the active rule set (rules, conditions, stream-exactness, isolation).
+* ``POST /v1/rulesets/reload``: load the rule-set folder again and swap atomically. Requests
+  already running finish on the old set; streams keep their state across the swap.
+* ``GET /metrics``: Prometheus text (points by outcome, anomalies, alerts, rule errors, latency).
+* ``GET /healthz``: liveness for load balancers, no token.
+* ``/docs``, ``/openapi.json``: the OpenAPI description.
+
+Request bodies are capped (``max_body_bytes``, 413) and validated (422 with the reason); rule code
+runs in isolated workers (:mod:`argos.sandbox.workers`), never in the service process, unless the
+operator explicitly runs trusted rules in-process.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field
+
+from argos.online.detector import Detector, Point, PointResult, PostProcessing, RuleSetError
+from argos.sandbox.workers import RuleWorkerError, WorkerLimits
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "ARGOS_API_TOKEN"
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ServiceConfig(BaseModel):
+    """How the service runs.
+
+    Attributes:
+        rules: the rule-set folder (reloads read it again).
+        token: bearer token; ``None`` means no authentication (loopback only, see
+            :func:`check_bind`).
+        max_body_bytes: largest request body; bigger ones get 413.
+        max_points: most points in one request (422 beyond).
+        max_series: most series with stream state; points of new series beyond it get 429.
+        workers: isolated rule workers (series are sharded across them).
+        isolation: ``worker`` (default) or ``inprocess`` (trusted rules only).
+        request_seconds: wall-clock limit of one micro-batch in a worker.
+        post: post-processing of stream and batch labels.
+        strict: refuse rule sets with rules that are not stream-exact.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    rules: Path
+    token: str | None = None
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_points: int = Field(default=100_000, ge=1)
+    max_series: int = Field(default=100_000, ge=1)
+    workers: int = Field(default=1, ge=1)
+    isolation: Literal["worker", "inprocess"] = "worker"
+    request_seconds: float = Field(default=10.0, gt=0)
+    post: PostProcessing = PostProcessing()
+    strict: bool = False
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse (``ValueError``) to serve a non-loopback address without a token."""
+    if not token and not is_loopback(host):
+        raise ValueError(
+            f"refusing to listen on {host} without a token: set --token or {TOKEN_ENV}, "
+            "or bind 127.0.0.1"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# API models
+# ----------------------------------------------------------------------------------------------
+
+
+class PointIn(BaseModel):
+    """One point of a stream."""
+
+    model_config = ConfigDict(extra="forbid")
+    timestamp: int = Field(
+        ge=-(2**62), le=2**62, description="Unix seconds (or an index); increasing per series."
+    )
+    value: float | None = Field(description="The metric value; null or NaN is dropped as invalid.")
+    base: bool | None = Field(
+        default=None, description="External base detector's label (fusion with an external base)."
+    )
+
+
+class StreamPointsIn(BaseModel):
+    """New points of one series, in time order."""
+
+    model_config = ConfigDict(extra="forbid")
+    points: list[PointIn] = Field(min_length=1)
+
+
+class DetectIn(BaseModel):
+    """A whole series: strictly increasing timestamps and finite values of the same length."""
+
+    model_config = ConfigDict(extra="forbid")
+    series: str = Field(default="batch", max_length=200)
+    timestamps: list[Annotated[int, Field(ge=-(2**62), le=2**62)]] = Field(min_length=1)
+    values: list[float] = Field(min_length=1)
+    base: list[bool] | None = Field(
+        default=None, description="External base detector's labels (fusion with external base)."
+    )
+
+
+class SeriesPointIn(PointIn):
+    """One point of a named series."""
+
+    series: str = Field(min_length=1, max_length=200)
+
+
+class MultiPointsIn(BaseModel):
+    """Points of several series (interleaved; in time order within each series)."""
+
+    model_config = ConfigDict(extra="forbid")
+    points: list[SeriesPointIn] = Field(min_length=1)
+
+
+class RuleHit(BaseModel):
+    """A rule that fired, with its stated abnormal condition."""
+
+    rule: str
+    condition: str
+
+
+class DetectEvent(BaseModel):
+    """One anomalous point of a batch."""
+
+    index: int
+    timestamp: int
+    alert: bool
+    incident: int
+    explanation: list[RuleHit]
+
+
+class DetectOut(BaseModel):
+    """Labels of every point (post-processed), and the anomalous points explained."""
+
+    ruleset: str
+    series: str
+    labels: list[bool]
+    anomalies: list[DetectEvent]
+    rule_errors: list[str]
+
+
+class StreamOut(BaseModel):
+    """Per-point results in input order and how many points were accepted or dropped."""
+
+    ruleset: str
+    series: str
+    accepted: int
+    dropped: dict[str, int]
+    results: list[dict[str, Any]]
+
+
+class MultiStreamOut(BaseModel):
+    """Per-point results of a multi-series push, in input order."""
+
+    ruleset: str
+    accepted: int
+    dropped: dict[str, int]
+    results: list[dict[str, Any]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------
+
+
+class ServiceMetrics:
+    """Prometheus metrics of one app (own registry, so several apps can coexist in tests)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.points = Counter(
+            "argos_points", "Points received, by outcome.", ["outcome"], registry=r
+        )
+        self.anomalies = Counter("argos_anomalies", "Anomalous points.", registry=r)
+        self.alerts = Counter("argos_alerts", "Alerts raised (after cool-down).", registry=r)
+        self.rule_errors = Counter(
+            "argos_rule_errors", "Rule failures on a micro-batch.", ["rule"], registry=r
+        )
+        self.requests = Counter(
+            "argos_http_requests",
+            "HTTP requests by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "argos_request_latency_seconds",
+            "Request handling time by route.",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=r,
+        )
+        self.point_latency = Histogram(
+            "argos_point_latency_seconds",
+            "Detection time per point (request time / points), stream and batch.",
+            ["kind"],
+            buckets=(1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1),
+            registry=r,
+        )
+        self.push_group_size = Histogram(
+            "argos_stream_push_group_size",
+            "Stream requests served by one detector push (concurrent requests are grouped).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.reloads = Counter(
+            "argos_reloads", "Rule-set reloads by result.", ["result"], registry=r
+        )
+        self.ruleset = Gauge(
+            "argos_ruleset_info", "The active rule set (value 1).", ["id", "digest"], registry=r
+        )
+        self.series = Gauge("argos_series", "Series with stream state.", registry=r)
+        self.worker_restarts = Gauge(
+            "argos_worker_restarts", "Rule worker restarts of the active set.", registry=r
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# The active rule set, swapped atomically
+# ----------------------------------------------------------------------------------------------
+
+
+class _Active:
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.inflight = 0
+        self.retired = False
+
+
+@dataclass
+class _PushSlot:
+    """One request's points waiting for a group push, and what came back for them."""
+
+    points: list[Point]
+    done: bool = False
+    detector: Detector | None = None
+    results: list[PointResult] | None = None
+    error: BaseException | None = None
+
+
+class RuleSetHolder:
+    """The current detector plus reference counts, so a reload never pulls it from under a request.
+
+    Stream pushes run under ``stream_lock`` (they are serialised by the detector anyway); a reload
+    builds the new detector first, then, under that lock, copies the stream state over and swaps.
+    The old detector closes when its last in-flight request ends.
+    """
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self.stream_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._active = _Active(self._open())
+
+    def _open(self) -> Detector:
+        c = self.config
+        return Detector.open(
+            c.rules,
+            isolation=c.isolation,
+            workers=c.workers,
+            limits=WorkerLimits(request_seconds=c.request_seconds),
+            post=c.post,
+            strict=c.strict,
+        )
+
+    def acquire(self) -> _Active:
+        """The active detector, counted as in use until :meth:`release`."""
+        with self._lock:
+            a = self._active
+            a.inflight += 1
+            return a
+
+    def release(self, a: _Active) -> None:
+        """End a use; closes a retired detector when it was the last one."""
+        with self._lock:
+            a.inflight -= 1
+            close = a.retired and a.inflight == 0
+        if close:
+            a.detector.close()
+
+    @property
+    def detector(self) -> Detector:
+        """The active detector (for read-only introspection)."""
+        return self._active.detector
+
+    def reload(self) -> Detector:
+        """Load the folder again and swap; raises (keeping the old set) when loading fails."""
+        with self._reload_lock:
+            new = self._open()
+            with self.stream_lock:
+                old = self._active
+                try:
+                    new.carry_state_from(old.detector)
+                except Exception:
+                    new.close()
+                    raise
+                with self._lock:
+                    self._active = _Active(new)
+                    old.retired = True
+                    close = old.inflight == 0
+            if close:
+                old.detector.close()
+            return new
+
+    def close(self) -> None:
+        """Stop the active detector."""
+        with self._lock:
+            a = self._active
+            a.retired = True
+            close = a.inflight == 0
+        if close:
+            a.detector.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Middleware: body size limit and request accounting
+# ----------------------------------------------------------------------------------------------
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Reject bodies over ``max_bytes`` with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps(
+            {"detail": f"request body over the limit of {self.max_bytes} bytes"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._reject(send)
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+
+# ----------------------------------------------------------------------------------------------
+# The app
+# ----------------------------------------------------------------------------------------------
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    """Build the app: loads the rule set (starting its isolated workers) immediately.
+
+    Raises :class:`~argos.online.detector.RuleSetError` or :class:`RuleWorkerError` when the rule
+    set cannot be served.
+    """
+    holder = RuleSetHolder(config)
+    metrics = ServiceMetrics()
+
+    def _publish_ruleset(det: Detector) -> None:
+        metrics.ruleset.clear()
+        metrics.ruleset.labels(det.ruleset.id or det.ruleset.name, det.ruleset.digest).set(1)
+
+    _publish_ruleset(holder.detector)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        holder.close()
+
+    app = FastAPI(
+        title="Argos detection service",
+        version="1",
+        description="Run exported Argos rule sets on metric streams. Bearer token when configured.",
+        lifespan=lifespan,
+    )
+    pending: list[_PushSlot] = []
+    pending_lock = threading.Lock()
+    app.state.holder = holder
+    app.state.stream_queue = pending  # requests waiting for a group push (diagnostics, tests)
+    app.state.metrics = metrics
+    app.state.config = config
+
+    def require_token(request: Request) -> None:
+        if not config.token:
+            return
+        auth = request.headers.get("authorization", "")
+        scheme, _, given = auth.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), config.token.encode()
+        ):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or invalid bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    auth = [Depends(require_token)]
+
+    @app.middleware("http")
+    async def account(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        metrics.requests.labels(name, str(response.status_code)).inc()
+        metrics.latency.labels(name).observe(time.perf_counter() - t0)
+        return response
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in exc.errors()[:20]:
+            where = ".".join(str(x) for x in e.get("loc", ()))
+            problems.append(f"{where}: {e.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "invalid request: " + "; ".join(problems)}, status_code=422)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, Any]:
+        """Liveness: the service answers and has a rule set (no token needed)."""
+        det = holder.detector
+        return {"status": "ok", "ruleset": det.ruleset.id or det.ruleset.name}
+
+    @app.get("/metrics", tags=["ops"], dependencies=auth, response_class=PlainTextResponse)
+    def prometheus_metrics() -> PlainTextResponse:
+        """Prometheus text exposition."""
+        det = holder.detector
+        metrics.series.set(len(det.series_ids))
+        metrics.worker_restarts.set(float(getattr(det.engine, "restarts", 0)))
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/rulesets", tags=["rule sets"], dependencies=auth)
+    def rulesets() -> dict[str, Any]:
+        """The active rule set: rules, stated conditions, stream-exactness, isolation, counters."""
+        a = holder.acquire()
+        try:
+            out = a.detector.describe()
+            out["stats"] = a.detector.stats()
+            return out
+        finally:
+            holder.release(a)
+
+    @app.post("/v1/rulesets/reload", tags=["rule sets"], dependencies=auth)
+    def reload() -> dict[str, Any]:
+        """Reload the rule-set folder and swap atomically (409 and the old set stays on failure)."""
+        try:
+            det = holder.reload()
+        except (RuleSetError, RuleWorkerError, OSError) as exc:
+            metrics.reloads.labels("failed").inc()
+            raise HTTPException(
+                status_code=409, detail=f"reload failed, old set kept: {exc}"
+            ) from exc
+        metrics.reloads.labels("ok").inc()
+        _publish_ruleset(det)
+        return det.describe()
+
+    @app.post("/v1/detect", tags=["detect"], dependencies=auth, response_model=DetectOut)
+    def detect(body: DetectIn) -> DetectOut:
+        """Label a whole series (stateless). Timestamps strictly increasing, values finite."""
+        n = len(body.values)
+        if len(body.timestamps) != n:
+            raise HTTPException(
+                422, f"timestamps ({len(body.timestamps)}) and values ({n}) differ in length"
+            )
+        if n > config.max_points:
+            raise HTTPException(422, f"{n} points is over the limit of {config.max_points}")
+        a = holder.acquire()
+        t0 = time.perf_counter()
+        try:
+            det = a.detector
+            try:
+                res = det.detect_arrays(
+                    np.asarray(body.timestamps, dtype=np.int64),
+                    np.asarray(body.values, dtype=np.float64),
+                    None if body.base is None else np.asarray(body.base, dtype=np.bool_),
+                )
+            except (ValueError, OverflowError) as exc:
+                raise HTTPException(422, str(exc)) from exc
+            except RuleWorkerError as exc:
+                raise HTTPException(503, f"rule engine unavailable: {exc}") from exc
+            events = []
+            for i in res.anomaly.nonzero()[0].tolist():
+                fired = res.rule_labels[:, i].nonzero()[0].tolist()
+                events.append(
+                    DetectEvent(
+                        index=i,
+                        timestamp=body.timestamps[i],
+                        alert=bool(res.alert[i]),
+                        incident=int(res.incident[i]),
+                        explanation=[
+                            RuleHit(rule=det.rule_ids[r], condition=det.conditions[det.rule_ids[r]])
+                            for r in fired
+                        ],
+                    )
+                )
+            for e in res.errors:
+                metrics.rule_errors.labels(e.split(":", 1)[0]).inc()
+            metrics.points.labels("ok").inc(n)
+            metrics.anomalies.inc(int(res.anomaly.sum()))
+            metrics.alerts.inc(int(res.alert.sum()))
+            metrics.point_latency.labels("batch").observe((time.perf_counter() - t0) / n)
+            return DetectOut(
+                ruleset=det.ruleset.id or det.ruleset.name,
+                series=body.series,
+                labels=res.anomaly.tolist(),
+                anomalies=events,
+                rule_errors=res.errors,
+            )
+        finally:
+            holder.release(a)
+
+    def push_group(group: list[_PushSlot]) -> None:
+        """Push the points of several requests at once, on the active set (under the stream
+        lock); each slot gets its own results, or its own error."""
+        try:
+            a = holder.acquire()
+        except BaseException as exc:
+            for slot in group:
+                slot.error, slot.done = exc, True
+            raise
+        try:
+            det = a.detector
+            taken: list[_PushSlot] = []
+            new_series: set[str] = set()
+            for slot in group:
+                slot.detector = det
+                new = {p.series for p in slot.points if not det.has_series(p.series)}
+                new -= new_series
+                if new and det.n_series + len(new_series) + len(new) > config.max_series:
+                    slot.error = HTTPException(
+                        429,
+                        f"too many series (limit {config.max_series}); not tracking "
+                        f"{len(new)} new series",
+                    )
+                    continue
+                new_series |= new
+                taken.append(slot)
+            points = [p for slot in taken for p in slot.points]
+            metrics.push_group_size.observe(len(taken))
+            t0 = time.perf_counter()
+            try:
+                results = det.push(points)
+            except RuleWorkerError as exc:
+                for slot in taken:
+                    slot.error = HTTPException(503, f"rule engine unavailable: {exc}")
+                return
+            if points:
+                metrics.point_latency.labels("stream").observe(
+                    (time.perf_counter() - t0) / len(points)
+                )
+            a_ = 0
+            for slot in taken:
+                slot.results = results[a_ : a_ + len(slot.points)]
+                a_ += len(slot.points)
+        except BaseException as exc:
+            for slot in group:
+                if slot.results is None and slot.error is None:
+                    slot.error = exc
+            raise
+        finally:
+            holder.release(a)
+            for slot in group:
+                slot.done = True
+
+    def push_points(points: list[Point]) -> tuple[Detector, int, dict[str, int], list[Any]]:
+        """Stream points through the active set; (detector, accepted, dropped, JSON results).
+
+        Group commit: requests that arrive while a push runs wait in a queue, and the next
+        request to get the stream lock pushes all of them at once (one engine round trip, one
+        packed rule call for all their series), then hands each request its own results. A
+        reload swaps sets under the same lock, so every group lands on one set.
+        """
+        n = len(points)
+        if n > config.max_points:
+            raise HTTPException(422, f"{n} points is over the limit of {config.max_points}")
+        slot = _PushSlot(points)
+        with pending_lock:
+            pending.append(slot)
+        with holder.stream_lock:
+            if not slot.done:
+                with pending_lock:
+                    group = pending[:]
+                    pending.clear()
+                push_group(group)
+        if slot.error is not None:
+            raise slot.error
+        if slot.detector is None or slot.results is None:  # never expected: fail loudly
+            raise HTTPException(500, "the push of this request was lost")
+        det, results = slot.detector, slot.results
+        dropped: dict[str, int] = {}
+        anomalies = alerts = 0
+        errors: set[str] = set()
+        for r in results:
+            if r.status != "ok":
+                dropped[r.status] = dropped.get(r.status, 0) + 1
+            anomalies += r.anomaly
+            alerts += r.alert
+            errors.update(r.errors)
+        for rid in errors:
+            metrics.rule_errors.labels(rid).inc()
+        accepted = n - sum(dropped.values())
+        metrics.points.labels("ok").inc(accepted)
+        for k, v in dropped.items():
+            metrics.points.labels(k).inc(v)
+        metrics.anomalies.inc(anomalies)
+        metrics.alerts.inc(alerts)
+        return det, accepted, dropped, [r.to_json(det.conditions) for r in results]
+
+    @app.post(
+        "/v1/streams/{series}/points", tags=["detect"], dependencies=auth, response_model=StreamOut
+    )
+    def stream_points(
+        series: Annotated[str, PathParam(min_length=1, max_length=200)],
+        body: StreamPointsIn,
+    ) -> StreamOut:
+        """Push new points of one series (stateful); per-point labels and explanations back."""
+        points = [
+            Point(series, p.timestamp, float("nan") if p.value is None else p.value, p.base)
+            for p in body.points
+        ]
+        det, accepted, dropped, results = push_points(points)
+        return StreamOut(
+            ruleset=det.ruleset.id or det.ruleset.name,
+            series=series,
+            accepted=accepted,
+            dropped=dropped,
+            results=results,
+        )
+
+    @app.post("/v1/points", tags=["detect"], dependencies=auth, response_model=MultiStreamOut)
+    def multi_points(body: MultiPointsIn) -> MultiStreamOut:
+        """Push points of many series at once (e.g. one scrape); stateful, results in input
+        order. Points of one series must be in time order; series may interleave."""
+        points = [
+            Point(p.series, p.timestamp, float("nan") if p.value is None else p.value, p.base)
+            for p in body.points
+        ]
+        det, accepted, dropped, results = push_points(points)
+        return MultiStreamOut(
+            ruleset=det.ruleset.id or det.ruleset.name,
+            accepted=accepted,
+            dropped=dropped,
+            results=results,
+        )
+
+    return app
+
+
+def config_from_env() -> ServiceConfig:
+    """Service config from ``ARGOS_RULES`` and ``ARGOS_API_TOKEN`` (for ``uvicorn --factory``)."""
+    rules = os.environ.get("ARGOS_RULES")
+    if not rules:
+        raise RuntimeError("set ARGOS_RULES to the rule-set folder")
+    return ServiceConfig(rules=Path(rules), token=os.environ.get(TOKEN_ENV) or None)
+
+
+def app_from_env() -> FastAPI:
+    """``uvicorn argos.online.service:app_from_env --factory``."""
+    return create_app(config_from_env())

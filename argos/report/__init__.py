@@ -1,0 +1,1 @@
+"""Self-contained HTML reports of training runs and evaluations, and their figures."""

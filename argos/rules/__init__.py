@@ -1,0 +1,2 @@
+"""Rules: the rule contract and static gate, the builtin rule templates, and rule-set folders on
+disk."""

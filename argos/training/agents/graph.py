@@ -1,0 +1,769 @@
+"""The durable training loop: generator, repairer and reviewer agents on a LangGraph state machine.
+
+One graph run trains one rule set for one training unit (a series, or a partition of series). Per
+iteration it proposes ``n`` candidates; each goes::
+
+    plan -> generate -> check --(error)--> repair -> check ... (bounded)
+         --> fit -> validate -> collect
+
+and when the iteration's ``n`` candidates are in, ``select`` keeps the top ``k`` by validation
+event-PA F1 behind a deterministic accept gate (no regression versus the accepted rules, causal,
+within the runtime budget). A best candidate that regresses goes to the ``review`` agent once (it
+gets the metric comparison, the code diff and the points it newly gets wrong) and may revise or
+revert; a revision goes through the same check/fit/validate path and the same gate. The loop
+stops on the iteration budget, a token/cost budget, a time budget or convergence, then ``export``
+writes the rule set (idempotent: the folder is keyed by content hash).
+
+State is small and raw (code, statuses, metrics, counters, chunk indices): no arrays, no rendered
+prompts. Everything heavy lives in :class:`TrainingContext` (the LLM port, the rule lab holding the
+sandbox and the data, the configuration), passed as the run's LangGraph context. Routers are pure
+functions of the state. With a SQLite checkpointer every node's result is saved before the next
+starts; a killed run resumes at the interrupted node, and the LLM responses it had already paid for
+come back from the response cache (see :class:`argos.llm.interface.CachingChatModel`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Protocol, TypedDict, cast
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+JsonDict = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Budgets and sizes of the training loop.
+
+    Attributes:
+        candidates_per_iteration: ``n``, candidates proposed per iteration (published: 5).
+        keep_top: ``k``, rules kept after each iteration (published: 1).
+        max_iterations: iteration budget.
+        max_repairs: repair attempts per candidate before it is dropped and reported.
+        max_reviews: review rounds per iteration when the best candidate regresses.
+        patience: iterations without improvement before the run counts as converged.
+        time_budget_s: wall-clock budget for the whole run (None = unlimited).
+        max_rule_runtime_ms: a candidate slower than this on the validation data is rejected.
+        seed: seeds chunk choice and the LLM's ``seed`` parameter.
+        recursion_limit: hard cap on graph steps (a second bound besides the counters).
+    """
+
+    candidates_per_iteration: int = 5
+    keep_top: int = 1
+    max_iterations: int = 5
+    max_repairs: int = 3
+    max_reviews: int = 1
+    patience: int = 3
+    time_budget_s: float | None = None
+    max_rule_runtime_ms: float = 5_000.0
+    seed: int = 0
+    recursion_limit: int = 2_000
+
+    def __post_init__(self) -> None:
+        if self.candidates_per_iteration < 1 or self.keep_top < 1 or self.max_iterations < 1:
+            raise ValueError("candidates_per_iteration, keep_top and max_iterations must be >= 1")
+        if self.max_repairs < 0 or self.max_reviews < 0:
+            raise ValueError("max_repairs and max_reviews must be >= 0")
+
+
+# --------------------------------------------------------------------------------------------
+# State
+# --------------------------------------------------------------------------------------------
+
+
+class Candidate(TypedDict):
+    """One candidate rule and what became of it."""
+
+    id: str
+    code: str
+    params: JsonDict
+    origin: str  # generator | repairer | reviewer | builtin
+    iteration: int
+    slot: int
+    status: str  # a sandbox status, or no_code / repair_budget / regressed / accepted
+    detail: str
+    traceback: str
+    repairs: int
+    train_f1: float | None
+    val_f1: float | None
+    val_precision: float | None
+    val_recall: float | None
+    runtime_ms: float
+
+
+class TrainState(TypedDict, total=False):
+    """The graph state. ``log`` is append-only (events for the run summary and the report)."""
+
+    iteration: int
+    slot: int
+    chunk: int
+    contrast: int | None
+    focus: str
+    draft: Candidate | None
+    pool: list[Candidate]
+    accepted: list[Candidate]
+    reviews: int
+    stale: int
+    started_at: float
+    stop_reason: str | None
+    exported: str | None
+    usage: JsonDict
+    log: Annotated[list[JsonDict], operator.add]
+
+
+# --------------------------------------------------------------------------------------------
+# Ports the graph needs (implemented by argos.training.driver and argos.training.agents.roles)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """Result of the static gate + sandbox run + causality check of one candidate."""
+
+    status: str
+    detail: str = ""
+    traceback: str = ""
+    runtime_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Scores of a fitted candidate. Labels and scoring stay in the trainer process."""
+
+    train_f1: float | None
+    val_f1: float | None
+    val_precision: float | None
+    val_recall: float | None
+    runtime_ms: float
+    status: str = "ok"
+    detail: str = ""
+
+
+class RuleLab(Protocol):
+    """Runs candidates in the sandbox and scores them in the parent. Holds the data."""
+
+    def n_chunks(self) -> int:
+        """How many training chunks there are."""
+        ...
+
+    def plan_chunk(
+        self, iteration: int, slot: int, accepted: Sequence[Candidate], seed: int
+    ) -> tuple[int, int | None, str]:
+        """Pick (chunk, contrastive chunk or None, focus) for the next candidate; deterministic."""
+        ...
+
+    def check(self, code: str, chunk: int) -> CheckOutcome:
+        """Static gate, sandbox run on the chunk and causality check."""
+        ...
+
+    def fit(self, code: str, seed: int) -> JsonDict:
+        """Fit the rule's PARAMS on the training data; returns the chosen params."""
+        ...
+
+    def evaluate(self, code: str, params: Mapping[str, Any]) -> Evaluation:
+        """Train and validation event-PA of the fitted rule."""
+        ...
+
+    def regressions(self, old: Candidate, new: Candidate) -> str:
+        """Validation points the old rule got right and the new one wrong, rendered for the
+        reviewer ("" when there are none)."""
+        ...
+
+
+class Agents(Protocol):
+    """The three agents. The builtin generator implements ``generate`` only."""
+
+    def generate(
+        self,
+        *,
+        chunk: int,
+        contrast: int | None,
+        focus: str,
+        previous: Candidate | None,
+        iteration: int,
+        slot: int,
+    ) -> str | None:
+        """Return rule code for a new candidate, or None when the reply held no code."""
+        ...
+
+    def repair(
+        self, *, code: str, status: str, detail: str, traceback: str, attempt: int
+    ) -> str | None:
+        """Return repaired code, or None when the reply held no code."""
+        ...
+
+    def review(
+        self,
+        *,
+        old: Candidate,
+        new: Candidate,
+        regressions: str,
+    ) -> str | None:
+        """Return revised code, or None to revert to the old rule."""
+        ...
+
+    @property
+    def can_repair(self) -> bool: ...
+
+    @property
+    def can_review(self) -> bool: ...
+
+
+class StopRun(Exception):
+    """Raised by an agent to end the run cleanly: a token or cost budget is spent, or the LLM
+    endpoint keeps failing. What was accepted so far is exported."""
+
+
+class AgentError(Exception):
+    """Raised by an agent when one call failed for good (after the client's retries): the
+    candidate is dropped with status ``llm_error`` and the run goes on."""
+
+
+@dataclass
+class TrainingContext:
+    """Run dependencies handed to the graph (never checkpointed)."""
+
+    agents: Agents
+    lab: RuleLab
+    config: LoopConfig
+    export: Callable[[list[Candidate], list[JsonDict]], str]
+    on_event: Callable[[JsonDict], None] = field(default=lambda event: None)
+    usage: Callable[[], JsonDict] = field(default=dict)
+    """LLM usage so far; saved in the state after every agent call, so the checkpoint and the
+    usage ledger always agree (a resumed run restores its ledger from it)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def code_id(code: str) -> str:
+    """Short content hash naming a candidate."""
+    return hashlib.sha256(code.encode()).hexdigest()[:12]
+
+
+def _new_candidate(code: str, origin: str, state: TrainState) -> Candidate:
+    return Candidate(
+        id=code_id(code),
+        code=code,
+        params={},
+        origin=origin,
+        iteration=state.get("iteration", 0),
+        slot=state.get("slot", 0),
+        status="pending",
+        detail="",
+        traceback="",
+        repairs=0,
+        train_f1=None,
+        val_f1=None,
+        val_precision=None,
+        val_recall=None,
+        runtime_ms=0.0,
+    )
+
+
+def _with(c: Candidate, **changes: Any) -> Candidate:
+    """A copy of ``c`` with some fields changed."""
+    return cast(Candidate, {**c, **changes})
+
+
+def _draft(state: TrainState) -> Candidate:
+    draft = state.get("draft")
+    if draft is None:
+        raise RuntimeError("this node needs a draft candidate in the state")
+    return draft
+
+
+def _failed(state: TrainState, origin: str, status: str, detail: str) -> Candidate:
+    return _with(_new_candidate("", origin, state), status=status, detail=detail)
+
+
+def _score(c: Candidate | None) -> float:
+    if c is None or c["val_f1"] is None:
+        return -1.0
+    return c["val_f1"]
+
+
+def _baseline(accepted: Sequence[Candidate]) -> float:
+    """The score a new rule set must not regress below: the weakest kept rule's (k=1: the rule)."""
+    return min((_score(c) for c in accepted), default=-1.0)
+
+
+def _event(kind: str, state: TrainState, **fields: Any) -> JsonDict:
+    return {
+        "event": kind,
+        "iteration": state.get("iteration", 0),
+        "slot": state.get("slot", 0),
+    } | fields
+
+
+def _ctx(runtime: Runtime[TrainingContext]) -> TrainingContext:
+    ctx = runtime.context
+    if ctx is None:
+        raise RuntimeError("the training graph needs a TrainingContext (pass context=...)")
+    return ctx
+
+
+def _emit(ctx: TrainingContext, event: JsonDict) -> list[JsonDict]:
+    ctx.on_event(event)
+    return [event]
+
+
+# --------------------------------------------------------------------------------------------
+# Nodes
+# --------------------------------------------------------------------------------------------
+
+
+def start(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Initialise counters (a resumed run skips this: the checkpoint already has them)."""
+    ctx = _ctx(runtime)
+    return {
+        "iteration": 0,
+        "slot": 0,
+        "pool": [],
+        "accepted": [],
+        "reviews": 0,
+        "stale": 0,
+        "draft": None,
+        "started_at": time.time(),
+        "stop_reason": None,
+        "exported": None,
+        "log": _emit(ctx, {"event": "start", "n_chunks": ctx.lab.n_chunks()}),
+    }
+
+
+def plan(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Check the time budget, then pick the training and contrastive chunks of the next slot."""
+    ctx = _ctx(runtime)
+    budget = ctx.config.time_budget_s
+    if budget is not None and time.time() - state["started_at"] > budget:
+        return {
+            "stop_reason": "time budget",
+            "log": _emit(ctx, _event("stop", state, why="time budget")),
+        }
+    chunk, contrast, focus = ctx.lab.plan_chunk(
+        state["iteration"], state["slot"], state["accepted"], ctx.config.seed
+    )
+    return {"chunk": chunk, "contrast": contrast, "focus": focus}
+
+
+def generate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Ask the generator for a new candidate."""
+    ctx = _ctx(runtime)
+    previous = state["accepted"][0] if state["accepted"] else None
+    try:
+        code = ctx.agents.generate(
+            chunk=state["chunk"],
+            contrast=state.get("contrast"),
+            focus=state.get("focus", "initial"),
+            previous=previous,
+            iteration=state["iteration"],
+            slot=state["slot"],
+        )
+    except StopRun as exc:
+        return {"stop_reason": str(exc), "log": _emit(ctx, _event("stop", state, why=str(exc)))}
+    except AgentError as exc:
+        code, failure = None, ("llm_error", f"the generator call failed: {exc}")
+    else:
+        failure = ("no_code", "the generator's reply held no Python code")
+    draft = (
+        _failed(state, "generator", *failure)
+        if code is None
+        else _new_candidate(code, "generator", state)
+    )
+    event = _event("generated", state, id=draft["id"])
+    return {"draft": draft, "usage": ctx.usage(), "log": _emit(ctx, event)}
+
+
+def check(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Static gate, sandbox run and causality check of the draft."""
+    ctx = _ctx(runtime)
+    draft = _draft(state)
+    out = ctx.lab.check(draft["code"], state["chunk"])
+    draft = _with(
+        draft,
+        status=out.status,
+        detail=out.detail,
+        traceback=out.traceback,
+        runtime_ms=out.runtime_ms,
+    )
+    event = _event("checked", state, id=draft["id"], status=out.status, detail=out.detail[:300])
+    return {"draft": draft, "log": _emit(ctx, event)}
+
+
+def repair(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Ask the repairer to fix the draft given its status, error and traceback."""
+    ctx = _ctx(runtime)
+    draft = _draft(state)
+    attempt = draft["repairs"] + 1
+    try:
+        code = ctx.agents.repair(
+            code=draft["code"],
+            status=draft["status"],
+            detail=draft["detail"],
+            traceback=draft["traceback"],
+            attempt=attempt,
+        )
+    except StopRun as exc:
+        return {"stop_reason": str(exc), "log": _emit(ctx, _event("stop", state, why=str(exc)))}
+    except AgentError as exc:
+        code, failure = None, ("llm_error", f"the repairer call failed: {exc}")
+    else:
+        failure = ("no_code", "the repairer's reply held no Python code")
+    if code is None:
+        fixed = _with(draft, repairs=attempt, status=failure[0], detail=failure[1])
+    else:
+        fixed = _with(_new_candidate(code, draft["origin"], state), repairs=attempt)
+    event = _event("repaired", state, id=fixed["id"], attempt=attempt, was=draft["status"])
+    return {"draft": fixed, "usage": ctx.usage(), "log": _emit(ctx, event)}
+
+
+def fit(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Fit the draft's PARAMS on training data (in the sandbox, scored in the parent), unless the
+    generator already fitted them (the builtin search does)."""
+    ctx = _ctx(runtime)
+    draft = _draft(state)
+    if getattr(ctx.agents, "prefitted", False):
+        return {}
+    return {"draft": _with(draft, params=ctx.lab.fit(draft["code"], ctx.config.seed))}
+
+
+def validate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Score the fitted draft on train and validation; enforce the runtime budget."""
+    ctx = _ctx(runtime)
+    draft = _draft(state)
+    ev = ctx.lab.evaluate(draft["code"], draft["params"])
+    status, detail = ev.status, ev.detail
+    budget = ctx.config.max_rule_runtime_ms
+    if status == "ok" and ev.runtime_ms > budget:
+        status = "too_slow"
+        detail = f"{ev.runtime_ms:.0f} ms on the validation data, budget {budget:.0f} ms"
+    draft = _with(
+        draft,
+        train_f1=ev.train_f1,
+        val_f1=ev.val_f1,
+        val_precision=ev.val_precision,
+        val_recall=ev.val_recall,
+        runtime_ms=ev.runtime_ms,
+        status=status,
+        detail=detail,
+    )
+    event = _event(
+        "validated", state, id=draft["id"], status=status, val_f1=ev.val_f1, train_f1=ev.train_f1
+    )
+    return {"draft": draft, "log": _emit(ctx, event)}
+
+
+def collect(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """File the finished draft into this iteration's pool and move to the next slot."""
+    ctx = _ctx(runtime)
+    draft = state["draft"]
+    assert draft is not None
+    pool = [*state["pool"], draft]
+    event = _event(
+        "candidate",
+        state,
+        id=draft["id"],
+        status=draft["status"],
+        val_f1=draft["val_f1"],
+        origin=draft["origin"],
+        repairs=draft["repairs"],
+    )
+    return {"pool": pool, "slot": state["slot"] + 1, "draft": None, "log": _emit(ctx, event)}
+
+
+def select(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Keep the top k of accepted + this iteration's valid candidates, behind the accept gate."""
+    ctx = _ctx(runtime)
+    valid = [c for c in state["pool"] if c["status"] == "ok" and c["val_f1"] is not None]
+    ranked = sorted(valid, key=lambda c: (-_score(c), c["id"]))
+    best = ranked[0] if ranked else None
+    accepted = state["accepted"]
+    if best is None:
+        return {"log": _emit(ctx, _event("iteration", state, outcome="no valid candidate"))}
+    if not accepted or _score(best) >= _baseline(accepted):
+        kept = _top_k([*accepted, *ranked], ctx.config.keep_top)
+        improved = not accepted or _score(kept[0]) > _score(accepted[0])
+        event = _event(
+            "accepted",
+            state,
+            id=best["id"],
+            val_f1=best["val_f1"],
+            previous=_score(accepted[0]) if accepted else None,
+        )
+        return {
+            "accepted": kept,
+            "stale": 0 if improved else state["stale"] + 1,
+            "log": _emit(ctx, event),
+        }
+    # The best candidate regresses: it goes to review (routed by `after_select`).
+    regressed = _with(best, status="regressed")
+    event = _event(
+        "regressed", state, id=best["id"], val_f1=best["val_f1"], baseline=_baseline(accepted)
+    )
+    return {"draft": regressed, "stale": state["stale"] + 1, "log": _emit(ctx, event)}
+
+
+def review(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """The reviewer sees the comparison, diff and newly wrong windows; it revises or reverts."""
+    ctx = _ctx(runtime)
+    new = state["draft"]
+    assert new is not None
+    old = state["accepted"][0]
+    try:
+        code = ctx.agents.review(old=old, new=new, regressions=ctx.lab.regressions(old, new))
+    except StopRun as exc:
+        event = _event("stop", state, why=str(exc))
+        return {
+            "stop_reason": str(exc),
+            "draft": None,
+            "reviews": state["reviews"] + 1,
+            "log": _emit(ctx, event),
+        }
+    except AgentError as exc:
+        code = None
+        _emit(ctx, _event("llm_error", state, agent="reviewer", detail=str(exc)))
+    reviews = state["reviews"] + 1
+    if code is None:
+        return {
+            "draft": None,
+            "reviews": reviews,
+            "usage": ctx.usage(),
+            "log": _emit(ctx, _event("reverted", state, id=new["id"])),
+        }
+    revised = _new_candidate(code, "reviewer", state)
+    return {
+        "draft": revised,
+        "reviews": reviews,
+        "usage": ctx.usage(),
+        "log": _emit(ctx, _event("revised", state, id=revised["id"])),
+    }
+
+
+def judge_review(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """The deterministic gate for a reviewer's revision: accept only without regression."""
+    ctx = _ctx(runtime)
+    draft = state["draft"]
+    assert draft is not None
+    accepted = state["accepted"]
+    if draft["status"] == "ok" and _score(draft) >= _baseline(accepted):
+        kept = _top_k([*accepted, draft], ctx.config.keep_top)
+        improved = _score(kept[0]) > _score(accepted[0])
+        return {
+            "accepted": kept,
+            "draft": None,
+            "stale": 0 if improved else state["stale"],
+            "log": _emit(
+                ctx, _event("accepted", state, id=draft["id"], val_f1=draft["val_f1"], via="review")
+            ),
+        }
+    return {
+        "draft": None,
+        "log": _emit(
+            ctx,
+            _event(
+                "reverted", state, id=draft["id"], status=draft["status"], val_f1=draft["val_f1"]
+            ),
+        ),
+    }
+
+
+def advance(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Close the iteration: convergence and iteration budget decide whether to go on."""
+    ctx = _ctx(runtime)
+    cfg = ctx.config
+    iteration = state["iteration"] + 1
+    stop: str | None = None
+    if state.get("stop_reason"):
+        stop = state["stop_reason"]
+    elif state["accepted"] and _score(state["accepted"][0]) >= 1.0:
+        stop = "converged (validation F1 = 1.0)"
+    elif state["stale"] >= cfg.patience:
+        stop = f"converged (no improvement in {cfg.patience} iterations)"
+    elif iteration >= cfg.max_iterations:
+        stop = "iteration budget"
+    event = {
+        "event": "iteration_end",
+        "iteration": state["iteration"],
+        "best_val_f1": _score(state["accepted"][0]) if state["accepted"] else None,
+    }
+    return {
+        "iteration": iteration,
+        "slot": 0,
+        "pool": [],
+        "reviews": 0,
+        "stop_reason": stop,
+        "log": _emit(ctx, event),
+    }
+
+
+def export(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Write the accepted rules as a rule-set artifact (idempotent: keyed by content)."""
+    ctx = _ctx(runtime)
+    if not state["accepted"]:
+        return {
+            "exported": None,
+            "log": _emit(ctx, {"event": "export", "path": None, "why": "no rule was accepted"}),
+        }
+    path = ctx.export(state["accepted"], state.get("log", []))
+    return {"exported": path, "log": _emit(ctx, {"event": "export", "path": path})}
+
+
+def _top_k(cands: Sequence[Candidate], k: int) -> list[Candidate]:
+    seen: dict[str, Candidate] = {}
+    for c in cands:
+        seen.setdefault(c["id"], c)
+    return sorted(seen.values(), key=lambda c: (-_score(c), c["id"]))[:k]
+
+
+# --------------------------------------------------------------------------------------------
+# Routers (pure functions of the state and the static config)
+# --------------------------------------------------------------------------------------------
+
+
+def route_after_plan(state: TrainState) -> Literal["generate", "advance"]:
+    return "advance" if state.get("stop_reason") else "generate"
+
+
+def route_after_generate(state: TrainState) -> Literal["check", "collect", "advance"]:
+    if state.get("stop_reason"):
+        return "advance"
+    draft = state.get("draft")
+    if draft is None:
+        raise RuntimeError("generate finished without a draft")
+    return "check" if draft["code"] else "collect"
+
+
+def make_route_after_check(
+    max_repairs: int, can_repair: bool
+) -> Callable[[TrainState], Literal["fit", "repair", "collect"]]:
+    def route_after_check(state: TrainState) -> Literal["fit", "repair", "collect"]:
+        draft = state.get("draft")
+        if draft is None:
+            raise RuntimeError("check finished without a draft")
+        if draft["status"] == "ok":
+            return "fit"
+        repairable = draft["status"] not in ("no_code", "llm_error")
+        if can_repair and repairable and draft["repairs"] < max_repairs:
+            return "repair"
+        return "collect"
+
+    return route_after_check
+
+
+def route_after_repair(state: TrainState) -> Literal["check", "collect", "advance"]:
+    if state.get("stop_reason"):
+        return "advance"
+    draft = state.get("draft")
+    if draft is None:
+        raise RuntimeError("repair finished without a draft")
+    return "collect" if draft["status"] in ("no_code", "llm_error") else "check"
+
+
+def route_after_validate(state: TrainState) -> Literal["collect", "judge_review"]:
+    draft = state.get("draft")
+    if draft is None:
+        raise RuntimeError("validate finished without a draft")
+    return "judge_review" if draft["origin"] == "reviewer" else "collect"
+
+
+def make_route_after_collect(n: int) -> Callable[[TrainState], Literal["plan", "select"]]:
+    def route_after_collect(state: TrainState) -> Literal["plan", "select"]:
+        return "plan" if state["slot"] < n else "select"
+
+    return route_after_collect
+
+
+def make_route_after_select(
+    max_reviews: int, can_review: bool
+) -> Callable[[TrainState], Literal["review", "advance"]]:
+    def route_after_select(state: TrainState) -> Literal["review", "advance"]:
+        draft = state.get("draft")
+        if (
+            draft is not None
+            and draft["status"] == "regressed"
+            and can_review
+            and state["reviews"] < max_reviews
+        ):
+            return "review"
+        return "advance"
+
+    return route_after_select
+
+
+def route_after_review(state: TrainState) -> Literal["check", "advance"]:
+    return "check" if state.get("draft") is not None and not state.get("stop_reason") else "advance"
+
+
+def route_after_advance(state: TrainState) -> Literal["plan", "export"]:
+    return "export" if state.get("stop_reason") else "plan"
+
+
+# --------------------------------------------------------------------------------------------
+# Graph
+# --------------------------------------------------------------------------------------------
+
+
+def build_graph(
+    config: LoopConfig, *, can_repair: bool, can_review: bool
+) -> StateGraph[Any, Any, Any, Any]:
+    """The (uncompiled) training graph for a loop configuration and the agents' capabilities."""
+    route_check = make_route_after_check(config.max_repairs, can_repair)
+
+    def route_after_check(state: TrainState) -> Literal["fit", "repair", "collect", "judge_review"]:
+        nxt = route_check(state)
+        draft = state["draft"]
+        assert draft is not None
+        # A reviewer's revision that cannot run is judged (and reverted), not pooled.
+        if nxt == "collect" and draft["origin"] == "reviewer":
+            return "judge_review"
+        return nxt
+
+    g: StateGraph[Any, Any, Any, Any] = StateGraph(TrainState, context_schema=TrainingContext)
+    for name, fn in (
+        ("start", start),
+        ("plan", plan),
+        ("generate", generate),
+        ("check", check),
+        ("repair", repair),
+        ("fit", fit),
+        ("validate", validate),
+        ("collect", collect),
+        ("select", select),
+        ("review", review),
+        ("judge_review", judge_review),
+        ("advance", advance),
+        ("export", export),
+    ):
+        g.add_node(name, fn)
+    g.add_edge(START, "start")
+    g.add_edge("start", "plan")
+    g.add_conditional_edges("plan", route_after_plan)
+    g.add_conditional_edges("generate", route_after_generate)
+    g.add_conditional_edges("check", route_after_check)
+    g.add_conditional_edges("repair", route_after_repair)
+    g.add_edge("fit", "validate")
+    g.add_conditional_edges("validate", route_after_validate)
+    g.add_conditional_edges("collect", make_route_after_collect(config.candidates_per_iteration))
+    g.add_conditional_edges("select", make_route_after_select(config.max_reviews, can_review))
+    g.add_conditional_edges("review", route_after_review)
+    g.add_edge("judge_review", "advance")
+    g.add_conditional_edges("advance", route_after_advance)
+    g.add_edge("export", END)
+    return g

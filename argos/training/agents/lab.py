@@ -1,0 +1,303 @@
+"""The rule lab: where the training loop runs candidate rules and scores them.
+
+:class:`SandboxRuleLab` implements :class:`argos.training.agents.graph.RuleLab` for one training
+unit. Rule code only ever runs in the :class:`argos.sandbox.pool.Sandbox` and only sees values and
+timestamps;
+labels stay here, in the trainer, where the scoring happens. It also cuts the training data into
+chunks for the agents' prompts and picks which chunk to show next:
+
+- before any rule is accepted: chunks that contain anomalies, with a contrastive normal chunk whose
+  mean and standard deviation are closest;
+- afterwards, alternating: the chunk where the accepted rule misses the most anomalies (contrast: a
+  similar normal chunk) and the chunk where it raises the most false alarms (contrast: a similar
+  anomalous chunk), as in the published design.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from argos.data.series import BoolArray, FloatArray, IntArray, Series
+from argos.metrics import aggregate_pooled, event_pa, events
+from argos.sandbox.pool import RuleInput, Sandbox, check_causality
+from argos.training.agents.graph import Candidate, CheckOutcome, Evaluation
+from argos.training.agents.prompts import render_regressions
+from argos.training.fitting import fit_params
+
+DEFAULT_CHUNK_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A window of one training series: ``series`` indexes the unit's train list."""
+
+    series: int
+    start: int
+    stop: int
+    n_events: int
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class ChunkData:
+    """What the agents' prompts show of a chunk."""
+
+    values: FloatArray
+    timestamps: IntArray
+    labels: BoolArray
+    offset: int
+    series_id: str
+
+
+class SandboxRuleLab:
+    """Runs and scores candidates for one training unit (a series or a partition)."""
+
+    def __init__(
+        self,
+        train: Sequence[Series],
+        validation: Sequence[Series],
+        sandbox: Sandbox,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        fit_budget: int = 24,
+        causality_prefixes: int = 6,
+        fusion_mode: Literal["fn", "fp"] | None = None,
+        base: Sequence[tuple[BoolArray, BoolArray]] | None = None,
+    ) -> None:
+        if not train:
+            raise ValueError("a training unit needs at least one series")
+        for s in [*train, *validation]:
+            if s.labels is None:
+                raise ValueError(f"series {s.id!r} has no labels: training needs labeled data")
+        if (fusion_mode is None) != (base is None):
+            raise ValueError("fusion needs both a mode (fn/fp) and the base detector's labels")
+        self.fusion_mode = fusion_mode
+        self.base = None if base is None else list(base)
+        # The truth stays for scoring; rules are fitted and shown their TARGET labels.
+        self.truth_train = [_labels(s) for s in train]
+        self.truth_val = [_labels(s) for s in validation]
+        self.train = [_relabel(s, t) for s, t in zip(train, self._targets(0), strict=True)]
+        self.validation = [
+            _relabel(s, t) for s, t in zip(validation, self._targets(1), strict=True)
+        ]
+        self.sandbox = sandbox
+        self.chunk_size = chunk_size
+        self.fit_budget = fit_budget
+        self.causality_prefixes = causality_prefixes
+        self.chunks = self._cut_chunks()
+        # History handed to rules for scoring: train followed by validation, per series.
+        self._history: list[RuleInput] = []
+        self._n_train: list[int] = []
+        for tr, va in zip(self.train, self.validation, strict=True):
+            self._history.append(
+                (
+                    np.concatenate([tr.values, va.values]),
+                    np.concatenate([tr.timestamps, va.timestamps]),
+                )
+            )
+            self._n_train.append(len(tr))
+        self._history_handle = sandbox.preload(self._history)
+        self._train_handle = sandbox.preload([(s.values, s.timestamps) for s in self.train])
+        self._predictions: dict[str, list[BoolArray]] = {}
+
+    def _targets(self, part: int) -> list[BoolArray]:
+        truth = self.truth_train if part == 0 else self.truth_val
+        if self.fusion_mode is None or self.base is None:
+            return truth
+        base = [b[part] for b in self.base]
+        if self.fusion_mode == "fn":
+            return [t & ~b for t, b in zip(truth, base, strict=True)]
+        return [b & ~t for t, b in zip(truth, base, strict=True)]
+
+    def _fused(self, pred: BoolArray, i: int, part: int) -> BoolArray:
+        if self.fusion_mode is None or self.base is None:
+            return pred
+        b = self.base[i][part]
+        return (b | pred) if self.fusion_mode == "fn" else (b & ~pred)
+
+    # -- chunks --------------------------------------------------------------------------------
+    def _cut_chunks(self) -> list[Chunk]:
+        out: list[Chunk] = []
+        for i, s in enumerate(self.train):
+            n = len(s)
+            size = min(self.chunk_size, n)
+            for start in range(0, max(n - size, 0) + 1, size):
+                stop = n if start + 2 * size > n else start + size
+                assert s.labels is not None
+                vals = s.values[start:stop]
+                out.append(
+                    Chunk(
+                        series=i,
+                        start=start,
+                        stop=stop,
+                        n_events=len(events(s.labels[start:stop])[0]),
+                        mean=float(vals.mean()),
+                        std=float(vals.std()),
+                    )
+                )
+                if stop == n:
+                    break
+        return out
+
+    def n_chunks(self) -> int:
+        return len(self.chunks)
+
+    def chunk_data(self, index: int) -> ChunkData:
+        c = self.chunks[index]
+        s = self.train[c.series]
+        assert s.labels is not None
+        return ChunkData(
+            values=s.values[c.start : c.stop],
+            timestamps=s.timestamps[c.start : c.stop],
+            labels=s.labels[c.start : c.stop],
+            offset=c.start,
+            series_id=s.id,
+        )
+
+    def _similar(self, index: int, anomalous: bool) -> int | None:
+        ref = self.chunks[index]
+        pool = [
+            i for i, c in enumerate(self.chunks) if i != index and (c.n_events > 0) == anomalous
+        ]
+        if not pool:
+            return None
+        scale = max(ref.std, 1e-9)
+
+        def distance(i: int) -> float:
+            c = self.chunks[i]
+            return abs(c.mean - ref.mean) / scale + abs(c.std - ref.std) / scale
+
+        return min(pool, key=lambda i: (distance(i), i))
+
+    def plan_chunk(
+        self, iteration: int, slot: int, accepted: Sequence[Candidate], seed: int
+    ) -> tuple[int, int | None, str]:
+        rng = np.random.default_rng([seed, iteration, slot])
+        if not accepted:
+            anomalous = [i for i, c in enumerate(self.chunks) if c.n_events > 0]
+            pick = int(rng.choice(anomalous)) if anomalous else int(rng.integers(len(self.chunks)))
+            return pick, self._similar(pick, anomalous=False), "initial"
+        preds = self._train_predictions(accepted[0])
+        missed = np.zeros(len(self.chunks))
+        false_alarms = np.zeros(len(self.chunks))
+        for i, c in enumerate(self.chunks):
+            truth = self.train[c.series].labels
+            assert truth is not None
+            t, p = truth[c.start : c.stop], preds[c.series][c.start : c.stop]
+            s = event_pa(t, p)
+            missed[i], false_alarms[i] = s.fn, s.fp
+        want_missed = slot % 2 == 0 or false_alarms.max() == 0
+        if want_missed and missed.max() > 0:
+            best = np.flatnonzero(missed == missed.max())
+            pick = int(rng.choice(best))
+            return pick, self._similar(pick, anomalous=False), "missed"
+        if false_alarms.max() > 0:
+            best = np.flatnonzero(false_alarms == false_alarms.max())
+            pick = int(rng.choice(best))
+            return pick, self._similar(pick, anomalous=True), "false_alarms"
+        pick = int(rng.integers(len(self.chunks)))
+        return pick, self._similar(pick, anomalous=self.chunks[pick].n_events == 0), "refine"
+
+    # -- running -------------------------------------------------------------------------------
+    def check(self, code: str, chunk: int) -> CheckOutcome:
+        data = self.chunk_data(chunk)
+        res = check_causality(
+            self.sandbox,
+            code,
+            None,
+            data.values,
+            data.timestamps,
+            n_prefixes=self.causality_prefixes,
+        )
+        return CheckOutcome(
+            status=str(res.status),
+            detail=res.detail,
+            traceback=res.traceback,
+            runtime_ms=res.runtime_ms,
+        )
+
+    def fit(self, code: str, seed: int) -> dict[str, Any]:
+        labels = [s.labels for s in self.train]
+        result = fit_params(
+            self.sandbox,
+            code,
+            self._train_handle,
+            labels,  # type: ignore[arg-type]
+            budget=self.fit_budget,
+            seed=seed,
+        )
+        return dict(result.best_params)
+
+    def predictions(self, code: str, params: Mapping[str, Any]) -> tuple[list[BoolArray], Any]:
+        """Labels of the rule over train + validation history, per series, and the run result."""
+        res = self.sandbox.run(code, self._history_handle, params)
+        return (res.outputs or []), res
+
+    def evaluate(self, code: str, params: Mapping[str, Any]) -> Evaluation:
+        outputs, res = self.predictions(code, params)
+        if not res.ok:
+            return Evaluation(None, None, None, None, res.runtime_ms, str(res.status), res.detail)
+        train_scores, val_scores = [], []
+        for i, pred in enumerate(outputs):
+            n_tr = self._n_train[i]
+            # Scored against the TRUTH: under fusion, on the fused labels.
+            train_scores.append(event_pa(self.truth_train[i], self._fused(pred[:n_tr], i, 0)))
+            if len(self.validation[i]):
+                val_pred = self._fused(pred[n_tr:], i, 1)
+                val_scores.append(event_pa(self.truth_val[i], val_pred))
+        tr_all = aggregate_pooled(train_scores)
+        va_all = aggregate_pooled(val_scores) if val_scores else tr_all
+        return Evaluation(
+            train_f1=tr_all.f1,
+            val_f1=va_all.f1,
+            val_precision=va_all.precision,
+            val_recall=va_all.recall,
+            runtime_ms=res.runtime_ms,
+        )
+
+    def _train_predictions(self, cand: Candidate) -> list[BoolArray]:
+        key = cand["id"] + repr(sorted(cand["params"].items()))
+        if key not in self._predictions:
+            outputs, _ = self.predictions(cand["code"], cand["params"])
+            if not outputs:
+                outputs = [np.zeros(len(s), dtype=bool) for s in self._history_series()]
+            self._predictions[key] = [o[: self._n_train[i]] for i, o in enumerate(outputs)]
+        return self._predictions[key]
+
+    def _history_series(self) -> list[FloatArray]:
+        return [v for v, _ in self._history]
+
+    def regressions(self, old: Candidate, new: Candidate) -> str:
+        old_out, _ = self.predictions(old["code"], old["params"])
+        new_out, _ = self.predictions(new["code"], new["params"])
+        if not old_out or not new_out:
+            return ""
+        parts = []
+        for i, va in enumerate(self.validation):
+            n_tr = self._n_train[i]
+            assert va.labels is not None
+            text = render_regressions(
+                va.values,
+                va.labels,
+                old_out[i][n_tr:],
+                new_out[i][n_tr:],
+                start_index=n_tr,
+            )
+            if text:
+                parts.append(f"Series {va.id}:\n{text}" if len(self.validation) > 1 else text)
+        return "\n\n".join(parts[:3])
+
+
+def _labels(s: Series) -> BoolArray:
+    if s.labels is None:
+        raise ValueError(f"series {s.id!r} has no labels")
+    return s.labels
+
+
+def _relabel(s: Series, labels: BoolArray) -> Series:
+    return Series(id=s.id, timestamps=s.timestamps, values=s.values, labels=labels, meta=s.meta)

@@ -1,0 +1,199 @@
+"""The LLM agents of the training loop: generator, repairer and reviewer over a :class:`ChatModel`.
+
+:class:`LLMAgents` implements :class:`argos.training.agents.graph.Agents`. It renders the prompts in
+``agents/`` with the data of a :class:`argos.training.agents.lab.SandboxRuleLab` (token economy:
+values to a
+few significant figures, long normal stretches summarised, anomalous windows verbatim), sends them
+through the port, and turns replies into code with :func:`argos.rules.contract.extract_code`.
+
+Failures are data, not crashes: a call that failed for good after the client's retries becomes an
+:class:`AgentError` (the candidate is dropped as ``llm_error``); a spent budget, an oversized prompt
+that cannot be shrunk, or ``max_consecutive_failures`` failing calls in a row become
+:class:`StopRun` (the run ends and exports what it has).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from argos.llm.interface import (
+    ChatModel,
+    LLMBudgetExceeded,
+    LLMError,
+    Message,
+    PromptTooLarge,
+)
+from argos.rules.contract import extract_code, fenced_blocks
+from argos.training.agents.graph import AgentError, Candidate, StopRun
+from argos.training.agents.lab import SandboxRuleLab
+from argos.training.agents.prompts import (
+    generator_messages,
+    is_revert,
+    render_chunk,
+    repairer_messages,
+    reviewer_messages,
+)
+
+_FOCUS_TASKS = {
+    "initial": "Write a rule that flags the labeled anomalies below and nothing else.",
+    "missed": (
+        "The current rule MISSES the anomalies labeled below. Change it so that it catches them "
+        "without flagging the normal data."
+    ),
+    "false_alarms": (
+        "The current rule raises FALSE ALARMS on the data below (unlabeled points it flags). "
+        "Change it so that it stays quiet on normal behaviour like this while still catching "
+        "real anomalies."
+    ),
+    "refine": "Improve the current rule's precision and recall on the data below.",
+}
+
+_FUSION_CONTEXT = {
+    "fn": (
+        "This rule corrects an existing base detector: the labeled points below are anomalies "
+        "the BASE DETECTOR MISSED. Your rule adds alarms only where the base detector is quiet, "
+        "so flag these missed anomalies and stay quiet elsewhere."
+    ),
+    "fp": (
+        "This rule corrects an existing base detector: the labeled points below are the BASE "
+        "DETECTOR'S FALSE ALARMS (normal behaviour it wrongly flags). Your rule vetoes the base "
+        "detector's alarms where it fires, so flag exactly these false-alarm points and never "
+        "real incidents."
+    ),
+}
+
+
+class LLMAgents:
+    """Generator, repairer and reviewer backed by one chat model."""
+
+    can_repair = True
+    can_review = True
+
+    def __init__(
+        self,
+        model: ChatModel,
+        lab: SandboxRuleLab,
+        *,
+        seed: int = 0,
+        max_points: int = 600,
+        max_consecutive_failures: int = 3,
+    ) -> None:
+        self.model = model
+        self.lab = lab
+        self.seed = seed
+        self.max_points = max_points
+        self.max_consecutive_failures = max_consecutive_failures
+        self._failures = 0
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _call(self, messages: Sequence[Message], agent: str, seed: int) -> str:
+        try:
+            completion = self.model.complete(messages, agent=agent, seed=seed)
+        except LLMBudgetExceeded as exc:
+            raise StopRun(f"budget exhausted: {exc}") from exc
+        except PromptTooLarge as exc:
+            raise StopRun(f"prompt too large: {exc}") from exc
+        except LLMError as exc:
+            self._failures += 1
+            if self._failures >= self.max_consecutive_failures:
+                raise StopRun(
+                    f"the LLM failed {self._failures} times in a row; last error: {exc}"
+                ) from exc
+            raise AgentError(f"{type(exc).__name__}: {exc}") from exc
+        self._failures = 0
+        return completion.text
+
+    @staticmethod
+    def _code(reply: str) -> str | None:
+        """The rule code in a reply, or None when it holds none.
+
+        A fenced block that defines ``detect`` but does not parse is returned as written, so the
+        static gate reports the syntax error to the repairer (trimming it to a parseable prefix
+        would silently cut the function away).
+        """
+        try:
+            code: str | None = extract_code(reply)
+        except ValueError:
+            code = None
+        if code is not None and "def detect" in code:
+            return code
+        fences = [b for b in fenced_blocks(reply) if "def detect" in b]
+        if fences:
+            return max(fences, key=len)
+        return code if code is not None and "def " in code else None
+
+    def _render(self, index: int) -> str:
+        data = self.lab.chunk_data(index)
+        return render_chunk(
+            data.values,
+            data.labels,
+            timestamps=data.timestamps,
+            start_index=data.offset,
+            max_points=self.max_points,
+        )
+
+    # -- agents --------------------------------------------------------------------------------
+    def generate(
+        self,
+        *,
+        chunk: int,
+        contrast: int | None,
+        focus: str,
+        previous: Candidate | None,
+        iteration: int,
+        slot: int,
+    ) -> str | None:
+        contrast_text = contrast_kind = None
+        if contrast is not None:
+            contrast_text = self._render(contrast)
+            contrast_kind = "anomalous" if self.lab.chunk_data(contrast).labels.any() else "normal"
+        note = None
+        if previous is not None:
+            note = (
+                f"Its validation event F1 is {previous['val_f1']:.3f}; its fitted params are "
+                f"{previous['params']}."
+                if previous["val_f1"] is not None
+                else None
+            )
+        task = _FOCUS_TASKS.get(focus, "")
+        if self.lab.fusion_mode is not None:
+            task = f"{_FUSION_CONTEXT[self.lab.fusion_mode]}\n{task}"
+        messages = generator_messages(
+            self._render(chunk),
+            task=task,
+            contrast=contrast_text,
+            contrast_kind=contrast_kind,
+            previous_rule=previous["code"] if previous else None,
+            previous_note=note,
+        )
+        reply = self._call(messages, "generator", seed=self.seed * 10_000 + iteration * 100 + slot)
+        return self._code(reply)
+
+    def repair(
+        self, *, code: str, status: str, detail: str, traceback: str, attempt: int
+    ) -> str | None:
+        messages = repairer_messages(code, status=status, error=detail, traceback=traceback)
+        reply = self._call(messages, "repairer", seed=self.seed * 10_000 + attempt)
+        return self._code(reply)
+
+    def review(self, *, old: Candidate, new: Candidate, regressions: str) -> str | None:
+        messages = reviewer_messages(
+            old["code"],
+            new["code"],
+            old_metrics=_metrics(old),
+            new_metrics=_metrics(new),
+            regressions=regressions,
+        )
+        reply = self._call(messages, "reviewer", seed=self.seed)
+        if is_revert(reply):
+            return None
+        return self._code(reply)
+
+
+def _metrics(c: Candidate) -> dict[str, float | None]:
+    return {
+        "F1": c["val_f1"],
+        "precision": c["val_precision"],
+        "recall": c["val_recall"],
+        "train F1": c["train_f1"],
+    }

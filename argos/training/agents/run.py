@@ -1,0 +1,477 @@
+"""LLM-agent training of one unit: the durable graph behind a
+:class:`argos.training.driver.Generator`.
+
+:class:`AgentGenerator` plugs the LangGraph loop of :mod:`argos.training.agents.graph` into the
+shared
+training driver (:func:`argos.training.driver.train_dataset`), so the LLM path reuses its units,
+splits, verification, export and summary. Per unit it opens:
+
+- a :class:`~argos.sandbox.pool.Sandbox` and a :class:`~argos.training.agents.lab.SandboxRuleLab`
+over the unit's
+  train/validation slices (labels stay in this process);
+- the model stack ``Metered(Caching(endpoint))``: the response cache (``llm-cache.sqlite`` in the
+  run folder) makes a resumed run replay calls it already paid for instead of sending them again;
+  the meter enforces the per-call token cap and the run's token/cost budget and counts usage;
+- a SQLite checkpointer (``checkpoints.sqlite``): thread id = the unit, durability ``sync``, so a
+  killed run resumes at the interrupted node.
+
+Model fusion: with ``fusion`` set, the unit trains FN-rules (target: anomalies the base detector
+missed) and then FP-rules (target: its false alarms), each with the same graph, and scores
+candidates on the FUSED labels ``(base and not FP) or (not base and FN)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import numpy as np
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from argos.data.series import BoolArray, Series
+from argos.llm.config import LLMConfig, build_chat_model
+from argos.llm.interface import (
+    AgentUsage,
+    Budget,
+    BudgetGuard,
+    CachingChatModel,
+    ChatModel,
+    LedgerSummary,
+    MeteredChatModel,
+    Price,
+    ResponseStore,
+    UsageLedger,
+)
+from argos.sandbox.pool import Sandbox
+from argos.training.agents.graph import (
+    Candidate,
+    LoopConfig,
+    TrainingContext,
+    TrainState,
+    build_graph,
+)
+from argos.training.agents.lab import DEFAULT_CHUNK_SIZE, SandboxRuleLab
+from argos.training.agents.prompts import prompt_hashes
+from argos.training.agents.roles import LLMAgents
+from argos.training.driver import GeneratedRule, GeneratorOutput, ProgressFn
+
+BasePredictions = Callable[[Sequence[Series], Sequence[Series]], list[tuple[BoolArray, BoolArray]]]
+"""Given a unit's train and validation slices, the base detector's labels on each (fusion)."""
+
+
+@dataclass
+class AgentGenerator:
+    """The LLM generator (``--llm``): one durable graph run per training unit.
+
+    Attributes:
+        llm: endpoint configuration (ignored when ``chat_model`` is given).
+        run_dir: run folder holding the checkpoints, the response cache and the usage ledger.
+        loop: budgets and sizes of the loop (n, k, iterations, repairs, reviews...).
+        budget: token/cost/call budget for the whole run (all units).
+        chunk_size: points per training chunk shown to the generator (published: KPI 2500,
+            Yahoo 500).
+        fit_budget: parameter sets tried when fitting a candidate's PARAMS.
+        chat_model: an explicit model (tests pass a scripted double); wrapped like the real one.
+        fusion: base detector predictions; trains FN- and FP-rules instead of a plain rule set.
+        fusion_base_name: how the manifest names that base (``method:NAME`` or ``csv:FILE``).
+        on_event: receives every graph event (progress displays).
+    """
+
+    llm: LLMConfig
+    run_dir: Path
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    budget: Budget = field(default_factory=Budget)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    fit_budget: int = 24
+    chat_model: ChatModel | None = None
+    fusion: BasePredictions | None = None
+    fusion_base_name: str = "method:base"
+    on_event: Callable[[dict[str, Any]], None] | None = None
+    name: str = "llm"
+    ledger: UsageLedger = field(init=False)
+    _model: MeteredChatModel | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = UsageLedger(self.llm.price_table(), run_id=self.run_dir.name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable, as the Generator protocol asks (Dask workers): the model stack and the
+        ledger (it holds a lock) are rebuilt in the worker; a unit's usage is restored from its
+        checkpoint there, and the run-wide budget is shared with
+        :class:`argos.distributed.SharedLimitsChatModel`. ``on_event`` (a display callback of
+        the driver) does not travel."""
+        state = dict(self.__dict__)
+        state["_model"] = None
+        state["ledger"] = None
+        state["on_event"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.ledger = UsageLedger(self.llm.price_table(), run_id=self.run_dir.name)
+
+    @property
+    def model_name(self) -> str:
+        return self.chat_model.model if self.chat_model is not None else str(self.llm.model)
+
+    def metered_model(self) -> MeteredChatModel:
+        """The model stack shared by every unit of the run (built on first use)."""
+        if self._model is None:
+            inner = self.chat_model if self.chat_model is not None else build_chat_model(self.llm)
+            store = ResponseStore(self.run_dir / "llm-cache.sqlite")
+            self._model = MeteredChatModel(
+                CachingChatModel(inner, store),
+                ledger=self.ledger,
+                guard=BudgetGuard(self.budget, self.ledger),
+                max_input_tokens=self.llm.max_input_tokens,
+                default_max_tokens=self.llm.max_output_tokens,
+            )
+        return self._model
+
+    def generator_info(self) -> dict[str, Any]:
+        """What the manifest records about this generator."""
+        return {"kind": "llm", "model": self.model_name, "prompts": prompt_hashes()}
+
+    # -- the Generator protocol ----------------------------------------------------------------
+    def generate(
+        self,
+        train: Sequence[Series],
+        validation: Sequence[Series],
+        progress: ProgressFn | None = None,
+    ) -> GeneratorOutput:
+        unit = _unit_key(train)
+        with Sandbox(workers=1) as sandbox:
+            if self.fusion is None:
+                state = self._run_graph(unit, train, validation, sandbox, progress)
+                return self._output(
+                    [_as_rule(c, "rule") for c in state.get("accepted", [])], [state]
+                )
+            base = self.fusion(train, validation)
+            states: list[TrainState] = []
+            rules: list[GeneratedRule] = []
+            skipped: list[str] = []
+            for mode in ("fn", "fp"):
+                if not any(_targets(s, b[0], mode).any() for s, b in zip(train, base, strict=True)):
+                    what = "misses no anomaly" if mode == "fn" else "raises no false alarm"
+                    skipped.append(f"no {mode.upper()}-rule trained: the base {what} on train")
+                    continue
+                st = self._run_graph(
+                    f"{unit}-{mode}", train, validation, sandbox, progress, mode=mode, base=base
+                )
+                states.append(st)
+                rules += [_as_rule(c, mode) for c in st.get("accepted", [])]
+            out = self._output(rules, states)
+            out.notes.extend(skipped)
+            return out
+
+    def _run_graph(
+        self,
+        thread: str,
+        train: Sequence[Series],
+        validation: Sequence[Series],
+        sandbox: Sandbox,
+        progress: ProgressFn | None,
+        *,
+        mode: Literal["fn", "fp"] | None = None,
+        base: list[tuple[BoolArray, BoolArray]] | None = None,
+    ) -> TrainState:
+        lab = SandboxRuleLab(
+            train,
+            validation,
+            sandbox,
+            chunk_size=self.chunk_size,
+            fit_budget=self.fit_budget,
+            fusion_mode=mode,
+            base=base,
+        )
+        agents = LLMAgents(self.metered_model(), lab, seed=self.loop.seed)
+        tried = 0
+        best = -1.0
+
+        def on_event(event: dict[str, Any]) -> None:
+            nonlocal tried, best
+            if event.get("event") == "candidate":
+                tried += 1
+            if event.get("event") == "accepted" and event.get("val_f1") is not None:
+                best = max(best, float(event["val_f1"]))
+            if progress is not None and event.get("event") in ("candidate", "accepted"):
+                progress(tried, best)
+            if self.on_event is not None:
+                self.on_event({"unit": thread, **event})
+
+        ctx = TrainingContext(
+            agents=agents,
+            lab=lab,
+            config=self.loop,
+            export=lambda accepted, log: thread,  # the driver exports (idempotently)
+            on_event=on_event,
+            usage=lambda: self.ledger.summary().model_dump(mode="json"),
+        )
+        graph = build_graph(self.loop, can_repair=agents.can_repair, can_review=agents.can_review)
+        config: Any = {
+            "configurable": {"thread_id": thread},
+            "recursion_limit": self.loop.recursion_limit,
+        }
+        with SqliteSaver.from_conn_string(str(self.run_dir / "checkpoints.sqlite")) as saver:
+            app = graph.compile(checkpointer=saver)
+            snapshot = app.get_state(config)
+            self._restore_usage(snapshot.values.get("usage") if snapshot.values else None)
+            if snapshot.values and not snapshot.next:
+                result = snapshot.values  # finished before: nothing to redo
+            elif snapshot.values:
+                result = app.invoke(None, config, context=ctx, durability="sync")
+            else:
+                result = app.invoke({}, config, context=ctx, durability="sync")
+        return cast(TrainState, result)
+
+    def _restore_usage(self, saved: Mapping[str, Any] | None) -> None:
+        """Continue the ledger from a checkpoint that counted more calls than it has (a resumed
+        run: calls made before the kill were checkpointed with the state that used them)."""
+        if not saved:
+            return
+        summary = LedgerSummary.model_validate(saved)
+        if summary.total.calls <= self.ledger.total().calls:
+            return
+        self.ledger = UsageLedger.from_summary(summary, self.llm.price_table())
+        if self._model is not None:
+            self._model.ledger = self.ledger
+            if self._model.guard is not None:
+                self._model.guard.ledger = self.ledger
+
+    def _output(
+        self,
+        rules: list[GeneratedRule],
+        states: Sequence[Mapping[str, Any]],
+    ) -> GeneratorOutput:
+        tried = sum(1 for st in states for e in st.get("log", []) if e.get("event") == "candidate")
+        accepted = [c for st in states for c in st.get("accepted", [])]
+        val = [c["val_f1"] for c in accepted if c["val_f1"] is not None]
+        train = [c["train_f1"] for c in accepted if c["train_f1"] is not None]
+        notes = [
+            f"{st.get('iteration', 0)} iteration(s), {len(st.get('accepted', []))} rule(s) kept; "
+            f"stopped: {st.get('stop_reason')}"
+            for st in states
+        ]
+        if not accepted:
+            notes.append("no candidate was accepted")
+        return GeneratorOutput(
+            rules=rules,
+            tried=tried,
+            train_f1=max(train) if train else None,
+            validation_f1=max(val) if val else None,
+            ranking=[
+                {
+                    "rule": e.get("id"),
+                    "status": e.get("status"),
+                    "validation_f1": e.get("val_f1"),
+                    "origin": e.get("origin"),
+                    "repairs": e.get("repairs"),
+                }
+                for st in states
+                for e in st.get("log", [])
+                if e.get("event") == "candidate"
+            ],
+            notes=notes,
+            generator=self.generator_info(),
+            fusion_base=self.fusion_base_name if self.fusion is not None else None,
+        )
+
+
+class BuiltinAgents:
+    """The builtin generator as the graph's generator node (no LLM, nothing to repair or review).
+
+    On the first call it runs :func:`argos.training.builtin.search.search` on the lab's train and
+    validation data (labels stay in this process; the search is our own trusted numpy); each
+    ``generate`` call then proposes the next candidate of its ranking as rendered rule code, with
+    its threshold already fitted on train. Everything after generation (sandbox check, validation,
+    the accept gate, top-k, export) is the graph's, shared with the LLM path.
+    """
+
+    can_repair = False
+    can_review = False
+    prefitted = True
+
+    def __init__(self, lab: SandboxRuleLab, config: LoopConfig) -> None:
+        self.lab = lab
+        self.n = config.candidates_per_iteration
+        self._ranking: list[str] | None = None
+
+    def _codes(self) -> list[str]:
+        if self._ranking is None:
+            from argos.rules.templates import RuleSpec, render
+            from argos.training.builtin.search import SearchConfig, search
+            from argos.training.driver import fit_series
+
+            result = search(fit_series(self.lab.train, self.lab.validation), SearchConfig())
+            self._ranking = [render(RuleSpec(c.structure, c.threshold)) for c in result.ranking]
+        return self._ranking
+
+    def generate(
+        self,
+        *,
+        chunk: int,
+        contrast: int | None,
+        focus: str,
+        previous: Candidate | None,
+        iteration: int,
+        slot: int,
+    ) -> str | None:
+        codes = self._codes()
+        index = iteration * self.n + slot
+        return codes[index] if index < len(codes) else None
+
+    def repair(
+        self, *, code: str, status: str, detail: str, traceback: str, attempt: int
+    ) -> str | None:
+        raise RuntimeError("the builtin generator does not repair")  # can_repair is False
+
+    def review(self, *, old: Candidate, new: Candidate, regressions: str) -> str | None:
+        raise RuntimeError("the builtin generator does not review")  # can_review is False
+
+
+def run_usage_from_checkpoints(
+    run_dir: Path, units: Sequence[Sequence[str]], prices: Mapping[str, Price] | None = None
+) -> LedgerSummary:
+    """A run's LLM usage, summed over its units' last checkpoints.
+
+    Each unit's graph state carries the usage of the process that ran the unit (on Dask, every
+    unit runs in its own task with its own ledger; a fusion unit's second graph continues the
+    first one's ledger, so the largest of a unit's states is its total). This is how a run whose
+    units ran on other machines is accounted in the driver. ``units`` lists each unit's series
+    ids.
+    """
+    totals: dict[str, AgentUsage] = {}
+    unpriced: set[str] = set()
+    estimated = False
+    path = Path(run_dir) / "checkpoints.sqlite"
+    if not path.is_file():
+        return LedgerSummary(run_id=Path(run_dir).name)
+    with SqliteSaver.from_conn_string(str(path)) as saver:
+        for ids in units:
+            key = _unit_key_of(list(ids))
+            best: LedgerSummary | None = None
+            for thread in (key, f"{key}-fn", f"{key}-fp"):
+                found = saver.get_tuple({"configurable": {"thread_id": thread}})
+                raw = found.checkpoint["channel_values"].get("usage") if found else None
+                if not raw:
+                    continue
+                summary = LedgerSummary.model_validate(raw)
+                if best is None or summary.total.calls > best.total.calls:
+                    best = summary
+            if best is None:
+                continue
+            for agent, row in best.agents.items():
+                acc = totals.setdefault(agent, AgentUsage())
+                for name in AgentUsage.model_fields:
+                    setattr(acc, name, getattr(acc, name) + getattr(row, name))
+            unpriced.update(best.unpriced_models)
+            estimated = estimated or best.estimated_usage
+    merged_summary = LedgerSummary(
+        run_id=Path(run_dir).name,
+        agents=dict(sorted(totals.items())),
+        unpriced_models=sorted(unpriced),
+        estimated_usage=estimated,
+    )
+    return UsageLedger.from_summary(merged_summary, prices).summary()
+
+
+def _unit_key(train: Sequence[Series]) -> str:
+    return _unit_key_of([s.id for s in train])
+
+
+def _unit_key_of(ids: list[str]) -> str:
+    if len(ids) == 1:
+        return ids[0]
+    digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:10]
+    return f"{len(ids)}series-{digest}"
+
+
+def _as_rule(c: Candidate, role: str) -> GeneratedRule:
+    return GeneratedRule(
+        name=f"{role}_{c['id']}",
+        source=c["code"],
+        params=dict(c["params"]),
+        metrics={"train_f1": c["train_f1"], "validation_f1": c["val_f1"]},
+        role="or" if role == "rule" else role,
+    )
+
+
+def _targets(series: Series, base: BoolArray, mode: str) -> BoolArray:
+    """What a fusion rule of ``mode`` must flag: the base's misses (fn) or false alarms (fp)."""
+    truth = series.labels if series.labels is not None else np.zeros(len(series), dtype=bool)
+    return (truth & ~base) if mode == "fn" else (base & ~truth)
+
+
+def method_base(method_name: str) -> BasePredictions:
+    """Fusion base from a registered evaluation method (e.g. a baseline), fitted on the unit's
+    train/validation slices exactly as ``argos eval`` fits it, then run on the unlabeled history."""
+    from argos.methods import get_method
+
+    def predict(
+        train: Sequence[Series], validation: Sequence[Series]
+    ) -> list[tuple[BoolArray, BoolArray]]:
+        detector = get_method(method_name).factory().fit(train, validation)
+        out = []
+        for tr, va in zip(train, validation, strict=True):
+            history = Series(
+                id=tr.id,
+                timestamps=np.concatenate([tr.timestamps, va.timestamps]),
+                values=np.concatenate([tr.values, va.values]),
+                meta=tr.meta,
+            )
+            labels = np.asarray(detector.detect(history), dtype=bool)
+            out.append((labels[: len(tr)], labels[len(tr) :]))
+        return out
+
+    return predict
+
+
+def csv_base(path: Path) -> BasePredictions:
+    """Fusion base from a user's CSV of predictions with columns ``series,timestamp,label``
+    (``series`` may be omitted for a single series; the label column may also be named ``pred``
+    or ``anomaly``). Points missing from the file count as normal."""
+    import pandas as pd
+
+    from argos.data.series import DataError
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read base predictions: {exc}", source=str(path)) from None
+    label_col = next((c for c in ("label", "pred", "anomaly") if c in frame.columns), None)
+    if label_col is None or "timestamp" not in frame.columns:
+        raise DataError(
+            "base predictions need columns timestamp and label (or pred / anomaly)",
+            source=str(path),
+        )
+
+    def lookup(series_id: str) -> dict[int, bool]:
+        rows = (
+            frame
+            if "series" not in frame.columns
+            else frame[frame["series"].astype(str) == series_id]
+        )
+        return dict(
+            zip(rows["timestamp"].astype("int64"), rows[label_col].astype(bool), strict=True)
+        )
+
+    def predict(
+        train: Sequence[Series], validation: Sequence[Series]
+    ) -> list[tuple[BoolArray, BoolArray]]:
+        out = []
+        for tr, va in zip(train, validation, strict=True):
+            table = lookup(tr.id)
+            parts = tuple(
+                np.array([table.get(int(t), False) for t in s.timestamps], dtype=bool)
+                for s in (tr, va)
+            )
+            out.append((parts[0], parts[1]))
+        return out
+
+    return predict

@@ -1,0 +1,1 @@
+"""The embedded LLM-free generator: a search over the rule templates' grammar."""

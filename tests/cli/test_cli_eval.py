@@ -1,0 +1,188 @@
+"""``argos eval``: flags, TOML config with flag overrides, JSON shape, files, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from argos.cli import app
+
+runner = CliRunner()
+
+METRICS = {"point", "point_adjusted", "event_pa", "delay"}
+
+
+def _json(*args: str) -> dict:
+    result = runner.invoke(app, ["eval", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_json_document_shape_on_demo() -> None:
+    doc = _json("--dataset", "demo", "--methods", "robust-zscore,ewma", "--workers", "1")
+    assert doc["dataset"] == "demo"
+    assert list(doc["methods"]) == ["robust-zscore", "ewma"]
+    for entry in doc["methods"].values():
+        assert set(entry) >= METRICS
+        for metric in METRICS:
+            assert set(entry[metric]["mean"]) == {"precision", "recall", "f1"}
+            assert {"precision", "recall", "f1"} <= set(entry[metric]["pooled"])
+            assert "spread" not in entry[metric]
+    assert doc["series"]["series"] == 6
+    assert doc["delay"] == 7
+
+
+def test_trials_add_spreads_and_delay_is_passed() -> None:
+    doc = _json(
+        "--dataset", "demo", "--methods", "isolation-forest", "--trials", "2", "--delay", "3"
+    )
+    ev = doc["methods"]["isolation-forest"]["event_pa"]
+    assert doc["trials"] == 2 and doc["delay"] == 3
+    assert set(ev["spread"]) == {"mean", "pooled", "mean_both"}
+    assert ev["spread"]["mean"]["f1"] is not None and ev["spread"]["mean"]["f1"] >= 0
+
+
+def test_config_file_with_flag_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "demo.toml"
+    cfg.write_text(
+        'dataset = "demo"\nmethods = ["ewma", "static-threshold"]\ndelay = 2\nout = "res"\n'
+    )
+    doc = _json("--config", str(cfg), "--methods", "rolling-zscore", "--workers", "1")
+    assert list(doc["methods"]) == ["rolling-zscore"]  # flag wins
+    assert doc["delay"] == 2  # from the file
+    out = tmp_path / "res"  # relative to the config file
+    assert sorted(p.name for p in out.iterdir()) == [
+        "command.txt",
+        "per_series.csv",
+        "results.csv",
+        "results.json",
+        "results.md",
+    ]
+    command = (out / "command.txt").read_text()
+    assert "numpy:" in command and "git_commit:" in command and "python:" in command
+    assert (
+        "resolved_command: argos eval --dataset demo --methods rolling-zscore --trials 1 "
+        "--delay 2" in command
+    )
+    assert "rolling-zscore" in (out / "results.md").read_text()
+
+
+def test_table_output_names_the_conventions() -> None:
+    result = runner.invoke(app, ["eval", "--dataset", "demo", "--methods", "ewma"])
+    assert result.exit_code == 0, result.output
+    assert "ewma" in result.stdout
+    assert "excluded from mean recall/F1" in result.stdout
+    assert "peer convention" in result.stdout
+
+
+def test_unknown_method_lists_known_ones() -> None:
+    result = runner.invoke(app, ["eval", "--dataset", "demo", "--methods", "ewma,nope"])
+    assert result.exit_code == 2
+    assert "unknown method 'nope'" in result.stderr
+    assert "robust-zscore" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--methods", "ewma"], "no dataset"),
+        (["--dataset", "no-such-dataset"], "unknown dataset"),
+        (["--dataset", "demo", "--granularity", "weekly"], "granularity"),
+        (["--dataset", "demo", "--train-fraction", "1.5"], "train_fraction"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["eval", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+
+
+def test_bad_config_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "x.toml"
+    cfg.write_text('dataset = "demo"\nmethod = "ewma"\n')
+    result = runner.invoke(app, ["eval", "--config", str(cfg)])
+    assert result.exit_code == 2
+    assert "method" in result.stderr and "Extra inputs" in result.stderr
+
+
+def test_list_methods() -> None:
+    result = runner.invoke(app, ["eval", "--list-methods"])
+    assert result.exit_code == 0
+    for name in ("static-threshold", "spectral-residual", "isolation-forest"):
+        assert name in result.stdout
+
+
+def test_real_yahoo_a1_per_series(data_root: Path) -> None:
+    doc = _json(
+        "--dataset",
+        "yahoo-a1",
+        "--data-dir",
+        str(data_root),
+        "--methods",
+        "robust-zscore",
+        "--granularity",
+        "series",
+        "--no-scores",
+        "--workers",
+        "2",
+    )
+    assert doc["series"]["series"] == 67 and doc["granularity"] == "series"
+    ev = doc["methods"]["robust-zscore"]["event_pa"]
+    # peers measured 0.467 for a robust z-score (window 60) with this protocol
+    assert ev["mean_both"]["f1"] == pytest.approx(0.480, abs=0.01)
+    assert doc["methods"]["robust-zscore"]["auc_pr"] is None  # --no-scores
+
+
+def test_generic_folder_with_train_fraction_skips_unlabeled(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--dataset",
+            str(fixtures_dir / "generic"),
+            "--train-fraction",
+            "0.6",
+            "--methods",
+            "ewma",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "left out 1 unlabeled series: latency" in result.stderr
+    rows = (out / "per_series.csv").read_text().splitlines()
+    assert len(rows) == 2  # header + cpu
+    # cpu.csv has 10 points: floor(10 * 0.6) = 6 train points, 4 test points
+    assert rows[1].startswith("ewma,0,cpu,cpu,generic,4,")
+    assert json.loads((out / "results.json").read_text())["meta"] == {
+        "skipped_unlabeled": ["latency"]
+    }
+
+
+@pytest.mark.parametrize("name", ["kpi", "yahoo", "nab", "demo"])
+def test_committed_configs_are_valid(name: str) -> None:
+    from argos.evaluation.harness import EvalConfig, load_config
+    from argos.methods import method_names
+
+    path = Path(__file__).resolve().parents[2] / "eval" / f"{name}.toml"
+    cfg = EvalConfig.model_validate(load_config(path))
+    assert cfg.dataset == name
+    assert cfg.out is not None and Path(cfg.out) == path.parent / "results" / name
+    known = set(method_names()) | {"all", "pyod-spectral-residual"}  # the peer is optional
+    assert set(cfg.methods) <= known
+
+
+def test_resolve_methods_expands_all_without_duplicates() -> None:
+    from argos.methods import method_names, resolve_methods
+
+    names = [m.name for m in resolve_methods("ewma,all,ewma")]
+    assert names[0] == "ewma" and len(names) == len(set(names))
+    assert set(names) == set(method_names())

@@ -1,0 +1,128 @@
+"""``argos rules check`` and ``argos rules verify`` through the real CLI app."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from argos.cli import app
+from argos.rules.artifacts import RuleSource, write_ruleset
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "rules" / "examples"
+runner = CliRunner()
+
+NON_CAUSAL = '''"""Normal: below the whole-series mean. Abnormal: above it (looks ahead)."""
+import numpy as np
+
+PARAMS = {}
+LOOKBACK = 0
+
+
+def detect(values, timestamps, params):
+    return values > values.mean() + 2 * values.std()
+'''
+
+CRASHING = '''"""Normal: -. Abnormal: -."""
+import numpy as np
+
+PARAMS = {}
+LOOKBACK = 0
+
+
+def detect(values, timestamps, params):
+    return values[len(values) + 5] > 0
+'''
+
+
+def _data_dir() -> Path | None:
+    env = os.environ.get("ARGOS_DATA_DIR")
+    for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "datasets"]:
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def _check(*args: str) -> tuple[int, dict[str, object]]:
+    res = runner.invoke(app, ["rules", "check", *args, "--json"])
+    return res.exit_code, json.loads(res.stdout)
+
+
+@pytest.mark.timeout(120)
+def test_example_rule_is_ok_on_demo() -> None:
+    code, report = _check(str(EXAMPLES / "robust_zscore.py"))
+    assert code == 0, report
+    assert report["status"] == "ok" and report["detail"] == ""
+    assert report["series"] == 6 and report["points"] == 24192
+    assert isinstance(report["runtime_ms"], float) and report["runtime_ms"] > 0
+    assert 0 < int(report["flagged"]) < 24192  # type: ignore[call-overload]
+
+
+@pytest.mark.timeout(120)
+def test_static_reject_exit_1_with_lines(tmp_path: Path) -> None:
+    rule = tmp_path / "bad.py"
+    rule.write_text(NON_CAUSAL.replace("import numpy as np", "import os\nimport numpy as np"))
+    code, report = _check(str(rule))
+    assert code == 1
+    assert report["status"] == "static_reject"
+    assert report["issues"] == [
+        "line 2: import of 'os' is not allowed (allowed modules: math, numpy, statistics)"
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_non_causal_rule_is_bad_output(tmp_path: Path) -> None:
+    rule = tmp_path / "lookahead.py"
+    rule.write_text(NON_CAUSAL)
+    code, report = _check(str(rule))
+    assert code == 1
+    assert report["status"] == "bad_output"
+    assert "non-causal: label at index" in str(report["detail"])
+
+
+@pytest.mark.timeout(120)
+def test_runtime_error_reports_rule_traceback(tmp_path: Path) -> None:
+    rule = tmp_path / "crash.py"
+    rule.write_text(CRASHING)
+    code, report = _check(str(rule), "--max-series", "2")
+    assert code == 1 and report["status"] == "runtime_error"
+    assert str(report["detail"]).startswith("series 0: IndexError")
+    assert 'File "<rule>", line 9, in detect' in str(report["traceback"])
+    assert report["series"] == 2
+
+
+def test_missing_file_and_bad_dataset_exit_2(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["rules", "check", str(tmp_path / "none.py")])
+    assert res.exit_code == 2 and "no such rule file" in res.stdout
+    res = runner.invoke(
+        app, ["rules", "check", str(EXAMPLES / "robust_zscore.py"), "--dataset", "nope"]
+    )
+    assert res.exit_code == 2 and "unknown dataset" in res.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_check_on_yahoo_a1() -> None:
+    data = _data_dir()
+    if data is None:
+        pytest.skip("benchmark data not found (set ARGOS_DATA_DIR or provide ../shared/datasets)")
+    code, report = _check(
+        str(EXAMPLES / "level_shift.py"), "--dataset", "yahoo-a1", "--data-dir", str(data)
+    )
+    assert code == 0, report
+    assert report["series"] == 67 and report["points"] == 94866
+
+
+def test_verify_accepts_exported_and_refuses_tampered(tmp_path: Path) -> None:
+    d = tmp_path / "rs"
+    write_ruleset(d, [RuleSource("z", (EXAMPLES / "robust_zscore.py").read_text())], {"name": "t"})
+    res = runner.invoke(app, ["rules", "verify", str(d)])
+    assert res.exit_code == 0 and "verified" in res.stdout
+    (d / "z.py").write_text((d / "z.py").read_text() + "\n# edited\n")
+    res = runner.invoke(app, ["rules", "verify", str(d), "--json"])
+    assert res.exit_code == 1
+    assert "refusing a tampered rule" in json.loads(res.stdout)["error"]

@@ -1,0 +1,111 @@
+"""``argos train`` and ``argos demo`` through the CLI app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from argos.cli import app
+from argos.rules.artifacts import load_ruleset
+
+runner = CliRunner()
+NO_LLM = {
+    "ARGOS_LLM_MODEL": None,
+    "ARGOS_LLM_BASE_URL": None,
+    "ARGOS_LLM_API_KEY": None,
+    "OPENAI_API_KEY": None,
+    "OPENAI_BASE_URL": None,
+    "COLUMNS": "200",
+}
+
+
+def test_train_one_demo_series_says_builtin_and_exports(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)  # no argos.toml here
+    out = tmp_path / "rules"
+    result = runner.invoke(
+        app,
+        ["train", "--dataset", "demo", "--series", "cpu_util", "--out", str(out), "--workers", "1"],
+        env=NO_LLM,
+    )
+    assert result.exit_code == 0, result.output
+    assert "using the builtin generator (no LLM configured)" in result.output
+    assert "cpu_util" in result.output and "yes" in result.output  # verified column
+    rs = load_ruleset(out / "cpu_util")
+    assert rs.rules and all(r.description.startswith(r.id) for r in rs.rules)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [u["unit"] for u in summary["units"]] == ["cpu_util"]
+    assert summary["units"][0]["verified"] is True
+
+
+def test_train_json_and_trials(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--dataset", "demo", "--series", "error_rate", "--out", str(tmp_path / "o")]
+    result = runner.invoke(app, [*args, "--trials", "4", "--seed", "3", "--json"], env=NO_LLM)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["config"]["trials"] == 4 and data["config"]["seed"] == 3
+    # 4 structures x (directions x persistences) candidates at most
+    assert 0 < data["units"][0]["tried"] <= 4 * 9
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "demo", "--generator", "gpt"], "must be 'auto', 'builtin' or 'llm'"),
+        (["--dataset", "demo", "--generator", "llm"], "needs an LLM"),
+        (["--resume", "no-such-run"], "no run 'no-such-run'"),
+        ([], "give --dataset"),
+        (["--dataset", "nope-such-dataset"], "unknown dataset"),
+        (["--dataset", "demo", "--series", "nope"], "nope"),
+        (["--dataset", "demo", "--granularity", "weekly"], "--granularity"),
+    ],
+)
+def test_train_errors_exit_2(tmp_path: Path, monkeypatch, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", *args, "--out", str(tmp_path / "o")], env=NO_LLM)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+@pytest.mark.slow
+def test_demo_trains_evaluates_and_points_at_the_rules(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")], env=NO_LLM)
+    assert result.exit_code == 0, result.output
+    lines = {ln.split()[1]: ln for ln in result.output.splitlines() if ln.startswith("│ ")}
+    assert {"argos-builtin", "robust-zscore", "spectral-residual"} <= set(lines)
+
+    def f1(name: str) -> float:
+        return float(lines[name].split("│")[4])
+
+    # measured: argos-builtin .694, spectral-residual .598, robust-zscore .493 (6 series)
+    assert f1("argos-builtin") > max(f1("robust-zscore"), f1("spectral-residual")) + 0.05
+    assert "for example:" in result.output
+    example = Path(result.output.split("for example:")[1].split()[0])
+    assert example.is_file() and "Abnormal:" in example.read_text()
+
+
+def test_train_a_series_without_labels_says_its_rule_is_unsupervised(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "metrics"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    values = np.round(50 + rng.normal(0, 3, 600), 2)
+    rows = "\n".join(f"{1_700_000_000 + 60 * i},{v},0" for i, v in enumerate(values))
+    (data / "quiet.csv").write_text("timestamp,value,label\n" + rows + "\n")
+    out = tmp_path / "rules"
+    args = ["train", "--dataset", str(data), "--out", str(out), "--workers", "1"]
+    result = runner.invoke(app, args, env=NO_LLM)
+    assert result.exit_code == 0, result.output
+    assert "note: quiet: no labeled anomaly in train/validation: one unsupervised rule" in (
+        " ".join(result.output.split())
+    )
+    rs = load_ruleset(out / "quiet")
+    assert [r.id for r in rs.rules] == ["band_value_both"]

@@ -1,0 +1,226 @@
+"""Load test against a REAL ``argos serve`` (uvicorn) subprocess on loopback.
+
+Bounded: 8 concurrent clients, about 180 requests and a few seconds (limit 120 s). Checks: zero
+5xx, the server stays healthy after a burst of malformed and oversized requests, unauthorised
+requests get 401, reloads during traffic keep stream labels exact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from argos.online.detector import Detector, verification_sample
+
+BASIC = Path(__file__).resolve().parents[1] / "fixtures" / "rules" / "basic"
+TOKEN = "load-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_BODY = 256 * 1024
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    tmp = tmp_path_factory.mktemp("load")
+    rules = tmp / "rules"
+    shutil.copytree(BASIC, rules)
+    port = _free_port()
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
+    cmd = [
+        sys.executable,
+        "-c",
+        "from argos.cli import main; main()",
+        "serve",
+        "--rules",
+        str(rules),
+        "--port",
+        str(port),
+        "--token",
+        TOKEN,
+        "--max-body-bytes",
+        str(MAX_BODY),
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        assert proc.poll() is None, (tmp / "server.log").read_text()
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not come up"
+        time.sleep(0.2)
+    yield base, proc, rules
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def _stream_client(base: str, i: int) -> tuple[list[int], list[bool]]:
+    t, v = verification_sample(900, seed=100 + i)
+    statuses, labels = [], []
+    with httpx.Client(base_url=base, headers=AUTH, timeout=60) as c:
+        for a in range(0, 900, 30):
+            pts = [
+                {"timestamp": int(x), "value": float(y)}
+                for x, y in zip(t[a : a + 30], v[a : a + 30], strict=True)
+            ]
+            r = c.post(f"/v1/streams/load-{i}/points", json={"points": pts})
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                labels += [x["anomaly"] for x in r.json()["results"]]
+    return statuses, labels
+
+
+def _batch_client(base: str, i: int) -> list[int]:
+    t, v = verification_sample(2000, seed=200 + i)
+    with httpx.Client(base_url=base, headers=AUTH, timeout=60) as c:
+        return [
+            c.post("/v1/detect", json={"timestamps": t.tolist(), "values": v.tolist()}).status_code
+            for _ in range(10)
+        ]
+
+
+def _abuse_client(base: str, seed: int) -> list[tuple[str, int]]:
+    rng = random.Random(seed)
+    out: list[tuple[str, int]] = []
+    junk = [
+        b"{",
+        b"null",
+        b"[]",
+        b'{"points": "x"}',
+        b'{"points": [{"timestamp": 1e400, "value": 1}]}',
+        b'{"timestamps": [1, 2], "values": [NaN, 1]}',
+        bytes(rng.getrandbits(8) for _ in range(512)),
+    ]
+    with httpx.Client(base_url=base, timeout=60) as c:
+        for k in range(40):
+            kind = k % 8
+            if kind == 0:
+                r = c.post("/v1/detect", json={"timestamps": [1], "values": [1.0]})
+                out.append(("no-token", r.status_code))
+            elif kind == 1:
+                r = c.get("/v1/rulesets", headers={"Authorization": "Bearer nope"})
+                out.append(("bad-token", r.status_code))
+            elif kind == 2:
+                big = b'{"timestamps": [' + b"1," * (MAX_BODY // 2) + b"1]}"
+                r = c.post(
+                    "/v1/detect", content=big, headers={**AUTH, "content-type": "application/json"}
+                )
+                out.append(("oversized", r.status_code))
+            elif kind == 3:
+                r = c.get("/nowhere", headers=AUTH)
+                out.append(("404", r.status_code))
+            elif kind == 4:
+                r = c.get("/v1/detect", headers=AUTH)
+                out.append(("405", r.status_code))
+            else:
+                body = rng.choice(junk)
+                path = rng.choice(["/v1/detect", "/v1/streams/junk/points"])
+                r = c.post(path, content=body, headers={**AUTH, "content-type": "application/json"})
+                out.append(("malformed", r.status_code))
+    return out
+
+
+def _reloader(base: str) -> list[int]:
+    codes = []
+    with httpx.Client(base_url=base, headers=AUTH, timeout=120) as c:
+        for _ in range(3):
+            time.sleep(0.5)
+            codes.append(c.post("/v1/rulesets/reload").status_code)
+    return codes
+
+
+def test_concurrent_clients_abuse_and_reload(
+    server: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    base, proc, rules = server
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        streams = [pool.submit(_stream_client, base, i) for i in range(4)]
+        batches = [pool.submit(_batch_client, base, i) for i in range(2)]
+        abuse = pool.submit(_abuse_client, base, 1)
+        reload = pool.submit(_reloader, base)
+        stream_results = [f.result() for f in streams]
+        batch_codes = [c for f in batches for c in f.result()]
+        abuse_codes = abuse.result()
+        reload_codes = reload.result()
+    elapsed = time.monotonic() - t0
+
+    all_codes = (
+        [c for s, _ in stream_results for c in s] + batch_codes + [c for _, c in abuse_codes]
+    )
+    all_codes += reload_codes
+    assert not [c for c in all_codes if c >= 500], Counter(all_codes)
+    assert reload_codes == [200, 200, 200]
+    assert set(batch_codes) == {200}
+    by_kind: dict[str, set[int]] = {}
+    for kind, code in abuse_codes:
+        by_kind.setdefault(kind, set()).add(code)
+    assert by_kind["no-token"] == {401} and by_kind["bad-token"] == {401}
+    assert by_kind["oversized"] == {413}
+    assert by_kind["404"] == {404} and by_kind["405"] == {405}
+    assert by_kind["malformed"] <= {400, 422}
+
+    # stream labels stayed exact across the reloads
+    with Detector.open(rules, isolation="inprocess") as det:
+        for i, (statuses, labels) in enumerate(stream_results):
+            assert set(statuses) == {200}
+            t, v = verification_sample(900, seed=100 + i)
+            np.testing.assert_array_equal(np.array(labels), det.detect_arrays(t, v).anomaly)
+
+    # still healthy and serving
+    assert proc.poll() is None
+    assert httpx.get(f"{base}/healthz", timeout=5).json()["status"] == "ok"
+    metrics = httpx.get(f"{base}/metrics", headers=AUTH, timeout=5).text
+    assert 'argos_reloads_total{result="ok"} 3.0' in metrics
+    assert 'argos_points_total{outcome="ok"} ' in metrics
+    assert elapsed < 120, f"load test took {elapsed:.1f} s"
+
+
+def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ARGOS_API_TOKEN"}
+    cmd = [sys.executable, "-c", "from argos.cli import main; main()", "serve"]
+    proc = subprocess.run(
+        [*cmd, "--rules", str(BASIC), "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without a token" in proc.stderr
+    proc = subprocess.run(
+        [*cmd, "--rules", str(tmp_path)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 2 and "no manifest.json" in proc.stderr

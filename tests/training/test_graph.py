@@ -1,0 +1,231 @@
+"""The training graph's control flow with a fake rule lab and scripted agents (no sandbox, no LLM).
+
+Candidate code carries its own fate in comments: ``# status: runtime_error`` makes the lab's check
+fail, ``# f1: 0.7`` is the validation F1 the lab reports. This isolates the routing, the accept
+gate, budgets and checkpoint/resume from everything else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from argos.training.agents.graph import (
+    Candidate,
+    CheckOutcome,
+    Evaluation,
+    LoopConfig,
+    StopRun,
+    TrainingContext,
+    build_graph,
+)
+
+
+def rule(f1: float, status: str = "ok", tag: str = "") -> str:
+    head = f"# status: {status}\n# f1: {f1}\n# {tag}\n"
+    return head + "def detect(values, timestamps, params):\n    pass\n"
+
+
+class FakeLab:
+    def __init__(self, crash_on_fit: int | None = None) -> None:
+        self.checked: list[str] = []
+        self.fits = 0
+        self.crash_on_fit = crash_on_fit
+
+    def n_chunks(self) -> int:
+        return 4
+
+    def plan_chunk(
+        self, iteration: int, slot: int, accepted: Sequence[Candidate], seed: int
+    ) -> tuple[int, int | None, str]:
+        return (iteration + slot) % 4, None, "missed" if accepted else "initial"
+
+    def check(self, code: str, chunk: int) -> CheckOutcome:
+        self.checked.append(code)
+        status = re.search(r"# status: (\w+)", code)
+        st = status.group(1) if status else "syntax_error"
+        return CheckOutcome(st, detail=f"fake {st}", traceback="Traceback: fake")
+
+    def fit(self, code: str, seed: int) -> dict[str, Any]:
+        self.fits += 1
+        if self.crash_on_fit is not None and self.fits == self.crash_on_fit:
+            raise KeyboardInterrupt("simulated kill")
+        return {"k": 3.0}
+
+    def evaluate(self, code: str, params: Mapping[str, Any]) -> Evaluation:
+        m = re.search(r"# f1: ([\d.]+)", code)
+        f1 = float(m.group(1)) if m else 0.0
+        return Evaluation(train_f1=f1, val_f1=f1, val_precision=f1, val_recall=f1, runtime_ms=1.0)
+
+    def regressions(self, old: Candidate, new: Candidate) -> str:
+        return f"points {old['id']} got right and {new['id']} gets wrong: 10-20"
+
+
+class ScriptedAgents:
+    """Strict: each agent pops from its own script; leftovers fail the test."""
+
+    def __init__(
+        self,
+        generate: list[str | Exception | None],
+        repair: list[str | None] | None = None,
+        review: list[str | None] | None = None,
+    ) -> None:
+        self.scripts: dict[str, list[Any]] = {
+            "generate": list(generate),
+            "repair": list(repair or []),
+            "review": list(review or []),
+        }
+        self.review_inputs: list[dict[str, Any]] = []
+        self.repair_inputs: list[dict[str, Any]] = []
+
+    def _pop(self, agent: str) -> Any:
+        if not self.scripts[agent]:
+            raise AssertionError(f"unexpected {agent} call")
+        out = self.scripts[agent].pop(0)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def generate(self, **kw: Any) -> str | None:
+        return self._pop("generate")  # type: ignore[no-any-return]
+
+    def repair(self, **kw: Any) -> str | None:
+        self.repair_inputs.append(kw)
+        return self._pop("repair")  # type: ignore[no-any-return]
+
+    def review(self, **kw: Any) -> str | None:
+        self.review_inputs.append(kw)
+        return self._pop("review")  # type: ignore[no-any-return]
+
+    can_repair = True
+    can_review = True
+
+    def assert_consumed(self) -> None:
+        left = {k: v for k, v in self.scripts.items() if v}
+        assert not left, f"unconsumed script: {left}"
+
+
+def run(agents: ScriptedAgents, lab: FakeLab, config: LoopConfig) -> dict[str, Any]:
+    exported: list[list[Candidate]] = []
+
+    def export(accepted: list[Candidate], log: list[dict[str, Any]]) -> str:
+        exported.append(accepted)
+        return "rules/x"
+
+    ctx = TrainingContext(agents=agents, lab=lab, config=config, export=export)
+    graph = build_graph(config, can_repair=True, can_review=True).compile()
+    out: dict[str, Any] = graph.invoke({}, context=ctx, config={"recursion_limit": 500})
+    out["exported_sets"] = exported
+    return out
+
+
+def test_first_try_works_and_top_k_is_kept() -> None:
+    agents = ScriptedAgents([rule(0.5, tag="a"), rule(0.8, tag="b"), rule(0.6, tag="c")])
+    cfg = LoopConfig(candidates_per_iteration=3, keep_top=1, max_iterations=1)
+    out = run(agents, FakeLab(), cfg)
+    agents.assert_consumed()
+    assert [c["val_f1"] for c in out["accepted"]] == [0.8]
+    assert out["stop_reason"] == "iteration budget"
+    assert out["exported"] == "rules/x"
+
+
+def test_runtime_error_is_repaired_and_budget_exhaustion_drops_candidate() -> None:
+    agents = ScriptedAgents(
+        [rule(0.5, status="runtime_error"), rule(0.9, status="syntax_error")],
+        repair=[
+            rule(0.7),  # fixes the first candidate
+            rule(0.9, status="syntax_error"),
+            rule(0.9, status="syntax_error"),
+        ],
+    )
+    cfg = LoopConfig(candidates_per_iteration=2, max_iterations=1, max_repairs=2)
+    out = run(agents, FakeLab(), cfg)
+    agents.assert_consumed()
+    assert out["accepted"][0]["val_f1"] == 0.7
+    assert out["accepted"][0]["repairs"] == 1
+    # The repairer saw the error, the traceback and the code.
+    first = agents.repair_inputs[0]
+    assert first["status"] == "runtime_error" and "fake" in first["traceback"]
+    dropped = [e for e in out["log"] if e["event"] == "candidate" and e["status"] != "ok"]
+    assert len(dropped) == 1 and dropped[0]["repairs"] == 2
+
+
+def test_regression_goes_to_review_and_revert_keeps_old_rule() -> None:
+    agents = ScriptedAgents(
+        [rule(0.8, tag="old"), rule(0.6, tag="worse")],
+        review=[None],  # revert
+    )
+    cfg = LoopConfig(candidates_per_iteration=1, max_iterations=2)
+    out = run(agents, FakeLab(), cfg)
+    agents.assert_consumed()
+    assert out["accepted"][0]["val_f1"] == 0.8
+    seen = agents.review_inputs[0]
+    assert "worse" in seen["new"]["code"] and "old" in seen["old"]["code"]
+    assert seen["regressions"].endswith("gets wrong: 10-20")
+    assert any(e["event"] == "reverted" for e in out["log"])
+
+
+def test_review_revision_accepted_only_without_regression() -> None:
+    agents = ScriptedAgents(
+        [rule(0.8, tag="old"), rule(0.6, tag="worse"), rule(0.5, tag="worse2")],
+        review=[rule(0.85, tag="revised"), rule(0.7, tag="still-worse")],
+    )
+    cfg = LoopConfig(candidates_per_iteration=1, max_iterations=3, patience=5)
+    out = run(agents, FakeLab(), cfg)
+    agents.assert_consumed()
+    assert out["accepted"][0]["val_f1"] == 0.85 and out["accepted"][0]["origin"] == "reviewer"
+
+
+def test_prose_without_code_is_reported() -> None:
+    agents = ScriptedAgents([None, rule(0.4)])
+    cfg = LoopConfig(candidates_per_iteration=2, max_iterations=1)
+    out = run(agents, FakeLab(), cfg)
+    statuses = [e["status"] for e in out["log"] if e["event"] == "candidate"]
+    assert statuses == ["no_code", "ok"]
+
+
+def test_budget_stop_exports_what_was_accepted() -> None:
+    agents = ScriptedAgents([rule(0.6), StopRun("token budget exhausted")])
+    cfg = LoopConfig(candidates_per_iteration=1, max_iterations=5)
+    out = run(agents, FakeLab(), cfg)
+    assert out["stop_reason"] == "token budget exhausted"
+    assert out["accepted"][0]["val_f1"] == 0.6 and out["exported"] == "rules/x"
+
+
+def test_convergence_stops_early() -> None:
+    agents = ScriptedAgents([rule(1.0)])
+    out = run(agents, FakeLab(), LoopConfig(candidates_per_iteration=1, max_iterations=10))
+    assert out["stop_reason"].startswith("converged")
+    agents.assert_consumed()
+
+
+def test_killed_run_resumes_from_checkpoint(tmp_path: Path) -> None:
+    script = [rule(0.5, tag="a"), rule(0.7, tag="b"), rule(0.9, tag="c")]
+    cfg = LoopConfig(candidates_per_iteration=1, max_iterations=3, patience=5)
+    graph = build_graph(cfg, can_repair=True, can_review=True)
+    config: Any = {"configurable": {"thread_id": "unit-1"}, "recursion_limit": 200}
+    exports: list[str] = []
+
+    def export(accepted: list[Candidate], log: list[dict[str, Any]]) -> str:
+        exports.append(accepted[0]["id"])
+        return "rules/x"
+
+    with SqliteSaver.from_conn_string(str(tmp_path / "ckpt.sqlite")) as saver:
+        lab = FakeLab(crash_on_fit=2)
+        agents = ScriptedAgents(list(script))
+        ctx = TrainingContext(agents=agents, lab=lab, config=cfg, export=export)
+        app = graph.compile(checkpointer=saver)
+        with pytest.raises(KeyboardInterrupt):
+            app.invoke({}, config, context=ctx, durability="sync")
+        # Two generator calls happened; the second candidate's fit was interrupted.
+        assert agents.scripts["generate"] == [script[2]]
+        lab.crash_on_fit = None
+        out = app.invoke(None, config, context=ctx, durability="sync")
+    agents.assert_consumed()  # no generator call was repeated
+    assert out["accepted"][0]["val_f1"] == 0.9
+    assert len(exports) == 1

@@ -1,0 +1,280 @@
+"""The LLM training loop end to end with a strict scripted model, the real sandbox and demo data.
+
+Every scripted reply is consumed exactly once (ScriptedChatModel fails on an unexpected call and on
+leftovers), so these tests pin down which agent is called when, and with what.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scripted_rules import (
+    GOOD,
+    QUIET,
+    READS_FILES,
+    READS_LABELS,
+    RUNTIME_ERROR,
+    SYNTAX_ERROR,
+    TRUNCATED,
+    fenced,
+)
+
+from argos.data.demo import make_demo_dataset
+from argos.data.protocol import fit_inputs
+from argos.data.series import Series
+from argos.llm.config import LLMConfig
+from argos.llm.interface import Budget, LLMTimeout, ScriptedChatModel, ScriptStep
+from argos.rules.artifacts import load_ruleset
+from argos.training.agents.graph import LoopConfig
+from argos.training.agents.run import AgentGenerator
+from argos.training.driver import train_dataset
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def reply(text: str, agent: str, expect: Any = None, **kw: Any) -> ScriptStep:
+    return ScriptStep(reply=text, agent=agent, expect=expect, **kw)
+
+
+@pytest.fixture(scope="module")
+def unit() -> tuple[list[Series], list[Series]]:
+    ds = make_demo_dataset()
+    fi = fit_inputs([ds.get("error_rate")], ds.split)
+    return fi.train, fi.validation
+
+
+def make_gen(
+    tmp_path: Path, steps: list[ScriptStep], **loop: Any
+) -> tuple[AgentGenerator, ScriptedChatModel]:
+    model = ScriptedChatModel(steps)
+    budget = loop.pop("budget", Budget())
+    fit_budget = loop.pop("fit_budget", 6)
+    cfg = LoopConfig(**{"candidates_per_iteration": 1, "max_iterations": 1, **loop})
+    gen = AgentGenerator(
+        llm=LLMConfig(model="scripted"),
+        run_dir=tmp_path / "run",
+        loop=cfg,
+        budget=budget,
+        chat_model=model,
+        fit_budget=fit_budget,
+        chunk_size=600,
+    )
+    return gen, model
+
+
+def test_first_try_works(tmp_path: Path, unit: Any) -> None:
+    gen, model = make_gen(tmp_path, [reply(fenced(GOOD), "generator", expect="Labeled data:")])
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert len(out.rules) == 1 and out.validation_f1 is not None and out.validation_f1 > 0.3
+    assert out.tried == 1
+    usage = gen.ledger.summary()
+    assert usage.total.calls == 1 and usage.total.prompt_tokens > 0
+    # The prompt carried the labeled chunk in its compact form.
+    prompt = model.calls[0].prompt
+    assert "!" in prompt and "normal n=" in prompt
+
+
+@pytest.mark.parametrize(
+    ("broken", "status"),
+    [(SYNTAX_ERROR, "syntax_error"), (RUNTIME_ERROR, "runtime_error"), (TRUNCATED, None)],
+)
+def test_broken_rule_is_repaired(
+    tmp_path: Path, unit: Any, broken: str, status: str | None
+) -> None:
+    steps = [
+        reply(fenced(broken), "generator", finish_reason="length" if status is None else "stop"),
+        reply(fenced(GOOD, "Fixed."), "repairer", expect=status or "Rule:"),
+    ]
+    gen, model = make_gen(tmp_path, steps)
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert len(out.rules) == 1 and out.ranking[0]["repairs"] == 1
+    if status == "runtime_error":
+        assert "undefined_function" in model.calls[1].prompt  # the error reached the repairer
+
+
+def test_repair_budget_exhausted_drops_candidate(tmp_path: Path, unit: Any) -> None:
+    steps = [reply(fenced(RUNTIME_ERROR), "generator")] + [
+        reply(fenced(RUNTIME_ERROR), "repairer") for _ in range(2)
+    ]
+    gen, model = make_gen(tmp_path, steps, max_repairs=2)
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert out.rules == [] and "no candidate was accepted" in out.notes
+    assert out.ranking[0]["status"] == "runtime_error" and out.ranking[0]["repairs"] == 2
+
+
+def test_regression_is_reviewed_and_reverted(tmp_path: Path, unit: Any) -> None:
+    steps = [
+        reply(fenced(GOOD), "generator"),
+        reply(fenced(QUIET), "generator", expect="Previous rule"),
+        reply("The new rule cannot catch anything.\nREVERT", "reviewer", expect="```diff"),
+    ]
+    # fit_budget=1 keeps the written defaults, so GOOD stays below a perfect (converged) score.
+    gen, model = make_gen(tmp_path, steps, max_iterations=2, patience=5, fit_budget=1)
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert [r.source for r in out.rules] == [GOOD]
+    review_prompt = model.calls[2].prompt
+    assert "newly missed anomalies" in review_prompt  # the points it gets wrong were shown
+
+
+def test_prose_without_code_is_dropped(tmp_path: Path, unit: Any) -> None:
+    steps = [
+        reply("I would look for level shifts in this data.", "generator"),
+        reply(fenced(GOOD), "generator"),
+    ]
+    gen, model = make_gen(tmp_path, steps, candidates_per_iteration=2)
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert [r["status"] for r in out.ranking] == ["no_code", "ok"]
+    assert len(out.rules) == 1
+
+
+@pytest.mark.parametrize("hostile", [READS_FILES, READS_LABELS])
+def test_rule_reaching_for_files_or_labels_gets_sandbox_feedback(
+    tmp_path: Path, unit: Any, hostile: str
+) -> None:
+    steps = [
+        reply(fenced(hostile), "generator"),
+        reply(
+            fenced(GOOD), "repairer", expect=lambda p: "static_reject" in p or "runtime_error" in p
+        ),
+    ]
+    gen, model = make_gen(tmp_path, steps)
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert len(out.rules) == 1 and out.rules[0].source == GOOD
+
+
+def test_llm_timeout_drops_candidate_and_run_goes_on(tmp_path: Path, unit: Any) -> None:
+    steps = [
+        ScriptStep(error=LLMTimeout("request timed out after 2 retries"), agent="generator"),
+        reply(fenced(GOOD), "generator"),
+    ]
+    gen, model = make_gen(tmp_path, steps, candidates_per_iteration=2)
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert [r["status"] for r in out.ranking] == ["llm_error", "ok"]
+
+
+def test_budget_stops_the_run_and_keeps_accepted_rules(tmp_path: Path, unit: Any) -> None:
+    steps = [reply(fenced(GOOD), "generator")]
+    gen, model = make_gen(
+        tmp_path, steps, max_iterations=5, budget=Budget(max_calls=1), fit_budget=1
+    )
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert len(out.rules) == 1
+    assert any("budget" in n for n in out.notes)
+
+
+def test_fusion_trains_fn_and_fp_rules_against_a_base(tmp_path: Path, unit: Any) -> None:
+    train, validation = unit
+
+    def base(tr: Any, va: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+        # A weak base detector: flags every 500th point (false alarms) and nothing else.
+        return [
+            (np.arange(len(t)) % 500 == 0, (np.arange(len(v)) + len(t)) % 500 == 0)
+            for t, v in zip(tr, va, strict=True)
+        ]
+
+    steps = [
+        reply(fenced(GOOD), "generator", expect="Labeled data:"),  # FN-rule: catch what base misses
+        reply(fenced(QUIET), "generator"),  # FP-rule: vetoes nothing
+    ]
+    gen, model = make_gen(tmp_path, steps)
+    gen.fusion = base
+    out = gen.generate(train, validation)
+    model.assert_consumed()
+    names = [r.name for r in out.rules]
+    assert names[0].startswith("fn_") and names[1].startswith("fp_")
+    # The FN-rule's fused validation F1 beats the base alone.
+    assert out.rules[0].metrics["validation_f1"] is not None
+    assert out.rules[0].metrics["validation_f1"] > 0.3
+
+
+def test_train_dataset_exports_llm_rules_with_manifest(tmp_path: Path) -> None:
+    ds = make_demo_dataset()
+    steps = [reply(fenced(GOOD), "generator")]
+    gen, model = make_gen(tmp_path, steps)
+    summary = train_dataset(ds, generator=gen, out_dir=tmp_path / "out", series_id="error_rate")
+    model.assert_consumed()
+    unit = summary.units[0]
+    assert unit.verified and unit.path is not None
+    rs = load_ruleset(unit.path)
+    assert rs.manifest.generator is not None and rs.manifest.generator.kind == "llm"
+    assert set(rs.manifest.generator.prompts) == {"generator", "repairer", "reviewer"}
+
+
+def test_fusion_against_a_csv_base_exports_a_fused_rule_set(tmp_path: Path) -> None:
+    from argos.online.detector import load_rules
+    from argos.training.agents.run import csv_base
+
+    ds = make_demo_dataset()
+    series = ds.get("error_rate")
+    # A user's weak detector: flags every 500th point (false alarms), misses every anomaly.
+    csv = tmp_path / "base.csv"
+    flags = (np.arange(len(series)) % 500 == 0).astype(int)
+    rows = "\n".join(f"{t},{f}" for t, f in zip(series.timestamps, flags, strict=True))
+    csv.write_text("timestamp,pred\n" + rows + "\n")
+    steps = [
+        reply(fenced(GOOD), "generator", expect="anomalies the BASE DETECTOR MISSED"),
+        reply(fenced(QUIET), "generator", expect="FALSE ALARMS"),
+    ]
+    gen, model = make_gen(tmp_path, steps)
+    gen.fusion = csv_base(csv)
+    gen.fusion_base_name = "csv:base.csv"
+    summary = train_dataset(ds, generator=gen, out_dir=tmp_path / "out", series_id="error_rate")
+    model.assert_consumed()
+    path = summary.units[0].path
+    assert path is not None
+    manifest = load_ruleset(path).manifest
+    assert manifest.combination != "or"
+    assert manifest.combination.base == "csv:base.csv"  # type: ignore[union-attr]
+    assert sorted(r.role for r in manifest.rules) == ["fn", "fp"]
+    # The online detector takes the external base's labels from the input (docs/detector.md).
+    assert load_rules(path).external_base == "csv:base.csv"
+    from argos.online.detector import Detector
+
+    base_labels = flags.astype(bool)
+    with Detector.open(path) as det:
+        with pytest.raises(ValueError, match="external base detector"):
+            det.detect_arrays(series.timestamps, series.values)
+        fused = det.detect_arrays(series.timestamps, series.values, base=base_labels)
+    # GOOD adds alarms where the base is quiet and QUIET vetoes nothing: fused = base OR GOOD.
+    assert fused.raw[base_labels].all() and fused.raw.sum() > base_labels.sum()
+
+
+def test_method_base_predicts_both_parts(unit: Any) -> None:
+    from argos.training.agents.run import method_base
+
+    train, validation = unit
+    parts = method_base("static-threshold")(train, validation)
+    assert [(len(a), len(b)) for a, b in parts] == [(len(train[0]), len(validation[0]))]
+    assert parts[0][0].dtype == bool
+
+
+def test_builtin_generator_drives_the_same_graph(unit: Any) -> None:
+    from argos.sandbox.pool import Sandbox
+    from argos.training.agents.graph import TrainingContext, build_graph
+    from argos.training.agents.lab import SandboxRuleLab
+    from argos.training.agents.run import BuiltinAgents
+
+    train, validation = unit
+    cfg = LoopConfig(candidates_per_iteration=3, max_iterations=2, patience=5)
+    with Sandbox() as sandbox:
+        lab = SandboxRuleLab(train, validation, sandbox, chunk_size=600)
+        agents = BuiltinAgents(lab, cfg)
+        ctx = TrainingContext(agents=agents, lab=lab, config=cfg, export=lambda acc, log: "x")
+        graph = build_graph(cfg, can_repair=False, can_review=False).compile()
+        out = graph.invoke({}, context=ctx, config={"recursion_limit": 200})
+    best = out["accepted"][0]
+    # The search's rule, checked and scored by the graph in the sandbox like any LLM candidate.
+    assert best["status"] == "ok" and best["val_f1"] is not None and best["val_f1"] >= 0.5
+    assert "PARAMS" in best["code"] and "Abnormal" in best["code"]
+    assert sum(e["event"] == "candidate" for e in out["log"]) >= 3
