@@ -35,7 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from argos.data.series import BoolArray, FloatArray, Series
+from argos._types import BoolArray, FloatArray
+from argos.data.series import Series
 
 MethodKind = Literal["baseline", "argos", "peer"]
 

@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from argos._types import BoolArray, IntArray
+
 METRIC_NAMES: tuple[str, ...] = ("point", "point_adjusted", "event_pa", "delay")
 DEFAULT_DELAY = 7
 
 ArrayLike = npt.ArrayLike
-BoolArray = npt.NDArray[np.bool_]
-IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)

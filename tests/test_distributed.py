@@ -20,6 +20,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
+from argos._types import ProgressFn
 from argos.data.demo import make_demo_dataset
 from argos.data.series import Series
 from argos.distributed import DaskExecutor, SchedulerError, SharedLimitsChatModel, parse_scheduler
@@ -33,7 +34,7 @@ from argos.llm.interface import (
     estimate_tokens,
 )
 from argos.training.builtin.search import SearchConfig
-from argos.training.driver import BuiltinGenerator, GeneratorOutput, ProgressFn, train_dataset
+from argos.training.driver import BuiltinGenerator, GeneratorOutput, train_dataset
 
 # Helpers defined here travel to the workers by value (the workers cannot import this module).
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

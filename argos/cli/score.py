@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from argos.data.series import BoolArray
+from argos._types import BoolArray
 from argos.metrics import DEFAULT_DELAY, Scores, score_all
 
 PRED_COLUMNS: tuple[str, ...] = ("label", "pred", "anomaly")

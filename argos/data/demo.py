@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from argos.data.series import Dataset, FloatArray, Series, SplitSpec
+from argos._types import FloatArray
+from argos.data.series import Dataset, Series, SplitSpec
 
 __all__ = ["DEMO_INTERVAL", "DEMO_POINTS", "DEMO_SERIES", "DEMO_START", "make_demo_dataset"]
 

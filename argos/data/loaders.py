@@ -23,16 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from argos.data.series import (
-    DataError,
-    Dataset,
-    FloatArray,
-    IntArray,
-    Series,
-    SplitSpec,
-    make_increasing,
-    show_value,
-)
+from argos._types import FloatArray, IntArray
+from argos.data.series import DataError, Dataset, Series, SplitSpec, make_increasing, show_value
 
 __all__ = [
     "UCR_NAME",

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from argos.data.series import BoolArray, DataError, Series, SplitSpec
+from argos._types import BoolArray
+from argos.data.series import DataError, Series, SplitSpec
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
+from argos._types import BoolArray, FloatArray, IntArray
 
 
 class DataError(ValueError):

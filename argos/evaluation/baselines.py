@@ -35,8 +35,9 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.protocol import merge_slices
-from argos.data.series import BoolArray, FloatArray, IntArray, Series
+from argos.data.series import Series
 from argos.methods import register_method
 
 Orientation = Literal["abs", "upper", "lower"]

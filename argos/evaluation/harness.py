@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from argos._version import __version__
 from argos.data.protocol import detection_input, fit_inputs, split_series, test_truth
 from argos.data.series import Dataset, Series, SplitSpec
 from argos.methods import MethodInfo, ScoringDetector, get_method
@@ -718,14 +719,12 @@ def run_info(argv: Sequence[str] | None = None) -> dict[str, str]:
     import pandas
     import sklearn
 
-    import argos
-
     args = list(sys.argv if argv is None else argv)
     if args:
         args[0] = Path(args[0]).name
     return {
         "command": shlex.join(args),
-        "argos": getattr(argos, "__version__", "unknown"),
+        "argos": __version__,
         "numpy": np.__version__,
         "pandas": pandas.__version__,
         "scikit-learn": sklearn.__version__,

@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.series import Series
 from argos.rules.artifacts import Fusion, RuleSetError, load_ruleset
 from argos.sandbox.workers import (
@@ -84,9 +84,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 Role = Literal["or", "base", "fn", "fp"]
 PointStatus = Literal["ok", "late", "duplicate", "invalid"]
 

@@ -22,18 +22,14 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np
-import numpy.typing as npt
 from matplotlib import dates as mdates
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from argos._types import BoolArray, FloatArray, IntArray
 from argos.metrics import events
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 
 EPOCH_MIN = 100_000_000
 """Timestamps at or above this (1973-03-03) are drawn as dates; smaller ones as an index."""

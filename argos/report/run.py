@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from argos import __version__ as ARGOS_VERSION
-from argos.data.series import BoolArray, Dataset, Series, SplitSpec
+from argos._types import BoolArray
+from argos._version import __version__ as ARGOS_VERSION
+from argos.data.series import Dataset, Series, SplitSpec
 from argos.metrics import Scores, aggregate_mean, aggregate_pooled, event_pa
 
 if TYPE_CHECKING:

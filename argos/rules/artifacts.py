@@ -194,7 +194,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def _version() -> str:
     try:
-        from argos import __version__
+        from argos._version import __version__
 
         return str(__version__)
     except ImportError:  # pragma: no cover

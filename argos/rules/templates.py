@@ -34,11 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
-IntArray = npt.NDArray[np.int64]
+from argos._types import BoolArray, FloatArray, IntArray
+
 ScoreFn = Callable[[FloatArray, IntArray, Mapping[str, float]], FloatArray]
 DetectFn = Callable[[FloatArray, IntArray, Mapping[str, float]], BoolArray]
 Direction = Literal["up", "down", "both"]

@@ -37,15 +37,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import numpy.typing as npt
 
+from argos._types import BoolArray, FloatArray, IntArray
 from argos.rules.contract import DEFAULT_MAX_CODE_BYTES, RuleContractError, RuleInfo, check_rule
 
 log = logging.getLogger("argos.sandbox")
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 RuleInput = tuple[FloatArray, IntArray]
 """``(values float64[n], timestamps int64[n])`` — never labels."""
 

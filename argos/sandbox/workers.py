@@ -49,9 +49,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
+from argos._types import BoolArray, FloatArray, IntArray
+
 RuleFn = Callable[[FloatArray, IntArray, dict[str, Any]], Any]
 
 PROTOCOL_FD = 3

@@ -28,13 +28,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from argos._types import BoolArray, ProgressFn
 from argos.data.protocol import fit_inputs
-from argos.data.series import BoolArray, Dataset, Series, SplitSpec
+from argos.data.series import Dataset, Series, SplitSpec
 from argos.rules.templates import load_rule, render
 from argos.training.builtin.search import FitSeries, SearchConfig, search
-
-ProgressFn = Callable[[int, float], None]
-"""Called by generators as they go: (candidates tried so far, best selection score so far)."""
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 
+from argos._types import BoolArray
 from argos.metrics import (
     Scores,
     aggregate_pooled,
@@ -39,7 +39,6 @@ from argos.metrics import (
 from argos.rules.contract import ParamValue, RuleContractError, check_rule
 from argos.sandbox.pool import InputHandle, RuleInput, RunResult, Sandbox
 
-BoolArray = npt.NDArray[np.bool_]
 Objective = Literal["event_pa_f1", "point_f1", "point_adjusted_f1", "delay_f1"]
 
 _METRICS: dict[str, Callable[[BoolArray, BoolArray], Scores]] = {

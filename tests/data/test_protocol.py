@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
+from argos._types import BoolArray
 from argos.data.protocol import (
     detection_input,
     fit_inputs,
@@ -15,7 +16,7 @@ from argos.data.protocol import (
     split_series,
     test_truth,
 )
-from argos.data.series import BoolArray, DataError, Dataset, Series, SplitSpec
+from argos.data.series import DataError, Dataset, Series, SplitSpec
 from argos.evaluation.harness import evaluate
 from argos.methods import register_method, unregister_method
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from argos.data.series import BoolArray, Dataset, Series, SplitSpec
+from argos._types import BoolArray
+from argos.data.series import Dataset, Series, SplitSpec
 from argos.evaluation.harness import EvaluationError, evaluate, markdown_table, write_results
 from argos.methods import register_method, unregister_method
 from argos.metrics import aggregate_mean, aggregate_pooled, event_pa

@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from argos.data.series import BoolArray, FloatArray, IntArray, Series
+from argos._types import BoolArray, FloatArray, IntArray
+from argos.data.series import Series
 from argos.metrics import aggregate_pooled, event_pa, events
 from argos.sandbox.pool import RuleInput, Sandbox, check_causality
 from argos.training.agents.graph import Candidate, CheckOutcome, Evaluation

@@ -32,7 +32,8 @@ from typing import Any, Literal, cast
 import numpy as np
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from argos.data.series import BoolArray, Series
+from argos._types import BoolArray, ProgressFn
+from argos.data.series import Series
 from argos.llm.config import LLMConfig, build_chat_model
 from argos.llm.interface import (
     AgentUsage,
@@ -57,7 +58,7 @@ from argos.training.agents.graph import (
 from argos.training.agents.lab import DEFAULT_CHUNK_SIZE, SandboxRuleLab
 from argos.training.agents.prompts import prompt_hashes
 from argos.training.agents.roles import LLMAgents
-from argos.training.driver import GeneratedRule, GeneratorOutput, ProgressFn
+from argos.training.driver import GeneratedRule, GeneratorOutput
 
 BasePredictions = Callable[[Sequence[Series], Sequence[Series]], list[tuple[BoolArray, BoolArray]]]
 """Given a unit's train and validation slices, the base detector's labels on each (fusion)."""

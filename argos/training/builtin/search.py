@@ -29,12 +29,12 @@ Deterministic: no randomness is used except the optional ``trials`` subsampling,
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import numpy.typing as npt
 
+from argos._types import BoolArray, FloatArray, IntArray, ProgressFn
 from argos.rules.templates import (
     SCORERS,
     Direction,
@@ -45,12 +45,6 @@ from argos.rules.templates import (
     compile_score,
     directional,
 )
-
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
-IntArray = npt.NDArray[np.int64]
-
-ProgressFn = Callable[[int, float], None]
 
 SIMPLE_SCORERS = ("band", "static", "zscore", "robust_z")
 Z_SCORERS = ("zscore", "robust_z")  # thresholds in deviations, capped by SearchConfig.max_z
