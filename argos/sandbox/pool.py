@@ -612,8 +612,7 @@ def check_causality(
 
     Runs the rule on the full series and on ``n_prefixes`` prefixes (random cut points, seeded,
     at least ``min_prefix`` long) in ONE child, then compares each prefix's labels with the full
-    run.
-    Returns the full run's result (``ok``) or ``bad_output`` saying
+    run. Returns the full run's result (``ok``) or ``bad_output`` saying
     ``non-causal: label at index i changed from X to Y when later points were removed``.
     """
     v = np.ascontiguousarray(values, dtype=np.float64)
