@@ -304,8 +304,8 @@ def test_worker_process_is_locked_down_as_reported(engine: WorkerEngine) -> None
     names = {e.split(b"=", 1)[0].decode() for e in environ if e}
     assert names <= {
         "PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-        "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "ARGOS_WORKER_FD", "ARGOS_WORKER_MEMORY_BYTES",
-        "ARGOS_WORKER_ALLOW_UNCONFINED", "ARGOS_WORKER_SCRATCH",
+        "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "ARGOS_WORKER_FD",
+        "ARGOS_WORKER_MEMORY_BYTES", "ARGOS_WORKER_ALLOW_UNCONFINED", "ARGOS_WORKER_SCRATCH",
         "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
     }  # fmt: skip
 
