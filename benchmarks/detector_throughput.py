@@ -42,7 +42,7 @@ import numpy as np
 
 from argos.online.detector import Detector, Point, verification_sample
 from argos.rules.artifacts import RuleSource, write_ruleset
-from argos.sandbox.workers import compile_rule
+from argos.sandbox.kernel import compile_rule
 
 COOLDOWN = 10
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """The online detector: exported rule sets on live metric streams, with exactly the batch labels.
 
-A :class:`Detector` owns one loaded rule set, a :class:`~argos.sandbox.workers.RuleEngine` that runs
+A :class:`Detector` owns one loaded rule set, a :class:`~argos.sandbox.kernel.RuleEngine` that runs
 the rules (isolated workers by default) and the per-series stream state kept in the parent:
 the last accepted timestamp (ordering) and the post-processing state (runs, cool-down,
 incidents). The rules' history buffers live in the engine (``max(LOOKBACK) - 1`` points per
@@ -56,14 +56,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.series import Series
 from argos.rules.artifacts import Fusion, RuleSetError, load_ruleset
-from argos.sandbox.workers import (
-    EngineResult,
-    InProcessEngine,
-    RuleCode,
-    RuleEngine,
-    WorkerEngine,
-    WorkerLimits,
-)
+from argos.sandbox.kernel import EngineResult, InProcessEngine, RuleCode, RuleEngine
+from argos.sandbox.workers import WorkerEngine, WorkerLimits
 
 __all__ = [
     "BatchDetection",

@@ -12,15 +12,22 @@ A rule is one Python module::
 
 :func:`check_rule` is the *static gate*: a cheap first check that gives the repair agent precise,
 line-numbered feedback. It is **not** a security boundary (see ``docs/sandbox.md``); the kernel
-layers of :mod:`argos.sandbox.pool` are. :func:`extract_code` pulls the rule out of an LLM answer.
+layers of :mod:`argos.sandbox.pool` are. :func:`exec_rule_source` is the one place that executes a
+rule module's source (the sandbox children, the rule workers and the trusted builtin templates all
+load rules through it). :func:`extract_code` pulls the rule out of an LLM answer.
+
+This module imports only the standard library: the sandbox's zygote loads it by path, without
+importing the ``argos`` package.
 """
 
 from __future__ import annotations
 
 import ast
+import linecache
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 ParamValue = float | int | bool | str
 
@@ -409,6 +416,30 @@ def check_rule(code: str, *, max_bytes: int = DEFAULT_MAX_CODE_BYTES) -> RuleInf
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _CODE_START = re.compile(r"^(import |from |def |class |@|\"\"\"|'''|#|[A-Z_][A-Z0-9_]* *[=:])")
+
+
+DetectFunction = Callable[..., Any]
+"""A rule's ``detect(values, timestamps, params)``."""
+
+
+def exec_rule_source(
+    code: str, filename: str, module_name: str
+) -> tuple[DetectFunction, dict[str, Any]]:
+    """Execute a rule module's source in a fresh namespace: its ``detect`` and the namespace.
+
+    The source is registered in :mod:`linecache` under ``filename``, so tracebacks show the rule's
+    own lines (callers keep only the frames of ``filename``). Raises whatever the module raises
+    while loading (``SyntaxError`` included), or ``TypeError`` when it defines no callable
+    ``detect``. It runs the code in the calling process: callers run untrusted rules only inside
+    a locked-down process (:mod:`argos.sandbox`).
+    """
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    namespace: dict[str, Any] = {"__name__": module_name}
+    exec(compile(code, filename, "exec"), namespace)
+    detect = namespace.get("detect")
+    if not callable(detect):
+        raise TypeError("the rule module defines no callable detect(values, timestamps, params)")
+    return detect, namespace
 
 
 def _trim_to_parseable(text: str) -> str | None:

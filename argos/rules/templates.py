@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from argos._types import BoolArray, FloatArray, IntArray
+from argos.rules.contract import exec_rule_source
 
 ScoreFn = Callable[[FloatArray, IntArray, Mapping[str, float]], FloatArray]
 DetectFn = Callable[[FloatArray, IntArray, Mapping[str, float]], BoolArray]
@@ -762,9 +763,8 @@ apply_cooldown = _compiled_cooldown()
 
 def load_rule(source: str) -> tuple[DetectFn, dict[str, float]]:
     """Compile a rendered rule (trusted, in-process) and return its ``detect`` and ``PARAMS``."""
-    ns: dict[str, Any] = {"__name__": "argos_template_rule"}
-    exec(compile(source, "<rendered rule>", "exec"), ns)
-    return ns["detect"], dict(ns["PARAMS"])
+    detect, ns = exec_rule_source(source, "<rendered rule>", "argos_template_rule")
+    return detect, dict(ns["PARAMS"])
 
 
 def directional(score: FloatArray, direction: Direction, persistence: int) -> FloatArray:

@@ -1,14 +1,14 @@
 """Isolated execution of untrusted rules: a pool of zygote workers forking locked-down children.
 
 The parent (trainer, server) never runs rule code. It starts a few long-lived *zygote* processes
-(``argos/sandbox/_zygote.py``, a fresh interpreter with a scrubbed environment, one BLAS thread and
-numpy
-preloaded) and, per run, asks one of them to fork a child that locks itself down (new session, no
-fds but its result pipe, empty scratch cwd, rlimits, empty network namespace, Landlock read-only
-view of the Python installation, ``nobody`` when root, seccomp) before executing the rule. The
-zygote kills the child's process group at the wall-clock limit. Inputs go over a pipe as raw
-bytes; results come back as size-capped raw bytes + JSON that this module validates. Labels never
-leave the parent.
+(``argos/sandbox/_zygote.py``, a fresh interpreter with the scrubbed environment of
+:func:`argos.sandbox.process.scrubbed_env`, one BLAS thread and numpy preloaded) and, per run, asks
+one of them to fork a child that locks itself down (:func:`argos.sandbox.process.lock_down`: new
+session, no fds but its result pipe, empty scratch cwd, rlimits, empty network namespace, Landlock
+read-only view of the Python installation, ``nobody`` when root, seccomp) before executing the
+rule. The zygote kills the child's process group at the wall-clock limit. Inputs go over a pipe as
+raw bytes; results come back as size-capped frames (:mod:`argos.sandbox.process`) that this module
+validates. Labels never leave the parent.
 
 See ``docs/sandbox.md`` for the layers, which hosts support which, limits, statuses and costs.
 """
@@ -23,7 +23,6 @@ import math
 import os
 import queue
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -37,16 +36,25 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.rules.contract import DEFAULT_MAX_CODE_BYTES, RuleContractError, RuleInfo, check_rule
+from argos.sandbox.process import (
+    KERNEL_LAYERS,
+    ProtocolError,
+    pack_points,
+    recv_frame,
+    scrubbed_env,
+    send_frame,
+    unpack_frame,
+)
 
 log = logging.getLogger("argos.sandbox")
 
 RuleInput = tuple[FloatArray, IntArray]
 """``(values float64[n], timestamps int64[n])`` — never labels."""
 
-KERNEL_LAYERS = ("seccomp", "netns", "landlock", "drop_privileges")
 _ZYGOTE = Path(__file__).with_name("_zygote.py")
 _MAX_HEADER = 1 << 20
 
@@ -152,36 +160,14 @@ class InputHandle:
     key: str
     lengths: tuple[int, ...]
     nbytes: int = field(repr=False)
-    _values: bytes = field(repr=False)
-    _timestamps: bytes = field(repr=False)
+    payload: list[npt.NDArray[Any]] = field(repr=False)
+    """The ``load`` frame's payload (:func:`argos.sandbox.process.pack_points`)."""
 
 
-def _scrubbed_env() -> dict[str, str]:
-    """The zygote's whole environment: no secrets, single-threaded numerics."""
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "HOME": "/nonexistent",
-        "TMPDIR": "/tmp",
-    }
-    for var in (
-        "OPENBLAS_NUM_THREADS",
-        "OMP_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "NUMEXPR_NUM_THREADS",
-        "VECLIB_MAXIMUM_THREADS",
-    ):
-        env[var] = "1"
-    return env
-
-
-def _prepare_inputs(inputs: Sequence[RuleInput]) -> tuple[tuple[int, ...], bytes, bytes]:
+def _prepare_inputs(inputs: Sequence[RuleInput]) -> tuple[tuple[int, ...], list[npt.NDArray[Any]]]:
     if len(inputs) == 0:
         raise ValueError("no inputs: pass at least one (values, timestamps) pair")
-    lengths: list[int] = []
-    vparts: list[bytes] = []
-    tparts: list[bytes] = []
+    pairs: list[tuple[IntArray, FloatArray]] = []
     for i, item in enumerate(inputs):
         if not isinstance(item, tuple | list) or len(item) != 2:
             raise TypeError(f"input {i}: expected a (values, timestamps) pair")
@@ -191,10 +177,9 @@ def _prepare_inputs(inputs: Sequence[RuleInput]) -> tuple[tuple[int, ...], bytes
             raise ValueError(
                 f"input {i}: values {v.shape} and timestamps {t.shape} must be 1-D, same length"
             )
-        lengths.append(int(v.shape[0]))
-        vparts.append(v.tobytes())
-        tparts.append(t.tobytes())
-    return tuple(lengths), b"".join(vparts), b"".join(tparts)
+        pairs.append((t, v))
+    lengths = tuple(len(v) for _, v in pairs)
+    return lengths, [np.array(a, copy=True) for a in pack_points(pairs)]
 
 
 class _Worker:
@@ -206,7 +191,7 @@ class _Worker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env=_scrubbed_env(),
+            env=scrubbed_env(),
             cwd="/",
             close_fds=True,
         )
@@ -217,37 +202,22 @@ class _Worker:
         self.loaded_bytes = 0
 
     def request(
-        self, header: Mapping[str, Any], buffers: Sequence[bytes] = (), max_blob: int = 0
-    ) -> tuple[dict[str, Any], bytes]:
-        data = json.dumps(header).encode()
+        self,
+        header: Mapping[str, Any],
+        payload: Sequence[npt.NDArray[Any]] = (),
+        max_blob: int = 0,
+    ) -> tuple[dict[str, Any], bytearray]:
+        """One round trip (the zygote enforces the run's deadlines); the reply's payload may have
+        at most ``max_blob`` bytes."""
         try:
-            self.stdin.write(struct.pack("<I", len(data)) + data)
-            for b in buffers:
-                self.stdin.write(b)
-            self.stdin.flush()
-            (n,) = struct.unpack("<I", self._read(4))
-            if n > _MAX_HEADER:
-                raise _WorkerDied(f"zygote reply header of {n} bytes")
-            reply = json.loads(self._read(n))
-            blob_len = int(reply.get("blob_len", 0))
-            if blob_len < 0 or blob_len > max(max_blob, 0):
-                raise _WorkerDied(f"zygote reply of {blob_len} bytes exceeds the cap")
-            blob = self._read(blob_len) if blob_len else b""
-        except (OSError, ValueError, struct.error) as exc:
+            send_frame(self.stdin.fileno(), header, payload)
+            return recv_frame(
+                self.stdout.fileno(), max_payload=max(max_blob, 0), max_header=_MAX_HEADER
+            )
+        except EOFError as exc:
+            raise _WorkerDied("sandbox worker exited") from exc
+        except (OSError, ProtocolError) as exc:
             raise _WorkerDied(f"sandbox worker failed: {exc}") from exc
-        if not isinstance(reply, dict):
-            raise _WorkerDied("malformed zygote reply")
-        return reply, blob
-
-    def _read(self, n: int) -> bytes:
-        chunks = []
-        while n:
-            b = self.stdout.read(n)
-            if not b:
-                raise _WorkerDied("sandbox worker exited")
-            chunks.append(b)
-            n -= len(b)
-        return b"".join(chunks)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -386,8 +356,8 @@ class Sandbox:
     # -- inputs --------------------------------------------------------------------------------
     def preload(self, inputs: Sequence[RuleInput]) -> InputHandle:
         """Prepare inputs once for many runs (fitting, benchmarks); workers load them lazily."""
-        lengths, vb, tb = _prepare_inputs(inputs)
-        return InputHandle(uuid.uuid4().hex, lengths, len(vb) + len(tb), vb, tb)
+        lengths, payload = _prepare_inputs(inputs)
+        return InputHandle(uuid.uuid4().hex, lengths, sum(a.nbytes for a in payload), payload)
 
     def _ensure_loaded(self, w: _Worker, h: InputHandle) -> None:
         if h.key in w.loaded:
@@ -397,9 +367,7 @@ class Sandbox:
             old, size = w.loaded.popitem(last=False)
             w.loaded_bytes -= size
             w.request({"op": "drop", "key": old})
-        reply, _ = w.request(
-            {"op": "load", "key": h.key, "lengths": list(h.lengths)}, [h._values, h._timestamps]
-        )
+        reply, _ = w.request({"op": "load", "key": h.key, "lengths": list(h.lengths)}, h.payload)
         if not reply.get("ok"):
             raise _WorkerDied(f"zygote refused inputs: {reply.get('error')}")
         w.loaded[h.key] = h.nbytes
@@ -533,7 +501,7 @@ def _signal_name(sig: int) -> str:
 
 def _parse_results(
     reply: Mapping[str, Any],
-    blob: bytes,
+    blob: bytes | bytearray,
     lengths: Sequence[int],
     n_sets: int,
     lim: SandboxLimits,
@@ -546,20 +514,14 @@ def _parse_results(
     malformed: str | None = None
     pos = 0
     while pos < len(blob):
-        if pos + 4 > len(blob):
-            break  # truncated (killed mid-write)
-        (n,) = struct.unpack_from("<I", blob, pos)
-        if n > _MAX_HEADER or pos + 4 + n > len(blob):
-            break
         try:
-            head = json.loads(blob[pos + 4 : pos + 4 + n])
-        except ValueError:
-            malformed = "result frame is not JSON"
+            frame = unpack_frame(blob, pos, _MAX_HEADER)
+        except ProtocolError as exc:
+            malformed = f"result {exc}"
             break
-        pos += 4 + n
-        if not isinstance(head, dict):
-            malformed = "result frame is not an object"
-            break
+        if frame is None:
+            break  # truncated (killed mid-write)
+        head, payload, pos = frame
         if "setup_error" in head:
             setup_error = str(head["setup_error"])[:2000]
             break
@@ -580,10 +542,10 @@ def _parse_results(
             malformed = f"result frame for unexpected parameter set {p}"
             break
         if status is Status.OK:
-            if pos + total > len(blob):
+            if len(payload) != total:
+                malformed = f"labels have {len(payload)} bytes, expected {total}"
                 break
-            raw = np.frombuffer(blob, dtype=np.uint8, count=total, offset=pos)
-            pos += total
+            raw = np.frombuffer(payload, dtype=np.uint8)
             if raw.size and raw.max() > 1:
                 malformed = "labels are not 0/1"
                 break
@@ -650,8 +612,7 @@ def check_causality(
 
     Runs the rule on the full series and on ``n_prefixes`` prefixes (random cut points, seeded,
     at least ``min_prefix`` long) in ONE child, then compares each prefix's labels with the full
-    run.
-    Returns the full run's result (``ok``) or ``bad_output`` saying
+    run. Returns the full run's result (``ok``) or ``bad_output`` saying
     ``non-causal: label at index i changed from X to Y when later points were removed``.
     """
     v = np.ascontiguousarray(values, dtype=np.float64)

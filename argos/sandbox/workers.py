@@ -1,798 +1,83 @@
-"""Long-lived, locked-down rule worker processes that hold per-series state.
+"""Long-lived, locked-down rule worker processes that hold per-series state (the parent side).
 
 The online detector must not run LLM-written rule code in the service's own process, and it cannot
-afford a fresh sandboxed child per point either. So it starts a few *rule workers*: fresh
-interpreters (scrubbed environment, one BLAS thread, numpy preloaded) that lock themselves down
-with the sandbox's primitives (:func:`argos.sandbox._zygote.lock_down`: new session, only the
-protocol fd
-open, empty scratch cwd, rlimits, empty network namespace, Landlock, ``nobody`` when root,
-seccomp) *before* they compile any rule, then serve micro-batches over a socket pair until told to
-stop. A worker keeps, per series, the last ``max(LOOKBACK) - 1`` points (a bounded history buffer),
-so the parent only ships new points; the parent kills it from outside when a request exceeds its
-wall-clock deadline (a rule cannot stop its own guard).
+afford a fresh sandboxed child per point either. So :class:`WorkerEngine` starts a few *rule
+workers* (:mod:`argos.sandbox.worker_main`): fresh interpreters with the scrubbed environment of
+:func:`argos.sandbox.process.scrubbed_env` (one BLAS thread) that lock themselves down with the
+sandbox's primitives (:func:`argos.sandbox.process.lock_down`) *before* they compile any rule,
+then serve micro-batches over a socket pair (the frames of :mod:`argos.sandbox.process`) until
+told to stop. A worker keeps, per series, the last ``max(LOOKBACK) - 1`` points
+(:class:`~argos.sandbox.kernel.RuleKernel`), so the parent only ships new points; the parent kills
+it from outside when a request exceeds its wall-clock deadline (a rule cannot stop its own guard).
 
-This module has three layers:
-
-* :class:`RuleKernel`: plain numpy, runs compiled rules on windows and keeps the per-series
-  history. It is what a worker runs; the in-process engine (trusted code only) uses it directly.
-* the worker ``main`` and its framed protocol (``u32 header length, u32 payload length``, JSON
-  header, raw little-endian arrays; never pickle);
-* :class:`WorkerEngine` (parent side): a pool of workers sharded by series, with restart and
-  re-seeding from a parent-side mirror of the history when a worker dies or times out.
-
-Both engines implement :class:`RuleEngine`, which :mod:`argos.online.detector` uses.
+:class:`WorkerEngine` is a pool of workers sharded by series, with restart and re-seeding from a
+parent-side mirror of the history when a worker dies or times out. It implements
+:class:`~argos.sandbox.kernel.RuleEngine`, like :class:`~argos.sandbox.kernel.InProcessEngine`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
-import linecache
 import os
-import select
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from argos._types import BoolArray, FloatArray, IntArray
-
-RuleFn = Callable[[FloatArray, IntArray, dict[str, Any]], Any]
-
-PROTOCOL_FD = 3
-MAX_HEADER_BYTES = 16 * 1024 * 1024
-MAX_PAYLOAD_BYTES = 1 << 31
-MAX_ERROR_CHARS = 2000
-KERNEL_LAYERS = ("seccomp", "netns", "landlock", "drop_privileges")
+from argos.sandbox.kernel import EngineResult, HistoryStore, RuleCode, RuleError
+from argos.sandbox.process import (
+    KERNEL_LAYERS,
+    Payload,
+    ProtocolError,
+    pack_points,
+    recv_frame,
+    scrubbed_env,
+    send_frame,
+)
+from argos.sandbox.worker_main import (
+    ENV_ALLOW_UNCONFINED,
+    ENV_FD,
+    ENV_MEMORY_BYTES,
+    ENV_SCRATCH,
+)
 
 
 class RuleWorkerError(RuntimeError):
     """A rule worker could not be started, refused its rules, or broke the protocol."""
 
 
-@dataclass(frozen=True)
-class RuleCode:
-    """One rule as shipped to an engine: id, source code, parameters and finite lookback."""
+_FAILURES = (TimeoutError, EOFError, OSError, ProtocolError, RuleWorkerError)
+"""What a request to a worker can raise when the worker died, hung or misbehaved."""
 
-    id: str
-    code: str
-    params: Mapping[str, Any]
-    lookback: int
 
-    def to_json(self) -> dict[str, Any]:
-        """JSON form for the worker protocol."""
-        return {
-            "id": self.id,
-            "code": self.code,
-            "params": dict(self.params),
-            "lookback": self.lookback,
-        }
-
-
-@dataclass(frozen=True)
-class RuleError:
-    """A rule failed on one item of a request (``item`` indexes the request's items)."""
-
-    item: int
-    rule_id: str
-    message: str
-
-
-@dataclass
-class EngineResult:
-    """Per-item rule labels ``bool[n_rules, n_points]`` and the rule errors of the request.
-
-    A failing rule contributes ``False`` labels for the points it failed on. ``joined`` holds all
-    items' labels side by side (``bool[n_rules, total_points]``) when the engine produced them that
-    way; :meth:`all_labels` builds it otherwise.
-    """
-
-    labels: list[BoolArray]
-    errors: list[RuleError] = field(default_factory=list)
-    joined: BoolArray | None = None
-
-    def all_labels(self) -> BoolArray:
-        """Every item's labels side by side, in item order."""
-        if self.joined is None:
-            self.joined = (
-                np.concatenate(self.labels, axis=1) if self.labels else np.zeros((0, 0), np.bool_)
-            )
-        return self.joined
-
-
-class RuleEngine(Protocol):
-    """What the detector needs from whatever runs the rules (in-process or isolated workers)."""
-
-    @property
-    def rule_ids(self) -> tuple[str, ...]: ...
-
-    @property
-    def load_errors(self) -> Mapping[str, str]: ...
-
-    @property
-    def isolation(self) -> str: ...
-
-    def push(self, items: Sequence[tuple[str, IntArray, FloatArray]]) -> EngineResult: ...
-
-    def batch(self, items: Sequence[tuple[IntArray, FloatArray]]) -> EngineResult: ...
-
-    def seed(self, series: str, timestamps: IntArray, values: FloatArray) -> None: ...
-
-    def forget(self, series: Sequence[str]) -> None: ...
-
-    def history(
-        self, series: Sequence[str] | None = None
-    ) -> Iterator[tuple[str, IntArray, FloatArray]]: ...
-
-    def set_packed(self, rule_ids: Sequence[str]) -> None: ...
-
-    def close(self) -> None: ...
-
-
-# --------------------------------------------------------------------------------------------
-# Kernel: plain numpy, runs inside a worker (or in-process for trusted code)
-# --------------------------------------------------------------------------------------------
-
-
-def _rule_filename(rule_id: str) -> str:
-    return f"<rule {rule_id}>"
-
-
-def compile_rule(rule_id: str, code: str) -> RuleFn:
-    """Execute a rule module's source in a fresh namespace and return its ``detect`` function.
-
-    Raises whatever the module raises while loading, or ``TypeError`` when it defines no callable
-    ``detect``.
-    """
-    filename = _rule_filename(rule_id)
-    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-    namespace: dict[str, Any] = {"__name__": f"argos_rule_{rule_id}"}
-    exec(compile(code, filename, "exec"), namespace)
-    fn = namespace.get("detect")
-    if not callable(fn):
-        raise TypeError("the rule module defines no callable detect(values, timestamps, params)")
-    return fn  # type: ignore[no-any-return]
-
-
-def _describe_exception(exc: BaseException, rule_id: str) -> str:
-    """``Type: message`` plus the rule's own frames (file, line), trimmed."""
-    filename = _rule_filename(rule_id)
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
-    where = f" (rule line {frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"[:MAX_ERROR_CHARS]
-
-
-def validate_labels(out: object, n: int) -> BoolArray:
-    """Check one rule output: shape ``(n,)``, boolean or 0/1 numbers without NaN.
-
-    Raises ``ValueError`` naming the problem.
-    """
-    arr = np.asarray(out)
-    if arr.shape != (n,):
-        raise ValueError(f"bad output: shape {arr.shape}, expected ({n},)")
-    if arr.dtype == np.bool_:
-        return arr
-    if arr.dtype.kind in "iuf":
-        if arr.dtype.kind == "f" and np.isnan(arr).any():
-            raise ValueError("bad output: contains NaN")
-        if ((arr != 0) & (arr != 1)).any():
-            raise ValueError("bad output: values other than 0/1")
-        return np.asarray(arr != 0, dtype=np.bool_)
-    raise ValueError(f"bad output: dtype {arr.dtype} is not boolean or 0/1")
-
-
-class HistoryStore:
-    """The last ``keep`` points of every series.
-
-    Series whose history is full live in rows of two 2-D arrays, so giving many of them one new
-    point each (the steady state of a service scraping many series) is a handful of numpy calls
-    (:meth:`append_one`) instead of a few per series. Series still warming up (or seeded with
-    fewer points) are kept as arrays of their own.
-    """
-
-    def __init__(self, keep: int) -> None:
-        self.keep = keep
-        self._rows: dict[str, int] = {}
-        self._names: list[str] = []
-        self._t = np.zeros((16, keep), dtype=np.int64)
-        self._v = np.zeros((16, keep), dtype=np.float64)
-        self._short: dict[str, tuple[IntArray, FloatArray]] = {}
-
-    def __len__(self) -> int:
-        return len(self._rows) + len(self._short)
-
-    def row(self, series: str) -> int:
-        """The row of a series with a full history, or -1."""
-        return self._rows.get(series, -1)
-
-    def get(self, series: str) -> tuple[IntArray, FloatArray]:
-        """A series' history (empty arrays for an unknown series); copies, safe to keep."""
-        row = self._rows.get(series)
-        if row is not None:
-            return self._t[row].copy(), self._v[row].copy()
-        t, v = self._short.get(series, (_EMPTY_T, _EMPTY_V))
-        return t.copy(), v.copy()
-
-    def set(self, series: str, timestamps: IntArray, values: FloatArray) -> None:
-        """Replace a series' history with the last ``keep`` points of these arrays."""
-        cut = max(0, len(values) - self.keep)
-        t = np.asarray(timestamps[cut:], dtype=np.int64)
-        v = np.asarray(values[cut:], dtype=np.float64)
-        if len(v) == self.keep:
-            self._short.pop(series, None)
-            row = self._rows.get(series)
-            if row is None:
-                row = self._add_row(series)
-            self._t[row] = t
-            self._v[row] = v
-        else:
-            self._drop_row(series)
-            self._short[series] = (t.copy(), v.copy())
-
-    def append_one(
-        self, rows: IntArray, timestamps: IntArray, values: FloatArray
-    ) -> tuple[IntArray, FloatArray]:
-        """One new point for each of these full rows: returns the windows ``(m, keep + 1)``
-        (history then the new point); the rows then hold their last ``keep`` points."""
-        t_win = np.concatenate((self._t[rows], timestamps[:, None]), axis=1)
-        v_win = np.concatenate((self._v[rows], values[:, None]), axis=1)
-        self._t[rows] = t_win[:, 1:]
-        self._v[rows] = v_win[:, 1:]
-        return t_win, v_win
-
-    def forget(self, series: str) -> None:
-        """Drop a series."""
-        self._short.pop(series, None)
-        self._drop_row(series)
-
-    def __contains__(self, series: object) -> bool:
-        return series in self._rows or series in self._short
-
-    def items(
-        self, series: Sequence[str] | None = None
-    ) -> Iterator[tuple[str, IntArray, FloatArray]]:
-        """The history of these series (those present), or of every series; copies."""
-        names = [*self._rows, *self._short] if series is None else [s for s in series if s in self]
-        for s in names:
-            t, v = self.get(s)
-            yield s, t, v
-
-    def _add_row(self, series: str) -> int:
-        row = len(self._names)
-        if row == len(self._t):
-            self._t = np.concatenate((self._t, np.zeros_like(self._t)))
-            self._v = np.concatenate((self._v, np.zeros_like(self._v)))
-        self._names.append(series)
-        self._rows[series] = row
-        return row
-
-    def _drop_row(self, series: str) -> None:
-        row = self._rows.pop(series, None)
-        if row is None:
-            return
-        last = len(self._names) - 1
-        if row != last:  # move the last row into the hole
-            moved = self._names[last]
-            self._t[row] = self._t[last]
-            self._v[row] = self._v[last]
-            self._names[row] = moved
-            self._rows[moved] = row
-        self._names.pop()
-
-
-_EMPTY_T: IntArray = np.zeros(0, dtype=np.int64)
-_EMPTY_V: FloatArray = np.zeros(0, dtype=np.float64)
-
-
-class RuleKernel:
-    """Compiled rules plus a bounded per-series history of the last ``max(LOOKBACK) - 1`` points.
-
-    A rule with lookback ``L`` labels ``k`` new points by running on its last ``L - 1`` history
-    points followed by the ``k`` new points, and keeping the last ``k`` labels. For a rule whose
-    label at ``t`` depends only on points ``t - L + 1 .. t`` this equals running it on the whole
-    series (:mod:`argos.online.detector` verifies that property when it loads a rule set).
-    Each rule gets its own copies of the arrays, so a rule that writes into its inputs cannot
-    corrupt the history or another rule's input.
-    """
-
-    def __init__(self, rules: Sequence[RuleCode]) -> None:
-        self.rules: list[RuleCode] = []
-        self.functions: list[RuleFn] = []
-        self.load_errors: dict[str, str] = {}
-        for rule in rules:
-            if rule.lookback < 1:
-                self.load_errors[rule.id] = f"LOOKBACK must be >= 1, got {rule.lookback}"
-                continue
-            try:
-                fn = compile_rule(rule.id, rule.code)
-            except BaseException as exc:  # rule code may raise anything while loading
-                self.load_errors[rule.id] = "while loading: " + _describe_exception(exc, rule.id)
-                continue
-            self.rules.append(rule)
-            self.functions.append(fn)
-        self.history_len = max((r.lookback for r in self.rules), default=1) - 1
-        self._history = HistoryStore(self.history_len)
-        self.packed: set[int] = set()
-
-    @property
-    def rule_ids(self) -> tuple[str, ...]:
-        """Ids of the rules that loaded, in label-row order."""
-        return tuple(r.id for r in self.rules)
-
-    @property
-    def n_series(self) -> int:
-        """How many series currently have a history."""
-        return len(self._history)
-
-    def _run_one(
-        self, r: int, timestamps: IntArray, values: FloatArray, k: int
-    ) -> tuple[BoolArray | None, str]:
-        """Rule ``r`` on the window ending with ``k`` new points: (last ``k`` labels, error)."""
-        rule, fn = self.rules[r], self.functions[r]
-        n = len(values)
-        start = max(0, n - (rule.lookback - 1 + k))
-        try:
-            out = fn(values[start:].copy(), timestamps[start:].copy(), dict(rule.params))
-            labels = validate_labels(out, n - start)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # a rule failing (even SystemExit) must not stop others
-            return None, _describe_exception(exc, rule.id)
-        return labels[len(labels) - k :], ""
-
-    def _run_packed(
-        self, r: int, windows: Sequence[tuple[IntArray, FloatArray, int]], members: Sequence[int]
-    ) -> list[BoolArray] | None:
-        """Rule ``r`` ONCE on the concatenated windows of several series; None if it failed.
-
-        Every member's window starts with ``LOOKBACK - 1`` points of its own history, so for a
-        finite-lookback rule the labels of its new points cannot see the series before it.
-        """
-        rule, fn = self.rules[r], self.functions[r]
-        h = rule.lookback - 1
-        segs_t = [windows[i][0][len(windows[i][0]) - (h + windows[i][2]) :] for i in members]
-        segs_v = [windows[i][1][len(windows[i][1]) - (h + windows[i][2]) :] for i in members]
-        t = np.concatenate(segs_t)
-        v = np.concatenate(segs_v)
-        try:
-            labels = validate_labels(fn(v, t, dict(rule.params)), len(v))
-        except KeyboardInterrupt:
-            raise
-        except BaseException:  # re-run one by one to attribute the error
-            return None
-        out: list[BoolArray] = []
-        a = 0
-        for seg in segs_v:
-            out.append(labels[a + h : a + len(seg)])
-            a += len(seg)
-        return out
-
-    def _label(
-        self,
-        windows: Sequence[tuple[IntArray, FloatArray, int]],
-        pack: bool,
-        steady: tuple[list[int], IntArray, FloatArray] | None = None,
-    ) -> EngineResult:
-        """Labels ``bool[n_rules, k]`` of the last ``k`` points of each window.
-
-        ``steady`` = (item indices, timestamp windows, value windows ``(m, history_len + 1)``):
-        items with a full history and one new point, whose windows are rows of one matrix. A
-        packed rule runs once over all those rows (raveled); ``windows`` has empty placeholders
-        for them.
-        """
-        errors: list[RuleError] = []
-        ks = [k for _, _, k in windows]
-        offsets = np.concatenate(([0], np.cumsum(ks))).astype(np.int64)
-        joined = np.zeros((len(self.rules), int(offsets[-1])), dtype=np.bool_)
-        steady_items: list[int] = steady[0] if steady is not None else []
-        steady_set = set(steady_items)
-        for r, rule in enumerate(self.rules):
-            done: set[int] = set(steady_set)
-            if steady is not None:
-                idx, t_win, v_win = steady
-                last = None
-                if pack and r in self.packed and len(idx) > 1:
-                    last = self._run_rows(r, t_win, v_win)
-                if last is not None:
-                    joined[r, offsets[idx]] = last
-                else:
-                    for j, i in enumerate(idx):
-                        one, err = self._run_one(r, t_win[j], v_win[j], 1)
-                        if one is None:
-                            errors.append(RuleError(i, rule.id, err))
-                        else:
-                            joined[r, offsets[i]] = one[0]
-            if pack and r in self.packed:
-                h = rule.lookback - 1
-                members = [
-                    i
-                    for i, (_, v, k) in enumerate(windows)
-                    if k and i not in steady_set and len(v) - k >= h
-                ]
-                if len(members) > 1:
-                    res = self._run_packed(r, windows, members)
-                    if res is not None:
-                        for i, packed_labels in zip(members, res, strict=True):
-                            joined[r, offsets[i] : offsets[i + 1]] = packed_labels
-                        done.update(members)
-            for i, (t, v, k) in enumerate(windows):
-                if i in done or k == 0:
-                    continue
-                one, err = self._run_one(r, t, v, k)
-                if one is None:
-                    errors.append(RuleError(i, rule.id, err))
-                else:
-                    joined[r, offsets[i] : offsets[i + 1]] = one
-        labels = [joined[:, offsets[i] : offsets[i + 1]] for i in range(len(windows))]
-        return EngineResult(labels, errors, joined)
-
-    def _run_rows(self, r: int, t_win: IntArray, v_win: FloatArray) -> BoolArray | None:
-        """Rule ``r`` ONCE over the raveled rows of full windows; the label of each row's last
-        point, or None if the rule failed (then it runs row by row to attribute the error)."""
-        fn, rule = self.functions[r], self.rules[r]
-        width = v_win.shape[1]
-        try:
-            # flatten() copies: a rule that writes into its input cannot reach the next rule's
-            out = fn(v_win.flatten(), t_win.flatten(), dict(rule.params))
-            labels = validate_labels(out, v_win.size)
-        except KeyboardInterrupt:
-            raise
-        except BaseException:
-            return None
-        return labels.reshape(-1, width)[:, -1]
-
-    def set_packed(self, rule_ids: Sequence[str]) -> None:
-        """Rules that may run once over the concatenated windows of many series (see
-        :meth:`push`); the detector enables this only for rules that passed its check."""
-        wanted = set(rule_ids)
-        self.packed = {r for r, rule in enumerate(self.rules) if rule.id in wanted}
-
-    def batch(self, items: Sequence[tuple[IntArray, FloatArray]]) -> EngineResult:
-        """Stateless: run every rule on each whole ``(timestamps, values)`` item."""
-        return self._label([(t, v, len(v)) for t, v in items], pack=False)
-
-    def push(self, items: Sequence[tuple[str, IntArray, FloatArray]]) -> EngineResult:
-        """Stateful: label the new points of each series and append them to its history.
-
-        The caller guarantees that timestamps increase within and across pushes of a series, and
-        names each series at most once per push. A rule enabled with :meth:`set_packed` runs
-        once for all series whose history already holds ``LOOKBACK - 1`` points (their windows
-        concatenated), which removes the per-call cost that dominates when many series get a few
-        points each; series with a full history and one new point are handled as rows of one
-        matrix (no per-series numpy work at all).
-        """
-        store = self._history
-        steady_idx = [i for i, (s, _, v) in enumerate(items) if len(v) == 1 and store.row(s) >= 0]
-        steady: tuple[list[int], IntArray, FloatArray] | None = None
-        if len(steady_idx) > 1:
-            rows = np.fromiter((store.row(items[i][0]) for i in steady_idx), np.int64)
-            t_new = np.fromiter((items[i][1][0] for i in steady_idx), np.int64)
-            v_new = np.fromiter((items[i][2][0] for i in steady_idx), np.float64)
-            steady = (steady_idx, *store.append_one(rows, t_new, v_new))
-        else:
-            steady_idx = []
-        in_steady = set(steady_idx)
-        windows: list[tuple[IntArray, FloatArray, int]] = []
-        for i, (series, t_new, v_new) in enumerate(items):
-            if i in in_steady:
-                windows.append((_EMPTY_T, _EMPTY_V, 1))
-                continue
-            t_old, v_old = store.get(series)
-            t_win = np.concatenate((t_old, np.asarray(t_new, dtype=np.int64)))
-            v_win = np.concatenate((v_old, np.asarray(v_new, dtype=np.float64)))
-            windows.append((t_win, v_win, len(v_new)))
-            store.set(series, t_win, v_win)
-        return self._label(windows, pack=True, steady=steady)
-
-    def seed(self, series: str, timestamps: IntArray, values: FloatArray) -> None:
-        """Replace a series' history with the last points of the given arrays (no labels)."""
-        self._history.set(series, timestamps, values)
-
-    def forget(self, series: Sequence[str]) -> None:
-        """Drop the history of these series."""
-        for s in series:
-            self._history.forget(s)
-
-    def history(
-        self, series: Sequence[str] | None = None
-    ) -> Iterator[tuple[str, IntArray, FloatArray]]:
-        """The history of these series (those that have one), or of every series; copies."""
-        return self._history.items(series)
-
-
-class InProcessEngine:
-    """Runs rules in the calling process. ONLY for trusted code (tests, benchmarks, own rules).
-
-    LLM-written rules belong in :class:`WorkerEngine`; this engine exists to measure what the
-    isolation costs and for rules a human wrote and reviewed.
-    """
-
-    isolation = "none (in-process, trusted rules only)"
-
-    def __init__(self, rules: Sequence[RuleCode]) -> None:
-        self.kernel = RuleKernel(rules)
-
-    @property
-    def rule_ids(self) -> tuple[str, ...]:
-        """Ids of the rules that loaded."""
-        return self.kernel.rule_ids
-
-    @property
-    def load_errors(self) -> Mapping[str, str]:
-        """Rules that failed to load, with the reason."""
-        return self.kernel.load_errors
-
-    def push(self, items: Sequence[tuple[str, IntArray, FloatArray]]) -> EngineResult:
-        """See :meth:`RuleKernel.push`."""
-        return self.kernel.push(items)
-
-    def batch(self, items: Sequence[tuple[IntArray, FloatArray]]) -> EngineResult:
-        """See :meth:`RuleKernel.batch`."""
-        return self.kernel.batch(items)
-
-    def seed(self, series: str, timestamps: IntArray, values: FloatArray) -> None:
-        """See :meth:`RuleKernel.seed`."""
-        self.kernel.seed(series, timestamps, values)
-
-    def forget(self, series: Sequence[str]) -> None:
-        """See :meth:`RuleKernel.forget`."""
-        self.kernel.forget(series)
-
-    def history(
-        self, series: Sequence[str] | None = None
-    ) -> Iterator[tuple[str, IntArray, FloatArray]]:
-        """See :meth:`RuleKernel.history`."""
-        return self.kernel.history(series)
-
-    def set_packed(self, rule_ids: Sequence[str]) -> None:
-        """See :meth:`RuleKernel.set_packed`."""
-        self.kernel.set_packed(rule_ids)
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-# --------------------------------------------------------------------------------------------
-# Framed protocol (both sides)
-# --------------------------------------------------------------------------------------------
-
-_FRAME = struct.Struct("<II")
-
-
-Payload = bytes | bytearray | Sequence[npt.NDArray[Any]]
-
-
-def _views(payload: Payload) -> list[memoryview]:
-    if isinstance(payload, bytes | bytearray):
-        return [memoryview(payload)] if payload else []
-    return [np.ascontiguousarray(p).data.cast("B") for p in payload if p.nbytes]
-
-
-def send_frame(fd: int, header: Mapping[str, Any], payload: Payload = b"") -> None:
-    """Write one frame: lengths, JSON header, raw payload (bytes, or arrays sent one after the
-    other without joining them)."""
-    views = _views(payload)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    total = sum(v.nbytes for v in views)
-    views.insert(0, memoryview(_FRAME.pack(len(head), total) + head))
-    while views:
-        k = os.writev(fd, views)
-        while views and k >= views[0].nbytes:
-            k -= views[0].nbytes
-            views.pop(0)
-        if views and k:
-            views[0] = views[0][k:]
-
-
-def _read_exact(fd: int, n: int, deadline: float | None) -> bytearray:
-    """Read exactly ``n`` bytes into one buffer (no joining of chunks)."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        if deadline is not None:
-            wait = deadline - time.monotonic()
-            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
-                raise TimeoutError("rule worker did not answer in time")
-        k = os.readv(fd, [view[got:]])
-        if not k:
-            raise EOFError("rule worker closed the connection")
-        got += k
-    return buf
-
-
-def recv_frame(
-    fd: int, deadline: float | None = None, max_payload: int = MAX_PAYLOAD_BYTES
-) -> tuple[dict[str, Any], bytearray]:
-    """Read one frame; raises ``EOFError``, ``TimeoutError`` or ``RuleWorkerError``.
-
-    The announced sizes are checked before anything is allocated (the parent passes the exact
-    size it expects, so a compromised worker cannot make it allocate more).
-    """
-    head_len, payload_len = _FRAME.unpack(_read_exact(fd, _FRAME.size, deadline))
-    if head_len > MAX_HEADER_BYTES or payload_len > max_payload:
-        raise RuleWorkerError(f"frame too large ({head_len} + {payload_len} bytes)")
-    header = json.loads(_read_exact(fd, head_len, deadline))
-    if not isinstance(header, dict):
-        raise RuleWorkerError("frame header is not a JSON object")
-    payload = _read_exact(fd, payload_len, deadline) if payload_len else bytearray()
-    return header, payload
-
-
-def _pack_points(arrays: Sequence[tuple[IntArray, FloatArray]]) -> list[npt.NDArray[Any]]:
-    """Timestamps then values of all items, as two contiguous little-endian buffers."""
-    if not arrays:
-        return []
-    if len(arrays) == 1:
-        t, v = arrays[0]
-        return [np.ascontiguousarray(t, dtype="<i8"), np.ascontiguousarray(v, dtype="<f8")]
-    ts = np.concatenate([np.asarray(t, dtype="<i8") for t, _ in arrays])
-    vs = np.concatenate([np.asarray(v, dtype="<f8") for _, v in arrays])
-    return [ts, vs]
-
-
-def _unpack_points(
-    payload: bytes | bytearray, lengths: Sequence[int]
-) -> list[tuple[IntArray, FloatArray]]:
-    total = int(sum(lengths))
-    if len(payload) != 16 * total:
-        raise RuleWorkerError(f"payload has {len(payload)} bytes, expected {16 * total}")
-    ts = np.frombuffer(payload, dtype="<i8", count=total).astype(np.int64, copy=False)
-    vs = np.frombuffer(payload, dtype="<f8", count=total, offset=8 * total).astype(
-        np.float64, copy=False
-    )
-    out: list[tuple[IntArray, FloatArray]] = []
-    a = 0
-    for n in lengths:
-        out.append((ts[a : a + n], vs[a : a + n]))
-        a += n
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Worker side
-# --------------------------------------------------------------------------------------------
-
-
-def lock_down_current_process(allow_unconfined: bool) -> dict[str, bool]:
-    """Lock the current (worker) process down with the sandbox's primitives; return the layers.
-
-    The protocol must already be on fd 3 (everything else is closed). This is the one place that
-    depends on the sandbox's internals (:mod:`argos.sandbox._zygote`); swap it here if they move.
-    Raises ``RuleWorkerError`` when no kernel layer works and ``allow_unconfined`` is false.
-    """
-    from argos.sandbox import _zygote
-
-    info = _zygote.probe()
-    layers = {k: bool(v) for k, v in info["layers"].items()}
-    if not any(layers.get(k, False) for k in KERNEL_LAYERS) and not allow_unconfined:
-        raise RuleWorkerError(
-            "no kernel isolation layer (seccomp, netns, landlock, privilege drop) works on this "
-            "host; refusing to run rules unconfined (allow_unconfined=True overrides)"
-        )
-    scratch = os.environ["ARGOS_WORKER_SCRATCH"]
-    limits = {"cpu_seconds": 10**7, "memory_bytes": int(os.environ["ARGOS_WORKER_MEMORY_BYTES"])}
-    _zygote.lock_down(layers, limits, scratch)
-    return layers
-
-
-def _handle(
-    kernel: RuleKernel, header: Mapping[str, Any], payload: bytearray
-) -> tuple[Any, Payload]:
-    op = header.get("op")
-    if op == "push":
-        names = [str(s) for s in header["series"]]
-        lengths = [int(n) for n in header["lengths"]]
-        arrays = _unpack_points(payload, lengths)
-        res = kernel.push([(s, t, v) for s, (t, v) in zip(names, arrays, strict=True)])
-    elif op == "batch":
-        res = kernel.batch(_unpack_points(payload, [int(n) for n in header["lengths"]]))
-    elif op == "seed":
-        ((t, v),) = _unpack_points(payload, [int(header["length"])])
-        kernel.seed(str(header["series"]), t, v)
-        return {"ok": True}, b""
-    elif op == "forget":
-        kernel.forget([str(s) for s in header["series"]])
-        return {"ok": True}, b""
-    elif op == "set_packed":
-        kernel.set_packed([str(r) for r in header["rules"]])
-        return {"ok": True}, b""
-    elif op == "stats":
-        return {"ok": True, "series": kernel.n_series, "pid": os.getpid()}, b""
-    else:
-        return {"ok": False, "error": f"unknown op {op!r}"}, b""
-    errors = [[e.item, e.rule_id, e.message] for e in res.errors]
-    return {"ok": True, "errors": errors}, [res.all_labels().view(np.uint8)]
-
-
-def main() -> None:
-    """Worker entry point: lock down, load the rules, serve frames on fd 3 until EOF."""
-    fd = int(os.environ.get("ARGOS_WORKER_FD", "-1"))
-    if fd < 0:
-        sys.exit(
-            "argos.sandbox.workers is started by argos.sandbox.workers.WorkerEngine, not by hand"
-        )
-    if fd != PROTOCOL_FD:
-        os.dup2(fd, PROTOCOL_FD)
-        os.close(fd)
-    fd = PROTOCOL_FD
-    os.set_inheritable(fd, False)
-    allow_unconfined = os.environ.get("ARGOS_WORKER_ALLOW_UNCONFINED") == "1"
-    try:
-        layers = lock_down_current_process(allow_unconfined)
-    except BaseException as exc:
-        send_frame(fd, {"ok": False, "error": f"lock-down failed: {type(exc).__name__}: {exc}"})
-        os._exit(3)
-    for name in list(os.environ):  # nothing of the parent's environment stays visible
-        del os.environ[name]
-    header, _ = recv_frame(fd)
-    rules = [
-        RuleCode(str(r["id"]), str(r["code"]), dict(r["params"]), int(r["lookback"]))
-        for r in header["rules"]
-    ]
-    kernel = RuleKernel(rules)
-    send_frame(
-        fd,
-        {
-            "ok": True,
-            "rule_ids": list(kernel.rule_ids),
-            "load_errors": kernel.load_errors,
-            "layers": layers,
-        },
-    )
-    while True:
-        try:
-            header, payload = recv_frame(fd)
-        except EOFError:
-            os._exit(0)
-        try:
-            reply, blob = _handle(kernel, header, payload)
-        except Exception as exc:
-            reply, blob = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}, b""
-        send_frame(fd, reply, blob)
-
-
-# --------------------------------------------------------------------------------------------
-# Parent side
-# --------------------------------------------------------------------------------------------
-
-# Workers die with the thread that started them (PR_SET_PDEATHSIG), so every worker is spawned
-# from this one long-lived thread, never from a short-lived request thread.
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argos-rule-worker-spawner")
 
 
 def _worker_env(memory_bytes: int, fd: int, allow_unconfined: bool, scratch: str) -> dict[str, str]:
-    env = {
-        "ARGOS_WORKER_SCRATCH": scratch,
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "HOME": "/nonexistent",
-        "TMPDIR": "/tmp",
-        "ARGOS_WORKER_FD": str(fd),
-        "ARGOS_WORKER_MEMORY_BYTES": str(memory_bytes),
-        "ARGOS_WORKER_ALLOW_UNCONFINED": "1" if allow_unconfined else "0",
+    extra = {
+        ENV_SCRATCH: scratch,
+        ENV_FD: str(fd),
+        ENV_MEMORY_BYTES: str(memory_bytes),
+        ENV_ALLOW_UNCONFINED: "1" if allow_unconfined else "0",
+        # keep freed memory in the heap: otherwise every large temporary array of a rule is
+        # mapped, page-faulted and unmapped again on each request (2-3x the compute time on big
+        # batches)
+        "MALLOC_TRIM_THRESHOLD_": str(256 << 20),
+        "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
     }
-    # keep freed memory in the heap: otherwise every large temporary array of a rule is mapped,
-    # page-faulted and unmapped again on each request (2-3x the compute time on big batches)
-    env["MALLOC_TRIM_THRESHOLD_"] = str(256 << 20)
-    env["MALLOC_MMAP_THRESHOLD_"] = str(32 << 20)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = "1"
-    return env
+    return scrubbed_env(extra)
 
 
 @dataclass(frozen=True)
@@ -834,7 +119,7 @@ class _Worker:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         boot = (
             f"import sys; sys.path.insert(0, {root!r}); "
-            "from argos.sandbox.workers import main; main()"
+            "from argos.sandbox.worker_main import main; main()"
         )
         cmd = [sys.executable, "-I", "-c", boot]
         try:
@@ -854,7 +139,7 @@ class _Worker:
         try:
             send_frame(self.fd, {"op": "load", "rules": [r.to_json() for r in rules]})
             reply, _ = recv_frame(self.fd, deadline)
-        except (OSError, EOFError, TimeoutError, RuleWorkerError) as exc:
+        except _FAILURES as exc:
             self.kill()
             raise RuleWorkerError(f"rule worker failed to start: {exc}") from exc
         if not reply.get("ok"):
@@ -995,8 +280,8 @@ class WorkerEngine:
             with self._mirror_lock:
                 seeds = [(s, t, v) for s, t, v in self._mirror.items() if self._shard(s) == idx]
             for s, t, v in seeds:
-                w.request({"op": "seed", "series": s, "length": len(v)}, _pack_points([(t, v)]))
-        except (TimeoutError, EOFError, OSError) as exc:
+                w.request({"op": "seed", "series": s, "length": len(v)}, pack_points([(t, v)]))
+        except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
             w.kill()
             raise RuleWorkerError(f"restarted worker failed while re-seeding: {exc}") from exc
 
@@ -1005,7 +290,7 @@ class WorkerEngine:
         if the worker fails it, a restart re-applies it from there."""
         try:
             self._workers[idx].request(header, payload)
-        except (TimeoutError, EOFError, OSError, RuleWorkerError):
+        except _FAILURES:
             with contextlib.suppress(RuleWorkerError):
                 self._restart(idx)
 
@@ -1017,7 +302,7 @@ class WorkerEngine:
         try:
             reply, blob = w.request(header, payload, max_reply=n_rules * int(sum(lengths)))
             joined, labels = _decode_labels(blob, lengths, n_rules)
-        except (TimeoutError, EOFError, OSError, RuleWorkerError) as exc:
+        except _FAILURES as exc:
             if isinstance(exc, TimeoutError):
                 self.timeouts += 1
                 why = f"timeout: the micro-batch took over {self.limits.request_seconds:g} s"
@@ -1047,7 +332,7 @@ class WorkerEngine:
             sub = [items[i] for i in members]
             lengths = [len(v) for _, _, v in sub]
             header = {"op": "push", "series": [s for s, _, _ in sub], "lengths": lengths}
-            payload = _pack_points([(t, v) for _, t, v in sub])
+            payload = pack_points([(t, v) for _, t, v in sub])
             with self._locks[idx]:
                 # mirror first: a restart during this call re-seeds the worker with these points
                 self._update_mirror(sub)
@@ -1084,7 +369,7 @@ class WorkerEngine:
         self._rr += 1
         with self._locks[idx]:
             return self._call(
-                idx, {"op": "batch", "lengths": lengths}, _pack_points(list(items)), lengths
+                idx, {"op": "batch", "lengths": lengths}, pack_points(list(items)), lengths
             )
 
     def seed(self, series: str, timestamps: IntArray, values: FloatArray) -> None:
@@ -1096,7 +381,7 @@ class WorkerEngine:
             t, v = self._mirror.get(series)
         with self._locks[idx]:
             self._control(
-                idx, {"op": "seed", "series": series, "length": len(v)}, _pack_points([(t, v)])
+                idx, {"op": "seed", "series": series, "length": len(v)}, pack_points([(t, v)])
             )
 
     def forget(self, series: Sequence[str]) -> None:
@@ -1113,7 +398,8 @@ class WorkerEngine:
                 self._control(idx, {"op": "forget", "series": names})
 
     def set_packed(self, rule_ids: Sequence[str]) -> None:
-        """See :meth:`RuleKernel.set_packed` (applied to every worker, and after restarts)."""
+        """See :meth:`~argos.sandbox.kernel.RuleKernel.set_packed` (applied to every worker, and
+        after restarts)."""
         self._check_open()
         self._packed = list(rule_ids)
         for idx in range(len(self._workers)):
@@ -1145,7 +431,3 @@ class WorkerEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-if __name__ == "__main__":
-    main()

@@ -361,7 +361,8 @@ CASES: list[Case] = [
         _rule(
             "import json\n"
             "h = json.dumps({{'p': 0, 'status': 'ok', 'runtime_ms': 0}}).encode()\n"
-            "os.write(3, len(h).to_bytes(4, 'little') + h + b'\\x07' * n)\n"
+            "frame = len(h).to_bytes(4, 'little') + n.to_bytes(4, 'little') + h\n"
+            "os.write(3, frame + b'\\x07' * n)\n"
             "os._exit(0)",
             "import os",
         ),

@@ -261,7 +261,7 @@ def test_input_validation() -> None:
 # --- the parent's validation of the (untrusted) result stream ---------------------------------
 def _frame(head: dict[str, object], payload: bytes = b"") -> bytes:
     data = json.dumps(head).encode()
-    return struct.pack("<I", len(data)) + data + payload
+    return struct.pack("<II", len(data), len(payload)) + data + payload
 
 
 _REPLY = {"timed_out": False, "overflow": False, "signal": 0, "exit_code": 0, "cpu_seconds": 0.1}
@@ -282,8 +282,13 @@ _REPLY = {"timed_out": False, "overflow": False, "signal": 0, "exit_code": 0, "c
         ),
         (_frame({"p": 0, "status": "pwned"}), Status.BAD_OUTPUT, "valid index/status"),
         (b"\xff\xff\xff\xff" + b"x" * 10, Status.CRASHED, "exited (code 0) before reporting"),
-        (struct.pack("<I", 5) + b"nojs!", Status.BAD_OUTPUT, "not JSON"),
-        (_frame({"p": 0, "status": "ok"}, b"\x00"), Status.CRASHED, "before reporting"),
+        (struct.pack("<II", 5, 0) + b"nojs!", Status.BAD_OUTPUT, "not JSON"),
+        (
+            _frame({"p": 0, "status": "ok"}, b"\x00\x01\x00")[:-2],
+            Status.CRASHED,
+            "before reporting",
+        ),
+        (_frame({"p": 0, "status": "ok"}, b"\x00"), Status.BAD_OUTPUT, "labels have 1 bytes"),
         (_frame({"setup_error": "seccomp: EINVAL"}), Status.CRASHED, "sandbox setup failed"),
     ],
 )

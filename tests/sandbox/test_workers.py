@@ -13,17 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from argos.sandbox.workers import (
+from argos.sandbox.kernel import (
     HistoryStore,
     InProcessEngine,
     RuleCode,
     RuleKernel,
-    RuleWorkerError,
-    WorkerEngine,
-    WorkerLimits,
-    recv_frame,
     validate_labels,
 )
+from argos.sandbox.process import ProtocolError, recv_frame
+from argos.sandbox.workers import RuleWorkerError, WorkerEngine, WorkerLimits
 
 RULES = Path(__file__).resolve().parents[1] / "fixtures" / "rules"
 
@@ -227,11 +225,11 @@ def test_oversized_frame_is_rejected() -> None:
     a, b = socket.socketpair()
     with a, b:
         a.sendall(struct.pack("<II", 1 << 30, 0))
-        with pytest.raises(RuleWorkerError, match="frame too large"):
+        with pytest.raises(ProtocolError, match="frame too large"):
             recv_frame(b.fileno(), None)
         # a reply announcing more label bytes than the parent expects is refused before reading
         a.sendall(struct.pack("<II", 2, 1000) + b"{}")
-        with pytest.raises(RuleWorkerError, match=r"frame too large \(2 \+ 1000 bytes\)"):
+        with pytest.raises(ProtocolError, match=r"frame too large \(2 \+ 1000 bytes\)"):
             recv_frame(b.fileno(), None, max_payload=999)
 
 
@@ -305,9 +303,9 @@ def test_worker_process_is_locked_down_as_reported(engine: WorkerEngine) -> None
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     names = {e.split(b"=", 1)[0].decode() for e in environ if e}
     assert names <= {
-        "PATH", "LANG", "HOME", "TMPDIR", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-        "MKL_NUM_THREADS", "ARGOS_WORKER_FD", "ARGOS_WORKER_MEMORY_BYTES",
-        "ARGOS_WORKER_ALLOW_UNCONFINED", "ARGOS_WORKER_SCRATCH",
+        "PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "ARGOS_WORKER_FD",
+        "ARGOS_WORKER_MEMORY_BYTES", "ARGOS_WORKER_ALLOW_UNCONFINED", "ARGOS_WORKER_SCRATCH",
         "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
     }  # fmt: skip
 
