@@ -16,8 +16,8 @@ import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from argos.training.agents.graph import (
-    Candidate,
     CheckOutcome,
+    DraftRule,
     Evaluation,
     LoopConfig,
     StopRun,
@@ -41,7 +41,7 @@ class FakeLab:
         return 4
 
     def plan_chunk(
-        self, iteration: int, slot: int, accepted: Sequence[Candidate], seed: int
+        self, iteration: int, slot: int, accepted: Sequence[DraftRule], seed: int
     ) -> tuple[int, int | None, str]:
         return (iteration + slot) % 4, None, "missed" if accepted else "initial"
 
@@ -62,7 +62,7 @@ class FakeLab:
         f1 = float(m.group(1)) if m else 0.0
         return Evaluation(train_f1=f1, val_f1=f1, val_precision=f1, val_recall=f1, runtime_ms=1.0)
 
-    def regressions(self, old: Candidate, new: Candidate) -> str:
+    def regressions(self, old: DraftRule, new: DraftRule) -> str:
         return f"points {old['id']} got right and {new['id']} gets wrong: 10-20"
 
 
@@ -104,6 +104,7 @@ class ScriptedAgents:
 
     can_repair = True
     can_review = True
+    prefitted = False
 
     def assert_consumed(self) -> None:
         left = {k: v for k, v in self.scripts.items() if v}
@@ -111,9 +112,9 @@ class ScriptedAgents:
 
 
 def run(agents: ScriptedAgents, lab: FakeLab, config: LoopConfig) -> dict[str, Any]:
-    exported: list[list[Candidate]] = []
+    exported: list[list[DraftRule]] = []
 
-    def export(accepted: list[Candidate], log: list[dict[str, Any]]) -> str:
+    def export(accepted: list[DraftRule], log: list[dict[str, Any]]) -> str:
         exported.append(accepted)
         return "rules/x"
 
@@ -211,7 +212,7 @@ def test_killed_run_resumes_from_checkpoint(tmp_path: Path) -> None:
     config: Any = {"configurable": {"thread_id": "unit-1"}, "recursion_limit": 200}
     exports: list[str] = []
 
-    def export(accepted: list[Candidate], log: list[dict[str, Any]]) -> str:
+    def export(accepted: list[DraftRule], log: list[dict[str, Any]]) -> str:
         exports.append(accepted[0]["id"])
         return "rules/x"
 

@@ -82,7 +82,7 @@ class LoopConfig:
 # --------------------------------------------------------------------------------------------
 
 
-class Candidate(TypedDict):
+class DraftRule(TypedDict):
     """One candidate rule and what became of it."""
 
     id: str
@@ -110,9 +110,9 @@ class TrainState(TypedDict, total=False):
     chunk: int
     contrast: int | None
     focus: str
-    draft: Candidate | None
-    pool: list[Candidate]
-    accepted: list[Candidate]
+    draft: DraftRule | None
+    pool: list[DraftRule]
+    accepted: list[DraftRule]
     reviews: int
     stale: int
     started_at: float
@@ -162,7 +162,7 @@ class RuleLab(Protocol):
         ...
 
     def plan_chunk(
-        self, iteration: int, slot: int, accepted: Sequence[Candidate], seed: int
+        self, iteration: int, slot: int, accepted: Sequence[DraftRule], seed: int
     ) -> tuple[int, int | None, str]:
         """Pick (chunk, contrastive chunk or None, focus) for the next candidate; deterministic."""
         ...
@@ -179,14 +179,15 @@ class RuleLab(Protocol):
         """Train and validation event-PA of the fitted rule."""
         ...
 
-    def regressions(self, old: Candidate, new: Candidate) -> str:
+    def regressions(self, old: DraftRule, new: DraftRule) -> str:
         """Validation points the old rule got right and the new one wrong, rendered for the
         reviewer ("" when there are none)."""
         ...
 
 
 class Agents(Protocol):
-    """The three agents. The builtin generator implements ``generate`` only."""
+    """The three agents. The builtin generator implements ``generate`` only (``can_repair`` and
+    ``can_review`` say which of the others the graph may call)."""
 
     def generate(
         self,
@@ -194,7 +195,7 @@ class Agents(Protocol):
         chunk: int,
         contrast: int | None,
         focus: str,
-        previous: Candidate | None,
+        previous: DraftRule | None,
         iteration: int,
         slot: int,
     ) -> str | None:
@@ -210,8 +211,8 @@ class Agents(Protocol):
     def review(
         self,
         *,
-        old: Candidate,
-        new: Candidate,
+        old: DraftRule,
+        new: DraftRule,
         regressions: str,
     ) -> str | None:
         """Return revised code, or None to revert to the old rule."""
@@ -222,6 +223,12 @@ class Agents(Protocol):
 
     @property
     def can_review(self) -> bool: ...
+
+    @property
+    def prefitted(self) -> bool:
+        """Whether ``generate`` returns rules whose PARAMS are already fitted (the builtin search
+        fits its thresholds): the graph then skips its fit node."""
+        ...
 
 
 class StopRun(Exception):
@@ -241,7 +248,7 @@ class TrainingContext:
     agents: Agents
     lab: RuleLab
     config: LoopConfig
-    export: Callable[[list[Candidate], list[JsonDict]], str]
+    export: Callable[[list[DraftRule], list[JsonDict]], str]
     on_event: Callable[[JsonDict], None] = field(default=lambda event: None)
     usage: Callable[[], JsonDict] = field(default=dict)
     """LLM usage so far; saved in the state after every agent call, so the checkpoint and the
@@ -258,8 +265,8 @@ def code_id(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()[:12]
 
 
-def _new_candidate(code: str, origin: str, state: TrainState) -> Candidate:
-    return Candidate(
+def _new_candidate(code: str, origin: str, state: TrainState) -> DraftRule:
+    return DraftRule(
         id=code_id(code),
         code=code,
         params={},
@@ -278,29 +285,29 @@ def _new_candidate(code: str, origin: str, state: TrainState) -> Candidate:
     )
 
 
-def _with(c: Candidate, **changes: Any) -> Candidate:
+def _with(c: DraftRule, **changes: Any) -> DraftRule:
     """A copy of ``c`` with some fields changed."""
-    return cast(Candidate, {**c, **changes})
+    return cast(DraftRule, {**c, **changes})
 
 
-def _draft(state: TrainState) -> Candidate:
+def _draft(state: TrainState) -> DraftRule:
     draft = state.get("draft")
     if draft is None:
         raise RuntimeError("this node needs a draft candidate in the state")
     return draft
 
 
-def _failed(state: TrainState, origin: str, status: str, detail: str) -> Candidate:
+def _failed(state: TrainState, origin: str, status: str, detail: str) -> DraftRule:
     return _with(_new_candidate("", origin, state), status=status, detail=detail)
 
 
-def _score(c: Candidate | None) -> float:
+def _score(c: DraftRule | None) -> float:
     if c is None or c["val_f1"] is None:
         return -1.0
     return c["val_f1"]
 
 
-def _baseline(accepted: Sequence[Candidate]) -> float:
+def _baseline(accepted: Sequence[DraftRule]) -> float:
     """The score a new rule set must not regress below: the weakest kept rule's (k=1: the rule)."""
     return min((_score(c) for c in accepted), default=-1.0)
 
@@ -439,7 +446,7 @@ def fit(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     generator already fitted them (the builtin search does)."""
     ctx = _ctx(runtime)
     draft = _draft(state)
-    if getattr(ctx.agents, "prefitted", False):
+    if ctx.agents.prefitted:
         return {}
     return {"draft": _with(draft, params=ctx.lab.fit(draft["code"], ctx.config.seed))}
 
@@ -625,8 +632,8 @@ def export(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     return {"exported": path, "log": _emit(ctx, {"event": "export", "path": path})}
 
 
-def _top_k(cands: Sequence[Candidate], k: int) -> list[Candidate]:
-    seen: dict[str, Candidate] = {}
+def _top_k(cands: Sequence[DraftRule], k: int) -> list[DraftRule]:
+    seen: dict[str, DraftRule] = {}
     for c in cands:
         seen.setdefault(c["id"], c)
     return sorted(seen.values(), key=lambda c: (-_score(c), c["id"]))[:k]

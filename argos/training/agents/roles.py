@@ -24,7 +24,7 @@ from argos.llm.interface import (
     PromptTooLarge,
 )
 from argos.rules.contract import extract_code, fenced_blocks
-from argos.training.agents.graph import AgentError, Candidate, StopRun
+from argos.training.agents.graph import AgentError, DraftRule, StopRun
 from argos.training.agents.lab import SandboxRuleLab
 from argos.training.agents.prompts import (
     generator_messages,
@@ -68,6 +68,7 @@ class LLMAgents:
 
     can_repair = True
     can_review = True
+    prefitted = False
 
     def __init__(
         self,
@@ -139,7 +140,7 @@ class LLMAgents:
         chunk: int,
         contrast: int | None,
         focus: str,
-        previous: Candidate | None,
+        previous: DraftRule | None,
         iteration: int,
         slot: int,
     ) -> str | None:
@@ -176,7 +177,7 @@ class LLMAgents:
         reply = self._call(messages, "repairer", seed=self.seed * 10_000 + attempt)
         return self._code(reply)
 
-    def review(self, *, old: Candidate, new: Candidate, regressions: str) -> str | None:
+    def review(self, *, old: DraftRule, new: DraftRule, regressions: str) -> str | None:
         messages = reviewer_messages(
             old["code"],
             new["code"],
@@ -190,7 +191,7 @@ class LLMAgents:
         return self._code(reply)
 
 
-def _metrics(c: Candidate) -> dict[str, float | None]:
+def _metrics(c: DraftRule) -> dict[str, float | None]:
     return {
         "F1": c["val_f1"],
         "precision": c["val_precision"],
