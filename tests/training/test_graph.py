@@ -19,6 +19,7 @@ from argos.training.agents.graph import (
     CheckOutcome,
     DraftRule,
     Evaluation,
+    GenerationRequest,
     LoopConfig,
     StopRun,
     TrainingContext,
@@ -91,7 +92,7 @@ class ScriptedAgents:
             raise out
         return out
 
-    def generate(self, **kw: Any) -> str | None:
+    def generate(self, request: GenerationRequest) -> str | None:
         return self._pop("generate")  # type: ignore[no-any-return]
 
     def repair(self, **kw: Any) -> str | None:

@@ -123,7 +123,7 @@ class TrainState(TypedDict, total=False):
 
 
 # --------------------------------------------------------------------------------------------
-# Ports the graph needs (implemented by argos.training.driver and argos.training.agents.roles)
+# Ports the graph needs (implemented by argos.training.agents.lab, .roles and .run)
 # --------------------------------------------------------------------------------------------
 
 
@@ -185,20 +185,25 @@ class RuleLab(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What the generator node asks the generator for: a candidate for training ``chunk``
+    (contrasted with chunk ``contrast``, if any), with ``focus`` saying what to improve on
+    ``previous`` (the best accepted rule so far, if any), for ``slot`` of ``iteration``."""
+
+    chunk: int
+    contrast: int | None
+    focus: str
+    previous: DraftRule | None
+    iteration: int
+    slot: int
+
+
 class Agents(Protocol):
     """The three agents. The builtin generator implements ``generate`` only (``can_repair`` and
     ``can_review`` say which of the others the graph may call)."""
 
-    def generate(
-        self,
-        *,
-        chunk: int,
-        contrast: int | None,
-        focus: str,
-        previous: DraftRule | None,
-        iteration: int,
-        slot: int,
-    ) -> str | None:
+    def generate(self, request: GenerationRequest) -> str | None:
         """Return rule code for a new candidate, or None when the reply held no code."""
         ...
 
@@ -374,21 +379,18 @@ def generate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState
     """Ask the generator for a new candidate."""
     ctx = _ctx(runtime)
     previous = state["accepted"][0] if state["accepted"] else None
+    request = GenerationRequest(
+        chunk=state["chunk"],
+        contrast=state.get("contrast"),
+        focus=state.get("focus", "initial"),
+        previous=previous,
+        iteration=state["iteration"],
+        slot=state["slot"],
+    )
     try:
-        code = ctx.agents.generate(
-            chunk=state["chunk"],
-            contrast=state.get("contrast"),
-            focus=state.get("focus", "initial"),
-            previous=previous,
-            iteration=state["iteration"],
-            slot=state["slot"],
-        )
+        code, failure = _ask(lambda: ctx.agents.generate(request), "generator")
     except StopRun as exc:
-        return {"stop_reason": str(exc), "log": _emit(ctx, _event("stop", state, why=str(exc)))}
-    except AgentError as exc:
-        code, failure = None, ("llm_error", f"the generator call failed: {exc}")
-    else:
-        failure = ("no_code", "the generator's reply held no Python code")
+        return _stopped(ctx, state, exc)
     draft = (
         _failed(state, "generator", *failure)
         if code is None
@@ -396,6 +398,22 @@ def generate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState
     )
     event = _event("generated", state, id=draft["id"])
     return {"draft": draft, "usage": ctx.usage(), "log": _emit(ctx, event)}
+
+
+def _ask(call: Callable[[], str | None], agent: str) -> tuple[str | None, tuple[str, str]]:
+    """Call an agent: its code (None when there is none) and the (status, detail) to record when
+    there is none: ``llm_error`` when the call failed for good, else ``no_code``. A
+    :class:`StopRun` propagates."""
+    try:
+        code = call()
+    except AgentError as exc:
+        return None, ("llm_error", f"the {agent} call failed: {exc}")
+    return code, ("no_code", f"the {agent}'s reply held no Python code")
+
+
+def _stopped(ctx: TrainingContext, state: TrainState, exc: StopRun) -> TrainState:
+    """The state update that ends the run: an agent raised :class:`StopRun`."""
+    return {"stop_reason": str(exc), "log": _emit(ctx, _event("stop", state, why=str(exc)))}
 
 
 def check(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
@@ -420,19 +438,18 @@ def repair(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     draft = _draft(state)
     attempt = draft["repairs"] + 1
     try:
-        code = ctx.agents.repair(
-            code=draft["code"],
-            status=draft["status"],
-            detail=draft["detail"],
-            traceback=draft["traceback"],
-            attempt=attempt,
+        code, failure = _ask(
+            lambda: ctx.agents.repair(
+                code=draft["code"],
+                status=draft["status"],
+                detail=draft["detail"],
+                traceback=draft["traceback"],
+                attempt=attempt,
+            ),
+            "repairer",
         )
     except StopRun as exc:
-        return {"stop_reason": str(exc), "log": _emit(ctx, _event("stop", state, why=str(exc)))}
-    except AgentError as exc:
-        code, failure = None, ("llm_error", f"the repairer call failed: {exc}")
-    else:
-        failure = ("no_code", "the repairer's reply held no Python code")
+        return _stopped(ctx, state, exc)
     if code is None:
         fixed = _with(draft, repairs=attempt, status=failure[0], detail=failure[1])
     else:
@@ -536,13 +553,7 @@ def review(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     try:
         code = ctx.agents.review(old=old, new=new, regressions=ctx.lab.regressions(old, new))
     except StopRun as exc:
-        event = _event("stop", state, why=str(exc))
-        return {
-            "stop_reason": str(exc),
-            "draft": None,
-            "reviews": state["reviews"] + 1,
-            "log": _emit(ctx, event),
-        }
+        return {**_stopped(ctx, state, exc), "draft": None, "reviews": state["reviews"] + 1}
     except AgentError as exc:
         code = None
         _emit(ctx, _event("llm_error", state, agent="reviewer", detail=str(exc)))

@@ -24,7 +24,7 @@ from argos.llm.interface import (
     PromptTooLarge,
 )
 from argos.rules.contract import extract_code, fenced_blocks
-from argos.training.agents.graph import AgentError, DraftRule, StopRun
+from argos.training.agents.graph import AgentError, DraftRule, GenerationRequest, StopRun
 from argos.training.agents.lab import SandboxRuleLab
 from argos.training.agents.prompts import (
     generator_messages,
@@ -134,16 +134,8 @@ class LLMAgents:
         )
 
     # -- agents --------------------------------------------------------------------------------
-    def generate(
-        self,
-        *,
-        chunk: int,
-        contrast: int | None,
-        focus: str,
-        previous: DraftRule | None,
-        iteration: int,
-        slot: int,
-    ) -> str | None:
+    def generate(self, request: GenerationRequest) -> str | None:
+        contrast, previous = request.contrast, request.previous
         contrast_text = contrast_kind = None
         if contrast is not None:
             contrast_text = self._render(contrast)
@@ -156,18 +148,20 @@ class LLMAgents:
                 if previous["val_f1"] is not None
                 else None
             )
-        task = _FOCUS_TASKS.get(focus, "")
+        task = _FOCUS_TASKS.get(request.focus, "")
         if self.lab.fusion_mode is not None:
             task = f"{_FUSION_CONTEXT[self.lab.fusion_mode]}\n{task}"
         messages = generator_messages(
-            self._render(chunk),
+            self._render(request.chunk),
             task=task,
             contrast=contrast_text,
             contrast_kind=contrast_kind,
             previous_rule=previous["code"] if previous else None,
             previous_note=note,
         )
-        reply = self._call(messages, "generator", seed=self.seed * 10_000 + iteration * 100 + slot)
+        reply = self._call(
+            messages, "generator", seed=self.seed * 10_000 + request.iteration * 100 + request.slot
+        )
         return self._code(reply)
 
     def repair(

@@ -49,6 +49,7 @@ from argos.rules.templates import RuleSpec, render
 from argos.sandbox.pool import Sandbox
 from argos.training.agents.graph import (
     DraftRule,
+    GenerationRequest,
     LoopConfig,
     TrainingContext,
     TrainState,
@@ -319,18 +320,9 @@ class BuiltinAgents:
             self._ranking = [render(RuleSpec(c.structure, c.threshold)) for c in result.ranking]
         return self._ranking
 
-    def generate(
-        self,
-        *,
-        chunk: int,
-        contrast: int | None,
-        focus: str,
-        previous: DraftRule | None,
-        iteration: int,
-        slot: int,
-    ) -> str | None:
+    def generate(self, request: GenerationRequest) -> str | None:
         codes = self._codes()
-        index = iteration * self.n + slot
+        index = request.iteration * self.n + request.slot
         return codes[index] if index < len(codes) else None
 
     def repair(
