@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from argos._types import BoolArray
+from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.protocol import fit_inputs
 from argos.data.series import Dataset, Series, SplitSpec
 from argos.rules.artifacts import RuleSource, write_ruleset
@@ -58,7 +58,9 @@ from argos.training.generator import (
 # --------------------------------------------------------------------------------------------------
 
 
-def in_process_labels(rules: Sequence[GeneratedRule], values: Any, timestamps: Any) -> BoolArray:
+def in_process_labels(
+    rules: Sequence[GeneratedRule], values: FloatArray, timestamps: IntArray
+) -> BoolArray:
     """OR of the rules' labels computed in-process. Only for TRUSTED (template-rendered) code."""
     out = np.zeros(len(values), dtype=bool)
     for r in rules:
