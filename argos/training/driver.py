@@ -244,7 +244,7 @@ def train_dataset(
         jobs.append(TrainJob(name, fi.train, fi.validation, [s.id for s in group]))
     t0 = time.perf_counter()
     results: list[UnitResult] = []
-    runner = executor or LocalExecutor(workers)
+    runner = executor if executor is not None else LocalExecutor(workers)
     sandbox = Sandbox(workers=1) if verify else None
     try:
         for done in runner.run_training(generator, jobs):
