@@ -131,8 +131,10 @@ class CatalogueEntry:
 
 _BASELINES = "argos.evaluation.baselines"
 
-#: Every built-in method, in the order ``argos eval --methods all`` runs them.
+#: Every built-in method, in the order ``argos eval --methods all`` and ``--list-methods`` show
+#: them (the trained rules first, then the baselines, then the optional peers).
 CATALOGUE: dict[str, CatalogueEntry] = {
+    "argos-builtin": CatalogueEntry("argos.training.builtin.method:BuiltinMethod", "argos"),
     "static-threshold": CatalogueEntry(f"{_BASELINES}:StaticThreshold", "baseline"),
     "rolling-zscore": CatalogueEntry(f"{_BASELINES}:RollingZScore", "baseline"),
     "robust-zscore": CatalogueEntry(f"{_BASELINES}:RobustZScore", "baseline"),
@@ -143,7 +145,6 @@ CATALOGUE: dict[str, CatalogueEntry] = {
     "pyod-spectral-residual": CatalogueEntry(
         f"{_BASELINES}:PyodSpectralResidual", "peer", requires="pyod"
     ),
-    "argos-builtin": CatalogueEntry("argos.training.builtin.method:BuiltinMethod", "argos"),
 }
 
 _REGISTRY: dict[str, MethodInfo] = {}
