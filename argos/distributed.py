@@ -26,7 +26,6 @@ budget together; the reservation is replaced by the real usage when the call ret
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from argos._types import default_workers
 from argos.llm.interface import (
     Budget,
     ChatModel,
@@ -46,14 +46,11 @@ from argos.llm.interface import (
 )
 
 if TYPE_CHECKING:
-    from argos.data.series import Dataset, Series
-    from argos.evaluation.harness import SeriesResult, _Task
+    from argos.data.series import Dataset
+    from argos.evaluation.harness import EvalTask, SeriesResult
     from argos.llm.config import LLMConfig
     from argos.llm.interface import Price
-    from argos.training.driver import Generator, GeneratorOutput
-
-TrainJob = tuple[str, "list[Series]", "list[Series]", list[str]]
-"""(unit name, train slices, validation slices, series ids): one training unit."""
+    from argos.training.generator import GeneratedUnit, Generator, TrainJob
 
 
 class SchedulerError(RuntimeError):
@@ -122,7 +119,7 @@ class DaskExecutor:
         distributed = _import_distributed()
         kind, n = parse_scheduler(scheduler)
         if kind == "local":
-            workers = n if n is not None else max(1, min(4, os.cpu_count() or 1))
+            workers = n if n is not None else default_workers()
             cluster = distributed.LocalCluster(
                 n_workers=workers,
                 threads_per_worker=1,
@@ -164,40 +161,35 @@ class DaskExecutor:
     # -- training ------------------------------------------------------------------------------
     def run_training(
         self, generator: Generator, jobs: Sequence[TrainJob]
-    ) -> Iterator[tuple[tuple[str, GeneratorOutput, float], TrainJob]]:
-        """Generate every unit as a Dask task; yield ``((unit, output, seconds), job)`` as units
-        finish (the shape :func:`argos.training.driver._run_jobs` yields)."""
+    ) -> Iterator[GeneratedUnit]:
+        """Generate every unit as a Dask task (:func:`argos.training.generator.generate_unit`);
+        yield each :class:`~argos.training.generator.GeneratedUnit` as it finishes (the
+        :class:`~argos.training.generator.UnitExecutor` protocol)."""
         distributed = _import_distributed()
-        from argos.training.driver import _generate_unit
+        from argos.training.generator import generate_unit
 
         run = uuid.uuid4().hex[:8]
-        by_key: dict[str, TrainJob] = {}
-        futures = []
-        for i, job in enumerate(jobs):
-            key = f"argos-train-{run}-{i}"
-            by_key[key] = job
-            futures.append(
-                self.client.submit(
-                    _generate_unit,
-                    generator,
-                    job[0],
-                    job[1],
-                    job[2],
-                    key=key,
-                    retries=self.retries,
-                    pure=False,
-                )
+        futures = [
+            self.client.submit(
+                generate_unit,
+                generator,
+                job,
+                key=f"argos-train-{run}-{i}",
+                retries=self.retries,
+                pure=False,
             )
+            for i, job in enumerate(jobs)
+        ]
         try:
             for fut in distributed.as_completed(futures, loop=self.client.loop):
-                yield fut.result(), by_key[fut.key]
+                yield fut.result()
         finally:
             self.client.cancel(futures)
 
     # -- evaluation ----------------------------------------------------------------------------
     def run_evaluation(
         self,
-        tasks: Sequence[_Task],
+        tasks: Sequence[EvalTask],
         dataset: Dataset,
         *,
         delay: int,

@@ -1,30 +1,32 @@
-"""The method interface that ``argos eval`` runs, and the registry of named methods.
+"""The method interface that ``argos eval`` runs, and the catalogue of named methods.
 
-A *method* is fit on labeled history and returns a *detector*; the detector labels a whole series
-(without labels) and may also expose a continuous anomaly score::
+A *method* is fit on labeled history and returns a *fitted detector*; the fitted detector labels a
+whole series (without labels) and may also expose a continuous anomaly score::
 
     class Method(Protocol):
         name: str
-        def fit(self, train: Sequence[Series], validation: Sequence[Series]) -> Detector: ...
+        def fit(self, train: Sequence[Series], validation: Sequence[Series]) -> FittedDetector: ...
 
-    class Detector(Protocol):
+    class FittedDetector(Protocol):
         def detect(self, series: Series) -> BoolArray: ...
 
-``train[i]`` and ``validation[i]`` are consecutive slices of the same series (see
-:mod:`argos.data.protocol`); for per-series granularity there is one of each, for per-partition
-granularity one per series of the partition.
+(Not to be confused with :class:`argos.online.detector.Detector`, the streaming detector of an
+exported rule set, which also offers ``detect``.) ``train[i]`` and ``validation[i]`` are
+consecutive slices of the same series (see :mod:`argos.data.protocol`); for per-series
+granularity there is one of each, for per-partition granularity one per series of the partition.
 
-Registering a method: a *factory* is a callable taking a keyword ``seed`` (the trial number, so
-stochastic methods vary across ``--trials``) and returning a fresh :class:`Method`::
+The catalogue: :data:`CATALOGUE` maps every built-in method name to ``"module:Class"`` (as
+Merlion's model factory does) and is resolved on first use, so this module imports no method and
+no method module imports this one to register itself. A catalogued class is the method's factory
+(``Class(seed=N)``) and carries its ``description``; the catalogue says its kind and, for optional
+peers, the package it needs (absent package = the method is not offered).
+
+Methods added at run time (tests, benchmarks, a retrained rule set): a *factory* is a callable
+taking a keyword ``seed`` (the trial number, so stochastic methods vary across ``--trials``) and
+returning a fresh :class:`Method`::
 
     register_method("my-rules", lambda *, seed=0: RuleSetMethod("rules/kpi"),
                     description="rule set exported by argos train", kind="argos")
-
-Hook for trained rule sets: a module that can turn an exported rule-set folder into a method
-(``argos.rules.artifacts`` / ``argos.training.builtin.search``) registers its factory here at
-import time. The
-registry imports the modules named in :data:`PLUGIN_MODULES` lazily the first time it is queried,
-so ``argos eval --methods all`` sees them without the CLI knowing about each one.
 """
 
 from __future__ import annotations
@@ -33,25 +35,19 @@ import importlib
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from functools import cache
+from typing import Literal, Protocol, cast, runtime_checkable
 
 from argos._types import BoolArray, FloatArray
 from argos.data.series import Series
 
 MethodKind = Literal["baseline", "argos", "peer"]
 
-#: Modules imported on first use of the registry; each registers its methods at import time.
-#: Missing modules are skipped (they land with later issues).
-PLUGIN_MODULES: tuple[str, ...] = (
-    "argos.evaluation.baselines",
-    "argos.training.builtin.search",
-    "argos.rules.artifacts",
-)
-
 
 @runtime_checkable
-class Detector(Protocol):
-    """A fitted detector: labels every point of an unlabeled series (True = anomalous).
+class FittedDetector(Protocol):
+    """What a fitted method returns: labels every point of an unlabeled series (True =
+    anomalous).
 
     It must be causal: the label of point t may depend on points <= t only.
     """
@@ -60,8 +56,8 @@ class Detector(Protocol):
 
 
 @runtime_checkable
-class ScoringDetector(Detector, Protocol):
-    """A detector that also exposes its continuous score (higher = more anomalous).
+class ScoringDetector(FittedDetector, Protocol):
+    """A fitted detector that also exposes its continuous score (higher = more anomalous).
 
     The harness uses :meth:`score` for AUC-PR / VUS-PR. Scores may be NaN during warm-up.
     """
@@ -78,7 +74,7 @@ class Method(Protocol):
     @property
     def name(self) -> str: ...
 
-    def fit(self, train: Sequence[Series], validation: Sequence[Series]) -> Detector: ...
+    def fit(self, train: Sequence[Series], validation: Sequence[Series]) -> FittedDetector: ...
 
 
 class MethodFactory(Protocol):
@@ -89,7 +85,7 @@ class MethodFactory(Protocol):
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """A registry entry.
+    """A method as ``argos eval`` knows it (a catalogue entry resolved, or a registration).
 
     Attributes:
         name: the name used on the command line (``--methods NAME``).
@@ -123,8 +119,36 @@ class UnknownMethodError(KeyError):
         return text
 
 
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """Where a built-in method lives: ``target`` is ``"module:Class"``; ``requires`` names an
+    optional package the method needs (the method is offered only when it is importable)."""
+
+    target: str
+    kind: MethodKind
+    requires: str | None = None
+
+
+_BASELINES = "argos.evaluation.baselines"
+
+#: Every built-in method, in the order ``argos eval --methods all`` and ``--list-methods`` show
+#: them (the trained rules first, then the baselines, then the optional peers).
+CATALOGUE: dict[str, CatalogueEntry] = {
+    "argos-builtin": CatalogueEntry("argos.training.builtin.method:BuiltinMethod", "argos"),
+    "static-threshold": CatalogueEntry(f"{_BASELINES}:StaticThreshold", "baseline"),
+    "rolling-zscore": CatalogueEntry(f"{_BASELINES}:RollingZScore", "baseline"),
+    "robust-zscore": CatalogueEntry(f"{_BASELINES}:RobustZScore", "baseline"),
+    "ewma": CatalogueEntry(f"{_BASELINES}:EwmaResidual", "baseline"),
+    "seasonal-residual": CatalogueEntry(f"{_BASELINES}:SeasonalResidual", "baseline"),
+    "spectral-residual": CatalogueEntry(f"{_BASELINES}:SpectralResidual", "baseline"),
+    "isolation-forest": CatalogueEntry(f"{_BASELINES}:IsolationForestBaseline", "baseline"),
+    "pyod-spectral-residual": CatalogueEntry(
+        f"{_BASELINES}:PyodSpectralResidual", "peer", requires="pyod"
+    ),
+}
+
 _REGISTRY: dict[str, MethodInfo] = {}
-_plugins_loaded = False
+_RESOLVED: dict[str, MethodInfo] = {}
 
 
 def register_method(
@@ -135,53 +159,68 @@ def register_method(
     kind: MethodKind = "baseline",
     replace: bool = False,
 ) -> None:
-    """Register ``factory`` under ``name``.
+    """Register ``factory`` under ``name`` at run time.
 
-    Raises ``ValueError`` when the name is taken (pass ``replace=True`` to overwrite, e.g. when
-    re-registering a retrained rule set) or is not a valid command-line token.
+    Raises ``ValueError`` when the name is taken, by the catalogue or an earlier registration
+    (pass ``replace=True`` to overwrite, e.g. when re-registering a retrained rule set), or is not
+    a valid command-line token.
     """
     if not name or any(c in name for c in ", \t\n"):
         raise ValueError(f"method name must be non-empty without commas or spaces: {name!r}")
     if kind not in ("baseline", "argos", "peer"):
         raise ValueError(f"kind must be 'baseline', 'argos' or 'peer', got {kind!r}")
-    if name in _REGISTRY and not replace:
+    if (name in _REGISTRY or name in _offered()) and not replace:
         raise ValueError(f"method {name!r} is already registered")
     _REGISTRY[name] = MethodInfo(name=name, factory=factory, description=description, kind=kind)
 
 
 def unregister_method(name: str) -> None:
-    """Remove a registered method (no error when absent). Meant for tests and plugins."""
+    """Remove a method registered at run time (no error when absent). Meant for tests."""
     _REGISTRY.pop(name, None)
 
 
-def load_plugins() -> None:
-    """Import :data:`PLUGIN_MODULES` once so their methods are registered."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for module in PLUGIN_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
+@cache
+def _importable(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def _offered() -> list[str]:
+    """Catalogue names whose optional package (if any) is installed."""
+    return [n for n, e in CATALOGUE.items() if e.requires is None or _importable(e.requires)]
+
+
+def _resolve(name: str) -> MethodInfo:
+    """Import a catalogued method's class (once) and describe it."""
+    info = _RESOLVED.get(name)
+    if info is None:
+        entry = CATALOGUE[name]
+        module, _, attr = entry.target.partition(":")
+        cls = cast("Callable[..., Method]", getattr(importlib.import_module(module), attr))
+        description = str(getattr(cls, "description", ""))
+        info = MethodInfo(name=name, factory=cls, description=description, kind=entry.kind)
+        _RESOLVED[name] = info
+    return info
 
 
 def get_method(name: str) -> MethodInfo:
-    """The registry entry for ``name``; :class:`UnknownMethodError` lists the known names."""
-    load_plugins()
-    try:
+    """The method called ``name``; :class:`UnknownMethodError` lists the known names."""
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise UnknownMethodError(name, method_names()) from None
+    if name in _offered():
+        return _resolve(name)
+    raise UnknownMethodError(name, method_names())
 
 
 def method_names(kind: MethodKind | None = None) -> list[str]:
-    """Registered method names (optionally of one kind), in registration order."""
-    load_plugins()
-    return [n for n, info in _REGISTRY.items() if kind is None or info.kind == kind]
+    """Known method names (optionally of one kind): the catalogue's in its order, then those
+    registered at run time in registration order."""
+    kinds = {n: CATALOGUE[n].kind for n in _offered()}
+    kinds.update({n: info.kind for n, info in _REGISTRY.items()})
+    return [n for n, k in kinds.items() if kind is None or k == kind]
 
 
 def resolve_methods(spec: str | Sequence[str]) -> list[MethodInfo]:
-    """Turn ``"a,b,c"``, ``"all"`` or a list of names into registry entries (order kept, no dups).
+    """Turn ``"a,b,c"``, ``"all"`` or a list of names into methods (order kept, no duplicates).
 
     ``all`` (alone or inside the list) expands to every registered method.
     """

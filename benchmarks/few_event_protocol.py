@@ -49,8 +49,8 @@ from argos.evaluation.harness import evaluate
 from argos.methods import Method, register_method
 from argos.metrics import aggregate_mean, aggregate_pooled, events
 from argos.rules.templates import apply_cooldown
+from argos.training.builtin.method import BuiltinMethod
 from argos.training.builtin.search import SearchConfig
-from argos.training.driver import BuiltinMethod
 
 PRE = 3000  # at most this many points of fitting history before the first fitting event
 TAIL = 100  # the pseudo-test runs at least this far past its first event (if the data allow)

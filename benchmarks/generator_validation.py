@@ -27,8 +27,8 @@ from argos.data.series import Dataset, Series, SplitSpec
 from argos.evaluation.harness import evaluate
 from argos.methods import Method, register_method
 from argos.metrics import aggregate_mean, aggregate_pooled
+from argos.training.builtin.method import BuiltinMethod
 from argos.training.builtin.search import SearchConfig
-from argos.training.driver import BuiltinMethod
 
 PSEUDO_TRAIN_FRACTION = 0.75  # the docs table: one cut; NAB rows also use 0.75,0.6,0.5
 

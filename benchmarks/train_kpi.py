@@ -21,6 +21,7 @@ from pathlib import Path
 from argos.data.catalog import load_dataset
 from argos.data.protocol import fit_inputs
 from argos.methods import get_method
+from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import train_dataset
 
 BUDGET_S = 15 * 60
@@ -48,7 +49,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         t0 = time.perf_counter()
-        summary = train_dataset(ds, out_dir=out, workers=args.workers)
+        summary = train_dataset(ds, generator=BuiltinGenerator(), out_dir=out, workers=args.workers)
         train_s = time.perf_counter() - t0
     tried = sum(u.tried for u in summary.units)
     rules = sum(len(u.rules) for u in summary.units)

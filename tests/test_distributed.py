@@ -33,8 +33,10 @@ from argos.llm.interface import (
     Usage,
     estimate_tokens,
 )
+from argos.training.builtin.method import BuiltinGenerator
 from argos.training.builtin.search import SearchConfig
-from argos.training.driver import BuiltinGenerator, GeneratorOutput, train_dataset
+from argos.training.driver import train_dataset
+from argos.training.generator import GeneratorOutput
 
 # Helpers defined here travel to the workers by value (the workers cannot import this module).
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -141,10 +143,10 @@ class StallOnce:
     unit: str
     marker: str
     name: str = "builtin"
+    trusted: bool = True
 
-    @property
-    def config(self) -> SearchConfig:
-        return self.inner.config
+    def summary_config(self) -> dict[str, Any]:
+        return {}  # a wrapper has no search config of its own to record
 
     def generate(
         self,

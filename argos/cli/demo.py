@@ -15,6 +15,7 @@ from rich.table import Table
 
 from argos.data.demo import make_demo_dataset
 from argos.evaluation.harness import evaluate
+from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import train_dataset
 
 DEMO_BASELINES = ("robust-zscore", "spectral-residual")
@@ -37,7 +38,9 @@ def register(app: typer.Typer) -> None:
         console.print("using the builtin generator (no LLM needed for the demo)")
         dataset = make_demo_dataset()
         with console.status("training rules on the demo train/validation parts..."):
-            summary = train_dataset(dataset, out_dir=out, workers=workers)
+            summary = train_dataset(
+                dataset, generator=BuiltinGenerator(), out_dir=out, workers=workers
+            )
         with console.status("evaluating on the demo test part next to two baselines..."):
             result = evaluate(
                 dataset, ["argos-builtin", *DEMO_BASELINES], workers=workers, with_scores=False

@@ -9,65 +9,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from argos._types import default_workers
 from argos.cli.report import report_epilogue
+from argos.cli.train_tables import fmt_score, summary_table, unit_notes
 from argos.data import catalog
-from argos.data.series import DataError, Dataset, SplitSpec
+from argos.data.series import DataError
+from argos.training.builtin.method import BuiltinGenerator
 from argos.training.builtin.search import SearchConfig
-from argos.training.driver import (
-    BuiltinGenerator,
-    GeneratorOutput,
-    TrainSummary,
-    UnitResult,
-    default_workers,
-    train_dataset,
-)
-
-
-def _fmt(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
-
-
-def summary_table(summary: TrainSummary) -> Table:
-    """One row per training unit: rules, candidates tried, train/validation F1, verification."""
-    table = Table(
-        title=f"{summary.dataset}: {len(summary.units)} unit(s), one rule set per "
-        f"{summary.granularity}, {summary.generator} generator"
-    )
-    for col in ("unit", "rules", "tried", "train F1", "valid. F1", "verified", "time (s)"):
-        table.add_column(col, justify="left" if col in ("unit", "rules") else "right")
-    for u in summary.units:
-        verified = (
-            "yes" if u.verified else ("no: " + "; ".join(u.problems)[:60] if u.problems else "–")
-        )
-        table.add_row(
-            u.unit,
-            "\n".join(u.rules) or ("(none) " + "; ".join(u.notes)),
-            str(u.tried),
-            _fmt(u.train_f1),
-            _fmt(u.validation_f1),
-            verified,
-            f"{u.seconds:.1f}",
-        )
-    return table
-
-
-def unit_notes(summary: TrainSummary, limit: int = 5) -> list[str]:
-    """What the table leaves out: the notes of units that did export rules (e.g. the
-    unsupervised rule of a unit without labels), at most ``limit`` lines."""
-    noted = [u for u in summary.units if u.rules and u.notes]
-    lines = [f"note: {u.unit}: {'; '.join(u.notes)}" for u in noted[:limit]]
-    if len(noted) > limit:
-        lines.append(f"note: ... and {len(noted) - limit} more unit(s) (see summary.json)")
-    return lines
-
-
-def _apply_granularity(dataset: Dataset, granularity: str | None) -> Dataset:
-    if granularity is None:
-        return dataset
-    split = SplitSpec(dataset.split.train_fraction, dataset.split.validation_fraction, granularity)
-    return Dataset(dataset.name, dataset.series, split, dataset.partitions, dataset.meta)
+from argos.training.driver import UnitResult, train_dataset, training_units
+from argos.training.generator import GeneratorOutput
 
 
 def register(app: typer.Typer) -> None:
@@ -239,13 +190,12 @@ def register(app: typer.Typer) -> None:
         except DataError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        ds = _apply_granularity(ds, granularity)
         gen = BuiltinGenerator(SearchConfig(trials=trials, seed=seed))
         n_workers = workers or default_workers()
         try:
-            from argos.training.driver import training_units
-
-            n_units = len(training_units(ds, series_id=series, partition=partition))
+            n_units = len(
+                training_units(ds, granularity=granularity, series_id=series, partition=partition)
+            )
         except (KeyError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -272,7 +222,7 @@ def register(app: typer.Typer) -> None:
                     advance=1,
                     description=f"{ds.name}: {res.unit}",
                     tried=tried,
-                    best=_fmt(best),
+                    best=fmt_score(best),
                 )
 
             from argos.distributed import SchedulerError, executor_for
@@ -283,6 +233,7 @@ def register(app: typer.Typer) -> None:
                         ds,
                         generator=gen,
                         out_dir=out,
+                        granularity=granularity,
                         series_id=series,
                         partition=partition,
                         workers=n_workers,

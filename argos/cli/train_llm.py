@@ -20,18 +20,19 @@ import typer
 from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from argos.cli.train_tables import summary_table, usage_table
 from argos.data import catalog
 from argos.data.series import DataError, Dataset
 from argos.llm.config import LLMConfig, load_llm_config
 from argos.llm.interface import Budget, LLMError
 from argos.training.agents.graph import LoopConfig
 from argos.training.agents.run import AgentGenerator, csv_base, method_base
-from argos.training.driver import GeneratorOutput, UnitResult, train_dataset
+from argos.training.driver import UnitResult, train_dataset, training_units
+from argos.training.generator import GeneratorOutput
 
 if TYPE_CHECKING:
-    from argos.distributed import SharedLimitsChatModel
+    from argos.distributed import DaskExecutor, SharedLimitsChatModel
 
 RUN_FILE = "run.json"
 
@@ -118,21 +119,17 @@ def run_llm_training(opts: RunOptions, run_dir: Path, *, console: Console, as_js
     except (LLMError, DataError) as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
-    if opts.granularity is not None:
-        from argos.cli.train import _apply_granularity
-
-        ds = _apply_granularity(ds, opts.granularity)
     budget = Budget(
         max_tokens=opts.max_tokens, max_cost_usd=opts.max_cost, max_calls=opts.max_calls
     )
     with ExitStack() as stack:
-        executor = None
+        executor: DaskExecutor | None = None
         shared = None
         if opts.scheduler is not None:
-            from argos.distributed import SchedulerError, executor_for
+            from argos.distributed import DaskExecutor, SchedulerError
 
             try:
-                executor = stack.enter_context(executor_for(opts.scheduler))
+                executor = stack.enter_context(DaskExecutor.connect(opts.scheduler))
                 shared = _cluster_model(opts, run_dir, ds, llm, budget, executor)
             except (SchedulerError, KeyError, ValueError) as exc:
                 typer.echo(f"error: {exc}", err=True)
@@ -151,14 +148,18 @@ def run_llm_training(opts: RunOptions, run_dir: Path, *, console: Console, as_js
 
 
 def _cluster_model(
-    opts: RunOptions, run_dir: Path, ds: Dataset, llm: LLMConfig, budget: Budget, executor: Any
+    opts: RunOptions,
+    run_dir: Path,
+    ds: Dataset,
+    llm: LLMConfig,
+    budget: Budget,
+    executor: DaskExecutor,
 ) -> SharedLimitsChatModel:
     """The endpoint with the run's budget and concurrency shared by every Dask worker. A resumed
     run starts its ledger from what its units spent before (cache replays included: the budget
     errs on the safe side)."""
     from argos.distributed import SharedLimitsChatModel
     from argos.training.agents.run import run_usage_from_checkpoints
-    from argos.training.driver import training_units
 
     run_key = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
     shared = SharedLimitsChatModel(
@@ -168,7 +169,9 @@ def _cluster_model(
         llm=llm,
         client=executor.client,
     )
-    units = training_units(ds, series_id=opts.series, partition=opts.partition)
+    units = training_units(
+        ds, granularity=opts.granularity, series_id=opts.series, partition=opts.partition
+    )
     before = run_usage_from_checkpoints(
         run_dir, [[s.id for s in g] for g in units.values()], llm.price_table()
     ).total
@@ -184,7 +187,7 @@ def _train(
     ds: Dataset,
     gen: AgentGenerator,
     run_dir: Path,
-    executor: Any,
+    executor: DaskExecutor | None,
     *,
     console: Console,
     as_json: bool,
@@ -203,10 +206,12 @@ def _train(
         f"LLM generator: model [bold]{llm.model}[/] at {llm.base_url or 'the provider default'}; "
         f"run folder {run_dir}{where}"
     )
-    from argos.training.driver import training_units
-
     try:
-        n_units = len(training_units(ds, series_id=opts.series, partition=opts.partition))
+        n_units = len(
+            training_units(
+                ds, granularity=opts.granularity, series_id=opts.series, partition=opts.partition
+            )
+        )
     except (KeyError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
@@ -240,6 +245,7 @@ def _train(
                 ds,
                 generator=gen,
                 out_dir=run_dir,
+                granularity=opts.granularity,
                 series_id=opts.series,
                 partition=opts.partition,
                 workers=1,  # one endpoint, one request at a time; the graph is sequential
@@ -263,27 +269,7 @@ def _train(
     if as_json:
         typer.echo(json.dumps(summary_json, indent=2))
     else:
-        from argos.cli.train import summary_table
-
         console.print(summary_table(summary))
         console.print(usage_table(usage.model_dump(mode="json")))
         console.print(f"run folder: {run_dir}  (resume with: argos train --resume {run_dir})")
     return 1 if any(u.problems for u in summary.units) else 0
-
-
-def usage_table(usage: dict[str, Any]) -> Table:
-    """Calls, tokens and cost per agent."""
-    table = Table(title="LLM usage")
-    for col in ("agent", "calls", "cached", "prompt tokens", "completion tokens", "cost USD"):
-        table.add_column(col, justify="left" if col == "agent" else "right")
-    rows = {**usage.get("agents", {}), "total": usage.get("total", {})}
-    for agent, u in rows.items():
-        table.add_row(
-            agent,
-            str(u.get("calls", 0)),
-            str(u.get("cached_calls", 0)),
-            f"{u.get('prompt_tokens', 0):,}",
-            f"{u.get('completion_tokens', 0):,}",
-            f"{u.get('cost_usd', 0.0):.4f}",
-        )
-    return table

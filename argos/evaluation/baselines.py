@@ -38,7 +38,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.protocol import merge_slices
 from argos.data.series import Series
-from argos.methods import register_method
 
 Orientation = Literal["abs", "upper", "lower"]
 
@@ -598,7 +597,7 @@ class IsolationForestBaseline(ScoreBaseline):
 class PyodSpectralResidual(ScoreBaseline):
     """Peer: PyOD's ``SpectralResidual`` with its defaults, thresholded like the baselines.
 
-    Optional (``pip install 'argos-rules[peers]'``); registered only when PyOD is installed. PyOD
+    Optional (``pip install 'argos-rules[peers]'``); offered only when PyOD is installed. PyOD
     computes the saliency of the whole array in one FFT, so this peer is **not causal**: the score
     of a point depends on later points. It is offered so tables show a widely used library's
     detector in the same run, not as a deployable detector.
@@ -616,13 +615,6 @@ class PyodSpectralResidual(ScoreBaseline):
         return np.asarray(PyodSR().fit(values).decision_scores_, dtype=np.float64)
 
 
-def pyod_available() -> bool:
-    """Whether PyOD (the optional ``peers`` extra) is importable."""
-    import importlib.util
-
-    return importlib.util.find_spec("pyod") is not None
-
-
 BASELINES: tuple[type[ScoreBaseline], ...] = (
     StaticThreshold,
     RollingZScore,
@@ -632,14 +624,3 @@ BASELINES: tuple[type[ScoreBaseline], ...] = (
     SpectralResidual,
     IsolationForestBaseline,
 )
-
-
-def _register_all() -> None:
-    for cls in BASELINES:
-        register_method(cls.name, cls, description=cls.description, kind="baseline", replace=True)
-    if pyod_available():
-        cls = PyodSpectralResidual
-        register_method(cls.name, cls, description=cls.description, kind="peer", replace=True)
-
-
-_register_all()

@@ -32,7 +32,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from argos._version import __version__
 from argos.data.protocol import detection_input, fit_inputs, split_series, test_truth
 from argos.data.series import Dataset, Series, SplitSpec
-from argos.methods import MethodInfo, ScoringDetector, get_method
+from argos.methods import FittedDetector, MethodInfo, ScoringDetector, get_method
 from argos.metrics import (
     DEFAULT_DELAY,
     METRIC_NAMES,
@@ -155,7 +155,10 @@ class SeriesResult:
 
 
 @dataclass(frozen=True)
-class _Task:
+class EvalTask:
+    """One task of :func:`evaluate`: fit ``method`` (trial ``trial``) on one training unit
+    (``group``: the series at ``series_idx`` of the dataset) and score its series."""
+
     method: str
     trial: int
     group: str
@@ -168,14 +171,14 @@ class _Task:
 _WORKER_STATE: dict[str, Any] = {}
 
 
-def _run_task(task: _Task) -> list[SeriesResult]:
+def _run_task(task: EvalTask) -> list[SeriesResult]:
     return run_eval_task(
         task, _WORKER_STATE["dataset"], _WORKER_STATE["delay"], _WORKER_STATE["with_scores"]
     )
 
 
 def run_eval_task(
-    task: _Task, dataset: Dataset, delay: int, with_scores: bool
+    task: EvalTask, dataset: Dataset, delay: int, with_scores: bool
 ) -> list[SeriesResult]:
     """Fit one method on one training unit and score its series (one task of :func:`evaluate`;
     :class:`argos.distributed.DaskExecutor` runs it on Dask workers)."""
@@ -203,10 +206,10 @@ def run_eval_task(
 
 
 def _score_series(
-    task: _Task,
+    task: EvalTask,
     series: Series,
     partition: str,
-    detector: Any,
+    detector: FittedDetector,
     spec: SplitSpec,
     delay: int,
     with_scores: bool,
@@ -397,11 +400,11 @@ class EvalResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def _tasks(dataset: Dataset, methods: Sequence[MethodInfo], trials: int) -> list[_Task]:
+def _tasks(dataset: Dataset, methods: Sequence[MethodInfo], trials: int) -> list[EvalTask]:
     index = {s.id: i for i, s in enumerate(dataset.series)}
     groups = dataset.groups()
     tasks = [
-        _Task(
+        EvalTask(
             method=m.name,
             trial=t,
             group=g,
@@ -420,6 +423,23 @@ def _tasks(dataset: Dataset, methods: Sequence[MethodInfo], trials: int) -> list
 ProgressCallback = Callable[[int, int, str], None]
 
 
+class TaskExecutor(Protocol):
+    """Runs evaluation tasks somewhere else than the local process pool (a Dask cluster:
+    :class:`argos.distributed.DaskExecutor`). The harness declares it here, at its own seam: the
+    training driver's :class:`~argos.training.generator.UnitExecutor` is a sibling layer it may
+    not import, and the two ask different things of an executor."""
+
+    def run_evaluation(
+        self,
+        tasks: Sequence[EvalTask],
+        dataset: Dataset,
+        *,
+        delay: int,
+        with_scores: bool,
+        progress: ProgressCallback | None = None,
+    ) -> list[SeriesResult]: ...
+
+
 def evaluate(
     dataset: Dataset,
     methods: Sequence[str] | Sequence[MethodInfo],
@@ -429,7 +449,7 @@ def evaluate(
     workers: int | None = None,
     with_scores: bool = True,
     progress: ProgressCallback | None = None,
-    executor: Any = None,
+    executor: TaskExecutor | None = None,
 ) -> EvalResult:
     """Evaluate ``methods`` on ``dataset`` (same splits for all) and return every per-series score.
 
@@ -504,14 +524,14 @@ def evaluate(
 
 
 def _run_parallel(
-    tasks: Sequence[_Task], n_workers: int, progress: ProgressCallback | None
+    tasks: Sequence[EvalTask], n_workers: int, progress: ProgressCallback | None
 ) -> list[SeriesResult]:
     # fork: workers inherit the dataset and the method registry (plugins registered at run time
     # included) without pickling either.
     ctx = multiprocessing.get_context("fork")
     rows: list[SeriesResult] = []
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-        pending: dict[Future[list[SeriesResult]], _Task] = {
+        pending: dict[Future[list[SeriesResult]], EvalTask] = {
             pool.submit(_run_task, t): t for t in tasks
         }
         # Workers are forked by now: a caller may start threads (a progress display) from here on.

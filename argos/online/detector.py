@@ -467,8 +467,8 @@ class Detector:
     """Streaming and batch detection with one rule set (thread-safe).
 
     Use :meth:`open` to load a folder. ``push`` is the streaming entry point; ``detect_arrays``
-    and ``detect`` (the :class:`argos.methods.Detector` protocol) label whole series statelessly
-    and give the same labels as streaming the series from its first point.
+    and ``detect`` (the :class:`argos.methods.FittedDetector` protocol) label whole series
+    statelessly and give the same labels as streaming the series from its first point.
     """
 
     def __init__(
@@ -717,7 +717,8 @@ class Detector:
         )
 
     def detect(self, series: Series) -> BoolArray:
-        """The :class:`argos.methods.Detector` protocol: post-processed labels of every point."""
+        """The :class:`argos.methods.FittedDetector` protocol: post-processed labels of every
+        point."""
         return self.detect_arrays(series.timestamps, series.values).anomaly
 
     # -- streaming ----------------------------------------------------------------------------

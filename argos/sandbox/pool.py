@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import queue
 import signal
 import subprocess
@@ -650,8 +649,3 @@ def check_causality(
         runtime_ms=res.runtime_ms,
         wall_ms=res.wall_ms,
     )
-
-
-def default_workers() -> int:
-    """A sensible pool size for this machine (at most 4, leaves a core for the parent)."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))

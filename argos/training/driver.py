@@ -2,188 +2,65 @@
 
 For every training unit (one series, or one partition of series) the driver:
 
-1. builds the fitting inputs with :func:`argos.data.protocol.fit_inputs` (train and
-   validation slices, copies cut before the test part: a generator never holds a test label);
-2. asks a :class:`Generator` for rules (the builtin search now; the LLM path plugs in here too);
-3. verifies every rule: the static gate (:func:`argos.rules.contract.check_rule`), a sandboxed
-   run on the train + validation history of every series whose labels must equal what the generator
-   computed in-process, and the causality check (:func:`argos.sandbox.pool.check_causality`);
-4. exports the verified rules as a rule-set folder (:mod:`argos.rules.artifacts`) with metrics
-   per split, and writes ``summary.json`` for the whole run.
+1. builds the fitting inputs with :func:`argos.data.protocol.fit_inputs` (train and validation
+   slices, copies cut before the test part: a generator never holds a test label);
+2. asks a :class:`~argos.training.generator.Generator` for rules (the builtin search of
+   :mod:`argos.training.builtin.method`, or the LLM agents of :mod:`argos.training.agents.run`);
+3. verifies every rule: the static gate (:func:`argos.rules.contract.check_rule`), a sandboxed run
+   on the train + validation history of every series whose labels must equal what the generator
+   computed in-process (trusted, template-rendered generators only), and the causality check
+   (:func:`argos.sandbox.pool.check_causality`); a failure travels as a
+   :class:`~argos.sandbox.workers.RuleError` naming the rule;
+4. exports the verified rules as a rule-set folder (:mod:`argos.rules.artifacts`) with metrics per
+   split, and writes ``summary.json`` for the whole run.
 
-Units run in parallel in a process pool (``workers``); results are deterministic for a seed.
+The driver knows its collaborators only through the Protocols of :mod:`argos.training.generator`:
+units run in a local process pool (``workers``) or on any
+:class:`~argos.training.generator.UnitExecutor` (a Dask cluster); results are deterministic for a
+seed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from argos._types import BoolArray, ProgressFn
+from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.protocol import fit_inputs
 from argos.data.series import Dataset, Series, SplitSpec
-from argos.rules.templates import load_rule, render
-from argos.training.builtin.search import FitSeries, SearchConfig, search
-
-
-@dataclass(frozen=True)
-class GeneratedRule:
-    """One rule a generator proposes, as source code plus what it measured.
-
-    Attributes:
-        name: identifier (file stem in the exported rule set).
-        source: the rule module's code (rule contract).
-        params: the rule's ``PARAMS`` (as fitted).
-        metrics: numbers measured while fitting, e.g. ``{"train_f1": .9, "validation_f1": .8}``.
-        role: ``or`` for a plain rule set; ``fn`` / ``fp`` for model fusion (see
-            :mod:`argos.training.agents.run`).
-    """
-
-    name: str
-    source: str
-    params: dict[str, Any]
-    metrics: dict[str, float | None] = field(default_factory=dict)
-    role: str = "or"
-
-
-@dataclass(frozen=True)
-class GeneratorOutput:
-    """What a generator returns for one training unit.
-
-    Attributes:
-        rules: the rules of the proposed rule set, combined with OR.
-        tried: candidates evaluated.
-        train_f1: event-PA F1 of the OR-set on the train slices (mean over series with events).
-        validation_f1: same on the validation slices (None when validation has no event).
-        ranking: short descriptions of the best single candidates (for the summary).
-        notes: anything the user should know (e.g. "no labeled anomaly").
-        generator: what the manifest records about the generator (kind, model, prompt hashes);
-            empty = ``{"kind": "builtin"}``.
-        fusion_base: for model fusion, the external base detector the FN/FP rules correct
-            (``method:NAME`` or ``csv:FILE``); None for a plain OR rule set.
-    """
-
-    rules: list[GeneratedRule]
-    tried: int
-    train_f1: float | None
-    validation_f1: float | None
-    ranking: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    generator: dict[str, Any] = field(default_factory=dict)
-    fusion_base: str | None = None
-
-
-class Generator(Protocol):
-    """Proposes rules from labeled train and validation slices of one training unit.
-
-    ``train[i]`` and ``validation[i]`` are consecutive slices of the same series. Implementations
-    must be picklable (the driver runs them in worker processes) and deterministic for a seed.
-    """
-
-    @property
-    def name(self) -> str: ...
-
-    def generate(
-        self,
-        train: Sequence[Series],
-        validation: Sequence[Series],
-        progress: ProgressFn | None = None,
-    ) -> GeneratorOutput: ...
-
-
-def fit_series(train: Sequence[Series], validation: Sequence[Series]) -> list[FitSeries]:
-    """Join each series' train and validation slices into the search's view of it."""
-    if len(train) != len(validation):
-        raise ValueError(f"{len(train)} train slices but {len(validation)} validation slices")
-    out: list[FitSeries] = []
-    for tr, va in zip(train, validation, strict=True):
-        if tr.labels is None or (len(va) and va.labels is None):
-            raise ValueError(f"series {tr.id!r}: the generator needs labeled train/validation")
-        labels = [tr.labels] + ([va.labels] if len(va) and va.labels is not None else [])
-        out.append(
-            FitSeries(
-                id=tr.id,
-                values=np.concatenate((tr.values, va.values)),
-                timestamps=np.concatenate((tr.timestamps, va.timestamps)),
-                labels=np.concatenate(labels),
-                val_start=len(tr),
-            )
-        )
-    return out
-
-
-@dataclass(frozen=True)
-class BuiltinGenerator:
-    """The embedded LLM-free generator: :func:`argos.training.builtin.search.search` over the
-    grammar."""
-
-    config: SearchConfig = field(default_factory=SearchConfig)
-    name: str = "builtin"
-
-    def generate(
-        self,
-        train: Sequence[Series],
-        validation: Sequence[Series],
-        progress: ProgressFn | None = None,
-    ) -> GeneratorOutput:
-        """Search, then render the chosen rules with their fitted numbers and metrics."""
-        result = search(fit_series(train, validation), self.config, progress)
-        rules: list[GeneratedRule] = []
-        used: set[str] = set()
-        for spec in result.rules:
-            name = spec.name
-            while name in used:
-                name += "_b"
-            used.add(name)
-            source = render(spec)
-            _, params = load_rule(source)
-            rules.append(
-                GeneratedRule(
-                    name=name,
-                    source=source,
-                    params=params,
-                    metrics={
-                        "threshold": spec.threshold,
-                        "train_f1": result.train_f1,
-                        "validation_f1": result.val_f1,
-                    },
-                )
-            )
-        ranking = [
-            {
-                "rule": c.structure.name,
-                "threshold": c.threshold,
-                "train_f1": round(c.train_f1, 4),
-                "validation_f1": None if c.val_f1 is None else round(c.val_f1, 4),
-                "selection": round(c.selection, 4),
-            }
-            for c in result.ranking
-        ]
-        return GeneratorOutput(
-            rules=rules,
-            tried=result.tried,
-            train_f1=result.train_f1,
-            validation_f1=result.val_f1,
-            ranking=ranking,
-            notes=list(result.notes),
-        )
-
+from argos.rules.artifacts import RuleSource, write_ruleset
+from argos.rules.contract import RuleContractError, check_rule
+from argos.rules.templates import load_rule
+from argos.sandbox.pool import Sandbox, check_causality
+from argos.sandbox.workers import RuleError
+from argos.training.generator import (
+    GeneratedRule,
+    GeneratedUnit,
+    Generator,
+    GeneratorOutput,
+    RuleRunner,
+    TrainJob,
+    UnitExecutor,
+    generate_unit,
+    join_history,
+)
 
 # --------------------------------------------------------------------------------------------------
 # Verification in the sandbox
 # --------------------------------------------------------------------------------------------------
 
 
-def in_process_labels(rules: Sequence[GeneratedRule], values: Any, timestamps: Any) -> BoolArray:
+def in_process_labels(
+    rules: Sequence[GeneratedRule], values: FloatArray, timestamps: IntArray
+) -> BoolArray:
     """OR of the rules' labels computed in-process. Only for TRUSTED (template-rendered) code."""
     out = np.zeros(len(values), dtype=bool)
     for r in rules:
@@ -194,48 +71,57 @@ def in_process_labels(rules: Sequence[GeneratedRule], values: Any, timestamps: A
 
 def verify_rules(
     rules: Sequence[GeneratedRule],
-    history: Sequence[FitSeries],
-    sandbox: Any,
+    history: Sequence[Series],
+    sandbox: RuleRunner,
     *,
     trusted: bool = True,
-) -> list[str]:
-    """Problems found with the rules (empty = all verified).
+) -> list[RuleError]:
+    """Problems found with the rules (empty = all verified), one :class:`RuleError` each.
 
     Each rule must pass the static gate, run in the sandbox on the train + validation history of
     every series, give exactly the in-process labels (``trusted`` rules only: template code), and
-    pass the causality check on the first series.
+    pass the causality check on the first series. ``RuleError.item`` indexes ``history`` (0 when
+    the problem is not about one series).
     """
-    from argos.rules.contract import RuleContractError, check_rule
-    from argos.sandbox.pool import check_causality
-
-    problems: list[str] = []
-    inputs = [(fs.values, fs.timestamps) for fs in history]
+    problems: list[RuleError] = []
+    inputs = [(s.values, s.timestamps) for s in history]
     for r in rules:
         try:
             check_rule(r.source)
         except RuleContractError as exc:
-            problems.append(f"{r.name}: static gate: {exc}")
+            problems.append(RuleError(0, r.name, f"static gate: {exc}"))
             continue
         res = sandbox.run(r.source, inputs)
         if not res.ok or res.outputs is None:
-            problems.append(f"{r.name}: sandbox {res.status}: {res.detail}")
+            problems.append(RuleError(0, r.name, f"sandbox {res.status}: {res.detail}"))
             continue
         if trusted:
             detect, params = load_rule(r.source)
-            for fs, out in zip(history, res.outputs, strict=True):
-                ref = np.asarray(detect(fs.values, fs.timestamps, params), dtype=bool)
+            for i, (s, out) in enumerate(zip(history, res.outputs, strict=True)):
+                ref = np.asarray(detect(s.values, s.timestamps, params), dtype=bool)
                 if not np.array_equal(ref, out):
                     n_diff = int((ref != out).sum())
-                    problems.append(
-                        f"{r.name}: sandbox labels differ from the search's on {fs.id!r} "
-                        f"({n_diff} points)"
+                    message = (
+                        f"sandbox labels differ from the search's on {s.id!r} ({n_diff} points)"
                     )
+                    problems.append(RuleError(i, r.name, message))
                     break
         first = history[0]
-        causal = check_causality(sandbox, r.source, None, first.values, first.timestamps)
+        causal = check_causality(
+            sandbox,  # type: ignore[arg-type]  # it calls ``run`` only; typed as the Sandbox
+            r.source,
+            None,
+            first.values,
+            first.timestamps,
+        )
         if not causal.ok:
-            problems.append(f"{r.name}: {causal.detail}")
+            problems.append(RuleError(0, r.name, causal.detail))
     return problems
+
+
+def problem_text(error: RuleError) -> str:
+    """How ``summary.json`` and the CLI table show a verification problem: ``rule: message``."""
+    return f"{error.rule_id}: {error.message}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,21 +210,13 @@ def training_units(
     return out
 
 
-def _generate_unit(
-    generator: Generator, unit: str, train: list[Series], validation: list[Series]
-) -> tuple[str, GeneratorOutput, float]:
-    t0 = time.perf_counter()
-    out = generator.generate(train, validation)
-    return unit, out, time.perf_counter() - t0
-
-
 UnitCallback = Callable[[UnitResult, GeneratorOutput], None]
 
 
 def train_dataset(
     dataset: Dataset,
     *,
-    generator: Generator | None = None,
+    generator: Generator,
     out_dir: Path | None = None,
     granularity: str | None = None,
     series_id: str | None = None,
@@ -346,68 +224,34 @@ def train_dataset(
     workers: int = 1,
     verify: bool = True,
     on_unit: UnitCallback | None = None,
-    executor: Any = None,
+    executor: UnitExecutor | None = None,
 ) -> TrainSummary:
     """Train every unit of ``dataset``, verify and export the rules, and write ``summary.json``.
 
     ``on_unit`` is called as each unit finishes (in completion order) for progress displays.
-    ``executor`` (an :class:`argos.distributed.DaskExecutor`) runs the units' generation as tasks
-    on a Dask cluster instead of the local process pool; verification and export stay here.
+    ``executor`` (e.g. an :class:`argos.distributed.DaskExecutor`) runs the units' generation
+    instead of the local pool of ``workers`` processes; verification and export stay here.
     """
-    gen: Generator = generator or BuiltinGenerator()
     spec = dataset.split
     if granularity is not None:
         spec = SplitSpec(spec.train_fraction, spec.validation_fraction, granularity)
     units = training_units(
         dataset, granularity=spec.granularity, series_id=series_id, partition=partition
     )
-    jobs: list[tuple[str, list[Series], list[Series], list[str]]] = []
+    jobs: list[TrainJob] = []
     for name, group in units.items():
         fi = fit_inputs(group, spec)
-        jobs.append((name, fi.train, fi.validation, [s.id for s in group]))
+        jobs.append(TrainJob(name, fi.train, fi.validation, [s.id for s in group]))
     t0 = time.perf_counter()
     results: list[UnitResult] = []
-    sandbox = _open_sandbox() if verify else None
+    runner = executor if executor is not None else LocalExecutor(workers)
+    sandbox = Sandbox(workers=1) if verify else None
     try:
-        for (name, out, secs), job in _run_jobs(gen, jobs, workers, executor):
-            history = fit_series(job[1], job[2])
-            # Only template-rendered code may also run in-process (to cross-check the sandbox).
-            trusted = isinstance(gen, BuiltinGenerator)
-            problems = (
-                verify_rules(out.rules, history, sandbox, trusted=trusted)
-                if sandbox is not None
-                else []
-            )
-            bad = {p.split(":", 1)[0] for p in problems}
-            good = [r for r in out.rules if r.name not in bad]
-            res = UnitResult(
-                unit=name,
-                series=job[3],
-                generator=gen.name,
-                rules=[r.name for r in good],
-                tried=out.tried,
-                train_f1=out.train_f1,
-                validation_f1=out.validation_f1,
-                verified=sandbox is not None and not problems,
-                problems=problems,
-                seconds=round(secs, 3),
-                notes=list(out.notes),
-            )
-            if out_dir is not None and good:
-                res.path = str(
-                    export_rule_set(
-                        out_dir / _safe_name(name),
-                        good,
-                        dataset=dataset.name,
-                        unit=name,
-                        series=job[3],
-                        generator=gen.name,
-                        output=out,
-                    )
-                )
+        for done in runner.run_training(generator, jobs):
+            res = _verify_and_export(done, dataset.name, generator, sandbox, out_dir)
             results.append(res)
             if on_unit is not None:
-                on_unit(res, out)
+                on_unit(res, done.output)
     finally:
         if sandbox is not None:
             sandbox.close()
@@ -415,12 +259,12 @@ def train_dataset(
     results.sort(key=lambda r: order[r.unit])
     summary = TrainSummary(
         dataset=dataset.name,
-        generator=gen.name,
+        generator=generator.name,
         granularity=spec.granularity,
         units=results,
         seconds=round(time.perf_counter() - t0, 3),
         out_dir=None if out_dir is None else str(out_dir),
-        config=asdict(gen.config) if isinstance(gen, BuiltinGenerator) else {},
+        config=generator.summary_config(),
     )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -428,35 +272,68 @@ def train_dataset(
     return summary
 
 
-def _run_jobs(
-    gen: Generator,
-    jobs: Sequence[tuple[str, list[Series], list[Series], list[str]]],
-    workers: int,
-    executor: Any = None,
-) -> Iterable[
-    tuple[tuple[str, GeneratorOutput, float], tuple[str, list[Series], list[Series], list[str]]]
-]:
-    if executor is not None:
-        yield from executor.run_training(gen, jobs)
-        return
-    by_name = {j[0]: j for j in jobs}
-    if workers <= 1 or len(jobs) <= 1:
-        for j in jobs:
-            yield _generate_unit(gen, j[0], j[1], j[2]), j
-        return
-    from concurrent.futures import as_completed
+def _verify_and_export(
+    done: GeneratedUnit,
+    dataset: str,
+    generator: Generator,
+    sandbox: RuleRunner | None,
+    out_dir: Path | None,
+) -> UnitResult:
+    """Verify one unit's rules, export the good ones, and say what happened."""
+    job, out = done.job, done.output
+    problems: list[RuleError] = []
+    if sandbox is not None:
+        # Only template-rendered code may also run in-process (to cross-check the sandbox).
+        history = join_history(job.train, job.validation)
+        problems = verify_rules(out.rules, history, sandbox, trusted=generator.trusted)
+    bad = {p.rule_id for p in problems}
+    good = [r for r in out.rules if r.name not in bad]
+    res = UnitResult(
+        unit=job.unit,
+        series=job.series,
+        generator=generator.name,
+        rules=[r.name for r in good],
+        tried=out.tried,
+        train_f1=out.train_f1,
+        validation_f1=out.validation_f1,
+        verified=sandbox is not None and not problems,
+        problems=[problem_text(p) for p in problems],
+        seconds=round(done.seconds, 3),
+        notes=list(out.notes),
+    )
+    if out_dir is not None and good:
+        folder = out_dir / _safe_name(job.unit)
+        export_rule_set(
+            folder,
+            good,
+            dataset=dataset,
+            unit=job.unit,
+            series=job.series,
+            generator=generator.name,
+            output=out,
+        )
+        res.path = str(folder)
+    return res
 
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futs = [pool.submit(_generate_unit, gen, j[0], j[1], j[2]) for j in jobs]
-        for f in as_completed(futs):
-            r = f.result()
-            yield r, by_name[r[0]]
 
+@dataclass(frozen=True)
+class LocalExecutor:
+    """The default :class:`~argos.training.generator.UnitExecutor`: a local process pool of
+    ``workers`` processes (in this process for one worker or one job)."""
 
-def _open_sandbox() -> Any:
-    from argos.sandbox.pool import Sandbox
+    workers: int = 1
 
-    return Sandbox(workers=1)
+    def run_training(
+        self, generator: Generator, jobs: Sequence[TrainJob]
+    ) -> Iterator[GeneratedUnit]:
+        if self.workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                yield generate_unit(generator, job)
+            return
+        with ProcessPoolExecutor(max_workers=self.workers) as pool:
+            futures = [pool.submit(generate_unit, generator, job) for job in jobs]
+            for fut in as_completed(futures):
+                yield fut.result()
 
 
 def _safe_name(name: str) -> str:
@@ -479,8 +356,6 @@ def export_rule_set(
     output: GeneratorOutput,
 ) -> Path:
     """Write the rules as a rule-set folder (rule files + manifest) and return the folder."""
-    from argos.rules.artifacts import RuleSource, write_ruleset
-
     fields: dict[str, Any] = {
         "name": f"{dataset} {unit} ({generator} generator)",
         "combination": "or",
@@ -503,60 +378,3 @@ def export_rule_set(
     sources = [RuleSource(r.name, r.source, r.params) for r in rules]
     write_ruleset(folder, sources, fields)
     return folder
-
-
-def default_workers() -> int:
-    """Worker processes for training: the CPU count, at most 4."""
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-# --------------------------------------------------------------------------------------------------
-# The ``argos-builtin`` evaluation method: train-then-detect through the sandbox
-# --------------------------------------------------------------------------------------------------
-
-_SANDBOXES: dict[int, Any] = {}
-
-
-def process_sandbox() -> Any:
-    """One sandbox per process, opened on first use (its zygotes die with the process)."""
-    pid = os.getpid()
-    sb = _SANDBOXES.get(pid)
-    if sb is None:
-        _SANDBOXES.clear()  # a forked child must not reuse its parent's workers
-        sb = _open_sandbox()
-        _SANDBOXES[pid] = sb
-    return sb
-
-
-class RuleSetDetector:
-    """Labels a series with the OR of rule sources, each run in the sandbox (never in-process)."""
-
-    def __init__(self, sources: Sequence[str]) -> None:
-        self.sources = list(sources)
-
-    def detect(self, series: Series) -> BoolArray:
-        out = np.zeros(len(series), dtype=bool)
-        if not self.sources:
-            return out
-        sandbox = process_sandbox()
-        for src in self.sources:
-            res = sandbox.run(src, [(series.values, series.timestamps)])
-            if not res.ok or res.outputs is None:
-                raise RuntimeError(
-                    f"rule failed in the sandbox on {series.id!r}: {res.status}: {res.detail}"
-                )
-            out |= res.outputs[0]
-        return out
-
-
-class BuiltinMethod:
-    """``argos-builtin``: run the builtin generator on train/validation, detect with its rules."""
-
-    name = "argos-builtin"
-
-    def __init__(self, *, seed: int = 0, config: SearchConfig | None = None) -> None:
-        self.config = config or SearchConfig(seed=seed)
-
-    def fit(self, train: Sequence[Series], validation: Sequence[Series]) -> RuleSetDetector:
-        out = BuiltinGenerator(self.config).generate(train, validation)
-        return RuleSetDetector([r.source for r in out.rules])

@@ -34,6 +34,7 @@ from argos.report.run import (
     split_scores,
     write_report,
 )
+from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import train_dataset
 
 runner = CliRunner()
@@ -44,7 +45,7 @@ SECTIONS = ("overview", "evaluation", "per-series", "series", "rules", "training
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo-run")
-    train_dataset(make_demo_dataset(), out_dir=out, workers=1)
+    train_dataset(make_demo_dataset(), generator=BuiltinGenerator(), out_dir=out, workers=1)
     return out
 
 

@@ -22,6 +22,7 @@ import pytest
 
 from argos.data.demo import make_demo_dataset
 from argos.report.run import write_report
+from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import train_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -81,7 +82,7 @@ def console_messages(stderr: str) -> list[str]:
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("demo-run")
-    train_dataset(make_demo_dataset(), out_dir=run, workers=1)
+    train_dataset(make_demo_dataset(), generator=BuiltinGenerator(), out_dir=run, workers=1)
     return write_report(run)
 
 

@@ -230,7 +230,7 @@ def test_seasonal_residuals_use_the_day_and_the_week_from_timestamps() -> None:
 @pytest.mark.slow
 def test_yahoo_a1_partition_search_on_real_data(yahoo_dataset) -> None:  # type: ignore[no-untyped-def]
     from argos.data.protocol import fit_inputs
-    from argos.training.driver import fit_series
+    from argos.training.builtin.method import fit_series
 
     ids = list(yahoo_dataset.partitions["A1"])[:20]
     group = [yahoo_dataset.get(i) for i in ids]

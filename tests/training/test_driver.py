@@ -13,17 +13,16 @@ from argos.data.protocol import fit_inputs
 from argos.data.series import Dataset, Series, SplitSpec
 from argos.methods import get_method
 from argos.rules.artifacts import load_ruleset
+from argos.training.builtin.method import BuiltinGenerator, BuiltinMethod, fit_series
 from argos.training.builtin.search import SearchConfig
 from argos.training.driver import (
-    BuiltinGenerator,
-    BuiltinMethod,
-    GeneratedRule,
-    fit_series,
     in_process_labels,
+    problem_text,
     train_dataset,
     training_units,
     verify_rules,
 )
+from argos.training.generator import GeneratedRule, join_history
 
 
 def _series(sid: str, seed: int, n: int = 2000) -> Series:
@@ -78,7 +77,11 @@ def test_train_dataset_verifies_exports_and_summarises(tmp_path: Path) -> None:
     ds = _dataset()
     seen: list[str] = []
     summary = train_dataset(
-        ds, out_dir=tmp_path, workers=2, on_unit=lambda r, o: seen.append(r.unit)
+        ds,
+        generator=BuiltinGenerator(),
+        out_dir=tmp_path,
+        workers=2,
+        on_unit=lambda r, o: seen.append(r.unit),
     )
     assert sorted(seen) == ["a", "b", "c"]
     assert [u.unit for u in summary.units] == ["a", "b", "c"]
@@ -96,7 +99,9 @@ def test_train_dataset_verifies_exports_and_summarises(tmp_path: Path) -> None:
 
 
 def test_partition_training_writes_one_rule_set_per_partition(tmp_path: Path) -> None:
-    summary = train_dataset(_dataset(), out_dir=tmp_path, granularity="partition", workers=1)
+    summary = train_dataset(
+        _dataset(), generator=BuiltinGenerator(), out_dir=tmp_path, granularity="partition"
+    )
     assert [u.unit for u in summary.units] == ["P1", "P2"]
     assert summary.units[0].series == ["a", "b"]
     path = summary.units[0].path
@@ -111,7 +116,7 @@ def test_verification_reports_broken_and_mismatching_rules() -> None:
 
     ds = _dataset()
     fi = fit_inputs([ds.get("a")], ds.split)
-    history = fit_series(fi.train, fi.validation)
+    history = join_history(fi.train, fi.validation)
     out = BuiltinGenerator().generate(fi.train, fi.validation)
     good = out.rules[0]
     crashing = GeneratedRule("crashing", good.source.replace("return alarm", "return 1 / 0"), {})
@@ -119,12 +124,12 @@ def test_verification_reports_broken_and_mismatching_rules() -> None:
     with Sandbox(workers=1) as sb:
         assert verify_rules([good], history, sb) == []
         problems = verify_rules([broken, crashing, good], history, sb)
-    assert len(problems) == 2
-    assert problems[0].startswith("broken: static gate")
-    assert problems[1].startswith("crashing: sandbox runtime_error")
+    assert [(p.item, p.rule_id) for p in problems] == [(0, "broken"), (0, "crashing")]
+    assert problem_text(problems[0]).startswith("broken: static gate")
+    assert problem_text(problems[1]).startswith("crashing: sandbox runtime_error")
 
 
-def test_builtin_method_is_registered_and_detects_through_the_sandbox() -> None:
+def test_builtin_method_is_catalogued_and_detects_through_the_sandbox() -> None:
     method = get_method("argos-builtin").build(seed=0)
     assert isinstance(method, BuiltinMethod)
     ds = _dataset()

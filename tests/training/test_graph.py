@@ -16,9 +16,10 @@ import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from argos.training.agents.graph import (
-    Candidate,
     CheckOutcome,
+    DraftRule,
     Evaluation,
+    GenerationRequest,
     LoopConfig,
     StopRun,
     TrainingContext,
@@ -41,7 +42,7 @@ class FakeLab:
         return 4
 
     def plan_chunk(
-        self, iteration: int, slot: int, accepted: Sequence[Candidate], seed: int
+        self, iteration: int, slot: int, accepted: Sequence[DraftRule], seed: int
     ) -> tuple[int, int | None, str]:
         return (iteration + slot) % 4, None, "missed" if accepted else "initial"
 
@@ -62,7 +63,7 @@ class FakeLab:
         f1 = float(m.group(1)) if m else 0.0
         return Evaluation(train_f1=f1, val_f1=f1, val_precision=f1, val_recall=f1, runtime_ms=1.0)
 
-    def regressions(self, old: Candidate, new: Candidate) -> str:
+    def regressions(self, old: DraftRule, new: DraftRule) -> str:
         return f"points {old['id']} got right and {new['id']} gets wrong: 10-20"
 
 
@@ -91,7 +92,7 @@ class ScriptedAgents:
             raise out
         return out
 
-    def generate(self, **kw: Any) -> str | None:
+    def generate(self, request: GenerationRequest) -> str | None:
         return self._pop("generate")  # type: ignore[no-any-return]
 
     def repair(self, **kw: Any) -> str | None:
@@ -104,6 +105,7 @@ class ScriptedAgents:
 
     can_repair = True
     can_review = True
+    prefitted = False
 
     def assert_consumed(self) -> None:
         left = {k: v for k, v in self.scripts.items() if v}
@@ -111,9 +113,9 @@ class ScriptedAgents:
 
 
 def run(agents: ScriptedAgents, lab: FakeLab, config: LoopConfig) -> dict[str, Any]:
-    exported: list[list[Candidate]] = []
+    exported: list[list[DraftRule]] = []
 
-    def export(accepted: list[Candidate], log: list[dict[str, Any]]) -> str:
+    def export(accepted: list[DraftRule], log: list[dict[str, Any]]) -> str:
         exported.append(accepted)
         return "rules/x"
 
@@ -211,7 +213,7 @@ def test_killed_run_resumes_from_checkpoint(tmp_path: Path) -> None:
     config: Any = {"configurable": {"thread_id": "unit-1"}, "recursion_limit": 200}
     exports: list[str] = []
 
-    def export(accepted: list[Candidate], log: list[dict[str, Any]]) -> str:
+    def export(accepted: list[DraftRule], log: list[dict[str, Any]]) -> str:
         exports.append(accepted[0]["id"])
         return "rules/x"
 

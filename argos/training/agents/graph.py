@@ -82,7 +82,7 @@ class LoopConfig:
 # --------------------------------------------------------------------------------------------
 
 
-class Candidate(TypedDict):
+class DraftRule(TypedDict):
     """One candidate rule and what became of it."""
 
     id: str
@@ -110,9 +110,9 @@ class TrainState(TypedDict, total=False):
     chunk: int
     contrast: int | None
     focus: str
-    draft: Candidate | None
-    pool: list[Candidate]
-    accepted: list[Candidate]
+    draft: DraftRule | None
+    pool: list[DraftRule]
+    accepted: list[DraftRule]
     reviews: int
     stale: int
     started_at: float
@@ -123,7 +123,7 @@ class TrainState(TypedDict, total=False):
 
 
 # --------------------------------------------------------------------------------------------
-# Ports the graph needs (implemented by argos.training.driver and argos.training.agents.roles)
+# Ports the graph needs (implemented by argos.training.agents.lab, .roles and .run)
 # --------------------------------------------------------------------------------------------
 
 
@@ -162,7 +162,7 @@ class RuleLab(Protocol):
         ...
 
     def plan_chunk(
-        self, iteration: int, slot: int, accepted: Sequence[Candidate], seed: int
+        self, iteration: int, slot: int, accepted: Sequence[DraftRule], seed: int
     ) -> tuple[int, int | None, str]:
         """Pick (chunk, contrastive chunk or None, focus) for the next candidate; deterministic."""
         ...
@@ -179,25 +179,31 @@ class RuleLab(Protocol):
         """Train and validation event-PA of the fitted rule."""
         ...
 
-    def regressions(self, old: Candidate, new: Candidate) -> str:
+    def regressions(self, old: DraftRule, new: DraftRule) -> str:
         """Validation points the old rule got right and the new one wrong, rendered for the
         reviewer ("" when there are none)."""
         ...
 
 
-class Agents(Protocol):
-    """The three agents. The builtin generator implements ``generate`` only."""
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What the generator node asks the generator for: a candidate for training ``chunk``
+    (contrasted with chunk ``contrast``, if any), with ``focus`` saying what to improve on
+    ``previous`` (the best accepted rule so far, if any), for ``slot`` of ``iteration``."""
 
-    def generate(
-        self,
-        *,
-        chunk: int,
-        contrast: int | None,
-        focus: str,
-        previous: Candidate | None,
-        iteration: int,
-        slot: int,
-    ) -> str | None:
+    chunk: int
+    contrast: int | None
+    focus: str
+    previous: DraftRule | None
+    iteration: int
+    slot: int
+
+
+class Agents(Protocol):
+    """The three agents. The builtin generator implements ``generate`` only (``can_repair`` and
+    ``can_review`` say which of the others the graph may call)."""
+
+    def generate(self, request: GenerationRequest) -> str | None:
         """Return rule code for a new candidate, or None when the reply held no code."""
         ...
 
@@ -210,8 +216,8 @@ class Agents(Protocol):
     def review(
         self,
         *,
-        old: Candidate,
-        new: Candidate,
+        old: DraftRule,
+        new: DraftRule,
         regressions: str,
     ) -> str | None:
         """Return revised code, or None to revert to the old rule."""
@@ -222,6 +228,12 @@ class Agents(Protocol):
 
     @property
     def can_review(self) -> bool: ...
+
+    @property
+    def prefitted(self) -> bool:
+        """Whether ``generate`` returns rules whose PARAMS are already fitted (the builtin search
+        fits its thresholds): the graph then skips its fit node."""
+        ...
 
 
 class StopRun(Exception):
@@ -241,7 +253,7 @@ class TrainingContext:
     agents: Agents
     lab: RuleLab
     config: LoopConfig
-    export: Callable[[list[Candidate], list[JsonDict]], str]
+    export: Callable[[list[DraftRule], list[JsonDict]], str]
     on_event: Callable[[JsonDict], None] = field(default=lambda event: None)
     usage: Callable[[], JsonDict] = field(default=dict)
     """LLM usage so far; saved in the state after every agent call, so the checkpoint and the
@@ -258,8 +270,8 @@ def code_id(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()[:12]
 
 
-def _new_candidate(code: str, origin: str, state: TrainState) -> Candidate:
-    return Candidate(
+def _new_candidate(code: str, origin: str, state: TrainState) -> DraftRule:
+    return DraftRule(
         id=code_id(code),
         code=code,
         params={},
@@ -278,29 +290,29 @@ def _new_candidate(code: str, origin: str, state: TrainState) -> Candidate:
     )
 
 
-def _with(c: Candidate, **changes: Any) -> Candidate:
+def _with(c: DraftRule, **changes: Any) -> DraftRule:
     """A copy of ``c`` with some fields changed."""
-    return cast(Candidate, {**c, **changes})
+    return cast(DraftRule, {**c, **changes})
 
 
-def _draft(state: TrainState) -> Candidate:
+def _draft(state: TrainState) -> DraftRule:
     draft = state.get("draft")
     if draft is None:
         raise RuntimeError("this node needs a draft candidate in the state")
     return draft
 
 
-def _failed(state: TrainState, origin: str, status: str, detail: str) -> Candidate:
+def _failed(state: TrainState, origin: str, status: str, detail: str) -> DraftRule:
     return _with(_new_candidate("", origin, state), status=status, detail=detail)
 
 
-def _score(c: Candidate | None) -> float:
+def _score(c: DraftRule | None) -> float:
     if c is None or c["val_f1"] is None:
         return -1.0
     return c["val_f1"]
 
 
-def _baseline(accepted: Sequence[Candidate]) -> float:
+def _baseline(accepted: Sequence[DraftRule]) -> float:
     """The score a new rule set must not regress below: the weakest kept rule's (k=1: the rule)."""
     return min((_score(c) for c in accepted), default=-1.0)
 
@@ -367,21 +379,18 @@ def generate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState
     """Ask the generator for a new candidate."""
     ctx = _ctx(runtime)
     previous = state["accepted"][0] if state["accepted"] else None
+    request = GenerationRequest(
+        chunk=state["chunk"],
+        contrast=state.get("contrast"),
+        focus=state.get("focus", "initial"),
+        previous=previous,
+        iteration=state["iteration"],
+        slot=state["slot"],
+    )
     try:
-        code = ctx.agents.generate(
-            chunk=state["chunk"],
-            contrast=state.get("contrast"),
-            focus=state.get("focus", "initial"),
-            previous=previous,
-            iteration=state["iteration"],
-            slot=state["slot"],
-        )
+        code, failure = _ask(lambda: ctx.agents.generate(request), "generator")
     except StopRun as exc:
-        return {"stop_reason": str(exc), "log": _emit(ctx, _event("stop", state, why=str(exc)))}
-    except AgentError as exc:
-        code, failure = None, ("llm_error", f"the generator call failed: {exc}")
-    else:
-        failure = ("no_code", "the generator's reply held no Python code")
+        return _stopped(ctx, state, exc)
     draft = (
         _failed(state, "generator", *failure)
         if code is None
@@ -389,6 +398,22 @@ def generate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState
     )
     event = _event("generated", state, id=draft["id"])
     return {"draft": draft, "usage": ctx.usage(), "log": _emit(ctx, event)}
+
+
+def _ask(call: Callable[[], str | None], agent: str) -> tuple[str | None, tuple[str, str]]:
+    """Call an agent: its code (None when there is none) and the (status, detail) to record when
+    there is none: ``llm_error`` when the call failed for good, else ``no_code``. A
+    :class:`StopRun` propagates."""
+    try:
+        code = call()
+    except AgentError as exc:
+        return None, ("llm_error", f"the {agent} call failed: {exc}")
+    return code, ("no_code", f"the {agent}'s reply held no Python code")
+
+
+def _stopped(ctx: TrainingContext, state: TrainState, exc: StopRun) -> TrainState:
+    """The state update that ends the run: an agent raised :class:`StopRun`."""
+    return {"stop_reason": str(exc), "log": _emit(ctx, _event("stop", state, why=str(exc)))}
 
 
 def check(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
@@ -413,19 +438,18 @@ def repair(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     draft = _draft(state)
     attempt = draft["repairs"] + 1
     try:
-        code = ctx.agents.repair(
-            code=draft["code"],
-            status=draft["status"],
-            detail=draft["detail"],
-            traceback=draft["traceback"],
-            attempt=attempt,
+        code, failure = _ask(
+            lambda: ctx.agents.repair(
+                code=draft["code"],
+                status=draft["status"],
+                detail=draft["detail"],
+                traceback=draft["traceback"],
+                attempt=attempt,
+            ),
+            "repairer",
         )
     except StopRun as exc:
-        return {"stop_reason": str(exc), "log": _emit(ctx, _event("stop", state, why=str(exc)))}
-    except AgentError as exc:
-        code, failure = None, ("llm_error", f"the repairer call failed: {exc}")
-    else:
-        failure = ("no_code", "the repairer's reply held no Python code")
+        return _stopped(ctx, state, exc)
     if code is None:
         fixed = _with(draft, repairs=attempt, status=failure[0], detail=failure[1])
     else:
@@ -439,7 +463,7 @@ def fit(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     generator already fitted them (the builtin search does)."""
     ctx = _ctx(runtime)
     draft = _draft(state)
-    if getattr(ctx.agents, "prefitted", False):
+    if ctx.agents.prefitted:
         return {}
     return {"draft": _with(draft, params=ctx.lab.fit(draft["code"], ctx.config.seed))}
 
@@ -529,13 +553,7 @@ def review(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     try:
         code = ctx.agents.review(old=old, new=new, regressions=ctx.lab.regressions(old, new))
     except StopRun as exc:
-        event = _event("stop", state, why=str(exc))
-        return {
-            "stop_reason": str(exc),
-            "draft": None,
-            "reviews": state["reviews"] + 1,
-            "log": _emit(ctx, event),
-        }
+        return {**_stopped(ctx, state, exc), "draft": None, "reviews": state["reviews"] + 1}
     except AgentError as exc:
         code = None
         _emit(ctx, _event("llm_error", state, agent="reviewer", detail=str(exc)))
@@ -625,8 +643,8 @@ def export(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     return {"exported": path, "log": _emit(ctx, {"event": "export", "path": path})}
 
 
-def _top_k(cands: Sequence[Candidate], k: int) -> list[Candidate]:
-    seen: dict[str, Candidate] = {}
+def _top_k(cands: Sequence[DraftRule], k: int) -> list[DraftRule]:
+    seen: dict[str, DraftRule] = {}
     for c in cands:
         seen.setdefault(c["id"], c)
     return sorted(seen.values(), key=lambda c: (-_score(c), c["id"]))[:k]

@@ -25,7 +25,7 @@ from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.series import Series
 from argos.metrics import aggregate_pooled, event_pa, events
 from argos.sandbox.pool import RuleInput, Sandbox, check_causality
-from argos.training.agents.graph import Candidate, CheckOutcome, Evaluation
+from argos.training.agents.graph import CheckOutcome, DraftRule, Evaluation
 from argos.training.agents.prompts import render_regressions
 from argos.training.fitting import fit_params
 
@@ -176,7 +176,7 @@ class SandboxRuleLab:
         return min(pool, key=lambda i: (distance(i), i))
 
     def plan_chunk(
-        self, iteration: int, slot: int, accepted: Sequence[Candidate], seed: int
+        self, iteration: int, slot: int, accepted: Sequence[DraftRule], seed: int
     ) -> tuple[int, int | None, str]:
         rng = np.random.default_rng([seed, iteration, slot])
         if not accepted:
@@ -261,7 +261,7 @@ class SandboxRuleLab:
             runtime_ms=res.runtime_ms,
         )
 
-    def _train_predictions(self, cand: Candidate) -> list[BoolArray]:
+    def _train_predictions(self, cand: DraftRule) -> list[BoolArray]:
         key = cand["id"] + repr(sorted(cand["params"].items()))
         if key not in self._predictions:
             outputs, _ = self.predictions(cand["code"], cand["params"])
@@ -273,7 +273,7 @@ class SandboxRuleLab:
     def _history_series(self) -> list[FloatArray]:
         return [v for v, _ in self._history]
 
-    def regressions(self, old: Candidate, new: Candidate) -> str:
+    def regressions(self, old: DraftRule, new: DraftRule) -> str:
         old_out, _ = self.predictions(old["code"], old["params"])
         new_out, _ = self.predictions(new["code"], new["params"])
         if not old_out or not new_out:

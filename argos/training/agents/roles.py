@@ -24,7 +24,7 @@ from argos.llm.interface import (
     PromptTooLarge,
 )
 from argos.rules.contract import extract_code, fenced_blocks
-from argos.training.agents.graph import AgentError, Candidate, StopRun
+from argos.training.agents.graph import AgentError, DraftRule, GenerationRequest, StopRun
 from argos.training.agents.lab import SandboxRuleLab
 from argos.training.agents.prompts import (
     generator_messages,
@@ -68,6 +68,7 @@ class LLMAgents:
 
     can_repair = True
     can_review = True
+    prefitted = False
 
     def __init__(
         self,
@@ -133,16 +134,8 @@ class LLMAgents:
         )
 
     # -- agents --------------------------------------------------------------------------------
-    def generate(
-        self,
-        *,
-        chunk: int,
-        contrast: int | None,
-        focus: str,
-        previous: Candidate | None,
-        iteration: int,
-        slot: int,
-    ) -> str | None:
+    def generate(self, request: GenerationRequest) -> str | None:
+        contrast, previous = request.contrast, request.previous
         contrast_text = contrast_kind = None
         if contrast is not None:
             contrast_text = self._render(contrast)
@@ -155,18 +148,20 @@ class LLMAgents:
                 if previous["val_f1"] is not None
                 else None
             )
-        task = _FOCUS_TASKS.get(focus, "")
+        task = _FOCUS_TASKS.get(request.focus, "")
         if self.lab.fusion_mode is not None:
             task = f"{_FUSION_CONTEXT[self.lab.fusion_mode]}\n{task}"
         messages = generator_messages(
-            self._render(chunk),
+            self._render(request.chunk),
             task=task,
             contrast=contrast_text,
             contrast_kind=contrast_kind,
             previous_rule=previous["code"] if previous else None,
             previous_note=note,
         )
-        reply = self._call(messages, "generator", seed=self.seed * 10_000 + iteration * 100 + slot)
+        reply = self._call(
+            messages, "generator", seed=self.seed * 10_000 + request.iteration * 100 + request.slot
+        )
         return self._code(reply)
 
     def repair(
@@ -176,7 +171,7 @@ class LLMAgents:
         reply = self._call(messages, "repairer", seed=self.seed * 10_000 + attempt)
         return self._code(reply)
 
-    def review(self, *, old: Candidate, new: Candidate, regressions: str) -> str | None:
+    def review(self, *, old: DraftRule, new: DraftRule, regressions: str) -> str | None:
         messages = reviewer_messages(
             old["code"],
             new["code"],
@@ -190,7 +185,7 @@ class LLMAgents:
         return self._code(reply)
 
 
-def _metrics(c: Candidate) -> dict[str, float | None]:
+def _metrics(c: DraftRule) -> dict[str, float | None]:
     return {
         "F1": c["val_f1"],
         "precision": c["val_precision"],

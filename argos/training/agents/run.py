@@ -1,14 +1,12 @@
 """LLM-agent training of one unit: the durable graph behind a
-:class:`argos.training.driver.Generator`.
+:class:`argos.training.generator.Generator`.
 
 :class:`AgentGenerator` plugs the LangGraph loop of :mod:`argos.training.agents.graph` into the
-shared
-training driver (:func:`argos.training.driver.train_dataset`), so the LLM path reuses its units,
-splits, verification, export and summary. Per unit it opens:
+shared training driver (:func:`argos.training.driver.train_dataset`), so the LLM path reuses its
+units, splits, verification, export and summary. Per unit it opens:
 
 - a :class:`~argos.sandbox.pool.Sandbox` and a :class:`~argos.training.agents.lab.SandboxRuleLab`
-over the unit's
-  train/validation slices (labels stay in this process);
+  over the unit's train/validation slices (labels stay in this process);
 - the model stack ``Metered(Caching(endpoint))``: the response cache (``llm-cache.sqlite`` in the
   run folder) makes a resumed run replay calls it already paid for instead of sending them again;
   the meter enforces the per-call token cap and the run's token/cost budget and counts usage;
@@ -47,9 +45,11 @@ from argos.llm.interface import (
     ResponseStore,
     UsageLedger,
 )
+from argos.rules.templates import RuleSpec, render
 from argos.sandbox.pool import Sandbox
 from argos.training.agents.graph import (
-    Candidate,
+    DraftRule,
+    GenerationRequest,
     LoopConfig,
     TrainingContext,
     TrainState,
@@ -58,7 +58,9 @@ from argos.training.agents.graph import (
 from argos.training.agents.lab import DEFAULT_CHUNK_SIZE, SandboxRuleLab
 from argos.training.agents.prompts import prompt_hashes
 from argos.training.agents.roles import LLMAgents
-from argos.training.driver import GeneratedRule, GeneratorOutput
+from argos.training.builtin.method import fit_series
+from argos.training.builtin.search import SearchConfig, search
+from argos.training.generator import GeneratedRule, GeneratorOutput
 
 BasePredictions = Callable[[Sequence[Series], Sequence[Series]], list[tuple[BoolArray, BoolArray]]]
 """Given a unit's train and validation slices, the base detector's labels on each (fusion)."""
@@ -134,6 +136,15 @@ class AgentGenerator:
                 default_max_tokens=self.llm.max_output_tokens,
             )
         return self._model
+
+    @property
+    def trusted(self) -> bool:
+        """LLM-written code: the driver runs it in the sandbox only."""
+        return False
+
+    def summary_config(self) -> dict[str, Any]:
+        """Nothing: the run's options are in ``run.json``."""
+        return {}
 
     def generator_info(self) -> dict[str, Any]:
         """What the manifest records about this generator."""
@@ -305,26 +316,13 @@ class BuiltinAgents:
 
     def _codes(self) -> list[str]:
         if self._ranking is None:
-            from argos.rules.templates import RuleSpec, render
-            from argos.training.builtin.search import SearchConfig, search
-            from argos.training.driver import fit_series
-
             result = search(fit_series(self.lab.train, self.lab.validation), SearchConfig())
             self._ranking = [render(RuleSpec(c.structure, c.threshold)) for c in result.ranking]
         return self._ranking
 
-    def generate(
-        self,
-        *,
-        chunk: int,
-        contrast: int | None,
-        focus: str,
-        previous: Candidate | None,
-        iteration: int,
-        slot: int,
-    ) -> str | None:
+    def generate(self, request: GenerationRequest) -> str | None:
         codes = self._codes()
-        index = iteration * self.n + slot
+        index = request.iteration * self.n + request.slot
         return codes[index] if index < len(codes) else None
 
     def repair(
@@ -332,7 +330,7 @@ class BuiltinAgents:
     ) -> str | None:
         raise RuntimeError("the builtin generator does not repair")  # can_repair is False
 
-    def review(self, *, old: Candidate, new: Candidate, regressions: str) -> str | None:
+    def review(self, *, old: DraftRule, new: DraftRule, regressions: str) -> str | None:
         raise RuntimeError("the builtin generator does not review")  # can_review is False
 
 
@@ -393,7 +391,7 @@ def _unit_key_of(ids: list[str]) -> str:
     return f"{len(ids)}series-{digest}"
 
 
-def _as_rule(c: Candidate, role: str) -> GeneratedRule:
+def _as_rule(c: DraftRule, role: str) -> GeneratedRule:
     return GeneratedRule(
         name=f"{role}_{c['id']}",
         source=c["code"],

@@ -1194,23 +1194,3 @@ def _refit(
         new = [_alarm(s, thr, quiet) for s in scores]
         base = new if base is None else [b | f for b, f in zip(base, new, strict=True)]
     return out
-
-
-def _register() -> None:
-    from argos.methods import Method, register_method
-
-    def factory(*, seed: int = 0) -> Method:
-        from argos.training.driver import BuiltinMethod
-
-        return BuiltinMethod(seed=seed)
-
-    register_method(
-        "argos-builtin",
-        factory,
-        description="builtin LLM-free rule generator: template search, rules run in the sandbox",
-        kind="argos",
-        replace=True,
-    )
-
-
-_register()
