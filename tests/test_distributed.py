@@ -33,7 +33,7 @@ from argos.llm.interface import (
     Usage,
     estimate_tokens,
 )
-from argos.training.builtin.search import SearchConfig
+from argos.training.builtin.config import SearchConfig
 from argos.training.driver import BuiltinGenerator, GeneratorOutput, train_dataset
 
 # Helpers defined here travel to the workers by value (the workers cannot import this module).

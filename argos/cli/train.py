@@ -14,7 +14,7 @@ from rich.table import Table
 from argos.cli.report import report_epilogue
 from argos.data import catalog
 from argos.data.series import DataError, Dataset, SplitSpec
-from argos.training.builtin.search import SearchConfig
+from argos.training.builtin.config import SearchConfig
 from argos.training.driver import (
     BuiltinGenerator,
     GeneratorOutput,

@@ -32,7 +32,9 @@ from argos._types import BoolArray, ProgressFn
 from argos.data.protocol import fit_inputs
 from argos.data.series import Dataset, Series, SplitSpec
 from argos.rules.templates import load_rule, render
-from argos.training.builtin.search import FitSeries, SearchConfig, search
+from argos.training.builtin.config import SearchConfig
+from argos.training.builtin.search import search
+from argos.training.builtin.shapes import FitSeries
 
 
 @dataclass(frozen=True)

@@ -306,7 +306,8 @@ class BuiltinAgents:
     def _codes(self) -> list[str]:
         if self._ranking is None:
             from argos.rules.templates import RuleSpec, render
-            from argos.training.builtin.search import SearchConfig, search
+            from argos.training.builtin.config import SearchConfig
+            from argos.training.builtin.search import search
             from argos.training.driver import fit_series
 
             result = search(fit_series(self.lab.train, self.lab.validation), SearchConfig())
