@@ -1,5 +1,7 @@
-"""The few-event protocol of docs/generator.md: rank the builtin generator's few-event choices on
-many pseudo-units with exactly 1 (or 2) labeled events, never touching any official test part.
+"""The few-event protocol of docs/generator.md: rank the builtin generator's few-event choices.
+
+It scores them on many pseudo-units with exactly 1 (or 2) labeled events, never touching any
+official test part.
 
 Every series of KPI, Yahoo (A1-A4) and NAB is first cut at its official test start (the test part
 is gone). In what remains, a pseudo-unit is a slice ``[a, c)`` cut at ``b``:
@@ -15,13 +17,12 @@ the first 3/4 of the quiet stretch before an event (from the end of the previous
 ``PRE`` points), and the pseudo-test holds that event. A ``k = 0`` unit is *long* when the event
 to catch is.
 
-The fitting part is split train / validation as every dataset here does (last 20% validation), and
-the unit goes through ``argos.evaluation.harness.evaluate`` exactly as the ``argos-builtin`` method
-and the
-baselines see a series with an official ``test_start``. A unit is *long* when its fitting events
-are 20 points or more on average (the generator's own ``long_event`` criterion; NAB-like), else
-*short*. Per series at most ``--per-series`` units per ``k`` are kept, evenly spaced over the
-possible positions (deterministic).
+The fitting part is split train / validation as every dataset here does (last 20% validation),
+and the unit goes through ``argos.evaluation.harness.evaluate`` exactly as the ``argos-builtin``
+method and the baselines see a series with an official ``test_start``. A unit is *long* when its
+fitting events are 20 points or more on average (the generator's own ``long_event`` criterion;
+NAB-like), else *short*. Per series at most ``PER_SERIES`` units per ``k`` are kept, evenly spaced
+over the possible positions (deterministic).
 
 Reported per variant: event-PA F1 on the pseudo-tests, mean over units and pooled, separately for
 long and short units and ``k``; ``static-threshold`` is scored on the same units as the reference.
@@ -29,6 +30,8 @@ long and short units and ``k``; ``static-threshold`` is scored on the same units
 Usage: ``python benchmarks/few_event_protocol.py --variants base,previous [--k 1,2] [--workers 2]``
 (variants: ``VARIANTS`` below; ``static-threshold`` is always included, and with
 ``--cooled-static`` also ``static-threshold`` with the generator's cool-down applied afterwards).
+Rows whose choice lost use :class:`AblationConfig`: the switches production no longer has, put
+back through the extension points of ``SearchConfig`` (docs/generator.md, "SearchConfig").
 """
 
 from __future__ import annotations
@@ -278,8 +281,6 @@ VARIANTS: dict[str, Callable[[], SearchConfig]] = {
     "all-band-simple-or1-g50": lambda: _cfg(
         0.5, band=True, simple_first=True, few_events_or=1, few_events_gap=0.5
     ),
-    # the first design table (validation protocol): few-event ties by simplicity, not the margin
-    "few-order-simplest": lambda: _now(few_events_order=True),
 }
 
 

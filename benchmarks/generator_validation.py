@@ -67,6 +67,8 @@ VARIANTS: dict[str, Callable[[], SearchConfig]] = {
     "band-simple-std": lambda: AblationConfig(
         band=True, simple_first=True, few_events_margin="std"
     ),
+    # few-event ties broken by simplicity before the margin (the first design table)
+    "few-order-simplest": lambda: AblationConfig(few_events_order=True),
 }
 
 

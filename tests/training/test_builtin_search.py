@@ -31,7 +31,6 @@ from argos.training.builtin.sweep import (
     part_of,
     prior_max,
     sweep,
-    sweep_threshold,
 )
 
 
@@ -67,7 +66,7 @@ def _random_case(seed: int, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
 def test_sweep_finds_the_brute_force_optimum(seed: int) -> None:
     s, lab = _random_case(seed)
     part = part_of(lab, 0, len(lab))
-    thr, f1 = sweep_threshold([s], [part])
+    thr, f1, _ = sweep([s], [part])
     assert f1 == pytest.approx(_brute_best([s], [lab]), abs=1e-12)
     # the returned (regularised) threshold reproduces the optimum exactly
     assert event_pa(lab, s >= thr).f1 == pytest.approx(f1, abs=1e-12)
@@ -79,11 +78,11 @@ def test_sweep_mean_over_series_and_conditional_on_base(seed: int) -> None:
     scores = [c[0] for c in cases]
     labels = [c[1] for c in cases]
     parts = [part_of(lab, 0, len(lab)) for lab in labels]
-    _, f1 = sweep_threshold(scores, parts)
+    _, f1, _ = sweep(scores, parts)
     assert f1 == pytest.approx(_brute_best(scores, labels), abs=1e-12)
     rng = np.random.default_rng(seed)
     base = [rng.random(len(lab)) < 0.01 for lab in labels]
-    thr_b, f1_b = sweep_threshold(scores, parts, base)
+    thr_b, f1_b, _ = sweep(scores, parts, base)
     assert f1_b == pytest.approx(max(_brute_best(scores, labels, base), 0.0), abs=1e-12)
     if math.isfinite(thr_b):
         got = flags_counts([b | (s >= thr_b) for b, s in zip(base, scores, strict=True)], parts)
@@ -93,9 +92,9 @@ def test_sweep_mean_over_series_and_conditional_on_base(seed: int) -> None:
 def test_sweep_on_a_validation_part_uses_only_that_part() -> None:
     s = np.array([0, 9, 0, 0, 5, 0, 0, 1, 0], dtype=float)
     lab = np.array([0, 1, 0, 0, 0, 0, 0, 1, 0], dtype=bool)
-    thr, f1 = sweep_threshold([s], [part_of(lab, 5, 9)])  # only the event at 7 (score 1)
+    thr, f1, _ = sweep([s], [part_of(lab, 5, 9)])  # only the event at 7 (score 1)
     assert f1 == 1.0 and 0 < thr <= 1.0
-    thr_all, f1_all = sweep_threshold([s], [part_of(lab, 0, 9)])
+    thr_all, f1_all, _ = sweep([s], [part_of(lab, 0, 9)])
     # events at 1 (9) and 7 (1); the 5 at index 4 is a false alarm for any threshold <= 5
     assert f1_all == pytest.approx(2 * 2 / (2 * 2 + 1 + 0))
     assert thr_all == pytest.approx(0.5)  # midway between the event max 1 and the next score 0
@@ -103,10 +102,10 @@ def test_sweep_on_a_validation_part_uses_only_that_part() -> None:
 
 def test_sweep_without_events_or_hits() -> None:
     s = np.zeros(10)
-    assert sweep_threshold([s], [part_of(np.zeros(10, bool), 0, 10)]) == (math.inf, 0.0)
+    assert sweep([s], [part_of(np.zeros(10, bool), 0, 10)])[:2] == (math.inf, 0.0)
     lab = np.zeros(10, bool)
     lab[3] = True
-    thr, f1 = sweep_threshold([np.full(10, -np.inf)], [part_of(lab, 0, 10)])
+    thr, f1, _ = sweep([np.full(10, -np.inf)], [part_of(lab, 0, 10)])
     assert thr == math.inf and f1 == 0.0
 
 
@@ -412,7 +411,7 @@ def test_cooldown_sweep_counts_are_exact(seed: int) -> None:
     table = QuietTable([s], [part], base, quiet)
     tp, fp = table.counts(0, values)
     assert [counts_at(c) for c in values] == list(zip(tp.astype(int), fp.astype(int), strict=True))
-    thr, f1 = sweep_threshold([s], [part], base, quiet=quiet)
+    thr, f1, _ = sweep([s], [part], base, quiet=quiet)
     if part.n_events == 0:
         assert not math.isfinite(thr)
         return
@@ -573,9 +572,9 @@ def test_a_cooled_down_rule_may_not_hold_on_more_than_max_duty_of_normal_points(
     lab[:60] = True
     part = part_of(lab, 0, n)
     normal = s[~lab]
-    thr, f1 = sweep_threshold([s], [part], quiet=30)
+    thr, f1, _ = sweep([s], [part], quiet=30)
     assert f1 == 1.0 and np.mean(normal >= thr) > 0.2  # the degenerate rule the cap is for
-    thr, f1 = sweep_threshold([s], [part], quiet=30, max_duty=0.02)
+    thr, f1, _ = sweep([s], [part], quiet=30, max_duty=0.02)
     assert np.mean(normal >= thr) <= 0.02
     assert f1 < 1.0
 

@@ -27,7 +27,7 @@ from argos.training.builtin.shapes import (
     data_resolution,
     median_center,
 )
-from argos.training.builtin.sweep import Counts, Part, alarm, flags_counts, sweep_threshold
+from argos.training.builtin.sweep import Counts, Part, alarm, flags_counts, sweep
 
 
 def selection_score(
@@ -50,11 +50,18 @@ def fit_threshold(
     config: SearchConfig,
     quiet: int,
 ) -> tuple[float, float]:
-    """:func:`~argos.training.builtin.sweep.sweep_threshold` with the config's candidate cap,
-    gap and duty limit: the threshold and its F1."""
-    return sweep_threshold(
-        scores, parts, base, config.max_candidates, config.gap, quiet, config.max_duty
+    """:func:`~argos.training.builtin.sweep.sweep` with the config's candidate cap, gap and duty
+    limit: the threshold and its F1."""
+    thr, f1, _ = sweep(
+        scores,
+        parts,
+        base,
+        config.max_candidates,
+        config.gap,
+        quiet=quiet,
+        max_duty=config.max_duty,
     )
+    return thr, f1
 
 
 def unlabeled_rule(series: Sequence[FitSeries], cooldown: int) -> RuleSpec:

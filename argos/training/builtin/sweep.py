@@ -133,20 +133,6 @@ def std_margin(normal: FloatArray, c: float, below: float) -> float:
     return min(cap, (c - below) / spread) if spread > 0 else cap
 
 
-def sweep_threshold(
-    scores: Sequence[FloatArray],
-    parts: Sequence[Part],
-    base: Sequence[BoolArray] | None = None,
-    max_candidates: int = 4000,
-    gap: float = 0.5,
-    quiet: int = 0,
-    max_duty: float | None = None,
-) -> tuple[float, float]:
-    """The threshold maximising mean event-PA F1 over the parts, and that F1 (see :func:`sweep`)."""
-    thr, f1, _ = sweep(scores, parts, base, max_candidates, gap, quiet=quiet, max_duty=max_duty)
-    return thr, f1
-
-
 def sweep(
     scores: Sequence[FloatArray],
     parts: Sequence[Part],
