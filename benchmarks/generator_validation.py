@@ -1,12 +1,11 @@
-"""The validation protocol of docs/generator.md: compare builtin-generator design choices without
-touching any test label.
+"""Validation protocol (docs/generator.md): compare builtin-generator choices without test labels.
 
 Every series is cut at its test start (the test part is gone), and the last 25% of what remains
 serves as a pseudo-test: variants are fit on the first 75% (itself split train / validation as the
 dataset's split says) and scored on the pseudo-test with event-PA F1, mean over the series with
 events in both parts (and pooled); ``static-threshold`` is scored on the same pseudo-tests.
 
-Usage: ``python benchmarks/generator_validation.py --dataset nab --variants base,pool
+Usage: ``python benchmarks/generator_validation.py --dataset nab --variants base,no-and
 [--granularity series] [--partition A1] [--workers 2]``. Variants are named configurations of
 :class:`argos.training.builtin.config.SearchConfig`, or of ``AblationConfig`` (in
 ``few_event_protocol.py``) for the switches of rejected rows (see ``VARIANTS``).
