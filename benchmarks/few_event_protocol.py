@@ -1,5 +1,7 @@
-"""The few-event protocol of docs/generator.md: rank the builtin generator's few-event choices on
-many pseudo-units with exactly 1 (or 2) labeled events, never touching any official test part.
+"""The few-event protocol of docs/generator.md: rank the builtin generator's few-event choices.
+
+It scores them on many pseudo-units with exactly 1 (or 2) labeled events, never touching any
+official test part.
 
 Every series of KPI, Yahoo (A1-A4) and NAB is first cut at its official test start (the test part
 is gone). In what remains, a pseudo-unit is a slice ``[a, c)`` cut at ``b``:
@@ -15,13 +17,12 @@ the first 3/4 of the quiet stretch before an event (from the end of the previous
 ``PRE`` points), and the pseudo-test holds that event. A ``k = 0`` unit is *long* when the event
 to catch is.
 
-The fitting part is split train / validation as every dataset here does (last 20% validation), and
-the unit goes through ``argos.evaluation.harness.evaluate`` exactly as the ``argos-builtin`` method
-and the
-baselines see a series with an official ``test_start``. A unit is *long* when its fitting events
-are 20 points or more on average (the generator's own ``long_event`` criterion; NAB-like), else
-*short*. Per series at most ``--per-series`` units per ``k`` are kept, evenly spaced over the
-possible positions (deterministic).
+The fitting part is split train / validation as every dataset here does (last 20% validation),
+and the unit goes through ``argos.evaluation.harness.evaluate`` exactly as the ``argos-builtin``
+method and the baselines see a series with an official ``test_start``. A unit is *long* when its
+fitting events are 20 points or more on average (the generator's own ``long_event`` criterion;
+NAB-like), else *short*. Per series at most ``PER_SERIES`` units per ``k`` are kept, evenly spaced
+over the possible positions (deterministic).
 
 Reported per variant: event-PA F1 on the pseudo-tests, mean over units and pooled, separately for
 long and short units and ``k``; ``static-threshold`` is scored on the same units as the reference.
@@ -29,34 +30,150 @@ long and short units and ``k``; ``static-threshold`` is scored on the same units
 Usage: ``python benchmarks/few_event_protocol.py --variants base,previous [--k 1,2] [--workers 2]``
 (variants: ``VARIANTS`` below; ``static-threshold`` is always included, and with
 ``--cooled-static`` also ``static-threshold`` with the generator's cool-down applied afterwards).
+Rows whose choice lost use :class:`AblationConfig`: the switches production no longer has, put
+back through the extension points of ``SearchConfig`` (docs/generator.md, "SearchConfig").
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from argos._types import BoolArray, FloatArray
 from argos.data.catalog import load_dataset
 from argos.data.protocol import split_series
 from argos.data.series import Dataset, Series, SplitSpec
 from argos.evaluation.baselines import StaticThreshold
 from argos.evaluation.harness import evaluate
-from argos.methods import Method, register_method
+from argos.methods import Detector, Method, register_method
 from argos.metrics import aggregate_mean, aggregate_pooled, events
-from argos.rules.templates import apply_cooldown
+from argos.rules.templates import SCORERS, Structure, apply_cooldown
+from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import BuiltinMethod
-from argos.training.builtin.search import SearchConfig
+from argos.training.builtin.shapes import Candidate, FitSeries, Triple, median_center
+from argos.training.builtin.sweep import MarginFn, std_margin
 
 PRE = 3000  # at most this many points of fitting history before the first fitting event
 TAIL = 100  # the pseudo-test runs at least this far past its first event (if the data allow)
 MIN_FIT = 200  # fitting parts shorter than this are skipped (windows need history)
 LONG = 20  # mean fitting-event length (points) from which a unit counts as long
 PER_SERIES = {"kpi": 8, "yahoo": 2, "nab": 4}
+
+
+# --------------------------------------------------------------------------------------------------
+# The switches of the rows whose choice lost: not in production's SearchConfig, but re-runnable
+# through the search's extension points (SearchConfig.few_event_shapes / tie_margin / order_ranking)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AblationConfig(SearchConfig):
+    """:class:`SearchConfig` with the switches of the rejected rows of docs/generator.md; every
+    switch's default is what production does, so ``AblationConfig()`` searches as ``argos train``.
+
+    Attributes:
+        band: in the few-event regime, also search a band around the train median of the values
+            (its centre fitted like a threshold: on train, re-fitted on train + validation).
+        few_events_long_shapes: for units with few LONG events, search only these (transform,
+            scorer) pairs of the simple ones (``("value", "band")`` adds the band); None: all.
+        few_events_margin: the selection tie-break margin for units with few LONG events:
+            ``"std"`` (production), ``"relative"`` (:func:`relative_margin`) or ``"uncapped"``.
+        simple_first: in the few-event regime, the simplest shape's best candidate goes first
+            unless another is strictly better on both train and validation.
+        few_events_order: in the few-event regime, break selection ties by simplicity (static
+            value first) before the margin.
+    """
+
+    band: bool = False
+    few_events_long_shapes: tuple[tuple[str, str], ...] | None = None
+    few_events_margin: str = "std"
+    simple_first: bool = False
+    few_events_order: bool = False
+
+    def few_event_shapes(
+        self, triples: list[Triple], series: Sequence[FitSeries], *, long: bool, fit_on_all: bool
+    ) -> list[Triple]:
+        triples = super().few_event_shapes(triples, series, long=long, fit_on_all=fit_on_all)
+        shapes = self.few_events_long_shapes if long else None
+        if self.band or (shapes is not None and ("value", "band") in shapes):
+            center = median_center(series, train_only=not fit_on_all)
+            triples.insert(0, ("value", "band", (("center", center),)))
+        if shapes is not None:
+            triples = [t for t in triples if (t[0], t[1]) in shapes]
+        return triples
+
+    def tie_margin(self, *, few_long: bool) -> MarginFn:
+        if not few_long or self.few_events_margin == "std":
+            return std_margin
+        if self.few_events_margin == "relative":
+            return relative_margin
+        if self.few_events_margin == "uncapped":
+            return uncapped_margin
+        raise ValueError(f"unknown margin {self.few_events_margin!r}")
+
+    def order_ranking(self, ranking: list[Candidate], *, few: bool) -> list[Candidate]:
+        if few and self.few_events_order:
+            res = self.resolution
+            ranking = sorted(
+                ranking,
+                key=lambda c: (-round(c.selection / res), simplicity(c.structure), -c.margin),
+            )
+        if few and self.simple_first:
+            ranking = simple_first(ranking)
+        return ranking
+
+
+def relative_margin(normal: FloatArray, c: float, below: float) -> float:
+    """The share of the event maximum's excess over the median normal score that is clear of the
+    next lower score, in [0, 1]: 1 = nothing else comes near, 0 = the event barely stands out."""
+    normal = normal[np.isfinite(normal)]
+    typical = float(np.median(normal)) if len(normal) else -math.inf
+    if not math.isfinite(below) or not math.isfinite(typical) or c <= typical:
+        return 1.0
+    return min(1.0, (c - below) / (c - typical))
+
+
+def uncapped_margin(normal: FloatArray, c: float, below: float) -> float:
+    """:func:`~argos.training.builtin.sweep.std_margin` without its cap (10 when nothing is
+    below the candidate)."""
+    normal = normal[np.isfinite(normal)]
+    if not math.isfinite(below):
+        return 10.0
+    spread = float(normal.std()) if len(normal) > 1 else 0.0
+    return (c - below) / spread if spread > 0 else math.inf
+
+
+def simplicity(st: Structure) -> tuple[int, int, float, int]:
+    """Rank of a shape by simplicity: band, static value, static difference, then the scorers in
+    grammar order (differences after values); longer windows and shorter persistence first."""
+    order = {("value", "band"): -1, ("value", "static"): 0, ("diff", "static"): 1}
+    rank = order.get(st.key, 2 + list(SCORERS).index(st.scorer) + 10 * (st.transform != "value"))
+    dirs = {"both": 0, "up": 1, "down": 2}[st.direction]
+    return (rank, st.persistence, -st.param_dict.get("window", 0.0), dirs)
+
+
+def simple_first(ranking: list[Candidate]) -> list[Candidate]:
+    """The simplest shape's best candidate first, unless the top one beats it on train AND
+    validation (strictly)."""
+    simplest = min(simplicity(c.structure)[0] for c in ranking)
+    simple = next(c for c in ranking if simplicity(c.structure)[0] == simplest)
+    top = ranking[0]
+    if top is simple:
+        return ranking
+    better_val = (
+        top.val_f1 > simple.val_f1
+        if top.val_f1 is not None and simple.val_f1 is not None
+        else top.val_fp < simple.val_fp
+    )
+    if top.train_f1 > simple.train_f1 and better_val:
+        return ranking
+    return [simple, *[c for c in ranking if c is not simple]]
 
 
 #: The defaults before the cool-down and the few-long-event restrictions (the rows of the first
@@ -72,12 +189,12 @@ PREVIOUS: dict[str, Any] = {
 def _cfg(gap: float = 0.75, margin: str = "std", **kw: Any) -> SearchConfig:
     """A config of the first table: the previous defaults, the few-LONG-event gap and tie-break
     margin spelled out."""
-    return SearchConfig(few_events_long_gap=gap, few_events_margin=margin, **{**PREVIOUS, **kw})
+    return AblationConfig(few_events_long_gap=gap, few_events_margin=margin, **{**PREVIOUS, **kw})
 
 
 def _now(**kw: Any) -> SearchConfig:
     """A config of the second table: the current defaults with some settings changed."""
-    return SearchConfig(**kw)
+    return AblationConfig(**kw)
 
 
 _BAND = ("value", "band")
@@ -245,7 +362,7 @@ class _CooledStatic:
 
     name = "static-threshold+cooldown"
 
-    def fit(self, train: list[Series], validation: list[Series]) -> Any:
+    def fit(self, train: Sequence[Series], validation: Sequence[Series]) -> Detector:
         det = StaticThreshold().fit(train, validation)
         lengths = [
             int(e - s)
@@ -256,7 +373,7 @@ class _CooledStatic:
         quiet = max(1, round(0.5 * float(np.mean(lengths)))) if lengths else 10
 
         class _Cooled:
-            def detect(self, series: Series) -> Any:
+            def detect(self, series: Series) -> BoolArray:
                 return apply_cooldown(det.detect(series), quiet)
 
         return _Cooled()

@@ -1,14 +1,14 @@
-"""The validation protocol of docs/generator.md: compare builtin-generator design choices without
-touching any test label.
+"""Validation protocol (docs/generator.md): compare builtin-generator choices without test labels.
 
 Every series is cut at its test start (the test part is gone), and the last 25% of what remains
 serves as a pseudo-test: variants are fit on the first 75% (itself split train / validation as the
 dataset's split says) and scored on the pseudo-test with event-PA F1, mean over the series with
 events in both parts (and pooled); ``static-threshold`` is scored on the same pseudo-tests.
 
-Usage: ``python benchmarks/generator_validation.py --dataset nab --variants base,pool
+Usage: ``python benchmarks/generator_validation.py --dataset nab --variants base,no-and
 [--granularity series] [--partition A1] [--workers 2]``. Variants are named configurations of
-:class:`argos.training.builtin.search.SearchConfig` / the generator (see ``VARIANTS``).
+:class:`argos.training.builtin.config.SearchConfig`, or of ``AblationConfig`` (in
+``few_event_protocol.py``) for the switches of rejected rows (see ``VARIANTS``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from few_event_protocol import PREVIOUS  # the scripts sit side by side in benchmarks/
+from few_event_protocol import (  # the scripts sit side by side in benchmarks/
+    PREVIOUS,
+    AblationConfig,
+)
 
 from argos.data.catalog import load_dataset
 from argos.data.protocol import split_series
@@ -27,8 +30,8 @@ from argos.data.series import Dataset, Series, SplitSpec
 from argos.evaluation.harness import evaluate
 from argos.methods import Method, register_method
 from argos.metrics import aggregate_mean, aggregate_pooled
+from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import BuiltinMethod
-from argos.training.builtin.search import SearchConfig
 
 PSEUDO_TRAIN_FRACTION = 0.75  # the docs table: one cut; NAB rows also use 0.75,0.6,0.5
 
@@ -55,12 +58,16 @@ VARIANTS: dict[str, Callable[[], SearchConfig]] = {
     "long-g97": lambda: SearchConfig(few_events_gap=0.9, few_events_long_gap=0.97),
     "or1": lambda: SearchConfig(few_events_or=1),
     "or3": lambda: SearchConfig(few_events_or=3),
-    "old": lambda: SearchConfig(few_events_margin="std"),
-    "band": lambda: SearchConfig(band=True),
-    "band-std": lambda: SearchConfig(band=True, few_events_margin="std"),
-    "uncapped": lambda: SearchConfig(few_events_margin="uncapped"),
-    "simple-std": lambda: SearchConfig(simple_first=True, few_events_margin="std"),
-    "band-simple-std": lambda: SearchConfig(band=True, simple_first=True, few_events_margin="std"),
+    "old": lambda: AblationConfig(few_events_margin="std"),
+    "band": lambda: AblationConfig(band=True),
+    "band-std": lambda: AblationConfig(band=True, few_events_margin="std"),
+    "uncapped": lambda: AblationConfig(few_events_margin="uncapped"),
+    "simple-std": lambda: AblationConfig(simple_first=True, few_events_margin="std"),
+    "band-simple-std": lambda: AblationConfig(
+        band=True, simple_first=True, few_events_margin="std"
+    ),
+    # few-event ties broken by simplicity before the margin (the first design table)
+    "few-order-simplest": lambda: AblationConfig(few_events_order=True),
 }
 
 

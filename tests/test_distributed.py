@@ -33,8 +33,8 @@ from argos.llm.interface import (
     Usage,
     estimate_tokens,
 )
+from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import BuiltinGenerator
-from argos.training.builtin.search import SearchConfig
 from argos.training.driver import train_dataset
 from argos.training.generator import GeneratorOutput
 

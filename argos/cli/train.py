@@ -15,8 +15,8 @@ from argos.cli.report import report_epilogue
 from argos.cli.train_tables import fmt_score, summary_table, unit_notes
 from argos.data import catalog
 from argos.data.series import DataError
+from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import BuiltinGenerator
-from argos.training.builtin.search import SearchConfig
 from argos.training.driver import UnitResult, train_dataset, training_units
 from argos.training.generator import GeneratorOutput
 

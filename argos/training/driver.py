@@ -39,8 +39,8 @@ from argos.data.series import Dataset, Series, SplitSpec
 from argos.rules.artifacts import RuleSource, write_ruleset
 from argos.rules.contract import RuleContractError, check_rule
 from argos.rules.templates import load_rule
+from argos.sandbox.kernel import RuleError
 from argos.sandbox.pool import Sandbox, check_causality
-from argos.sandbox.workers import RuleError
 from argos.training.generator import (
     GeneratedRule,
     GeneratedUnit,

@@ -4,28 +4,33 @@ search end to end on synthetic and real data (thresholds fit on train/validation
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 
 from argos.metrics import event_pa
 from argos.rules.templates import apply_cooldown, compile_score, directional, load_rule, render
-from argos.training.builtin.search import (
+from argos.training.builtin.compose import flags_of
+from argos.training.builtin.config import SearchConfig
+from argos.training.builtin.search import search
+from argos.training.builtin.shapes import (
     FitSeries,
-    SearchConfig,
-    _event_hit,
-    _flags,
-    _part,
-    _QuietTable,
+    Triple,
     data_resolution,
     estimate_period,
-    flags_counts,
-    prior_max,
+    median_center,
     propose_structures,
-    search,
-    sweep_threshold,
     weekly_period,
+)
+from argos.training.builtin.sweep import (
+    QuietTable,
+    event_hit,
+    flags_counts,
+    part_of,
+    prior_max,
+    sweep,
 )
 
 
@@ -60,8 +65,8 @@ def _random_case(seed: int, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("seed", range(12))
 def test_sweep_finds_the_brute_force_optimum(seed: int) -> None:
     s, lab = _random_case(seed)
-    part = _part(lab, 0, len(lab))
-    thr, f1 = sweep_threshold([s], [part])
+    part = part_of(lab, 0, len(lab))
+    thr, f1, _ = sweep([s], [part])
     assert f1 == pytest.approx(_brute_best([s], [lab]), abs=1e-12)
     # the returned (regularised) threshold reproduces the optimum exactly
     assert event_pa(lab, s >= thr).f1 == pytest.approx(f1, abs=1e-12)
@@ -72,12 +77,12 @@ def test_sweep_mean_over_series_and_conditional_on_base(seed: int) -> None:
     cases = [_random_case(seed * 10 + k, n=200 + 50 * k) for k in range(3)]
     scores = [c[0] for c in cases]
     labels = [c[1] for c in cases]
-    parts = [_part(lab, 0, len(lab)) for lab in labels]
-    _, f1 = sweep_threshold(scores, parts)
+    parts = [part_of(lab, 0, len(lab)) for lab in labels]
+    _, f1, _ = sweep(scores, parts)
     assert f1 == pytest.approx(_brute_best(scores, labels), abs=1e-12)
     rng = np.random.default_rng(seed)
     base = [rng.random(len(lab)) < 0.01 for lab in labels]
-    thr_b, f1_b = sweep_threshold(scores, parts, base)
+    thr_b, f1_b, _ = sweep(scores, parts, base)
     assert f1_b == pytest.approx(max(_brute_best(scores, labels, base), 0.0), abs=1e-12)
     if math.isfinite(thr_b):
         got = flags_counts([b | (s >= thr_b) for b, s in zip(base, scores, strict=True)], parts)
@@ -87,9 +92,9 @@ def test_sweep_mean_over_series_and_conditional_on_base(seed: int) -> None:
 def test_sweep_on_a_validation_part_uses_only_that_part() -> None:
     s = np.array([0, 9, 0, 0, 5, 0, 0, 1, 0], dtype=float)
     lab = np.array([0, 1, 0, 0, 0, 0, 0, 1, 0], dtype=bool)
-    thr, f1 = sweep_threshold([s], [_part(lab, 5, 9)])  # only the event at 7 (score 1)
+    thr, f1, _ = sweep([s], [part_of(lab, 5, 9)])  # only the event at 7 (score 1)
     assert f1 == 1.0 and 0 < thr <= 1.0
-    thr_all, f1_all = sweep_threshold([s], [_part(lab, 0, 9)])
+    thr_all, f1_all, _ = sweep([s], [part_of(lab, 0, 9)])
     # events at 1 (9) and 7 (1); the 5 at index 4 is a false alarm for any threshold <= 5
     assert f1_all == pytest.approx(2 * 2 / (2 * 2 + 1 + 0))
     assert thr_all == pytest.approx(0.5)  # midway between the event max 1 and the next score 0
@@ -97,10 +102,10 @@ def test_sweep_on_a_validation_part_uses_only_that_part() -> None:
 
 def test_sweep_without_events_or_hits() -> None:
     s = np.zeros(10)
-    assert sweep_threshold([s], [_part(np.zeros(10, bool), 0, 10)]) == (math.inf, 0.0)
+    assert sweep([s], [part_of(np.zeros(10, bool), 0, 10)])[:2] == (math.inf, 0.0)
     lab = np.zeros(10, bool)
     lab[3] = True
-    thr, f1 = sweep_threshold([np.full(10, -np.inf)], [_part(lab, 0, 10)])
+    thr, f1, _ = sweep([np.full(10, -np.inf)], [part_of(lab, 0, 10)])
     assert thr == math.inf and f1 == 0.0
 
 
@@ -271,7 +276,7 @@ def test_one_short_event_keeps_a_single_rule() -> None:
 def test_few_long_events_use_the_long_gap_and_short_ones_the_few_events_gap() -> None:
     fs = _one_long_event(0)
     # the std margin keeps the same shape first at both gaps here (the test is about the gap)
-    cfg = SearchConfig(few_events_or=1, few_events_margin="std")
+    cfg = SearchConfig(few_events_or=1)
     lean = search([fs], replace(cfg, few_events_long_gap=0.97))
     mid = search([fs], replace(cfg, few_events_long_gap=0.5))
     assert lean.rules[0].structure == mid.rules[0].structure
@@ -300,7 +305,7 @@ def test_band_centre_is_fit_on_train_and_refit_on_train_and_validation() -> None
     lab[1000:1100] = True
     v[1000:1100] += 15
     fs = FitSeries("band", v, np.arange(n, dtype=np.int64), lab, 2400)
-    res = search([fs], SearchConfig(few_events_or=1, simple_first=True, band=True))
+    res = search([fs], _LongShapes(few_events_or=1, long_shapes=(("value", "band"),)))
     assert res.rules[0].structure.scorer == "band"
     assert res.rules[0].structure.param_dict["center"] == pytest.approx(float(np.median(v)))
     band = [c for c in res.ranking if c.structure.scorer == "band"]
@@ -310,27 +315,49 @@ def test_band_centre_is_fit_on_train_and_refit_on_train_and_validation() -> None
     assert all(r.structure.scorer != "band" for r in without.rules)
 
 
-def test_relative_margin_is_the_share_of_the_event_excess_clear_of_the_next_score() -> None:
-    from argos.training.builtin.search import sweep
-
+def test_sweep_measures_the_margin_from_the_candidate_and_the_next_lower_score() -> None:
     lab = np.zeros(10, bool)
     lab[5] = True
     s = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 10.0, 0.0, 0.0, 8.0, 0.0])
-    parts = [_part(lab, 0, 10)]
-    thr, f1, margin = sweep([s], parts, margin_kind="relative")
+    parts = [part_of(lab, 0, 10)]
+    seen: list[tuple[float, float, int]] = []
+
+    def spy(normal: np.ndarray, c: float, below: float) -> float:
+        seen.append((c, below, len(normal)))
+        return 0.5
+
+    thr, f1, margin = sweep([s], parts, margin=spy)
     assert f1 == 1.0 and 8.0 < thr < 10.0
-    assert margin == pytest.approx((10.0 - 8.0) / (10.0 - 0.0))
+    assert margin == 0.5 and seen == [(10.0, 8.0, 9)]
     _, _, std_margin = sweep([s], parts)
     assert std_margin == pytest.approx(min(10.0, 2.0 / float(np.delete(s, 5).std())))
 
 
+@dataclass(frozen=True)
+class _LongShapes(SearchConfig):
+    """The few-event shapes hook as the protocol scripts use it: units with few LONG events
+    search only these (transform, scorer) pairs, ``("value", "band")`` adding the band around
+    the train median."""
+
+    long_shapes: tuple[tuple[str, str], ...] = ()
+
+    def few_event_shapes(
+        self, triples: list[Triple], series: Sequence[FitSeries], *, long: bool, fit_on_all: bool
+    ) -> list[Triple]:
+        simple = super().few_event_shapes(triples, series, long=long, fit_on_all=fit_on_all)
+        if not long:
+            return simple
+        band: Triple = ("value", "band", (("center", median_center(series, train_only=True)),))
+        return [t for t in [band, *simple] if (t[0], t[1]) in self.long_shapes]
+
+
 def test_few_long_event_shapes_restrict_long_units_only() -> None:
     fs = _one_long_event(0)
-    cfg = SearchConfig(few_events_long_shapes=(("value", "band"),))
+    cfg = _LongShapes(long_shapes=(("value", "band"),))
     res = search([fs], cfg)
     assert res.rules and all(r.structure.key == ("value", "band") for r in res.rules)
     assert all(c.structure.key == ("value", "band") for c in res.ranking)
-    static = search([fs], SearchConfig(few_events_long_shapes=(("value", "static"),)))
+    static = search([fs], _LongShapes(long_shapes=(("value", "static"),)))
     assert all(c.structure.key == ("value", "static") for c in static.ranking)
     lab = np.zeros(len(fs.values), bool)
     lab[1040:1043] = True
@@ -367,28 +394,28 @@ def test_cooldown_sweep_counts_are_exact(seed: int) -> None:
         a = int(rng.integers(0, n - 1))
         lab[a : a + int(rng.integers(1, 15))] = True
     lo = int(rng.integers(0, n // 2))  # a part that starts late: alarms before it still silence
-    part = _part(lab, lo, n)
+    part = part_of(lab, lo, n)
     base = [rng.random(n) < 0.05] if seed % 2 else None
 
     def counts_at(c: float) -> tuple[int, int]:
         flags = apply_cooldown(s >= c, quiet)
         if base is not None:
             flags = flags | base[0]
-        return int(_event_hit(flags, part).sum()), int((flags[lo:] & part.normal).sum())
+        return int(event_hit(flags, part).sum()), int((flags[lo:] & part.normal).sum())
 
     def f1_at(c: float) -> float:
         tp, fp = counts_at(c)
         return 2 * tp / (2 * tp + fp + part.n_events - tp)
 
     values = np.unique(s[np.isfinite(s)])
-    table = _QuietTable([s], [part], base, quiet)
+    table = QuietTable([s], [part], base, quiet)
     tp, fp = table.counts(0, values)
     assert [counts_at(c) for c in values] == list(zip(tp.astype(int), fp.astype(int), strict=True))
-    thr, f1 = sweep_threshold([s], [part], base, quiet=quiet)
+    thr, f1, _ = sweep([s], [part], base, quiet=quiet)
     if part.n_events == 0:
         assert not math.isfinite(thr)
         return
-    already = _event_hit(base[0], part) if base is not None else np.zeros(part.n_events, bool)
+    already = event_hit(base[0], part) if base is not None else np.zeros(part.n_events, bool)
     inside = np.concatenate(
         [
             s[lo + a : lo + b]
@@ -421,7 +448,7 @@ def test_rules_alarm_once_per_burst_with_a_cooldown_from_the_event_length() -> N
     assert res.rules
     assert {r.cooldown for r in res.rules} == {3}  # half the mean event length (6 points)
     # the exported rule computes exactly the search's in-process alarms
-    flags = _flags([fs], res.rules)[0]
+    flags = flags_of([fs], res.rules)[0]
     rendered = np.zeros(len(fs.values), dtype=bool)
     for r in res.rules:
         detect, params = load_rule(render(r))
@@ -495,7 +522,7 @@ def test_a_unit_whose_events_no_structure_catches_gets_the_unsupervised_rule(
 ) -> None:
     """A burst just before the only labeled event, as high as the event, keeps a static rule in
     its cool-down through the event: instead of exporting nothing, the unit gets the band rule."""
-    import argos.training.builtin.search as bg
+    import argos.training.builtin.search as bg  # the driver calls propose_structures
 
     monkeypatch.setattr(bg, "propose_structures", lambda series, **_: [("value", "static", ())])
     rng = np.random.default_rng(0)
@@ -543,11 +570,11 @@ def test_a_cooled_down_rule_may_not_hold_on_more_than_max_duty_of_normal_points(
     s[0] = -3.0
     lab = np.zeros(n, dtype=bool)
     lab[:60] = True
-    part = _part(lab, 0, n)
+    part = part_of(lab, 0, n)
     normal = s[~lab]
-    thr, f1 = sweep_threshold([s], [part], quiet=30)
+    thr, f1, _ = sweep([s], [part], quiet=30)
     assert f1 == 1.0 and np.mean(normal >= thr) > 0.2  # the degenerate rule the cap is for
-    thr, f1 = sweep_threshold([s], [part], quiet=30, max_duty=0.02)
+    thr, f1, _ = sweep([s], [part], quiet=30, max_duty=0.02)
     assert np.mean(normal >= thr) <= 0.02
     assert f1 < 1.0
 
@@ -612,7 +639,7 @@ def test_and_composition_gates_a_rule_when_it_raises_the_selection() -> None:
     for r in res.rules:
         detect, params = load_rule(render(r))
         rendered |= detect(fs.values, fs.timestamps, params)
-    np.testing.assert_array_equal(rendered, _flags([fs], res.rules)[0])
+    np.testing.assert_array_equal(rendered, flags_of([fs], res.rules)[0])
     # few labeled events: no AND (two conditions fit on one or two events overfit)
     one = replace(fs, labels=fs.labels & (np.arange(len(fs.values)) < 400))
     assert all(r.gate is None for r in search([one]).rules)

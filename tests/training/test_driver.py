@@ -13,8 +13,8 @@ from argos.data.protocol import fit_inputs
 from argos.data.series import Dataset, Series, SplitSpec
 from argos.methods import get_method
 from argos.rules.artifacts import load_ruleset
+from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import BuiltinGenerator, BuiltinMethod, fit_series
-from argos.training.builtin.search import SearchConfig
 from argos.training.driver import (
     in_process_labels,
     problem_text,

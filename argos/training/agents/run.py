@@ -58,8 +58,9 @@ from argos.training.agents.graph import (
 from argos.training.agents.lab import DEFAULT_CHUNK_SIZE, SandboxRuleLab
 from argos.training.agents.prompts import prompt_hashes
 from argos.training.agents.roles import LLMAgents
+from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import fit_series
-from argos.training.builtin.search import SearchConfig, search
+from argos.training.builtin.search import search
 from argos.training.generator import GeneratedRule, GeneratorOutput
 
 BasePredictions = Callable[[Sequence[Series], Sequence[Series]], list[tuple[BoolArray, BoolArray]]]

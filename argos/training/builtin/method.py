@@ -21,7 +21,9 @@ from argos._types import BoolArray, ProgressFn
 from argos.data.series import Series
 from argos.rules.templates import load_rule, render
 from argos.sandbox.pool import Sandbox
-from argos.training.builtin.search import FitSeries, SearchConfig, search
+from argos.training.builtin.config import SearchConfig
+from argos.training.builtin.search import search
+from argos.training.builtin.shapes import FitSeries
 from argos.training.generator import GeneratedRule, GeneratorOutput, join_history
 
 

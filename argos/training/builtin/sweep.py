@@ -1,0 +1,386 @@
+"""The exact threshold sweep of the builtin search, with the cool-down counting.
+
+A rule is "a causal score reaches a threshold"; event-PA F1 as a function of the threshold only
+changes at the scores of event points, so :func:`sweep` finds the best threshold of a structure in
+O(n log n): two sorted arrays per part and ``searchsorted`` without a cool-down (:class:`Table`),
+and alarm intervals ``(m[t], s[t]]`` with ``m`` the :func:`prior_max` of the cool-down window
+with one (:class:`QuietTable`). It works on :class:`Part` (one train or validation slice of one
+series, as events), optionally conditional on the flags of rules already chosen (``base``), and
+places the threshold inside the gap below the optimal candidate. :func:`threshold_counts` and
+:func:`flags_counts` score fixed thresholds / predictions the same way (:class:`Counts`).
+
+This module knows nothing of shapes or configurations: only scores, labels and thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from argos._types import BoolArray, FloatArray, IntArray
+from argos.rules.templates import apply_cooldown
+
+#: How clearly a threshold candidate separates what it catches: (normal points' scores, the
+#: candidate, the next lower score that matters) -> margin (larger = clearer). Breaks selection
+#: ties; :func:`std_margin` in production.
+MarginFn = Callable[[FloatArray, float, float], float]
+
+
+@dataclass(frozen=True)
+class Part:
+    """Labels of one contiguous part (train or validation) of one series, as events."""
+
+    lo: int
+    hi: int
+    starts: IntArray  # event starts, relative to lo
+    ends: IntArray  # event ends (exclusive), relative to lo
+    normal: BoolArray  # True for points outside every event (relative to lo)
+
+    @property
+    def n_events(self) -> int:
+        return len(self.starts)
+
+
+def _events(labels: BoolArray) -> tuple[IntArray, IntArray]:
+    lab = labels.astype(np.int8)
+    d = np.diff(np.concatenate(([0], lab, [0])))
+    return np.flatnonzero(d == 1).astype(np.int64), np.flatnonzero(d == -1).astype(np.int64)
+
+
+def part_of(labels: BoolArray, lo: int, hi: int) -> Part:
+    seg = labels[lo:hi]
+    st, en = _events(seg)
+    return Part(lo, hi, st, en, ~seg)
+
+
+def event_max(s: FloatArray, part: Part) -> FloatArray:
+    seg = s[part.lo : part.hi]
+    if part.n_events == 0:
+        return np.empty(0)
+    padded = np.concatenate((seg, [-np.inf]))
+    idx = np.empty(2 * part.n_events, dtype=np.int64)
+    idx[0::2] = part.starts
+    idx[1::2] = part.ends
+    return np.maximum.reduceat(padded, idx)[0::2]
+
+
+def event_hit(flags: BoolArray, part: Part) -> BoolArray:
+    if part.n_events == 0:
+        return np.zeros(0, dtype=bool)
+    c = np.concatenate(([0], np.cumsum(flags[part.lo : part.hi])))
+    return (c[part.ends] - c[part.starts]) > 0
+
+
+@dataclass(frozen=True)
+class Counts:
+    tp: IntArray
+    fp: IntArray
+    events: IntArray
+
+    def f1(self) -> float | None:
+        """Mean event-PA F1 over the series that have events (None if none has)."""
+        has = self.events > 0
+        if not has.any():
+            return None
+        tp, fp, e = self.tp[has], self.fp[has], self.events[has]
+        return float(np.mean(2 * tp / (2 * tp + fp + (e - tp))))
+
+
+def threshold_counts(
+    scores: Sequence[FloatArray],
+    parts: Sequence[Part],
+    threshold: float,
+    base: Sequence[BoolArray] | None = None,
+    quiet: int = 0,
+) -> Counts:
+    """Event-PA counts of ``score >= threshold`` (with the cool-down ``quiet``, OR-ed with the
+    ``base`` flags) on the given parts."""
+    tp, fp, ev = [], [], []
+    for i, (s, part) in enumerate(zip(scores, parts, strict=True)):
+        # a cool-down looks back before the part; without one, only the part is compared
+        seg = alarm(s, threshold, quiet) if quiet else s[part.lo : part.hi] >= threshold
+        flags = seg[part.lo : part.hi] if quiet else seg
+        if base is not None:
+            flags = flags | base[i][part.lo : part.hi]
+        hit = event_hit(np.concatenate((np.zeros(part.lo, bool), flags)), part)
+        tp.append(int(hit.sum()))
+        fp.append(int((flags & part.normal).sum()))
+        ev.append(part.n_events)
+    return Counts(np.array(tp), np.array(fp), np.array(ev))
+
+
+def flags_counts(flags: Sequence[BoolArray], parts: Sequence[Part]) -> Counts:
+    """Event-PA counts of fixed predictions (full-length bool arrays) on the given parts."""
+    tp, fp, ev = [], [], []
+    for f, part in zip(flags, parts, strict=True):
+        tp.append(int(event_hit(f, part).sum()))
+        fp.append(int((f[part.lo : part.hi] & part.normal).sum()))
+        ev.append(part.n_events)
+    return Counts(np.array(tp), np.array(fp), np.array(ev))
+
+
+def std_margin(normal: FloatArray, c: float, below: float) -> float:
+    """How clearly the candidate ``c`` stands above the next lower score ``below``: that gap in
+    standard deviations of the normal points' scores, capped at 10 (the margin of :func:`sweep`)."""
+    normal = normal[np.isfinite(normal)]
+    cap = 10.0
+    if not math.isfinite(below):
+        return cap
+    spread = float(normal.std()) if len(normal) > 1 else 0.0
+    return min(cap, (c - below) / spread) if spread > 0 else cap
+
+
+def sweep(
+    scores: Sequence[FloatArray],
+    parts: Sequence[Part],
+    base: Sequence[BoolArray] | None = None,
+    max_candidates: int = 4000,
+    gap: float = 0.5,
+    margin: MarginFn = std_margin,
+    quiet: int = 0,
+    max_duty: float | None = None,
+) -> tuple[float, float, float]:
+    """The threshold maximising mean event-PA F1 over the parts, and that F1.
+
+    ``scores`` are directional (higher = more anomalous, ``-inf`` = never). With ``base`` (flags of
+    rules already chosen, OR-ed in) the sweep counts only what the new rule adds. With ``quiet``
+    the rule has that cool-down (:func:`alarm`) and the counts are the cooled-down alarms' (exact,
+    :class:`QuietTable`); false alarms then no longer fall monotonically as the threshold rises
+    (a lower one can merge bursts), and the candidates are the scores of the event points, so the
+    optimum is the best of those, not of every threshold.
+
+    The returned threshold sits inside the gap between the optimal candidate and the next lower
+    score that matters (normal scores and event maxima), so every point of the plateau keeps its
+    side; ``gap`` places it there: 0.5 = midway, smaller = nearer the candidate (fewer alarms on
+    new data). Returns ``(threshold, f1, margin)``, where the margin is that gap in units of the
+    standard deviation of the normal points' scores (capped at 10; :func:`std_margin`): how
+    robustly the threshold separates what it catches; ``margin`` computes it from (the normal
+    points' scores, the candidate, the next lower score). ``(inf, f1 of base alone or 0, 0)`` when
+    no threshold helps.
+    """
+    table = QuietTable(scores, parts, base, quiet) if quiet else Table(scores, parts, base)
+    if not table.has.any():
+        return math.inf, 0.0, 0.0
+    cands = table.candidates()
+    if len(cands) == 0:
+        return math.inf, table.base_f1, 0.0
+    if max_duty is not None:
+        cands = cands[_duty(table.normal(), cands) <= max_duty]
+        if len(cands) == 0:
+            return math.inf, table.base_f1, 0.0
+    if len(cands) > max_candidates:
+        cands = np.unique(np.quantile(cands, np.linspace(0, 1, max_candidates)))
+    f1 = table.f1(cands)
+    # highest threshold among the best (ties: the more conservative rule)
+    best = int(len(f1) - 1 - np.argmax(f1[::-1]))
+    if f1[best] <= table.base_f1 + 1e-12:
+        return math.inf, table.base_f1, 0.0
+    c = float(cands[best])
+    below = -math.inf
+    for arr in table.levels:
+        j = int(np.searchsorted(arr, c, side="left"))
+        if j > 0 and np.isfinite(arr[j - 1]):
+            below = max(below, float(arr[j - 1]))
+    thr = c if not math.isfinite(below) else c - gap * (c - below)
+    if not thr < c and below < c:  # rounding: keep strictly within the gap
+        thr = c
+    return thr, float(f1[best]), margin(table.normal(), c, below)
+
+
+def _duty(normal: FloatArray, cands: FloatArray) -> FloatArray:
+    """For each candidate threshold, the share of the normal points whose score reaches it."""
+    if len(normal) == 0:
+        return np.zeros(len(cands))
+    ranked = np.sort(normal)
+    share: FloatArray = (len(ranked) - np.searchsorted(ranked, cands, side="left")) / len(ranked)
+    return share
+
+
+class Table:
+    """Event-PA counts of ``score >= c`` for many thresholds ``c`` at once (no cool-down).
+
+    Only an event's maximum decides whether it is hit, and each normal point is a false alarm
+    exactly when its own score reaches ``c``: two sorted arrays per part and ``searchsorted``.
+    """
+
+    def __init__(
+        self,
+        scores: Sequence[FloatArray],
+        parts: Sequence[Part],
+        base: Sequence[BoolArray] | None,
+    ) -> None:
+        self._start(parts)
+        self.ev_sorted: list[FloatArray] = []
+        self.ne_sorted: list[FloatArray] = []
+        for i, (s, part) in enumerate(zip(scores, parts, strict=True)):
+            emax = event_max(s, part)
+            normal_scores = s[part.lo : part.hi][part.normal]
+            if base is not None:
+                hit, bn = self._base(base[i], part, i)
+                emax = emax[~hit]
+                normal_scores = normal_scores[~bn]
+            self.ev_sorted.append(np.sort(emax))
+            self.ne_sorted.append(np.sort(normal_scores))
+        # the scores whose side of the threshold matters (for placing it inside the gap)
+        self.levels: list[FloatArray] = [*self.ne_sorted, *self.ev_sorted]
+
+    def _start(self, parts: Sequence[Part]) -> None:
+        """Events per part, and the true positives / false alarms of the rules chosen before."""
+        self.events = np.array([p.n_events for p in parts], dtype=float)
+        self.has = self.events > 0
+        self.tp0 = np.zeros(len(parts))
+        self.fp0 = np.zeros(len(parts))
+
+    def _base(self, b: BoolArray, part: Part, i: int) -> tuple[BoolArray, BoolArray]:
+        hit = event_hit(b, part)
+        bn = b[part.lo : part.hi][part.normal]
+        self.tp0[i] = hit.sum()
+        self.fp0[i] = bn.sum()
+        return hit, bn
+
+    @property
+    def base_f1(self) -> float:
+        h = self.has
+        tp0, fp0, ev = self.tp0[h], self.fp0[h], self.events[h]
+        return float(np.mean(2 * tp0 / (2 * tp0 + fp0 + ev - tp0)))
+
+    def candidates(self) -> FloatArray:
+        allmax = np.concatenate(self.ev_sorted) if self.ev_sorted else np.empty(0)
+        return np.unique(allmax[np.isfinite(allmax)])
+
+    def counts(self, i: int, cands: FloatArray) -> tuple[FloatArray, FloatArray]:
+        ev, ne = self.ev_sorted[i], self.ne_sorted[i]
+        tp = self.tp0[i] + len(ev) - np.searchsorted(ev, cands, side="left")
+        fp = self.fp0[i] + len(ne) - np.searchsorted(ne, cands, side="left")
+        return tp, fp
+
+    def f1(self, cands: FloatArray) -> FloatArray:
+        """Mean event-PA F1 over the parts with events, at every candidate threshold."""
+        total = np.zeros(len(cands))
+        for i in np.flatnonzero(self.has).tolist():
+            tp, fp = self.counts(i, cands)
+            total += 2 * tp / (2 * tp + fp + self.events[i] - tp)
+        mean: FloatArray = total / self.has.sum()
+        return mean
+
+    def normal(self) -> FloatArray:
+        return np.concatenate(self.ne_sorted) if self.ne_sorted else np.empty(0)
+
+
+class QuietTable(Table):
+    """The same counts for a rule with a cool-down of ``quiet`` points.
+
+    With ``m[t]`` the largest score of the ``quiet`` points before ``t``, point ``t`` alarms at
+    threshold ``c`` exactly when ``m[t] < c <= s[t]``. So a normal point is a false alarm for
+    ``c`` in ``(m[t], s[t]]``: counted as ``#(s >= c) - #(min(s, m) >= c)`` from two sorted arrays;
+    and an event is hit for ``c`` in the union of its points' intervals, marked per event on the
+    sorted candidates. Exact, and O(n log n) per structure like the plain sweep.
+    """
+
+    def __init__(
+        self,
+        scores: Sequence[FloatArray],
+        parts: Sequence[Part],
+        base: Sequence[BoolArray] | None,
+        quiet: int,
+    ) -> None:
+        self._start(parts)
+        self.ne_sorted = []
+        self.ne_held: list[FloatArray] = []  # sorted min(s, m) of the normal points
+        # per part: the alarm intervals (m, s] of the event points, and each point's event
+        self.iv_lo: list[FloatArray] = []
+        self.iv_hi: list[FloatArray] = []
+        self.iv_event: list[IntArray] = []
+        self.levels = []
+        for i, (s, part) in enumerate(zip(scores, parts, strict=True)):
+            m = prior_max(s, quiet)[part.lo : part.hi]
+            seg = s[part.lo : part.hi]
+            normal = part.normal.copy()
+            hit = np.zeros(part.n_events, dtype=bool)
+            if base is not None:
+                hit, _ = self._base(base[i], part, i)
+                normal &= ~base[i][part.lo : part.hi]
+            self.ne_sorted.append(np.sort(seg[normal]))
+            self.ne_held.append(np.sort(np.minimum(seg[normal], m[normal])))
+            # the points of the events still to hit, and the event each belongs to
+            owner = np.cumsum(np.isin(np.arange(len(seg)), part.starts)) - 1
+            pending = ~part.normal
+            if part.n_events:
+                pending &= ~hit[np.maximum(owner, 0)]
+            idx = np.flatnonzero(pending)
+            live = seg[idx] > m[idx]  # points that can alarm at some threshold
+            self.iv_lo.append(m[idx][live])
+            self.iv_hi.append(seg[idx][live])
+            self.iv_event.append(owner[idx][live])
+            # as in the plain sweep, the gap is bounded by normal scores and event maxima (the
+            # other event points only add alarms inside events), plus the points whose alarms
+            # could silence the part's first ones
+            before = s[max(0, part.lo - quiet) : part.lo]
+            emax = event_max(s, part)[~hit]
+            self.levels.append(np.sort(np.concatenate((before, seg[normal], emax))))
+
+    def candidates(self) -> FloatArray:
+        tops = np.concatenate(self.iv_hi) if self.iv_hi else np.empty(0)
+        return np.unique(tops[np.isfinite(tops)])
+
+    def counts(self, i: int, cands: FloatArray) -> tuple[FloatArray, FloatArray]:
+        ne, held = self.ne_sorted[i], self.ne_held[i]
+        fp = (
+            self.fp0[i]
+            + (len(ne) - np.searchsorted(ne, cands, side="left"))
+            - (len(held) - np.searchsorted(held, cands, side="left"))
+        )
+        tp = self.tp0[i] + _covered_events(self.iv_lo[i], self.iv_hi[i], self.iv_event[i], cands)
+        return tp, fp
+
+
+def _covered_events(
+    lo: FloatArray, hi: FloatArray, event: IntArray, cands: FloatArray
+) -> FloatArray:
+    """For each (sorted) candidate c, how many events have a point with ``lo < c <= hi``."""
+    if len(lo) == 0:
+        return np.zeros(len(cands))
+    first = np.searchsorted(cands, lo, side="right")  # first candidate above lo
+    stop = np.searchsorted(cands, hi, side="right")  # first candidate above hi
+    keep = first < stop
+    ids, ev = np.unique(event[keep], return_inverse=True)
+    diff = np.zeros((len(ids), len(cands) + 1), dtype=np.int32)
+    np.add.at(diff, (ev, first[keep]), 1)
+    np.add.at(diff, (ev, stop[keep]), -1)
+    covered = np.cumsum(diff[:, :-1], axis=1) > 0
+    hits: FloatArray = covered.sum(axis=0).astype(float)
+    return hits
+
+
+def prior_max(score: FloatArray, quiet: int) -> FloatArray:
+    """``m[t]``: the largest of ``score[t - quiet .. t - 1]`` (``-inf`` where there is none).
+
+    Built from maxima over power-of-two widths (O(n log quiet)).
+    """
+    n = len(score)
+    acc = np.full(n, -np.inf)
+    block = np.asarray(score, dtype=float).copy()  # block[t] = max of the `width` points up to t
+    width, offset, q = 1, 0, int(quiet)
+    while q:
+        if q & 1 and offset < n:
+            np.maximum(acc[offset:], block[: n - offset], out=acc[offset:])
+        offset += width if q & 1 else 0
+        q >>= 1
+        if q:
+            nxt = block.copy()
+            if width < n:
+                np.maximum(nxt[width:], block[: n - width], out=nxt[width:])
+            block, width = nxt, 2 * width
+    out = np.full(n, -np.inf)
+    out[1:] = acc[:-1]
+    return out
+
+
+def alarm(score: FloatArray, threshold: float, quiet: int) -> BoolArray:
+    """Where a rule fires: the score reaches the threshold (with a cool-down of ``quiet`` points:
+    only when it did not in the ``quiet`` points before)."""
+    on = score >= threshold
+    return apply_cooldown(on, quiet) if quiet else on
