@@ -37,7 +37,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from argos.llm.interface import DEFAULT_PRICES, LLMError, OpenAIChatModel, Price
+from argos.llm.interface import LLMError
+from argos.llm.openai import OpenAIChatModel
+from argos.llm.usage import DEFAULT_PRICES, Price
 
 __all__ = [
     "CONFIG_FILE_NAME",
