@@ -36,6 +36,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from argos.llm.interface import (
+    BaseChatModel,
+    CallOptions,
     ChatModel,
     Completion,
     Message,
@@ -263,7 +265,7 @@ class _SharedLedger:
         self.client.set_metadata(self.key, state.to_dict())
 
 
-class SharedLimitsChatModel:
+class SharedLimitsChatModel(BaseChatModel):
     """A :class:`~argos.llm.interface.ChatModel` whose concurrency and budget are shared
     cluster-wide.
 
@@ -379,22 +381,15 @@ class SharedLimitsChatModel:
         with lock:
             return ledger.get()
 
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        agent: str,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
-        json: bool = False,
+    def _complete(
+        self, messages: Sequence[Message], agent: str, options: CallOptions
     ) -> Completion:
         """Reserve the call's worst case in the shared ledger (or raise
         :class:`~argos.llm.interface.LLMBudgetExceeded`), hold a cluster-wide lease while calling
         the endpoint, then charge the real usage. A failed call is charged nothing."""
         sem, lock, ledger = self._primitives()
         model = self.model
-        prompt_tokens, out = estimate_tokens(messages), max_tokens or 0
+        prompt_tokens, out = estimate_tokens(messages), options.max_tokens or 0
         with lock:
             state, reservation = ledger.get().reserve(
                 self.budget,
@@ -407,14 +402,7 @@ class SharedLimitsChatModel:
         used: Spend | None = None
         try:
             with sem:
-                result = self._endpoint().complete(
-                    messages,
-                    agent=agent,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
-                    seed=seed,
-                    json=json,
-                )
+                result = self._endpoint().complete(messages, agent=agent, **options.as_kwargs())
             usage = result.usage
             used = Spend(1, usage.total_tokens, self._cost(result.model, usage))
             return result

@@ -17,12 +17,12 @@ from pathlib import Path
 from types import TracebackType
 
 from argos.llm.interface import (
+    CallOptions,
     ChatModel,
     Completion,
     Message,
     Usage,
-    check_agent,
-    check_messages,
+    WrappingChatModel,
     request_key,
 )
 
@@ -115,7 +115,7 @@ class ResponseStore:
         self.close()
 
 
-class CachingChatModel:
+class CachingChatModel(WrappingChatModel):
     """Serves repeated requests from a :class:`ResponseStore`; only completed calls are stored
     (errors never). The key covers ``namespace`` (e.g. a run id), the model, the messages and all
     parameters, but not the agent name. Give each of n candidates its own ``seed``."""
@@ -123,73 +123,29 @@ class CachingChatModel:
     def __init__(
         self, inner: ChatModel, store: ResponseStore | str | Path, *, namespace: str = ""
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.store = store if isinstance(store, ResponseStore) else ResponseStore(store)
         self.namespace = namespace
         self.hits = 0
         self.misses = 0
 
-    @property
-    def model(self) -> str:
-        """The inner model's name."""
-        return self._inner.model
+    def _key(self, messages: Sequence[Message], options: CallOptions) -> str:
+        return request_key(self._inner.model, messages, options, namespace=self.namespace)
 
-    def _key(
-        self,
-        messages: Sequence[Message],
-        max_tokens: int | None,
-        temperature: float | None,
-        seed: int | None,
-        json: bool,
-    ) -> str:
-        return request_key(
-            self._inner.model,
-            messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-            json_mode=json,
-            namespace=self.namespace,
-        )
-
-    def lookup(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
-        json: bool = False,
-    ) -> Completion | None:
+    def lookup(self, messages: Sequence[Message], options: CallOptions) -> Completion | None:
         """The stored completion for this request, without calling the model."""
-        return self.store.get(self._key(messages, max_tokens, temperature, seed, json))
+        return self.store.get(self._key(messages, options))
 
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        agent: str,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
-        json: bool = False,
+    def _complete(
+        self, messages: Sequence[Message], agent: str, options: CallOptions
     ) -> Completion:
         """Return the stored reply for this request, or call ``inner`` and store its reply."""
-        check_agent(agent)
-        check_messages(messages)
-        key = self._key(messages, max_tokens, temperature, seed, json)
+        key = self._key(messages, options)
         hit = self.store.get(key)
         if hit is not None:
             self.hits += 1
             return hit
         self.misses += 1
-        completion = self._inner.complete(
-            messages,
-            agent=agent,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-            json=json,
-        )
+        completion = self.forward(messages, agent, options)
         self.store.put(key, agent, completion)
         return completion

@@ -36,13 +36,16 @@ from __future__ import annotations
 import hashlib
 import json as jsonlib
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "AGENTS",
+    "BaseChatModel",
     "CachedLookup",
+    "CallOptions",
     "ChatModel",
     "Completion",
     "LLMBadResponse",
@@ -54,6 +57,7 @@ __all__ = [
     "Message",
     "PromptTooLarge",
     "Usage",
+    "WrappingChatModel",
     "check_agent",
     "check_messages",
     "estimate_tokens",
@@ -115,6 +119,20 @@ class Usage:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
 
+    @classmethod
+    def reported_or_estimated(
+        cls,
+        prompt_tokens: object,
+        completion_tokens: object,
+        messages: Sequence[Message],
+        text: str,
+    ) -> Usage:
+        """The usage an endpoint (or a record) reported when both counts are integers, else one
+        estimated from the prompt ``messages`` and the reply ``text``."""
+        if isinstance(prompt_tokens, int) and isinstance(completion_tokens, int):
+            return cls(prompt_tokens, completion_tokens)
+        return cls(estimate_tokens(messages), estimate_tokens(text), estimated=True)
+
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
@@ -143,6 +161,26 @@ class Completion:
     def truncated(self) -> bool:
         """True when the reply was cut at the output token limit."""
         return self.finish_reason == "length"
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """The parameters of one :meth:`ChatModel.complete` call besides the messages and the agent;
+    None = the model's configured default. ``json=True`` asks for a JSON object reply."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    json: bool = False
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`ChatModel.complete` that pass these options on."""
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "json": self.json,
+        }
 
 
 @runtime_checkable
@@ -181,15 +219,7 @@ class CachedLookup(Protocol):
     whether a request is already answered. Wrappers that charge for calls (metering, budgets)
     use it to let a cached request through without counting it against the caps."""
 
-    def lookup(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
-        json: bool = False,
-    ) -> Completion | None:
+    def lookup(self, messages: Sequence[Message], options: CallOptions) -> Completion | None:
         """The stored completion for this request, or None (nothing is sent)."""
         ...
 
@@ -306,14 +336,7 @@ def prompt_sha256(messages: Sequence[Message]) -> str:
 
 
 def request_key(
-    model: str,
-    messages: Sequence[Message],
-    *,
-    max_tokens: int | None,
-    temperature: float | None,
-    seed: int | None,
-    json_mode: bool,
-    namespace: str = "",
+    model: str, messages: Sequence[Message], options: CallOptions, *, namespace: str = ""
 ) -> str:
     """The idempotency key of a request: sha256 of (namespace, model, messages, parameters).
 
@@ -325,10 +348,10 @@ def request_key(
             "namespace": namespace,
             "model": model,
             "messages": messages_payload(messages),
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "seed": seed,
-            "json": json_mode,
+            "max_tokens": options.max_tokens,
+            "temperature": options.temperature,
+            "seed": options.seed,
+            "json": options.json,
         },
         ensure_ascii=False,
         sort_keys=True,
@@ -350,3 +373,59 @@ def check_messages(messages: Sequence[Message]) -> None:
     for m in messages:
         if not isinstance(m, Message):
             raise TypeError(f"messages must be argos.llm.interface.Message, got {type(m).__name__}")
+
+
+# --------------------------------------------------------------------------------------------
+# The skeleton of implementations
+# --------------------------------------------------------------------------------------------
+
+
+class BaseChatModel(ABC):
+    """The common skeleton of Argos's :class:`ChatModel` implementations: :meth:`complete` checks
+    the agent and the messages, gathers the parameters in a :class:`CallOptions` and hands them to
+    :meth:`_complete`, the one method an implementation writes (besides :attr:`model`). The port
+    stays a :class:`~typing.Protocol`: a model need not derive from this class."""
+
+    @property
+    @abstractmethod
+    def model(self) -> str:
+        """The model identifier requests go to (used in cache keys and cost accounting)."""
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        agent: str,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        json: bool = False,
+    ) -> Completion:
+        """Send ``messages`` and return the reply, or raise an :class:`LLMError`."""
+        check_agent(agent)
+        check_messages(messages)
+        return self._complete(messages, agent, CallOptions(max_tokens, temperature, seed, json))
+
+    @abstractmethod
+    def _complete(
+        self, messages: Sequence[Message], agent: str, options: CallOptions
+    ) -> Completion:
+        """Answer one checked call."""
+
+
+class WrappingChatModel(BaseChatModel):
+    """A :class:`BaseChatModel` that adds something around another chat model, ``inner`` (a cache,
+    metering, recording): it reports the inner model's name and :meth:`forward` passes a call on
+    unchanged."""
+
+    def __init__(self, inner: ChatModel) -> None:
+        self._inner = inner
+
+    @property
+    def model(self) -> str:
+        """The inner model's name."""
+        return self._inner.model
+
+    def forward(self, messages: Sequence[Message], agent: str, options: CallOptions) -> Completion:
+        """The inner model's reply to this call."""
+        return self._inner.complete(messages, agent=agent, **options.as_kwargs())

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from argos.llm.interface import (
+    BaseChatModel,
+    CallOptions,
     Completion,
     LLMBadResponse,
     LLMRateLimited,
@@ -26,9 +28,6 @@ from argos.llm.interface import (
     Message,
     PromptTooLarge,
     Usage,
-    check_agent,
-    check_messages,
-    estimate_tokens,
     messages_payload,
 )
 
@@ -47,7 +46,7 @@ def _status_detail(err: Any) -> str:
     return f"HTTP {status}: {message}"
 
 
-class OpenAIChatModel:
+class OpenAIChatModel(BaseChatModel):
     """A :class:`ChatModel` on the real ``openai`` client (OpenAI or any compatible server).
 
     Parameters mirror the client: ``base_url`` (None = the client's default / ``OPENAI_BASE_URL``),
@@ -149,32 +148,27 @@ class OpenAIChatModel:
         """The underlying ``openai`` client (for advanced use; agents should not need it)."""
         return self._client
 
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        agent: str,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
-        json: bool = False,
+    def _complete(
+        self, messages: Sequence[Message], agent: str, options: CallOptions
     ) -> Completion:
-        """One chat completion. Raises :class:`LLMTimeout`, :class:`LLMRateLimited`,
-        :class:`LLMUnavailable`, :class:`LLMBadResponse` or :class:`PromptTooLarge`."""
+        """One chat completion. Raises :class:`~argos.llm.interface.LLMTimeout`,
+        :class:`~argos.llm.interface.LLMRateLimited`, :class:`~argos.llm.interface.LLMUnavailable`,
+        :class:`~argos.llm.interface.LLMBadResponse` or
+        :class:`~argos.llm.interface.PromptTooLarge`."""
         import openai as _openai
 
-        check_agent(agent)
-        check_messages(messages)
         kwargs: dict[str, Any] = {"model": self._model, "messages": messages_payload(messages)}
-        max_tokens = max_tokens if max_tokens is not None else self.default_max_tokens
-        temperature = temperature if temperature is not None else self.default_temperature
+        max_tokens = self.default_max_tokens if options.max_tokens is None else options.max_tokens
+        temperature = (
+            self.default_temperature if options.temperature is None else options.temperature
+        )
         if max_tokens is not None:
             kwargs["max_tokens"] = max_tokens
         if temperature is not None:
             kwargs["temperature"] = temperature
-        if seed is not None:
-            kwargs["seed"] = seed
-        if json:
+        if options.seed is not None:
+            kwargs["seed"] = options.seed
+        if options.json:
             kwargs["response_format"] = {"type": "json_object"}
         where = f"{agent} call to model {self._model!r}"
         started = time.perf_counter()
@@ -251,12 +245,12 @@ class OpenAIChatModel:
         if not isinstance(text, str):
             raise LLMBadResponse(f"{where}: message content is {type(text).__name__}, not text")
         raw_usage = getattr(response, "usage", None)
-        prompt = getattr(raw_usage, "prompt_tokens", None)
-        completion = getattr(raw_usage, "completion_tokens", None)
-        if isinstance(prompt, int) and isinstance(completion, int):
-            usage = Usage(prompt, completion)
-        else:
-            usage = Usage(estimate_tokens(messages), estimate_tokens(text), estimated=True)
+        usage = Usage.reported_or_estimated(
+            getattr(raw_usage, "prompt_tokens", None),
+            getattr(raw_usage, "completion_tokens", None),
+            messages,
+            text,
+        )
         model = getattr(response, "model", None)
         return Completion(
             text=text,

@@ -23,13 +23,14 @@ from types import TracebackType
 from typing import Any
 
 from argos.llm.interface import (
+    BaseChatModel,
+    CallOptions,
     ChatModel,
     Completion,
     LLMError,
     Message,
     Usage,
-    check_agent,
-    check_messages,
+    WrappingChatModel,
     estimate_tokens,
     prompt_sha256,
 )
@@ -90,13 +91,19 @@ class RecordedCall:
     seed: int | None
     json: bool
 
+    @classmethod
+    def of(cls, agent: str, messages: Sequence[Message], options: CallOptions) -> RecordedCall:
+        """The record of one call."""
+        o = options
+        return cls(agent, tuple(messages), o.max_tokens, o.temperature, o.seed, o.json)
+
     @property
     def prompt(self) -> str:
         """All message contents joined by blank lines (what ``expect`` is matched against)."""
         return "\n\n".join(m.content for m in self.messages)
 
 
-class ScriptedChatModel:
+class ScriptedChatModel(BaseChatModel):
     """A strict scripted :class:`ChatModel` for tests.
 
     Built from steps (a :class:`ScriptStep`, a plain reply string, or an :class:`LLMError` instance
@@ -140,20 +147,11 @@ class ScriptedChatModel:
         self.failures.append(message)
         return ScriptError(message)
 
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        agent: str,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
-        json: bool = False,
+    def _complete(
+        self, messages: Sequence[Message], agent: str, options: CallOptions
     ) -> Completion:
         """Consume the next scripted step: return its reply or raise its error."""
-        check_agent(agent)
-        check_messages(messages)
-        call = RecordedCall(agent, tuple(messages), max_tokens, temperature, seed, json)
+        call = RecordedCall.of(agent, messages, options)
         with self._lock:  # steps are consumed atomically if agents call from several threads
             self.calls.append(call)
             number = len(self.calls)
@@ -215,7 +213,7 @@ class ScriptedChatModel:
             self.assert_consumed()
 
 
-class ReplayChatModel:
+class ReplayChatModel(BaseChatModel):
     """Replies from a JSONL replay file; each line ``{"agent", "prompt_sha256", "response"}``
     (optional ``prompt_tokens``, ``completion_tokens``, ``finish_reason``).
 
@@ -253,20 +251,11 @@ class ReplayChatModel:
         """The synthetic model name reported in completions."""
         return self._model
 
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        agent: str,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
-        json: bool = False,
+    def _complete(
+        self, messages: Sequence[Message], agent: str, options: CallOptions
     ) -> Completion:
         """Return the recorded response for this agent and prompt hash."""
-        check_agent(agent)
-        check_messages(messages)
-        self.calls.append(RecordedCall(agent, tuple(messages), max_tokens, temperature, seed, json))
+        self.calls.append(RecordedCall.of(agent, messages, options))
         key = (agent, prompt_sha256(messages))
         entries = self._entries.get(key)
         if not entries:
@@ -278,47 +267,25 @@ class ReplayChatModel:
         self._served[key] = index + 1
         entry = entries[index]
         text = str(entry["response"])
-        prompt_tokens = entry.get("prompt_tokens")
-        completion_tokens = entry.get("completion_tokens")
-        if isinstance(prompt_tokens, int) and isinstance(completion_tokens, int):
-            usage = Usage(prompt_tokens, completion_tokens)
-        else:
-            usage = Usage(estimate_tokens(messages), estimate_tokens(text), estimated=True)
+        usage = Usage.reported_or_estimated(
+            entry.get("prompt_tokens"), entry.get("completion_tokens"), messages, text
+        )
         return Completion(text, usage, self._model, 0.0, str(entry.get("finish_reason", "stop")))
 
 
-class RecordingChatModel:
+class RecordingChatModel(WrappingChatModel):
     """Passes calls to ``inner`` and appends each completed one to a JSONL replay file that
     :class:`ReplayChatModel` reads."""
 
     def __init__(self, inner: ChatModel, path: str | Path) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._path = Path(path)
 
-    @property
-    def model(self) -> str:
-        """The inner model's name."""
-        return self._inner.model
-
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        agent: str,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
-        json: bool = False,
+    def _complete(
+        self, messages: Sequence[Message], agent: str, options: CallOptions
     ) -> Completion:
         """Call ``inner`` and record the reply."""
-        completion = self._inner.complete(
-            messages,
-            agent=agent,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-            json=json,
-        )
+        completion = self.forward(messages, agent, options)
         line = {
             "agent": agent,
             "prompt_sha256": prompt_sha256(messages),

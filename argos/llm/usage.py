@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, astuple, dataclass
+from dataclasses import asdict, astuple, dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from argos.llm.interface import (
     CachedLookup,
+    CallOptions,
     ChatModel,
     Completion,
     LLMBudgetExceeded,
     Message,
     PromptTooLarge,
     Usage,
+    WrappingChatModel,
     check_agent,
-    check_messages,
     estimate_tokens,
 )
 
@@ -401,7 +402,7 @@ class LedgerState:
         return asdict(self)
 
 
-class MeteredChatModel:
+class MeteredChatModel(WrappingChatModel):
     """The accounting wrapper the agents should call.
 
     Before sending: enforces ``max_input_tokens`` (:class:`~argos.llm.interface.PromptTooLarge`)
@@ -423,36 +424,21 @@ class MeteredChatModel:
         max_input_tokens: int | None = None,
         default_max_tokens: int | None = None,
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.ledger = ledger
         self.guard = guard
         self.max_input_tokens = max_input_tokens
         self.default_max_tokens = default_max_tokens
 
-    @property
-    def model(self) -> str:
-        """The inner model's name."""
-        return self._inner.model
-
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        agent: str,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
-        json: bool = False,
+    def _complete(
+        self, messages: Sequence[Message], agent: str, options: CallOptions
     ) -> Completion:
         """Check the cap and budget, call ``inner``, record usage."""
-        check_agent(agent)
-        check_messages(messages)
-        max_tokens = max_tokens if max_tokens is not None else self.default_max_tokens
+        if options.max_tokens is None:
+            options = replace(options, max_tokens=self.default_max_tokens)
         cached = None
         if isinstance(self._inner, CachedLookup):
-            cached = self._inner.lookup(
-                messages, max_tokens=max_tokens, temperature=temperature, seed=seed, json=json
-            )
+            cached = self._inner.lookup(messages, options)
         if cached is None:
             prompt_tokens = estimate_tokens(messages)
             if self.max_input_tokens is not None and prompt_tokens > self.max_input_tokens:
@@ -468,15 +454,8 @@ class MeteredChatModel:
                     agent=agent,
                     model=self._inner.model,
                     prompt_tokens=prompt_tokens,
-                    max_output_tokens=max_tokens,
+                    max_output_tokens=options.max_tokens,
                 )
-        completion = self._inner.complete(
-            messages,
-            agent=agent,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-            json=json,
-        )
+        completion = self.forward(messages, agent, options)
         self.ledger.record(agent, completion)
         return completion
