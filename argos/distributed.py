@@ -18,10 +18,12 @@ Failures:
 
 LLM limits across workers: :class:`SharedLimitsChatModel` wraps a chat model so that every worker
 of the cluster shares one concurrency limit (a Dask :class:`~distributed.Semaphore`) and one token
-/ cost / call budget (a ledger in the scheduler's metadata store, read and updated under a Dask
-:class:`~distributed.Lock`). A call first reserves its pessimistic cost (prompt estimate + full
-``max_tokens``) in the ledger, so concurrent calls on different workers can never overshoot the
-budget together; the reservation is replaced by the real usage when the call returns.
+/ cost / call budget. The budget is the ledger of :mod:`argos.llm.usage`: a
+:class:`~argos.llm.usage.LedgerState` checked by :meth:`~argos.llm.usage.Budget.check`, kept in
+the scheduler's metadata store and read and updated under a Dask :class:`~distributed.Lock`. A
+call first reserves its pessimistic cost (prompt estimate + full ``max_tokens``) in the ledger, so
+concurrent calls on different workers can never overshoot the budget together; the reservation
+is replaced by the real usage when the call returns.
 """
 
 from __future__ import annotations
@@ -30,26 +32,25 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from argos._types import default_workers
 from argos.llm.interface import (
-    Budget,
+    BaseChatModel,
+    CallOptions,
     ChatModel,
     Completion,
-    LLMBudgetExceeded,
     Message,
     Usage,
     estimate_tokens,
-    price_for,
 )
+from argos.llm.usage import Budget, LedgerState, Spend, call_cost
 
 if TYPE_CHECKING:
     from argos.data.series import Dataset
     from argos.evaluation.harness import EvalTask, SeriesResult
     from argos.llm.config import LLMConfig
-    from argos.llm.interface import Price
+    from argos.llm.usage import Price
     from argos.training.generator import GeneratedUnit, Generator, TrainJob
 
 
@@ -239,54 +240,24 @@ class DaskExecutor:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LedgerState:
-    """The shared budget ledger (stored in the scheduler's metadata as a dict).
-
-    ``calls``/``tokens``/``cost_usd`` are spent; ``reserved_*`` are held by calls in flight.
-    """
-
-    calls: int = 0
-    tokens: int = 0
-    cost_usd: float = 0.0
-    reserved_calls: int = 0
-    reserved_tokens: int = 0
-    reserved_cost_usd: float = 0.0
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> LedgerState:
-        """Parse the stored value (None = nothing spent yet)."""
-        return cls(**raw) if raw else cls()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The value to store."""
-        return {
-            "calls": self.calls,
-            "tokens": self.tokens,
-            "cost_usd": self.cost_usd,
-            "reserved_calls": self.reserved_calls,
-            "reserved_tokens": self.reserved_tokens,
-            "reserved_cost_usd": self.reserved_cost_usd,
-        }
-
-
-class _Ledger:
-    """The shared ledger's storage: a key of the scheduler's metadata store (read and written
-    only under the budget lock)."""
+class _SharedLedger:
+    """The shared ledger's storage: a :class:`~argos.llm.usage.LedgerState` kept as a plain dict
+    under a key of the scheduler's metadata store (read and written only under the budget
+    lock)."""
 
     def __init__(self, client: Any, key: list[str]) -> None:
         self.client = client
         self.key = key
 
-    def get(self) -> dict[str, Any] | None:
+    def get(self) -> LedgerState:
         value = self.client.get_metadata(self.key, default=None)
-        return None if value is None else dict(value)
+        return LedgerState.from_dict(None if value is None else dict(value))
 
-    def set(self, value: dict[str, Any]) -> None:
-        self.client.set_metadata(self.key, value)
+    def set(self, state: LedgerState) -> None:
+        self.client.set_metadata(self.key, state.to_dict())
 
 
-class SharedLimitsChatModel:
+class SharedLimitsChatModel(BaseChatModel):
     """A :class:`~argos.llm.interface.ChatModel` whose concurrency and budget are shared
     cluster-wide.
 
@@ -330,7 +301,7 @@ class SharedLimitsChatModel:
         self._inner = inner
         self._llm = llm
         self._client = client
-        self._prims: tuple[Any, Any, Any] | None = None
+        self._prims: tuple[Any, Any, _SharedLedger] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -357,10 +328,9 @@ class SharedLimitsChatModel:
         return self._inner
 
     def _cost(self, model: str, usage: Usage) -> float:
-        price = price_for(model, self.prices)
-        return 0.0 if price is None else price.cost(usage)
+        return call_cost(model, usage, self.prices) or 0.0
 
-    def _primitives(self) -> tuple[Any, Any, Any]:
+    def _primitives(self) -> tuple[Any, Any, _SharedLedger]:
         """The semaphore, lock and ledger (made once per process). Inside a Dask task they talk
         to the scheduler through the worker's client; elsewhere through ``client``."""
         if self._prims is not None:
@@ -385,125 +355,52 @@ class SharedLimitsChatModel:
                 loop=loop,
             ),
             distributed.Lock(f"argos-budget-lock-{self.name}", scheduler_rpc=rpc, loop=loop),
-            _Ledger(client, ["argos-budget", self.name]),
+            _SharedLedger(client, ["argos-budget", self.name]),
         )
         return self._prims
-
-    @staticmethod
-    def _read(var: _Ledger) -> LedgerState:
-        return LedgerState.from_dict(var.get())
-
-    def _reserve(self, lock: Any, var: Any, agent: str, tokens: int, cost: float) -> None:
-        b = self.budget
-        with lock:
-            s = self._read(var)
-            if b.max_calls is not None and s.calls + s.reserved_calls + 1 > b.max_calls:
-                raise LLMBudgetExceeded(
-                    f"{agent} call refused: the run-wide call budget of {b.max_calls} is used up "
-                    f"({s.calls} made, {s.reserved_calls} in flight)"
-                )
-            if b.max_tokens is not None and s.tokens + s.reserved_tokens + tokens > b.max_tokens:
-                raise LLMBudgetExceeded(
-                    f"{agent} call refused: {s.tokens} tokens spent + {s.reserved_tokens} in "
-                    f"flight + up to {tokens} would exceed the run-wide budget of {b.max_tokens}"
-                )
-            if (
-                b.max_cost_usd is not None
-                and s.cost_usd + s.reserved_cost_usd + cost > b.max_cost_usd
-            ):
-                raise LLMBudgetExceeded(
-                    f"{agent} call refused: ${s.cost_usd:.4f} spent + ${s.reserved_cost_usd:.4f} "
-                    f"in flight + up to ${cost:.4f} would exceed ${b.max_cost_usd:.2f}"
-                )
-            var.set(
-                LedgerState(
-                    s.calls,
-                    s.tokens,
-                    s.cost_usd,
-                    s.reserved_calls + 1,
-                    s.reserved_tokens + tokens,
-                    s.reserved_cost_usd + cost,
-                ).to_dict()
-            )
-
-    def _settle(
-        self, lock: Any, var: Any, tokens: int, cost: float, used: Usage | None, model: str
-    ) -> None:
-        with lock:
-            s = self._read(var)
-            spent_tokens = used.total_tokens if used is not None else 0
-            spent_cost = self._cost(model, used) if used is not None else 0.0
-            var.set(
-                LedgerState(
-                    s.calls + (1 if used is not None else 0),
-                    s.tokens + spent_tokens,
-                    s.cost_usd + spent_cost,
-                    s.reserved_calls - 1,
-                    s.reserved_tokens - tokens,
-                    max(0.0, s.reserved_cost_usd - cost),
-                ).to_dict()
-            )
 
     def resume_from(self, calls: int, tokens: int, cost_usd: float) -> None:
         """Count what the run spent before (a resumed run, from its checkpoints) against the
         budget, unless the shared ledger already holds at least that much (the same scheduler
         kept it)."""
-        _, lock, var = self._primitives()
+        _, lock, ledger = self._primitives()
         with lock:
-            s = self._read(var)
-            if s.calls >= calls:
-                return
-            var.set(
-                LedgerState(
-                    calls,
-                    tokens,
-                    cost_usd,
-                    s.reserved_calls,
-                    s.reserved_tokens,
-                    s.reserved_cost_usd,
-                ).to_dict()
-            )
+            ledger.set(ledger.get().resumed(Spend(calls, tokens, cost_usd)))
 
     def spent(self) -> LedgerState:
         """The shared ledger as it stands (for reports and tests)."""
-        _, lock, var = self._primitives()
+        _, lock, ledger = self._primitives()
         with lock:
-            return self._read(var)
+            return ledger.get()
 
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        agent: str,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
-        json: bool = False,
+    def _complete(
+        self, messages: Sequence[Message], agent: str, options: CallOptions
     ) -> Completion:
         """Reserve the call's worst case in the shared ledger (or raise
         :class:`~argos.llm.interface.LLMBudgetExceeded`), hold a cluster-wide lease while calling
         the endpoint, then charge the real usage. A failed call is charged nothing."""
-        sem, lock, var = self._primitives()
+        sem, lock, ledger = self._primitives()
         model = self.model
-        tokens = estimate_tokens(messages) + (max_tokens or 0)
-        cost = self._cost(model, Usage(estimate_tokens(messages), max_tokens or 0))
-        self._reserve(lock, var, agent, tokens, cost)
-        used: Usage | None = None
-        answered = model
+        prompt_tokens, out = estimate_tokens(messages), options.max_tokens or 0
+        with lock:
+            state, reservation = ledger.get().reserve(
+                self.budget,
+                agent=agent,
+                prompt_tokens=prompt_tokens,
+                max_output_tokens=out,
+                cost_usd=self._cost(model, Usage(prompt_tokens, out)),
+            )
+            ledger.set(state)
+        used: Spend | None = None
         try:
             with sem:
-                result = self._endpoint().complete(
-                    messages,
-                    agent=agent,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
-                    seed=seed,
-                    json=json,
-                )
-            used, answered = result.usage, result.model
+                result = self._endpoint().complete(messages, agent=agent, **options.as_kwargs())
+            usage = result.usage
+            used = Spend(1, usage.total_tokens, self._cost(result.model, usage))
             return result
         finally:
-            self._settle(lock, var, tokens, cost, used, answered)
+            with lock:
+                ledger.set(ledger.get().settle(reservation, used))
 
 
 def wait_for_workers(executor: DaskExecutor, n: int, timeout_s: float = 60.0) -> None:

@@ -25,14 +25,8 @@ from argos.data.demo import make_demo_dataset
 from argos.data.series import Series
 from argos.distributed import DaskExecutor, SchedulerError, SharedLimitsChatModel, parse_scheduler
 from argos.evaluation.harness import evaluate
-from argos.llm.interface import (
-    Budget,
-    Completion,
-    LLMBudgetExceeded,
-    Message,
-    Usage,
-    estimate_tokens,
-)
+from argos.llm.interface import Completion, LLMBudgetExceeded, Message, Usage, estimate_tokens
+from argos.llm.usage import Budget
 from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import train_dataset

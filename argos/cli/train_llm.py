@@ -25,7 +25,8 @@ from argos.cli.train_tables import summary_table, usage_table
 from argos.data import catalog
 from argos.data.series import DataError, Dataset
 from argos.llm.config import LLMConfig, load_llm_config
-from argos.llm.interface import Budget, LLMError
+from argos.llm.interface import LLMError
+from argos.llm.usage import Budget
 from argos.training.agents.graph import LoopConfig
 from argos.training.agents.run import AgentGenerator, csv_base, method_base
 from argos.training.driver import UnitResult, train_dataset, training_units

@@ -32,12 +32,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from argos.llm.interface import DEFAULT_PRICES, LLMError, OpenAIChatModel, Price
+from argos.llm.interface import LLMError
+from argos.llm.openai import OpenAIChatModel
+from argos.llm.usage import DEFAULT_PRICES, Price
 
 __all__ = [
     "CONFIG_FILE_NAME",
@@ -235,10 +237,20 @@ def is_llm_configured(config: LLMConfig | None = None) -> bool:
     return config.base_url is not None or config.api_key is not None
 
 
+class _ClientOptions(TypedDict):
+    """The adapter arguments both providers take from the configuration."""
+
+    timeout_s: float
+    max_retries: int
+    http_client: httpx.Client | None
+    temperature: float | None
+    max_tokens: int | None
+
+
 def build_chat_model(
     config: LLMConfig, *, http_client: httpx.Client | None = None
 ) -> OpenAIChatModel:
-    """The :class:`~argos.llm.interface.OpenAIChatModel` described by ``config``.
+    """The :class:`~argos.llm.openai.OpenAIChatModel` described by ``config``.
 
     Raises :class:`LLMConfigError` when the model (or, for Azure, endpoint/API version) is missing.
     Without an API key, OpenAI-compatible local servers get the placeholder ``sk-no-key`` when a
@@ -249,6 +261,13 @@ def build_chat_model(
             "no LLM model configured: set ARGOS_LLM_MODEL, [llm] model in argos.toml, or --model"
         )
     key = config.api_key.get_secret_value() if config.api_key is not None else None
+    client_options = _ClientOptions(
+        timeout_s=config.timeout_s,
+        max_retries=config.max_retries,
+        http_client=http_client,
+        temperature=config.temperature,
+        max_tokens=config.max_output_tokens,
+    )
     if config.provider == "azure":
         if not config.azure_endpoint and not config.base_url:
             raise LLMConfigError(
@@ -268,11 +287,7 @@ def build_chat_model(
             azure_endpoint=config.azure_endpoint or str(config.base_url),
             api_version=config.api_version,
             api_key=key,
-            timeout_s=config.timeout_s,
-            max_retries=config.max_retries,
-            http_client=http_client,
-            temperature=config.temperature,
-            max_tokens=config.max_output_tokens,
+            **client_options,
         )
     if key is None:
         if config.base_url is None:
@@ -285,9 +300,5 @@ def build_chat_model(
         model=config.model,
         base_url=config.base_url,
         api_key=key,
-        timeout_s=config.timeout_s,
-        max_retries=config.max_retries,
-        http_client=http_client,
-        temperature=config.temperature,
-        max_tokens=config.max_output_tokens,
+        **client_options,
     )

@@ -15,15 +15,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from argos.llm.interface import (
-    Completion,
-    LLMTimeout,
-    Message,
-    MeteredChatModel,
-    OpenAIChatModel,
-    UsageLedger,
-)
+from argos.llm.interface import Completion, LLMTimeout, Message
 from argos.llm.local import LocalLLMServer, bundled_model_path, llama_server_installed
+from argos.llm.openai import OpenAIChatModel
+from argos.llm.usage import MeteredChatModel, UsageLedger
 from argos.training.agents.prompts import generator_messages, render_chunk, repairer_messages
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

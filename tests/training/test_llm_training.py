@@ -26,7 +26,9 @@ from argos.data.demo import make_demo_dataset
 from argos.data.protocol import fit_inputs
 from argos.data.series import Series
 from argos.llm.config import LLMConfig
-from argos.llm.interface import Budget, LLMTimeout, ScriptedChatModel, ScriptStep
+from argos.llm.interface import LLMTimeout
+from argos.llm.testing import ScriptedChatModel, ScriptStep
+from argos.llm.usage import Budget
 from argos.rules.artifacts import load_ruleset
 from argos.training.agents.graph import LoopConfig
 from argos.training.agents.run import AgentGenerator

@@ -16,13 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from argos.llm.interface import (
-    ChatModel,
-    LLMBudgetExceeded,
-    LLMError,
-    Message,
-    PromptTooLarge,
-)
+from argos.llm.interface import ChatModel, LLMBudgetExceeded, LLMError, Message, PromptTooLarge
 from argos.rules.contract import extract_code, fenced_blocks
 from argos.training.agents.graph import AgentError, DraftRule, GenerationRequest, StopRun
 from argos.training.agents.lab import SandboxRuleLab

@@ -32,17 +32,16 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from argos._types import BoolArray, ProgressFn
 from argos.data.series import Series
+from argos.llm.cache import CachingChatModel, ResponseStore
 from argos.llm.config import LLMConfig, build_chat_model
-from argos.llm.interface import (
+from argos.llm.interface import ChatModel
+from argos.llm.usage import (
     AgentUsage,
     Budget,
     BudgetGuard,
-    CachingChatModel,
-    ChatModel,
     LedgerSummary,
     MeteredChatModel,
     Price,
-    ResponseStore,
     UsageLedger,
 )
 from argos.rules.templates import RuleSpec, render
