@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from argos.report.run import DEFAULT_BASELINES, ReportError, write_report
+from argos.report.build import write_report
+from argos.report.run import DEFAULT_BASELINES
+from argos.report.views import ReportError
 
 
 def register(app: typer.Typer) -> None:
