@@ -14,6 +14,7 @@ from rich.table import Table
 from argos.cli.report import report_epilogue
 from argos.data import catalog
 from argos.data.series import DataError, Dataset, SplitSpec
+from argos.metrics import format_score
 from argos.training.builtin.search import SearchConfig
 from argos.training.driver import (
     BuiltinGenerator,
@@ -23,10 +24,6 @@ from argos.training.driver import (
     default_workers,
     train_dataset,
 )
-
-
-def _fmt(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
 
 
 def summary_table(summary: TrainSummary) -> Table:
@@ -45,8 +42,8 @@ def summary_table(summary: TrainSummary) -> Table:
             u.unit,
             "\n".join(u.rules) or ("(none) " + "; ".join(u.notes)),
             str(u.tried),
-            _fmt(u.train_f1),
-            _fmt(u.validation_f1),
+            format_score(u.train_f1),
+            format_score(u.validation_f1),
             verified,
             f"{u.seconds:.1f}",
         )
@@ -272,7 +269,7 @@ def register(app: typer.Typer) -> None:
                     advance=1,
                     description=f"{ds.name}: {res.unit}",
                     tried=tried,
-                    best=_fmt(best),
+                    best=format_score(best),
                 )
 
             from argos.distributed import SchedulerError, executor_for
