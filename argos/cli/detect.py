@@ -20,7 +20,9 @@ from typing import IO, Annotated, Any
 
 import typer
 
-from argos.online.detector import Detector, Point, PostProcessing, RuleSetError
+from argos.online.detector import Detector, Point
+from argos.online.postprocess import PostProcessing
+from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError, WorkerLimits
 
 READ_CHUNK = 1 << 16

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from argos.online.detector import PostProcessing, RuleSetError
+from argos.online.postprocess import PostProcessing
 from argos.online.service import TOKEN_ENV, ServiceConfig, check_bind, create_app
+from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError
 
 

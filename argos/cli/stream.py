@@ -15,7 +15,8 @@ from typing import Annotated
 
 import typer
 
-from argos.online.detector import Point, PostProcessing
+from argos.online.detector import Point
+from argos.online.postprocess import PostProcessing
 
 # Module level: the annotations below are evaluated in the module's namespace.
 redis_opt = typer.Option("--redis", help="Redis URL, e.g. redis://127.0.0.1:6379/0.")

@@ -42,7 +42,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
-from argos.online.detector import Detector, Point, PointResult, PostProcessing, RuleSetError
+from argos.online.detector import Detector, Point, PointResult
+from argos.online.postprocess import PostProcessing
+from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError, WorkerLimits
 
 log = logging.getLogger(__name__)
@@ -579,7 +581,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                     )
                 )
             for e in res.errors:
-                metrics.rule_errors.labels(e.split(":", 1)[0]).inc()
+                metrics.rule_errors.labels(e.rule_id).inc()
             metrics.points.labels("ok").inc(n)
             metrics.anomalies.inc(int(res.anomaly.sum()))
             metrics.alerts.inc(int(res.alert.sum()))
@@ -589,7 +591,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 series=body.series,
                 labels=res.anomaly.tolist(),
                 anomalies=events,
-                rule_errors=res.errors,
+                rule_errors=[f"{e.rule_id}: {e.message}" for e in res.errors],
             )
         finally:
             holder.release(a)
