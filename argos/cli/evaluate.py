@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from argos.cli.options import BenchmarkDataDirOption
 from argos.data import catalog
 from argos.data.series import DataError, Dataset, SplitSpec
 from argos.evaluation.harness import (
@@ -173,12 +174,7 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--config", help="TOML file with the same settings (flags override)."),
         ] = None,
-        data_dir: Annotated[
-            Path | None,
-            typer.Option(
-                "--data-dir", help=f"Benchmark data folder (default ${catalog.DATA_DIR_ENV})."
-            ),
-        ] = None,
+        data_dir: BenchmarkDataDirOption = None,
         train_fraction: Annotated[
             float | None,
             typer.Option("--train-fraction", help="Train share of generic datasets (0.7)."),

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from argos.cli.options import (
+    CooldownOption,
+    IncidentGapOption,
+    MinDurationOption,
+    RulesFolderOption,
+    StrictOption,
+)
 from argos.online.postprocess import PostProcessing
 from argos.online.service import TOKEN_ENV, ServiceConfig, check_bind, create_app
 from argos.rules.artifacts import RuleSetError
@@ -19,9 +25,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def serve(
-        rules: Annotated[
-            Path, typer.Option("--rules", help="Exported rule-set folder (manifest.json + rules).")
-        ],
+        rules: RulesFolderOption,
         host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8080,
         token: Annotated[
@@ -32,16 +36,10 @@ def register(app: typer.Typer) -> None:
         max_body_bytes: Annotated[int, typer.Option(min=1024, help="Request body limit.")] = (
             4 * 1024 * 1024
         ),
-        min_duration: Annotated[
-            int, typer.Option(min=1, help="Points the raw label must hold.")
-        ] = 1,
-        cooldown: Annotated[int, typer.Option(min=0, help="Points without a new alert.")] = 0,
-        incident_gap: Annotated[
-            int, typer.Option(min=0, help="Normal points allowed inside one incident.")
-        ] = 0,
-        strict: Annotated[
-            bool, typer.Option("--strict", help="Refuse rules that are not stream-exact.")
-        ] = False,
+        min_duration: MinDurationOption = 1,
+        cooldown: CooldownOption = 0,
+        incident_gap: IncidentGapOption = 0,
+        strict: StrictOption = False,
         trusted: Annotated[
             bool,
             typer.Option(

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from argos.cli.options import CooldownOption
 from argos.online.detector import Point
 from argos.online.postprocess import PostProcessing
 
@@ -45,7 +46,7 @@ def register(app: typer.Typer) -> None:
         ] = 3000,
         batch: Annotated[int, typer.Option(min=1, help="Entries per read.")] = 500,
         min_duration: Annotated[int, typer.Option(min=1, help="Points of raw alarm.")] = 1,
-        cooldown: Annotated[int, typer.Option(min=0, help="Points without a new alert.")] = 0,
+        cooldown: CooldownOption = 0,
         incident_gap: Annotated[int, typer.Option(min=0, help="Points joining incidents.")] = 0,
         max_idle: Annotated[
             float | None, typer.Option(help="Exit after this many seconds without input.")
