@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import shlex
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +104,6 @@ def build_eval_report(
         title=f"Evaluation: {name}",
         source=str(eval_dir),
         dataset=name,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
         methods=_rows_from_results(methods, kinds),
     )
     counts = results.get("series", {}) if isinstance(results.get("series"), Mapping) else {}

@@ -15,7 +15,6 @@ import ast
 import re
 import sqlite3
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -359,7 +358,6 @@ def build_run_report(
         title=f"Training run: {name}",
         source=str(run_dir),
         dataset=name,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     usage = summary.get("usage") or (
         read_json_object(run_dir / "usage.json") if (run_dir / "usage.json").is_file() else {}

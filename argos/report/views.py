@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -149,7 +150,8 @@ class Report(BaseModel):
     title: str
     source: str
     dataset: str
-    created: str
+    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    """When the report was built (UTC, ISO 8601)."""
     argos_version: str = ARGOS_VERSION
     facts: list[tuple[str, str]] = Field(default_factory=list)
     methods: list[MethodRow] = Field(default_factory=list)
