@@ -34,6 +34,14 @@ from argos.sandbox.workers import RuleWorkerError, WorkerLimits
 
 READ_CHUNK = 1 << 16
 
+TrustedOption = Annotated[
+    bool,
+    typer.Option(
+        "--trusted-in-process",
+        help="Run the rules in this process, without isolation (reviewed rules only).",
+    ),
+]
+
 
 class InputFormat(StrEnum):
     """Stream formats."""
@@ -272,13 +280,7 @@ def register(app: typer.Typer) -> None:
         cooldown: CooldownOption = 0,
         incident_gap: IncidentGapOption = 0,
         strict: StrictOption = False,
-        trusted: Annotated[
-            bool,
-            typer.Option(
-                "--trusted-in-process",
-                help="Run the rules in this process, without isolation (reviewed rules only).",
-            ),
-        ] = False,
+        trusted: TrustedOption = False,
         timeout: Annotated[
             float, typer.Option(help="Seconds a micro-batch may take before the worker is killed.")
         ] = 10.0,

@@ -19,6 +19,14 @@ from argos.online.service import TOKEN_ENV, ServiceConfig, check_bind, create_ap
 from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError
 
+TrustedOption = Annotated[
+    bool,
+    typer.Option(
+        "--trusted-in-process",
+        help="Run rules in the server process, without isolation (reviewed rules only).",
+    ),
+]
+
 
 def register(app: typer.Typer) -> None:
     """Add ``argos serve``."""
@@ -40,13 +48,7 @@ def register(app: typer.Typer) -> None:
         cooldown: CooldownOption = 0,
         incident_gap: IncidentGapOption = 0,
         strict: StrictOption = False,
-        trusted: Annotated[
-            bool,
-            typer.Option(
-                "--trusted-in-process",
-                help="Run rules in the server process, without isolation (reviewed rules only).",
-            ),
-        ] = False,
+        trusted: TrustedOption = False,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
         """Serve the detection API: /v1/detect, /v1/streams/{series}/points, /metrics, /docs."""
