@@ -26,10 +26,10 @@ Semantics (see ``docs/detector.md``):
   When the base is an external detector (``method:NAME``, ``csv:FILE``), its label comes with each
   point (``Point.base``; a missing one counts as normal and is counted as ``missing_base``).
 * **Post-processing** (:mod:`argos.online.postprocess`, counted in points, causal, identical in
-  batch and stream): ``min_duration`` (a point is anomalous once the raw label has held for that many
-  consecutive points), ``cooldown`` (an anomalous point raises an *alert* only if no alert was
-  raised in the previous ``cooldown`` points of the series) and ``incident_gap`` (anomalous points
-  separated by at most that many normal points belong to the same incident).
+  batch and stream): ``min_duration`` (a point is anomalous once the raw label has held for that
+  many consecutive points), ``cooldown`` (an anomalous point raises an *alert* only if no alert
+  was raised in the previous ``cooldown`` points of the series) and ``incident_gap`` (anomalous
+  points separated by at most that many normal points belong to the same incident).
 * **Explanations.** Every anomalous point names the rules that fired and each rule's stated
   abnormal condition (the ``Abnormal:`` part of its docstring).
 
