@@ -219,6 +219,18 @@ def aggregate_mean(scores: Sequence[Scores]) -> MeanScores:
     return MeanScores(p, r, f, n_p, n_r, n_f)
 
 
+def format_score(
+    x: float | None, digits: int = 3, *, missing: str = "–", spread: float | None = None
+) -> str:
+    """A metric value as tables print it: ``digits`` decimals, ``missing`` when undefined, and
+    ``±spread`` (same decimals) when a spread over trials is given."""
+    if x is None:
+        return missing
+    if spread is None:
+        return f"{x:.{digits}f}"
+    return f"{x:.{digits}f}±{spread:.{digits}f}"
+
+
 def auc_pr(truth: ArrayLike, score: ArrayLike) -> float | None:
     """Area under the precision-recall curve (average precision) of a real-valued score.
 

@@ -52,7 +52,7 @@ from argos.data.series import Dataset, Series, SplitSpec
 from argos.evaluation.baselines import StaticThreshold
 from argos.evaluation.harness import evaluate
 from argos.methods import Detector, Method, register_method
-from argos.metrics import aggregate_mean, aggregate_pooled, events
+from argos.metrics import aggregate_mean, aggregate_pooled, events, format_score
 from argos.rules.templates import SCORERS, Structure, apply_cooldown
 from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import BuiltinMethod
@@ -379,10 +379,6 @@ class _CooledStatic:
         return _Cooled()
 
 
-def _fmt(x: float | None) -> str:
-    return "  -  " if x is None else f"{x:.3f}"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default="base")
@@ -446,7 +442,8 @@ def main() -> int:
             sc = [by[(m, u.series.id)].scores["event_pa"] for u in groups[g]]
             mean = aggregate_mean(sc).f1
             pooled = aggregate_pooled(sc).f1
-            cells.append(f"{_fmt(mean)} / {_fmt(pooled)}")
+            f1s = (format_score(f1, missing="  -  ") for f1 in (mean, pooled))
+            cells.append(" / ".join(f1s))
         print(f"{label:>22}  " + "  ".join(f"{c:>22}" for c in cells))
     # paired, per unit: how many units each variant scores higher / lower than the first one
     print(f"units better / worse than {labels[0]} (event-PA F1 per unit)")

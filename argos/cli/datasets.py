@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from argos.cli.options import JsonTableOption
 from argos.data import catalog
 from argos.data.series import DataError
 
@@ -22,7 +23,6 @@ DataDirOption = Annotated[
         show_default=False,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     )
 
     @group.command("list")
-    def list_datasets(data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+    def list_datasets(data_dir: DataDirOption = None, as_json: JsonTableOption = False) -> None:
         """Built-in dataset names, where their data was looked for, and whether it was found."""
         root = catalog.resolve_data_dir(data_dir)
         origin = (
@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
     def show(
         name: Annotated[str, typer.Argument(help="A dataset name (see `list`) or a PATH.")],
         data_dir: DataDirOption = None,
-        as_json: JsonOption = False,
+        as_json: JsonTableOption = False,
         train_fraction: Annotated[
             float | None,
             typer.Option(

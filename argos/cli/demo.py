@@ -15,14 +15,11 @@ from rich.table import Table
 
 from argos.data.demo import make_demo_dataset
 from argos.evaluation.harness import evaluate
+from argos.metrics import format_score
 from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import train_dataset
 
 DEMO_BASELINES = ("robust-zscore", "spectral-residual")
-
-
-def _fmt(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
 
 
 def register(app: typer.Typer) -> None:
@@ -56,10 +53,10 @@ def register(app: typer.Typer) -> None:
             pooled = agg[name]["event_pa"]["pooled"]
             table.add_row(
                 name,
-                _fmt(mean["precision"]),
-                _fmt(mean["recall"]),
-                _fmt(mean["f1"]),
-                _fmt(pooled["f1"]),
+                format_score(mean["precision"]),
+                format_score(mean["recall"]),
+                format_score(mean["f1"]),
+                format_score(pooled["f1"]),
             )
         console.print(table)
         n_rules = sum(len(u.rules) for u in summary.units)

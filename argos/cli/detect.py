@@ -20,10 +20,27 @@ from typing import IO, Annotated, Any
 
 import typer
 
-from argos.online.detector import Detector, Point, PostProcessing, RuleSetError
+from argos.cli.options import (
+    CooldownOption,
+    IncidentGapOption,
+    MinDurationOption,
+    RulesFolderOption,
+    StrictOption,
+)
+from argos.online.detector import Detector, Point
+from argos.online.postprocess import PostProcessing
+from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError, WorkerLimits
 
 READ_CHUNK = 1 << 16
+
+TrustedOption = Annotated[
+    bool,
+    typer.Option(
+        "--trusted-in-process",
+        help="Run the rules in this process, without isolation (reviewed rules only).",
+    ),
+]
 
 
 class InputFormat(StrEnum):
@@ -243,9 +260,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def detect(
-        rules: Annotated[
-            Path, typer.Option("--rules", help="Exported rule-set folder (manifest.json + rules).")
-        ],
+        rules: RulesFolderOption,
         input: Annotated[
             str, typer.Option("--input", "-i", help="Input file, or - for stdin.")
         ] = "-",
@@ -261,23 +276,11 @@ def register(app: typer.Typer) -> None:
         series: Annotated[
             str, typer.Option("--series", help="Series name for input without a series column.")
         ] = "default",
-        min_duration: Annotated[
-            int, typer.Option(min=1, help="Points the raw label must hold.")
-        ] = 1,
-        cooldown: Annotated[int, typer.Option(min=0, help="Points without a new alert.")] = 0,
-        incident_gap: Annotated[
-            int, typer.Option(min=0, help="Normal points allowed inside one incident.")
-        ] = 0,
-        strict: Annotated[
-            bool, typer.Option("--strict", help="Refuse rules that are not stream-exact.")
-        ] = False,
-        trusted: Annotated[
-            bool,
-            typer.Option(
-                "--trusted-in-process",
-                help="Run the rules in this process, without isolation (reviewed rules only).",
-            ),
-        ] = False,
+        min_duration: MinDurationOption = 1,
+        cooldown: CooldownOption = 0,
+        incident_gap: IncidentGapOption = 0,
+        strict: StrictOption = False,
+        trusted: TrustedOption = False,
         timeout: Annotated[
             float, typer.Option(help="Seconds a micro-batch may take before the worker is killed.")
         ] = 10.0,

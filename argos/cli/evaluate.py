@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from argos.cli.options import BenchmarkDataDirOption
 from argos.data import catalog
 from argos.data.series import DataError, Dataset, SplitSpec
 from argos.evaluation.harness import (
@@ -26,6 +27,7 @@ from argos.evaluation.harness import (
     write_results,
 )
 from argos.methods import UnknownMethodError, get_method, method_names, resolve_methods
+from argos.metrics import format_score
 
 
 def _fail(message: str) -> typer.Exit:
@@ -78,10 +80,6 @@ def resolved_command(cfg: EvalConfig) -> str:
     return shlex.join(args)
 
 
-def _fmt(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
-
-
 def print_summary(result: EvalResult, console: Console) -> None:
     """A compact console table: event-PA three ways, the other metrics' mean F1, AUC-PR, time."""
     summary = result.summary()
@@ -113,22 +111,22 @@ def print_summary(result: EvalResult, console: Console) -> None:
         f1 = ev["mean"]["f1"]
         if result.trials > 1 and f1 is not None:
             spread = ev["spread"]["mean"]["f1"]
-            f1_text = f"{f1:.3f}±{spread:.3f}" if spread is not None else _fmt(f1)
+            f1_text = format_score(f1, spread=spread)
         else:
-            f1_text = _fmt(f1)
+            f1_text = format_score(f1)
         cells = dict(
             zip(
                 columns,
                 [
-                    _fmt(ev["mean"]["precision"]),
-                    _fmt(ev["mean"]["recall"]),
+                    format_score(ev["mean"]["precision"]),
+                    format_score(ev["mean"]["recall"]),
                     f1_text,
-                    _fmt(ev["pooled"]["f1"]),
-                    _fmt(ev["mean_both"]["f1"]),
-                    _fmt(e["point"]["mean"]["f1"]),
-                    _fmt(e["point_adjusted"]["mean"]["f1"]),
-                    _fmt(e["delay"]["mean"]["f1"]),
-                    _fmt(e["auc_pr"]),
+                    format_score(ev["pooled"]["f1"]),
+                    format_score(ev["mean_both"]["f1"]),
+                    format_score(e["point"]["mean"]["f1"]),
+                    format_score(e["point_adjusted"]["mean"]["f1"]),
+                    format_score(e["delay"]["mean"]["f1"]),
+                    format_score(e["auc_pr"]),
                     f"{e['seconds']:.1f}",
                 ],
                 strict=True,
@@ -176,12 +174,7 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--config", help="TOML file with the same settings (flags override)."),
         ] = None,
-        data_dir: Annotated[
-            Path | None,
-            typer.Option(
-                "--data-dir", help=f"Benchmark data folder (default ${catalog.DATA_DIR_ENV})."
-            ),
-        ] = None,
+        data_dir: BenchmarkDataDirOption = None,
         train_fraction: Annotated[
             float | None,
             typer.Option("--train-fraction", help="Train share of generic datasets (0.7)."),

@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from argos.report.run import DEFAULT_BASELINES, ReportError, write_report
+from argos.cli.options import BenchmarkDataDirOption
+from argos.report.build import write_report
+from argos.report.run import DEFAULT_BASELINES
+from argos.report.views import ReportError
 
 
 def register(app: typer.Typer) -> None:
@@ -24,10 +27,7 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--out", help="HTML file to write (default PATH/report.html)."),
         ] = None,
-        data_dir: Annotated[
-            Path | None,
-            typer.Option("--data-dir", help="Benchmark data folder (default $ARGOS_DATA_DIR)."),
-        ] = None,
+        data_dir: BenchmarkDataDirOption = None,
         baselines: Annotated[
             str,
             typer.Option(

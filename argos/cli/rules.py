@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from argos.cli.options import BenchmarkDataDirOption, JsonTableOption
 from argos.data import catalog
 from argos.data.series import DataError
 from argos.rules.artifacts import RuleSetError, load_ruleset
@@ -24,8 +25,6 @@ from argos.sandbox.pool import (
     Status,
     check_causality,
 )
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def check_rule_file(
@@ -105,19 +104,14 @@ def register(app: typer.Typer) -> None:
         dataset: Annotated[
             str, typer.Option("--dataset", help="Dataset name or path (default: demo).")
         ] = "demo",
-        data_dir: Annotated[
-            Path | None,
-            typer.Option(
-                "--data-dir", help=f"Benchmark data folder (default ${catalog.DATA_DIR_ENV})."
-            ),
-        ] = None,
+        data_dir: BenchmarkDataDirOption = None,
         params: Annotated[
             str | None, typer.Option("--params", help="JSON object merged over PARAMS.")
         ] = None,
         max_series: Annotated[
             int | None, typer.Option("--max-series", help="Use only the first N series.")
         ] = None,
-        as_json: JsonOption = False,
+        as_json: JsonTableOption = False,
     ) -> None:
         """Run RULE through the static gate, the sandbox and the output/causality checks.
 
@@ -146,7 +140,7 @@ def register(app: typer.Typer) -> None:
     @group.command("verify")
     def verify(
         folder: Annotated[Path, typer.Argument(help="A rule-set folder with manifest.json.")],
-        as_json: JsonOption = False,
+        as_json: JsonTableOption = False,
     ) -> None:
         """Verify a rule-set folder: manifest schema, every rule's SHA-256, no unknown files."""
         console = Console()

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from argos._types import BoolArray
-from argos.metrics import DEFAULT_DELAY, Scores, score_all
+from argos.metrics import DEFAULT_DELAY, Scores, format_score, score_all
 
 PRED_COLUMNS: tuple[str, ...] = ("label", "pred", "anomaly")
 
@@ -121,10 +121,6 @@ def _as_dict(s: Scores) -> dict[str, Any]:
     }
 
 
-def _fmt(x: float | None) -> str:
-    return "undefined" if x is None else f"{x:.4f}"
-
-
 def register(app: typer.Typer) -> None:
     """Add the ``score`` command to ``app``."""
 
@@ -166,9 +162,9 @@ def register(app: typer.Typer) -> None:
             d = doc[key]
             table.add_row(
                 label,
-                _fmt(d["precision"]),
-                _fmt(d["recall"]),
-                _fmt(d["f1"]),
+                format_score(d["precision"], 4, missing="undefined"),
+                format_score(d["recall"], 4, missing="undefined"),
+                format_score(d["f1"], 4, missing="undefined"),
                 str(d["tp"]),
                 str(d["fp"]),
                 str(d["fn"]),

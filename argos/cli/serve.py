@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from argos.online.detector import PostProcessing, RuleSetError
+from argos.cli.options import (
+    CooldownOption,
+    IncidentGapOption,
+    MinDurationOption,
+    RulesFolderOption,
+    StrictOption,
+)
+from argos.online.postprocess import PostProcessing
 from argos.online.service import TOKEN_ENV, ServiceConfig, check_bind, create_app
+from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError
+
+TrustedOption = Annotated[
+    bool,
+    typer.Option(
+        "--trusted-in-process",
+        help="Run rules in the server process, without isolation (reviewed rules only).",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -18,9 +33,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def serve(
-        rules: Annotated[
-            Path, typer.Option("--rules", help="Exported rule-set folder (manifest.json + rules).")
-        ],
+        rules: RulesFolderOption,
         host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8080,
         token: Annotated[
@@ -31,23 +44,11 @@ def register(app: typer.Typer) -> None:
         max_body_bytes: Annotated[int, typer.Option(min=1024, help="Request body limit.")] = (
             4 * 1024 * 1024
         ),
-        min_duration: Annotated[
-            int, typer.Option(min=1, help="Points the raw label must hold.")
-        ] = 1,
-        cooldown: Annotated[int, typer.Option(min=0, help="Points without a new alert.")] = 0,
-        incident_gap: Annotated[
-            int, typer.Option(min=0, help="Normal points allowed inside one incident.")
-        ] = 0,
-        strict: Annotated[
-            bool, typer.Option("--strict", help="Refuse rules that are not stream-exact.")
-        ] = False,
-        trusted: Annotated[
-            bool,
-            typer.Option(
-                "--trusted-in-process",
-                help="Run rules in the server process, without isolation (reviewed rules only).",
-            ),
-        ] = False,
+        min_duration: MinDurationOption = 1,
+        cooldown: CooldownOption = 0,
+        incident_gap: IncidentGapOption = 0,
+        strict: StrictOption = False,
+        trusted: TrustedOption = False,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
         """Serve the detection API: /v1/detect, /v1/streams/{series}/points, /metrics, /docs."""

@@ -11,16 +11,33 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from argos.online.detector import Point, PostProcessing
+from argos.cli.options import CooldownOption
+from argos.online.detector import Point
+from argos.online.postprocess import PostProcessing
+
+if TYPE_CHECKING:
+    from argos.online.streams import StreamConfig
 
 # Module level: the annotations below are evaluated in the module's namespace.
 redis_opt = typer.Option("--redis", help="Redis URL, e.g. redis://127.0.0.1:6379/0.")
 prefix_opt = typer.Option(help="Key prefix of the deployment's streams and keys.")
 parts_opt = typer.Option(min=1, help="Partition streams (fixed for a deployment).")
+
+
+def _connect(redis_url: str, prefix: str, partitions: int) -> tuple[Any, StreamConfig]:
+    """A client of the deployment's Redis, with its partition streams and consumer group made."""
+    import redis
+
+    from argos.online.streams import StreamConfig, ensure_streams
+
+    cfg = StreamConfig(prefix=prefix, partitions=partitions)
+    client = redis.Redis.from_url(redis_url)
+    ensure_streams(client, cfg)
+    return client, cfg
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +61,7 @@ def register(app: typer.Typer) -> None:
         ] = 3000,
         batch: Annotated[int, typer.Option(min=1, help="Entries per read.")] = 500,
         min_duration: Annotated[int, typer.Option(min=1, help="Points of raw alarm.")] = 1,
-        cooldown: Annotated[int, typer.Option(min=0, help="Points without a new alert.")] = 0,
+        cooldown: CooldownOption = 0,
         incident_gap: Annotated[int, typer.Option(min=0, help="Points joining incidents.")] = 0,
         max_idle: Annotated[
             float | None, typer.Option(help="Exit after this many seconds without input.")
@@ -86,13 +103,9 @@ def register(app: typer.Typer) -> None:
         partitions: Annotated[int, parts_opt] = 8,
     ) -> None:
         """Append points to their partition streams."""
-        import redis
+        from argos.online.streams import publish
 
-        from argos.online.streams import StreamConfig, ensure_streams, publish
-
-        cfg = StreamConfig(prefix=prefix, partitions=partitions)
-        client = redis.Redis.from_url(redis_url)
-        ensure_streams(client, cfg)
+        client, cfg = _connect(redis_url, prefix, partitions)
         handle = sys.stdin if str(file) == "-" else file.open(newline="")
         try:
             rows = csv.DictReader(handle)
@@ -113,13 +126,9 @@ def register(app: typer.Typer) -> None:
         partitions: Annotated[int, parts_opt] = 8,
     ) -> None:
         """Backlog (unacknowledged entries) and alerts written, as JSON."""
-        import redis
+        from argos.online.streams import backlog
 
-        from argos.online.streams import StreamConfig, backlog, ensure_streams
-
-        cfg = StreamConfig(prefix=prefix, partitions=partitions)
-        client = redis.Redis.from_url(redis_url)
-        ensure_streams(client, cfg)
+        client, cfg = _connect(redis_url, prefix, partitions)
         owners = {
             k: (v.decode() if isinstance(v, bytes) else v)
             for k, v in enumerate(client.mget([cfg.lease(k) for k in range(partitions)]))

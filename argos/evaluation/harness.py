@@ -48,6 +48,7 @@ from argos.metrics import (
     aggregate_mean,
     aggregate_pooled,
     auc_pr,
+    format_score,
     score_all,
     vus_pr,
 )
@@ -559,14 +560,6 @@ def _run_parallel(
 # ---------------------------------------------------------------------------------------------
 
 
-def _fmt(x: float | None, spread: float | None = None) -> str:
-    if x is None:
-        return "–"
-    if spread is None:
-        return f"{x:.3f}"
-    return f"{x:.3f}±{spread:.3f}"
-
-
 def markdown_table(result: EvalResult, command: str | None = None) -> str:
     """``results.md``: one table per aggregation (methods x metrics, P / R / F1) and the notes."""
     summary = result.summary()
@@ -602,11 +595,13 @@ def markdown_table(result: EvalResult, command: str | None = None) -> str:
             for metric in METRIC_NAMES:
                 block = entry[metric][agg]
                 sp = entry[metric].get("spread", {}).get(agg, {})
-                cells += [_fmt(block[k], sp.get(k)) for k in ("precision", "recall", "f1")]
+                cells += [
+                    format_score(block[k], spread=sp.get(k)) for k in ("precision", "recall", "f1")
+                ]
             if agg == "mean":
                 cells += [
-                    _fmt(entry["auc_pr"]),
-                    _fmt(entry["vus_pr"]),
+                    format_score(entry["auc_pr"]),
+                    format_score(entry["vus_pr"]),
                     f"{entry['seconds']:.1f}",
                 ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -656,7 +651,9 @@ def _partition_table(result: EvalResult) -> list[str]:
         cells = [method]
         for p in parts:
             ev = per[p][method]["event_pa"]
-            cells.append(" / ".join(_fmt(ev[agg]["f1"]) for agg in ("mean", "mean_both", "pooled")))
+            cells.append(
+                " / ".join(format_score(ev[agg]["f1"]) for agg in ("mean", "mean_both", "pooled"))
+            )
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     return lines

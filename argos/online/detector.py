@@ -25,295 +25,54 @@ Semantics (see ``docs/detector.md``):
   role ``base``/``fn``/``fp``; raw = (base and no FP-rule fires) or (not base and an FN-rule fires).
   When the base is an external detector (``method:NAME``, ``csv:FILE``), its label comes with each
   point (``Point.base``; a missing one counts as normal and is counted as ``missing_base``).
-* **Post-processing** (:class:`PostProcessing`, counted in points, causal, identical in batch and
-  stream): ``min_duration`` (a point is anomalous once the raw label has held for that many
-  consecutive points), ``cooldown`` (an anomalous point raises an *alert* only if no alert was
-  raised in the previous ``cooldown`` points of the series) and ``incident_gap`` (anomalous points
-  separated by at most that many normal points belong to the same incident).
+* **Post-processing** (:mod:`argos.online.postprocess`, counted in points, causal, identical in
+  batch and stream): ``min_duration`` (a point is anomalous once the raw label has held for that
+  many consecutive points), ``cooldown`` (an anomalous point raises an *alert* only if no alert
+  was raised in the previous ``cooldown`` points of the series) and ``incident_gap`` (anomalous
+  points separated by at most that many normal points belong to the same incident).
 * **Explanations.** Every anomalous point names the rules that fired and each rule's stated
   abnormal condition (the ``Abnormal:`` part of its docstring).
+
+Rule sets are read and verified by :mod:`argos.online.rulesets`.
 """
 
 from __future__ import annotations
 
-import ast
-import hashlib
 import itertools
-import json
 import logging
 import math
-import re
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.series import Series
-from argos.rules.artifacts import Fusion, RuleSetError, load_ruleset
-from argos.sandbox.kernel import EngineResult, InProcessEngine, RuleCode, RuleEngine
+from argos.online.postprocess import PostProcessing, PostState, SeriesState, post_process
+from argos.online.rulesets import LoadedRuleSet, load_rules
+from argos.rules.artifacts import Role, RuleSetError
+from argos.sandbox.kernel import EngineResult, InProcessEngine, RuleEngine, RuleError
 from argos.sandbox.workers import WorkerEngine, WorkerLimits
 
 __all__ = [
     "BatchDetection",
     "Detector",
-    "LoadedRule",
-    "LoadedRuleSet",
     "Point",
     "PointResult",
-    "PostProcessing",
-    "RuleSetError",
-    "SeriesState",
     "StreamExactness",
-    "abnormal_condition",
     "combine",
-    "load_rules",
     "verification_sample",
 ]
 
 log = logging.getLogger(__name__)
 
-Role = Literal["or", "base", "fn", "fp"]
 PointStatus = Literal["ok", "late", "duplicate", "invalid"]
 
 VERIFY_SERIES = "\x00argos-stream-exactness-check"
-
-
-# ----------------------------------------------------------------------------------------------
-# Rule sets
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoadedRule:
-    """One verified rule: code, fitted params, lookback, role and its stated abnormal condition."""
-
-    id: str
-    code: str
-    params: Mapping[str, Any]
-    lookback: int
-    condition: str
-    description: str = ""
-    role: Role = "or"
-
-    def to_code(self) -> RuleCode:
-        """What an engine needs to run it."""
-        return RuleCode(self.id, self.code, dict(self.params), self.lookback)
-
-
-@dataclass(frozen=True)
-class LoadedRuleSet:
-    """A rule set read from a folder (hashes checked), ready to hand to a :class:`Detector`."""
-
-    name: str
-    directory: str
-    rules: tuple[LoadedRule, ...]
-    combination: Literal["or", "fusion"]
-    digest: str
-    id: str = ""
-    external_base: str | None = None
-
-    def summary(self) -> dict[str, Any]:
-        """JSON description (for ``GET /v1/rulesets`` and logs)."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "directory": self.directory,
-            "combination": self.combination,
-            "external_base": self.external_base,
-            "digest": self.digest,
-            "rules": [
-                {
-                    "id": r.id,
-                    "lookback": r.lookback,
-                    "role": r.role,
-                    "params": dict(r.params),
-                    "condition": r.condition,
-                }
-                for r in self.rules
-            ],
-        }
-
-
-_SECTION = re.compile(r"^\s*(normal|abnormal)\s*(?:condition|conditions)?\s*[:\-]\s*", re.I)
-
-
-def abnormal_condition(code: str) -> str:
-    """The rule's stated abnormal condition: the ``Abnormal:`` paragraph of its docstring.
-
-    Falls back to the docstring's first line, or ``""`` when there is no docstring.
-    """
-    try:
-        doc = ast.get_docstring(ast.parse(code)) or ""
-    except SyntaxError:
-        return ""
-    lines = doc.strip().splitlines()
-    for i, line in enumerate(lines):
-        m = _SECTION.match(line)
-        if m and m.group(1).lower() == "abnormal":
-            parts = [line[m.end() :].strip()]
-            for nxt in lines[i + 1 :]:
-                if not nxt.strip() or _SECTION.match(nxt):
-                    break
-                parts.append(nxt.strip())
-            return " ".join(p for p in parts if p)
-    return lines[0].strip() if lines else ""
-
-
-def load_rules(directory: str | Path) -> LoadedRuleSet:
-    """Read and verify a rule-set folder with :func:`argos.rules.artifacts.load_ruleset`.
-
-    That refuses a missing or invalid manifest, tampered (hash mismatch), missing or unlisted rule
-    files, and rules failing the static gate. Only rules with status ``accepted`` run. A
-    ``LOOKBACK`` of 0 (the point itself) is run as 1. The stated condition of each rule is the
-    ``Abnormal:`` paragraph of its docstring (else the manifest description).
-    """
-    d = Path(directory)
-    rs = load_ruleset(d)
-    manifest = rs.manifest
-    rules: list[LoadedRule] = []
-    skipped: list[str] = []
-    for entry in manifest.rules:
-        if entry.status != "accepted":
-            skipped.append(f"{entry.id} ({entry.status})")
-            continue
-        code = rs.codes[entry.id]
-        rules.append(
-            LoadedRule(
-                id=entry.id,
-                code=code,
-                params=dict(entry.params),
-                lookback=max(1, int(entry.lookback)),
-                condition=abnormal_condition(code) or entry.description,
-                description=entry.description,
-                role=entry.role,
-            )
-        )
-    if skipped:
-        log.info("rule set %s: not running rules that are not accepted: %s", d, skipped)
-    if not rules:
-        raise RuleSetError(f"{d}: no accepted rules to run (skipped: {', '.join(skipped)})")
-    combination: Literal["or", "fusion"] = (
-        "fusion" if isinstance(manifest.combination, Fusion) else "or"
-    )
-    fusion = manifest.combination
-    external_base: str | None = None
-    if isinstance(fusion, Fusion) and fusion.external_base:
-        external_base = fusion.base
-    elif combination == "fusion" and sum(r.role == "base" for r in rules) != 1:
-        raise RuleSetError(f"{d}: a fusion rule set needs exactly one accepted 'base' rule")
-    digest = hashlib.sha256(
-        json.dumps(
-            [
-                [r.id, hashlib.sha256(r.code.encode()).hexdigest(), r.params, r.lookback]
-                for r in rules
-            ],
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()[:16]
-    return LoadedRuleSet(
-        name=manifest.name or manifest.id,
-        directory=str(d),
-        rules=tuple(rules),
-        combination=combination,
-        digest=digest,
-        id=manifest.id,
-        external_base=external_base,
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# Post-processing
-# ----------------------------------------------------------------------------------------------
-
-
-class PostProcessing(BaseModel):
-    """Causal alarm post-processing, counted in points of one series.
-
-    Attributes:
-        min_duration: a point is anomalous only once the raw label has been true for this many
-            consecutive points (1 = off).
-        cooldown: an anomalous point raises an alert only when the series raised no alert in the
-            previous ``cooldown`` points (0 = every anomalous point alerts).
-        incident_gap: anomalous points separated by at most this many normal points belong to
-            the same incident.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    min_duration: int = Field(default=1, ge=1)
-    cooldown: int = Field(default=0, ge=0)
-    incident_gap: int = Field(default=0, ge=0)
-
-
-@dataclass
-class _PostState:
-    pos: int = 0  # accepted points so far
-    run: int = 0  # consecutive raw-true points ending at last_raw
-    last_raw: int = -(10**18)
-    last_anomaly: int = -(10**18)
-    last_alert: int = -(10**18)
-    incidents: int = 0
-
-
-class SeriesState(BaseModel):
-    """Everything a :class:`Detector` holds for one series, enough to continue the series
-    elsewhere (another process, a new owner of a stream partition) with exactly the labels it
-    would have given: the last accepted timestamp, the post-processing counters and the rule
-    history (the last ``max(LOOKBACK) - 1`` points). JSON-serialisable
-    (``model_dump_json`` / ``model_validate_json``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    series: str
-    last_timestamp: int
-    post: dict[str, int] = Field(default_factory=dict)
-    timestamps: list[int] = Field(default_factory=list)
-    values: list[float] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _check(self) -> SeriesState:
-        if len(self.timestamps) != len(self.values):
-            raise ValueError(
-                f"{len(self.timestamps)} timestamps but {len(self.values)} values in the history"
-            )
-        unknown = set(self.post) - {f.name for f in fields(_PostState)}
-        if unknown:
-            raise ValueError(f"unknown post-processing fields: {sorted(unknown)}")
-        return self
-
-
-def _post_process(
-    raw: BoolArray, st: _PostState, cfg: PostProcessing
-) -> tuple[BoolArray, BoolArray, IntArray]:
-    """Apply post-processing to the next ``len(raw)`` points; returns anomaly, alert, incident.
-
-    Incident ids are 1-based per series (0 = none). Loops only over raw-true points.
-    """
-    k = len(raw)
-    anomaly = np.zeros(k, dtype=np.bool_)
-    alert = np.zeros(k, dtype=np.bool_)
-    incident = np.zeros(k, dtype=np.int64)
-    for i in np.flatnonzero(raw).tolist():
-        p = st.pos + i
-        st.run = st.run + 1 if st.last_raw == p - 1 else 1
-        st.last_raw = p
-        if st.run < cfg.min_duration:
-            continue
-        anomaly[i] = True
-        if p - st.last_anomaly - 1 > cfg.incident_gap:
-            st.incidents += 1
-        st.last_anomaly = p
-        incident[i] = st.incidents
-        if p - st.last_alert > cfg.cooldown:
-            alert[i] = True
-            st.last_alert = p
-    st.pos += k
-    return anomaly, alert, incident
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,7 +135,8 @@ class PointResult:
 
 @dataclass
 class BatchDetection:
-    """Labels of a whole series: per rule, combined raw, and post-processed."""
+    """Labels of a whole series: per rule, combined raw, and post-processed; ``errors`` are the
+    rules that failed on it, with their messages (a failing rule's labels count as false)."""
 
     rule_ids: tuple[str, ...]
     rule_labels: BoolArray  # [n_rules, n]
@@ -384,7 +144,7 @@ class BatchDetection:
     anomaly: BoolArray
     alert: BoolArray
     incident: IntArray
-    errors: list[str] = field(default_factory=list)
+    errors: list[RuleError] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -493,7 +253,7 @@ class Detector:
         self.roles: list[Role] = [by_id[i].role for i in self.rule_ids]
         self._lock = threading.Lock()
         self._last_ts: dict[str, int] = {}
-        self._post: dict[str, _PostState] = {}
+        self._post: dict[str, PostState] = {}
         self.counters: Counter[str] = Counter()
         self.rule_errors: Counter[str] = Counter()
         self.rule_fired: Counter[str] = Counter()
@@ -705,7 +465,7 @@ class Detector:
         labels = res.labels[0]
         self._count_errors(res)
         raw = combine(labels, self.roles, self.ruleset.combination, base_arr)
-        anomaly, alert, incident = _post_process(raw, _PostState(), self.post)
+        anomaly, alert, incident = post_process(raw, PostState(), self.post)
         return BatchDetection(
             self.rule_ids,
             labels,
@@ -713,7 +473,7 @@ class Detector:
             anomaly,
             alert,
             incident,
-            [f"{e.rule_id}: {e.message}" for e in res.errors],
+            list(res.errors),
         )
 
     def detect(self, series: Series) -> BoolArray:
@@ -788,10 +548,10 @@ class Detector:
             for j, s in enumerate(names):
                 st = self._post.get(s)
                 if st is None:
-                    st = self._post[s] = _PostState()
+                    st = self._post[s] = PostState()
                 a, b = bounds[j], bounds[j + 1]
                 if j in with_raw:
-                    anomaly[a:b], alert[a:b], incident[a:b] = _post_process(raw[a:b], st, self.post)
+                    anomaly[a:b], alert[a:b], incident[a:b] = post_process(raw[a:b], st, self.post)
                 else:
                     st.pos += b - a
             anomaly_l, alert_l, raw_l = anomaly.tolist(), alert.tolist(), raw.tolist()
@@ -801,7 +561,7 @@ class Detector:
             for j, s in enumerate(names):
                 st = self._post.get(s)
                 if st is None:
-                    st = self._post[s] = _PostState()
+                    st = self._post[s] = PostState()
                 st.pos += bounds[j + 1] - bounds[j]
             anomaly_l = alert_l = raw_l = [False] * n
             incident_l = [0] * n
@@ -899,7 +659,7 @@ class Detector:
             for st in states:
                 self.engine.forget([st.series])
                 self._last_ts[st.series] = st.last_timestamp
-                self._post[st.series] = _PostState(**st.post)
+                self._post[st.series] = PostState(**st.post)
                 if st.timestamps:
                     self.engine.seed(
                         st.series,

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -42,7 +42,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
-from argos.online.detector import Detector, Point, PointResult, PostProcessing, RuleSetError
+from argos.online.detector import Detector, Point, PointResult
+from argos.online.postprocess import PostProcessing
+from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError, WorkerLimits
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,12 @@ class PointIn(BaseModel):
         default=None, description="External base detector's label (fusion with an external base)."
     )
 
+    def to_point(self, series: str) -> Point:
+        """The detector's point (a null value becomes NaN, dropped as invalid)."""
+        return Point(
+            series, self.timestamp, float("nan") if self.value is None else self.value, self.base
+        )
+
 
 class StreamPointsIn(BaseModel):
     """New points of one series, in time order."""
@@ -193,6 +201,15 @@ class StreamOut(BaseModel):
 
 class MultiStreamOut(BaseModel):
     """Per-point results of a multi-series push, in input order."""
+
+    ruleset: str
+    accepted: int
+    dropped: dict[str, int]
+    results: list[dict[str, Any]]
+
+
+class PushOutcome(TypedDict):
+    """What a push returns to both push endpoints: the fields they share."""
 
     ruleset: str
     accepted: int
@@ -579,7 +596,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                     )
                 )
             for e in res.errors:
-                metrics.rule_errors.labels(e.split(":", 1)[0]).inc()
+                metrics.rule_errors.labels(e.rule_id).inc()
             metrics.points.labels("ok").inc(n)
             metrics.anomalies.inc(int(res.anomaly.sum()))
             metrics.alerts.inc(int(res.alert.sum()))
@@ -589,7 +606,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 series=body.series,
                 labels=res.anomaly.tolist(),
                 anomalies=events,
-                rule_errors=res.errors,
+                rule_errors=[f"{e.rule_id}: {e.message}" for e in res.errors],
             )
         finally:
             holder.release(a)
@@ -647,8 +664,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
             for slot in group:
                 slot.done = True
 
-    def push_points(points: list[Point]) -> tuple[Detector, int, dict[str, int], list[Any]]:
-        """Stream points through the active set; (detector, accepted, dropped, JSON results).
+    def push_points(points: list[Point]) -> PushOutcome:
+        """Stream points through the active set; the rule set's name, accepted and dropped
+        counts, and the JSON results.
 
         Group commit: requests that arrive while a push runs wait in a queue, and the next
         request to get the stream lock pushes all of them at once (one engine round trip, one
@@ -689,7 +707,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
             metrics.points.labels(k).inc(v)
         metrics.anomalies.inc(anomalies)
         metrics.alerts.inc(alerts)
-        return det, accepted, dropped, [r.to_json(det.conditions) for r in results]
+        return PushOutcome(
+            ruleset=det.ruleset.id or det.ruleset.name,
+            accepted=accepted,
+            dropped=dropped,
+            results=[r.to_json(det.conditions) for r in results],
+        )
 
     @app.post(
         "/v1/streams/{series}/points", tags=["detect"], dependencies=auth, response_model=StreamOut
@@ -699,34 +722,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
         body: StreamPointsIn,
     ) -> StreamOut:
         """Push new points of one series (stateful); per-point labels and explanations back."""
-        points = [
-            Point(series, p.timestamp, float("nan") if p.value is None else p.value, p.base)
-            for p in body.points
-        ]
-        det, accepted, dropped, results = push_points(points)
-        return StreamOut(
-            ruleset=det.ruleset.id or det.ruleset.name,
-            series=series,
-            accepted=accepted,
-            dropped=dropped,
-            results=results,
-        )
+        return StreamOut(series=series, **push_points([p.to_point(series) for p in body.points]))
 
     @app.post("/v1/points", tags=["detect"], dependencies=auth, response_model=MultiStreamOut)
     def multi_points(body: MultiPointsIn) -> MultiStreamOut:
         """Push points of many series at once (e.g. one scrape); stateful, results in input
         order. Points of one series must be in time order; series may interleave."""
-        points = [
-            Point(p.series, p.timestamp, float("nan") if p.value is None else p.value, p.base)
-            for p in body.points
-        ]
-        det, accepted, dropped, results = push_points(points)
-        return MultiStreamOut(
-            ruleset=det.ruleset.id or det.ruleset.name,
-            accepted=accepted,
-            dropped=dropped,
-            results=results,
-        )
+        return MultiStreamOut(**push_points([p.to_point(p.series) for p in body.points]))
 
     return app
 

@@ -44,7 +44,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import ValidationError
 
-from argos.online.detector import Detector, Point, PointResult, PostProcessing, SeriesState
+from argos.online.detector import Detector, Point, PointResult
+from argos.online.postprocess import PostProcessing, SeriesState
 
 GROUP = "detectors"
 

@@ -16,6 +16,7 @@ import base64
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -209,29 +210,23 @@ def _draw_series(fig: Figure, bottom: float, height: float, p: SeriesPanel, widt
         found = _merge_spans(starts[hit], ends[hit], min_gap) if pred is not None else []
         spans = _merge_spans(starts, ends, min_gap) if pred is None else found
         tf = ax.get_xaxis_transform()
-        ax.broken_barh(
-            [_span_x(x, a, b, min_w) for a, b in spans],
-            (0, 1),
-            transform=tf,
-            color=COLOR_ANOMALY,
-            alpha=0.6,
-            zorder=1,
-            linewidth=0,
-        )
+
+        def shade(bands: list[tuple[int, int]], **style: Any) -> None:
+            """Full-height bands over index ranges ``bands``, behind the values."""
+            ax.broken_barh(
+                [_span_x(x, a, b, min_w) for a, b in bands],
+                (0, 1),
+                transform=tf,
+                zorder=1,
+                linewidth=0,
+                **style,
+            )
+
+        shade(spans, color=COLOR_ANOMALY, alpha=0.6)
         handles.append(Patch(color=COLOR_ANOMALY, alpha=0.6, label="labeled anomaly"))
         if pred is not None and (~hit).any():
             missed = _merge_spans(starts[~hit], ends[~hit], min_gap)
-            ax.broken_barh(
-                [_span_x(x, a, b, min_w) for a, b in missed],
-                (0, 1),
-                transform=tf,
-                facecolor=COLOR_MISSED,
-                alpha=0.55,
-                hatch="///",
-                edgecolor="#a0620a",
-                zorder=1,
-                linewidth=0,
-            )
+            shade(missed, facecolor=COLOR_MISSED, alpha=0.55, hatch="///", edgecolor="#a0620a")
             mx = [x[a] for a, _ in missed]
             ax.scatter(
                 mx,

@@ -15,19 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from argos.data.series import Dataset, Series
-from argos.online.detector import (
-    Detector,
-    LoadedRuleSet,
-    Point,
-    PostProcessing,
-    RuleSetError,
-    SeriesState,
-    abnormal_condition,
-    combine,
-    load_rules,
-    verification_sample,
-)
-from argos.rules.artifacts import RuleSource, write_ruleset
+from argos.online.detector import Detector, Point, combine, verification_sample
+from argos.online.postprocess import PostProcessing, SeriesState
+from argos.online.rulesets import LoadedRuleSet, abnormal_condition, load_rules
+from argos.rules.artifacts import RuleSetError, RuleSource, write_ruleset
 
 RULES = Path(__file__).resolve().parents[1] / "fixtures" / "rules"
 BASIC = RULES / "basic"

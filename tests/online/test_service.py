@@ -280,6 +280,12 @@ def test_rule_errors_reach_metrics(tmp_path: Path) -> None:
         assert 'argos_rule_errors_total{rule="boom"} 1.0' in c.get("/metrics").text
         info = c.get("/v1/rulesets").json()
         assert info["stats"]["rule_errors"] == {"boom": 1}
+        # the batch endpoint: the rule's error as "id: message", its metric under the rule id
+        batch = {"timestamps": [1, 2], "values": [1.0, 5000.0]}
+        out = c.post("/v1/detect", json=batch).json()
+        assert [e.split(": ", 1)[0] for e in out["rule_errors"]] == ["boom"]
+        assert "value too large" in out["rule_errors"][0]
+        assert 'argos_rule_errors_total{rule="boom"} 2.0' in c.get("/metrics").text
 
 
 def test_concurrent_stream_requests_are_grouped_into_one_push(

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from argos.data.demo import make_demo_dataset
-from argos.online.detector import Detector, Point, PostProcessing, SeriesState
+from argos.online.detector import Detector, Point
+from argos.online.postprocess import PostProcessing, SeriesState
 from argos.online.streams import (
     StreamConfig,
     StreamConsumer,

@@ -19,21 +19,12 @@ from argos.cli import app
 from argos.data.demo import make_demo_dataset
 from argos.data.protocol import split_series
 from argos.evaluation.harness import evaluate, write_results
+from argos.report.build import build_report, report_kind, write_report
+from argos.report.evaluation import build_eval_report
+from argos.report.html import highlight_python, render_html
 from argos.report.plots import downsample_indices, series_figure
-from argos.report.run import (
-    Report,
-    ReportError,
-    build_eval_report,
-    build_report,
-    highlight_python,
-    pick_series,
-    progress_from_log,
-    render_html,
-    report_kind,
-    rule_conditions,
-    split_scores,
-    write_report,
-)
+from argos.report.run import progress_from_log, rule_conditions
+from argos.report.views import Report, ReportError, pick_series, split_scores
 from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import train_dataset
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from argos.data.demo import make_demo_dataset
-from argos.report.run import write_report
+from argos.report.build import write_report
 from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import train_dataset
 

@@ -139,8 +139,8 @@ def test_manifest_rejects_duplicate_ids() -> None:
 
 
 def test_detector_can_load_an_exported_ruleset(tmp_path: Path) -> None:
-    detector = pytest.importorskip("argos.online.detector")
+    rulesets = pytest.importorskip("argos.online.rulesets")
     write_ruleset(tmp_path / "rs", _rules(), FIELDS)
-    loaded = detector.load_rules(tmp_path / "rs")
+    loaded = rulesets.load_rules(tmp_path / "rs")
     assert [r.id for r in loaded.rules] == ["zscore", "level"]
     assert loaded.rules[0].params["k"] == 6.5 and loaded.combination == "or"

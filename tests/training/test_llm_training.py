@@ -214,7 +214,7 @@ def test_train_dataset_exports_llm_rules_with_manifest(tmp_path: Path) -> None:
 
 
 def test_fusion_against_a_csv_base_exports_a_fused_rule_set(tmp_path: Path) -> None:
-    from argos.online.detector import load_rules
+    from argos.online.rulesets import load_rules
     from argos.training.agents.run import csv_base
 
     ds = make_demo_dataset()

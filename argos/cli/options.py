@@ -1,0 +1,39 @@
+"""Options that several commands share, each defined once: the same flag, help text and checks.
+
+Every name is an ``Annotated`` type for a command's parameter; the default stays in the command's
+signature. Typer evaluates a command's annotations in its own module, so a module imports these
+names at module level.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from argos.data.catalog import DATA_DIR_ENV
+
+BenchmarkDataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help=f"Benchmark data folder (default ${DATA_DIR_ENV})."),
+]
+"""Where the benchmark datasets are (``eval``, ``report``, ``rules check``)."""
+
+JsonTableOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+"""Machine-readable output of the ``datasets`` and ``rules`` commands."""
+
+RulesFolderOption = Annotated[
+    Path, typer.Option("--rules", help="Exported rule-set folder (manifest.json + rules).")
+]
+"""The rule set that ``detect`` and ``serve`` run."""
+
+MinDurationOption = Annotated[int, typer.Option(min=1, help="Points the raw label must hold.")]
+CooldownOption = Annotated[int, typer.Option(min=0, help="Points without a new alert.")]
+IncidentGapOption = Annotated[
+    int, typer.Option(min=0, help="Normal points allowed inside one incident.")
+]
+StrictOption = Annotated[
+    bool, typer.Option("--strict", help="Refuse rules that are not stream-exact.")
+]
+"""The online detector's post-processing and stream-exactness policy (``detect``, ``serve``)."""

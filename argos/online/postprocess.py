@@ -1,0 +1,102 @@
+"""Causal alarm post-processing of the online detector, and the per-series state it keeps.
+
+:class:`PostProcessing` is the configuration (``min_duration``, ``cooldown``, ``incident_gap``,
+counted in points of one series); :func:`post_process` applies it to the next raw labels of a
+series, carrying a :class:`PostState` from call to call, so batch and stream give the same
+labels. :class:`SeriesState` is everything the detector holds for one series (the post-processing
+counters and the rule history), enough to continue the series elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from argos._types import BoolArray, IntArray
+
+
+class PostProcessing(BaseModel):
+    """Causal alarm post-processing, counted in points of one series.
+
+    Attributes:
+        min_duration: a point is anomalous only once the raw label has been true for this many
+            consecutive points (1 = off).
+        cooldown: an anomalous point raises an alert only when the series raised no alert in the
+            previous ``cooldown`` points (0 = every anomalous point alerts).
+        incident_gap: anomalous points separated by at most this many normal points belong to
+            the same incident.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    min_duration: int = Field(default=1, ge=1)
+    cooldown: int = Field(default=0, ge=0)
+    incident_gap: int = Field(default=0, ge=0)
+
+
+@dataclass
+class PostState:
+    """The post-processing counters of one series, carried from one push to the next."""
+
+    pos: int = 0  # accepted points so far
+    run: int = 0  # consecutive raw-true points ending at last_raw
+    last_raw: int = -(10**18)
+    last_anomaly: int = -(10**18)
+    last_alert: int = -(10**18)
+    incidents: int = 0
+
+
+class SeriesState(BaseModel):
+    """Everything a :class:`Detector` holds for one series, enough to continue the series
+    elsewhere (another process, a new owner of a stream partition) with exactly the labels it
+    would have given: the last accepted timestamp, the post-processing counters and the rule
+    history (the last ``max(LOOKBACK) - 1`` points). JSON-serialisable
+    (``model_dump_json`` / ``model_validate_json``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    series: str
+    last_timestamp: int
+    post: dict[str, int] = Field(default_factory=dict)
+    timestamps: list[int] = Field(default_factory=list)
+    values: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> SeriesState:
+        if len(self.timestamps) != len(self.values):
+            raise ValueError(
+                f"{len(self.timestamps)} timestamps but {len(self.values)} values in the history"
+            )
+        unknown = set(self.post) - {f.name for f in fields(PostState)}
+        if unknown:
+            raise ValueError(f"unknown post-processing fields: {sorted(unknown)}")
+        return self
+
+
+def post_process(
+    raw: BoolArray, st: PostState, cfg: PostProcessing
+) -> tuple[BoolArray, BoolArray, IntArray]:
+    """Apply post-processing to the next ``len(raw)`` points; returns anomaly, alert, incident.
+
+    Incident ids are 1-based per series (0 = none). Loops only over raw-true points.
+    """
+    k = len(raw)
+    anomaly = np.zeros(k, dtype=np.bool_)
+    alert = np.zeros(k, dtype=np.bool_)
+    incident = np.zeros(k, dtype=np.int64)
+    for i in np.flatnonzero(raw).tolist():
+        p = st.pos + i
+        st.run = st.run + 1 if st.last_raw == p - 1 else 1
+        st.last_raw = p
+        if st.run < cfg.min_duration:
+            continue
+        anomaly[i] = True
+        if p - st.last_anomaly - 1 > cfg.incident_gap:
+            st.incidents += 1
+        st.last_anomaly = p
+        incident[i] = st.incidents
+        if p - st.last_alert > cfg.cooldown:
+            alert[i] = True
+            st.last_alert = p
+    st.pos += k
+    return anomaly, alert, incident

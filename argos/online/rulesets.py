@@ -1,0 +1,159 @@
+"""Rule sets as the online detector runs them: read from an exported folder and verified.
+
+:func:`load_rules` reads a rule-set folder with :func:`argos.rules.artifacts.load_ruleset`
+(manifest, hashes, the static gate), keeps the accepted rules and gives each its stated abnormal
+condition (:func:`abnormal_condition`, the ``Abnormal:`` paragraph of its docstring), which the
+detector returns with every anomalous point.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from argos.rules.artifacts import Fusion, Role, RuleSetError, load_ruleset
+from argos.sandbox.kernel import RuleCode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedRule(RuleCode):
+    """One verified rule: what an engine runs (id, code, fitted params, lookback), plus its role
+    and its stated abnormal condition."""
+
+    condition: str
+    description: str = ""
+    role: Role = "or"
+
+    def to_code(self) -> RuleCode:
+        """What an engine needs to run it."""
+        return RuleCode(self.id, self.code, dict(self.params), self.lookback)
+
+
+@dataclass(frozen=True)
+class LoadedRuleSet:
+    """A rule set read from a folder (hashes checked), ready to hand to a :class:`Detector`."""
+
+    name: str
+    directory: str
+    rules: tuple[LoadedRule, ...]
+    combination: Literal["or", "fusion"]
+    digest: str
+    id: str = ""
+    external_base: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON description (for ``GET /v1/rulesets`` and logs)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "directory": self.directory,
+            "combination": self.combination,
+            "external_base": self.external_base,
+            "digest": self.digest,
+            "rules": [
+                {
+                    "id": r.id,
+                    "lookback": r.lookback,
+                    "role": r.role,
+                    "params": dict(r.params),
+                    "condition": r.condition,
+                }
+                for r in self.rules
+            ],
+        }
+
+
+_SECTION = re.compile(r"^\s*(normal|abnormal)\s*(?:condition|conditions)?\s*[:\-]\s*", re.I)
+
+
+def abnormal_condition(code: str) -> str:
+    """The rule's stated abnormal condition: the ``Abnormal:`` paragraph of its docstring.
+
+    Falls back to the docstring's first line, or ``""`` when there is no docstring.
+    """
+    try:
+        doc = ast.get_docstring(ast.parse(code)) or ""
+    except SyntaxError:
+        return ""
+    lines = doc.strip().splitlines()
+    for i, line in enumerate(lines):
+        m = _SECTION.match(line)
+        if m and m.group(1).lower() == "abnormal":
+            parts = [line[m.end() :].strip()]
+            for nxt in lines[i + 1 :]:
+                if not nxt.strip() or _SECTION.match(nxt):
+                    break
+                parts.append(nxt.strip())
+            return " ".join(p for p in parts if p)
+    return lines[0].strip() if lines else ""
+
+
+def load_rules(directory: str | Path) -> LoadedRuleSet:
+    """Read and verify a rule-set folder with :func:`argos.rules.artifacts.load_ruleset`.
+
+    That refuses a missing or invalid manifest, tampered (hash mismatch), missing or unlisted rule
+    files, and rules failing the static gate. Only rules with status ``accepted`` run. A
+    ``LOOKBACK`` of 0 (the point itself) is run as 1. The stated condition of each rule is the
+    ``Abnormal:`` paragraph of its docstring (else the manifest description).
+    """
+    d = Path(directory)
+    rs = load_ruleset(d)
+    manifest = rs.manifest
+    rules: list[LoadedRule] = []
+    skipped: list[str] = []
+    for entry in manifest.rules:
+        if entry.status != "accepted":
+            skipped.append(f"{entry.id} ({entry.status})")
+            continue
+        code = rs.codes[entry.id]
+        rules.append(
+            LoadedRule(
+                id=entry.id,
+                code=code,
+                params=dict(entry.params),
+                lookback=max(1, int(entry.lookback)),
+                condition=abnormal_condition(code) or entry.description,
+                description=entry.description,
+                role=entry.role,
+            )
+        )
+    if skipped:
+        log.info("rule set %s: not running rules that are not accepted: %s", d, skipped)
+    if not rules:
+        raise RuleSetError(f"{d}: no accepted rules to run (skipped: {', '.join(skipped)})")
+    combination: Literal["or", "fusion"] = (
+        "fusion" if isinstance(manifest.combination, Fusion) else "or"
+    )
+    fusion = manifest.combination
+    external_base: str | None = None
+    if isinstance(fusion, Fusion) and fusion.external_base:
+        external_base = fusion.base
+    elif combination == "fusion" and sum(r.role == "base" for r in rules) != 1:
+        raise RuleSetError(f"{d}: a fusion rule set needs exactly one accepted 'base' rule")
+    digest = hashlib.sha256(
+        json.dumps(
+            [
+                [r.id, hashlib.sha256(r.code.encode()).hexdigest(), r.params, r.lookback]
+                for r in rules
+            ],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:16]
+    return LoadedRuleSet(
+        name=manifest.name or manifest.id,
+        directory=str(d),
+        rules=tuple(rules),
+        combination=combination,
+        digest=digest,
+        id=manifest.id,
+        external_base=external_base,
+    )
