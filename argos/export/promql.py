@@ -12,8 +12,8 @@ and every later expression reads *recorded* series only:
   scrapes (a subquery's points are aligned to multiples of its step instead, so how many fall in
   its range depends on that phase, and range selectors on the raw metric depend on the scrapes'
   phase: neither would be exact);
-- a window statistic exists only when all N points do (``and count_over_time(...) == N``), like
-  the Python helpers' NaN warm-up;
+- a window statistic exists only once the window's oldest point does (``and x offset
+  (N - 1 + lag)*step``; with no gaps, all N points then exist), like the helpers' NaN warm-up;
 - "the value ``k`` points ago" is ``offset k*step``.
 
 What each template becomes:
@@ -213,8 +213,8 @@ class SetTranslator:
     # -- window statistics -----------------------------------------------------------------------
     def _stat(self, x: str, fn: str, width: int, lag: int) -> str:
         short = {"avg_over_time": "avg", "stddev_over_time": "stddev"}[fn]
-        rng = self._range(x, width, lag)
-        expr = f"{fn}({rng}) and (count_over_time({rng}) == {width})"
+        # the window's oldest point exists (so, with no gaps, all of them): the NaN warm-up
+        expr = f"{fn}({self._range(x, width, lag)}) and {x}{self._offset(width - 1 + lag)}"
         return self._record(f"{x}:{short}{width}_lag{lag}", expr)
 
     def mean(self, x: str, width: int, lag: int) -> str:
