@@ -332,3 +332,105 @@ def unit_test_file(
         f"# {len(values)} points; expected alerts are the labels of `argos detect`.\n"
     )
     return head + dump(doc)
+
+
+# ------------------------------------------------------------------------------------------------
+# What to export: one set, or the units of a training run folder
+# ------------------------------------------------------------------------------------------------
+
+
+class ExportError(ValueError):
+    """The export's inputs are inconsistent (missing selector, not a rule-set folder, ...)."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A rule set to export, with the selector of its metric (empty: none was given)."""
+
+    directory: Path
+    selector: str
+
+
+def _training_series(directory: Path) -> list[str]:
+    try:
+        m = load_ruleset(directory, check_contract=False).manifest
+    except ValueError:
+        return []
+    return list(m.training.series) if m.training is not None else []
+
+
+def plan_units(
+    rules: Path, selector: str | None, selectors: Mapping[str, str] | None
+) -> list[Unit]:
+    """The sets under ``rules`` (a set, or a run folder of sets) and their selectors.
+
+    A single set takes ``selector`` (or the mapping's entry for its folder name). In a run folder,
+    each unit's selector is the mapping's entry for the folder name, or for the unit's training
+    series when it has exactly one; a unit with none gets an empty selector (reported, not
+    exported).
+    """
+    if is_ruleset(rules):
+        sel = selector or (selectors or {}).get(rules.name, "")
+        if not sel:
+            raise ExportError("give --selector (or a --selectors entry) for the rule set's metric")
+        return [Unit(rules, sel)]
+    if not rules.is_dir():
+        raise ExportError(f"{rules}: not a rule-set folder nor a training run folder")
+    units = run_units(rules)
+    if not units:
+        raise ExportError(f"{rules}: no rule-set folders (manifest.json) inside")
+    if selectors is None:
+        raise ExportError("a training run folder needs --selectors FILE (unit -> selector)")
+    out = []
+    for d in units:
+        sel = selectors.get(d.name, "")
+        series = _training_series(d)
+        if not sel and len(series) == 1:
+            sel = selectors.get(series[0], "")
+        out.append(Unit(d, sel))
+    return out
+
+
+def export_units(units: Sequence[Unit], step_ms: int) -> list[SetExport]:
+    """Export every unit; one without a selector is reported with all its rules not exported."""
+    out = []
+    for u in units:
+        if u.selector:
+            out.append(export_ruleset(u.directory, u.selector, step_ms))
+            continue
+        m = load_ruleset(u.directory).manifest
+        e = SetExport(u.directory, m.id, m.name or m.id, "", step_ms)
+        e.outcomes = [
+            RuleOutcome(r.id, False, f"no selector for unit {u.directory.name!r}") for r in m.rules
+        ]
+        out.append(e)
+    return out
+
+
+def read_series_csv(path: Path) -> tuple[IntArray, FloatArray]:
+    """``timestamp,value`` rows (a header names the columns; other columns are ignored).
+
+    Timestamps are integers (epoch seconds, or point numbers) or dates (read as UTC seconds).
+    """
+    import pandas as pd
+
+    with path.open(encoding="utf-8") as fh:
+        first = fh.readline().lower()
+    header = "value" in first
+    df = pd.read_csv(path, header=0 if header else None)
+    if header:
+        df.columns = [str(c).strip().lower() for c in df.columns]
+        tcol = "timestamp" if "timestamp" in df.columns else "timestamps"
+        if tcol not in df.columns:
+            raise ExportError(f"{path}: a header with 'value' needs a 'timestamp' column")
+        ts, vs = df[tcol], df["value"]
+    else:
+        if df.shape[1] < 2:
+            raise ExportError(f"{path}: expected timestamp,value rows")
+        ts, vs = df.iloc[:, -2], df.iloc[:, -1]
+    if pd.api.types.is_numeric_dtype(ts):
+        t = ts.to_numpy(dtype=np.int64)
+    else:
+        since = pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")
+        t = (since // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+    return t, vs.to_numpy(dtype=np.float64)

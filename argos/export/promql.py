@@ -322,3 +322,22 @@ def directional(score: str, direction: Direction, threshold: float) -> str:
     if direction == "down":
         return f"-{score} >= {thr}"
     return f"abs({score}) >= {thr}"
+
+
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration(text: str) -> int:
+    """Milliseconds of a Prometheus-style duration (``60s``, ``5m``, ``1h30m``, ``500ms``)."""
+    s = text.strip()
+    pos, total = 0, 0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if m is None:
+            raise ValueError(f"not a duration: {text!r} (e.g. 60s, 5m, 1h)")
+        total += int(m.group(1)) * _UNIT_MS[m.group(2)]
+        pos = m.end()
+    if total <= 0:
+        raise ValueError(f"not a positive duration: {text!r}")
+    return total
