@@ -1,5 +1,6 @@
-"""Print the share of the committed rules (rules/kpi, rules/yahoo, rules/nab) that `argos export
-prometheus` translates exactly, and why the others are not (docs/prometheus.md states these numbers).
+"""Print the share of the committed rules (rules/kpi, rules/yahoo, rules/nab) that
+`argos export prometheus` translates exactly, and why the others are not (docs/prometheus.md
+states these numbers).
 
 Usage: python scripts/prometheus_coverage.py [--json] [COLLECTION_FOLDER ...]
 """

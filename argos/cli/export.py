@@ -66,9 +66,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", help="Prometheus rule file to write.")],
         selector: Annotated[
             str | None,
-            typer.Option(
-                "--selector", help='The metric of a single set, e.g. \'up{job="api"}\'.'
-            ),
+            typer.Option("--selector", help="The metric of a single set, e.g. 'up{job=\"api\"}'."),
         ] = None,
         selectors: Annotated[
             Path | None,

@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -92,7 +93,9 @@ class SetExport:
             f"rule set {self.ruleset_id} ({self.name}): exported {self.exported} of "
             f"{self.total} rules"
         ]
-        lines += [f"  not exported: {o.rule_id}: {o.reason}" for o in self.outcomes if not o.exported]
+        lines += [
+            f"  not exported: {o.rule_id}: {o.reason}" for o in self.outcomes if not o.exported
+        ]
         return "\n".join(lines)
 
 
@@ -223,14 +226,14 @@ def selector_labels(selector: str) -> tuple[str, dict[str, str]]:
     ``ValueError`` for anything else (a test needs a concrete input series)."""
     m = _SELECTOR.match(selector)
     if m is None:
-        raise ValueError(f"{selector!r} is not a plain metric selector like name{{label=\"v\"}}")
+        raise ValueError(f'{selector!r} is not a plain metric selector like name{{label="v"}}')
     body = (m.group(2) or "").strip()
     labels: dict[str, str] = {}
     pos = 0
     while pos < len(body):
         lm = _MATCHER.match(body, pos)
         if lm is None:
-            raise ValueError(f"{selector!r}: only label=\"value\" matchers can name a test series")
+            raise ValueError(f'{selector!r}: only label="value" matchers can name a test series')
         labels[lm.group(1)] = json.loads(f'"{lm.group(2)}"')
         pos = lm.end()
     return m.group(1), labels
@@ -241,12 +244,11 @@ def expected_alerts(
     timestamps: IntArray,
     values: FloatArray,
     *,
-    isolation: str = "worker",
+    isolation: Literal["worker", "inprocess"] = "worker",
 ) -> dict[str, BoolArray]:
     """Each rule's labels from the online detector, exactly as ``argos detect`` computes them
     (no post-processing: every anomalous point is an alert)."""
-    iso = "inprocess" if isolation == "inprocess" else "worker"
-    with Detector.open(directory, isolation=iso, verify=False) as det:
+    with Detector.open(directory, isolation=isolation, verify=False) as det:
         batch = det.detect_arrays(timestamps, values)
     if batch.errors:
         raise RuntimeError("rules failed on the test series: " + "; ".join(batch.errors))

@@ -96,7 +96,7 @@ def _metrics(code: str) -> dict[str, float]:
 
 
 def recognise(entry: RuleEntry, code: str) -> Recognised | NotTemplate:
-    """Prove ``code`` (the rule file of ``entry``) is a builtin template rendering, or say why not."""
+    """Prove ``code`` (the rule file of ``entry``) renders a builtin template, or say why not."""
     rid = entry.id
     raw = dict(entry.params)
     nums: dict[str, float] = {}
@@ -138,4 +138,3 @@ def recognise(entry: RuleEntry, code: str) -> Recognised | NotTemplate:
             "that template's rendering (edited, or written by another version)",
         )
     return NotTemplate(rid, "the id and params match no builtin template")
-

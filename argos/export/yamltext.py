@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-YamlValue = (
-    str | int | float | bool | None | Sequence["YamlValue"] | Mapping[str, "YamlValue"]
-)
+YamlValue = str | int | float | bool | None | Sequence["YamlValue"] | Mapping[str, "YamlValue"]
 
 
 def scalar(v: str | int | float | bool | None) -> str:

@@ -21,8 +21,8 @@ from argos._types import BoolArray, FloatArray
 from argos.data.series import Series
 from argos.export.prometheus import (
     SetExport,
-    export_ruleset,
     expected_alerts,
+    export_ruleset,
     near_threshold,
     regular_step,
     rule_file,

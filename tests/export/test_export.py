@@ -45,7 +45,7 @@ def test_every_committed_rule_is_recognised_as_its_template() -> None:
 
 def test_an_edited_rule_is_not_a_template(tmp_path: Path) -> None:
     spec = RuleSpec(shape("value", "zscore", "up", window=30), 3.0, 2)
-    code = render(spec).replace("np.nan_to_num(s, nan=-np.inf) >=", "np.nan_to_num(s, nan=-np.inf) >")
+    code = render(spec).replace("nan=-np.inf) >= params", "nan=-np.inf) > params")
     write_ruleset(tmp_path / "s", [RuleSource(spec.name, code)], {"generator": {"kind": "builtin"}})
     rs = load_ruleset(tmp_path / "s")
     found = recognise(rs.rules[0], rs.codes[spec.name])
@@ -166,7 +166,8 @@ def test_cli_exports_and_writes_a_passing_unit_test(tmp_path: Path) -> None:
     values[200:204] -= 7
     csv = tmp_path / "series.csv"
     csv.write_text(
-        "timestamp,value\n" + "".join(f"{1_700_000_000 + 60 * i},{v}\n" for i, v in enumerate(values))
+        "timestamp,value\n"
+        + "".join(f"{1_700_000_000 + 60 * i},{v}\n" for i, v in enumerate(values))
     )
     specs = [
         RuleSpec(shape("value", "zscore", "both", window=30), 5.5, 5),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,8 +22,8 @@ from promtool_cases import promtool, run_case, run_promtool
 
 from argos.data.series import Dataset, Series
 from argos.export.prometheus import (
-    export_ruleset,
     expected_alerts,
+    export_ruleset,
     near_threshold,
     regular_step,
     rule_file,
@@ -75,7 +76,7 @@ def _slice(directory: Path, s: Series, lookback: int) -> tuple[np.ndarray, np.nd
     pytest.skip(f"{directory.name}: no regular slice of its test part")
 
 
-def _cases(collection: str) -> list[pytest.param]:  # type: ignore[valid-type]
+def _cases(collection: str) -> list[Any]:
     out = []
     for d in run_units(RULES / collection):
         export = export_ruleset(d, "m", 60_000)
@@ -85,7 +86,8 @@ def _cases(collection: str) -> list[pytest.param]:  # type: ignore[valid-type]
         marks = []
         if (lookback > MAX_LOOKBACK or collection == "nab") and not LONG:
             marks.append(pytest.mark.skip(reason="long; set ARGOS_PROMTOOL_LONG=1"))
-        out.append(pytest.param(collection, d.name, lookback, id=f"{collection}/{d.name}", marks=marks))
+        case = pytest.param(collection, d.name, lookback, id=f"{collection}/{d.name}", marks=marks)
+        out.append(case)
     return out
 
 
