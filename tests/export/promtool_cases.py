@@ -50,7 +50,7 @@ def promtool() -> str:
 
 def run_promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [promtool(), *args], capture_output=True, text=True, cwd=cwd, timeout=300, check=False
+        [promtool(), *args], capture_output=True, text=True, cwd=cwd, timeout=1800, check=False
     )
 
 

@@ -198,12 +198,33 @@ def test_cli_exports_and_writes_a_passing_unit_test(tmp_path: Path) -> None:
     assert (report["exported"], report["total"]) == (2, 2)
     assert report["test"]["alerts"]["zscore_value_w30_both"] >= 2
     assert report["test"]["alerts"]["static_value_down_k2"] >= 1
+    # the expected alerts are exactly what `argos detect` streams for the same CSV and rule set
+    det = CliRunner().invoke(
+        app, ["detect", "--rules", str(rules), "--input", str(csv), "--alerts-only"]
+    )
+    assert det.exit_code == 0, det.output
+    lines = [json.loads(x) for x in det.stdout.splitlines() if x.startswith("{")]
+    streamed = {(x["timestamp"] - 1_700_000_000) // 60: x for x in lines if x["alert"]}
+    written = _expected_in_test_file((tmp_path / "tests" / "rules_test.yml").read_text())
+    assert set(streamed) == {i for i, _ in written}
+    for i, alert in written:
+        assert alert.removeprefix("argos_") in {e["rule"] for e in streamed[i]["explanation"]}
     text = (tmp_path / "tests" / "rules_test.yml").read_text()
     assert "rule_files:\n- '../out/rules.yml'" in text
     assert len(re.findall(r"eval_time", text)) == 2 * 240
     promtool()
     ok = run_promtool("test", "rules", str(tmp_path / "tests" / "rules_test.yml"))
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def _expected_in_test_file(text: str) -> list[tuple[int, str]]:
+    """(point index, alert name) of every non-empty ``exp_alerts`` in a 1m-step test file."""
+    out = []
+    for m in re.finditer(
+        r"- eval_time: '([^']+)'\n\s+alertname: '([^']+)'\n\s+exp_alerts:\n", text
+    ):
+        out.append((parse_duration(m.group(1)) // 60_000, m.group(2)))
+    return out
 
 
 def test_cli_reports_a_set_with_nothing_to_export(tmp_path: Path) -> None:
