@@ -67,6 +67,7 @@ class SetExport:
     name: str
     selector: str
     step_ms: int
+    slug: str = ""
     rules: list[PromRule] = field(default_factory=list)
     specs: dict[str, RuleSpec] = field(default_factory=dict)
     alert_names: dict[str, str] = field(default_factory=dict)
@@ -77,7 +78,7 @@ class SetExport:
     @property
     def group(self) -> str:
         """The rule group's name."""
-        return f"argos_{metric_part(self.ruleset_id)}"
+        return f"argos_{self.slug or metric_part(self.ruleset_id)}"
 
     @property
     def exported(self) -> int:
@@ -121,14 +122,16 @@ def docstring_fields(code: str) -> dict[str, str]:
     return out
 
 
-def export_ruleset(directory: str | Path, selector: str, step_ms: int) -> SetExport:
+def export_ruleset(directory: str | Path, selector: str, step_ms: int, slug: str = "") -> SetExport:
     """Translate the rule set in ``directory`` for the metric ``selector`` sampled every ``step``.
 
-    Raises :class:`~argos.rules.artifacts.RuleSetError` for an invalid folder.
+    ``slug`` names the group and starts the recorded series (``argos:<slug>:...``); it defaults to
+    the rule set's id. Raises :class:`~argos.rules.artifacts.RuleSetError` for an invalid folder.
     """
     rs = load_ruleset(directory)
     m = rs.manifest
-    out = SetExport(Path(directory), m.id, m.name or m.id, selector, step_ms)
+    slug = slug or metric_part(m.id)
+    out = SetExport(Path(directory), m.id, m.name or m.id, selector, step_ms, slug)
     if isinstance(m.combination, Fusion):
         reason = (
             "fusion rule set: its label is a base detector corrected by FN/FP rules, not an OR "
@@ -137,7 +140,7 @@ def export_ruleset(directory: str | Path, selector: str, step_ms: int) -> SetExp
         out.outcomes = [RuleOutcome(r.id, False, reason) for r in m.rules]
         return out
     llm = m.generator is not None and m.generator.kind == "llm"
-    prefix = f"argos:{metric_part(m.id)}"
+    prefix = f"argos:{slug}"
     tr = SetTranslator(prefix, selector, step_ms)
     for entry in m.rules:
         if entry.status != "accepted":
@@ -394,11 +397,19 @@ def plan_units(
 
 
 def export_units(units: Sequence[Unit], step_ms: int) -> list[SetExport]:
-    """Export every unit; one without a selector is reported with all its rules not exported."""
-    out = []
+    """Export every unit; one without a selector is reported with all its rules not exported.
+
+    Two units holding identical rule sets (same id) get groups named after their folders too."""
+    out: list[SetExport] = []
+    seen: set[str] = set()
     for u in units:
         if u.selector:
-            out.append(export_ruleset(u.directory, u.selector, step_ms))
+            e = export_ruleset(u.directory, u.selector, step_ms)
+            if e.slug in seen:
+                slug = f"{e.slug}_{metric_part(u.directory.name)}"
+                e = export_ruleset(u.directory, u.selector, step_ms, slug)
+            seen.add(e.slug)
+            out.append(e)
             continue
         m = load_ruleset(u.directory).manifest
         e = SetExport(u.directory, m.id, m.name or m.id, "", step_ms)

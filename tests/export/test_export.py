@@ -17,7 +17,9 @@ from argos.cli import app
 from argos.export.prometheus import (
     docstring_fields,
     export_ruleset,
+    export_units,
     plan_units,
+    rule_file,
     run_units,
     selector_labels,
 )
@@ -252,3 +254,17 @@ def test_coverage_script_matches_the_docs() -> None:
         line = f"| {row['collection']} | {row['sets']} | {row['rules']} | {row['exported']} |"
         assert line in doc, line
     assert f"{data['exported']} of {data['rules']}" in doc
+
+
+def test_identical_units_of_a_run_get_distinct_groups(tmp_path: Path) -> None:
+    spec = RuleSpec(shape("diff", "zscore", "both", window=10), 4.0, 3)
+    for unit in ("u1", "u2"):
+        write_specs(tmp_path / "run" / unit, [spec])
+    units = plan_units(tmp_path / "run", None, {"u1": 'm{u="1"}', "u2": 'm{u="2"}'})
+    exports = export_units(units, 60_000)
+    assert exports[0].ruleset_id == exports[1].ruleset_id
+    assert len({e.group for e in exports}) == 2
+    (tmp_path / "r.yml").write_text(rule_file(exports))
+    promtool()
+    res = run_promtool("check", "rules", str(tmp_path / "r.yml"))
+    assert res.returncode == 0, res.stdout + res.stderr
