@@ -258,16 +258,24 @@ def expected_alerts(
     return {rid: batch.rule_labels[i] for i, rid in enumerate(batch.rule_ids)}
 
 
+_SAME_ARITHMETIC = {"static", "band"}
+"""Scorers that PromQL computes with the very same IEEE operations as numpy (a subtraction or
+two, on transforms that are subtractions or selections): their scores are bitwise equal."""
+
+
 def _directional(st: Structure, values: FloatArray, threshold: float) -> FloatArray:
-    if st.scorer == "flat":
-        return np.full(len(values), -np.inf)  # integer run lengths: no rounding question
+    if st.scorer == "flat" or (st.scorer in _SAME_ARITHMETIC and st.transform != "ewma"):
+        # integer run lengths, or bitwise-equal scores: no rounding question
+        return np.full(len(values), -np.inf)
     score = compile_score(st.transform, st.scorer)(values, np.arange(len(values)), st.param_dict)
     return directional(score, st.direction, 1)
 
 
 def near_threshold(spec: RuleSpec, values: FloatArray, tol: float = NEAR_THRESHOLD) -> list[int]:
     """Indices where a score of ``spec`` is within ``tol`` (relative) of its threshold: labels
-    there could differ between numpy and Prometheus arithmetic."""
+    there could differ between numpy and Prometheus arithmetic. Scores computed by the same
+    operations in both (static and band scores of the value, the difference or a seasonal
+    residual; stuck-value run lengths) are never near: they are bitwise equal."""
     conds = [(spec.structure, spec.threshold)]
     if spec.gate is not None:
         conds.append((spec.gate.structure, spec.gate.threshold))

@@ -58,23 +58,26 @@ def test_every_committed_export_passes_promtool_check(tmp_path: Path, collection
 
 
 def _slice(directory: Path, s: Series, lookback: int) -> tuple[np.ndarray, np.ndarray]:
-    """A slice of the test part from ``lookback + 10`` points before an alert to 30 after it: the
+    """A slice from ``lookback + 10`` points before an alert to 30 after it: the
     first alert whose slice is regular and has no point within rounding of a threshold, else (no
-    such alert) the first such slice anywhere."""
+    such alert) the first such slice of the test part, else of the whole series."""
     export = export_ruleset(directory, "m", 60_000)
     start = int(s.meta.get("test_start", int(len(s.values) * 0.7)))
     t, v = s.timestamps[start:], s.values[start:]
     labels = expected_alerts(directory, t, v, isolation="inprocess")
     hits = np.flatnonzero(np.any([labels[r] for r in export.specs], axis=0))
     before, after = lookback + 10, 30
-    anywhere = range(before, len(v), 97)  # irregular series: any regular stretch will do
-    for a in [int(h) for h in hits if h >= before] + list(anywhere):
-        lo, hi = a - before, min(len(v), a + after)
-        if regular_step(t[lo:hi]) is None:
+    candidates = [(t, v, int(h)) for h in hits if h >= before]
+    # irregular series: any regular stretch of the test part will do, else of the whole series
+    candidates += [(t, v, a) for a in range(before, len(v), 97)]
+    candidates += [(s.timestamps, s.values, a) for a in range(before, len(s.values), 97)]
+    for ts, vs, a in candidates:
+        lo, hi = a - before, min(len(vs), a + after)
+        if regular_step(ts[lo:hi]) is None:
             continue
-        if any(near_threshold(spec, v[lo:hi]) for spec in export.specs.values()):
+        if any(near_threshold(spec, vs[lo:hi]) for spec in export.specs.values()):
             continue
-        return t[lo:hi], v[lo:hi]
+        return ts[lo:hi], vs[lo:hi]
     pytest.skip(
         f"{directory.name}: no regular slice of its test part without a point within rounding "
         "of a threshold"
