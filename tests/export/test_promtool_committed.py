@@ -79,8 +79,8 @@ def _slice(directory: Path, s: Series, lookback: int) -> tuple[np.ndarray, np.nd
             continue
         return ts[lo:hi], vs[lo:hi]
     pytest.skip(
-        f"{directory.name}: no regular slice of its test part without a point within rounding "
-        "of a threshold"
+        f"{directory.name}: its series has no regular stretch of {before + after} points without "
+        "a point within rounding of a threshold (the translation is exact on regular series only)"
     )
 
 
