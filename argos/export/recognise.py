@@ -117,24 +117,26 @@ def recognise(entry: RuleEntry, code: str) -> Recognised | NotTemplate:
     if gate_params and gate_threshold is None:
         return NotTemplate(rid, "gate params without 'gate_threshold'")
     metrics = _metrics(code)
+    described: list[str] = []
     for st, rest in _structures(rid, own, persistence):
-        gate: Gate | None = None
+        gates: list[Gate | None] = [None]
         if gate_threshold is not None:
             if not rest.startswith("_and_"):
                 continue
-            gates = [g for g, tail in _structures(rest[5:], gate_params, 1) if tail == ""]
-            if len(gates) != 1:
-                continue
-            gate = Gate(gates[0], gate_threshold)
+            shapes = _structures(rest[5:], gate_params, 1)
+            gates = [Gate(g, gate_threshold) for g, tail in shapes if tail == ""]
         elif rest:
             continue
-        spec = RuleSpec(st, nums["threshold"], cooldown, gate=gate)
-        for candidate in (spec, RuleSpec(st, spec.threshold, cooldown, metrics, gate)):
-            if render(candidate) == code:
-                return Recognised(rid, candidate, code)
+        for gate in gates:
+            spec = RuleSpec(st, nums["threshold"], cooldown, gate=gate)
+            described.append(spec.name)
+            for candidate in (spec, RuleSpec(st, spec.threshold, cooldown, metrics, gate)):
+                if render(candidate) == code:
+                    return Recognised(rid, candidate, code)
+    if described:
         return NotTemplate(
             rid,
-            f"the id and params describe template {spec.name!r}, but the rule file differs from "
-            "that template's rendering (edited, or written by another version)",
+            f"the id and params describe template {described[0]!r}, but the rule file differs "
+            "from that template's rendering (edited, or written by another version)",
         )
     return NotTemplate(rid, "the id and params match no builtin template")
