@@ -31,6 +31,7 @@ install-llm-server: $(LLM_STAMP)
 
 test: $(STAMP) $(if $(filter 1,$(ARGOS_TEST_LLM)),$(LLM_STAMP))
 	sh scripts/ensure_redis.sh
+	sh scripts/ensure_promtool.sh
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

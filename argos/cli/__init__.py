@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "serve",
     "report",
     "stream",
+    "export",
 )
 
 for _name in _COMMAND_MODULES:

@@ -1,0 +1,142 @@
+"""Recognise a rule as a rendering of the builtin generator's templates, or say why it is not one.
+
+A translation to another language is only as trustworthy as the claim that the rule *is* a template.
+That claim is proved, never guessed: the template spec is re-derived from structured data (the rule
+id, which is :attr:`~argos.rules.templates.RuleSpec.name`, and the manifest's params, which are the
+rule's ``PARAMS``), then :func:`~argos.rules.templates.render` renders that spec and the result must
+equal the rule file byte for byte. A rule edited by hand, written by an LLM, or rendered by a
+different version of the templates fails that comparison and is reported with the reason; the code
+itself is never parsed.
+
+The only free text read is the docstring's ``Fitted by the Argos builtin generator: ...`` line (the
+spec's ``metrics``, which change nothing but the docstring), and only to reproduce the rendering.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from argos.rules.artifacts import RuleEntry
+from argos.rules.contract import ParamValue
+from argos.rules.templates import (
+    SCORERS,
+    TRANSFORMS,
+    Gate,
+    RuleSpec,
+    Structure,
+    render,
+)
+
+_RESERVED = ("threshold", "persistence", "cooldown")
+
+
+@dataclass(frozen=True)
+class Recognised:
+    """A rule proved to be ``render(spec)``."""
+
+    rule_id: str
+    spec: RuleSpec
+    code: str
+
+
+@dataclass(frozen=True)
+class NotTemplate:
+    """A rule that is not (provably) a builtin template rendering, and why."""
+
+    rule_id: str
+    reason: str
+
+
+def _number(v: ParamValue) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v)
+
+
+def _structures(
+    name: str, params: Mapping[str, float], persistence: int
+) -> list[tuple[Structure, str]]:
+    """Every structure whose params are exactly ``params`` and whose name starts ``name``;
+    returned with the rest of ``name`` after it."""
+    found: list[tuple[Structure, str]] = []
+    for t in TRANSFORMS.values():
+        for sc in SCORERS.values():
+            keys = (*t.params, *sc.params)
+            if sorted(keys) != sorted(params) or len(set(keys)) != len(keys):
+                continue
+            shape = tuple((k, params[k]) for k in keys)
+            for direction in sc.directions:
+                st = Structure(t.name, sc.name, shape, direction, persistence)
+                if name == st.name or name.startswith(st.name + "_and_"):
+                    found.append((st, name[len(st.name) :]))
+    return found
+
+
+def _metrics(code: str) -> dict[str, float]:
+    """The ``metrics`` the docstring records (``Fitted by the Argos builtin generator: ...``)."""
+    try:
+        doc = ast.get_docstring(ast.parse(code), clean=False) or ""
+    except SyntaxError:
+        return {}
+    flat = " ".join(line.strip() for line in doc.splitlines())
+    m = re.search(r"Fitted by the Argos builtin generator: (.*?)\.(?:\s|$)", flat)
+    if m is None:
+        return {}
+    out: dict[str, float] = {}
+    for part in m.group(1).split(", "):
+        key, _, value = part.rpartition(" ")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            return {}
+    return out
+
+
+def recognise(entry: RuleEntry, code: str) -> Recognised | NotTemplate:
+    """Prove ``code`` (the rule file of ``entry``) renders a builtin template, or say why not."""
+    rid = entry.id
+    raw = dict(entry.params)
+    nums: dict[str, float] = {}
+    for k, v in raw.items():
+        n = _number(v)
+        if n is None:
+            return NotTemplate(rid, f"param {k!r} is not a number")
+        nums[k] = n
+    if "threshold" not in nums or "persistence" not in nums:
+        return NotTemplate(rid, "no 'threshold'/'persistence' params: not a template rule")
+    persistence = int(nums["persistence"])
+    cooldown = int(nums.get("cooldown", 0))
+    if persistence != nums["persistence"] or persistence < 1 or cooldown != nums.get("cooldown", 0):
+        return NotTemplate(rid, "persistence and cool-down must be whole numbers")
+    own = {k: v for k, v in nums.items() if k not in _RESERVED and not k.startswith("gate_")}
+    gate_params = {k[5:]: v for k, v in nums.items() if k.startswith("gate_")}
+    gate_threshold = gate_params.pop("threshold", None)
+    if gate_params and gate_threshold is None:
+        return NotTemplate(rid, "gate params without 'gate_threshold'")
+    metrics = _metrics(code)
+    described: list[str] = []
+    for st, rest in _structures(rid, own, persistence):
+        gates: list[Gate | None] = [None]
+        if gate_threshold is not None:
+            if not rest.startswith("_and_"):
+                continue
+            shapes = _structures(rest[5:], gate_params, 1)
+            gates = [Gate(g, gate_threshold) for g, tail in shapes if tail == ""]
+        elif rest:
+            continue
+        for gate in gates:
+            spec = RuleSpec(st, nums["threshold"], cooldown, gate=gate)
+            described.append(spec.name)
+            for candidate in (spec, RuleSpec(st, spec.threshold, cooldown, metrics, gate)):
+                if render(candidate) == code:
+                    return Recognised(rid, candidate, code)
+    if described:
+        return NotTemplate(
+            rid,
+            f"the id and params describe template {described[0]!r}, but the rule file differs "
+            "from that template's rendering (edited, or written by another version)",
+        )
+    return NotTemplate(rid, "the id and params match no builtin template")
