@@ -51,7 +51,7 @@ from argos.data.protocol import split_series
 from argos.data.series import Dataset, Series, SplitSpec
 from argos.evaluation.baselines import StaticThreshold
 from argos.evaluation.harness import evaluate
-from argos.methods import Detector, Method, register_method
+from argos.methods import FittedDetector, Method, register_method
 from argos.metrics import aggregate_mean, aggregate_pooled, events, format_score
 from argos.rules.templates import SCORERS, Structure, apply_cooldown
 from argos.training.builtin.config import SearchConfig
@@ -362,7 +362,7 @@ class _CooledStatic:
 
     name = "static-threshold+cooldown"
 
-    def fit(self, train: Sequence[Series], validation: Sequence[Series]) -> Detector:
+    def fit(self, train: Sequence[Series], validation: Sequence[Series]) -> FittedDetector:
         det = StaticThreshold().fit(train, validation)
         lengths = [
             int(e - s)

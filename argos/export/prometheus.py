@@ -254,7 +254,8 @@ def expected_alerts(
     with Detector.open(directory, isolation=isolation, verify=False) as det:
         batch = det.detect_arrays(timestamps, values)
     if batch.errors:
-        raise RuntimeError("rules failed on the test series: " + "; ".join(batch.errors))
+        failed = "; ".join(f"{e.rule_id}: {e.message}" for e in batch.errors)
+        raise RuntimeError(f"rules failed on the test series: {failed}")
     return {rid: batch.rule_labels[i] for i, rid in enumerate(batch.rule_ids)}
 
 
