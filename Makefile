@@ -35,8 +35,8 @@ test: $(STAMP) $(if $(filter 1,$(ARGOS_TEST_LLM)),$(LLM_STAMP))
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check argos tests benchmarks
-	$(VENV)/bin/ruff format --check argos tests benchmarks
+	$(VENV)/bin/ruff check argos tests benchmarks scripts
+	$(VENV)/bin/ruff format --check argos tests benchmarks scripts
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
