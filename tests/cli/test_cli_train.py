@@ -109,3 +109,22 @@ def test_train_a_series_without_labels_says_its_rule_is_unsupervised(
     )
     rs = load_ruleset(out / "quiet")
     assert [r.id for r in rs.rules] == ["band_value_both"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "missing"),
+    [
+        (["--llm", "openai", "--model", "gpt-4o-mini", "--max-cost", "2"], "OPENAI_API_KEY"),
+        (["--base-url", "http://127.0.0.1:9/v1"], "no model: give --model"),
+    ],
+)
+def test_train_explicit_llm_flags_without_key_or_model_are_an_error(
+    tmp_path: Path, monkeypatch, flags: list[str], missing: str
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--dataset", "demo", "--out", str(tmp_path / "o"), *flags]
+    result = runner.invoke(app, args, env=NO_LLM)
+    assert result.exit_code == 2, result.output
+    assert "the LLM is not usable" in result.output and missing in result.output
+    assert "builtin generator (no LLM" not in result.output
+    assert not (tmp_path / "o").exists()
