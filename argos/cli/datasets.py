@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from argos.cli.console import output_console
 from argos.cli.options import JsonTableOption
 from argos.data import catalog
 from argos.data.series import DataError
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
             out = {"data_dir": None if root is None else str(root), "data_dir_from": origin}
             typer.echo(json.dumps({**out, "datasets": rows}, indent=2))
             return
-        console = Console()
+        console = output_console()
         if root is None:
             console.print(
                 f"data dir: [yellow]not set[/] (pass --data-dir or set {catalog.DATA_DIR_ENV})"
@@ -159,13 +159,13 @@ def register(app: typer.Typer) -> None:
             out = Path("".join(c if c.isalnum() or c in "-_." else "_" for c in stem) + ".png")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(stacked_series_figure(panels))
-        Console().print(f"{len(panels)} series drawn to {out}")
+        output_console().print(f"{len(panels)} series drawn to {out}")
 
     app.add_typer(group, name="datasets")
 
 
 def _print_summary(d: dict[str, Any]) -> None:
-    console = Console()
+    console = output_console()
     table = Table(title=f"dataset {d['name']} ({d['layout']})", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from argos.cli.console import output_console
 from argos.cli.options import BenchmarkDataDirOption
 from argos.data import catalog
 from argos.data.series import DataError, Dataset, SplitSpec
@@ -245,7 +246,7 @@ def register(app: typer.Typer) -> None:
             raise _fail(str(exc)) from None
         if report and cfg.out is None:
             raise _fail("--report writes OUT/report.html: give --out DIR (or out in the config)")
-        err = Console(stderr=True)
+        err = output_console(stderr=True)
         interactive = sys.stderr.isatty()
         try:
             data = load_for_eval(cfg, progress=interactive and not as_json)
@@ -298,9 +299,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(result.to_json(), indent=2))
         else:
-            console = Console()
-            if not console.is_terminal:
-                console = Console(width=150)
+            console = output_console()
             print_summary(result, console)
         if cfg.out is not None:
             from argos.cli.report import report_epilogue
@@ -313,4 +312,4 @@ def _print_methods() -> None:
     for name in method_names():
         info = get_method(name)
         table.add_row(name, info.kind, info.description)
-    Console().print(table)
+    output_console().print(table)

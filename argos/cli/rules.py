@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from argos.cli.console import output_console
 from argos.cli.options import BenchmarkDataDirOption, JsonTableOption
 from argos.data import catalog
 from argos.data.series import DataError
@@ -101,9 +102,7 @@ def register(app: typer.Typer) -> None:
     @group.command("check")
     def check(
         rule: Annotated[Path, typer.Argument(help="The rule file (a Python module).")],
-        dataset: Annotated[
-            str, typer.Option("--dataset", help="Dataset name or path (default: demo).")
-        ] = "demo",
+        dataset: Annotated[str, typer.Option("--dataset", help="Dataset name or path.")] = "demo",
         data_dir: BenchmarkDataDirOption = None,
         params: Annotated[
             str | None, typer.Option("--params", help="JSON object merged over PARAMS.")
@@ -117,7 +116,7 @@ def register(app: typer.Typer) -> None:
 
         Exit code 0 only when the status is ok.
         """
-        console = Console()
+        console = output_console()
         if not rule.is_file():
             console.print(f"[red]error:[/red] no such rule file: {rule}")
             raise typer.Exit(2)
@@ -143,7 +142,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonTableOption = False,
     ) -> None:
         """Verify a rule-set folder: manifest schema, every rule's SHA-256, no unknown files."""
-        console = Console()
+        console = output_console()
         try:
             rs = load_ruleset(folder)
         except RuleSetError as exc:

@@ -15,10 +15,10 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from argos._types import BoolArray
+from argos.cli.console import output_console
 from argos.metrics import DEFAULT_DELAY, Scores, format_score, score_all
 
 PRED_COLUMNS: tuple[str, ...] = ("label", "pred", "anomaly")
@@ -169,7 +169,7 @@ def register(app: typer.Typer) -> None:
                 str(d["fp"]),
                 str(d["fn"]),
             )
-        console = Console()
+        console = output_console()
         console.print(table)
         if not t.any():
             console.print("No true anomaly: recall and F1 are undefined.")

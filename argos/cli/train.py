@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from argos._types import default_workers
+from argos.cli.console import output_console
 from argos.cli.report import report_epilogue
 from argos.cli.train_tables import fmt_score, summary_table, unit_notes
 from argos.data import catalog
@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Train rule sets: one per series or partition, verified in the sandbox, then exported."""
-        console = Console(stderr=as_json)
+        console = output_console(stderr=as_json)
         from argos.cli.train_llm import RunOptions, new_run_dir, resolve_resume, run_llm_training
         from argos.llm.config import LLMConfigError, is_llm_configured, load_llm_config
 
