@@ -110,6 +110,15 @@ def register(app: typer.Typer) -> None:
         max_series: Annotated[
             int | None, typer.Option("--max-series", help="Use only the first N series.")
         ] = None,
+        cpu_seconds: Annotated[
+            float,
+            typer.Option(
+                "--cpu-seconds",
+                min=1,
+                help="CPU seconds the rule may use on the whole dataset (large datasets such as "
+                "kpi need more than the default).",
+            ),
+        ] = SandboxLimits.cpu_seconds,
         as_json: JsonTableOption = False,
     ) -> None:
         """Run RULE through the static gate, the sandbox and the output/causality checks.
@@ -124,12 +133,21 @@ def register(app: typer.Typer) -> None:
             extra = json.loads(params) if params else None
             if extra is not None and not isinstance(extra, dict):
                 raise ValueError("--params must be a JSON object")
+            limits = SandboxLimits(
+                cpu_seconds=cpu_seconds,
+                wall_seconds=max(SandboxLimits.wall_seconds, 2 * cpu_seconds),
+            )
             report = check_rule_file(
-                rule, dataset, data_dir=data_dir, params=extra, max_series=max_series
+                rule, dataset, data_dir=data_dir, params=extra, max_series=max_series, limits=limits
             )
         except (DataError, ValueError, SandboxUnavailable) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
+        if report["status"] in (Status.CPU_LIMIT, Status.TIMEOUT):
+            report["detail"] = (
+                f"{report['detail']} (raise it with --cpu-seconds N, now {cpu_seconds:g}, or "
+                "check fewer series with --max-series N)"
+            )
         if as_json:
             typer.echo(json.dumps(report, indent=2))
         else:
