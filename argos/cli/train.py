@@ -14,7 +14,7 @@ from argos.cli.console import output_console
 from argos.cli.report import report_epilogue
 from argos.cli.train_tables import fmt_score, summary_table, unit_notes
 from argos.data import catalog
-from argos.data.series import DataError
+from argos.data.series import DataError, UnknownSeries
 from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import UnitResult, train_dataset, training_units
@@ -186,6 +186,12 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
             raise typer.Exit(2)
+        if series is not None:
+            try:  # before anything is loaded: KPI takes a while
+                catalog.check_series(dataset, series, data_dir=data_dir)
+            except (UnknownSeries, DataError) as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
         if generator == "llm" or (generator == "auto" and configured):
             opts = RunOptions(
                 dataset=dataset,
