@@ -28,6 +28,8 @@ is replaced by the real usage when the call returns.
 
 from __future__ import annotations
 
+import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -85,7 +87,31 @@ def parse_scheduler(spec: str) -> tuple[str, int | None]:
         if not tail.isdigit() or int(tail) < 1:
             raise SchedulerError(f"--scheduler {spec!r}: N in 'local:N' must be an integer >= 1")
         return "local", int(tail)
+    if _ADDRESS.fullmatch(spec) is None:
+        raise SchedulerError(
+            f"--scheduler {spec!r} is not 'local', 'local:N' or a scheduler address "
+            "[SCHEME://]HOST:PORT (e.g. tcp://10.0.0.5:8786)"
+        )
     return spec, None
+
+
+_ADDRESS = re.compile(
+    r"(?:(?:tcp|tls|ws|wss|ucx)://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}/?"
+)
+"""A Dask scheduler address: optional scheme, a host (or a bracketed IPv6) and a port."""
+
+
+def _probe(address: str, timeout_s: float) -> None:
+    """Open and close one TCP connection to ``address``: a refused or unroutable scheduler fails
+    here at once with a clear :class:`SchedulerError`, before a Dask client exists (a client that
+    failed to start waits a minute in its finalizer and prints a traceback)."""
+    location = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = location.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise SchedulerError(f"cannot reach the Dask scheduler at {address!r}: {reason}") from None
 
 
 class DaskExecutor:
@@ -132,9 +158,10 @@ class DaskExecutor:
             )
             client = distributed.Client(cluster, set_as_default=False)
             return cls(client, retries=retries, cluster=cluster)
+        _probe(kind, timeout_s)
         try:
             client = distributed.Client(kind, timeout=timeout_s, set_as_default=False)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise SchedulerError(f"cannot reach the Dask scheduler at {kind!r}: {exc}") from None
         return cls(client, retries=retries)
 

@@ -73,7 +73,7 @@ def test_parse_scheduler() -> None:
     assert parse_scheduler("local") == ("local", None)
     assert parse_scheduler("local:3") == ("local", 3)
     assert parse_scheduler("tcp://10.0.0.1:8786") == ("tcp://10.0.0.1:8786", None)
-    for bad in ("", "local:0", "local:x"):
+    for bad in ("", "local:0", "local:x", "banana", "tcp://host", "host:port"):
         with pytest.raises(SchedulerError):
             parse_scheduler(bad)
 

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from argos.cli.console import output_console
 from argos.cli.options import JsonTableOption
 from argos.data import catalog
-from argos.data.series import DataError
+from argos.data.series import DataError, UnknownSeries
 
 DataDirOption = Annotated[
     Path | None,
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
             out = {"data_dir": None if root is None else str(root), "data_dir_from": origin}
             typer.echo(json.dumps({**out, "datasets": rows}, indent=2))
             return
-        console = Console()
+        console = output_console()
         if root is None:
             console.print(
                 f"data dir: [yellow]not set[/] (pass --data-dir or set {catalog.DATA_DIR_ENV})"
@@ -89,8 +89,18 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        list_ids: Annotated[
+            bool,
+            typer.Option(
+                "--series", help="List the series ids, one a line (without loading the data)."
+            ),
+        ] = False,
     ) -> None:
-        """Series count, points, anomaly ratio, sampling interval, split sizes and partitions."""
+        """Series count, points, anomaly ratio, sampling interval, split sizes, partitions and
+        series ids."""
+        if list_ids:
+            _print_ids(name, data_dir, as_json)
+            return
         try:
             dataset = catalog.load_dataset(
                 name,
@@ -101,7 +111,7 @@ def register(app: typer.Typer) -> None:
         except (DataError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        summary = catalog.describe(dataset)
+        summary = {**catalog.describe(dataset), "series_ids": [s.id for s in dataset.series]}
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
             return
@@ -128,17 +138,14 @@ def register(app: typer.Typer) -> None:
         from argos.report.plots import Boundary, SeriesPanel, stacked_series_figure
 
         try:
+            if series is not None:
+                catalog.check_series(name, series, data_dir=data_dir)
             dataset = catalog.load_dataset(name, data_dir=data_dir, progress=sys.stderr.isatty())
-        except (DataError, ValueError) as exc:
+            chosen = [dataset.get(series)] if series is not None else []
+        except (DataError, ValueError, UnknownSeries) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        if series is not None:
-            chosen = [s for s in dataset.series if s.id == series]
-            if not chosen:
-                some = ", ".join(s.id for s in dataset.series[:5])
-                typer.echo(f"error: no series {series!r} in {dataset.name} (e.g. {some})", err=True)
-                raise typer.Exit(2)
-        else:
+        if series is None:
             chosen = list(dataset.series[:max_series])
         panels = []
         for s in chosen:
@@ -159,13 +166,30 @@ def register(app: typer.Typer) -> None:
             out = Path("".join(c if c.isalnum() or c in "-_." else "_" for c in stem) + ".png")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(stacked_series_figure(panels))
-        Console().print(f"{len(panels)} series drawn to {out}")
+        output_console().print(f"{len(panels)} series drawn to {out}")
 
     app.add_typer(group, name="datasets")
 
 
+def _print_ids(name: str, data_dir: Path | None, as_json: bool) -> None:
+    """``datasets show NAME --series``: the ids from the file names (KPI: its id column), or
+    from the loaded data for a PATH."""
+    try:
+        ids = catalog.series_ids(name, data_dir=data_dir)
+        if ids is None:
+            ids = [s.id for s in catalog.load_dataset(name, data_dir=data_dir).series]
+    except (DataError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(ids, indent=2) if as_json else "\n".join(ids))
+
+
+SHOWN_IDS = 5
+"""Series ids the ``datasets show`` table names (``--series`` lists all)."""
+
+
 def _print_summary(d: dict[str, Any]) -> None:
-    console = Console()
+    console = output_console()
     table = Table(title=f"dataset {d['name']} ({d['layout']})", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
@@ -198,6 +222,9 @@ def _print_summary(d: dict[str, Any]) -> None:
         )
     if d["partitions"]:
         table.add_row("partitions", ", ".join(f"{k} ({v})" for k, v in d["partitions"].items()))
+    ids = d["series_ids"]
+    more = f", ... ({len(ids)} in all: --series lists them)" if len(ids) > SHOWN_IDS else ""
+    table.add_row("series ids", ", ".join(ids[:SHOWN_IDS]) + more)
     if d["filled"] or d["retimed"]:
         table.add_row("repairs", f"{d['filled']:,} NaN filled, {d['retimed']:,} timestamps retimed")
     console.print(table)

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from argos.cli.console import output_console
 from argos.data.demo import make_demo_dataset
 from argos.evaluation.harness import evaluate
 from argos.metrics import format_score
@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
     ) -> None:
         """Train rules on the synthetic demo set (builtin generator), evaluate them, show them."""
-        console = Console()
+        console = output_console()
         console.print("using the builtin generator (no LLM needed for the demo)")
         dataset = make_demo_dataset()
         with console.status("training rules on the demo train/validation parts..."):

@@ -8,6 +8,7 @@ micro-batch.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -114,6 +115,48 @@ def parse_base(text: object) -> bool | None:
     raise LineError(f"base label {text!r} is not true/false or 1/0")
 
 
+class InputError(ValueError):
+    """The input as a whole cannot be read (a CSV header without the needed columns): fatal."""
+
+
+CSV_COLUMNS = ("series", "timestamp", "value", "base")
+"""The columns a CSV header may name; ``timestamp`` and ``value`` are required."""
+
+
+def header_columns(names: list[str]) -> dict[str, int]:
+    """Column positions from a CSV header; raises :class:`InputError` naming each missing required
+    column, with the header's closest name as a suggestion (``timestmap`` for ``timestamp``)."""
+    columns = {name: i for i, name in enumerate(names)}
+    problems = []
+    for need in ("timestamp", "value"):
+        if need not in columns:
+            unknown = [n for n in names if n not in CSV_COLUMNS]
+            close = difflib.get_close_matches(need, unknown, n=1, cutoff=0.6)
+            hint = f" (is {close[0]!r} a misspelling?)" if close else ""
+            problems.append(f"no {need!r} column{hint}")
+    if problems:
+        raise InputError(
+            f"CSV header {','.join(names)!r}: {'; '.join(problems)}; expected columns "
+            "timestamp,value (plus optional series, base), or no header"
+        )
+    return columns
+
+
+def _is_datum(field: str) -> bool:
+    """Whether a field of a first line reads as data (a number, a date-time or empty), not as a
+    column name."""
+    try:
+        parse_value(field.strip('"'))
+        return True
+    except LineError:
+        pass
+    try:
+        parse_timestamp(field.strip('"'))
+        return True
+    except LineError:
+        return False
+
+
 class CsvParser:
     """``series,timestamp,value`` or ``timestamp,value`` rows, with or without a header line.
 
@@ -133,10 +176,8 @@ class CsvParser:
         if self.columns is None:
             lowered = [f.lower().strip('"') for f in fields]
             self.width = len(fields)
-            if "value" in lowered:
-                self.columns = {name: i for i, name in enumerate(lowered)}
-                if "timestamp" not in self.columns:
-                    raise LineError("header has a 'value' column but no 'timestamp' column")
+            if "value" in lowered or "timestamp" in lowered or not any(map(_is_datum, fields)):
+                self.columns = header_columns(lowered)
                 return None
             if len(fields) == 3:
                 self.columns = {"series": 0, "timestamp": 1, "value": 2}
@@ -334,10 +375,20 @@ def register(app: typer.Typer) -> None:
                 )
             except KeyboardInterrupt:
                 summary = det.stats()
+            except InputError as exc:
+                typer.echo(f"argos detect: {input if input != '-' else 'stdin'}: {exc}", err=True)
+                raise typer.Exit(2) from None
             finally:
                 if source is not sys.stdin.buffer:
                     source.close()
                 if sink is not sys.stdout:
                     sink.close()
             shown = {k: v for k, v in summary.items() if v not in ({}, 0) or k == "points"}
+            if not summary.get("points") and not summary.get("malformed_lines"):
+                typer.echo(
+                    "argos detect: no data points in the input (it was empty or held only a "
+                    "header)",
+                    err=True,
+                )
+                shown = {"points": 0, **shown}
             typer.echo("argos detect: " + json.dumps(shown), err=True)

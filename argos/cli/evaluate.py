@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from argos.cli.console import output_console
 from argos.cli.options import BenchmarkDataDirOption
 from argos.data import catalog
-from argos.data.series import DataError, Dataset, SplitSpec
+from argos.data.series import DataError, Dataset, SplitSpec, close_matches
 from argos.evaluation.harness import (
     EvalConfig,
     EvalResult,
@@ -67,9 +68,35 @@ def load_for_eval(cfg: EvalConfig, progress: bool) -> Dataset:
     return dataset
 
 
-def resolved_command(cfg: EvalConfig) -> str:
+def only_partition(dataset: Dataset, partition: str) -> Dataset:
+    """The series of one partition of ``dataset``; raises :class:`DataError` naming the closest
+    partitions when it has no such partition."""
+    if not dataset.partitions and partition == dataset.name:
+        return dataset  # one partition, named after the dataset
+    if partition not in dataset.partitions:
+        names = list(dataset.partitions)
+        close = close_matches(partition, names)
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise DataError(
+            f"no partition {partition!r} in dataset {dataset.name!r}; {hint}"
+            f"its partitions: {', '.join(names) or '(none)'}"
+        )
+    ids = set(dataset.partitions[partition])
+    series = [s for s in dataset.series if s.id in ids]
+    return Dataset(
+        dataset.name,
+        series,
+        dataset.split,
+        {partition: dataset.partitions[partition]},
+        dataset.meta,
+    )
+
+
+def resolved_command(cfg: EvalConfig, partition: str | None = None) -> str:
     """An ``argos eval`` command line equivalent to ``cfg`` with every setting spelled out."""
     args = ["argos", "eval", "--dataset", cfg.dataset, "--methods", ",".join(cfg.methods)]
+    if partition is not None:
+        args += ["--partition", partition]
     args += ["--trials", str(cfg.trials), "--delay", str(cfg.delay)]
     if cfg.granularity is not None:
         args += ["--granularity", cfg.granularity]
@@ -198,6 +225,10 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--granularity", help="'series' or 'partition' (dataset default)."),
         ] = None,
+        partition: Annotated[
+            str | None,
+            typer.Option("--partition", help="Evaluate only this partition (e.g. A1)."),
+        ] = None,
         scores: Annotated[
             bool | None,
             typer.Option("--scores/--no-scores", help="AUC-PR / VUS-PR for scoring methods."),
@@ -245,12 +276,17 @@ def register(app: typer.Typer) -> None:
             raise _fail(str(exc)) from None
         if report and cfg.out is None:
             raise _fail("--report writes OUT/report.html: give --out DIR (or out in the config)")
-        err = Console(stderr=True)
+        err = output_console(stderr=True)
         interactive = sys.stderr.isatty()
         try:
             data = load_for_eval(cfg, progress=interactive and not as_json)
         except (DataError, ValueError) as exc:
             raise _fail(str(exc)) from None
+        if partition is not None:
+            try:
+                data = only_partition(data, partition)
+            except DataError as exc:
+                raise _fail(str(exc)) from None
         bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -291,16 +327,14 @@ def register(app: typer.Typer) -> None:
         if skipped and not as_json:
             err.print(f"left out {len(skipped)} unlabeled series: {', '.join(skipped[:10])}")
         if cfg.out is not None:
-            info = {"resolved_command": resolved_command(cfg), **run_info()}
+            info = {"resolved_command": resolved_command(cfg, partition), **run_info()}
             paths = write_results(result, Path(cfg.out), info)
             if not as_json:
                 err.print(f"wrote {', '.join(str(p) for p in paths)}")
         if as_json:
             typer.echo(json.dumps(result.to_json(), indent=2))
         else:
-            console = Console()
-            if not console.is_terminal:
-                console = Console(width=150)
+            console = output_console()
             print_summary(result, console)
         if cfg.out is not None:
             from argos.cli.report import report_epilogue
@@ -313,4 +347,4 @@ def _print_methods() -> None:
     for name in method_names():
         info = get_method(name)
         table.add_row(name, info.kind, info.description)
-    Console().print(table)
+    output_console().print(table)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from argos.cli.console import output_console
 from argos.cli.options import BenchmarkDataDirOption
 from argos.report.build import write_report
 from argos.report.run import DEFAULT_BASELINES
@@ -54,7 +55,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a self-contained HTML report: series with anomalies and detections, rules,
         training progress and the evaluation table (images embedded, no network needed)."""
-        console = Console(stderr=True)
+        console = output_console(stderr=True)
         if not path.is_dir():
             typer.echo(f"error: {path} is not a folder", err=True)
             raise typer.Exit(2)
@@ -82,7 +83,7 @@ def register(app: typer.Typer) -> None:
         except ReportError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        Console().print(f"report written to {target}")
+        output_console().print(f"report written to {target}")
 
 
 def report_epilogue(folder: Path, write: bool, console: Console) -> None:

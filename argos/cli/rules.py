@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from argos.cli.console import output_console
 from argos.cli.options import BenchmarkDataDirOption, JsonTableOption
 from argos.data import catalog
 from argos.data.series import DataError
@@ -101,9 +102,7 @@ def register(app: typer.Typer) -> None:
     @group.command("check")
     def check(
         rule: Annotated[Path, typer.Argument(help="The rule file (a Python module).")],
-        dataset: Annotated[
-            str, typer.Option("--dataset", help="Dataset name or path (default: demo).")
-        ] = "demo",
+        dataset: Annotated[str, typer.Option("--dataset", help="Dataset name or path.")] = "demo",
         data_dir: BenchmarkDataDirOption = None,
         params: Annotated[
             str | None, typer.Option("--params", help="JSON object merged over PARAMS.")
@@ -111,13 +110,22 @@ def register(app: typer.Typer) -> None:
         max_series: Annotated[
             int | None, typer.Option("--max-series", help="Use only the first N series.")
         ] = None,
+        cpu_seconds: Annotated[
+            float,
+            typer.Option(
+                "--cpu-seconds",
+                min=1,
+                help="CPU seconds the rule may use on the whole dataset (large datasets such as "
+                "kpi need more than the default).",
+            ),
+        ] = SandboxLimits.cpu_seconds,
         as_json: JsonTableOption = False,
     ) -> None:
         """Run RULE through the static gate, the sandbox and the output/causality checks.
 
         Exit code 0 only when the status is ok.
         """
-        console = Console()
+        console = output_console()
         if not rule.is_file():
             console.print(f"[red]error:[/red] no such rule file: {rule}")
             raise typer.Exit(2)
@@ -125,12 +133,21 @@ def register(app: typer.Typer) -> None:
             extra = json.loads(params) if params else None
             if extra is not None and not isinstance(extra, dict):
                 raise ValueError("--params must be a JSON object")
+            limits = SandboxLimits(
+                cpu_seconds=cpu_seconds,
+                wall_seconds=max(SandboxLimits.wall_seconds, 2 * cpu_seconds),
+            )
             report = check_rule_file(
-                rule, dataset, data_dir=data_dir, params=extra, max_series=max_series
+                rule, dataset, data_dir=data_dir, params=extra, max_series=max_series, limits=limits
             )
         except (DataError, ValueError, SandboxUnavailable) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
+        if report["status"] in (Status.CPU_LIMIT, Status.TIMEOUT):
+            report["detail"] = (
+                f"{report['detail']} (raise it with --cpu-seconds N, now {cpu_seconds:g}, or "
+                "check fewer series with --max-series N)"
+            )
         if as_json:
             typer.echo(json.dumps(report, indent=2))
         else:
@@ -143,7 +160,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonTableOption = False,
     ) -> None:
         """Verify a rule-set folder: manifest schema, every rule's SHA-256, no unknown files."""
-        console = Console()
+        console = output_console()
         try:
             rs = load_ruleset(folder)
         except RuleSetError as exc:

@@ -15,10 +15,11 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from argos._types import BoolArray
+from argos.cli.console import output_console
+from argos.data.series import show_value
 from argos.metrics import DEFAULT_DELAY, Scores, format_score, score_all
 
 PRED_COLUMNS: tuple[str, ...] = ("label", "pred", "anomaly")
@@ -33,10 +34,11 @@ def _read(path: Path, columns: tuple[str, ...], role: str) -> pd.DataFrame:
     if not path.is_file():
         raise ScoreInputError(f"{role} file not found: {path}")
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, skip_blank_lines=False)  # row i is line i + 2, as in loaders
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ScoreInputError(f"{path}: not a readable CSV ({exc})") from None
     frame.columns = [str(c).strip().lower() for c in frame.columns]
+    frame = frame.loc[~frame.isna().all(axis=1)]  # blank lines; the index keeps line - 2
     if "timestamp" not in frame.columns:
         raise ScoreInputError(f"{path}: no 'timestamp' column (columns: {list(frame.columns)})")
     column = next((c for c in columns if c in frame.columns), None)
@@ -51,13 +53,16 @@ def _read(path: Path, columns: tuple[str, ...], role: str) -> pd.DataFrame:
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise ScoreInputError(
-            f"{path}, row {i + 1}: {column} {raw.iloc[i]!r} is not 0/1 or true/false"
+            f"{path}, line {frame.index[i] + 2}: {column} {show_value(raw.iloc[i])} is not 0/1 "
+            "or true/false"
         )
     ts = frame["timestamp"]
     dup = ts.duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise ScoreInputError(f"{path}, row {i + 1}: duplicate timestamp {ts.iloc[i]!r}")
+        raise ScoreInputError(
+            f"{path}, line {frame.index[i] + 2}: duplicate timestamp {show_value(ts.iloc[i])}"
+        )
     return pd.DataFrame({"timestamp": ts.astype(str).str.strip(), "label": labels.astype(bool)})
 
 
@@ -169,7 +174,7 @@ def register(app: typer.Typer) -> None:
                 str(d["fp"]),
                 str(d["fn"]),
             )
-        console = Console()
+        console = output_console()
         console.print(table)
         if not t.any():
             console.print("No true anomaly: recall and F1 are undefined.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from typing import Annotated
 
 import typer
@@ -26,6 +28,30 @@ TrustedOption = Annotated[
         help="Run rules in the server process, without isolation (reviewed rules only).",
     ),
 ]
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`OSError` saying so when ``host:port`` cannot be bound (in use, or not an
+    address of this machine), before the rule workers start; uvicorn would fail only after
+    "Application startup complete". Binds as uvicorn does (``SO_REUSEADDR``); port 0 is free."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot bind {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(
+                    f"port {port} on {host} is already in use (another argos serve?): stop it or "
+                    "choose another with --port"
+                ) from None
+            raise OSError(f"cannot bind {host}:{port}: {exc.strerror}") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -58,6 +84,11 @@ def register(app: typer.Typer) -> None:
         try:
             check_bind(host, token)
         except ValueError as exc:
+            typer.echo(f"argos serve: {exc}", err=True)
+            raise typer.Exit(2) from None
+        try:
+            check_port_free(host, port)
+        except OSError as exc:
             typer.echo(f"argos serve: {exc}", err=True)
             raise typer.Exit(2) from None
         config = ServiceConfig(

@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -28,16 +29,68 @@ prefix_opt = typer.Option(help="Key prefix of the deployment's streams and keys.
 parts_opt = typer.Option(min=1, help="Partition streams (fixed for a deployment).")
 
 
-def _connect(redis_url: str, prefix: str, partitions: int) -> tuple[Any, StreamConfig]:
-    """A client of the deployment's Redis, with its partition streams and consumer group made."""
+def _reach(redis_url: str) -> Any:
+    """A client of the Redis at ``redis_url`` that answered a ping; else one error line (what
+    failed and how to start a Redis) and exit 2."""
     import redis
 
+    try:
+        client = redis.Redis.from_url(redis_url)
+        client.ping()
+    except ValueError as exc:
+        typer.echo(f"error: --redis {redis_url!r} is not a Redis URL: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except redis.RedisError as exc:
+        typer.echo(
+            f"error: cannot reach Redis at {redis_url}: {exc} (start one, e.g. `redis-server`, "
+            "or give --redis URL)",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+    return client
+
+
+def _connect(redis_url: str, prefix: str, partitions: int) -> tuple[Any, StreamConfig]:
+    """A client of the deployment's Redis, with its partition streams and consumer group made."""
     from argos.online.streams import StreamConfig, ensure_streams
 
     cfg = StreamConfig(prefix=prefix, partitions=partitions)
-    client = redis.Redis.from_url(redis_url)
+    client = _reach(redis_url)
     ensure_streams(client, cfg)
     return client, cfg
+
+
+PUBLISH_COLUMNS = ("series", "timestamp", "value")
+"""The columns ``stream publish`` reads (``series`` may come from ``--series`` instead)."""
+
+
+def read_points(handle: IO[str], name: str, series: str | None) -> Iterator[Point]:
+    """The points of a CSV with a header naming ``series,timestamp,value`` (any order, more
+    columns ignored); ``series`` names the rows of a file without a series column. Raises
+    :class:`ValueError` naming the missing columns (at once) or the line of a bad row (when the
+    points are read)."""
+    rows = csv.DictReader(handle)
+    columns = rows.fieldnames or []
+    missing = [c for c in PUBLISH_COLUMNS if c not in columns and (c != "series" or not series)]
+    if missing:
+        hint = " (or give --series NAME for a file of one series)" if missing == ["series"] else ""
+        raise ValueError(
+            f"{name} has no {', '.join(repr(c) for c in missing)} column{hint}; its header is "
+            f"{','.join(columns) or '(empty)'}, expected series,timestamp,value"
+        )
+
+    def points() -> Iterator[Point]:
+        for row in rows:
+            try:
+                yield Point(
+                    row.get("series") or series or "",
+                    int(row["timestamp"]),
+                    float(row["value"]),
+                )
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"bad row in {name}, line {rows.line_num}: {exc}") from None
+
+    return points()
 
 
 def register(app: typer.Typer) -> None:
@@ -84,6 +137,7 @@ def register(app: typer.Typer) -> None:
         post = PostProcessing(
             min_duration=min_duration, cooldown=cooldown, incident_gap=incident_gap
         )
+        _reach(redis_url).close()
         stats = consume(
             redis_url,
             rules,
@@ -101,18 +155,24 @@ def register(app: typer.Typer) -> None:
         redis_url: Annotated[str, redis_opt] = "redis://127.0.0.1:6379/0",
         prefix: Annotated[str, prefix_opt] = "argos",
         partitions: Annotated[int, parts_opt] = 8,
+        series: Annotated[
+            str | None, typer.Option(help="Series name for a CSV without a series column.")
+        ] = None,
     ) -> None:
         """Append points to their partition streams."""
         from argos.online.streams import publish
 
-        client, cfg = _connect(redis_url, prefix, partitions)
-        handle = sys.stdin if str(file) == "-" else file.open(newline="")
         try:
-            rows = csv.DictReader(handle)
-            points = (Point(r["series"], int(r["timestamp"]), float(r["value"])) for r in rows)
+            handle = sys.stdin if str(file) == "-" else file.open(newline="")
+        except OSError as exc:
+            typer.echo(f"error: cannot read {file}: {exc.strerror}", err=True)
+            raise typer.Exit(2) from None
+        try:
+            points = read_points(handle, str(file), series)  # the header, before connecting
+            client, cfg = _connect(redis_url, prefix, partitions)
             n = publish(client, cfg, points)
-        except (KeyError, ValueError) as exc:
-            typer.echo(f"error: bad row in {file}: {exc}", err=True)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         finally:
             if handle is not sys.stdin:

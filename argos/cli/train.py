@@ -4,21 +4,36 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from argos._types import default_workers
+from argos.cli.console import output_console
 from argos.cli.report import report_epilogue
 from argos.cli.train_tables import fmt_score, summary_table, unit_notes
 from argos.data import catalog
-from argos.data.series import DataError
+from argos.data.series import DataError, UnknownSeries
 from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import UnitResult, train_dataset, training_units
 from argos.training.generator import GeneratorOutput
+
+if TYPE_CHECKING:
+    from argos.llm.config import LLMConfig
+
+
+def missing_llm_settings(config: LLMConfig) -> str:
+    """What an LLM configuration lacks to be usable, said as what to set."""
+    if not config.model:
+        return "no model: give --model (or set ARGOS_LLM_MODEL)"
+    if config.provider == "azure":
+        return "no Azure endpoint: set AZURE_OPENAI_ENDPOINT (or give --base-url)"
+    return (
+        "no API key and no endpoint: set OPENAI_API_KEY (or ARGOS_LLM_API_KEY), or give "
+        "--base-url of an OpenAI-compatible server"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -120,7 +135,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Train rule sets: one per series or partition, verified in the sandbox, then exported."""
-        console = Console(stderr=as_json)
+        console = output_console(stderr=as_json)
         from argos.cli.train_llm import RunOptions, new_run_dir, resolve_resume, run_llm_training
         from argos.llm.config import LLMConfigError, is_llm_configured, load_llm_config
 
@@ -134,16 +149,35 @@ def register(app: typer.Typer) -> None:
         if dataset is None:
             typer.echo("error: give --dataset NAME|PATH (or --resume RUN_ID)", err=True)
             raise typer.Exit(2)
+        llm_flags = [
+            flag
+            for flag, value in (
+                ("--llm", llm),
+                ("--model", model),
+                ("--base-url", base_url),
+                ("--llm-config", llm_config),
+            )
+            if value is not None
+        ]
         overrides = {"provider": llm, "model": model, "base_url": base_url}
         try:
-            configured = is_llm_configured(load_llm_config(llm_config, overrides=overrides))
+            config = load_llm_config(llm_config, overrides=overrides)
         except LLMConfigError as exc:
-            if generator == "llm" or llm is not None:
+            if generator == "llm" or llm_flags:
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2) from None
-            configured = False  # a broken LLM config must not stop the offline path
+            config = None  # a broken LLM config must not stop the offline path
+        configured = config is not None and is_llm_configured(config)
         if generator not in ("auto", "builtin", "llm"):
             typer.echo("error: --generator must be 'auto', 'builtin' or 'llm'", err=True)
+            raise typer.Exit(2)
+        if llm_flags and generator != "builtin" and config is not None and not configured:
+            missing = missing_llm_settings(config)
+            typer.echo(
+                f"error: {' '.join(llm_flags)} given but the LLM is not usable: {missing} "
+                "(or drop the LLM flags to use the builtin generator)",
+                err=True,
+            )
             raise typer.Exit(2)
         if generator == "llm" and not configured:
             typer.echo(
@@ -152,6 +186,12 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
             raise typer.Exit(2)
+        if series is not None:
+            try:  # before anything is loaded: KPI takes a while
+                catalog.check_series(dataset, series, data_dir=data_dir)
+            except (UnknownSeries, DataError) as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
         if generator == "llm" or (generator == "auto" and configured):
             opts = RunOptions(
                 dataset=dataset,

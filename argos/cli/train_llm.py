@@ -26,10 +26,10 @@ from argos.data import catalog
 from argos.data.series import DataError, Dataset
 from argos.llm.config import LLMConfig, load_llm_config
 from argos.llm.interface import LLMError
-from argos.llm.usage import Budget
+from argos.llm.usage import Budget, LedgerSummary
 from argos.training.agents.graph import LoopConfig
 from argos.training.agents.run import AgentGenerator, csv_base, method_base
-from argos.training.driver import UnitResult, train_dataset, training_units
+from argos.training.driver import TrainSummary, UnitResult, train_dataset, training_units
 from argos.training.generator import GeneratorOutput
 
 if TYPE_CHECKING:
@@ -264,6 +264,13 @@ def _train(
         usage = run_usage_from_checkpoints(
             run_dir, [u.series for u in summary.units], llm.price_table()
         )
+    endpoint_error = failed_on_endpoint(summary, usage)
+    if endpoint_error is not None:
+        typer.echo(
+            f"error: every unit failed on the LLM endpoint "
+            f"({llm.base_url or 'the provider default'}): {endpoint_error}",
+            err=True,
+        )
     (run_dir / "usage.json").write_text(usage.model_dump_json(indent=2) + "\n")
     summary_json = {**summary.to_json(), "usage": usage.model_dump(mode="json")}
     (run_dir / "summary.json").write_text(json.dumps(summary_json, indent=2) + "\n")
@@ -273,4 +280,20 @@ def _train(
         console.print(summary_table(summary))
         console.print(usage_table(usage.model_dump(mode="json")))
         console.print(f"run folder: {run_dir}  (resume with: argos train --resume {run_dir})")
-    return 1 if any(u.problems for u in summary.units) else 0
+    return 1 if endpoint_error is not None or any(u.problems for u in summary.units) else 0
+
+
+def failed_on_endpoint(summary: TrainSummary, usage: LedgerSummary) -> str | None:
+    """The endpoint's last error when no LLM call of the run succeeded and no unit got a rule
+    because of it (unreachable server, bad key, unknown model); None otherwise."""
+    if usage.total.calls or usage.total.cached_calls or not summary.units:
+        return None
+    if any(u.rules for u in summary.units):
+        return None
+    notes = [note for u in summary.units for note in u.notes]
+    errors = [note.split(LAST_ERROR, 1)[1] for note in notes if LAST_ERROR in note]
+    return errors[-1] if errors else None
+
+
+LAST_ERROR = "last error: "
+"""How a unit's notes give the LLM error that stopped it (``argos.training.agents.roles``)."""

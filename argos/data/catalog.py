@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from argos.data import loaders
 from argos.data.demo import make_demo_dataset
-from argos.data.series import DataError, Dataset, SplitSpec
+from argos.data.series import DataError, Dataset, SplitSpec, UnknownSeries
 
 __all__ = [
     "BUILTIN",
@@ -198,6 +198,41 @@ def load_dataset(
         f"unknown dataset {name_or_path!r}: expected one of {', '.join(dataset_names())}, "
         "or a path to a dataset folder or file"
     )
+
+
+def series_ids(name_or_path: str, *, data_dir: Path | None = None) -> list[str] | None:
+    """The series ids of a built-in dataset without loading its data (file names; KPI reads only
+    its id column); None for a PATH or a release whose ids cannot be read apart from the data.
+
+    Raises:
+        DataError: as :func:`load_dataset` for a built-in dataset that is not there.
+    """
+    info = BUILTIN.get(name_or_path.strip().lower())
+    if info is None:
+        return None
+    if info.folder is None:
+        return [s.id for s in make_demo_dataset().series]
+    root = resolve_data_dir(data_dir)
+    folder = None if root is None else root / info.folder
+    if folder is None or not folder.is_dir():
+        _load_builtin(info, data_dir, None, False)  # raises the loader's own message
+        return None  # pragma: no cover
+    if info.layout == "kpi":
+        return loaders.kpi_series_ids(folder)
+    if info.layout == "yahoo":
+        return loaders.yahoo_series_ids(folder, info.partitions)
+    if info.layout == "nab":
+        return loaders.nab_series_ids(folder)
+    return None
+
+
+def check_series(name_or_path: str, series_id: str, *, data_dir: Path | None = None) -> None:
+    """Raise :class:`~argos.data.series.UnknownSeries` (with close matches) when a built-in
+    dataset has no series ``series_id``, before its data is loaded; for a PATH the check happens
+    when the dataset is loaded (:meth:`Dataset.get`)."""
+    ids = series_ids(name_or_path, data_dir=data_dir)
+    if ids is not None and series_id not in ids:
+        raise UnknownSeries(series_id, ids, _info(name_or_path).name)
 
 
 def with_train_fraction(dataset: Dataset, train_fraction: float | None) -> Dataset:

@@ -488,22 +488,8 @@ def load_kpi(root: Path, *, progress: bool = False) -> Dataset:
 # --------------------------------------------------------------------------------------- Yahoo
 
 
-def load_yahoo(
-    root: Path,
-    *,
-    partitions: Sequence[str] = YAHOO_PARTITIONS,
-    train_fraction: float | None = None,
-    name: str = "yahoo",
-    progress: bool = False,
-) -> Dataset:
-    """Yahoo Webscope S5 from ``root/A1Benchmark`` .. ``root/A4Benchmark``.
-
-    Both headers are read (``timestamp,value,is_anomaly`` and ``timestamps,value,anomaly``); extra
-    columns and the ``*_all.csv`` summary files of the original release are ignored. Series ids are
-    ``"A1/real_1"``, ``"A3/A3Benchmark-TS1"``, ... The split is 70/30 except A2, which the published
-    protocol splits 50/50: its series carry ``meta["train_fraction"] = 0.5`` unless an explicit
-    ``train_fraction`` is given, which then applies to every partition. One rule set per partition.
-    """
+def _yahoo_files(root: Path, partitions: Sequence[str]) -> list[tuple[str, Path]]:
+    """(partition, file) of every Yahoo S5 series, in load order."""
     if not root.is_dir():
         raise DataError("Yahoo S5 folder not found", source=str(root))
     files: list[tuple[str, Path]] = []
@@ -521,6 +507,31 @@ def load_yahoo(
         if not found:
             raise DataError("no .csv files in partition folder", source=str(folder))
         files.extend((part, p) for p in sorted(found, key=_natural_key))
+    return files
+
+
+def yahoo_series_ids(root: Path, partitions: Sequence[str] = YAHOO_PARTITIONS) -> list[str]:
+    """The series ids :func:`load_yahoo` gives, from the file names alone."""
+    return [f"{part}/{path.stem}" for part, path in _yahoo_files(root, partitions)]
+
+
+def load_yahoo(
+    root: Path,
+    *,
+    partitions: Sequence[str] = YAHOO_PARTITIONS,
+    train_fraction: float | None = None,
+    name: str = "yahoo",
+    progress: bool = False,
+) -> Dataset:
+    """Yahoo Webscope S5 from ``root/A1Benchmark`` .. ``root/A4Benchmark``.
+
+    Both headers are read (``timestamp,value,is_anomaly`` and ``timestamps,value,anomaly``); extra
+    columns and the ``*_all.csv`` summary files of the original release are ignored. Series ids are
+    ``"A1/real_1"``, ``"A3/A3Benchmark-TS1"``, ... The split is 70/30 except A2, which the published
+    protocol splits 50/50: its series carry ``meta["train_fraction"] = 0.5`` unless an explicit
+    ``train_fraction`` is given, which then applies to every partition. One rule set per partition.
+    """
+    files = _yahoo_files(root, partitions)
     series: list[Series] = []
     groups: dict[str, list[str]] = {p: [] for p in partitions}
     for part, path in _track(files, f"reading {name}", progress):
@@ -576,6 +587,40 @@ def _nab_windows(path: Path) -> dict[str, list[tuple[int, int]]]:
     return out
 
 
+def _nab_files(root: Path) -> list[Path]:
+    """The NAB data files ``root/data/<category>/<name>.csv``, in load order."""
+    data = root / "data"
+    if not data.is_dir():
+        raise DataError("NAB data folder not found", source=str(data))
+    files = sorted(
+        (p for p in data.glob("*/*.csv") if p.is_file()),
+        key=lambda p: (p.parent.name.lower(), _natural_key(p)),
+    )
+    if not files:
+        raise DataError("no .csv files in data/<category>/", source=str(data))
+    return files
+
+
+def nab_series_ids(root: Path) -> list[str]:
+    """The series ids :func:`load_nab` gives, from the file names alone."""
+    return [f"{p.parent.name}/{p.stem}" for p in _nab_files(root)]
+
+
+def kpi_series_ids(root: Path) -> list[str] | None:
+    """The KPI IDs of ``phase2_train.csv[.gz]``, reading only that column, in :func:`load_kpi`'s
+    order; None for the HDF release (its ids cannot be read apart from the data)."""
+    path = _find_file(root, "phase2_train", (".csv", ".csv.gz", ".hdf", ".h5"))
+    if path.suffix.lower() in (".hdf", ".h5"):
+        return None
+    try:
+        header = pd.read_csv(path, nrows=0)
+        column = _resolve_columns(list(header.columns), _KPI_COLUMNS, str(path))["kpi"]
+        ids = pd.read_csv(path, usecols=[column], dtype="category")[column]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"cannot read KPI IDs ({_first_line(exc)})", source=str(path)) from None
+    return [_text(x) for x in pd.unique(ids.dropna())]
+
+
 def load_nab(root: Path, *, progress: bool = False) -> Dataset:
     """The Numenta Anomaly Benchmark: ``root/data/<category>/<name>.csv`` + window labels.
 
@@ -585,16 +630,8 @@ def load_nab(root: Path, *, progress: bool = False) -> Dataset:
     timestamps are moved to one second after their predecessor (:func:`make_increasing`; labels
     use the original timestamps), counted in ``meta["retimed"]``. Partitions are the categories.
     """
-    data = root / "data"
-    if not data.is_dir():
-        raise DataError("NAB data folder not found", source=str(data))
+    files = _nab_files(root)
     windows = _nab_windows(root / "labels" / "combined_windows.json")
-    files = sorted(
-        (p for p in data.glob("*/*.csv") if p.is_file()),
-        key=lambda p: (p.parent.name.lower(), _natural_key(p)),
-    )
-    if not files:
-        raise DataError("no .csv files in data/<category>/", source=str(data))
     series: list[Series] = []
     groups: dict[str, list[str]] = {}
     for path in _track(files, "reading NAB", progress):

@@ -23,6 +23,7 @@ message says ``line N``. A series built from arrays without a ``source`` reports
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -276,10 +277,11 @@ class Dataset:
         return iter(self.series)
 
     def get(self, series_id: str) -> Series:
+        """The series ``series_id``; raises :class:`UnknownSeries` with close matches."""
         for s in self.series:
             if s.id == series_id:
                 return s
-        raise KeyError(f"no series {series_id!r} in dataset {self.name!r}")
+        raise UnknownSeries(series_id, [s.id for s in self.series], self.name)
 
     @property
     def n_points(self) -> int:
@@ -376,6 +378,38 @@ def _as_binary(
             row_kind=kind,
         )
     return num.astype(np.bool_)
+
+
+class UnknownSeries(KeyError):
+    """A series id that a dataset does not have. The message suggests the closest ids and where
+    to see them all; ``str()`` is the message itself (a ``KeyError`` would quote it)."""
+
+    def __init__(self, series_id: str, ids: Sequence[str], dataset: str) -> None:
+        self.series_id = series_id
+        self.suggestions = close_matches(series_id, ids)
+        hint = (
+            f"; did you mean {', '.join(map(repr, self.suggestions))}?" if self.suggestions else ""
+        )
+        self.message = (
+            f"no series {series_id!r} in dataset {dataset!r}{hint} "
+            f"(`argos datasets show {dataset} --series` lists its {len(ids)} ids)"
+        )
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def close_matches(word: str, choices: Sequence[str], n: int = 3) -> list[str]:
+    """Up to ``n`` of ``choices`` closest to ``word``, case-insensitively: ids that end in it
+    after a ``/`` (``A1/real_1`` for ``real_1``), then by similarity (difflib), then ids that
+    contain it."""
+    key = word.lower()
+    lowered = {c.lower(): c for c in choices}
+    found = [c for c in choices if key and c.lower().endswith("/" + key)]
+    found += [lowered[m] for m in difflib.get_close_matches(key, list(lowered), n, 0.6)]
+    found += [c for c in choices if key and key in c.lower()]
+    return list(dict.fromkeys(found))[:n]
 
 
 def show_value(x: Any) -> str:

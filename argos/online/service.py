@@ -473,7 +473,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         version="1",
         description="Run exported Argos rule sets on metric streams. Bearer token when configured.",
         lifespan=lifespan,
+        docs_url=None,  # served by mount_offline_docs, from the installed package
+        redoc_url=None,
     )
+    mount_offline_docs(app)
     pending: list[_PushSlot] = []
     pending_lock = threading.Lock()
     app.state.holder = holder
@@ -744,3 +747,38 @@ def config_from_env() -> ServiceConfig:
 def app_from_env() -> FastAPI:
     """``uvicorn argos.online.service:app_from_env --factory``."""
     return create_app(config_from_env())
+
+
+DOCS_ASSETS = "/docs-assets"
+"""Where the Swagger UI files of the ``swagger-ui-bundle`` package are served."""
+
+
+def mount_offline_docs(app: FastAPI) -> None:
+    """``/docs``: the interactive Swagger UI with its script and style served by this service from
+    the installed ``swagger-ui-bundle`` package, so the page works without internet (FastAPI's
+    default page loads them from a CDN, and is blank offline). Without the package, FastAPI's
+    default page is used."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # pragma: no cover - a dependency; keep /docs even without it
+        swagger_ui_path = None
+    if swagger_ui_path is not None:
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        if swagger_ui_path is None:  # pragma: no cover
+            return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title=app.title)
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - docs",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon-32x32.png",
+        )

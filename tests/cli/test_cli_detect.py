@@ -15,6 +15,7 @@ import pytest
 
 from argos.cli.detect import (
     CsvParser,
+    InputError,
     JsonlParser,
     LineError,
     parse_timestamp,
@@ -199,3 +200,38 @@ def test_read_line_batches_joins_lines_split_across_reads() -> None:
         os.close(w)
         assert next(batches) == [(4, "4,8")]  # last line without newline, at EOF
         assert next(batches, None) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("timestmap,value", "no 'timestamp' column (is 'timestmap' a misspelling?)"),
+        ("timestamp,valeu", "no 'value' column (is 'valeu' a misspelling?)"),
+        ("a,b", "no 'timestamp' column; no 'value' column"),
+    ],
+)
+def test_a_csv_header_without_the_needed_columns_is_one_error(
+    tmp_path: Path, header: str, message: str
+) -> None:
+    rules = band_rules(tmp_path)
+    proc = run_cli(["--rules", str(rules), "--trusted-in-process"], f"{header}\n1,5\n2,6\n")
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and "is not a number" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_empty_input_says_there_were_no_points(tmp_path: Path) -> None:
+    rules = band_rules(tmp_path)
+    for stdin in ("", "timestamp,value\n"):
+        proc = run_cli(["--rules", str(rules), "--trusted-in-process"], stdin)
+        assert proc.returncode == 0, proc.stderr
+        assert "no data points in the input" in proc.stderr
+        assert '"points": 0' in proc.stderr
+
+
+def test_first_line_header_detection() -> None:
+    p = CsvParser("d").parse("2024-01-01T00:00:00Z,")  # data: an ISO time and a missing value
+    assert p is not None and p.timestamp == 1704067200
+    with pytest.raises(InputError, match="no 'timestamp' column"):
+        CsvParser("d").parse("series,value")

@@ -186,3 +186,27 @@ def test_resolve_methods_expands_all_without_duplicates() -> None:
     names = [m.name for m in resolve_methods("ewma,all,ewma")]
     assert names[0] == "ewma" and len(names) == len(set(names))
     assert set(names) == set(method_names())
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("scheduler", "message"),
+    [
+        ("banana", "--scheduler 'banana' is not 'local', 'local:N' or a scheduler address"),
+        ("tcp://127.0.0.1:1", "cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'"),
+    ],
+)
+def test_a_bad_or_unreachable_scheduler_is_one_error_line(scheduler: str, message: str) -> None:
+    import subprocess
+    import sys
+
+    for command in ("eval", "train"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "argos", command, "--dataset", "demo", "--scheduler", scheduler],
+            capture_output=True,
+            text=True,
+            timeout=100,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr
+        assert "Traceback" not in proc.stderr and "TimeoutError" not in proc.stderr

@@ -126,3 +126,29 @@ def test_verify_accepts_exported_and_refuses_tampered(tmp_path: Path) -> None:
     res = runner.invoke(app, ["rules", "verify", str(d), "--json"])
     assert res.exit_code == 1
     assert "refusing a tampered rule" in json.loads(res.stdout)["error"]
+
+
+BUSY = '''"""Normal: -. Abnormal: -. Burns CPU."""
+import numpy as np
+
+PARAMS = {}
+LOOKBACK = 0
+
+
+def detect(values, timestamps, params):
+    total = 0
+    for i in range(10**10):
+        total += i
+    return values > total
+'''
+
+
+@pytest.mark.timeout(120)
+def test_cpu_limit_can_be_raised_and_the_error_says_how(tmp_path: Path) -> None:
+    rule = tmp_path / "busy.py"
+    rule.write_text(BUSY)
+    code, report = _check(str(rule), "--max-series", "1", "--cpu-seconds", "1")
+    assert code == 1
+    assert report["status"] == "cpu_limit"
+    assert "CPU limit of 1 s exceeded" in str(report["detail"])
+    assert "raise it with --cpu-seconds N, now 1" in str(report["detail"])

@@ -98,13 +98,20 @@ def test_missing_prediction_column(tmp_path: Path) -> None:
     assert "'label' or 'pred' or 'anomaly'" in result.stderr
 
 
-def test_non_binary_label_names_the_row(tmp_path: Path) -> None:
+def test_non_binary_label_names_the_line_as_the_loaders_do(tmp_path: Path) -> None:
     t = _write(tmp_path / "truth.csv", [0, 1, 0])
     p = tmp_path / "pred.csv"
     p.write_text("timestamp,pred\n1600000000,0\n1600000060,0.7\n1600000120,0\n")
     result = runner.invoke(app, ["score", str(t), str(p)])
     assert result.exit_code == 2
-    assert "row 2" in result.stderr and "0.7" in result.stderr
+    assert f"{p}, line 3: pred 0.7 is not 0/1" in result.stderr  # header = line 1
+    p.write_text("timestamp,pred\n1600000000,0\n\n1600000060,x\n\n")  # a blank line counts
+    result = runner.invoke(app, ["score", str(t), str(p)])
+    assert result.exit_code == 2
+    assert f"{p}, line 4: pred 'x'" in result.stderr
+    p.write_text("timestamp,pred\n1600000000,0\n1600000000,1\n")
+    result = runner.invoke(app, ["score", str(t), str(p)])
+    assert f"{p}, line 3: duplicate timestamp" in result.stderr
 
 
 def test_no_true_events_reports_undefined(tmp_path: Path) -> None:

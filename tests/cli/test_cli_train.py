@@ -109,3 +109,38 @@ def test_train_a_series_without_labels_says_its_rule_is_unsupervised(
     )
     rs = load_ruleset(out / "quiet")
     assert [r.id for r in rs.rules] == ["band_value_both"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "missing"),
+    [
+        (["--llm", "openai", "--model", "gpt-4o-mini", "--max-cost", "2"], "OPENAI_API_KEY"),
+        (["--base-url", "http://127.0.0.1:9/v1"], "no model: give --model"),
+    ],
+)
+def test_train_explicit_llm_flags_without_key_or_model_are_an_error(
+    tmp_path: Path, monkeypatch, flags: list[str], missing: str
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--dataset", "demo", "--out", str(tmp_path / "o"), *flags]
+    result = runner.invoke(app, args, env=NO_LLM)
+    assert result.exit_code == 2, result.output
+    assert "the LLM is not usable" in result.output and missing in result.output
+    assert "builtin generator (no LLM" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_against_an_unreachable_endpoint_fails_with_one_clear_line(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "argos.toml").write_text("[llm]\nmax_retries = 0\ntimeout_s = 5\n")
+    args = ["train", "--dataset", "demo", "--series", "cpu_util", "--out", str(tmp_path / "o")]
+    llm = ["--model", "m", "--base-url", "http://127.0.0.1:9/v1"]
+    result = runner.invoke(app, [*args, *llm], env=NO_LLM)
+    assert result.exit_code == 1, result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, result.output
+    assert "every unit failed on the LLM endpoint (http://127.0.0.1:9/v1)" in errors[0]
+    assert "cannot connect" in errors[0]
+    assert result.output.index("error:") < result.output.index("┏")  # before the table

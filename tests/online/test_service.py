@@ -43,6 +43,18 @@ def client(rules_dir: Path) -> Iterator[TestClient]:
         yield c
 
 
+def test_docs_page_and_its_assets_are_served_by_the_service(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "/docs-assets/swagger-ui-bundle.js" in page.text
+    assert "/docs-assets/swagger-ui.css" in page.text and "/openapi.json" in page.text
+    assert "cdn" not in page.text.lower() and "https://" not in page.text  # works offline
+    js = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert js.status_code == 200 and "SwaggerUIBundle" in js.text
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+    assert client.get("/redoc").status_code == 404  # its page would need a CDN too
+
+
 def test_healthz_needs_no_token_everything_else_does(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok", "ruleset": "basic-fixture"}
     for method, path in [

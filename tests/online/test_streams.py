@@ -340,7 +340,11 @@ def test_cli_publish_and_status(client: Any, redis_url: str, tmp_path: Path) -> 
     bad = tmp_path / "bad.csv"
     bad.write_text("series,timestamp,value\na,x,1\n")
     out = runner.invoke(app, ["stream", "publish", str(bad), *common])
-    assert out.exit_code == 2 and "bad row" in out.output
+    assert out.exit_code == 2 and "bad row in" in out.output and "line 2" in out.output
+    one = tmp_path / "one.csv"
+    one.write_text("timestamp,value,label\n1,1.5,0\n2,1.0,0\n")
+    out = runner.invoke(app, ["stream", "publish", str(one), *common, "--series", "cpu"])
+    assert out.exit_code == 0 and "published 2 points" in out.output
 
 
 @pytest.mark.timeout(120)
