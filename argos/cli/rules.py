@@ -15,7 +15,7 @@ from argos.cli.options import BenchmarkDataDirOption, JsonTableOption
 from argos.data import catalog
 from argos.data.series import DataError
 from argos.rules.artifacts import RuleSetError, load_ruleset
-from argos.rules.contract import RuleContractError, check_rule
+from argos.rules.contract import RuleContractError, check_rule, decode_rule_source
 from argos.sandbox.pool import (
     RuleInput,
     RunResult,
@@ -43,10 +43,10 @@ def check_rule_file(
     :class:`~argos.sandbox.pool.Status` value. The dataset is loaded here and only values and
     timestamps reach the sandbox. Raises ``DataError`` / ``OSError`` for a missing dataset or file.
     """
-    code = path.read_text(encoding="utf-8")
     t0 = time.perf_counter()
     report: dict[str, Any] = {"rule": str(path), "dataset": dataset}
     try:
+        code = decode_rule_source(path.read_bytes())
         info = check_rule(code)
     except RuleContractError as exc:
         report.update(
