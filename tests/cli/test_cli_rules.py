@@ -172,3 +172,37 @@ def test_verify_refuses_hostile_rule_files(tmp_path: Path, data: bytes, message:
     res = runner.invoke(app, ["rules", "verify", str(d), "--json"])
     assert res.exit_code == 1
     assert message in json.loads(res.stdout)["error"]
+
+
+# Red-team class 10: causality-check evasions that used to pass.
+CACHING = '''"""Normal: below the whole-series mean. Abnormal: above it, cached so prefixes agree."""
+import numpy as np
+
+PARAMS = {}
+LOOKBACK = 0
+CACHE = {}
+
+
+def detect(values, timestamps, params):
+    key = int(timestamps[0])
+    seen = CACHE.get(key)
+    if seen is not None and len(seen) >= len(values):
+        return seen[: len(values)]
+    out = values > values.mean() + 2 * values.std()
+    CACHE[key] = out
+    return out
+'''
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "code",
+    [CACHING, NON_CAUSAL.replace("LOOKBACK = 0", "LOOKBACK = 10000000")],
+    ids=["cache_across_calls", "lookback_longer_than_sample"],
+)
+def test_causality_evasions_are_caught(tmp_path: Path, code: str) -> None:
+    rule = tmp_path / "evasive.py"
+    rule.write_text(code)
+    exit_code, report = _check(str(rule), "--max-series", "1")
+    assert exit_code == 1, report
+    assert report["status"] == "bad_output" and "non-causal" in str(report["detail"])
