@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 
 from argos.cli.options import (
+    AllowNonCausalOption,
     CooldownOption,
     IncidentGapOption,
     MinDurationOption,
     RulesFolderOption,
-    StrictOption,
 )
 from argos.online.postprocess import PostProcessing
 from argos.online.server import ServerLimits, run_server
@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         min_duration: MinDurationOption = 1,
         cooldown: CooldownOption = 0,
         incident_gap: IncidentGapOption = 0,
-        strict: StrictOption = False,
+        allow_non_causal: AllowNonCausalOption = False,
         trusted: TrustedOption = False,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
             post=PostProcessing(
                 min_duration=min_duration, cooldown=cooldown, incident_gap=incident_gap
             ),
-            strict=strict,
+            strict=not allow_non_causal,
         )
         try:
             api = create_app(config)

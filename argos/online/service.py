@@ -87,7 +87,8 @@ class ServiceConfig(BaseModel):
         isolation: ``worker`` (default) or ``inprocess`` (trusted rules only).
         request_seconds: wall-clock limit of one micro-batch in a worker.
         post: post-processing of stream and batch labels.
-        strict: refuse rule sets with rules that are not stream-exact.
+        strict: refuse rule sets with rules that are not stream-exact (default; ``False`` is
+            ``argos serve --allow-non-causal``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -101,7 +102,7 @@ class ServiceConfig(BaseModel):
     isolation: Literal["worker", "inprocess"] = "worker"
     request_seconds: float = Field(default=10.0, gt=0)
     post: PostProcessing = PostProcessing()
-    strict: bool = False
+    strict: bool = True
 
 
 def is_loopback(host: str) -> bool:

@@ -175,7 +175,7 @@ def test_verify_refuses_hostile_rule_files(tmp_path: Path, data: bytes, message:
 
 
 # Red-team class 10: causality-check evasions that used to pass.
-CACHING = '''"""Normal: below the whole-series mean. Abnormal: above it, cached so prefixes agree."""
+CACHING = '''"""Normal: below the whole-series mean. Abnormal: above it (cached)."""
 import numpy as np
 
 PARAMS = {}
