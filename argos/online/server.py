@@ -7,9 +7,10 @@ runs out of descriptors, and logs every malformed request. :func:`run_server` ru
 * a **header deadline** (:class:`ServerLimits` ``header_seconds``): a connection that has not
   sent a complete request head within that time after connecting, or after its previous
   response, is closed (the body deadline is the service's, ``ServiceConfig.body_seconds``);
-* a **connection cap** (``max_connections``, kept under ``RLIMIT_NOFILE``): connections beyond it
-  are closed at once, before anything is read, so ``/healthz`` and authenticated clients keep
-  working through a flood of half-open connections;
+* a **connection cap** (``max_connections``, kept under ``RLIMIT_NOFILE``): a connection beyond
+  it evicts the idle connection that has waited longest for a request head (one that never sent
+  a request first), or is closed at once when every other connection is busy, so ``/healthz``
+  and clients that talk keep working through a flood of half-open connections;
 * a **rate-limited log** (``log_per_second``): uvicorn's and the service's records beyond the
   rate are dropped and counted, and the next record that passes says how many were dropped.
 """
@@ -56,17 +57,41 @@ class GuardedH11Protocol(H11Protocol):
 
     header_seconds = 10.0
     max_connections = 1000
-    refused = 0  # connections closed by the cap (all instances)
+    refused = 0  # connections closed or evicted by the cap (all instances)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
-        if len(self.connections) > self.max_connections:
+        self._served = 0
+        self._since = time.monotonic()
+        if len(self.connections) > self.max_connections and not self._evict_idle():
             type(self).refused += 1
             self.logger.warning("connection refused: %d connections open", len(self.connections))
             transport.abort()
             return
         self._arm_header_deadline()
+
+    def _idle(self) -> bool:
+        """Waiting for a request head (never sent one, or between keep-alive requests)."""
+        return self._header_timer is not None and (
+            self.cycle is None or self.cycle.response_complete
+        )
+
+    def _evict_idle(self) -> bool:
+        """Make room by closing the idle connection that has waited longest, preferring ones
+        that never sent a request (a flood of half-open connections then costs the flood, not
+        the clients that are talking). False when every other connection is busy."""
+        idle = [
+            c
+            for c in self.connections
+            if c is not self and isinstance(c, GuardedH11Protocol) and c._idle()
+        ]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: (c._served > 0, c._since))
+        type(self).refused += 1
+        victim.transport.abort()
+        return True
 
     def _arm_header_deadline(self) -> None:
         self._cancel_header_deadline()
@@ -92,8 +117,10 @@ class GuardedH11Protocol(H11Protocol):
             self._cancel_header_deadline()
 
     def on_response_complete(self) -> None:
+        self._served += 1
         super().on_response_complete()
         if not self.transport.is_closing():
+            self._since = time.monotonic()
             self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
