@@ -64,7 +64,8 @@ class GuardedH11Protocol(H11Protocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._served = 0
         self._since = time.monotonic()
-        if len(self.connections) > self.max_connections and not self._evict_idle():
+        open_now = sum(1 for c in self.connections if not c.transport.is_closing())
+        if open_now > self.max_connections and not self._evict_idle():
             type(self).refused += 1
             self.logger.warning("connection refused: %d connections open", len(self.connections))
             transport.abort()
@@ -84,12 +85,16 @@ class GuardedH11Protocol(H11Protocol):
         idle = [
             c
             for c in self.connections
-            if c is not self and isinstance(c, GuardedH11Protocol) and c._idle()
+            if c is not self
+            and isinstance(c, GuardedH11Protocol)
+            and not c.transport.is_closing()
+            and c._idle()
         ]
         if not idle:
             return False
         victim = min(idle, key=lambda c: (c._served > 0, c._since))
         type(self).refused += 1
+        victim._cancel_header_deadline()
         victim.transport.abort()
         return True
 
