@@ -22,6 +22,7 @@ from typing import IO, Annotated, Any
 import typer
 
 from argos.cli.options import (
+    AllowNonCausalOption,
     CooldownOption,
     IncidentGapOption,
     MinDurationOption,
@@ -320,7 +321,8 @@ def register(app: typer.Typer) -> None:
         min_duration: MinDurationOption = 1,
         cooldown: CooldownOption = 0,
         incident_gap: IncidentGapOption = 0,
-        strict: StrictOption = False,
+        allow_non_causal: AllowNonCausalOption = False,
+        strict: StrictOption = True,
         trusted: TrustedOption = False,
         timeout: Annotated[
             float, typer.Option(help="Seconds a micro-batch may take before the worker is killed.")
@@ -336,7 +338,7 @@ def register(app: typer.Typer) -> None:
                 isolation="inprocess" if trusted else "worker",
                 limits=WorkerLimits(request_seconds=timeout),
                 post=post,
-                strict=strict,
+                strict=not allow_non_causal,
             )
         except (RuleSetError, RuleWorkerError) as exc:
             typer.echo(f"argos detect: {exc}", err=True)
@@ -351,7 +353,8 @@ def register(app: typer.Typer) -> None:
             for r in d["rules"]:
                 if r["stream_exact"] is False:
                     typer.echo(
-                        f"argos detect: warning: rule {r['id']} is not stream-exact: "
+                        f"argos detect: WARNING (--allow-non-causal): rule {r['id']} is not "
+                        "stream-exact, its labels are not the evaluated ones: "
                         f"{r['stream_exact_detail']}",
                         err=True,
                     )

@@ -33,7 +33,22 @@ CooldownOption = Annotated[int, typer.Option(min=0, help="Points without a new a
 IncidentGapOption = Annotated[
     int, typer.Option(min=0, help="Normal points allowed inside one incident.")
 ]
+AllowNonCausalOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-non-causal",
+        help=(
+            "Run rule sets with rules that fail the stream-exactness (causality) check anyway; "
+            "their online labels can differ from the evaluated ones. Refused by default."
+        ),
+    ),
+]
 StrictOption = Annotated[
-    bool, typer.Option("--strict", help="Refuse rules that are not stream-exact.")
+    bool,
+    typer.Option(
+        "--strict",
+        hidden=True,
+        help="Kept for scripts written before --allow-non-causal: refusing is now the default.",
+    ),
 ]
 """The online detector's post-processing and stream-exactness policy (``detect``, ``serve``)."""

@@ -16,7 +16,7 @@ from argos.cli.options import BenchmarkDataDirOption, JsonTableOption
 from argos.data import catalog
 from argos.data.series import DataError
 from argos.rules.artifacts import RuleSetError, load_ruleset
-from argos.rules.contract import RuleContractError, check_rule
+from argos.rules.contract import RuleContractError, check_rule, decode_rule_source
 from argos.sandbox.pool import (
     RuleInput,
     RunResult,
@@ -38,17 +38,18 @@ def check_rule_file(
     n_prefixes: int = 8,
     limits: SandboxLimits | None = None,
 ) -> dict[str, Any]:
-    """Static gate -> sandbox run on every series of ``dataset`` -> causality check on the first.
+    """Static gate -> causality check on the first series -> sandbox run on every series of
+    ``dataset``.
 
     Returns ``{"status", "detail", "traceback", "runtime_ms", ...}``; ``status`` is a
     :class:`~argos.sandbox.pool.Status` value. The dataset is loaded here and only values and
     timestamps reach the sandbox. Raises ``DataError`` / ``OSError`` for a missing dataset or file.
     """
-    code = path.read_text(encoding="utf-8")
     t0 = time.perf_counter()
     report: dict[str, Any] = {"rule": str(path), "dataset": dataset}
     try:
-        info = check_rule(code)
+        code = decode_rule_source(path.read_bytes())
+        check_rule(code)
     except RuleContractError as exc:
         report.update(
             status=exc.status,
@@ -63,21 +64,19 @@ def check_rule_file(
     inputs: list[RuleInput] = [(s.values, s.timestamps) for s in series]
     with Sandbox(limits=limits) as sb:
         report["layers"] = sb.host.describe()
-        res = sb.run(code, inputs, params)
-        if res.ok and series:
+        # Causality first, in fresh children that have seen no longer input, on prefixes from
+        # one point up whatever LOOKBACK says; then the whole dataset.
+        causal = None
+        if series:
             first = series[0]
             causal = check_causality(
-                sb,
-                code,
-                params,
-                first.values,
-                first.timestamps,
-                n_prefixes=n_prefixes,
-                min_prefix=max(1, info.lookback),
+                sb, code, params, first.values, first.timestamps, n_prefixes=n_prefixes
             )
             if not causal.ok:
                 causal.detail = f"series {first.id!r}: {causal.detail}"
-                res = _with_outputs(causal, res)
+        res = sb.run(code, inputs, params)
+        if res.ok and causal is not None and not causal.ok:
+            res = _with_outputs(causal, res)
     report.update(res.to_json())
     report["series"] = len(series)
     report["points"] = int(sum(len(s) for s in series))

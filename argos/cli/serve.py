@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import errno
-import os
 import socket
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from argos.cli.options import (
+    AllowNonCausalOption,
     CooldownOption,
     IncidentGapOption,
     MinDurationOption,
@@ -17,7 +18,8 @@ from argos.cli.options import (
     StrictOption,
 )
 from argos.online.postprocess import PostProcessing
-from argos.online.service import TOKEN_ENV, ServiceConfig, check_bind, create_app
+from argos.online.server import ServerLimits, run_server
+from argos.online.service import TOKEN_ENV, ServiceConfig, check_bind, create_app, read_token
 from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError
 
@@ -62,26 +64,55 @@ def register(app: typer.Typer) -> None:
         rules: RulesFolderOption,
         host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8080,
+        token_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--token-file",
+                help=(
+                    "File whose first line is the bearer token required on every API call "
+                    f"(else the {TOKEN_ENV} environment variable)."
+                ),
+            ),
+        ] = None,
         token: Annotated[
             str | None,
-            typer.Option(help=f"Bearer token required on every API call (or {TOKEN_ENV})."),
+            typer.Option(
+                help=(
+                    "Bearer token on the command line: visible to every local user in `ps`; "
+                    f"prefer --token-file or {TOKEN_ENV}."
+                )
+            ),
         ] = None,
         workers: Annotated[int, typer.Option(min=1, help="Isolated rule workers.")] = 1,
         max_body_bytes: Annotated[int, typer.Option(min=1024, help="Request body limit.")] = (
             4 * 1024 * 1024
         ),
+        body_seconds: Annotated[
+            float, typer.Option(min=0.1, help="Seconds a client gets to send a body (408).")
+        ] = 30.0,
+        header_seconds: Annotated[
+            float,
+            typer.Option(min=0.1, help="Seconds a connection gets to send a request head."),
+        ] = 10.0,
+        max_connections: Annotated[
+            int, typer.Option(min=1, help="Open connections beyond this are closed at once.")
+        ] = 1000,
         min_duration: MinDurationOption = 1,
         cooldown: CooldownOption = 0,
         incident_gap: IncidentGapOption = 0,
-        strict: StrictOption = False,
+        allow_non_causal: AllowNonCausalOption = False,
+        strict: StrictOption = True,
         trusted: TrustedOption = False,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
         """Serve the detection API: /v1/detect, /v1/streams/{series}/points, /metrics, /docs."""
-        import uvicorn
-
-        token = token or os.environ.get(TOKEN_ENV) or None
+        if token:
+            typer.echo(
+                f"argos serve: warning: --token shows in `ps`; use --token-file or {TOKEN_ENV}",
+                err=True,
+            )
         try:
+            token = token or read_token(token_file) or None
             check_bind(host, token)
         except ValueError as exc:
             typer.echo(f"argos serve: {exc}", err=True)
@@ -96,11 +127,12 @@ def register(app: typer.Typer) -> None:
             token=token,
             workers=workers,
             max_body_bytes=max_body_bytes,
+            body_seconds=body_seconds,
             isolation="inprocess" if trusted else "worker",
             post=PostProcessing(
                 min_duration=min_duration, cooldown=cooldown, incident_gap=incident_gap
             ),
-            strict=strict,
+            strict=not allow_non_causal,
         )
         try:
             api = create_app(config)
@@ -114,4 +146,5 @@ def register(app: typer.Typer) -> None:
             f"http://{host}:{port}/docs",
             err=True,
         )
-        uvicorn.run(api, host=host, port=port, log_level=log_level, access_log=False)
+        limits = ServerLimits(header_seconds=header_seconds, max_connections=max_connections)
+        run_server(api, host, port, log_level=log_level, limits=limits)

@@ -13,7 +13,7 @@ Semantics (see ``docs/detector.md``):
   points gives exactly the labels of running the rule on the whole series. When a rule set is
   loaded, every rule is checked on a deterministic synthetic sample by streaming it in irregular
   micro-batches and comparing with one batch run; a rule that differs is flagged
-  ``stream_exact=False`` (a warning, or an error with ``strict=True``).
+  ``stream_exact=False`` (an error by default; a logged warning with ``strict=False``).
 * **Packing.** Exact rules that also give the same labels when run once over the concatenated
   windows of several series (checked with three unlike samples) are *packed*: one call per push
   for all series with a full history, instead of one call per series.
@@ -238,7 +238,7 @@ class Detector:
         *,
         post: PostProcessing | None = None,
         verify: bool = True,
-        strict: bool = False,
+        strict: bool = True,
     ) -> None:
         self.ruleset = ruleset
         self.engine = engine
@@ -269,7 +269,11 @@ class Detector:
                     + "; ".join(f"{e.rule_id}: {e.detail}" for e in bad)
                 )
             for e in bad:
-                log.warning("rule %s is not stream-exact: %s", e.rule_id, e.detail)
+                log.warning(
+                    "NOT CAUSAL, running anyway (strict=False): rule %s is not stream-exact: %s",
+                    e.rule_id,
+                    e.detail,
+                )
             exact = [e.rule_id for e in self.exactness.values() if e.exact]
             packable = self.check_packing(exact) if exact else set()
             self.engine.set_packed(sorted(packable))
@@ -287,7 +291,7 @@ class Detector:
         limits: WorkerLimits | None = None,
         post: PostProcessing | None = None,
         verify: bool = True,
-        strict: bool = False,
+        strict: bool = True,
     ) -> Detector:
         """Load a rule-set folder and start its engine.
 

@@ -74,14 +74,24 @@ class LoadedRuleSet:
 _SECTION = re.compile(r"^\s*(normal|abnormal)\s*(?:condition|conditions)?\s*[:\-]\s*", re.I)
 
 
+MAX_CONDITION_CHARS = 300
+"""Longest stated condition kept per rule (a rule's docstring is rule-controlled text that the
+service copies into explanations)."""
+
+
+def _bounded(text: str, limit: int = MAX_CONDITION_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
 def abnormal_condition(code: str) -> str:
-    """The rule's stated abnormal condition: the ``Abnormal:`` paragraph of its docstring.
+    """The rule's stated abnormal condition: the ``Abnormal:`` paragraph of its docstring, cut
+    to :data:`MAX_CONDITION_CHARS`.
 
     Falls back to the docstring's first line, or ``""`` when there is no docstring.
     """
     try:
         doc = ast.get_docstring(ast.parse(code)) or ""
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return ""
     lines = doc.strip().splitlines()
     for i, line in enumerate(lines):
@@ -92,8 +102,8 @@ def abnormal_condition(code: str) -> str:
                 if not nxt.strip() or _SECTION.match(nxt):
                     break
                 parts.append(nxt.strip())
-            return " ".join(p for p in parts if p)
-    return lines[0].strip() if lines else ""
+            return _bounded(" ".join(p for p in parts if p))
+    return _bounded(lines[0].strip()) if lines else ""
 
 
 def load_rules(directory: str | Path) -> LoadedRuleSet:
@@ -120,8 +130,8 @@ def load_rules(directory: str | Path) -> LoadedRuleSet:
                 code=code,
                 params=dict(entry.params),
                 lookback=max(1, int(entry.lookback)),
-                condition=abnormal_condition(code) or entry.description,
-                description=entry.description,
+                condition=abnormal_condition(code) or _bounded(entry.description),
+                description=_bounded(entry.description, 2000),
                 role=entry.role,
             )
         )

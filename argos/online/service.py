@@ -13,13 +13,20 @@ Endpoints (all under a bearer token when one is configured, except ``/healthz``)
 * ``GET /healthz``: liveness for load balancers, no token.
 * ``/docs``, ``/openapi.json``: the OpenAPI description.
 
-Request bodies are capped (``max_body_bytes``, 413) and validated (422 with the reason); rule code
-runs in isolated workers (:mod:`argos.sandbox.workers`), never in the service process, unless the
-operator explicitly runs trusted rules in-process.
+Hostile clients: the bearer token is checked before any body is read (401 without parsing);
+bodies are read whole before the app sees them, within ``max_body_bytes`` (413, by Content-Length
+or while a chunked body streams in) and ``body_seconds`` (408); they are then validated (422 with
+the reason). Series names with control characters are refused (the detector's own check series
+is reserved), and rule-controlled text (rule errors, stream-exactness details, reload failures)
+is cut to :data:`MAX_ERROR_CHARS` and only ever sent on authenticated paths. The HTTP server's
+own guards (header deadline, connection cap, rate-limited log) are in :mod:`argos.online.server`.
+Rule code runs in isolated workers (:mod:`argos.sandbox.workers`), never in the service process,
+unless the operator explicitly runs trusted rules in-process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -27,7 +34,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +56,15 @@ from argos.sandbox.workers import RuleWorkerError, WorkerLimits
 
 log = logging.getLogger(__name__)
 
-TOKEN_ENV = "ARGOS_API_TOKEN"
+TOKEN_ENV = "ARGOS_TOKEN"
+"""Environment variable holding the bearer token (``ARGOS_API_TOKEN`` is read too)."""
+TOKEN_ENVS = (TOKEN_ENV, "ARGOS_API_TOKEN")
+MAX_ERROR_CHARS = 500
+"""Longest rule-controlled text (rule errors, details, reload failures) put in a response."""
+SERIES_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+"""Series names: no control characters (``\x00...`` ids are the detector's own)."""
+OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+"""Paths served without the token."""
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -65,26 +80,29 @@ class ServiceConfig(BaseModel):
         token: bearer token; ``None`` means no authentication (loopback only, see
             :func:`check_bind`).
         max_body_bytes: largest request body; bigger ones get 413.
+        body_seconds: time a client gets to send its whole body (408 beyond).
         max_points: most points in one request (422 beyond).
         max_series: most series with stream state; points of new series beyond it get 429.
         workers: isolated rule workers (series are sharded across them).
         isolation: ``worker`` (default) or ``inprocess`` (trusted rules only).
         request_seconds: wall-clock limit of one micro-batch in a worker.
         post: post-processing of stream and batch labels.
-        strict: refuse rule sets with rules that are not stream-exact.
+        strict: refuse rule sets with rules that are not stream-exact (default; ``False`` is
+            ``argos serve --allow-non-causal``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     rules: Path
     token: str | None = None
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    body_seconds: float = Field(default=30.0, gt=0)
     max_points: int = Field(default=100_000, ge=1)
     max_series: int = Field(default=100_000, ge=1)
     workers: int = Field(default=1, ge=1)
     isolation: Literal["worker", "inprocess"] = "worker"
     request_seconds: float = Field(default=10.0, gt=0)
     post: PostProcessing = PostProcessing()
-    strict: bool = False
+    strict: bool = True
 
 
 def is_loopback(host: str) -> bool:
@@ -101,9 +119,31 @@ def check_bind(host: str, token: str | None) -> None:
     """Refuse (``ValueError``) to serve a non-loopback address without a token."""
     if not token and not is_loopback(host):
         raise ValueError(
-            f"refusing to listen on {host} without a token: set --token or {TOKEN_ENV}, "
+            f"refusing to listen on {host} without a token: set --token-file or {TOKEN_ENV}, "
             "or bind 127.0.0.1"
         )
+
+
+def read_token(token_file: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The bearer token from ``token_file`` (first line, stripped) or else the environment
+    (:data:`TOKEN_ENVS`); ``""`` when neither holds one. Raises ``ValueError`` for an empty or
+    unreadable file."""
+    if token_file is not None:
+        try:
+            text = token_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read the token file {token_file}: {exc}") from None
+        token = text.strip().splitlines()[0].strip() if text.strip() else ""
+        if not token:
+            raise ValueError(f"the token file {token_file} is empty")
+        return token
+    env = os.environ if environ is None else environ
+    return next((env[k] for k in TOKEN_ENVS if env.get(k)), "")
+
+
+def bounded_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (rule-controlled text in responses)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,7 +181,7 @@ class DetectIn(BaseModel):
     """A whole series: strictly increasing timestamps and finite values of the same length."""
 
     model_config = ConfigDict(extra="forbid")
-    series: str = Field(default="batch", max_length=200)
+    series: str = Field(default="batch", max_length=200, pattern=SERIES_PATTERN)
     timestamps: list[Annotated[int, Field(ge=-(2**62), le=2**62)]] = Field(min_length=1)
     values: list[float] = Field(min_length=1)
     base: list[bool] | None = Field(
@@ -152,7 +192,7 @@ class DetectIn(BaseModel):
 class SeriesPointIn(PointIn):
     """One point of a named series."""
 
-    series: str = Field(min_length=1, max_length=200)
+    series: str = Field(min_length=1, max_length=200, pattern=SERIES_PATTERN)
 
 
 class MultiPointsIn(BaseModel):
@@ -377,75 +417,124 @@ class RuleSetHolder:
 # ----------------------------------------------------------------------------------------------
 
 
-class _TooLarge(Exception):
-    pass
+async def _respond(
+    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """A JSON error response that closes the connection (nothing more is read from it)."""
+    body = json.dumps({"detail": detail}).encode()
+    head = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+
+
+def token_matches(headers: list[tuple[bytes, bytes]], token: str) -> bool:
+    """Does the ``Authorization: Bearer`` header carry ``token`` (constant-time compare)?"""
+    auth = next((v for k, v in headers if k == b"authorization"), b"")
+    scheme, _, given = auth.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token.encode())
+
+
+class AuthMiddleware:
+    """Check the bearer token before anything else: a request without it gets 401 and its body
+    is never read or parsed (only :data:`OPEN_PATHS` are served without a token)."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.token
+            or scope.get("path") in OPEN_PATHS
+            or token_matches(scope.get("headers", []), self.token)
+        ):
+            await self.app(scope, receive, send)
+            return
+        await _respond(
+            send, 401, "missing or invalid bearer token", [(b"www-authenticate", b"Bearer")]
+        )
 
 
 class BodyLimitMiddleware:
-    """Reject bodies over ``max_bytes`` with 413, by Content-Length or while streaming."""
+    """Read the whole body before the app sees it: over ``max_bytes`` (by Content-Length, or
+    while a chunked body streams in) is 413, slower than ``seconds`` is 408; the app then gets
+    the buffered body, so no limit error can surface as a parse error."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, seconds: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.seconds = seconds
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"request body over the limit of {self.max_bytes} bytes"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _read(self, receive: Receive) -> bytes | int | None:
+        """The body, or 413, or None when the client went away."""
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return None
+            body = msg.get("body", b"")
+            seen += len(body)
+            if seen > self.max_bytes:
+                return 413
+            chunks.append(body)
+            if not msg.get("more_body"):
+                return b"".join(chunks)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_big = f"request body over the limit of {self.max_bytes} bytes"
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    over = int(value) > self.max_bytes
                 except ValueError:
-                    too_big = False
-                if too_big:
-                    await self._reject(send)
+                    over = False
+                if over:
+                    await _respond(send, 413, too_big, [])
                     return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return msg
-
-        async def tracking_send(msg: Message) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._reject(send)
+            body = await asyncio.wait_for(self._read(receive), self.seconds)
+        except TimeoutError:
+            await _respond(send, 408, f"request body not received within {self.seconds:g} s", [])
+            return
+        if body is None:
+            return
+        if isinstance(body, int):
+            await _respond(send, 413, too_big, [])
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 # ----------------------------------------------------------------------------------------------
 # The app
 # ----------------------------------------------------------------------------------------------
+
+
+def _bounded_description(det: Detector) -> dict[str, Any]:
+    """:meth:`Detector.describe` with rule-controlled details cut to :data:`MAX_ERROR_CHARS`."""
+    out = det.describe()
+    for r in out.get("rules", []):
+        if isinstance(r.get("stream_exact_detail"), str):
+            r["stream_exact_detail"] = bounded_text(r["stream_exact_detail"])
+    return out
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
@@ -485,13 +574,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.config = config
 
     def require_token(request: Request) -> None:
-        if not config.token:
-            return
-        auth = request.headers.get("authorization", "")
-        scheme, _, given = auth.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), config.token.encode()
-        ):
+        """Second check (the middleware already refused requests without the token)."""
+        if config.token and not token_matches(request.scope.get("headers", []), config.token):
             raise HTTPException(
                 status_code=401,
                 detail="missing or invalid bearer token",
@@ -510,7 +594,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         metrics.latency.labels(name).observe(time.perf_counter() - t0)
         return response
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=config.max_body_bytes, seconds=config.body_seconds
+    )
+    app.add_middleware(AuthMiddleware, token=config.token)  # outermost: before any body is read
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -539,7 +626,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         """The active rule set: rules, stated conditions, stream-exactness, isolation, counters."""
         a = holder.acquire()
         try:
-            out = a.detector.describe()
+            out = _bounded_description(a.detector)
             out["stats"] = a.detector.stats()
             return out
         finally:
@@ -553,11 +640,18 @@ def create_app(config: ServiceConfig) -> FastAPI:
         except (RuleSetError, RuleWorkerError, OSError) as exc:
             metrics.reloads.labels("failed").inc()
             raise HTTPException(
-                status_code=409, detail=f"reload failed, old set kept: {exc}"
+                status_code=409, detail=f"reload failed, old set kept: {bounded_text(str(exc))}"
+            ) from exc
+        except Exception as exc:  # anything a hostile rule set provokes is a counted failure
+            metrics.reloads.labels("failed").inc()
+            log.exception("reload failed")
+            raise HTTPException(
+                status_code=409,
+                detail=f"reload failed, old set kept: {type(exc).__name__}",
             ) from exc
         metrics.reloads.labels("ok").inc()
         _publish_ruleset(det)
-        return det.describe()
+        return _bounded_description(det)
 
     @app.post("/v1/detect", tags=["detect"], dependencies=auth, response_model=DetectOut)
     def detect(body: DetectIn) -> DetectOut:
@@ -582,7 +676,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
             except (ValueError, OverflowError) as exc:
                 raise HTTPException(422, str(exc)) from exc
             except RuleWorkerError as exc:
-                raise HTTPException(503, f"rule engine unavailable: {exc}") from exc
+                raise HTTPException(
+                    503, f"rule engine unavailable: {bounded_text(str(exc))}"
+                ) from exc
             events = []
             for i in res.anomaly.nonzero()[0].tolist():
                 fired = res.rule_labels[:, i].nonzero()[0].tolist()
@@ -609,7 +705,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 series=body.series,
                 labels=res.anomaly.tolist(),
                 anomalies=events,
-                rule_errors=[f"{e.rule_id}: {e.message}" for e in res.errors],
+                rule_errors=[bounded_text(f"{e.rule_id}: {e.message}") for e in res.errors],
             )
         finally:
             holder.release(a)
@@ -647,7 +743,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 results = det.push(points)
             except RuleWorkerError as exc:
                 for slot in taken:
-                    slot.error = HTTPException(503, f"rule engine unavailable: {exc}")
+                    slot.error = HTTPException(
+                        503, f"rule engine unavailable: {bounded_text(str(exc))}"
+                    )
                 return
             if points:
                 metrics.point_latency.labels("stream").observe(
@@ -721,7 +819,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         "/v1/streams/{series}/points", tags=["detect"], dependencies=auth, response_model=StreamOut
     )
     def stream_points(
-        series: Annotated[str, PathParam(min_length=1, max_length=200)],
+        series: Annotated[str, PathParam(min_length=1, max_length=200, pattern=SERIES_PATTERN)],
         body: StreamPointsIn,
     ) -> StreamOut:
         """Push new points of one series (stateful); per-point labels and explanations back."""
@@ -737,11 +835,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
 
 def config_from_env() -> ServiceConfig:
-    """Service config from ``ARGOS_RULES`` and ``ARGOS_API_TOKEN`` (for ``uvicorn --factory``)."""
+    """Service config from ``ARGOS_RULES`` and ``ARGOS_TOKEN`` / ``ARGOS_API_TOKEN`` (for
+    ``uvicorn --factory``)."""
     rules = os.environ.get("ARGOS_RULES")
     if not rules:
         raise RuntimeError("set ARGOS_RULES to the rule-set folder")
-    return ServiceConfig(rules=Path(rules), token=os.environ.get(TOKEN_ENV) or None)
+    return ServiceConfig(rules=Path(rules), token=read_token() or None)
 
 
 def app_from_env() -> FastAPI:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from argos.rules.contract import ParamValue, RuleContractError, check_rule
+from argos.rules.contract import ParamValue, RuleContractError, check_rule, decode_rule_source
 
 SCHEMA_VERSION: Literal[1] = 1
 MANIFEST = "manifest.json"
@@ -312,7 +312,10 @@ def load_ruleset(directory: str | Path, *, check_contract: bool = True) -> RuleS
                 f"{mpath}: rule {r.id!r}: {r.file} has sha256 {actual}, the manifest says "
                 f"{r.sha256}; refusing a tampered rule"
             )
-        code = raw.decode("utf-8")
+        try:
+            code = decode_rule_source(raw)
+        except RuleContractError as exc:
+            raise RuleSetError(f"{mpath}: rule {r.id!r}: {exc}") from exc
         if check_contract:
             try:
                 check_rule(code, max_bytes=10**7)

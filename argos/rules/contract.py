@@ -34,6 +34,10 @@ ParamValue = float | int | bool | str
 DEFAULT_MAX_CODE_BYTES = 20_000
 """Default upper bound on the size of a rule's source (UTF-8 bytes)."""
 
+MAX_NESTING = 100
+"""Deepest syntax tree the gate accepts (a real rule nests a dozen levels; thousands of nested
+unary minus signs make ``ast.parse`` or ``compile`` raise ``RecursionError``)."""
+
 ALLOWED_MODULES = frozenset({"numpy", "math", "statistics"})
 """Top-level modules a rule may import (numpy sub-modules too, except :data:`FORBIDDEN_NUMPY`)."""
 
@@ -375,6 +379,28 @@ def _check_module_name(
         issues.append(Issue(line, f"import of private module {name!r} is not allowed"))
 
 
+def decode_rule_source(raw: bytes) -> str:
+    """A rule file's bytes as text; raises :class:`RuleContractError` (``static_reject``) when
+    they are not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        issue = Issue(line, f"rule source is not UTF-8 text (byte {exc.start}: {exc.reason})")
+        raise RuleContractError("static_reject", [issue]) from None
+
+
+def _tree_depth(tree: ast.AST) -> int:
+    """Depth of a syntax tree, without recursion."""
+    deepest = 0
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def check_rule(code: str, *, max_bytes: int = DEFAULT_MAX_CODE_BYTES) -> RuleInfo:
     """Run the static gate on rule source and return what it declares.
 
@@ -396,6 +422,13 @@ def check_rule(code: str, *, max_bytes: int = DEFAULT_MAX_CODE_BYTES) -> RuleInf
         ) from None
     except ValueError as exc:  # e.g. null bytes
         raise RuleContractError("syntax_error", [Issue(0, f"cannot parse: {exc}")]) from None
+    except (RecursionError, MemoryError) as exc:  # the parser's own recursion limit
+        issue = Issue(0, f"code is nested too deeply to parse ({type(exc).__name__})")
+        raise RuleContractError("static_reject", [issue]) from None
+    depth = _tree_depth(tree)
+    if depth > MAX_NESTING:
+        issue = Issue(0, f"code is nested {depth} levels deep, over the limit of {MAX_NESTING}")
+        raise RuleContractError("static_reject", [issue])
     issues: list[Issue] = []
     doc = ast.get_docstring(tree) or ""
     if not doc.strip():
@@ -454,7 +487,7 @@ def _trim_to_parseable(text: str) -> str | None:
                 break
             try:
                 ast.parse(candidate)
-            except (SyntaxError, ValueError):
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
                 continue
             return candidate
     return None

@@ -609,10 +609,12 @@ def check_causality(
 ) -> RunResult:
     """Check that the label at t does not change when the points after t are removed.
 
-    Runs the rule on the full series and on ``n_prefixes`` prefixes (random cut points, seeded,
-    at least ``min_prefix`` long) in ONE child, then compares each prefix's labels with the full
-    run. Returns the full run's result (``ok``) or ``bad_output`` saying
-    ``non-causal: label at index i changed from X to Y when later points were removed``.
+    Runs the rule on ``n_prefixes`` prefixes (random cut points, seeded, at least ``min_prefix``
+    long; callers pass 1, whatever the rule's ``LOOKBACK``) and then on the full series, each in
+    a fresh child of its own and shortest first, so no run can carry state (a cache of earlier
+    labels) into a later one or find a longer input already loaded in its zygote. Compares each
+    prefix's labels with the full run. Returns the full run's result (``ok``) or ``bad_output``
+    saying ``non-causal: label at index i changed from X to Y when later points were removed``.
     """
     v = np.ascontiguousarray(values, dtype=np.float64)
     t = np.ascontiguousarray(timestamps, dtype=np.int64)
@@ -624,12 +626,20 @@ def check_causality(
         rng = np.random.default_rng(seed)
         k = min(n_prefixes, n - lo)
         cuts = sorted(int(c) for c in rng.choice(np.arange(lo, n), size=k, replace=False))
-    inputs: list[RuleInput] = [(v, t)] + [(v[:c], t[:c]) for c in cuts]
-    res = sandbox.run(code, inputs, params)
-    if not res.ok or res.outputs is None:
-        return res
-    full = res.outputs[0]
-    for c, out in zip(cuts, res.outputs[1:], strict=True):
+    outputs: list[BoolArray] = []
+    runtime_ms = wall_ms = 0.0
+    for c in [*cuts, n]:
+        res = sandbox.run(code, [(v[:c], t[:c])], params)
+        runtime_ms += res.runtime_ms
+        wall_ms += res.wall_ms
+        if not res.ok or res.outputs is None:
+            if c < n:
+                res.detail = f"on a prefix of {c} points out of {n}: {res.detail}"
+            return res
+        outputs.append(res.outputs[0])
+    res = RunResult(Status.OK, outputs=outputs[-1:], runtime_ms=runtime_ms, wall_ms=wall_ms)
+    full = outputs[-1]
+    for c, out in zip(cuts, outputs[:-1], strict=True):
         diff = np.flatnonzero(out != full[:c])
         if diff.size:
             i = int(diff[0])

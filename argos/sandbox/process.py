@@ -240,6 +240,7 @@ SECCOMP_MODE_FILTER = 2
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 CLONE_NEWNET = 0x40000000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 
 # x86_64 syscall numbers denied outright.
@@ -274,6 +275,23 @@ _DENY_X86_64 = {
     "symlinkat": 266, "fchmodat": 268, "utimensat": 280, "renameat2": 316, "fchmodat2": 452,
     "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197,
     "lremovexattr": 198, "fremovexattr": 199, "openat2": 437,
+    # System V and POSIX IPC: objects that outlive the child and sit outside its RLIMIT_AS
+    # (also private to the child's IPC namespace when the namespace layer is on)
+    "shmget": 29, "shmat": 30, "shmctl": 31, "semget": 64, "semop": 65, "semctl": 66,
+    "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71, "semtimedop": 220, "mq_open": 240,
+    "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243, "mq_notify": 244,
+    "mq_getsetattr": 245,
+    # priorities and scheduling (the "who" can be another process or the whole uid)
+    "getpriority": 140, "setpriority": 141, "sched_setparam": 142, "sched_setscheduler": 144,
+    "sched_setaffinity": 203, "sched_setattr": 314, "ioprio_set": 251, "ioprio_get": 252,
+    "capget": 125, "capset": 126,
+    # metadata Landlock does not cover: path-based stat/access/readlink/statfs/chdir, file
+    # watches, the mount table
+    "stat": 4, "lstat": 6, "newfstatat": 262, "statx": 332, "access": 21, "faccessat": 269,
+    "faccessat2": 439, "readlink": 89, "readlinkat": 267, "statfs": 137, "chdir": 80,
+    "inotify_init": 253, "inotify_add_watch": 254, "inotify_init1": 294, "fanotify_init": 300,
+    "fanotify_mark": 301, "statmount": 457, "listmount": 458, "quotactl_fd": 443,
+    "open_tree_attr": 467, "file_getattr": 468, "file_setattr": 469,
     # credentials
     "setuid": 105, "setgid": 106, "setreuid": 113, "setregid": 114, "setgroups": 116,
     "setresuid": 117, "setresgid": 119, "setfsuid": 122, "setfsgid": 123,
@@ -281,11 +299,24 @@ _DENY_X86_64 = {
 # Signals: allowed only when the first argument is the child's own pid.
 _SIGNAL_X86_64 = {"kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129,
                   "rt_tgsigqueueinfo": 297}  # fmt: skip
+# Calls whose first argument names a process: allowed only for 0 (the caller) or the child's own
+# pid, so no other process of the same uid can be re-limited, inspected or probed for existence.
+_OWN_PID_X86_64 = {"prlimit64": 302, "sched_getparam": 143, "sched_getscheduler": 145,
+                   "sched_rr_get_interval": 148, "sched_getaffinity": 204, "sched_getattr": 315,
+                   "setpgid": 109, "getpgid": 121, "getsid": 124,
+                   "get_robust_list": 274}  # fmt: skip
+# (syscall, argument index, denied values): signal-delivery ownership on descriptors
+# (fcntl F_SETOWN/F_SETSIG/F_SETOWN_EX/F_SETLEASE/F_NOTIFY; ioctl FIOSETOWN/SIOCSPGRP/
+# TIOCSPGRP/FIOASYNC) would let a rule have the kernel signal any process of its uid.
+_DENY_ARG_X86_64 = {
+    "fcntl": (72, 1, (8, 10, 15, 1024, 1026)),
+    "ioctl": (16, 1, (0x8901, 0x8902, 0x5410, 0x5452)),
+}
 # open(path, flags, mode): flags is arg 1; openat(dirfd, path, flags, mode): flags is arg 2.
 _OPEN_X86_64 = {"open": (2, 1), "openat": (257, 2)}
-_WRITE_FLAGS = (
-    0o1 | 0o2 | 0o100 | 0o1000 | 0o2000 | 0o20000000
-)  # WRONLY RDWR CREAT TRUNC APPEND TMPFILE
+_DENIED_OPEN_FLAGS = (
+    0o1 | 0o2 | 0o100 | 0o1000 | 0o2000 | 0o20000000 | 0o10000000
+)  # WRONLY RDWR CREAT TRUNC APPEND TMPFILE, and PATH (Landlock does not check O_PATH opens)
 
 
 class _SockFilter(ctypes.Structure):
@@ -329,11 +360,25 @@ def _seccomp_program(own_pid: int) -> list[tuple[int, int, int, int]]:
             (_RET, 0, 0, SECCOMP_RET_ALLOW),
             (_RET, 0, 0, deny),
         ]
+    for nr in sorted(_OWN_PID_X86_64.values()):
+        p += [
+            (_JEQ, 0, 5, nr),
+            (_LD_W_ABS, 0, 0, 16),  # args[0], low 32 bits (pid_t)
+            (_JEQ, 2, 0, 0),
+            (_JEQ, 1, 0, own_pid & 0xFFFFFFFF),
+            (_RET, 0, 0, deny),
+            (_RET, 0, 0, SECCOMP_RET_ALLOW),
+        ]
+    for nr, argi, values in _DENY_ARG_X86_64.values():
+        k = len(values)
+        p += [(_JEQ, 0, k + 3, nr), (_LD_W_ABS, 0, 0, 16 + 8 * argi)]
+        p += [(_JEQ, k - j, 0, v) for j, v in enumerate(values)]
+        p += [(_RET, 0, 0, SECCOMP_RET_ALLOW), (_RET, 0, 0, deny)]
     for nr, argi in _OPEN_X86_64.values():
         p += [
             (_JEQ, 0, 4, nr),
             (_LD_W_ABS, 0, 0, 16 + 8 * argi),
-            (_JSET, 0, 1, _WRITE_FLAGS),
+            (_JSET, 0, 1, _DENIED_OPEN_FLAGS),
             (_RET, 0, 0, deny),
             (_RET, 0, 0, SECCOMP_RET_ALLOW),
         ]
@@ -446,12 +491,15 @@ def read_paths() -> list[str]:
 
 
 # --- lock-down ---------------------------------------------------------------------------------
-def _unshare_net(as_root: bool) -> None:
-    """Enter a new, empty network namespace (inside a new user namespace when unprivileged)."""
-    if as_root and _libc.unshare(CLONE_NEWNET) == 0:
+def _unshare_namespaces(as_root: bool) -> None:
+    """Enter new, empty network and IPC namespaces (inside a new user namespace when
+    unprivileged): no interface but a down loopback, no System V or POSIX IPC object shared with
+    any other process, and whatever the process creates there dies with it."""
+    flags = CLONE_NEWNET | CLONE_NEWIPC
+    if as_root and _libc.unshare(flags) == 0:
         return
-    if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+    if _libc.unshare(CLONE_NEWUSER | flags) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET | CLONE_NEWIPC) failed")
 
 
 def _vm_size() -> int:
@@ -488,7 +536,7 @@ def lock_down(layers: Mapping[str, bool], limits: Mapping[str, Any], scratch: st
     mem = int(limits["memory_bytes"])
     resource.setrlimit(resource.RLIMIT_AS, (vm + mem, vm + mem))
     if layers.get("netns"):
-        _unshare_net(as_root)
+        _unshare_namespaces(as_root)
     if layers.get("landlock"):
         install_landlock(read_paths())
     if as_root and layers.get("drop_privileges"):
@@ -519,7 +567,7 @@ def probe_layers() -> dict[str, Any]:
             try:
                 os.close(r)
                 if name == "netns":
-                    _unshare_net(os.geteuid() == 0)
+                    _unshare_namespaces(os.geteuid() == 0)
                 elif name == "landlock":
                     install_landlock(read_paths())
                 elif name == "drop_privileges":

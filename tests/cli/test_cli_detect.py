@@ -235,3 +235,16 @@ def test_first_line_header_detection() -> None:
     assert p is not None and p.timestamp == 1704067200
     with pytest.raises(InputError, match="no 'timestamp' column"):
         CsvParser("d").parse("series,value")
+
+
+def test_non_causal_set_is_refused_unless_allow_non_causal(tmp_path: Path) -> None:
+    """Red-team class 10: the detector used to only warn about a non-causal rule."""
+    folder = tmp_path / "global"
+    code = (RULES / "extra" / "global_z.py").read_text()
+    write_ruleset(folder, [RuleSource("global_z", code, {"k": 2.0})], {"name": "global"})
+    args = ["--rules", str(folder), "--trusted-in-process"]
+    proc = run_cli(args, "timestamp,value\n10,1\n")
+    assert proc.returncode == 2 and "not stream-exact" in proc.stderr
+    proc = run_cli([*args, "--allow-non-causal"], "timestamp,value\n10,1\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING (--allow-non-causal): rule global_z is not stream-exact" in proc.stderr

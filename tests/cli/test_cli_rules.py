@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -152,3 +153,82 @@ def test_cpu_limit_can_be_raised_and_the_error_says_how(tmp_path: Path) -> None:
     assert report["status"] == "cpu_limit"
     assert "CPU limit of 1 s exceeded" in str(report["detail"])
     assert "raise it with --cpu-seconds N, now 1" in str(report["detail"])
+
+
+# Red-team class 8: hostile inputs that used to crash the parent with a traceback.
+DEEP = NON_CAUSAL.replace("PARAMS = {}", "PARAMS = {}\nX = " + "-" * 5000 + "1")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("deep.py", DEEP.encode(), "nested too deeply to parse"),
+        ("latin1.py", NON_CAUSAL.encode() + b"# caf\xe9\n", "not UTF-8 text"),
+    ],
+)
+def test_hostile_rule_file_is_static_reject_exit_1(
+    tmp_path: Path, name: str, data: bytes, message: str
+) -> None:
+    """Before: RecursionError / UnicodeDecodeError escaped as a traceback."""
+    rule = tmp_path / name
+    rule.write_bytes(data)
+    code, report = _check(str(rule))
+    assert code == 1
+    assert report["status"] == "static_reject" and message in str(report["detail"])
+
+
+def _swap_rule(folder: Path, rule_id: str, data: bytes) -> None:
+    """Replace a rule file and re-sign it in the manifest (an attacker who can write both)."""
+    (folder / f"{rule_id}.py").write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for r in manifest["rules"]:
+        if r["id"] == rule_id:
+            r["sha256"] = hashlib.sha256(data).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [(DEEP.encode(), "nested too deeply"), (b'"""x"""\n# \xff\xfe\n', "not UTF-8 text")],
+)
+def test_verify_refuses_hostile_rule_files(tmp_path: Path, data: bytes, message: str) -> None:
+    d = tmp_path / "rs"
+    write_ruleset(d, [RuleSource("z", (EXAMPLES / "robust_zscore.py").read_text())], {"name": "t"})
+    _swap_rule(d, "z", data)
+    res = runner.invoke(app, ["rules", "verify", str(d), "--json"])
+    assert res.exit_code == 1
+    assert message in json.loads(res.stdout)["error"]
+
+
+# Red-team class 10: causality-check evasions that used to pass.
+CACHING = '''"""Normal: below the whole-series mean. Abnormal: above it (cached)."""
+import numpy as np
+
+PARAMS = {}
+LOOKBACK = 0
+CACHE = {}
+
+
+def detect(values, timestamps, params):
+    key = int(timestamps[0])
+    seen = CACHE.get(key)
+    if seen is not None and len(seen) >= len(values):
+        return seen[: len(values)]
+    out = values > values.mean() + 2 * values.std()
+    CACHE[key] = out
+    return out
+'''
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "code",
+    [CACHING, NON_CAUSAL.replace("LOOKBACK = 0", "LOOKBACK = 10000000")],
+    ids=["cache_across_calls", "lookback_longer_than_sample"],
+)
+def test_causality_evasions_are_caught(tmp_path: Path, code: str) -> None:
+    rule = tmp_path / "evasive.py"
+    rule.write_text(code)
+    exit_code, report = _check(str(rule), "--max-series", "1")
+    assert exit_code == 1, report
+    assert report["status"] == "bad_output" and "non-causal" in str(report["detail"])

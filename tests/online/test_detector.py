@@ -226,17 +226,18 @@ def test_packing_is_enabled_only_for_rules_that_pass_the_multi_series_check(
             assert not any(r.anomaly for r in det.push(fast + slow))
 
 
-def test_non_finite_lookback_rule_is_flagged_and_strict_refuses(tmp_path: Path) -> None:
+def test_non_finite_lookback_rule_is_refused_unless_allowed(tmp_path: Path) -> None:
+    """Red-team class 10: a non-causal set used to run with a warning; now refused by default."""
     folder = make_ruleset(
         tmp_path / "rs",
         [("global_z", "extra/global_z.py", {"k": 2.0}), ("t", "basic/threshold.py", {})],
     )
-    with Detector.open(folder, isolation="inprocess") as det:
+    with pytest.raises(RuleSetError, match=r"not stream-exact.*global_z"):
+        Detector.open(folder, isolation="inprocess")
+    with Detector.open(folder, isolation="inprocess", strict=False) as det:
         assert det.stream_exact == {"global_z": False, "t": True}
         detail = det.describe()["rules"][0]["stream_exact_detail"]
         assert "labels differ between streaming" in detail
-    with pytest.raises(RuleSetError, match=r"not stream-exact.*global_z"):
-        Detector.open(folder, isolation="inprocess", strict=True)
 
 
 # -- ordering, errors, explanations -----------------------------------------------------------

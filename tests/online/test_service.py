@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from argos.online.detector import Detector, verification_sample
-from argos.online.service import ServiceConfig, check_bind, create_app, is_loopback
+from argos.online.server import RateLimitFilter
+from argos.online.service import ServiceConfig, check_bind, create_app, is_loopback, read_token
 from argos.rules.artifacts import RuleSource, write_ruleset
 
 RULES = Path(__file__).resolve().parents[1] / "fixtures" / "rules"
@@ -344,3 +347,70 @@ def test_concurrent_stream_requests_are_grouped_into_one_push(
     assert out == expected
     assert groups() == before + 1
     assert sum(map(sum, expected.values())) > 0
+
+
+def _resign(folder: Path, rule_id: str, data: bytes) -> None:
+    """Replace a rule file and its hash in the manifest (an attacker who can write both)."""
+    import hashlib
+
+    (folder / f"{rule_id}.py").write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for r in manifest["rules"]:
+        if r["id"] == rule_id:
+            r["sha256"] = hashlib.sha256(data).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_hostile_reloads_are_counted_409s_with_bounded_text(tmp_path: Path) -> None:
+    """Red-team class 8/12: a 5,000-deep rule made reload answer 500 (uncounted); rule text
+    came back verbatim."""
+    folder = band_rules(tmp_path / "band")
+    app = create_app(ServiceConfig(rules=folder, token=TOKEN))
+    code = (folder / "band.py").read_text()
+    hostile = [
+        (code + "\nX = " + "-" * 5000 + "1\n").encode(),
+        code.encode() + b"\n# \xff\xfe\n",
+        code.replace('"""', '"""' + "A" * 50_000 + " ", 1).replace("import numpy", "import os"),
+    ]
+    with TestClient(app) as c:
+        for k, data in enumerate(hostile, 1):
+            _resign(folder, "band", data if isinstance(data, bytes) else data.encode())
+            r = c.post("/v1/rulesets/reload", headers=AUTH)
+            assert r.status_code == 409, r.text
+            assert len(r.json()["detail"]) <= 600
+            metrics = c.get("/metrics", headers=AUTH).text
+            assert f'argos_reloads_total{{result="failed"}} {k}.0' in metrics
+        assert c.get("/healthz").status_code == 200
+
+
+def test_unauthenticated_requests_are_refused_before_the_body_is_read(rules_dir: Path) -> None:
+    app = create_app(ServiceConfig(rules=rules_dir, token=TOKEN, max_body_bytes=64 * 1024))
+    with TestClient(app) as c:
+        r = c.post("/v1/detect", content=b"{broken", headers={"content-type": "application/json"})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert c.post("/v1/points", content=b"x" * 200_000).status_code == 401
+        assert c.get("/healthz").status_code == 200 and c.get("/openapi.json").status_code == 200
+
+
+def test_token_comes_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    f = tmp_path / "token"
+    f.write_text("  s3cret \nignored\n")
+    assert read_token(f, {}) == "s3cret"
+    assert read_token(None, {"ARGOS_TOKEN": "a", "ARGOS_API_TOKEN": "b"}) == "a"
+    assert read_token(None, {"ARGOS_API_TOKEN": "b"}) == "b"
+    assert read_token(None, {}) == ""
+    f.write_text("\n")
+    with pytest.raises(ValueError, match="empty"):
+        read_token(f, {})
+    with pytest.raises(ValueError, match="cannot read"):
+        read_token(tmp_path / "missing", {})
+
+
+def test_log_rate_limit_drops_and_counts() -> None:
+    flt = RateLimitFilter(per_second=5)
+    records = [logging.LogRecord("uvicorn.error", 30, "", 0, "flood", (), None) for _ in range(500)]
+    passed = [r for r in records if flt.filter(r)]
+    assert 10 <= len(passed) <= 12  # the burst, then the rate
+    time.sleep(0.3)
+    late = logging.LogRecord("uvicorn.error", 30, "", 0, "after", (), None)
+    assert flt.filter(late) and "log records dropped by the rate limit" in str(late.msg)

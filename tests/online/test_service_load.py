@@ -29,6 +29,9 @@ BASIC = Path(__file__).resolve().parents[1] / "fixtures" / "rules" / "basic"
 TOKEN = "load-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY = 256 * 1024
+HEADER_SECONDS = 2.0
+BODY_SECONDS = 2.0
+MAX_CONNECTIONS = 48
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -47,6 +50,8 @@ def server(
     rules = tmp / "rules"
     shutil.copytree(BASIC, rules)
     port = _free_port()
+    token_file = tmp / "token"
+    token_file.write_text(TOKEN + "\n")
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
     cmd = [
         sys.executable,
@@ -57,14 +62,21 @@ def server(
         str(rules),
         "--port",
         str(port),
-        "--token",
-        TOKEN,
+        "--token-file",
+        str(token_file),
         "--max-body-bytes",
         str(MAX_BODY),
+        "--header-seconds",
+        str(HEADER_SECONDS),
+        "--body-seconds",
+        str(BODY_SECONDS),
+        "--max-connections",
+        str(MAX_CONNECTIONS),
         "--log-level",
         "warning",
     ]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    env = {k: v for k, v in os.environ.items() if k not in ("ARGOS_TOKEN", "ARGOS_API_TOKEN")}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -224,3 +236,138 @@ def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
         [*cmd, "--rules", str(tmp_path)], capture_output=True, text=True, env=env, timeout=60
     )
     assert proc.returncode == 2 and "no manifest.json" in proc.stderr
+
+
+# Red-team classes 11 and 12: hostile clients. Before: bodies were parsed before the token check
+# (malformed JSON without a token got 422), a chunked body over the limit got 400, a client
+# sending its head one byte at a time or never sending anything kept its connection (and a file
+# descriptor) forever, and the token was on the command line.
+def _raw(base: str) -> socket.socket:
+    host, port = base.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Does the server close ``sock`` (EOF or reset) within ``within`` seconds?"""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _fds_settle(pid: int, limit: int, within: float = 5.0) -> int:
+    """The server's descriptor count once it is at most ``limit`` (or after ``within`` s)."""
+    deadline = time.monotonic() + within
+    while (n := _fd_count(pid)) > limit and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return n
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_token_is_not_on_the_command_line(
+    server: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    _, proc, _ = server
+    assert TOKEN.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+
+
+def test_authentication_comes_before_the_body(
+    server: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    base, _, _ = server
+    with httpx.Client(base_url=base, timeout=30) as c:
+        r = c.post("/v1/detect", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 401  # was 422: the body was parsed first
+        big = b'{"timestamps": [' + b"1," * (MAX_BODY // 2 - 64) + b"1]}"
+        assert c.post("/v1/detect", content=big).status_code == 401
+        # over the limit without a token: 401 as well, nothing is read
+        assert c.post("/v1/detect", content=big * 4).status_code == 401
+
+
+def test_chunked_body_over_the_limit_is_413(
+    server: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    base, _, _ = server
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"timestamps": ['
+        for _ in range(MAX_BODY // 4096 + 4):
+            yield b"1," * 2048
+
+    with httpx.Client(base_url=base, headers=AUTH, timeout=30) as c:
+        r = c.post("/v1/detect", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413  # was 400
+    assert "over the limit" in r.json()["detail"]
+
+
+def test_reserved_series_id_is_refused(
+    server: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    base, _, _ = server
+    pts = [{"timestamp": 1, "value": 1.0}]
+    with httpx.Client(base_url=base, headers=AUTH, timeout=30) as c:
+        r = c.post("/v1/points", json={"points": [{"series": "\x00argos-x", **pts[0]}]})
+        assert r.status_code == 422
+        r = c.post("/v1/detect", json={"series": "\x00x", "timestamps": [1], "values": [1.0]})
+        assert r.status_code == 422
+        assert c.post("/v1/streams/ok-series/points", json={"points": pts}).status_code == 200
+
+
+def test_slow_and_half_open_clients_are_cut_off(
+    server: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    """A slowloris head, a stalled body and a flood of idle connections: bounded in time and
+    descriptors; /healthz and authenticated calls work again once the deadlines pass."""
+    base, proc, _ = server
+    fds_before, rss_before = _fd_count(proc.pid), _rss_mb(proc.pid)
+    slow_head = _raw(base)
+    slow_head.sendall(b"POST /v1/detect HTTP/1.1\r\nHost: x\r\n")
+    stalled_body = _raw(base)
+    stalled_body.sendall(
+        b"POST /v1/detect HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + TOKEN.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    flood = [_raw(base) for _ in range(3 * MAX_CONNECTIONS)]
+    limit = fds_before + MAX_CONNECTIONS + 4
+    assert _fds_settle(proc.pid, limit, 2.0) <= limit  # the cap holds the fds
+    t0 = time.monotonic()
+    cut = False
+    for _ in range(int(HEADER_SECONDS * 8)):  # one byte at a time never completes a head
+        try:
+            slow_head.send(b"X")
+        except OSError:
+            cut = True
+            break
+        time.sleep(0.25)
+    assert cut or _closed_by_server(slow_head, 1.0)
+    assert time.monotonic() - t0 < HEADER_SECONDS + 2
+    stalled_body.settimeout(BODY_SECONDS + 3)
+    assert b" 408 " in stalled_body.recv(4096).split(b"\r\n")[0] + b" "
+    assert all(
+        _closed_by_server(s, max(0.1, HEADER_SECONDS + 3 - (time.monotonic() - t0))) for s in flood
+    )
+    for s in [slow_head, stalled_body, *flood]:
+        s.close()
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    with httpx.Client(base_url=base, headers=AUTH, timeout=30) as c:
+        assert c.get("/v1/rulesets").status_code == 200
+    assert _fds_settle(proc.pid, fds_before + 2) <= fds_before + 2
+    assert _rss_mb(proc.pid) < rss_before + 200
+    log = Path(proc.args[proc.args.index("--rules") + 1]).parent / "server.log"  # type: ignore[union-attr]
+    assert log.stat().st_size < 1_000_000

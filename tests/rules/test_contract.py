@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from argos.rules.contract import RuleContractError, RuleInfo, check_rule, extract_code
+from argos.rules.contract import (
+    RuleContractError,
+    RuleInfo,
+    check_rule,
+    decode_rule_source,
+    extract_code,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -202,3 +208,23 @@ def test_extract_code_recovers_fenced_rule_from_any_prose(
 ) -> None:
     text = f"{before}\n```python\n{GOOD}{junk}\n```\n{after}"
     assert extract_code(text) == GOOD
+
+
+# Red-team class 8: inputs that made the parser itself raise.
+def test_deeply_nested_code_is_static_reject_not_recursion_error() -> None:
+    for depth in (150, 5000):  # the depth limit, then the parser's own recursion limit
+        code = '"""Normal: x. Abnormal: y."""\nX = ' + "-" * depth + "1\n"
+        with pytest.raises(RuleContractError) as info:
+            check_rule(code, max_bytes=10**6)
+        assert info.value.status == "static_reject"
+        assert "nested" in str(info.value)
+    with pytest.raises(ValueError, match="no parseable"):
+        extract_code("```python\nX = " + "-" * 5000 + "1\n```")
+
+
+def test_non_utf8_source_is_static_reject() -> None:
+    with pytest.raises(RuleContractError) as info:
+        decode_rule_source(b'"""doc"""\nX = 1\n# \xff\n')
+    assert info.value.status == "static_reject"
+    assert str(info.value).startswith("line 3: rule source is not UTF-8 text")
+    assert decode_rule_source("é".encode()) == "é"

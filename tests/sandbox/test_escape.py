@@ -10,8 +10,10 @@ labels held by this process were not found, and the sandbox still serves a benig
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -45,6 +47,8 @@ class Env:
     marker: Path
     port: int
     parent_pid: int
+    victim_pid: int
+    shm_key: int
 
 
 @dataclass(frozen=True)
@@ -390,6 +394,169 @@ CASES: list[Case] = [
     Case("none_output", _rule("return None"), Status.BAD_OUTPUT, Status.BAD_OUTPUT),
 ]
 
+# Red-team classes 1-3 (kernel layers, child side). Before the IPC namespace and the seccomp
+# additions every one of these had an effect on a root host with all layers on: IPC objects were
+# created and outlived the child (3 x 512 MiB of shm held after exit, a root-owned 0644 segment
+# read), another `nobody` process was re-limited, re-niced, re-pinned or SIGKILLed through
+# F_SETOWN/F_SETSIG, and inotify/stat/O_PATH/listmount/getpgid saw past Landlock. The rules clean up
+# what they create so the controls (kernel layers minus seccomp and namespaces) leave no trace.
+_LIBC = "libc = ctypes.CDLL(None, use_errno=True)\n"
+KERNEL_CASES: list[Case] = [
+    Case(
+        "sysv_shm_create",
+        _rule(
+            _LIBC + "sid = libc.shmget(0, 1 << 20, 0o1600)\n"
+            "escaped = sid >= 0\n"
+            "if escaped:\n    libc.shmctl(sid, 0, None)",
+            "import ctypes",
+        ),
+        SR,
+        OK,
+    ),
+    Case(
+        "sysv_shm_read_root_segment",
+        _rule(_LIBC + "escaped = libc.shmget({shm_key}, 0, 0) >= 0", "import ctypes"),
+        SR,
+        OK,
+    ),
+    Case(
+        "sysv_msg_queue",
+        _rule(
+            _LIBC + "q = libc.msgget(0, 0o1600)\n"
+            "escaped = q >= 0\n"
+            "if escaped:\n    libc.msgctl(q, 0, None)",
+            "import ctypes",
+        ),
+        SR,
+        OK,
+    ),
+    Case(
+        "sysv_semaphore_set",
+        _rule(
+            _LIBC + "q = libc.semget(0, 1, 0o1600)\n"
+            "escaped = q >= 0\n"
+            "if escaped:\n    libc.semctl(q, 0, 0)",
+            "import ctypes",
+        ),
+        SR,
+        OK,
+    ),
+    Case(
+        "posix_mq_open",
+        _rule(
+            _LIBC + "name = b'argos-escape-{shm_key}'\n"
+            "fd = libc.syscall(240, name, 0o102, 0o600, None)\n"  # O_CREAT | O_RDWR
+            "escaped = fd >= 0 or libc.syscall(241, name) == 0",  # created even when refused
+            "import ctypes",
+        ),
+        SR,
+        OK,
+    ),
+    Case(
+        "prlimit_other_process",
+        _rule(
+            _LIBC + "lim = (ctypes.c_uint64 * 2)(8, 8)\n"
+            "escaped = libc.prlimit64({victim_pid}, 7, lim, None) == 0",  # RLIMIT_NOFILE
+            "import ctypes",
+        ),
+        SR,
+        OK,
+    ),
+    Case(
+        "setpriority_other_process",
+        _rule(
+            _LIBC + "a = libc.setpriority(0, {victim_pid}, 19) == 0\n"
+            "b = libc.setpriority(2, 0, 19) == 0\n"  # PRIO_USER: every process of the uid
+            "escaped = a or b",
+            "import ctypes",
+        ),
+        SR,
+        OK,
+    ),
+    Case(
+        "sched_other_process",
+        _rule(
+            _LIBC + "mask = ctypes.c_uint64(1)\n"
+            "a = libc.sched_setaffinity({victim_pid}, 8, ctypes.byref(mask)) == 0\n"
+            "prio = ctypes.c_int(0)\n"
+            "b = libc.sched_setscheduler({victim_pid}, 5, ctypes.byref(prio)) == 0\n"  # IDLE
+            "c = libc.sched_setparam({victim_pid}, ctypes.byref(prio)) == 0\n"
+            "escaped = a or b or c",
+            "import ctypes",
+        ),
+        SR,
+        OK,
+    ),
+    Case(
+        "f_setown_sigkill",
+        _rule(
+            _LIBC + "r, w = os.pipe()\n"
+            "a = libc.fcntl(r, 8, {victim_pid}) == 0\n"  # F_SETOWN
+            "b = libc.fcntl(r, 10, 9) == 0\n"  # F_SETSIG SIGKILL
+            "libc.fcntl(r, 4, 0o20000 | 0o4000)\n"  # F_SETFL O_ASYNC | O_NONBLOCK
+            "os.write(w, b'x')\n"
+            "escaped = a or b",
+            "import ctypes, os",
+        ),
+        SR,
+        OK,
+    ),
+    Case(
+        "inotify_tmp",
+        _rule(
+            _LIBC + "fd = libc.inotify_init1(0)\n"
+            "escaped = fd >= 0 and libc.inotify_add_watch(fd, b'/tmp', 0xFFF) >= 0",
+            "import ctypes",
+        ),
+        SR,
+        OK,
+    ),
+    Case(
+        "stat_unreadable_files",
+        _rule(
+            _try("os.stat('{labels_file}')")
+            + "a = escaped\nescaped = False\n"
+            + _try("os.lstat('/etc/shadow')")
+            + "b = escaped\nescaped = False\n"
+            + _try("os.access('/etc/shadow', os.F_OK) or os.readlink('/proc/1/cwd')")
+            + "escaped = escaped or a or b",
+            "import os",
+        ),
+        SR,
+        OK,
+    ),
+    Case(
+        "o_path_fstat",
+        _rule(_try("os.fstat(os.open('{labels_file}', os.O_PATH))"), "import os"),
+        SR,
+        OK,
+    ),
+    Case(
+        "listmount_statmount",
+        _rule(
+            _LIBC
+            + "req = (ctypes.c_uint32 * 6)(24, 0, 0xFFFFFFFF, 0xFFFFFFFF, 0, 0)\n"  # LSMT_ROOT
+            "buf = (ctypes.c_uint64 * 64)()\n"
+            "escaped = libc.syscall(458, req, buf, 64, 0) > 0",
+            "import ctypes",
+        ),
+        SR,
+        OK,
+    ),
+    Case(
+        "probe_other_pids",
+        _rule(
+            _LIBC + "seen = [p for p in range(1, 512) if libc.getpgid(p) >= 0]\n"
+            "seen += [{victim_pid}] if libc.getsid({victim_pid}) >= 0 else []\n"
+            "escaped = any(p != os.getpid() for p in seen)",
+            "import ctypes, os",
+        ),
+        SR,
+        OK,
+    ),
+]
+CASES += KERNEL_CASES
+
 
 @pytest.fixture(scope="module")
 def listener() -> Iterator[socket.socket]:
@@ -402,8 +569,59 @@ def listener() -> Iterator[socket.socket]:
     srv.close()
 
 
+def _start_victim() -> subprocess.Popen[bytes]:
+    """A process of the uid the sandboxed child runs as (``nobody`` when the tests run as root)."""
+    if os.geteuid() != 0:
+        return subprocess.Popen(["sleep", "600"])
+    return subprocess.Popen(["sleep", "600"], user=65534, group=65534, extra_groups=[])
+
+
+def _stop(victim: subprocess.Popen[bytes]) -> None:
+    victim.kill()
+    victim.wait()
+
+
+def _victim_state(pid: int) -> tuple[str, int, frozenset[int], int]:
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    return (
+        limits,
+        os.getpriority(os.PRIO_PROCESS, pid),
+        frozenset(os.sched_getaffinity(pid)),
+        (os.sched_getscheduler(pid)),
+    )
+
+
+_LIBC_TEST = ctypes.CDLL(None, use_errno=True)
+
+
 @pytest.fixture(scope="module")
-def env(listener: socket.socket) -> Iterator[Env]:
+def victim() -> Iterator[subprocess.Popen[bytes]]:
+    proc = _start_victim()
+    yield proc
+    _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def shm_key() -> Iterator[int]:
+    """A root-owned (test-uid-owned) 0644 System V segment holding a secret."""
+    key = 0x41520000 + os.getpid() % 0xFFFF
+    sid = _LIBC_TEST.shmget(key, 4096, 0o1644)
+    assert sid >= 0, os.strerror(ctypes.get_errno())
+    yield key
+    _LIBC_TEST.shmctl(sid, 0, None)  # IPC_RMID
+
+
+def _ipc_objects() -> list[str]:
+    """Every System V IPC object on the host (id column of /proc/sysvipc/*)."""
+    out = []
+    for kind in ("shm", "msg", "sem"):
+        lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]
+        out += [f"{kind}:{ln.split()[1]}" for ln in lines]
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def env(listener: socket.socket, victim: subprocess.Popen[bytes], shm_key: int) -> Iterator[Env]:
     # World-writable on purpose: only the sandbox's kernel layers, not file modes, may stop writes.
     watch = Path(tempfile.mkdtemp(prefix="argos-escape-"))
     watch.chmod(0o777)
@@ -414,7 +632,8 @@ def env(listener: socket.socket) -> Iterator[Env]:
     labels_file.write_bytes(PARENT_LABELS.tobytes())
     labels_file.chmod(0o644)
     marker = Path(tempfile.gettempdir()) / f"argos-escape-marker-{uuid.uuid4().hex}"
-    yield Env(watch, sentinel, labels_file, marker, listener.getsockname()[1], os.getpid())
+    port = listener.getsockname()[1]
+    yield Env(watch, sentinel, labels_file, marker, port, os.getpid(), victim.pid, shm_key)
     for p in sorted(watch.rglob("*"), reverse=True):
         p.unlink() if not p.is_dir() or p.is_symlink() else p.rmdir()
     watch.rmdir()
@@ -453,11 +672,12 @@ BENIGN = (
 )
 
 
-def _snapshot(e: Env) -> dict[str, tuple[int, int, float]]:
-    return {
+def _snapshot(e: Env) -> dict[str, object]:
+    files = {
         str(p): (p.stat().st_size, p.stat().st_mode, p.stat().st_mtime)
         for p in sorted(e.watch.rglob("*"))
     }
+    return {"files": files, "ipc": _ipc_objects(), "victim": _victim_state(e.victim_pid)}
 
 
 def _inputs() -> list[tuple[np.ndarray, np.ndarray]]:
@@ -474,13 +694,19 @@ def _fill(code: str, e: Env) -> str:
         labels_file=e.labels_file,
         parent_pid=e.parent_pid,
         marker_hex=_MARKER_REVERSED_HEX,
+        victim_pid=e.victim_pid,
+        shm_key=e.shm_key,
     )
 
 
 def _assert_nothing_happened(
-    e: Env, before: dict[str, tuple[int, int, float]], listener: socket.socket, sb: Sandbox
+    e: Env, before: dict[str, object], listener: socket.socket, sb: Sandbox
 ) -> None:
-    assert _snapshot(e) == before, "files in the watched directory changed"
+    assert Path(f"/proc/{e.victim_pid}").exists(), "the victim process was killed"
+    after = _snapshot(e)
+    assert after["files"] == before["files"], "files in the watched directory changed"
+    assert after["ipc"] == before["ipc"], "a System V IPC object was created or removed"
+    assert after["victim"] == before["victim"], "another process's limits or scheduling changed"
     assert e.sentinel.read_text() == "do not touch\n"
     assert not e.marker.exists(), "a process or write outside the sandbox created the marker"
     with pytest.raises(BlockingIOError):
@@ -545,6 +771,12 @@ LAYER_CASES = [
     ("seccomp", "kill_all"),
     ("seccomp", "kill_parent"),
     ("netns", "raw_connect_syscall"),
+    ("seccomp", "prlimit_other_process"),
+    ("seccomp", "f_setown_sigkill"),
+    ("seccomp", "sysv_shm_create"),
+    ("seccomp", "stat_unreadable_files"),
+    ("seccomp", "probe_other_pids"),
+    ("netns", "sysv_shm_read_root_segment"),
     ("landlock", "write_tmp_file"),
     ("landlock", "truncate_sentinel"),
     ("landlock", "labels_file_read"),
@@ -607,3 +839,36 @@ def test_control_unconfined_rule_finds_the_parent_labels(env: Env) -> None:
         res = sb.run(_fill(case.code, env), _inputs())
     assert res.status is Status.OK and res.outputs is not None
     assert res.outputs[0].all(), "an unconfined rule should find the labels in the parent's memory"
+
+
+# Controls for classes 1-3: the kernel layers as they were before (Landlock and the uid drop, no
+# seccomp, no namespaces) let each of these attacks through, so the assertions above can fail.
+CONTROL_KERNEL_CASES = [
+    "sysv_shm_create",
+    "sysv_shm_read_root_segment",
+    "posix_mq_open",
+    "prlimit_other_process",
+    "f_setown_sigkill",
+    "inotify_tmp",
+    "stat_unreadable_files",
+    "probe_other_pids",
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case_id", CONTROL_KERNEL_CASES)
+def test_control_kernel_attack_works_without_seccomp_and_namespaces(case_id: str, env: Env) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the control needs root (uid drop to nobody, a root-owned segment)")
+    case = next(c for c in CASES if c.id == case_id)
+    own = _start_victim()
+    try:
+        layers = ["landlock", "drop_privileges"]
+        with Sandbox(limits=LIMITS, static_gate=False, layers=layers) as sb:
+            res = sb.run(
+                _fill(case.code, env).replace(str(env.victim_pid), str(own.pid)), _inputs()
+            )
+        assert res.status is Status.OK and res.outputs is not None, res.detail
+        assert res.outputs[0].all(), f"{case_id}: the attack should work without seccomp/netns"
+    finally:
+        _stop(own)

@@ -132,6 +132,9 @@ def test_static_statuses_skip_execution(sb: Sandbox) -> None:
     rej = sb.run(THRESHOLD.replace("import numpy as np", "import os"), [_series(5)])
     assert rej.status is Status.STATIC_REJECT
     assert "line 2: import of 'os' is not allowed" in rej.detail
+    # red-team class 8: the parser's RecursionError used to escape Sandbox.run
+    deep = sb.run(THRESHOLD + "X = " + "-" * 5000 + "1\n", [_series(5)])
+    assert deep.status is Status.STATIC_REJECT and "nested too deeply" in deep.detail
 
 
 @pytest.mark.timeout(60)
