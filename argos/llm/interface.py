@@ -38,7 +38,7 @@ import json as jsonlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
@@ -176,13 +176,9 @@ class CallOptions:
     json: bool = False
 
     def as_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :meth:`ChatModel.complete` that pass these options on."""
-        return {
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "seed": self.seed,
-            "json": self.json,
-        }
+        """The keyword arguments of :meth:`ChatModel.complete` that pass these options on (the
+        fields are named after them)."""
+        return asdict(self)
 
 
 @runtime_checkable
