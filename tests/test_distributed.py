@@ -546,7 +546,11 @@ def test_shared_ledger_resumes_from_what_a_run_spent(cluster: DaskExecutor) -> N
     )
     model.resume_from(2, 100, 0.5)
     model.resume_from(1, 10, 0.1)  # the ledger already holds more: unchanged
-    assert (model.spent().calls, model.spent().tokens, model.spent().cost_usd) == (2, 100, 0.5)
+    assert (
+        model.spent().spent.calls,
+        model.spent().spent.tokens,
+        model.spent().spent.cost_usd,
+    ) == (2, 100, 0.5)
     model.complete([Message("user", "hi")], agent="generator")
     with pytest.raises(LLMBudgetExceeded, match="call budget of 3 is used up"):
         model.complete([Message("user", "hi")], agent="generator")
