@@ -256,9 +256,9 @@ def test_llm_budget_and_concurrency_are_shared_across_workers(
     ]
     assert len(spans) == 9  # refused calls never reached the endpoint
     assert _max_overlap(spans) == 1  # the semaphore held across both worker processes
-    spent = cluster.client.submit(model.spent, pure=False).result()
+    state = cluster.client.submit(model.spent, pure=False).result()
     per_call = estimate_tokens([Message.user("hi")]) + 20
-    assert (spent.calls, spent.tokens, spent.reserved_calls) == (9, 9 * per_call, 0)
+    assert (state.spent.calls, state.spent.tokens, state.reserved.calls) == (9, 9 * per_call, 0)
 
 
 @pytest.mark.timeout(120)
@@ -273,7 +273,7 @@ def test_token_budget_refuses_a_call_that_could_overshoot(
     )
     futs = [cluster.client.submit(_call_many, model, 3, pure=False) for _ in range(2)]
     results = cluster.client.gather(futs)
-    spent = cluster.client.submit(model.spent, pure=False).result()
+    spent = cluster.client.submit(model.spent, pure=False).result().spent
     assert spent.tokens <= 100
     assert sum(ok for ok, _ in results) == spent.calls >= 1
     assert sum(r for _, r in results) == 6 - spent.calls
@@ -546,7 +546,11 @@ def test_shared_ledger_resumes_from_what_a_run_spent(cluster: DaskExecutor) -> N
     )
     model.resume_from(2, 100, 0.5)
     model.resume_from(1, 10, 0.1)  # the ledger already holds more: unchanged
-    assert (model.spent().calls, model.spent().tokens, model.spent().cost_usd) == (2, 100, 0.5)
+    assert (
+        model.spent().spent.calls,
+        model.spent().spent.tokens,
+        model.spent().spent.cost_usd,
+    ) == (2, 100, 0.5)
     model.complete([Message("user", "hi")], agent="generator")
     with pytest.raises(LLMBudgetExceeded, match="call budget of 3 is used up"):
         model.complete([Message("user", "hi")], agent="generator")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -159,12 +159,25 @@ def _numeric(
     num = pd.to_numeric(col, errors="coerce")
     text = col.astype("string").str.strip().str.lower()
     bad = num.isna().to_numpy() & ~(col.isna().to_numpy() | text.isin(_MISSING_TOKENS).to_numpy())
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{what} {show_value(col.iloc[i])} is not a number", source=source, row=first_line + i
-        )
+    _reject_first(bad, col, lambda shown: f"{what} {shown} is not a number", source, first_line)
     return num.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _reject_first(
+    bad: npt.NDArray[np.bool_],
+    col: pd.Series,
+    problem: str | Callable[[str], str],
+    source: str,
+    first_line: int,
+    row_kind: str = "line",
+) -> None:
+    """Raise a :class:`DataError` at the first row where ``bad`` is True (if any): ``problem``, or
+    ``problem(shown)`` with that row's cell of ``col`` shown by :func:`show_value`."""
+    if not bad.any():
+        return
+    i = int(np.flatnonzero(bad)[0])
+    message = problem if isinstance(problem, str) else problem(show_value(col.iloc[i]))
+    raise DataError(message, source=source, row=first_line + i, row_kind=row_kind)
 
 
 def _timestamps(col: pd.Series, source: str, *, first_line: int) -> npt.NDArray[Any]:
@@ -174,10 +187,7 @@ def _timestamps(col: pd.Series, source: str, *, first_line: int) -> npt.NDArray[
     that is all numbers is returned as float64 (whole-number and ordering checks happen in
     :meth:`Series.create`); sub-second dates are an error.
     """
-    missing = col.isna().to_numpy()
-    if missing.any():
-        i = int(np.flatnonzero(missing)[0])
-        raise DataError("missing timestamp", source=source, row=first_line + i)
+    _reject_first(col.isna().to_numpy(), col, "missing timestamp", source, first_line)
     if pd.api.types.is_datetime64_any_dtype(col.dtype):  # Parquet keeps real datetimes
         parsed = pd.to_datetime(col, utc=True)
     elif pd.api.types.is_integer_dtype(col.dtype):
@@ -190,14 +200,13 @@ def _timestamps(col: pd.Series, source: str, *, first_line: int) -> npt.NDArray[
             return num.to_numpy(dtype=np.float64)
         parsed = _parse_dates(col, source, first_line)
     ns = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    frac = ns % 1_000_000_000 != 0
-    if frac.any():
-        i = int(np.flatnonzero(frac)[0])
-        raise DataError(
-            f"timestamp {show_value(col.iloc[i])} has fractional seconds (whole seconds required)",
-            source=source,
-            row=first_line + i,
-        )
+    _reject_first(
+        ns % 1_000_000_000 != 0,
+        col,
+        lambda shown: f"timestamp {shown} has fractional seconds (whole seconds required)",
+        source,
+        first_line,
+    )
     return ns // 1_000_000_000
 
 
@@ -212,13 +221,13 @@ def _parse_dates(col: pd.Series, source: str, first_line: int) -> pd.Series:
         # pandas infers one format from the first row; retry element-wise before blaming a row.
         parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
         bad = parsed.isna().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"timestamp {show_value(col.iloc[i])} is neither integer seconds nor a date",
-            source=source,
-            row=first_line + i,
-        )
+    _reject_first(
+        bad,
+        col,
+        lambda shown: f"timestamp {shown} is neither integer seconds nor a date",
+        source,
+        first_line,
+    )
     return parsed
 
 
@@ -286,13 +295,31 @@ def _read_parquet_series(path: Path, sid: str, wanted: Sequence[_Column]) -> Ser
     return Series.create(sid, ts, values, labels, source=source, first_row=1, row_kind="row")
 
 
-def _generic_files(folder: Path) -> list[Path]:
-    files = [
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.name.lower().endswith((".csv", ".csv.gz", ".parquet", ".pq"))
-    ]
-    return sorted(files, key=_natural_key)
+def _read_file_or_folder(
+    path: Path,
+    *,
+    accept: Callable[[Path], bool],
+    none_accepted: str,
+    read: Callable[[Path], Series],
+    progress: bool,
+) -> tuple[str, list[Series]]:
+    """The dataset name and series of ``path``: one file (named by its stem), or the files of a
+    folder that ``accept`` takes, in natural order (named by the folder; ``none_accepted`` is the
+    error when there are none)."""
+    if path.is_file():
+        files, name = [path], _stem(path)
+    elif path.is_dir():
+        files = sorted((p for p in path.iterdir() if accept(p)), key=_natural_key)
+        name = path.name
+        if not files:
+            raise DataError(none_accepted, source=str(path))
+    else:
+        raise DataError("no such file or folder", source=str(path))
+    return name, [read(f) for f in _track(files, f"reading {name}", progress)]
+
+
+def _is_generic_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith((".csv", ".csv.gz", ".parquet", ".pq"))
 
 
 def load_generic(
@@ -302,15 +329,13 @@ def load_generic(
 
     Split chronologically by ``train_fraction`` (default 0.7), one rule set per series.
     """
-    if path.is_file():
-        files, name = [path], _stem(path)
-    elif path.is_dir():
-        files, name = _generic_files(path), path.name
-        if not files:
-            raise DataError("no .csv, .csv.gz or .parquet files in folder", source=str(path))
-    else:
-        raise DataError("no such file or folder", source=str(path))
-    series = [read_series_file(f) for f in _track(files, f"reading {name}", progress)]
+    name, series = _read_file_or_folder(
+        path,
+        accept=_is_generic_file,
+        none_accepted="no .csv, .csv.gz or .parquet files in folder",
+        read=read_series_file,
+        progress=progress,
+    )
     return Dataset(
         name=name,
         series=series,
@@ -371,10 +396,7 @@ def _read_kpi_part(path: Path) -> _KpiPart:
         row_kind, first_line = "line", 2
     ts = _timestamps(df[cols["timestamp"]], source, first_line=first_line)
     kpi = df[cols["kpi"]]
-    missing = kpi.isna().to_numpy()
-    if missing.any():
-        i = int(np.flatnonzero(missing)[0])
-        raise DataError("missing KPI ID", source=source, row=first_line + i, row_kind=row_kind)
+    _reject_first(kpi.isna().to_numpy(), kpi, "missing KPI ID", source, first_line, row_kind)
     cat = kpi.astype("category").cat
     return _KpiPart(
         source=source,
@@ -737,21 +759,13 @@ def load_ucr(path: Path, *, progress: bool = False) -> Dataset:
     train, so ``meta["test_start"] = trainEnd``; points ``anomStart..anomEnd`` (1-based, inclusive)
     are labeled anomalous. Timestamps are the 0-based index. One rule set per series.
     """
-    if path.is_file():
-        files, name = [path], _stem(path)
-    elif path.is_dir():
-        files = sorted(
-            (p for p in path.iterdir() if p.suffix.lower() == ".txt" and UCR_NAME.match(p.stem)),
-            key=_natural_key,
-        )
-        name = path.name
-        if not files:
-            raise DataError(
-                "no UCR anomaly archive files (NNN_UCR_Anomaly_*.txt)", source=str(path)
-            )
-    else:
-        raise DataError("no such file or folder", source=str(path))
-    series = [_read_ucr_file(f) for f in _track(files, f"reading {name}", progress)]
+    name, series = _read_file_or_folder(
+        path,
+        accept=lambda p: p.suffix.lower() == ".txt" and UCR_NAME.match(p.stem) is not None,
+        none_accepted="no UCR anomaly archive files (NNN_UCR_Anomaly_*.txt)",
+        read=_read_ucr_file,
+        progress=progress,
+    )
     return Dataset(
         name=name,
         series=series,

@@ -420,32 +420,39 @@ class StaticThreshold(ScoreBaseline):
         return values - self.center
 
 
-class RollingZScore(ScoreBaseline):
+class WindowBaseline(ScoreBaseline):
+    """A baseline whose residual is one function of the values and a trailing ``window`` (its
+    length in points, :attr:`default_window` unless given): :meth:`window_residual`."""
+
+    default_window: ClassVar[int] = 60
+
+    def __init__(self, *, seed: int = 0, window: int | None = None) -> None:
+        super().__init__(seed=seed)
+        self.window = self.default_window if window is None else window
+
+    @staticmethod
+    def window_residual(values: FloatArray, window: int) -> FloatArray:
+        """The residual of every point over the previous ``window`` points."""
+        raise NotImplementedError
+
+    def residual(self, values: FloatArray, timestamps: IntArray) -> FloatArray:
+        return self.window_residual(values, self.window)
+
+
+class RollingZScore(WindowBaseline):
     """z-score against the mean/std of the previous ``window`` points."""
 
     name = "rolling-zscore"
     description = "z-score vs. mean/std of the previous 60 points"
-
-    def __init__(self, *, seed: int = 0, window: int = 60) -> None:
-        super().__init__(seed=seed)
-        self.window = window
-
-    def residual(self, values: FloatArray, timestamps: IntArray) -> FloatArray:
-        return rolling_zscore(values, self.window)
+    window_residual = staticmethod(rolling_zscore)
 
 
-class RobustZScore(ScoreBaseline):
+class RobustZScore(WindowBaseline):
     """Robust z-score against the median/MAD of the previous ``window`` points."""
 
     name = "robust-zscore"
     description = "robust z-score vs. median/MAD of the previous 60 points"
-
-    def __init__(self, *, seed: int = 0, window: int = 60) -> None:
-        super().__init__(seed=seed)
-        self.window = window
-
-    def residual(self, values: FloatArray, timestamps: IntArray) -> FloatArray:
-        return robust_zscore(values, self.window)
+    window_residual = staticmethod(robust_zscore)
 
 
 class EwmaResidual(ScoreBaseline):
@@ -518,19 +525,14 @@ class SeasonalResidual(ScoreBaseline):
         return seasonal_residual(values, self.period, self.n_periods)
 
 
-class SpectralResidual(ScoreBaseline):
+class SpectralResidual(WindowBaseline):
     """Spectral-residual saliency on a trailing 64-point window (causal variant of SR)."""
 
     name = "spectral-residual"
     description = "spectral-residual saliency of the last point of a trailing 64-point window"
     orientations = ("upper",)
-
-    def __init__(self, *, seed: int = 0, window: int = 64) -> None:
-        super().__init__(seed=seed)
-        self.window = window
-
-    def residual(self, values: FloatArray, timestamps: IntArray) -> FloatArray:
-        return spectral_residual(values, self.window)
+    default_window = 64
+    window_residual = staticmethod(spectral_residual)
 
 
 class IsolationForestBaseline(ScoreBaseline):

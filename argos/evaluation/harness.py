@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +44,7 @@ from argos.methods import FittedDetector, MethodInfo, ScoringDetector, get_metho
 from argos.metrics import (
     DEFAULT_DELAY,
     METRIC_NAMES,
+    MeanScores,
     Scores,
     aggregate_mean,
     aggregate_pooled,
@@ -261,18 +262,18 @@ def _score_series(
 # ---------------------------------------------------------------------------------------------
 
 
-def _prf(precision: float | None, recall: float | None, f1: float | None) -> dict[str, Any]:
-    return {"precision": precision, "recall": recall, "f1": f1}
+_PRF = ("precision", "recall", "f1")
+_COUNTS = ("tp", "fp", "fn")
 
 
-def _mean_of(values: Iterable[float | None]) -> float | None:
+def _prf(s: Scores | MeanScores) -> dict[str, Any]:
+    return {k: getattr(s, k) for k in _PRF}
+
+
+def _of_defined(reduce: Callable[[list[float]], Any], values: list[Any]) -> float | None:
+    """``reduce`` (``np.mean``, ``np.std``) of the values that are not None (None if none)."""
     defined = [v for v in values if v is not None]
-    return float(np.mean(defined)) if defined else None
-
-
-def _std_of(values: Iterable[float | None]) -> float | None:
-    defined = [v for v in values if v is not None]
-    return float(np.std(defined)) if defined else None
+    return float(reduce(defined)) if defined else None
 
 
 def _aggregate_trial(rows: Sequence[SeriesResult]) -> dict[str, Any]:
@@ -285,17 +286,17 @@ def _aggregate_trial(rows: Sequence[SeriesResult]) -> dict[str, Any]:
         pooled = aggregate_pooled(scores)
         mb = aggregate_mean([r.scores[metric] for r in both])
         out[metric] = {
-            "mean": _prf(mean.precision, mean.recall, mean.f1),
-            "pooled": {**_prf(pooled.precision, pooled.recall, pooled.f1), **_counts(pooled)},
-            "mean_both": _prf(mb.precision, mb.recall, mb.f1),
+            "mean": _prf(mean),
+            "pooled": {**_prf(pooled), **_counts(pooled)},
+            "mean_both": _prf(mb),
         }
-    out["auc_pr"] = _mean_of(r.auc_pr for r in rows)
-    out["vus_pr"] = _mean_of(r.vus_pr for r in rows)
+    out["auc_pr"] = _of_defined(np.mean, [r.auc_pr for r in rows])
+    out["vus_pr"] = _of_defined(np.mean, [r.vus_pr for r in rows])
     return out
 
 
 def _counts(s: Scores) -> dict[str, int]:
-    return {"tp": s.tp, "fp": s.fp, "fn": s.fn}
+    return {k: getattr(s, k) for k in _COUNTS}
 
 
 @dataclass
@@ -355,19 +356,19 @@ class EvalResult:
                 m: dict[str, Any] = {}
                 spread: dict[str, Any] = {}
                 for agg in AGGREGATIONS:
-                    keys = per_trial[0][metric][agg].keys()
-                    m[agg] = {k: _mean_of(pt[metric][agg][k] for pt in per_trial) for k in keys}
-                    spread[agg] = {
-                        k: _std_of(pt[metric][agg][k] for pt in per_trial)
-                        for k in ("precision", "recall", "f1")
+                    trials = {
+                        k: [pt[metric][agg][k] for pt in per_trial]
+                        for k in per_trial[0][metric][agg]
                     }
+                    m[agg] = {k: _of_defined(np.mean, v) for k, v in trials.items()}
+                    spread[agg] = {k: _of_defined(np.std, trials[k]) for k in _PRF}
                 if self.trials > 1:
                     m["spread"] = spread
                 entry[metric] = m
             for extra in ("auc_pr", "vus_pr"):
-                entry[extra] = _mean_of(pt[extra] for pt in per_trial)
+                entry[extra] = _of_defined(np.mean, [pt[extra] for pt in per_trial])
                 if self.trials > 1:
-                    entry[f"{extra}_spread"] = _std_of(pt[extra] for pt in per_trial)
+                    entry[f"{extra}_spread"] = _of_defined(np.std, [pt[extra] for pt in per_trial])
             rows = self.rows_of(method, partition=partition)
             fit_time = sum({(r.group, r.trial): r.fit_seconds for r in rows}.values())
             entry["seconds"] = (fit_time + sum(r.detect_seconds for r in rows)) / self.trials
@@ -595,9 +596,7 @@ def markdown_table(result: EvalResult, command: str | None = None) -> str:
             for metric in METRIC_NAMES:
                 block = entry[metric][agg]
                 sp = entry[metric].get("spread", {}).get(agg, {})
-                cells += [
-                    format_score(block[k], spread=sp.get(k)) for k in ("precision", "recall", "f1")
-                ]
+                cells += [format_score(block[k], spread=sp.get(k)) for k in _PRF]
             if agg == "mean":
                 cells += [
                     format_score(entry["auc_pr"]),
@@ -665,20 +664,7 @@ def write_csv(result: EvalResult, path: Path) -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(
-            [
-                "method",
-                "metric",
-                "aggregation",
-                "precision",
-                "recall",
-                "f1",
-                "tp",
-                "fp",
-                "fn",
-                "precision_std",
-                "recall_std",
-                "f1_std",
-            ]
+            ["method", "metric", "aggregation", *_PRF, *_COUNTS, *(f"{k}_std" for k in _PRF)]
         )
         for method in result.methods:
             for metric in METRIC_NAMES:
@@ -690,9 +676,9 @@ def write_csv(result: EvalResult, path: Path) -> None:
                             method,
                             metric,
                             agg,
-                            *(_csv_num(b[k]) for k in ("precision", "recall", "f1")),
-                            *(_csv_num(b.get(k)) for k in ("tp", "fp", "fn")),
-                            *(_csv_num(sp.get(k)) for k in ("precision", "recall", "f1")),
+                            *(_csv_num(b[k]) for k in _PRF),
+                            *(_csv_num(b.get(k)) for k in _COUNTS),
+                            *(_csv_num(sp.get(k)) for k in _PRF),
                         ]
                     )
 
@@ -704,7 +690,7 @@ def write_per_series_csv(result: EvalResult, path: Path) -> None:
         head = ["method", "trial", "series", "group", "partition", "n_test"]
         head += ["train_anomalies", "test_anomalies"]
         for metric in METRIC_NAMES:
-            head += [f"{metric}_{k}" for k in ("precision", "recall", "f1", "tp", "fp", "fn")]
+            head += [f"{metric}_{k}" for k in (*_PRF, *_COUNTS)]
         w.writerow([*head, "auc_pr", "vus_pr"])
         for r in result.rows:
             row: list[Any] = [

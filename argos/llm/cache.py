@@ -14,12 +14,12 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from argos.llm.interface import (
     CallOptions,
     ChatModel,
     Completion,
+    ContextManaged,
     Message,
     Usage,
     WrappingChatModel,
@@ -29,7 +29,7 @@ from argos.llm.interface import (
 __all__ = ["CachingChatModel", "ResponseStore"]
 
 
-class ResponseStore:
+class ResponseStore(ContextManaged):
     """A SQLite table of completed calls keyed by :func:`request_key`. Each write commits at once,
     so a completion survives a kill right after the call returned. Safe across threads."""
 
@@ -103,15 +103,7 @@ class ResponseStore:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> ResponseStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _leave(self, *, failed: bool) -> None:
         self.close()
 
 

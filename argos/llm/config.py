@@ -32,13 +32,13 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from argos.llm.interface import LLMError
-from argos.llm.openai import OpenAIChatModel
+from argos.llm.openai import ClientOptions, OpenAIChatModel
 from argos.llm.usage import DEFAULT_PRICES, Price
 
 __all__ = [
@@ -237,16 +237,6 @@ def is_llm_configured(config: LLMConfig | None = None) -> bool:
     return config.base_url is not None or config.api_key is not None
 
 
-class _ClientOptions(TypedDict):
-    """The adapter arguments both providers take from the configuration."""
-
-    timeout_s: float
-    max_retries: int
-    http_client: httpx.Client | None
-    temperature: float | None
-    max_tokens: int | None
-
-
 def build_chat_model(
     config: LLMConfig, *, http_client: httpx.Client | None = None
 ) -> OpenAIChatModel:
@@ -261,13 +251,17 @@ def build_chat_model(
             "no LLM model configured: set ARGOS_LLM_MODEL, [llm] model in argos.toml, or --model"
         )
     key = config.api_key.get_secret_value() if config.api_key is not None else None
-    client_options = _ClientOptions(
-        timeout_s=config.timeout_s,
-        max_retries=config.max_retries,
-        http_client=http_client,
-        temperature=config.temperature,
-        max_tokens=config.max_output_tokens,
-    )
+
+    def client_options(api_key: str) -> ClientOptions:
+        return ClientOptions(
+            api_key=api_key,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+            http_client=http_client,
+            temperature=config.temperature,
+            max_tokens=config.max_output_tokens,
+        )
+
     if config.provider == "azure":
         if not config.azure_endpoint and not config.base_url:
             raise LLMConfigError(
@@ -286,8 +280,7 @@ def build_chat_model(
             deployment=config.model,
             azure_endpoint=config.azure_endpoint or str(config.base_url),
             api_version=config.api_version,
-            api_key=key,
-            **client_options,
+            **client_options(key),
         )
     if key is None:
         if config.base_url is None:
@@ -299,6 +292,5 @@ def build_chat_model(
     return OpenAIChatModel(
         model=config.model,
         base_url=config.base_url,
-        api_key=key,
-        **client_options,
+        **client_options(key),
     )

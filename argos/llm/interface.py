@@ -38,8 +38,9 @@ import json as jsonlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 __all__ = [
     "AGENTS",
@@ -48,6 +49,7 @@ __all__ = [
     "CallOptions",
     "ChatModel",
     "Completion",
+    "ContextManaged",
     "LLMBadResponse",
     "LLMBudgetExceeded",
     "LLMError",
@@ -174,13 +176,9 @@ class CallOptions:
     json: bool = False
 
     def as_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :meth:`ChatModel.complete` that pass these options on."""
-        return {
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "seed": self.seed,
-            "json": self.json,
-        }
+        """The keyword arguments of :meth:`ChatModel.complete` that pass these options on (the
+        fields are named after them)."""
+        return asdict(self)
 
 
 @runtime_checkable
@@ -429,3 +427,30 @@ class WrappingChatModel(BaseChatModel):
     def forward(self, messages: Sequence[Message], agent: str, options: CallOptions) -> Completion:
         """The inner model's reply to this call."""
         return self._inner.complete(messages, agent=agent, **options.as_kwargs())
+
+
+# --------------------------------------------------------------------------------------------
+# The ``with`` statement for the package's resources
+# --------------------------------------------------------------------------------------------
+
+
+class ContextManaged(ABC):
+    """``with obj:`` for the package's resources (the response store, the local server, the
+    scripted double): entering gives the object back, leaving calls :meth:`_leave` with whether
+    the block raised. A subclass that must act on entry (start a server) extends
+    :meth:`__enter__`."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._leave(failed=exc_type is not None)
+
+    @abstractmethod
+    def _leave(self, *, failed: bool) -> None:
+        """Release the resource (or check it) at the end of a ``with`` block."""

@@ -20,9 +20,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 import httpx
+
+from argos.llm.interface import ContextManaged
 
 __all__ = [
     "BUNDLED_MODEL_FILE",
@@ -65,7 +67,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class LocalLLMServer:
+class LocalLLMServer(ContextManaged):
     """Start ``python -m llama_cpp.server`` as a subprocess; stop it on exit.
 
     ``model_path`` defaults to :func:`bundled_model_path`. Readiness is awaited by polling
@@ -200,13 +202,9 @@ class LocalLLMServer:
             self._log_path.unlink(missing_ok=True)
             self._log_path = None
 
-    def __enter__(self) -> LocalLLMServer:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _leave(self, *, failed: bool) -> None:
         self.stop()

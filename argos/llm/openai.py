@@ -12,8 +12,8 @@ translated into the :class:`~argos.llm.interface.LLMError` hierarchy, so callers
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import httpx
 
@@ -22,6 +22,7 @@ from argos.llm.interface import (
     CallOptions,
     Completion,
     LLMBadResponse,
+    LLMError,
     LLMRateLimited,
     LLMTimeout,
     LLMUnavailable,
@@ -34,7 +35,47 @@ from argos.llm.interface import (
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["OpenAIChatModel"]
+__all__ = ["ClientOptions", "OpenAIChatModel"]
+
+
+class ClientOptions(TypedDict, total=False):
+    """The arguments :class:`OpenAIChatModel` and :meth:`OpenAIChatModel.azure` share (an unset
+    one takes the default in brackets): ``api_key`` [None: the client's environment variable;
+    local servers accept any non-empty string], ``timeout_s`` [120.0] per attempt,
+    ``max_retries`` [2] (the ONLY retry layer: the client retries timeouts, 408/409/429 and 5xx
+    with exponential backoff, honouring ``retry-after(-ms)``), ``http_client`` [None] (an
+    injection point for tests: ``httpx.Client(transport=httpx.MockTransport(handler))``), and
+    ``temperature``/``max_tokens`` [None], the defaults for calls that pass None."""
+
+    api_key: str | None
+    timeout_s: float
+    max_retries: int
+    http_client: httpx.Client | None
+    temperature: float | None
+    max_tokens: int | None
+
+
+_DEFAULT_TIMEOUT_S = 120.0
+_DEFAULT_MAX_RETRIES = 2
+
+
+def _build_client(
+    make: Callable[..., openai.OpenAI], provider: str, options: ClientOptions, **endpoint: Any
+) -> openai.OpenAI:
+    """``make(...)`` (``openai.OpenAI`` or ``openai.AzureOpenAI``) on ``options`` and the
+    provider's ``endpoint`` arguments; a client that cannot be built is :class:`LLMUnavailable`."""
+    import openai as _openai
+
+    try:
+        return make(
+            api_key=options.get("api_key"),
+            timeout=options.get("timeout_s", _DEFAULT_TIMEOUT_S),
+            max_retries=options.get("max_retries", _DEFAULT_MAX_RETRIES),
+            http_client=options.get("http_client"),
+            **endpoint,
+        )
+    except _openai.OpenAIError as err:  # e.g. no api key anywhere
+        raise LLMUnavailable(f"cannot build the {provider} client: {err}") from err
 
 
 def _status_detail(err: Any) -> str:
@@ -46,17 +87,112 @@ def _status_detail(err: Any) -> str:
     return f"HTTP {status}: {message}"
 
 
+def _is_context_overflow(err: Exception) -> bool:
+    text = str(err).lower()
+    return "context_length" in text or "context length" in text or "too long" in text
+
+
+def _is_server_error(err: Exception) -> bool:
+    return int(getattr(err, "status_code", 0)) >= 500
+
+
+_ERROR_TABLE: tuple[tuple[str, Callable[[Exception], bool] | None, type[LLMError], str], ...] = (
+    # (openai exception name, extra condition, the LLMError raised, its message): first match wins
+    (
+        "APITimeoutError",
+        None,
+        LLMTimeout,
+        "{where} timed out after {retries} retries (timeout {timeout}s per attempt)",
+    ),
+    (
+        "RateLimitError",
+        None,
+        LLMRateLimited,
+        "{where} was rate limited after {retries} retries ({detail})",
+    ),
+    (
+        "AuthenticationError",
+        None,
+        LLMUnavailable,
+        "{where} was refused, check the API key ({detail})",
+    ),
+    (
+        "PermissionDeniedError",
+        None,
+        LLMUnavailable,
+        "{where} was refused, check the API key ({detail})",
+    ),
+    (
+        "NotFoundError",
+        None,
+        LLMUnavailable,
+        "{where}: model, deployment or URL not found ({detail})",
+    ),
+    (
+        "BadRequestError",
+        _is_context_overflow,
+        PromptTooLarge,
+        "{where}: the prompt exceeds the model's context window ({detail}); shrink the chunk or "
+        "lower max_points",
+    ),
+    (
+        "BadRequestError",
+        None,
+        LLMBadResponse,
+        "{where}: the endpoint rejected the request ({detail})",
+    ),
+    (
+        "APIStatusError",
+        _is_server_error,
+        LLMUnavailable,
+        "{where} failed with a server error after {retries} retries ({detail})",
+    ),
+    ("APIStatusError", None, LLMBadResponse, "{where}: unexpected HTTP status ({detail})"),
+    (
+        "APIConnectionError",
+        None,
+        LLMUnavailable,
+        "{where}: cannot connect to {base_url} after {retries} retries ({cause})",
+    ),
+    (
+        "APIResponseValidationError",
+        None,
+        LLMBadResponse,
+        "{where}: malformed response body ({err})",
+    ),
+    # a garbage body's JSONDecodeError, a pydantic validation error
+    ("ValueError", None, LLMBadResponse, "{where}: the response body is not valid JSON ({err})"),
+)
+
+
+def _translate_error(err: Exception, where: str, client: openai.OpenAI) -> LLMError | None:
+    """The :class:`LLMError` for a failed request (see :data:`_ERROR_TABLE`), or None for an
+    error the adapter does not translate."""
+    import openai as _openai
+
+    for name, condition, error, message in _ERROR_TABLE:
+        kind = ValueError if name == "ValueError" else getattr(_openai, name)
+        if isinstance(err, kind) and (condition is None or condition(err)):
+            return error(
+                message.format(
+                    where=where,
+                    retries=client.max_retries,
+                    timeout=client.timeout,
+                    base_url=client.base_url,
+                    detail=_status_detail(err),
+                    cause=err.__cause__ or err,
+                    err=err,
+                )
+            )
+    return None
+
+
 class OpenAIChatModel(BaseChatModel):
     """A :class:`ChatModel` on the real ``openai`` client (OpenAI or any compatible server).
 
-    Parameters mirror the client: ``base_url`` (None = the client's default / ``OPENAI_BASE_URL``),
-    ``api_key`` (local servers accept any non-empty string), ``timeout_s`` per attempt,
-    ``max_retries`` (the ONLY retry layer: the client retries timeouts, 408/409/429 and 5xx with
-    exponential backoff, honouring ``retry-after(-ms)``). ``http_client`` is an injection point for
-    tests: ``httpx.Client(transport=httpx.MockTransport(handler))``.
-
-    For Azure OpenAI use :meth:`azure`; ``model`` is then the deployment name.
-    ``temperature``/``max_tokens`` given here are defaults for calls that pass None.
+    ``base_url`` is the server (None = the client's default / ``OPENAI_BASE_URL``); the other
+    arguments are the :class:`ClientOptions`. For Azure OpenAI use :meth:`azure`; ``model`` is
+    then the deployment name.
     """
 
     def __init__(
@@ -64,38 +200,27 @@ class OpenAIChatModel(BaseChatModel):
         *,
         model: str,
         base_url: str | None = None,
-        api_key: str | None = None,
-        timeout_s: float = 120.0,
-        max_retries: int = 2,
-        http_client: httpx.Client | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
         client: openai.OpenAI | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         import openai as _openai
 
         if not model:
             raise ValueError("model must be a non-empty model name (or Azure deployment name)")
+        max_retries = options.get("max_retries", _DEFAULT_MAX_RETRIES)
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        timeout_s = options.get("timeout_s", _DEFAULT_TIMEOUT_S)
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self._model = model
-        self.default_temperature = temperature
-        self.default_max_tokens = max_tokens
-        if client is not None:
-            self._client = client
-        else:
-            try:
-                self._client = _openai.OpenAI(
-                    api_key=api_key,
-                    base_url=base_url,
-                    timeout=timeout_s,
-                    max_retries=max_retries,
-                    http_client=http_client,
-                )
-            except _openai.OpenAIError as err:  # e.g. no api key anywhere
-                raise LLMUnavailable(f"cannot build the OpenAI client: {err}") from err
+        self.default_temperature = options.get("temperature")
+        self.default_max_tokens = options.get("max_tokens")
+        self._client = (
+            client
+            if client is not None
+            else _build_client(_openai.OpenAI, "OpenAI", options, base_url=base_url)
+        )
 
     @classmethod
     def azure(
@@ -104,12 +229,7 @@ class OpenAIChatModel(BaseChatModel):
         deployment: str,
         azure_endpoint: str,
         api_version: str,
-        api_key: str | None = None,
-        timeout_s: float = 120.0,
-        max_retries: int = 2,
-        http_client: httpx.Client | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
+        **options: Unpack[ClientOptions],
     ) -> OpenAIChatModel:
         """An adapter on ``openai.AzureOpenAI``: requests go to
         ``{azure_endpoint}/openai/deployments/{deployment}/chat/completions?api-version=...``."""
@@ -119,23 +239,19 @@ class OpenAIChatModel(BaseChatModel):
             raise ValueError("azure_endpoint is required for Azure OpenAI (AZURE_OPENAI_ENDPOINT)")
         if not api_version:
             raise ValueError("api_version is required for Azure OpenAI (OPENAI_API_VERSION)")
-        try:
-            client = _openai.AzureOpenAI(
-                api_key=api_key,
-                azure_endpoint=azure_endpoint,
-                azure_deployment=deployment,
-                api_version=api_version,
-                timeout=timeout_s,
-                max_retries=max_retries,
-                http_client=http_client,
-            )
-        except _openai.OpenAIError as err:
-            raise LLMUnavailable(f"cannot build the Azure OpenAI client: {err}") from err
+        client = _build_client(
+            _openai.AzureOpenAI,
+            "Azure OpenAI",
+            options,
+            azure_endpoint=azure_endpoint,
+            azure_deployment=deployment,
+            api_version=api_version,
+        )
         return cls(
             model=deployment,
             client=client,
-            temperature=temperature,
-            max_tokens=max_tokens,
+            temperature=options.get("temperature"),
+            max_tokens=options.get("max_tokens"),
         )
 
     @property
@@ -174,52 +290,11 @@ class OpenAIChatModel(BaseChatModel):
         started = time.perf_counter()
         try:
             response = self._client.chat.completions.create(**kwargs)
-        except _openai.APITimeoutError as err:
-            raise LLMTimeout(
-                f"{where} timed out after {self._client.max_retries} retries "
-                f"(timeout {self._client.timeout}s per attempt)"
-            ) from err
-        except _openai.RateLimitError as err:
-            raise LLMRateLimited(
-                f"{where} was rate limited after {self._client.max_retries} retries "
-                f"({_status_detail(err)})"
-            ) from err
-        except (_openai.AuthenticationError, _openai.PermissionDeniedError) as err:
-            raise LLMUnavailable(
-                f"{where} was refused, check the API key ({_status_detail(err)})"
-            ) from err
-        except _openai.NotFoundError as err:
-            raise LLMUnavailable(
-                f"{where}: model, deployment or URL not found ({_status_detail(err)})"
-            ) from err
-        except _openai.BadRequestError as err:
-            text = str(err).lower()
-            if "context_length" in text or "context length" in text or "too long" in text:
-                raise PromptTooLarge(
-                    f"{where}: the prompt exceeds the model's context window "
-                    f"({_status_detail(err)}); shrink the chunk or lower max_points"
-                ) from err
-            raise LLMBadResponse(
-                f"{where}: the endpoint rejected the request ({_status_detail(err)})"
-            ) from err
-        except _openai.APIStatusError as err:
-            if err.status_code >= 500:
-                raise LLMUnavailable(
-                    f"{where} failed with a server error after {self._client.max_retries} "
-                    f"retries ({_status_detail(err)})"
-                ) from err
-            raise LLMBadResponse(
-                f"{where}: unexpected HTTP status ({_status_detail(err)})"
-            ) from err
-        except _openai.APIConnectionError as err:
-            raise LLMUnavailable(
-                f"{where}: cannot connect to {self._client.base_url} after "
-                f"{self._client.max_retries} retries ({err.__cause__ or err})"
-            ) from err
-        except _openai.APIResponseValidationError as err:
-            raise LLMBadResponse(f"{where}: malformed response body ({err})") from err
-        except ValueError as err:  # JSONDecodeError of a garbage body, pydantic validation
-            raise LLMBadResponse(f"{where}: the response body is not valid JSON ({err})") from err
+        except (_openai.OpenAIError, ValueError) as err:
+            translated = _translate_error(err, where, self._client)
+            if translated is None:
+                raise
+            raise translated from err
         latency = time.perf_counter() - started
         return self._parse(response, messages, where, latency)
 

@@ -19,7 +19,6 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from argos.llm.interface import (
@@ -27,6 +26,7 @@ from argos.llm.interface import (
     CallOptions,
     ChatModel,
     Completion,
+    ContextManaged,
     LLMError,
     Message,
     Usage,
@@ -103,7 +103,7 @@ class RecordedCall:
         return "\n\n".join(m.content for m in self.messages)
 
 
-class ScriptedChatModel(BaseChatModel):
+class ScriptedChatModel(BaseChatModel, ContextManaged):
     """A strict scripted :class:`ChatModel` for tests.
 
     Built from steps (a :class:`ScriptStep`, a plain reply string, or an :class:`LLMError` instance
@@ -200,16 +200,8 @@ class ScriptedChatModel(BaseChatModel):
                 + (f" for agent {pending.agent!r}" if pending.agent else "")
             )
 
-    def __enter__(self) -> ScriptedChatModel:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
+    def _leave(self, *, failed: bool) -> None:
+        if not failed:
             self.assert_consumed()
 
 

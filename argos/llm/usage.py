@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, astuple, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -319,10 +319,13 @@ class BudgetGuard:
         )
 
 
+_SPEND_FIELDS = tuple(f.name for f in fields(Spend))
+
+
 @dataclass(frozen=True)
 class LedgerState:
-    """A budget ledger shared by several processes that each reserve before calling:
-    ``calls``/``tokens``/``cost_usd`` are spent; ``reserved_*`` are held by calls in flight.
+    """A budget ledger shared by several processes that each reserve before calling: what is
+    ``spent`` and what is ``reserved`` by calls in flight.
 
     A call first reserves its pessimistic cost (:meth:`reserve`, which applies
     :meth:`Budget.check` to spent + reserved), so concurrent calls can never overshoot the budget
@@ -331,27 +334,10 @@ class LedgerState:
     (:class:`argos.distributed.SharedLimitsChatModel` keeps it in the Dask scheduler).
     """
 
-    calls: int = 0
-    tokens: int = 0
-    cost_usd: float = 0.0
-    reserved_calls: int = 0
-    reserved_tokens: int = 0
-    reserved_cost_usd: float = 0.0
-
-    @classmethod
-    def of(cls, spent: Spend, reserved: Spend) -> LedgerState:
-        """The state with these spent and reserved amounts."""
-        return cls(*astuple(spent), *astuple(reserved))
-
-    @property
-    def spent(self) -> Spend:
-        """What completed calls used."""
-        return Spend(self.calls, self.tokens, self.cost_usd)
-
-    @property
-    def reserved(self) -> Spend:
-        """What calls in flight hold."""
-        return Spend(self.reserved_calls, self.reserved_tokens, self.reserved_cost_usd)
+    spent: Spend = Spend()
+    """What completed calls used."""
+    reserved: Spend = Spend()
+    """What calls in flight hold."""
 
     def reserve(
         self,
@@ -373,33 +359,39 @@ class LedgerState:
             cost_usd=cost_usd,
         )
         held = Spend(1, prompt_tokens + max_output_tokens, cost_usd)
-        return LedgerState.of(self.spent, self.reserved + held), held
+        return LedgerState(self.spent, self.reserved + held), held
 
     def settle(self, reservation: Spend, used: Spend | None) -> LedgerState:
         """The state after a reserved call ended: the reservation released and what it ``used``
         charged (None = the call failed and is charged nothing)."""
-        return LedgerState.of(
+        return LedgerState(
             self.spent if used is None else self.spent + used,
             Spend(
-                self.reserved_calls - reservation.calls,
-                self.reserved_tokens - reservation.tokens,
-                max(0.0, self.reserved_cost_usd - reservation.cost_usd),
+                self.reserved.calls - reservation.calls,
+                self.reserved.tokens - reservation.tokens,
+                max(0.0, self.reserved.cost_usd - reservation.cost_usd),
             ),
         )
 
     def resumed(self, before: Spend) -> LedgerState:
         """The state counting what a resumed run spent ``before``, unless it already holds at
         least that many calls (the same store kept it)."""
-        return self if self.calls >= before.calls else LedgerState.of(before, self.reserved)
+        return self if self.spent.calls >= before.calls else LedgerState(before, self.reserved)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> LedgerState:
         """Parse a stored :meth:`to_dict` value (None = nothing spent yet)."""
-        return cls(**raw) if raw else cls()
+        raw = raw or {}
+        return cls(
+            Spend(**{k: raw[k] for k in _SPEND_FIELDS if k in raw}),
+            Spend(**{k: raw[f"reserved_{k}"] for k in _SPEND_FIELDS if f"reserved_{k}" in raw}),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict of plain numbers, to store."""
-        return asdict(self)
+        """A flat dict of plain numbers, to store: ``calls``, ``tokens``, ``cost_usd`` spent and
+        ``reserved_calls``, ``reserved_tokens``, ``reserved_cost_usd``."""
+        reserved = {f"reserved_{k}": v for k, v in asdict(self.reserved).items()}
+        return {**asdict(self.spent), **reserved}
 
 
 class MeteredChatModel(WrappingChatModel):

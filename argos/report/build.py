@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, TypedDict, Unpack
 
 from argos.report.evaluation import DEFAULT_MAX_SERIES, build_eval_report
 from argos.report.html import render_html
@@ -32,41 +32,42 @@ def report_kind(path: Path) -> Literal["run", "eval"]:
     )
 
 
-def build_report(
-    path: Path,
-    *,
-    data_dir: Path | None = None,
-    baselines: Sequence[str] = DEFAULT_BASELINES,
-    max_series: int | None = None,
-    method: str | None = None,
-    progress: StatusFn | None = None,
-) -> Report:
-    """Build the report of a run or evaluation folder (recognised by :func:`report_kind`).
+class ReportOptions(TypedDict, total=False):
+    """The options :func:`build_report` and :func:`write_report` take (an unset one takes its
+    default): ``data_dir`` (the benchmark data folder; default ``$ARGOS_DATA_DIR``),
+    ``baselines`` (run reports: the methods compared with the rules; default
+    ``DEFAULT_BASELINES``), ``max_series`` (the series figures; default 60 for a run, 12 for an
+    evaluation), ``method`` (evaluation reports: the method drawn) and ``progress`` (a status
+    callback)."""
 
-    ``max_series`` bounds the series figures (default: 60 for a run, 12 for an evaluation).
-    """
+    data_dir: Path | None
+    baselines: Sequence[str]
+    max_series: int | None
+    method: str | None
+    progress: StatusFn | None
+
+
+def build_report(path: Path, **options: Unpack[ReportOptions]) -> Report:
+    """Build the report of a run or evaluation folder (recognised by :func:`report_kind`)."""
+    max_series = options.get("max_series")
     if report_kind(path) == "run":
         return build_run_report(
             path,
-            data_dir=data_dir,
-            baselines=baselines,
+            data_dir=options.get("data_dir"),
+            baselines=options.get("baselines", DEFAULT_BASELINES),
             max_series=DEFAULT_RUN_MAX_SERIES if max_series is None else max_series,
-            progress=progress,
+            progress=options.get("progress"),
         )
     return build_eval_report(
         path,
-        data_dir=data_dir,
+        data_dir=options.get("data_dir"),
         max_series=DEFAULT_MAX_SERIES if max_series is None else max_series,
-        method=method,
-        progress=progress,
+        method=options.get("method"),
+        progress=options.get("progress"),
     )
 
 
-def write_report(
-    path: Path,
-    out: Path | None = None,
-    **options: Any,
-) -> Path:
+def write_report(path: Path, out: Path | None = None, **options: Unpack[ReportOptions]) -> Path:
     """Build the report of ``path`` and write it as HTML to ``out`` (default
     ``path/report.html``); return where it was written."""
     report = build_report(path, **options)

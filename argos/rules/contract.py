@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 import linecache
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -220,28 +220,35 @@ def _check_params(
     if node is None or node.value is None:
         issues.append(Issue(0, "missing module constant PARAMS (a dict literal, may be empty {})"))
         return {}
-    value = node.value
-    if not isinstance(value, ast.Dict):
-        issues.append(
-            Issue(node.lineno, "PARAMS must be a dict literal of numbers, booleans or strings")
-        )
-        return {}
     params: dict[str, ParamValue] = {}
-    for k, v in zip(value.keys, value.values, strict=True):
-        if k is None or not (isinstance(k, ast.Constant) and isinstance(k.value, str)):
-            issues.append(Issue(value.lineno, "PARAMS keys must be string literals"))
-            continue
+    for name, v in _string_keyed_items(
+        node, "PARAMS", "a dict literal of numbers, booleans or strings", issues
+    ):
         lit = _literal_value(v)
         if lit is None:
             issues.append(
-                Issue(
-                    v.lineno,
-                    f"PARAMS[{k.value!r}] must be a number, boolean or string literal",
-                )
+                Issue(v.lineno, f"PARAMS[{name!r}] must be a number, boolean or string literal")
             )
             continue
-        params[k.value] = lit
+        params[name] = lit
     return params
+
+
+def _string_keyed_items(
+    node: ast.Assign | ast.AnnAssign, constant: str, expected: str, issues: list[Issue]
+) -> Iterator[tuple[str, ast.expr]]:
+    """The (key, value node) pairs of the dict literal assigned to ``constant``, in order. A value
+    that is not a dict literal (``constant must be {expected}``) or a key that is not a string
+    literal is an issue, recorded as the pairs are read (so issues keep the source order)."""
+    value = node.value
+    if not isinstance(value, ast.Dict):
+        issues.append(Issue(node.lineno, f"{constant} must be {expected}"))
+        return
+    for k, v in zip(value.keys, value.values, strict=True):
+        if k is None or not (isinstance(k, ast.Constant) and isinstance(k.value, str)):
+            issues.append(Issue(value.lineno, f"{constant} keys must be string literals"))
+            continue
+        yield k.value, v
 
 
 def _check_ranges(
@@ -251,18 +258,10 @@ def _check_ranges(
 ) -> dict[str, tuple[float, float]]:
     if node is None or node.value is None:
         return {}
-    value = node.value
-    if not isinstance(value, ast.Dict):
-        issues.append(
-            Issue(node.lineno, "PARAM_RANGES must be a dict literal like {'k': (1.0, 10.0)}")
-        )
-        return {}
     ranges: dict[str, tuple[float, float]] = {}
-    for k, v in zip(value.keys, value.values, strict=True):
-        if k is None or not (isinstance(k, ast.Constant) and isinstance(k.value, str)):
-            issues.append(Issue(value.lineno, "PARAM_RANGES keys must be string literals"))
-            continue
-        name = k.value
+    for name, v in _string_keyed_items(
+        node, "PARAM_RANGES", "a dict literal like {'k': (1.0, 10.0)}", issues
+    ):
         bounds = [_literal_value(e) for e in v.elts] if isinstance(v, ast.Tuple | ast.List) else []
         if len(bounds) != 2 or not all(_is_number(b) for b in bounds):
             issues.append(Issue(v.lineno, f"PARAM_RANGES[{name!r}] must be a pair (low, high)"))

@@ -573,8 +573,7 @@ _DIRECTION_CODE: dict[Direction, str] = {
     "both": "    s = np.abs(score(values, timestamps, params))\n",
 }
 
-_DETECT_TAIL = """    k = int(params["persistence"])
-    if k > 1:
+_HOLD_CODE = """    if k > 1:
         # the smallest score of the last k points: the condition held k points in a row
         held = np.full(len(s), np.nan)
         if len(s) >= k:
@@ -583,8 +582,28 @@ _DETECT_TAIL = """    k = int(params["persistence"])
             for j in range(1, k):
                 np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
         s = held
-    alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
 """
+"""The persistence step of a rendered ``detect`` (score ``s``, ``k`` points in a row); the
+generator runs the same code through :func:`directional`."""
+
+_DETECT_TAIL = (
+    '    k = int(params["persistence"])\n'
+    + _HOLD_CODE
+    + '    alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]\n'
+)
+
+
+def _compile_hold() -> Callable[[FloatArray, int], FloatArray]:
+    """:data:`_HOLD_CODE` as a function ``hold(s, k)``, so :func:`directional` runs the very lines
+    a rendered rule runs."""
+    namespace: dict[str, Any] = {"np": np}
+    code = "def hold(s, k):\n" + _HOLD_CODE + "    return s\n"
+    exec(compile(code, "<rendered persistence step>", "exec"), namespace)
+    hold: Callable[[FloatArray, int], FloatArray] = namespace["hold"]
+    return hold
+
+
+_hold = _compile_hold()
 
 _GATE_CODE: dict[Direction, str] = {
     "up": "    g = gate_score(values, timestamps, gate)\n",
@@ -779,12 +798,4 @@ def directional(score: FloatArray, direction: Direction, persistence: int) -> Fl
         s = np.abs(score)
     else:
         s = score
-    if persistence > 1:
-        held = np.full(len(s), np.nan)
-        if len(s) >= persistence:
-            last_k = held[persistence - 1 :]
-            last_k[:] = s[persistence - 1 :]
-            for j in range(1, persistence):
-                np.minimum(last_k, s[persistence - 1 - j : len(s) - j], out=last_k)
-        s = held
-    return np.nan_to_num(s, nan=-np.inf)
+    return np.nan_to_num(_hold(s, persistence), nan=-np.inf)

@@ -472,3 +472,21 @@ def test_generic_csv_round_trip(
     known = ~np.isnan(given_values)
     assert np.allclose(s.values[known], given_values[known], rtol=1e-12, atol=0)
     assert s.meta.get("filled", 0) == int((~known).sum())
+
+
+def test_empty_folders_and_sub_second_dates_are_named(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not data\n")
+    with pytest.raises(DataError, match=r"no \.csv, \.csv\.gz or \.parquet files in folder"):
+        loaders.load_generic(empty)
+    with pytest.raises(DataError, match=r"no UCR anomaly archive files \(NNN_UCR_Anomaly_"):
+        loaders.load_ucr(empty)
+    with pytest.raises(DataError, match="no such file or folder"):
+        loaders.load_ucr(tmp_path / "nowhere")
+    sub_second = tmp_path / "sub_second.csv"
+    sub_second.write_text("timestamp,value\n2024-01-01T00:00:00,1\n2024-01-01T00:00:00.5,2\n")
+    with pytest.raises(DataError) as err:
+        loaders.load_generic(sub_second)
+    assert err.value.row == 3
+    assert "has fractional seconds (whole seconds required)" in str(err.value)

@@ -226,3 +226,13 @@ def test_best_threshold_f1_is_the_event_pa_f1_of_its_labels(rows: list[tuple[flo
     # no candidate of the grid does better
     for q in np.quantile(score, B.QUANTILE_LEVELS):
         assert (event_pa(labels, score > q).f1 or 0.0) <= f1 + 1e-12
+
+
+def test_window_baselines_share_one_window_parameter() -> None:
+    assert B.RollingZScore().window == 60
+    assert B.RobustZScore(window=30).window == 30
+    assert B.SpectralResidual().window == 64
+    s = np.arange(100, dtype=np.float64)
+    np.testing.assert_array_equal(
+        B.RobustZScore(window=30).residual(s, s.astype(np.int64)), B.robust_zscore(s, 30)
+    )

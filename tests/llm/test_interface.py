@@ -37,3 +37,14 @@ def test_estimate_tokens_is_about_chars_over_four() -> None:
     assert estimate_tokens("") == 0
     assert estimate_tokens("abcd" * 100) in range(25, 101)  # tiktoken or chars/4
     assert estimate_tokens(MESSAGES) > estimate_tokens(MESSAGES[1].content)
+
+
+def test_call_options_pass_on_as_complete_keyword_arguments() -> None:
+    from argos.llm.interface import CallOptions
+
+    assert CallOptions(max_tokens=5, seed=3, json=True).as_kwargs() == {
+        "max_tokens": 5,
+        "temperature": None,
+        "seed": 3,
+        "json": True,
+    }

@@ -194,3 +194,42 @@ def test_adapter_rejects_bad_arguments() -> None:
         model.complete([], agent="generator")
     with pytest.raises(ValueError, match="agent"):
         model.complete(MESSAGES, agent="")
+
+
+@pytest.mark.parametrize(
+    ("response", "error", "message"),
+    [
+        (
+            httpx.Response(403, json={"error": {"message": "denied"}}),
+            LLMUnavailable,
+            "generator call to model 'gpt-4o-mini' was refused, check the API key "
+            "(HTTP 403: Error code: 403 - {'error': {'message': 'denied'}})",
+        ),
+        (
+            httpx.Response(418, text="teapot"),
+            LLMBadResponse,
+            "generator call to model 'gpt-4o-mini': unexpected HTTP status (HTTP 418: teapot)",
+        ),
+        (
+            httpx.ReadTimeout("read timed out"),
+            LLMTimeout,
+            "generator call to model 'gpt-4o-mini' timed out after 0 retries "
+            "(timeout 5s per attempt)",
+        ),
+        (
+            httpx.ConnectError("connection refused"),
+            LLMUnavailable,
+            "generator call to model 'gpt-4o-mini': cannot connect to http://llm.test/v1/ "
+            "after 0 retries (connection refused)",
+        ),
+    ],
+    ids=["forbidden", "teapot", "timeout", "refused"],
+)
+def test_client_errors_translate_to_exact_messages(
+    response: httpx.Response | Exception, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as info:
+        adapter(Recorder([response]), max_retries=0, timeout_s=5).complete(
+            MESSAGES, agent="generator"
+        )
+    assert str(info.value) == message

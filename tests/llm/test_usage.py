@@ -122,3 +122,27 @@ def test_metered_cached_calls_skip_budget_and_are_counted(tmp_path: Path) -> Non
     )  # over max_calls, but free: served from cache
     assert again.cached
     assert ledger.total().calls == 2 and ledger.total().cached_calls == 1
+
+
+def test_ledger_state_reserves_settles_and_stores_as_a_flat_dict() -> None:
+    from argos.llm.usage import LedgerState, Spend
+
+    budget = Budget(max_calls=5)
+    state, held = LedgerState().reserve(
+        budget, agent="generator", prompt_tokens=10, max_output_tokens=5, cost_usd=0.5
+    )
+    assert (state.spent, state.reserved, held) == (Spend(), Spend(1, 15, 0.5), Spend(1, 15, 0.5))
+    state = state.settle(held, Spend(1, 12, 0.25))
+    assert (state.spent, state.reserved) == (Spend(1, 12, 0.25), Spend(0, 0, 0.0))
+    stored = state.to_dict()
+    assert stored == {
+        "calls": 1,
+        "tokens": 12,
+        "cost_usd": 0.25,
+        "reserved_calls": 0,
+        "reserved_tokens": 0,
+        "reserved_cost_usd": 0.0,
+    }
+    assert LedgerState.from_dict(stored) == state
+    assert LedgerState.from_dict(None) == LedgerState()
+    assert state.resumed(Spend(4, 40, 1.0)).spent == Spend(4, 40, 1.0)

@@ -137,6 +137,13 @@ def test_all_problems_listed_sorted_by_line() -> None:
             "line 6: PARAMS['t'] must be a number, boolean or string literal",
         ),
         ("PARAMS = {", "PARAMS = dict(a=1) or {", "line 6: PARAMS must be a dict literal"),
+        ('PARAMS = {"t"', "PARAMS = {1", "line 6: PARAMS keys must be string literals"),
+        (
+            "PARAM_RANGES = {",
+            "PARAM_RANGES = dict(t=(1, 2)) or {",
+            "line 7: PARAM_RANGES must be a dict literal like {'k': (1.0, 10.0)}",
+        ),
+        ('PARAM_RANGES = {"t"', "PARAM_RANGES = {2", "line 7: PARAM_RANGES keys must be string"),
         ('"t": (1.0, 10.0)', '"t": (10.0, 1.0)', "line 7: PARAM_RANGES['t']: low 10.0 > high 1.0"),
         (
             '"t": (1.0, 10.0)',

@@ -227,6 +227,23 @@ def compose_or(
     return chosen, sel
 
 
+def refit_on(
+    series: Sequence[FitSeries],
+    structure: Structure,
+    gate: Gate | None,
+    all_parts: Sequence[Part],
+    base: list[BoolArray] | None,
+    config: SearchConfig,
+    quiet: int,
+) -> tuple[Structure, list[FloatArray], float]:
+    """``structure`` recentred on ``series``, its scores (where ``gate`` holds) and the threshold
+    fit on ``all_parts`` of them, given the alarms ``base`` of the rules before it."""
+    st = recenter(series, structure)
+    scores = gated_scores(series, st, gate)
+    thr, _ = fit_threshold(scores, all_parts, base, config, quiet)
+    return st, scores, thr
+
+
 def independent_or(
     series: Sequence[FitSeries],
     ranking: Sequence[Candidate],
@@ -246,9 +263,7 @@ def independent_or(
             and selection_step(c, config) < selection_step(ranking[0], config)
         ):
             break  # only shapes as good as the best one add recall without adding doubt
-        st = recenter(series, c.structure)
-        scores = scores_of(series, st)
-        thr, _ = fit_threshold(scores, all_parts, None, config, quiet)
+        st, _, thr = refit_on(series, c.structure, None, all_parts, None, config, quiet)
         if not reviewable(st, thr, config):
             continue
         keys.add(c.structure.key)
@@ -278,9 +293,7 @@ def refit_thresholds(
     out: list[RuleSpec] = []
     base: list[BoolArray] | None = None
     for r in chosen:
-        st = recenter(series, r.structure)
-        scores = gated_scores(series, st, r.gate)
-        thr, _ = fit_threshold(scores, all_parts, base, config, quiet)
+        st, scores, thr = refit_on(series, r.structure, r.gate, all_parts, base, config, quiet)
         if not math.isfinite(thr):
             continue  # adds nothing on train + validation once the earlier rules are in
         if not reviewable(st, thr, config):
