@@ -317,7 +317,7 @@ def test_batch_alerts_has_the_record_format(rules: Path) -> None:
     _, series = _points(n_series=1, n_points=500)
     with Detector.open(rules, isolation="inprocess", post=POST) as det:
         recs = batch_alerts(det, series)
-    assert recs and set(recs[0]) == {"series", "timestamp", "alert", "incident", "fired"}
+    assert recs and set(recs[0]) == {"series", "timestamp", "alert", "incident", "fired", "ruleset"}
     assert all(r["fired"] for r in recs) and np.all(np.diff([r["timestamp"] for r in recs]) > 0)
 
 
