@@ -91,7 +91,7 @@ def test_alerts_only_jsonl_output_file_and_dropped_points(tmp_path: Path) -> Non
     assert [(r["timestamp"], r["value"]) for r in recs] == [(2, 50.0), (3, -1.0)]
     assert recs[0]["series"] == "default"
     assert recs[0]["explanation"] == [
-        {"rule": "band", "condition": "the value is above `high` or below `low`."}
+        {"rule": "band", "condition": "the value is above `high` or below `low`.", "ruleset": "band"}
     ]
     summary = json.loads(proc.stderr.strip().splitlines()[-1].split("argos detect: ", 1)[1])
     assert summary["points"] == 3
