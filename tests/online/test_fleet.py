@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from argos.data.series import Dataset
 from argos.online.detector import Detector, Point, PointResult
-from argos.online.fleet import Fleet, RuleSetEntry, Routes, UnroutedSeriesError, scan_rule_sets
+from argos.online.fleet import Fleet, Routes, RuleSetEntry, UnroutedSeriesError, scan_rule_sets
 from argos.online.service import ServiceConfig, create_app
 from argos.rules.artifacts import RuleSetError, RuleSource, load_ruleset, write_ruleset
 
@@ -105,7 +105,7 @@ def test_scan_reads_a_run_folder_and_says_what_a_bad_folder_is(tmp_path: Path) -
     assert entries[SERIES[0]].series == (SERIES[0],)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(RuleSetError, match="no manifest.json here or in any sub-folder"):
+    with pytest.raises(RuleSetError, match=r"no manifest\.json here or in any sub-folder"):
         scan_rule_sets(empty)
     with pytest.raises(RuleSetError, match="one rule set that serves every series"):
         Fleet(KPI_RULES / SERIES[0], default_rules=KPI_RULES / SERIES[1])
@@ -226,9 +226,7 @@ def test_a_killed_worker_of_one_set_recovers_and_the_others_never_notice(
     errored = [i for i, r in enumerate(got[victim]) if r.errors]
     assert errored and errored[0] == first_after
     resumed = errored[-1] + 1
-    np.testing.assert_array_equal(
-        anomalies(got[victim])[resumed:], expected[victim][resumed:]
-    )
+    np.testing.assert_array_equal(anomalies(got[victim])[resumed:], expected[victim][resumed:])
 
 
 def test_service_serves_the_kpi_run_folder(
