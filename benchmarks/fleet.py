@@ -203,11 +203,42 @@ def partition_copy(src_sets: Sequence[Path], out: Path, prefix: str = "p") -> li
     return names
 
 
-def section_thousand(kpi: dict[str, tuple[np.ndarray, np.ndarray, int]], scrapes: int) -> None:
-    print("\n3. a scrape of 1,000 series spread over the 29 KPI rule sets (one point each)")
+def typical_sets(out: Path, n_sets: int, seed: int = 0) -> list[str]:
+    """``n_sets`` sets of two typical O(n) template rules (rolling z-score, level shift; LOOKBACK
+    60-70) with varied thresholds, partition ``p<j>`` each; returns the partition names."""
+    from argos.rules.templates import RuleSpec, Structure, render
+
+    rng = np.random.default_rng(seed)
+    shift = Structure("value", "level_shift", (("recent", 10.0), ("window", 60.0)), "both", 2)
+    names = []
+    for j in range(n_sets):
+        specs = {
+            "zscore_w60": RuleSpec(
+                Structure("value", "zscore", (("window", 60.0),), "both", 1),
+                float(rng.uniform(3, 6)),
+            ),
+            "level_shift": RuleSpec(shift, float(rng.uniform(2, 4))),
+        }
+        write_ruleset(
+            out / f"p{j}",
+            [RuleSource(k, render(s)) for k, s in specs.items()],
+            {"training": {"dataset": "synthetic", "partition": f"p{j}", "series": []}},
+        )
+        names.append(f"p{j}")
+    return names
+
+
+def section_thousand(
+    kpi: dict[str, tuple[np.ndarray, np.ndarray, int]], scrapes: int, which: str
+) -> None:
+    what = "the 29 KPI rule sets" if which == "kpi" else "29 typical template rule sets"
+    print(f"\n3. a scrape of 1,000 series spread over {what} (one point each)")
     keys = sorted(kpi)
     with tempfile.TemporaryDirectory() as tmp:
-        parts = partition_copy([KPI_RULES / k for k in keys], Path(tmp))
+        if which == "kpi":
+            parts = partition_copy([KPI_RULES / k for k in keys], Path(tmp))
+        else:
+            parts = typical_sets(Path(tmp), len(keys))
         data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         fns = {}
         for i in range(1000):
@@ -229,29 +260,10 @@ def section_thousand(kpi: dict[str, tuple[np.ndarray, np.ndarray, int]], scrapes
 
 
 def section_synthetic(n_sets: int, per_set: int) -> None:
-    from argos.rules.templates import RuleSpec, Structure, render
-
     print(f"\n4. synthetic fleet: {n_sets * per_set} series on {n_sets} rule sets")
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        for j in range(n_sets):
-            specs = {
-                "zscore_w60": RuleSpec(
-                    Structure("value", "zscore", (("window", 60.0),), "both", 1),
-                    float(rng.uniform(3, 6)),
-                ),
-                "level_shift": RuleSpec(
-                    Structure(
-                        "value", "level_shift", (("recent", 10.0), ("window", 60.0)), "both", 2
-                    ),
-                    float(rng.uniform(2, 4)),
-                ),
-            }
-            write_ruleset(
-                Path(tmp) / f"p{j}",
-                [RuleSource(k, render(s)) for k, s in specs.items()],
-                {"training": {"dataset": "synthetic", "partition": f"p{j}", "series": []}},
-            )
+        typical_sets(Path(tmp), n_sets)
         n = n_sets * per_set
         hist = 80  # > max LOOKBACK - 1 (70): every series holds a full history
         base = np.arange(hist + 1, dtype=np.int64) * 60 + 1_700_000_000
@@ -295,6 +307,9 @@ def section_synthetic(n_sets: int, per_set: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sections", default="1,2,3,4")
+    ap.add_argument(
+        "--scrape-sets", choices=["kpi", "typical", "both"], default="both", help="section 3"
+    )
     ap.add_argument("--scrapes", type=int, default=300)
     ap.add_argument("--sets", type=int, default=100)
     ap.add_argument("--series-per-set", type=int, default=100)
@@ -307,7 +322,8 @@ def main() -> None:
     if 2 in sections:
         section_kpi_batch(kpi)
     if 3 in sections:
-        section_thousand(kpi, args.scrapes)
+        for which in ("typical", "kpi") if args.scrape_sets == "both" else (args.scrape_sets,):
+            section_thousand(kpi, args.scrapes if which == "typical" else 10, which)
     if 4 in sections:
         section_synthetic(args.sets, args.series_per_set)
 
