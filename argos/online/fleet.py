@@ -221,9 +221,12 @@ class Routes:
                 return key
         return self.default
 
-    def series_of(self, key: str) -> list[str]:
-        """The series listed for this set (not those it gets by partition or as the default)."""
-        return [s for s, k in self.by_series.items() if k == key]
+    def listed(self) -> dict[str, list[str]]:
+        """Per set key, the series routed to it by name (not by partition or as the default)."""
+        out: dict[str, list[str]] = {}
+        for s, k in self.by_series.items():
+            out.setdefault(k, []).append(s)
+        return out
 
 
 @dataclass
@@ -650,6 +653,7 @@ class Fleet:
         """Every set: its series (listed), partition, whether it is open, its last load error,
         and when open its rules, stream-exactness, isolation (and counters)."""
         sets = []
+        listed = self.routes.listed()
         for key, e in self._entries.items():
             item: dict[str, Any] = {
                 "key": key,
@@ -657,7 +661,7 @@ class Fleet:
                 "manifest_id": e.manifest_id,
                 "name": e.name,
                 "partition": e.partition,
-                "series": self.routes.series_of(key),
+                "series": listed.get(key, []),
                 "open": key in self._slots,
                 "load_error": self.load_errors.get(key),
             }
