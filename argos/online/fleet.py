@@ -631,7 +631,13 @@ class Fleet:
                 self._entries = new_entries
                 self.routes = self._build_routes(new_entries)
                 with self._lock:
-                    for key in [*report.reloaded, *report.added, *report.removed]:
+                    # unchanged: the folder is back to the version that runs
+                    for key in [
+                        *report.reloaded,
+                        *report.added,
+                        *report.removed,
+                        *report.unchanged,
+                    ]:
                         self.load_errors.pop(key, None)
                     self.load_errors.update(report.failed)
             for slot in retired:

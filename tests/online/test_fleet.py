@@ -267,3 +267,36 @@ def test_service_serves_the_kpi_run_folder(
         assert f'argos_points_total{{outcome="unrouted",ruleset="none"}} {N + 6}.0' in text
         assert f'argos_ruleset_push_seconds_count{{ruleset="{two[1]}"}}' in text
         assert "argos_unrouted_series 1.0" in text
+
+
+def test_service_reload_of_one_set_and_a_failed_set_are_reported(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for s in SERIES[:3]:
+        shutil.copytree(KPI_RULES / s, run / s)
+    app = create_app(ServiceConfig(rules=run, isolation="inprocess"))
+    with TestClient(app) as c:
+        pts = [{"series": s, "timestamp": 1, "value": 1.0} for s in SERIES[:3]]
+        assert c.post("/v1/points", json={"points": pts}).json()["accepted"] == 3
+        rule = next((run / SERIES[0]).glob("*.py"))
+        rule.write_text(rule.read_text() + "\n# tampered\n")
+        r = c.post("/v1/rulesets/reload")
+        assert r.status_code == 409 and SERIES[0] in r.json()["detail"]
+        text = c.get("/metrics").text
+        assert f'argos_ruleset_load_error{{ruleset="{SERIES[0]}"}} 1.0' in text
+        assert f'argos_ruleset_reloads_total{{result="failed",ruleset="{SERIES[0]}"}} 1.0' in text
+        listed = {d["key"]: d for d in c.get("/v1/rulesets").json()["rulesets"]}
+        assert "tampered" in listed[SERIES[0]]["load_error"]
+        assert listed[SERIES[1]]["load_error"] is None
+        # its series keep the previous version: the next point is labelled, not refused
+        pts = [{"series": s, "timestamp": 2, "value": 1.0} for s in SERIES[:3]]
+        out = c.post("/v1/points", json={"points": pts}).json()
+        assert out["accepted"] == 3 and {p["status"] for p in out["results"]} == {"ok"}
+        # a new set appears: added, opened when its series arrives
+        shutil.copytree(KPI_RULES / SERIES[3], run / SERIES[3])
+        rule.write_text(rule.read_text().replace("\n# tampered\n", ""))
+        r = c.post("/v1/rulesets/reload")
+        assert r.status_code == 200, r.text
+        assert r.json()["added"] == [SERIES[3]] and r.json()["failed"] == {}
+        assert f'argos_ruleset_load_error{{ruleset="{SERIES[0]}"}}' not in c.get("/metrics").text
+        pts = [{"series": SERIES[3], "timestamp": 1, "value": 1.0}]
+        assert c.post("/v1/points", json={"points": pts}).json()["results"][0]["status"] == "ok"
