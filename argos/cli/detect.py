@@ -1,4 +1,8 @@
-"""``argos detect``: run an exported rule set on a metric stream (file or stdin), JSON lines out.
+"""``argos detect``: run exported rule sets on a metric stream (file or stdin), JSON lines out.
+
+``--rules`` is one rule set (every series) or a folder of rule sets such as a training run folder
+(each series served by its own set, :class:`~argos.online.fleet.Fleet`; ``--default-rules`` for
+the others, else their points are refused with status ``unrouted``).
 
 Input is read as it arrives (``tail -f metrics.csv | argos detect --rules R``): every read returns
 whatever complete lines are available, and those lines form one micro-batch, so a fast producer
@@ -24,12 +28,14 @@ import typer
 from argos.cli.options import (
     AllowNonCausalOption,
     CooldownOption,
+    DefaultRulesOption,
     IncidentGapOption,
     MinDurationOption,
     RulesFolderOption,
     StrictOption,
 )
-from argos.online.detector import Detector, Point
+from argos.online.detector import Point
+from argos.online.fleet import Fleet
 from argos.online.postprocess import PostProcessing
 from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError, WorkerLimits
@@ -254,7 +260,7 @@ def read_line_batches(stream: IO[bytes]) -> Iterator[list[tuple[int, str]]]:
 
 
 def run_detect(
-    detector: Detector,
+    detector: Fleet,
     source: IO[bytes],
     sink: IO[str],
     *,
@@ -263,14 +269,17 @@ def run_detect(
     default_series: str,
     errors: IO[str],
 ) -> dict[str, Any]:
-    """Stream ``source`` through ``detector`` writing JSON lines to ``sink``; return the summary.
+    """Stream ``source`` through the fleet writing JSON lines to ``sink``; return the summary.
 
-    Malformed lines are reported on ``errors`` with their line number and skipped.
+    Points of series no set serves are written with status ``unrouted`` and the reason (once per
+    series on ``errors`` too). Malformed lines are reported on ``errors`` with their line number
+    and skipped.
     """
     parser: CsvParser | JsonlParser = (
         CsvParser(default_series) if fmt == InputFormat.csv else JsonlParser(default_series)
     )
     malformed = 0
+    refused: set[str] = set()
     for batch in read_line_batches(source):
         points: list[Point] = []
         for lineno, text in batch:
@@ -286,9 +295,12 @@ def run_detect(
             continue
         out = []
         for r in detector.push(points):
+            if r.status == "unrouted" and r.series not in refused:
+                refused.add(r.series)
+                errors.write(f"argos detect: {r.detail}\n")
             if alerts_only and not r.alert:
                 continue
-            out.append(json.dumps(r.to_json(detector.conditions), separators=(",", ":")))
+            out.append(json.dumps(detector.result_json(r), separators=(",", ":")))
         if out:
             sink.write("\n".join(out) + "\n")
             sink.flush()
@@ -297,12 +309,41 @@ def run_detect(
     return summary
 
 
+def describe_fleet(fleet: Fleet) -> None:
+    """What runs, on stderr: the set (and its rules' stream-exactness), or the fleet's size."""
+    if not fleet.single:
+        d = fleet.describe(stats=False)
+        default = f", default set {d['default']}" if d["default"] else ""
+        typer.echo(
+            f"argos detect: {len(fleet.keys)} rule sets in {fleet.rules} "
+            f"({len(d['partitions'])} by partition{default}), opened as their series arrive",
+            err=True,
+        )
+        for key, err in fleet.load_errors.items():
+            typer.echo(f"argos detect: warning: rule set {key} cannot be used: {err}", err=True)
+        return
+    d = fleet.detector(fleet.keys[0]).describe()
+    typer.echo(
+        f"argos detect: rule set {d['name']} ({len(d['rules'])} rules, "
+        f"{d['combination']}), {d['isolation']}",
+        err=True,
+    )
+    for r in d["rules"]:
+        if r["stream_exact"] is False:
+            typer.echo(
+                f"argos detect: warning: rule {r['id']} is not stream-exact: "
+                f"{r['stream_exact_detail']}",
+                err=True,
+            )
+
+
 def register(app: typer.Typer) -> None:
     """Add ``argos detect``."""
 
     @app.command()
     def detect(
         rules: RulesFolderOption,
+        default_rules: DefaultRulesOption = None,
         input: Annotated[
             str, typer.Option("--input", "-i", help="Input file, or - for stdin.")
         ] = "-",
@@ -333,31 +374,21 @@ def register(app: typer.Typer) -> None:
             min_duration=min_duration, cooldown=cooldown, incident_gap=incident_gap
         )
         try:
-            det = Detector.open(
+            det = Fleet(
                 rules,
+                default_rules=default_rules,
                 isolation="inprocess" if trusted else "worker",
                 limits=WorkerLimits(request_seconds=timeout),
                 post=post,
                 strict=not allow_non_causal,
             )
+            if det.single:  # one set: load it now, so a broken set exits 2 before any input
+                det.detector(det.keys[0])
         except (RuleSetError, RuleWorkerError) as exc:
             typer.echo(f"argos detect: {exc}", err=True)
             raise typer.Exit(2) from None
         with det:
-            d = det.describe()
-            typer.echo(
-                f"argos detect: rule set {d['name']} ({len(d['rules'])} rules, "
-                f"{d['combination']}), {d['isolation']}",
-                err=True,
-            )
-            for r in d["rules"]:
-                if r["stream_exact"] is False:
-                    typer.echo(
-                        f"argos detect: WARNING (--allow-non-causal): rule {r['id']} is not "
-                        "stream-exact, its labels are not the evaluated ones: "
-                        f"{r['stream_exact_detail']}",
-                        err=True,
-                    )
+            describe_fleet(det)
             try:
                 source: IO[bytes] = sys.stdin.buffer if input == "-" else open(input, "rb")  # noqa: SIM115
             except OSError as exc:

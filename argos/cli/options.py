@@ -24,9 +24,24 @@ JsonTableOption = Annotated[bool, typer.Option("--json", help="Print JSON instea
 """Machine-readable output of the ``datasets`` and ``rules`` commands."""
 
 RulesFolderOption = Annotated[
-    Path, typer.Option("--rules", help="Exported rule-set folder (manifest.json + rules).")
+    Path,
+    typer.Option(
+        "--rules",
+        help="A rule-set folder (manifest.json + rules), or a folder of rule sets such as a "
+        "training run folder: each series is then served by the set whose manifest lists it "
+        "(or its partition).",
+    ),
 ]
-"""The rule set that ``detect`` and ``serve`` run."""
+"""The rule sets that ``detect``, ``serve`` and ``stream consume`` run."""
+
+DefaultRulesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--default-rules",
+        help="Rule-set folder for series that no set of --rules lists (else they are refused).",
+    ),
+]
+"""The fallback rule set of a fleet (``detect``, ``serve``, ``stream consume``)."""
 
 MinDurationOption = Annotated[int, typer.Option(min=1, help="Points the raw label must hold.")]
 CooldownOption = Annotated[int, typer.Option(min=0, help="Points without a new alert.")]

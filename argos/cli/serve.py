@@ -1,4 +1,5 @@
-"""``argos serve``: the detection service (FastAPI + uvicorn) over one rule-set folder."""
+"""``argos serve``: the detection service (FastAPI + uvicorn) over a rule-set folder or a folder of
+rule sets (a training run folder: each series served by its own set)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import typer
 from argos.cli.options import (
     AllowNonCausalOption,
     CooldownOption,
+    DefaultRulesOption,
     IncidentGapOption,
     MinDurationOption,
     RulesFolderOption,
@@ -62,6 +64,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
         rules: RulesFolderOption,
+        default_rules: DefaultRulesOption = None,
         host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8080,
         token_file: Annotated[
@@ -124,6 +127,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         config = ServiceConfig(
             rules=rules,
+            default_rules=default_rules,
             token=token,
             workers=workers,
             max_body_bytes=max_body_bytes,
@@ -139,10 +143,16 @@ def register(app: typer.Typer) -> None:
         except (RuleSetError, RuleWorkerError) as exc:
             typer.echo(f"argos serve: {exc}", err=True)
             raise typer.Exit(2) from None
-        det = api.state.holder.detector
+        fleet = api.state.fleet
+        if fleet.single:
+            det = fleet.detector(fleet.keys[0])
+            what = (
+                f"rule set {det.ruleset.name} ({len(det.rule_ids)} rules), {det.engine.isolation}"
+            )
+        else:
+            what = f"{len(fleet.keys)} rule sets (opened as their series arrive)"
         typer.echo(
-            f"argos serve: rule set {det.ruleset.name} ({len(det.rule_ids)} rules), "
-            f"{det.engine.isolation}; auth {'on' if token else 'off (loopback only)'}; "
+            f"argos serve: {what}; auth {'on' if token else 'off (loopback only)'}; "
             f"http://{host}:{port}/docs",
             err=True,
         )

@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from argos.cli.options import CooldownOption
+from argos.cli.options import CooldownOption, DefaultRulesOption, RulesFolderOption
 from argos.online.detector import Point
 from argos.online.postprocess import PostProcessing
 
@@ -102,7 +102,8 @@ def register(app: typer.Typer) -> None:
 
     @stream_app.command("consume")
     def consume_cmd(
-        rules: Annotated[Path, typer.Option(help="Rule-set folder.")],
+        rules: RulesFolderOption,
+        default_rules: DefaultRulesOption = None,
         redis_url: Annotated[str, redis_opt] = "redis://127.0.0.1:6379/0",
         name: Annotated[
             str | None, typer.Option(help="Consumer name (default consumer-PID).")
@@ -141,6 +142,7 @@ def register(app: typer.Typer) -> None:
         stats = consume(
             redis_url,
             rules,
+            default_rules=default_rules,
             name=name,
             config=cfg,
             post=post,

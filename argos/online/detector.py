@@ -70,7 +70,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PointStatus = Literal["ok", "late", "duplicate", "invalid"]
+PointStatus = Literal["ok", "late", "duplicate", "invalid", "unrouted", "unavailable"]
 
 VERIFY_SERIES = "\x00argos-stream-exactness-check"
 
@@ -94,9 +94,12 @@ class Point:
 class PointResult:
     """The detector's verdict on one point (in input order).
 
-    ``status`` is ``ok`` or why the point was dropped (``late``, ``duplicate``, ``invalid``);
-    dropped points have no labels. ``fired`` lists the rules whose label was true; ``errors`` the
-    rules that failed on this point's micro-batch (their label counts as false).
+    ``status`` is ``ok`` or why the point was dropped (``late``, ``duplicate``, ``invalid``; in a
+    :class:`~argos.online.fleet.Fleet` also ``unrouted``: no rule set for the series, and
+    ``unavailable``: its rule set failed to load or its engine is down, ``detail`` says which);
+    dropped points have no labels. ``ruleset`` names the rule set that labelled the point (its
+    key in a fleet), ``fired`` the rules whose label was true, ``errors`` the rules that failed
+    on this point's micro-batch (their label counts as false).
     """
 
     series: str
@@ -109,6 +112,8 @@ class PointResult:
     incident: int = 0
     fired: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
+    ruleset: str = ""
+    detail: str = ""
 
     def to_json(self, conditions: Mapping[str, str]) -> dict[str, Any]:
         """The JSON line/record: labels plus, when anomalous, the explanation per fired rule."""
@@ -118,15 +123,20 @@ class PointResult:
             "value": self.value if math.isfinite(self.value) else None,
             "status": self.status,
         }
+        if self.ruleset:
+            out["ruleset"] = self.ruleset
         if self.status != "ok":
+            if self.detail:
+                out["error"] = self.detail
             return out
         out["anomaly"] = self.anomaly
         out["alert"] = self.alert
         if self.anomaly:
             out["incident"] = self.incident
+        named = {"ruleset": self.ruleset} if self.ruleset else {}
         if self.fired:
             out["explanation"] = [
-                {"rule": r, "condition": conditions.get(r, "")} for r in self.fired
+                {"rule": r, "condition": conditions.get(r, ""), **named} for r in self.fired
             ]
         if self.errors:
             out["rule_errors"] = list(self.errors)
@@ -239,8 +249,11 @@ class Detector:
         post: PostProcessing | None = None,
         verify: bool = True,
         strict: bool = True,
+        key: str = "",
     ) -> None:
         self.ruleset = ruleset
+        self.key = key or Path(ruleset.directory).name
+        """The name results carry (``PointResult.ruleset``): a fleet's key, else the folder name."""
         self.engine = engine
         self.post = post or PostProcessing()
         if engine.load_errors:
@@ -292,11 +305,13 @@ class Detector:
         post: PostProcessing | None = None,
         verify: bool = True,
         strict: bool = True,
+        key: str = "",
     ) -> Detector:
         """Load a rule-set folder and start its engine.
 
         ``isolation="worker"`` (default) runs the rules in locked-down worker processes;
-        ``"inprocess"`` runs them in this process and is for trusted rules only.
+        ``"inprocess"`` runs them in this process and is for trusted rules only. ``key`` names
+        the set in results (default: the folder's name).
         """
         rs = load_rules(directory)
         codes = [r.to_code() for r in rs.rules]
@@ -307,7 +322,7 @@ class Detector:
             engine = InProcessEngine(codes)
         else:
             raise ValueError(f"isolation must be 'worker' or 'inprocess', not {isolation!r}")
-        return cls(rs, engine, post=post, verify=verify, strict=strict)
+        return cls(rs, engine, post=post, verify=verify, strict=strict, key=key)
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -503,13 +518,15 @@ class Detector:
         groups: dict[str, list[int]] = {}
         for i, p in enumerate(points):
             if not math.isfinite(p.value):
-                results[i] = PointResult(p.series, p.timestamp, p.value, "invalid")
+                results[i] = PointResult(
+                    p.series, p.timestamp, p.value, "invalid", ruleset=self.key
+                )
                 self.counters["dropped_invalid"] += 1
                 continue
             last = self._last_ts.get(p.series)
             if last is not None and p.timestamp <= last:
                 status: PointStatus = "duplicate" if p.timestamp == last else "late"
-                results[i] = PointResult(p.series, p.timestamp, p.value, status)
+                results[i] = PointResult(p.series, p.timestamp, p.value, status, ruleset=self.key)
                 self.counters[f"dropped_{status}"] += 1
                 continue
             self._last_ts[p.series] = p.timestamp
@@ -591,6 +608,7 @@ class Detector:
                 incident_l[pos],
                 fired,
                 errs_by_item.get(item_l[pos], ()),
+                self.key,
             )
         self.counters["points"] += n
         self.counters["anomalies"] += n_anomalies

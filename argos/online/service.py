@@ -1,4 +1,7 @@
-"""The detection service: a FastAPI app over one hot-reloadable rule set.
+"""The detection service: a FastAPI app over a fleet of hot-reloadable rule sets.
+
+The configured folder is one rule set (every series) or a folder of rule sets, each series served
+by its own (:class:`~argos.online.fleet.Fleet`: routing, lazy opening, per-set reload).
 
 Endpoints (all under a bearer token when one is configured, except ``/healthz``):
 
@@ -6,10 +9,12 @@ Endpoints (all under a bearer token when one is configured, except ``/healthz``)
 * ``POST /v1/streams/{series}/points``: new points of one series; stateful (history, ordering,
   post-processing kept per series).
 * ``POST /v1/points``: new points of many series at once (a scrape); stateful, one micro-batch.
-* ``GET /v1/rulesets``: the active rule set (rules, conditions, stream-exactness, isolation).
-* ``POST /v1/rulesets/reload``: load the rule-set folder again and swap atomically. Requests
-  already running finish on the old set; streams keep their state across the swap.
-* ``GET /metrics``: Prometheus text (points by outcome, anomalies, alerts, rule errors, latency).
+* ``GET /v1/rulesets``: every rule set with its series (rules, conditions, stream-exactness,
+  isolation, counters once open).
+* ``POST /v1/rulesets/reload``: reload what changed, set by set, swapping each atomically.
+  Requests already running finish on the old version; streams keep their state across the swap.
+* ``GET /metrics``: Prometheus text (points by rule set and outcome, anomalies, alerts, rule
+  errors, latency, load errors and stream-exactness by rule set).
 * ``GET /healthz``: liveness for load balancers, no token.
 * ``/docs``, ``/openapi.json``: the OpenAPI description.
 
@@ -34,6 +39,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter as Counter_
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -49,7 +55,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
-from argos.online.detector import Detector, Point, PointResult
+from argos.online.detector import Point, PointResult
+from argos.online.fleet import Fleet, UnroutedSeriesError
 from argos.online.postprocess import PostProcessing
 from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError, WorkerLimits
@@ -76,7 +83,10 @@ class ServiceConfig(BaseModel):
     """How the service runs.
 
     Attributes:
-        rules: the rule-set folder (reloads read it again).
+        rules: a rule-set folder, or a folder of rule sets (a training run folder): each series
+            is served by its own set (:class:`~argos.online.fleet.Fleet`); reloads read it again.
+        default_rules: the rule set for series no set of ``rules`` lists (else they are
+            refused).
         token: bearer token; ``None`` means no authentication (loopback only, see
             :func:`check_bind`).
         max_body_bytes: largest request body; bigger ones get 413.
@@ -93,6 +103,7 @@ class ServiceConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     rules: Path
+    default_rules: Path | None = None
     token: str | None = None
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     body_seconds: float = Field(default=30.0, gt=0)
@@ -203,8 +214,9 @@ class MultiPointsIn(BaseModel):
 
 
 class RuleHit(BaseModel):
-    """A rule that fired, with its stated abnormal condition."""
+    """A rule that fired, with its rule set and its stated abnormal condition."""
 
+    ruleset: str
     rule: str
     condition: str
 
@@ -263,18 +275,31 @@ class PushOutcome(TypedDict):
 
 
 class ServiceMetrics:
-    """Prometheus metrics of one app (own registry, so several apps can coexist in tests)."""
+    """Prometheus metrics of one app (own registry, so several apps can coexist in tests).
+
+    Detection metrics carry the rule set's key (``ruleset``; ``none`` for refused points of
+    series no set serves); the per-set gauges are refreshed from the fleet at each scrape
+    (:meth:`observe_fleet`).
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.points = Counter(
-            "argos_points", "Points received, by outcome.", ["outcome"], registry=r
+            "argos_points",
+            "Points received, by rule set and outcome.",
+            ["ruleset", "outcome"],
+            registry=r,
         )
-        self.anomalies = Counter("argos_anomalies", "Anomalous points.", registry=r)
-        self.alerts = Counter("argos_alerts", "Alerts raised (after cool-down).", registry=r)
+        self.anomalies = Counter("argos_anomalies", "Anomalous points.", ["ruleset"], registry=r)
+        self.alerts = Counter(
+            "argos_alerts", "Alerts raised (after cool-down).", ["ruleset"], registry=r
+        )
         self.rule_errors = Counter(
-            "argos_rule_errors", "Rule failures on a micro-batch.", ["rule"], registry=r
+            "argos_rule_errors",
+            "Rule failures on a micro-batch.",
+            ["ruleset", "rule"],
+            registry=r,
         )
         self.requests = Counter(
             "argos_http_requests",
@@ -296,6 +321,13 @@ class ServiceMetrics:
             buckets=(1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1),
             registry=r,
         )
+        self.set_push_latency = Histogram(
+            "argos_ruleset_push_seconds",
+            "Time of one rule set's part of a stream push (its engine round trip included).",
+            ["ruleset"],
+            buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1, 10),
+            registry=r,
+        )
         self.push_group_size = Histogram(
             "argos_stream_push_group_size",
             "Stream requests served by one detector push (concurrent requests are grouped).",
@@ -303,27 +335,63 @@ class ServiceMetrics:
             registry=r,
         )
         self.reloads = Counter(
-            "argos_reloads", "Rule-set reloads by result.", ["result"], registry=r
+            "argos_reloads", "Reloads of the rule-set folder by result.", ["result"], registry=r
+        )
+        self.set_reloads = Counter(
+            "argos_ruleset_reloads",
+            "Reloads of one rule set by result (ok, failed, added, removed).",
+            ["ruleset", "result"],
+            registry=r,
         )
         self.ruleset = Gauge(
-            "argos_ruleset_info", "The active rule set (value 1).", ["id", "digest"], registry=r
+            "argos_ruleset_info",
+            "The open rule sets (value 1) with their manifest id and digest.",
+            ["ruleset", "id", "digest"],
+            registry=r,
         )
-        self.series = Gauge("argos_series", "Series with stream state.", registry=r)
+        self.load_error = Gauge(
+            "argos_ruleset_load_error",
+            "1 when the rule set's last load failed (its previous version, if any, serves).",
+            ["ruleset"],
+            registry=r,
+        )
+        self.stream_exact = Gauge(
+            "argos_rule_stream_exact",
+            "1 when the rule passed the finite-lookback check, 0 when not.",
+            ["ruleset", "rule"],
+            registry=r,
+        )
+        self.series = Gauge("argos_series", "Series with stream state.", ["ruleset"], registry=r)
         self.worker_restarts = Gauge(
-            "argos_worker_restarts", "Rule worker restarts of the active set.", registry=r
+            "argos_worker_restarts", "Rule worker restarts, by rule set.", ["ruleset"], registry=r
+        )
+        self.unrouted_series = Gauge(
+            "argos_unrouted_series", "Series refused because no rule set serves them.", registry=r
         )
 
+    def observe_fleet(self, fleet: Fleet) -> None:
+        """Refresh the per-set gauges from the fleet."""
+        for g in (self.ruleset, self.load_error, self.stream_exact, self.series):
+            g.clear()
+        self.worker_restarts.clear()
+        for key in fleet.open_keys:
+            try:
+                det = fleet.detector(key)
+            except (RuleSetError, RuleWorkerError, UnroutedSeriesError):
+                continue
+            self.ruleset.labels(key, det.ruleset.id or det.ruleset.name, det.ruleset.digest).set(1)
+            self.series.labels(key).set(det.n_series)
+            self.worker_restarts.labels(key).set(float(getattr(det.engine, "restarts", 0)))
+            for rid, exact in det.stream_exact.items():
+                self.stream_exact.labels(key, rid).set(1.0 if exact else 0.0)
+        for key in fleet.load_errors:
+            self.load_error.labels(key).set(1)
+        self.unrouted_series.set(len(fleet.unrouted))
+
 
 # ----------------------------------------------------------------------------------------------
-# The active rule set, swapped atomically
+# Group commit of stream requests
 # ----------------------------------------------------------------------------------------------
-
-
-class _Active:
-    def __init__(self, detector: Detector) -> None:
-        self.detector = detector
-        self.inflight = 0
-        self.retired = False
 
 
 @dataclass
@@ -332,84 +400,29 @@ class _PushSlot:
 
     points: list[Point]
     done: bool = False
-    detector: Detector | None = None
     results: list[PointResult] | None = None
     error: BaseException | None = None
 
 
-class RuleSetHolder:
-    """The current detector plus reference counts, so a reload never pulls it from under a request.
-
-    Stream pushes run under ``stream_lock`` (they are serialised by the detector anyway); a reload
-    builds the new detector first, then, under that lock, copies the stream state over and swaps.
-    The old detector closes when its last in-flight request ends.
-    """
-
-    def __init__(self, config: ServiceConfig) -> None:
-        self.config = config
-        self._lock = threading.Lock()
-        self.stream_lock = threading.Lock()
-        self._reload_lock = threading.Lock()
-        self._active = _Active(self._open())
-
-    def _open(self) -> Detector:
-        c = self.config
-        return Detector.open(
-            c.rules,
-            isolation=c.isolation,
-            workers=c.workers,
-            limits=WorkerLimits(request_seconds=c.request_seconds),
-            post=c.post,
-            strict=c.strict,
-        )
-
-    def acquire(self) -> _Active:
-        """The active detector, counted as in use until :meth:`release`."""
-        with self._lock:
-            a = self._active
-            a.inflight += 1
-            return a
-
-    def release(self, a: _Active) -> None:
-        """End a use; closes a retired detector when it was the last one."""
-        with self._lock:
-            a.inflight -= 1
-            close = a.retired and a.inflight == 0
-        if close:
-            a.detector.close()
-
-    @property
-    def detector(self) -> Detector:
-        """The active detector (for read-only introspection)."""
-        return self._active.detector
-
-    def reload(self) -> Detector:
-        """Load the folder again and swap; raises (keeping the old set) when loading fails."""
-        with self._reload_lock:
-            new = self._open()
-            with self.stream_lock:
-                old = self._active
-                try:
-                    new.carry_state_from(old.detector)
-                except Exception:
-                    new.close()
-                    raise
-                with self._lock:
-                    self._active = _Active(new)
-                    old.retired = True
-                    close = old.inflight == 0
-            if close:
-                old.detector.close()
-            return new
-
-    def close(self) -> None:
-        """Stop the active detector."""
-        with self._lock:
-            a = self._active
-            a.retired = True
-            close = a.inflight == 0
-        if close:
-            a.detector.close()
+def open_fleet(config: ServiceConfig) -> Fleet:
+    """The service's fleet; a single rule-set folder is opened at once (its errors raise here),
+    the sets of a folder of rule sets open when their first series arrives."""
+    fleet = Fleet(
+        config.rules,
+        default_rules=config.default_rules,
+        isolation=config.isolation,
+        workers=config.workers,
+        limits=WorkerLimits(request_seconds=config.request_seconds),
+        post=config.post,
+        strict=config.strict,
+    )
+    if fleet.single:
+        try:
+            fleet.detector(fleet.keys[0])
+        except BaseException:
+            fleet.close()
+            raise
+    return fleet
 
 
 # ----------------------------------------------------------------------------------------------
@@ -528,34 +541,47 @@ class BodyLimitMiddleware:
 # ----------------------------------------------------------------------------------------------
 
 
-def _bounded_description(det: Detector) -> dict[str, Any]:
-    """:meth:`Detector.describe` with rule-controlled details cut to :data:`MAX_ERROR_CHARS`."""
-    out = det.describe()
-    for r in out.get("rules", []):
-        if isinstance(r.get("stream_exact_detail"), str):
-            r["stream_exact_detail"] = bounded_text(r["stream_exact_detail"])
-    return out
+def _bounded(description: dict[str, Any]) -> dict[str, Any]:
+    """A fleet's or a detector's description with rule-controlled text (stream-exactness details,
+    load errors) cut to :data:`MAX_ERROR_CHARS`, wherever it is nested."""
+
+    def cut(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: bounded_text(v) if k in _RULE_TEXT and isinstance(v, str) else cut(v)
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [cut(v) for v in node]
+        return node
+
+    return dict(cut(description))
+
+
+_RULE_TEXT = frozenset({"stream_exact_detail", "load_error", "error", "detail"})
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
-    """Build the app: loads the rule set (starting its isolated workers) immediately.
+    """Build the app over a :class:`~argos.online.fleet.Fleet` of the configured folder.
 
-    Raises :class:`~argos.online.detector.RuleSetError` or :class:`RuleWorkerError` when the rule
-    set cannot be served.
+    A single rule-set folder is loaded at once (its isolated workers started); the sets of a
+    folder of rule sets open when their first series arrives. Raises
+    :class:`~argos.rules.artifacts.RuleSetError` or :class:`RuleWorkerError` when the folder
+    cannot be served.
     """
-    holder = RuleSetHolder(config)
+    fleet = open_fleet(config)
     metrics = ServiceMetrics()
+    stream_lock = threading.Lock()
 
-    def _publish_ruleset(det: Detector) -> None:
-        metrics.ruleset.clear()
-        metrics.ruleset.labels(det.ruleset.id or det.ruleset.name, det.ruleset.digest).set(1)
+    def observe_push(key: str, n: int, seconds: float) -> None:
+        metrics.set_push_latency.labels(key).observe(seconds)
 
-    _publish_ruleset(holder.detector)
+    fleet.on_push = observe_push
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        holder.close()
+        fleet.close()
 
     app = FastAPI(
         title="Argos detection service",
@@ -568,7 +594,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
     mount_offline_docs(app)
     pending: list[_PushSlot] = []
     pending_lock = threading.Lock()
-    app.state.holder = holder
+    app.state.fleet = fleet
+    app.state.stream_lock = stream_lock  # held by the running group push (tests use it)
     app.state.stream_queue = pending  # requests waiting for a group push (diagnostics, tests)
     app.state.metrics = metrics
     app.state.config = config
@@ -609,53 +636,53 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:
-        """Liveness: the service answers and has a rule set (no token needed)."""
-        det = holder.detector
-        return {"status": "ok", "ruleset": det.ruleset.id or det.ruleset.name}
+        """Liveness: the service answers (no token needed); names its rule set, or counts them."""
+        if fleet.single:
+            return {"status": "ok", "ruleset": fleet.entry(fleet.keys[0]).manifest_id}
+        return {"status": "ok", "rulesets": len(fleet.keys), "open": len(fleet.open_keys)}
 
     @app.get("/metrics", tags=["ops"], dependencies=auth, response_class=PlainTextResponse)
     def prometheus_metrics() -> PlainTextResponse:
         """Prometheus text exposition."""
-        det = holder.detector
-        metrics.series.set(len(det.series_ids))
-        metrics.worker_restarts.set(float(getattr(det.engine, "restarts", 0)))
+        metrics.observe_fleet(fleet)
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/rulesets", tags=["rule sets"], dependencies=auth)
     def rulesets() -> dict[str, Any]:
-        """The active rule set: rules, stated conditions, stream-exactness, isolation, counters."""
-        a = holder.acquire()
-        try:
-            out = _bounded_description(a.detector)
-            out["stats"] = a.detector.stats()
-            return out
-        finally:
-            holder.release(a)
+        """Every rule set: its series, partition, load error and, once open, its rules, stated
+        conditions, stream-exactness, isolation and counters; plus the routing."""
+        return _bounded(fleet.describe())
 
     @app.post("/v1/rulesets/reload", tags=["rule sets"], dependencies=auth)
-    def reload() -> dict[str, Any]:
-        """Reload the rule-set folder and swap atomically (409 and the old set stays on failure)."""
-        try:
-            det = holder.reload()
-        except (RuleSetError, RuleWorkerError, OSError) as exc:
+    def reload(force: bool = False) -> dict[str, Any]:
+        """Reload what changed in the folder (``?force=true``: every set), set by set (other sets
+        and their streams are not touched). 409 when a set failed: it keeps its previous version;
+        the others reloaded."""
+        report = fleet.reload(force=force)
+        for key in report.reloaded:
+            metrics.set_reloads.labels(key, "ok").inc()
+        for key in report.added:
+            metrics.set_reloads.labels(key, "added").inc()
+        for key in report.removed:
+            metrics.set_reloads.labels(key, "removed").inc()
+        for key in report.failed:
+            metrics.set_reloads.labels(key, "failed").inc()
+        if report.failed:
             metrics.reloads.labels("failed").inc()
-            raise HTTPException(
-                status_code=409, detail=f"reload failed, old set kept: {bounded_text(str(exc))}"
-            ) from exc
-        except Exception as exc:  # anything a hostile rule set provokes is a counted failure
-            metrics.reloads.labels("failed").inc()
-            log.exception("reload failed")
+            detail = "; ".join(f"{k}: {v}" for k, v in report.failed.items())
             raise HTTPException(
                 status_code=409,
-                detail=f"reload failed, old set kept: {type(exc).__name__}",
-            ) from exc
+                detail=bounded_text(
+                    f"reload failed, old set kept for {', '.join(report.failed)}: {detail}"
+                ),
+            )
         metrics.reloads.labels("ok").inc()
-        _publish_ruleset(det)
-        return _bounded_description(det)
+        return _bounded({**report.to_json(), **fleet.describe(stats=False)})
 
     @app.post("/v1/detect", tags=["detect"], dependencies=auth, response_model=DetectOut)
     def detect(body: DetectIn) -> DetectOut:
-        """Label a whole series (stateless). Timestamps strictly increasing, values finite."""
+        """Label a whole series (stateless) with the rule set of ``series``. Timestamps strictly
+        increasing, values finite."""
         n = len(body.values)
         if len(body.timestamps) != n:
             raise HTTPException(
@@ -663,71 +690,67 @@ def create_app(config: ServiceConfig) -> FastAPI:
             )
         if n > config.max_points:
             raise HTTPException(422, f"{n} points is over the limit of {config.max_points}")
-        a = holder.acquire()
         t0 = time.perf_counter()
         try:
-            det = a.detector
-            try:
-                res = det.detect_arrays(
-                    np.asarray(body.timestamps, dtype=np.int64),
-                    np.asarray(body.values, dtype=np.float64),
-                    None if body.base is None else np.asarray(body.base, dtype=np.bool_),
-                )
-            except (ValueError, OverflowError) as exc:
-                raise HTTPException(422, str(exc)) from exc
-            except RuleWorkerError as exc:
-                raise HTTPException(
-                    503, f"rule engine unavailable: {bounded_text(str(exc))}"
-                ) from exc
-            events = []
-            for i in res.anomaly.nonzero()[0].tolist():
-                fired = res.rule_labels[:, i].nonzero()[0].tolist()
-                events.append(
-                    DetectEvent(
-                        index=i,
-                        timestamp=body.timestamps[i],
-                        alert=bool(res.alert[i]),
-                        incident=int(res.incident[i]),
-                        explanation=[
-                            RuleHit(rule=det.rule_ids[r], condition=det.conditions[det.rule_ids[r]])
-                            for r in fired
-                        ],
-                    )
-                )
-            for e in res.errors:
-                metrics.rule_errors.labels(e.rule_id).inc()
-            metrics.points.labels("ok").inc(n)
-            metrics.anomalies.inc(int(res.anomaly.sum()))
-            metrics.alerts.inc(int(res.alert.sum()))
-            metrics.point_latency.labels("batch").observe((time.perf_counter() - t0) / n)
-            return DetectOut(
-                ruleset=det.ruleset.id or det.ruleset.name,
-                series=body.series,
-                labels=res.anomaly.tolist(),
-                anomalies=events,
-                rule_errors=[bounded_text(f"{e.rule_id}: {e.message}") for e in res.errors],
+            det, res = fleet.detect_arrays(
+                body.series,
+                np.asarray(body.timestamps, dtype=np.int64),
+                np.asarray(body.values, dtype=np.float64),
+                None if body.base is None else np.asarray(body.base, dtype=np.bool_),
             )
-        finally:
-            holder.release(a)
+        except UnroutedSeriesError as exc:
+            metrics.points.labels("none", "unrouted").inc(n)
+            raise HTTPException(404, str(exc)) from exc
+        except (ValueError, OverflowError) as exc:  # RuleSetError is a ValueError: check first
+            if isinstance(exc, RuleSetError):
+                raise HTTPException(503, f"rule set unavailable: {bounded_text(str(exc))}") from exc
+            raise HTTPException(422, str(exc)) from exc
+        except RuleWorkerError as exc:
+            raise HTTPException(503, f"rule engine unavailable: {bounded_text(str(exc))}") from exc
+        key = det.key
+        events = []
+        for i in res.anomaly.nonzero()[0].tolist():
+            fired = res.rule_labels[:, i].nonzero()[0].tolist()
+            events.append(
+                DetectEvent(
+                    index=i,
+                    timestamp=body.timestamps[i],
+                    alert=bool(res.alert[i]),
+                    incident=int(res.incident[i]),
+                    explanation=[
+                        RuleHit(
+                            ruleset=key,
+                            rule=det.rule_ids[r],
+                            condition=det.conditions[det.rule_ids[r]],
+                        )
+                        for r in fired
+                    ],
+                )
+            )
+        for e in res.errors:
+            metrics.rule_errors.labels(key, e.rule_id).inc()
+        metrics.points.labels(key, "ok").inc(n)
+        metrics.anomalies.labels(key).inc(int(res.anomaly.sum()))
+        metrics.alerts.labels(key).inc(int(res.alert.sum()))
+        metrics.point_latency.labels("batch").observe((time.perf_counter() - t0) / n)
+        return DetectOut(
+            ruleset=key,
+            series=body.series,
+            labels=res.anomaly.tolist(),
+            anomalies=events,
+            rule_errors=[bounded_text(f"{e.rule_id}: {e.message}") for e in res.errors],
+        )
 
     def push_group(group: list[_PushSlot]) -> None:
-        """Push the points of several requests at once, on the active set (under the stream
-        lock); each slot gets its own results, or its own error."""
+        """Push the points of several requests at once (under the stream lock); each slot gets
+        its own results, or its own error."""
         try:
-            a = holder.acquire()
-        except BaseException as exc:
-            for slot in group:
-                slot.error, slot.done = exc, True
-            raise
-        try:
-            det = a.detector
             taken: list[_PushSlot] = []
             new_series: set[str] = set()
             for slot in group:
-                slot.detector = det
-                new = {p.series for p in slot.points if not det.has_series(p.series)}
+                new = {p.series for p in slot.points if not fleet.has_series(p.series)}
                 new -= new_series
-                if new and det.n_series + len(new_series) + len(new) > config.max_series:
+                if new and fleet.n_series + len(new_series) + len(new) > config.max_series:
                     slot.error = HTTPException(
                         429,
                         f"too many series (limit {config.max_series}); not tracking "
@@ -739,14 +762,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             points = [p for slot in taken for p in slot.points]
             metrics.push_group_size.observe(len(taken))
             t0 = time.perf_counter()
-            try:
-                results = det.push(points)
-            except RuleWorkerError as exc:
-                for slot in taken:
-                    slot.error = HTTPException(
-                        503, f"rule engine unavailable: {bounded_text(str(exc))}"
-                    )
-                return
+            results = fleet.push(points)
             if points:
                 metrics.point_latency.labels("stream").observe(
                     (time.perf_counter() - t0) / len(points)
@@ -761,18 +777,18 @@ def create_app(config: ServiceConfig) -> FastAPI:
                     slot.error = exc
             raise
         finally:
-            holder.release(a)
             for slot in group:
                 slot.done = True
 
     def push_points(points: list[Point]) -> PushOutcome:
-        """Stream points through the active set; the rule set's name, accepted and dropped
-        counts, and the JSON results.
+        """Stream points, each series through its own rule set; the rule set's key (when one
+        set served them all), accepted and dropped counts, and the JSON results.
 
         Group commit: requests that arrive while a push runs wait in a queue, and the next
-        request to get the stream lock pushes all of them at once (one engine round trip, one
-        packed rule call for all their series), then hands each request its own results. A
-        reload swaps sets under the same lock, so every group lands on one set.
+        request to get the stream lock pushes all of them at once (one engine round trip per
+        rule set, one packed rule call per set for all their series), then hands each request
+        its own results. A reload swaps a set under the fleet's push lock, so a set's part of a
+        group lands on one version.
         """
         n = len(points)
         if n > config.max_points:
@@ -780,7 +796,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         slot = _PushSlot(points)
         with pending_lock:
             pending.append(slot)
-        with holder.stream_lock:
+        with stream_lock:
             if not slot.done:
                 with pending_lock:
                     group = pending[:]
@@ -788,31 +804,38 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 push_group(group)
         if slot.error is not None:
             raise slot.error
-        if slot.detector is None or slot.results is None:  # never expected: fail loudly
+        if slot.results is None:  # never expected: fail loudly
             raise HTTPException(500, "the push of this request was lost")
-        det, results = slot.detector, slot.results
+        results = slot.results
         dropped: dict[str, int] = {}
-        anomalies = alerts = 0
-        errors: set[str] = set()
+        per_set: dict[str, Counter_[str]] = {}
+        errors: set[tuple[str, str]] = set()
         for r in results:
+            c = per_set.setdefault(r.ruleset or "none", Counter_())
+            c[r.status] += 1
             if r.status != "ok":
                 dropped[r.status] = dropped.get(r.status, 0) + 1
-            anomalies += r.anomaly
-            alerts += r.alert
-            errors.update(r.errors)
-        for rid in errors:
-            metrics.rule_errors.labels(rid).inc()
+                continue
+            c["anomalies"] += r.anomaly
+            c["alerts"] += r.alert
+            errors.update((r.ruleset, e) for e in r.errors)
+        for key, rid in errors:
+            metrics.rule_errors.labels(key, rid).inc()
+        for key, c in per_set.items():
+            for outcome in ("ok", "late", "duplicate", "invalid", "unrouted", "unavailable"):
+                if c[outcome]:
+                    metrics.points.labels(key, outcome).inc(c[outcome])
+            if c["anomalies"]:
+                metrics.anomalies.labels(key).inc(c["anomalies"])
+            if c["alerts"]:
+                metrics.alerts.labels(key).inc(c["alerts"])
         accepted = n - sum(dropped.values())
-        metrics.points.labels("ok").inc(accepted)
-        for k, v in dropped.items():
-            metrics.points.labels(k).inc(v)
-        metrics.anomalies.inc(anomalies)
-        metrics.alerts.inc(alerts)
+        keys = [k for k in per_set if k != "none"]
         return PushOutcome(
-            ruleset=det.ruleset.id or det.ruleset.name,
+            ruleset=keys[0] if len(keys) == 1 else "",
             accepted=accepted,
             dropped=dropped,
-            results=[r.to_json(det.conditions) for r in results],
+            results=[fleet.result_json(r) for r in results],
         )
 
     @app.post(

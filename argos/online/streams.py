@@ -45,6 +45,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from argos.online.detector import Detector, Point, PointResult
+from argos.online.fleet import Fleet, StreamDetector
 from argos.online.postprocess import PostProcessing, SeriesState
 
 GROUP = "detectors"
@@ -200,6 +201,7 @@ def read_alerts(client: Any, config: StreamConfig) -> list[dict[str, Any]]:
                 "alert": rec["alert"] == "1",
                 "incident": int(rec["incident"]),
                 "fired": [r for r in rec["fired"].split(",") if r],
+                "ruleset": rec.get("ruleset", ""),
             }
         )
     return out
@@ -216,20 +218,25 @@ class ConsumerStats:
     fenced: int = 0
     restored: int = 0
     bad_snapshots: int = 0
+    unrouted: int = 0
     acquired: list[int] = field(default_factory=list)
 
 
 class StreamConsumer:
     """One detector process of the consumer group (see the module docstring for the protocol).
 
-    Call :meth:`step` in a loop (or :meth:`run`); each step renews or takes leases, then
-    processes at most one micro-batch per owned partition.
+    ``detector`` is a :class:`Detector` (one rule set for every series) or a
+    :class:`~argos.online.fleet.Fleet` (each series routed to its own set: a partition stream
+    carries points of many sets; points of series no set serves are acknowledged and counted in
+    ``ConsumerStats.unrouted``, never retried). Call :meth:`step` in a loop (or :meth:`run`);
+    each step renews or takes leases, then processes at most one micro-batch per owned
+    partition.
     """
 
     def __init__(
         self,
         client: Any,
-        detector: Detector,
+        detector: StreamDetector,
         name: str,
         config: StreamConfig | None = None,
     ) -> None:
@@ -335,6 +342,7 @@ class StreamConsumer:
             self._lose(k)
             return 0
         self.stats.points += len(points)
+        self.stats.unrouted += sum(1 for r in results if r.status == "unrouted")
         self.stats.batches += 1
         return len(points)
 
@@ -385,6 +393,7 @@ class StreamConsumer:
                             "alert": "1" if r.alert else "0",
                             "incident": str(r.incident),
                             "fired": ",".join(r.fired),
+                            "ruleset": r.ruleset,
                         },
                     )
                 if snaps:
@@ -429,16 +438,23 @@ class StreamConsumer:
 
 
 def batch_alerts(
-    detector: Detector, series: Mapping[str, tuple[Sequence[int], Sequence[float]]]
+    detector: Detector | Fleet, series: Mapping[str, tuple[Sequence[int], Sequence[float]]]
 ) -> list[dict[str, Any]]:
     """What batch detection says for the same points, in the output stream's record format
-    (one record per anomalous point), sorted by (series, timestamp)."""
+    (one record per anomalous point), sorted by (series, timestamp). With a fleet, each series
+    is labelled by its own rule set (series no set serves are left out)."""
     out: list[dict[str, Any]] = []
     for s in sorted(series):
         t, v = series[s]
-        res = detector.detect_arrays(np.asarray(t, dtype=np.int64), np.asarray(v))
+        ts, vs = np.asarray(t, dtype=np.int64), np.asarray(v, dtype=np.float64)
+        if isinstance(detector, Fleet):
+            if detector.route(s) is None:
+                continue
+            det, res = detector.detect_arrays(s, ts, vs)
+        else:
+            det, res = detector, detector.detect_arrays(ts, vs)
         for i in np.flatnonzero(res.anomaly).tolist():
-            fired = [detector.rule_ids[r] for r in np.flatnonzero(res.rule_labels[:, i]).tolist()]
+            fired = [det.rule_ids[r] for r in np.flatnonzero(res.rule_labels[:, i]).tolist()]
             out.append(
                 {
                     "series": s,
@@ -446,6 +462,7 @@ def batch_alerts(
                     "alert": bool(res.alert[i]),
                     "incident": int(res.incident[i]),
                     "fired": fired,
+                    "ruleset": det.key,
                 }
             )
     return out
@@ -455,16 +472,31 @@ def consume(
     url: str,
     rules: Path,
     *,
+    default_rules: Path | None = None,
     name: str | None = None,
     config: StreamConfig | None = None,
     post: PostProcessing | None = None,
     isolation: Literal["worker", "inprocess"] = "worker",
     max_idle_s: float | None = None,
 ) -> ConsumerStats:
-    """Run one consumer process until SIGTERM/SIGINT (or ``max_idle_s`` without input)."""
+    """Run one consumer process until SIGTERM/SIGINT (or ``max_idle_s`` without input).
+
+    ``rules`` is a rule-set folder or a folder of rule sets (a training run folder), served as a
+    :class:`~argos.online.fleet.Fleet` (each series by its own set, ``default_rules`` for the
+    others); the sets of a folder open when their first series arrives, inside a step: keep
+    ``lease_ms`` above a set's opening time (about 0.5 s per set on a quiet host), or a lease may
+    expire during it (the commit is then fenced and the batch re-read: correct, but wasted).
+    """
     redis = _import_redis()
     client = redis.Redis.from_url(url)
-    detector = Detector.open(rules, isolation=isolation, post=post)
+    detector = Fleet(rules, default_rules=default_rules, isolation=isolation, post=post)
+    if detector.single:  # one set: open it before taking leases (a set opens in ~0.5 s)
+        try:
+            detector.detector(detector.keys[0])
+        except BaseException:
+            detector.close()
+            client.close()
+            raise
     consumer = StreamConsumer(client, detector, name or f"consumer-{os.getpid()}", config)
 
     def on_signal(signum: int, frame: Any) -> None:

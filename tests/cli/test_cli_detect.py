@@ -21,6 +21,7 @@ from argos.cli.detect import (
     parse_timestamp,
     read_line_batches,
 )
+from argos.data.series import Dataset
 from argos.online.detector import Detector, verification_sample
 from argos.rules.artifacts import RuleSource, write_ruleset
 
@@ -92,7 +93,11 @@ def test_alerts_only_jsonl_output_file_and_dropped_points(tmp_path: Path) -> Non
     assert [(r["timestamp"], r["value"]) for r in recs] == [(2, 50.0), (3, -1.0)]
     assert recs[0]["series"] == "default"
     assert recs[0]["explanation"] == [
-        {"rule": "band", "condition": "the value is above `high` or below `low`."}
+        {
+            "rule": "band",
+            "condition": "the value is above `high` or below `low`.",
+            "ruleset": "band",
+        }
     ]
     summary = json.loads(proc.stderr.strip().splitlines()[-1].split("argos detect: ", 1)[1])
     assert summary["points"] == 3
@@ -248,3 +253,49 @@ def test_non_causal_set_is_refused_unless_allow_non_causal(tmp_path: Path) -> No
     proc = run_cli([*args, "--allow-non-causal"], "timestamp,value\n10,1\n")
     assert proc.returncode == 0, proc.stderr
     assert "WARNING (--allow-non-causal): rule global_z is not stream-exact" in proc.stderr
+
+
+KPI_RULES = Path(__file__).resolve().parents[2] / "rules" / "kpi"
+
+
+def test_a_training_run_folder_routes_each_series_to_its_own_set(kpi_dataset: Dataset) -> None:
+    """``--rules RUN_DIR`` on a multi-series CSV of real KPI data: every series gets its own
+    set's labels, a series no set lists is refused (or served by --default-rules)."""
+    wanted = ["301c70d8-1630-35ac-8f96-bc1b6f4359ea", "0efb375b-b902-3661-ab23-9a0bb799f4e3"]
+    data = {}
+    for s in kpi_dataset.series:
+        if s.id in wanted:
+            a = int(s.meta["test_start"])
+            data[s.id] = (s.timestamps[a : a + 2000], s.values[a : a + 2000])
+    data["new-kpi"] = data[wanted[0]]
+    lines = ["series,timestamp,value"] + [
+        f"{name},{t[i]},{float(v[i])!r}" for i in range(2000) for name, (t, v) in data.items()
+    ]
+    stdin = "\n".join(lines) + "\n"
+    proc = run_cli(["--rules", str(KPI_RULES)], stdin, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    recs = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert "29 rule sets" in proc.stderr
+    assert "no rule set for series 'new-kpi'" in proc.stderr
+    for name in wanted:
+        with Detector.open(KPI_RULES / name, isolation="inprocess", verify=False) as det:
+            expected = det.detect_arrays(*data[name]).anomaly
+        got = [r for r in recs if r["series"] == name]
+        assert {r["ruleset"] for r in got} == {name}
+        np.testing.assert_array_equal(np.array([r["anomaly"] for r in got]), expected)
+    assert {r["status"] for r in recs if r["series"] == "new-kpi"} == {"unrouted"}
+    summary = json.loads(proc.stderr.strip().splitlines()[-1].split("argos detect: ", 1)[1])
+    assert summary["unrouted"] == 2000 and summary["rulesets_open"] == 2
+    # the same input with a default set: the new series gets that set's labels
+    default = KPI_RULES / wanted[0]
+    proc = run_cli(
+        ["--rules", str(KPI_RULES), "--default-rules", str(default), "--alerts-only"],
+        stdin,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    recs = [json.loads(x) for x in proc.stdout.splitlines()]
+    mine = [r["timestamp"] for r in recs if r["series"] == wanted[0]]
+    new = [r["timestamp"] for r in recs if r["series"] == "new-kpi"]
+    assert new == mine and new
+    assert {r["ruleset"] for r in recs if r["series"] == "new-kpi"} == {"default"}

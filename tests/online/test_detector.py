@@ -263,6 +263,7 @@ def test_late_duplicate_and_invalid_points_are_dropped_counted_and_reported(
             "timestamp": 100,
             "value": 2.0,
             "status": "duplicate",
+            "ruleset": sensitive_rules.name,
         }
         stats = det.stats()
         assert stats["points"] == 3
@@ -287,8 +288,13 @@ def test_alert_carries_rule_ids_and_conditions(tmp_path: Path) -> None:
         assert [r.anomaly for r in res] == [False, False, True, False, True]
         rec = res[2].to_json(det.conditions)
         assert rec["explanation"] == [
-            {"rule": "band", "condition": "the value is above `high` or below `low`."}
+            {
+                "rule": "band",
+                "condition": "the value is above `high` or below `low`.",
+                "ruleset": "rs",
+            }
         ]
+        assert rec["ruleset"] == "rs"
         assert rec["incident"] == 1 and res[4].incident == 2
         assert "explanation" not in res[0].to_json(det.conditions)
 

@@ -161,14 +161,16 @@ def test_broken_json_and_oversized_bodies(client: TestClient) -> None:
 
 def test_rulesets_and_metrics(client: TestClient) -> None:
     info = client.get("/v1/rulesets", headers=AUTH).json()
-    assert [r["id"] for r in info["rules"]] == ["robust_z", "threshold", "flat_line"]
-    assert all(r["stream_exact"] for r in info["rules"])
-    assert "isolated worker" in info["isolation"]
+    (rs,) = info["rulesets"]
+    assert [r["id"] for r in rs["rules"]] == ["robust_z", "threshold", "flat_line"]
+    assert all(r["stream_exact"] for r in rs["rules"])
+    assert "isolated worker" in rs["isolation"]
     client.post(
         "/v1/streams/m/points", json={"points": [{"timestamp": 1, "value": 1.0}]}, headers=AUTH
     )
     text = client.get("/metrics", headers=AUTH).text
-    assert 'argos_points_total{outcome="ok"}' in text
+    assert 'argos_points_total{outcome="ok",ruleset="basic"}' in text
+    assert 'argos_rule_stream_exact{rule="robust_z",ruleset="basic"} 1.0' in text
     assert (
         'argos_request_latency_seconds_bucket{le="0.001",route="/v1/streams/{series}/points"}'
         in text
@@ -186,7 +188,8 @@ def test_reload_swaps_atomically_and_keeps_stream_state(tmp_path: Path) -> None:
         band_rules(folder, high=100.0)  # re-export with a new threshold
         r = c.post("/v1/rulesets/reload")
         assert r.status_code == 200, r.text
-        assert r.json()["rules"][0]["params"]["high"] == 100.0
+        assert r.json()["reloaded"] == ["band"]
+        assert r.json()["rulesets"][0]["rules"][0]["params"]["high"] == 100.0
         # state carried over: the old timestamp is still known (duplicate), the new rule applies
         again = c.post("/v1/streams/s/points", json=pts).json()
         assert again["dropped"] == {"duplicate": 1}
@@ -281,7 +284,7 @@ def test_external_base_labels_through_the_api(tmp_path: Path) -> None:
         assert r.json()["labels"] == [False, True, True]
         pts = {"points": [{"timestamp": 1, "value": 1.0, "base": True}]}
         assert c.post("/v1/streams/x/points", json=pts).json()["results"][0]["anomaly"] is True
-        assert c.get("/v1/rulesets").json()["external_base"] == "csv:base.csv"
+        assert c.get("/v1/rulesets").json()["rulesets"][0]["external_base"] == "csv:base.csv"
 
 
 def test_rule_errors_reach_metrics(tmp_path: Path) -> None:
@@ -292,15 +295,15 @@ def test_rule_errors_reach_metrics(tmp_path: Path) -> None:
         pts = {"points": [{"timestamp": 1, "value": 5000.0}]}
         out = c.post("/v1/streams/s/points", json=pts).json()
         assert out["results"][0]["rule_errors"] == ["boom"]
-        assert 'argos_rule_errors_total{rule="boom"} 1.0' in c.get("/metrics").text
+        assert 'argos_rule_errors_total{rule="boom",ruleset="boom"} 1.0' in c.get("/metrics").text
         info = c.get("/v1/rulesets").json()
-        assert info["stats"]["rule_errors"] == {"boom": 1}
+        assert info["rulesets"][0]["stats"]["rule_errors"] == {"boom": 1}
         # the batch endpoint: the rule's error as "id: message", its metric under the rule id
         batch = {"timestamps": [1, 2], "values": [1.0, 5000.0]}
         out = c.post("/v1/detect", json=batch).json()
         assert [e.split(": ", 1)[0] for e in out["rule_errors"]] == ["boom"]
         assert "value too large" in out["rule_errors"][0]
-        assert 'argos_rule_errors_total{rule="boom"} 2.0' in c.get("/metrics").text
+        assert 'argos_rule_errors_total{rule="boom",ruleset="boom"} 2.0' in c.get("/metrics").text
 
 
 def test_concurrent_stream_requests_are_grouped_into_one_push(
@@ -335,7 +338,7 @@ def test_concurrent_stream_requests_are_grouped_into_one_push(
 
     before = groups()
     threads = [threading.Thread(target=send, args=(k,)) for k in data]
-    with app.state.holder.stream_lock:  # a push "in progress": the requests queue up
+    with app.state.stream_lock:  # a push "in progress": the requests queue up
         for th in threads:
             th.start()
         deadline = time.monotonic() + 30

@@ -169,7 +169,7 @@ def _reloader(base: str) -> list[int]:
     with httpx.Client(base_url=base, headers=AUTH, timeout=120) as c:
         for _ in range(3):
             time.sleep(0.5)
-            codes.append(c.post("/v1/rulesets/reload").status_code)
+            codes.append(c.post("/v1/rulesets/reload?force=true").status_code)
     return codes
 
 
@@ -216,7 +216,7 @@ def test_concurrent_clients_abuse_and_reload(
     assert httpx.get(f"{base}/healthz", timeout=5).json()["status"] == "ok"
     metrics = httpx.get(f"{base}/metrics", headers=AUTH, timeout=5).text
     assert 'argos_reloads_total{result="ok"} 3.0' in metrics
-    assert 'argos_points_total{outcome="ok"} ' in metrics
+    assert 'argos_points_total{outcome="ok",ruleset="rules"} ' in metrics
     assert elapsed < 120, f"load test took {elapsed:.1f} s"
 
 

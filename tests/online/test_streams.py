@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 
 from argos.data.demo import make_demo_dataset
+from argos.data.series import Dataset
 from argos.online.detector import Detector, Point
+from argos.online.fleet import Fleet
 from argos.online.postprocess import PostProcessing, SeriesState
 from argos.online.streams import (
     StreamConfig,
@@ -317,7 +319,7 @@ def test_batch_alerts_has_the_record_format(rules: Path) -> None:
     _, series = _points(n_series=1, n_points=500)
     with Detector.open(rules, isolation="inprocess", post=POST) as det:
         recs = batch_alerts(det, series)
-    assert recs and set(recs[0]) == {"series", "timestamp", "alert", "incident", "fired"}
+    assert recs and set(recs[0]) == {"series", "timestamp", "alert", "incident", "fired", "ruleset"}
     assert all(r["fired"] for r in recs) and np.all(np.diff([r["timestamp"] for r in recs]) > 0)
 
 
@@ -362,3 +364,42 @@ def test_an_unreadable_state_snapshot_is_skipped_not_fatal(client: Any, rules: P
         # the series started afresh and its state is now written in the current format
         saved = SeriesState.model_validate_json(client.hget(cfg.state, first))
         assert saved.series == first and saved.last_timestamp == series[first][0][-1]
+
+
+KPI_RULES = Path(__file__).resolve().parents[2] / "rules" / "kpi"
+
+
+@pytest.mark.timeout(180)
+def test_consumers_route_each_kpi_series_to_its_own_rule_set(
+    client: Any, kpi_dataset: Dataset
+) -> None:
+    """A partition stream carries points of many rule sets: two consumers serving the committed
+    KPI run folder give each series its own set's alerts; an unknown series is acknowledged and
+    counted, never retried."""
+    cfg = StreamConfig(prefix="fleet", partitions=4, batch=300)
+    wanted = {
+        "301c70d8-1630-35ac-8f96-bc1b6f4359ea",
+        "431a8542-c468-3988-a508-3afd06a218da",
+        "0efb375b-b902-3661-ab23-9a0bb799f4e3",
+    }
+    series: dict[str, Any] = {}
+    for s in kpi_dataset.series:
+        if s.id in wanted:
+            a = int(s.meta["test_start"])
+            series[s.id] = (s.timestamps[a : a + 2000].tolist(), s.values[a : a + 2000].tolist())
+    series["no-such-kpi"] = series["0efb375b-b902-3661-ab23-9a0bb799f4e3"]
+    points = [Point(k, int(t[i]), float(v[i])) for i in range(2000) for k, (t, v) in series.items()]
+    fleets = [Fleet(KPI_RULES, isolation="inprocess", post=POST) for _ in range(2)]
+    try:
+        consumers = [StreamConsumer(client, f, f"c{i}", cfg) for i, f in enumerate(fleets)]
+        publish(client, cfg, points)
+        _drain(consumers, client, cfg)
+        assert sum(c.stats.unrouted for c in consumers) == 2000
+        want = batch_alerts(fleets[0], series)
+    finally:
+        for f in fleets:
+            f.close()
+    got = read_alerts(client, cfg)
+    assert all(a["ruleset"] == a["series"] for a in got)
+    assert len({a["series"] for a in want}) == 3 and len(want) >= 10
+    assert sorted(got, key=_key) == want
