@@ -17,7 +17,7 @@ from argos.data.demo import make_demo_dataset
 from argos.evaluation.harness import evaluate
 from argos.metrics import format_score
 from argos.training.builtin.method import BuiltinGenerator
-from argos.training.driver import train_dataset
+from argos.training.driver import OutDirInUseError, claim_out_dir, train_dataset
 
 DEMO_BASELINES = ("robust-zscore", "spectral-residual")
 
@@ -34,6 +34,12 @@ def register(app: typer.Typer) -> None:
         console = Console()
         console.print("using the builtin generator (no LLM needed for the demo)")
         dataset = make_demo_dataset()
+        try:
+            # The demo's folder holds the demo's last run: replace it, never mix two runs.
+            replaced = claim_out_dir(out, overwrite=True)
+        except OutDirInUseError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         with console.status("training rules on the demo train/validation parts..."):
             summary = train_dataset(
                 dataset, generator=BuiltinGenerator(), out_dir=out, workers=workers
@@ -68,3 +74,5 @@ def register(app: typer.Typer) -> None:
         if first is not None:
             console.print(f"for example: {Path(first.path or '') / (first.rules[0] + '.py')}")
         console.print(f"see every series, detection and rule: argos report {out}")
+        if replaced:
+            console.print(f"(replaced the previous demo run in {out})")

@@ -109,3 +109,39 @@ def test_train_a_series_without_labels_says_its_rule_is_unsupervised(
     )
     rs = load_ruleset(out / "quiet")
     assert [r.id for r in rs.rules] == ["band_value_both"]
+
+
+def test_train_twice_into_one_out_refuses_then_overwrite_replaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 4: a second run into a non-empty --out would mix two runs' rule sets under a
+    summary naming only the second; it is refused, and --overwrite says what it removed."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "rules"
+    base = ["train", "--dataset", "demo", "--out", str(out), "--workers", "1"]
+    first = runner.invoke(app, [*base, "--series", "cpu_util"], env=NO_LLM)
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, [*base, "--series", "error_rate"], env=NO_LLM)
+    assert again.exit_code == 2
+    assert "would mix two runs" in again.output and "--overwrite" in again.output
+    assert not (out / "error_rate").exists() and (out / "cpu_util").is_dir()
+    replaced = runner.invoke(app, [*base, "--series", "error_rate", "--overwrite"], env=NO_LLM)
+    assert replaced.exit_code == 0, replaced.output
+    assert "removed the previous run" in replaced.output and "cpu_util/" in replaced.output
+    assert sorted(p.name for p in out.iterdir()) == ["error_rate", "summary.json"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [u["unit"] for u in summary["units"]] == ["error_rate"]
+
+
+def test_train_overwrite_never_removes_files_a_run_did_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    args = ["train", "--dataset", "demo", "--series", "cpu_util", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--overwrite"], env=NO_LLM)
+    assert result.exit_code == 2
+    assert "no training run wrote (notes.txt)" in result.output
+    assert (out / "notes.txt").read_text() == "keep me"
