@@ -13,13 +13,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from argos.data.demo import make_demo_dataset
+from argos.data.demo import DEMO_SERIES, make_demo_dataset
 from argos.evaluation.harness import evaluate
 from argos.metrics import format_score
 from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import OutDirInUseError, claim_out_dir, train_dataset
 
 DEMO_BASELINES = ("robust-zscore", "spectral-residual")
+
+
+def demo_legend() -> list[str]:
+    """The two lines under the demo table: what event-PA and pooled F1 mean, what the data is
+    (the incident kinds are listed in datasets/README.md and :mod:`argos.data.demo`)."""
+    kinds = {k for ks in DEMO_SERIES.values() for k in ks}
+    return [
+        "event-PA: an incident is found if any alarm is in it; pooled F1 sums all series",
+        f"data: {len(DEMO_SERIES)} synthetic service metrics, 14 days at 5 min, "
+        f"{len(kinds)} kinds of incident",
+    ]
 
 
 def register(app: typer.Typer) -> None:
@@ -65,6 +76,8 @@ def register(app: typer.Typer) -> None:
                 format_score(pooled["f1"]),
             )
         console.print(table)
+        for line in demo_legend():
+            console.print(line, markup=False, highlight=False)
         n_rules = sum(len(u.rules) for u in summary.units)
         console.print(
             f"{n_rules} rules exported to {out}/<series>/ (read them: they are plain Python), "

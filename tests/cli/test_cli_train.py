@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from argos.cli import app
+from argos.cli.demo import demo_legend
 from argos.rules.artifacts import load_ruleset
 
 runner = CliRunner()
@@ -83,6 +84,8 @@ def test_demo_trains_evaluates_and_points_at_the_rules(tmp_path: Path, monkeypat
 
     # measured: argos-builtin .694, spectral-residual .598, robust-zscore .493 (6 series)
     assert f1("argos-builtin") > max(f1("robust-zscore"), f1("spectral-residual")) + 0.05
+    for line in demo_legend():  # what event-PA / pooled F1 mean and what the data is
+        assert line in result.output
     assert "for example:" in result.output
     example = Path(result.output.split("for example:")[1].split()[0])
     assert example.is_file() and "Abnormal:" in example.read_text()
