@@ -217,23 +217,21 @@ def register(app: typer.Typer) -> None:
         review with --from DIR (in place, or into --out).
         """
         console = Console(stderr=as_json)
-        if out is None and from_dir is None:
+        target = out if out is not None else from_dir
+        if target is None:
             console.print("[red]error:[/red] give --out DIR (or --from DIR to re-pack in place)")
             raise typer.Exit(2)
-        target = out if out is not None else from_dir
-        assert target is not None
         in_place = from_dir is not None and target.resolve() == from_dir.resolve()
-        if target.exists() and any(target.iterdir()) and not in_place:
+        if target.exists() and not in_place and (not target.is_dir() or any(target.iterdir())):
             console.print(
                 f"[red]error:[/red] {target} is not empty: pack into a new folder, or re-pack "
-                f"it in place with --from {target}",
-                markup=True,
+                f"it in place with --from {target}"
             )
             raise typer.Exit(2)
         try:
             plan = plan_pack(list(rules or []), from_dir)
         except PackError as exc:
-            console.print(f"[red]error:[/red] {exc}", markup=True)
+            console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
         checks: dict[str, dict[str, Any]] = {}
         try:
@@ -290,7 +288,7 @@ def _print_pack(console: Console, report: dict[str, Any], inexact: dict[str, str
         table.add_row(r["id"], r["change"], r["status"] or "–", exact, detail)
     console.print(table)
     if "(rule set)" in inexact:
-        console.print(f"[red]refused:[/red] {inexact['(rule set)']}", markup=True)
+        console.print(f"[red]refused:[/red] {inexact['(rule set)']}")
     if report["ok"]:
         m = report["manifest"]
         console.print(
