@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.argos-installed
 
-.PHONY: demo test lint typecheck check install install-llm-server clean
+.PHONY: demo test readme-tasks lint typecheck check install install-llm-server clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: $(STAMP) $(if $(filter 1,$(ARGOS_TEST_LLM)),$(LLM_STAMP))
 	sh scripts/ensure_redis.sh
 	sh scripts/ensure_promtool.sh
 	$(PY) -m pytest -q
+
+# Every row of the README's task table through the real CLI, writing only to a temporary folder;
+# fails when a row breaks or the checkout is left changed (scripts/readme_tasks.py; ~2.5 min).
+readme-tasks: $(STAMP)
+	$(PY) scripts/readme_tasks.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check argos tests benchmarks scripts

@@ -219,21 +219,43 @@ def method_names(kind: MethodKind | None = None) -> list[str]:
     return [n for n, k in kinds.items() if kind is None or k == kind]
 
 
+def _spec_names(spec: str | Sequence[str]) -> list[str]:
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    return [n for n in names if n]
+
+
 def resolve_methods(spec: str | Sequence[str]) -> list[MethodInfo]:
     """Turn ``"a,b,c"``, ``"all"`` or a list of names into methods (order kept, no duplicates).
 
-    ``all`` (alone or inside the list) expands to every registered method.
+    ``all`` (alone or inside the list) expands to every registered method. A catalogued optional
+    method whose package is missing is left out, not an error: :func:`unavailable_methods` names
+    it and says how to install it, so the caller can show the gap instead of hiding it.
     """
-    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
-    names = [n for n in names if n]
+    names = _spec_names(spec)
     if not names:
         raise ValueError("no methods given")
     out: list[MethodInfo] = []
     seen: set[str] = set()
+    missing = unavailable_methods(names)
     for name in names:
         expanded = method_names() if name == "all" else [name]
         for item in expanded:
-            if item not in seen:
+            if item not in seen and item not in missing:
                 seen.add(item)
                 out.append(get_method(item))
     return out
+
+
+def unavailable_methods(spec: str | Sequence[str]) -> dict[str, str]:
+    """The catalogued optional methods that ``spec`` asks for (by name, or through ``all``) but
+    whose package is not installed: name -> what is missing and how to install it."""
+    names = _spec_names(spec)
+    wanted = list(CATALOGUE) if "all" in names else names
+    missing: dict[str, str] = {}
+    for name in wanted:
+        entry = CATALOGUE.get(name)
+        if entry is not None and entry.requires and not _importable(entry.requires):
+            missing[name] = (
+                f"needs the optional package {entry.requires} (pip install 'argos-rules[peers]')"
+            )
+    return missing

@@ -13,13 +13,24 @@ import typer
 from rich.table import Table
 
 from argos.cli.console import output_console
-from argos.data.demo import make_demo_dataset
+from argos.data.demo import DEMO_SERIES, make_demo_dataset
 from argos.evaluation.harness import evaluate
 from argos.metrics import format_score
 from argos.training.builtin.method import BuiltinGenerator
-from argos.training.driver import train_dataset
+from argos.training.driver import OutDirInUseError, claim_out_dir, train_dataset
 
 DEMO_BASELINES = ("robust-zscore", "spectral-residual")
+
+
+def demo_legend() -> list[str]:
+    """The two lines under the demo table: what event-PA and pooled F1 mean, what the data is
+    (the incident kinds are listed in datasets/README.md and :mod:`argos.data.demo`)."""
+    kinds = {k for ks in DEMO_SERIES.values() for k in ks}
+    return [
+        "event-PA: an incident is found if any alarm is in it; pooled F1 sums all series",
+        f"data: {len(DEMO_SERIES)} synthetic service metrics, 14 days at 5 min, "
+        f"{len(kinds)} kinds of incident",
+    ]
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +45,12 @@ def register(app: typer.Typer) -> None:
         console = output_console()
         console.print("using the builtin generator (no LLM needed for the demo)")
         dataset = make_demo_dataset()
+        try:
+            # The demo's folder holds the demo's last run: replace it, never mix two runs.
+            replaced = claim_out_dir(out, overwrite=True)
+        except OutDirInUseError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         with console.status("training rules on the demo train/validation parts..."):
             summary = train_dataset(
                 dataset, generator=BuiltinGenerator(), out_dir=out, workers=workers
@@ -59,6 +76,8 @@ def register(app: typer.Typer) -> None:
                 format_score(pooled["f1"]),
             )
         console.print(table)
+        for line in demo_legend():
+            console.print(line, markup=False, highlight=False)
         n_rules = sum(len(u.rules) for u in summary.units)
         console.print(
             f"{n_rules} rules exported to {out}/<series>/ (read them: they are plain Python), "
@@ -68,3 +87,5 @@ def register(app: typer.Typer) -> None:
         if first is not None:
             console.print(f"for example: {Path(first.path or '') / (first.rules[0] + '.py')}")
         console.print(f"see every series, detection and rule: argos report {out}")
+        if replaced:
+            console.print(f"(replaced the previous demo run in {out})")

@@ -27,7 +27,13 @@ from argos.evaluation.harness import (
     run_info,
     write_results,
 )
-from argos.methods import UnknownMethodError, get_method, method_names, resolve_methods
+from argos.methods import (
+    UnknownMethodError,
+    get_method,
+    method_names,
+    resolve_methods,
+    unavailable_methods,
+)
 from argos.metrics import format_score
 
 
@@ -160,7 +166,12 @@ def print_summary(result: EvalResult, console: Console) -> None:
             )
         )
         table.add_row(method, *(cells[c] for c in keep))
+    not_run: dict[str, str] = result.meta.get("not_run", {})
+    for method in not_run:
+        table.add_row(method, "not run", *["–"] * (len(keep) - 1))
     console.print(table)
+    for method, why in not_run.items():
+        console.print(f"{method} was not run: {why}.", soft_wrap=True, markup=False)
     console.print(
         "P, R, F1, pooled F1, both F1 = event-F1 with point adjustment; P/R/F1 and the other "
         "metrics' F1 are "
@@ -265,6 +276,11 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = build_config(config, flags)
             infos = resolve_methods(cfg.methods)
+            not_run = unavailable_methods(cfg.methods)
+            if not infos:
+                raise ValueError(
+                    "no method can run: " + "; ".join(f"{n} {w}" for n, w in not_run.items())
+                )
         except UnknownMethodError as exc:
             raise _fail(str(exc)) from None
         except ValidationError as exc:
@@ -277,6 +293,8 @@ def register(app: typer.Typer) -> None:
         if report and cfg.out is None:
             raise _fail("--report writes OUT/report.html: give --out DIR (or out in the config)")
         err = output_console(stderr=True)
+        for name, why in not_run.items():
+            err.print(f"note: skipping {name}: {why}; the table lists it as not run", markup=False)
         interactive = sys.stderr.isatty()
         try:
             data = load_for_eval(cfg, progress=interactive and not as_json)
@@ -323,6 +341,8 @@ def register(app: typer.Typer) -> None:
             raise _fail(str(exc)) from None
         finally:
             bar.stop()
+        if not_run:
+            result.meta["not_run"] = not_run
         skipped = result.meta.get("skipped_unlabeled", [])
         if skipped and not as_json:
             err.print(f"left out {len(skipped)} unlabeled series: {', '.join(skipped[:10])}")

@@ -1,4 +1,5 @@
-"""``argos rules``: check a rule file (gate, sandbox, output, causality); verify rule sets."""
+"""``argos rules``: check a rule file (gate, sandbox, output, causality); verify rule sets; pack
+rule files into a deployable rule set (:mod:`argos.cli.rules_pack`)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,17 @@ from rich.table import Table
 
 from argos.cli.console import output_console
 from argos.cli.options import BenchmarkDataDirOption, JsonTableOption
+from argos.cli.rules_pack import (
+    PackError,
+    default_reviewer,
+    manifest_fields,
+    plan_pack,
+    rule_sources,
+    stream_exactness,
+)
 from argos.data import catalog
 from argos.data.series import DataError
-from argos.rules.artifacts import RuleSetError, load_ruleset
+from argos.rules.artifacts import Manifest, RuleSetError, load_ruleset, write_ruleset
 from argos.rules.contract import RuleContractError, check_rule, decode_rule_source
 from argos.sandbox.pool import (
     RuleInput,
@@ -93,9 +102,10 @@ def _with_outputs(causal: RunResult, full: RunResult) -> RunResult:
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``rules`` command group (``check``, ``verify``) to ``app``."""
+    """Add the ``rules`` command group (``check``, ``verify``, ``pack``) to ``app``."""
     group = typer.Typer(
-        help="Check rule files and verify exported rule sets.", no_args_is_help=True
+        help="Check rule files, verify exported rule sets, pack rule files into one.",
+        no_args_is_help=True,
     )
 
     @group.command("check")
@@ -180,7 +190,130 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         console.print("[green]verified[/green]: every hash matches, no unknown files")
 
+    @group.command("pack")
+    def pack(
+        rules: Annotated[
+            list[Path] | None,
+            typer.Argument(help="Rule files (one Python module each; the id is the file name)."),
+        ] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option("--out", help="The rule-set folder to write (default: --from, in place)."),
+        ] = None,
+        from_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--from",
+                help="Re-pack this rule set: its .py files as they are now (edited, added, "
+                "deleted), plus the RULE files given.",
+            ),
+        ] = None,
+        reviewer: Annotated[
+            str | None,
+            typer.Option("--reviewer", help="Who reviewed the rules (default: the OS user)."),
+        ] = None,
+        note: Annotated[
+            str, typer.Option("--note", help="Why: recorded in the manifest's history.")
+        ] = "",
+        name: Annotated[str | None, typer.Option("--name", help="The rule set's name.")] = None,
+        dataset: Annotated[
+            str, typer.Option("--dataset", help="Dataset the rules are run on (default: demo).")
+        ] = "demo",
+        data_dir: BenchmarkDataDirOption = None,
+        max_series: Annotated[
+            int | None, typer.Option("--max-series", help="Run on the first N series only.")
+        ] = None,
+        as_json: JsonTableOption = False,
+    ) -> None:
+        """Pack rule files into a rule-set folder that `argos detect` and `argos serve` load.
+
+        Every rule must pass the static gate, a sandboxed run on every series of --dataset, the
+        causality check and the stream-exactness check; then manifest.json pins each rule's
+        SHA-256 and its history records who packed what, when. Re-pack an edited rule set after
+        review with --from DIR (in place, or into --out).
+        """
+        console = Console(stderr=as_json)
+        target = out if out is not None else from_dir
+        if target is None:
+            console.print("[red]error:[/red] give --out DIR (or --from DIR to re-pack in place)")
+            raise typer.Exit(2)
+        in_place = from_dir is not None and target.resolve() == from_dir.resolve()
+        if target.exists() and not in_place and (not target.is_dir() or any(target.iterdir())):
+            console.print(
+                f"[red]error:[/red] {target} is not empty: pack into a new folder, or re-pack "
+                f"it in place with --from {target}"
+            )
+            raise typer.Exit(2)
+        try:
+            plan = plan_pack(list(rules or []), from_dir)
+        except PackError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        checks: dict[str, dict[str, Any]] = {}
+        try:
+            for rule in plan.rules:
+                checks[rule.id] = check_rule_file(
+                    rule.path, dataset, data_dir=data_dir, max_series=max_series
+                )
+        except (DataError, SandboxUnavailable) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        failed = {rid: r for rid, r in checks.items() if r["status"] != Status.OK}
+        fields = manifest_fields(plan, who=reviewer or default_reviewer(), note=note, name=name)
+        sources = rule_sources(plan)
+        inexact = {} if failed else stream_exactness(sources, fields)
+        report: dict[str, Any] = {
+            "ok": not failed and not inexact,
+            "out": str(target),
+            "rules": [
+                {
+                    "id": c.rule,
+                    "change": c.change,
+                    "status": str(checks[c.rule]["status"]) if c.rule in checks else "",
+                    "detail": checks[c.rule].get("detail", "") if c.rule in checks else "",
+                    "stream_exact": None
+                    if failed or c.rule not in checks
+                    else c.rule not in inexact,
+                }
+                for c in plan.changes
+            ],
+        }
+        if inexact:
+            report["not_stream_exact"] = inexact
+        if report["ok"]:
+            mpath = write_ruleset(target, sources, fields)
+            report["manifest"] = Manifest.model_validate_json(mpath.read_bytes()).model_dump(
+                mode="json"
+            )
+        if as_json:
+            typer.echo(json.dumps(report, indent=2))
+        else:
+            _print_pack(console, report, inexact)
+        raise typer.Exit(0 if report["ok"] else 1)
+
     app.add_typer(group, name="rules")
+
+
+def _print_pack(console: Console, report: dict[str, Any], inexact: dict[str, str]) -> None:
+    table = Table(title=f"argos rules pack -> {report['out']}")
+    for col in ("rule", "change", "check", "stream-exact", "detail"):
+        table.add_column(col)
+    for r in report["rules"]:
+        exact = {None: "–", True: "yes", False: "no"}[r["stream_exact"]]
+        detail = r["detail"] or inexact.get(r["id"], "")
+        table.add_row(r["id"], r["change"], r["status"] or "–", exact, detail)
+    console.print(table)
+    if "(rule set)" in inexact:
+        console.print(f"[red]refused:[/red] {inexact['(rule set)']}")
+    if report["ok"]:
+        m = report["manifest"]
+        console.print(
+            f"[green]packed[/green] {len(m['rules'])} rules into {report['out']} "
+            f"(rule set {m['id']}; history entry by {m['history'][-1]['who']})"
+        )
+        console.print(f"deploy: argos detect --rules {report['out']}  (or argos serve --rules)")
+    else:
+        console.print("[red]not packed[/red]: fix the rules above; nothing was written")
 
 
 def _print_report(console: Console, report: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from argos._types import default_workers
@@ -17,7 +18,13 @@ from argos.data import catalog
 from argos.data.series import DataError, UnknownSeries
 from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import BuiltinGenerator
-from argos.training.driver import UnitResult, train_dataset, training_units
+from argos.training.driver import (
+    OutDirInUseError,
+    UnitResult,
+    claim_out_dir,
+    train_dataset,
+    training_units,
+)
 from argos.training.generator import GeneratorOutput
 
 if TYPE_CHECKING:
@@ -57,6 +64,13 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path, typer.Option(help="Folder for the rule sets and summary.json.")
         ] = Path("runs/train"),
+        overwrite: Annotated[
+            bool,
+            typer.Option(
+                help="Replace a previous run in --out (its rule sets and summary); without it a "
+                "non-empty --out is refused, so two runs never mix."
+            ),
+        ] = False,
         trials: Annotated[
             int | None,
             typer.Option(min=1, help="Evaluate at most N structures per unit (seeded subset)."),
@@ -216,7 +230,11 @@ def register(app: typer.Typer) -> None:
                 scheduler=scheduler,
                 llm_concurrency=llm_concurrency,
             )
-            run_dir = new_run_dir(runs_dir) if out == Path("runs/train") else out
+            if out == Path("runs/train"):
+                run_dir = new_run_dir(runs_dir)
+            else:
+                run_dir = out
+                _claim(out, overwrite, console)
             code = run_llm_training(opts, run_dir, console=console, as_json=as_json)
             report_epilogue(run_dir, report, console)
             raise typer.Exit(code)
@@ -239,6 +257,7 @@ def register(app: typer.Typer) -> None:
         except (KeyError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        _claim(out, overwrite, console)
         tried = 0
         best: float | None = None
         with Progress(
@@ -293,3 +312,16 @@ def register(app: typer.Typer) -> None:
         report_epilogue(out, report, console)
         if any(u.problems for u in summary.units):
             raise typer.Exit(1)
+
+
+def _claim(out: Path, overwrite: bool, console: Console) -> None:
+    """Refuse a non-empty ``out`` (exit 2), or with ``--overwrite`` empty it and say what went."""
+    try:
+        removed = claim_out_dir(out, overwrite=overwrite)
+    except OutDirInUseError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if removed:
+        more = f" and {len(removed) - 8} more" if len(removed) > 8 else ""
+        shown = ", ".join(removed[:8]) + more
+        console.print(f"--overwrite: removed the previous run from {out}: {shown}")

@@ -565,6 +565,7 @@ def markdown_table(result: EvalResult, command: str | None = None) -> str:
     """``results.md``: one table per aggregation (methods x metrics, P / R / F1) and the notes."""
     summary = result.summary()
     counts = result.series_counts()
+    not_run: dict[str, str] = result.meta.get("not_run", {})
     lines = [
         f"# {result.dataset}: {len(result.methods)} methods, {counts['series']} series",
         "",
@@ -604,6 +605,8 @@ def markdown_table(result: EvalResult, command: str | None = None) -> str:
                     f"{entry['seconds']:.1f}",
                 ]
             lines.append("| " + " | ".join(cells) + " |")
+        for method in not_run:
+            lines.append("| " + " | ".join([method, "not run"] + ["–"] * (len(header) - 2)) + " |")
         lines.append("")
     if len(result.partitions) > 1:
         lines += _partition_table(result)
@@ -622,6 +625,7 @@ def markdown_table(result: EvalResult, command: str | None = None) -> str:
             if result.meta.get("skipped_unlabeled")
             else []
         ),
+        *(f"- {name} was not run: {why}." for name, why in not_run.items()),
         "- Pooled sums TP/FP/FN over series (events never merge across series).",
         "- Event-PA: TP = true events with at least one alarm, FN = events with none, FP = alarms "
         "outside every event (each point once).",

@@ -99,8 +99,36 @@ class GeneratorInfo(BaseModel):
     prompts: dict[str, str] = Field(default_factory=dict)
 
 
+class RuleChange(BaseModel):
+    """What one pack did to one rule: its old and new SHA-256 and a short diff summary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: str
+    change: Literal["added", "edited", "removed", "unchanged"]
+    old_sha256: str | None = None
+    new_sha256: str | None = None
+    diff: str = ""
+
+
+class HistoryEntry(BaseModel):
+    """One ``argos rules pack``: who packed the set, when (UTC), why, and what changed.
+
+    ``previous_id`` is the id of the rule set it was re-packed from (``None`` for a first pack).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    who: str
+    when: str
+    note: str = ""
+    previous_id: str | None = None
+    changes: list[RuleChange] = Field(default_factory=list)
+
+
 class Manifest(BaseModel):
-    """``manifest.json`` of a rule set (schema version 1)."""
+    """``manifest.json`` of a rule set (schema version 1; ``history`` is optional, so manifests
+    written before it existed still load)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -115,6 +143,7 @@ class Manifest(BaseModel):
     limits: dict[str, float | int] = Field(default_factory=dict)
     created: str = ""
     argos_version: str = ""
+    history: list[HistoryEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -176,6 +205,8 @@ def sha256_text(code: str) -> str:
 
 def _dump(manifest: Manifest) -> bytes:
     data = manifest.model_dump(mode="json")
+    if not data["history"]:
+        del data["history"]  # a set never re-packed keeps the manifest bytes it always had
     return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
@@ -310,7 +341,8 @@ def load_ruleset(directory: str | Path, *, check_contract: bool = True) -> RuleS
         if actual != r.sha256:
             raise RuleSetError(
                 f"{mpath}: rule {r.id!r}: {r.file} has sha256 {actual}, the manifest says "
-                f"{r.sha256}; refusing a tampered rule"
+                f"{r.sha256}; refusing a tampered rule (if the edit was reviewed, re-pack the "
+                f"set: argos rules pack --from {d})"
             )
         try:
             code = decode_rule_source(raw)

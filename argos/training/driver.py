@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -211,6 +212,69 @@ def training_units(
 
 
 UnitCallback = Callable[[UnitResult, GeneratorOutput], None]
+
+
+# --------------------------------------------------------------------------------------------------
+# The output folder: one run per folder
+# --------------------------------------------------------------------------------------------------
+
+#: Files a training run writes at the top of its folder (the LLM path adds its run state and
+#: caches). Rule-set folders are recognised by their ``manifest.json``.
+RUN_FILES = (
+    "summary.json",
+    "usage.json",
+    "run.json",
+    "report.html",
+    "checkpoints.sqlite",
+    "llm-cache.sqlite",
+)
+
+
+class OutDirInUseError(ValueError):
+    """The output folder holds files (another run's rule sets, or anything else)."""
+
+
+def _is_run_entry(path: Path) -> bool:
+    if path.is_dir() and not path.is_symlink():
+        return (path / "manifest.json").is_file()
+    return any(path.name == f or path.name.startswith(f + "-") for f in RUN_FILES)
+
+
+def claim_out_dir(out_dir: Path, *, overwrite: bool) -> list[str]:
+    """Make ``out_dir`` ready for a new run and return the names of the entries removed.
+
+    A run writes one rule-set folder per unit next to ``summary.json``; training into a folder
+    that already holds another run would mix both runs' rule sets under a summary naming only the
+    second. So a non-empty folder is refused (:class:`OutDirInUseError`) unless ``overwrite``;
+    even then only what a run writes (rule-set folders with a ``manifest.json``, the files of
+    :data:`RUN_FILES`) is removed, and a folder holding anything else is refused untouched.
+    """
+    if not out_dir.exists():
+        return []
+    if not out_dir.is_dir():
+        raise OutDirInUseError(f"{out_dir} is not a folder")
+    entries = sorted(out_dir.iterdir())
+    if not entries:
+        return []
+    if not overwrite:
+        raise OutDirInUseError(
+            f"{out_dir} already holds {len(entries)} entries (another run's rule sets?); "
+            "training into it would mix two runs: give an empty or new --out, or --overwrite "
+            "to replace a previous run there"
+        )
+    foreign = [e.name for e in entries if not _is_run_entry(e)]
+    if foreign:
+        raise OutDirInUseError(
+            f"{out_dir} holds files no training run wrote ({', '.join(foreign[:5])}); "
+            "--overwrite replaces only a previous run: give an empty or new --out"
+        )
+    removed = [e.name + ("/" if e.is_dir() else "") for e in entries]
+    for entry in entries:
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return removed
 
 
 def train_dataset(

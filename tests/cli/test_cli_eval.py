@@ -175,7 +175,7 @@ def test_committed_configs_are_valid(name: str) -> None:
     path = Path(__file__).resolve().parents[2] / "eval" / f"{name}.toml"
     cfg = EvalConfig.model_validate(load_config(path))
     assert cfg.dataset == name
-    assert cfg.out is not None and Path(cfg.out) == path.parent / "results" / name
+    assert cfg.out is None  # reproducing never rewrites the committed tables unless --out says so
     known = set(method_names()) | {"all", "pyod-spectral-residual"}  # the peer is optional
     assert set(cfg.methods) <= known
 
@@ -210,3 +210,44 @@ def test_a_bad_or_unreachable_scheduler_is_one_error_line(scheduler: str, messag
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr
         assert "Traceback" not in proc.stderr and "TimeoutError" not in proc.stderr
+
+
+def test_committed_config_writes_no_tracked_file_and_notes_a_missing_peer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 3: the README's reproduce command leaves eval/results alone (files only where --out
+    says), and an optional peer whose package is missing is skipped with a visible note and
+    listed as not run in the table and results.md (never silently dropped)."""
+    import argos.methods as methods
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = tmp_path / "demo.toml"
+    cfg.write_text((repo / "eval" / "demo.toml").read_text())
+    monkeypatch.setattr(methods, "_importable", lambda package: package != "pyod")
+    assert set(methods.unavailable_methods("all")) == {"pyod-spectral-residual"}
+    assert "pyod-spectral-residual" not in [m.name for m in methods.resolve_methods("all")]
+    peer = "ewma,pyod-spectral-residual"
+    plain = runner.invoke(app, ["eval", "--config", str(cfg), "--methods", peer])
+    assert plain.exit_code == 0, plain.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.toml"]  # nothing written
+    assert "note: skipping pyod-spectral-residual: needs the optional package pyod" in plain.stderr
+    assert "pyod-spectral-residual │ not run" in plain.stdout
+    assert "was not run: needs the optional package pyod (pip install 'argos-rules[peers]')" in (
+        plain.stdout
+    )
+    out = tmp_path / "res"
+    named = runner.invoke(
+        app,
+        ["eval", "--config", str(cfg), "--methods", peer, "--out", str(out)],
+    )
+    assert named.exit_code == 0, named.output
+    md = (out / "results.md").read_text()
+    assert "| pyod-spectral-residual | not run | – |" in md
+    assert "- pyod-spectral-residual was not run: needs the optional package pyod" in md
+    doc = json.loads((out / "results.json").read_text())
+    assert list(doc["methods"]) == ["ewma"]
+    assert set(doc["meta"]["not_run"]) == {"pyod-spectral-residual"}
+    only_peer = runner.invoke(
+        app, ["eval", "--config", str(cfg), "--methods", "pyod-spectral-residual"]
+    )
+    assert only_peer.exit_code == 2 and "no method can run" in only_peer.output

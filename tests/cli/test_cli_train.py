@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from argos.cli import app
+from argos.cli.demo import demo_legend
 from argos.rules.artifacts import load_ruleset
 
 runner = CliRunner()
@@ -83,6 +84,8 @@ def test_demo_trains_evaluates_and_points_at_the_rules(tmp_path: Path, monkeypat
 
     # measured: argos-builtin .694, spectral-residual .598, robust-zscore .493 (6 series)
     assert f1("argos-builtin") > max(f1("robust-zscore"), f1("spectral-residual")) + 0.05
+    for line in demo_legend():  # what event-PA / pooled F1 mean and what the data is
+        assert line in result.output
     assert "for example:" in result.output
     example = Path(result.output.split("for example:")[1].split()[0])
     assert example.is_file() and "Abnormal:" in example.read_text()
@@ -144,3 +147,39 @@ def test_train_against_an_unreachable_endpoint_fails_with_one_clear_line(
     assert "every unit failed on the LLM endpoint (http://127.0.0.1:9/v1)" in errors[0]
     assert "cannot connect" in errors[0]
     assert result.output.index("error:") < result.output.index("┏")  # before the table
+
+
+def test_train_twice_into_one_out_refuses_then_overwrite_replaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 4: a second run into a non-empty --out would mix two runs' rule sets under a
+    summary naming only the second; it is refused, and --overwrite says what it removed."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "rules"
+    base = ["train", "--dataset", "demo", "--out", str(out), "--workers", "1"]
+    first = runner.invoke(app, [*base, "--series", "cpu_util"], env=NO_LLM)
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, [*base, "--series", "error_rate"], env=NO_LLM)
+    assert again.exit_code == 2
+    assert "would mix two runs" in again.output and "--overwrite" in again.output
+    assert not (out / "error_rate").exists() and (out / "cpu_util").is_dir()
+    replaced = runner.invoke(app, [*base, "--series", "error_rate", "--overwrite"], env=NO_LLM)
+    assert replaced.exit_code == 0, replaced.output
+    assert "removed the previous run" in replaced.output and "cpu_util/" in replaced.output
+    assert sorted(p.name for p in out.iterdir()) == ["error_rate", "summary.json"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [u["unit"] for u in summary["units"]] == ["error_rate"]
+
+
+def test_train_overwrite_never_removes_files_a_run_did_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    args = ["train", "--dataset", "demo", "--series", "cpu_util", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--overwrite"], env=NO_LLM)
+    assert result.exit_code == 2
+    assert "no training run wrote (notes.txt)" in result.output
+    assert (out / "notes.txt").read_text() == "keep me"
