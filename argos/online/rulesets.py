@@ -12,12 +12,12 @@ import ast
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from argos.rules.artifacts import Fusion, Role, RuleSetError, load_ruleset
+from argos.rules.contract import docstring_conditions
 from argos.sandbox.kernel import RuleCode
 
 log = logging.getLogger(__name__)
@@ -71,29 +71,21 @@ class LoadedRuleSet:
         }
 
 
-_SECTION = re.compile(r"^\s*(normal|abnormal)\s*(?:condition|conditions)?\s*[:\-]\s*", re.I)
-
-
 def abnormal_condition(code: str) -> str:
-    """The rule's stated abnormal condition: the ``Abnormal:`` paragraph of its docstring.
+    """The rule's stated abnormal condition: its docstring's ``Abnormal:`` statement, wherever it
+    stands (:func:`argos.rules.contract.docstring_conditions`).
 
-    Falls back to the docstring's first line, or ``""`` when there is no docstring.
+    Falls back to the docstring's first paragraph, whole, or ``""`` when there is no docstring.
     """
+    _title, _normal, abnormal = docstring_conditions(code)
+    if abnormal:
+        return abnormal
     try:
         doc = ast.get_docstring(ast.parse(code)) or ""
-    except SyntaxError:
+    except (SyntaxError, ValueError):
         return ""
-    lines = doc.strip().splitlines()
-    for i, line in enumerate(lines):
-        m = _SECTION.match(line)
-        if m and m.group(1).lower() == "abnormal":
-            parts = [line[m.end() :].strip()]
-            for nxt in lines[i + 1 :]:
-                if not nxt.strip() or _SECTION.match(nxt):
-                    break
-                parts.append(nxt.strip())
-            return " ".join(p for p in parts if p)
-    return lines[0].strip() if lines else ""
+    first = doc.strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in first.splitlines() if line.strip())
 
 
 def load_rules(directory: str | Path) -> LoadedRuleSet:

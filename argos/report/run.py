@@ -11,8 +11,6 @@ unit's training progress and candidates.
 
 from __future__ import annotations
 
-import ast
-import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,6 +39,7 @@ from argos.report.views import (
     series_view,
     truth_labels,
 )
+from argos.rules.contract import docstring_conditions
 
 if TYPE_CHECKING:
     from argos.rules.artifacts import RuleSet
@@ -51,41 +50,6 @@ DEFAULT_BASELINES = ("robust-zscore", "spectral-residual")
 
 DEFAULT_RUN_MAX_SERIES = 60
 """Series figures in a run report before it draws only the worst and the best by test F1."""
-
-
-_SECTION = re.compile(r"^\s*(normal|abnormal)\b[^:\n]{0,30}:\s*", re.I)
-
-
-def rule_conditions(code: str) -> tuple[str, str, str]:
-    """``(title, normal, abnormal)`` from a rule's module docstring.
-
-    ``title`` is the docstring's first line; ``normal`` / ``abnormal`` are the paragraphs that start
-    with ``Normal:`` / ``Abnormal:`` (also ``Normal conditions:`` and the like), empty when absent.
-    """
-    try:
-        doc = ast.get_docstring(ast.parse(code)) or ""
-    except SyntaxError:
-        return "", "", ""
-    lines = doc.strip().splitlines()
-    found: dict[str, list[str]] = {"normal": [], "abnormal": []}
-    current: str | None = None
-    title = ""
-    for i, line in enumerate(lines):
-        m = _SECTION.match(line)
-        if m:
-            current = m.group(1).lower()
-            found[current].append(line[m.end() :].strip())
-        elif not line.strip():
-            current = None
-        elif current is not None:
-            found[current].append(line.strip())
-        elif i == 0:
-            title = line.strip()
-    return (
-        title,
-        " ".join(p for p in found["normal"] if p),
-        " ".join(p for p in found["abnormal"] if p),
-    )
 
 
 def _method_row(name: str, kind: str, test_scores: Sequence[Scores]) -> MethodRow:
@@ -424,7 +388,7 @@ def build_run_report(
                     report.notes.append(f"unit {unit}: rule set not loaded: {exc}")
                 else:
                     for entry in ruleset.rules:
-                        title, normal, abnormal = rule_conditions(ruleset.codes[entry.id])
+                        title, normal, abnormal = docstring_conditions(ruleset.codes[entry.id])
                         report.rules.append(
                             RuleView(
                                 unit=unit,

@@ -23,8 +23,9 @@ from argos.report.build import build_report, report_kind, write_report
 from argos.report.evaluation import build_eval_report
 from argos.report.html import highlight_python, render_html
 from argos.report.plots import downsample_indices, series_figure
-from argos.report.run import progress_from_log, rule_conditions
+from argos.report.run import progress_from_log
 from argos.report.views import Report, ReportError, pick_series, split_scores
+from argos.rules.contract import docstring_conditions as rule_conditions
 from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import train_dataset
 
@@ -508,3 +509,26 @@ def test_fusion_with_a_method_base_is_drawn_fused(tmp_path: Path) -> None:
     assert got != counts(base)  # nor the base alone
     assert report.rules[0].role == "fn"
     assert not any("external base" in n for n in report.notes)
+
+
+def test_conditions_on_one_line_and_wrapped_are_read_whole() -> None:
+    from argos.online.rulesets import abnormal_condition
+
+    code = '''"""Normal: the metric follows a smooth daily cycle (roughly 450 at night to 2,600 at the daily
+peak). Abnormal: the value leaves the band of `k` deviations
+for `window` points.
+"""
+def detect(values, timestamps, params):
+    return values > 1
+'''
+    title, normal, abnormal = rule_conditions(code)
+    assert normal == (
+        "the metric follows a smooth daily cycle (roughly 450 at night to 2,600 at the daily peak)."
+    )
+    assert abnormal == "the value leaves the band of `k` deviations for `window` points."
+    assert title == ""
+    assert abnormal_condition(code) == abnormal
+    # Prose that merely mentions "normal:" mid-sentence is not a marker.
+    assert rule_conditions('"""Spike.\n\nAbnormal: back to normal: no."""\n')[2] == (
+        "back to normal: no."
+    )
