@@ -170,10 +170,12 @@ def progress_from_log(
 
     Candidates are matched to what happened to them by (iteration, id): ``accepted`` events mark
     the kept one, a failed ``checked`` event gives the reason a candidate was dropped, a
-    ``regressed`` event the metric comparison. Reviewer revisions appear as rows of their own
-    (origin ``reviewer``) with the gate's verdict.
+    ``regressed`` event the metric comparison, and an ``outcome`` event (written by the graph's
+    select step) the real outcome in words, which wins over the others. Reviewer revisions appear
+    as rows of their own (origin ``reviewer``) with the gate's verdict.
     """
     why: dict[tuple[Any, str], str] = {}
+    stated: dict[tuple[Any, str], str] = {}
     accepted: set[tuple[Any, str]] = set()
     candidates: list[CandidateView] = []
     per_iter: dict[int, Any] = {}
@@ -181,7 +183,9 @@ def progress_from_log(
         kind = e.get("event")
         it = e.get("iteration")
         key = (it, str(e.get("id")))
-        if kind == "checked" and e.get("status") != "ok":
+        if kind == "outcome":
+            stated[key] = str(e.get("outcome"))
+        elif kind == "checked" and e.get("status") != "ok":
             why[key] = f"{e.get('status')}: {e.get('detail', '')}".strip()
         elif kind == "accepted":
             if e.get("via") == "review":
@@ -232,10 +236,17 @@ def progress_from_log(
         elif kind == "iteration_end" and isinstance(it, int):
             per_iter[it] = e.get("best_val_f1")
     for c in candidates:
+        key = (c.iteration, c.rule)
+        if c.origin != "reviewer" and key in stated:
+            c.outcome = stated[key]
+            if key in why and "reviewer" in why[key]:
+                c.outcome += f"; {why[key].split('; ')[-1]}"
+            continue
         if c.origin == "reviewer" or c.status != "ok":
             continue
-        key = (c.iteration, c.rule)
-        if key in accepted:
+        if c.validation_f1 is None:
+            c.outcome = "not scored: no labeled anomaly in validation; not kept"
+        elif key in accepted:
             c.outcome = "accepted"
             accepted.discard(key)  # an identical later candidate is a duplicate
         else:

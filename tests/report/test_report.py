@@ -321,6 +321,26 @@ def test_progress_from_log_counts_and_explains_candidates() -> None:
     assert outcome["r5"].startswith("accepted") and cands[-1].origin == "reviewer"
 
 
+def test_progress_shows_each_candidates_real_outcome() -> None:
+    log = [
+        # An older log without outcome events: a candidate that could not be scored is not
+        # "valid, not kept (a better candidate was)".
+        _ev("candidate", 0, id="old", status="ok", val_f1=None, origin="generator"),
+        {"event": "iteration_end", "iteration": 0, "best_val_f1": None},
+        # The graph now states each candidate's outcome.
+        _ev("candidate", 1, id="r1", status="ok", val_f1=None, origin="generator"),
+        _ev("outcome", 1, id="r1", status="ok", outcome="accepted: kept with train+validation F1"),
+        _ev("candidate", 1, id="r2", status="too_slow", val_f1=None, origin="generator"),
+        _ev("outcome", 1, id="r2", status="too_slow", outcome="rejected (too_slow): 9000 ms"),
+        _ev("accepted", 1, id="r1", val_f1=None, score=0.8),
+    ]
+    _, cands = progress_from_log(log)
+    outcome = {c.rule: c.outcome for c in cands}
+    assert outcome["old"].startswith("not scored")
+    assert outcome["r1"].startswith("accepted: kept")
+    assert outcome["r2"] == "rejected (too_slow): 9000 ms"
+
+
 def test_render_html_escapes_untrusted_text() -> None:
     report = Report(
         kind="run",
@@ -514,8 +534,8 @@ def test_fusion_with_a_method_base_is_drawn_fused(tmp_path: Path) -> None:
 def test_conditions_on_one_line_and_wrapped_are_read_whole() -> None:
     from argos.online.rulesets import abnormal_condition
 
-    code = '''"""Normal: the metric follows a smooth daily cycle (roughly 450 at night to 2,600 at the daily
-peak). Abnormal: the value leaves the band of `k` deviations
+    code = '''"""Normal: the metric follows a smooth daily cycle (roughly 450 at night to 2,600
+at the daily peak). Abnormal: the value leaves the band of `k` deviations
 for `window` points.
 """
 def detect(values, timestamps, params):

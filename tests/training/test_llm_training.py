@@ -280,3 +280,45 @@ def test_builtin_generator_drives_the_same_graph(unit: Any) -> None:
     assert best["status"] == "ok" and best["val_f1"] is not None and best["val_f1"] >= 0.5
     assert "PARAMS" in best["code"] and "Abnormal" in best["code"]
     assert sum(e["event"] == "candidate" for e in out["log"]) >= 3
+
+
+def _without_events(series: list[Series]) -> list[Series]:
+    return [
+        Series(
+            id=s.id,
+            timestamps=s.timestamps,
+            values=s.values,
+            labels=np.zeros(len(s), dtype=bool),
+            meta=s.meta,
+        )
+        for s in series
+    ]
+
+
+def test_a_unit_whose_validation_holds_no_anomaly_still_gets_a_rule(
+    tmp_path: Path, unit: Any
+) -> None:
+    train, validation = unit
+    gen, model = make_gen(tmp_path, [reply(fenced(GOOD), "generator")])
+    out = gen.generate(train, _without_events(validation))
+    model.assert_consumed()
+    # Selected on train + validation (never test): the rule is kept; its validation F1 is honest.
+    assert len(out.rules) == 1 and out.validation_f1 is None
+    assert out.rules[0].metrics["train_f1"] is not None
+
+
+def test_later_prompts_say_what_became_of_earlier_candidates(tmp_path: Path, unit: Any) -> None:
+    steps = [
+        reply(fenced(RUNTIME_ERROR), "generator"),
+        reply(
+            fenced(GOOD),
+            "generator",
+            expect=lambda p: "iteration 2 of 2" in p and "rejected (runtime_error)" in p,
+        ),
+    ]
+    gen, model = make_gen(tmp_path, steps, max_iterations=2, max_repairs=0, patience=5)
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert len(out.rules) == 1
+    first, second = (call.prompt for call in model.calls)
+    assert first != second and "earlier candidates" not in first

@@ -253,12 +253,20 @@ class SandboxRuleLab:
                 val_scores.append(event_pa(self.truth_val[i], val_pred))
         tr_all = aggregate_pooled(train_scores)
         va_all = aggregate_pooled(val_scores) if val_scores else tr_all
+        score, scored_on = va_all.f1, "validation"
+        if va_all.f1 is None:
+            # No labeled anomaly in validation: rank on train + validation pooled, as the builtin
+            # generator fits on both when a part has no event. Never on test.
+            score = aggregate_pooled([*train_scores, *val_scores]).f1
+            scored_on = "train+validation"
         return Evaluation(
             train_f1=tr_all.f1,
-            val_f1=va_all.f1,
-            val_precision=va_all.precision,
-            val_recall=va_all.recall,
+            val_f1=va_all.f1 if val_scores else None,
+            val_precision=va_all.precision if val_scores else None,
+            val_recall=va_all.recall if val_scores else None,
             runtime_ms=res.runtime_ms,
+            score=score,
+            scored_on=scored_on,
         )
 
     def _train_predictions(self, cand: DraftRule) -> list[BoolArray]:
