@@ -322,9 +322,19 @@ def build_run_report(
     run_opts = read_json_object(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     if data_dir is None and run_opts.get("data_dir"):
         data_dir = Path(str(run_opts["data_dir"]))
-    name = str(summary.get("dataset", ""))
+    # The dataset as the user named it (a PATH too); older summaries hold only the loaded name.
+    name = str(
+        summary.get("dataset_source") or run_opts.get("dataset") or summary.get("dataset", "")
+    )
+    split = summary.get("split")
+    used = split.get("train_fraction") if isinstance(split, Mapping) else None
     say(f"loading dataset {name}")
-    ds = load_report_dataset(name, data_dir, None, summary.get("granularity"))
+    ds = load_report_dataset(
+        name, data_dir, run_opts.get("train_fraction"), summary.get("granularity")
+    )
+    if isinstance(used, float) and used != ds.split.train_fraction:
+        # The run used another split than the catalog's default (``--train-fraction``).
+        ds = load_report_dataset(name, data_dir, used, summary.get("granularity"))
     by_id = {s.id: s for s in ds.series}
     units = [u for u in summary.get("units", []) if isinstance(u, Mapping)]
     logs = _checkpoint_logs(run_dir / "checkpoints.sqlite")
