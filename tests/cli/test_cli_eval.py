@@ -211,8 +211,7 @@ def test_rules_method_evaluates_a_training_run_and_a_rule_set(tmp_path: Path) ->
     env = {"ARGOS_LLM_MODEL": None, "OPENAI_API_KEY": None, "OPENAI_BASE_URL": None}
     trained = runner.invoke(
         app,
-        ["train", "--dataset", str(data), "--out", str(run), "--workers", "1"]
-        + ["--generator", "builtin"],
+        ["train", "--dataset", str(data), "--out", str(run), "--generator", "builtin"],
         env=env,
     )
     assert trained.exit_code == 0, trained.output
