@@ -322,3 +322,41 @@ def test_later_prompts_say_what_became_of_earlier_candidates(tmp_path: Path, uni
     assert len(out.rules) == 1
     first, second = (call.prompt for call in model.calls)
     assert first != second and "earlier candidates" not in first
+
+
+def test_a_rule_that_needs_more_history_than_its_lookback_is_refused_and_repaired(
+    tmp_path: Path, unit: Any
+) -> None:
+    short_memory = GOOD.replace("LOOKBACK = 63", "LOOKBACK = 5")
+    steps = [
+        reply(fenced(short_memory), "generator"),
+        reply(
+            fenced(GOOD, "LOOKBACK now covers both windows."),
+            "repairer",
+            expect=lambda p: "not_stream_exact" in p and "LOOKBACK=5" in p,
+        ),
+    ]
+    gen, model = make_gen(tmp_path, steps)
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert [r.source for r in out.rules] == [GOOD] and out.ranking[0]["repairs"] == 1
+    # The kept rule's fitted windows fit inside its LOOKBACK (stream-exact).
+    params = out.rules[0].params
+    assert int(params["short"]) + int(params["long"]) <= 63
+
+
+def test_without_repairs_a_not_stream_exact_rule_is_not_kept(tmp_path: Path, unit: Any) -> None:
+    short_memory = GOOD.replace("LOOKBACK = 63", "LOOKBACK = 5")
+    gen, model = make_gen(tmp_path, [reply(fenced(short_memory), "generator")], max_repairs=0)
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert out.rules == [] and out.ranking[0]["status"] == "not_stream_exact"
+
+
+def test_fitting_never_searches_a_window_past_lookback() -> None:
+    from argos.training.fitting import candidate_params, capped_ranges
+
+    ranges = capped_ranges({"k": 4.0, "short": 3, "long": 60}, {}, 63)
+    assert ranges == {"long": (15.0, 63.0)}  # short (3..12) already fits; k is not a window
+    trials = candidate_params({"k": 4.0, "short": 3, "long": 60}, ranges, budget=40)
+    assert max(int(t["long"]) for t in trials) <= 63

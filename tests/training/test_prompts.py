@@ -62,6 +62,7 @@ def test_template_fields_are_the_documented_ones() -> None:
         "task_section",
         "contrast_section",
         "previous_section",
+        "feedback_section",
     }
     assert load_prompt("repairer").fields == {"code", "status", "error", "traceback"}
     assert load_prompt("reviewer").fields == {"metrics", "diff", "new_code", "regressions"}

@@ -24,6 +24,7 @@ come back from the response cache (see :class:`argos.llm.interface.CachingChatMo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import operator
 import time
@@ -33,6 +34,8 @@ from typing import Annotated, Any, Literal, NotRequired, Protocol, TypedDict, ca
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+
+from argos.rules.contract import RuleContractError, with_params
 
 JsonDict = dict[str, Any]
 
@@ -456,10 +459,15 @@ def repair(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     ctx = _ctx(runtime)
     draft = _draft(state)
     attempt = draft["repairs"] + 1
+    # After fitting, the repairer sees the params that ran (they are what broke the rule).
+    shown = draft["code"]
+    if draft["params"]:
+        with contextlib.suppress(RuleContractError):
+            shown = with_params(draft["code"], draft["params"])
     try:
         code, failure = _ask(
             lambda: ctx.agents.repair(
-                code=draft["code"],
+                code=shown,
                 status=draft["status"],
                 detail=draft["detail"],
                 traceback=draft["traceback"],
@@ -791,11 +799,29 @@ def route_after_repair(state: TrainState) -> Literal["check", "collect", "advanc
     return "collect" if draft["status"] in ("no_code", "llm_error") else "check"
 
 
-def route_after_validate(state: TrainState) -> Literal["collect", "judge_review"]:
-    draft = state.get("draft")
-    if draft is None:
-        raise RuntimeError("validate finished without a draft")
-    return "judge_review" if draft["origin"] == "reviewer" else "collect"
+REPAIRABLE_AFTER_FIT = ("not_stream_exact",)
+"""Statuses found after fitting that the repairer can fix (the rule needs a longer LOOKBACK or a
+bounded recursion)."""
+
+
+def make_route_after_validate(
+    max_repairs: int, can_repair: bool
+) -> Callable[[TrainState], Literal["collect", "judge_review", "repair"]]:
+    def route_after_validate(state: TrainState) -> Literal["collect", "judge_review", "repair"]:
+        draft = state.get("draft")
+        if draft is None:
+            raise RuntimeError("validate finished without a draft")
+        if draft["origin"] == "reviewer":
+            return "judge_review"
+        if (
+            draft["status"] in REPAIRABLE_AFTER_FIT
+            and can_repair
+            and draft["repairs"] < max_repairs
+        ):
+            return "repair"
+        return "collect"
+
+    return route_after_validate
 
 
 def make_route_after_collect(n: int) -> Callable[[TrainState], Literal["plan", "select"]]:
@@ -874,7 +900,7 @@ def build_graph(
     g.add_conditional_edges("check", route_after_check)
     g.add_conditional_edges("repair", route_after_repair)
     g.add_edge("fit", "validate")
-    g.add_conditional_edges("validate", route_after_validate)
+    g.add_conditional_edges("validate", make_route_after_validate(config.max_repairs, can_repair))
     g.add_conditional_edges("collect", make_route_after_collect(config.candidates_per_iteration))
     g.add_conditional_edges("select", make_route_after_select(config.max_reviews, can_review))
     g.add_conditional_edges("review", route_after_review)
