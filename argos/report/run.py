@@ -359,9 +359,14 @@ def build_run_report(
     ]
     if run_opts.get("model"):
         report.facts.append(("model", str(run_opts["model"])))
+    # Every row of the table is over the same series: a series whose unit exported no rule set
+    # counts as "no alarm" in the rule sets' row (what deploying the run gives it), and a baseline
+    # that fails on a unit is left out of the table rather than averaged over fewer series.
     rule_test: list[Scores] = []
+    without_rules: list[str] = []
     scored: list[tuple[SeriesView, Series, BoolArray | None]] = []
     base_test: dict[str, list[Scores]] = {b: [] for b in baselines}
+    base_failed: set[str] = set()
     with Sandbox() as sandbox:
         for u in units:
             unit = str(u.get("unit", ""))
@@ -438,11 +443,11 @@ def build_run_report(
                 if pred is not None:
                     view_s.rules = stated
                 scored.append((view_s, s, pred))
-                if pred is not None:
-                    sp = split_series(s, ds.split)
-                    rule_test.append(
-                        event_pa(truth_labels(s)[sp.test_start :], pred[sp.test_start :])
-                    )
+                sp = split_series(s, ds.split)
+                if pred is None:
+                    without_rules.append(s.id)
+                shown = np.zeros(len(s), dtype=np.bool_) if pred is None else pred
+                rule_test.append(event_pa(truth_labels(s)[sp.test_start :], shown[sp.test_start :]))
             for b in baselines:
                 if not group:
                     continue
@@ -452,6 +457,7 @@ def build_run_report(
                     det = get_method(b).build(seed=0).fit(inputs.train, inputs.validation)
                 except (KeyError, ValueError) as exc:
                     report.notes.append(f"baseline {b} on {unit}: {exc}")
+                    base_failed.add(b)
                     continue
                 for s in group:
                     sp = split_series(s, ds.split)
@@ -486,7 +492,15 @@ def build_run_report(
     report.per_series_methods = ["train F1", "validation F1", "test F1"]
     report.per_series_note = "event-PA F1 of the run's rule set on each part (events counted)."
     report.methods = [_method_row("argos rule sets (this run)", "argos", rule_test)]
-    report.methods += [_method_row(b, "baseline", sc) for b, sc in base_test.items() if sc]
+    report.methods += [
+        _method_row(b, "baseline", sc) for b, sc in base_test.items() if sc and b not in base_failed
+    ]
+    if without_rules:
+        report.notes.append(
+            f"{len(without_rules)} of {len(rule_test)} series have no exported rule set "
+            f"({', '.join(without_rules[:10])}): the rule sets' row counts them as raising no "
+            "alarm, so every row is over the same series"
+        )
     report.table_note = (
         "Event-F1 with point adjustment on the test part of every series; P/R/F1 are means over "
         "series (F1 and recall over the series with a test anomaly), pooled F1 sums the counts. "

@@ -7,6 +7,7 @@ temporary folder; every test reads it.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -552,3 +553,26 @@ def detect(values, timestamps, params):
     assert rule_conditions('"""Spike.\n\nAbnormal: back to normal: no."""\n')[2] == (
         "back to normal: no."
     )
+
+
+def test_run_report_table_rows_are_over_the_same_series(demo_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run, copy)
+    shutil.rmtree(copy / "cpu_util")
+    summary = json.loads((copy / "summary.json").read_text())
+    for unit in summary["units"]:
+        if unit["unit"] == "cpu_util":
+            unit["path"], unit["rules"] = None, []
+    (copy / "summary.json").write_text(json.dumps(summary))
+    report = build_report(copy, baselines=("robust-zscore",))
+    assert any("1 of 6 series have no exported rule set (cpu_util)" in n for n in report.notes)
+    # The rule sets' row counts cpu_util as raising no alarm, like the baseline's row counts it.
+    test_f1 = {r["series"]: r["test F1"] for r in report.per_series}
+    cpu = make_demo_dataset().get("cpu_util")
+    start = split_series(cpu, make_demo_dataset().split).test_start
+    assert cpu.labels is not None and cpu.labels[start:].any()
+    expected = [f for s, f in test_f1.items() if s != "cpu_util" and f is not None] + [0.0]
+    rules_row = report.methods[0]
+    assert rules_row.f1 == pytest.approx(sum(expected) / len(expected))
