@@ -37,7 +37,7 @@ from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.protocol import fit_inputs
 from argos.data.series import Dataset, Series, SplitSpec
 from argos.rules.artifacts import RuleSource, write_ruleset
-from argos.rules.contract import RuleContractError, check_rule
+from argos.rules.contract import RuleContractError, with_params
 from argos.rules.templates import load_rule
 from argos.sandbox.kernel import RuleError
 from argos.sandbox.pool import Sandbox, check_causality
@@ -87,16 +87,17 @@ def verify_rules(
     inputs = [(s.values, s.timestamps) for s in history]
     for r in rules:
         try:
-            check_rule(r.source)
+            # What is verified is what is exported: the code with its fitted PARAMS.
+            code = with_params(r.source, r.params)
         except RuleContractError as exc:
             problems.append(RuleError(0, r.name, f"static gate: {exc}"))
             continue
-        res = sandbox.run(r.source, inputs)
+        res = sandbox.run(code, inputs)
         if not res.ok or res.outputs is None:
             problems.append(RuleError(0, r.name, f"sandbox {res.status}: {res.detail}"))
             continue
         if trusted:
-            detect, params = load_rule(r.source)
+            detect, params = load_rule(code)
             for i, (s, out) in enumerate(zip(history, res.outputs, strict=True)):
                 ref = np.asarray(detect(s.values, s.timestamps, params), dtype=bool)
                 if not np.array_equal(ref, out):
@@ -109,7 +110,7 @@ def verify_rules(
         first = history[0]
         causal = check_causality(
             sandbox,  # type: ignore[arg-type]  # it calls ``run`` only; typed as the Sandbox
-            r.source,
+            code,
             None,
             first.values,
             first.timestamps,
