@@ -202,10 +202,32 @@ def _resolve(name: str) -> MethodInfo:
     return info
 
 
+RULES_PREFIX = "rules:"
+"""``rules:PATH`` names an exported rule set or a training run folder (see
+:mod:`argos.evaluation.rulesets`)."""
+
+
+def _rules_method(name: str) -> MethodInfo:
+    path = name[len(RULES_PREFIX) :]
+    if not path:
+        raise ValueError("rules: needs a PATH (a rule-set folder or a training run folder)")
+    module = importlib.import_module("argos.evaluation.rulesets")
+    cls = cast("Callable[..., Method]", module.RuleSetMethod)
+
+    def factory(*, seed: int = 0) -> Method:
+        return cls(path)
+
+    description = f"the rule sets of {path} (exported by argos train)"
+    return MethodInfo(name=name, factory=factory, description=description, kind="argos")
+
+
 def get_method(name: str) -> MethodInfo:
-    """The method called ``name``; :class:`UnknownMethodError` lists the known names."""
+    """The method called ``name``; :class:`UnknownMethodError` lists the known names.
+    ``rules:PATH`` is the rule set (or training run) in folder PATH."""
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if name.startswith(RULES_PREFIX):
+        return _rules_method(name)
     if name in _offered():
         return _resolve(name)
     raise UnknownMethodError(name, method_names())

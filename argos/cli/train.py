@@ -93,6 +93,13 @@ def register(app: typer.Typer) -> None:
         data_dir: Annotated[
             Path | None, typer.Option(help="Benchmark data folder (default $ARGOS_DATA_DIR).")
         ] = None,
+        train_fraction: Annotated[
+            float | None,
+            typer.Option(
+                "--train-fraction",
+                help="Train share of generic datasets (0.7), as in argos eval.",
+            ),
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print summary JSON.")] = False,
         llm: Annotated[
             str | None,
@@ -229,6 +236,7 @@ def register(app: typer.Typer) -> None:
                 fusion_base=fusion_base,
                 scheduler=scheduler,
                 llm_concurrency=llm_concurrency,
+                train_fraction=train_fraction,
             )
             if out == Path("runs/train"):
                 run_dir = new_run_dir(runs_dir)
@@ -244,7 +252,7 @@ def register(app: typer.Typer) -> None:
             typer.echo("error: --granularity must be 'series' or 'partition'", err=True)
             raise typer.Exit(2)
         try:
-            ds = catalog.load_dataset(dataset, data_dir=data_dir)
+            ds = catalog.load_dataset(dataset, data_dir=data_dir, train_fraction=train_fraction)
         except DataError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -298,6 +306,7 @@ def register(app: typer.Typer) -> None:
                         workers=n_workers,
                         on_unit=on_unit,
                         executor=executor,
+                        dataset_source=dataset,
                     )
             except SchedulerError as exc:
                 typer.echo(f"error: {exc}", err=True)

@@ -66,6 +66,7 @@ class RunOptions(BaseModel):
     fusion_base: str | None = None
     scheduler: str | None = None
     llm_concurrency: int = 4
+    train_fraction: float | None = None
     created: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def llm_config(self) -> LLMConfig:
@@ -115,7 +116,9 @@ def run_llm_training(opts: RunOptions, run_dir: Path, *, console: Console, as_js
     try:
         llm = opts.llm_config()
         ds = catalog.load_dataset(
-            opts.dataset, data_dir=Path(opts.data_dir) if opts.data_dir else None
+            opts.dataset,
+            data_dir=Path(opts.data_dir) if opts.data_dir else None,
+            train_fraction=opts.train_fraction,
         )
     except (LLMError, DataError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -183,6 +186,29 @@ def _cluster_model(
     return shared
 
 
+def event_line(event: dict[str, Any], gen: AgentGenerator) -> str:
+    """One graph event as a line of progress, with the tokens (and cost) spent so far."""
+    total = gen.ledger.total()
+    cost = total.cost_usd
+    extra = ""
+    if event.get("event") == "outcome":
+        extra = f" {event.get('outcome')}"
+    elif event.get("val_f1") is not None:
+        extra = f" val F1 {event['val_f1']:.3f}"
+    return (
+        f"{event.get('unit')} it {event.get('iteration', '-')} "
+        f"{event.get('event')} {event.get('status', '')}{extra}  "
+        f"tokens {total.prompt_tokens + total.completion_tokens:,}"
+        + (f"  ${cost:.4f}" if cost else "")
+    )
+
+
+def plain_line(console: Console, text: str) -> None:
+    """Write one unstyled line to the console's file and flush it (no TTY: no live display)."""
+    console.file.write(text.rstrip() + "\n")
+    console.file.flush()
+
+
 def _train(
     opts: RunOptions,
     ds: Dataset,
@@ -216,6 +242,7 @@ def _train(
     except (KeyError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
+    live = console.is_terminal
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -223,22 +250,24 @@ def _train(
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         console=console,
+        disable=not live,
     ) as progress:
         task = progress.add_task(f"training {ds.name}", total=n_units, status="")
+        done = 0
 
         def on_event(event: dict[str, Any]) -> None:
-            total = gen.ledger.total()
-            cost = total.cost_usd
-            status = (
-                f"{event.get('unit')} it {event.get('iteration', '-')} "
-                f"{event.get('event')} {event.get('status', '')}  "
-                f"tokens {total.prompt_tokens + total.completion_tokens:,}"
-                + (f"  ${cost:.4f}" if cost else "")
-            )
-            progress.update(task, status=status)
+            status = event_line(event, gen)
+            if live:
+                progress.update(task, status=status)
+            else:  # a log file or a pipe: one plain line per event, flushed as it happens
+                plain_line(console, status)
 
         def on_unit(res: UnitResult, output: GeneratorOutput) -> None:
+            nonlocal done
+            done += 1
             progress.update(task, advance=1, description=f"{ds.name}: {res.unit}")
+            if not live:
+                plain_line(console, f"unit {res.unit} done ({done}/{n_units})")
 
         gen.on_event = on_event
         try:
@@ -252,6 +281,7 @@ def _train(
                 workers=1,  # one endpoint, one request at a time; the graph is sequential
                 on_unit=on_unit,
                 executor=executor,
+                dataset_source=opts.dataset,
             )
         except LLMError as exc:
             typer.echo(f"error: {exc}\nresume with: argos train --resume {run_dir}", err=True)

@@ -12,12 +12,12 @@ import ast
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from argos.rules.artifacts import Fusion, Role, RuleSetError, load_ruleset
+from argos.rules.contract import docstring_conditions
 from argos.sandbox.kernel import RuleCode
 
 log = logging.getLogger(__name__)
@@ -71,39 +71,41 @@ class LoadedRuleSet:
         }
 
 
-_SECTION = re.compile(r"^\s*(normal|abnormal)\s*(?:condition|conditions)?\s*[:\-]\s*", re.I)
-
-
-MAX_CONDITION_CHARS = 300
+MAX_CONDITION_CHARS = 1000
 """Longest stated condition kept per rule (a rule's docstring is rule-controlled text that the
-service copies into explanations)."""
+service copies into explanations). Longer text is cut at the last sentence end within the limit
+(else at a word, marked with "...")."""
 
 
 def _bounded(text: str, limit: int = MAX_CONDITION_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 4]
+    end = head.rfind(". ")
+    if end >= limit // 2:
+        return head[: end + 1]
+    return head[: head.rfind(" ")].rstrip() + " ..."
 
 
 def abnormal_condition(code: str) -> str:
-    """The rule's stated abnormal condition: the ``Abnormal:`` paragraph of its docstring, cut
-    to :data:`MAX_CONDITION_CHARS`.
+    """The rule's stated abnormal condition: its docstring's ``Abnormal:`` statement, wherever it
+    stands (:func:`argos.rules.contract.docstring_conditions`), bounded by
+    :data:`MAX_CONDITION_CHARS`.
 
-    Falls back to the docstring's first line, or ``""`` when there is no docstring.
+    Falls back to the docstring's first paragraph, or ``""`` when there is no docstring.
     """
+    try:
+        _title, _normal, abnormal = docstring_conditions(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ""
+    if abnormal:
+        return _bounded(abnormal)
     try:
         doc = ast.get_docstring(ast.parse(code)) or ""
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return ""
-    lines = doc.strip().splitlines()
-    for i, line in enumerate(lines):
-        m = _SECTION.match(line)
-        if m and m.group(1).lower() == "abnormal":
-            parts = [line[m.end() :].strip()]
-            for nxt in lines[i + 1 :]:
-                if not nxt.strip() or _SECTION.match(nxt):
-                    break
-                parts.append(nxt.strip())
-            return _bounded(" ".join(p for p in parts if p))
-    return _bounded(lines[0].strip()) if lines else ""
+    first = doc.strip().split("\n\n")[0]
+    return _bounded(" ".join(line.strip() for line in first.splitlines() if line.strip()))
 
 
 def load_rules(directory: str | Path) -> LoadedRuleSet:

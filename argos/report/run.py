@@ -11,8 +11,6 @@ unit's training progress and candidates.
 
 from __future__ import annotations
 
-import ast
-import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,6 +39,7 @@ from argos.report.views import (
     series_view,
     truth_labels,
 )
+from argos.rules.contract import docstring_conditions
 
 if TYPE_CHECKING:
     from argos.rules.artifacts import RuleSet
@@ -51,41 +50,6 @@ DEFAULT_BASELINES = ("robust-zscore", "spectral-residual")
 
 DEFAULT_RUN_MAX_SERIES = 60
 """Series figures in a run report before it draws only the worst and the best by test F1."""
-
-
-_SECTION = re.compile(r"^\s*(normal|abnormal)\b[^:\n]{0,30}:\s*", re.I)
-
-
-def rule_conditions(code: str) -> tuple[str, str, str]:
-    """``(title, normal, abnormal)`` from a rule's module docstring.
-
-    ``title`` is the docstring's first line; ``normal`` / ``abnormal`` are the paragraphs that start
-    with ``Normal:`` / ``Abnormal:`` (also ``Normal conditions:`` and the like), empty when absent.
-    """
-    try:
-        doc = ast.get_docstring(ast.parse(code)) or ""
-    except SyntaxError:
-        return "", "", ""
-    lines = doc.strip().splitlines()
-    found: dict[str, list[str]] = {"normal": [], "abnormal": []}
-    current: str | None = None
-    title = ""
-    for i, line in enumerate(lines):
-        m = _SECTION.match(line)
-        if m:
-            current = m.group(1).lower()
-            found[current].append(line[m.end() :].strip())
-        elif not line.strip():
-            current = None
-        elif current is not None:
-            found[current].append(line.strip())
-        elif i == 0:
-            title = line.strip()
-    return (
-        title,
-        " ".join(p for p in found["normal"] if p),
-        " ".join(p for p in found["abnormal"] if p),
-    )
 
 
 def _method_row(name: str, kind: str, test_scores: Sequence[Scores]) -> MethodRow:
@@ -206,10 +170,12 @@ def progress_from_log(
 
     Candidates are matched to what happened to them by (iteration, id): ``accepted`` events mark
     the kept one, a failed ``checked`` event gives the reason a candidate was dropped, a
-    ``regressed`` event the metric comparison. Reviewer revisions appear as rows of their own
-    (origin ``reviewer``) with the gate's verdict.
+    ``regressed`` event the metric comparison, and an ``outcome`` event (written by the graph's
+    select step) the real outcome in words, which wins over the others. Reviewer revisions appear
+    as rows of their own (origin ``reviewer``) with the gate's verdict.
     """
     why: dict[tuple[Any, str], str] = {}
+    stated: dict[tuple[Any, str], str] = {}
     accepted: set[tuple[Any, str]] = set()
     candidates: list[CandidateView] = []
     per_iter: dict[int, Any] = {}
@@ -217,7 +183,9 @@ def progress_from_log(
         kind = e.get("event")
         it = e.get("iteration")
         key = (it, str(e.get("id")))
-        if kind == "checked" and e.get("status") != "ok":
+        if kind == "outcome":
+            stated[key] = str(e.get("outcome"))
+        elif kind == "checked" and e.get("status") != "ok":
             why[key] = f"{e.get('status')}: {e.get('detail', '')}".strip()
         elif kind == "accepted":
             if e.get("via") == "review":
@@ -268,10 +236,17 @@ def progress_from_log(
         elif kind == "iteration_end" and isinstance(it, int):
             per_iter[it] = e.get("best_val_f1")
     for c in candidates:
+        key = (c.iteration, c.rule)
+        if c.origin != "reviewer" and key in stated:
+            c.outcome = stated[key]
+            if key in why and "reviewer" in why[key]:
+                c.outcome += f"; {why[key].split('; ')[-1]}"
+            continue
         if c.origin == "reviewer" or c.status != "ok":
             continue
-        key = (c.iteration, c.rule)
-        if key in accepted:
+        if c.validation_f1 is None:
+            c.outcome = "not scored: no labeled anomaly in validation; not kept"
+        elif key in accepted:
             c.outcome = "accepted"
             accepted.discard(key)  # an identical later candidate is a duplicate
         else:
@@ -347,9 +322,19 @@ def build_run_report(
     run_opts = read_json_object(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     if data_dir is None and run_opts.get("data_dir"):
         data_dir = Path(str(run_opts["data_dir"]))
-    name = str(summary.get("dataset", ""))
+    # The dataset as the user named it (a PATH too); older summaries hold only the loaded name.
+    name = str(
+        summary.get("dataset_source") or run_opts.get("dataset") or summary.get("dataset", "")
+    )
+    split = summary.get("split")
+    used = split.get("train_fraction") if isinstance(split, Mapping) else None
     say(f"loading dataset {name}")
-    ds = load_report_dataset(name, data_dir, None, summary.get("granularity"))
+    ds = load_report_dataset(
+        name, data_dir, run_opts.get("train_fraction"), summary.get("granularity")
+    )
+    if isinstance(used, float) and used != ds.split.train_fraction:
+        # The run used another split than the catalog's default (``--train-fraction``).
+        ds = load_report_dataset(name, data_dir, used, summary.get("granularity"))
     by_id = {s.id: s for s in ds.series}
     units = [u for u in summary.get("units", []) if isinstance(u, Mapping)]
     logs = _checkpoint_logs(run_dir / "checkpoints.sqlite")
@@ -374,9 +359,14 @@ def build_run_report(
     ]
     if run_opts.get("model"):
         report.facts.append(("model", str(run_opts["model"])))
+    # Every row of the table is over the same series: a series whose unit exported no rule set
+    # counts as "no alarm" in the rule sets' row (what deploying the run gives it), and a baseline
+    # that fails on a unit is left out of the table rather than averaged over fewer series.
     rule_test: list[Scores] = []
+    without_rules: list[str] = []
     scored: list[tuple[SeriesView, Series, BoolArray | None]] = []
     base_test: dict[str, list[Scores]] = {b: [] for b in baselines}
+    base_failed: set[str] = set()
     with Sandbox() as sandbox:
         for u in units:
             unit = str(u.get("unit", ""))
@@ -424,7 +414,7 @@ def build_run_report(
                     report.notes.append(f"unit {unit}: rule set not loaded: {exc}")
                 else:
                     for entry in ruleset.rules:
-                        title, normal, abnormal = rule_conditions(ruleset.codes[entry.id])
+                        title, normal, abnormal = docstring_conditions(ruleset.codes[entry.id])
                         report.rules.append(
                             RuleView(
                                 unit=unit,
@@ -453,11 +443,11 @@ def build_run_report(
                 if pred is not None:
                     view_s.rules = stated
                 scored.append((view_s, s, pred))
-                if pred is not None:
-                    sp = split_series(s, ds.split)
-                    rule_test.append(
-                        event_pa(truth_labels(s)[sp.test_start :], pred[sp.test_start :])
-                    )
+                sp = split_series(s, ds.split)
+                if pred is None:
+                    without_rules.append(s.id)
+                shown = np.zeros(len(s), dtype=np.bool_) if pred is None else pred
+                rule_test.append(event_pa(truth_labels(s)[sp.test_start :], shown[sp.test_start :]))
             for b in baselines:
                 if not group:
                     continue
@@ -467,6 +457,7 @@ def build_run_report(
                     det = get_method(b).build(seed=0).fit(inputs.train, inputs.validation)
                 except (KeyError, ValueError) as exc:
                     report.notes.append(f"baseline {b} on {unit}: {exc}")
+                    base_failed.add(b)
                     continue
                 for s in group:
                     sp = split_series(s, ds.split)
@@ -501,7 +492,15 @@ def build_run_report(
     report.per_series_methods = ["train F1", "validation F1", "test F1"]
     report.per_series_note = "event-PA F1 of the run's rule set on each part (events counted)."
     report.methods = [_method_row("argos rule sets (this run)", "argos", rule_test)]
-    report.methods += [_method_row(b, "baseline", sc) for b, sc in base_test.items() if sc]
+    report.methods += [
+        _method_row(b, "baseline", sc) for b, sc in base_test.items() if sc and b not in base_failed
+    ]
+    if without_rules:
+        report.notes.append(
+            f"{len(without_rules)} of {len(rule_test)} series have no exported rule set "
+            f"({', '.join(without_rules[:10])}): the rule sets' row counts them as raising no "
+            "alarm, so every row is over the same series"
+        )
     report.table_note = (
         "Event-F1 with point adjustment on the test part of every series; P/R/F1 are means over "
         "series (F1 and recall over the series with a test anomaly), pooled F1 sums the counts. "

@@ -26,7 +26,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from argos.rules.contract import ParamValue, RuleContractError, check_rule, decode_rule_source
+from argos.rules.contract import (
+    ParamValue,
+    RuleContractError,
+    check_rule,
+    decode_rule_source,
+    with_params,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 MANIFEST = "manifest.json"
@@ -215,12 +221,21 @@ def _atomic_write(path: Path, data: bytes) -> None:
         return  # unchanged: keep the file (and its mtime) as it is
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        # mkstemp creates the file 0600; a rule set is an ordinary file: mode from the umask.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _version() -> str:
@@ -252,11 +267,16 @@ def write_ruleset(
     if isinstance(combination, Fusion):
         fusion = combination
     entries: list[RuleEntry] = []
+    codes: list[str] = []
     for src in rules:
         try:
-            info = check_rule(src.code, max_bytes=10**7)
+            # The file shows the params that run: the fitted values replace the PARAMS literal,
+            # so the file, the manifest and the hash agree.
+            code = with_params(src.code, src.params or {})
+            info = check_rule(code, max_bytes=10**7)
         except RuleContractError as exc:
             raise RuleSetError(f"rule {src.id!r} fails the rule contract: {exc}") from exc
+        codes.append(code)
         role: Role = "or"
         if fusion is not None:
             if src.id == fusion.base:
@@ -269,8 +289,8 @@ def write_ruleset(
             RuleEntry(
                 id=src.id,
                 file=f"{src.id}.py",
-                sha256=sha256_text(src.code),
-                params={**info.params, **dict(src.params or {})},
+                sha256=sha256_text(code),
+                params=dict(info.params),
                 lookback=info.lookback,
                 description=info.docstring,
                 status=src.status,
@@ -300,8 +320,8 @@ def write_ruleset(
     else:
         created = datetime.now(UTC).replace(microsecond=0).isoformat()
     manifest = manifest.model_copy(update={"created": created})
-    for src, entry in zip(rules, entries, strict=True):
-        _atomic_write(d / entry.file, src.code.encode("utf-8"))
+    for code, entry in zip(codes, entries, strict=True):
+        _atomic_write(d / entry.file, code.encode("utf-8"))
     if old is not None:
         keep = {e.file for e in entries}
         for e in old.rules:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 import linecache
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -444,6 +444,84 @@ def check_rule(code: str, *, max_bytes: int = DEFAULT_MAX_CODE_BYTES) -> RuleInf
         unique = sorted(set(issues), key=lambda i: (i.line, i.message))
         raise RuleContractError("static_reject", unique)
     return RuleInfo(params=params, lookback=lookback, docstring=doc.strip(), param_ranges=ranges)
+
+
+def _param_literal(value: ParamValue) -> str:
+    if isinstance(value, str):
+        return repr(value).replace("'", '"') if '"' not in value else repr(value)
+    return repr(value)
+
+
+def with_params(code: str, params: Mapping[str, ParamValue]) -> str:
+    """``code`` with its ``PARAMS`` dict literal replaced by ``params`` merged over it.
+
+    A reviewer reads the file, so the literal must show the values that run (fitted ones, not the
+    written defaults). Everything else in the file is kept byte for byte; code whose ``PARAMS``
+    already holds these values is returned unchanged. Raises :class:`RuleContractError` when the
+    code fails the static gate.
+    """
+    info = check_rule(code, max_bytes=10**7)
+    merged = {**info.params, **dict(params)}
+    if merged == info.params and all(type(merged[k]) is type(info.params[k]) for k in merged):
+        return code
+    node = _module_assignments(ast.parse(code))["PARAMS"].value
+    assert node is not None  # the gate checked it is a dict literal
+    lines = code.splitlines(keepends=True)
+    start = sum(len(ln) for ln in lines[: node.lineno - 1]) + _char_offset(
+        lines[node.lineno - 1], node.col_offset
+    )
+    end_line = node.end_lineno or node.lineno
+    end = sum(len(ln) for ln in lines[: end_line - 1]) + _char_offset(
+        lines[end_line - 1], node.end_col_offset or 0
+    )
+    items = [f"{_param_literal(k)}: {_param_literal(v)}" for k, v in merged.items()]
+    literal = "{" + ", ".join(items) + "}"
+    if node.col_offset + len(literal) > 90:
+        literal = "{\n" + "".join(f"    {item},\n" for item in items) + "}"
+    return code[:start] + literal + code[end:]
+
+
+def _char_offset(line: str, byte_offset: int) -> int:
+    """The character index of a UTF-8 byte offset in ``line`` (ast offsets count bytes)."""
+    return len(line.encode("utf-8")[:byte_offset].decode("utf-8", errors="ignore"))
+
+
+_CONDITION = re.compile(
+    r"(?P<kind>(?i:^(?:ab)?normal)|\b(?:Normal|Abnormal|NORMAL|ABNORMAL))"
+    r"(?:\s+(?:conditions?|behaviou?r))?\s*:\s*"
+)
+"""A ``Normal:`` / ``Abnormal:`` marker: any case at the start of a paragraph, capitalised
+elsewhere (so prose like "back to normal: ..." is not taken for one)."""
+
+
+def docstring_conditions(code: str) -> tuple[str, str, str]:
+    """``(title, normal, abnormal)`` stated by a rule's module docstring.
+
+    ``Normal:`` and ``Abnormal:`` (also ``Normal conditions:`` and the like) are found wherever
+    they stand: on their own lines, or both on one line as ``Normal: ... Abnormal: ...``. Each
+    part runs to the next marker or the end of its paragraph; wrapped lines are joined, so a
+    statement is never cut mid-sentence. ``title`` is the docstring's first line when that line is
+    not itself a ``Normal:``/``Abnormal:`` statement. Absent parts are ``""``.
+    """
+    try:
+        doc = ast.get_docstring(ast.parse(code)) or ""
+    except (SyntaxError, ValueError):
+        return "", "", ""
+    paragraphs = [" ".join(ln.strip() for ln in p.splitlines()) for p in re.split(r"\n\s*\n", doc)]
+    paragraphs = [p for p in paragraphs if p.strip()]
+    if not paragraphs:
+        return "", "", ""
+    found: dict[str, list[str]] = {"normal": [], "abnormal": []}
+    for para in paragraphs:
+        marks = list(_CONDITION.finditer(para))
+        for i, m in enumerate(marks):
+            stop = marks[i + 1].start() if i + 1 < len(marks) else len(para)
+            text = para[m.end() : stop].strip()
+            if text:
+                found[m.group("kind").lower()].append(text)
+    first = doc.strip().splitlines()[0].strip()
+    title = "" if _CONDITION.match(first) else first
+    return title, " ".join(found["normal"]), " ".join(found["abnormal"])
 
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)

@@ -38,7 +38,7 @@ from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.protocol import fit_inputs
 from argos.data.series import Dataset, Series, SplitSpec
 from argos.rules.artifacts import RuleSource, write_ruleset
-from argos.rules.contract import RuleContractError, check_rule
+from argos.rules.contract import RuleContractError, with_params
 from argos.rules.templates import load_rule
 from argos.sandbox.kernel import RuleError
 from argos.sandbox.pool import Sandbox, check_causality
@@ -88,16 +88,17 @@ def verify_rules(
     inputs = [(s.values, s.timestamps) for s in history]
     for r in rules:
         try:
-            check_rule(r.source)
+            # What is verified is what is exported: the code with its fitted PARAMS.
+            code = with_params(r.source, r.params)
         except RuleContractError as exc:
             problems.append(RuleError(0, r.name, f"static gate: {exc}"))
             continue
-        res = sandbox.run(r.source, inputs)
+        res = sandbox.run(code, inputs)
         if not res.ok or res.outputs is None:
             problems.append(RuleError(0, r.name, f"sandbox {res.status}: {res.detail}"))
             continue
         if trusted:
-            detect, params = load_rule(r.source)
+            detect, params = load_rule(code)
             for i, (s, out) in enumerate(zip(history, res.outputs, strict=True)):
                 ref = np.asarray(detect(s.values, s.timestamps, params), dtype=bool)
                 if not np.array_equal(ref, out):
@@ -110,7 +111,7 @@ def verify_rules(
         first = history[0]
         causal = check_causality(
             sandbox,  # type: ignore[arg-type]  # it calls ``run`` only; typed as the Sandbox
-            r.source,
+            code,
             None,
             first.values,
             first.timestamps,
@@ -173,6 +174,11 @@ class TrainSummary:
     seconds: float
     out_dir: str | None
     config: dict[str, Any] = field(default_factory=dict)
+    dataset_source: str | None = None
+    """The dataset as the user named it (a catalog name or a PATH): what ``argos report`` loads.
+    ``dataset`` is the loaded dataset's name (a folder's name for a PATH)."""
+    split: dict[str, Any] = field(default_factory=dict)
+    """The split the run used: ``train_fraction``, ``validation_fraction``, ``granularity``."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -289,12 +295,14 @@ def train_dataset(
     verify: bool = True,
     on_unit: UnitCallback | None = None,
     executor: UnitExecutor | None = None,
+    dataset_source: str | None = None,
 ) -> TrainSummary:
     """Train every unit of ``dataset``, verify and export the rules, and write ``summary.json``.
 
     ``on_unit`` is called as each unit finishes (in completion order) for progress displays.
     ``executor`` (e.g. an :class:`argos.distributed.DaskExecutor`) runs the units' generation
     instead of the local pool of ``workers`` processes; verification and export stay here.
+    ``dataset_source`` is how the user named the dataset (recorded for ``argos report``).
     """
     spec = dataset.split
     if granularity is not None:
@@ -302,6 +310,11 @@ def train_dataset(
     units = training_units(
         dataset, granularity=spec.granularity, series_id=series_id, partition=partition
     )
+    split = {
+        "train_fraction": spec.train_fraction,
+        "validation_fraction": spec.validation_fraction,
+        "granularity": spec.granularity,
+    }
     jobs: list[TrainJob] = []
     for name, group in units.items():
         fi = fit_inputs(group, spec)
@@ -312,7 +325,7 @@ def train_dataset(
     sandbox = Sandbox(workers=1) if verify else None
     try:
         for done in runner.run_training(generator, jobs):
-            res = _verify_and_export(done, dataset.name, generator, sandbox, out_dir)
+            res = _verify_and_export(done, dataset.name, generator, sandbox, out_dir, split)
             results.append(res)
             if on_unit is not None:
                 on_unit(res, done.output)
@@ -329,6 +342,8 @@ def train_dataset(
         seconds=round(time.perf_counter() - t0, 3),
         out_dir=None if out_dir is None else str(out_dir),
         config=generator.summary_config(),
+        dataset_source=dataset_source,
+        split=split,
     )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -342,6 +357,7 @@ def _verify_and_export(
     generator: Generator,
     sandbox: RuleRunner | None,
     out_dir: Path | None,
+    split: dict[str, Any] | None = None,
 ) -> UnitResult:
     """Verify one unit's rules, export the good ones, and say what happened."""
     job, out = done.job, done.output
@@ -375,6 +391,7 @@ def _verify_and_export(
             series=job.series,
             generator=generator.name,
             output=out,
+            split=split,
         )
         res.path = str(folder)
     return res
@@ -418,12 +435,19 @@ def export_rule_set(
     series: Sequence[str],
     generator: str,
     output: GeneratorOutput,
+    split: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the rules as a rule-set folder (rule files + manifest) and return the folder."""
+    """Write the rules as a rule-set folder (rule files + manifest) and return the folder.
+    ``split`` (train/validation fractions, granularity) is recorded in the manifest."""
     fields: dict[str, Any] = {
         "name": f"{dataset} {unit} ({generator} generator)",
         "combination": "or",
-        "training": {"dataset": dataset, "series": list(series), "partition": None},
+        "training": {
+            "dataset": dataset,
+            "series": list(series),
+            "partition": None,
+            "split": dict(split or {}),
+        },
         "metrics": {
             "train": {"event_pa_f1": output.train_f1, "candidates_tried": output.tried},
             "validation": {"event_pa_f1": output.validation_f1},

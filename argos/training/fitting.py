@@ -10,7 +10,11 @@ Search space, per parameter (unless ``space`` names explicit candidates):
   default is an int);
 * numeric without a declared range: a multiplicative range ``default / 4 .. default * 4`` (log
   spaced); parameters whose default is 0 are left alone;
-* booleans: ``False, True``; strings: left at their default.
+* booleans: ``False, True``; strings: left at their default;
+* an integer whose default is at most the rule's ``LOOKBACK`` (a window, a lag, a period) is
+  never searched above ``LOOKBACK``, declared range or not: a window grown past ``LOOKBACK``
+  makes the rule depend on history the online detector does not keep (not stream-exact; the
+  trainer also checks the fitted rule, see :meth:`argos.training.agents.lab.SandboxRuleLab.fit`).
 
 With ``search="auto"`` a full grid is used when it fits in ``budget`` with at least three levels per
 parameter, otherwise seeded random search. The defaults are always the first trial, so fitting never
@@ -195,6 +199,25 @@ def _key(p: Mapping[str, ParamValue]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, repr(v)) for k, v in p.items()))
 
 
+def capped_ranges(
+    defaults: Mapping[str, ParamValue],
+    ranges: Mapping[str, tuple[float, float]],
+    lookback: int,
+) -> dict[str, tuple[float, float]]:
+    """``ranges`` with every window-like integer (default ``1..lookback``) capped at
+    ``lookback``; the defaults' own ranges are made explicit where a cap applies."""
+    out = dict(ranges)
+    for name, default in defaults.items():
+        if isinstance(default, bool) or not isinstance(default, int):
+            continue
+        if not 1 <= default <= lookback:
+            continue
+        lo, hi, _log = _bounds(default, ranges.get(name))
+        if hi > lookback:
+            out[name] = (min(lo, float(lookback)), float(lookback))
+    return out
+
+
 def fit_params(
     sandbox: Sandbox,
     code: str,
@@ -228,7 +251,12 @@ def fit_params(
             f"{list(handle.lengths)}"
         )
     candidates = candidate_params(
-        info.params, info.param_ranges, space=space, budget=budget, seed=seed, search=search
+        info.params,
+        capped_ranges(info.params, info.param_ranges, info.lookback),
+        space=space,
+        budget=budget,
+        seed=seed,
+        search=search,
     )
     trace: list[Trial] = []
     best: Trial | None = None
@@ -262,6 +290,7 @@ __all__ = [
     "RuleContractError",
     "Trial",
     "candidate_params",
+    "capped_ranges",
     "fit_params",
     "score_predictions",
 ]

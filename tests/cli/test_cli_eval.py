@@ -251,3 +251,47 @@ def test_committed_config_writes_no_tracked_file_and_notes_a_missing_peer(
         app, ["eval", "--config", str(cfg), "--methods", "pyod-spectral-residual"]
     )
     assert only_peer.exit_code == 2 and "no method can run" in only_peer.output
+
+
+def _two_series(folder: Path) -> Path:
+    import numpy as np
+
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("alpha", "beta"):
+        values = np.round(50 + rng.normal(0, 3, 800), 2)
+        labels = np.zeros(800, dtype=int)
+        for at in (150, 420, 700):
+            values[at : at + 5] += 60
+            labels[at : at + 5] = 1
+        pairs = enumerate(zip(values, labels, strict=True))
+        rows = "\n".join(f"{1_700_000_000 + 60 * i},{v},{la}" for i, (v, la) in pairs)
+        (folder / f"{name}.csv").write_text("timestamp,value,label\n" + rows + "\n")
+    return folder
+
+
+def test_rules_method_evaluates_a_training_run_and_a_rule_set(tmp_path: Path) -> None:
+    data = _two_series(tmp_path / "units")
+    run = tmp_path / "run"
+    env = {"ARGOS_LLM_MODEL": None, "OPENAI_API_KEY": None, "OPENAI_BASE_URL": None}
+    trained = runner.invoke(
+        app,
+        ["train", "--dataset", str(data), "--out", str(run), "--generator", "builtin"],
+        env=env,
+    )
+    assert trained.exit_code == 0, trained.output
+    methods = f"rules:{run},rules:{run / 'alpha'},static-threshold"
+    doc = _json("--dataset", str(data), "--methods", methods, "--workers", "1")
+    assert list(doc["methods"]) == methods.split(",")
+    f1 = doc["methods"][f"rules:{run}"]["event_pa"]["mean"]["f1"]
+    assert f1 is not None and f1 > 0.5  # each series ran its own unit's rule set
+    assert doc["methods"][f"rules:{run / 'alpha'}"]["event_pa"]["mean"]["f1"] is not None
+    # A series the run has no rule set for is reported by name, not skipped.
+    partial = tmp_path / "partial"
+    args = ["train", "--dataset", str(data), "--series", "alpha", "--out", str(partial)]
+    assert runner.invoke(app, [*args, "--generator", "builtin"], env=env).exit_code == 0
+    result = runner.invoke(
+        app, ["eval", "--dataset", str(data), "--methods", f"rules:{partial}", "--workers", "1"]
+    )
+    assert result.exit_code != 0
+    assert "no rule set for series beta" in " ".join(result.output.split())

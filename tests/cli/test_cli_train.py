@@ -183,3 +183,87 @@ def test_train_overwrite_never_removes_files_a_run_did_not_write(
     assert result.exit_code == 2
     assert "no training run wrote (notes.txt)" in result.output
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_train_fraction_is_used_recorded_and_the_printed_report_command_works(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import shlex
+
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "llm-units"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    values = np.round(50 + rng.normal(0, 3, 800), 2)
+    labels = np.zeros(800, dtype=int)
+    for at in (150, 420, 700):
+        values[at : at + 5] += 60
+        labels[at : at + 5] = 1
+    rows = "\n".join(
+        f"{1_700_000_000 + 60 * i},{v},{la}"
+        for i, (v, la) in enumerate(zip(values, labels, strict=True))
+    )
+    (data / "unit.csv").write_text("timestamp,value,label\n" + rows + "\n")
+    out = tmp_path / "rules"
+    args = ["train", "--dataset", str(data), "--out", str(out), "--workers", "1"]
+    result = runner.invoke(app, [*args, "--train-fraction", "0.6"], env=NO_LLM)
+    assert result.exit_code == 0, result.output
+    split = load_ruleset(out / "unit").manifest.training.split  # type: ignore[union-attr]
+    assert split["train_fraction"] == 0.6
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset_source"] == str(data) and summary["split"]["train_fraction"] == 0.6
+    # The command training prints works as printed (the dataset was given as a path).
+    printed = next(
+        line for line in result.output.splitlines() if line.startswith("report: argos report")
+    )
+    command = shlex.split(printed.removeprefix("report: ").split("  (")[0])
+    report = runner.invoke(app, command[1:], env=NO_LLM)
+    assert report.exit_code == 0, report.output
+    assert (out / "report.html").is_file()
+
+
+def test_llm_training_without_a_tty_logs_one_flushed_line_per_event(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from fake_openai import FakeOpenAI
+    from scripted_rules import GOOD, RUNTIME_ERROR, fenced
+
+    log = tmp_path / "train.log"
+    seen_before_second_call: list[str] = []
+
+    def on_request(number: int) -> bool:
+        if number == 2:  # the repairer's call: the first candidate's events are in the log already
+            seen_before_second_call.append(log.read_text())
+        return True
+
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+    for k in ("ARGOS_LLM_MODEL", "ARGOS_LLM_BASE_URL", "OPENAI_BASE_URL"):
+        env.pop(k, None)
+
+    def choose(agent: str, prompt: str) -> str:
+        return fenced(GOOD if agent == "repairer" else RUNTIME_ERROR)
+
+    with FakeOpenAI(choose, on_request) as server, log.open("w") as fh:
+        proc = subprocess.run(
+            [
+                *(sys.executable, "-m", "argos.cli", "train", "--dataset", "demo"),
+                *("--series", "error_rate", "--llm", "openai", "--model", "fake-model"),
+                *("--base-url", server.base_url, "--iterations", "2", "--candidates", "1"),
+                *("--chunk-size", "600", "--out", str(tmp_path / "run")),
+            ],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+            cwd=tmp_path,
+        )
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    assert seen_before_second_call, "the run made a single call"
+    early = seen_before_second_call[0]
+    assert "error_rate it 0 generated" in early
+    assert "error_rate it 0 checked runtime_error" in early
+    assert "outcome ok accepted" in log.read_text()  # what became of each candidate

@@ -7,6 +7,7 @@ temporary folder; every test reads it.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from argos.report.build import build_report, report_kind, write_report
 from argos.report.evaluation import build_eval_report
 from argos.report.html import highlight_python, render_html
 from argos.report.plots import downsample_indices, series_figure
-from argos.report.run import progress_from_log, rule_conditions
+from argos.report.run import progress_from_log
 from argos.report.views import Report, ReportError, pick_series, split_scores
+from argos.rules.contract import docstring_conditions as rule_conditions
 from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import train_dataset
 
@@ -320,6 +322,26 @@ def test_progress_from_log_counts_and_explains_candidates() -> None:
     assert outcome["r5"].startswith("accepted") and cands[-1].origin == "reviewer"
 
 
+def test_progress_shows_each_candidates_real_outcome() -> None:
+    log = [
+        # An older log without outcome events: a candidate that could not be scored is not
+        # "valid, not kept (a better candidate was)".
+        _ev("candidate", 0, id="old", status="ok", val_f1=None, origin="generator"),
+        {"event": "iteration_end", "iteration": 0, "best_val_f1": None},
+        # The graph now states each candidate's outcome.
+        _ev("candidate", 1, id="r1", status="ok", val_f1=None, origin="generator"),
+        _ev("outcome", 1, id="r1", status="ok", outcome="accepted: kept with train+validation F1"),
+        _ev("candidate", 1, id="r2", status="too_slow", val_f1=None, origin="generator"),
+        _ev("outcome", 1, id="r2", status="too_slow", outcome="rejected (too_slow): 9000 ms"),
+        _ev("accepted", 1, id="r1", val_f1=None, score=0.8),
+    ]
+    _, cands = progress_from_log(log)
+    outcome = {c.rule: c.outcome for c in cands}
+    assert outcome["old"].startswith("not scored")
+    assert outcome["r1"].startswith("accepted: kept")
+    assert outcome["r2"] == "rejected (too_slow): 9000 ms"
+
+
 def test_render_html_escapes_untrusted_text() -> None:
     report = Report(
         kind="run",
@@ -508,3 +530,49 @@ def test_fusion_with_a_method_base_is_drawn_fused(tmp_path: Path) -> None:
     assert got != counts(base)  # nor the base alone
     assert report.rules[0].role == "fn"
     assert not any("external base" in n for n in report.notes)
+
+
+def test_conditions_on_one_line_and_wrapped_are_read_whole() -> None:
+    from argos.online.rulesets import abnormal_condition
+
+    code = '''"""Normal: the metric follows a smooth daily cycle (roughly 450 at night to 2,600
+at the daily peak). Abnormal: the value leaves the band of `k` deviations
+for `window` points.
+"""
+def detect(values, timestamps, params):
+    return values > 1
+'''
+    title, normal, abnormal = rule_conditions(code)
+    assert normal == (
+        "the metric follows a smooth daily cycle (roughly 450 at night to 2,600 at the daily peak)."
+    )
+    assert abnormal == "the value leaves the band of `k` deviations for `window` points."
+    assert title == ""
+    assert abnormal_condition(code) == abnormal
+    # Prose that merely mentions "normal:" mid-sentence is not a marker.
+    assert rule_conditions('"""Spike.\n\nAbnormal: back to normal: no."""\n')[2] == (
+        "back to normal: no."
+    )
+
+
+def test_run_report_table_rows_are_over_the_same_series(demo_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run, copy)
+    shutil.rmtree(copy / "cpu_util")
+    summary = json.loads((copy / "summary.json").read_text())
+    for unit in summary["units"]:
+        if unit["unit"] == "cpu_util":
+            unit["path"], unit["rules"] = None, []
+    (copy / "summary.json").write_text(json.dumps(summary))
+    report = build_report(copy, baselines=("robust-zscore",))
+    assert any("1 of 6 series have no exported rule set (cpu_util)" in n for n in report.notes)
+    # The rule sets' row counts cpu_util as raising no alarm, like the baseline's row counts it.
+    test_f1 = {r["series"]: r["test F1"] for r in report.per_series}
+    cpu = make_demo_dataset().get("cpu_util")
+    start = split_series(cpu, make_demo_dataset().split).test_start
+    assert cpu.labels is not None and cpu.labels[start:].any()
+    expected = [f for s, f in test_f1.items() if s != "cpu_util" and f is not None] + [0.0]
+    rules_row = report.methods[0]
+    assert rules_row.f1 == pytest.approx(sum(expected) / len(expected))

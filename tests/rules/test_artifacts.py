@@ -144,3 +144,29 @@ def test_detector_can_load_an_exported_ruleset(tmp_path: Path) -> None:
     loaded = rulesets.load_rules(tmp_path / "rs")
     assert [r.id for r in loaded.rules] == ["zscore", "level"]
     assert loaded.rules[0].params["k"] == 6.5 and loaded.combination == "or"
+
+
+def test_rule_files_take_their_mode_from_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_ruleset(tmp_path / "rs", _rules(), FIELDS)
+    finally:
+        os.umask(old)
+    for name in ("zscore.py", "level.py", "manifest.json"):
+        assert stat.S_IMODE((tmp_path / "rs" / name).stat().st_mode) == 0o644
+
+
+def test_exported_file_shows_the_fitted_params(tmp_path: Path) -> None:
+    from argos.rules.contract import check_rule
+
+    write_ruleset(tmp_path / "rs", _rules(), FIELDS)
+    rs = load_ruleset(tmp_path / "rs")
+    code = rs.codes["zscore"]
+    # The file's PARAMS literal is what runs: manifest, file and hash agree.
+    assert check_rule(code).params == rs.manifest.rules[0].params == {"k": 6.5, "window": 50}
+    assert sha256_text(code) == rs.manifest.rules[0].sha256
+    # A rule exported with its written defaults stays byte for byte as written.
+    assert rs.codes["level"] == (EXAMPLES / "level_shift.py").read_text()

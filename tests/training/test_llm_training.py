@@ -280,3 +280,83 @@ def test_builtin_generator_drives_the_same_graph(unit: Any) -> None:
     assert best["status"] == "ok" and best["val_f1"] is not None and best["val_f1"] >= 0.5
     assert "PARAMS" in best["code"] and "Abnormal" in best["code"]
     assert sum(e["event"] == "candidate" for e in out["log"]) >= 3
+
+
+def _without_events(series: list[Series]) -> list[Series]:
+    return [
+        Series(
+            id=s.id,
+            timestamps=s.timestamps,
+            values=s.values,
+            labels=np.zeros(len(s), dtype=bool),
+            meta=s.meta,
+        )
+        for s in series
+    ]
+
+
+def test_a_unit_whose_validation_holds_no_anomaly_still_gets_a_rule(
+    tmp_path: Path, unit: Any
+) -> None:
+    train, validation = unit
+    gen, model = make_gen(tmp_path, [reply(fenced(GOOD), "generator")])
+    out = gen.generate(train, _without_events(validation))
+    model.assert_consumed()
+    # Selected on train + validation (never test): the rule is kept; its validation F1 is honest.
+    assert len(out.rules) == 1 and out.validation_f1 is None
+    assert out.rules[0].metrics["train_f1"] is not None
+
+
+def test_later_prompts_say_what_became_of_earlier_candidates(tmp_path: Path, unit: Any) -> None:
+    steps = [
+        reply(fenced(RUNTIME_ERROR), "generator"),
+        reply(
+            fenced(GOOD),
+            "generator",
+            expect=lambda p: "iteration 2 of 2" in p and "rejected (runtime_error)" in p,
+        ),
+    ]
+    gen, model = make_gen(tmp_path, steps, max_iterations=2, max_repairs=0, patience=5)
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert len(out.rules) == 1
+    first, second = (call.prompt for call in model.calls)
+    assert first != second and "earlier candidates" not in first
+
+
+def test_a_rule_that_needs_more_history_than_its_lookback_is_refused_and_repaired(
+    tmp_path: Path, unit: Any
+) -> None:
+    short_memory = GOOD.replace("LOOKBACK = 63", "LOOKBACK = 5")
+    steps = [
+        reply(fenced(short_memory), "generator"),
+        reply(
+            fenced(GOOD, "LOOKBACK now covers both windows."),
+            "repairer",
+            expect=lambda p: "not_stream_exact" in p and "LOOKBACK=5" in p,
+        ),
+    ]
+    gen, model = make_gen(tmp_path, steps)
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert [r.source for r in out.rules] == [GOOD] and out.ranking[0]["repairs"] == 1
+    # The kept rule's fitted windows fit inside its LOOKBACK (stream-exact).
+    params = out.rules[0].params
+    assert int(params["short"]) + int(params["long"]) <= 63
+
+
+def test_without_repairs_a_not_stream_exact_rule_is_not_kept(tmp_path: Path, unit: Any) -> None:
+    short_memory = GOOD.replace("LOOKBACK = 63", "LOOKBACK = 5")
+    gen, model = make_gen(tmp_path, [reply(fenced(short_memory), "generator")], max_repairs=0)
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert out.rules == [] and out.ranking[0]["status"] == "not_stream_exact"
+
+
+def test_fitting_never_searches_a_window_past_lookback() -> None:
+    from argos.training.fitting import candidate_params, capped_ranges
+
+    ranges = capped_ranges({"k": 4.0, "short": 3, "long": 60}, {}, 63)
+    assert ranges == {"long": (15.0, 63.0)}  # short (3..12) already fits; k is not a window
+    trials = candidate_params({"k": 4.0, "short": 3, "long": 60}, ranges, budget=40)
+    assert max(int(t["long"]) for t in trials) <= 63

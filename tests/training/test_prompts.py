@@ -62,6 +62,7 @@ def test_template_fields_are_the_documented_ones() -> None:
         "task_section",
         "contrast_section",
         "previous_section",
+        "feedback_section",
     }
     assert load_prompt("repairer").fields == {"code", "status", "error", "traceback"}
     assert load_prompt("reviewer").fields == {"metrics", "diff", "new_code", "regressions"}
@@ -402,3 +403,14 @@ def test_render_chunk_covers_every_point_once_and_every_anomaly(
     assert " normal " not in text or all(
         "!" not in line for line in text.splitlines() if " normal " in line
     )
+
+
+def test_generator_template_states_normal_and_abnormal_on_their_own_lines() -> None:
+    from argos.training.agents.prompts import generator_messages
+
+    system = generator_messages("n=0 (empty chunk)")[0].content
+    example = system[system.index("```python") :]
+    lines = example.splitlines()
+    assert any(line.startswith('"""Normal:') for line in lines)
+    assert any(line.startswith("Abnormal:") for line in lines)
+    assert "Abnormal:" not in next(line for line in lines if line.startswith('"""Normal:'))

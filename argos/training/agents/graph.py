@@ -24,15 +24,18 @@ come back from the response cache (see :class:`argos.llm.interface.CachingChatMo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import operator
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Protocol, TypedDict, cast
+from typing import Annotated, Any, Literal, NotRequired, Protocol, TypedDict, cast
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+
+from argos.rules.contract import RuleContractError, with_params
 
 JsonDict = dict[str, Any]
 
@@ -100,6 +103,10 @@ class DraftRule(TypedDict):
     val_precision: float | None
     val_recall: float | None
     runtime_ms: float
+    score: NotRequired[float | None]
+    """The selection score (event-PA F1 on ``scored_on``); absent in checkpoints written before
+    it existed, where ``val_f1`` is the score."""
+    scored_on: NotRequired[str]
 
 
 class TrainState(TypedDict, total=False):
@@ -152,6 +159,9 @@ class Evaluation:
     runtime_ms: float
     status: str = "ok"
     detail: str = ""
+    score: float | None = None
+    """The selection score; None = ``val_f1`` (see :meth:`RuleLab.evaluate`)."""
+    scored_on: str = "validation"
 
 
 class RuleLab(Protocol):
@@ -176,7 +186,9 @@ class RuleLab(Protocol):
         ...
 
     def evaluate(self, code: str, params: Mapping[str, Any]) -> Evaluation:
-        """Train and validation event-PA of the fitted rule."""
+        """Train and validation event-PA of the fitted rule, and the score selection ranks it by:
+        validation F1, or, when the validation part holds no labeled anomaly, F1 on train +
+        validation (never on test)."""
         ...
 
     def regressions(self, old: DraftRule, new: DraftRule) -> str:
@@ -197,6 +209,10 @@ class GenerationRequest:
     previous: DraftRule | None
     iteration: int
     slot: int
+    feedback: tuple[str, ...] = ()
+    """What became of the earlier iterations' candidates (kept, or why not, with scores), one
+    line each; empty in the first iteration."""
+    max_iterations: int = 0
 
 
 class Agents(Protocol):
@@ -306,10 +322,14 @@ def _failed(state: TrainState, origin: str, status: str, detail: str) -> DraftRu
     return _with(_new_candidate("", origin, state), status=status, detail=detail)
 
 
+def _selection_score(c: DraftRule) -> float | None:
+    """The score a candidate is ranked by (``val_f1`` for checkpoints that predate ``score``)."""
+    return c.get("score", c["val_f1"])
+
+
 def _score(c: DraftRule | None) -> float:
-    if c is None or c["val_f1"] is None:
-        return -1.0
-    return c["val_f1"]
+    score = None if c is None else _selection_score(c)
+    return -1.0 if score is None else score
 
 
 def _baseline(accepted: Sequence[DraftRule]) -> float:
@@ -386,6 +406,8 @@ def generate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState
         previous=previous,
         iteration=state["iteration"],
         slot=state["slot"],
+        feedback=tuple(feedback_lines(state.get("log", []), state["iteration"])),
+        max_iterations=ctx.config.max_iterations,
     )
     try:
         code, failure = _ask(lambda: ctx.agents.generate(request), "generator")
@@ -437,10 +459,15 @@ def repair(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     ctx = _ctx(runtime)
     draft = _draft(state)
     attempt = draft["repairs"] + 1
+    # After fitting, the repairer sees the params that ran (they are what broke the rule).
+    shown = draft["code"]
+    if draft["params"]:
+        with contextlib.suppress(RuleContractError):
+            shown = with_params(draft["code"], draft["params"])
     try:
         code, failure = _ask(
             lambda: ctx.agents.repair(
-                code=draft["code"],
+                code=shown,
                 status=draft["status"],
                 detail=draft["detail"],
                 traceback=draft["traceback"],
@@ -487,9 +514,18 @@ def validate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState
         runtime_ms=ev.runtime_ms,
         status=status,
         detail=detail,
+        score=ev.val_f1 if ev.score is None else ev.score,
+        scored_on=ev.scored_on,
     )
     event = _event(
-        "validated", state, id=draft["id"], status=status, val_f1=ev.val_f1, train_f1=ev.train_f1
+        "validated",
+        state,
+        id=draft["id"],
+        status=status,
+        val_f1=ev.val_f1,
+        train_f1=ev.train_f1,
+        score=draft["score"],
+        scored_on=ev.scored_on,
     )
     return {"draft": draft, "log": _emit(ctx, event)}
 
@@ -508,6 +544,9 @@ def collect(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
         val_f1=draft["val_f1"],
         origin=draft["origin"],
         repairs=draft["repairs"],
+        score=draft.get("score"),
+        scored_on=draft.get("scored_on"),
+        detail=draft["detail"][:300],
     )
     return {"pool": pool, "slot": state["slot"] + 1, "draft": None, "log": _emit(ctx, event)}
 
@@ -515,33 +554,99 @@ def collect(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
 def select(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     """Keep the top k of accepted + this iteration's valid candidates, behind the accept gate."""
     ctx = _ctx(runtime)
-    valid = [c for c in state["pool"] if c["status"] == "ok" and c["val_f1"] is not None]
+    valid = [c for c in state["pool"] if c["status"] == "ok" and _selection_score(c) is not None]
     ranked = sorted(valid, key=lambda c: (-_score(c), c["id"]))
     best = ranked[0] if ranked else None
     accepted = state["accepted"]
     if best is None:
-        return {"log": _emit(ctx, _event("iteration", state, outcome="no valid candidate"))}
+        log = _outcomes(ctx, state, state["pool"], kept=[], regressed=None)
+        event = _event("iteration", state, outcome="no valid candidate")
+        return {"log": [*log, *_emit(ctx, event)]}
     if not accepted or _score(best) >= _baseline(accepted):
         kept = _top_k([*accepted, *ranked], ctx.config.keep_top)
         improved = not accepted or _score(kept[0]) > _score(accepted[0])
+        log = _outcomes(ctx, state, state["pool"], kept=kept, regressed=None)
         event = _event(
             "accepted",
             state,
             id=best["id"],
             val_f1=best["val_f1"],
+            score=_selection_score(best),
+            scored_on=best.get("scored_on", "validation"),
             previous=_score(accepted[0]) if accepted else None,
         )
         return {
             "accepted": kept,
             "stale": 0 if improved else state["stale"] + 1,
-            "log": _emit(ctx, event),
+            "log": [*log, *_emit(ctx, event)],
         }
     # The best candidate regresses: it goes to review (routed by `after_select`).
     regressed = _with(best, status="regressed")
+    log = _outcomes(ctx, state, state["pool"], kept=accepted, regressed=best)
     event = _event(
         "regressed", state, id=best["id"], val_f1=best["val_f1"], baseline=_baseline(accepted)
     )
-    return {"draft": regressed, "stale": state["stale"] + 1, "log": _emit(ctx, event)}
+    return {
+        "draft": regressed,
+        "stale": state["stale"] + 1,
+        "log": [*log, *_emit(ctx, event)],
+    }
+
+
+def _outcomes(
+    ctx: TrainingContext,
+    state: TrainState,
+    pool: Sequence[DraftRule],
+    *,
+    kept: Sequence[DraftRule],
+    regressed: DraftRule | None,
+) -> list[JsonDict]:
+    """One ``outcome`` event per candidate of the iteration: what became of it, in words the
+    report shows and the next generator prompt quotes."""
+    kept_ids = {c["id"] for c in kept}
+    bar = _baseline(kept) if kept else None
+    out: list[JsonDict] = []
+    for c in pool:
+        score, on = _selection_score(c), c.get("scored_on", "validation")
+        scores = _scores_text(c)
+        if c["status"] != "ok":
+            text = f"rejected ({c['status']}): {c['detail'][:200]}".rstrip(": ")
+        elif score is None:
+            text = f"not scored: no labeled anomaly in {on} to score it on{scores}; not kept"
+        elif regressed is not None and c["id"] == regressed["id"]:
+            text = f"regressed: {on} F1 {score:.3f} below the kept rule's {bar:.3f}{scores}"
+        elif c["id"] in kept_ids:
+            text = f"accepted: kept with {on} F1 {score:.3f}{scores}"
+        else:
+            best = f" (the kept rule has {bar:.3f})" if bar is not None and bar >= 0 else ""
+            text = f"valid, not kept: {on} F1 {score:.3f}{best}{scores}"
+        event = _event("outcome", state, id=c["id"], status=c["status"], outcome=text, score=score)
+        out += _emit(ctx, event)
+    return out
+
+
+def _scores_text(c: DraftRule) -> str:
+    parts = [
+        f"{name} {value:.3f}"
+        for name, value in (
+            ("train F1", c["train_f1"]),
+            ("validation precision", c["val_precision"]),
+            ("validation recall", c["val_recall"]),
+        )
+        if value is not None
+    ]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def feedback_lines(log: Sequence[Mapping[str, Any]], before: int, limit: int = 12) -> list[str]:
+    """What became of the candidates of iterations before ``before`` (their ``outcome`` events),
+    one line each, the latest ``limit`` (``plan`` feeds these to the next generator prompt)."""
+    lines = [
+        f"- iteration {int(e.get('iteration', 0)) + 1}, candidate {e.get('id')}: {e.get('outcome')}"
+        for e in log
+        if e.get("event") == "outcome" and int(e.get("iteration", 0)) < before
+    ]
+    return lines[-limit:]
 
 
 def review(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
@@ -694,11 +799,29 @@ def route_after_repair(state: TrainState) -> Literal["check", "collect", "advanc
     return "collect" if draft["status"] in ("no_code", "llm_error") else "check"
 
 
-def route_after_validate(state: TrainState) -> Literal["collect", "judge_review"]:
-    draft = state.get("draft")
-    if draft is None:
-        raise RuntimeError("validate finished without a draft")
-    return "judge_review" if draft["origin"] == "reviewer" else "collect"
+REPAIRABLE_AFTER_FIT = ("not_stream_exact",)
+"""Statuses found after fitting that the repairer can fix (the rule needs a longer LOOKBACK or a
+bounded recursion)."""
+
+
+def make_route_after_validate(
+    max_repairs: int, can_repair: bool
+) -> Callable[[TrainState], Literal["collect", "judge_review", "repair"]]:
+    def route_after_validate(state: TrainState) -> Literal["collect", "judge_review", "repair"]:
+        draft = state.get("draft")
+        if draft is None:
+            raise RuntimeError("validate finished without a draft")
+        if draft["origin"] == "reviewer":
+            return "judge_review"
+        if (
+            draft["status"] in REPAIRABLE_AFTER_FIT
+            and can_repair
+            and draft["repairs"] < max_repairs
+        ):
+            return "repair"
+        return "collect"
+
+    return route_after_validate
 
 
 def make_route_after_collect(n: int) -> Callable[[TrainState], Literal["plan", "select"]]:
@@ -777,7 +900,7 @@ def build_graph(
     g.add_conditional_edges("check", route_after_check)
     g.add_conditional_edges("repair", route_after_repair)
     g.add_edge("fit", "validate")
-    g.add_conditional_edges("validate", route_after_validate)
+    g.add_conditional_edges("validate", make_route_after_validate(config.max_repairs, can_repair))
     g.add_conditional_edges("collect", make_route_after_collect(config.candidates_per_iteration))
     g.add_conditional_edges("select", make_route_after_select(config.max_reviews, can_review))
     g.add_conditional_edges("review", route_after_review)

@@ -24,12 +24,16 @@ import numpy as np
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.series import Series
 from argos.metrics import aggregate_pooled, event_pa, events
+from argos.rules.contract import RuleContractError, check_rule
 from argos.sandbox.pool import RuleInput, Sandbox, check_causality
 from argos.training.agents.graph import CheckOutcome, DraftRule, Evaluation
 from argos.training.agents.prompts import render_regressions
 from argos.training.fitting import fit_params
 
 DEFAULT_CHUNK_SIZE = 1000
+STREAM_CHECK_POINTS = 48
+"""Positions at which a fitted candidate's label on the whole history is compared with its label
+on the last ``LOOKBACK`` points only (what the online detector computes when streaming)."""
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,13 @@ class SandboxRuleLab:
         )
 
     def fit(self, code: str, seed: int) -> dict[str, Any]:
+        """The best params on train that keep the rule stream-exact.
+
+        Window-like integer params are searched up to ``LOOKBACK`` only (see
+        :func:`argos.training.fitting.fit_params`); then the best trials, in score order, are
+        checked with :meth:`stream_mismatch` and the first exact one wins. When none of the
+        first few is exact the best is returned and :meth:`evaluate` rejects it with the reason.
+        """
         labels = [s.labels for s in self.train]
         result = fit_params(
             self.sandbox,
@@ -232,7 +243,63 @@ class SandboxRuleLab:
             budget=self.fit_budget,
             seed=seed,
         )
+        ranked = sorted(
+            (t for t in result.trace if t.score is not None),
+            key=lambda t: -(t.score or 0.0),
+        )
+        for trial in ranked[:4]:
+            if not self.stream_mismatch(code, trial.params):
+                return dict(trial.params)
         return dict(result.best_params)
+
+    def stream_mismatch(self, code: str, params: Mapping[str, Any]) -> str:
+        """Why the rule with ``params`` is not stream-exact ("" when it is).
+
+        The online detector labels a new point from the last ``LOOKBACK`` points only; a rule
+        whose label depends on older points (a window grown past ``LOOKBACK`` by fitting, an
+        unbounded EWMA or CUSUM recursion) labels differently streaming and in batch, and
+        ``argos detect --strict`` refuses it. The check compares, at
+        :data:`STREAM_CHECK_POINTS` positions of the first series' history, the label on the
+        whole history with the label on the ``LOOKBACK`` points ending there (one sandbox run).
+        """
+        try:
+            lookback = max(1, check_rule(code, max_bytes=10**7).lookback)
+        except RuleContractError:
+            return ""  # the gate reports it
+        values, timestamps = self._history[0]
+        n = len(values)
+        if n <= lookback:
+            return ""
+        full = self.sandbox.run(code, [(values, timestamps)], params)
+        if not full.ok or not full.outputs:
+            return ""  # evaluate reports the failure
+        batch = np.asarray(full.outputs[0], dtype=bool)
+        # Evenly spaced points (a stream that fires where the batch does not) and the points
+        # the batch flags (a stream that misses them): a rule fires rarely, so both are needed.
+        flagged = np.flatnonzero(batch[lookback:]) + lookback
+        if flagged.size > STREAM_CHECK_POINTS:
+            flagged = flagged[np.linspace(0, flagged.size - 1, STREAM_CHECK_POINTS).astype(int)]
+        spaced = np.linspace(lookback, n - 1, STREAM_CHECK_POINTS).astype(int)
+        ends = np.unique(np.concatenate([spaced, flagged]))
+        windows = [
+            (values[e - lookback + 1 : e + 1], timestamps[e - lookback + 1 : e + 1]) for e in ends
+        ]
+        res = self.sandbox.run(code, windows, params)
+        if not res.ok or res.outputs is None:
+            return f"the rule fails on a window of LOOKBACK={lookback} points: {res.detail[:200]}"
+        differ = [
+            int(e) for e, out in zip(ends, res.outputs, strict=True) if bool(out[-1]) != batch[e]
+        ]
+        if not differ:
+            return ""
+        fitted = {k: v for k, v in params.items() if not isinstance(v, str)}
+        return (
+            f"not stream-exact: at {len(differ)} of {len(ends)} checked points (first at index "
+            f"{differ[0]}) the label on the last LOOKBACK={lookback} points differs from the label "
+            f"on the whole history, so the rule depends on older points (params {fitted}). Make "
+            "LOOKBACK cover the longest window the params can set, and bound recursions (EWMA, "
+            "CUSUM) to LOOKBACK points or choose LOOKBACK so older points change no label"
+        )
 
     def predictions(self, code: str, params: Mapping[str, Any]) -> tuple[list[BoolArray], Any]:
         """Labels of the rule over train + validation history, per series, and the run result."""
@@ -243,6 +310,9 @@ class SandboxRuleLab:
         outputs, res = self.predictions(code, params)
         if not res.ok:
             return Evaluation(None, None, None, None, res.runtime_ms, str(res.status), res.detail)
+        mismatch = self.stream_mismatch(code, params)
+        if mismatch:
+            return Evaluation(None, None, None, None, res.runtime_ms, "not_stream_exact", mismatch)
         train_scores, val_scores = [], []
         for i, pred in enumerate(outputs):
             n_tr = self._n_train[i]
@@ -253,12 +323,20 @@ class SandboxRuleLab:
                 val_scores.append(event_pa(self.truth_val[i], val_pred))
         tr_all = aggregate_pooled(train_scores)
         va_all = aggregate_pooled(val_scores) if val_scores else tr_all
+        score, scored_on = va_all.f1, "validation"
+        if va_all.f1 is None:
+            # No labeled anomaly in validation: rank on train + validation pooled, as the builtin
+            # generator fits on both when a part has no event. Never on test.
+            score = aggregate_pooled([*train_scores, *val_scores]).f1
+            scored_on = "train+validation"
         return Evaluation(
             train_f1=tr_all.f1,
-            val_f1=va_all.f1,
-            val_precision=va_all.precision,
-            val_recall=va_all.recall,
+            val_f1=va_all.f1 if val_scores else None,
+            val_precision=va_all.precision if val_scores else None,
+            val_recall=va_all.recall if val_scores else None,
             runtime_ms=res.runtime_ms,
+            score=score,
+            scored_on=scored_on,
         )
 
     def _train_predictions(self, cand: DraftRule) -> list[BoolArray]:

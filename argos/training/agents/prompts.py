@@ -518,9 +518,12 @@ def generator_messages(
     contrast_kind: str | None = None,
     previous_rule: str | None = None,
     previous_note: str | None = None,
+    feedback: str | None = None,
     directory: str | Path | None = None,
 ) -> list[Message]:
     """The generator's messages for a rendered ``chunk`` (see :func:`render_chunk`).
+
+    ``feedback``: what became of the earlier candidates (kept, or why not, with their scores).
 
     ``task``: an optional focus line (e.g. "The current rule misses the anomalies below.").
     ``contrast``: a rendered contrastive chunk; ``contrast_kind`` says what it is ("normal": data
@@ -549,6 +552,7 @@ def generator_messages(
         task_section=task_section,
         contrast_section=contrast_section,
         previous_section=previous_section,
+        feedback_section=f"\n{feedback.strip()}\n" if feedback else "",
     )
 
 

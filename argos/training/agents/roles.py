@@ -152,6 +152,7 @@ class LLMAgents:
             contrast_kind=contrast_kind,
             previous_rule=previous["code"] if previous else None,
             previous_note=note,
+            feedback=_feedback(request),
         )
         reply = self._call(
             messages, "generator", seed=self.seed * 10_000 + request.iteration * 100 + request.slot
@@ -177,6 +178,19 @@ class LLMAgents:
         if is_revert(reply):
             return None
         return self._code(reply)
+
+
+def _feedback(request: GenerationRequest) -> str | None:
+    """The prompt's account of earlier iterations: where this one stands and what became of
+    the previous candidates, so no two iterations send the same prompt."""
+    if request.iteration == 0:
+        return None
+    of = f" of {request.max_iterations}" if request.max_iterations else ""
+    lines = list(request.feedback) or ["- (no candidate reached scoring)"]
+    return (
+        f"This is iteration {request.iteration + 1}{of}. What became of the earlier candidates "
+        "(write something different from the ones not kept):\n" + "\n".join(lines)
+    )
 
 
 def _metrics(c: DraftRule) -> dict[str, float | None]:
