@@ -331,7 +331,8 @@ def describe_fleet(fleet: Fleet) -> None:
     for r in d["rules"]:
         if r["stream_exact"] is False:
             typer.echo(
-                f"argos detect: warning: rule {r['id']} is not stream-exact: "
+                f"argos detect: WARNING (--allow-non-causal): rule {r['id']} is not "
+                "stream-exact, its labels are not the evaluated ones: "
                 f"{r['stream_exact_detail']}",
                 err=True,
             )

@@ -217,7 +217,7 @@ def register(app: typer.Typer) -> None:
         ] = "",
         name: Annotated[str | None, typer.Option("--name", help="The rule set's name.")] = None,
         dataset: Annotated[
-            str, typer.Option("--dataset", help="Dataset the rules are run on (default: demo).")
+            str, typer.Option("--dataset", help="Dataset the rules are run on.")
         ] = "demo",
         data_dir: BenchmarkDataDirOption = None,
         max_series: Annotated[

@@ -72,6 +72,8 @@ SERIES_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 """Series names: no control characters (``\x00...`` ids are the detector's own)."""
 OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
 """Paths served without the token."""
+OPEN_PREFIX = "/docs-assets/"
+"""The offline Swagger UI's static files (public, like ``/docs``), also served without the token."""
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -465,6 +467,7 @@ class AuthMiddleware:
             scope["type"] != "http"
             or not self.token
             or scope.get("path") in OPEN_PATHS
+            or str(scope.get("path", "")).startswith(OPEN_PREFIX)
             or token_matches(scope.get("headers", []), self.token)
         ):
             await self.app(scope, receive, send)
