@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from argos.cli.console import output_console
+from argos.cli.deployment import deployment_refusals
 from argos.data.demo import DEMO_SERIES, make_demo_dataset
 from argos.evaluation.harness import evaluate
 from argos.metrics import format_score
@@ -53,7 +54,11 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         with console.status("training rules on the demo train/validation parts..."):
             summary = train_dataset(
-                dataset, generator=BuiltinGenerator(), out_dir=out, workers=workers
+                dataset,
+                generator=BuiltinGenerator(),
+                out_dir=out,
+                workers=workers,
+                deployment=deployment_refusals,
             )
         with console.status("evaluating on the demo test part next to two baselines..."):
             result = evaluate(

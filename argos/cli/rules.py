@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from argos.cli.console import output_console
+from argos.cli.deployment import deployment_refusals
 from argos.cli.options import BenchmarkDataDirOption, JsonTableOption
 from argos.cli.rules_pack import (
     PackError,
@@ -20,7 +21,6 @@ from argos.cli.rules_pack import (
     manifest_fields,
     plan_pack,
     rule_sources,
-    stream_exactness,
 )
 from argos.data import catalog
 from argos.data.series import DataError
@@ -261,7 +261,7 @@ def register(app: typer.Typer) -> None:
         failed = {rid: r for rid, r in checks.items() if r["status"] != Status.OK}
         fields = manifest_fields(plan, who=reviewer or default_reviewer(), note=note, name=name)
         sources = rule_sources(plan)
-        inexact = {} if failed else stream_exactness(sources, fields)
+        inexact = {} if failed else deployment_refusals(sources, fields=fields)
         report: dict[str, Any] = {
             "ok": not failed and not inexact,
             "out": str(target),

@@ -7,9 +7,9 @@ generated ones:
 
 1. per rule, :func:`argos.cli.rules.check_rule_file`: the static gate, a sandboxed run on every
    series of a dataset (``demo`` by default) and the causality check;
-2. the whole set written to a staging folder and opened by the online
-   :class:`~argos.online.detector.Detector`, whose stream-exactness check must pass for every rule
-   (streamed labels equal batch labels);
+2. the whole set opened by the online detector as ``argos detect`` opens it
+   (:func:`argos.cli.deployment.deployment_refusals`): its stream-exactness check must pass for
+   every rule (streamed labels equal batch labels);
 3. only then the folder at ``--out`` is written (:func:`argos.rules.artifacts.write_ruleset`).
 
 Re-pack (``--from DIR``): the rules are DIR's ``.py`` files as they are now (edited in place,
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import difflib
 import getpass
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,10 +38,8 @@ from argos.rules.artifacts import (
     HistoryEntry,
     Manifest,
     RuleChange,
-    RuleSetError,
     RuleSource,
     sha256_text,
-    write_ruleset,
 )
 from argos.rules.contract import RuleContractError, check_rule
 
@@ -234,19 +230,3 @@ def default_reviewer() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
-
-
-def stream_exactness(sources: list[RuleSource], fields: dict[str, Any]) -> dict[str, str]:
-    """Write the set to a staging folder, open it in the online detector (isolated workers) and
-    return the rules whose streamed labels differ from batch labels: id -> why."""
-    from argos.online.detector import Detector
-
-    staging = Path(tempfile.mkdtemp(prefix="argos-pack-"))
-    try:
-        write_ruleset(staging / "set", sources, fields)
-        with Detector.open(staging / "set", verify=True) as det:
-            return {rid: e.detail for rid, e in det.exactness.items() if not e.exact}
-    except RuleSetError as exc:
-        return {"(rule set)": str(exc)}
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

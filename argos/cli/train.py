@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from argos._types import default_workers
 from argos.cli.console import output_console
+from argos.cli.deployment import deployment_refusals
 from argos.cli.report import report_epilogue
 from argos.cli.train_tables import fmt_score, summary_table, unit_notes
 from argos.data import catalog
@@ -307,6 +308,7 @@ def register(app: typer.Typer) -> None:
                         on_unit=on_unit,
                         executor=executor,
                         dataset_source=dataset,
+                        deployment=deployment_refusals,
                     )
             except SchedulerError as exc:
                 typer.echo(f"error: {exc}", err=True)

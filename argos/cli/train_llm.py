@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from argos.cli.deployment import deployment_refusals
 from argos.cli.train_tables import summary_table, usage_table
 from argos.data import catalog
 from argos.data.series import DataError, Dataset
@@ -147,6 +148,7 @@ def run_llm_training(opts: RunOptions, run_dir: Path, *, console: Console, as_js
             chunk_size=opts.chunk_size,
             fit_budget=opts.fit_budget,
             chat_model=shared,
+            deployment=deployment_refusals,
         )
         return _train(opts, ds, gen, run_dir, executor, console=console, as_json=as_json)
 
@@ -282,6 +284,7 @@ def _train(
                 on_unit=on_unit,
                 executor=executor,
                 dataset_source=opts.dataset,
+                deployment=deployment_refusals,
             )
         except LLMError as exc:
             typer.echo(f"error: {exc}\nresume with: argos train --resume {run_dir}", err=True)

@@ -43,6 +43,7 @@ from argos.rules.templates import load_rule
 from argos.sandbox.kernel import RuleError
 from argos.sandbox.pool import Sandbox, check_causality
 from argos.training.generator import (
+    DeploymentCheck,
     GeneratedRule,
     GeneratedUnit,
     Generator,
@@ -76,13 +77,15 @@ def verify_rules(
     sandbox: RuleRunner,
     *,
     trusted: bool = True,
+    deployment: DeploymentCheck | None = None,
 ) -> list[RuleError]:
     """Problems found with the rules (empty = all verified), one :class:`RuleError` each.
 
     Each rule must pass the static gate, run in the sandbox on the train + validation history of
-    every series, give exactly the in-process labels (``trusted`` rules only: template code), and
-    pass the causality check on the first series. ``RuleError.item`` indexes ``history`` (0 when
-    the problem is not about one series).
+    every series, give exactly the in-process labels (``trusted`` rules only: template code),
+    pass the causality check on the first series and, when ``deployment`` is given, the online
+    detector's own load-time check (so that ``argos detect`` opens what is exported).
+    ``RuleError.item`` indexes ``history`` (0 when the problem is not about one series).
     """
     problems: list[RuleError] = []
     inputs = [(s.values, s.timestamps) for s in history]
@@ -118,6 +121,11 @@ def verify_rules(
         )
         if not causal.ok:
             problems.append(RuleError(0, r.name, causal.detail))
+    if deployment is not None:
+        failed = {p.rule_id for p in problems}
+        sources = [RuleSource(r.name, r.source, r.params) for r in rules if r.name not in failed]
+        for rule_id, why in deployment(sources, trusted=trusted).items():
+            problems.append(RuleError(0, rule_id, f"the online detector refuses it: {why}"))
     return problems
 
 
@@ -296,6 +304,7 @@ def train_dataset(
     on_unit: UnitCallback | None = None,
     executor: UnitExecutor | None = None,
     dataset_source: str | None = None,
+    deployment: DeploymentCheck | None = None,
 ) -> TrainSummary:
     """Train every unit of ``dataset``, verify and export the rules, and write ``summary.json``.
 
@@ -303,6 +312,8 @@ def train_dataset(
     ``executor`` (e.g. an :class:`argos.distributed.DaskExecutor`) runs the units' generation
     instead of the local pool of ``workers`` processes; verification and export stay here.
     ``dataset_source`` is how the user named the dataset (recorded for ``argos report``).
+    ``deployment`` is the online detector's check (see :func:`verify_rules`); a rule it refuses
+    is not exported.
     """
     spec = dataset.split
     if granularity is not None:
@@ -325,7 +336,9 @@ def train_dataset(
     sandbox = Sandbox(workers=1) if verify else None
     try:
         for done in runner.run_training(generator, jobs):
-            res = _verify_and_export(done, dataset.name, generator, sandbox, out_dir, split)
+            res = _verify_and_export(
+                done, dataset.name, generator, sandbox, out_dir, split, deployment
+            )
             results.append(res)
             if on_unit is not None:
                 on_unit(res, done.output)
@@ -358,6 +371,7 @@ def _verify_and_export(
     sandbox: RuleRunner | None,
     out_dir: Path | None,
     split: dict[str, Any] | None = None,
+    deployment: DeploymentCheck | None = None,
 ) -> UnitResult:
     """Verify one unit's rules, export the good ones, and say what happened."""
     job, out = done.job, done.output
@@ -365,7 +379,9 @@ def _verify_and_export(
     if sandbox is not None:
         # Only template-rendered code may also run in-process (to cross-check the sandbox).
         history = join_history(job.train, job.validation)
-        problems = verify_rules(out.rules, history, sandbox, trusted=generator.trusted)
+        problems = verify_rules(
+            out.rules, history, sandbox, trusted=generator.trusted, deployment=deployment
+        )
     bad = {p.rule_id for p in problems}
     good = [r for r in out.rules if r.name not in bad]
     res = UnitResult(

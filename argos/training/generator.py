@@ -12,6 +12,9 @@ so it imports neither the builtin search nor the LLM agents nor Dask:
   :class:`argos.distributed.DaskExecutor`). :func:`generate_unit` is the task either one runs.
 - :class:`RuleRunner` is what verification needs of the sandbox
   (:class:`argos.sandbox.pool.Sandbox` is one).
+- :class:`DeploymentCheck` is the online detector's own load-time check, asked before a rule is
+  accepted or exported, so that every exported set opens in ``argos detect`` as it is (the CLI
+  passes :func:`argos.cli.deployment.deployment_refusals`; training cannot import the detector).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from argos._types import FloatArray, IntArray, ProgressFn
 from argos.data.series import Series
 
 if TYPE_CHECKING:
+    from argos.rules.artifacts import RuleSource
     from argos.sandbox.pool import RunResult
 
 
@@ -157,6 +161,16 @@ class RuleRunner(Protocol):
     ) -> RunResult: ...
 
     def close(self) -> None: ...
+
+
+class DeploymentCheck(Protocol):
+    """What the online detector would refuse of these rules: rule id -> why (empty: none).
+
+    ``rules`` carry their fitted params. ``trusted`` rules (template-rendered code) may be
+    checked in-process; others run isolated, as the detector runs them.
+    """
+
+    def __call__(self, rules: Sequence[RuleSource], *, trusted: bool) -> dict[str, str]: ...
 
 
 def join_history(train: Sequence[Series], validation: Sequence[Series]) -> list[Series]:

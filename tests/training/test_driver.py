@@ -165,3 +165,23 @@ def test_kpi_series_training_beats_the_robust_zscore_baseline(kpi_dataset: Datas
     base = agg["robust-zscore"]["event_pa"]["mean"]["f1"]
     assert ours is not None and base is not None
     assert ours > base + 0.1
+
+
+def test_a_rule_the_online_detector_would_refuse_is_not_exported() -> None:
+    """The driver's own checks (sandbox, causality on the unit's history) pass LATCH; the online
+    detector's stream-exactness check on its own sample refuses it, and so does training."""
+    from scripted_rules import GOOD, LATCH
+
+    from argos.cli.deployment import deployment_refusals
+    from argos.sandbox.pool import Sandbox
+
+    ds = _dataset()
+    fi = fit_inputs([ds.get("a")], ds.split)
+    history = join_history(fi.train, fi.validation)
+    rules = [GeneratedRule("good", GOOD, {}), GeneratedRule("latch", LATCH, {})]
+    with Sandbox(workers=1) as sb:
+        assert verify_rules(rules, history, sb, trusted=False) == []
+        problems = verify_rules(rules, history, sb, trusted=False, deployment=deployment_refusals)
+    assert [p.rule_id for p in problems] == ["latch"]
+    assert "online detector refuses it" in problems[0].message
+    assert "differ between streaming" in problems[0].message

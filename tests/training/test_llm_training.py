@@ -54,6 +54,7 @@ def make_gen(
     model = ScriptedChatModel(steps)
     budget = loop.pop("budget", Budget())
     fit_budget = loop.pop("fit_budget", 6)
+    deployment = loop.pop("deployment", None)
     cfg = LoopConfig(**{"candidates_per_iteration": 1, "max_iterations": 1, **loop})
     gen = AgentGenerator(
         llm=LLMConfig(model="scripted"),
@@ -63,6 +64,7 @@ def make_gen(
         chat_model=model,
         fit_budget=fit_budget,
         chunk_size=600,
+        deployment=deployment,
     )
     return gen, model
 
@@ -351,6 +353,29 @@ def test_without_repairs_a_not_stream_exact_rule_is_not_kept(tmp_path: Path, uni
     out = gen.generate(*unit)
     model.assert_consumed()
     assert out.rules == [] and out.ranking[0]["status"] == "not_stream_exact"
+
+
+def test_a_candidate_the_online_detector_refuses_is_repaired_not_kept(
+    tmp_path: Path, unit: Any
+) -> None:
+    """LATCH is stream-exact on the unit's history (the lab's own check) but not on the online
+    detector's sample: with the detector's check handed down, the repairer hears why."""
+    from scripted_rules import LATCH
+
+    from argos.cli.deployment import deployment_refusals
+
+    steps = [
+        reply(fenced(LATCH), "generator"),
+        reply(
+            fenced(GOOD, "No latch on the whole history."),
+            "repairer",
+            expect=lambda p: "not_stream_exact" in p and "online detector refuses it" in p,
+        ),
+    ]
+    gen, model = make_gen(tmp_path, steps, deployment=deployment_refusals)
+    out = gen.generate(*unit)
+    model.assert_consumed()
+    assert [r.source for r in out.rules] == [GOOD] and out.ranking[0]["repairs"] == 1
 
 
 def test_fitting_never_searches_a_window_past_lookback() -> None:

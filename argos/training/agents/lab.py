@@ -24,11 +24,13 @@ import numpy as np
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.series import Series
 from argos.metrics import aggregate_pooled, event_pa, events
+from argos.rules.artifacts import RuleSource
 from argos.rules.contract import RuleContractError, check_rule
 from argos.sandbox.pool import RuleInput, Sandbox, check_causality
 from argos.training.agents.graph import CheckOutcome, DraftRule, Evaluation
 from argos.training.agents.prompts import render_regressions
 from argos.training.fitting import fit_params
+from argos.training.generator import DeploymentCheck
 
 DEFAULT_CHUNK_SIZE = 1000
 STREAM_CHECK_POINTS = 48
@@ -73,6 +75,7 @@ class SandboxRuleLab:
         causality_prefixes: int = 6,
         fusion_mode: Literal["fn", "fp"] | None = None,
         base: Sequence[tuple[BoolArray, BoolArray]] | None = None,
+        deployment: DeploymentCheck | None = None,
     ) -> None:
         if not train:
             raise ValueError("a training unit needs at least one series")
@@ -91,6 +94,7 @@ class SandboxRuleLab:
             _relabel(s, t) for s, t in zip(validation, self._targets(1), strict=True)
         ]
         self.sandbox = sandbox
+        self.deployment = deployment
         self.chunk_size = chunk_size
         self.fit_budget = fit_budget
         self.causality_prefixes = causality_prefixes
@@ -301,6 +305,25 @@ class SandboxRuleLab:
             "CUSUM) to LOOKBACK points or choose LOOKBACK so older points change no label"
         )
 
+    def deployment_refusal(self, code: str, params: Mapping[str, Any]) -> str:
+        """Why the online detector would refuse the rule ("" when it opens it, or when no
+        :class:`~argos.training.generator.DeploymentCheck` was given).
+
+        :meth:`stream_mismatch` checks the unit's own history; the detector checks its own sample
+        in irregular micro-batches. A candidate is accepted only when both agree, so that every
+        exported set opens in ``argos detect`` as it is.
+        """
+        if self.deployment is None:
+            return ""
+        refused = self.deployment([RuleSource("candidate", code, dict(params))], trusted=False)
+        if not refused:
+            return ""
+        why = "; ".join(refused.values())
+        return (
+            f"the online detector refuses it: {why}. Make LOOKBACK cover every point the label "
+            "depends on (windows set by params, recursions such as EWMA or CUSUM)"
+        )
+
     def predictions(self, code: str, params: Mapping[str, Any]) -> tuple[list[BoolArray], Any]:
         """Labels of the rule over train + validation history, per series, and the run result."""
         res = self.sandbox.run(code, self._history_handle, params)
@@ -310,7 +333,7 @@ class SandboxRuleLab:
         outputs, res = self.predictions(code, params)
         if not res.ok:
             return Evaluation(None, None, None, None, res.runtime_ms, str(res.status), res.detail)
-        mismatch = self.stream_mismatch(code, params)
+        mismatch = self.stream_mismatch(code, params) or self.deployment_refusal(code, params)
         if mismatch:
             return Evaluation(None, None, None, None, res.runtime_ms, "not_stream_exact", mismatch)
         train_scores, val_scores = [], []

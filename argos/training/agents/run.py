@@ -60,7 +60,7 @@ from argos.training.agents.roles import LLMAgents
 from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import fit_series
 from argos.training.builtin.search import search
-from argos.training.generator import GeneratedRule, GeneratorOutput
+from argos.training.generator import DeploymentCheck, GeneratedRule, GeneratorOutput
 
 BasePredictions = Callable[[Sequence[Series], Sequence[Series]], list[tuple[BoolArray, BoolArray]]]
 """Given a unit's train and validation slices, the base detector's labels on each (fusion)."""
@@ -82,6 +82,8 @@ class AgentGenerator:
         fusion: base detector predictions; trains FN- and FP-rules instead of a plain rule set.
         fusion_base_name: how the manifest names that base (``method:NAME`` or ``csv:FILE``).
         on_event: receives every graph event (progress displays).
+        deployment: the online detector's load-time check; a candidate it refuses is not
+            accepted (its status says why, and the repairer sees it).
     """
 
     llm: LLMConfig
@@ -94,6 +96,7 @@ class AgentGenerator:
     fusion: BasePredictions | None = None
     fusion_base_name: str = "method:base"
     on_event: Callable[[dict[str, Any]], None] | None = None
+    deployment: DeploymentCheck | None = None
     name: str = "llm"
     ledger: UsageLedger = field(init=False)
     _model: MeteredChatModel | None = field(default=None, init=False, repr=False)
@@ -201,6 +204,7 @@ class AgentGenerator:
             fit_budget=self.fit_budget,
             fusion_mode=mode,
             base=base,
+            deployment=self.deployment,
         )
         agents = LLMAgents(self.metered_model(), lab, seed=self.loop.seed)
         tried = 0
