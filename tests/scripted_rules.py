@@ -62,6 +62,7 @@ READS_LABELS = GOOD.replace(
 def fenced(code: str, prose: str = "The anomalies are level shifts.") -> str:
     return f"{prose}\n```python\n{code}```\n"
 
+
 # GOOD, plus a latch that depends on the whole history, but only once a value above 200 has been
 # seen: stream-exact on demo data (never that high), not on the online detector's own sample
 # (whose growth stretch passes 200), so only the detector's check finds it.
