@@ -241,6 +241,18 @@ def method_names(kind: MethodKind | None = None) -> list[str]:
     return [n for n, k in kinds.items() if kind is None or k == kind]
 
 
+GROUPS: dict[str, MethodKind | None] = {"all": None, "all-baselines": "baseline"}
+"""Names that stand for several methods: ``all`` (every known method) and ``all-baselines``
+(every method of kind ``baseline``)."""
+
+
+def _expand(name: str) -> list[str]:
+    """A group name's methods, or the name itself."""
+    if name in GROUPS:
+        return method_names(GROUPS[name])
+    return [name]
+
+
 def _spec_names(spec: str | Sequence[str]) -> list[str]:
     names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
     return [n for n in names if n]
@@ -249,7 +261,8 @@ def _spec_names(spec: str | Sequence[str]) -> list[str]:
 def resolve_methods(spec: str | Sequence[str]) -> list[MethodInfo]:
     """Turn ``"a,b,c"``, ``"all"`` or a list of names into methods (order kept, no duplicates).
 
-    ``all`` (alone or inside the list) expands to every registered method. A catalogued optional
+    ``all`` (alone or inside the list) expands to every registered method, ``all-baselines`` to
+    every baseline (:data:`GROUPS`). A catalogued optional
     method whose package is missing is left out, not an error: :func:`unavailable_methods` names
     it and says how to install it, so the caller can show the gap instead of hiding it.
     """
@@ -260,8 +273,7 @@ def resolve_methods(spec: str | Sequence[str]) -> list[MethodInfo]:
     seen: set[str] = set()
     missing = unavailable_methods(names)
     for name in names:
-        expanded = method_names() if name == "all" else [name]
-        for item in expanded:
+        for item in _expand(name):
             if item not in seen and item not in missing:
                 seen.add(item)
                 out.append(get_method(item))
@@ -273,6 +285,10 @@ def unavailable_methods(spec: str | Sequence[str]) -> dict[str, str]:
     whose package is not installed: name -> what is missing and how to install it."""
     names = _spec_names(spec)
     wanted = list(CATALOGUE) if "all" in names else names
+    for name in names:
+        kind = GROUPS.get(name)
+        if kind is not None:
+            wanted += [n for n, e in CATALOGUE.items() if e.kind == kind]
     missing: dict[str, str] = {}
     for name in wanted:
         entry = CATALOGUE.get(name)

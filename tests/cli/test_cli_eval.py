@@ -188,6 +188,15 @@ def test_resolve_methods_expands_all_without_duplicates() -> None:
     assert set(names) == set(method_names())
 
 
+def test_all_baselines_names_every_baseline_next_to_other_methods() -> None:
+    """The issue's own example: ``--methods rules:RUN,argos-builtin,all-baselines``."""
+    from argos.methods import method_names, resolve_methods
+
+    names = [m.name for m in resolve_methods("argos-builtin,all-baselines")]
+    assert names == ["argos-builtin", *method_names("baseline")]
+    assert "static-threshold" in names and "pyod-spectral-residual" not in names
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("scheduler", "message"),
