@@ -196,7 +196,10 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--methods",
-                help="Comma-separated method names, 'all' (default), 'all-baselines', or rules:PATH (a rule set or a training run folder). See --list-methods.",
+                help=(
+                    "Comma-separated method names, 'all' (default), 'all-baselines', or "
+                    "rules:PATH (a rule set or a training run folder). See --list-methods."
+                ),
                 show_default=False,
             ),
         ] = None,
