@@ -15,16 +15,15 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from argos.training.agents.graph import (
+from argos.training.agents.context import (
     CheckOutcome,
-    DraftRule,
     Evaluation,
     GenerationRequest,
-    LoopConfig,
     StopRun,
     TrainingContext,
-    build_graph,
 )
+from argos.training.agents.graph import build_graph
+from argos.training.agents.state import DraftRule, LoopConfig
 
 
 def rule(f1: float, status: str = "ok", tag: str = "") -> str:
