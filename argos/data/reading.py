@@ -12,7 +12,7 @@ after its file (:func:`file_stem`) and order files as people number them (:func:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,11 +78,11 @@ def read_csv_columns(
     try:
         header = pd.read_csv(path, nrows=0)
         cols = resolve_columns(list(header.columns), wanted, source)
-        dtype = {cols[c]: "category" for c in categorical if c in cols}
+        dtype: dict[Hashable, str] = {cols[c]: "category" for c in categorical if c in cols}
         # No usecols: with it pandas silently accepts rows with too many fields.
         df = pd.read_csv(
             path,
-            dtype=dtype or None,  # type: ignore[arg-type]
+            dtype=dtype or None,
             skip_blank_lines=False,
             low_memory=False,
         )

@@ -175,17 +175,18 @@ def split_scores(
     from argos.metrics import events as find_events
 
     out: list[SplitScore] = []
-    for name, a, b in (
+    parts: tuple[tuple[Literal["train", "validation", "test"], int, int], ...] = (
         ("train", 0, val_start),
         ("validation", val_start, test_start),
         ("test", test_start, len(truth)),
-    ):
+    )
+    for name, a, b in parts:
         t, p = truth[a:b], pred[a:b]
         s = event_pa(t, p)
         out.append(
             SplitScore(
                 **s.to_dict(),
-                split=name,  # type: ignore[arg-type]
+                split=name,
                 points=b - a,
                 events=len(find_events(t)[0]),
             )

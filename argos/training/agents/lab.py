@@ -234,12 +234,12 @@ class SandboxRuleLab:
         checked with :meth:`stream_mismatch` and the first exact one wins. When none of the
         first few is exact the best is returned and :meth:`evaluate` rejects it with the reason.
         """
-        labels = [s.labels for s in self.train]
+        labels = [_labels(s) for s in self.train]
         result = fit_params(
             self.sandbox,
             code,
             self._train_handle,
-            labels,  # type: ignore[arg-type]
+            labels,
             budget=self.fit_budget,
             seed=seed,
         )
