@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, cast
 
 from langgraph.runtime import Runtime
@@ -193,13 +194,7 @@ def check(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     ctx = _ctx(runtime)
     draft = _draft(state)
     out = ctx.lab.check(draft["code"], state["chunk"])
-    draft = _with(
-        draft,
-        status=out.status,
-        detail=out.detail,
-        traceback=out.traceback,
-        runtime_ms=out.runtime_ms,
-    )
+    draft = _with(draft, **asdict(out))  # the outcome's fields are the draft's
     event = _event("checked", state, id=draft["id"], status=out.status, detail=out.detail[:300])
     return {"draft": draft, "log": _emit(ctx, event)}
 
@@ -255,18 +250,13 @@ def validate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState
     if status == "ok" and ev.runtime_ms > budget:
         status = "too_slow"
         detail = f"{ev.runtime_ms:.0f} ms on the validation data, budget {budget:.0f} ms"
-    draft = _with(
-        draft,
-        train_f1=ev.train_f1,
-        val_f1=ev.val_f1,
-        val_precision=ev.val_precision,
-        val_recall=ev.val_recall,
-        runtime_ms=ev.runtime_ms,
-        status=status,
-        detail=detail,
-        score=ev.val_f1 if ev.score is None else ev.score,
-        scored_on=ev.scored_on,
-    )
+    # The evaluation's fields are the draft's; the runtime budget may overrule the status.
+    scores = asdict(ev) | {
+        "status": status,
+        "detail": detail,
+        "score": ev.val_f1 if ev.score is None else ev.score,
+    }
+    draft = _with(draft, **scores)
     event = _event(
         "validated",
         state,
