@@ -75,15 +75,16 @@ def route_after_generate(state: TrainState) -> Literal["check", "collect", "adva
 
 def make_route_after_check(
     max_repairs: int, can_repair: bool
-) -> Callable[[TrainState], Literal["fit", "repair", "collect"]]:
-    def route_after_check(state: TrainState) -> Literal["fit", "repair", "collect"]:
+) -> Callable[[TrainState], Literal["fit", "repair", "collect", "judge_review"]]:
+    def route_after_check(state: TrainState) -> Literal["fit", "repair", "collect", "judge_review"]:
         draft = _draft_after("check", state)
         if draft["status"] == "ok":
             return "fit"
         repairable = draft["status"] not in ("no_code", "llm_error")
         if can_repair and repairable and draft["repairs"] < max_repairs:
             return "repair"
-        return "collect"
+        # A reviewer's revision that cannot run is judged (and reverted), not pooled.
+        return "judge_review" if draft["origin"] == "reviewer" else "collect"
 
     return route_after_check
 
@@ -159,16 +160,6 @@ def build_graph(
     config: LoopConfig, *, can_repair: bool, can_review: bool
 ) -> StateGraph[Any, Any, Any, Any]:
     """The (uncompiled) training graph for a loop configuration and the agents' capabilities."""
-    route_check = make_route_after_check(config.max_repairs, can_repair)
-
-    def route_after_check(state: TrainState) -> Literal["fit", "repair", "collect", "judge_review"]:
-        nxt = route_check(state)
-        draft = _draft_after("check", state)
-        # A reviewer's revision that cannot run is judged (and reverted), not pooled.
-        if nxt == "collect" and draft["origin"] == "reviewer":
-            return "judge_review"
-        return nxt
-
     g: StateGraph[Any, Any, Any, Any] = StateGraph(TrainState, context_schema=TrainingContext)
     for name, fn in (
         ("start", start),
@@ -190,7 +181,7 @@ def build_graph(
     g.add_edge("start", "plan")
     g.add_conditional_edges("plan", route_after_plan)
     g.add_conditional_edges("generate", route_after_generate)
-    g.add_conditional_edges("check", route_after_check)
+    g.add_conditional_edges("check", make_route_after_check(config.max_repairs, can_repair))
     g.add_conditional_edges("repair", route_after_repair)
     g.add_edge("fit", "validate")
     g.add_conditional_edges("validate", make_route_after_validate(config.max_repairs, can_repair))
