@@ -32,7 +32,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,7 @@ from argos.llm.usage import Budget, LedgerState, Spend, call_cost
 
 if TYPE_CHECKING:
     from argos.data.series import Dataset
-    from argos.evaluation.harness import EvalTask, SeriesResult
+    from argos.evaluation.harness import EvalTask, ProgressCallback, SeriesResult
     from argos.llm.config import LLMConfig
     from argos.llm.usage import Price
     from argos.training.generator import GeneratedUnit, Generator, TrainJob
@@ -222,7 +222,7 @@ class DaskExecutor:
         *,
         delay: int,
         with_scores: bool,
-        progress: Callable[[int, int, str], None] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> list[SeriesResult]:
         """Run the (method, trial, unit) evaluation tasks; the dataset is sent to every worker
         once. Methods are looked up by name in the workers: they must be registered when

@@ -303,8 +303,8 @@ def _llm_generator(run_dir: Path, max_calls: int | None, client: Any = None) -> 
     from scripted_rules import GOOD, fenced
 
     from argos.llm.config import LLMConfig
-    from argos.training.agents.graph import LoopConfig
     from argos.training.agents.run import AgentGenerator
+    from argos.training.agents.state import LoopConfig
 
     shared = SharedLimitsChatModel(
         f"train-{os.getpid()}-{time.time_ns()}",
@@ -423,8 +423,8 @@ def test_killed_llm_unit_resumes_from_its_checkpoint_without_paying_twice(tmp_pa
     from scripted_rules import GOOD, fenced
 
     from argos.llm.config import LLMConfig
-    from argos.training.agents.graph import LoopConfig
     from argos.training.agents.run import AgentGenerator
+    from argos.training.agents.state import LoopConfig
 
     ds = make_demo_dataset()
     one = type(ds)(ds.name, [ds.get("api_latency_ms")], ds.split)  # 3 iterations, 3 calls

@@ -15,11 +15,19 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 
 PIPE_WIDTH = 160
 """Columns of output that goes to a pipe or a file (no terminal, no ``COLUMNS``)."""
+
+
+def usage_error(message: str, *, command: str = "") -> typer.Exit:
+    """Say ``message`` on stderr, after ``command: `` (or ``error: ``), and return the exit with
+    status 2 for the caller to raise."""
+    typer.echo(f"{command or 'error'}: {message}", err=True)
+    return typer.Exit(2)
 
 
 def output_console(*, stderr: bool = False) -> Console:

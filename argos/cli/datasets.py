@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from argos.cli.console import output_console
-from argos.cli.options import JsonTableOption
+from argos.cli.options import DatasetNameArgument, JsonTableOption
 from argos.data import catalog
 from argos.data.series import DataError, UnknownSeries
 
@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
     @group.command("show")
     def show(
-        name: Annotated[str, typer.Argument(help="A dataset name (see `list`) or a PATH.")],
+        name: DatasetNameArgument,
         data_dir: DataDirOption = None,
         as_json: JsonTableOption = False,
         train_fraction: Annotated[
@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
 
     @group.command("plot")
     def plot(
-        name: Annotated[str, typer.Argument(help="A dataset name (see `list`) or a PATH.")],
+        name: DatasetNameArgument,
         series: Annotated[
             str | None,
             typer.Option("--series", help="Series id (default: the first --max-series series)."),

@@ -96,11 +96,11 @@ def parse_value(text: object) -> float:
     """A float value; empty, ``nan`` or ``null`` become NaN (the detector drops it as invalid)."""
     if text is None or (isinstance(text, str) and text.strip().lower() in ("", "nan", "null")):
         return float("nan")
-    if isinstance(text, bool):
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
         raise LineError(f"value {text!r} is not a number")
     try:
-        return float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        return float(text)
+    except ValueError:
         raise LineError(f"value {text!r} is not a number") from None
 
 

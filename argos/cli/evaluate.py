@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from argos.cli.console import output_console
-from argos.cli.options import BenchmarkDataDirOption
+from argos.cli.console import output_console, usage_error
+from argos.cli.options import BenchmarkDataDirOption, GranularityOption
 from argos.data import catalog
 from argos.data.series import DataError, Dataset, SplitSpec, close_matches
 from argos.evaluation.harness import (
@@ -35,11 +35,6 @@ from argos.methods import (
     unavailable_methods,
 )
 from argos.metrics import format_score
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 def build_config(config: Path | None, flags: dict[str, Any]) -> EvalConfig:
@@ -235,10 +230,7 @@ def register(app: typer.Typer) -> None:
                 "local cluster of N worker processes (docs/scale-out.md).",
             ),
         ] = None,
-        granularity: Annotated[
-            str | None,
-            typer.Option("--granularity", help="'series' or 'partition' (dataset default)."),
-        ] = None,
+        granularity: GranularityOption = None,
         partition: Annotated[
             str | None,
             typer.Option("--partition", help="Evaluate only this partition (e.g. A1)."),
@@ -285,16 +277,18 @@ def register(app: typer.Typer) -> None:
                     "no method can run: " + "; ".join(f"{n} {w}" for n, w in not_run.items())
                 )
         except UnknownMethodError as exc:
-            raise _fail(str(exc)) from None
+            raise usage_error(str(exc)) from None
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )
-            raise _fail(f"bad settings: {problems}") from None
+            raise usage_error(f"bad settings: {problems}") from None
         except ValueError as exc:
-            raise _fail(str(exc)) from None
+            raise usage_error(str(exc)) from None
         if report and cfg.out is None:
-            raise _fail("--report writes OUT/report.html: give --out DIR (or out in the config)")
+            raise usage_error(
+                "--report writes OUT/report.html: give --out DIR (or out in the config)"
+            )
         err = output_console(stderr=True)
         for name, why in not_run.items():
             err.print(f"note: skipping {name}: {why}; the table lists it as not run", markup=False)
@@ -302,12 +296,12 @@ def register(app: typer.Typer) -> None:
         try:
             data = load_for_eval(cfg, progress=interactive and not as_json)
         except (DataError, ValueError) as exc:
-            raise _fail(str(exc)) from None
+            raise usage_error(str(exc)) from None
         if partition is not None:
             try:
                 data = only_partition(data, partition)
             except DataError as exc:
-                raise _fail(str(exc)) from None
+                raise usage_error(str(exc)) from None
         bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -341,7 +335,7 @@ def register(app: typer.Typer) -> None:
                     executor=executor,
                 )
         except (EvaluationError, ValueError, DataError, SchedulerError) as exc:
-            raise _fail(str(exc)) from None
+            raise usage_error(str(exc)) from None
         finally:
             bar.stop()
         if not_run:

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from argos.cli.console import usage_error
 from argos.export.prometheus import (
     ExportError,
     SetExport,
@@ -33,8 +34,7 @@ from argos.rules.artifacts import RuleSetError
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.echo(f"argos export prometheus: {message}", err=True)
-    return typer.Exit(2)
+    return usage_error(message, command="argos export prometheus")
 
 
 def _read_selectors(path: Path | None) -> dict[str, str] | None:

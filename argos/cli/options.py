@@ -20,8 +20,17 @@ BenchmarkDataDirOption = Annotated[
 ]
 """Where the benchmark datasets are (``eval``, ``report``, ``rules check``)."""
 
+GranularityOption = Annotated[
+    str | None,
+    typer.Option("--granularity", help="'series' or 'partition' (dataset default)."),
+]
+"""One rule set per series or per partition (``train``, ``eval``)."""
+
+DatasetNameArgument = Annotated[str, typer.Argument(help="A dataset name (see `list`) or a PATH.")]
+"""The dataset a ``datasets`` subcommand is about."""
+
 JsonTableOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-"""Machine-readable output of the ``datasets`` and ``rules`` commands."""
+"""Machine-readable output of the ``datasets``, ``rules`` and ``score`` commands."""
 
 RulesFolderOption = Annotated[
     Path,

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from argos._types import BoolArray
 from argos.cli.console import output_console
+from argos.cli.options import JsonTableOption
 from argos.data.series import show_value
 from argos.metrics import DEFAULT_DELAY, Scores, format_score, score_all
 
@@ -138,9 +139,7 @@ def register(app: typer.Typer) -> None:
         delay: Annotated[
             int, typer.Option("--delay", min=0, help="k of the k-delay metric (AIOps 2018).")
         ] = DEFAULT_DELAY,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = (
-            False
-        ),
+        as_json: JsonTableOption = False,
     ) -> None:
         """Score predictions against labels: point-wise, point-adjusted, event-PA and k-delay."""
         try:

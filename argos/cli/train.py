@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from argos._types import default_workers
 from argos.cli.console import output_console
 from argos.cli.deployment import deployment_refusals
+from argos.cli.options import BenchmarkDataDirOption, GranularityOption
 from argos.cli.report import report_epilogue
 from argos.cli.train_tables import fmt_score, summary_table, unit_notes
 from argos.data import catalog
@@ -88,12 +89,8 @@ def register(app: typer.Typer) -> None:
                 "must be on storage every worker shares."
             ),
         ] = None,
-        granularity: Annotated[
-            str | None, typer.Option(help="'series' or 'partition' (dataset default).")
-        ] = None,
-        data_dir: Annotated[
-            Path | None, typer.Option(help="Benchmark data folder (default $ARGOS_DATA_DIR).")
-        ] = None,
+        granularity: GranularityOption = None,
+        data_dir: BenchmarkDataDirOption = None,
         train_fraction: Annotated[
             float | None,
             typer.Option(

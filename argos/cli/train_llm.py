@@ -28,8 +28,8 @@ from argos.data.series import DataError, Dataset
 from argos.llm.config import LLMConfig, load_llm_config
 from argos.llm.interface import LLMError
 from argos.llm.usage import Budget, LedgerSummary
-from argos.training.agents.graph import LoopConfig
 from argos.training.agents.run import AgentGenerator, csv_base, method_base
+from argos.training.agents.state import LoopConfig
 from argos.training.driver import TrainSummary, UnitResult, train_dataset, training_units
 from argos.training.generator import GeneratorOutput
 

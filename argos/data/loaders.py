@@ -2,29 +2,46 @@
 
 Every loader returns a :class:`~argos.data.series.Dataset` and turns bad input into a
 :class:`~argos.data.series.DataError` naming the file, the line (header = line 1) and the problem;
-no
-pandas traceback reaches the user. The layouts, split conventions and the NaN / irregular-sampling
-policy are documented in ``datasets/README.md``.
+no pandas traceback reaches the user. The layouts, split conventions and the NaN /
+irregular-sampling policy are documented in ``datasets/README.md``.
 
 Reading is columnar: one ``pandas.read_csv`` per file (C engine, categorical ids for KPI), then
-numpy; no per-row Python except in the error path, which re-reads a file to name the bad line.
+numpy; no per-row Python except in the error path, which re-reads a file to name the bad line. The
+primitives every layout shares (columns by header spelling, numbers, timestamps) are in
+:mod:`argos.data.reading`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from argos._types import FloatArray, IntArray
-from argos.data.series import DataError, Dataset, Series, SplitSpec, make_increasing, show_value
+from argos.data.reading import (
+    LABEL_OPTIONAL,
+    LABEL_REQUIRED,
+    TIMESTAMP,
+    VALUE,
+    Column,
+    brief_error,
+    file_stem,
+    natural_key,
+    numeric_column,
+    read_csv_columns,
+    reject_first,
+    resolve_columns,
+    timestamp_column,
+    track_progress,
+)
+from argos.data.series import DataError, Dataset, Series, SplitSpec, make_increasing
 
 __all__ = [
     "UCR_NAME",
@@ -47,210 +64,7 @@ UCR_NAME = re.compile(
 )
 """A UCR archive file stem: ``NNN_UCR_Anomaly_<name>_<trainEnd>_<anomStart>_<anomEnd>``."""
 
-_MISSING_TOKENS = frozenset({"", "nan", "na", "n/a", "null", "none", "-nan"})
 _KPI_ID = "KPI ID"
-_T = TypeVar("_T")
-
-
-# --------------------------------------------------------------------------------------- columns
-
-
-@dataclass(frozen=True)
-class _Column:
-    """A column a layout needs: canonical name, accepted header spellings, required or not."""
-
-    name: str
-    aliases: tuple[str, ...]
-    required: bool = True
-    numeric: bool = True
-
-
-_TS = _Column("timestamp", ("timestamp", "timestamps"))
-_VALUE = _Column("value", ("value",))
-_LABEL_OPT = _Column("label", ("label", "is_anomaly", "anomaly"), required=False)
-_LABEL_REQ = _Column("label", ("label", "is_anomaly", "anomaly"))
-
-
-def _resolve_columns(
-    found: Sequence[Any], wanted: Sequence[_Column], source: str
-) -> dict[str, str]:
-    """Map canonical names to the file's header names (case and surrounding spaces ignored)."""
-    norm = {str(c).lstrip("\ufeff").strip().lower(): str(c) for c in found}  # BOM from Excel
-    out: dict[str, str] = {}
-    for col in wanted:
-        hit = next((norm[a] for a in col.aliases if a in norm), None)
-        if hit is not None:
-            out[col.name] = hit
-        elif col.required:
-            spelled = " or ".join(repr(a) for a in col.aliases)
-            have = ", ".join(repr(str(c)) for c in found) or "none"
-            raise DataError(
-                f"missing column {spelled} (columns found: {have})", source=source, row=1
-            )
-    return out
-
-
-def _read_csv(
-    path: Path, wanted: Sequence[_Column], *, categorical: Sequence[str] = ()
-) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Read the wanted columns of a CSV(.gz) with a header; return the frame and the column map.
-
-    Numeric columns are checked here: a cell that is neither a number nor empty/NaN is an error
-    naming its line. Blank lines are kept so that frame row ``i`` is file line ``i + 2``; trailing
-    blank lines are dropped.
-    """
-    source = str(path)
-    if not path.is_file():
-        raise DataError("file not found", source=source)
-    try:
-        header = pd.read_csv(path, nrows=0)
-        cols = _resolve_columns(list(header.columns), wanted, source)
-        dtype = {cols[c]: "category" for c in categorical if c in cols}
-        # No usecols: with it pandas silently accepts rows with too many fields.
-        df = pd.read_csv(
-            path,
-            dtype=dtype or None,  # type: ignore[arg-type]
-            skip_blank_lines=False,
-            low_memory=False,
-        )
-    except pd.errors.EmptyDataError:
-        raise DataError("file is empty", source=source) from None
-    except pd.errors.ParserError as exc:
-        raise DataError(f"not a well-formed CSV file ({_first_line(exc)})", source=source) from None
-    except UnicodeDecodeError:
-        raise DataError("not a text CSV file (cannot decode as UTF-8)", source=source) from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"cannot read file ({_first_line(exc)})", source=source) from None
-    df = _drop_trailing_blank(df)
-    if len(df) == 0:
-        raise DataError("no data rows after the header", source=source)
-    for col in wanted:
-        if col.numeric and col.name in cols and col.name != "timestamp":
-            df[cols[col.name]] = _numeric(df[cols[col.name]], col.name, source, first_line=2)
-    return df, cols
-
-
-def _drop_trailing_blank(df: pd.DataFrame) -> pd.DataFrame:
-    if len(df) == 0:
-        return df
-    filled = df.notna().any(axis=1).to_numpy()
-    if filled.all():
-        return df
-    nz = np.flatnonzero(filled)
-    end = int(nz[-1]) + 1 if len(nz) else 0
-    return df.iloc[:end]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
-
-
-def _numeric(
-    col: pd.Series, what: str, source: str, *, first_line: int
-) -> npt.NDArray[np.float64] | npt.NDArray[np.int64]:
-    """Column as numbers (integers stay int64; missing -> NaN); a non-numeric cell is an error."""
-    if pd.api.types.is_bool_dtype(col.dtype):
-        return col.to_numpy(dtype=np.float64)
-    if pd.api.types.is_integer_dtype(col.dtype):
-        return col.to_numpy(dtype=np.int64)
-    if pd.api.types.is_numeric_dtype(col.dtype):
-        return col.to_numpy(dtype=np.float64, na_value=np.nan)
-    num = pd.to_numeric(col, errors="coerce")
-    text = col.astype("string").str.strip().str.lower()
-    bad = num.isna().to_numpy() & ~(col.isna().to_numpy() | text.isin(_MISSING_TOKENS).to_numpy())
-    _reject_first(bad, col, lambda shown: f"{what} {shown} is not a number", source, first_line)
-    return num.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _reject_first(
-    bad: npt.NDArray[np.bool_],
-    col: pd.Series,
-    problem: str | Callable[[str], str],
-    source: str,
-    first_line: int,
-    row_kind: str = "line",
-) -> None:
-    """Raise a :class:`DataError` at the first row where ``bad`` is True (if any): ``problem``, or
-    ``problem(shown)`` with that row's cell of ``col`` shown by :func:`show_value`."""
-    if not bad.any():
-        return
-    i = int(np.flatnonzero(bad)[0])
-    message = problem if isinstance(problem, str) else problem(show_value(col.iloc[i]))
-    raise DataError(message, source=source, row=first_line + i, row_kind=row_kind)
-
-
-def _timestamps(col: pd.Series, source: str, *, first_line: int) -> npt.NDArray[Any]:
-    """Timestamps as numbers: integer seconds kept as is, date strings parsed to Unix seconds UTC.
-
-    Naive date strings are taken as UTC; strings with an offset are converted to UTC. A column
-    that is all numbers is returned as float64 (whole-number and ordering checks happen in
-    :meth:`Series.create`); sub-second dates are an error.
-    """
-    _reject_first(col.isna().to_numpy(), col, "missing timestamp", source, first_line)
-    if pd.api.types.is_datetime64_any_dtype(col.dtype):  # Parquet keeps real datetimes
-        parsed = pd.to_datetime(col, utc=True)
-    elif pd.api.types.is_integer_dtype(col.dtype):
-        return col.to_numpy(dtype=np.int64)  # the common case: no copy, no float round trip
-    elif pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
-        return col.to_numpy(dtype=np.float64)
-    else:
-        num = pd.to_numeric(col, errors="coerce")
-        if num.notna().all():
-            return num.to_numpy(dtype=np.float64)
-        parsed = _parse_dates(col, source, first_line)
-    ns = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    _reject_first(
-        ns % 1_000_000_000 != 0,
-        col,
-        lambda shown: f"timestamp {shown} has fractional seconds (whole seconds required)",
-        source,
-        first_line,
-    )
-    return ns // 1_000_000_000
-
-
-def _parse_dates(col: pd.Series, source: str, first_line: int) -> pd.Series:
-    text = col.astype(str).str.strip()
-    try:
-        parsed = pd.to_datetime(text, utc=True, errors="coerce")
-    except (ValueError, TypeError, OverflowError):
-        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
-    bad = parsed.isna().to_numpy()
-    if bad.any():
-        # pandas infers one format from the first row; retry element-wise before blaming a row.
-        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
-        bad = parsed.isna().to_numpy()
-    _reject_first(
-        bad,
-        col,
-        lambda shown: f"timestamp {shown} is neither integer seconds nor a date",
-        source,
-        first_line,
-    )
-    return parsed
-
-
-def _track(items: Sequence[_T], description: str, progress: bool) -> Iterable[_T]:
-    if not progress:
-        return items
-    from rich.console import Console
-    from rich.progress import track
-
-    return track(items, description=description, console=Console(stderr=True), transient=True)
-
-
-def _natural_key(path: Path) -> tuple[Any, ...]:
-    parts = re.split(r"(\d+)", path.name)
-    return tuple(int(p) if p.isdigit() else p.lower() for p in parts)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".csv.gz", ".csv", ".parquet", ".pq", ".txt"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 # ------------------------------------------------------------------------------------- generic
@@ -265,18 +79,18 @@ def read_series_file(
     (Yahoo's headers); other columns are ignored. Timestamps are integer seconds or date strings
     (parsed to Unix seconds, UTC). Empty values are filled as described in ``datasets/README.md``.
     """
-    wanted = (_TS, _VALUE, _LABEL_REQ if require_labels else _LABEL_OPT)
-    sid = series_id or _stem(path)
+    wanted = (TIMESTAMP, VALUE, LABEL_REQUIRED if require_labels else LABEL_OPTIONAL)
+    sid = series_id or file_stem(path)
     if path.name.lower().endswith((".parquet", ".pq")):
         return _read_parquet_series(path, sid, wanted)
-    df, cols = _read_csv(path, wanted)
+    df, cols = read_csv_columns(path, wanted)
     source = str(path)
-    ts = _timestamps(df[cols["timestamp"]], source, first_line=2)
+    ts = timestamp_column(df[cols["timestamp"]], source, first_line=2)
     labels = df[cols["label"]].to_numpy() if "label" in cols else None
     return Series.create(sid, ts, df[cols["value"]].to_numpy(), labels, source=source, first_row=2)
 
 
-def _read_parquet_series(path: Path, sid: str, wanted: Sequence[_Column]) -> Series:
+def _read_parquet_series(path: Path, sid: str, wanted: Sequence[Column]) -> Series:
     source = str(path)
     try:
         df = pd.read_parquet(path)
@@ -285,13 +99,17 @@ def _read_parquet_series(path: Path, sid: str, wanted: Sequence[_Column]) -> Ser
             "reading Parquet needs pyarrow: pip install 'argos-rules[parquet]'", source=source
         ) from None
     except Exception as exc:  # pyarrow raises many unrelated types for a broken file
-        raise DataError(f"cannot read Parquet file ({_first_line(exc)})", source=source) from None
-    cols = _resolve_columns(list(df.columns), wanted, source)
+        raise DataError(f"cannot read Parquet file ({brief_error(exc)})", source=source) from None
+    cols = resolve_columns(list(df.columns), wanted, source)
     if len(df) == 0:
         raise DataError("no data rows", source=source)
-    values = _numeric(df[cols["value"]], "value", source, first_line=1)
-    labels = _numeric(df[cols["label"]], "label", source, first_line=1) if "label" in cols else None
-    ts = _timestamps(df[cols["timestamp"]], source, first_line=1)
+    values = numeric_column(df[cols["value"]], "value", source, first_line=1)
+    labels = (
+        numeric_column(df[cols["label"]], "label", source, first_line=1)
+        if "label" in cols
+        else None
+    )
+    ts = timestamp_column(df[cols["timestamp"]], source, first_line=1)
     return Series.create(sid, ts, values, labels, source=source, first_row=1, row_kind="row")
 
 
@@ -307,15 +125,15 @@ def _read_file_or_folder(
     folder that ``accept`` takes, in natural order (named by the folder; ``none_accepted`` is the
     error when there are none)."""
     if path.is_file():
-        files, name = [path], _stem(path)
+        files, name = [path], file_stem(path)
     elif path.is_dir():
-        files = sorted((p for p in path.iterdir() if accept(p)), key=_natural_key)
+        files = sorted((p for p in path.iterdir() if accept(p)), key=natural_key)
         name = path.name
         if not files:
             raise DataError(none_accepted, source=str(path))
     else:
         raise DataError("no such file or folder", source=str(path))
-    return name, [read(f) for f in _track(files, f"reading {name}", progress)]
+    return name, [read(f) for f in track_progress(files, f"reading {name}", progress)]
 
 
 def _is_generic_file(path: Path) -> bool:
@@ -348,10 +166,10 @@ def load_generic(
 
 
 _KPI_COLUMNS = (
-    _TS,
-    _VALUE,
-    _Column("label", ("label",)),
-    _Column("kpi", (_KPI_ID.lower(), "kpi_id", "kpi"), numeric=False),
+    TIMESTAMP,
+    VALUE,
+    Column("label", ("label",)),
+    Column("kpi", (_KPI_ID.lower(), "kpi_id", "kpi"), numeric=False),
 )
 
 
@@ -392,17 +210,17 @@ def _read_kpi_part(path: Path) -> _KpiPart:
         df, cols = _read_kpi_hdf(path)
         row_kind, first_line = "row", 1
     else:
-        df, cols = _read_csv(path, _KPI_COLUMNS, categorical=("kpi",))
+        df, cols = read_csv_columns(path, _KPI_COLUMNS, categorical=("kpi",))
         row_kind, first_line = "line", 2
-    ts = _timestamps(df[cols["timestamp"]], source, first_line=first_line)
+    ts = timestamp_column(df[cols["timestamp"]], source, first_line=first_line)
     kpi = df[cols["kpi"]]
-    _reject_first(kpi.isna().to_numpy(), kpi, "missing KPI ID", source, first_line, row_kind)
+    reject_first(kpi.isna().to_numpy(), kpi, "missing KPI ID", source, first_line, row_kind)
     cat = kpi.astype("category").cat
     return _KpiPart(
         source=source,
         ts=ts,
-        values=_numeric(df[cols["value"]], "value", source, first_line=first_line),
-        labels=_numeric(df[cols["label"]], "label", source, first_line=first_line),
+        values=numeric_column(df[cols["value"]], "value", source, first_line=first_line),
+        labels=numeric_column(df[cols["label"]], "label", source, first_line=first_line),
         ids=[_text(c) for c in cat.categories],
         codes=cat.codes.to_numpy().astype(np.int64),
         row_kind=row_kind,
@@ -428,10 +246,10 @@ def _read_kpi_hdf(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     try:
         obj = pd.read_hdf(path)
     except Exception as exc:  # PyTables raises many types for a broken file
-        raise DataError(f"cannot read HDF file ({_first_line(exc)})", source=source) from None
+        raise DataError(f"cannot read HDF file ({brief_error(exc)})", source=source) from None
     if not isinstance(obj, pd.DataFrame):
         raise DataError("HDF file does not hold a table", source=source)
-    cols = _resolve_columns(list(obj.columns), _KPI_COLUMNS, source)
+    cols = resolve_columns(list(obj.columns), _KPI_COLUMNS, source)
     if len(obj) == 0:
         raise DataError("no data rows", source=source)
     return obj.reset_index(drop=True), cols
@@ -461,7 +279,9 @@ def load_kpi(root: Path, *, progress: bool = False) -> Dataset:
     suffixes = (".csv", ".csv.gz", ".hdf", ".h5")
     train_path = _find_file(root, "phase2_train", suffixes)
     test_path = _find_file(root, "phase2_ground_truth", suffixes)
-    parts = [_read_kpi_part(p) for p in _track([train_path, test_path], "reading KPI", progress)]
+    parts = [
+        _read_kpi_part(p) for p in track_progress([train_path, test_path], "reading KPI", progress)
+    ]
     train, test = parts
     train_rows, test_rows = train.rows_by_id(), test.rows_by_id()
     only_train = sorted(set(train_rows) - set(test_rows))
@@ -528,7 +348,7 @@ def _yahoo_files(root: Path, partitions: Sequence[str]) -> list[tuple[str, Path]
         ]
         if not found:
             raise DataError("no .csv files in partition folder", source=str(folder))
-        files.extend((part, p) for p in sorted(found, key=_natural_key))
+        files.extend((part, p) for p in sorted(found, key=natural_key))
     return files
 
 
@@ -556,7 +376,7 @@ def load_yahoo(
     files = _yahoo_files(root, partitions)
     series: list[Series] = []
     groups: dict[str, list[str]] = {p: [] for p in partitions}
-    for part, path in _track(files, f"reading {name}", progress):
+    for part, path in track_progress(files, f"reading {name}", progress):
         s = read_series_file(path, series_id=f"{part}/{path.stem}", require_labels=True)
         meta = dict(s.meta, partition=part, layout="yahoo")
         if part == "A2" and train_fraction is None:
@@ -616,7 +436,7 @@ def _nab_files(root: Path) -> list[Path]:
         raise DataError("NAB data folder not found", source=str(data))
     files = sorted(
         (p for p in data.glob("*/*.csv") if p.is_file()),
-        key=lambda p: (p.parent.name.lower(), _natural_key(p)),
+        key=lambda p: (p.parent.name.lower(), natural_key(p)),
     )
     if not files:
         raise DataError("no .csv files in data/<category>/", source=str(data))
@@ -636,10 +456,10 @@ def kpi_series_ids(root: Path) -> list[str] | None:
         return None
     try:
         header = pd.read_csv(path, nrows=0)
-        column = _resolve_columns(list(header.columns), _KPI_COLUMNS, str(path))["kpi"]
+        column = resolve_columns(list(header.columns), _KPI_COLUMNS, str(path))["kpi"]
         ids = pd.read_csv(path, usecols=[column], dtype="category")[column]
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"cannot read KPI IDs ({_first_line(exc)})", source=str(path)) from None
+        raise DataError(f"cannot read KPI IDs ({brief_error(exc)})", source=str(path)) from None
     return [_text(x) for x in pd.unique(ids.dropna())]
 
 
@@ -656,12 +476,12 @@ def load_nab(root: Path, *, progress: bool = False) -> Dataset:
     windows = _nab_windows(root / "labels" / "combined_windows.json")
     series: list[Series] = []
     groups: dict[str, list[str]] = {}
-    for path in _track(files, "reading NAB", progress):
+    for path in track_progress(files, "reading NAB", progress):
         key = f"{path.parent.name}/{path.name}"
         if key not in windows:
             raise DataError(f"no entry for {key} in combined_windows.json", source=str(path))
-        df, cols = _read_csv(path, (_TS, _VALUE))
-        ts = _timestamps(df[cols["timestamp"]], str(path), first_line=2).astype(np.int64)
+        df, cols = read_csv_columns(path, (TIMESTAMP, VALUE))
+        ts = timestamp_column(df[cols["timestamp"]], str(path), first_line=2).astype(np.int64)
         labels = np.zeros(len(ts), dtype=np.bool_)
         for a, b in windows[key]:
             labels |= (ts >= a) & (ts <= b)
@@ -721,7 +541,7 @@ def _read_ucr_values(path: Path) -> tuple[FloatArray, IntArray]:
 
 def _read_ucr_file(path: Path) -> Series:
     source = str(path)
-    m = UCR_NAME.match(_stem(path))
+    m = UCR_NAME.match(file_stem(path))
     if m is None:
         raise DataError(
             "file name does not follow NNN_UCR_Anomaly_<name>_<trainEnd>_<anomStart>_<anomEnd>.txt",

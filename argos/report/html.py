@@ -148,7 +148,8 @@ def _rule_html(r: RuleView) -> str:
     )
 
 
-def _unit_html(u: UnitView) -> str:
+def _unit_html(view: UnitView) -> str:
+    u = view.result
     rows = [
         f"<p><b>{html.escape(u.unit)}</b>: {u.tried} candidates tried, "
         f"{len(u.rules)} rule(s) kept ({html.escape(', '.join(u.rules)) or 'none'}); "
@@ -159,18 +160,18 @@ def _unit_html(u: UnitView) -> str:
         rows.append(f'<p class="muted">problem: {html.escape(p)}</p>')
     for n in u.notes:
         rows.append(f'<p class="muted">note: {html.escape(n)}</p>')
-    if u.figure:
+    if view.figure:
         rows.append(
-            f'<figure class="progress"><img src="{u.figure}" '
+            f'<figure class="progress"><img src="{view.figure}" '
             f'alt="validation F1 per iteration for {html.escape(u.unit)}"></figure>'
         )
-    if u.candidates:
+    if view.candidates:
         body = "".join(
             f"<tr><td>{cell(c.iteration)}</td><td class='l'>{html.escape(c.rule)}</td>"
             f"<td class='l'>{html.escape(c.origin)}</td><td>{cell(c.repairs)}</td>"
             f"<td class='l'>{html.escape(c.status)}</td><td>{cell(c.validation_f1)}</td>"
             f"<td class='l'>{html.escape(c.outcome)}</td></tr>"
-            for c in u.candidates
+            for c in view.candidates
         )
         rows.append(
             "<table><tr><th>iteration</th><th class='l'>candidate</th><th class='l'>origin</th>"

@@ -40,6 +40,7 @@ from argos.report.views import (
     truth_labels,
 )
 from argos.rules.contract import docstring_conditions
+from argos.training.driver import UnitResult
 
 if TYPE_CHECKING:
     from argos.rules.artifacts import RuleSet
@@ -374,7 +375,7 @@ def build_run_report(
             missing = [i for i in u.get("series", []) if i not in by_id]
             if missing:
                 report.notes.append(f"unit {unit}: series not in the dataset: {missing[:5]}")
-            view = UnitView(
+            result = UnitResult(
                 unit=unit,
                 series=[str(i) for i in u.get("series", [])],
                 generator=str(u.get("generator", "")),
@@ -387,6 +388,7 @@ def build_run_report(
                 notes=[str(n) for n in u.get("notes", [])],
                 seconds=float(u.get("seconds", 0.0)),
             )
+            view = UnitView(result=result)
             unit_logs = [
                 v for k, v in sorted(logs.items()) if k == unit or k.startswith(unit + "/")
             ]

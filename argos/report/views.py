@@ -22,6 +22,7 @@ from argos._types import BoolArray
 from argos._version import __version__ as ARGOS_VERSION
 from argos.data.series import Dataset, Series, SplitSpec
 from argos.metrics import Scores, event_pa
+from argos.training.driver import UnitResult
 
 if TYPE_CHECKING:
     from argos.report.plots import Boundary
@@ -98,19 +99,10 @@ class IterationView(BaseModel):
 
 
 class UnitView(BaseModel):
-    """One training unit of a run: outcome, candidates and progress."""
+    """One training unit of a run: its outcome as ``summary.json`` records it (the driver's
+    :class:`~argos.training.driver.UnitResult`), and the candidates and progress of its log."""
 
-    unit: str
-    series: list[str]
-    generator: str
-    rules: list[str]
-    tried: int
-    train_f1: float | None
-    validation_f1: float | None
-    verified: bool
-    problems: list[str] = Field(default_factory=list)
-    notes: list[str] = Field(default_factory=list)
-    seconds: float = 0.0
+    result: UnitResult
     iterations: list[IterationView] = Field(default_factory=list)
     candidates: list[CandidateView] = Field(default_factory=list)
     figure: str | None = None
@@ -175,17 +167,18 @@ def split_scores(
     from argos.metrics import events as find_events
 
     out: list[SplitScore] = []
-    for name, a, b in (
+    parts: tuple[tuple[Literal["train", "validation", "test"], int, int], ...] = (
         ("train", 0, val_start),
         ("validation", val_start, test_start),
         ("test", test_start, len(truth)),
-    ):
+    )
+    for name, a, b in parts:
         t, p = truth[a:b], pred[a:b]
         s = event_pa(t, p)
         out.append(
             SplitScore(
                 **s.to_dict(),
-                split=name,  # type: ignore[arg-type]
+                split=name,
                 points=b - a,
                 events=len(find_events(t)[0]),
             )

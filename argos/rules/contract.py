@@ -27,7 +27,7 @@ import linecache
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 ParamValue = float | int | bool | str
 
@@ -197,7 +197,7 @@ def _literal_value(node: ast.expr) -> ParamValue | None:
     return None
 
 
-def _is_number(v: object) -> bool:
+def _is_number(v: object) -> TypeGuard[int | float]:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
@@ -263,10 +263,11 @@ def _check_ranges(
         node, "PARAM_RANGES", "a dict literal like {'k': (1.0, 10.0)}", issues
     ):
         bounds = [_literal_value(e) for e in v.elts] if isinstance(v, ast.Tuple | ast.List) else []
-        if len(bounds) != 2 or not all(_is_number(b) for b in bounds):
+        numbers = [b for b in bounds if _is_number(b)]
+        if len(bounds) != 2 or len(numbers) != 2:
             issues.append(Issue(v.lineno, f"PARAM_RANGES[{name!r}] must be a pair (low, high)"))
             continue
-        lo, hi = float(bounds[0]), float(bounds[1])  # type: ignore[arg-type]
+        lo, hi = float(numbers[0]), float(numbers[1])
         if lo > hi:
             issues.append(Issue(v.lineno, f"PARAM_RANGES[{name!r}]: low {lo} > high {hi}"))
             continue

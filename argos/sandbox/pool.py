@@ -32,7 +32,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -596,8 +596,20 @@ def _ending(reply: Mapping[str, Any], lim: SandboxLimits, n_sets: int) -> RunRes
     )
 
 
+class CodeRunner(Protocol):
+    """What :func:`check_causality` needs of a sandbox: one run of a rule's code on some inputs
+    (a :class:`Sandbox`, or any runner that wraps one)."""
+
+    def run(
+        self,
+        code: str,
+        inputs: Sequence[RuleInput],
+        params: Mapping[str, Any] | None = None,
+    ) -> RunResult: ...
+
+
 def check_causality(
-    sandbox: Sandbox,
+    sandbox: CodeRunner,
     code: str,
     params: Mapping[str, Any] | None,
     values: FloatArray,

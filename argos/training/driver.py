@@ -113,7 +113,7 @@ def verify_rules(
                     break
         first = history[0]
         causal = check_causality(
-            sandbox,  # type: ignore[arg-type]  # it calls ``run`` only; typed as the Sandbox
+            sandbox,
             code,
             None,
             first.values,

@@ -462,8 +462,8 @@ def test_llm_run_report_shows_progress_candidates_and_usage(tmp_path: Path) -> N
     report = build_report(run, baselines=())
     unit = report.units[0]
     assert [i.iteration for i in unit.iterations] == [0, 1, 2]
-    assert sum(i.accepted + i.rejected for i in unit.iterations) == unit.tried
-    assert len(unit.candidates) == unit.tried
+    assert sum(i.accepted + i.rejected for i in unit.iterations) == unit.result.tried
+    assert len(unit.candidates) == unit.result.tried
     assert all(c.outcome for c in unit.candidates)
     assert unit.figure is not None and unit.figure.startswith("data:image/png;base64,")
     usage = {u.agent: u for u in report.usage}

@@ -15,16 +15,15 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from argos.training.agents.graph import (
+from argos.training.agents.context import (
     CheckOutcome,
-    DraftRule,
     Evaluation,
     GenerationRequest,
-    LoopConfig,
     StopRun,
     TrainingContext,
-    build_graph,
 )
+from argos.training.agents.graph import build_graph
+from argos.training.agents.state import DraftRule, LoopConfig
 
 
 def rule(f1: float, status: str = "ok", tag: str = "") -> str:
@@ -181,6 +180,21 @@ def test_review_revision_accepted_only_without_regression() -> None:
     out = run(agents, FakeLab(), cfg)
     agents.assert_consumed()
     assert out["accepted"][0]["val_f1"] == 0.85 and out["accepted"][0]["origin"] == "reviewer"
+
+
+def test_review_revision_that_cannot_run_is_judged_and_reverted_not_pooled() -> None:
+    agents = ScriptedAgents(
+        [rule(0.8, tag="old"), rule(0.6, tag="worse")],
+        review=[rule(0.9, status="runtime_error", tag="broken revision")],
+    )
+    cfg = LoopConfig(candidates_per_iteration=1, max_iterations=2, max_repairs=0)
+    out = run(agents, FakeLab(), cfg)
+    agents.assert_consumed()
+    assert out["accepted"][0]["val_f1"] == 0.8 and out["accepted"][0]["origin"] == "generator"
+    reverted = [e for e in out["log"] if e["event"] == "reverted"]
+    assert [e["status"] for e in reverted] == ["runtime_error"]
+    pooled = [e["origin"] for e in out["log"] if e["event"] == "candidate"]
+    assert "reviewer" not in pooled
 
 
 def test_prose_without_code_is_reported() -> None:

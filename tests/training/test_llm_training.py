@@ -30,8 +30,8 @@ from argos.llm.interface import LLMTimeout
 from argos.llm.testing import ScriptedChatModel, ScriptStep
 from argos.llm.usage import Budget
 from argos.rules.artifacts import load_ruleset
-from argos.training.agents.graph import LoopConfig
 from argos.training.agents.run import AgentGenerator
+from argos.training.agents.state import LoopConfig
 from argos.training.driver import train_dataset
 
 pytestmark = pytest.mark.timeout(300)
@@ -265,7 +265,8 @@ def test_method_base_predicts_both_parts(unit: Any) -> None:
 
 def test_builtin_generator_drives_the_same_graph(unit: Any) -> None:
     from argos.sandbox.pool import Sandbox
-    from argos.training.agents.graph import TrainingContext, build_graph
+    from argos.training.agents.context import TrainingContext
+    from argos.training.agents.graph import build_graph
     from argos.training.agents.lab import SandboxRuleLab
     from argos.training.agents.run import BuiltinAgents
 

@@ -1,10 +1,9 @@
 """The rule lab: where the training loop runs candidate rules and scores them.
 
-:class:`SandboxRuleLab` implements :class:`argos.training.agents.graph.RuleLab` for one training
+:class:`SandboxRuleLab` implements :class:`argos.training.agents.context.RuleLab` for one training
 unit. Rule code only ever runs in the :class:`argos.sandbox.pool.Sandbox` and only sees values and
-timestamps;
-labels stay here, in the trainer, where the scoring happens. It also cuts the training data into
-chunks for the agents' prompts and picks which chunk to show next:
+timestamps; labels stay here, in the trainer, where the scoring happens. It also cuts the training
+data into chunks for the agents' prompts and picks which chunk to show next:
 
 - before any rule is accepted: chunks that contain anomalies, with a contrastive normal chunk whose
   mean and standard deviation are closest;
@@ -27,8 +26,9 @@ from argos.metrics import aggregate_pooled, event_pa, events
 from argos.rules.artifacts import RuleSource
 from argos.rules.contract import RuleContractError, check_rule
 from argos.sandbox.pool import RuleInput, Sandbox, check_causality
-from argos.training.agents.graph import CheckOutcome, DraftRule, Evaluation
+from argos.training.agents.context import CheckOutcome, Evaluation
 from argos.training.agents.prompts import render_regressions
+from argos.training.agents.state import DraftRule
 from argos.training.fitting import fit_params
 from argos.training.generator import DeploymentCheck
 
@@ -238,12 +238,12 @@ class SandboxRuleLab:
         checked with :meth:`stream_mismatch` and the first exact one wins. When none of the
         first few is exact the best is returned and :meth:`evaluate` rejects it with the reason.
         """
-        labels = [s.labels for s in self.train]
+        labels = [_labels(s) for s in self.train]
         result = fit_params(
             self.sandbox,
             code,
             self._train_handle,
-            labels,  # type: ignore[arg-type]
+            labels,
             budget=self.fit_budget,
             seed=seed,
         )

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import SupportsFloat
 
 import numpy as np
 import numpy.typing as npt
@@ -243,8 +244,8 @@ def format_value(value: float, sig_figs: int = 4) -> str:
 
 
 def _stretch_summary(v: npt.NDArray[np.float64], a: int, b: int, sig: int, sketch: int) -> str:
-    def fmt(x: object) -> str:
-        return format_value(float(x), sig)  # type: ignore[arg-type]
+    def fmt(x: SupportsFloat) -> str:
+        return format_value(float(x), sig)
 
     finite = v[np.isfinite(v)]
     n = b - a + 1

@@ -1,10 +1,10 @@
 """The LLM agents of the training loop: generator, repairer and reviewer over a :class:`ChatModel`.
 
-:class:`LLMAgents` implements :class:`argos.training.agents.graph.Agents`. It renders the prompts in
-``agents/`` with the data of a :class:`argos.training.agents.lab.SandboxRuleLab` (token economy:
-values to a
-few significant figures, long normal stretches summarised, anomalous windows verbatim), sends them
-through the port, and turns replies into code with :func:`argos.rules.contract.extract_code`.
+:class:`LLMAgents` implements :class:`argos.training.agents.context.Agents`. It renders the
+prompts in ``agents/`` with the data of a :class:`argos.training.agents.lab.SandboxRuleLab` (token
+economy: values to a few significant figures, long normal stretches summarised, anomalous windows
+verbatim), sends them through the port, and turns replies into code with
+:func:`argos.rules.contract.extract_code`.
 
 Failures are data, not crashes: a call that failed for good after the client's retries becomes an
 :class:`AgentError` (the candidate is dropped as ``llm_error``); a spent budget, an oversized prompt
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from argos.llm.interface import ChatModel, LLMBudgetExceeded, LLMError, Message, PromptTooLarge
 from argos.rules.contract import extract_code, fenced_blocks
-from argos.training.agents.graph import AgentError, DraftRule, GenerationRequest, StopRun
+from argos.training.agents.context import AgentError, GenerationRequest, StopRun
 from argos.training.agents.lab import SandboxRuleLab
 from argos.training.agents.prompts import (
     generator_messages,
@@ -27,6 +27,7 @@ from argos.training.agents.prompts import (
     repairer_messages,
     reviewer_messages,
 )
+from argos.training.agents.state import DraftRule
 
 _FOCUS_TASKS = {
     "initial": "Write a rule that flags the labeled anomalies below and nothing else.",

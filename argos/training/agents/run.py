@@ -46,17 +46,12 @@ from argos.llm.usage import (
 )
 from argos.rules.templates import RuleSpec, render
 from argos.sandbox.pool import Sandbox
-from argos.training.agents.graph import (
-    DraftRule,
-    GenerationRequest,
-    LoopConfig,
-    TrainingContext,
-    TrainState,
-    build_graph,
-)
+from argos.training.agents.context import GenerationRequest, TrainingContext
+from argos.training.agents.graph import build_graph
 from argos.training.agents.lab import DEFAULT_CHUNK_SIZE, SandboxRuleLab
 from argos.training.agents.prompts import prompt_hashes
 from argos.training.agents.roles import LLMAgents
+from argos.training.agents.state import DraftRule, LoopConfig, TrainState
 from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import fit_series
 from argos.training.builtin.search import search

@@ -1,0 +1,492 @@
+"""The nodes of the training graph, and the deterministic accept gate.
+
+Each node reads the state (:mod:`argos.training.agents.state`), calls the ports of the run's
+:class:`~argos.training.agents.context.TrainingContext` and returns a state update whose ``log``
+holds the events it emitted. ``select`` and ``judge_review`` are the accept gate: a candidate is
+kept only when its selection score does not fall below the rules already kept. The graph that
+wires these nodes, and the routers between them, are in :mod:`argos.training.agents.graph`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any, cast
+
+from langgraph.runtime import Runtime
+
+from argos.rules.contract import RuleContractError, with_params
+from argos.training.agents.context import (
+    AgentError,
+    GenerationRequest,
+    StopRun,
+    TrainingContext,
+)
+from argos.training.agents.state import DraftRule, JsonDict, TrainState
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def code_id(code: str) -> str:
+    """Short content hash naming a candidate."""
+    return hashlib.sha256(code.encode()).hexdigest()[:12]
+
+
+def _new_candidate(code: str, origin: str, state: TrainState) -> DraftRule:
+    return DraftRule(
+        id=code_id(code),
+        code=code,
+        params={},
+        origin=origin,
+        iteration=state.get("iteration", 0),
+        slot=state.get("slot", 0),
+        status="pending",
+        detail="",
+        traceback="",
+        repairs=0,
+        train_f1=None,
+        val_f1=None,
+        val_precision=None,
+        val_recall=None,
+        runtime_ms=0.0,
+    )
+
+
+def _with(c: DraftRule, **changes: Any) -> DraftRule:
+    """A copy of ``c`` with some fields changed."""
+    return cast(DraftRule, {**c, **changes})
+
+
+def _draft(state: TrainState) -> DraftRule:
+    draft = state.get("draft")
+    if draft is None:
+        raise RuntimeError("this node needs a draft candidate in the state")
+    return draft
+
+
+def _failed(state: TrainState, origin: str, status: str, detail: str) -> DraftRule:
+    return _with(_new_candidate("", origin, state), status=status, detail=detail)
+
+
+def _selection_score(c: DraftRule) -> float | None:
+    """The score a candidate is ranked by (``val_f1`` for checkpoints that predate ``score``)."""
+    return c.get("score", c["val_f1"])
+
+
+def _score(c: DraftRule | None) -> float:
+    score = None if c is None else _selection_score(c)
+    return -1.0 if score is None else score
+
+
+def _baseline(accepted: Sequence[DraftRule]) -> float:
+    """The score a new rule set must not regress below: the weakest kept rule's (k=1: the rule)."""
+    return min((_score(c) for c in accepted), default=-1.0)
+
+
+def _event(kind: str, state: TrainState, **fields: Any) -> JsonDict:
+    return {
+        "event": kind,
+        "iteration": state.get("iteration", 0),
+        "slot": state.get("slot", 0),
+    } | fields
+
+
+def _ctx(runtime: Runtime[TrainingContext]) -> TrainingContext:
+    ctx = runtime.context
+    if ctx is None:
+        raise RuntimeError("the training graph needs a TrainingContext (pass context=...)")
+    return ctx
+
+
+def _emit(ctx: TrainingContext, event: JsonDict) -> list[JsonDict]:
+    ctx.on_event(event)
+    return [event]
+
+
+# --------------------------------------------------------------------------------------------
+# Nodes
+# --------------------------------------------------------------------------------------------
+
+
+def start(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Initialise counters (a resumed run skips this: the checkpoint already has them)."""
+    ctx = _ctx(runtime)
+    return {
+        "iteration": 0,
+        "slot": 0,
+        "pool": [],
+        "accepted": [],
+        "reviews": 0,
+        "stale": 0,
+        "draft": None,
+        "started_at": time.time(),
+        "stop_reason": None,
+        "exported": None,
+        "log": _emit(ctx, {"event": "start", "n_chunks": ctx.lab.n_chunks()}),
+    }
+
+
+def plan(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Check the time budget, then pick the training and contrastive chunks of the next slot."""
+    ctx = _ctx(runtime)
+    budget = ctx.config.time_budget_s
+    if budget is not None and time.time() - state["started_at"] > budget:
+        return {
+            "stop_reason": "time budget",
+            "log": _emit(ctx, _event("stop", state, why="time budget")),
+        }
+    chunk, contrast, focus = ctx.lab.plan_chunk(
+        state["iteration"], state["slot"], state["accepted"], ctx.config.seed
+    )
+    return {"chunk": chunk, "contrast": contrast, "focus": focus}
+
+
+def generate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Ask the generator for a new candidate."""
+    ctx = _ctx(runtime)
+    previous = state["accepted"][0] if state["accepted"] else None
+    request = GenerationRequest(
+        chunk=state["chunk"],
+        contrast=state.get("contrast"),
+        focus=state.get("focus", "initial"),
+        previous=previous,
+        iteration=state["iteration"],
+        slot=state["slot"],
+        feedback=tuple(feedback_lines(state.get("log", []), state["iteration"])),
+        max_iterations=ctx.config.max_iterations,
+    )
+    try:
+        code, failure = _ask(lambda: ctx.agents.generate(request), "generator")
+    except StopRun as exc:
+        return _stopped(ctx, state, exc)
+    draft = (
+        _failed(state, "generator", *failure)
+        if code is None
+        else _new_candidate(code, "generator", state)
+    )
+    event = _event("generated", state, id=draft["id"])
+    return {"draft": draft, "usage": ctx.usage(), "log": _emit(ctx, event)}
+
+
+def _ask(call: Callable[[], str | None], agent: str) -> tuple[str | None, tuple[str, str]]:
+    """Call an agent: its code (None when there is none) and the (status, detail) to record when
+    there is none: ``llm_error`` when the call failed for good, else ``no_code``. A
+    :class:`StopRun` propagates."""
+    try:
+        code = call()
+    except AgentError as exc:
+        return None, ("llm_error", f"the {agent} call failed: {exc}")
+    return code, ("no_code", f"the {agent}'s reply held no Python code")
+
+
+def _stopped(ctx: TrainingContext, state: TrainState, exc: StopRun) -> TrainState:
+    """The state update that ends the run: an agent raised :class:`StopRun`."""
+    return {"stop_reason": str(exc), "log": _emit(ctx, _event("stop", state, why=str(exc)))}
+
+
+def check(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Static gate, sandbox run and causality check of the draft."""
+    ctx = _ctx(runtime)
+    draft = _draft(state)
+    out = ctx.lab.check(draft["code"], state["chunk"])
+    draft = _with(draft, **asdict(out))  # the outcome's fields are the draft's
+    event = _event("checked", state, id=draft["id"], status=out.status, detail=out.detail[:300])
+    return {"draft": draft, "log": _emit(ctx, event)}
+
+
+def repair(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Ask the repairer to fix the draft given its status, error and traceback."""
+    ctx = _ctx(runtime)
+    draft = _draft(state)
+    attempt = draft["repairs"] + 1
+    # After fitting, the repairer sees the params that ran (they are what broke the rule).
+    shown = draft["code"]
+    if draft["params"]:
+        with contextlib.suppress(RuleContractError):
+            shown = with_params(draft["code"], draft["params"])
+    try:
+        code, failure = _ask(
+            lambda: ctx.agents.repair(
+                code=shown,
+                status=draft["status"],
+                detail=draft["detail"],
+                traceback=draft["traceback"],
+                attempt=attempt,
+            ),
+            "repairer",
+        )
+    except StopRun as exc:
+        return _stopped(ctx, state, exc)
+    if code is None:
+        fixed = _with(draft, repairs=attempt, status=failure[0], detail=failure[1])
+    else:
+        fixed = _with(_new_candidate(code, draft["origin"], state), repairs=attempt)
+    event = _event("repaired", state, id=fixed["id"], attempt=attempt, was=draft["status"])
+    return {"draft": fixed, "usage": ctx.usage(), "log": _emit(ctx, event)}
+
+
+def fit(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Fit the draft's PARAMS on training data (in the sandbox, scored in the parent), unless the
+    generator already fitted them (the builtin search does)."""
+    ctx = _ctx(runtime)
+    draft = _draft(state)
+    if ctx.agents.prefitted:
+        return {}
+    return {"draft": _with(draft, params=ctx.lab.fit(draft["code"], ctx.config.seed))}
+
+
+def validate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Score the fitted draft on train and validation; enforce the runtime budget."""
+    ctx = _ctx(runtime)
+    draft = _draft(state)
+    ev = ctx.lab.evaluate(draft["code"], draft["params"])
+    status, detail = ev.status, ev.detail
+    budget = ctx.config.max_rule_runtime_ms
+    if status == "ok" and ev.runtime_ms > budget:
+        status = "too_slow"
+        detail = f"{ev.runtime_ms:.0f} ms on the validation data, budget {budget:.0f} ms"
+    # The evaluation's fields are the draft's; the runtime budget may overrule the status.
+    scores = asdict(ev) | {
+        "status": status,
+        "detail": detail,
+        "score": ev.val_f1 if ev.score is None else ev.score,
+    }
+    draft = _with(draft, **scores)
+    event = _event(
+        "validated",
+        state,
+        id=draft["id"],
+        status=status,
+        val_f1=ev.val_f1,
+        train_f1=ev.train_f1,
+        score=draft["score"],
+        scored_on=ev.scored_on,
+    )
+    return {"draft": draft, "log": _emit(ctx, event)}
+
+
+def collect(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """File the finished draft into this iteration's pool and move to the next slot."""
+    ctx = _ctx(runtime)
+    draft = _draft(state)
+    pool = [*state["pool"], draft]
+    event = _event(
+        "candidate",
+        state,
+        id=draft["id"],
+        status=draft["status"],
+        val_f1=draft["val_f1"],
+        origin=draft["origin"],
+        repairs=draft["repairs"],
+        score=draft.get("score"),
+        scored_on=draft.get("scored_on"),
+        detail=draft["detail"][:300],
+    )
+    return {"pool": pool, "slot": state["slot"] + 1, "draft": None, "log": _emit(ctx, event)}
+
+
+def select(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Keep the top k of accepted + this iteration's valid candidates, behind the accept gate."""
+    ctx = _ctx(runtime)
+    valid = [c for c in state["pool"] if c["status"] == "ok" and _selection_score(c) is not None]
+    ranked = sorted(valid, key=lambda c: (-_score(c), c["id"]))
+    best = ranked[0] if ranked else None
+    accepted = state["accepted"]
+    if best is None:
+        log = _outcomes(ctx, state, state["pool"], kept=[], regressed=None)
+        event = _event("iteration", state, outcome="no valid candidate")
+        return {"log": [*log, *_emit(ctx, event)]}
+    if not accepted or _score(best) >= _baseline(accepted):
+        kept = _top_k([*accepted, *ranked], ctx.config.keep_top)
+        improved = not accepted or _score(kept[0]) > _score(accepted[0])
+        log = _outcomes(ctx, state, state["pool"], kept=kept, regressed=None)
+        event = _event(
+            "accepted",
+            state,
+            id=best["id"],
+            val_f1=best["val_f1"],
+            score=_selection_score(best),
+            scored_on=best.get("scored_on", "validation"),
+            previous=_score(accepted[0]) if accepted else None,
+        )
+        return {
+            "accepted": kept,
+            "stale": 0 if improved else state["stale"] + 1,
+            "log": [*log, *_emit(ctx, event)],
+        }
+    # The best candidate regresses: it goes to review (routed by `after_select`).
+    regressed = _with(best, status="regressed")
+    log = _outcomes(ctx, state, state["pool"], kept=accepted, regressed=best)
+    event = _event(
+        "regressed", state, id=best["id"], val_f1=best["val_f1"], baseline=_baseline(accepted)
+    )
+    return {
+        "draft": regressed,
+        "stale": state["stale"] + 1,
+        "log": [*log, *_emit(ctx, event)],
+    }
+
+
+def _outcomes(
+    ctx: TrainingContext,
+    state: TrainState,
+    pool: Sequence[DraftRule],
+    *,
+    kept: Sequence[DraftRule],
+    regressed: DraftRule | None,
+) -> list[JsonDict]:
+    """One ``outcome`` event per candidate of the iteration: what became of it, in words the
+    report shows and the next generator prompt quotes."""
+    kept_ids = {c["id"] for c in kept}
+    bar = _baseline(kept) if kept else None
+    out: list[JsonDict] = []
+    for c in pool:
+        score, on = _selection_score(c), c.get("scored_on", "validation")
+        scores = _scores_text(c)
+        if c["status"] != "ok":
+            text = f"rejected ({c['status']}): {c['detail'][:200]}".rstrip(": ")
+        elif score is None:
+            text = f"not scored: no labeled anomaly in {on} to score it on{scores}; not kept"
+        elif regressed is not None and c["id"] == regressed["id"]:
+            text = f"regressed: {on} F1 {score:.3f} below the kept rule's {bar:.3f}{scores}"
+        elif c["id"] in kept_ids:
+            text = f"accepted: kept with {on} F1 {score:.3f}{scores}"
+        else:
+            best = f" (the kept rule has {bar:.3f})" if bar is not None and bar >= 0 else ""
+            text = f"valid, not kept: {on} F1 {score:.3f}{best}{scores}"
+        event = _event("outcome", state, id=c["id"], status=c["status"], outcome=text, score=score)
+        out += _emit(ctx, event)
+    return out
+
+
+def _scores_text(c: DraftRule) -> str:
+    parts = [
+        f"{name} {value:.3f}"
+        for name, value in (
+            ("train F1", c["train_f1"]),
+            ("validation precision", c["val_precision"]),
+            ("validation recall", c["val_recall"]),
+        )
+        if value is not None
+    ]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def feedback_lines(log: Sequence[Mapping[str, Any]], before: int, limit: int = 12) -> list[str]:
+    """What became of the candidates of iterations before ``before`` (their ``outcome`` events),
+    one line each, the latest ``limit`` (``plan`` feeds these to the next generator prompt)."""
+    lines = [
+        f"- iteration {int(e.get('iteration', 0)) + 1}, candidate {e.get('id')}: {e.get('outcome')}"
+        for e in log
+        if e.get("event") == "outcome" and int(e.get("iteration", 0)) < before
+    ]
+    return lines[-limit:]
+
+
+def review(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """The reviewer sees the comparison, diff and newly wrong windows; it revises or reverts."""
+    ctx = _ctx(runtime)
+    new = _draft(state)
+    old = state["accepted"][0]
+    try:
+        code = ctx.agents.review(old=old, new=new, regressions=ctx.lab.regressions(old, new))
+    except StopRun as exc:
+        return {**_stopped(ctx, state, exc), "draft": None, "reviews": state["reviews"] + 1}
+    except AgentError as exc:
+        code = None
+        _emit(ctx, _event("llm_error", state, agent="reviewer", detail=str(exc)))
+    reviews = state["reviews"] + 1
+    if code is None:
+        return {
+            "draft": None,
+            "reviews": reviews,
+            "usage": ctx.usage(),
+            "log": _emit(ctx, _event("reverted", state, id=new["id"])),
+        }
+    revised = _new_candidate(code, "reviewer", state)
+    return {
+        "draft": revised,
+        "reviews": reviews,
+        "usage": ctx.usage(),
+        "log": _emit(ctx, _event("revised", state, id=revised["id"])),
+    }
+
+
+def judge_review(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """The deterministic gate for a reviewer's revision: accept only without regression."""
+    ctx = _ctx(runtime)
+    draft = _draft(state)
+    accepted = state["accepted"]
+    if draft["status"] == "ok" and _score(draft) >= _baseline(accepted):
+        kept = _top_k([*accepted, draft], ctx.config.keep_top)
+        improved = _score(kept[0]) > _score(accepted[0])
+        return {
+            "accepted": kept,
+            "draft": None,
+            "stale": 0 if improved else state["stale"],
+            "log": _emit(
+                ctx, _event("accepted", state, id=draft["id"], val_f1=draft["val_f1"], via="review")
+            ),
+        }
+    return {
+        "draft": None,
+        "log": _emit(
+            ctx,
+            _event(
+                "reverted", state, id=draft["id"], status=draft["status"], val_f1=draft["val_f1"]
+            ),
+        ),
+    }
+
+
+def advance(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Close the iteration: convergence and iteration budget decide whether to go on."""
+    ctx = _ctx(runtime)
+    cfg = ctx.config
+    iteration = state["iteration"] + 1
+    stop: str | None = None
+    if state.get("stop_reason"):
+        stop = state["stop_reason"]
+    elif state["accepted"] and _score(state["accepted"][0]) >= 1.0:
+        stop = "converged (validation F1 = 1.0)"
+    elif state["stale"] >= cfg.patience:
+        stop = f"converged (no improvement in {cfg.patience} iterations)"
+    elif iteration >= cfg.max_iterations:
+        stop = "iteration budget"
+    event = {
+        "event": "iteration_end",
+        "iteration": state["iteration"],
+        "best_val_f1": _score(state["accepted"][0]) if state["accepted"] else None,
+    }
+    return {
+        "iteration": iteration,
+        "slot": 0,
+        "pool": [],
+        "reviews": 0,
+        "stop_reason": stop,
+        "log": _emit(ctx, event),
+    }
+
+
+def export(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
+    """Write the accepted rules as a rule-set artifact (idempotent: keyed by content)."""
+    ctx = _ctx(runtime)
+    if not state["accepted"]:
+        return {
+            "exported": None,
+            "log": _emit(ctx, {"event": "export", "path": None, "why": "no rule was accepted"}),
+        }
+    path = ctx.export(state["accepted"], state.get("log", []))
+    return {"exported": path, "log": _emit(ctx, {"event": "export", "path": path})}
+
+
+def _top_k(cands: Sequence[DraftRule], k: int) -> list[DraftRule]:
+    seen: dict[str, DraftRule] = {}
+    for c in cands:
+        seen.setdefault(c["id"], c)
+    return sorted(seen.values(), key=lambda c: (-_score(c), c["id"]))[:k]
