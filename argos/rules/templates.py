@@ -118,7 +118,8 @@ def sorted_windows(x, width):
     xs[: len(x)] = x
     rows = np.lib.stride_tricks.sliding_window_view(xs, 2 * width)[::width]
     kind = np.uint8 if width <= 128 else np.int32
-    step = max(1, 2**24 // (width * width * np.dtype(kind).itemsize))
+    # about 65k windows a chunk (numpy calls big enough, arrays cache-sized), tables <= 16 MB
+    step = max(1, min(2**16 // width, 2**24 // (width * width * np.dtype(kind).itemsize)))
     for c in range(0, lanes, step):
         order = np.argsort(rows[c : c + step], axis=1)
         values = np.take_along_axis(rows[c : c + step], order, axis=1)
@@ -169,39 +170,34 @@ def past_median_mad(x, width):
         for first, values, ranks in sorted_windows(finite, width):
             lanes = ranks.shape[2]
             flat_v, flat_r = values.reshape(-1), ranks.reshape(-1)
-            at_o = np.arange(width)[:, None] * (width * lanes) + np.arange(lanes)
             lane_v = np.arange(lanes) * (2 * width)
+            slot0 = np.arange(width)[:, None] * (width * lanes) + np.arange(lanes)
 
-            def at(j):
-                """The j-th smallest value of each window (j: a number or an array)."""
-                return np.take(flat_v, lane_v + np.take(flat_r, at_o + j * lanes))
+            def value(at):
+                """Values of the windows' sorted entries at flat positions `at` of `ranks`."""
+                return np.take(flat_v, lane_v + np.take(flat_r, at))
 
-            m = at(h) if width % 2 else (at(h - 1) + at(h)) / 2.0
-            # below[k] = m - (h-1-k)-th smallest and above[k] = (h+k)-th smallest - m are sorted;
-            # i = how many of the j+1 smallest deviations lie below the median, by binary
-            # lifting; the deviations at its boundary are the last ones each side tested
-            i = np.zeros(m.shape, np.intp)
-            low = np.full(m.shape, -np.inf)  # below[i-1]
-            high = np.full(m.shape, 0.0 if width % 2 else -np.inf)  # above[j-i]
-            low2 = np.full(m.shape, np.inf)  # below[i]
-            high2 = np.full(m.shape, np.inf)  # above[j+1-i]
+            mid = slot0 + h * lanes
+            m = value(mid) if width % 2 else (value(mid - lanes) + value(mid)) / 2.0
+            # The deviations below the median, m - (h-1-k)-th smallest, and above it, (h+k)-th
+            # smallest - m, are two sorted lists; `rest` = how many below are not among the j+1
+            # smallest deviations, by binary lifting (the k-th of two sorted lists).
+            rest = np.full(m.shape, h)
             bit = 1 << h.bit_length()
             while bit > 1:
                 bit >>= 1
-                k = np.minimum(i + bit, h) - 1
-                below = m - at(h - 1 - k)
-                above = at(h + j - k) - m
-                valid = i + bit <= h
-                take = valid & (below < above)
-                stop = valid & ~take
-                low = np.where(take, below, low)
-                high2 = np.where(take, above, high2)
-                high = np.where(stop, above, high)
-                low2 = np.where(stop, below, low2)
-                i += bit * take
-            d = np.maximum(low, high)
+                at = slot0 + np.maximum(rest - bit, 0) * lanes
+                less = (m - value(at)) < (value(at + (j + 1) * lanes) - m)
+                rest -= bit * ((rest >= bit) & less)
+            # the j-th smallest deviation: the larger of the last below and the last above taken
+            # (an entry past either end is on the wrong side of the median: <= 0, never larger)
+            at = slot0 + rest * lanes
+            d = np.maximum(m - value(at), value(at + j * lanes) - m)
             if width % 2 == 0:
-                d = (d + np.minimum(low2, high2)) / 2.0
+                # and the next one: the smaller of the next below and the next above
+                below = np.where(rest > 0, m - value(np.maximum(at - lanes, slot0)), np.inf)
+                above = value(np.minimum(at + h * lanes, slot0 + (width - 1) * lanes)) - m
+                d = (d + np.minimum(below, np.where(rest < h, above, np.inf))) / 2.0
             last = min(first + width * lanes, len(windows))
             med[width + first : width + last] = m.T.reshape(-1)[: last - first]
             mad[width + first : width + last] = d.T.reshape(-1)[: last - first]
