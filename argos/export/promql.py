@@ -1,4 +1,4 @@
-"""Translate a builtin template rule (:class:`~argos.rules.templates.RuleSpec`) into PromQL.
+"""Translate a builtin template rule (:class:`~argos.rules.grammar.RuleSpec`) into PromQL.
 
 The Python rule works on the points of a series in order: windows of N points, ``N`` points ago.
 Prometheus works on time. The two agree when the metric has exactly one sample per rule
@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from argos.rules.templates import Direction, RuleSpec, Structure
+from argos.rules.grammar import Direction, RuleSpec, Structure
 
 SCALE_FLOOR = 1e-9
 """The templates' ``floor_scale`` factor: a scale is at least ``1e-9 * (1 + |level|)``."""

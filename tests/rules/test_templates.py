@@ -15,7 +15,7 @@ from hypothesis import strategies as hst
 
 from argos.data.series import Dataset
 from argos.rules.contract import check_rule
-from argos.rules.templates import (
+from argos.rules.grammar import (
     DIRECTIONS,
     SCORERS,
     TRANSFORMS,
@@ -23,6 +23,8 @@ from argos.rules.templates import (
     Gate,
     RuleSpec,
     Structure,
+)
+from argos.rules.templates import (
     apply_cooldown,
     compile_score,
     directional,
