@@ -327,17 +327,14 @@ class RuleSpec:
     def lookback(self) -> int:
         """Points of history the rule's label depends on (the rule's ``LOOKBACK``).
 
-        A stuck-value rule fires on a run of ``threshold`` identical points, so that run must fit
-        in the window the online detector keeps: otherwise streaming and batch labels differ.
+        A stuck-value rule fires on a run of ``threshold`` identical points of its signal, so that
+        run (and the history its transform needs before it: the first difference of a window's
+        first point is not known) must fit in the window the online detector keeps: otherwise
+        streaming and batch labels differ.
         """
-        base = self.structure.lookback()
-        if self.structure.scorer == "flat":
-            base = max(base, math.ceil(self.threshold) + self.structure.persistence - 1)
+        base = _run_lookback(self.structure, self.threshold)
         if self.gate is not None:
-            gate = self.gate.structure.lookback()
-            if self.gate.structure.scorer == "flat":
-                gate = max(gate, math.ceil(self.gate.threshold))
-            base = max(base, gate)
+            base = max(base, _run_lookback(self.gate.structure, self.gate.threshold))
         return base + self.cooldown
 
     @property
@@ -355,7 +352,17 @@ class RuleSpec:
         return p
 
 
+def _run_lookback(st: Structure, threshold: float) -> int:
+    """A shape's ``LOOKBACK`` with its threshold: a run length needs its whole run."""
+    base = st.lookback()
+    if st.scorer == "flat":
+        run = math.ceil(threshold) + st.persistence - 1
+        base = max(base, _transform_lookback(st.transform, st.param_dict) + run)
+    return base
+
+
 def fmt_number(v: float) -> str:
+    """A param in a rule name or text: an integer as such, else 4 significant digits."""
     if float(v).is_integer():
         return str(int(v))
     return f"{v:.4g}"

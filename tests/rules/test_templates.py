@@ -95,6 +95,73 @@ def test_rendered_rule_passes_gate_and_equals_search_scores(st: Structure) -> No
         np.testing.assert_array_equal(detect(values[:cut], ts[:cut], params), labels[:cut])
 
 
+def _streamed(st: Structure, lookback: int, ends: np.ndarray) -> np.ndarray:
+    """The directional score at each end, computed from the ``lookback`` points ending there."""
+    values, ts = _series()
+    fn = compile_score(st.transform, st.scorer)
+    return np.asarray(
+        [
+            directional(
+                fn(values[e - lookback + 1 : e + 1], ts[e - lookback + 1 : e + 1], st.param_dict),
+                st.direction,
+                st.persistence,
+            )[-1]
+            for e in ends
+        ]
+    )
+
+
+@pytest.mark.parametrize("st", _all_structures(), ids=lambda s: s.name)
+def test_every_template_labels_a_point_from_its_lookback_alone(st: Structure) -> None:
+    """Bounded memory: the score at t computed from the LOOKBACK points ending at t alone is the
+    batch score at t, bit for bit (so the online detector's stream labels as the batch does; a
+    run length, which grows without bound, gives the same labels); an unbounded recursion (the
+    CUSUM over the whole history) fails this."""
+    values, ts = _series()
+    batch = directional(
+        compile_score(st.transform, st.scorer)(values, ts, st.param_dict),
+        st.direction,
+        st.persistence,
+    )
+    if st.scorer != "flat":
+        lookback = RuleSpec(st, 1.0).lookback()
+        ends = np.unique(np.linspace(lookback - 1, len(values) - 1, 25).astype(int))
+        ends = np.union1d(ends, [700, 1010, 1029, 1200, 1230, 1259, 1300])
+        np.testing.assert_array_equal(_streamed(st, lookback, ends), batch[ends])
+        return
+    for thr in (2.0, 5.0, 20.0):
+        lookback = RuleSpec(st, thr).lookback()
+        ends = np.arange(lookback - 1, len(values))
+        np.testing.assert_array_equal(_streamed(st, lookback, ends) >= thr, batch[ends] >= thr)
+
+
+def _classic_cusum(z: np.ndarray, horizon: int) -> np.ndarray:
+    """max(0, largest sum of the last 1..horizon values), by brute force."""
+    out = np.full(len(z), np.nan)
+    for t in range(horizon - 1, len(z)):
+        sums = [z[t - m + 1 : t + 1].sum() for m in range(1, horizon + 1)]
+        out[t] = max(0.0, max(sums))
+    return out
+
+
+@pytest.mark.parametrize("horizon", [1, 2, 3, 5, 8, 13, 30])
+def test_window_cusum_is_the_cusum_restarted_at_most_horizon_points_back(horizon: int) -> None:
+    ns: dict[str, Any] = {"np": np}
+    exec(compile(score_source("value", "cusum"), "<cusum>", "exec"), ns)
+    z = np.random.default_rng(horizon).normal(0.2, 1.0, 300)
+    got = ns["window_cusum"](z, horizon)
+    np.testing.assert_allclose(got, _classic_cusum(z, horizon), rtol=1e-12, atol=1e-12)
+    # the classic recursion from the start of the series, where it restarted within the horizon
+    hi, classic = 0.0, []
+    for zi in z:
+        hi = max(0.0, hi + zi)
+        classic.append(hi)
+    zero = np.flatnonzero(np.asarray(classic) == 0.0)
+    for t in range(horizon, len(z)):
+        if zero.size and t - zero[zero <= t].max() < horizon:
+            assert got[t] == pytest.approx(classic[t], abs=1e-9)
+
+
 def test_docstring_states_normal_and_abnormal_with_fitted_numbers() -> None:
     st = Structure("diff", "zscore", (("window", 60),), "down", 3)
     src = render(RuleSpec(st, 4.25, cooldown=10))
@@ -450,18 +517,41 @@ def test_rolling_median_mad_is_exact_on_long_series_of_odd_and_even_widths() -> 
                 np.testing.assert_array_equal(g, w)
 
 
-def _with_current_median(code: str) -> str:
-    """A committed rule's source with its median/MAD helper replaced by the template's current
-    median/MAD helpers (everything else as committed)."""
-    helpers = score_source("value", "robust_z").split("\n\ndef floor_scale(")[0]
-    old = re.compile(r"\ndef past_median_mad\(.*?\n    return med, mad\n", re.S)
-    assert old.search(code), "no median/MAD helper in the rule"
-    return old.sub(lambda _: helpers[1:], code)
+REFERENCE_HELPER = """
+def past_median_mad(x, width):
+    n = len(x)
+    med = np.full(n, np.nan)
+    mad = np.full(n, np.nan)
+    if n <= width:
+        return med, mad
+    windows = np.lib.stride_tricks.sliding_window_view(x[:-1], width)
+    for a in range(0, len(windows), 20000):
+        block = windows[a : a + 20000]
+        m = np.median(block, axis=1)
+        med[width + a : width + a + len(block)] = m
+        mad[width + a : width + a + len(block)] = np.median(np.abs(block - m[:, None]), axis=1)
+    return med, mad
+"""
+"""The template's former median/MAD helper (np.median over every window), as rule source."""
 
 
-def test_committed_kpi_robust_z_rules_label_real_series_as_before(kpi_dataset: Dataset) -> None:
-    """Every committed KPI rule with a robust z-score, run on its own real series with the
-    committed code and with the current median/MAD helper: the same labels."""
+def _with_reference_median(code: str) -> str:
+    """A committed rule's source with its median/MAD helpers (the sorted-window ones, or the
+    former np.median one) replaced by :data:`REFERENCE_HELPER` (everything else as committed)."""
+    helpers = re.compile(
+        r"\n(def sorted_windows\(.*?\n        yield [^\n]*\n\n\n)?def past_median_mad\(.*?"
+        r"\n    return med, mad\n",
+        re.S,
+    )
+    assert helpers.search(code), "no median/MAD helper in the rule"
+    return helpers.sub(lambda _: REFERENCE_HELPER, code)
+
+
+def test_committed_kpi_robust_z_rules_label_real_series_as_np_median_does(
+    kpi_dataset: Dataset,
+) -> None:
+    """Every committed KPI rule with a robust z-score, run on its own real series as committed and
+    with the np.median helper in place of its median/MAD helpers: the same labels."""
     root = Path(__file__).resolve().parents[2] / "rules" / "kpi"
     series = {s.id: s for s in kpi_dataset.series}
     checked = 0
@@ -470,10 +560,21 @@ def test_committed_kpi_robust_z_rules_label_real_series_as_before(kpi_dataset: D
         if "def past_median_mad(" not in code or path.parent.name not in series:
             continue
         s = series[path.parent.name]
-        old_detect, params = load_rule(code)
-        new_detect, _ = load_rule(_with_current_median(code))
+        detect, params = load_rule(code)
+        reference, _ = load_rule(_with_reference_median(code))
         np.testing.assert_array_equal(
-            new_detect(s.values, s.timestamps, params), old_detect(s.values, s.timestamps, params)
+            detect(s.values, s.timestamps, params), reference(s.values, s.timestamps, params)
         )
         checked += 1
     assert checked >= 6
+
+
+def test_the_reference_substitution_replaces_the_sorted_window_helpers() -> None:
+    spec = RuleSpec(Structure("value", "robust_z", (("window", 30), ("min_scale", 0.1)), "up"), 4)
+    code = _with_reference_median(render(spec))
+    assert "sorted_windows" not in code and "np.median(block, axis=1)" in code
+    values, ts = _series()
+    detect, params = load_rule(code)
+    np.testing.assert_array_equal(
+        detect(values, ts, params), load_rule(render(spec))[0](values, ts, params)
+    )
