@@ -21,10 +21,11 @@ For each set it prints:
 4. the **isolation overhead** (isolated time / in-process time) of each workload.
 
 Then **curated**: every committed ``rules/kpi`` rule set on its own KPI series (batch), summed:
-direct calls of the committed code, direct calls with the current template's rolling median/MAD
-helper swapped into the robust z-score rules (the code a re-export renders; labels checked equal),
-and the isolated detector on the latter. Last, the issue's **targets**, checked on the typical
-set and on the committed KPI sets (>= 5 M points/s in batch).
+direct calls of the committed code (the sorted-window rolling median/MAD), direct calls of the
+same rules with the former np.median helper swapped into the robust z-score rules (the O(window)
+reference; labels checked equal), and the isolated detector on the committed sets. Last, the
+issue's **targets**, checked on the typical set and on the committed KPI sets (>= 5 M points/s in
+batch).
 The load average is printed first: other processes on a shared host inflate every number.
 
 Usage: ``.venv/bin/python benchmarks/detector_throughput.py [--rules DIR] [--stream-points N]
@@ -254,22 +255,40 @@ def stream_sections(
     return out
 
 
-OLD_MEDIAN = re.compile(r"\ndef past_median_mad\(.*?\n    return med, mad\n", re.S)
+MEDIAN_HELPERS = re.compile(
+    r"\n(def sorted_windows\(.*?\n        yield [^\n]*\n\n\n)?def past_median_mad\(.*?"
+    r"\n    return med, mad\n",
+    re.S,
+)
+
+REFERENCE_MEDIAN = """
+def past_median_mad(x, width):
+    n = len(x)
+    med = np.full(n, np.nan)
+    mad = np.full(n, np.nan)
+    if n <= width:
+        return med, mad
+    windows = np.lib.stride_tricks.sliding_window_view(x[:-1], width)
+    for a in range(0, len(windows), 20000):
+        block = windows[a : a + 20000]
+        m = np.median(block, axis=1)
+        med[width + a : width + a + len(block)] = m
+        mad[width + a : width + a + len(block)] = np.median(np.abs(block - m[:, None]), axis=1)
+    return med, mad
+"""
+"""The robust z-score's former median/MAD helper: np.median over every window, O(window)."""
 
 
-def with_current_median(code: str) -> str:
-    """A rule's source with the median/MAD helper it was exported with replaced by the current
-    template's (``sorted_windows`` and ``past_median_mad``); unchanged without a robust z-score."""
-    from argos.rules.templates import score_source
-
-    helpers = score_source("value", "robust_z").split("\n\ndef floor_scale(")[0]
-    return OLD_MEDIAN.sub(lambda _: helpers[1:], code)
+def with_reference_median(code: str) -> str:
+    """A rule's source with its median/MAD helpers replaced by :data:`REFERENCE_MEDIAN`;
+    unchanged without a robust z-score."""
+    return MEDIAN_HELPERS.sub(lambda _: REFERENCE_MEDIAN, code)
 
 
-def curated_section(root: Path, repeats: int, tmp: Path) -> dict[str, float]:
+def curated_section(root: Path, repeats: int) -> dict[str, float]:
     """Every committed KPI rule set on its own series, batch: direct calls of the committed rule
-    code, direct calls of the same rules with the current template's median/MAD helper (the code
-    a re-export would render), and the isolated detector on the latter; summed over the sets."""
+    code, direct calls of the same rules with the former np.median helper, and the isolated
+    detector on the committed set; summed over the sets."""
     data = os.environ.get("ARGOS_DATA_DIR") or str(ROOT.parent / "shared" / "datasets")
     if not (Path(data) / "kpi").is_dir() or not root.is_dir():
         print(f"\ncurated: skipped (needs {root} and the KPI data)")
@@ -279,7 +298,7 @@ def curated_section(root: Path, repeats: int, tmp: Path) -> dict[str, float]:
 
     series = {s.id: s for s in load_kpi(Path(data) / "kpi").series}
     n_pts = 0
-    t_committed = t_direct = t_iso = 0.0
+    t_reference = t_direct = t_iso = 0.0
     sets = swapped = 0
     for folder in sorted(p for p in root.iterdir() if (p / "manifest.json").is_file()):
         s = series.get(folder.name)
@@ -288,32 +307,31 @@ def curated_section(root: Path, repeats: int, tmp: Path) -> dict[str, float]:
         rs = load_ruleset(folder)
         t, v = s.timestamps, s.values
         committed = [(compile_rule(r.id, rs.codes[r.id]), dict(r.params)) for r in rs.rules]
-        sources = [
-            RuleSource(r.id, with_current_median(rs.codes[r.id]), r.params, r.status)
-            for r in rs.rules
+        codes = [with_reference_median(rs.codes[r.id]) for r in rs.rules]
+        swapped += sum(c != rs.codes[r.id] for c, r in zip(codes, rs.rules, strict=True))
+        reference = [
+            (compile_rule(r.id, c), dict(r.params)) for c, r in zip(codes, rs.rules, strict=True)
         ]
-        swapped += sum(src.code != rs.codes[src.id] for src in sources)
-        current = [(compile_rule(src.id, src.code), dict(src.params or {})) for src in sources]
-        for (old, params), (new, _) in zip(committed, current, strict=True):
+        for (new, params), (old, _) in zip(committed, reference, strict=True):
             if not np.array_equal(old(v, t, dict(params)), new(v, t, dict(params))):
-                raise SystemExit(f"{folder.name}: labels differ with the current median/MAD")
-        copy = write_ruleset(tmp / folder.name, sources, {"name": rs.manifest.name}).parent
-        with Detector.open(copy, verify=False) as det:
+                raise SystemExit(f"{folder.name}: labels differ with the np.median helper")
+        with Detector.open(folder, verify=False) as det:
             det.detect_arrays(t, v)  # warm-up
-            t_committed += best_of(partial(run_direct, committed, t, v), repeats)
-            t_direct += best_of(partial(run_direct, current, t, v), repeats)
+            t_reference += best_of(partial(run_direct, reference, t, v), repeats)
+            t_direct += best_of(partial(run_direct, committed, t, v), repeats)
             t_iso += best_of(partial(det.detect_arrays, t, v), repeats)
         n_pts += len(v)
         sets += 1
     print(
         f"\ncurated: {sets} committed KPI rule sets ({root.relative_to(ROOT)}), each on its own "
         f"series, {n_pts} points in all (batch, best of {repeats}); {swapped} rules have a robust "
-        "z-score, run as committed and with the current median/MAD helper (same labels, checked)"
-        f"\n   direct numpy calls, committed code  {n_pts / t_committed / 1e6:8.2f} M points/s   "
-        f"{t_committed / t_direct:.2f}x the current direct time"
-        f"\n   direct numpy calls, current helper  {n_pts / t_direct / 1e6:8.2f} M points/s   1.00x"
-        f"\n   detector isolated, current helper   {n_pts / t_iso / 1e6:8.2f} M points/s   "
-        f"{t_iso / t_direct:.2f}x the current direct time"
+        "z-score, run as committed and with the former np.median helper (same labels, checked)"
+        f"\n   direct numpy calls, np.median helper  {n_pts / t_reference / 1e6:8.2f} M points/s   "
+        f"{t_reference / t_direct:.2f}x the committed direct time"
+        f"\n   direct numpy calls, committed code    {n_pts / t_direct / 1e6:8.2f} M points/s"
+        "   1.00x"
+        f"\n   detector isolated, committed code     {n_pts / t_iso / 1e6:8.2f} M points/s   "
+        f"{t_iso / t_direct:.2f}x the committed direct time"
     )
     return {"curated_direct": n_pts / t_direct, "curated_iso": n_pts / t_iso}
 
@@ -333,7 +351,7 @@ def targets(m: dict[str, float], widths: list[int], curated: dict[str, float]) -
 
     if curated:
         rate = curated["curated_iso"]
-        print("\ntargets (committed KPI rule sets, current template code, batch)")
+        print("\ntargets (committed KPI rule sets, batch)")
         print(
             f"   >= 5 M points/s: {curated['curated_direct'] / 1e6:.2f} M direct, "
             f"{rate / 1e6:.2f} M isolated ({mark(rate >= 5e6)})"
@@ -391,8 +409,7 @@ def main() -> None:
     widths = [int(w) for w in args.widths.split(",")]
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if args.curated_only:
-        with tempfile.TemporaryDirectory() as tmp:
-            curated = curated_section(args.curated, args.repeats, Path(tmp))
+        curated = curated_section(args.curated, args.repeats)
         if curated:
             rate = curated["curated_iso"]
             print(f"\ntarget >= 5 M points/s (isolated): {rate / 1e6:.2f} M", end=" ")
@@ -424,7 +441,7 @@ def main() -> None:
             ts, vs = t[: args.stream_points], v[: args.stream_points]
             m |= stream_sections(rules, ts, vs, widths, args.micro_points, args.stream_repeats)
             first = first or m
-        curated = curated_section(args.curated, max(1, args.repeats // 2), Path(tmp) / "curated")
+        curated = curated_section(args.curated, max(1, args.repeats // 2))
         targets(first, widths, curated)
 
 

@@ -21,7 +21,10 @@ For one training unit (a series, or all series of a partition) the search:
    more than ``max_duty`` of the normal points;
 5. re-fits the chosen thresholds on train + validation (never test: the search never receives test
    labels) and places each threshold inside the gap below the optimal event maximum (a quarter of
-   the way down by default), so it is not sitting on a training point.
+   the way down by default), so it is not sitting on a training point;
+6. narrows each rule to the side(s) whose score can reach its threshold and drops a rule that
+   cannot fire at all (:func:`reachable_rules`, :mod:`argos.rules.reach`): neither changes a
+   label, and the exported text never describes an event that cannot happen.
 
 Deterministic: no randomness is used except the optional ``trials`` subsampling, seeded.
 
