@@ -1,18 +1,18 @@
-"""static_value_both: static bound of the value, both directions.
+"""static_value_up: static bound of the value, upward.
 
-Normal: The value stays within +/- 29.62.
-Abnormal: The value is beyond +/- 29.62; it alarms once per burst: only when the condition was
-    off for the 100 points before.
+Normal: The value stays below 50.42.
+Abnormal: The value is at or above 50.42; it alarms once per burst: only when the condition was
+    off for the 132 points before.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 29.62125,
+    "threshold": 50.4198700225,
     "persistence": 1,
-    "cooldown": 100,
+    "cooldown": 132,
 }
-LOOKBACK = 101
+LOOKBACK = 133
 
 
 def score(values, timestamps, params):
@@ -33,7 +33,7 @@ def apply_cooldown(alarm, quiet):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         # the smallest score of the last k points: the condition held k points in a row

@@ -1,18 +1,18 @@
-"""static_value_both: static bound of the value, both directions.
+"""static_value_up: static bound of the value, upward.
 
-Normal: The value stays within +/- 0.2657.
-Abnormal: The value is beyond +/- 0.2657; it alarms once per burst: only when the condition was
-    off for the 28 points before.
+Normal: The value stays below 408.
+Abnormal: The value is at or above 408; it alarms once per burst: only when the condition was
+    off for the 396 points before.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 0.26567088741574996,
+    "threshold": 408,
     "persistence": 1,
-    "cooldown": 28,
+    "cooldown": 396,
 }
-LOOKBACK = 29
+LOOKBACK = 397
 
 
 def score(values, timestamps, params):
@@ -33,7 +33,7 @@ def apply_cooldown(alarm, quiet):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         # the smallest score of the last k points: the condition held k points in a row

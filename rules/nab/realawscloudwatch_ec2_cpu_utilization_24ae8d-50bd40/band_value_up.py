@@ -1,25 +1,26 @@
-"""static_value_both: static bound of the value, both directions.
+"""band_value_up: band around the train median of the value, upward.
 
-Normal: The value stays within +/- 398.2.
-Abnormal: The value is beyond +/- 398.2; it alarms once per burst: only when the condition was
-    off for the 264 points before.
+Normal: The value stays at most 1.468 above 0.134 (the train median).
+Abnormal: The value is more than 1.468 above 0.134 (the train median); it alarms once per burst:
+    only when the condition was off for the 10 points before.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 398.25,
+    "center": 0.134,
+    "threshold": 1.468,
     "persistence": 1,
-    "cooldown": 264,
+    "cooldown": 10,
 }
-LOOKBACK = 265
+LOOKBACK = 11
 
 
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
     x = values
-    s = x
+    s = x - params["center"]
     return np.asarray(s, dtype=float)
 
 
@@ -33,7 +34,7 @@ def apply_cooldown(alarm, quiet):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         # the smallest score of the last k points: the condition held k points in a row

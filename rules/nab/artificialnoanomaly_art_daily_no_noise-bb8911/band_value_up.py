@@ -1,15 +1,15 @@
-"""band_value_both: band around the train median of the value, both directions.
+"""band_value_up: band around the train median of the value, upward.
 
-Normal: The value stays within 40 of 0 (the train median).
-Abnormal: The value is more than 40 above or below 0 (the train median); it alarms once per
-    burst: only when the condition was off for the 10 points before.
+Normal: The value stays at most 59.52 above 20.48 (the train median).
+Abnormal: The value is more than 59.52 above 20.48 (the train median); it alarms once per burst:
+    only when the condition was off for the 10 points before.
 """
 
 import numpy as np
 
 PARAMS = {
-    "center": 0,
-    "threshold": 40,
+    "center": 20.4799997542,
+    "threshold": 59.52009240579998,
     "persistence": 1,
     "cooldown": 10,
 }
@@ -34,7 +34,7 @@ def apply_cooldown(alarm, quiet):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         # the smallest score of the last k points: the condition held k points in a row

@@ -1,18 +1,18 @@
-"""static_value_both: static bound of the value, both directions.
+"""static_value_up: static bound of the value, upward.
 
-Normal: The value stays within +/- 50.42.
-Abnormal: The value is beyond +/- 50.42; it alarms once per burst: only when the condition was
-    off for the 132 points before.
+Normal: The value stays below 87.95.
+Abnormal: The value is at or above 87.95; it alarms once per burst: only when the condition was
+    off for the 18 points before.
 """
 
 import numpy as np
 
 PARAMS = {
-    "threshold": 50.4198700225,
+    "threshold": 87.94716593435001,
     "persistence": 1,
-    "cooldown": 132,
+    "cooldown": 18,
 }
-LOOKBACK = 133
+LOOKBACK = 19
 
 
 def score(values, timestamps, params):
@@ -33,7 +33,7 @@ def apply_cooldown(alarm, quiet):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         # the smallest score of the last k points: the condition held k points in a row

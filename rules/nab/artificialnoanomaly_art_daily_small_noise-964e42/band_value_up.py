@@ -1,15 +1,15 @@
-"""band_value_both: band around the train median of the value, both directions.
+"""band_value_up: band around the train median of the value, upward.
 
-Normal: The value stays within 1.468 of 0.134 (the train median).
-Abnormal: The value is more than 1.468 above or below 0.134 (the train median); it alarms once
-    per burst: only when the condition was off for the 10 points before.
+Normal: The value stays at most 66.28 above 21.6919 (the train median).
+Abnormal: The value is more than 66.28 above 21.6919 (the train median); it alarms once per
+    burst: only when the condition was off for the 10 points before.
 """
 
 import numpy as np
 
 PARAMS = {
-    "center": 0.134,
-    "threshold": 1.468,
+    "center": 21.6919164265,
+    "threshold": 66.28421450629999,
     "persistence": 1,
     "cooldown": 10,
 }
@@ -34,7 +34,7 @@ def apply_cooldown(alarm, quiet):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         # the smallest score of the last k points: the condition held k points in a row

@@ -1,26 +1,25 @@
-"""band_value_both: band around the train median of the value, both directions.
+"""static_value_up: static bound of the value, upward.
 
-Normal: The value stays within 1.47 of 0.066 (the train median).
-Abnormal: The value is more than 1.47 above or below 0.066 (the train median); it alarms once
-    per burst: only when the condition was off for the 10 points before.
+Normal: The value stays below 99.5.
+Abnormal: The value is at or above 99.5; it alarms once per burst: only when the condition was
+    off for the 202 points before.
 """
 
 import numpy as np
 
 PARAMS = {
-    "center": 0.066,
-    "threshold": 1.4699999999999998,
+    "threshold": 99.50450000000001,
     "persistence": 1,
-    "cooldown": 10,
+    "cooldown": 202,
 }
-LOOKBACK = 11
+LOOKBACK = 203
 
 
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
     x = values
-    s = x - params["center"]
+    s = x
     return np.asarray(s, dtype=float)
 
 
@@ -34,7 +33,7 @@ def apply_cooldown(alarm, quiet):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         # the smallest score of the last k points: the condition held k points in a row

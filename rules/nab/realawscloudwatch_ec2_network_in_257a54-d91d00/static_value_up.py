@@ -1,26 +1,25 @@
-"""band_value_both: band around the train median of the value, both directions.
+"""static_value_up: static bound of the value, upward.
 
-Normal: The value stays within 67.84 of 32.16 (the train median).
-Abnormal: The value is more than 67.84 above or below 32.16 (the train median); it alarms once
-    per burst: only when the condition was off for the 10 points before.
+Normal: The value stays below 6.444e+07.
+Abnormal: The value is at or above 6.444e+07; it alarms once per burst: only when the condition
+    was off for the 202 points before.
 """
 
 import numpy as np
 
 PARAMS = {
-    "center": 32.16,
-    "threshold": 67.84020000000001,
+    "threshold": 64436375,
     "persistence": 1,
-    "cooldown": 10,
+    "cooldown": 202,
 }
-LOOKBACK = 11
+LOOKBACK = 203
 
 
 def score(values, timestamps, params):
     """Score of each point: larger means more anomalous in the rule's direction."""
     values = np.asarray(values, dtype=float)
     x = values
-    s = x - params["center"]
+    s = x
     return np.asarray(s, dtype=float)
 
 
@@ -34,7 +33,7 @@ def apply_cooldown(alarm, quiet):
 
 def detect(values, timestamps, params=PARAMS):
     """True where the point is anomalous (see the module docstring)."""
-    s = np.abs(score(values, timestamps, params))
+    s = score(values, timestamps, params)
     k = int(params["persistence"])
     if k > 1:
         # the smallest score of the last k points: the condition held k points in a row
