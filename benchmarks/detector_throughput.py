@@ -57,7 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def typical_ruleset(folder: Path, with_median: bool = False) -> Path:
     """Three O(n) rules of the builtin generator's grammar exported as a rule set; with
     ``with_median``, a fourth: a robust z-score (rolling median, O(window) per point)."""
-    from argos.rules.templates import RuleSpec, Structure, render
+    from argos.rules.grammar import RuleSpec, Structure
+    from argos.rules.templates import render
 
     specs = {
         "zscore_w60": RuleSpec(Structure("value", "zscore", (("window", 60.0),), "both", 1), 4.0),
