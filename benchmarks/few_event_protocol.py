@@ -53,7 +53,8 @@ from argos.evaluation.baselines import StaticThreshold
 from argos.evaluation.harness import evaluate
 from argos.methods import FittedDetector, Method, register_method
 from argos.metrics import aggregate_mean, aggregate_pooled, events, format_score
-from argos.rules.templates import SCORERS, Structure, apply_cooldown
+from argos.rules.grammar import SCORERS, Structure
+from argos.rules.templates import apply_cooldown
 from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import BuiltinMethod
 from argos.training.builtin.shapes import Candidate, FitSeries, Triple, median_center

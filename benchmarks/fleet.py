@@ -206,7 +206,8 @@ def partition_copy(src_sets: Sequence[Path], out: Path, prefix: str = "p") -> li
 def typical_sets(out: Path, n_sets: int, seed: int = 0) -> list[str]:
     """``n_sets`` sets of two typical O(n) template rules (rolling z-score, level shift; LOOKBACK
     60-70) with varied thresholds, partition ``p<j>`` each; returns the partition names."""
-    from argos.rules.templates import RuleSpec, Structure, render
+    from argos.rules.grammar import RuleSpec, Structure
+    from argos.rules.templates import render
 
     rng = np.random.default_rng(seed)
     shift = Structure("value", "level_shift", (("recent", 10.0), ("window", 60.0)), "both", 2)

@@ -34,7 +34,8 @@ import redis
 from argos.online.detector import Detector, Point
 from argos.online.streams import StreamConfig, backlog, ensure_streams, publish
 from argos.rules.artifacts import RuleSource, write_ruleset
-from argos.rules.templates import RuleSpec, Structure, render
+from argos.rules.grammar import RuleSpec, Structure
+from argos.rules.templates import render
 
 
 def ruleset(folder: Path) -> Path:

@@ -41,7 +41,8 @@ from argos.export.recognise import NotTemplate, Recognised, recognise
 from argos.export.yamltext import YamlValue, dump
 from argos.online.detector import Detector
 from argos.rules.artifacts import MANIFEST, Fusion, load_ruleset
-from argos.rules.templates import RuleSpec, Structure, compile_score, directional
+from argos.rules.grammar import RuleSpec, Structure
+from argos.rules.templates import compile_score, directional
 
 NEAR_THRESHOLD = 1e-7
 """Relative distance to a threshold under which a point's label may differ between numpy and

@@ -1,4 +1,4 @@
-"""Translate a builtin template rule (:class:`~argos.rules.templates.RuleSpec`) into PromQL.
+"""Translate a builtin template rule (:class:`~argos.rules.grammar.RuleSpec`) into PromQL.
 
 The Python rule works on the points of a series in order: windows of N points, ``N`` points ago.
 Prometheus works on time. The two agree when the metric has exactly one sample per rule
@@ -38,8 +38,9 @@ What each template becomes:
 
 Not translatable (:func:`untranslatable`): the robust z-score (the MAD of a window is a median of
 deviations from *that window's* median; PromQL range functions cannot refer to the evaluation's
-median), CUSUM (a recursion over the whole history), spectral-residual saliency (an FFT per
-window) and seasonal medians of more than three slots.
+median), CUSUM (the largest sum of z-scores over the suffixes of a window, each against its own
+rolling mean), spectral-residual saliency (an FFT per window) and seasonal medians of more than
+three slots.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from argos.rules.templates import Direction, RuleSpec, Structure
+from argos.rules.grammar import Direction, RuleSpec, Structure
 
 SCALE_FLOOR = 1e-9
 """The templates' ``floor_scale`` factor: a scale is at least ``1e-9 * (1 + |level|)``."""
@@ -63,8 +64,9 @@ UNTRANSLATABLE_SCORERS: dict[str, str] = {
         "(a trailing median alone would be quantile_over_time, the MAD is not)"
     ),
     "cusum": (
-        "CUSUM: a recursion over the whole history (each point's sums depend on the previous "
-        "point's), which a stateless PromQL expression over a finite range cannot reproduce"
+        "CUSUM: the largest of the sums of the last 1..w z-scores, each z-score against its own "
+        "rolling mean and std; PromQL's range functions cannot take a maximum over suffix sums "
+        "of a derived series"
     ),
     "spectral": (
         "spectral-residual saliency: an FFT, a log-spectrum smoothing and an inverse FFT of every "

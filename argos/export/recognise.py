@@ -2,7 +2,7 @@
 
 A translation to another language is only as trustworthy as the claim that the rule *is* a template.
 That claim is proved, never guessed: the template spec is re-derived from structured data (the rule
-id, which is :attr:`~argos.rules.templates.RuleSpec.name`, and the manifest's params, which are the
+id, which is :attr:`~argos.rules.grammar.RuleSpec.name`, and the manifest's params, which are the
 rule's ``PARAMS``), then :func:`~argos.rules.templates.render` renders that spec and the result must
 equal the rule file byte for byte. A rule edited by hand, written by an LLM, or rendered by a
 different version of the templates fails that comparison and is reported with the reason; the code
@@ -21,14 +21,8 @@ from dataclasses import dataclass
 
 from argos.rules.artifacts import RuleEntry
 from argos.rules.contract import ParamValue
-from argos.rules.templates import (
-    SCORERS,
-    TRANSFORMS,
-    Gate,
-    RuleSpec,
-    Structure,
-    render,
-)
+from argos.rules.grammar import SCORERS, TRANSFORMS, Gate, RuleSpec, Structure
+from argos.rules.templates import render
 
 _RESERVED = ("threshold", "persistence", "cooldown")
 

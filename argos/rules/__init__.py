@@ -1,2 +1,2 @@
-"""Rules: the rule contract and static gate, the builtin rule templates, and rule-set folders on
-disk."""
+"""Rules: the rule contract and static gate, the builtin generator's grammar and its rendering,
+and rule-set folders on disk."""

@@ -1,27 +1,18 @@
-"""The grammar of the embedded rule generator: parameterised templates that emit readable rules.
+"""Rendering a rule spec into a rule module, and compiling the template code in-process.
 
-Every rule the builtin generator exports is a Python module written by :func:`render`, following
-the rule contract (``detect(values, timestamps, params)``, ``PARAMS``, ``LOOKBACK``, a docstring
-with the normal and abnormal conditions; numpy only; causal). A rule is "a score compared to a
-threshold":
-
-- a **transform** turns the values into a signal (the values themselves, the first difference, the
-  residual against the same slot one or more seasonal periods ago, the residual against an EWMA);
-- a **scorer** turns the signal into a score (the signal itself for static bounds, the signal
-  minus a fitted centre (the train median) for a band around it, rolling z-score, robust
-  z-score, relative change, level shift, variance shift, CUSUM, run length of identical values,
-  spectral-residual saliency);
-- a **direction** (up: ``s >= thr``, down: ``-s >= thr``, both: ``|s| >= thr``) and a
-  **persistence** of k points (the smallest directional score over the last k points must reach
-  the threshold) turn the score into labels; an optional **gate** ANDs a second score and
-  threshold that must hold at the same point; an optional **cool-down** keeps an alarm only when
-  the (combined) condition was off for a number of points before it (one alarm per burst).
+Every rule the builtin generator exports is a Python module written by :func:`render` from a
+:class:`~argos.rules.grammar.RuleSpec`, following the rule contract (``detect(values, timestamps,
+params)``, ``PARAMS``, ``LOOKBACK``, a docstring with the normal and abnormal conditions
+(:mod:`argos.rules.wording`); numpy only; causal): the helpers the spec's transform and scorer call
+(:mod:`argos.rules.helper_sources`), a ``score`` function (and a ``gate_score`` for an AND gate),
+then ``detect``: direction, persistence, threshold, gate, cool-down.
 
 The score code is the same text in every rendering of a template (numbers live in ``PARAMS``), so
 the search compiles each (transform, scorer) pair once with :func:`compile_score` and sweeps
-thresholds over its output; the rule exported afterwards computes exactly the same numbers.
-Templates are our trusted code: compiling them in-process is fine, unlike LLM output, which only
-the sandbox runs.
+thresholds over its output; the rule exported afterwards computes exactly the same numbers
+(:func:`directional` runs the rendered persistence step, :data:`apply_cooldown` the rendered
+cool-down). Templates are our trusted code: compiling them in-process is fine, unlike LLM output,
+which only the sandbox runs.
 """
 
 from __future__ import annotations
@@ -30,510 +21,18 @@ import math
 import re
 import textwrap
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.rules.contract import exec_rule_source
+from argos.rules.grammar import SCORERS, TRANSFORMS, Direction, RuleSpec
+from argos.rules.helper_sources import HELPER_SOURCES
+from argos.rules.wording import rule_words
 
 ScoreFn = Callable[[FloatArray, IntArray, Mapping[str, float]], FloatArray]
 DetectFn = Callable[[FloatArray, IntArray, Mapping[str, float]], BoolArray]
-Direction = Literal["up", "down", "both"]
-
-DIRECTIONS: tuple[Direction, ...] = ("up", "down", "both")
-
-# --------------------------------------------------------------------------------------------------
-# Helper functions emitted into rules (only the ones a rule needs). Causal by construction: every
-# value at index t is computed from points <= t.
-# --------------------------------------------------------------------------------------------------
-
-_HELPERS: dict[str, str] = {
-    "window_stats": '''
-def window_stats(x, width, lag):
-    """Mean and std of the `width` points ending `lag` points before t (NaN until they exist).
-
-    Every window is summarised from its own points only: blocks of 1, 2, 4, ... points are merged
-    pairwise (Chan's formula for the mean and the sum of squared deviations), then the blocks
-    that add up to `width` are merged. So the numbers are precise at any level of the series and
-    identical wherever the window sits in the input, and a missing value spoils only the windows
-    that hold it.
-    """
-    n = len(x)
-    mean = np.full(n, np.nan)
-    std = np.full(n, np.nan)
-    first = width - 1 + lag
-    if n <= first:
-        return mean, std
-    # block_mean[i] and block_m2[i] describe the `size` points starting at index i
-    size, block_mean, block_m2 = 1, np.asarray(x, dtype=float), np.zeros(n)
-    blocks = []
-    while size <= width:
-        if width & size:
-            blocks.append((size, block_mean, block_m2))
-        if 2 * size > width:
-            break
-        d = block_mean[size:] - block_mean[:-size]
-        block_m2 = block_m2[:-size] + block_m2[size:] + d * d * (size / 2)
-        block_mean = block_mean[:-size] + d * 0.5
-        size *= 2
-    # merge the blocks of the window starting at i, largest first, each after the previous one
-    windows = n - width + 1
-    count, offset = 0, 0
-    m = m2 = np.zeros(windows)
-    for size, block_mean, block_m2 in reversed(blocks):
-        bm = block_mean[offset : offset + windows]
-        bq = block_m2[offset : offset + windows]
-        if count == 0:
-            m, m2 = bm, bq
-        else:
-            d = bm - m
-            m2 = m2 + bq + d * d * (count * size / (count + size))
-            m = m + d * (size / (count + size))
-        count += size
-        offset += size
-    mean[first:] = m[: n - first]
-    std[first:] = np.sqrt(m2[: n - first] / width)
-    return mean, std
-''',
-    "floor_scale": '''
-def floor_scale(scale, level):
-    """Keep a scale strictly positive so a perfectly flat history still gives finite scores."""
-    return np.maximum(scale, 1e-9 * (1.0 + np.abs(level)))
-''',
-    "past_median_mad": '''
-def past_median_mad(x, width):
-    """Median and median absolute deviation of the `width` points before t (NaN until then)."""
-    n = len(x)
-    med = np.full(n, np.nan)
-    mad = np.full(n, np.nan)
-    if n <= width:
-        return med, mad
-    windows = np.lib.stride_tricks.sliding_window_view(x[:-1], width)
-    for a in range(0, len(windows), 20000):
-        block = windows[a : a + 20000]
-        m = np.median(block, axis=1)
-        med[width + a : width + a + len(block)] = m
-        mad[width + a : width + a + len(block)] = np.median(np.abs(block - m[:, None]), axis=1)
-    return med, mad
-''',
-    "ewma_before": '''
-def ewma_before(x, alpha):
-    """EWMA of the points before t (truncated where weights fall below 0.1%; NaN until then)."""
-    n = len(x)
-    span = max(1, int(math.ceil(math.log(1e-3) / math.log(1.0 - alpha))))
-    out = np.full(n, np.nan)
-    if n <= span:
-        return out
-    weights = alpha * (1.0 - alpha) ** np.arange(span)
-    weights /= weights.sum()
-    smooth = np.convolve(x, weights)[:n]
-    out[span:] = smooth[span - 1 : n - 1]
-    return out
-''',
-    "run_length": '''
-def run_length(x):
-    """How many consecutive points up to t share the value at t."""
-    idx = np.arange(len(x))
-    changed = np.concatenate(([True], x[1:] != x[:-1]))
-    return (idx - np.maximum.accumulate(np.where(changed, idx, 0)) + 1).astype(float)
-''',
-    "spectral_saliency": '''
-def spectral_saliency(x, width):
-    """Spectral-residual saliency of the last point of each window of `width` points ending at t,
-    relative to the window's mean saliency (Ren et al., 2019; 5 extrapolated points pad it)."""
-    n = len(x)
-    out = np.full(n, np.nan)
-    if n < width:
-        return out
-    windows = np.lib.stride_tricks.sliding_window_view(x, width)
-    for a in range(0, len(windows), 8000):
-        block = windows[a : a + 8000]
-        block = block - block.mean(axis=1, keepdims=True)
-        # extrapolate from the 6 points before the last one, so the last point stays the edge
-        seg = block[:, -7:-1]
-        slopes = (seg[:, -1:] - seg[:, :-1]) / np.arange(5, 0, -1)
-        ahead = seg[:, 1] + slopes.sum(axis=1)
-        ext = np.concatenate((block, np.repeat(ahead[:, None], 5, axis=1)), axis=1)
-        spec = np.fft.fft(ext, axis=1)
-        log_amp = np.log(np.abs(spec) + 1e-8)
-        pad = np.concatenate((log_amp[:, :1], log_amp, log_amp[:, -1:]), axis=1)
-        smooth = (pad[:, :-2] + pad[:, 1:-1] + pad[:, 2:]) / 3.0
-        residual = np.exp(log_amp - smooth + 1j * np.angle(spec))
-        sal = np.abs(np.fft.ifft(residual, axis=1))
-        ref = sal[:, :width].mean(axis=1) + 1e-8
-        out[width - 1 + a : width - 1 + a + len(block)] = (sal[:, width - 1] - ref) / ref
-    return out
-''',
-}
-
-# --------------------------------------------------------------------------------------------------
-# Transforms: values -> signal `x`.
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Transform:
-    """A causal signal derived from the values.
-
-    Attributes:
-        name: identifier used in rule names (``value``, ``diff``, ``seasonal``, ...).
-        code: source lines (4-space indented) that set ``x`` from ``values`` and ``params``.
-        phrase: what ``x`` is, in words, for the rule docstring (may use ``{param}`` fields).
-        params: names of the ``PARAMS`` entries the code reads.
-        helpers: helper functions the code calls.
-    """
-
-    name: str
-    code: str
-    phrase: str
-    params: tuple[str, ...] = ()
-    helpers: tuple[str, ...] = ()
-
-
-TRANSFORMS: dict[str, Transform] = {
-    t.name: t
-    for t in (
-        Transform("value", "    x = values\n", "the value"),
-        Transform(
-            "diff",
-            "    x = np.concatenate(([0.0], np.diff(values)))\n",
-            "the change from the previous point",
-        ),
-        Transform(
-            "seasonal",
-            "    period = int(params['period'])\n"
-            "    cycles = int(params['cycles'])\n"
-            "    x = np.full(len(values), np.nan)\n"
-            "    if len(values) > period * cycles:\n"
-            "        same_slot = [\n"
-            "            values[period * (cycles - k) : len(values) - period * k]"
-            " for k in range(1, cycles + 1)\n"
-            "        ]\n"
-            "        x[period * cycles :] = values[period * cycles :]"
-            " - np.median(same_slot, axis=0)\n",
-            "the difference to the median of the same slot in the previous {cycles} period(s) of "
-            "{period} points",
-            ("period", "cycles"),
-        ),
-        Transform(
-            "ewma",
-            "    x = values - ewma_before(values, params['alpha'])\n",
-            "the residual against an exponentially weighted average (alpha {alpha}) of the "
-            "earlier points",
-            ("alpha",),
-            ("ewma_before",),
-        ),
-    )
-}
-
-# --------------------------------------------------------------------------------------------------
-# Scorers: signal `x` -> score `s`.
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scorer:
-    """A causal score of the signal ``x``.
-
-    Attributes:
-        name: identifier used in rule names.
-        code: source lines that set ``s`` from ``x`` and ``params``.
-        normal: the normal condition in words, with ``{thr}``, ``{signal}`` and param fields.
-        abnormal: the abnormal condition in words, same fields, plus ``{dir}`` (above / below /
-            away from).
-        params: ``PARAMS`` entries the code reads.
-        helpers: helper functions the code calls.
-        lookback: points of history needed, as a function of the params (before the transform's).
-        directions: the directions that make sense for this score.
-        signed: True when the score is centred on 0 (z-scores); False for magnitudes.
-    """
-
-    name: str
-    code: str
-    normal: str
-    abnormal: str
-    params: tuple[str, ...]
-    helpers: tuple[str, ...]
-    lookback: Callable[[Mapping[str, float]], int]
-    directions: tuple[Direction, ...] = DIRECTIONS
-    signed: bool = True
-
-
-def _w(p: Mapping[str, float], key: str = "window") -> int:
-    return int(p[key])
-
-
-SCORERS: dict[str, Scorer] = {
-    s.name: s
-    for s in (
-        Scorer(
-            "static",
-            "    s = x\n",
-            "{signal} stays {inside} {thr}",
-            "{signal} is {dir} {thr}",
-            (),
-            (),
-            lambda p: 1,
-        ),
-        Scorer(
-            "band",
-            "    s = x - params['center']\n",
-            "{signal} stays within {thr} of {center} (the train median)",
-            "{signal} is more than {thr} {dir} {center} (the train median)",
-            ("center",),
-            (),
-            lambda p: 1,
-        ),
-        Scorer(
-            "zscore",
-            "    mean, std = window_stats(x, int(params['window']), 1)\n"
-            "    s = (x - mean) / floor_scale(std, mean)\n",
-            "{signal} stays within {thr} standard deviations of its mean over the previous "
-            "{window} points",
-            "{signal} is more than {thr} standard deviations {dir} the mean of the previous "
-            "{window} points",
-            ("window",),
-            ("window_stats", "floor_scale"),
-            lambda p: _w(p) + 1,
-        ),
-        Scorer(
-            "robust_z",
-            "    median, mad = past_median_mad(x, int(params['window']))\n"
-            "    spread = np.maximum(1.4826 * mad, params['min_scale'])\n"
-            "    s = (x - median) / floor_scale(spread, median)\n",
-            "{signal} stays within {thr} robust deviations (1.4826 x MAD, at least {min_scale}, "
-            "the data's resolution) of the median of the previous {window} points",
-            "{signal} is more than {thr} robust deviations {dir} the median of the previous "
-            "{window} points",
-            ("window", "min_scale"),
-            ("past_median_mad", "floor_scale"),
-            lambda p: _w(p) + 1,
-        ),
-        Scorer(
-            "relative",
-            "    mean, _ = window_stats(x, int(params['window']), 1)\n"
-            "    s = (x - mean) / floor_scale(np.abs(mean), mean)\n",
-            "{signal} stays within a factor {thr} of its mean over the previous {window} points",
-            "{signal} moves {dir} the mean of the previous {window} points by more than a "
-            "fraction {thr} of it (e.g. a drop to zero)",
-            ("window",),
-            ("window_stats", "floor_scale"),
-            lambda p: _w(p) + 1,
-        ),
-        Scorer(
-            "level_shift",
-            "    recent, _ = window_stats(x, int(params['recent']), 0)\n"
-            "    before, std = window_stats(x, int(params['window']), int(params['recent']))\n"
-            "    s = (recent - before) / floor_scale(std, before)\n",
-            "the mean of {signal} over the last {recent} points stays within {thr} standard "
-            "deviations of its mean over the {window} points before them",
-            "the mean of {signal} over the last {recent} points shifts more than {thr} standard "
-            "deviations {dir} its mean over the {window} points before them",
-            ("recent", "window"),
-            ("window_stats", "floor_scale"),
-            lambda p: _w(p, "recent") + _w(p),
-        ),
-        Scorer(
-            "variance_shift",
-            "    _, recent = window_stats(x, int(params['recent']), 0)\n"
-            "    level, before = window_stats(x, int(params['window']), int(params['recent']))\n"
-            "    s = np.log(floor_scale(recent, level) / floor_scale(before, level))\n",
-            "the spread (std) of {signal} over the last {recent} points stays within a log-ratio "
-            "{thr} of its spread over the {window} points before them",
-            "the spread of {signal} over the last {recent} points changes by a log-ratio "
-            "{dir} {thr} against the {window} points before them",
-            ("recent", "window"),
-            ("window_stats", "floor_scale"),
-            lambda p: _w(p, "recent") + _w(p),
-        ),
-        Scorer(
-            "cusum",
-            "    mean, std = window_stats(x, int(params['window']), 1)\n"
-            "    z = np.nan_to_num(np.clip((x - mean) / floor_scale(std, mean), -10.0, 10.0))\n"
-            "    drift = params['drift']\n"
-            "    upper = np.zeros(len(x))\n"
-            "    lower = np.zeros(len(x))\n"
-            "    hi = lo = 0.0\n"
-            "    for i, zi in enumerate(z.tolist()):\n"
-            "        hi = max(0.0, hi + zi - drift)\n"
-            "        lo = max(0.0, lo - zi - drift)\n"
-            "        upper[i] = hi\n"
-            "        lower[i] = lo\n"
-            "    s = np.where(upper >= lower, upper, -lower)\n"
-            "    s[: int(params['window'])] = np.nan\n",
-            "the cumulative sum of {signal}'s z-scores (against the previous {window} points, "
-            "minus a drift of {drift} per point) stays below {thr}",
-            "the cumulative sum of z-scores (drift {drift}) exceeds {thr} {dir} the mean, a "
-            "sustained shift of {signal}",
-            ("window", "drift"),
-            ("window_stats", "floor_scale"),
-            lambda p: _w(p) + 1,
-        ),
-        Scorer(
-            "flat",
-            "    s = run_length(x)\n",
-            "{signal} keeps changing: fewer than {thr} identical points in a row",
-            "{signal} is stuck: {thr} or more identical points in a row",
-            (),
-            ("run_length",),
-            lambda p: 1,
-            directions=("up",),
-            signed=False,
-        ),
-        Scorer(
-            "spectral",
-            "    s = spectral_saliency(x, int(params['window']))\n",
-            "the spectral-residual saliency of {signal} over the last {window} points stays "
-            "below {thr} times the window's mean saliency",
-            "{signal} is salient: its spectral-residual saliency is more than {thr} times the "
-            "mean saliency of the last {window} points",
-            ("window",),
-            ("spectral_saliency",),
-            lambda p: _w(p),
-            directions=("up",),
-            signed=False,
-        ),
-    )
-}
-
-
-def _transform_lookback(transform: str, params: Mapping[str, float]) -> int:
-    if transform == "diff":
-        return 1
-    if transform == "seasonal":
-        return int(params["period"]) * int(params["cycles"])
-    if transform == "ewma":
-        alpha = float(params["alpha"])
-        return max(1, math.ceil(math.log(1e-3) / math.log(1.0 - alpha)))
-    return 0
-
-
-@dataclass(frozen=True)
-class Structure:
-    """A rule shape without its threshold: transform, scorer, their params, direction, persistence.
-
-    Attributes:
-        transform: a key of :data:`TRANSFORMS`.
-        scorer: a key of :data:`SCORERS`.
-        params: the structural numbers (windows, period, alpha...), stored in the rule's ``PARAMS``.
-        direction: ``up``, ``down`` or ``both``.
-        persistence: the rule fires when the threshold has held for this many consecutive points.
-    """
-
-    transform: str
-    scorer: str
-    params: tuple[tuple[str, float], ...]
-    direction: Direction = "up"
-    persistence: int = 1
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """The (transform, scorer) pair: structures sharing it share their compiled score code."""
-        return (self.transform, self.scorer)
-
-    @property
-    def param_dict(self) -> dict[str, float]:
-        return dict(self.params)
-
-    @property
-    def name(self) -> str:
-        """A readable identifier, e.g. ``zscore_diff_w60_up_k2``."""
-        bits = [self.scorer, self.transform]
-        for k, v in self.params:
-            if k in ("center", "min_scale"):
-                continue  # a fitted level (like the threshold), not part of the shape's name
-            short = {"window": "w", "recent": "r", "period": "p", "cycles": "c", "alpha": "a"}.get(
-                k, k[:1]
-            )
-            bits.append(f"{short}{_fmt(v).replace('.', '')}")
-        bits.append(self.direction)
-        if self.persistence > 1:
-            bits.append(f"k{self.persistence}")
-        return "_".join(bits)
-
-    def lookback(self) -> int:
-        """Points of history the rule needs before its first possible alarm."""
-        p = self.param_dict
-        return (
-            _transform_lookback(self.transform, p)
-            + SCORERS[self.scorer].lookback(p)
-            + self.persistence
-            - 1
-        )
-
-
-@dataclass(frozen=True)
-class Gate:
-    """A second condition AND-ed with a rule's own: its shape (persistence 1) and threshold."""
-
-    structure: Structure
-    threshold: float
-
-
-@dataclass(frozen=True)
-class RuleSpec:
-    """A complete rule: a structure, its fitted threshold, an optional AND gate and cool-down.
-
-    Attributes:
-        structure: the rule shape.
-        threshold: the rule fires when the directional score reaches this value.
-        cooldown: an alarm needs the condition off for this many points before it (0 = none),
-            so a sustained anomaly alarms once, at its start.
-        metrics: free-form numbers recorded in the docstring (e.g. train/validation F1).
-        gate: a second condition that must hold at the same point (AND composition), e.g. "the
-            value is above 80 AND it jumped more than 4 standard deviations"; the cool-down
-            applies to the combined condition.
-    """
-
-    structure: Structure
-    threshold: float
-    cooldown: int = 0
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    gate: Gate | None = None
-
-    @property
-    def name(self) -> str:
-        if self.gate is None:
-            return self.structure.name
-        return f"{self.structure.name}_and_{self.gate.structure.name}"
-
-    def lookback(self) -> int:
-        """Points of history the rule's label depends on (the rule's ``LOOKBACK``).
-
-        A stuck-value rule fires on a run of ``threshold`` identical points, so that run must fit
-        in the window the online detector keeps: otherwise streaming and batch labels differ.
-        """
-        base = self.structure.lookback()
-        if self.structure.scorer == "flat":
-            base = max(base, math.ceil(self.threshold) + self.structure.persistence - 1)
-        if self.gate is not None:
-            gate = self.gate.structure.lookback()
-            if self.gate.structure.scorer == "flat":
-                gate = max(gate, math.ceil(self.gate.threshold))
-            base = max(base, gate)
-        return base + self.cooldown
-
-    @property
-    def params(self) -> dict[str, float]:
-        """The rule's ``PARAMS``: structural numbers plus the threshold (and cool-down)."""
-        p: dict[str, float] = dict(self.structure.params)
-        p["threshold"] = float(self.threshold)
-        p["persistence"] = self.structure.persistence
-        if self.cooldown:
-            p["cooldown"] = self.cooldown
-        if self.gate is not None:
-            for k, v in self.gate.structure.params:
-                p[f"gate_{k}"] = v
-            p["gate_threshold"] = float(self.gate.threshold)
-        return p
-
-
-def _fmt(v: float) -> str:
-    if float(v).is_integer():
-        return str(int(v))
-    return f"{v:.4g}"
 
 
 def _helpers_for(*keys: tuple[str, str]) -> list[str]:
@@ -563,7 +62,7 @@ _GATE_DOC = "Score of the second condition (the gate), on its own parameters."
 
 def score_source(transform: str, scorer: str) -> str:
     """Source of the helpers and the ``score(values, timestamps, params)`` function of a pair."""
-    helpers = "".join("\n" + _HELPERS[h] for h in _helpers_for((transform, scorer)))
+    helpers = "".join("\n" + HELPER_SOURCES[h] for h in _helpers_for((transform, scorer)))
     return helpers + _score_def(transform, scorer, "score", _SCORE_DOC)
 
 
@@ -634,68 +133,6 @@ def apply_cooldown(alarm, quiet):
 '''
 
 
-_SCORER_TITLES = {
-    "static": "static bound",
-    "band": "band around the train median",
-    "zscore": "rolling z-score",
-    "robust_z": "robust z-score (median/MAD)",
-    "relative": "relative change",
-    "level_shift": "level shift",
-    "variance_shift": "variance shift",
-    "cusum": "CUSUM",
-    "flat": "stuck-value run length",
-    "spectral": "spectral-residual saliency",
-}
-_TRANSFORM_TITLES = {
-    "value": "the value",
-    "diff": "the first difference",
-    "seasonal": "the seasonal residual",
-    "ewma": "the EWMA residual",
-}
-_DIRECTION_TITLES = {"up": "upward", "down": "downward", "both": "both directions"}
-
-
-def _words(spec: RuleSpec) -> tuple[str, str, str]:
-    title, normal, abnormal = _condition_words(spec.structure, spec.threshold)
-    if spec.gate is not None:
-        g_title, g_normal, g_abnormal = _condition_words(spec.gate.structure, spec.gate.threshold)
-        title += f", AND {g_title}"
-        normal += f", or {g_normal}"
-        abnormal += f", and at the same point {g_abnormal}"
-    if spec.cooldown:
-        abnormal += (
-            f"; it alarms once per burst: only when the condition was off for the "
-            f"{spec.cooldown} points before"
-        )
-    return title, normal[0].upper() + normal[1:], abnormal[0].upper() + abnormal[1:]
-
-
-def _condition_words(st: Structure, threshold: float) -> tuple[str, str, str]:
-    t, sc = TRANSFORMS[st.transform], SCORERS[st.scorer]
-    p = {k: (f"{v:.6g}" if k == "center" else _fmt(v)) for k, v in st.params}
-    signal = t.phrase.format(**p)
-    thr = f"{threshold:.4g}"
-    # a downward static rule fires at value <= -threshold: say that bound, whatever its sign
-    thr_txt = f"{-threshold:.4g}" if (st.direction == "down" and sc.name == "static") else thr
-    dir_word = {"up": "above", "down": "below", "both": "above or below"}[st.direction]
-    if sc.name == "static":
-        dir_word = {"up": "at or above", "down": "at or below", "both": "beyond +/-"}[st.direction]
-    inside = {"up": "below", "down": "above", "both": "within +/-"}[st.direction]
-    fields = {**p, "signal": signal, "thr": thr_txt, "dir": dir_word, "inside": inside}
-    normal = sc.normal.format(**fields)
-    if sc.name == "band" and st.direction != "both":
-        side = "above" if st.direction == "up" else "below"
-        normal = f"{signal} stays at most {thr} {side} {p['center']} (the train median)"
-    abnormal = sc.abnormal.format(**fields)
-    if st.persistence > 1:
-        abnormal += f", for {st.persistence} consecutive points"
-    title = (
-        f"{_SCORER_TITLES[sc.name]} of {_TRANSFORM_TITLES[t.name]}, "
-        f"{_DIRECTION_TITLES[st.direction]}"
-    )
-    return title, normal, abnormal
-
-
 def _wrap(text: str, width: int = 96) -> str:
     return "\n".join(textwrap.wrap(text, width=width, subsequent_indent="    "))
 
@@ -703,7 +140,7 @@ def _wrap(text: str, width: int = 96) -> str:
 def render(spec: RuleSpec) -> str:
     """The rule module's source: docstring, imports, PARAMS, LOOKBACK, helpers, score, detect."""
     st = spec.structure
-    title, normal, abnormal = _words(spec)
+    title, normal, abnormal = rule_words(spec)
     extra = ""
     if spec.metrics:
         extra = (
@@ -727,7 +164,7 @@ def render(spec: RuleSpec) -> str:
     else:
         g = spec.gate.structure
         helpers = _helpers_for(st.key, g.key)
-        code = "".join("\n" + _HELPERS[h] for h in helpers)
+        code = "".join("\n" + HELPER_SOURCES[h] for h in helpers)
         code += _score_def(st.transform, st.scorer, "score", _SCORE_DOC)
         code += _score_def(g.transform, g.scorer, "gate_score", _GATE_DOC)
         gate_code = _GATE_HEAD + _GATE_CODE[g.direction] + _GATE_TAIL

@@ -8,8 +8,10 @@ For every training unit (one series, or one partition of series) the driver:
    :mod:`argos.training.builtin.method`, or the LLM agents of :mod:`argos.training.agents.run`);
 3. verifies every rule: the static gate (:func:`argos.rules.contract.check_rule`), a sandboxed run
    on the train + validation history of every series whose labels must equal what the generator
-   computed in-process (trusted, template-rendered generators only), and the causality check
-   (:func:`argos.sandbox.pool.check_causality`); a failure travels as a
+   computed in-process (trusted, template-rendered generators only), the causality check
+   (:func:`argos.sandbox.pool.check_causality`) and, for trusted rules, the stream-exactness
+   check (:func:`stream_mismatch`: the label from the last ``LOOKBACK`` points alone equals the
+   batch label, so the online detector accepts the set); a failure travels as a
    :class:`~argos.sandbox.workers.RuleError` naming the rule;
 4. exports the verified rules as a rule-set folder (:mod:`argos.rules.artifacts`) with metrics per
    split, and writes ``summary.json`` for the whole run.
@@ -38,7 +40,7 @@ from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.protocol import fit_inputs
 from argos.data.series import Dataset, Series, SplitSpec
 from argos.rules.artifacts import RuleSource, write_ruleset
-from argos.rules.contract import RuleContractError, with_params
+from argos.rules.contract import RuleContractError, check_rule, with_params
 from argos.rules.templates import load_rule
 from argos.sandbox.kernel import RuleError
 from argos.sandbox.pool import Sandbox, check_causality
@@ -111,6 +113,11 @@ def verify_rules(
                     )
                     problems.append(RuleError(i, r.name, message))
                     break
+            first = history[0]
+            lookback = check_rule(code).lookback
+            mismatch = stream_mismatch(detect, params, lookback, first.values, first.timestamps)
+            if mismatch:
+                problems.append(RuleError(0, r.name, mismatch))
         first = history[0]
         causal = check_causality(
             sandbox,
@@ -127,6 +134,43 @@ def verify_rules(
         for rule_id, why in deployment(sources, trusted=trusted).items():
             problems.append(RuleError(0, rule_id, f"the online detector refuses it: {why}"))
     return problems
+
+
+STREAM_CHECK_POINTS = 64
+"""How many points :func:`stream_mismatch` labels from their ``LOOKBACK`` window alone."""
+
+
+def stream_mismatch(
+    detect: Callable[[FloatArray, IntArray, dict[str, float]], BoolArray],
+    params: dict[str, float],
+    lookback: int,
+    values: FloatArray,
+    timestamps: IntArray,
+) -> str:
+    """Why a TRUSTED rule (run in-process) is not stream-exact on this series ("" when it is).
+
+    The online detector labels a point from the ``lookback`` points ending there; this compares
+    that label with the batch label at :data:`STREAM_CHECK_POINTS` evenly spaced points and at as
+    many of the points the batch flags (a rule fires rarely, so both are needed).
+    """
+    lookback = max(1, lookback)
+    n = len(values)
+    if n <= lookback:
+        return ""
+    batch = np.asarray(detect(values, timestamps, dict(params)), dtype=bool)
+    flagged = np.flatnonzero(batch[lookback:]) + lookback
+    if flagged.size > STREAM_CHECK_POINTS:
+        flagged = flagged[np.linspace(0, flagged.size - 1, STREAM_CHECK_POINTS).astype(int)]
+    spaced = np.linspace(lookback - 1, n - 1, STREAM_CHECK_POINTS).astype(int)
+    for e in np.unique(np.concatenate([spaced, flagged])):
+        a = e - lookback + 1
+        label = bool(detect(values[a : e + 1], timestamps[a : e + 1], dict(params))[-1])
+        if label != batch[e]:
+            return (
+                f"not stream-exact: at index {int(e)} the label from the last LOOKBACK={lookback} "
+                f"points ({label}) differs from the batch label ({bool(batch[e])})"
+            )
+    return ""
 
 
 def problem_text(error: RuleError) -> str:

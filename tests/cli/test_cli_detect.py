@@ -258,6 +258,16 @@ def test_non_causal_set_is_refused_unless_allow_non_causal(tmp_path: Path) -> No
 KPI_RULES = Path(__file__).resolve().parents[2] / "rules" / "kpi"
 
 
+def test_the_committed_kpi_set_with_a_cusum_is_accepted_without_allow_non_causal() -> None:
+    """Its CUSUM used to run over the whole history (refused as not stream-exact); the template
+    now restarts it at most a window back, and the regenerated set passes the check."""
+    folder = KPI_RULES / "a8c06b47-cc41-3738-9110-12df0ee4c721"
+    assert any(p.name.startswith("cusum_") for p in folder.glob("*.py"))
+    proc = run_cli(["--rules", str(folder)], "timestamp,value\n1700000000,1.0\n", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "not stream-exact" not in proc.stderr and '"status":"ok"' in proc.stdout
+
+
 def test_a_training_run_folder_routes_each_series_to_its_own_set(kpi_dataset: Dataset) -> None:
     """``--rules RUN_DIR`` on a multi-series CSV of real KPI data: every series gets its own
     set's labels, a series no set lists is refused (or served by --default-rules)."""

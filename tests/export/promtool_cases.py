@@ -30,15 +30,8 @@ from argos.export.prometheus import (
     unit_test_file,
 )
 from argos.rules.artifacts import RuleSource, write_ruleset
-from argos.rules.templates import (
-    Direction,
-    Gate,
-    RuleSpec,
-    Structure,
-    compile_score,
-    directional,
-    render,
-)
+from argos.rules.grammar import Direction, Gate, RuleSpec, Structure
+from argos.rules.templates import compile_score, directional, render
 
 
 def promtool() -> str:

@@ -26,7 +26,8 @@ from argos.export.prometheus import (
 from argos.export.promql import duration, number, parse_duration
 from argos.export.recognise import NotTemplate, Recognised, recognise
 from argos.rules.artifacts import RuleSource, load_ruleset, write_ruleset
-from argos.rules.templates import Gate, RuleSpec, render
+from argos.rules.grammar import Gate, RuleSpec
+from argos.rules.templates import render
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "rules"

@@ -533,7 +533,8 @@ def test_post_processing_streamed_in_any_chunks_equals_batch(
 def _template_ruleset(folder: Path) -> Path:
     """Every builtin template family that claims a finite lookback, at thresholds that fire on
     real data."""
-    from argos.rules.templates import RuleSpec, Structure, render
+    from argos.rules.grammar import RuleSpec, Structure
+    from argos.rules.templates import render
 
     def spec(t: str, sc: str, params: dict[str, float], thr: float, d: str = "both") -> RuleSpec:
         return RuleSpec(Structure(t, sc, tuple(params.items()), d, 1), thr)  # type: ignore[arg-type]

@@ -35,7 +35,8 @@ from argos.online.streams import (
     read_alerts,
 )
 from argos.rules.artifacts import RuleSource, write_ruleset
-from argos.rules.templates import RuleSpec, Structure, render
+from argos.rules.grammar import RuleSpec, Structure
+from argos.rules.templates import render
 
 redis = pytest.importorskip("redis")
 

@@ -4,22 +4,33 @@ are causal; the helper statistics give the numbers their docstrings promise."""
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
+from argos.data.series import Dataset
 from argos.rules.contract import check_rule
-from argos.rules.templates import (
+from argos.rules.grammar import (
+    DIRECTIONS,
     SCORERS,
     TRANSFORMS,
+    Direction,
     Gate,
     RuleSpec,
     Structure,
+)
+from argos.rules.templates import (
     apply_cooldown,
     compile_score,
     directional,
     load_rule,
     render,
+    score_source,
 )
 
 PARAMS_FOR = {
@@ -82,6 +93,73 @@ def test_rendered_rule_passes_gate_and_equals_search_scores(st: Structure) -> No
     # causal: labels of a prefix equal the prefix of the labels
     for cut in (50, 333, 1111):
         np.testing.assert_array_equal(detect(values[:cut], ts[:cut], params), labels[:cut])
+
+
+def _streamed(st: Structure, lookback: int, ends: np.ndarray) -> np.ndarray:
+    """The directional score at each end, computed from the ``lookback`` points ending there."""
+    values, ts = _series()
+    fn = compile_score(st.transform, st.scorer)
+    return np.asarray(
+        [
+            directional(
+                fn(values[e - lookback + 1 : e + 1], ts[e - lookback + 1 : e + 1], st.param_dict),
+                st.direction,
+                st.persistence,
+            )[-1]
+            for e in ends
+        ]
+    )
+
+
+@pytest.mark.parametrize("st", _all_structures(), ids=lambda s: s.name)
+def test_every_template_labels_a_point_from_its_lookback_alone(st: Structure) -> None:
+    """Bounded memory: the score at t computed from the LOOKBACK points ending at t alone is the
+    batch score at t, bit for bit (so the online detector's stream labels as the batch does; a
+    run length, which grows without bound, gives the same labels); an unbounded recursion (the
+    CUSUM over the whole history) fails this."""
+    values, ts = _series()
+    batch = directional(
+        compile_score(st.transform, st.scorer)(values, ts, st.param_dict),
+        st.direction,
+        st.persistence,
+    )
+    if st.scorer != "flat":
+        lookback = RuleSpec(st, 1.0).lookback()
+        ends = np.unique(np.linspace(lookback - 1, len(values) - 1, 25).astype(int))
+        ends = np.union1d(ends, [700, 1010, 1029, 1200, 1230, 1259, 1300])
+        np.testing.assert_array_equal(_streamed(st, lookback, ends), batch[ends])
+        return
+    for thr in (2.0, 5.0, 20.0):
+        lookback = RuleSpec(st, thr).lookback()
+        ends = np.arange(lookback - 1, len(values))
+        np.testing.assert_array_equal(_streamed(st, lookback, ends) >= thr, batch[ends] >= thr)
+
+
+def _classic_cusum(z: np.ndarray, horizon: int) -> np.ndarray:
+    """max(0, largest sum of the last 1..horizon values), by brute force."""
+    out = np.full(len(z), np.nan)
+    for t in range(horizon - 1, len(z)):
+        sums = [z[t - m + 1 : t + 1].sum() for m in range(1, horizon + 1)]
+        out[t] = max(0.0, max(sums))
+    return out
+
+
+@pytest.mark.parametrize("horizon", [1, 2, 3, 5, 8, 13, 30])
+def test_window_cusum_is_the_cusum_restarted_at_most_horizon_points_back(horizon: int) -> None:
+    ns: dict[str, Any] = {"np": np}
+    exec(compile(score_source("value", "cusum"), "<cusum>", "exec"), ns)
+    z = np.random.default_rng(horizon).normal(0.2, 1.0, 300)
+    got = ns["window_cusum"](z, horizon)
+    np.testing.assert_allclose(got, _classic_cusum(z, horizon), rtol=1e-12, atol=1e-12)
+    # the classic recursion from the start of the series, where it restarted within the horizon
+    hi, classic = 0.0, []
+    for zi in z:
+        hi = max(0.0, hi + zi)
+        classic.append(hi)
+    zero = np.flatnonzero(np.asarray(classic) == 0.0)
+    for t in range(horizon, len(z)):
+        if zero.size and t - zero[zero <= t].max() < horizon:
+            assert got[t] == pytest.approx(classic[t], abs=1e-9)
 
 
 def test_docstring_states_normal_and_abnormal_with_fitted_numbers() -> None:
@@ -323,3 +401,180 @@ def test_and_composition_renders_both_conditions_at_the_same_point(
     np.testing.assert_array_equal(labels, apply_cooldown(both, 3))
     for cut in (50, 333, 1111):
         np.testing.assert_array_equal(detect(values[:cut], ts[:cut], params), labels[:cut])
+
+
+# --------------------------------------------------------------------------------------------------
+# The robust z-score's rolling median/MAD: exactly what np.median gave over each window (the
+# O(width) implementation the template had until the sorted-window one, kept here as the reference).
+# --------------------------------------------------------------------------------------------------
+
+
+def reference_past_median_mad(x: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The template's former ``past_median_mad``: np.median over every window, O(width) a point."""
+    n = len(x)
+    med = np.full(n, np.nan)
+    mad = np.full(n, np.nan)
+    if n <= width:
+        return med, mad
+    windows = np.lib.stride_tricks.sliding_window_view(x[:-1], width)
+    for a in range(0, len(windows), 20000):
+        block = windows[a : a + 20000]
+        m = np.median(block, axis=1)
+        med[width + a : width + a + len(block)] = m
+        mad[width + a : width + a + len(block)] = np.median(np.abs(block - m[:, None]), axis=1)
+    return med, mad
+
+
+def reference_robust_z(x: np.ndarray, width: int, min_scale: float) -> np.ndarray:
+    """The robust z-score as the template computes it, on the reference median/MAD."""
+    median, mad = reference_past_median_mad(x, width)
+    spread = np.maximum(1.4826 * mad, min_scale)
+    return np.asarray((x - median) / np.maximum(spread, 1e-9 * (1.0 + np.abs(median))))
+
+
+def template_past_median_mad() -> Any:
+    """The ``past_median_mad`` helper exactly as rendered into rules."""
+    ns: dict[str, Any] = {"np": np}
+    exec(compile(score_source("value", "robust_z"), "<robust_z>", "exec"), ns)
+    return ns["past_median_mad"]
+
+
+_VALUES = hst.sampled_from([0.0, -0.0, 1.0, 1.5, 2.0, -3.0, 1e-300, 7.25e12, 0.1, 0.2, 0.3])
+
+
+@hst.composite
+def _median_case(draw: hst.DrawFn) -> tuple[np.ndarray, int]:
+    """A short series over a few values (ties, constant runs, signed zeros), sometimes with NaN or
+    infinities, and a width; long enough for the sorted-window path more often than not."""
+    width = draw(hst.integers(1, 12))
+    n = draw(hst.integers(1, 10 * width + 30))
+    kind = draw(hst.sampled_from(["few", "walk", "constant", "nonfinite"]))
+    if kind == "walk":
+        steps = draw(hst.lists(hst.integers(-2, 2), min_size=n, max_size=n))
+        x = np.cumsum(np.asarray(steps, dtype=float)) * 0.1
+    elif kind == "constant":
+        x = np.full(n, draw(_VALUES))
+        for i in draw(hst.lists(hst.integers(0, n - 1), max_size=3)):
+            x[i] = draw(_VALUES)
+    else:
+        x = np.asarray(draw(hst.lists(_VALUES, min_size=n, max_size=n)))
+        if kind == "nonfinite":
+            for i in draw(hst.lists(hst.integers(0, n - 1), min_size=1, max_size=4)):
+                x[i] = draw(hst.sampled_from([np.nan, np.inf, -np.inf]))
+    return x, width
+
+
+@settings(max_examples=400, deadline=None)
+@given(_median_case())
+def test_rolling_median_mad_equals_numpy_median_of_every_window(
+    case: tuple[np.ndarray, int],
+) -> None:
+    x, width = case
+    with np.errstate(all="ignore"):
+        want = reference_past_median_mad(x, width)
+        got = template_past_median_mad()(x, width)
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(g, w)  # NaN where NaN; -0.0 == 0.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    _median_case(),
+    hst.sampled_from([0.0, 1e-6, 0.1, 1.0]),
+    hst.sampled_from(DIRECTIONS),
+    hst.integers(1, 3),
+    hst.floats(0.5, 8.0),
+)
+def test_robust_z_rule_labels_equal_the_reference_labels(
+    case: tuple[np.ndarray, int], min_scale: float, direction: Direction, k: int, thr: float
+) -> None:
+    """The rendered rule's labels (persistence, direction, the min_scale floor) are those of the
+    reference robust z-score, point for point."""
+    x, width = case
+    ts = np.arange(len(x), dtype=np.int64)
+    params_ = (("window", width), ("min_scale", min_scale))
+    shape = Structure("value", "robust_z", params_, direction, k)
+    detect, params = load_rule(render(RuleSpec(shape, thr)))
+    with np.errstate(all="ignore"):
+        want = directional(reference_robust_z(x, width, min_scale), direction, k) >= thr
+        got = detect(x, ts, params)
+        np.testing.assert_array_equal(
+            compile_score("value", "robust_z")(x, ts, shape.param_dict),
+            reference_robust_z(x, width, min_scale),
+        )
+    np.testing.assert_array_equal(got, want)
+
+
+def test_rolling_median_mad_is_exact_on_long_series_of_odd_and_even_widths() -> None:
+    """Several lanes of windows (the sorted-window path), both parities, a wide window (ranks
+    above 255), a level shift and a stuck stretch."""
+    values, _ = _series(3000)
+    values = np.round(values, 1)  # ties
+    fast = template_past_median_mad()
+    for width in (2, 3, 30, 31, 120, 129, 200):
+        for x in (values, np.concatenate(([0.0], np.diff(values)))):
+            for w, g in zip(reference_past_median_mad(x, width), fast(x, width), strict=True):
+                np.testing.assert_array_equal(g, w)
+
+
+REFERENCE_HELPER = """
+def past_median_mad(x, width):
+    n = len(x)
+    med = np.full(n, np.nan)
+    mad = np.full(n, np.nan)
+    if n <= width:
+        return med, mad
+    windows = np.lib.stride_tricks.sliding_window_view(x[:-1], width)
+    for a in range(0, len(windows), 20000):
+        block = windows[a : a + 20000]
+        m = np.median(block, axis=1)
+        med[width + a : width + a + len(block)] = m
+        mad[width + a : width + a + len(block)] = np.median(np.abs(block - m[:, None]), axis=1)
+    return med, mad
+"""
+"""The template's former median/MAD helper (np.median over every window), as rule source."""
+
+
+def _with_reference_median(code: str) -> str:
+    """A committed rule's source with its median/MAD helpers (the sorted-window ones, or the
+    former np.median one) replaced by :data:`REFERENCE_HELPER` (everything else as committed)."""
+    helpers = re.compile(
+        r"\n(def sorted_windows\(.*?\n        yield [^\n]*\n\n\n)?def past_median_mad\(.*?"
+        r"\n    return med, mad\n",
+        re.S,
+    )
+    assert helpers.search(code), "no median/MAD helper in the rule"
+    return helpers.sub(lambda _: REFERENCE_HELPER, code)
+
+
+def test_committed_kpi_robust_z_rules_label_real_series_as_np_median_does(
+    kpi_dataset: Dataset,
+) -> None:
+    """Every committed KPI rule with a robust z-score, run on its own real series as committed and
+    with the np.median helper in place of its median/MAD helpers: the same labels."""
+    root = Path(__file__).resolve().parents[2] / "rules" / "kpi"
+    series = {s.id: s for s in kpi_dataset.series}
+    checked = 0
+    for path in sorted(root.glob("*/*.py")):
+        code = path.read_text()
+        if "def past_median_mad(" not in code or path.parent.name not in series:
+            continue
+        s = series[path.parent.name]
+        detect, params = load_rule(code)
+        reference, _ = load_rule(_with_reference_median(code))
+        np.testing.assert_array_equal(
+            detect(s.values, s.timestamps, params), reference(s.values, s.timestamps, params)
+        )
+        checked += 1
+    assert checked >= 6
+
+
+def test_the_reference_substitution_replaces_the_sorted_window_helpers() -> None:
+    spec = RuleSpec(Structure("value", "robust_z", (("window", 30), ("min_scale", 0.1)), "up"), 4)
+    code = _with_reference_median(render(spec))
+    assert "sorted_windows" not in code and "np.median(block, axis=1)" in code
+    values, ts = _series()
+    detect, params = load_rule(code)
+    np.testing.assert_array_equal(
+        detect(values, ts, params), load_rule(render(spec))[0](values, ts, params)
+    )

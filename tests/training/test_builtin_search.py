@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from argos.metrics import event_pa
+from argos.rules.grammar import Direction, RuleSpec, Structure
 from argos.rules.templates import apply_cooldown, compile_score, directional, load_rule, render
 from argos.training.builtin.compose import flags_of
 from argos.training.builtin.config import SearchConfig
-from argos.training.builtin.search import search
+from argos.training.builtin.search import reachable_rules, search
 from argos.training.builtin.shapes import (
     FitSeries,
     Triple,
@@ -643,3 +644,29 @@ def test_and_composition_gates_a_rule_when_it_raises_the_selection() -> None:
     # few labeled events: no AND (two conditions fit on one or two events overfit)
     one = replace(fs, labels=fs.labels & (np.arange(len(fs.values)) < 400))
     assert all(r.gate is None for r in search([one]).rules)
+
+
+def _shape(transform: str, scorer: str, direction: Direction, **params: float) -> Structure:
+    return Structure(transform, scorer, tuple(params.items()), direction, 1)
+
+
+def test_the_search_narrows_and_drops_with_a_note_only_for_a_nonnegative_metric() -> None:
+    rng = np.random.default_rng(4)
+    v = rng.poisson(20, 2000).astype(float)
+    ts = np.arange(2000, dtype=np.int64)
+    series = [FitSeries("s", v, ts, np.zeros(len(v), bool), 1500)]
+    rules = [
+        RuleSpec(_shape("value", "relative", "both", window=10), 4.618),
+        RuleSpec(_shape("value", "relative", "down", window=10), 4.618),
+        RuleSpec(_shape("value", "zscore", "both", window=30), 4.0),
+    ]
+    kept, notes = reachable_rules(series, rules)
+    assert [r.name for r in kept] == ["relative_value_w10_up", "zscore_value_w30_both"]
+    assert notes == [
+        "narrowed relative_value_w10_both to relative_value_w10_up: the other side cannot reach "
+        "its threshold for a metric that never went below zero",
+        "dropped relative_value_w10_down: no value of a metric that never went below zero can "
+        "reach its threshold",
+    ]
+    signed = [FitSeries("s", v - 30.0, ts, np.zeros(len(v), bool), 1500)]
+    assert reachable_rules(signed, rules) == (rules, [])

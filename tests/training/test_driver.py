@@ -129,6 +129,43 @@ def test_verification_reports_broken_and_mismatching_rules() -> None:
     assert problem_text(problems[1]).startswith("crashing: sandbox runtime_error")
 
 
+def test_verification_refuses_a_trusted_rule_whose_label_needs_more_than_lookback() -> None:
+    """A rule whose score runs over the whole history (here: the classic, unbounded CUSUM
+    recursion the template had) is reported, so the builtin generator never exports a set the
+    detector refuses as not stream-exact."""
+    from argos.sandbox.pool import Sandbox
+
+    ds = _dataset()
+    fi = fit_inputs([ds.get("a")], ds.split)
+    history = join_history(fi.train, fi.validation)
+    unbounded = """\"\"\"global_cusum: the cumulative sum of the whole history.
+
+Normal: The running sum stays below 5.
+Abnormal: The running sum of the value minus 20 reaches 5.
+\"\"\"
+import numpy as np
+
+PARAMS = {"threshold": 5.0}
+LOOKBACK = 30
+
+
+def detect(values, timestamps, params=PARAMS):
+    hi, out = 0.0, np.zeros(len(values), dtype=bool)
+    for i, v in enumerate(np.asarray(values, dtype=float).tolist()):
+        hi = max(0.0, hi + v - 20.5)
+        out[i] = hi >= params["threshold"]
+    return out
+"""
+    rule = GeneratedRule("global_cusum", unbounded, {"threshold": 5.0})
+    with Sandbox(workers=1) as sb:
+        problems = verify_rules([rule], history, sb)
+        assert verify_rules([rule], history, sb, trusted=False) == []
+    assert [(p.rule_id, p.message.split(":")[0]) for p in problems] == [
+        ("global_cusum", "not stream-exact")
+    ]
+    assert "LOOKBACK=30" in problems[0].message
+
+
 def test_builtin_method_is_catalogued_and_detects_through_the_sandbox() -> None:
     method = get_method("argos-builtin").build(seed=0)
     assert isinstance(method, BuiltinMethod)

@@ -44,7 +44,8 @@ from argos.llm.usage import (
     Price,
     UsageLedger,
 )
-from argos.rules.templates import RuleSpec, render
+from argos.rules.grammar import RuleSpec
+from argos.rules.templates import render
 from argos.sandbox.pool import Sandbox
 from argos.training.agents.context import GenerationRequest, TrainingContext
 from argos.training.agents.graph import build_graph

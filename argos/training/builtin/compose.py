@@ -18,7 +18,8 @@ from dataclasses import replace
 import numpy as np
 
 from argos._types import BoolArray, FloatArray
-from argos.rules.templates import Gate, RuleSpec, Structure, compile_score, directional
+from argos.rules.grammar import Gate, RuleSpec, Structure
+from argos.rules.templates import compile_score, directional
 from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.shapes import (
     Z_SCORERS,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from argos.rules.templates import Direction
+from argos.rules.grammar import Direction
 from argos.training.builtin.shapes import SIMPLE_SCORERS, Candidate, FitSeries, Triple
 from argos.training.builtin.sweep import MarginFn, std_margin
 

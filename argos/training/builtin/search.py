@@ -2,7 +2,7 @@
 
 For one training unit (a series, or all series of a partition) the search:
 
-1. proposes structures from :mod:`argos.rules.templates` sized to the data (windows scaled to the
+1. proposes structures from :mod:`argos.rules.grammar` sized to the data (windows scaled to the
    series length, the seasonal period from the timestamps or the autocorrelation of the train
    values);
 2. computes each (transform, scorer, params) score ONCE over train + validation (causal, so the
@@ -21,7 +21,10 @@ For one training unit (a series, or all series of a partition) the search:
    more than ``max_duty`` of the normal points;
 5. re-fits the chosen thresholds on train + validation (never test: the search never receives test
    labels) and places each threshold inside the gap below the optimal event maximum (a quarter of
-   the way down by default), so it is not sitting on a training point.
+   the way down by default), so it is not sitting on a training point;
+6. narrows each rule to the side(s) whose score can reach its threshold and drops a rule that
+   cannot fire at all (:func:`reachable_rules`, :mod:`argos.rules.reach`): neither changes a
+   label, and the exported text never describes an event that cannot happen.
 
 Deterministic: no randomness is used except the optional ``trials`` subsampling, seeded.
 
@@ -40,14 +43,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from argos._types import ProgressFn
-from argos.rules.templates import (
-    SCORERS,
-    Direction,
-    RuleSpec,
-    Structure,
-    compile_score,
-    directional,
-)
+from argos.rules.grammar import SCORERS, Direction, RuleSpec, Structure
+from argos.rules.reach import reachable
+from argos.rules.templates import compile_score, directional
 from argos.training.builtin.compose import (
     add_gates,
     compose_or,
@@ -93,8 +91,51 @@ def search(
     progress: ProgressFn | None = None,
 ) -> SearchResult:
     """Search the grammar for the best OR-set of rules for one training unit (see module doc;
-    ``config`` defaults to :class:`SearchConfig`'s defaults)."""
-    config = config or SearchConfig()
+    ``config`` defaults to :class:`SearchConfig`'s defaults), each rule narrowed to the
+    thresholds its score can reach (:func:`reachable_rules`)."""
+    result = _search(series, config or SearchConfig(), progress)
+    rules, notes = reachable_rules(series, result.rules)
+    return replace(result, rules=rules, notes=[*result.notes, *notes])
+
+
+def nonnegative_metric(series: Sequence[FitSeries]) -> bool:
+    """Whether the unit's metric never went below zero in its fitting history (train and
+    validation of every series): then it is taken as a nonnegative metric (see
+    :mod:`argos.rules.reach`)."""
+    for fs in series:
+        v = fs.values[np.isfinite(fs.values)]
+        if len(v) and float(v.min()) < 0:
+            return False
+    return True
+
+
+def reachable_rules(
+    series: Sequence[FitSeries], rules: Sequence[RuleSpec]
+) -> tuple[list[RuleSpec], list[str]]:
+    """The rules narrowed to the sides that can reach their thresholds, without the rules that
+    cannot fire at all (:func:`argos.rules.reach.reachable`: neither changes a label), and a note
+    for each change."""
+    nonnegative = nonnegative_metric(series)
+    domain = "a metric that never went below zero" if nonnegative else "this metric"
+    out: list[RuleSpec] = []
+    notes: list[str] = []
+    for r in rules:
+        kept = reachable(r, nonnegative)
+        if kept is None:
+            notes.append(f"dropped {r.name}: no value of {domain} can reach its threshold")
+        else:
+            if kept.name != r.name:
+                notes.append(
+                    f"narrowed {r.name} to {kept.name}: the other side cannot reach its "
+                    f"threshold for {domain}"
+                )
+            out.append(kept)
+    return out, notes
+
+
+def _search(
+    series: Sequence[FitSeries], config: SearchConfig, progress: ProgressFn | None
+) -> SearchResult:
     if not series:
         raise ValueError("search needs at least one series")
     train_parts = [part_of(fs.labels, 0, fs.val_start) for fs in series]

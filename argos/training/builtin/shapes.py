@@ -2,7 +2,7 @@
 structures proposed for them.
 
 :func:`propose_structures` sizes the (transform, scorer, params) triples of
-:mod:`argos.rules.templates` to the unit: windows scaled to the shortest train part, the seasonal
+:mod:`argos.rules.grammar` to the unit: windows scaled to the shortest train part, the seasonal
 period from the timestamps or the autocorrelation of the train values (:func:`estimate_period`),
 a week from real timestamps (:func:`weekly_period`), robust z-scores floored at the data's
 resolution (:func:`data_resolution`). A :class:`Candidate` is one such structure with its threshold
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from argos._types import BoolArray, FloatArray, IntArray
-from argos.rules.templates import Structure
+from argos.rules.grammar import Structure
 
 SIMPLE_SCORERS = ("band", "static", "zscore", "robust_z")
 Z_SCORERS = ("zscore", "robust_z")  # thresholds in deviations, capped by SearchConfig.max_z

@@ -1,10 +1,10 @@
 """spectral_value_w96_up_k3_and_zscore_diff_w1440_both: spectral-residual saliency of the value,
 upward, AND rolling z-score of the first difference, both directions.
 
-Normal: The spectral-residual saliency of the value over the last 96 points stays below 3.523
-    times the window's mean saliency, or the change from the previous point stays within 3.953
-    standard deviations of its mean over the previous 1440 points.
-Abnormal: The value is salient: its spectral-residual saliency is more than 3.523 times the mean
+Normal: The spectral-residual saliency of the value stays below 4.523 times the mean saliency of
+    the last 96 points, or the change from the previous point stays within 3.953 standard
+    deviations of its mean over the previous 1440 points.
+Abnormal: The value is salient: its spectral-residual saliency is at least 4.523 times the mean
     saliency of the last 96 points, for 3 consecutive points, and at the same point the change
     from the previous point is more than 3.953 standard deviations above or below the mean of
     the previous 1440 points; it alarms once per burst: only when the condition was off for the
@@ -15,7 +15,7 @@ import numpy as np
 
 PARAMS = {
     "window": 96,
-    "threshold": 3.523316533367184,
+    "threshold": 3.5233165333671845,
     "persistence": 3,
     "cooldown": 239,
     "gate_window": 1440,

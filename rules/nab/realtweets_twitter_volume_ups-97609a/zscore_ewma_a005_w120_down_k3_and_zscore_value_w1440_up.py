@@ -19,7 +19,7 @@ import numpy as np
 PARAMS = {
     "alpha": 0.05,
     "window": 120,
-    "threshold": 1.2883457409998098,
+    "threshold": 1.2883457409998096,
     "persistence": 3,
     "cooldown": 158,
     "gate_window": 1440,
