@@ -32,6 +32,15 @@ Semantics (see ``docs/detector.md``):
   points separated by at most that many normal points belong to the same incident).
 * **Explanations.** Every anomalous point names the rules that fired and each rule's stated
   abnormal condition (the ``Abnormal:`` part of its docstring).
+* **Fresh processes for the checks.** With isolated workers the batch references of both checks
+  run in a second engine, started beside the serving one and closed after the checks: a rule
+  that remembers labels across calls (a cache keyed by timestamps) cannot replay its batch
+  answers in the streamed run. Each rule runs in its own process (:mod:`argos.sandbox.workers`).
+* **Alarm-rate guard.** A rule whose alarm rate over a window of streamed points jumps far above
+  its rate on the verification sample (an alert storm: e.g. a rule that behaved at load and turns
+  hostile later) is quarantined (:class:`AlarmRateGuard`): its labels are ``False`` until the
+  rule set is reloaded, and :meth:`Detector.describe` and the service's metrics say so. Rules
+  the engine quarantined for their time budget are reported the same way.
 
 Rule sets are read and verified by :mod:`argos.online.rulesets`.
 """
@@ -44,6 +53,7 @@ import math
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -55,10 +65,11 @@ from argos.data.series import Series
 from argos.online.postprocess import PostProcessing, PostState, SeriesState, post_process
 from argos.online.rulesets import LoadedRuleSet, load_rules
 from argos.rules.artifacts import Role, RuleSetError
-from argos.sandbox.kernel import EngineResult, InProcessEngine, RuleEngine, RuleError
+from argos.sandbox.kernel import EngineResult, InProcessEngine, RuleCode, RuleEngine, RuleError
 from argos.sandbox.workers import WorkerEngine, WorkerLimits
 
 __all__ = [
+    "AlarmRateGuard",
     "BatchDetection",
     "Detector",
     "Point",
@@ -158,6 +169,30 @@ class BatchDetection:
 
 
 @dataclass(frozen=True)
+class AlarmRateGuard:
+    """When a rule's alarm rate counts as an alert storm (then the rule is quarantined).
+
+    Streamed points of the set are counted in windows of ``window`` points (all series
+    together); at the end of a window, a rule that fired on more than
+    ``min(ceiling, max(floor, factor * baseline))`` of them is quarantined, where ``baseline``
+    is its alarm rate on the verification sample at load time (0 when the set was not
+    verified). Defaults: 2,000 points, 20x, at least 20%, at most 90%: a rule that fired on 1%
+    of the sample is stopped above 20% of the stream, one that fired on 3% above 60%. Batch
+    requests (``detect_arrays``) are not counted. An operator releases a quarantined rule by
+    reloading its set (``POST /v1/rulesets/reload?force=true``, or restarting the process).
+    """
+
+    window: int = 2000
+    factor: float = 20.0
+    floor: float = 0.2
+    ceiling: float = 0.9
+
+    def threshold(self, baseline: float) -> float:
+        """The alarm rate above which a rule with this verification rate is quarantined."""
+        return min(self.ceiling, max(self.floor, self.factor * baseline))
+
+
+@dataclass(frozen=True)
 class StreamExactness:
     """Result of the finite-lookback check of one rule."""
 
@@ -210,6 +245,36 @@ def _chunk_sizes(n: int, seed: int = 11) -> list[int]:
     return sizes
 
 
+def _start_engines(
+    codes: Sequence[RuleCode],
+    isolation: Literal["worker", "inprocess"],
+    workers: int,
+    limits: WorkerLimits | None,
+    verify: bool,
+) -> tuple[RuleEngine, RuleEngine | None]:
+    """The serving engine and, with ``verify``, a reference engine of fresh processes for the
+    checks (both started at once)."""
+    if isolation == "inprocess":
+        return InProcessEngine(codes), InProcessEngine(codes) if verify else None
+    if not verify:
+        return WorkerEngine(codes, workers=workers, limits=limits), None
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        serving = pool.submit(WorkerEngine, codes, workers=workers, limits=limits)
+        reference = pool.submit(WorkerEngine, codes, workers=1, limits=limits)
+        engines: list[RuleEngine] = []
+        failure: BaseException | None = None
+        for fut in (serving, reference):
+            try:
+                engines.append(fut.result())
+            except BaseException as exc:  # close what did start, then raise the first failure
+                failure = failure or exc
+    if failure is not None:
+        for e in engines:
+            e.close()
+        raise failure
+    return engines[0], engines[1]
+
+
 def combine(
     rule_labels: BoolArray,
     roles: Sequence[Role],
@@ -250,6 +315,29 @@ class Detector:
         verify: bool = True,
         strict: bool = True,
         key: str = "",
+        reference: RuleEngine | None = None,
+        guard: AlarmRateGuard | None = None,
+    ) -> None:
+        self._reference: RuleEngine | None = reference
+        try:
+            self._setup(ruleset, engine, post, key, guard)
+            if verify:
+                self._verify(strict)
+        except BaseException:
+            engine.close()
+            raise
+        finally:
+            if reference is not None:
+                reference.close()
+            self._reference = None
+
+    def _setup(
+        self,
+        ruleset: LoadedRuleSet,
+        engine: RuleEngine,
+        post: PostProcessing | None,
+        key: str,
+        guard: AlarmRateGuard | None,
     ) -> None:
         self.ruleset = ruleset
         self.key = key or Path(ruleset.directory).name
@@ -257,7 +345,6 @@ class Detector:
         self.engine = engine
         self.post = post or PostProcessing()
         if engine.load_errors:
-            engine.close()
             detail = "; ".join(f"{k}: {v}" for k, v in engine.load_errors.items())
             raise RuleSetError(f"{ruleset.directory}: rules failed to load: {detail}")
         self.rule_ids = engine.rule_ids
@@ -272,27 +359,33 @@ class Detector:
         self.rule_fired: Counter[str] = Counter()
         self.last_errors: dict[str, str] = {}
         self.exactness: dict[str, StreamExactness] = {}
-        if verify:
-            self.exactness = self.check_stream_exact()
-            bad = [e for e in self.exactness.values() if not e.exact]
-            if bad and strict:
-                engine.close()
-                raise RuleSetError(
-                    "rules are not stream-exact (label depends on more than LOOKBACK points): "
-                    + "; ".join(f"{e.rule_id}: {e.detail}" for e in bad)
-                )
-            for e in bad:
-                log.warning(
-                    "NOT CAUSAL, running anyway (strict=False): rule %s is not stream-exact: %s",
-                    e.rule_id,
-                    e.detail,
-                )
-            exact = [e.rule_id for e in self.exactness.values() if e.exact]
-            packable = self.check_packing(exact) if exact else set()
-            self.engine.set_packed(sorted(packable))
-            for rid in packable:
-                e = self.exactness[rid]
-                self.exactness[rid] = StreamExactness(rid, e.exact, e.detail, packed=True)
+        self.guard = guard if guard is not None else AlarmRateGuard()
+        self.baseline: dict[str, float] = {}
+        """Each rule's alarm rate on the verification sample (the guard's reference)."""
+        self._window_points = 0
+        self._window_alarms = np.zeros(len(self.rule_ids), dtype=np.int64)
+
+    def _verify(self, strict: bool) -> None:
+        """The load-time checks: stream-exactness (refuse or warn), then packing."""
+        self.exactness = self.check_stream_exact()
+        bad = [e for e in self.exactness.values() if not e.exact]
+        if bad and strict:
+            raise RuleSetError(
+                "rules are not stream-exact (label depends on more than LOOKBACK points): "
+                + "; ".join(f"{e.rule_id}: {e.detail}" for e in bad)
+            )
+        for e in bad:
+            log.warning(
+                "NOT CAUSAL, running anyway (strict=False): rule %s is not stream-exact: %s",
+                e.rule_id,
+                e.detail,
+            )
+        exact = [e.rule_id for e in self.exactness.values() if e.exact]
+        packable = self.check_packing(exact) if exact else set()
+        self.engine.set_packed(sorted(packable))
+        for rid in packable:
+            e = self.exactness[rid]
+            self.exactness[rid] = StreamExactness(rid, e.exact, e.detail, packed=True)
 
     @classmethod
     def open(
@@ -306,23 +399,31 @@ class Detector:
         verify: bool = True,
         strict: bool = True,
         key: str = "",
+        guard: AlarmRateGuard | None = None,
     ) -> Detector:
         """Load a rule-set folder and start its engine.
 
-        ``isolation="worker"`` (default) runs the rules in locked-down worker processes;
-        ``"inprocess"`` runs them in this process and is for trusted rules only. ``key`` names
-        the set in results (default: the folder's name).
+        ``isolation="worker"`` (default) runs the rules in locked-down worker processes (one
+        per rule); ``"inprocess"`` runs them in this process and is for trusted rules only.
+        With ``verify``, a second engine of fresh processes is started beside the serving one
+        for the checks' batch references, and closed after them. ``key`` names the set in
+        results (default: the folder's name).
         """
         rs = load_rules(directory)
         codes = [r.to_code() for r in rs.rules]
-        engine: RuleEngine
-        if isolation == "worker":
-            engine = WorkerEngine(codes, workers=workers, limits=limits)
-        elif isolation == "inprocess":
-            engine = InProcessEngine(codes)
-        else:
+        if isolation not in ("worker", "inprocess"):
             raise ValueError(f"isolation must be 'worker' or 'inprocess', not {isolation!r}")
-        return cls(rs, engine, post=post, verify=verify, strict=strict, key=key)
+        engine, reference = _start_engines(codes, isolation, workers, limits, verify)
+        return cls(
+            rs,
+            engine,
+            post=post,
+            verify=verify,
+            strict=strict,
+            key=key,
+            reference=reference,
+            guard=guard,
+        )
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -335,7 +436,10 @@ class Detector:
         out = self.ruleset.summary()
         out["isolation"] = self.engine.isolation
         out["post_processing"] = self.post.model_dump()
+        quarantined = self.engine.quarantined
+        out["quarantined"] = dict(quarantined)
         for r in out["rules"]:
+            r["quarantined"] = quarantined.get(r["id"])
             e = self.exactness.get(r["id"])
             r["stream_exact"] = None if e is None else e.exact
             r["packed"] = False if e is None else e.packed
@@ -349,12 +453,19 @@ class Detector:
     ) -> dict[str, StreamExactness]:
         """Stream a sample in irregular micro-batches and compare with one batch run, per rule.
 
-        Uses :func:`verification_sample` unless a sample is given. The check runs through the
-        same engine (isolated), on a private series id that is forgotten afterwards.
+        Uses :func:`verification_sample` unless a sample is given. The streamed run goes
+        through the serving engine on a private series id that is forgotten afterwards; the
+        batch run through the reference engine of fresh processes when there is one (so no rule
+        process has seen the batch answers before it is streamed). The batch run's alarm rates
+        are the alarm-rate guard's baselines.
         """
         if timestamps is None or values is None:
             timestamps, values = verification_sample()
-        full = self.engine.batch([(timestamps, values)])
+        full = (self._reference or self.engine).batch([(timestamps, values)])
+        self.baseline = {
+            rid: float(full.labels[0][r].mean()) if len(values) else 0.0
+            for r, rid in enumerate(self.rule_ids)
+        }
         streamed: list[BoolArray] = []
         errors: dict[str, str] = {e.rule_id: e.message for e in full.errors}
         a = 0
@@ -409,7 +520,8 @@ class Detector:
         v3 = v3 * 0.01
         samples = {"a": (t1, v1, 0), "b": (t2, v2, 0), "c": (t3, v3, 20)}
         names = {k: f"{VERIFY_SERIES}/{k}" for k in samples}
-        expected = {k: self.engine.batch([(t, v)]).labels[0] for k, (t, v, _) in samples.items()}
+        ref = self._reference or self.engine
+        expected = {k: ref.batch([(t, v)]).labels[0] for k, (t, v, _) in samples.items()}
         got: dict[str, list[BoolArray]] = {k: [] for k in samples}
         pos = {k: 0 for k in samples}
         rng = np.random.default_rng(5)
@@ -613,7 +725,32 @@ class Detector:
         self.counters["points"] += n
         self.counters["anomalies"] += n_anomalies
         self.counters["alerts"] += n_alerts
+        self._watch_alarm_rate(labels)
         return [r for r in results if r is not None]
+
+    def _watch_alarm_rate(self, labels: BoolArray) -> None:
+        """Count the rules' alarms in the current window; at its end, quarantine the rules in
+        an alert storm (:class:`AlarmRateGuard`)."""
+        if labels.shape[0] != len(self._window_alarms) or not labels.shape[1]:
+            return
+        self._window_points += labels.shape[1]
+        if labels.any():
+            self._window_alarms += labels.sum(axis=1)
+        if self._window_points < self.guard.window:
+            return
+        n, alarms = self._window_points, self._window_alarms
+        self._window_points, self._window_alarms = 0, np.zeros_like(alarms)
+        for r, rid in enumerate(self.rule_ids):
+            rate, base = alarms[r] / n, self.baseline.get(rid, 0.0)
+            limit = self.guard.threshold(base)
+            if rate > limit and rid not in self.engine.quarantined:
+                reason = (
+                    f"alert storm: fired on {rate:.0%} of the last {n} streamed points (on the "
+                    f"verification sample: {base:.1%}; limit {limit:.0%}); quarantined until "
+                    "the rule set is reloaded"
+                )
+                self.engine.quarantine(rid, reason)
+                log.warning("rule set %s: rule %s: %s", self.key, rid, reason)
 
     def push_arrays(
         self, series: str, timestamps: IntArray, values: FloatArray
@@ -713,6 +850,7 @@ class Detector:
                 **{k: int(v) for k, v in self.counters.items()},
                 "rule_errors": dict(self.rule_errors),
                 "rule_fired": dict(self.rule_fired),
+                "quarantined": sorted(self.engine.quarantined),
             }
 
     def close(self) -> None:

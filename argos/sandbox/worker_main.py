@@ -13,9 +13,13 @@ Like a sandbox child, a locked-down worker can import nothing new: rules get the
 (it always was, by the module that held the worker before), so a rule that reaches for it meets
 the empty network namespace and seccomp, which the escape tests check, not an import error.
 
-Ops: ``load`` (first frame: the rules), ``push``, ``batch``, ``seed``, ``forget``, ``set_packed``,
-``stats``. Points travel as :func:`~argos.sandbox.process.pack_points` payloads; labels come back
-as one ``uint8[n_rules, total_points]`` payload.
+Ops: ``load`` (first frame: the rules; the engine sends one), ``push``, ``batch``, ``seed`` (many
+series), ``forget``, ``set_packed``, ``stats``. Points travel as
+:func:`~argos.sandbox.process.pack_points` payloads; labels come back as one ``uint8[n_rules,
+total_points]`` payload. Every reply echoes the request's ``id`` (the parent checks it: a frame
+the rule forged on the descriptor does not answer the request). A rule raising anything, even
+``KeyboardInterrupt`` or ``SystemExit``, is an error of that rule on that item
+(``contain_interrupts``); an exception escaping the kernel costs the request, not the worker.
 """
 
 from __future__ import annotations
@@ -78,8 +82,10 @@ def _handle(
     elif op == "batch":
         res = kernel.batch(unpack_points(payload, [int(n) for n in header["lengths"]]))
     elif op == "seed":
-        ((t, v),) = unpack_points(payload, [int(header["length"])])
-        kernel.seed(str(header["series"]), t, v)
+        names = [str(s) for s in header["series"]]
+        arrays = unpack_points(payload, [int(n) for n in header["lengths"]])
+        for s, (t, v) in zip(names, arrays, strict=True):
+            kernel.seed(s, t, v)
         return {"ok": True}, b""
     elif op == "forget":
         kernel.forget([str(s) for s in header["series"]])
@@ -118,7 +124,7 @@ def main() -> None:
         RuleCode(str(r["id"]), str(r["code"]), dict(r["params"]), int(r["lookback"]))
         for r in header["rules"]
     ]
-    kernel = RuleKernel(rules)
+    kernel = RuleKernel(rules, contain_interrupts=True)
     send_frame(
         fd,
         {
@@ -135,6 +141,7 @@ def main() -> None:
             os._exit(0)
         try:
             reply, blob = _handle(kernel, header, payload)
-        except Exception as exc:
+        except BaseException as exc:  # a rule raising anything costs this request, not the worker
             reply, blob = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}, b""
+        reply["id"] = header.get("id")
         send_frame(fd, reply, blob)
