@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import secrets
 import select
@@ -78,12 +79,7 @@ from argos.sandbox.process import (
     send_frame,
     unpack_frame,
 )
-from argos.sandbox.worker_main import (
-    ENV_ALLOW_UNCONFINED,
-    ENV_FD,
-    ENV_MEMORY_BYTES,
-    ENV_SCRATCH,
-)
+from argos.sandbox.worker_main import ENV_ALLOW_UNCONFINED, ENV_FD
 
 
 class RuleWorkerError(RuntimeError):
@@ -100,11 +96,9 @@ _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argos-rule-work
 _RESTARTER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argos-rule-worker-restart")
 
 
-def _worker_env(memory_bytes: int, fd: int, allow_unconfined: bool, scratch: str) -> dict[str, str]:
+def _zygote_env(fd: int, allow_unconfined: bool) -> dict[str, str]:
     extra = {
-        ENV_SCRATCH: scratch,
         ENV_FD: str(fd),
-        ENV_MEMORY_BYTES: str(memory_bytes),
         ENV_ALLOW_UNCONFINED: "1" if allow_unconfined else "0",
         # keep freed memory in the heap: otherwise every large temporary array of a rule is
         # mapped, page-faulted and unmapped again on each request (2-3x the compute time on big
@@ -113,6 +107,103 @@ def _worker_env(memory_bytes: int, fd: int, allow_unconfined: bool, scratch: str
         "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
     }
     return scrubbed_env(extra)
+
+
+class _Zygote:
+    """The rule-worker zygote (:func:`argos.sandbox.worker_main.zygote_main`): one interpreter
+    with numpy, started once per process (and per ``allow_unconfined``), that forks every rule
+    worker. Thread-safe; :func:`_zygote` replaces it when it died."""
+
+    def __init__(self, allow_unconfined: bool, start_seconds: float) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._ctl = parent
+        self._lock = threading.Lock()
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        boot = (
+            f"import sys; sys.path.insert(0, {root!r}); "
+            "from argos.sandbox.worker_main import zygote_main; zygote_main()"
+        )
+        try:
+            # -I: no user site, no PYTHONPATH, no cwd; spawned from one long-lived thread, so
+            # the zygote's parent-death signal fires only when this process ends
+            self.proc = _SPAWNER.submit(
+                subprocess.Popen,
+                [sys.executable, "-I", "-c", boot],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(child.fileno(),),
+                env=_zygote_env(child.fileno(), allow_unconfined),
+                cwd="/",
+            ).result()
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        reply = self._reply(time.monotonic() + start_seconds)
+        if not reply.get("ok"):
+            self.close()
+            raise RuleWorkerError(f"rule worker failed to start: {reply.get('error')}")
+        self.layers = {str(k): bool(v) for k, v in dict(reply["layers"]).items()}
+
+    def _reply(self, deadline: float) -> dict[str, Any]:
+        wait = deadline - time.monotonic()
+        if wait <= 0 or not select.select([self._ctl], [], [], wait)[0]:
+            self.close()
+            raise RuleWorkerError("the rule-worker zygote did not answer in time")
+        msg = self._ctl.recv(1 << 16)
+        if not msg:
+            self.close()
+            raise RuleWorkerError("the rule-worker zygote exited")
+        reply: dict[str, Any] = json.loads(msg)
+        return reply
+
+    @property
+    def alive(self) -> bool:
+        """Whether the zygote process still runs."""
+        return self.proc.poll() is None
+
+    def spawn(self, scratch: str, memory_bytes: int) -> tuple[int, socket.socket]:
+        """Fork a worker: its pid and the parent's end of its protocol socket."""
+        parent, child = socket.socketpair()
+        try:
+            with self._lock:
+                request = json.dumps({"scratch": scratch, "memory_bytes": memory_bytes})
+                socket.send_fds(self._ctl, [request.encode()], [child.fileno()])
+                reply = self._reply(time.monotonic() + 10.0)
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        if not reply.get("ok"):
+            parent.close()
+            raise RuleWorkerError(f"the zygote could not fork a worker: {reply.get('error')}")
+        return int(reply["pid"]), parent
+
+    def close(self) -> None:
+        """Stop the zygote (its children get their parent-death signal)."""
+        self._ctl.close()
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+
+_ZYGOTES: dict[bool, _Zygote] = {}
+_ZYGOTE_LOCK = threading.Lock()
+
+
+def _zygote(allow_unconfined: bool, start_seconds: float) -> _Zygote:
+    """The process's zygote for this ``allow_unconfined``, started (again) when needed."""
+    with _ZYGOTE_LOCK:
+        z = _ZYGOTES.get(allow_unconfined)
+        if z is None or not z.alive:
+            if z is not None:
+                z.close()
+            z = _ZYGOTES[allow_unconfined] = _Zygote(allow_unconfined, start_seconds)
+        return z
 
 
 @dataclass(frozen=True)
@@ -152,41 +243,29 @@ class _Worker:
         self.dead = False
         self.rule_id = rule.id
         self._nonce = 0
-        parent_sock, child_sock = socket.socketpair()
-        self._sock = parent_sock
-        self.fd = parent_sock.fileno()
-        child_fd = child_sock.fileno()
         self.scratch = tempfile.mkdtemp(prefix="argos-rule-worker-")
         os.chmod(self.scratch, 0o755)  # still enterable after the worker drops to nobody
-        env = _worker_env(
-            limits.memory_mb * 1024 * 1024, child_fd, limits.allow_unconfined, self.scratch
-        )
-        # -I: no user site, no PYTHONPATH, no cwd; the package's own location is put on the path
-        # explicitly so an uninstalled checkout works too
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        boot = (
-            f"import sys; sys.path.insert(0, {root!r}); "
-            "from argos.sandbox.worker_main import main; main()"
-        )
-        cmd = [sys.executable, "-I", "-c", boot]
+        self._pidfd = -1
         try:
-            self.proc = _SPAWNER.submit(
-                subprocess.Popen,
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(child_fd,),
-                env=env,
-                cwd="/",
-            ).result()
+            zygote = _zygote(limits.allow_unconfined, limits.start_seconds)
+            try:
+                self._pid, self._sock = zygote.spawn(self.scratch, limits.memory_mb << 20)
+            except RuleWorkerError:  # the zygote died under us: once more with a new one
+                zygote = _zygote(limits.allow_unconfined, limits.start_seconds)
+                self._pid, self._sock = zygote.spawn(self.scratch, limits.memory_mb << 20)
+            # a pidfd names this process even after the zygote reaped it: a kill never hits a
+            # process that reused the pid
+            try:
+                self._pidfd = os.pidfd_open(self._pid)
+            except ProcessLookupError:  # already gone (its first frame will say why)
+                self._pidfd = -1
+            except OSError:  # no pidfds on this kernel: kill by pid
+                self._pidfd = -2
         except BaseException:
-            parent_sock.close()
             with contextlib.suppress(OSError):
                 os.rmdir(self.scratch)
             raise
-        finally:
-            child_sock.close()
+        self.fd = self._sock.fileno()
         self._deadline = time.monotonic() + limits.start_seconds
         try:
             send_frame(self.fd, {"op": "load", "rules": [rule.to_json()]})
@@ -215,7 +294,7 @@ class _Worker:
     @property
     def pid(self) -> int:
         """The worker's process id."""
-        return int(self.proc.pid)
+        return self._pid
 
     def send(self, header: Mapping[str, Any], payload: Payload = b"") -> None:
         """Send one request with a fresh random id (the reply must echo it)."""
@@ -253,24 +332,24 @@ class _Worker:
         return reply, blob
 
     def kill(self) -> None:
-        """Kill the process (from outside) and reap it."""
+        """Kill the process (from outside; the zygote reaps it)."""
+        if self._pidfd >= 0:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            os.close(self._pidfd)
+        elif self._pidfd == -2 and not self.dead:
+            with contextlib.suppress(OSError):
+                os.kill(self._pid, signal.SIGKILL)
+        self._pidfd = -1
         self.dead = True
-        with contextlib.suppress(ProcessLookupError, OSError):
-            self.proc.send_signal(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
         self._sock.close()
         with contextlib.suppress(OSError):
             os.rmdir(self.scratch)
 
     def close(self) -> None:
-        """Ask the worker to exit (EOF), then make sure it did."""
+        """Stop the worker (it keeps no state worth a graceful exit)."""
         if not self.dead:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=2)
-        self.kill()
+            self.kill()
 
 
 class _Collector:
