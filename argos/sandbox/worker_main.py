@@ -33,6 +33,7 @@ the rule forged on the descriptor does not answer the request). A rule raising a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -127,6 +128,10 @@ def zygote_main() -> None:
         ctl.send(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}).encode())
         os._exit(3)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    # SCHED_BATCH (inherited by every worker): a worker woken by a request does not preempt the
+    # parent, which can then send the same request to the other rules' workers first
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     ctl.send(json.dumps({"ok": True, "layers": layers}).encode())
     while True:
         msg, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 1)

@@ -195,6 +195,12 @@ _ZYGOTES: dict[bool, _Zygote] = {}
 _ZYGOTE_LOCK = threading.Lock()
 
 
+def zygote_pids() -> list[int]:
+    """Process ids of this process's rule-worker zygotes (diagnostics, memory accounting)."""
+    with _ZYGOTE_LOCK:
+        return [z.proc.pid for z in _ZYGOTES.values() if z.alive]
+
+
 def _zygote(allow_unconfined: bool, start_seconds: float) -> _Zygote:
     """The process's zygote for this ``allow_unconfined``, started (again) when needed."""
     with _ZYGOTE_LOCK:
