@@ -10,11 +10,11 @@ Endpoints (all under a bearer token when one is configured, except ``/healthz``)
   post-processing kept per series).
 * ``POST /v1/points``: new points of many series at once (a scrape); stateful, one micro-batch.
 * ``GET /v1/rulesets``: every rule set with its series (rules, conditions, stream-exactness,
-  isolation, counters once open).
+  quarantined rules, isolation, counters once open).
 * ``POST /v1/rulesets/reload``: reload what changed, set by set, swapping each atomically.
   Requests already running finish on the old version; streams keep their state across the swap.
 * ``GET /metrics``: Prometheus text (points by rule set and outcome, anomalies, alerts, rule
-  errors, latency, load errors and stream-exactness by rule set).
+  errors, latency, load errors, stream-exactness and quarantined rules by rule set).
 * ``GET /healthz``: liveness for load balancers, no token.
 * ``/docs``, ``/openapi.json``: the OpenAPI description.
 

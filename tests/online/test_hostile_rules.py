@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from argos.online.checks import AlarmRateGuard
 from argos.online.detector import Detector
 from argos.online.service import ServiceConfig, create_app
-from argos.rules.artifacts import RuleSource, write_ruleset
+from argos.rules.artifacts import RuleSetError, RuleSource, write_ruleset
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -152,3 +152,39 @@ def test_a_huge_abnormal_paragraph_does_not_blow_up_responses(tmp_path: Path) ->
         assert all(p["rules"] == ["huge"] for p in s.json()["results"])
         assert len(s.content) < 200 * 2000 + 10_000
         assert "explanation" not in json.dumps(s.json()["results"][:3])
+
+
+#: Not causal (a statistic of the whole input), but remembers its answers to a long (batch)
+#: input by timestamp and replays them when streamed.
+REPLAYS_BATCH = '''"""Replays its batch answers.
+
+Normal: the value is within two standard deviations of the input's mean.
+Abnormal: the value is more than two standard deviations above the input's mean.
+"""
+
+import numpy as np
+
+PARAMS = {}
+LOOKBACK = 1
+CACHE = {}
+
+
+def detect(values, timestamps, params):
+    out = values > values.mean() + 2 * values.std()
+    if len(values) > 1000:
+        for t, o in zip(timestamps.tolist(), out.tolist()):
+            CACHE[t] = o
+        return out
+    got = [CACHE.get(t, o) for t, o in zip(timestamps.tolist(), out.tolist())]
+    return np.array(got, dtype=bool)
+'''
+
+
+def test_the_load_time_check_runs_batch_and_stream_in_different_fresh_processes(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "replay"
+    write_ruleset(folder, [RuleSource("replay", REPLAYS_BATCH, {})], {"name": "replay"})
+    # one process for both runs would let the rule replay the batch labels in the stream
+    with pytest.raises(RuleSetError, match="not stream-exact"):
+        Detector.open(folder)
