@@ -111,25 +111,21 @@ class DetectOut(BaseModel):
     rule_errors: list[str]
 
 
-class StreamOut(BaseModel):
-    """Per-point results in input order and how many points were accepted or dropped."""
-
-    ruleset: str
-    series: str
-    accepted: int
-    dropped: dict[str, int]
-    results: list[dict[str, Any]]
-    conditions: Conditions
-
-
 class MultiStreamOut(BaseModel):
-    """Per-point results of a multi-series push, in input order."""
+    """Per-point results of a multi-series push, in input order, how many points were accepted
+    or dropped, and each fired rule's condition once."""
 
     ruleset: str
     accepted: int
     dropped: dict[str, int]
     results: list[dict[str, Any]]
     conditions: Conditions
+
+
+class StreamOut(MultiStreamOut):
+    """The same for the points of one series."""
+
+    series: str
 
 
 class PushOutcome(TypedDict):

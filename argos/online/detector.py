@@ -238,6 +238,11 @@ class Detector:
     Use :meth:`open` to load a folder. ``push`` is the streaming entry point; ``detect_arrays``
     and ``detect`` (the :class:`argos.methods.FittedDetector` protocol) label whole series
     statelessly and give the same labels as streaming the series from its first point.
+
+    ``reference`` is a second engine of fresh processes for the load-time checks' batch runs
+    (closed after them; :meth:`open` starts one); ``guard`` the alarm-rate guard's thresholds
+    (:class:`~argos.online.checks.AlarmRateGuard`, default thresholds when omitted). The engine
+    is closed when the constructor raises.
     """
 
     def __init__(

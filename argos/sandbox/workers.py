@@ -1,13 +1,17 @@
 """Long-lived, locked-down rule worker processes, one per rule (the parent side).
 
 The online detector must not run LLM-written rule code in the service's own process, and it cannot
-afford a fresh sandboxed child per point either. So :class:`WorkerEngine` starts long-lived *rule
-workers* (:mod:`argos.sandbox.worker_main`): fresh interpreters with the scrubbed environment of
-:func:`argos.sandbox.process.scrubbed_env` (one BLAS thread) that lock themselves down with the
-sandbox's primitives (:func:`argos.sandbox.process.lock_down`) *before* they compile their rule,
-then serve micro-batches over a socket pair (the frames of :mod:`argos.sandbox.process`) until
-told to stop. A worker keeps, per series, the last ``LOOKBACK - 1`` points of its rule
-(:class:`~argos.sandbox.kernel.RuleKernel`), so the parent only ships new points.
+afford a fresh sandboxed child per point either. So :class:`WorkerEngine` runs long-lived *rule
+workers* (:mod:`argos.sandbox.worker_main`), forked by one zygote per process (an interpreter
+with the scrubbed environment of :func:`argos.sandbox.process.scrubbed_env`, one BLAS thread and
+numpy loaded, that never runs rule code; forking it costs milliseconds and shares its pages).
+Each worker locks itself down with the sandbox's primitives
+(:func:`argos.sandbox.process.lock_down`) *before* it receives its rule, then serves
+micro-batches over a socket pair (the frames of :mod:`argos.sandbox.process`) until told to
+stop. A worker keeps, per series, the last ``LOOKBACK - 1`` points of its rule
+(:class:`~argos.sandbox.kernel.RuleKernel`), so the parent only ships new points. Workers run
+under ``SCHED_BATCH``, so a worker woken by a request does not preempt the parent while it sends
+the same request to the other rules' workers.
 
 **One process per rule.** A rule with arbitrary code (the static gate is bypassable) can rewrite
 anything in its own interpreter: ``np.asarray``, the kernel's validation, another rule's function
