@@ -36,7 +36,7 @@ from argos.online.detector import Point
 from argos.online.fleet import Fleet
 from argos.rules.artifacts import RuleSource, load_ruleset, write_ruleset
 from argos.sandbox.kernel import compile_rule
-from argos.sandbox.workers import zygote_pids
+from argos.sandbox.worker_zygote import zygote_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 KPI_RULES = ROOT / "rules" / "kpi"

@@ -51,14 +51,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import secrets
 import select
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -79,11 +75,10 @@ from argos.sandbox.process import (
     ProtocolError,
     pack_points,
     recv_frame,
-    scrubbed_env,
     send_frame,
     unpack_frame,
 )
-from argos.sandbox.worker_main import ENV_ALLOW_UNCONFINED, ENV_FD
+from argos.sandbox.worker_zygote import ZygoteError, worker_zygote
 
 
 class RuleWorkerError(RuntimeError):
@@ -96,124 +91,7 @@ _FAILURES = (TimeoutError, EOFError, OSError, ProtocolError, RuleWorkerError)
 MAX_REPLY_HEADER = 1 << 20
 """A reply header (status, request id, rule errors) over this many bytes is a protocol error."""
 
-_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argos-rule-worker-spawner")
 _RESTARTER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argos-rule-worker-restart")
-
-
-def _zygote_env(fd: int, allow_unconfined: bool) -> dict[str, str]:
-    extra = {
-        ENV_FD: str(fd),
-        ENV_ALLOW_UNCONFINED: "1" if allow_unconfined else "0",
-        # keep freed memory in the heap: otherwise every large temporary array of a rule is
-        # mapped, page-faulted and unmapped again on each request (2-3x the compute time on big
-        # batches)
-        "MALLOC_TRIM_THRESHOLD_": str(256 << 20),
-        "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
-    }
-    return scrubbed_env(extra)
-
-
-class _Zygote:
-    """The rule-worker zygote (:func:`argos.sandbox.worker_main.zygote_main`): one interpreter
-    with numpy, started once per process (and per ``allow_unconfined``), that forks every rule
-    worker. Thread-safe; :func:`_zygote` replaces it when it died."""
-
-    def __init__(self, allow_unconfined: bool, start_seconds: float) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._ctl = parent
-        self._lock = threading.Lock()
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        boot = (
-            f"import sys; sys.path.insert(0, {root!r}); "
-            "from argos.sandbox.worker_main import zygote_main; zygote_main()"
-        )
-        try:
-            # -I: no user site, no PYTHONPATH, no cwd; spawned from one long-lived thread, so
-            # the zygote's parent-death signal fires only when this process ends
-            self.proc = _SPAWNER.submit(
-                subprocess.Popen,
-                [sys.executable, "-I", "-c", boot],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(child.fileno(),),
-                env=_zygote_env(child.fileno(), allow_unconfined),
-                cwd="/",
-            ).result()
-        except BaseException:
-            parent.close()
-            raise
-        finally:
-            child.close()
-        reply = self._reply(time.monotonic() + start_seconds)
-        if not reply.get("ok"):
-            self.close()
-            raise RuleWorkerError(f"rule worker failed to start: {reply.get('error')}")
-        self.layers = {str(k): bool(v) for k, v in dict(reply["layers"]).items()}
-
-    def _reply(self, deadline: float) -> dict[str, Any]:
-        wait = deadline - time.monotonic()
-        if wait <= 0 or not select.select([self._ctl], [], [], wait)[0]:
-            self.close()
-            raise RuleWorkerError("the rule-worker zygote did not answer in time")
-        msg = self._ctl.recv(1 << 16)
-        if not msg:
-            self.close()
-            raise RuleWorkerError("the rule-worker zygote exited")
-        reply: dict[str, Any] = json.loads(msg)
-        return reply
-
-    @property
-    def alive(self) -> bool:
-        """Whether the zygote process still runs."""
-        return self.proc.poll() is None
-
-    def spawn(self, scratch: str, memory_bytes: int) -> tuple[int, socket.socket]:
-        """Fork a worker: its pid and the parent's end of its protocol socket."""
-        parent, child = socket.socketpair()
-        try:
-            with self._lock:
-                request = json.dumps({"scratch": scratch, "memory_bytes": memory_bytes})
-                socket.send_fds(self._ctl, [request.encode()], [child.fileno()])
-                reply = self._reply(time.monotonic() + 10.0)
-        except BaseException:
-            parent.close()
-            raise
-        finally:
-            child.close()
-        if not reply.get("ok"):
-            parent.close()
-            raise RuleWorkerError(f"the zygote could not fork a worker: {reply.get('error')}")
-        return int(reply["pid"]), parent
-
-    def close(self) -> None:
-        """Stop the zygote (its children get their parent-death signal)."""
-        self._ctl.close()
-        with contextlib.suppress(OSError):
-            self.proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-
-
-_ZYGOTES: dict[bool, _Zygote] = {}
-_ZYGOTE_LOCK = threading.Lock()
-
-
-def zygote_pids() -> list[int]:
-    """Process ids of this process's rule-worker zygotes (diagnostics, memory accounting)."""
-    with _ZYGOTE_LOCK:
-        return [z.proc.pid for z in _ZYGOTES.values() if z.alive]
-
-
-def _zygote(allow_unconfined: bool, start_seconds: float) -> _Zygote:
-    """The process's zygote for this ``allow_unconfined``, started (again) when needed."""
-    with _ZYGOTE_LOCK:
-        z = _ZYGOTES.get(allow_unconfined)
-        if z is None or not z.alive:
-            if z is not None:
-                z.close()
-            z = _ZYGOTES[allow_unconfined] = _Zygote(allow_unconfined, start_seconds)
-        return z
 
 
 @dataclass(frozen=True)
@@ -257,12 +135,15 @@ class _Worker:
         os.chmod(self.scratch, 0o755)  # still enterable after the worker drops to nobody
         self._pidfd = -1
         try:
-            zygote = _zygote(limits.allow_unconfined, limits.start_seconds)
             try:
-                self._pid, self._sock = zygote.spawn(self.scratch, limits.memory_mb << 20)
-            except RuleWorkerError:  # the zygote died under us: once more with a new one
-                zygote = _zygote(limits.allow_unconfined, limits.start_seconds)
-                self._pid, self._sock = zygote.spawn(self.scratch, limits.memory_mb << 20)
+                zygote = worker_zygote(limits.allow_unconfined, limits.start_seconds)
+                try:
+                    self._pid, self._sock = zygote.spawn(self.scratch, limits.memory_mb << 20)
+                except ZygoteError:  # the zygote died under us: once more with a new one
+                    zygote = worker_zygote(limits.allow_unconfined, limits.start_seconds)
+                    self._pid, self._sock = zygote.spawn(self.scratch, limits.memory_mb << 20)
+            except ZygoteError as exc:
+                raise RuleWorkerError(str(exc)) from exc
             # a pidfd names this process even after the zygote reaped it: a kill never hits a
             # process that reused the pid
             try:
