@@ -113,8 +113,8 @@ class WorkerLimits:
     """
 
     request_seconds: float = 10.0
-    budget_seconds: float = 1.0
-    budget_seconds_per_point: float = 1e-4
+    budget_seconds: float = 2.0
+    budget_seconds_per_point: float = 2e-4
     strikes: int = 3
     start_seconds: float = 60.0
     memory_mb: int = 1024
