@@ -46,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from argos.online.detector import Detector, Point, verification_sample
+from argos.online.checks import verification_sample
+from argos.online.detector import Detector, Point
 from argos.rules.artifacts import RuleSource, write_ruleset
 from argos.sandbox.kernel import compile_rule
 

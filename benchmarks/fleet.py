@@ -36,6 +36,7 @@ from argos.online.detector import Point
 from argos.online.fleet import Fleet
 from argos.rules.artifacts import RuleSource, load_ruleset, write_ruleset
 from argos.sandbox.kernel import compile_rule
+from argos.sandbox.worker_zygote import zygote_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 KPI_RULES = ROOT / "rules" / "kpi"
@@ -55,11 +56,16 @@ def pss_mb(pids: Sequence[int]) -> float:
     return total / 1024
 
 
-def fleet_pss(fleet: Fleet) -> float:
-    pids = [os.getpid()]
+def fleet_pids(fleet: Fleet) -> list[int]:
+    """This process, the rule-worker zygote and every rule worker of the open sets."""
+    pids = [os.getpid(), *zygote_pids()]
     for k in fleet.open_keys:
         pids += list(getattr(fleet.detector(k).engine, "pids", []))
-    return pss_mb(pids)
+    return pids
+
+
+def fleet_pss(fleet: Fleet) -> float:
+    return pss_mb(fleet_pids(fleet))
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -154,11 +160,11 @@ def section_kpi_scrape(kpi: dict[str, tuple[np.ndarray, np.ndarray, int]], scrap
             fill_history(fleet, data, warm)
             started = time.perf_counter() - t0
             rate, lat = scrape_run(fleet, data, warm, scrapes)
-            rss = fleet_pss(fleet)
+            rss, procs = fleet_pss(fleet), len(fleet_pids(fleet)) - 1
             report_scrape(f"fleet, isolated, parallel={parallel}", rate, lat, direct)
             print(
                 f"   (open 29 sets + fill {warm} points of history: {started:.1f} s; "
-                f"PSS parent + 29 workers {rss:.0f} MB)"
+                f"PSS parent + {procs} rule processes {rss:.0f} MB)"
             )
 
 
@@ -257,7 +263,8 @@ def section_thousand(
                 fill_history(fleet, data, warm)
                 rate, lat = scrape_run(fleet, data, warm, scrapes)
                 report_scrape(f"fleet, isolated, parallel={parallel}", rate, lat, direct)
-                print(f"   (PSS parent + 29 workers {fleet_pss(fleet):.0f} MB)")
+                procs = len(fleet_pids(fleet)) - 1
+                print(f"   (PSS parent + {procs} rule processes {fleet_pss(fleet):.0f} MB)")
 
 
 def section_synthetic(n_sets: int, per_set: int) -> None:

@@ -30,7 +30,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from argos.online.detector import Detector, Point, verification_sample
+from argos.online.checks import verification_sample
+from argos.online.detector import Detector, Point
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"

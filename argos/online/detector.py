@@ -32,6 +32,15 @@ Semantics (see ``docs/detector.md``):
   points separated by at most that many normal points belong to the same incident).
 * **Explanations.** Every anomalous point names the rules that fired and each rule's stated
   abnormal condition (the ``Abnormal:`` part of its docstring).
+* **Fresh processes for the checks.** With isolated workers the batch references of both checks
+  run in a second engine, started beside the serving one and closed after the checks: a rule
+  that remembers labels across calls (a cache keyed by timestamps) cannot replay its batch
+  answers in the streamed run. Each rule runs in its own process (:mod:`argos.sandbox.workers`).
+* **Alarm-rate guard.** A rule whose alarm rate over a window of streamed points jumps far above
+  its rate on the verification sample (an alert storm: e.g. a rule that behaved at load and turns
+  hostile later) is quarantined (:class:`AlarmRateGuard`): its labels are ``False`` until the
+  rule set is reloaded, and :meth:`Detector.describe` and the service's metrics say so. Rules
+  the engine quarantined for their time budget are reported the same way.
 
 Rule sets are read and verified by :mod:`argos.online.rulesets`.
 """
@@ -44,6 +53,7 @@ import math
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -52,10 +62,17 @@ import numpy as np
 
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.series import Series
+from argos.online.checks import (
+    AlarmRateGuard,
+    StreamExactness,
+    packable_rules,
+    stream_exactness,
+    verification_sample,
+)
 from argos.online.postprocess import PostProcessing, PostState, SeriesState, post_process
 from argos.online.rulesets import LoadedRuleSet, load_rules
 from argos.rules.artifacts import Role, RuleSetError
-from argos.sandbox.kernel import EngineResult, InProcessEngine, RuleEngine, RuleError
+from argos.sandbox.kernel import EngineResult, InProcessEngine, RuleCode, RuleEngine, RuleError
 from argos.sandbox.workers import WorkerEngine, WorkerLimits
 
 __all__ = [
@@ -63,16 +80,12 @@ __all__ = [
     "Detector",
     "Point",
     "PointResult",
-    "StreamExactness",
     "combine",
-    "verification_sample",
 ]
 
 log = logging.getLogger(__name__)
 
 PointStatus = Literal["ok", "late", "duplicate", "invalid", "unrouted", "unavailable"]
-
-VERIFY_SERIES = "\x00argos-stream-exactness-check"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,8 +128,10 @@ class PointResult:
     ruleset: str = ""
     detail: str = ""
 
-    def to_json(self, conditions: Mapping[str, str]) -> dict[str, Any]:
-        """The JSON line/record: labels plus, when anomalous, the explanation per fired rule."""
+    def to_json(self, conditions: Mapping[str, str], *, explain: bool = True) -> dict[str, Any]:
+        """The JSON line/record: labels plus, when a rule fired, the explanation per fired rule
+        (``explain=False``: the fired rules' ids as ``rules``, their conditions sent once per
+        response by the caller)."""
         out: dict[str, Any] = {
             "series": self.series,
             "timestamp": self.timestamp,
@@ -134,7 +149,9 @@ class PointResult:
         if self.anomaly:
             out["incident"] = self.incident
         named = {"ruleset": self.ruleset} if self.ruleset else {}
-        if self.fired:
+        if self.fired and not explain:
+            out["rules"] = list(self.fired)
+        elif self.fired:
             out["explanation"] = [
                 {"rule": r, "condition": conditions.get(r, ""), **named} for r in self.fired
             ]
@@ -157,57 +174,39 @@ class BatchDetection:
     errors: list[RuleError] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class StreamExactness:
-    """Result of the finite-lookback check of one rule."""
-
-    rule_id: str
-    exact: bool
-    detail: str
-    packed: bool = False
-
-
 # ----------------------------------------------------------------------------------------------
 # The detector
 # ----------------------------------------------------------------------------------------------
 
 
-def verification_sample(n: int = 1500, seed: int = 7) -> tuple[IntArray, FloatArray]:
-    """A deterministic synthetic metric that exercises typical rules (no labels involved).
-
-    Daily seasonality, noise, spikes, a level shift, a flat stretch, a variance burst and a
-    stretch of dense spikes and a stretch of exponential growth (alarms a few points apart or
-    on every point, which exposes rules whose label depends on their own earlier alarms, like an
-    in-rule cool-down), at 60 s.
-    """
-    rng = np.random.default_rng(seed)
-    i = np.arange(n)
-    v = 50 + 10 * np.sin(2 * np.pi * i / 288) + rng.normal(0, 1.0, n)
-    v[rng.choice(n, size=max(1, n // 100), replace=False)] += rng.choice([-1, 1]) * 25
-    v[n // 2 :] += 15
-    v[n // 3 : n // 3 + 80] = v[n // 3]
-    v[2 * n // 3 : 2 * n // 3 + 60] += rng.normal(0, 8, 60)
-    dense = 5 * n // 6 + np.cumsum(rng.integers(2, 7, size=max(1, n // 40)))
-    dense = dense[dense < n]
-    v[dense] += rng.choice([-1.0, 1.0], size=len(dense)) * rng.uniform(10, 40, size=len(dense))
-    # exponential growth: a long run of consecutive alarms for most scores (alarm chains)
-    g0, g1 = n // 12, n // 12 + max(1, n // 10)
-    v[g0:g1] = v[g0] * 1.015 ** np.arange(1, g1 - g0 + 1)
-    t = 1_700_000_000 + 60 * i.astype(np.int64)
-    return t.astype(np.int64), v.astype(np.float64)
-
-
-def _chunk_sizes(n: int, seed: int = 11) -> list[int]:
-    """Irregular micro-batch sizes covering ``n`` points (many 1-point pushes, some large)."""
-    rng = np.random.default_rng(seed)
-    sizes: list[int] = []
-    total = 0
-    while total < n:
-        s = int(rng.choice([1, 1, 1, 2, 3, 7, 16, 61, 200]))
-        s = min(s, n - total)
-        sizes.append(s)
-        total += s
-    return sizes
+def _start_engines(
+    codes: Sequence[RuleCode],
+    isolation: Literal["worker", "inprocess"],
+    workers: int,
+    limits: WorkerLimits | None,
+    verify: bool,
+) -> tuple[RuleEngine, RuleEngine | None]:
+    """The serving engine and, with ``verify``, a reference engine of fresh processes for the
+    checks (both started at once)."""
+    if isolation == "inprocess":
+        return InProcessEngine(codes), InProcessEngine(codes) if verify else None
+    if not verify:
+        return WorkerEngine(codes, workers=workers, limits=limits), None
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        serving = pool.submit(WorkerEngine, codes, workers=workers, limits=limits)
+        reference = pool.submit(WorkerEngine, codes, workers=1, limits=limits)
+        engines: list[RuleEngine] = []
+        failure: BaseException | None = None
+        for fut in (serving, reference):
+            try:
+                engines.append(fut.result())
+            except BaseException as exc:  # close what did start, then raise the first failure
+                failure = failure or exc
+    if failure is not None:
+        for e in engines:
+            e.close()
+        raise failure
+    return engines[0], engines[1]
 
 
 def combine(
@@ -239,6 +238,11 @@ class Detector:
     Use :meth:`open` to load a folder. ``push`` is the streaming entry point; ``detect_arrays``
     and ``detect`` (the :class:`argos.methods.FittedDetector` protocol) label whole series
     statelessly and give the same labels as streaming the series from its first point.
+
+    ``reference`` is a second engine of fresh processes for the load-time checks' batch runs
+    (closed after them; :meth:`open` starts one); ``guard`` the alarm-rate guard's thresholds
+    (:class:`~argos.online.checks.AlarmRateGuard`, default thresholds when omitted). The engine
+    is closed when the constructor raises.
     """
 
     def __init__(
@@ -250,6 +254,29 @@ class Detector:
         verify: bool = True,
         strict: bool = True,
         key: str = "",
+        reference: RuleEngine | None = None,
+        guard: AlarmRateGuard | None = None,
+    ) -> None:
+        self._reference: RuleEngine | None = reference
+        try:
+            self._setup(ruleset, engine, post, key, guard)
+            if verify:
+                self._verify(strict)
+        except BaseException:
+            engine.close()
+            raise
+        finally:
+            if reference is not None:
+                reference.close()
+            self._reference = None
+
+    def _setup(
+        self,
+        ruleset: LoadedRuleSet,
+        engine: RuleEngine,
+        post: PostProcessing | None,
+        key: str,
+        guard: AlarmRateGuard | None,
     ) -> None:
         self.ruleset = ruleset
         self.key = key or Path(ruleset.directory).name
@@ -257,7 +284,6 @@ class Detector:
         self.engine = engine
         self.post = post or PostProcessing()
         if engine.load_errors:
-            engine.close()
             detail = "; ".join(f"{k}: {v}" for k, v in engine.load_errors.items())
             raise RuleSetError(f"{ruleset.directory}: rules failed to load: {detail}")
         self.rule_ids = engine.rule_ids
@@ -272,27 +298,33 @@ class Detector:
         self.rule_fired: Counter[str] = Counter()
         self.last_errors: dict[str, str] = {}
         self.exactness: dict[str, StreamExactness] = {}
-        if verify:
-            self.exactness = self.check_stream_exact()
-            bad = [e for e in self.exactness.values() if not e.exact]
-            if bad and strict:
-                engine.close()
-                raise RuleSetError(
-                    "rules are not stream-exact (label depends on more than LOOKBACK points): "
-                    + "; ".join(f"{e.rule_id}: {e.detail}" for e in bad)
-                )
-            for e in bad:
-                log.warning(
-                    "NOT CAUSAL, running anyway (strict=False): rule %s is not stream-exact: %s",
-                    e.rule_id,
-                    e.detail,
-                )
-            exact = [e.rule_id for e in self.exactness.values() if e.exact]
-            packable = self.check_packing(exact) if exact else set()
-            self.engine.set_packed(sorted(packable))
-            for rid in packable:
-                e = self.exactness[rid]
-                self.exactness[rid] = StreamExactness(rid, e.exact, e.detail, packed=True)
+        self.guard = guard if guard is not None else AlarmRateGuard()
+        self.baseline: dict[str, float] = {}
+        """Each rule's alarm rate on the verification sample (the guard's reference)."""
+        self._window_points = 0
+        self._window_alarms = np.zeros(len(self.rule_ids), dtype=np.int64)
+
+    def _verify(self, strict: bool) -> None:
+        """The load-time checks: stream-exactness (refuse or warn), then packing."""
+        self.exactness = self.check_stream_exact()
+        bad = [e for e in self.exactness.values() if not e.exact]
+        if bad and strict:
+            raise RuleSetError(
+                "rules are not stream-exact (label depends on more than LOOKBACK points): "
+                + "; ".join(f"{e.rule_id}: {e.detail}" for e in bad)
+            )
+        for e in bad:
+            log.warning(
+                "NOT CAUSAL, running anyway (strict=False): rule %s is not stream-exact: %s",
+                e.rule_id,
+                e.detail,
+            )
+        exact = [e.rule_id for e in self.exactness.values() if e.exact]
+        packable = self.check_packing(exact) if exact else set()
+        self.engine.set_packed(sorted(packable))
+        for rid in packable:
+            e = self.exactness[rid]
+            self.exactness[rid] = StreamExactness(rid, e.exact, e.detail, packed=True)
 
     @classmethod
     def open(
@@ -306,23 +338,31 @@ class Detector:
         verify: bool = True,
         strict: bool = True,
         key: str = "",
+        guard: AlarmRateGuard | None = None,
     ) -> Detector:
         """Load a rule-set folder and start its engine.
 
-        ``isolation="worker"`` (default) runs the rules in locked-down worker processes;
-        ``"inprocess"`` runs them in this process and is for trusted rules only. ``key`` names
-        the set in results (default: the folder's name).
+        ``isolation="worker"`` (default) runs the rules in locked-down worker processes (one
+        per rule); ``"inprocess"`` runs them in this process and is for trusted rules only.
+        With ``verify``, a second engine of fresh processes is started beside the serving one
+        for the checks' batch references, and closed after them. ``key`` names the set in
+        results (default: the folder's name).
         """
         rs = load_rules(directory)
         codes = [r.to_code() for r in rs.rules]
-        engine: RuleEngine
-        if isolation == "worker":
-            engine = WorkerEngine(codes, workers=workers, limits=limits)
-        elif isolation == "inprocess":
-            engine = InProcessEngine(codes)
-        else:
+        if isolation not in ("worker", "inprocess"):
             raise ValueError(f"isolation must be 'worker' or 'inprocess', not {isolation!r}")
-        return cls(rs, engine, post=post, verify=verify, strict=strict, key=key)
+        engine, reference = _start_engines(codes, isolation, workers, limits, verify)
+        return cls(
+            rs,
+            engine,
+            post=post,
+            verify=verify,
+            strict=strict,
+            key=key,
+            reference=reference,
+            guard=guard,
+        )
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -335,7 +375,10 @@ class Detector:
         out = self.ruleset.summary()
         out["isolation"] = self.engine.isolation
         out["post_processing"] = self.post.model_dump()
+        quarantined = self.engine.quarantined
+        out["quarantined"] = dict(quarantined)
         for r in out["rules"]:
+            r["quarantined"] = quarantined.get(r["id"])
             e = self.exactness.get(r["id"])
             r["stream_exact"] = None if e is None else e.exact
             r["packed"] = False if e is None else e.packed
@@ -347,106 +390,25 @@ class Detector:
     def check_stream_exact(
         self, timestamps: IntArray | None = None, values: FloatArray | None = None
     ) -> dict[str, StreamExactness]:
-        """Stream a sample in irregular micro-batches and compare with one batch run, per rule.
-
-        Uses :func:`verification_sample` unless a sample is given. The check runs through the
-        same engine (isolated), on a private series id that is forgotten afterwards.
-        """
+        """Stream a sample in irregular micro-batches and compare with one batch run, per rule
+        (:func:`argos.online.checks.stream_exactness`; :func:`verification_sample` unless a
+        sample is given). The batch run goes through the reference engine of fresh processes
+        when there is one; its alarm rates become the guard's :attr:`baseline`."""
         if timestamps is None or values is None:
             timestamps, values = verification_sample()
-        full = self.engine.batch([(timestamps, values)])
-        streamed: list[BoolArray] = []
-        errors: dict[str, str] = {e.rule_id: e.message for e in full.errors}
-        a = 0
         with self._lock:
-            self.engine.forget([VERIFY_SERIES])
-            try:
-                for s in _chunk_sizes(len(values)):
-                    res = self.engine.push(
-                        [(VERIFY_SERIES, timestamps[a : a + s], values[a : a + s])]
-                    )
-                    for e in res.errors:
-                        errors.setdefault(e.rule_id, e.message)
-                    streamed.append(res.labels[0])
-                    a += s
-            finally:
-                self.engine.forget([VERIFY_SERIES])
-        stream = np.concatenate(streamed, axis=1)
-        out: dict[str, StreamExactness] = {}
-        for r, rid in enumerate(self.rule_ids):
-            if rid in errors:
-                out[rid] = StreamExactness(rid, False, f"rule failed on the check: {errors[rid]}")
-                continue
-            diff = np.flatnonzero(stream[r] != full.labels[0][r])
-            if diff.size:
-                i = int(diff[0])
-                out[rid] = StreamExactness(
-                    rid,
-                    False,
-                    f"{diff.size} of {len(values)} labels differ between streaming (last "
-                    f"LOOKBACK points) and batch; first at index {i}: batch "
-                    f"{bool(full.labels[0][r][i])}, stream {bool(stream[r][i])}. The label "
-                    "depends on points older than "
-                    f"LOOKBACK (or on the input's length/position)",
-                )
-            else:
-                out[rid] = StreamExactness(rid, True, "streamed labels equal batch labels")
+            out, self.baseline = stream_exactness(
+                self.engine, self._reference or self.engine, self.rule_ids, timestamps, values
+            )
         return out
 
     def check_packing(self, rule_ids: Sequence[str]) -> set[str]:
         """Which of these (stream-exact) rules give the same labels when run once over the
-        concatenated windows of several series.
-
-        Streams three samples at once in irregular micro-batches (different levels, sampling
-        intervals and timestamp origins; one joins late, so short and full histories mix) with
-        packing enabled, and compares each series with its own batch run.
-        """
-        t1, v1 = verification_sample(900, seed=21)
-        t2, v2 = verification_sample(700, seed=22)
-        t2 = 10_000 + 300 * np.arange(len(v2), dtype=np.int64)
-        v2 = v2 * 100.0 - 3000.0
-        t3, v3 = verification_sample(500, seed=23)
-        v3 = v3 * 0.01
-        samples = {"a": (t1, v1, 0), "b": (t2, v2, 0), "c": (t3, v3, 20)}
-        names = {k: f"{VERIFY_SERIES}/{k}" for k in samples}
-        expected = {k: self.engine.batch([(t, v)]).labels[0] for k, (t, v, _) in samples.items()}
-        got: dict[str, list[BoolArray]] = {k: [] for k in samples}
-        pos = {k: 0 for k in samples}
-        rng = np.random.default_rng(5)
-        failed: set[str] = set()
+        concatenated windows of several series (:func:`argos.online.checks.packable_rules`)."""
         with self._lock:
-            self.engine.set_packed(list(rule_ids))
-            self.engine.forget(list(names.values()))
-            try:
-                step = 0
-                while any(pos[k] < len(v) for k, (_, v, _) in samples.items()):
-                    items = []
-                    for k, (t, v, start) in samples.items():
-                        if step < start or pos[k] >= len(v):
-                            continue
-                        c = int(rng.choice([1, 1, 2, 5, 30, 61]))
-                        a = pos[k]
-                        items.append((k, t[a : a + c], v[a : a + c]))
-                        pos[k] = min(len(v), a + c)
-                    step += 1
-                    if not items:
-                        continue
-                    res = self.engine.push([(names[k], t, v) for k, t, v in items])
-                    failed.update(e.rule_id for e in res.errors)
-                    for (k, _, _), lab in zip(items, res.labels, strict=True):
-                        got[k].append(lab)
-            finally:
-                self.engine.forget(list(names.values()))
-                self.engine.set_packed([])
-        ok: set[str] = set()
-        for r, rid in enumerate(self.rule_ids):
-            if rid not in rule_ids or rid in failed:
-                continue
-            if all(
-                np.array_equal(np.concatenate(got[k], axis=1)[r], expected[k][r]) for k in samples
-            ):
-                ok.add(rid)
-        return ok
+            return packable_rules(
+                self.engine, self._reference or self.engine, self.rule_ids, rule_ids
+            )
 
     # -- batch --------------------------------------------------------------------------------
     def detect_arrays(
@@ -613,7 +575,32 @@ class Detector:
         self.counters["points"] += n
         self.counters["anomalies"] += n_anomalies
         self.counters["alerts"] += n_alerts
+        self._watch_alarm_rate(labels)
         return [r for r in results if r is not None]
+
+    def _watch_alarm_rate(self, labels: BoolArray) -> None:
+        """Count the rules' alarms in the current window; at its end, quarantine the rules in
+        an alert storm (:class:`AlarmRateGuard`)."""
+        if labels.shape[0] != len(self._window_alarms) or not labels.shape[1]:
+            return
+        self._window_points += labels.shape[1]
+        if labels.any():
+            self._window_alarms += labels.sum(axis=1)
+        if self._window_points < self.guard.window:
+            return
+        n, alarms = self._window_points, self._window_alarms
+        self._window_points, self._window_alarms = 0, np.zeros_like(alarms)
+        for r, rid in enumerate(self.rule_ids):
+            rate, base = alarms[r] / n, self.baseline.get(rid, 0.0)
+            limit = self.guard.threshold(base)
+            if rate > limit and rid not in self.engine.quarantined:
+                reason = (
+                    f"alert storm: fired on {rate:.0%} of the last {n} streamed points (on the "
+                    f"verification sample: {base:.1%}; limit {limit:.0%}); quarantined until "
+                    "the rule set is reloaded"
+                )
+                self.engine.quarantine(rid, reason)
+                log.warning("rule set %s: rule %s: %s", self.key, rid, reason)
 
     def push_arrays(
         self, series: str, timestamps: IntArray, values: FloatArray
@@ -713,6 +700,7 @@ class Detector:
                 **{k: int(v) for k, v in self.counters.items()},
                 "rule_errors": dict(self.rule_errors),
                 "rule_fired": dict(self.rule_fired),
+                "quarantined": sorted(self.engine.quarantined),
             }
 
     def close(self) -> None:

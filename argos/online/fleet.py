@@ -480,10 +480,27 @@ class Fleet:
             self.on_push(key, len(sub), time.perf_counter() - t0)
         return res
 
-    def result_json(self, result: PointResult) -> dict[str, Any]:
-        """A result as a JSON line/record, explained with its own set's stated conditions."""
+    def result_json(self, result: PointResult, *, explain: bool = True) -> dict[str, Any]:
+        """A result as a JSON line/record, explained with its own set's stated conditions
+        (``explain=False``: only the ids of the rules that fired; see :meth:`conditions_of`)."""
+        if not explain:
+            return result.to_json({}, explain=False)
         slot = self._slots.get(result.ruleset)
         return result.to_json(slot.detector.conditions if slot is not None else {})
+
+    def conditions_of(self, results: Sequence[PointResult]) -> dict[str, dict[str, str]]:
+        """The stated condition of every rule that fired in these results, once: rule set ->
+        rule -> condition (what a response sends instead of a copy per point)."""
+        out: dict[str, dict[str, str]] = {}
+        for r in results:
+            if r.fired:
+                out.setdefault(r.ruleset, {}).update(dict.fromkeys(r.fired, ""))
+        for key, rules in out.items():
+            slot = self._slots.get(key)
+            conditions = slot.detector.conditions if slot is not None else {}
+            for rid in rules:
+                rules[rid] = conditions.get(rid, "")
+        return out
 
     # -- batch ------------------------------------------------------------------------------------
     def detect_arrays(

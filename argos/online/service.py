@@ -10,54 +10,69 @@ Endpoints (all under a bearer token when one is configured, except ``/healthz``)
   post-processing kept per series).
 * ``POST /v1/points``: new points of many series at once (a scrape); stateful, one micro-batch.
 * ``GET /v1/rulesets``: every rule set with its series (rules, conditions, stream-exactness,
-  isolation, counters once open).
+  quarantined rules, isolation, counters once open).
 * ``POST /v1/rulesets/reload``: reload what changed, set by set, swapping each atomically.
   Requests already running finish on the old version; streams keep their state across the swap.
 * ``GET /metrics``: Prometheus text (points by rule set and outcome, anomalies, alerts, rule
-  errors, latency, load errors and stream-exactness by rule set).
+  errors, latency, load errors, stream-exactness and quarantined rules by rule set).
 * ``GET /healthz``: liveness for load balancers, no token.
 * ``/docs``, ``/openapi.json``: the OpenAPI description.
 
 Hostile clients: the bearer token is checked before any body is read (401 without parsing);
 bodies are read whole before the app sees them, within ``max_body_bytes`` (413, by Content-Length
-or while a chunked body streams in) and ``body_seconds`` (408); they are then validated (422 with
-the reason). Series names with control characters are refused (the detector's own check series
-is reserved), and rule-controlled text (rule errors, stream-exactness details, reload failures)
-is cut to :data:`MAX_ERROR_CHARS` and only ever sent on authenticated paths. The HTTP server's
-own guards (header deadline, connection cap, rate-limited log) are in :mod:`argos.online.server`.
-Rule code runs in isolated workers (:mod:`argos.sandbox.workers`), never in the service process,
-unless the operator explicitly runs trusted rules in-process.
+or while a chunked body streams in) and ``body_seconds`` (408) (:mod:`argos.online.guards`); they
+are then validated (422 with the reason; :mod:`argos.online.api`). Series names with control
+characters are refused (the detector's own check series is reserved), rule-controlled text (rule
+errors, stream-exactness details, reload failures, quarantine reasons) is cut to
+:data:`argos.online.api.MAX_ERROR_CHARS` and only ever sent on authenticated paths, and a
+response carries each fired rule's condition once, not once per point. The HTTP server's own
+guards (header deadline, connection cap, rate-limited log) are in :mod:`argos.online.server`;
+the metrics in :mod:`argos.online.telemetry`. Rule code runs in isolated workers, one process
+per rule (:mod:`argos.sandbox.workers`), never in the service process, unless the operator
+explicitly runs trusted rules in-process.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import ipaddress
-import json
 import logging
 import os
 import threading
 import time
 from collections import Counter as Counter_
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
+from argos.online.api import (
+    SERIES_PATTERN,
+    DetectEvent,
+    DetectIn,
+    DetectOut,
+    MultiPointsIn,
+    MultiStreamOut,
+    PushOutcome,
+    StreamOut,
+    StreamPointsIn,
+    bounded_description,
+    bounded_text,
+)
 from argos.online.detector import Point, PointResult
 from argos.online.fleet import Fleet, UnroutedSeriesError
+from argos.online.guards import AuthMiddleware, BodyLimitMiddleware, token_matches
 from argos.online.postprocess import PostProcessing
+from argos.online.telemetry import ServiceMetrics
 from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError, WorkerLimits
 
@@ -66,19 +81,6 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "ARGOS_TOKEN"
 """Environment variable holding the bearer token (``ARGOS_API_TOKEN`` is read too)."""
 TOKEN_ENVS = (TOKEN_ENV, "ARGOS_API_TOKEN")
-MAX_ERROR_CHARS = 500
-"""Longest rule-controlled text (rule errors, details, reload failures) put in a response."""
-SERIES_PATTERN = r"^[^\x00-\x1f\x7f]+$"
-"""Series names: no control characters (``\x00...`` ids are the detector's own)."""
-OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
-"""Paths served without the token."""
-OPEN_PREFIX = "/docs-assets/"
-"""The offline Swagger UI's static files (public, like ``/docs``), also served without the token."""
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class ServiceConfig(BaseModel):
@@ -154,243 +156,6 @@ def read_token(token_file: Path | None = None, environ: Mapping[str, str] | None
     return next((env[k] for k in TOKEN_ENVS if env.get(k)), "")
 
 
-def bounded_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """``text`` cut to ``limit`` characters (rule-controlled text in responses)."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# ----------------------------------------------------------------------------------------------
-# API models
-# ----------------------------------------------------------------------------------------------
-
-
-class PointIn(BaseModel):
-    """One point of a stream."""
-
-    model_config = ConfigDict(extra="forbid")
-    timestamp: int = Field(
-        ge=-(2**62), le=2**62, description="Unix seconds (or an index); increasing per series."
-    )
-    value: float | None = Field(description="The metric value; null or NaN is dropped as invalid.")
-    base: bool | None = Field(
-        default=None, description="External base detector's label (fusion with an external base)."
-    )
-
-    def to_point(self, series: str) -> Point:
-        """The detector's point (a null value becomes NaN, dropped as invalid)."""
-        return Point(
-            series, self.timestamp, float("nan") if self.value is None else self.value, self.base
-        )
-
-
-class StreamPointsIn(BaseModel):
-    """New points of one series, in time order."""
-
-    model_config = ConfigDict(extra="forbid")
-    points: list[PointIn] = Field(min_length=1)
-
-
-class DetectIn(BaseModel):
-    """A whole series: strictly increasing timestamps and finite values of the same length."""
-
-    model_config = ConfigDict(extra="forbid")
-    series: str = Field(default="batch", max_length=200, pattern=SERIES_PATTERN)
-    timestamps: list[Annotated[int, Field(ge=-(2**62), le=2**62)]] = Field(min_length=1)
-    values: list[float] = Field(min_length=1)
-    base: list[bool] | None = Field(
-        default=None, description="External base detector's labels (fusion with external base)."
-    )
-
-
-class SeriesPointIn(PointIn):
-    """One point of a named series."""
-
-    series: str = Field(min_length=1, max_length=200, pattern=SERIES_PATTERN)
-
-
-class MultiPointsIn(BaseModel):
-    """Points of several series (interleaved; in time order within each series)."""
-
-    model_config = ConfigDict(extra="forbid")
-    points: list[SeriesPointIn] = Field(min_length=1)
-
-
-class RuleHit(BaseModel):
-    """A rule that fired, with its rule set and its stated abnormal condition."""
-
-    ruleset: str
-    rule: str
-    condition: str
-
-
-class DetectEvent(BaseModel):
-    """One anomalous point of a batch."""
-
-    index: int
-    timestamp: int
-    alert: bool
-    incident: int
-    explanation: list[RuleHit]
-
-
-class DetectOut(BaseModel):
-    """Labels of every point (post-processed), and the anomalous points explained."""
-
-    ruleset: str
-    series: str
-    labels: list[bool]
-    anomalies: list[DetectEvent]
-    rule_errors: list[str]
-
-
-class StreamOut(BaseModel):
-    """Per-point results in input order and how many points were accepted or dropped."""
-
-    ruleset: str
-    series: str
-    accepted: int
-    dropped: dict[str, int]
-    results: list[dict[str, Any]]
-
-
-class MultiStreamOut(BaseModel):
-    """Per-point results of a multi-series push, in input order."""
-
-    ruleset: str
-    accepted: int
-    dropped: dict[str, int]
-    results: list[dict[str, Any]]
-
-
-class PushOutcome(TypedDict):
-    """What a push returns to both push endpoints: the fields they share."""
-
-    ruleset: str
-    accepted: int
-    dropped: dict[str, int]
-    results: list[dict[str, Any]]
-
-
-# ----------------------------------------------------------------------------------------------
-# Metrics
-# ----------------------------------------------------------------------------------------------
-
-
-class ServiceMetrics:
-    """Prometheus metrics of one app (own registry, so several apps can coexist in tests).
-
-    Detection metrics carry the rule set's key (``ruleset``; ``none`` for refused points of
-    series no set serves); the per-set gauges are refreshed from the fleet at each scrape
-    (:meth:`observe_fleet`).
-    """
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.points = Counter(
-            "argos_points",
-            "Points received, by rule set and outcome.",
-            ["ruleset", "outcome"],
-            registry=r,
-        )
-        self.anomalies = Counter("argos_anomalies", "Anomalous points.", ["ruleset"], registry=r)
-        self.alerts = Counter(
-            "argos_alerts", "Alerts raised (after cool-down).", ["ruleset"], registry=r
-        )
-        self.rule_errors = Counter(
-            "argos_rule_errors",
-            "Rule failures on a micro-batch.",
-            ["ruleset", "rule"],
-            registry=r,
-        )
-        self.requests = Counter(
-            "argos_http_requests",
-            "HTTP requests by route and status.",
-            ["route", "status"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "argos_request_latency_seconds",
-            "Request handling time by route.",
-            ["route"],
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
-            registry=r,
-        )
-        self.point_latency = Histogram(
-            "argos_point_latency_seconds",
-            "Detection time per point (request time / points), stream and batch.",
-            ["kind"],
-            buckets=(1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1),
-            registry=r,
-        )
-        self.set_push_latency = Histogram(
-            "argos_ruleset_push_seconds",
-            "Time of one rule set's part of a stream push (its engine round trip included).",
-            ["ruleset"],
-            buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1, 10),
-            registry=r,
-        )
-        self.push_group_size = Histogram(
-            "argos_stream_push_group_size",
-            "Stream requests served by one detector push (concurrent requests are grouped).",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-            registry=r,
-        )
-        self.reloads = Counter(
-            "argos_reloads", "Reloads of the rule-set folder by result.", ["result"], registry=r
-        )
-        self.set_reloads = Counter(
-            "argos_ruleset_reloads",
-            "Reloads of one rule set by result (ok, failed, added, removed).",
-            ["ruleset", "result"],
-            registry=r,
-        )
-        self.ruleset = Gauge(
-            "argos_ruleset_info",
-            "The open rule sets (value 1) with their manifest id and digest.",
-            ["ruleset", "id", "digest"],
-            registry=r,
-        )
-        self.load_error = Gauge(
-            "argos_ruleset_load_error",
-            "1 when the rule set's last load failed (its previous version, if any, serves).",
-            ["ruleset"],
-            registry=r,
-        )
-        self.stream_exact = Gauge(
-            "argos_rule_stream_exact",
-            "1 when the rule passed the finite-lookback check, 0 when not.",
-            ["ruleset", "rule"],
-            registry=r,
-        )
-        self.series = Gauge("argos_series", "Series with stream state.", ["ruleset"], registry=r)
-        self.worker_restarts = Gauge(
-            "argos_worker_restarts", "Rule worker restarts, by rule set.", ["ruleset"], registry=r
-        )
-        self.unrouted_series = Gauge(
-            "argos_unrouted_series", "Series refused because no rule set serves them.", registry=r
-        )
-
-    def observe_fleet(self, fleet: Fleet) -> None:
-        """Refresh the per-set gauges from the fleet."""
-        for g in (self.ruleset, self.load_error, self.stream_exact, self.series):
-            g.clear()
-        self.worker_restarts.clear()
-        for key in fleet.open_keys:
-            try:
-                det = fleet.detector(key)
-            except (RuleSetError, RuleWorkerError, UnroutedSeriesError):
-                continue
-            self.ruleset.labels(key, det.ruleset.id or det.ruleset.name, det.ruleset.digest).set(1)
-            self.series.labels(key).set(det.n_series)
-            self.worker_restarts.labels(key).set(float(getattr(det.engine, "restarts", 0)))
-            for rid, exact in det.stream_exact.items():
-                self.stream_exact.labels(key, rid).set(1.0 if exact else 0.0)
-        for key in fleet.load_errors:
-            self.load_error.labels(key).set(1)
-        self.unrouted_series.set(len(fleet.unrouted))
-
-
 # ----------------------------------------------------------------------------------------------
 # Group commit of stream requests
 # ----------------------------------------------------------------------------------------------
@@ -428,140 +193,6 @@ def open_fleet(config: ServiceConfig) -> Fleet:
 
 
 # ----------------------------------------------------------------------------------------------
-# Middleware: body size limit and request accounting
-# ----------------------------------------------------------------------------------------------
-
-
-async def _respond(
-    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]]
-) -> None:
-    """A JSON error response that closes the connection (nothing more is read from it)."""
-    body = json.dumps({"detail": detail}).encode()
-    head = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-        *headers,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body})
-
-
-def token_matches(headers: list[tuple[bytes, bytes]], token: str) -> bool:
-    """Does the ``Authorization: Bearer`` header carry ``token`` (constant-time compare)?"""
-    auth = next((v for k, v in headers if k == b"authorization"), b"")
-    scheme, _, given = auth.partition(b" ")
-    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token.encode())
-
-
-class AuthMiddleware:
-    """Check the bearer token before anything else: a request without it gets 401 and its body
-    is never read or parsed (only :data:`OPEN_PATHS` are served without a token)."""
-
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self.app = app
-        self.token = token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or not self.token
-            or scope.get("path") in OPEN_PATHS
-            or str(scope.get("path", "")).startswith(OPEN_PREFIX)
-            or token_matches(scope.get("headers", []), self.token)
-        ):
-            await self.app(scope, receive, send)
-            return
-        await _respond(
-            send, 401, "missing or invalid bearer token", [(b"www-authenticate", b"Bearer")]
-        )
-
-
-class BodyLimitMiddleware:
-    """Read the whole body before the app sees it: over ``max_bytes`` (by Content-Length, or
-    while a chunked body streams in) is 413, slower than ``seconds`` is 408; the app then gets
-    the buffered body, so no limit error can surface as a parse error."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int, seconds: float = 30.0) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.seconds = seconds
-
-    async def _read(self, receive: Receive) -> bytes | int | None:
-        """The body, or 413, or None when the client went away."""
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return None
-            body = msg.get("body", b"")
-            seen += len(body)
-            if seen > self.max_bytes:
-                return 413
-            chunks.append(body)
-            if not msg.get("more_body"):
-                return b"".join(chunks)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_big = f"request body over the limit of {self.max_bytes} bytes"
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    over = int(value) > self.max_bytes
-                except ValueError:
-                    over = False
-                if over:
-                    await _respond(send, 413, too_big, [])
-                    return
-        try:
-            body = await asyncio.wait_for(self._read(receive), self.seconds)
-        except TimeoutError:
-            await _respond(send, 408, f"request body not received within {self.seconds:g} s", [])
-            return
-        if body is None:
-            return
-        if isinstance(body, int):
-            await _respond(send, 413, too_big, [])
-            return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-# ----------------------------------------------------------------------------------------------
-# The app
-# ----------------------------------------------------------------------------------------------
-
-
-def _bounded(description: dict[str, Any]) -> dict[str, Any]:
-    """A fleet's or a detector's description with rule-controlled text (stream-exactness details,
-    load errors) cut to :data:`MAX_ERROR_CHARS`, wherever it is nested."""
-
-    def cut(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {
-                k: bounded_text(v) if k in _RULE_TEXT and isinstance(v, str) else cut(v)
-                for k, v in node.items()
-            }
-        if isinstance(node, list):
-            return [cut(v) for v in node]
-        return node
-
-    return dict(cut(description))
-
-
-_RULE_TEXT = frozenset({"stream_exact_detail", "load_error", "error", "detail"})
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
@@ -654,7 +285,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def rulesets() -> dict[str, Any]:
         """Every rule set: its series, partition, load error and, once open, its rules, stated
         conditions, stream-exactness, isolation and counters; plus the routing."""
-        return _bounded(fleet.describe())
+        return bounded_description(fleet.describe())
 
     @app.post("/v1/rulesets/reload", tags=["rule sets"], dependencies=auth)
     def reload(force: bool = False) -> dict[str, Any]:
@@ -680,7 +311,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 ),
             )
         metrics.reloads.labels("ok").inc()
-        return _bounded({**report.to_json(), **fleet.describe(stats=False)})
+        return bounded_description({**report.to_json(), **fleet.describe(stats=False)})
 
     @app.post("/v1/detect", tags=["detect"], dependencies=auth, response_model=DetectOut)
     def detect(body: DetectIn) -> DetectOut:
@@ -712,22 +343,17 @@ def create_app(config: ServiceConfig) -> FastAPI:
             raise HTTPException(503, f"rule engine unavailable: {bounded_text(str(exc))}") from exc
         key = det.key
         events = []
+        fired_ever: set[str] = set()
         for i in res.anomaly.nonzero()[0].tolist():
-            fired = res.rule_labels[:, i].nonzero()[0].tolist()
+            fired = [det.rule_ids[r] for r in res.rule_labels[:, i].nonzero()[0].tolist()]
+            fired_ever.update(fired)
             events.append(
                 DetectEvent(
                     index=i,
                     timestamp=body.timestamps[i],
                     alert=bool(res.alert[i]),
                     incident=int(res.incident[i]),
-                    explanation=[
-                        RuleHit(
-                            ruleset=key,
-                            rule=det.rule_ids[r],
-                            condition=det.conditions[det.rule_ids[r]],
-                        )
-                        for r in fired
-                    ],
+                    rules=fired,
                 )
             )
         for e in res.errors:
@@ -741,6 +367,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
             series=body.series,
             labels=res.anomaly.tolist(),
             anomalies=events,
+            conditions={key: {r: det.conditions.get(r, "") for r in sorted(fired_ever)}}
+            if fired_ever
+            else {},
             rule_errors=[bounded_text(f"{e.rule_id}: {e.message}") for e in res.errors],
         )
 
@@ -838,7 +467,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
             ruleset=keys[0] if len(keys) == 1 else "",
             accepted=accepted,
             dropped=dropped,
-            results=[fleet.result_json(r) for r in results],
+            results=[fleet.result_json(r, explain=False) for r in results],
+            conditions=fleet.conditions_of(results),
         )
 
     @app.post(

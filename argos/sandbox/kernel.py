@@ -104,6 +104,11 @@ class RuleEngine(Protocol):
 
     def set_packed(self, rule_ids: Sequence[str]) -> None: ...
 
+    @property
+    def quarantined(self) -> Mapping[str, str]: ...
+
+    def quarantine(self, rule_id: str, reason: str) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -263,7 +268,9 @@ class RuleKernel:
     corrupt the history or another rule's input.
     """
 
-    def __init__(self, rules: Sequence[RuleCode]) -> None:
+    def __init__(self, rules: Sequence[RuleCode], *, contain_interrupts: bool = False) -> None:
+        self.contain_interrupts = contain_interrupts
+        self.skipped: set[int] = set()
         self.rules: list[RuleCode] = []
         self.functions: list[RuleFn] = []
         self.load_errors: dict[str, str] = {}
@@ -287,6 +294,12 @@ class RuleKernel:
         """Ids of the rules that loaded, in label-row order."""
         return tuple(r.id for r in self.rules)
 
+    def _reraise_interrupt(self, exc: BaseException) -> None:
+        """Ctrl-C in a trusted in-process kernel stops the caller; in a rule worker (nothing
+        outside can interrupt it) a ``KeyboardInterrupt`` is the rule's own doing: contained."""
+        if isinstance(exc, KeyboardInterrupt) and not self.contain_interrupts:
+            raise exc
+
     @property
     def n_series(self) -> int:
         """How many series currently have a history."""
@@ -302,9 +315,8 @@ class RuleKernel:
         try:
             out = fn(values[start:].copy(), timestamps[start:].copy(), dict(rule.params))
             labels = validate_labels(out, n - start)
-        except KeyboardInterrupt:
-            raise
         except BaseException as exc:  # a rule failing (even SystemExit) must not stop others
+            self._reraise_interrupt(exc)
             return None, _describe_exception(exc, rule.id)
         return labels[len(labels) - k :], ""
 
@@ -324,9 +336,8 @@ class RuleKernel:
         v = np.concatenate(segs_v)
         try:
             labels = validate_labels(fn(v, t, dict(rule.params)), len(v))
-        except KeyboardInterrupt:
-            raise
-        except BaseException:  # re-run one by one to attribute the error
+        except BaseException as exc:  # re-run one by one to attribute the error
+            self._reraise_interrupt(exc)
             return None
         out: list[BoolArray] = []
         a = 0
@@ -355,6 +366,8 @@ class RuleKernel:
         steady_items: list[int] = steady[0] if steady is not None else []
         steady_set = set(steady_items)
         for r, rule in enumerate(self.rules):
+            if r in self.skipped:  # quarantined: labels stay False
+                continue
             done: set[int] = set(steady_set)
             if steady is not None:
                 idx, t_win, v_win = steady
@@ -403,9 +416,8 @@ class RuleKernel:
             # flatten() copies: a rule that writes into its input cannot reach the next rule's
             out = fn(v_win.flatten(), t_win.flatten(), dict(rule.params))
             labels = validate_labels(out, v_win.size)
-        except KeyboardInterrupt:
-            raise
-        except BaseException:
+        except BaseException as exc:
+            self._reraise_interrupt(exc)
             return None
         return labels.reshape(-1, width)[:, -1]
 
@@ -479,6 +491,7 @@ class InProcessEngine:
 
     def __init__(self, rules: Sequence[RuleCode]) -> None:
         self.kernel = RuleKernel(rules)
+        self._quarantined: dict[str, str] = {}
 
     @property
     def rule_ids(self) -> tuple[str, ...]:
@@ -515,6 +528,17 @@ class InProcessEngine:
     def set_packed(self, rule_ids: Sequence[str]) -> None:
         """See :meth:`RuleKernel.set_packed`."""
         self.kernel.set_packed(rule_ids)
+
+    @property
+    def quarantined(self) -> Mapping[str, str]:
+        """Rules stopped for good (until a reload), with the reason."""
+        return dict(self._quarantined)
+
+    def quarantine(self, rule_id: str, reason: str) -> None:
+        """Stop a rule: its labels are ``False`` from now on."""
+        if rule_id in self.kernel.rule_ids:
+            self._quarantined.setdefault(rule_id, reason)
+            self.kernel.skipped.add(self.kernel.rule_ids.index(rule_id))
 
     def close(self) -> None:
         """Nothing to release."""

@@ -22,7 +22,8 @@ from argos.cli.detect import (
     read_line_batches,
 )
 from argos.data.series import Dataset
-from argos.online.detector import Detector, verification_sample
+from argos.online.checks import verification_sample
+from argos.online.detector import Detector
 from argos.rules.artifacts import RuleSource, write_ruleset
 
 RULES = Path(__file__).resolve().parents[1] / "fixtures" / "rules"

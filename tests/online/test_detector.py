@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from argos.data.series import Dataset, Series
-from argos.online.detector import Detector, Point, combine, verification_sample
+from argos.online.checks import verification_sample
+from argos.online.detector import Detector, Point, combine
 from argos.online.postprocess import PostProcessing, SeriesState
 from argos.online.rulesets import LoadedRuleSet, abnormal_condition, load_rules
 from argos.rules.artifacts import RuleSetError, RuleSource, write_ruleset

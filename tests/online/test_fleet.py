@@ -127,7 +127,9 @@ def test_fleet_gives_each_kpi_series_its_own_sets_labels_and_refuses_the_unknown
             collect(fleet.push(batch), got)
         assert sorted(fleet.open_keys) == sorted(SERIES)  # only the sets in use
         pids = {k: fleet.detector(k).engine.pids for k in SERIES}  # type: ignore[attr-defined]
-        assert len({p for ps in pids.values() for p in ps}) == len(SERIES)  # no shared worker
+        all_pids = [p for ps in pids.values() for p in ps]
+        n_rules = sum(len(fleet.detector(k).rule_ids) for k in SERIES)
+        assert len(set(all_pids)) == len(all_pids) == n_rules  # a process per rule, none shared
         stats = fleet.stats()
         describe = fleet.describe()
     for s in SERIES:
@@ -213,6 +215,7 @@ def test_a_killed_worker_of_one_set_recovers_and_the_others_never_notice(
         first_after = len(got[victim])
         for batch in scrapes(kpi_slices, seed=5, start=N // 2):
             collect(fleet.push(batch), got)
+        assert engines[victim].wait_ready()  # type: ignore[attr-defined]
         restarts = {k: e.restarts for k, e in engines.items()}  # type: ignore[attr-defined]
         new_pids = {k: list(e.pids) for k, e in engines.items()}  # type: ignore[attr-defined]
     assert restarts[victim] == 1 and new_pids[victim] != pids[victim]
@@ -248,7 +251,8 @@ def test_service_serves_the_kpi_run_folder(
                 if p["series"] in labels:
                     labels[p["series"]].append(p["anomaly"])
                     if p["anomaly"]:
-                        assert p["explanation"][0]["ruleset"] == p["series"]
+                        assert p["ruleset"] == p["series"]
+                        assert set(p["rules"]) <= set(r.json()["conditions"][p["series"]])
                 else:
                     assert p["status"] == "unrouted" and "no rule set" in p["error"]
         for s in two:

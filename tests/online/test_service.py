@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from argos.online.detector import Detector, verification_sample
+from argos.online.checks import verification_sample
+from argos.online.detector import Detector
 from argos.online.server import RateLimitFilter
 from argos.online.service import ServiceConfig, check_bind, create_app, is_loopback, read_token
 from argos.rules.artifacts import RuleSource, write_ruleset
@@ -87,8 +88,11 @@ def test_detect_matches_the_detector_and_explains(client: TestClient, rules_dir:
     assert len(out["anomalies"]) == int(expected.anomaly.sum()) > 0
     first = out["anomalies"][0]
     assert first["timestamp"] == int(t[first["index"]])
-    assert first["explanation"][0]["rule"] in ("robust_z", "flat_line")
-    assert first["explanation"][0]["condition"]
+    assert first["rules"][0] in ("robust_z", "flat_line")
+    # each fired rule's condition once per response, not once per point
+    fired = {r for a in out["anomalies"] for r in a["rules"]}
+    assert set(out["conditions"]) == {"basic"} and set(out["conditions"]["basic"]) == fired
+    assert all(out["conditions"]["basic"].values())
 
 
 def test_stream_points_are_stateful_and_report_drops(client: TestClient, rules_dir: Path) -> None:

@@ -23,7 +23,8 @@ import httpx
 import numpy as np
 import pytest
 
-from argos.online.detector import Detector, verification_sample
+from argos.online.checks import verification_sample
+from argos.online.detector import Detector
 
 BASIC = Path(__file__).resolve().parents[1] / "fixtures" / "rules" / "basic"
 TOKEN = "load-test-token"

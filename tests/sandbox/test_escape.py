@@ -35,6 +35,15 @@ FAKE_KEY = "sk-test-" + uuid.uuid4().hex
 
 LIMITS = SandboxLimits(cpu_seconds=1.0, wall_seconds=8.0, memory_mb=256)
 
+#: ``ARGOS_ESCAPE_LAYERS=seccomp,netns,drop_privileges`` runs the suite's two sandboxes with only
+#: those kernel layers (to measure docs/sandbox.md's rows for hosts without a layer, e.g. without
+#: Landlock): the cases a missing layer lets through then fail, and the failures are the row.
+SUITE_LAYERS = (
+    [x for x in os.environ["ARGOS_ESCAPE_LAYERS"].split(",") if x]
+    if "ARGOS_ESCAPE_LAYERS" in os.environ
+    else None
+)
+
 HEADER = '"""Hostile test rule. Normal: anything. Abnormal: nothing."""\n'
 TAIL = "\nPARAMS = {{}}\nLOOKBACK = 0\n"  # braces doubled: codes go through str.format
 
@@ -653,13 +662,13 @@ def secret_env() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def gated(secret_env: None) -> Iterator[Sandbox]:
-    with Sandbox(limits=LIMITS) as sb:
+    with Sandbox(limits=LIMITS, layers=SUITE_LAYERS) as sb:
         yield sb
 
 
 @pytest.fixture(scope="module")
 def ungated(secret_env: None) -> Iterator[Sandbox]:
-    with Sandbox(limits=LIMITS, static_gate=False) as sb:
+    with Sandbox(limits=LIMITS, static_gate=False, layers=SUITE_LAYERS) as sb:
         if not sb.host.kernel_layers:
             pytest.skip("no kernel isolation layer on this host")
         yield sb
