@@ -44,6 +44,7 @@ from argos.rules.contract import RuleContractError, check_rule, with_params
 from argos.rules.templates import load_rule
 from argos.sandbox.kernel import RuleError
 from argos.sandbox.pool import Sandbox, check_causality
+from argos.training.fitting import stream_check_ends
 from argos.training.generator import (
     DeploymentCheck,
     GeneratedRule,
@@ -150,19 +151,12 @@ def stream_mismatch(
     """Why a TRUSTED rule (run in-process) is not stream-exact on this series ("" when it is).
 
     The online detector labels a point from the ``lookback`` points ending there; this compares
-    that label with the batch label at :data:`STREAM_CHECK_POINTS` evenly spaced points and at as
-    many of the points the batch flags (a rule fires rarely, so both are needed).
+    that label with the batch label where :func:`~argos.training.fitting.stream_check_ends` says
+    (:data:`STREAM_CHECK_POINTS` evenly spaced points and as many flagged ones).
     """
     lookback = max(1, lookback)
-    n = len(values)
-    if n <= lookback:
-        return ""
     batch = np.asarray(detect(values, timestamps, dict(params)), dtype=bool)
-    flagged = np.flatnonzero(batch[lookback:]) + lookback
-    if flagged.size > STREAM_CHECK_POINTS:
-        flagged = flagged[np.linspace(0, flagged.size - 1, STREAM_CHECK_POINTS).astype(int)]
-    spaced = np.linspace(lookback - 1, n - 1, STREAM_CHECK_POINTS).astype(int)
-    for e in np.unique(np.concatenate([spaced, flagged])):
+    for e in stream_check_ends(batch, lookback, STREAM_CHECK_POINTS):
         a = e - lookback + 1
         label = bool(detect(values[a : e + 1], timestamps[a : e + 1], dict(params))[-1])
         if label != batch[e]:

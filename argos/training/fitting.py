@@ -294,3 +294,21 @@ __all__ = [
     "fit_params",
     "score_predictions",
 ]
+
+
+def stream_check_ends(batch: BoolArray, lookback: int, points: int) -> np.ndarray:
+    """Where to compare a rule's label from its last ``lookback`` points (what the online
+    detector computes when streaming) with its ``batch`` label on the whole history.
+
+    ``points`` evenly spaced positions (a stream that fires where the batch does not) and up to
+    ``points`` of the positions the batch flags (a stream that misses them): a rule fires
+    rarely, so both are needed. Empty when the history is no longer than ``lookback``.
+    """
+    n = len(batch)
+    if n <= lookback:
+        return np.zeros(0, dtype=np.int64)
+    flagged = np.flatnonzero(batch[lookback:]) + lookback
+    if flagged.size > points:
+        flagged = flagged[np.linspace(0, flagged.size - 1, points).astype(int)]
+    spaced = np.linspace(lookback, n - 1, points).astype(np.int64)
+    return np.unique(np.concatenate([spaced, flagged]))

@@ -29,7 +29,7 @@ from argos.sandbox.pool import RuleInput, Sandbox, check_causality
 from argos.training.agents.context import CheckOutcome, Evaluation
 from argos.training.agents.prompts import render_regressions
 from argos.training.agents.state import DraftRule
-from argos.training.fitting import fit_params
+from argos.training.fitting import fit_params, stream_check_ends
 from argos.training.generator import DeploymentCheck
 
 DEFAULT_CHUNK_SIZE = 1000
@@ -271,20 +271,13 @@ class SandboxRuleLab:
         except RuleContractError:
             return ""  # the gate reports it
         values, timestamps = self._history[0]
-        n = len(values)
-        if n <= lookback:
+        if len(values) <= lookback:
             return ""
         full = self.sandbox.run(code, [(values, timestamps)], params)
         if not full.ok or not full.outputs:
             return ""  # evaluate reports the failure
         batch = np.asarray(full.outputs[0], dtype=bool)
-        # Evenly spaced points (a stream that fires where the batch does not) and the points
-        # the batch flags (a stream that misses them): a rule fires rarely, so both are needed.
-        flagged = np.flatnonzero(batch[lookback:]) + lookback
-        if flagged.size > STREAM_CHECK_POINTS:
-            flagged = flagged[np.linspace(0, flagged.size - 1, STREAM_CHECK_POINTS).astype(int)]
-        spaced = np.linspace(lookback, n - 1, STREAM_CHECK_POINTS).astype(int)
-        ends = np.unique(np.concatenate([spaced, flagged]))
+        ends = stream_check_ends(batch, lookback, STREAM_CHECK_POINTS)
         windows = [
             (values[e - lookback + 1 : e + 1], timestamps[e - lookback + 1 : e + 1]) for e in ends
         ]
