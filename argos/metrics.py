@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -196,6 +196,59 @@ def score_all(truth: ArrayLike, pred: ArrayLike, k: int = DEFAULT_DELAY) -> dict
         "event_pa": event_pa(t, p),
         "delay": delay_adjusted(t, p, k),
     }
+
+
+ObjectiveKind = Literal["event-pa", "delay", "point"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a generator optimises when it selects rules and fits their numbers.
+
+    ``event-pa`` (the default) is :func:`event_pa`; ``delay:K`` is :func:`delay_adjusted` with
+    ``k = K`` (operators who page on early detection); ``point`` is :func:`point_wise`. Written
+    as text (``--objective``, manifests) by ``str()`` and read back by :meth:`parse`.
+    """
+
+    kind: ObjectiveKind = "event-pa"
+    delay: int = DEFAULT_DELAY
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("event-pa", "delay", "point"):
+            raise ValueError(f"unknown objective kind {self.kind!r}")
+        if self.delay < 0:
+            raise ValueError(f"the delay of an objective must be >= 0, got {self.delay}")
+
+    @classmethod
+    def parse(cls, text: str) -> Objective:
+        """``event-pa``, ``point``, ``delay`` (k = 7) or ``delay:K``; ``ValueError`` otherwise."""
+        name, _, arg = text.strip().lower().partition(":")
+        if name == "delay":
+            if not arg:
+                return cls("delay")
+            if not arg.isdigit():
+                raise ValueError(f"objective {text!r}: the delay must be a whole number (delay:7)")
+            return cls("delay", int(arg))
+        if name == "event-pa" and not arg:
+            return cls("event-pa")
+        if name == "point" and not arg:
+            return cls("point")
+        raise ValueError(
+            f"unknown objective {text!r}; choose event-pa, delay:K (e.g. delay:7) or point"
+        )
+
+    def __str__(self) -> str:
+        return f"delay:{self.delay}" if self.kind == "delay" else self.kind
+
+    def score(self, truth: ArrayLike, pred: ArrayLike) -> Scores:
+        """This objective's scores of one series."""
+        if self.kind == "delay":
+            return delay_adjusted(truth, pred, self.delay)
+        return point_wise(truth, pred) if self.kind == "point" else event_pa(truth, pred)
+
+
+EVENT_PA = Objective()
+"""The default objective, the metric of the published Argos results."""
 
 
 def aggregate_pooled(scores: Iterable[Scores]) -> Scores:

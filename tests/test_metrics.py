@@ -8,6 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from argos.metrics import (
+    EVENT_PA,
+    Objective,
     Scores,
     adjust_predictions,
     aggregate_mean,
@@ -191,3 +193,39 @@ def test_scores_are_bounded_and_counts_consistent(tp_pair) -> None:  # type: ign
     assert pw.tp + pw.fn == int(t.sum()) and pw.tp + pw.fp == int(p.sum())
     ev = event_pa(t, p)
     assert ev.tp + ev.fn == len(events(t)[0])
+
+
+# --- Objective: what a generator optimises -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "delay", "shown"),
+    [
+        ("event-pa", "event-pa", 7, "event-pa"),
+        ("point", "point", 7, "point"),
+        ("delay", "delay", 7, "delay:7"),
+        ("delay:3", "delay", 3, "delay:3"),
+        (" Delay:0 ", "delay", 0, "delay:0"),
+    ],
+)
+def test_objective_parses_and_prints_back(text: str, kind: str, delay: int, shown: str) -> None:
+    obj = Objective.parse(text)
+    assert (obj.kind, obj.delay, str(obj)) == (kind, delay, shown)
+    assert Objective.parse(str(obj)) == obj
+
+
+@pytest.mark.parametrize("text", ["f1", "delay:x", "delay:-1", "point:3", "event-pa:2", ""])
+def test_objective_refuses_what_it_does_not_know(text: str) -> None:
+    with pytest.raises(ValueError, match="objective"):
+        Objective.parse(text)
+
+
+def test_objective_scores_with_its_metric() -> None:
+    truth = np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=bool)
+    late = np.zeros(12, dtype=bool)
+    late[9] = True  # inside the event, 8 points after its start
+    assert Objective.parse("event-pa").score(truth, late).f1 == 1.0
+    assert Objective.parse("delay:7").score(truth, late).f1 == 0.0
+    assert Objective.parse("delay:8").score(truth, late).f1 == 1.0
+    assert Objective.parse("point").score(truth, late) == point_wise(truth, late)
+    assert Objective.parse("event-pa") == EVENT_PA

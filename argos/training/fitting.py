@@ -25,32 +25,17 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from argos._types import BoolArray
-from argos.metrics import (
-    Scores,
-    aggregate_pooled,
-    delay_adjusted,
-    event_pa,
-    point_adjusted,
-    point_wise,
-)
+from argos.metrics import EVENT_PA, Objective, aggregate_pooled
 from argos.rules.contract import ParamValue, RuleContractError, check_rule
 from argos.sandbox.pool import InputHandle, RuleInput, RunResult, Sandbox
 
-Objective = Literal["event_pa_f1", "point_f1", "point_adjusted_f1", "delay_f1"]
-
-_METRICS: dict[str, Callable[[BoolArray, BoolArray], Scores]] = {
-    "event_pa_f1": event_pa,
-    "point_f1": point_wise,
-    "point_adjusted_f1": point_adjusted,
-    "delay_f1": delay_adjusted,
-}
 MULTIPLICATIVE_SPAN = 4.0
 """Undeclared numeric parameters are searched in ``default / 4 .. default * 4``."""
 
@@ -80,15 +65,14 @@ class FitResult:
 
 
 def score_predictions(
-    labels: Sequence[BoolArray], preds: Sequence[BoolArray], objective: Objective = "event_pa_f1"
+    labels: Sequence[BoolArray], preds: Sequence[BoolArray], objective: Objective = EVENT_PA
 ) -> float:
     """Pooled score over all series (counts summed, then F1).
 
     When the training labels contain no anomaly at all F1 is undefined; the score is then minus
     the fraction of points flagged, so quieter parameters win.
     """
-    metric = _METRICS[objective]
-    pooled = aggregate_pooled(metric(t, p) for t, p in zip(labels, preds, strict=True))
+    pooled = aggregate_pooled(objective.score(t, p) for t, p in zip(labels, preds, strict=True))
     if pooled.f1 is not None:
         return float(pooled.f1)
     total = sum(len(p) for p in preds)
@@ -227,7 +211,7 @@ def fit_params(
     space: Mapping[str, Sequence[ParamValue]] | None = None,
     budget: int = 32,
     seed: int = 0,
-    objective: Objective = "event_pa_f1",
+    objective: Objective = EVENT_PA,
     search: Literal["auto", "grid", "random"] = "auto",
     batch_size: int = 8,
 ) -> FitResult:
@@ -238,8 +222,6 @@ def fit_params(
     ``batch_size`` parameter sets per child. Ties keep the earlier trial (the defaults come first).
     Raises ``RuleContractError`` when the rule fails the static gate.
     """
-    if objective not in _METRICS:
-        raise ValueError(f"unknown objective {objective!r}; choose from {sorted(_METRICS)}")
     info = check_rule(code, max_bytes=sandbox.limits.max_code_bytes)
     handle = (
         train_inputs if isinstance(train_inputs, InputHandle) else sandbox.preload(train_inputs)
