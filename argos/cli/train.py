@@ -18,6 +18,7 @@ from argos.cli.report import report_epilogue
 from argos.cli.train_tables import fmt_score, summary_table, unit_notes
 from argos.data import catalog
 from argos.data.series import DataError, UnknownSeries
+from argos.metrics import Objective
 from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import (
@@ -98,6 +99,14 @@ def register(app: typer.Typer) -> None:
                 help="Train share of generic datasets (0.7), as in argos eval.",
             ),
         ] = None,
+        objective: Annotated[
+            str,
+            typer.Option(
+                help="What rules are selected and fitted for: 'event-pa' (an event is caught by "
+                "one alarm inside it), 'delay:K' (caught within K points of its start, the AIOps "
+                "k-delay F1; e.g. delay:7) or 'point' (point-wise F1). Recorded in the manifest.",
+            ),
+        ] = "event-pa",
         as_json: Annotated[bool, typer.Option("--json", help="Print summary JSON.")] = False,
         llm: Annotated[
             str | None,
@@ -205,6 +214,11 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
             raise typer.Exit(2)
+        try:
+            goal = Objective.parse(objective)
+        except ValueError as exc:
+            typer.echo(f"error: --objective: {exc}", err=True)
+            raise typer.Exit(2) from None
         if series is not None:
             try:  # before anything is loaded: KPI takes a while
                 catalog.check_series(dataset, series, data_dir=data_dir)
@@ -235,6 +249,7 @@ def register(app: typer.Typer) -> None:
                 scheduler=scheduler,
                 llm_concurrency=llm_concurrency,
                 train_fraction=train_fraction,
+                objective=str(goal),
             )
             if out == Path("runs/train"):
                 run_dir = new_run_dir(runs_dir)
@@ -254,7 +269,7 @@ def register(app: typer.Typer) -> None:
         except DataError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        gen = BuiltinGenerator(SearchConfig(trials=trials, seed=seed))
+        gen = BuiltinGenerator(SearchConfig(trials=trials, seed=seed, objective=goal))
         n_workers = workers or default_workers()
         try:
             n_units = len(

@@ -28,6 +28,7 @@ from argos.data.series import DataError, Dataset
 from argos.llm.config import LLMConfig, load_llm_config
 from argos.llm.interface import LLMError
 from argos.llm.usage import Budget, LedgerSummary
+from argos.metrics import Objective
 from argos.training.agents.run import AgentGenerator, csv_base, method_base
 from argos.training.agents.state import LoopConfig
 from argos.training.driver import TrainSummary, UnitResult, train_dataset, training_units
@@ -68,6 +69,7 @@ class RunOptions(BaseModel):
     scheduler: str | None = None
     llm_concurrency: int = 4
     train_fraction: float | None = None
+    objective: str = "event-pa"
     created: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def llm_config(self) -> LLMConfig:
@@ -86,6 +88,7 @@ class RunOptions(BaseModel):
             patience=self.patience,
             time_budget_s=self.time_budget,
             seed=self.seed,
+            objective=Objective.parse(self.objective),
         )
 
 

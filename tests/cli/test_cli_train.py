@@ -62,6 +62,7 @@ def test_train_json_and_trials(tmp_path: Path, monkeypatch) -> None:  # type: ig
         (["--dataset", "nope-such-dataset"], "unknown dataset"),
         (["--dataset", "demo", "--series", "nope"], "nope"),
         (["--dataset", "demo", "--granularity", "weekly"], "--granularity"),
+        (["--dataset", "demo", "--objective", "delay:soon"], "--objective"),
     ],
 )
 def test_train_errors_exit_2(tmp_path: Path, monkeypatch, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]

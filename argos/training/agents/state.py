@@ -14,6 +14,8 @@ import operator
 from dataclasses import dataclass
 from typing import Annotated, Any, NotRequired, TypedDict
 
+from argos.metrics import EVENT_PA, Objective
+
 JsonDict = dict[str, Any]
 
 
@@ -32,6 +34,7 @@ class LoopConfig:
         max_rule_runtime_ms: a candidate slower than this on the validation data is rejected.
         seed: seeds chunk choice and the LLM's ``seed`` parameter.
         recursion_limit: hard cap on graph steps (a second bound besides the counters).
+        objective: what candidates are selected and fitted for (``argos train --objective``).
     """
 
     candidates_per_iteration: int = 5
@@ -44,6 +47,7 @@ class LoopConfig:
     max_rule_runtime_ms: float = 5_000.0
     seed: int = 0
     recursion_limit: int = 2_000
+    objective: Objective = EVENT_PA
 
     def __post_init__(self) -> None:
         if self.candidates_per_iteration < 1 or self.keep_top < 1 or self.max_iterations < 1:

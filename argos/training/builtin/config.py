@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from argos.metrics import EVENT_PA, Objective
 from argos.rules.grammar import Direction
 from argos.training.builtin.shapes import SIMPLE_SCORERS, Candidate, FitSeries, Triple
 from argos.training.builtin.sweep import MarginFn, std_margin
@@ -59,6 +60,7 @@ class SearchConfig:
         and_gates: AND composition: each chosen rule may get a gate, a second shape that must
             hold at the same point (units with ``few_events`` events or more).
         weekly: seasonal residuals also use a one-week period when the timestamps allow it.
+        objective: what selection and threshold fitting maximise (``argos train --objective``).
     """
 
     persistences: tuple[int, ...] = (1, 2, 3)
@@ -85,6 +87,7 @@ class SearchConfig:
     max_duty: float | None = 0.02
     and_gates: bool = True
     weekly: bool = True
+    objective: Objective = EVENT_PA
 
     # Extension points: production uses these defaults; the protocol scripts override them in a
     # subclass to re-run the rows of docs/generator.md whose choice lost.
