@@ -71,3 +71,29 @@ LATCH = GOOD.replace(
     "    out[t] = np.abs(short - base) > k * std\n"
     "    return out | (np.cumsum(values > 200.0) > 0)\n",
 )
+
+# A stuck metric: the value repeats exactly for `window` points (what a spike or level rule misses).
+FLATLINE = '''"""Stuck metric.
+
+Normal: consecutive values differ, as a live measurement does.
+Abnormal: the last `window` values are all exactly equal (the metric is stuck).
+"""
+import numpy as np
+
+PARAMS = {"window": 8}
+PARAM_RANGES = {"window": (4, 16)}
+LOOKBACK = 16
+
+
+def detect(values, timestamps, params):
+    v = np.asarray(values, dtype=float)
+    n, w = len(v), int(params["window"])
+    out = np.zeros(n, dtype=bool)
+    if n < w or w < 2:
+        return out
+    same = np.concatenate(([0], (np.diff(v) == 0).astype(np.int64)))
+    c = np.concatenate(([0], np.cumsum(same)))
+    t = np.arange(w - 1, n)
+    out[t] = (c[t + 1] - c[t + 2 - w]) == w - 1
+    return out
+'''

@@ -320,6 +320,7 @@ def _llm_generator(run_dir: Path, max_calls: int | None, client: Any = None) -> 
         chat_model=shared,
         fit_budget=6,
         chunk_size=600,
+        incumbent=False,  # the builtin set is perfect on demo data: no call would be made
     )
 
 
@@ -443,6 +444,7 @@ def test_killed_llm_unit_resumes_from_its_checkpoint_without_paying_twice(tmp_pa
             chat_model=shared,
             fit_budget=1,  # the written defaults: below F1 1.0, so all 3 iterations run
             chunk_size=600,
+            incumbent=False,
         )
 
     marker = tmp_path / "stalled.pid"
@@ -506,7 +508,7 @@ def test_cli_llm_training_on_dask_equals_local_and_accounts_every_call(tmp_path:
     for k in ("ARGOS_LLM_MODEL", "ARGOS_LLM_BASE_URL", "OPENAI_BASE_URL"):
         env.pop(k, None)
     args = "--dataset demo --llm openai --model fake-model --iterations 1 --candidates 1 "
-    args += "--chunk-size 600 --json"
+    args += "--chunk-size 600 --json --no-incumbent"
     runs: dict[str, tuple[dict[str, Any], int]] = {}
     with FakeOpenAI(lambda agent, prompt: fenced(GOOD)) as server:
         for name, extra in (("local", []), ("dask", ["--scheduler", "local:2"])):

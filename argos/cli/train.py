@@ -154,6 +154,13 @@ def register(app: typer.Typer) -> None:
                 min=1, help="LLM with --scheduler: calls in flight across the whole cluster."
             ),
         ] = 4,
+        incumbent: Annotated[
+            bool,
+            typer.Option(
+                help="LLM: start each unit from the builtin generator's rule set, which LLM "
+                "rules must beat on the selection data (--no-incumbent: start from nothing)."
+            ),
+        ] = True,
         resume: Annotated[
             str | None, typer.Option(help="Resume an interrupted LLM run (run id or folder).")
         ] = None,
@@ -250,6 +257,7 @@ def register(app: typer.Typer) -> None:
                 llm_concurrency=llm_concurrency,
                 train_fraction=train_fraction,
                 objective=str(goal),
+                incumbent=incumbent,
             )
             if out == Path("runs/train"):
                 run_dir = new_run_dir(runs_dir)

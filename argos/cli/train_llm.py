@@ -70,6 +70,7 @@ class RunOptions(BaseModel):
     llm_concurrency: int = 4
     train_fraction: float | None = None
     objective: str = "event-pa"
+    incumbent: bool = True
     created: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def llm_config(self) -> LLMConfig:
@@ -152,6 +153,7 @@ def run_llm_training(opts: RunOptions, run_dir: Path, *, console: Console, as_js
             fit_budget=opts.fit_budget,
             chat_model=shared,
             deployment=deployment_refusals,
+            incumbent=opts.incumbent,
         )
         return _train(opts, ds, gen, run_dir, executor, console=console, as_json=as_json)
 

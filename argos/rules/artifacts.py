@@ -103,6 +103,18 @@ class GeneratorInfo(BaseModel):
     kind: Literal["builtin", "llm"]
     model: str | None = None
     prompts: dict[str, str] = Field(default_factory=dict)
+    objective: str | None = None
+    """What selection and fitting maximised (``argos train --objective``); None: event-pa."""
+    incumbent: Literal["builtin"] | None = None
+    """The rule set an LLM run started from and had to beat (None: it started from nothing)."""
+    incumbent_score: float | None = None
+    """The incumbent's selection score on the unit."""
+    score: float | None = None
+    """The exported set's selection score (at least ``incumbent_score``, by construction)."""
+
+
+_OPTIONAL_GENERATOR_KEYS = ("objective", "incumbent", "incumbent_score", "score")
+"""Written only when set, so manifests that never had them keep their bytes."""
 
 
 class RuleChange(BaseModel):
@@ -213,6 +225,10 @@ def _dump(manifest: Manifest) -> bytes:
     data = manifest.model_dump(mode="json")
     if not data["history"]:
         del data["history"]  # a set never re-packed keeps the manifest bytes it always had
+    generator = data.get("generator") or {}
+    for key in _OPTIONAL_GENERATOR_KEYS:
+        if generator.get(key) is None:
+            generator.pop(key, None)
     return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 

@@ -140,7 +140,7 @@ def test_train_against_an_unreachable_endpoint_fails_with_one_clear_line(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "argos.toml").write_text("[llm]\nmax_retries = 0\ntimeout_s = 5\n")
     args = ["train", "--dataset", "demo", "--series", "cpu_util", "--out", str(tmp_path / "o")]
-    llm = ["--model", "m", "--base-url", "http://127.0.0.1:9/v1"]
+    llm = ["--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--no-incumbent"]
     result = runner.invoke(app, [*args, *llm], env=NO_LLM)
     assert result.exit_code == 1, result.output
     errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
@@ -253,6 +253,7 @@ def test_llm_training_without_a_tty_logs_one_flushed_line_per_event(tmp_path: Pa
             [
                 *(sys.executable, "-m", "argos.cli", "train", "--dataset", "demo"),
                 *("--series", "error_rate", "--llm", "openai", "--model", "fake-model"),
+                "--no-incumbent",
                 *("--base-url", server.base_url, "--iterations", "2", "--candidates", "1"),
                 *("--chunk-size", "600", "--out", str(tmp_path / "run")),
             ],

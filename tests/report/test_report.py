@@ -449,6 +449,7 @@ def test_llm_run_report_shows_progress_candidates_and_usage(tmp_path: Path) -> N
             [
                 *(sys.executable, "-m", "argos.cli", "train", "--dataset", "demo"),
                 *("--series", "cpu_util", "--llm", "openai", "--model", "fake-model"),
+                "--no-incumbent",
                 *("--base-url", server.base_url, "--iterations", "3", "--candidates", "2"),
                 *("--chunk-size", "600", "--out", str(run), "--report"),
             ],

@@ -1,8 +1,9 @@
 """The training graph's control flow with a fake rule lab and scripted agents (no sandbox, no LLM).
 
 Candidate code carries its own fate in comments: ``# status: runtime_error`` makes the lab's check
-fail, ``# f1: 0.7`` is the validation F1 the lab reports. This isolates the routing, the accept
-gate, budgets and checkpoint/resume from everything else.
+fail, ``# f1: 0.7`` is the validation F1 the lab reports, ``# with: 0.9`` the F1 of a rule set that
+holds it and a rule of the builtin incumbent (otherwise a set scores its best member's F1). This
+isolates the routing, the accept gate, budgets and checkpoint/resume from everything else.
 """
 
 from __future__ import annotations
@@ -26,9 +27,16 @@ from argos.training.agents.graph import build_graph
 from argos.training.agents.state import DraftRule, LoopConfig
 
 
-def rule(f1: float, status: str = "ok", tag: str = "") -> str:
+def rule(f1: float, status: str = "ok", tag: str = "", with_incumbent: float | None = None) -> str:
     head = f"# status: {status}\n# f1: {f1}\n# {tag}\n"
+    if with_incumbent is not None:
+        head += f"# with: {with_incumbent}\n"
     return head + "def detect(values, timestamps, params):\n    pass\n"
+
+
+def _f1(code: str) -> float:
+    m = re.search(r"# f1: ([\d.]+)", code)
+    return float(m.group(1)) if m else 0.0
 
 
 class FakeLab:
@@ -58,8 +66,18 @@ class FakeLab:
         return {"k": 3.0}
 
     def evaluate(self, code: str, params: Mapping[str, Any]) -> Evaluation:
-        m = re.search(r"# f1: ([\d.]+)", code)
-        f1 = float(m.group(1)) if m else 0.0
+        f1 = _f1(code)
+        return Evaluation(train_f1=f1, val_f1=f1, val_precision=f1, val_recall=f1, runtime_ms=1.0)
+
+    def set_score(self, members: Sequence[DraftRule]) -> Evaluation:
+        scores = [_f1(c["code"]) for c in members]
+        if any(c["origin"] == "builtin" for c in members):
+            scores += [
+                float(m.group(1))
+                for c in members
+                if (m := re.search(r"# with: ([\d.]+)", c["code"]))
+            ]
+        f1 = max(scores, default=0.0)
         return Evaluation(train_f1=f1, val_f1=f1, val_precision=f1, val_recall=f1, runtime_ms=1.0)
 
     def regressions(self, old: DraftRule, new: DraftRule) -> str:
@@ -111,14 +129,43 @@ class ScriptedAgents:
         assert not left, f"unconsumed script: {left}"
 
 
-def run(agents: ScriptedAgents, lab: FakeLab, config: LoopConfig) -> dict[str, Any]:
+def builtin(f1: float, tag: str = "incumbent") -> DraftRule:
+    """A rule of the builtin incumbent, as the LLM generator hands it to the graph."""
+    code = rule(f1, tag=tag)
+    return DraftRule(
+        id=f"builtin-{tag}",
+        code=code,
+        params={},
+        origin="builtin",
+        iteration=0,
+        slot=0,
+        status="ok",
+        detail="",
+        traceback="",
+        repairs=0,
+        train_f1=f1,
+        val_f1=f1,
+        val_precision=f1,
+        val_recall=f1,
+        runtime_ms=1.0,
+        score=f1,
+        name=tag,
+    )
+
+
+def run(
+    agents: ScriptedAgents,
+    lab: FakeLab,
+    config: LoopConfig,
+    incumbent: Sequence[DraftRule] = (),
+) -> dict[str, Any]:
     exported: list[list[DraftRule]] = []
 
     def export(accepted: list[DraftRule], log: list[dict[str, Any]]) -> str:
         exported.append(accepted)
         return "rules/x"
 
-    ctx = TrainingContext(agents=agents, lab=lab, config=config, export=export)
+    ctx = TrainingContext(agents=agents, lab=lab, config=config, export=export, incumbent=incumbent)
     graph = build_graph(config, can_repair=True, can_review=True).compile()
     out: dict[str, Any] = graph.invoke({}, context=ctx, config={"recursion_limit": 500})
     out["exported_sets"] = exported
@@ -218,6 +265,65 @@ def test_convergence_stops_early() -> None:
     out = run(agents, FakeLab(), LoopConfig(candidates_per_iteration=1, max_iterations=10))
     assert out["stop_reason"].startswith("converged")
     agents.assert_consumed()
+
+
+def test_the_incumbent_is_exported_when_no_candidate_beats_it() -> None:
+    agents = ScriptedAgents([rule(0.6, tag="a"), rule(0.7, tag="tie")], review=[None])
+    cfg = LoopConfig(candidates_per_iteration=2, max_iterations=1)
+    out = run(agents, FakeLab(), cfg, incumbent=[builtin(0.7)])
+    agents.assert_consumed()
+    assert [c["origin"] for c in out["accepted"]] == ["builtin"]
+    assert out["set_score"] == out["incumbent_score"] == 0.7
+    # A tie does not replace the incumbent: a candidate must beat it.
+    assert agents.review_inputs and agents.review_inputs[0]["old"]["origin"] == "builtin"
+
+
+def test_a_candidate_that_helps_the_incumbent_is_added_to_it() -> None:
+    agents = ScriptedAgents([rule(0.4, tag="adds", with_incumbent=0.9)])
+    cfg = LoopConfig(candidates_per_iteration=1, max_iterations=1)
+    out = run(agents, FakeLab(), cfg, incumbent=[builtin(0.7)])
+    assert [c["origin"] for c in out["accepted"]] == ["builtin", "generator"]
+    assert out["set_score"] == 0.9
+
+
+def test_a_candidate_better_alone_replaces_the_incumbent() -> None:
+    agents = ScriptedAgents([rule(0.95, tag="better")])
+    cfg = LoopConfig(candidates_per_iteration=1, max_iterations=1)
+    out = run(agents, FakeLab(), cfg, incumbent=[builtin(0.7)])
+    # Alone or with the incumbent it scores .95: the smaller set wins the tie.
+    assert [c["origin"] for c in out["accepted"]] == ["generator"]
+
+
+def test_an_incumbent_that_scores_1_ends_the_run_before_any_agent_call() -> None:
+    agents = ScriptedAgents([])
+    out = run(agents, FakeLab(), LoopConfig(max_iterations=3), incumbent=[builtin(1.0)])
+    assert out["stop_reason"].startswith("the incumbent already scores 1.0")
+    assert [c["origin"] for c in out["accepted"]] == ["builtin"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_kept_set_never_scores_below_the_incumbent(seed: int) -> None:
+    """By construction: whatever the candidates score, alone or with the incumbent."""
+    import random
+
+    rnd = random.Random(seed)
+    n, iterations = 3, 3
+    script: list[str | Exception | None] = [
+        rule(
+            round(rnd.random(), 3),
+            tag=f"c{i}",
+            with_incumbent=round(rnd.random(), 3) if rnd.random() < 0.5 else None,
+        )
+        for i in range(n * iterations)
+    ]
+    agents = ScriptedAgents(script, review=[None] * iterations)
+    cfg = LoopConfig(candidates_per_iteration=n, max_iterations=iterations, patience=9)
+    start = round(rnd.uniform(0.3, 0.9), 3)
+    out = run(agents, FakeLab(), cfg, incumbent=[builtin(start)])
+    assert out["incumbent_score"] == start
+    assert out["set_score"] >= start
+    assert FakeLab().set_score(out["accepted"]).val_f1 == out["set_score"]
+    assert sum(c["origin"] != "builtin" for c in out["accepted"]) <= cfg.keep_top
 
 
 def test_killed_run_resumes_from_checkpoint(tmp_path: Path) -> None:

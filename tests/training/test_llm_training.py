@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from scripted_rules import (
+    FLATLINE,
     GOOD,
     QUIET,
     READS_FILES,
@@ -55,6 +56,7 @@ def make_gen(
     budget = loop.pop("budget", Budget())
     fit_budget = loop.pop("fit_budget", 6)
     deployment = loop.pop("deployment", None)
+    incumbent = loop.pop("incumbent", False)  # these tests drive the LLM from an empty set
     cfg = LoopConfig(**{"candidates_per_iteration": 1, "max_iterations": 1, **loop})
     gen = AgentGenerator(
         llm=LLMConfig(model="scripted"),
@@ -65,6 +67,7 @@ def make_gen(
         fit_budget=fit_budget,
         chunk_size=600,
         deployment=deployment,
+        incumbent=incumbent,
     )
     return gen, model
 
@@ -377,6 +380,71 @@ def test_a_candidate_the_online_detector_refuses_is_repaired_not_kept(
     out = gen.generate(*unit)
     model.assert_consumed()
     assert [r.source for r in out.rules] == [GOOD] and out.ranking[0]["repairs"] == 1
+
+
+@pytest.fixture(scope="module")
+def stuck_unit() -> tuple[list[Series], list[Series]]:
+    """Spikes in train; in validation the metric gets stuck, which no builtin shape catches."""
+    rng = np.random.default_rng(0)
+    n = 1600
+    v = 10 + np.sin(np.arange(n) * 2 * np.pi / 100) + rng.normal(0, 0.3, n)
+    labels = np.zeros(n, dtype=bool)
+    for s in (200, 500, 800):
+        v[s : s + 3] += 4
+        labels[s : s + 3] = True
+    v[1300:1360] = v[1299]
+    labels[1300:1360] = True
+    ts = np.arange(n, dtype=np.int64) * 60 + 1_700_000_000
+
+    def part(a: int, b: int) -> Series:
+        return Series(id="stuck", timestamps=ts[a:b], values=v[a:b], labels=labels[a:b])
+
+    return [part(0, 1100)], [part(1100, n)]
+
+
+def test_the_loop_starts_from_the_builtin_rule_set_and_keeps_it_when_nothing_beats_it(
+    tmp_path: Path, stuck_unit: Any
+) -> None:
+    from argos.training.builtin.method import BuiltinGenerator
+
+    train, validation = stuck_unit
+    steps = [
+        reply(
+            fenced(QUIET),
+            "generator",
+            expect=lambda m: (
+                "The current rule set (1 rule(s)" in m
+                and "Rule 1 (builtin template)" in m
+                and "How the rule is scored: event F1 with point adjustment" in m
+            ),
+        )
+    ]
+    gen, model = make_gen(tmp_path, steps, incumbent=True, max_reviews=0)
+    out = gen.generate(train, validation)
+    model.assert_consumed()
+    builtin = BuiltinGenerator().generate(train, validation)
+    assert [r.source for r in out.rules] == [r.source for r in builtin.rules]
+    assert [r.name for r in out.rules] == [r.name for r in builtin.rules]
+    assert out.generator["incumbent"] == "builtin"
+    assert out.generator["score"] == out.generator["incumbent_score"] == 0.0
+    assert out.generator["objective"] == "event-pa"
+    assert any(n.startswith("kept the builtin rule set") for n in out.notes)
+
+
+def test_an_llm_rule_that_catches_what_the_incumbent_misses_beats_it(
+    tmp_path: Path, stuck_unit: Any
+) -> None:
+    train, validation = stuck_unit
+    steps = [reply(fenced(FLATLINE), "generator")]
+    gen, model = make_gen(tmp_path, steps, incumbent=True, max_reviews=0)
+    out = gen.generate(train, validation)
+    model.assert_consumed()
+    # Kept alone or with the incumbent's rule, whichever set scores higher on validation.
+    assert any(r.name.startswith("rule_") for r in out.rules)
+    before, after = out.generator["incumbent_score"], out.generator["score"]
+    assert after > before
+    assert out.validation_f1 == after
+    assert any(n.startswith("the LLM improved on the builtin rule set") for n in out.notes)
 
 
 def test_fitting_never_searches_a_window_past_lookback() -> None:

@@ -46,6 +46,7 @@ def train_cmd(base_url: str, out: Path) -> list[str]:
         "demo",
         "--series",
         "cpu_util",
+        "--no-incumbent",  # drive the LLM from an empty set: the builtin one is perfect here
         "--llm",
         "openai",
         "--model",

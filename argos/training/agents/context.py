@@ -71,9 +71,13 @@ class RuleLab(Protocol):
         ...
 
     def evaluate(self, code: str, params: Mapping[str, Any]) -> Evaluation:
-        """Train and validation event-PA of the fitted rule, and the score selection ranks it by:
-        validation F1, or, when the validation part holds no labeled anomaly, F1 on train +
-        validation (never on test)."""
+        """Train and validation scores of the fitted rule (the run's objective), and the score
+        selection ranks it by: validation F1, or, when the validation part holds no labeled
+        anomaly, F1 on train + validation (never on test)."""
+        ...
+
+    def set_score(self, members: Sequence[DraftRule]) -> Evaluation:
+        """The same scores for the rule set whose alarms are the OR of ``members``'."""
         ...
 
     def regressions(self, old: DraftRule, new: DraftRule) -> str:
@@ -86,12 +90,14 @@ class RuleLab(Protocol):
 class GenerationRequest:
     """What the generator node asks the generator for: a candidate for training ``chunk``
     (contrasted with chunk ``contrast``, if any), with ``focus`` saying what to improve on
-    ``previous`` (the best accepted rule so far, if any), for ``slot`` of ``iteration``."""
+    ``current`` (the rule set kept so far: the builtin incumbent, then what beat it; empty when
+    there is none) whose selection score is ``current_score``, for ``slot`` of ``iteration``."""
 
     chunk: int
     contrast: int | None
     focus: str
-    previous: DraftRule | None
+    current: tuple[DraftRule, ...]
+    current_score: float | None
     iteration: int
     slot: int
     feedback: tuple[str, ...] = ()
@@ -159,3 +165,6 @@ class TrainingContext:
     usage: Callable[[], JsonDict] = field(default=dict)
     """LLM usage so far; saved in the state after every agent call, so the checkpoint and the
     usage ledger always agree (a resumed run restores its ledger from it)."""
+    incumbent: Sequence[DraftRule] = ()
+    """The rule set the loop starts from and must beat (the builtin generator's, evaluated by the
+    lab); empty: the loop starts from nothing."""

@@ -7,9 +7,14 @@ data into chunks for the agents' prompts and picks which chunk to show next:
 
 - before any rule is accepted: chunks that contain anomalies, with a contrastive normal chunk whose
   mean and standard deviation are closest;
-- afterwards, alternating: the chunk where the accepted rule misses the most anomalies (contrast: a
+- afterwards, alternating: the chunk where the kept rule set misses the most anomalies (contrast: a
   similar normal chunk) and the chunk where it raises the most false alarms (contrast: a similar
   anomalous chunk), as in the published design.
+
+Scores use the run's :class:`~argos.metrics.Objective` (event-PA F1 by default). A candidate is
+scored alone (:meth:`SandboxRuleLab.evaluate`) and as a member of a rule set, whose alarms are the
+OR of its members' (:meth:`SandboxRuleLab.set_score`): the accept gate compares rule sets, so an
+LLM rule is kept only when the set with it beats the set without it (the builtin incumbent first).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.series import Series
-from argos.metrics import aggregate_pooled, event_pa, events
+from argos.metrics import EVENT_PA, Objective, Scores, aggregate_pooled, event_pa, events
 from argos.rules.artifacts import RuleSource
 from argos.rules.contract import RuleContractError, check_rule
 from argos.sandbox.pool import RuleInput, Sandbox, check_causality
@@ -76,6 +81,7 @@ class SandboxRuleLab:
         fusion_mode: Literal["fn", "fp"] | None = None,
         base: Sequence[tuple[BoolArray, BoolArray]] | None = None,
         deployment: DeploymentCheck | None = None,
+        objective: Objective = EVENT_PA,
     ) -> None:
         if not train:
             raise ValueError("a training unit needs at least one series")
@@ -95,6 +101,7 @@ class SandboxRuleLab:
         ]
         self.sandbox = sandbox
         self.deployment = deployment
+        self.objective = objective
         self.chunk_size = chunk_size
         self.fit_budget = fit_budget
         self.causality_prefixes = causality_prefixes
@@ -156,6 +163,14 @@ class SandboxRuleLab:
     def n_chunks(self) -> int:
         return len(self.chunks)
 
+    def n_events(self) -> int:
+        """Labeled events (of the rules' target) in the unit's train and validation parts."""
+        return sum(
+            len(events(s.labels)[0])
+            for s in [*self.train, *self.validation]
+            if s.labels is not None and len(s)
+        )
+
     def chunk_data(self, index: int) -> ChunkData:
         c = self.chunks[index]
         s = self.train[c.series]
@@ -191,7 +206,7 @@ class SandboxRuleLab:
             anomalous = [i for i, c in enumerate(self.chunks) if c.n_events > 0]
             pick = int(rng.choice(anomalous)) if anomalous else int(rng.integers(len(self.chunks)))
             return pick, self._similar(pick, anomalous=False), "initial"
-        preds = self._train_predictions(accepted[0])
+        preds = self.train_alarms(accepted)
         missed = np.zeros(len(self.chunks))
         false_alarms = np.zeros(len(self.chunks))
         for i, c in enumerate(self.chunks):
@@ -329,14 +344,21 @@ class SandboxRuleLab:
         mismatch = self.stream_mismatch(code, params) or self.deployment_refusal(code, params)
         if mismatch:
             return Evaluation(None, None, None, None, res.runtime_ms, "not_stream_exact", mismatch)
-        train_scores, val_scores = [], []
+        self._predictions[_member_key(code, params)] = [np.asarray(o, bool) for o in outputs]
+        return self._scored(outputs, res.runtime_ms)
+
+    def _scored(self, outputs: Sequence[BoolArray], runtime_ms: float = 0.0) -> Evaluation:
+        """Scores of history-long predictions (one array per series) with the run's objective."""
+        train_scores: list[Scores] = []
+        val_scores: list[Scores] = []
         for i, pred in enumerate(outputs):
             n_tr = self._n_train[i]
             # Scored against the TRUTH: under fusion, on the fused labels.
-            train_scores.append(event_pa(self.truth_train[i], self._fused(pred[:n_tr], i, 0)))
+            train_pred = self._fused(pred[:n_tr], i, 0)
+            train_scores.append(self.objective.score(self.truth_train[i], train_pred))
             if len(self.validation[i]):
                 val_pred = self._fused(pred[n_tr:], i, 1)
-                val_scores.append(event_pa(self.truth_val[i], val_pred))
+                val_scores.append(self.objective.score(self.truth_val[i], val_pred))
         tr_all = aggregate_pooled(train_scores)
         va_all = aggregate_pooled(val_scores) if val_scores else tr_all
         score, scored_on = va_all.f1, "validation"
@@ -350,22 +372,38 @@ class SandboxRuleLab:
             val_f1=va_all.f1 if val_scores else None,
             val_precision=va_all.precision if val_scores else None,
             val_recall=va_all.recall if val_scores else None,
-            runtime_ms=res.runtime_ms,
+            runtime_ms=runtime_ms,
             score=score,
             scored_on=scored_on,
         )
 
-    def _train_predictions(self, cand: DraftRule) -> list[BoolArray]:
-        key = cand["id"] + repr(sorted(cand["params"].items()))
-        if key not in self._predictions:
-            outputs, _ = self.predictions(cand["code"], cand["params"])
-            if not outputs:
-                outputs = [np.zeros(len(s), dtype=bool) for s in self._history_series()]
-            self._predictions[key] = [o[: self._n_train[i]] for i, o in enumerate(outputs)]
-        return self._predictions[key]
+    def _history_alarms(self, members: Sequence[DraftRule]) -> list[BoolArray]:
+        """The OR of the members' labels over each series' train + validation history."""
+        out = [np.zeros(len(v), dtype=bool) for v, _ in self._history]
+        for m in members:
+            key = _member_key(m["code"], m["params"])
+            if key not in self._predictions:
+                outputs, _ = self.predictions(m["code"], m["params"])
+                self._predictions[key] = [np.asarray(o, bool) for o in outputs] or [
+                    np.zeros(len(v), dtype=bool) for v, _ in self._history
+                ]
+            for acc, pred in zip(out, self._predictions[key], strict=True):
+                acc |= pred
+        return out
 
-    def _history_series(self) -> list[FloatArray]:
-        return [v for v, _ in self._history]
+    def set_score(self, members: Sequence[DraftRule]) -> Evaluation:
+        """Scores of the rule set whose alarms are the OR of ``members``' (an empty set never
+        fires), on the same data and with the same selection rule as :meth:`evaluate`."""
+        return self._scored(self._history_alarms(members))
+
+    def train_alarms(self, members: Sequence[DraftRule]) -> list[BoolArray]:
+        """Where the rule set of ``members`` fires on each series' train part."""
+        return [a[: self._n_train[i]] for i, a in enumerate(self._history_alarms(members))]
+
+    def chunk_alarms(self, index: int, members: Sequence[DraftRule]) -> BoolArray:
+        """Where the rule set of ``members`` fires inside training chunk ``index``."""
+        c = self.chunks[index]
+        return self.train_alarms(members)[c.series][c.start : c.stop]
 
     def regressions(self, old: DraftRule, new: DraftRule) -> str:
         old_out, _ = self.predictions(old["code"], old["params"])
@@ -386,6 +424,10 @@ class SandboxRuleLab:
             if text:
                 parts.append(f"Series {va.id}:\n{text}" if len(self.validation) > 1 else text)
         return "\n\n".join(parts[:3])
+
+
+def _member_key(code: str, params: Mapping[str, Any]) -> str:
+    return code + "\0" + repr(sorted(params.items()))
 
 
 def _labels(s: Series) -> BoolArray:

@@ -2,9 +2,15 @@
 
 Each node reads the state (:mod:`argos.training.agents.state`), calls the ports of the run's
 :class:`~argos.training.agents.context.TrainingContext` and returns a state update whose ``log``
-holds the events it emitted. ``select`` and ``judge_review`` are the accept gate: a candidate is
-kept only when its selection score does not fall below the rules already kept. The graph that
-wires these nodes, and the routers between them, are in :mod:`argos.training.agents.graph`.
+holds the events it emitted. The graph that wires these nodes, and the routers between them, are
+in :mod:`argos.training.agents.graph`.
+
+``select`` and ``judge_review`` are the accept gate, and it compares rule sets, not rules. The
+kept set starts as the incumbent (the builtin generator's rule set, see
+:class:`~argos.training.agents.context.TrainingContext`); a candidate is kept only when a set with
+it (added to the kept rules, replacing one of them, or alone) scores strictly higher on the
+selection data than the kept set, with at most ``keep_top`` agent-written rules in a set. So the
+exported set never scores lower on the selection data than the incumbent, by construction.
 """
 
 from __future__ import annotations
@@ -83,9 +89,62 @@ def _score(c: DraftRule | None) -> float:
     return -1.0 if score is None else score
 
 
-def _baseline(accepted: Sequence[DraftRule]) -> float:
-    """The score a new rule set must not regress below: the weakest kept rule's (k=1: the rule)."""
-    return min((_score(c) for c in accepted), default=-1.0)
+IMPROVEMENT = 1e-9
+"""A rule set replaces the kept one only when its selection score is higher by more than this."""
+
+
+def _written(members: Sequence[DraftRule]) -> int:
+    """How many members were written by an agent (not the builtin incumbent's)."""
+    return sum(c["origin"] != "builtin" for c in members)
+
+
+def _variants(kept: Sequence[DraftRule], cand: DraftRule, keep_top: int) -> list[list[DraftRule]]:
+    """The rule sets ``cand`` can join: added to ``kept``, replacing one member, or alone; each
+    with at most ``keep_top`` agent-written rules."""
+    out = [[*kept, cand]]
+    out += [[*kept[:i], *kept[i + 1 :], cand] for i in range(len(kept))]
+    out.append([cand])
+    seen: set[tuple[str, ...]] = set()
+    unique = []
+    for v in out:
+        ids = tuple(sorted(c["id"] for c in v))
+        if ids not in seen and _written(v) <= keep_top:
+            seen.add(ids)
+            unique.append(v)
+    return unique
+
+
+def _best_set(
+    ctx: TrainingContext, kept: Sequence[DraftRule], cands: Sequence[DraftRule]
+) -> tuple[list[DraftRule], float] | None:
+    """The highest-scoring rule set any of ``cands`` can join (ties: fewer rules, then the
+    candidates' order), or None when no set with them can be scored."""
+    best: tuple[list[DraftRule], float] | None = None
+    for cand in cands:
+        for members in _variants(kept, cand, ctx.config.keep_top):
+            score = _set_selection(ctx, members)
+            if score is None:
+                continue
+            if best is None or (score, -len(members)) > (best[1], -len(best[0])):
+                best = (members, score)
+    return best
+
+
+def _kept_score(ctx: TrainingContext, state: TrainState) -> float:
+    """Selection score of the kept set (-1 when nothing is kept; recomputed for checkpoints
+    written before rule sets were scored)."""
+    if not state["accepted"]:
+        return -1.0
+    score = state.get("set_score")
+    if score is None:
+        score = _set_selection(ctx, state["accepted"])
+    return -1.0 if score is None else score
+
+
+def _set_selection(ctx: TrainingContext, members: Sequence[DraftRule]) -> float | None:
+    """The selection score of the rule set of ``members`` (see :meth:`RuleLab.set_score`)."""
+    ev = ctx.lab.set_score(members)
+    return ev.val_f1 if ev.score is None else ev.score
 
 
 def _event(kind: str, state: TrainState, **fields: Any) -> JsonDict:
@@ -114,20 +173,33 @@ def _emit(ctx: TrainingContext, event: JsonDict) -> list[JsonDict]:
 
 
 def start(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
-    """Initialise counters (a resumed run skips this: the checkpoint already has them)."""
+    """Initialise counters and keep the incumbent rule set (a resumed run skips this: the
+    checkpoint already has them). An incumbent that already scores 1.0 on the selection data
+    cannot be beaten: the run stops before any agent call."""
     ctx = _ctx(runtime)
+    incumbent = list(ctx.incumbent)
+    score = _set_selection(ctx, incumbent) if incumbent else None
+    log = _emit(ctx, {"event": "start", "n_chunks": ctx.lab.n_chunks()})
+    stop = None
+    if incumbent:
+        ids = [c["id"] for c in incumbent]
+        log += _emit(ctx, {"event": "incumbent", "rules": ids, "score": score})
+        if score is not None and score >= 1.0:
+            stop = "the incumbent already scores 1.0 on the selection data"
     return {
         "iteration": 0,
         "slot": 0,
         "pool": [],
-        "accepted": [],
+        "accepted": incumbent,
+        "set_score": score,
+        "incumbent_score": score,
         "reviews": 0,
         "stale": 0,
         "draft": None,
         "started_at": time.time(),
-        "stop_reason": None,
+        "stop_reason": stop,
         "exported": None,
-        "log": _emit(ctx, {"event": "start", "n_chunks": ctx.lab.n_chunks()}),
+        "log": log,
     }
 
 
@@ -149,12 +221,13 @@ def plan(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
 def generate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     """Ask the generator for a new candidate."""
     ctx = _ctx(runtime)
-    previous = state["accepted"][0] if state["accepted"] else None
+    kept = tuple(state["accepted"])
     request = GenerationRequest(
         chunk=state["chunk"],
         contrast=state.get("contrast"),
         focus=state.get("focus", "initial"),
-        previous=previous,
+        current=kept,
+        current_score=_kept_score(ctx, state) if kept else None,
         iteration=state["iteration"],
         slot=state["slot"],
         feedback=tuple(feedback_lines(state.get("log", []), state["iteration"])),
@@ -291,40 +364,48 @@ def collect(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
 
 
 def select(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
-    """Keep the top k of accepted + this iteration's valid candidates, behind the accept gate."""
+    """The accept gate: keep the best rule set this iteration's valid candidates can join, when
+    it beats the kept set; otherwise the best candidate goes to review."""
     ctx = _ctx(runtime)
-    valid = [c for c in state["pool"] if c["status"] == "ok" and _selection_score(c) is not None]
-    ranked = sorted(valid, key=lambda c: (-_score(c), c["id"]))
-    best = ranked[0] if ranked else None
     accepted = state["accepted"]
-    if best is None:
-        log = _outcomes(ctx, state, state["pool"], kept=[], regressed=None)
-        event = _event("iteration", state, outcome="no valid candidate")
-        return {"log": [*log, *_emit(ctx, event)]}
-    if not accepted or _score(best) >= _baseline(accepted):
-        kept = _top_k([*accepted, *ranked], ctx.config.keep_top)
-        improved = not accepted or _score(kept[0]) > _score(accepted[0])
-        log = _outcomes(ctx, state, state["pool"], kept=kept, regressed=None)
+    kept_ids = {c["id"] for c in accepted}
+    valid = [
+        c
+        for c in state["pool"]
+        if c["status"] == "ok" and _selection_score(c) is not None and c["id"] not in kept_ids
+    ]
+    ranked = sorted(valid, key=lambda c: (-_score(c), c["id"]))
+    before = _kept_score(ctx, state)
+    if not ranked:
+        log = _outcomes(ctx, state, state["pool"], kept=accepted, bar=before, regressed=None)
+        event = _event("iteration", state, outcome="no new valid candidate")
+        return {"stale": state["stale"] + 1, "log": [*log, *_emit(ctx, event)]}
+    found = _best_set(ctx, accepted, ranked)
+    if found is not None and found[1] > before + IMPROVEMENT:
+        kept, score = found
+        log = _outcomes(ctx, state, state["pool"], kept=kept, bar=score, regressed=None)
+        new = [c for c in kept if c["id"] not in {a["id"] for a in accepted}]
         event = _event(
             "accepted",
             state,
-            id=best["id"],
-            val_f1=best["val_f1"],
-            score=_selection_score(best),
-            scored_on=best.get("scored_on", "validation"),
-            previous=_score(accepted[0]) if accepted else None,
+            id=new[0]["id"] if new else kept[0]["id"],
+            val_f1=new[0]["val_f1"] if new else None,
+            score=score,
+            scored_on=ctx.lab.set_score(kept).scored_on,
+            previous=before if accepted else None,
+            rules=[c["id"] for c in kept],
         )
         return {
             "accepted": kept,
-            "stale": 0 if improved else state["stale"] + 1,
+            "set_score": score,
+            "stale": 0,
             "log": [*log, *_emit(ctx, event)],
         }
-    # The best candidate regresses: it goes to review (routed by `after_select`).
+    # No set with a candidate beats the kept one: the best goes to review (see `after_select`).
+    best = ranked[0]
     regressed = _with(best, status="regressed")
-    log = _outcomes(ctx, state, state["pool"], kept=accepted, regressed=best)
-    event = _event(
-        "regressed", state, id=best["id"], val_f1=best["val_f1"], baseline=_baseline(accepted)
-    )
+    log = _outcomes(ctx, state, state["pool"], kept=accepted, bar=before, regressed=best)
+    event = _event("regressed", state, id=best["id"], val_f1=best["val_f1"], baseline=before)
     return {
         "draft": regressed,
         "stale": state["stale"] + 1,
@@ -338,27 +419,34 @@ def _outcomes(
     pool: Sequence[DraftRule],
     *,
     kept: Sequence[DraftRule],
+    bar: float,
     regressed: DraftRule | None,
 ) -> list[JsonDict]:
     """One ``outcome`` event per candidate of the iteration: what became of it, in words the
-    report shows and the next generator prompt quotes."""
+    report shows and the next generator prompt quotes (``bar``: the kept set's score after the
+    iteration, -1 when nothing is kept)."""
     kept_ids = {c["id"] for c in kept}
-    bar = _baseline(kept) if kept else None
+    already = {c["id"] for c in state["accepted"]}  # kept before this iteration
     out: list[JsonDict] = []
     for c in pool:
         score, on = _selection_score(c), c.get("scored_on", "validation")
         scores = _scores_text(c)
         if c["status"] != "ok":
             text = f"rejected ({c['status']}): {c['detail'][:200]}".rstrip(": ")
+        elif c["id"] in already:
+            text = "the same code as a rule already kept"
         elif score is None:
             text = f"not scored: no labeled anomaly in {on} to score it on{scores}; not kept"
         elif regressed is not None and c["id"] == regressed["id"]:
-            text = f"regressed: {on} F1 {score:.3f} below the kept rule's {bar:.3f}{scores}"
+            text = (
+                f"not kept: {on} F1 {score:.3f} alone{scores}; no rule set with it beats the "
+                f"kept set's {bar:.3f}"
+            )
         elif c["id"] in kept_ids:
-            text = f"accepted: kept with {on} F1 {score:.3f}{scores}"
+            text = f"accepted: {on} F1 {score:.3f} alone{scores}; the kept set now has {bar:.3f}"
         else:
-            best = f" (the kept rule has {bar:.3f})" if bar is not None and bar >= 0 else ""
-            text = f"valid, not kept: {on} F1 {score:.3f}{best}{scores}"
+            best = f" (the kept set has {bar:.3f})" if bar >= 0 else ""
+            text = f"valid, not kept: {on} F1 {score:.3f} alone{best}{scores}"
         event = _event("outcome", state, id=c["id"], status=c["status"], outcome=text, score=score)
         out += _emit(ctx, event)
     return out
@@ -422,16 +510,26 @@ def judge_review(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainS
     ctx = _ctx(runtime)
     draft = _draft(state)
     accepted = state["accepted"]
-    if draft["status"] == "ok" and _score(draft) >= _baseline(accepted):
-        kept = _top_k([*accepted, draft], ctx.config.keep_top)
-        improved = _score(kept[0]) > _score(accepted[0])
+    before = _kept_score(ctx, state)
+    found = _best_set(ctx, accepted, [draft]) if draft["status"] == "ok" else None
+    if found is not None and found[1] > before + IMPROVEMENT:
+        kept, score = found
+        event = _event(
+            "accepted",
+            state,
+            id=draft["id"],
+            val_f1=draft["val_f1"],
+            via="review",
+            score=score,
+            previous=before,
+            rules=[c["id"] for c in kept],
+        )
         return {
             "accepted": kept,
+            "set_score": score,
             "draft": None,
-            "stale": 0 if improved else state["stale"],
-            "log": _emit(
-                ctx, _event("accepted", state, id=draft["id"], val_f1=draft["val_f1"], via="review")
-            ),
+            "stale": 0,
+            "log": _emit(ctx, event),
         }
     return {
         "draft": None,
@@ -450,10 +548,11 @@ def advance(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     cfg = ctx.config
     iteration = state["iteration"] + 1
     stop: str | None = None
+    kept_score = _kept_score(ctx, state)
     if state.get("stop_reason"):
         stop = state["stop_reason"]
-    elif state["accepted"] and _score(state["accepted"][0]) >= 1.0:
-        stop = "converged (validation F1 = 1.0)"
+    elif kept_score >= 1.0:
+        stop = "converged (selection F1 = 1.0)"
     elif state["stale"] >= cfg.patience:
         stop = f"converged (no improvement in {cfg.patience} iterations)"
     elif iteration >= cfg.max_iterations:
@@ -461,7 +560,7 @@ def advance(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     event = {
         "event": "iteration_end",
         "iteration": state["iteration"],
-        "best_val_f1": _score(state["accepted"][0]) if state["accepted"] else None,
+        "best_val_f1": kept_score if state["accepted"] else None,
     }
     return {
         "iteration": iteration,
@@ -483,10 +582,3 @@ def export(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
         }
     path = ctx.export(state["accepted"], state.get("log", []))
     return {"exported": path, "log": _emit(ctx, {"event": "export", "path": path})}
-
-
-def _top_k(cands: Sequence[DraftRule], k: int) -> list[DraftRule]:
-    seen: dict[str, DraftRule] = {}
-    for c in cands:
-        seen.setdefault(c["id"], c)
-    return sorted(seen.values(), key=lambda c: (-_score(c), c["id"]))[:k]

@@ -19,6 +19,8 @@ normal stretches summarised in one line, anomalous windows verbatim with a littl
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import difflib
 import hashlib
 import math
@@ -26,7 +28,7 @@ import os
 import re
 import string
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -37,6 +39,8 @@ import numpy as np
 import numpy.typing as npt
 
 from argos.llm.interface import Message
+from argos.metrics import EVENT_PA, Objective
+from argos.rules.contract import RuleContractError, with_params
 
 __all__ = [
     "AGENT_PROMPTS",
@@ -44,11 +48,13 @@ __all__ = [
     "PromptTemplate",
     "agents_dir",
     "code_diff",
+    "describe_rule_set",
     "format_metrics",
     "format_value",
     "generator_messages",
     "is_revert",
     "load_prompt",
+    "objective_text",
     "prompt_hashes",
     "render_chunk",
     "render_regressions",
@@ -264,13 +270,29 @@ def _stretch_summary(v: npt.NDArray[np.float64], a: int, b: int, sig: int, sketc
     return text
 
 
+def _marker(labeled: bool, flagged: bool | None) -> str:
+    """``!`` a labeled point (missed by the current rules when they are shown), ``*`` a labeled
+    point they flag, ``?`` an unlabeled point they flag (a false alarm)."""
+    if flagged is None:
+        return "!" if labeled else ""
+    if labeled:
+        return "*" if flagged else "!"
+    return "?" if flagged else ""
+
+
 def _verbatim_lines(
-    v: npt.NDArray[np.float64], lab: npt.NDArray[np.bool_], start: int, sig: int, per_line: int
+    v: npt.NDArray[np.float64],
+    lab: npt.NDArray[np.bool_],
+    start: int,
+    sig: int,
+    per_line: int,
+    flags: npt.NDArray[np.bool_] | None = None,
 ) -> list[str]:
     lines = []
     for off in range(0, len(v), per_line):
         chunk = [
-            ("!" if lab[k] else "") + format_value(float(v[k]), sig)
+            _marker(bool(lab[k]), None if flags is None else bool(flags[k]))
+            + format_value(float(v[k]), sig)
             for k in range(off, min(off + per_line, len(v)))
         ]
         lines.append(f"@{start + off}: " + " ".join(chunk))
@@ -310,6 +332,7 @@ def render_chunk(
     sketch: int = 16,
     per_line: int = 25,
     start_index: int = 0,
+    alarms: npt.ArrayLike | None = None,
 ) -> str:
     """Render a labeled chunk compactly for a prompt.
 
@@ -321,7 +344,9 @@ def render_chunk(
     verbatim. When more than ``max_points`` values would be verbatim, the longest windows are cut
     to their head and tail with a summary of the elided middle. Indices are offset by
     ``start_index``. With ``labels=None`` every point counts as normal. ``timestamps`` adds the
-    interval, start time and weekday to the header.
+    interval, start time and weekday to the header. ``alarms`` (where the current rules fire)
+    changes the markers: ``*`` a labeled point they flag, ``!`` one they miss, ``?`` a false
+    alarm; false alarms are shown verbatim with their context, like anomalies.
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1:
@@ -342,14 +367,25 @@ def render_chunk(
         time_note = _describe_time(ts)
     if n == 0:
         return "n=0 (empty chunk)"
+    flags = None if alarms is None else np.asarray(alarms, dtype=bool)
+    if flags is not None and flags.shape != v.shape:
+        raise ValueError(f"alarms have shape {flags.shape}, values {v.shape}")
     windows = _runs(lab)
     header = (
         f"n={n} idx {start_index}-{start_index + n - 1}; {int(lab.sum())} anomalous points "
         f"in {len(windows)} window(s){time_note}"
     )
-    # Verbatim mask: anomalies dilated by context; short normal gaps between them filled in.
+    shown = windows
+    if flags is not None:
+        false_alarms = flags & ~lab
+        header += (
+            f"; the current rules catch {sum(bool(flags[s : e + 1].any()) for s, e in windows)} "
+            f"of these windows and raise {int(false_alarms.sum())} false alarm(s)"
+        )
+        shown = sorted(windows + _runs(false_alarms))
+    # Verbatim mask: anomalies (and false alarms) dilated by context; short normal gaps filled in.
     verbatim = np.zeros(n, dtype=bool)
-    for s, e in windows:
+    for s, e in shown:
         verbatim[max(0, s - context) : min(n, e + context + 1)] = True
     for s, e in _runs(~verbatim):
         if e - s + 1 < min_summary:
@@ -380,13 +416,18 @@ def render_chunk(
         length = e - s + 1
         if length <= limit:
             lines += _verbatim_lines(
-                v[s : e + 1], lab[s : e + 1], s + start_index, sig_figs, per_line
+                v[s : e + 1], lab[s : e + 1], s + start_index, sig_figs, per_line, _cut(flags, s, e)
             )
             continue
         head = (limit + 1) // 2
         tail = limit - head
         lines += _verbatim_lines(
-            v[s : s + head], lab[s : s + head], s + start_index, sig_figs, per_line
+            v[s : s + head],
+            lab[s : s + head],
+            s + start_index,
+            sig_figs,
+            per_line,
+            _cut(flags, s, s + head - 1),
         )
         ms, me = s + head, e - tail
         middle = v[ms : me + 1]
@@ -409,6 +450,7 @@ def render_chunk(
                 e - tail + 1 + start_index,
                 sig_figs,
                 per_line,
+                _cut(flags, e - tail + 1, e),
             )
     return "\n".join(lines)
 
@@ -416,6 +458,10 @@ def render_chunk(
 # --------------------------------------------------------------------------------------------
 # Helpers for the repairer and the reviewer
 # --------------------------------------------------------------------------------------------
+
+
+def _cut(flags: npt.NDArray[np.bool_] | None, s: int, e: int) -> npt.NDArray[np.bool_] | None:
+    return None if flags is None else flags[s : e + 1]
 
 
 def trim_traceback(traceback: str, *, max_lines: int = 20, max_line_chars: int = 200) -> str:
@@ -511,25 +557,87 @@ def render_regressions(
 # --------------------------------------------------------------------------------------------
 
 
+def objective_text(objective: Objective) -> str:
+    """What the generator is told about how its rule is scored (``objective`` of the run)."""
+    outside = "Every flagged point outside all events is one false alarm."
+    if objective.kind == "point":
+        return (
+            "point-wise F1. Every labeled point counts on its own: a flagged labeled point is a "
+            f"hit, an unflagged one a miss. {outside} Flag the whole labeled stretch when you can."
+        )
+    if objective.kind == "delay":
+        k = objective.delay
+        return (
+            f"{k}-delay F1 (AIOps). A window of labeled points is an event. An event is caught "
+            f"only when the rule flags one of its first {k + 1} points; alarms later in the event "
+            f"do not count (the event is missed, and all its points count as misses). {outside} "
+            "So react to the onset quickly, and one early alarm per event is enough."
+        )
+    return (
+        "event F1 with point adjustment. A window of labeled points is an event; it is caught "
+        f"when the rule flags at least one point anywhere inside it. {outside} So one alarm per "
+        "event is enough: do not chase every labeled point, and staying quiet on normal data "
+        "matters as much as catching events. Labels often begin before anything visibly "
+        "changes: catching the event somewhere inside it counts; the first labeled points need "
+        "not be separable."
+    )
+
+
+def describe_rule_set(
+    members: Sequence[tuple[str, str, Mapping[str, float | int | bool | str]]],
+    *,
+    score: float | None,
+    scored_on: str,
+    train_f1: float | None = None,
+) -> str:
+    """The kept rule set for the generator's prompt: ``members`` are (origin, code, fitted
+    params). A builtin rule is shown as its docstring and fitted ``PARAMS`` (its module is a
+    long template of rolling-statistics helpers; the docstring states exactly what it flags,
+    numbers included); an agent-written rule as its code with the fitted params in place."""
+    score_text = "" if score is None else f" It scores F1 {score:.3f} on {scored_on}"
+    if score is not None and train_f1 is not None and scored_on == "validation":
+        score_text += (
+            f" (on train: {train_f1:.3f}; the validation part is not shown, it judges whether a "
+            "rule generalises)"
+        )
+    score_text += "." if score_text else ""
+    lines = [
+        f"The current rule set ({len(members)} rule(s), combined with OR: an alarm of any rule "
+        f"is an alarm of the set).{score_text} Your rule is kept only if a set with it (added "
+        "to these rules, or replacing one of them) scores higher on the same data."
+    ]
+    for i, (origin, code, params) in enumerate(members, start=1):
+        if origin == "builtin":
+            doc = ast.get_docstring(ast.parse(code)) or ""
+            fitted = {k: round(v, 4) if isinstance(v, float) else v for k, v in params.items()}
+            lines.append(f"Rule {i} (builtin template):\n{doc.strip()}\nFitted PARAMS: {fitted}")
+        else:
+            shown = code
+            with contextlib.suppress(RuleContractError):
+                shown = with_params(code, params)
+            lines.append(f"Rule {i} (written earlier, fitted):\n```python\n{shown.strip()}\n```")
+    return "\n\n".join(lines)
+
+
 def generator_messages(
     chunk: str,
     *,
+    objective: Objective = EVENT_PA,
     task: str | None = None,
     contrast: str | None = None,
     contrast_kind: str | None = None,
-    previous_rule: str | None = None,
-    previous_note: str | None = None,
+    current: str | None = None,
     feedback: str | None = None,
     directory: str | Path | None = None,
 ) -> list[Message]:
     """The generator's messages for a rendered ``chunk`` (see :func:`render_chunk`).
 
-    ``feedback``: what became of the earlier candidates (kept, or why not, with their scores).
-
-    ``task``: an optional focus line (e.g. "The current rule misses the anomalies below.").
+    ``objective``: how the rule is scored (stated in the system message, :func:`objective_text`).
+    ``task``: an optional focus line (e.g. "The current rules miss the anomalies below.").
     ``contrast``: a rendered contrastive chunk; ``contrast_kind`` says what it is ("normal": data
-    the rule must NOT flag; "anomalous": anomalies it must catch). ``previous_rule``: the code of
-    the last iteration, to improve on; ``previous_note`` what to improve (e.g. its metrics).
+    the rule must NOT flag; "anomalous": anomalies it must catch). ``current``: the kept rule set
+    to beat (:func:`describe_rule_set`). ``feedback``: what became of the earlier candidates
+    (kept, or why not, with their scores).
     """
     contrast_section = ""
     if contrast:
@@ -540,19 +648,13 @@ def generator_messages(
         else:
             what = "Contrast data:"
         contrast_section = f"\n{what}\n{contrast}\n"
-    previous_section = ""
-    if previous_rule:
-        note = f" {previous_note.strip()}" if previous_note else ""
-        previous_section = (
-            f"\nPrevious rule (improve on it; keep what works).{note}\n```python\n"
-            f"{previous_rule.strip()}\n```\n"
-        )
     task_section = f"{task.strip()}\n\n" if task else ""
     return load_prompt("generator", directory).messages(
+        objective=objective_text(objective),
         chunk=chunk,
         task_section=task_section,
         contrast_section=contrast_section,
-        previous_section=previous_section,
+        current_section=f"\n{current.strip()}\n" if current else "",
         feedback_section=f"\n{feedback.strip()}\n" if feedback else "",
     )
 

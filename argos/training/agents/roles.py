@@ -21,6 +21,7 @@ from argos.rules.contract import extract_code, fenced_blocks
 from argos.training.agents.context import AgentError, GenerationRequest, StopRun
 from argos.training.agents.lab import SandboxRuleLab
 from argos.training.agents.prompts import (
+    describe_rule_set,
     generator_messages,
     is_revert,
     render_chunk,
@@ -32,16 +33,19 @@ from argos.training.agents.state import DraftRule
 _FOCUS_TASKS = {
     "initial": "Write a rule that flags the labeled anomalies below and nothing else.",
     "missed": (
-        "The current rule MISSES the anomalies labeled below. Change it so that it catches them "
-        "without flagging the normal data."
+        "The current rule set MISSES the anomalies marked `!` below. Write a rule that catches "
+        "them without flagging normal data: one to add to the set, or a better replacement for "
+        "one of its rules."
     ),
     "false_alarms": (
-        "The current rule raises FALSE ALARMS on the data below (unlabeled points it flags). "
-        "Change it so that it stays quiet on normal behaviour like this while still catching "
-        "real anomalies."
+        "The current rule set raises FALSE ALARMS (marked `?`) on the data below. Write a rule "
+        "that replaces one of its rules, stays quiet on normal behaviour like this and still "
+        "catches the real anomalies."
     ),
-    "refine": "Improve the current rule's precision and recall on the data below.",
+    "refine": "Write a rule that makes the current rule set more precise or catch more events.",
 }
+FEW_EVENTS = 3
+"""Units with fewer labeled events than this get the few-event warning in the prompt."""
 
 _FUSION_CONTEXT = {
     "fn": (
@@ -73,8 +77,10 @@ class LLMAgents:
         seed: int = 0,
         max_points: int = 600,
         max_consecutive_failures: int = 3,
+        n_candidates: int = 1,
     ) -> None:
         self.model = model
+        self.n_candidates = n_candidates
         self.lab = lab
         self.seed = seed
         self.max_points = max_points
@@ -118,7 +124,7 @@ class LLMAgents:
             return max(fences, key=len)
         return code if code is not None and "def " in code else None
 
-    def _render(self, index: int) -> str:
+    def _render(self, index: int, kept: Sequence[DraftRule] = ()) -> str:
         data = self.lab.chunk_data(index)
         return render_chunk(
             data.values,
@@ -126,39 +132,67 @@ class LLMAgents:
             timestamps=data.timestamps,
             start_index=data.offset,
             max_points=self.max_points,
+            alarms=self.lab.chunk_alarms(index, kept) if kept else None,
         )
 
     # -- agents --------------------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> str | None:
-        contrast, previous = request.contrast, request.previous
+        contrast, kept = request.contrast, request.current
         contrast_text = contrast_kind = None
         if contrast is not None:
-            contrast_text = self._render(contrast)
+            contrast_text = self._render(contrast, kept)
             contrast_kind = "anomalous" if self.lab.chunk_data(contrast).labels.any() else "normal"
-        note = None
-        if previous is not None:
-            note = (
-                f"Its validation event F1 is {previous['val_f1']:.3f}; its fitted params are "
-                f"{previous['params']}."
-                if previous["val_f1"] is not None
-                else None
+        current = None
+        if kept:
+            scores = self.lab.set_score(kept)
+            current = describe_rule_set(
+                [(c["origin"], c["code"], c["params"]) for c in kept],
+                score=request.current_score,
+                scored_on=scores.scored_on,
+                train_f1=scores.train_f1,
             )
         task = _FOCUS_TASKS.get(request.focus, "")
         if self.lab.fusion_mode is not None:
             task = f"{_FUSION_CONTEXT[self.lab.fusion_mode]}\n{task}"
+        task = "\n".join(filter(None, [task, *self._notes(request)]))
         messages = generator_messages(
-            self._render(request.chunk),
+            self._render(request.chunk, kept),
+            objective=self.lab.objective,
             task=task,
             contrast=contrast_text,
             contrast_kind=contrast_kind,
-            previous_rule=previous["code"] if previous else None,
-            previous_note=note,
+            current=current,
             feedback=_feedback(request),
         )
         reply = self._call(
             messages, "generator", seed=self.seed * 10_000 + request.iteration * 100 + request.slot
         )
         return self._code(reply)
+
+    def _notes(self, request: GenerationRequest) -> list[str]:
+        """Unit-specific warnings: few labeled events, a validation part without events, and
+        which of the iteration's independent candidates this is."""
+        notes = []
+        n = self.lab.n_events()
+        if n < FEW_EVENTS:
+            notes.append(
+                f"This unit has only {n} labeled event(s) in its training data: do not fit the "
+                "exact shape, size or timing of one event; prefer a structure that generalises "
+                "(e.g. a deviation from a robust trailing baseline), and leave the threshold to "
+                "fitting."
+            )
+        if not any(s.labels is not None and s.labels.any() for s in self.lab.validation):
+            notes.append(
+                "The validation part holds no labeled anomaly, so rules are compared on train + "
+                "validation together: false alarms on normal data weigh heavily."
+            )
+        if self.n_candidates > 1:
+            notes.append(
+                f"This is candidate {request.slot + 1} of {self.n_candidates} of this iteration; "
+                "candidates are written independently, so try a different kind of rule for "
+                "each candidate number (level, change, spread, seasonality, persistence)."
+            )
+        return notes
 
     def repair(
         self, *, code: str, status: str, detail: str, traceback: str, attempt: int

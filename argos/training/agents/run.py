@@ -3,7 +3,11 @@
 
 :class:`AgentGenerator` plugs the LangGraph loop of :mod:`argos.training.agents.graph` into the
 shared training driver (:func:`argos.training.driver.train_dataset`), so the LLM path reuses its
-units, splits, verification, export and summary. Per unit it opens:
+units, splits, verification, export and summary. Each unit's loop starts from the builtin
+generator's rule set for that unit (the incumbent, as FunSearch puts the best program so far in the
+prompt): an LLM rule is kept only when a rule set with it beats the incumbent on the unit's
+selection score (see :mod:`argos.training.agents.nodes`), so ``--llm`` never exports a set that
+scores lower on the selection data than ``--generator builtin``. Per unit it opens:
 
 - a :class:`~argos.sandbox.pool.Sandbox` and a :class:`~argos.training.agents.lab.SandboxRuleLab`
   over the unit's train/validation slices (labels stay in this process);
@@ -23,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -47,14 +51,15 @@ from argos.llm.usage import (
 from argos.rules.grammar import RuleSpec
 from argos.rules.templates import render
 from argos.sandbox.pool import Sandbox
-from argos.training.agents.context import GenerationRequest, TrainingContext
+from argos.training.agents.context import Evaluation, GenerationRequest, TrainingContext
 from argos.training.agents.graph import build_graph
 from argos.training.agents.lab import DEFAULT_CHUNK_SIZE, SandboxRuleLab
+from argos.training.agents.nodes import code_id
 from argos.training.agents.prompts import prompt_hashes
 from argos.training.agents.roles import LLMAgents
 from argos.training.agents.state import DraftRule, LoopConfig, TrainState
 from argos.training.builtin.config import SearchConfig
-from argos.training.builtin.method import fit_series
+from argos.training.builtin.method import BuiltinGenerator, fit_series
 from argos.training.builtin.search import search
 from argos.training.generator import DeploymentCheck, GeneratedRule, GeneratorOutput
 
@@ -80,6 +85,9 @@ class AgentGenerator:
         on_event: receives every graph event (progress displays).
         deployment: the online detector's load-time check; a candidate it refuses is not
             accepted (its status says why, and the repairer sees it).
+        incumbent: start each unit from the builtin generator's rule set (fit for the loop's
+            objective), which LLM rules must beat; False starts from nothing. Not used with
+            fusion (its rules correct a base detector instead).
     """
 
     llm: LLMConfig
@@ -93,6 +101,7 @@ class AgentGenerator:
     fusion_base_name: str = "method:base"
     on_event: Callable[[dict[str, Any]], None] | None = None
     deployment: DeploymentCheck | None = None
+    incumbent: bool = True
     name: str = "llm"
     ledger: UsageLedger = field(init=False)
     _model: MeteredChatModel | None = field(default=None, init=False, repr=False)
@@ -147,7 +156,12 @@ class AgentGenerator:
 
     def generator_info(self) -> dict[str, Any]:
         """What the manifest records about this generator."""
-        return {"kind": "llm", "model": self.model_name, "prompts": prompt_hashes()}
+        return {
+            "kind": "llm",
+            "model": self.model_name,
+            "prompts": prompt_hashes(),
+            "objective": str(self.loop.objective),
+        }
 
     # -- the Generator protocol ----------------------------------------------------------------
     def generate(
@@ -159,10 +173,10 @@ class AgentGenerator:
         unit = _unit_key(train)
         with Sandbox(workers=1) as sandbox:
             if self.fusion is None:
-                state = self._run_graph(unit, train, validation, sandbox, progress)
-                return self._output(
-                    [_as_rule(c, "rule") for c in state.get("accepted", [])], [state]
-                )
+                state, lab = self._run_graph(unit, train, validation, sandbox, progress)
+                kept = state.get("accepted", [])
+                out = self._output([_as_rule(c, "rule") for c in kept], [state])
+                return _with_set_scores(out, lab.set_score(kept), state)
             base = self.fusion(train, validation)
             states: list[TrainState] = []
             rules: list[GeneratedRule] = []
@@ -172,7 +186,7 @@ class AgentGenerator:
                     what = "misses no anomaly" if mode == "fn" else "raises no false alarm"
                     skipped.append(f"no {mode.upper()}-rule trained: the base {what} on train")
                     continue
-                st = self._run_graph(
+                st, _ = self._run_graph(
                     f"{unit}-{mode}", train, validation, sandbox, progress, mode=mode, base=base
                 )
                 states.append(st)
@@ -191,7 +205,7 @@ class AgentGenerator:
         *,
         mode: Literal["fn", "fp"] | None = None,
         base: list[tuple[BoolArray, BoolArray]] | None = None,
-    ) -> TrainState:
+    ) -> tuple[TrainState, SandboxRuleLab]:
         lab = SandboxRuleLab(
             train,
             validation,
@@ -201,8 +215,14 @@ class AgentGenerator:
             fusion_mode=mode,
             base=base,
             deployment=self.deployment,
+            objective=self.loop.objective,
         )
-        agents = LLMAgents(self.metered_model(), lab, seed=self.loop.seed)
+        agents = LLMAgents(
+            self.metered_model(),
+            lab,
+            seed=self.loop.seed,
+            n_candidates=self.loop.candidates_per_iteration,
+        )
         tried = 0
         best = -1.0
 
@@ -224,6 +244,7 @@ class AgentGenerator:
             export=lambda accepted, log: thread,  # the driver exports (idempotently)
             on_event=on_event,
             usage=lambda: self.ledger.summary().model_dump(mode="json"),
+            incumbent=self._incumbent(train, validation, lab) if mode is None else (),
         )
         graph = build_graph(self.loop, can_repair=agents.can_repair, can_review=agents.can_review)
         config: Any = {
@@ -240,7 +261,44 @@ class AgentGenerator:
                 result = app.invoke(None, config, context=ctx, durability="sync")
             else:
                 result = app.invoke({}, config, context=ctx, durability="sync")
-        return cast(TrainState, result)
+        return cast(TrainState, result), lab
+
+    def _incumbent(
+        self, train: Sequence[Series], validation: Sequence[Series], lab: SandboxRuleLab
+    ) -> list[DraftRule]:
+        """The builtin generator's rule set for the unit, fit for the loop's objective and
+        scored by the lab like any candidate (a rule the lab would reject is left out)."""
+        if not self.incumbent:
+            return []
+        config = SearchConfig(seed=self.loop.seed, objective=self.loop.objective)
+        out = BuiltinGenerator(config).generate(train, validation)
+        members = []
+        for rule in out.rules:
+            ev = lab.evaluate(rule.source, rule.params)
+            if ev.status != "ok":
+                continue
+            draft = DraftRule(
+                id=code_id(rule.source),
+                code=rule.source,
+                params=dict(rule.params),
+                origin="builtin",
+                iteration=0,
+                slot=0,
+                status="ok",
+                detail="",
+                traceback="",
+                repairs=0,
+                train_f1=ev.train_f1,
+                val_f1=ev.val_f1,
+                val_precision=ev.val_precision,
+                val_recall=ev.val_recall,
+                runtime_ms=ev.runtime_ms,
+                score=ev.score,
+                scored_on=ev.scored_on,
+                name=rule.name,
+            )
+            members.append(draft)
+        return members
 
     def _restore_usage(self, saved: Mapping[str, Any] | None) -> None:
         """Continue the ledger from a checkpoint that counted more calls than it has (a resumed
@@ -312,11 +370,13 @@ class BuiltinAgents:
     def __init__(self, lab: SandboxRuleLab, config: LoopConfig) -> None:
         self.lab = lab
         self.n = config.candidates_per_iteration
+        self.objective = config.objective
         self._ranking: list[str] | None = None
 
     def _codes(self) -> list[str]:
         if self._ranking is None:
-            result = search(fit_series(self.lab.train, self.lab.validation), SearchConfig())
+            series = fit_series(self.lab.train, self.lab.validation)
+            result = search(series, SearchConfig(objective=self.objective))
             self._ranking = [render(RuleSpec(c.structure, c.threshold)) for c in result.ranking]
         return self._ranking
 
@@ -391,7 +451,43 @@ def _unit_key_of(ids: list[str]) -> str:
     return f"{len(ids)}series-{digest}"
 
 
+def _with_set_scores(
+    out: GeneratorOutput, scores: Evaluation, state: TrainState
+) -> GeneratorOutput:
+    """``out`` with the kept set's own scores and a note on what the loop did to the incumbent."""
+    before, after = state.get("incumbent_score"), state.get("set_score")
+    on = scores.scored_on
+    notes = list(out.notes)
+    info = dict(out.generator)
+    if before is not None:
+        info |= {"incumbent": "builtin", "incumbent_score": before, "score": after}
+        if after is not None and after > before:
+            notes.append(
+                f"the LLM improved on the builtin rule set: selection F1 {before:.3f} -> "
+                f"{after:.3f} (+{after - before:.3f}) on {on}"
+            )
+        else:
+            notes.append(
+                f"kept the builtin rule set: no LLM candidate beat its selection F1 {before:.3f} "
+                f"on {on}"
+            )
+    return replace(
+        out,
+        train_f1=scores.train_f1,
+        validation_f1=scores.val_f1,
+        notes=notes,
+        generator=info,
+    )
+
+
 def _as_rule(c: DraftRule, role: str) -> GeneratedRule:
+    if "name" in c:
+        return GeneratedRule(
+            name=c["name"],
+            source=c["code"],
+            params=dict(c["params"]),
+            metrics={"train_f1": c["train_f1"], "validation_f1": c["val_f1"]},
+        )
     return GeneratedRule(
         name=f"{role}_{c['id']}",
         source=c["code"],

@@ -78,6 +78,8 @@ class DraftRule(TypedDict):
     """The selection score (event-PA F1 on ``scored_on``); absent in checkpoints written before
     it existed, where ``val_f1`` is the score."""
     scored_on: NotRequired[str]
+    name: NotRequired[str]
+    """The rule's file name when it has one of its own (the builtin incumbent's rules)."""
 
 
 class TrainState(TypedDict, total=False):
@@ -94,6 +96,10 @@ class TrainState(TypedDict, total=False):
     reviews: int
     stale: int
     started_at: float
+    set_score: float | None
+    """Selection score of the kept rule set ``accepted`` (None: nothing kept)."""
+    incumbent_score: float | None
+    """Selection score of the rule set the loop started from (None: it started from nothing)."""
     stop_reason: str | None
     exported: str | None
     usage: JsonDict
