@@ -118,7 +118,7 @@ def test_repair_budget_exhausted_drops_candidate(tmp_path: Path, unit: Any) -> N
 def test_regression_is_reviewed_and_reverted(tmp_path: Path, unit: Any) -> None:
     steps = [
         reply(fenced(GOOD), "generator"),
-        reply(fenced(QUIET), "generator", expect="Previous rule"),
+        reply(fenced(QUIET), "generator", expect="The current rule set (1 rule(s)"),
         reply("The new rule cannot catch anything.\nREVERT", "reviewer", expect="```diff"),
     ]
     # fit_budget=1 keeps the written defaults, so GOOD stays below a perfect (converged) score.

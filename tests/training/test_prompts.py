@@ -14,10 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from argos.llm.interface import estimate_tokens
+from argos.metrics import Objective
 from argos.training.agents.prompts import (
     AGENT_PROMPTS,
     PromptError,
     code_diff,
+    describe_rule_set,
     format_metrics,
     format_value,
     generator_messages,
@@ -58,10 +60,11 @@ def test_shipped_templates_load_with_hash_and_fields(name: str) -> None:
 
 def test_template_fields_are_the_documented_ones() -> None:
     assert load_prompt("generator").fields == {
+        "objective",
         "chunk",
         "task_section",
         "contrast_section",
-        "previous_section",
+        "current_section",
         "feedback_section",
     }
     assert load_prompt("repairer").fields == {"code", "status", "error", "traceback"}
@@ -269,22 +272,66 @@ def test_repairer_messages_include_code_error_and_trimmed_traceback() -> None:
 
 def test_generator_messages_sections_appear_only_when_given() -> None:
     bare = generator_messages("CHUNK")[-1].content
-    assert "CHUNK" in bare and "Contrast" not in bare and "Previous rule" not in bare
+    assert "CHUNK" in bare and "Contrast" not in bare and "current rule set" not in bare
+    current = describe_rule_set(
+        [("generator", "def detect(values, timestamps, params): ...", {})],
+        score=0.41,
+        scored_on="validation",
+        train_f1=0.9,
+    )
     full = generator_messages(
         "CHUNK",
         task="Focus: the missed anomalies.",
         contrast="NORMALDATA",
         contrast_kind="normal",
-        previous_rule="def detect(values, timestamps, params): ...",
-        previous_note="Validation F1 0.41.",
+        current=current,
     )[-1].content
     assert (
         full.index("Focus")
         < full.index("CHUNK")
         < full.index("NORMALDATA")
-        < full.index("Previous rule")
+        < full.index("The current rule set")
     )
-    assert "normal data the rule must NOT flag" in full and "Validation F1 0.41." in full
+    assert "normal data the rule must NOT flag" in full
+    assert "It scores F1 0.410 on validation (on train: 0.900" in full
+
+
+@pytest.mark.parametrize(
+    ("objective", "says"),
+    [
+        ("event-pa", "caught when the rule flags at least one point anywhere inside it"),
+        ("delay:7", "only when the rule flags one of its first 8 points"),
+        ("point", "Every labeled point counts on its own"),
+    ],
+)
+def test_the_generator_is_told_how_its_rule_is_scored(objective: str, says: str) -> None:
+    system = generator_messages("CHUNK", objective=Objective.parse(objective))[0].content
+    assert "How the rule is scored:" in system and says in system
+
+
+def test_a_builtin_member_is_shown_as_its_docstring_and_fitted_params() -> None:
+    from argos.rules.grammar import RuleSpec, Structure
+    from argos.rules.templates import load_rule, render
+
+    spec = RuleSpec(Structure("value", "zscore", (("window", 60),), "up", 1), 4.0)
+    source = render(spec)
+    _, params = load_rule(source)
+    text = describe_rule_set([("builtin", source, params)], score=0.5, scored_on="validation")
+    assert "Rule 1 (builtin template)" in text and "Fitted PARAMS:" in text
+    assert "def detect" not in text  # the template's helpers are not sent
+    assert "Abnormal:" in text
+
+
+def test_the_current_rules_mark_catches_misses_and_false_alarms() -> None:
+    values = np.arange(40, dtype=float)
+    labels = np.zeros(40, dtype=bool)
+    labels[10:13] = True
+    alarms = np.zeros(40, dtype=bool)
+    alarms[10] = alarms[30] = True
+    text = render_chunk(values, labels, alarms=alarms, min_summary=5, context=2)
+    assert "*10 !11 !12" in text and "?30" in text
+    assert "catch 1 of these windows and raise 1 false alarm(s)" in text
+    assert "?" not in render_chunk(values, labels, min_summary=5, context=2)
 
 
 def test_reviewer_messages_and_revert_detection() -> None:
@@ -340,7 +387,7 @@ def test_render_regressions_lists_windows_old_right_new_wrong() -> None:
 
 
 def test_shipped_prompts_state_the_rule_contract() -> None:
-    system = load_prompt("generator").messages(chunk="x")[0].content
+    system = load_prompt("generator").messages(chunk="x", objective="x")[0].content
     for phrase in (
         "detect(values, timestamps, params)",
         "PARAMS",
