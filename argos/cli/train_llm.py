@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from argos.cli.deployment import deployment_refusals
-from argos.cli.train_tables import summary_table, usage_table
+from argos.cli.train_tables import incumbent_lines, summary_table, usage_table
 from argos.data import catalog
 from argos.data.series import DataError, Dataset
 from argos.llm.config import LLMConfig, load_llm_config
@@ -316,6 +316,8 @@ def _train(
         typer.echo(json.dumps(summary_json, indent=2))
     else:
         console.print(summary_table(summary))
+        for line in incumbent_lines(summary):
+            console.print(line)
         console.print(usage_table(usage.model_dump(mode="json")))
         console.print(f"run folder: {run_dir}  (resume with: argos train --resume {run_dir})")
     return 1 if endpoint_error is not None or any(u.problems for u in summary.units) else 0

@@ -49,6 +49,21 @@ def unit_notes(summary: TrainSummary, limit: int = 5) -> list[str]:
     return lines
 
 
+INCUMBENT_VERDICTS = ("the LLM improved on the builtin rule set", "kept the builtin rule set")
+"""How an LLM unit's notes begin when they say what became of the builtin incumbent."""
+
+
+def incumbent_lines(summary: TrainSummary) -> list[str]:
+    """One line per LLM unit that started from the builtin rule set: whether the LLM improved on
+    it on the selection data, and by how much."""
+    return [
+        f"{u.unit}: {note}"
+        for u in summary.units
+        for note in u.notes
+        if note.startswith(INCUMBENT_VERDICTS)
+    ]
+
+
 def usage_table(usage: dict[str, Any]) -> Table:
     """Calls, tokens and cost per agent."""
     table = Table(title="LLM usage")

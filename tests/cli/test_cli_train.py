@@ -269,3 +269,25 @@ def test_llm_training_without_a_tty_logs_one_flushed_line_per_event(tmp_path: Pa
     assert "error_rate it 0 generated" in early
     assert "error_rate it 0 checked runtime_error" in early
     assert "outcome ok accepted" in log.read_text()  # what became of each candidate
+
+
+def test_llm_training_starts_from_the_builtin_set_and_says_what_became_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On demo data the builtin set already scores 1.0 on the selection data: the unit keeps it
+    without calling the model (the endpoint is unreachable), and the run says so per unit."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "argos.toml").write_text("[llm]\nmax_retries = 0\ntimeout_s = 5\n")
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "demo", "--series", "cpu_util", "--out", str(out)]
+    llm = ["--llm", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1"]
+    result = runner.invoke(app, [*args, *llm], env=NO_LLM)
+    assert result.exit_code == 0, result.output
+    assert "cpu_util: kept the builtin rule set: no LLM candidate beat its selection F1 1.000" in (
+        result.output
+    )
+    generator = load_ruleset(out / "cpu_util").manifest.generator
+    assert generator is not None and generator.kind == "llm"
+    assert generator.objective == "event-pa"
+    assert generator.incumbent == "builtin" and generator.incumbent_score == generator.score == 1.0
+    assert json.loads((out / "run.json").read_text())["objective"] == "event-pa"
