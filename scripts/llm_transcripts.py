@@ -7,7 +7,8 @@ requests of a run are its units' calls in training order. For each unit this wri
 
 - ``OUT/transcripts/<unit>.md``: every request and answer, as text. The requests of units named by
   ``--withhold`` (data that may not be redistributed, e.g. Yahoo S5) are replaced by their SHA-256
-  and size; the answers (the model's own text) are kept.
+  and size, and numbers in the prose of their answers (outside code blocks, where a model may quote
+  values) by ``[n]``; the code, which is what the run used, is kept.
 - ``OUT/replay/<unit>.jsonl``: the run's response-cache rows of the unit's calls, in call order
   (``key``, ``agent``, ``text``, token counts): loaded into a fresh run folder's
   ``llm-cache.sqlite``, they make ``argos train`` replay the run without an endpoint
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -64,24 +66,40 @@ def assign(
     rows: list[dict[str, Any]],
     unit_calls: list[int],
 ) -> dict[str, list[tuple[str, str, dict[str, Any]]]]:
-    """Each unit's calls: consecutive blocks of the relay's requests, each matched to the cache
-    row holding its answer."""
-    if sum(unit_calls) != len(calls):
-        raise SystemExit(f"{len(calls)} relay calls but the units made {sum(unit_calls)}")
-    free = list(rows)
+    """Each unit's calls: consecutive blocks of the relay's requests, the i-th request paired
+    with the i-th cached response (calls were served one at a time, so both are in call order).
+    The answer shown is the response as served (the cache row), even if the relay's answer file
+    was edited after it was read."""
+    if not sum(unit_calls) == len(calls) == len(rows):
+        raise SystemExit(
+            f"{len(calls)} relay calls, {len(rows)} cached responses, units made {sum(unit_calls)}"
+        )
     out: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
     i = 0
     for unit, n in zip(units, unit_calls, strict=True):
-        block = []
-        for req, answer in calls[i : i + n]:
-            row = next((r for r in free if r["text"] == answer), None)
-            if row is None:
-                raise SystemExit(f"no cached response matches relay answer {i} of unit {unit}")
-            free.remove(row)
-            block.append((req, answer, row))
-        out[unit] = block
+        out[unit] = [
+            (req, row["text"] if row["text"] == answer else _edited(row["text"]), row)
+            for (req, answer), row in zip(calls[i : i + n], rows[i : i + n], strict=True)
+        ]
         i += n
     return out
+
+
+def redact_prose(text: str) -> str:
+    """``text`` with every number outside fenced code blocks replaced by ``[n]``."""
+    out, fenced = [], False
+    for line in text.split("\n"):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        out.append(line if fenced or line.lstrip().startswith("```") else NUMBER.sub("[n]", line))
+    return "\n".join(out)
+
+
+NUMBER = re.compile(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _edited(served: str) -> str:
+    return served + "\n\n[the relay's answer file was edited after this text was served]"
 
 
 def calls_per_unit(run: Path, units: list[str]) -> list[int]:
@@ -118,12 +136,16 @@ def main() -> None:
         if withheld:
             lines += [
                 "The requests quote values of a dataset that may not be redistributed: each is",
-                "replaced by its SHA-256 and size. The answers are the model's own text.",
+                "replaced by its SHA-256 and size, and numbers in the prose of the answers by [n].",
+                "The answers' code is as served.",
                 "",
             ]
         agents: dict[str, dict[str, int]] = {}
         with (args.out / "replay" / f"{unit}.jsonl").open("w") as replay:
             for n, (req, answer, row) in enumerate(block, start=1):
+                if withheld:
+                    answer = redact_prose(answer)
+                    row = {**row, "text": redact_prose(str(row["text"]))}
                 agent = str(row["agent"])
                 use = agents.setdefault(
                     agent, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}

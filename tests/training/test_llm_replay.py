@@ -1,0 +1,114 @@
+"""The capable-model measurement, replayed: its recorded answers give its rule sets again.
+
+``eval/results/llm`` holds, per unit, the response-cache rows of every LLM call the measurement
+made (``replay/<unit>.jsonl``, in call order) and the rule sets it exported (``rules/<unit>/``).
+Loaded into a fresh run folder's ``llm-cache.sqlite``, the rows make ``argos train --llm`` replay
+the run through the whole graph with no model: the endpoint is unreachable, so a request that is
+not among the recorded ones fails (its candidate is dropped and the rule set differs). The test
+asserts that every recorded answer is served, that no request misses, and that the exported rule
+files are byte-identical to the committed ones. A change to the prompts, the lab, the accept gate or
+the builtin incumbent that changes what the run did fails here.
+
+The unit CSVs are cut from the real benchmark data (``units.json`` names each unit's dataset and
+series) exactly as the measurement cut them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from argos.cli.train_llm import RUN_FILE, RunOptions
+from argos.data import catalog
+from argos.llm.cache import ResponseStore
+from argos.llm.interface import Completion, Usage
+
+RESULTS = Path(__file__).resolve().parents[2] / "eval" / "results" / "llm"
+UNITS = json.loads((RESULTS / "units.json").read_text()) if RESULTS.is_dir() else {}
+OPTIONS = json.loads((RESULTS / "options.json").read_text()) if RESULTS.is_dir() else {}
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+
+def write_unit_csv(data_root: Path, unit: str, folder: Path) -> Path:
+    """The unit's series as the measurement wrote it: ``timestamp,value,is_anomaly``."""
+    spec = UNITS[unit]
+    ds = catalog.load_dataset(spec["dataset"], data_dir=data_root)
+    s = ds.get(spec["series"])
+    assert s.labels is not None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{unit}.csv"
+    rows = (
+        f"{int(t)},{float(v)!r},{int(lab)}"
+        for t, v, lab in zip(s.timestamps, s.values, s.labels, strict=True)
+    )
+    path.write_text("timestamp,value,is_anomaly\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def seed_cache(run_dir: Path, replay: Path) -> int:
+    """Load the recorded responses into the run folder's response cache; returns how many."""
+    rows = [json.loads(line) for line in replay.read_text().splitlines() if line.strip()]
+    with ResponseStore(run_dir / "llm-cache.sqlite") as store:
+        for row in rows:
+            usage = Usage(row["prompt_tokens"], row["completion_tokens"], bool(row["estimated"]))
+            completion = Completion(
+                row["text"], usage, row["model"], row["latency_s"], row["finish_reason"]
+            )
+            store.put(row["key"], row["agent"], completion)
+    return len(rows)
+
+
+def test_the_measurement_records_every_unit() -> None:
+    assert len(UNITS) >= 12
+    for unit, spec in UNITS.items():
+        assert (RESULTS / "replay" / f"{unit}.jsonl").is_file(), unit
+        assert (RESULTS / "transcripts" / f"{unit}.md").is_file(), unit
+        assert any((RESULTS / "rules" / spec["rules"]).glob("*.py")), unit
+
+
+@pytest.mark.parametrize("unit", sorted(UNITS))
+def test_replaying_the_recorded_answers_gives_the_same_rule_set(
+    unit: str, data_root: Path, tmp_path: Path
+) -> None:
+    why = OPTIONS.get("not_replayed", {}).get(unit)
+    if why:
+        pytest.skip(f"not replayable on another machine: {why}")
+    write_unit_csv(data_root, unit, tmp_path / "units")
+    run = tmp_path / "run"
+    run.mkdir()
+    recorded = seed_cache(run, RESULTS / "replay" / f"{unit}.jsonl")
+    config = tmp_path / "argos.toml"
+    config.write_text("[llm]\nmax_retries = 0\ntimeout_s = 5\n")
+    # The run as the measurement started it, but against an unreachable endpoint: `--resume`
+    # reads these options and keeps the seeded cache (a new run would refuse the non-empty folder).
+    opts = RunOptions(
+        dataset=str(tmp_path / "units"),
+        series=unit,
+        provider="openai",
+        model=OPTIONS["model"],
+        base_url="http://127.0.0.1:9/v1",
+        config=str(config),
+        iterations=OPTIONS["iterations"],
+        candidates=OPTIONS["candidates"],
+        keep=OPTIONS["keep"],
+    )
+    (run / RUN_FILE).write_text(opts.model_dump_json(indent=2))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ARGOS_LLM"))}
+    env["ARGOS_LLM_API_KEY"] = "x"
+    cmd = [sys.executable, "-m", "argos.cli", "train", "--resume", str(run)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1700)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    usage = json.loads((run / "usage.json").read_text())["total"]
+    assert usage["calls"] == usage["cached_calls"] == recorded, usage
+    folder = UNITS[unit]["rules"]
+    committed = {p.name: p.read_bytes() for p in (RESULTS / "rules" / folder).glob("*.py")}
+    replayed = {p.name: p.read_bytes() for p in (run / folder).glob("*.py")}
+    assert sorted(replayed) == sorted(committed)
+    for name, code in committed.items():
+        assert replayed[name] == code, f"{unit}/{name} differs from the recorded run's"
