@@ -26,6 +26,7 @@ from typing import IO, Annotated, Any
 import typer
 
 from argos.cli.options import (
+    SERIES,
     AllowNonCausalOption,
     CooldownOption,
     DefaultRulesOption,
@@ -358,7 +359,7 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--alerts-only", help="Write only points that raise an alert.")
         ] = False,
         series: Annotated[
-            str, typer.Option("--series", help="Series name for input without a series column.")
+            str, SERIES("Series name for input without a series column.")
         ] = "default",
         min_duration: MinDurationOption = 1,
         cooldown: CooldownOption = 0,

@@ -1,16 +1,21 @@
 """Options that several commands share, each defined once: the same flag, help text and checks.
 
-Every name is an ``Annotated`` type for a command's parameter; the default stays in the command's
-signature. Typer evaluates a command's annotations in its own module, so a module imports these
-names at module level.
+Every ``...Option`` name is an ``Annotated`` type for a command's parameter; the default stays in
+the command's signature. Typer evaluates a command's annotations in its own module, so a module
+imports these names at module level.
+
+A flag that several commands take with a help of their own (``--out`` is a PNG file for one, a
+rule-set folder for another) is a :class:`SharedFlag` instead: the flag and its checks stand here
+once, the command gives the help, as ``Annotated[Path | None, OUT("PNG file to write.")]``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.models import OptionInfo
 
 from argos.data.catalog import DATA_DIR_ENV
 
@@ -29,8 +34,6 @@ GranularityOption = Annotated[
 DatasetNameArgument = Annotated[str, typer.Argument(help="A dataset name (see `list`) or a PATH.")]
 """The dataset a ``datasets`` subcommand is about."""
 
-JsonTableOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-"""Machine-readable output of the ``datasets``, ``rules`` and ``score`` commands."""
 
 RulesFolderOption = Annotated[
     Path,
@@ -76,3 +79,45 @@ StrictOption = Annotated[
     ),
 ]
 """The online detector's post-processing and stream-exactness policy (``detect``, ``serve``)."""
+
+
+class SharedFlag:
+    """A flag several commands take, each with its own help (and, where they differ, checks)."""
+
+    def __init__(self, flag: str, **checks: Any) -> None:
+        self.flag = flag
+        self.checks = checks
+
+    def __call__(self, help: str, **checks: Any) -> OptionInfo:
+        """The flag's typer option, with the command's help."""
+        option: OptionInfo = typer.Option(self.flag, help=help, **{**self.checks, **checks})
+        return option
+
+
+DATASET = SharedFlag("--dataset")
+"""The dataset a command reads: a catalogue name or a PATH."""
+SERIES = SharedFlag("--series")
+"""One series: by its id in a dataset, or the name given to input without a series column."""
+PARTITION = SharedFlag("--partition")
+"""One partition of a dataset (e.g. Yahoo's A1)."""
+TRAIN_FRACTION = SharedFlag("--train-fraction")
+"""The train share of a generic dataset's chronological split (official splits are kept)."""
+MAX_SERIES = SharedFlag("--max-series")
+"""How many series a command looks at or draws."""
+OUT = SharedFlag("--out")
+"""Where a command writes: a file or a folder, as its help says."""
+REPORT = SharedFlag("--report")
+"""Also write the HTML report of what the command wrote."""
+JSON = SharedFlag("--json")
+"""Machine-readable output (``JsonTableOption`` where it replaces a table)."""
+
+JsonTableOption = Annotated[bool, JSON("Print JSON instead of a table.")]
+"""Machine-readable output of the ``datasets``, ``rules`` and ``score`` commands."""
+WORKERS = SharedFlag("--workers", min=1)
+"""Worker processes (or rule workers)."""
+TRIALS = SharedFlag("--trials", min=1)
+"""A repeat or trial count."""
+DELAY = SharedFlag("--delay", min=0)
+"""k of the k-delay metric."""
+SCHEDULER = SharedFlag("--scheduler")
+"""Run a command's units or tasks on Dask (docs/scale-out.md)."""

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from argos.cli.options import (
+    WORKERS,
     AllowNonCausalOption,
     CooldownOption,
     DefaultRulesOption,
@@ -86,7 +87,7 @@ def register(app: typer.Typer) -> None:
                 )
             ),
         ] = None,
-        workers: Annotated[int, typer.Option(min=1, help="Isolated rule workers.")] = 1,
+        workers: Annotated[int, WORKERS("Isolated rule workers.")] = 1,
         max_body_bytes: Annotated[int, typer.Option(min=1024, help="Request body limit.")] = (
             4 * 1024 * 1024
         ),

@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from argos.cli.options import CooldownOption, DefaultRulesOption, RulesFolderOption
+from argos.cli.options import SERIES, CooldownOption, DefaultRulesOption, RulesFolderOption
 from argos.online.detector import Point
 from argos.online.postprocess import PostProcessing
 
@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
         prefix: Annotated[str, prefix_opt] = "argos",
         partitions: Annotated[int, parts_opt] = 8,
         series: Annotated[
-            str | None, typer.Option(help="Series name for a CSV without a series column.")
+            str | None, SERIES("Series name for a CSV without a series column.")
         ] = None,
     ) -> None:
         """Append points to their partition streams."""
