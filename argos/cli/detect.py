@@ -35,7 +35,7 @@ from argos.cli.options import (
     RulesFolderOption,
     StrictOption,
 )
-from argos.online.detector import Point
+from argos.online.detector import DetectorSettings, Point
 from argos.online.fleet import Fleet
 from argos.online.postprocess import PostProcessing
 from argos.rules.artifacts import RuleSetError
@@ -379,10 +379,12 @@ def register(app: typer.Typer) -> None:
             det = Fleet(
                 rules,
                 default_rules=default_rules,
-                isolation="inprocess" if trusted else "worker",
-                limits=WorkerLimits(request_seconds=timeout),
-                post=post,
-                strict=not allow_non_causal,
+                settings=DetectorSettings(
+                    isolation="inprocess" if trusted else "worker",
+                    limits=WorkerLimits(request_seconds=timeout),
+                    post=post,
+                    strict=not allow_non_causal,
+                ),
             )
             if det.single:  # one set: load it now, so a broken set exits 2 before any input
                 det.detector(det.keys[0])

@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 import typer
 
 from argos.cli.options import SERIES, CooldownOption, DefaultRulesOption, RulesFolderOption
-from argos.online.detector import Point
+from argos.online.detector import DetectorSettings, Point
 from argos.online.postprocess import PostProcessing
 
 if TYPE_CHECKING:
@@ -145,8 +145,9 @@ def register(app: typer.Typer) -> None:
             default_rules=default_rules,
             name=name,
             config=cfg,
-            post=post,
-            isolation="inprocess" if trusted else "worker",
+            settings=DetectorSettings(
+                isolation="inprocess" if trusted else "worker", post=post, strict=False
+            ),
             max_idle_s=max_idle,
         )
         typer.echo(json.dumps(vars(stats)))

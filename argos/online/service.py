@@ -68,7 +68,7 @@ from argos.online.api import (
     bounded_description,
     bounded_text,
 )
-from argos.online.detector import Point, PointResult
+from argos.online.detector import DetectorSettings, Point, PointResult
 from argos.online.fleet import Fleet, UnroutedSeriesError
 from argos.online.guards import AuthMiddleware, BodyLimitMiddleware, token_matches
 from argos.online.postprocess import PostProcessing
@@ -177,11 +177,13 @@ def open_fleet(config: ServiceConfig) -> Fleet:
     fleet = Fleet(
         config.rules,
         default_rules=config.default_rules,
-        isolation=config.isolation,
-        workers=config.workers,
-        limits=WorkerLimits(request_seconds=config.request_seconds),
-        post=config.post,
-        strict=config.strict,
+        settings=DetectorSettings(
+            isolation=config.isolation,
+            workers=config.workers,
+            limits=WorkerLimits(request_seconds=config.request_seconds),
+            post=config.post,
+            strict=config.strict,
+        ),
     )
     if fleet.single:
         try:

@@ -39,14 +39,14 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
-from argos.online.detector import Detector, Point, PointResult
+from argos.online.detector import Detector, DetectorSettings, Point, PointResult
 from argos.online.fleet import Fleet, StreamDetector
-from argos.online.postprocess import PostProcessing, SeriesState
+from argos.online.postprocess import SeriesState
 
 GROUP = "detectors"
 
@@ -475,8 +475,7 @@ def consume(
     default_rules: Path | None = None,
     name: str | None = None,
     config: StreamConfig | None = None,
-    post: PostProcessing | None = None,
-    isolation: Literal["worker", "inprocess"] = "worker",
+    settings: DetectorSettings | None = None,
     max_idle_s: float | None = None,
 ) -> ConsumerStats:
     """Run one consumer process until SIGTERM/SIGINT (or ``max_idle_s`` without input).
@@ -489,7 +488,7 @@ def consume(
     """
     redis = _import_redis()
     client = redis.Redis.from_url(url)
-    detector = Fleet(rules, default_rules=default_rules, isolation=isolation, post=post)
+    detector = Fleet(rules, default_rules=default_rules, settings=settings)
     if detector.single:  # one set: open it before taking leases (a set opens in ~0.5 s)
         try:
             detector.detector(detector.keys[0])

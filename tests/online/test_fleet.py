@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from argos.data.series import Dataset
-from argos.online.detector import Detector, Point, PointResult
+from argos.online.detector import Detector, DetectorSettings, Point, PointResult
 from argos.online.fleet import Fleet, Routes, RuleSetEntry, UnroutedSeriesError, scan_rule_sets
 from argos.online.service import ServiceConfig, create_app
 from argos.rules.artifacts import RuleSetError, RuleSource, load_ruleset, write_ruleset
@@ -47,7 +47,7 @@ def kpi_slices(kpi_dataset: Dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]
 
 def own_labels(folder: Path, t: np.ndarray, v: np.ndarray) -> np.ndarray:
     """What the series' own rule set gives alone (batch, trusted in-process)."""
-    with Detector.open(folder, isolation="inprocess", verify=False) as det:
+    with Detector.open(folder, DetectorSettings(isolation="inprocess", verify=False)) as det:
         return det.detect_arrays(t, v).anomaly
 
 
@@ -150,13 +150,20 @@ def test_default_rules_serve_series_no_set_lists(
     kpi_slices: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> None:
     t, v = kpi_slices[SERIES[0]]
-    with Fleet(KPI_RULES, default_rules=KPI_RULES / SERIES[0], isolation="inprocess") as fleet:
+    with Fleet(
+        KPI_RULES,
+        default_rules=KPI_RULES / SERIES[0],
+        settings=DetectorSettings(isolation="inprocess", strict=False),
+    ) as fleet:
         res = fleet.push([Point("new-kpi", int(a), float(b)) for a, b in zip(t, v, strict=True)])
         det, batch = fleet.detect_arrays("new-kpi", t, v)
     assert {r.ruleset for r in res} == {"default"} and det.key == "default"
     np.testing.assert_array_equal(anomalies(res), own_labels(KPI_RULES / SERIES[0], t, v))
     np.testing.assert_array_equal(batch.anomaly, anomalies(res))
-    with Fleet(KPI_RULES, isolation="inprocess") as fleet, pytest.raises(UnroutedSeriesError):
+    with (
+        Fleet(KPI_RULES, settings=DetectorSettings(isolation="inprocess", strict=False)) as fleet,
+        pytest.raises(UnroutedSeriesError),
+    ):
         fleet.detect_arrays("new-kpi", t, v)
 
 
