@@ -127,8 +127,7 @@ def register(app: typer.Typer) -> None:
     def plot(
         name: DatasetNameArgument,
         series: Annotated[
-            str | None,
-            SERIES("Series id (default: the first --max-series series)."),
+            str | None, SERIES("Series id (default: the first --max-series series).")
         ] = None,
         out: Annotated[
             Path | None,

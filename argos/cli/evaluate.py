@@ -197,8 +197,7 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_command(
         dataset: Annotated[
-            str | None,
-            DATASET("Dataset name (kpi, yahoo, nab, demo, ...) or PATH."),
+            str | None, DATASET("Dataset name (kpi, yahoo, nab, demo, ...) or PATH.")
         ] = None,
         methods: Annotated[
             str | None,
@@ -213,8 +212,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         trials: Annotated[int | None, TRIALS("Repeats (default 1).")] = None,
         out: Annotated[
-            Path | None,
-            OUT("Write results.md/.csv/.json and command.txt here."),
+            Path | None, OUT("Write results.md/.csv/.json and command.txt here.")
         ] = None,
         as_json: Annotated[bool, JSON("Print JSON to stdout.")] = False,
         config: Annotated[
@@ -223,14 +221,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         data_dir: BenchmarkDataDirOption = None,
         train_fraction: Annotated[
-            float | None,
-            TRAIN_FRACTION("Train share of generic datasets (0.7)."),
+            float | None, TRAIN_FRACTION("Train share of generic datasets (0.7).")
         ] = None,
         delay: Annotated[int | None, DELAY("k of the k-delay metric (7).")] = None,
-        workers: Annotated[
-            int | None,
-            WORKERS("Worker processes (default: CPU count)."),
-        ] = None,
+        workers: Annotated[int | None, WORKERS("Worker processes (default: CPU count).")] = None,
         scheduler: Annotated[
             str | None,
             SCHEDULER(
@@ -240,8 +234,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         granularity: GranularityOption = None,
         partition: Annotated[
-            str | None,
-            PARTITION("Evaluate only this partition (e.g. A1)."),
+            str | None, PARTITION("Evaluate only this partition (e.g. A1).")
         ] = None,
         scores: Annotated[
             bool | None,

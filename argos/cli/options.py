@@ -11,13 +11,21 @@ once, the command gives the help, as ``Annotated[Path | None, OUT("PNG file to w
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from typer.models import OptionInfo
 
 from argos.data.catalog import DATA_DIR_ENV
+from argos.online.detector import DetectorSettings
+from argos.online.postprocess import PostProcessing
+
+_R = TypeVar("_R")
+_PARAMETER = inspect.Parameter.POSITIONAL_OR_KEYWORD
 
 BenchmarkDataDirOption = Annotated[
     Path | None,
@@ -110,9 +118,6 @@ REPORT = SharedFlag("--report")
 """Also write the HTML report of what the command wrote."""
 JSON = SharedFlag("--json")
 """Machine-readable output (``JsonTableOption`` where it replaces a table)."""
-
-JsonTableOption = Annotated[bool, JSON("Print JSON instead of a table.")]
-"""Machine-readable output of the ``datasets``, ``rules`` and ``score`` commands."""
 WORKERS = SharedFlag("--workers", min=1)
 """Worker processes (or rule workers)."""
 TRIALS = SharedFlag("--trials", min=1)
@@ -121,3 +126,51 @@ DELAY = SharedFlag("--delay", min=0)
 """k of the k-delay metric."""
 SCHEDULER = SharedFlag("--scheduler")
 """Run a command's units or tasks on Dask (docs/scale-out.md)."""
+
+JsonTableOption = Annotated[bool, JSON("Print JSON instead of a table.")]
+"""Machine-readable output of the ``datasets``, ``rules`` and ``score`` commands."""
+
+_DETECTION_POLICY = (
+    inspect.Parameter("min_duration", _PARAMETER, default=1, annotation=MinDurationOption),
+    inspect.Parameter("cooldown", _PARAMETER, default=0, annotation=CooldownOption),
+    inspect.Parameter("incident_gap", _PARAMETER, default=0, annotation=IncidentGapOption),
+    inspect.Parameter(
+        "allow_non_causal", _PARAMETER, default=False, annotation=AllowNonCausalOption
+    ),
+    inspect.Parameter("strict", _PARAMETER, default=True, annotation=StrictOption),
+)
+
+
+FROM_POLICY_OPTIONS = DetectorSettings()
+"""The default that marks a command's ``settings`` parameter as :func:`with_detection_policy`'s
+(the wrapper always passes the value the options make)."""
+
+
+def with_detection_policy(command: Callable[..., _R]) -> Callable[..., _R]:
+    """Give a command the online detector's post-processing and stream-exactness options
+    (``--min-duration``, ``--cooldown``, ``--incident-gap``, ``--allow-non-causal``, the hidden
+    ``--strict``) where its ``settings`` parameter stands, and hand it the
+    :class:`~argos.online.detector.DetectorSettings` they make (``post`` and ``strict`` set, the
+    rest at their defaults for the command to replace). ``detect`` and ``serve`` take them.
+
+    Typer reads a command's parameters from its signature: the wrapper's shows the options in
+    place of ``settings`` (so ``--help`` lists them there), the command's own annotations
+    evaluated in the command's module.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    params = list(signature.parameters.values())
+    at = [p.name for p in params].index("settings")
+    injected = [p.name for p in _DETECTION_POLICY]
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> _R:
+        min_duration, cooldown, incident_gap, allow_non_causal, _ = map(kwargs.pop, injected)
+        post = PostProcessing(
+            min_duration=min_duration, cooldown=cooldown, incident_gap=incident_gap
+        )
+        return command(settings=DetectorSettings(post=post, strict=not allow_non_causal), **kwargs)
+
+    shown = signature.replace(parameters=[*params[:at], *_DETECTION_POLICY, *params[at + 1 :]])
+    run.__signature__ = shown  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in shown.parameters.values()}
+    return run

@@ -24,10 +24,7 @@ def register(app: typer.Typer) -> None:
             Path,
             typer.Argument(help="A run folder (summary.json) or an eval folder (results.json)."),
         ],
-        out: Annotated[
-            Path | None,
-            OUT("HTML file to write (default PATH/report.html)."),
-        ] = None,
+        out: Annotated[Path | None, OUT("HTML file to write (default PATH/report.html).")] = None,
         data_dir: BenchmarkDataDirOption = None,
         baselines: Annotated[
             str,

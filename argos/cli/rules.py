@@ -195,8 +195,7 @@ def register(app: typer.Typer) -> None:
             typer.Argument(help="Rule files (one Python module each; the id is the file name)."),
         ] = None,
         out: Annotated[
-            Path | None,
-            OUT("The rule-set folder to write (default: --from, in place)."),
+            Path | None, OUT("The rule-set folder to write (default: --from, in place).")
         ] = None,
         from_dir: Annotated[
             Path | None,

@@ -18,6 +18,7 @@ import typer
 
 from argos.cli.options import SERIES, CooldownOption, DefaultRulesOption, RulesFolderOption
 from argos.online.detector import DetectorSettings, Point
+from argos.online.fleet import Fleet
 from argos.online.postprocess import PostProcessing
 
 if TYPE_CHECKING:
@@ -139,17 +140,11 @@ def register(app: typer.Typer) -> None:
             min_duration=min_duration, cooldown=cooldown, incident_gap=incident_gap
         )
         _reach(redis_url).close()
-        stats = consume(
-            redis_url,
-            rules,
-            default_rules=default_rules,
-            name=name,
-            config=cfg,
-            settings=DetectorSettings(
-                isolation="inprocess" if trusted else "worker", post=post, strict=False
-            ),
-            max_idle_s=max_idle,
+        settings = DetectorSettings(
+            isolation="inprocess" if trusted else "worker", post=post, strict=False
         )
+        fleet = Fleet(rules, default_rules=default_rules, settings=settings).open_single()
+        stats = consume(redis_url, fleet, name=name, config=cfg, max_idle_s=max_idle)
         typer.echo(json.dumps(vars(stats)))
 
     @stream_app.command("publish")

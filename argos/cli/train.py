@@ -63,8 +63,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         dataset: Annotated[
-            str | None,
-            DATASET("Dataset name (kpi, yahoo, nab, demo) or PATH (not with --resume)."),
+            str | None, DATASET("Dataset name (kpi, yahoo, nab, demo) or PATH (not with --resume).")
         ] = None,
         series: Annotated[str | None, SERIES("Train only this series id.")] = None,
         partition: Annotated[str | None, PARTITION("Train only this partition (e.g. A1).")] = None,
@@ -86,8 +85,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         trials: Annotated[
-            int | None,
-            TRIALS("Evaluate at most N structures per unit (seeded subset)."),
+            int | None, TRIALS("Evaluate at most N structures per unit (seeded subset).")
         ] = None,
         seed: Annotated[int, typer.Option(help="Seed (only used with --trials).")] = 0,
         workers: Annotated[
@@ -104,8 +102,7 @@ def register(app: typer.Typer) -> None:
         granularity: GranularityOption = None,
         data_dir: BenchmarkDataDirOption = None,
         train_fraction: Annotated[
-            float | None,
-            TRAIN_FRACTION("Train share of generic datasets (0.7), as in argos eval."),
+            float | None, TRAIN_FRACTION("Train share of generic datasets (0.7), as in argos eval.")
         ] = None,
         objective: Annotated[
             str,

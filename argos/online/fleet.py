@@ -358,6 +358,18 @@ class Fleet:
     def _open_detector(self, e: RuleSetEntry) -> Detector:
         return Detector.open(e.directory, self.settings, key=e.key)
 
+    def open_single(self) -> Fleet:
+        """Open the set now when the fleet is one rule set, so that a broken set is refused
+        before any input (its error raises here, the fleet closed); the sets of a folder of rule
+        sets still open when their first series arrives. Returns the fleet."""
+        if self.single:
+            try:
+                self.detector(self.keys[0])
+            except BaseException:
+                self.close()
+                raise
+        return self
+
     def detector(self, key: str) -> Detector:
         """The set's detector, opened on first use; raises what opening raises
         (:class:`RuleSetError`, :class:`RuleWorkerError`) and remembers it in ``load_errors``."""

@@ -174,24 +174,14 @@ class _PushSlot:
 def open_fleet(config: ServiceConfig) -> Fleet:
     """The service's fleet; a single rule-set folder is opened at once (its errors raise here),
     the sets of a folder of rule sets open when their first series arrives."""
-    fleet = Fleet(
-        config.rules,
-        default_rules=config.default_rules,
-        settings=DetectorSettings(
-            isolation=config.isolation,
-            workers=config.workers,
-            limits=WorkerLimits(request_seconds=config.request_seconds),
-            post=config.post,
-            strict=config.strict,
-        ),
+    settings = DetectorSettings(
+        isolation=config.isolation,
+        workers=config.workers,
+        limits=WorkerLimits(request_seconds=config.request_seconds),
+        post=config.post,
+        strict=config.strict,
     )
-    if fleet.single:
-        try:
-            fleet.detector(fleet.keys[0])
-        except BaseException:
-            fleet.close()
-            raise
-    return fleet
+    return Fleet(config.rules, default_rules=config.default_rules, settings=settings).open_single()
 
 
 # ----------------------------------------------------------------------------------------------
