@@ -89,8 +89,7 @@ class ServiceConfig(BaseModel):
     Attributes:
         rules: a rule-set folder, or a folder of rule sets (a training run folder): each series
             is served by its own set (:class:`~argos.online.fleet.Fleet`); reloads read it again.
-        default_rules: the rule set for series no set of ``rules`` lists (else they are
-            refused).
+        default_rules: the rule set for series no set of ``rules`` lists (else refused).
         token: bearer token; ``None`` means no authentication (loopback only, see
             :func:`check_bind`).
         max_body_bytes: largest request body; bigger ones get 413.

@@ -16,10 +16,13 @@ from fastapi.testclient import TestClient
 from argos.data.series import Dataset
 from argos.online.detector import Detector, DetectorSettings, Point, PointResult
 from argos.online.fleet import Fleet, Routes, RuleSetEntry, UnroutedSeriesError, scan_rule_sets
+from argos.online.postprocess import PostProcessing
 from argos.online.service import ServiceConfig, create_app
 from argos.rules.artifacts import RuleSetError, RuleSource, load_ruleset, write_ruleset
+from argos.sandbox.workers import RuleWorkerError
 
 KPI_RULES = Path(__file__).resolve().parents[2] / "rules" / "kpi"
+BASIC = Path(__file__).resolve().parents[1] / "fixtures" / "rules" / "basic"
 # a few series whose own set flags points in the first 3,000 test points; LONG has the largest
 # LOOKBACK (424), SHORT's rules (LOOKBACK <= 57) replace LONG's in the reload test
 SERIES = [
@@ -109,6 +112,31 @@ def test_scan_reads_a_run_folder_and_says_what_a_bad_folder_is(tmp_path: Path) -
         scan_rule_sets(empty)
     with pytest.raises(RuleSetError, match="one rule set that serves every series"):
         Fleet(KPI_RULES / SERIES[0], default_rules=KPI_RULES / SERIES[1])
+
+
+def test_settings_reach_every_set_and_open_single_opens_only_a_single_set(tmp_path: Path) -> None:
+    post = PostProcessing(min_duration=2, cooldown=5)
+    settings = DetectorSettings(isolation="inprocess", post=post, verify=False)
+    with Fleet(BASIC, settings=settings).open_single() as fleet:
+        assert fleet.open_keys == ["basic"]  # opened at once
+        det = fleet.detector("basic")
+        assert det.post == post and det.engine.isolation.startswith("none")
+    assert Fleet(BASIC).settings == DetectorSettings(strict=False)  # a fleet serves, and warns
+    with Fleet(KPI_RULES, settings=settings).open_single() as fleet:
+        assert fleet.open_keys == []  # a folder of sets: each opens when its series arrives
+        det = fleet.detector(SERIES[0])
+        assert det.post == post and det.engine.isolation.startswith("none")
+
+
+def test_open_single_refuses_a_broken_set_and_closes_the_fleet(tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    shutil.copytree(BASIC, folder)
+    (folder / "threshold.py").write_text("# edited after packing\n")
+    fleet = Fleet(folder, settings=DetectorSettings(isolation="inprocess", verify=False))
+    with pytest.raises(RuleSetError, match="threshold"):
+        fleet.open_single()
+    with pytest.raises(RuleWorkerError, match="the fleet is closed"):
+        fleet.detector(fleet.keys[0])
 
 
 # ------------------------------------------------------------------------------------------------
