@@ -42,7 +42,6 @@ GranularityOption = Annotated[
 DatasetNameArgument = Annotated[str, typer.Argument(help="A dataset name (see `list`) or a PATH.")]
 """The dataset a ``datasets`` subcommand is about."""
 
-
 RulesFolderOption = Annotated[
     Path,
     typer.Option(

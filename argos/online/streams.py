@@ -479,11 +479,11 @@ def consume(
     input); the fleet is closed at the end.
 
     ``fleet`` serves a rule-set folder or a folder of rule sets (a training run folder), each
-    series by its own set; open a single set before (:meth:`~argos.online.fleet.Fleet.open_single`,
-    a set opens in ~0.5 s) so that no lease is taken before it runs. The sets of a folder open
-    when their first series arrives, inside a step: keep ``lease_ms`` above a set's opening time
-    (about 0.5 s per set on a quiet host), or a lease may expire during it (the commit is then
-    fenced and the batch re-read: correct, but wasted).
+    series by its own set. Open a single set first (:meth:`~argos.online.fleet.Fleet.open_single`;
+    a set opens in ~0.5 s), so that no lease is taken before it can run. The sets of a folder
+    open when their first series arrives, inside a step: keep ``lease_ms`` above a set's opening
+    time (about 0.5 s per set on a quiet host), or a lease may expire during it (the commit is
+    then fenced and the batch re-read: correct, but wasted).
     """
     try:
         client = _import_redis().Redis.from_url(url)
