@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from argos.online.checks import verification_sample
-from argos.online.detector import Detector, Point
+from argos.online.detector import Detector, DetectorSettings, Point
 from argos.rules.artifacts import RuleSource, write_ruleset
 from argos.sandbox.kernel import compile_rule
 
@@ -124,7 +124,7 @@ def pct(xs: list[float], q: float) -> float:
 
 def batch_section(rules: Path, t: np.ndarray, v: np.ndarray, repeats: int) -> dict[str, float]:
     n = len(v)
-    with Detector.open(rules, isolation="inprocess", verify=False) as det:
+    with Detector.open(rules, DetectorSettings(isolation="inprocess", verify=False)) as det:
         fns = [(compile_rule(r.id, r.code), dict(r.params)) for r in det.ruleset.rules]
 
         t_direct = best_of(partial(run_direct, fns, t, v), repeats)
@@ -133,7 +133,7 @@ def batch_section(rules: Path, t: np.ndarray, v: np.ndarray, repeats: int) -> di
             for r, f in zip(det.ruleset.rules, fns, strict=True)
         ]
         t_inproc = best_of(lambda: det.detect_arrays(t, v), repeats)
-    with Detector.open(rules, verify=False) as det:
+    with Detector.open(rules, DetectorSettings(verify=False)) as det:
         det.detect_arrays(t, v)  # warm-up
         t_iso = best_of(lambda: det.detect_arrays(t, v), repeats)
     print(f"\n1. batch, {len(fns)} rules, {n} points (best of {repeats})")
@@ -214,12 +214,12 @@ def stream_sections(
 
     for _ in range(repeats):  # the two modes alternate, so a load spike hits both alike
         for iso in ("inprocess", "worker"):
-            with Detector.open(rules, isolation=iso, verify=False) as det:
+            with Detector.open(rules, DetectorSettings(isolation=iso, verify=False)) as det:
                 det.push_arrays("warm", t[:200], v[:200])
                 keep(f"one-{iso}", single_point_stream(det, t, v))
             for width in widths:
                 # verified, so that rules passing the packing check run packed (as in a service)
-                with Detector.open(rules, isolation=iso) as det:
+                with Detector.open(rules, DetectorSettings(isolation=iso)) as det:
                     warm = max(r.lookback for r in det.ruleset.rules)
                     keep(f"{width}-{iso}", scrape_stream(det, width, pushes(width, points), warm))
     print(
@@ -320,7 +320,7 @@ def curated_section(root: Path, repeats: int) -> dict[str, float]:
         for (new, params), (old, _) in zip(committed, reference, strict=True):
             if not np.array_equal(old(v, t, dict(params)), new(v, t, dict(params))):
                 raise SystemExit(f"{folder.name}: labels differ with the np.median helper")
-        with Detector.open(folder, verify=False) as det:
+        with Detector.open(folder, DetectorSettings(verify=False)) as det:
             det.detect_arrays(t, v)  # warm-up
             t_reference += best_of(partial(run_direct, reference, t, v), repeats)
             t_direct += best_of(partial(run_direct, committed, t, v), repeats)
@@ -439,7 +439,7 @@ def main() -> None:
         )
         first: dict[str, float] = {}
         for rules in sets:
-            with Detector.open(rules, isolation="inprocess") as det:
+            with Detector.open(rules, DetectorSettings(isolation="inprocess")) as det:
                 print(
                     f"\n=== rule set {det.ruleset.name}: "
                     + ", ".join(

@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 
 from argos.online.checks import verification_sample
-from argos.online.detector import Detector, Point
+from argos.online.detector import Detector, DetectorSettings, Point
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
@@ -137,7 +137,7 @@ def run_clients(
 
 def direct_rate(rules: Path, kind: str, points_per_request: int, n_requests: int) -> float:
     """Points/s of the same work through a Detector in this process (isolated workers)."""
-    with Detector.open(rules, verify=False) as det:
+    with Detector.open(rules, DetectorSettings(verify=False)) as det:
         if kind == "scrape":
             rng = np.random.default_rng(0)
             t0 = time.perf_counter()

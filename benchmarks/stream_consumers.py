@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from argos.online.detector import Detector, Point
+from argos.online.detector import Detector, DetectorSettings, Point
 from argos.online.streams import StreamConfig, backlog, ensure_streams, publish
 from argos.rules.artifacts import RuleSource, write_ruleset
 from argos.rules.grammar import RuleSpec, Structure
@@ -147,7 +147,7 @@ def traced_state(rules: Path, n_series: int, n_points: int) -> tuple[int, int]:
     """Bytes allocated (tracemalloc) by a detector with an in-process engine while ``n_series``
     series get ``n_points`` points each; also returns the rule set's largest LOOKBACK."""
     points = scrape_points(n_series, n_points, seed=1)
-    with Detector.open(rules, isolation="inprocess") as det:
+    with Detector.open(rules, DetectorSettings(isolation="inprocess")) as det:
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         for i in range(n_points):

@@ -11,7 +11,14 @@ import typer
 from rich.table import Table
 
 from argos.cli.console import output_console
-from argos.cli.options import DatasetNameArgument, JsonTableOption
+from argos.cli.options import (
+    MAX_SERIES,
+    OUT,
+    SERIES,
+    TRAIN_FRACTION,
+    DatasetNameArgument,
+    JsonTableOption,
+)
 from argos.data import catalog
 from argos.data.series import DataError, UnknownSeries
 
@@ -83,9 +90,8 @@ def register(app: typer.Typer) -> None:
         as_json: JsonTableOption = False,
         train_fraction: Annotated[
             float | None,
-            typer.Option(
-                "--train-fraction",
-                help="Share of each series used for training (default 0.7; official splits kept).",
+            TRAIN_FRACTION(
+                "Share of each series used for training (default 0.7; official splits kept).",
                 show_default=False,
             ),
         ] = None,
@@ -121,16 +127,13 @@ def register(app: typer.Typer) -> None:
     def plot(
         name: DatasetNameArgument,
         series: Annotated[
-            str | None,
-            typer.Option("--series", help="Series id (default: the first --max-series series)."),
+            str | None, SERIES("Series id (default: the first --max-series series).")
         ] = None,
         out: Annotated[
             Path | None,
-            typer.Option("--out", help="PNG file to write (default ./NAME[-SERIES].png)."),
+            OUT("PNG file to write (default ./NAME[-SERIES].png)."),
         ] = None,
-        max_series: Annotated[
-            int, typer.Option("--max-series", min=1, help="Series stacked without --series.")
-        ] = 4,
+        max_series: Annotated[int, MAX_SERIES("Series stacked without --series.", min=1)] = 4,
         data_dir: DataDirOption = None,
     ) -> None:
         """Draw series with their labeled anomalies and train / validation / test boundaries."""

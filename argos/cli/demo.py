@@ -14,6 +14,7 @@ from rich.table import Table
 
 from argos.cli.console import output_console
 from argos.cli.deployment import deployment_refusals
+from argos.cli.options import OUT, WORKERS
 from argos.data.demo import DEMO_SERIES, make_demo_dataset
 from argos.evaluation.harness import evaluate
 from argos.metrics import format_score
@@ -37,10 +38,8 @@ def demo_legend() -> list[str]:
 def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
-        out: Annotated[Path, typer.Option(help="Folder for the exported demo rule sets.")] = Path(
-            "runs/demo"
-        ),
-        workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+        out: Annotated[Path, OUT("Folder for the exported demo rule sets.")] = Path("runs/demo"),
+        workers: Annotated[int, WORKERS("Worker processes.")] = 2,
     ) -> None:
         """Train rules on the synthetic demo set (builtin generator), evaluate them, show them."""
         console = output_console()

@@ -36,13 +36,15 @@ def deployment_refusals(
     """
     if not rules:
         return {}
-    from argos.online.detector import Detector
+    from argos.online.detector import Detector, DetectorSettings
 
     isolation: Literal["worker", "inprocess"] = "inprocess" if trusted else "worker"
     staging = Path(tempfile.mkdtemp(prefix="argos-deploy-check-"))
     try:
         write_ruleset(staging / "set", rules, fields)
-        with Detector.open(staging / "set", isolation=isolation, verify=True, strict=False) as det:
+        with Detector.open(
+            staging / "set", DetectorSettings(isolation=isolation, strict=False)
+        ) as det:
             return {rid: e.detail for rid, e in det.exactness.items() if not e.exact}
     except RuleSetError as exc:
         if len(rules) == 1:

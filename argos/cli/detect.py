@@ -18,25 +18,23 @@ import math
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, Literal
 
 import typer
 
 from argos.cli.options import (
-    AllowNonCausalOption,
-    CooldownOption,
+    FROM_POLICY_OPTIONS,
+    SERIES,
     DefaultRulesOption,
-    IncidentGapOption,
-    MinDurationOption,
     RulesFolderOption,
-    StrictOption,
+    with_detection_policy,
 )
-from argos.online.detector import Point
+from argos.online.detector import DetectorSettings, Point
 from argos.online.fleet import Fleet
-from argos.online.postprocess import PostProcessing
 from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError, WorkerLimits
 
@@ -342,6 +340,7 @@ def register(app: typer.Typer) -> None:
     """Add ``argos detect``."""
 
     @app.command()
+    @with_detection_policy
     def detect(
         rules: RulesFolderOption,
         default_rules: DefaultRulesOption = None,
@@ -358,33 +357,23 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--alerts-only", help="Write only points that raise an alert.")
         ] = False,
         series: Annotated[
-            str, typer.Option("--series", help="Series name for input without a series column.")
+            str, SERIES("Series name for input without a series column.")
         ] = "default",
-        min_duration: MinDurationOption = 1,
-        cooldown: CooldownOption = 0,
-        incident_gap: IncidentGapOption = 0,
-        allow_non_causal: AllowNonCausalOption = False,
-        strict: StrictOption = True,
+        settings: DetectorSettings = FROM_POLICY_OPTIONS,
         trusted: TrustedOption = False,
         timeout: Annotated[
             float, typer.Option(help="Seconds a micro-batch may take before the worker is killed.")
         ] = 10.0,
     ) -> None:
         """Detect anomalies in a metric stream: one JSON line per point (or per alert)."""
-        post = PostProcessing(
-            min_duration=min_duration, cooldown=cooldown, incident_gap=incident_gap
-        )
+        isolation: Literal["worker", "inprocess"] = "inprocess" if trusted else "worker"
+        limits = WorkerLimits(request_seconds=timeout)
         try:
             det = Fleet(
                 rules,
                 default_rules=default_rules,
-                isolation="inprocess" if trusted else "worker",
-                limits=WorkerLimits(request_seconds=timeout),
-                post=post,
-                strict=not allow_non_causal,
-            )
-            if det.single:  # one set: load it now, so a broken set exits 2 before any input
-                det.detector(det.keys[0])
+                settings=replace(settings, isolation=isolation, limits=limits),
+            ).open_single()  # one set: loaded now, so a broken set exits 2 before any input
         except (RuleSetError, RuleWorkerError) as exc:
             typer.echo(f"argos detect: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -15,7 +15,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from argos.cli.console import output_console, usage_error
-from argos.cli.options import BenchmarkDataDirOption, GranularityOption
+from argos.cli.options import (
+    DATASET,
+    DELAY,
+    JSON,
+    OUT,
+    PARTITION,
+    REPORT,
+    SCHEDULER,
+    TRAIN_FRACTION,
+    TRIALS,
+    WORKERS,
+    BenchmarkDataDirOption,
+    GranularityOption,
+)
 from argos.data import catalog
 from argos.data.series import DataError, Dataset, SplitSpec, close_matches
 from argos.evaluation.harness import (
@@ -184,8 +197,7 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_command(
         dataset: Annotated[
-            str | None,
-            typer.Option("--dataset", help="Dataset name (kpi, yahoo, nab, demo, ...) or PATH."),
+            str | None, DATASET("Dataset name (kpi, yahoo, nab, demo, ...) or PATH.")
         ] = None,
         methods: Annotated[
             str | None,
@@ -198,42 +210,31 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
-        trials: Annotated[
-            int | None, typer.Option("--trials", min=1, help="Repeats (default 1).")
-        ] = None,
+        trials: Annotated[int | None, TRIALS("Repeats (default 1).")] = None,
         out: Annotated[
-            Path | None,
-            typer.Option("--out", help="Write results.md/.csv/.json and command.txt here."),
+            Path | None, OUT("Write results.md/.csv/.json and command.txt here.")
         ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+        as_json: Annotated[bool, JSON("Print JSON to stdout.")] = False,
         config: Annotated[
             Path | None,
             typer.Option("--config", help="TOML file with the same settings (flags override)."),
         ] = None,
         data_dir: BenchmarkDataDirOption = None,
         train_fraction: Annotated[
-            float | None,
-            typer.Option("--train-fraction", help="Train share of generic datasets (0.7)."),
+            float | None, TRAIN_FRACTION("Train share of generic datasets (0.7).")
         ] = None,
-        delay: Annotated[
-            int | None, typer.Option("--delay", min=0, help="k of the k-delay metric (7).")
-        ] = None,
-        workers: Annotated[
-            int | None,
-            typer.Option("--workers", min=1, help="Worker processes (default: CPU count)."),
-        ] = None,
+        delay: Annotated[int | None, DELAY("k of the k-delay metric (7).")] = None,
+        workers: Annotated[int | None, WORKERS("Worker processes (default: CPU count).")] = None,
         scheduler: Annotated[
             str | None,
-            typer.Option(
-                "--scheduler",
-                help="Run the tasks on Dask: a scheduler ADDRESS, or 'local[:N]' to start a "
-                "local cluster of N worker processes (docs/scale-out.md).",
+            SCHEDULER(
+                "Run the tasks on Dask: a scheduler ADDRESS, or 'local[:N]' to start a "
+                "local cluster of N worker processes (docs/scale-out.md)."
             ),
         ] = None,
         granularity: GranularityOption = None,
         partition: Annotated[
-            str | None,
-            typer.Option("--partition", help="Evaluate only this partition (e.g. A1)."),
+            str | None, PARTITION("Evaluate only this partition (e.g. A1).")
         ] = None,
         scores: Annotated[
             bool | None,
@@ -242,9 +243,7 @@ def register(app: typer.Typer) -> None:
         list_methods: Annotated[
             bool, typer.Option("--list-methods", help="List registered methods and exit.")
         ] = False,
-        report: Annotated[
-            bool, typer.Option("--report", help="Also write OUT/report.html (needs --out).")
-        ] = False,
+        report: Annotated[bool, REPORT("Also write OUT/report.html (needs --out).")] = False,
     ) -> None:
         """Evaluate methods side by side on the same chronological splits.
 

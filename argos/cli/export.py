@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from argos.cli.console import usage_error
+from argos.cli.options import JSON, OUT
 from argos.export.prometheus import (
     ExportError,
     SetExport,
@@ -63,7 +64,7 @@ def register(app: typer.Typer) -> None:
         rules: Annotated[
             Path, typer.Argument(help="A rule-set folder, or a training run folder of sets.")
         ],
-        out: Annotated[Path, typer.Option("--out", help="Prometheus rule file to write.")],
+        out: Annotated[Path, OUT("Prometheus rule file to write.")],
         selector: Annotated[
             str | None,
             typer.Option("--selector", help="The metric of a single set, e.g. 'up{job=\"api\"}'."),
@@ -85,7 +86,7 @@ def register(app: typer.Typer) -> None:
         test_out: Annotated[
             Path | None, typer.Option("--test-out", help="promtool test file to write.")
         ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        as_json: Annotated[bool, JSON("Print the report as JSON.")] = False,
     ) -> None:
         """Translate rules to Prometheus recording and alerting rules, proved by promtool."""
         try:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from argos.cli.console import output_console
-from argos.cli.options import BenchmarkDataDirOption
+from argos.cli.options import MAX_SERIES, OUT, BenchmarkDataDirOption
 from argos.report.build import write_report
 from argos.report.run import DEFAULT_BASELINES
 from argos.report.views import ReportError
@@ -24,10 +24,7 @@ def register(app: typer.Typer) -> None:
             Path,
             typer.Argument(help="A run folder (summary.json) or an eval folder (results.json)."),
         ],
-        out: Annotated[
-            Path | None,
-            typer.Option("--out", help="HTML file to write (default PATH/report.html)."),
-        ] = None,
+        out: Annotated[Path | None, OUT("HTML file to write (default PATH/report.html).")] = None,
         data_dir: BenchmarkDataDirOption = None,
         baselines: Annotated[
             str,
@@ -38,11 +35,10 @@ def register(app: typer.Typer) -> None:
         ] = ",".join(DEFAULT_BASELINES),
         max_series: Annotated[
             int | None,
-            typer.Option(
-                "--max-series",
-                min=0,
-                help="Series figures (default: 60 for a run, 12 for an eval); beyond it the "
+            MAX_SERIES(
+                "Series figures (default: 60 for a run, 12 for an eval); beyond it the "
                 "worst and the best by test F1.",
+                min=0,
                 show_default=False,
             ),
         ] = None,

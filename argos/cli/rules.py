@@ -14,7 +14,7 @@ from rich.table import Table
 
 from argos.cli.console import output_console
 from argos.cli.deployment import deployment_refusals
-from argos.cli.options import BenchmarkDataDirOption, JsonTableOption
+from argos.cli.options import DATASET, MAX_SERIES, OUT, BenchmarkDataDirOption, JsonTableOption
 from argos.cli.rules_pack import (
     PackError,
     default_reviewer,
@@ -111,14 +111,12 @@ def register(app: typer.Typer) -> None:
     @group.command("check")
     def check(
         rule: Annotated[Path, typer.Argument(help="The rule file (a Python module).")],
-        dataset: Annotated[str, typer.Option("--dataset", help="Dataset name or path.")] = "demo",
+        dataset: Annotated[str, DATASET("Dataset name or path.")] = "demo",
         data_dir: BenchmarkDataDirOption = None,
         params: Annotated[
             str | None, typer.Option("--params", help="JSON object merged over PARAMS.")
         ] = None,
-        max_series: Annotated[
-            int | None, typer.Option("--max-series", help="Use only the first N series.")
-        ] = None,
+        max_series: Annotated[int | None, MAX_SERIES("Use only the first N series.")] = None,
         cpu_seconds: Annotated[
             float,
             typer.Option(
@@ -197,8 +195,7 @@ def register(app: typer.Typer) -> None:
             typer.Argument(help="Rule files (one Python module each; the id is the file name)."),
         ] = None,
         out: Annotated[
-            Path | None,
-            typer.Option("--out", help="The rule-set folder to write (default: --from, in place)."),
+            Path | None, OUT("The rule-set folder to write (default: --from, in place).")
         ] = None,
         from_dir: Annotated[
             Path | None,
@@ -216,13 +213,9 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--note", help="Why: recorded in the manifest's history.")
         ] = "",
         name: Annotated[str | None, typer.Option("--name", help="The rule set's name.")] = None,
-        dataset: Annotated[
-            str, typer.Option("--dataset", help="Dataset the rules are run on.")
-        ] = "demo",
+        dataset: Annotated[str, DATASET("Dataset the rules are run on.")] = "demo",
         data_dir: BenchmarkDataDirOption = None,
-        max_series: Annotated[
-            int | None, typer.Option("--max-series", help="Run on the first N series only.")
-        ] = None,
+        max_series: Annotated[int | None, MAX_SERIES("Run on the first N series only.")] = None,
         as_json: JsonTableOption = False,
     ) -> None:
         """Pack rule files into a rule-set folder that `argos detect` and `argos serve` load.

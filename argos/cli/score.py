@@ -19,7 +19,7 @@ from rich.table import Table
 
 from argos._types import BoolArray
 from argos.cli.console import output_console
-from argos.cli.options import JsonTableOption
+from argos.cli.options import DELAY, JsonTableOption
 from argos.data.series import show_value
 from argos.metrics import DEFAULT_DELAY, Scores, format_score, score_all
 
@@ -136,9 +136,7 @@ def register(app: typer.Typer) -> None:
         pred: Annotated[
             Path, typer.Argument(help="CSV with timestamp and a label, pred or anomaly column.")
         ],
-        delay: Annotated[
-            int, typer.Option("--delay", min=0, help="k of the k-delay metric (AIOps 2018).")
-        ] = DEFAULT_DELAY,
+        delay: Annotated[int, DELAY("k of the k-delay metric (AIOps 2018).")] = DEFAULT_DELAY,
         as_json: JsonTableOption = False,
     ) -> None:
         """Score predictions against labels: point-wise, point-adjusted, event-PA and k-delay."""

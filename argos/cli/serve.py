@@ -11,15 +11,13 @@ from typing import Annotated
 import typer
 
 from argos.cli.options import (
-    AllowNonCausalOption,
-    CooldownOption,
+    FROM_POLICY_OPTIONS,
+    WORKERS,
     DefaultRulesOption,
-    IncidentGapOption,
-    MinDurationOption,
     RulesFolderOption,
-    StrictOption,
+    with_detection_policy,
 )
-from argos.online.postprocess import PostProcessing
+from argos.online.detector import DetectorSettings
 from argos.online.server import ServerLimits, run_server
 from argos.online.service import TOKEN_ENV, ServiceConfig, check_bind, create_app, read_token
 from argos.rules.artifacts import RuleSetError
@@ -62,6 +60,7 @@ def register(app: typer.Typer) -> None:
     """Add ``argos serve``."""
 
     @app.command()
+    @with_detection_policy
     def serve(
         rules: RulesFolderOption,
         default_rules: DefaultRulesOption = None,
@@ -86,7 +85,7 @@ def register(app: typer.Typer) -> None:
                 )
             ),
         ] = None,
-        workers: Annotated[int, typer.Option(min=1, help="Isolated rule workers.")] = 1,
+        workers: Annotated[int, WORKERS("Isolated rule workers.")] = 1,
         max_body_bytes: Annotated[int, typer.Option(min=1024, help="Request body limit.")] = (
             4 * 1024 * 1024
         ),
@@ -100,11 +99,7 @@ def register(app: typer.Typer) -> None:
         max_connections: Annotated[
             int, typer.Option(min=1, help="Open connections beyond this are closed at once.")
         ] = 1000,
-        min_duration: MinDurationOption = 1,
-        cooldown: CooldownOption = 0,
-        incident_gap: IncidentGapOption = 0,
-        allow_non_causal: AllowNonCausalOption = False,
-        strict: StrictOption = True,
+        settings: DetectorSettings = FROM_POLICY_OPTIONS,
         trusted: TrustedOption = False,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
@@ -133,10 +128,8 @@ def register(app: typer.Typer) -> None:
             max_body_bytes=max_body_bytes,
             body_seconds=body_seconds,
             isolation="inprocess" if trusted else "worker",
-            post=PostProcessing(
-                min_duration=min_duration, cooldown=cooldown, incident_gap=incident_gap
-            ),
-            strict=not allow_non_causal,
+            post=settings.post,
+            strict=settings.strict,
         )
         try:
             api = create_app(config)

@@ -16,8 +16,9 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from argos.cli.options import CooldownOption, DefaultRulesOption, RulesFolderOption
-from argos.online.detector import Point
+from argos.cli.options import SERIES, CooldownOption, DefaultRulesOption, RulesFolderOption
+from argos.online.detector import DetectorSettings, Point
+from argos.online.fleet import Fleet
 from argos.online.postprocess import PostProcessing
 
 if TYPE_CHECKING:
@@ -139,16 +140,11 @@ def register(app: typer.Typer) -> None:
             min_duration=min_duration, cooldown=cooldown, incident_gap=incident_gap
         )
         _reach(redis_url).close()
-        stats = consume(
-            redis_url,
-            rules,
-            default_rules=default_rules,
-            name=name,
-            config=cfg,
-            post=post,
-            isolation="inprocess" if trusted else "worker",
-            max_idle_s=max_idle,
+        settings = DetectorSettings(
+            isolation="inprocess" if trusted else "worker", post=post, strict=False
         )
+        fleet = Fleet(rules, default_rules=default_rules, settings=settings).open_single()
+        stats = consume(redis_url, fleet, name=name, config=cfg, max_idle_s=max_idle)
         typer.echo(json.dumps(vars(stats)))
 
     @stream_app.command("publish")
@@ -158,7 +154,7 @@ def register(app: typer.Typer) -> None:
         prefix: Annotated[str, prefix_opt] = "argos",
         partitions: Annotated[int, parts_opt] = 8,
         series: Annotated[
-            str | None, typer.Option(help="Series name for a CSV without a series column.")
+            str | None, SERIES("Series name for a CSV without a series column.")
         ] = None,
     ) -> None:
         """Append points to their partition streams."""

@@ -13,7 +13,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from argos._types import default_workers
 from argos.cli.console import output_console
 from argos.cli.deployment import deployment_refusals
-from argos.cli.options import BenchmarkDataDirOption, GranularityOption
+from argos.cli.options import (
+    DATASET,
+    JSON,
+    OUT,
+    PARTITION,
+    REPORT,
+    SCHEDULER,
+    SERIES,
+    TRAIN_FRACTION,
+    TRIALS,
+    WORKERS,
+    BenchmarkDataDirOption,
+    GranularityOption,
+)
 from argos.cli.report import report_epilogue
 from argos.cli.train_tables import fmt_score, summary_table, unit_notes
 from argos.data import catalog
@@ -50,13 +63,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         dataset: Annotated[
-            str | None,
-            typer.Option(help="Dataset name (kpi, yahoo, nab, demo) or PATH (not with --resume)."),
+            str | None, DATASET("Dataset name (kpi, yahoo, nab, demo) or PATH (not with --resume).")
         ] = None,
-        series: Annotated[str | None, typer.Option(help="Train only this series id.")] = None,
-        partition: Annotated[
-            str | None, typer.Option(help="Train only this partition (e.g. A1).")
-        ] = None,
+        series: Annotated[str | None, SERIES("Train only this series id.")] = None,
+        partition: Annotated[str | None, PARTITION("Train only this partition (e.g. A1).")] = None,
         generator: Annotated[
             str,
             typer.Option(
@@ -64,9 +74,9 @@ def register(app: typer.Typer) -> None:
                 "configured by flags, argos.toml or environment; else builtin)."
             ),
         ] = "auto",
-        out: Annotated[
-            Path, typer.Option(help="Folder for the rule sets and summary.json.")
-        ] = Path("runs/train"),
+        out: Annotated[Path, OUT("Folder for the rule sets and summary.json.")] = Path(
+            "runs/train"
+        ),
         overwrite: Annotated[
             bool,
             typer.Option(
@@ -75,17 +85,16 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         trials: Annotated[
-            int | None,
-            typer.Option(min=1, help="Evaluate at most N structures per unit (seeded subset)."),
+            int | None, TRIALS("Evaluate at most N structures per unit (seeded subset).")
         ] = None,
         seed: Annotated[int, typer.Option(help="Seed (only used with --trials).")] = 0,
         workers: Annotated[
-            int | None, typer.Option(min=1, help="Worker processes (default: CPU count, <= 4).")
+            int | None, WORKERS("Worker processes (default: CPU count, <= 4).")
         ] = None,
         scheduler: Annotated[
             str | None,
-            typer.Option(
-                help="Run the units on Dask: a scheduler ADDRESS or 'local[:N]' for a local "
+            SCHEDULER(
+                "Run the units on Dask: a scheduler ADDRESS or 'local[:N]' for a local "
                 "cluster of N worker processes (docs/scale-out.md). With an LLM, the run folder "
                 "must be on storage every worker shares."
             ),
@@ -93,11 +102,7 @@ def register(app: typer.Typer) -> None:
         granularity: GranularityOption = None,
         data_dir: BenchmarkDataDirOption = None,
         train_fraction: Annotated[
-            float | None,
-            typer.Option(
-                "--train-fraction",
-                help="Train share of generic datasets (0.7), as in argos eval.",
-            ),
+            float | None, TRAIN_FRACTION("Train share of generic datasets (0.7), as in argos eval.")
         ] = None,
         objective: Annotated[
             str,
@@ -107,7 +112,7 @@ def register(app: typer.Typer) -> None:
                 "k-delay F1; e.g. delay:7) or 'point' (point-wise F1). Recorded in the manifest.",
             ),
         ] = "event-pa",
-        as_json: Annotated[bool, typer.Option("--json", help="Print summary JSON.")] = False,
+        as_json: Annotated[bool, JSON("Print summary JSON.")] = False,
         llm: Annotated[
             str | None,
             typer.Option(
@@ -165,9 +170,7 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Resume an interrupted LLM run (run id or folder).")
         ] = None,
         runs_dir: Annotated[Path, typer.Option(help="Where LLM runs are kept.")] = Path("runs"),
-        report: Annotated[
-            bool, typer.Option("--report", help="Also write the HTML report (OUT/report.html).")
-        ] = False,
+        report: Annotated[bool, REPORT("Also write the HTML report (OUT/report.html).")] = False,
     ) -> None:
         """Train rule sets: one per series or partition, verified in the sandbox, then exported."""
         console = output_console(stderr=as_json)

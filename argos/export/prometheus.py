@@ -39,7 +39,7 @@ from argos.export.promql import (
 )
 from argos.export.recognise import NotTemplate, Recognised, recognise
 from argos.export.yamltext import YamlValue, dump
-from argos.online.detector import Detector
+from argos.online.detector import Detector, DetectorSettings
 from argos.rules.artifacts import MANIFEST, Fusion, load_ruleset
 from argos.rules.grammar import RuleSpec, Structure
 from argos.rules.templates import compile_score, directional
@@ -252,7 +252,7 @@ def expected_alerts(
 ) -> dict[str, BoolArray]:
     """Each rule's labels from the online detector, exactly as ``argos detect`` computes them
     (no post-processing: every anomalous point is an alert)."""
-    with Detector.open(directory, isolation=isolation, verify=False) as det:
+    with Detector.open(directory, DetectorSettings(isolation=isolation, verify=False)) as det:
         batch = det.detect_arrays(timestamps, values)
     if batch.errors:
         failed = "; ".join(f"{e.rule_id}: {e.message}" for e in batch.errors)

@@ -179,6 +179,27 @@ class BatchDetection:
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DetectorSettings:
+    """How a rule set is run: what :meth:`Detector.open` takes besides the folder, and what a
+    :class:`~argos.online.fleet.Fleet` applies to every set it opens.
+
+    ``isolation="worker"`` (default) runs the rules in locked-down worker processes (one per
+    rule; ``workers`` shards the series, ``limits`` bounds each call); ``"inprocess"`` runs them
+    in this process and is for trusted rules only. ``post`` is the alarm post-processing. With
+    ``verify``, the load-time checks run (stream-exactness and packing), their batch references
+    in a second engine of fresh processes, closed after them; ``strict`` refuses a set with a rule
+    that is not stream-exact (else a logged warning).
+    """
+
+    isolation: Literal["worker", "inprocess"] = "worker"
+    workers: int = 1
+    limits: WorkerLimits | None = None
+    post: PostProcessing = field(default_factory=PostProcessing)
+    verify: bool = True
+    strict: bool = True
+
+
 def _start_engines(
     codes: Sequence[RuleCode],
     isolation: Literal["worker", "inprocess"],
@@ -330,35 +351,27 @@ class Detector:
     def open(
         cls,
         directory: str | Path,
+        settings: DetectorSettings | None = None,
         *,
-        isolation: Literal["worker", "inprocess"] = "worker",
-        workers: int = 1,
-        limits: WorkerLimits | None = None,
-        post: PostProcessing | None = None,
-        verify: bool = True,
-        strict: bool = True,
         key: str = "",
         guard: AlarmRateGuard | None = None,
     ) -> Detector:
-        """Load a rule-set folder and start its engine.
-
-        ``isolation="worker"`` (default) runs the rules in locked-down worker processes (one
-        per rule); ``"inprocess"`` runs them in this process and is for trusted rules only.
-        With ``verify``, a second engine of fresh processes is started beside the serving one
-        for the checks' batch references, and closed after them. ``key`` names the set in
-        results (default: the folder's name).
+        """Load a rule-set folder and start its engine, run as ``settings`` say
+        (:class:`DetectorSettings`; its defaults when omitted). ``key`` names the set in results
+        (default: the folder's name).
         """
+        s = settings or DetectorSettings()
         rs = load_rules(directory)
         codes = [r.to_code() for r in rs.rules]
-        if isolation not in ("worker", "inprocess"):
-            raise ValueError(f"isolation must be 'worker' or 'inprocess', not {isolation!r}")
-        engine, reference = _start_engines(codes, isolation, workers, limits, verify)
+        if s.isolation not in ("worker", "inprocess"):
+            raise ValueError(f"isolation must be 'worker' or 'inprocess', not {s.isolation!r}")
+        engine, reference = _start_engines(codes, s.isolation, s.workers, s.limits, s.verify)
         return cls(
             rs,
             engine,
-            post=post,
-            verify=verify,
-            strict=strict,
+            post=s.post,
+            verify=s.verify,
+            strict=s.strict,
             key=key,
             reference=reference,
             guard=guard,

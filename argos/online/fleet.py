@@ -36,16 +36,16 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from argos._types import BoolArray, FloatArray, IntArray
-from argos.online.detector import BatchDetection, Detector, Point, PointResult
-from argos.online.postprocess import PostProcessing, SeriesState
+from argos.online.detector import BatchDetection, Detector, DetectorSettings, Point, PointResult
+from argos.online.postprocess import SeriesState
 from argos.online.rulesets import load_rules
 from argos.rules.artifacts import MANIFEST, Manifest, RuleSetError
-from argos.sandbox.workers import RuleWorkerError, WorkerLimits
+from argos.sandbox.workers import RuleWorkerError
 
 __all__ = [
     "Fleet",
@@ -268,8 +268,10 @@ class Fleet:
 
     ``rules`` is a rule-set folder (every series goes to it) or a folder of rule-set folders (a
     training run folder); ``default_rules`` a rule-set folder for series that no set lists.
-    Other options are those of :meth:`Detector.open`, applied to every set. ``parallel`` > 1
-    pushes the parts of a multi-set push concurrently (each set's rules run in its own workers).
+    ``settings`` are applied to every set (:class:`DetectorSettings`; when omitted its defaults
+    but not strict: a set with a rule that is not stream-exact is served, with a warning).
+    ``parallel`` > 1 pushes the parts of a multi-set push concurrently (each set's rules run in
+    its own workers).
     """
 
     def __init__(
@@ -277,22 +279,12 @@ class Fleet:
         rules: str | Path,
         *,
         default_rules: str | Path | None = None,
-        isolation: Literal["worker", "inprocess"] = "worker",
-        workers: int = 1,
-        limits: WorkerLimits | None = None,
-        post: PostProcessing | None = None,
-        strict: bool = False,
-        verify: bool = True,
+        settings: DetectorSettings | None = None,
         parallel: int = 1,
     ) -> None:
         self.rules = Path(rules)
         self.default_rules = None if default_rules is None else Path(default_rules)
-        self.isolation = isolation
-        self.workers = workers
-        self.limits = limits
-        self.post = post or PostProcessing()
-        self.strict = strict
-        self.verify = verify
+        self.settings = settings or DetectorSettings(strict=False)
         self.on_push: PushObserver | None = None
         self._lock = threading.Lock()  # maps below
         self._push_lock = threading.RLock()  # stream state: pushes, imports, swaps
@@ -364,16 +356,19 @@ class Fleet:
 
     # -- opening ----------------------------------------------------------------------------------
     def _open_detector(self, e: RuleSetEntry) -> Detector:
-        return Detector.open(
-            e.directory,
-            isolation=self.isolation,
-            workers=self.workers,
-            limits=self.limits,
-            post=self.post,
-            verify=self.verify,
-            strict=self.strict,
-            key=e.key,
-        )
+        return Detector.open(e.directory, self.settings, key=e.key)
+
+    def open_single(self) -> Fleet:
+        """Open the set now when the fleet is one rule set, so that a broken set is refused
+        before any input (its error raises here, the fleet closed); the sets of a folder of rule
+        sets still open when their first series arrives. Returns the fleet."""
+        if self.single:
+            try:
+                self.detector(self.keys[0])
+            except BaseException:
+                self.close()
+                raise
+        return self
 
     def detector(self, key: str) -> Detector:
         """The set's detector, opened on first use; raises what opening raises

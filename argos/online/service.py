@@ -68,7 +68,7 @@ from argos.online.api import (
     bounded_description,
     bounded_text,
 )
-from argos.online.detector import Point, PointResult
+from argos.online.detector import DetectorSettings, Point, PointResult
 from argos.online.fleet import Fleet, UnroutedSeriesError
 from argos.online.guards import AuthMiddleware, BodyLimitMiddleware, token_matches
 from argos.online.postprocess import PostProcessing
@@ -89,8 +89,7 @@ class ServiceConfig(BaseModel):
     Attributes:
         rules: a rule-set folder, or a folder of rule sets (a training run folder): each series
             is served by its own set (:class:`~argos.online.fleet.Fleet`); reloads read it again.
-        default_rules: the rule set for series no set of ``rules`` lists (else they are
-            refused).
+        default_rules: the rule set for series no set of ``rules`` lists (else refused).
         token: bearer token; ``None`` means no authentication (loopback only, see
             :func:`check_bind`).
         max_body_bytes: largest request body; bigger ones get 413.
@@ -174,22 +173,14 @@ class _PushSlot:
 def open_fleet(config: ServiceConfig) -> Fleet:
     """The service's fleet; a single rule-set folder is opened at once (its errors raise here),
     the sets of a folder of rule sets open when their first series arrives."""
-    fleet = Fleet(
-        config.rules,
-        default_rules=config.default_rules,
+    settings = DetectorSettings(
         isolation=config.isolation,
         workers=config.workers,
         limits=WorkerLimits(request_seconds=config.request_seconds),
         post=config.post,
         strict=config.strict,
     )
-    if fleet.single:
-        try:
-            fleet.detector(fleet.keys[0])
-        except BaseException:
-            fleet.close()
-            raise
-    return fleet
+    return Fleet(config.rules, default_rules=config.default_rules, settings=settings).open_single()
 
 
 # ----------------------------------------------------------------------------------------------

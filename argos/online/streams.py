@@ -38,15 +38,14 @@ import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
 from argos.online.detector import Detector, Point, PointResult
 from argos.online.fleet import Fleet, StreamDetector
-from argos.online.postprocess import PostProcessing, SeriesState
+from argos.online.postprocess import SeriesState
 
 GROUP = "detectors"
 
@@ -470,34 +469,28 @@ def batch_alerts(
 
 def consume(
     url: str,
-    rules: Path,
+    fleet: Fleet,
     *,
-    default_rules: Path | None = None,
     name: str | None = None,
     config: StreamConfig | None = None,
-    post: PostProcessing | None = None,
-    isolation: Literal["worker", "inprocess"] = "worker",
     max_idle_s: float | None = None,
 ) -> ConsumerStats:
-    """Run one consumer process until SIGTERM/SIGINT (or ``max_idle_s`` without input).
+    """Run one consumer process over ``fleet`` until SIGTERM/SIGINT (or ``max_idle_s`` without
+    input); the fleet is closed at the end.
 
-    ``rules`` is a rule-set folder or a folder of rule sets (a training run folder), served as a
-    :class:`~argos.online.fleet.Fleet` (each series by its own set, ``default_rules`` for the
-    others); the sets of a folder open when their first series arrives, inside a step: keep
-    ``lease_ms`` above a set's opening time (about 0.5 s per set on a quiet host), or a lease may
-    expire during it (the commit is then fenced and the batch re-read: correct, but wasted).
+    ``fleet`` serves a rule-set folder or a folder of rule sets (a training run folder), each
+    series by its own set. Open a single set first (:meth:`~argos.online.fleet.Fleet.open_single`;
+    a set opens in ~0.5 s), so that no lease is taken before it can run. The sets of a folder
+    open when their first series arrives, inside a step: keep ``lease_ms`` above a set's opening
+    time (about 0.5 s per set on a quiet host), or a lease may expire during it (the commit is
+    then fenced and the batch re-read: correct, but wasted).
     """
-    redis = _import_redis()
-    client = redis.Redis.from_url(url)
-    detector = Fleet(rules, default_rules=default_rules, isolation=isolation, post=post)
-    if detector.single:  # one set: open it before taking leases (a set opens in ~0.5 s)
-        try:
-            detector.detector(detector.keys[0])
-        except BaseException:
-            detector.close()
-            client.close()
-            raise
-    consumer = StreamConsumer(client, detector, name or f"consumer-{os.getpid()}", config)
+    try:
+        client = _import_redis().Redis.from_url(url)
+    except BaseException:
+        fleet.close()
+        raise
+    consumer = StreamConsumer(client, fleet, name or f"consumer-{os.getpid()}", config)
 
     def on_signal(signum: int, frame: Any) -> None:
         consumer.stop()
@@ -507,6 +500,6 @@ def consume(
     try:
         consumer.run(max_idle_s=max_idle_s)
     finally:
-        detector.close()
+        fleet.close()
         client.close()
     return consumer.stats

@@ -7,11 +7,18 @@ scrape.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from argos.online.fleet import Fleet, UnroutedSeriesError
 from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError
+
+RULESET = "ruleset"
+"""The label every per-set metric carries first: the rule set's key in the fleet."""
+
+_Metric = TypeVar("_Metric", Counter, Gauge)
 
 
 class ServiceMetrics:
@@ -25,21 +32,14 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.points = Counter(
-            "argos_points",
-            "Points received, by rule set and outcome.",
-            ["ruleset", "outcome"],
-            registry=r,
+        per_set = self._per_set
+        self.points = per_set(
+            Counter, "argos_points", "Points received, by rule set and outcome.", "outcome"
         )
-        self.anomalies = Counter("argos_anomalies", "Anomalous points.", ["ruleset"], registry=r)
-        self.alerts = Counter(
-            "argos_alerts", "Alerts raised (after cool-down).", ["ruleset"], registry=r
-        )
-        self.rule_errors = Counter(
-            "argos_rule_errors",
-            "Rule failures on a micro-batch.",
-            ["ruleset", "rule"],
-            registry=r,
+        self.anomalies = per_set(Counter, "argos_anomalies", "Anomalous points.")
+        self.alerts = per_set(Counter, "argos_alerts", "Alerts raised (after cool-down).")
+        self.rule_errors = per_set(
+            Counter, "argos_rule_errors", "Rule failures on a micro-batch.", "rule"
         )
         self.requests = Counter(
             "argos_http_requests",
@@ -64,7 +64,7 @@ class ServiceMetrics:
         self.set_push_latency = Histogram(
             "argos_ruleset_push_seconds",
             "Time of one rule set's part of a stream push (its engine round trip included).",
-            ["ruleset"],
+            [RULESET],
             buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1, 10),
             registry=r,
         )
@@ -77,43 +77,47 @@ class ServiceMetrics:
         self.reloads = Counter(
             "argos_reloads", "Reloads of the rule-set folder by result.", ["result"], registry=r
         )
-        self.set_reloads = Counter(
+        self.set_reloads = per_set(
+            Counter,
             "argos_ruleset_reloads",
             "Reloads of one rule set by result (ok, failed, added, removed).",
-            ["ruleset", "result"],
-            registry=r,
+            "result",
         )
-        self.ruleset = Gauge(
+        self.ruleset = per_set(
+            Gauge,
             "argos_ruleset_info",
             "The open rule sets (value 1) with their manifest id and digest.",
-            ["ruleset", "id", "digest"],
-            registry=r,
+            "id",
+            "digest",
         )
-        self.load_error = Gauge(
+        self.load_error = per_set(
+            Gauge,
             "argos_ruleset_load_error",
             "1 when the rule set's last load failed (its previous version, if any, serves).",
-            ["ruleset"],
-            registry=r,
         )
-        self.stream_exact = Gauge(
+        self.stream_exact = per_set(
+            Gauge,
             "argos_rule_stream_exact",
             "1 when the rule passed the finite-lookback check, 0 when not.",
-            ["ruleset", "rule"],
-            registry=r,
+            "rule",
         )
-        self.series = Gauge("argos_series", "Series with stream state.", ["ruleset"], registry=r)
-        self.worker_restarts = Gauge(
-            "argos_worker_restarts", "Rule worker restarts, by rule set.", ["ruleset"], registry=r
+        self.series = per_set(Gauge, "argos_series", "Series with stream state.")
+        self.worker_restarts = per_set(
+            Gauge, "argos_worker_restarts", "Rule worker restarts, by rule set."
         )
-        self.quarantined = Gauge(
+        self.quarantined = per_set(
+            Gauge,
             "argos_rule_quarantined",
             "1 for a rule stopped until its set is reloaded (alert storm or time budget).",
-            ["ruleset", "rule"],
-            registry=r,
+            "rule",
         )
         self.unrouted_series = Gauge(
             "argos_unrouted_series", "Series refused because no rule set serves them.", registry=r
         )
+
+    def _per_set(self, kind: type[_Metric], name: str, doc: str, *labels: str) -> _Metric:
+        """A metric of this registry labelled by rule set first (``ruleset``), then ``labels``."""
+        return kind(name, doc, [RULESET, *labels], registry=self.registry)
 
     def observe_fleet(self, fleet: Fleet) -> None:
         """Refresh the per-set gauges from the fleet."""

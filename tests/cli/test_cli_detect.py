@@ -23,7 +23,7 @@ from argos.cli.detect import (
 )
 from argos.data.series import Dataset
 from argos.online.checks import verification_sample
-from argos.online.detector import Detector
+from argos.online.detector import Detector, DetectorSettings
 from argos.rules.artifacts import RuleSource, write_ruleset
 
 RULES = Path(__file__).resolve().parents[1] / "fixtures" / "rules"
@@ -63,7 +63,7 @@ def test_stdin_csv_with_series_column_matches_batch_labels() -> None:
     assert proc.returncode == 0, proc.stderr
     recs = [json.loads(x) for x in proc.stdout.splitlines()]
     assert len(recs) == 700
-    with Detector.open(BASIC, isolation="inprocess") as det:
+    with Detector.open(BASIC, DetectorSettings(isolation="inprocess")) as det:
         for name, t, v in (("web", t1, v1), ("db", t2, v2)):
             got = np.array([r["anomaly"] for r in recs if r["series"] == name])
             np.testing.assert_array_equal(got, det.detect_arrays(t, v).anomaly)
@@ -289,7 +289,9 @@ def test_a_training_run_folder_routes_each_series_to_its_own_set(kpi_dataset: Da
     assert "29 rule sets" in proc.stderr
     assert "no rule set for series 'new-kpi'" in proc.stderr
     for name in wanted:
-        with Detector.open(KPI_RULES / name, isolation="inprocess", verify=False) as det:
+        with Detector.open(
+            KPI_RULES / name, DetectorSettings(isolation="inprocess", verify=False)
+        ) as det:
             expected = det.detect_arrays(*data[name]).anomaly
         got = [r for r in recs if r["series"] == name]
         assert {r["ruleset"] for r in got} == {name}

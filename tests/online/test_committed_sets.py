@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from argos.online.detector import Detector
+from argos.online.detector import Detector, DetectorSettings
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 SETS = sorted(p.parent for p in RULES.glob("*/*/manifest.json") if p.parts[-3] != "examples")
@@ -21,7 +21,7 @@ def test_the_committed_sets_are_found() -> None:
 
 @pytest.mark.parametrize("folder", SETS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_committed_set_is_stream_exact(folder: Path) -> None:
-    det = Detector.open(folder, isolation="inprocess", strict=True)
+    det = Detector.open(folder, DetectorSettings(isolation="inprocess", strict=True))
     try:
         assert det.stream_exact and all(det.stream_exact.values()), det.exactness
     finally:

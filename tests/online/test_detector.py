@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from argos.data.series import Dataset, Series
 from argos.online.checks import verification_sample
-from argos.online.detector import Detector, Point, combine
+from argos.online.detector import Detector, DetectorSettings, Point, combine
 from argos.online.postprocess import PostProcessing, SeriesState
 from argos.online.rulesets import LoadedRuleSet, abnormal_condition, load_rules
 from argos.rules.artifacts import RuleSetError, RuleSource, write_ruleset
@@ -93,7 +93,7 @@ def sensitive_rules(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def detector(sensitive_rules: Path) -> Iterator[Detector]:
     post = PostProcessing(min_duration=2, cooldown=5, incident_gap=3)
-    with Detector.open(sensitive_rules, post=post) as det:
+    with Detector.open(sensitive_rules, DetectorSettings(post=post)) as det:
         yield det
 
 
@@ -234,8 +234,8 @@ def test_non_finite_lookback_rule_is_refused_unless_allowed(tmp_path: Path) -> N
         [("global_z", "extra/global_z.py", {"k": 2.0}), ("t", "basic/threshold.py", {})],
     )
     with pytest.raises(RuleSetError, match=r"not stream-exact.*global_z"):
-        Detector.open(folder, isolation="inprocess")
-    with Detector.open(folder, isolation="inprocess", strict=False) as det:
+        Detector.open(folder, DetectorSettings(isolation="inprocess"))
+    with Detector.open(folder, DetectorSettings(isolation="inprocess", strict=False)) as det:
         assert det.stream_exact == {"global_z": False, "t": True}
         detail = det.describe()["rules"][0]["stream_exact_detail"]
         assert "labels differ between streaming" in detail
@@ -247,7 +247,7 @@ def test_non_finite_lookback_rule_is_refused_unless_allowed(tmp_path: Path) -> N
 def test_late_duplicate_and_invalid_points_are_dropped_counted_and_reported(
     sensitive_rules: Path,
 ) -> None:
-    with Detector.open(sensitive_rules, isolation="inprocess") as det:
+    with Detector.open(sensitive_rules, DetectorSettings(isolation="inprocess")) as det:
         res = det.push(
             [
                 Point("s", 100, 1.0),
@@ -325,7 +325,7 @@ def test_detect_matches_the_methods_detector_protocol(detector: Detector) -> Non
 
 
 def test_batch_input_must_be_clean() -> None:
-    with Detector.open(BASIC, isolation="inprocess") as det:
+    with Detector.open(BASIC, DetectorSettings(isolation="inprocess")) as det:
         with pytest.raises(ValueError, match="strictly increasing; index 2"):
             det.detect_arrays(np.array([1, 2, 2]), np.zeros(3))
         with pytest.raises(ValueError, match="finite; index 1"):
@@ -339,7 +339,7 @@ def _band_detector(tmp_path: Path, post: PostProcessing) -> Detector:
     folder = make_ruleset(
         tmp_path / "band", [("band", "basic/threshold.py", {"low": -1, "high": 0.5})]
     )
-    return Detector.open(folder, isolation="inprocess", post=post)
+    return Detector.open(folder, DetectorSettings(isolation="inprocess", post=post))
 
 
 RAW = np.array([0, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 1], dtype=float)
@@ -423,9 +423,9 @@ def test_exported_state_continues_a_series_exactly_in_another_detector(
 ) -> None:
     t, v = verification_sample(1000, seed=12)
     post = PostProcessing(min_duration=2, cooldown=5, incident_gap=3)
-    with Detector.open(sensitive_rules, isolation="inprocess", post=post) as ref:
+    with Detector.open(sensitive_rules, DetectorSettings(isolation="inprocess", post=post)) as ref:
         expected = ref.detect_arrays(t, v)
-    with Detector.open(sensitive_rules, post=post) as first:
+    with Detector.open(sensitive_rules, DetectorSettings(post=post)) as first:
         got = first.push_arrays("s", t[:600], v[:600])
         first.push_arrays("other", t[:50], v[:50])
         assert first.export_state(["nope"]) == []
@@ -433,7 +433,7 @@ def test_exported_state_continues_a_series_exactly_in_another_detector(
     assert state.last_timestamp == int(t[599]) and state.post["pos"] == 600
     assert len(state.values) == max(r.lookback for r in first.ruleset.rules) - 1
     wire = state.model_dump_json()  # e.g. stored in Redis, read back by another process
-    with Detector.open(sensitive_rules, post=post) as second:
+    with Detector.open(sensitive_rules, DetectorSettings(post=post)) as second:
         second.import_state([SeriesState.model_validate_json(wire)])
         got += second.push_arrays("s", t[600:], v[600:])
         assert second.push([Point("s", int(t[3]), 1.0)])[0].status == "late"
@@ -484,7 +484,7 @@ def test_fusion_with_an_external_base_takes_its_labels_from_the_input(tmp_path: 
         assert [r.anomaly for r in res] == [False, True, True, True]
         assert det.stats()["missing_base"] == 1
     with (
-        Detector.open(BASIC, isolation="inprocess") as det,
+        Detector.open(BASIC, DetectorSettings(isolation="inprocess")) as det,
         pytest.raises(ValueError, match="no external base"),
     ):
         det.detect_arrays(np.arange(3), np.zeros(3), base=np.zeros(3, dtype=bool))
@@ -517,7 +517,9 @@ def test_post_processing_streamed_in_any_chunks_equals_batch(
     post = PostProcessing(min_duration=min_duration, cooldown=cooldown, incident_gap=gap)
     v = np.array(raw, dtype=float)  # 1.0 is above the band's high of 0.5
     t = np.arange(len(v), dtype=np.int64)
-    with Detector.open(band_detector_folder, isolation="inprocess", post=post, verify=False) as det:
+    with Detector.open(
+        band_detector_folder, DetectorSettings(isolation="inprocess", post=post, verify=False)
+    ) as det:
         b = det.detect_arrays(t, v)
         got, a, i = [], 0, 0
         while a < len(v):

@@ -14,12 +14,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from argos.data.series import Dataset
-from argos.online.detector import Detector, Point, PointResult
+from argos.online.detector import Detector, DetectorSettings, Point, PointResult
 from argos.online.fleet import Fleet, Routes, RuleSetEntry, UnroutedSeriesError, scan_rule_sets
+from argos.online.postprocess import PostProcessing
 from argos.online.service import ServiceConfig, create_app
 from argos.rules.artifacts import RuleSetError, RuleSource, load_ruleset, write_ruleset
+from argos.sandbox.workers import RuleWorkerError
 
 KPI_RULES = Path(__file__).resolve().parents[2] / "rules" / "kpi"
+BASIC = Path(__file__).resolve().parents[1] / "fixtures" / "rules" / "basic"
 # a few series whose own set flags points in the first 3,000 test points; LONG has the largest
 # LOOKBACK (424), SHORT's rules (LOOKBACK <= 57) replace LONG's in the reload test
 SERIES = [
@@ -47,7 +50,7 @@ def kpi_slices(kpi_dataset: Dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]
 
 def own_labels(folder: Path, t: np.ndarray, v: np.ndarray) -> np.ndarray:
     """What the series' own rule set gives alone (batch, trusted in-process)."""
-    with Detector.open(folder, isolation="inprocess", verify=False) as det:
+    with Detector.open(folder, DetectorSettings(isolation="inprocess", verify=False)) as det:
         return det.detect_arrays(t, v).anomaly
 
 
@@ -111,6 +114,31 @@ def test_scan_reads_a_run_folder_and_says_what_a_bad_folder_is(tmp_path: Path) -
         Fleet(KPI_RULES / SERIES[0], default_rules=KPI_RULES / SERIES[1])
 
 
+def test_settings_reach_every_set_and_open_single_opens_only_a_single_set(tmp_path: Path) -> None:
+    post = PostProcessing(min_duration=2, cooldown=5)
+    settings = DetectorSettings(isolation="inprocess", post=post, verify=False)
+    with Fleet(BASIC, settings=settings).open_single() as fleet:
+        assert fleet.open_keys == ["basic"]  # opened at once
+        det = fleet.detector("basic")
+        assert det.post == post and det.engine.isolation.startswith("none")
+    assert Fleet(BASIC).settings == DetectorSettings(strict=False)  # a fleet serves, and warns
+    with Fleet(KPI_RULES, settings=settings).open_single() as fleet:
+        assert fleet.open_keys == []  # a folder of sets: each opens when its series arrives
+        det = fleet.detector(SERIES[0])
+        assert det.post == post and det.engine.isolation.startswith("none")
+
+
+def test_open_single_refuses_a_broken_set_and_closes_the_fleet(tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    shutil.copytree(BASIC, folder)
+    (folder / "threshold.py").write_text("# edited after packing\n")
+    fleet = Fleet(folder, settings=DetectorSettings(isolation="inprocess", verify=False))
+    with pytest.raises(RuleSetError, match="threshold"):
+        fleet.open_single()
+    with pytest.raises(RuleWorkerError, match="the fleet is closed"):
+        fleet.detector(fleet.keys[0])
+
+
 # ------------------------------------------------------------------------------------------------
 # The committed KPI fleet on real data
 # ------------------------------------------------------------------------------------------------
@@ -150,13 +178,20 @@ def test_default_rules_serve_series_no_set_lists(
     kpi_slices: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> None:
     t, v = kpi_slices[SERIES[0]]
-    with Fleet(KPI_RULES, default_rules=KPI_RULES / SERIES[0], isolation="inprocess") as fleet:
+    with Fleet(
+        KPI_RULES,
+        default_rules=KPI_RULES / SERIES[0],
+        settings=DetectorSettings(isolation="inprocess", strict=False),
+    ) as fleet:
         res = fleet.push([Point("new-kpi", int(a), float(b)) for a, b in zip(t, v, strict=True)])
         det, batch = fleet.detect_arrays("new-kpi", t, v)
     assert {r.ruleset for r in res} == {"default"} and det.key == "default"
     np.testing.assert_array_equal(anomalies(res), own_labels(KPI_RULES / SERIES[0], t, v))
     np.testing.assert_array_equal(batch.anomaly, anomalies(res))
-    with Fleet(KPI_RULES, isolation="inprocess") as fleet, pytest.raises(UnroutedSeriesError):
+    with (
+        Fleet(KPI_RULES, settings=DetectorSettings(isolation="inprocess", strict=False)) as fleet,
+        pytest.raises(UnroutedSeriesError),
+    ):
         fleet.detect_arrays("new-kpi", t, v)
 
 

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from argos.online.checks import AlarmRateGuard
-from argos.online.detector import Detector
+from argos.online.detector import Detector, DetectorSettings
 from argos.online.service import ServiceConfig, create_app
 from argos.rules.artifacts import RuleSetError, RuleSource, write_ruleset
 
@@ -121,7 +121,7 @@ def test_the_guard_threshold_follows_the_verification_rate(tmp_path: Path) -> No
     guard = AlarmRateGuard()
     assert guard.threshold(0.0) == 0.2 and guard.threshold(0.03) == pytest.approx(0.6)
     assert guard.threshold(0.5) == 0.9
-    with Detector.open(storm_set(tmp_path / "s"), isolation="inprocess") as det:
+    with Detector.open(storm_set(tmp_path / "s"), DetectorSettings(isolation="inprocess")) as det:
         assert det.baseline == {"band": 0.0, "storm": 0.0}
         det.push_arrays("x", np.array([1, 2]), np.array([1e7, 1.0]))
         assert det.engine.quarantined == {}  # the window is not over yet

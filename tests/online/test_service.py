@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from argos.online.checks import verification_sample
-from argos.online.detector import Detector
+from argos.online.detector import Detector, DetectorSettings
 from argos.online.server import RateLimitFilter
 from argos.online.service import ServiceConfig, check_bind, create_app, is_loopback, read_token
 from argos.rules.artifacts import RuleSource, write_ruleset
@@ -82,7 +82,7 @@ def test_detect_matches_the_detector_and_explains(client: TestClient, rules_dir:
     r = client.post("/v1/detect", json=body, headers=AUTH)
     assert r.status_code == 200, r.text
     out = r.json()
-    with Detector.open(rules_dir, isolation="inprocess") as det:
+    with Detector.open(rules_dir, DetectorSettings(isolation="inprocess")) as det:
         expected = det.detect_arrays(t, v)
     assert out["labels"] == expected.anomaly.tolist()
     assert len(out["anomalies"]) == int(expected.anomaly.sum()) > 0
@@ -106,7 +106,7 @@ def test_stream_points_are_stateful_and_report_drops(client: TestClient, rules_d
         r = client.post("/v1/streams/db-1/points", json={"points": pts}, headers=AUTH)
         assert r.status_code == 200, r.text
         labels += [x["anomaly"] for x in r.json()["results"]]
-    with Detector.open(rules_dir, isolation="inprocess") as det:
+    with Detector.open(rules_dir, DetectorSettings(isolation="inprocess")) as det:
         np.testing.assert_array_equal(np.array(labels), det.detect_arrays(t, v).anomaly)
     late = [
         {"timestamp": int(t[-1]), "value": 1.0},
@@ -265,7 +265,7 @@ def test_multi_series_points_equal_per_series_batch(client: TestClient, rules_di
         assert [x["series"] for x in out["results"]] == [p["series"] for p in pts]
         for x in out["results"]:
             labels[x["series"]].append(x["anomaly"])
-    with Detector.open(rules_dir, isolation="inprocess") as det:
+    with Detector.open(rules_dir, DetectorSettings(isolation="inprocess")) as det:
         for k, (t, v) in data.items():
             np.testing.assert_array_equal(np.array(labels[k]), det.detect_arrays(t, v).anomaly)
     bad = client.post("/v1/points", json={"points": [{"timestamp": 1, "value": 1}]}, headers=AUTH)
@@ -320,7 +320,7 @@ def test_concurrent_stream_requests_are_grouped_into_one_push(
 
     app = client.app
     data = {f"grp-{i}": verification_sample(300, seed=30 + i) for i in range(6)}
-    with Detector.open(rules_dir, isolation="inprocess") as det:
+    with Detector.open(rules_dir, DetectorSettings(isolation="inprocess")) as det:
         expected = {k: det.detect_arrays(t, v).anomaly.tolist() for k, (t, v) in data.items()}
     out: dict[str, list[bool]] = {}
 

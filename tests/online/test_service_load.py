@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from argos.online.checks import verification_sample
-from argos.online.detector import Detector
+from argos.online.detector import Detector, DetectorSettings
 
 BASIC = Path(__file__).resolve().parents[1] / "fixtures" / "rules" / "basic"
 TOKEN = "load-test-token"
@@ -206,7 +206,7 @@ def test_concurrent_clients_abuse_and_reload(
     assert by_kind["malformed"] <= {400, 422}
 
     # stream labels stayed exact across the reloads
-    with Detector.open(rules, isolation="inprocess") as det:
+    with Detector.open(rules, DetectorSettings(isolation="inprocess")) as det:
         for i, (statuses, labels) in enumerate(stream_results):
             assert set(statuses) == {200}
             t, v = verification_sample(900, seed=100 + i)

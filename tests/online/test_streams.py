@@ -21,7 +21,7 @@ import pytest
 
 from argos.data.demo import make_demo_dataset
 from argos.data.series import Dataset
-from argos.online.detector import Detector, Point
+from argos.online.detector import Detector, DetectorSettings, Point
 from argos.online.fleet import Fleet
 from argos.online.postprocess import PostProcessing, SeriesState
 from argos.online.streams import (
@@ -163,7 +163,7 @@ def test_partition_of_is_stable_and_spreads() -> None:
 def test_one_consumer_gives_batch_alerts(client: Any, rules: Path) -> None:
     cfg = StreamConfig(prefix="t1", partitions=4, batch=200)
     points, series = _points()
-    with Detector.open(rules, isolation="inprocess", post=POST) as det:
+    with Detector.open(rules, DetectorSettings(isolation="inprocess", post=POST)) as det:
         consumer = StreamConsumer(client, det, "c1", cfg)
         assert publish(client, cfg, points) == len(points)
         _drain([consumer], client, cfg)
@@ -180,8 +180,8 @@ def test_two_consumers_split_partitions_and_give_batch_alerts(client: Any, rules
     cfg = StreamConfig(prefix="t2", partitions=4, batch=100)
     points, series = _points()
     with (
-        Detector.open(rules, isolation="inprocess", post=POST) as d1,
-        Detector.open(rules, isolation="inprocess", post=POST) as d2,
+        Detector.open(rules, DetectorSettings(isolation="inprocess", post=POST)) as d1,
+        Detector.open(rules, DetectorSettings(isolation="inprocess", post=POST)) as d2,
     ):
         a = StreamConsumer(client, d1, "a", cfg)
         b = StreamConsumer(client, d2, "b", cfg)
@@ -204,8 +204,8 @@ def test_crash_between_read_and_commit_is_taken_over_exactly_once(client: Any, r
     points, series = _points(n_series=4)
     publish(client, cfg, points)
     with (
-        Detector.open(rules, isolation="inprocess", post=POST) as d1,
-        Detector.open(rules, isolation="inprocess", post=POST) as d2,
+        Detector.open(rules, DetectorSettings(isolation="inprocess", post=POST)) as d1,
+        Detector.open(rules, DetectorSettings(isolation="inprocess", post=POST)) as d2,
     ):
         a = StreamConsumer(client, d1, "a", cfg)
         for _ in range(5):
@@ -239,8 +239,8 @@ def test_zombie_consumer_cannot_commit_after_losing_its_lease(client: Any, rules
     points, _ = _points(n_series=2, n_points=300)
     publish(client, cfg, points)
     with (
-        Detector.open(rules, isolation="inprocess", post=POST) as d1,
-        Detector.open(rules, isolation="inprocess", post=POST) as d2,
+        Detector.open(rules, DetectorSettings(isolation="inprocess", post=POST)) as d1,
+        Detector.open(rules, DetectorSettings(isolation="inprocess", post=POST)) as d2,
     ):
         a = StreamConsumer(client, d1, "a", cfg)
         a.step()
@@ -311,14 +311,14 @@ def test_sigkill_a_consumer_process_mid_stream(client: Any, redis_url: str, rule
     # the survivors took the victim's partitions over and rebuilt its series from snapshots
     assert sum(st["restored"] for st in stats) >= 1
     assert set(victim_parts) <= {k for st in stats for k in st["acquired"]}
-    with Detector.open(rules, isolation="inprocess", post=POST) as det:
+    with Detector.open(rules, DetectorSettings(isolation="inprocess", post=POST)) as det:
         want = batch_alerts(det, series)
     _assert_same_as_batch(read_alerts(client, cfg), want)
 
 
 def test_batch_alerts_has_the_record_format(rules: Path) -> None:
     _, series = _points(n_series=1, n_points=500)
-    with Detector.open(rules, isolation="inprocess", post=POST) as det:
+    with Detector.open(rules, DetectorSettings(isolation="inprocess", post=POST)) as det:
         recs = batch_alerts(det, series)
     assert recs and set(recs[0]) == {"series", "timestamp", "alert", "incident", "fired", "ruleset"}
     assert all(r["fired"] for r in recs) and np.all(np.diff([r["timestamp"] for r in recs]) > 0)
@@ -356,7 +356,7 @@ def test_an_unreadable_state_snapshot_is_skipped_not_fatal(client: Any, rules: P
     points, series = _points(n_series=2, n_points=300)
     first = next(iter(series))
     client.hset(cfg.state, first, '{"last_ts": 1, "t": [], "v": []}')  # an old or foreign format
-    with Detector.open(rules, isolation="inprocess", post=POST) as det:
+    with Detector.open(rules, DetectorSettings(isolation="inprocess", post=POST)) as det:
         consumer = StreamConsumer(client, det, "c-bad", cfg)
         publish(client, cfg, points)
         _drain([consumer], client, cfg)
@@ -390,7 +390,10 @@ def test_consumers_route_each_kpi_series_to_its_own_rule_set(
             series[s.id] = (s.timestamps[a : a + 2000].tolist(), s.values[a : a + 2000].tolist())
     series["no-such-kpi"] = series["0efb375b-b902-3661-ab23-9a0bb799f4e3"]
     points = [Point(k, int(t[i]), float(v[i])) for i in range(2000) for k, (t, v) in series.items()]
-    fleets = [Fleet(KPI_RULES, isolation="inprocess", post=POST) for _ in range(2)]
+    fleets = [
+        Fleet(KPI_RULES, settings=DetectorSettings(isolation="inprocess", post=POST, strict=False))
+        for _ in range(2)
+    ]
     try:
         consumers = [StreamConsumer(client, f, f"c{i}", cfg) for i, f in enumerate(fleets)]
         publish(client, cfg, points)
