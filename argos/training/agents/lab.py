@@ -91,6 +91,7 @@ class SandboxRuleLab:
         if (fusion_mode is None) != (base is None):
             raise ValueError("fusion needs both a mode (fn/fp) and the base detector's labels")
         self.fusion_mode = fusion_mode
+        self.objective = objective
         self.base = None if base is None else list(base)
         # The truth stays for scoring; rules are fitted and shown their TARGET labels.
         self.truth_train = [_labels(s) for s in train]
@@ -101,7 +102,6 @@ class SandboxRuleLab:
         ]
         self.sandbox = sandbox
         self.deployment = deployment
-        self.objective = objective
         self.chunk_size = chunk_size
         self.fit_budget = fit_budget
         self.causality_prefixes = causality_prefixes

@@ -43,14 +43,15 @@ def code_id(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()[:12]
 
 
-def _new_candidate(code: str, origin: str, state: TrainState) -> DraftRule:
+def new_draft(code: str, origin: str, iteration: int = 0, slot: int = 0) -> DraftRule:
+    """A candidate not yet checked, named by its code's hash."""
     return DraftRule(
         id=code_id(code),
         code=code,
         params={},
         origin=origin,
-        iteration=state.get("iteration", 0),
-        slot=state.get("slot", 0),
+        iteration=iteration,
+        slot=slot,
         status="pending",
         detail="",
         traceback="",
@@ -61,6 +62,10 @@ def _new_candidate(code: str, origin: str, state: TrainState) -> DraftRule:
         val_recall=None,
         runtime_ms=0.0,
     )
+
+
+def _new_candidate(code: str, origin: str, state: TrainState) -> DraftRule:
+    return new_draft(code, origin, state.get("iteration", 0), state.get("slot", 0))
 
 
 def _with(c: DraftRule, **changes: Any) -> DraftRule:

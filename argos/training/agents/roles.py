@@ -28,7 +28,7 @@ from argos.training.agents.prompts import (
     repairer_messages,
     reviewer_messages,
 )
-from argos.training.agents.state import DraftRule
+from argos.training.agents.state import DraftRule, LoopConfig
 
 _FOCUS_TASKS = {
     "initial": "Write a rule that flags the labeled anomalies below and nothing else.",
@@ -73,16 +73,14 @@ class LLMAgents:
         self,
         model: ChatModel,
         lab: SandboxRuleLab,
+        loop: LoopConfig | None = None,
         *,
-        seed: int = 0,
         max_points: int = 600,
         max_consecutive_failures: int = 3,
-        n_candidates: int = 1,
     ) -> None:
         self.model = model
-        self.n_candidates = n_candidates
         self.lab = lab
-        self.seed = seed
+        self.loop = loop or LoopConfig()
         self.max_points = max_points
         self.max_consecutive_failures = max_consecutive_failures
         self._failures = 0
@@ -164,31 +162,31 @@ class LLMAgents:
             current=current,
             feedback=_feedback(request),
         )
-        reply = self._call(
-            messages, "generator", seed=self.seed * 10_000 + request.iteration * 100 + request.slot
-        )
+        seed = self.loop.seed * 10_000 + request.iteration * 100 + request.slot
+        reply = self._call(messages, "generator", seed=seed)
         return self._code(reply)
 
     def _notes(self, request: GenerationRequest) -> list[str]:
         """Unit-specific warnings: few labeled events, a validation part without events, and
         which of the iteration's independent candidates this is."""
         notes = []
-        n = self.lab.n_events()
-        if n < FEW_EVENTS:
+        labeled = self.lab.n_events()
+        if labeled < FEW_EVENTS:
             notes.append(
-                f"This unit has only {n} labeled event(s) in its training data: do not fit the "
-                "exact shape, size or timing of one event; prefer a structure that generalises "
-                "(e.g. a deviation from a robust trailing baseline), and leave the threshold to "
-                "fitting."
+                f"This unit has only {labeled} labeled event(s) in its training data: do not fit "
+                "the exact shape, size or timing of one event; prefer a structure that "
+                "generalises (e.g. a deviation from a robust trailing baseline), and leave the "
+                "threshold to fitting."
             )
         if not any(s.labels is not None and s.labels.any() for s in self.lab.validation):
             notes.append(
                 "The validation part holds no labeled anomaly, so rules are compared on train + "
                 "validation together: false alarms on normal data weigh heavily."
             )
-        if self.n_candidates > 1:
+        n = self.loop.candidates_per_iteration
+        if n > 1:
             notes.append(
-                f"This is candidate {request.slot + 1} of {self.n_candidates} of this iteration; "
+                f"This is candidate {request.slot + 1} of {n} of this iteration; "
                 "candidates are written independently, so try a different kind of rule for "
                 "each candidate number (level, change, spread, seasonality, persistence)."
             )
@@ -198,7 +196,7 @@ class LLMAgents:
         self, *, code: str, status: str, detail: str, traceback: str, attempt: int
     ) -> str | None:
         messages = repairer_messages(code, status=status, error=detail, traceback=traceback)
-        reply = self._call(messages, "repairer", seed=self.seed * 10_000 + attempt)
+        reply = self._call(messages, "repairer", seed=self.loop.seed * 10_000 + attempt)
         return self._code(reply)
 
     def review(self, *, old: DraftRule, new: DraftRule, regressions: str) -> str | None:
@@ -209,7 +207,7 @@ class LLMAgents:
             new_metrics=_metrics(new),
             regressions=regressions,
         )
-        reply = self._call(messages, "reviewer", seed=self.seed)
+        reply = self._call(messages, "reviewer", seed=self.loop.seed)
         if is_revert(reply):
             return None
         return self._code(reply)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -54,7 +54,7 @@ from argos.sandbox.pool import Sandbox
 from argos.training.agents.context import Evaluation, GenerationRequest, TrainingContext
 from argos.training.agents.graph import build_graph
 from argos.training.agents.lab import DEFAULT_CHUNK_SIZE, SandboxRuleLab
-from argos.training.agents.nodes import code_id
+from argos.training.agents.nodes import new_draft
 from argos.training.agents.prompts import prompt_hashes
 from argos.training.agents.roles import LLMAgents
 from argos.training.agents.state import DraftRule, LoopConfig, TrainState
@@ -217,12 +217,7 @@ class AgentGenerator:
             deployment=self.deployment,
             objective=self.loop.objective,
         )
-        agents = LLMAgents(
-            self.metered_model(),
-            lab,
-            seed=self.loop.seed,
-            n_candidates=self.loop.candidates_per_iteration,
-        )
+        agents = LLMAgents(self.metered_model(), lab, self.loop)
         tried = 0
         best = -1.0
 
@@ -277,25 +272,11 @@ class AgentGenerator:
             ev = lab.evaluate(rule.source, rule.params)
             if ev.status != "ok":
                 continue
-            draft = DraftRule(
-                id=code_id(rule.source),
-                code=rule.source,
-                params=dict(rule.params),
-                origin="builtin",
-                iteration=0,
-                slot=0,
-                status="ok",
-                detail="",
-                traceback="",
-                repairs=0,
-                train_f1=ev.train_f1,
-                val_f1=ev.val_f1,
-                val_precision=ev.val_precision,
-                val_recall=ev.val_recall,
-                runtime_ms=ev.runtime_ms,
-                score=ev.score,
-                scored_on=ev.scored_on,
-                name=rule.name,
+            draft = cast(
+                DraftRule,
+                new_draft(rule.source, "builtin")
+                | asdict(ev)
+                | {"params": dict(rule.params), "name": rule.name},
             )
             members.append(draft)
         return members
