@@ -76,7 +76,9 @@ def typical_ruleset(folder: Path, with_median: bool = False) -> Path:
     if not with_median:
         del specs["robust_z_w50"]
     name = "with rolling median" if with_median else "typical"
-    write_ruleset(folder, [RuleSource(k, render(s)) for k, s in specs.items()], {"name": name})
+    # ids are the specs' names, as the builtin generator exports them (a renamed rendering is
+    # not provably a template: it would run in a worker under isolation="auto")
+    write_ruleset(folder, [RuleSource(s.name, render(s)) for s in specs.values()], {"name": name})
     return folder
 
 

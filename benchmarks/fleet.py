@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from argos.online.detector import Point
+from argos.online.detector import Isolation, Point
 from argos.online.fleet import Fleet
 from argos.rules.artifacts import RuleSource, load_ruleset, write_ruleset
 from argos.sandbox.kernel import compile_rule
@@ -40,6 +40,10 @@ from argos.sandbox.worker_zygote import zygote_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 KPI_RULES = ROOT / "rules" / "kpi"
+LABELS: dict[Isolation, str] = {
+    "auto": "auto (templates in-process)",
+    "worker": "isolated (a worker per rule)",
+}
 
 
 def pss_mb(pids: Sequence[int]) -> float:
@@ -147,25 +151,30 @@ def report_scrape(name: str, rate: float, lat: list[float], direct: float) -> No
 # ------------------------------------------------------------------------------------------------
 
 
-def section_kpi_scrape(kpi: dict[str, tuple[np.ndarray, np.ndarray, int]], scrapes: int) -> None:
+def section_kpi_scrape(
+    kpi: dict[str, tuple[np.ndarray, np.ndarray, int]],
+    scrapes: int,
+    isolations: Sequence[Isolation],
+) -> None:
     print("\n1. the 29 committed KPI rule sets served together: one new point per series per push")
     data = {s: (t[ts:], v[ts:]) for s, (t, v, ts) in kpi.items()}
     warm = 2000
     fns = {s: rule_fns(KPI_RULES / s) for s in data}
     direct = direct_scrape(fns, data, warm, scrapes)
     print(f"   direct numpy calls (each rule on its window)  {direct / 1e3:8.1f} k points/s")
-    for parallel in (1, 4):
-        t0 = time.perf_counter()
-        with Fleet(KPI_RULES, parallel=parallel) as fleet:
-            fill_history(fleet, data, warm)
-            started = time.perf_counter() - t0
-            rate, lat = scrape_run(fleet, data, warm, scrapes)
-            rss, procs = fleet_pss(fleet), len(fleet_pids(fleet)) - 1
-            report_scrape(f"fleet, isolated, parallel={parallel}", rate, lat, direct)
-            print(
-                f"   (open 29 sets + fill {warm} points of history: {started:.1f} s; "
-                f"PSS parent + {procs} rule processes {rss:.0f} MB)"
-            )
+    for iso in isolations:
+        for parallel in (1, 4):
+            t0 = time.perf_counter()
+            with Fleet(KPI_RULES, parallel=parallel, isolation=iso) as fleet:
+                fill_history(fleet, data, warm)
+                started = time.perf_counter() - t0
+                rate, lat = scrape_run(fleet, data, warm, scrapes)
+                rss, procs = fleet_pss(fleet), len(fleet_pids(fleet)) - 1
+                report_scrape(f"fleet, {LABELS[iso]}, parallel={parallel}", rate, lat, direct)
+                print(
+                    f"   (open 29 sets + fill {warm} points of history: {started:.1f} s; "
+                    f"PSS parent + {procs} rule processes {rss:.0f} MB)"
+                )
 
 
 def section_kpi_batch(kpi: dict[str, tuple[np.ndarray, np.ndarray, int]]) -> None:
@@ -228,7 +237,7 @@ def typical_sets(out: Path, n_sets: int, seed: int = 0) -> list[str]:
         }
         write_ruleset(
             out / f"p{j}",
-            [RuleSource(k, render(s)) for k, s in specs.items()],
+            [RuleSource(s.name, render(s)) for s in specs.values()],  # ids as the generator's
             {"training": {"dataset": "synthetic", "partition": f"p{j}", "series": []}},
         )
         names.append(f"p{j}")
@@ -236,7 +245,10 @@ def typical_sets(out: Path, n_sets: int, seed: int = 0) -> list[str]:
 
 
 def section_thousand(
-    kpi: dict[str, tuple[np.ndarray, np.ndarray, int]], scrapes: int, which: str
+    kpi: dict[str, tuple[np.ndarray, np.ndarray, int]],
+    scrapes: int,
+    which: str,
+    isolations: Sequence[Isolation],
 ) -> None:
     what = "the 29 KPI rule sets" if which == "kpi" else "29 typical template rule sets"
     print(f"\n3. a scrape of 1,000 series spread over {what} (one point each)")
@@ -258,13 +270,14 @@ def section_thousand(
         warm = 1000
         direct = direct_scrape(fns, data, warm, max(5, scrapes // 10))
         print(f"   direct numpy calls (each rule on its window)  {direct / 1e3:8.1f} k points/s")
-        for parallel in (1, 4):
-            with Fleet(tmp, parallel=parallel) as fleet:
-                fill_history(fleet, data, warm)
-                rate, lat = scrape_run(fleet, data, warm, scrapes)
-                report_scrape(f"fleet, isolated, parallel={parallel}", rate, lat, direct)
-                procs = len(fleet_pids(fleet)) - 1
-                print(f"   (PSS parent + {procs} rule processes {fleet_pss(fleet):.0f} MB)")
+        for iso in isolations:
+            for parallel in (1, 4):
+                with Fleet(tmp, parallel=parallel, isolation=iso) as fleet:
+                    fill_history(fleet, data, warm)
+                    rate, lat = scrape_run(fleet, data, warm, scrapes)
+                    report_scrape(f"fleet, {LABELS[iso]}, parallel={parallel}", rate, lat, direct)
+                    procs = len(fleet_pids(fleet)) - 1
+                    print(f"   (PSS parent + {procs} rule processes {fleet_pss(fleet):.0f} MB)")
 
 
 def section_synthetic(n_sets: int, per_set: int) -> None:
@@ -318,20 +331,30 @@ def main() -> None:
     ap.add_argument(
         "--scrape-sets", choices=["kpi", "typical", "both"], default="both", help="section 3"
     )
+    ap.add_argument(
+        "--isolation",
+        choices=["auto", "worker", "both"],
+        default="both",
+        help="sections 1 and 3: builtin templates in-process (auto), every rule in a worker, both",
+    )
     ap.add_argument("--scrapes", type=int, default=300)
     ap.add_argument("--sets", type=int, default=100)
     ap.add_argument("--series-per-set", type=int, default=100)
     args = ap.parse_args()
     sections = {int(x) for x in args.sections.split(",")}
+    isolations: list[Isolation] = (
+        ["auto", "worker"] if args.isolation == "both" else [args.isolation]
+    )
     print(f"load average before the run: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
     kpi = kpi_series() if sections & {1, 2, 3} else {}
     if 1 in sections:
-        section_kpi_scrape(kpi, args.scrapes)
+        section_kpi_scrape(kpi, args.scrapes, isolations)
     if 2 in sections:
         section_kpi_batch(kpi)
     if 3 in sections:
         for which in ("typical", "kpi") if args.scrape_sets == "both" else (args.scrape_sets,):
-            section_thousand(kpi, args.scrapes if which == "typical" else 10, which)
+            scrapes = args.scrapes if which == "typical" else max(10, args.scrapes // 3)
+            section_thousand(kpi, scrapes, which, isolations)
     if 4 in sections:
         section_synthetic(args.sets, args.series_per_set)
 

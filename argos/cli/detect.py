@@ -30,9 +30,12 @@ from argos.cli.options import (
     CooldownOption,
     DefaultRulesOption,
     IncidentGapOption,
+    IsolationChoice,
+    IsolationOption,
     MinDurationOption,
     RulesFolderOption,
     StrictOption,
+    rule_isolation,
 )
 from argos.online.detector import Point
 from argos.online.fleet import Fleet
@@ -366,6 +369,7 @@ def register(app: typer.Typer) -> None:
         allow_non_causal: AllowNonCausalOption = False,
         strict: StrictOption = True,
         trusted: TrustedOption = False,
+        isolation: IsolationOption = IsolationChoice.auto,
         timeout: Annotated[
             float, typer.Option(help="Seconds a micro-batch may take before the worker is killed.")
         ] = 10.0,
@@ -378,7 +382,7 @@ def register(app: typer.Typer) -> None:
             det = Fleet(
                 rules,
                 default_rules=default_rules,
-                isolation="inprocess" if trusted else "worker",
+                isolation=rule_isolation(isolation, trusted, "detect"),
                 limits=WorkerLimits(request_seconds=timeout),
                 post=post,
                 strict=not allow_non_causal,

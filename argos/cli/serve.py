@@ -15,9 +15,12 @@ from argos.cli.options import (
     CooldownOption,
     DefaultRulesOption,
     IncidentGapOption,
+    IsolationChoice,
+    IsolationOption,
     MinDurationOption,
     RulesFolderOption,
     StrictOption,
+    rule_isolation,
 )
 from argos.online.postprocess import PostProcessing
 from argos.online.server import ServerLimits, run_server
@@ -106,6 +109,7 @@ def register(app: typer.Typer) -> None:
         allow_non_causal: AllowNonCausalOption = False,
         strict: StrictOption = True,
         trusted: TrustedOption = False,
+        isolation: IsolationOption = IsolationChoice.auto,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
         """Serve the detection API: /v1/detect, /v1/streams/{series}/points, /metrics, /docs."""
@@ -132,7 +136,7 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             max_body_bytes=max_body_bytes,
             body_seconds=body_seconds,
-            isolation="inprocess" if trusted else "worker",
+            isolation=rule_isolation(isolation, trusted, "serve"),
             post=PostProcessing(
                 min_duration=min_duration, cooldown=cooldown, incident_gap=incident_gap
             ),

@@ -16,7 +16,14 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from argos.cli.options import CooldownOption, DefaultRulesOption, RulesFolderOption
+from argos.cli.options import (
+    CooldownOption,
+    DefaultRulesOption,
+    IsolationChoice,
+    IsolationOption,
+    RulesFolderOption,
+    rule_isolation,
+)
 from argos.online.detector import Point
 from argos.online.postprocess import PostProcessing
 
@@ -124,6 +131,7 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(help="Run the rules in this process, without isolation (reviewed only)."),
         ] = False,
+        isolation: IsolationOption = IsolationChoice.auto,
     ) -> None:
         """Run one detector consumer until SIGTERM / Ctrl-C; prints its counters as JSON."""
         from argos.online.streams import StreamConfig, consume
@@ -146,7 +154,7 @@ def register(app: typer.Typer) -> None:
             name=name,
             config=cfg,
             post=post,
-            isolation="inprocess" if trusted else "worker",
+            isolation=rule_isolation(isolation, trusted, "stream consume"),
             max_idle_s=max_idle,
         )
         typer.echo(json.dumps(vars(stats)))

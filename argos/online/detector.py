@@ -72,12 +72,16 @@ from argos.online.checks import (
 from argos.online.postprocess import PostProcessing, PostState, SeriesState, post_process
 from argos.online.rulesets import LoadedRuleSet, load_rules
 from argos.rules.artifacts import Role, RuleSetError
+from argos.rules.recognise import trusted_template
 from argos.sandbox.kernel import EngineResult, InProcessEngine, RuleCode, RuleEngine, RuleError
+from argos.sandbox.mixed import MixedEngine
 from argos.sandbox.workers import WorkerEngine, WorkerLimits
 
 __all__ = [
+    "ISOLATIONS",
     "BatchDetection",
     "Detector",
+    "Isolation",
     "Point",
     "PointResult",
     "combine",
@@ -179,25 +183,64 @@ class BatchDetection:
 # ----------------------------------------------------------------------------------------------
 
 
+Isolation = Literal["auto", "worker", "inprocess"]
+"""Where a rule set's rules run: ``worker`` (every rule in its own locked-down process),
+``inprocess`` (every rule in this process: trusted rule sets only) or ``auto`` (a rule whose file
+is byte for byte a builtin template rendering in this process, every other rule in its own
+worker; :func:`trusted_rule_ids`)."""
+
+ISOLATIONS: tuple[Isolation, ...] = ("auto", "worker", "inprocess")
+
+TEMPLATES_INPROCESS = "builtin-template rules in-process (trusted: byte-identical renders)"
+TRUSTED_SET = "none (in-process, trusted rules only)"
+
+
+def trusted_rule_ids(ruleset: LoadedRuleSet) -> list[str]:
+    """The rules of a set that ``isolation="auto"`` runs in this process: those proved to be a
+    builtin template rendering, byte for byte, with the rendering's own lookback
+    (:func:`argos.rules.recognise.trusted_template`)."""
+    return [r.id for r in ruleset.rules if trusted_template(r, r.code, r.lookback) is not None]
+
+
+def _one_engine(
+    codes: Sequence[RuleCode],
+    trusted: Sequence[str],
+    workers: int,
+    limits: WorkerLimits | None,
+    recognised: bool,
+) -> RuleEngine:
+    """The engine for these rules: in this process when every rule is trusted, in workers when
+    none is, else both (:class:`~argos.sandbox.mixed.MixedEngine`). ``recognised``: the trusted
+    rules were proved to be template renderings (else the caller vouched for the whole set)."""
+    if len(trusted) == len(codes):
+        return InProcessEngine(codes, isolation=TEMPLATES_INPROCESS if recognised else TRUSTED_SET)
+    if not trusted:
+        return WorkerEngine(codes, workers=workers, limits=limits)
+    return MixedEngine(codes, trusted, workers=workers, limits=limits)
+
+
 def _start_engines(
     codes: Sequence[RuleCode],
-    isolation: Literal["worker", "inprocess"],
+    trusted: Sequence[str],
     workers: int,
     limits: WorkerLimits | None,
     verify: bool,
+    recognised: bool,
 ) -> tuple[RuleEngine, RuleEngine | None]:
-    """The serving engine and, with ``verify``, a reference engine of fresh processes for the
-    checks (both started at once)."""
-    if isolation == "inprocess":
-        return InProcessEngine(codes), InProcessEngine(codes) if verify else None
-    if not verify:
-        return WorkerEngine(codes, workers=workers, limits=limits), None
+    """The serving engine and, with ``verify``, a reference engine of fresh processes (and a
+    fresh in-process kernel for the trusted rules) for the checks, both started at once.
+    ``trusted`` names the rules that run in this process (see :func:`_one_engine`)."""
+    if len(trusted) == len(codes) or not verify:
+        serving = _one_engine(codes, trusted, workers, limits, recognised)
+        return serving, _one_engine(codes, trusted, 1, limits, recognised) if verify else None
     with ThreadPoolExecutor(max_workers=2) as pool:
-        serving = pool.submit(WorkerEngine, codes, workers=workers, limits=limits)
-        reference = pool.submit(WorkerEngine, codes, workers=1, limits=limits)
+        futures = [
+            pool.submit(_one_engine, codes, trusted, workers, limits, recognised),
+            pool.submit(_one_engine, codes, trusted, 1, limits, recognised),
+        ]
         engines: list[RuleEngine] = []
         failure: BaseException | None = None
-        for fut in (serving, reference):
+        for fut in futures:
             try:
                 engines.append(fut.result())
             except BaseException as exc:  # close what did start, then raise the first failure
@@ -331,7 +374,7 @@ class Detector:
         cls,
         directory: str | Path,
         *,
-        isolation: Literal["worker", "inprocess"] = "worker",
+        isolation: Isolation = "worker",
         workers: int = 1,
         limits: WorkerLimits | None = None,
         post: PostProcessing | None = None,
@@ -343,16 +386,24 @@ class Detector:
         """Load a rule-set folder and start its engine.
 
         ``isolation="worker"`` (default) runs the rules in locked-down worker processes (one
-        per rule); ``"inprocess"`` runs them in this process and is for trusted rules only.
-        With ``verify``, a second engine of fresh processes is started beside the serving one
-        for the checks' batch references, and closed after them. ``key`` names the set in
-        results (default: the folder's name).
+        per rule); ``"inprocess"`` runs them in this process and is for trusted rules only;
+        ``"auto"`` runs the proved builtin-template renderings in this process and every other
+        rule in its own worker (:data:`Isolation`). With ``verify``, a second engine of fresh
+        processes is started beside the serving one for the checks' batch references, and
+        closed after them. ``key`` names the set in results (default: the folder's name).
         """
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {ISOLATIONS}, not {isolation!r}")
         rs = load_rules(directory)
         codes = [r.to_code() for r in rs.rules]
-        if isolation not in ("worker", "inprocess"):
-            raise ValueError(f"isolation must be 'worker' or 'inprocess', not {isolation!r}")
-        engine, reference = _start_engines(codes, isolation, workers, limits, verify)
+        if isolation == "worker":
+            trusted: list[str] = []
+        elif isolation == "inprocess":
+            trusted = [c.id for c in codes]
+        else:
+            trusted = trusted_rule_ids(rs)
+        recognised = isolation == "auto"
+        engine, reference = _start_engines(codes, trusted, workers, limits, verify, recognised)
         return cls(
             rs,
             engine,

@@ -36,12 +36,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from argos._types import BoolArray, FloatArray, IntArray
-from argos.online.detector import BatchDetection, Detector, Point, PointResult
+from argos.online.detector import BatchDetection, Detector, Isolation, Point, PointResult
 from argos.online.postprocess import PostProcessing, SeriesState
 from argos.online.rulesets import load_rules
 from argos.rules.artifacts import MANIFEST, Manifest, RuleSetError
@@ -277,7 +277,7 @@ class Fleet:
         rules: str | Path,
         *,
         default_rules: str | Path | None = None,
-        isolation: Literal["worker", "inprocess"] = "worker",
+        isolation: Isolation = "worker",
         workers: int = 1,
         limits: WorkerLimits | None = None,
         post: PostProcessing | None = None,

@@ -39,12 +39,12 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
-from argos.online.detector import Detector, Point, PointResult
+from argos.online.detector import Detector, Isolation, Point, PointResult
 from argos.online.fleet import Fleet, StreamDetector
 from argos.online.postprocess import PostProcessing, SeriesState
 
@@ -476,7 +476,7 @@ def consume(
     name: str | None = None,
     config: StreamConfig | None = None,
     post: PostProcessing | None = None,
-    isolation: Literal["worker", "inprocess"] = "worker",
+    isolation: Isolation = "worker",
     max_idle_s: float | None = None,
 ) -> ConsumerStats:
     """Run one consumer process until SIGTERM/SIGINT (or ``max_idle_s`` without input).

@@ -487,9 +487,11 @@ class InProcessEngine:
     isolation costs and for rules a human wrote and reviewed.
     """
 
-    isolation = "none (in-process, trusted rules only)"
-
-    def __init__(self, rules: Sequence[RuleCode]) -> None:
+    def __init__(
+        self, rules: Sequence[RuleCode], *, isolation: str = "none (in-process, trusted rules only)"
+    ) -> None:
+        self.isolation = isolation
+        """Where the rules run, as :meth:`argos.online.detector.Detector.describe` says it."""
         self.kernel = RuleKernel(rules)
         self._quarantined: dict[str, str] = {}
 
