@@ -8,16 +8,23 @@ Every ratio is against direct numpy calls of the same rules on the same windows 
    series' last ``LOOKBACK`` points.
 2. **KPI batch replay**: the whole KPI test part (3.1 M points), each series labelled by its own
    set through the fleet (isolated workers) vs each rule called directly on the arrays.
-3. **1,000-series scrape over the 29 KPI sets**: 1,000 series (34-35 per set, routed by
-   partition), one point each per push: points/s and p50/p99 push latency, sequential and with
-   the sets pushed concurrently (``parallel``), against direct calls on each series' window.
+3. **1,000-series scrape over 29 sets** (29 typical template sets, then the 29 KPI sets):
+   1,000 series (34-35 per set, routed by partition), one point each per push: points/s and
+   p50/p99 push latency, sequential and with the sets pushed concurrently (``parallel``),
+   against direct calls on each series' window.
 4. **Synthetic fleet**: 10,000 series on 100 rule sets (typical template rules, thresholds
    varied): start-up (the first scrape, which opens all 100 sets: workers started, rules
    verified), RSS with no series and with every series holding a full history, RSS per series.
 
+Sections 1, 3 and 4 run each workload twice (``--isolation both``, the default): with
+``isolation="auto"`` (rules that are byte for byte a builtin template rendering run in the
+fleet's process; every rule here is one, as in every set the builtin generator exports) and with
+``isolation="worker"`` (every rule in its own locked-down process, as untrusted rules always run).
+
 The load average is printed first: other processes on a shared host inflate every number.
 
-Usage: ``.venv/bin/python benchmarks/fleet.py [--sections 1,2,3,4] [--scrapes N]``
+Usage: ``.venv/bin/python benchmarks/fleet.py [--sections 1,2,3,4] [--scrapes N]
+[--isolation auto|worker|both]``
 """
 
 from __future__ import annotations
@@ -280,8 +287,8 @@ def section_thousand(
                     print(f"   (PSS parent + {procs} rule processes {fleet_pss(fleet):.0f} MB)")
 
 
-def section_synthetic(n_sets: int, per_set: int) -> None:
-    print(f"\n4. synthetic fleet: {n_sets * per_set} series on {n_sets} rule sets")
+def section_synthetic(n_sets: int, per_set: int, iso: Isolation) -> None:
+    print(f"\n4. synthetic fleet: {n_sets * per_set} series on {n_sets} rule sets, {LABELS[iso]}")
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         typical_sets(Path(tmp), n_sets)
@@ -290,7 +297,7 @@ def section_synthetic(n_sets: int, per_set: int) -> None:
         base = np.arange(hist + 1, dtype=np.int64) * 60 + 1_700_000_000
         vals = rng.normal(50, 5, size=(n, hist + 1))
         names = [f"p{i % n_sets}/s{i}" for i in range(n)]
-        with Fleet(tmp) as fleet:
+        with Fleet(tmp, isolation=iso) as fleet:
             before = fleet_pss(fleet)
             t0 = time.perf_counter()
             fleet.push([Point(names[i], int(base[0]), float(vals[i, 0])) for i in range(n)])
@@ -303,7 +310,7 @@ def section_synthetic(n_sets: int, per_set: int) -> None:
             fleet.push([Point(names[i], int(base[-1]) + 60, 50.0) for i in range(n)])
             one = time.perf_counter() - t1
         print(
-            f"   start-up: first scrape opens {n_sets} sets (workers started, rules verified) in "
+            f"   start-up: first scrape opens {n_sets} sets (engines started, rules verified) in "
             f"{startup:.1f} s ({startup / n_sets * 1e3:.0f} ms per set)"
         )
         print(
@@ -335,7 +342,7 @@ def main() -> None:
         "--isolation",
         choices=["auto", "worker", "both"],
         default="both",
-        help="sections 1 and 3: builtin templates in-process (auto), every rule in a worker, both",
+        help="builtin templates in-process (auto), every rule in its own worker, or both",
     )
     ap.add_argument("--scrapes", type=int, default=300)
     ap.add_argument("--sets", type=int, default=100)
@@ -356,7 +363,8 @@ def main() -> None:
             scrapes = args.scrapes if which == "typical" else max(10, args.scrapes // 3)
             section_thousand(kpi, scrapes, which, isolations)
     if 4 in sections:
-        section_synthetic(args.sets, args.series_per_set)
+        for iso in isolations:
+            section_synthetic(args.sets, args.series_per_set, iso)
 
 
 if __name__ == "__main__":
