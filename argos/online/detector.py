@@ -36,6 +36,11 @@ Semantics (see ``docs/detector.md``):
   run in a second engine, started beside the serving one and closed after the checks: a rule
   that remembers labels across calls (a cache keyed by timestamps) cannot replay its batch
   answers in the streamed run. Each rule runs in its own process (:mod:`argos.sandbox.workers`).
+* **Where rules run** (:data:`Isolation`). ``worker``: every rule in its own locked-down
+  process. ``auto`` (the commands' default): a rule whose file is byte for byte a builtin
+  template rendering (:func:`argos.rules.recognise.trusted_template`) is our own code and runs in
+  this process, every other rule in its own worker (:class:`~argos.sandbox.mixed.MixedEngine`
+  when a set has both). ``inprocess``: every rule here, for rule sets a human reviewed.
 * **Alarm-rate guard.** A rule whose alarm rate over a window of streamed points jumps far above
   its rate on the verification sample (an alert storm: e.g. a rule that behaved at load and turns
   hostile later) is quarantined (:class:`AlarmRateGuard`): its labels are ``False`` until the
