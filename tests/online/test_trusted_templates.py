@@ -4,6 +4,8 @@ labels are exactly those of every rule in a worker."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +112,37 @@ def test_committed_kpi_set_runs_in_process_with_the_labels_of_its_workers(
         assert isinstance(fleet.detector(KPI_SERIES).engine, WorkerEngine)
     assert auto == isolated
     assert sum(r[3] for r in auto) > 0
+
+
+def test_a_parallel_fleet_pushes_in_process_sets_in_the_calling_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads would only contend for the GIL: sets that run in this process are pushed by the
+    caller while the sets with worker processes run in the pool."""
+    write_ruleset(
+        tmp_path / "run" / "a",
+        [RuleSource(ZSCORE.name, render(ZSCORE))],
+        {"training": {"dataset": "d", "partition": "pa", "series": []}},
+    )
+    default = mixed_set(tmp_path / "b")
+    threads: dict[str, list[str]] = {}
+    push = Detector.push
+
+    def recording(self: Detector, points: Sequence[Point]) -> list[PointResult]:
+        threads.setdefault(self.key, []).append(threading.current_thread().name)
+        return push(self, points)
+
+    monkeypatch.setattr(Detector, "push", recording)
+    t, v = verification_sample(300)
+    t, v = t[:80], v[:80]
+    with Fleet(tmp_path / "run", isolation="auto", parallel=2, default_rules=default) as fleet:
+        for i in range(len(v)):
+            pts = [Point("pa/x", int(t[i]), float(v[i])), Point("y", int(t[i]), float(v[i]))]
+            assert [r.status for r in fleet.push(pts)] == ["ok", "ok"]
+        assert isinstance(fleet.detector("a").engine, InProcessEngine)
+        assert isinstance(fleet.detector(fleet.routes.route("y") or "").engine, MixedEngine)
+    main = threading.current_thread().name
+    in_process = threads.pop("a")
+    (mixed,) = threads.values()
+    assert in_process[1:] == [main] * (len(v) - 1)  # the first push opened it, in the pool
+    assert main not in mixed and len(mixed) == len(v)
