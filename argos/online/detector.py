@@ -1,10 +1,10 @@
 """The online detector: exported rule sets on live metric streams, with exactly the batch labels.
 
 A :class:`Detector` owns one loaded rule set, a :class:`~argos.sandbox.kernel.RuleEngine` that runs
-the rules (isolated workers by default) and the per-series stream state kept in the parent:
-the last accepted timestamp (ordering) and the post-processing state (runs, cool-down,
-incidents). The rules' history buffers live in the engine (``max(LOOKBACK) - 1`` points per
-series).
+the rules (isolated workers, or this process for proved builtin templates: see "Where rules run"
+below) and the per-series stream state kept in the parent: the last accepted timestamp
+(ordering) and the post-processing state (runs, cool-down, incidents). The rules' history
+buffers live in the engine (``max(LOOKBACK) - 1`` points per series).
 
 Semantics (see ``docs/detector.md``):
 
@@ -527,8 +527,8 @@ class Detector:
         """Process a micro-batch of points (any mix of series); results in input order.
 
         Points of one series must be in time order; late, duplicate and non-finite points are
-        dropped with their status. All series in the batch go to the engine in one request per
-        worker.
+        dropped with their status. All series in the batch go to the engine at once (one
+        request per rule worker).
         """
         if not points:
             return []
