@@ -8,16 +8,23 @@ Every ratio is against direct numpy calls of the same rules on the same windows 
    series' last ``LOOKBACK`` points.
 2. **KPI batch replay**: the whole KPI test part (3.1 M points), each series labelled by its own
    set through the fleet (isolated workers) vs each rule called directly on the arrays.
-3. **1,000-series scrape over the 29 KPI sets**: 1,000 series (34-35 per set, routed by
-   partition), one point each per push: points/s and p50/p99 push latency, sequential and with
-   the sets pushed concurrently (``parallel``), against direct calls on each series' window.
+3. **1,000-series scrape over 29 sets** (29 typical template sets, then the 29 KPI sets):
+   1,000 series (34-35 per set, routed by partition), one point each per push: points/s and
+   p50/p99 push latency, sequential and with the sets pushed concurrently (``parallel``),
+   against direct calls on each series' window.
 4. **Synthetic fleet**: 10,000 series on 100 rule sets (typical template rules, thresholds
    varied): start-up (the first scrape, which opens all 100 sets: workers started, rules
    verified), RSS with no series and with every series holding a full history, RSS per series.
 
+Sections 1, 3 and 4 run each workload twice (``--isolation both``, the default): with
+``isolation="auto"`` (rules that are byte for byte a builtin template rendering run in the
+fleet's process; every rule here is one, as in every set the builtin generator exports) and with
+``isolation="worker"`` (every rule in its own locked-down process, as untrusted rules always run).
+
 The load average is printed first: other processes on a shared host inflate every number.
 
-Usage: ``.venv/bin/python benchmarks/fleet.py [--sections 1,2,3,4] [--scrapes N]``
+Usage: ``.venv/bin/python benchmarks/fleet.py [--sections 1,2,3,4] [--scrapes N]
+[--isolation auto|worker|both]``
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from argos.online.detector import DetectorSettings, Point
+from argos.online.detector import DetectorSettings, Isolation, Point
 from argos.online.fleet import Fleet
 from argos.rules.artifacts import RuleSource, load_ruleset, write_ruleset
 from argos.sandbox.kernel import compile_rule
@@ -40,6 +47,10 @@ from argos.sandbox.worker_zygote import zygote_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 KPI_RULES = ROOT / "rules" / "kpi"
+LABELS: dict[Isolation, str] = {
+    "auto": "auto (templates in-process)",
+    "worker": "isolated (a worker per rule)",
+}
 
 
 def pss_mb(pids: Sequence[int]) -> float:
@@ -147,25 +158,32 @@ def report_scrape(name: str, rate: float, lat: list[float], direct: float) -> No
 # ------------------------------------------------------------------------------------------------
 
 
-def section_kpi_scrape(kpi: dict[str, tuple[np.ndarray, np.ndarray, int]], scrapes: int) -> None:
+def section_kpi_scrape(
+    kpi: dict[str, tuple[np.ndarray, np.ndarray, int]],
+    scrapes: int,
+    isolations: Sequence[Isolation],
+) -> None:
     print("\n1. the 29 committed KPI rule sets served together: one new point per series per push")
     data = {s: (t[ts:], v[ts:]) for s, (t, v, ts) in kpi.items()}
     warm = 2000
     fns = {s: rule_fns(KPI_RULES / s) for s in data}
     direct = direct_scrape(fns, data, warm, scrapes)
     print(f"   direct numpy calls (each rule on its window)  {direct / 1e3:8.1f} k points/s")
-    for parallel in (1, 4):
-        t0 = time.perf_counter()
-        with Fleet(KPI_RULES, parallel=parallel) as fleet:
-            fill_history(fleet, data, warm)
-            started = time.perf_counter() - t0
-            rate, lat = scrape_run(fleet, data, warm, scrapes)
-            rss, procs = fleet_pss(fleet), len(fleet_pids(fleet)) - 1
-            report_scrape(f"fleet, isolated, parallel={parallel}", rate, lat, direct)
-            print(
-                f"   (open 29 sets + fill {warm} points of history: {started:.1f} s; "
-                f"PSS parent + {procs} rule processes {rss:.0f} MB)"
-            )
+    for iso in isolations:
+        for parallel in (1, 4):
+            t0 = time.perf_counter()
+            with Fleet(
+                KPI_RULES, parallel=parallel, settings=DetectorSettings(isolation=iso, strict=False)
+            ) as fleet:
+                fill_history(fleet, data, warm)
+                started = time.perf_counter() - t0
+                rate, lat = scrape_run(fleet, data, warm, scrapes)
+                rss, procs = fleet_pss(fleet), len(fleet_pids(fleet)) - 1
+                report_scrape(f"fleet, {LABELS[iso]}, parallel={parallel}", rate, lat, direct)
+                print(
+                    f"   (open 29 sets + fill {warm} points of history: {started:.1f} s; "
+                    f"PSS parent + {procs} rule processes {rss:.0f} MB)"
+                )
 
 
 def section_kpi_batch(kpi: dict[str, tuple[np.ndarray, np.ndarray, int]]) -> None:
@@ -228,7 +246,7 @@ def typical_sets(out: Path, n_sets: int, seed: int = 0) -> list[str]:
         }
         write_ruleset(
             out / f"p{j}",
-            [RuleSource(k, render(s)) for k, s in specs.items()],
+            [RuleSource(s.name, render(s)) for s in specs.values()],  # ids as the generator's
             {"training": {"dataset": "synthetic", "partition": f"p{j}", "series": []}},
         )
         names.append(f"p{j}")
@@ -236,7 +254,10 @@ def typical_sets(out: Path, n_sets: int, seed: int = 0) -> list[str]:
 
 
 def section_thousand(
-    kpi: dict[str, tuple[np.ndarray, np.ndarray, int]], scrapes: int, which: str
+    kpi: dict[str, tuple[np.ndarray, np.ndarray, int]],
+    scrapes: int,
+    which: str,
+    isolations: Sequence[Isolation],
 ) -> None:
     what = "the 29 KPI rule sets" if which == "kpi" else "29 typical template rule sets"
     print(f"\n3. a scrape of 1,000 series spread over {what} (one point each)")
@@ -258,17 +279,20 @@ def section_thousand(
         warm = 1000
         direct = direct_scrape(fns, data, warm, max(5, scrapes // 10))
         print(f"   direct numpy calls (each rule on its window)  {direct / 1e3:8.1f} k points/s")
-        for parallel in (1, 4):
-            with Fleet(tmp, parallel=parallel) as fleet:
-                fill_history(fleet, data, warm)
-                rate, lat = scrape_run(fleet, data, warm, scrapes)
-                report_scrape(f"fleet, isolated, parallel={parallel}", rate, lat, direct)
-                procs = len(fleet_pids(fleet)) - 1
-                print(f"   (PSS parent + {procs} rule processes {fleet_pss(fleet):.0f} MB)")
+        for iso in isolations:
+            for parallel in (1, 4):
+                with Fleet(
+                    tmp, parallel=parallel, settings=DetectorSettings(isolation=iso, strict=False)
+                ) as fleet:
+                    fill_history(fleet, data, warm)
+                    rate, lat = scrape_run(fleet, data, warm, scrapes)
+                    report_scrape(f"fleet, {LABELS[iso]}, parallel={parallel}", rate, lat, direct)
+                    procs = len(fleet_pids(fleet)) - 1
+                    print(f"   (PSS parent + {procs} rule processes {fleet_pss(fleet):.0f} MB)")
 
 
-def section_synthetic(n_sets: int, per_set: int) -> None:
-    print(f"\n4. synthetic fleet: {n_sets * per_set} series on {n_sets} rule sets")
+def section_synthetic(n_sets: int, per_set: int, iso: Isolation) -> None:
+    print(f"\n4. synthetic fleet: {n_sets * per_set} series on {n_sets} rule sets, {LABELS[iso]}")
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         typical_sets(Path(tmp), n_sets)
@@ -277,7 +301,7 @@ def section_synthetic(n_sets: int, per_set: int) -> None:
         base = np.arange(hist + 1, dtype=np.int64) * 60 + 1_700_000_000
         vals = rng.normal(50, 5, size=(n, hist + 1))
         names = [f"p{i % n_sets}/s{i}" for i in range(n)]
-        with Fleet(tmp) as fleet:
+        with Fleet(tmp, settings=DetectorSettings(isolation=iso, strict=False)) as fleet:
             before = fleet_pss(fleet)
             t0 = time.perf_counter()
             fleet.push([Point(names[i], int(base[0]), float(vals[i, 0])) for i in range(n)])
@@ -290,7 +314,7 @@ def section_synthetic(n_sets: int, per_set: int) -> None:
             fleet.push([Point(names[i], int(base[-1]) + 60, 50.0) for i in range(n)])
             one = time.perf_counter() - t1
         print(
-            f"   start-up: first scrape opens {n_sets} sets (workers started, rules verified) in "
+            f"   start-up: first scrape opens {n_sets} sets (engines started, rules verified) in "
             f"{startup:.1f} s ({startup / n_sets * 1e3:.0f} ms per set)"
         )
         print(
@@ -318,22 +342,33 @@ def main() -> None:
     ap.add_argument(
         "--scrape-sets", choices=["kpi", "typical", "both"], default="both", help="section 3"
     )
+    ap.add_argument(
+        "--isolation",
+        choices=["auto", "worker", "both"],
+        default="both",
+        help="builtin templates in-process (auto), every rule in its own worker, or both",
+    )
     ap.add_argument("--scrapes", type=int, default=300)
     ap.add_argument("--sets", type=int, default=100)
     ap.add_argument("--series-per-set", type=int, default=100)
     args = ap.parse_args()
     sections = {int(x) for x in args.sections.split(",")}
+    isolations: list[Isolation] = (
+        ["auto", "worker"] if args.isolation == "both" else [args.isolation]
+    )
     print(f"load average before the run: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
     kpi = kpi_series() if sections & {1, 2, 3} else {}
     if 1 in sections:
-        section_kpi_scrape(kpi, args.scrapes)
+        section_kpi_scrape(kpi, args.scrapes, isolations)
     if 2 in sections:
         section_kpi_batch(kpi)
     if 3 in sections:
         for which in ("typical", "kpi") if args.scrape_sets == "both" else (args.scrape_sets,):
-            section_thousand(kpi, args.scrapes if which == "typical" else 10, which)
+            scrapes = args.scrapes if which == "typical" else max(10, args.scrapes // 3)
+            section_thousand(kpi, scrapes, which, isolations)
     if 4 in sections:
-        section_synthetic(args.sets, args.series_per_set)
+        for iso in isolations:
+            section_synthetic(args.sets, args.series_per_set, iso)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, Any, Literal
+from typing import IO, Annotated, Any
 
 import typer
 
@@ -30,7 +30,10 @@ from argos.cli.options import (
     FROM_POLICY_OPTIONS,
     SERIES,
     DefaultRulesOption,
+    IsolationChoice,
+    IsolationOption,
     RulesFolderOption,
+    rule_isolation,
     with_detection_policy,
 )
 from argos.online.detector import DetectorSettings, Point
@@ -361,18 +364,19 @@ def register(app: typer.Typer) -> None:
         ] = "default",
         settings: DetectorSettings = FROM_POLICY_OPTIONS,
         trusted: TrustedOption = False,
+        isolation: IsolationOption = IsolationChoice.auto,
         timeout: Annotated[
             float, typer.Option(help="Seconds a micro-batch may take before the worker is killed.")
         ] = 10.0,
     ) -> None:
         """Detect anomalies in a metric stream: one JSON line per point (or per alert)."""
-        isolation: Literal["worker", "inprocess"] = "inprocess" if trusted else "worker"
+        where = rule_isolation(isolation, trusted, "detect")
         limits = WorkerLimits(request_seconds=timeout)
         try:
             det = Fleet(
                 rules,
                 default_rules=default_rules,
-                settings=replace(settings, isolation=isolation, limits=limits),
+                settings=replace(settings, isolation=where, limits=limits),
             ).open_single()  # one set: loaded now, so a broken set exits 2 before any input
         except (RuleSetError, RuleWorkerError) as exc:
             typer.echo(f"argos detect: {exc}", err=True)

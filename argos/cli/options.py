@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,7 +22,7 @@ import typer
 from typer.models import OptionInfo
 
 from argos.data.catalog import DATA_DIR_ENV
-from argos.online.detector import DetectorSettings
+from argos.online.detector import DetectorSettings, Isolation
 from argos.online.postprocess import PostProcessing
 
 _R = TypeVar("_R")
@@ -173,3 +174,39 @@ def with_detection_policy(command: Callable[..., _R]) -> Callable[..., _R]:
     run.__signature__ = shown  # type: ignore[attr-defined]
     run.__annotations__ = {p.name: p.annotation for p in shown.parameters.values()}
     return run
+
+
+class IsolationChoice(StrEnum):
+    """Where ``detect``, ``serve`` and ``stream consume`` run the rules (``--isolation``)."""
+
+    auto = "auto"
+    worker = "worker"
+
+
+IsolationOption = Annotated[
+    IsolationChoice,
+    typer.Option(
+        "--isolation",
+        help=(
+            "auto: a rule whose file is byte for byte a builtin template rendering (the builtin "
+            "generator's own code) runs in this process, every other rule in its own "
+            "locked-down worker process; worker: every rule in its own worker process."
+        ),
+    ),
+]
+"""Where the rules run (``detect``, ``serve``, ``stream consume``); with the command's
+``--trusted-in-process`` it gives the engine's :data:`~argos.online.detector.Isolation`
+(:func:`rule_isolation`)."""
+
+
+def rule_isolation(isolation: IsolationChoice, trusted_in_process: bool, command: str) -> Isolation:
+    """The detector's isolation: ``inprocess`` for ``--trusted-in-process`` (which contradicts
+    ``--isolation worker``: a usage error, exit 2), else ``--isolation``."""
+    if not trusted_in_process:
+        return "worker" if isolation is IsolationChoice.worker else "auto"
+    if isolation is IsolationChoice.worker:
+        typer.echo(
+            f"argos {command}: --trusted-in-process contradicts --isolation worker", err=True
+        )
+        raise typer.Exit(2)
+    return "inprocess"

@@ -14,7 +14,10 @@ from argos.cli.options import (
     FROM_POLICY_OPTIONS,
     WORKERS,
     DefaultRulesOption,
+    IsolationChoice,
+    IsolationOption,
     RulesFolderOption,
+    rule_isolation,
     with_detection_policy,
 )
 from argos.online.detector import DetectorSettings
@@ -101,6 +104,7 @@ def register(app: typer.Typer) -> None:
         ] = 1000,
         settings: DetectorSettings = FROM_POLICY_OPTIONS,
         trusted: TrustedOption = False,
+        isolation: IsolationOption = IsolationChoice.auto,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
         """Serve the detection API: /v1/detect, /v1/streams/{series}/points, /metrics, /docs."""
@@ -127,7 +131,7 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             max_body_bytes=max_body_bytes,
             body_seconds=body_seconds,
-            isolation="inprocess" if trusted else "worker",
+            isolation=rule_isolation(isolation, trusted, "serve"),
             post=settings.post,
             strict=settings.strict,
         )

@@ -16,7 +16,15 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from argos.cli.options import SERIES, CooldownOption, DefaultRulesOption, RulesFolderOption
+from argos.cli.options import (
+    SERIES,
+    CooldownOption,
+    DefaultRulesOption,
+    IsolationChoice,
+    IsolationOption,
+    RulesFolderOption,
+    rule_isolation,
+)
 from argos.online.detector import DetectorSettings, Point
 from argos.online.fleet import Fleet
 from argos.online.postprocess import PostProcessing
@@ -125,6 +133,7 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(help="Run the rules in this process, without isolation (reviewed only)."),
         ] = False,
+        isolation: IsolationOption = IsolationChoice.auto,
     ) -> None:
         """Run one detector consumer until SIGTERM / Ctrl-C; prints its counters as JSON."""
         from argos.online.streams import StreamConfig, consume
@@ -141,7 +150,7 @@ def register(app: typer.Typer) -> None:
         )
         _reach(redis_url).close()
         settings = DetectorSettings(
-            isolation="inprocess" if trusted else "worker", post=post, strict=False
+            isolation=rule_isolation(isolation, trusted, "stream consume"), post=post, strict=False
         )
         fleet = Fleet(rules, default_rules=default_rules, settings=settings).open_single()
         stats = consume(redis_url, fleet, name=name, config=cfg, max_idle_s=max_idle)

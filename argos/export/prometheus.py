@@ -1,7 +1,7 @@
 """Prometheus rule files from rule sets, and ``promtool test rules`` files that prove them.
 
 :func:`export_ruleset` recognises each rule of a set as a builtin template
-(:mod:`argos.export.recognise`), translates the ones PromQL can express exactly
+(:mod:`argos.rules.recognise`), translates the ones PromQL can express exactly
 (:mod:`argos.export.promql`) into one rule group, and reports every other rule with its reason:
 nothing is dropped silently. :func:`rule_file` writes the groups of one or more sets;
 :func:`unit_test_file` writes a unit test whose expected alerts are exactly the points where the
@@ -37,11 +37,11 @@ from argos.export.promql import (
     number,
     untranslatable,
 )
-from argos.export.recognise import NotTemplate, Recognised, recognise
 from argos.export.yamltext import YamlValue, dump
 from argos.online.detector import Detector, DetectorSettings
 from argos.rules.artifacts import MANIFEST, Fusion, load_ruleset
 from argos.rules.grammar import RuleSpec, Structure
+from argos.rules.recognise import NotTemplate, Recognised, recognise
 from argos.rules.templates import compile_score, directional
 
 NEAR_THRESHOLD = 1e-7

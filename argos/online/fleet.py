@@ -45,6 +45,7 @@ from argos.online.detector import BatchDetection, Detector, DetectorSettings, Po
 from argos.online.postprocess import SeriesState
 from argos.online.rulesets import load_rules
 from argos.rules.artifacts import MANIFEST, Manifest, RuleSetError
+from argos.sandbox.kernel import InProcessEngine
 from argos.sandbox.workers import RuleWorkerError
 
 __all__ = [
@@ -270,8 +271,9 @@ class Fleet:
     training run folder); ``default_rules`` a rule-set folder for series that no set lists.
     ``settings`` are applied to every set (:class:`DetectorSettings`; when omitted its defaults
     but not strict: a set with a rule that is not stream-exact is served, with a warning).
-    ``parallel`` > 1 pushes the parts of a multi-set push concurrently (each set's rules run in
-    its own workers).
+    ``parallel`` > 1 pushes the parts of a multi-set push concurrently when their rules run in
+    worker processes; sets whose rules all run in this process (``isolation="auto"`` with builtin
+    templates) are pushed in the calling thread meanwhile (threads would only contend for the GIL).
     """
 
     def __init__(
@@ -452,13 +454,30 @@ class Fleet:
                 groups.setdefault(key, []).append(i)
             parts = list(groups.items())
             if self._pool is not None and len(parts) > 1:
-                done = list(self._pool.map(lambda kv: self._push_set(kv[0], kv[1], points), parts))
+                # sets with worker processes run concurrently; sets that run in this process
+                # (they hold the GIL) run in this thread meanwhile
+                pending = {
+                    key: self._pool.submit(self._push_set, key, idx, points)
+                    for key, idx in parts
+                    if not self._in_process(key)
+                }
+                here = {
+                    key: self._push_set(key, idx, points)
+                    for key, idx in parts
+                    if key not in pending
+                }
+                done = [pending[key].result() if key in pending else here[key] for key, _ in parts]
             else:
                 done = [self._push_set(key, idx, points) for key, idx in parts]
         for (_, idx), res in zip(parts, done, strict=True):
             for i, r in zip(idx, res, strict=True):
                 results[i] = r
         return [r for r in results if r is not None]
+
+    def _in_process(self, key: str) -> bool:
+        """Whether an open set runs all its rules in this process (no worker to wait for)."""
+        slot = self._slots.get(key)
+        return slot is not None and isinstance(slot.detector.engine, InProcessEngine)
 
     def _push_set(self, key: str, idx: Sequence[int], points: Sequence[Point]) -> list[PointResult]:
         sub = [points[i] for i in idx]

@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -68,7 +68,7 @@ from argos.online.api import (
     bounded_description,
     bounded_text,
 )
-from argos.online.detector import DetectorSettings, Point, PointResult
+from argos.online.detector import DetectorSettings, Isolation, Point, PointResult
 from argos.online.fleet import Fleet, UnroutedSeriesError
 from argos.online.guards import AuthMiddleware, BodyLimitMiddleware, token_matches
 from argos.online.postprocess import PostProcessing
@@ -97,7 +97,8 @@ class ServiceConfig(BaseModel):
         max_points: most points in one request (422 beyond).
         max_series: most series with stream state; points of new series beyond it get 429.
         workers: isolated rule workers (series are sharded across them).
-        isolation: ``worker`` (default) or ``inprocess`` (trusted rules only).
+        isolation: ``worker`` (default), ``auto`` (builtin-template renderings in-process, the
+            other rules in workers) or ``inprocess`` (trusted rules only).
         request_seconds: wall-clock limit of one micro-batch in a worker.
         post: post-processing of stream and batch labels.
         strict: refuse rule sets with rules that are not stream-exact (default; ``False`` is
@@ -113,7 +114,7 @@ class ServiceConfig(BaseModel):
     max_points: int = Field(default=100_000, ge=1)
     max_series: int = Field(default=100_000, ge=1)
     workers: int = Field(default=1, ge=1)
-    isolation: Literal["worker", "inprocess"] = "worker"
+    isolation: Isolation = "worker"
     request_seconds: float = Field(default=10.0, gt=0)
     post: PostProcessing = PostProcessing()
     strict: bool = True

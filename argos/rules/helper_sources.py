@@ -4,7 +4,7 @@ Each entry of :data:`HELPER_SOURCES` is the source of one top-level function tha
 :mod:`argos.rules.templates` writes into a rule module when the rule's transform or scorer calls
 it (the grammar in :mod:`argos.rules.grammar` names them). The text is part of every rendered rule,
 so changing it changes the rules the generator writes (and what
-:mod:`argos.export.recognise` accepts as a template rendering); the same text is compiled in-process
+:mod:`argos.rules.recognise` accepts as a template rendering); the same text is compiled in-process
 for the search, so the search and the exported rule compute the same numbers.
 
 Causal and of bounded memory by construction: every value at index t is computed from points <= t,

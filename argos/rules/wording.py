@@ -7,7 +7,7 @@ variance shift reads "at least 4.48 times its spread", a spectral saliency ratio
 the point's saliency reaches. The thresholds it is given are reachable ones (the builtin generator
 narrows or drops the others, :mod:`argos.rules.reach`), so no sentence describes an event that
 cannot happen. The text is part of the rendered rule (and so of what
-:mod:`argos.export.recognise` compares byte for byte): changing it changes the rules written.
+:mod:`argos.rules.recognise` compares byte for byte): changing it changes the rules written.
 """
 
 from __future__ import annotations

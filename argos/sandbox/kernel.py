@@ -365,10 +365,12 @@ class RuleKernel:
         joined = np.zeros((len(self.rules), int(offsets[-1])), dtype=np.bool_)
         steady_items: list[int] = steady[0] if steady is not None else []
         steady_set = set(steady_items)
+        # the other items (a steady push has none: no per-series loop per rule then)
+        rest = [i for i, w in enumerate(windows) if w[2] and i not in steady_set]
         for r, rule in enumerate(self.rules):
             if r in self.skipped:  # quarantined: labels stay False
                 continue
-            done: set[int] = set(steady_set)
+            done: set[int] = set()
             if steady is not None:
                 idx, t_win, v_win = steady
                 last = None
@@ -383,22 +385,19 @@ class RuleKernel:
                             errors.append(RuleError(i, rule.id, err))
                         else:
                             joined[r, offsets[i]] = one[0]
-            if pack and r in self.packed:
+            if pack and r in self.packed and len(rest) > 1:
                 h = rule.lookback - 1
-                members = [
-                    i
-                    for i, (_, v, k) in enumerate(windows)
-                    if k and i not in steady_set and len(v) - k >= h
-                ]
+                members = [i for i in rest if len(windows[i][1]) - windows[i][2] >= h]
                 if len(members) > 1:
                     res = self._run_packed(r, windows, members)
                     if res is not None:
                         for i, packed_labels in zip(members, res, strict=True):
                             joined[r, offsets[i] : offsets[i + 1]] = packed_labels
                         done.update(members)
-            for i, (t, v, k) in enumerate(windows):
-                if i in done or k == 0:
+            for i in rest:
+                if i in done:
                     continue
+                t, v, k = windows[i]
                 one, err = self._run_one(r, t, v, k)
                 if one is None:
                     errors.append(RuleError(i, rule.id, err))
@@ -487,9 +486,11 @@ class InProcessEngine:
     isolation costs and for rules a human wrote and reviewed.
     """
 
-    isolation = "none (in-process, trusted rules only)"
-
-    def __init__(self, rules: Sequence[RuleCode]) -> None:
+    def __init__(
+        self, rules: Sequence[RuleCode], *, isolation: str = "none (in-process, trusted rules only)"
+    ) -> None:
+        self.isolation = isolation
+        """Where the rules run, as :meth:`argos.online.detector.Detector.describe` says it."""
         self.kernel = RuleKernel(rules)
         self._quarantined: dict[str, str] = {}
 

@@ -312,3 +312,32 @@ def test_a_training_run_folder_routes_each_series_to_its_own_set(kpi_dataset: Da
     new = [r["timestamp"] for r in recs if r["series"] == "new-kpi"]
     assert new == mine and new
     assert {r["ruleset"] for r in recs if r["series"] == "new-kpi"} == {"default"}
+
+
+def test_isolation_auto_runs_template_renders_in_process_and_worker_forces_isolation(
+    tmp_path: Path,
+) -> None:
+    """By default a rule whose file is byte for byte a builtin template rendering runs in the
+    detector's process; ``--isolation worker`` puts it in a worker; the labels are the same."""
+    from argos.rules.grammar import RuleSpec, Structure
+    from argos.rules.templates import render
+
+    spec = RuleSpec(Structure("value", "zscore", (("window", 30.0),), "both", 1), 3.0)
+    folder = tmp_path / "set"
+    write_ruleset(folder, [RuleSource(spec.name, render(spec))])
+    edited = tmp_path / "edited"
+    write_ruleset(edited, [RuleSource(spec.name, render(spec) + "# reviewed\n")])
+    t, v = verification_sample(300, seed=4)
+    stdin = "timestamp,value\n" + "".join(f"{a},{float(b)!r}\n" for a, b in zip(t, v, strict=True))
+    auto = run_cli(["--rules", str(folder)], stdin)
+    forced = run_cli(["--rules", str(folder), "--isolation", "worker"], stdin)
+    changed = run_cli(["--rules", str(edited)], stdin)
+    for proc in (auto, forced, changed):
+        assert proc.returncode == 0, proc.stderr
+    assert "builtin-template rules in-process" in auto.stderr
+    assert "isolated worker per rule" in forced.stderr and "in-process" not in forced.stderr
+    assert "isolated worker per rule" in changed.stderr  # one byte more: untrusted
+    labels = [[json.loads(x)["anomaly"] for x in p.stdout.splitlines()] for p in (auto, forced)]
+    assert labels[0] == labels[1] and any(labels[0])
+    both = run_cli(["--rules", str(folder), "--isolation", "worker", "--trusted-in-process"])
+    assert both.returncode == 2 and "contradicts" in both.stderr

@@ -24,9 +24,9 @@ from argos.export.prometheus import (
     selector_labels,
 )
 from argos.export.promql import duration, number, parse_duration
-from argos.export.recognise import NotTemplate, Recognised, recognise
 from argos.rules.artifacts import RuleSource, load_ruleset, write_ruleset
 from argos.rules.grammar import Gate, RuleSpec
+from argos.rules.recognise import NotTemplate, Recognised, recognise
 from argos.rules.templates import render
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,6 +10,11 @@ itself is never parsed.
 
 The only free text read is the docstring's ``Fitted by the Argos builtin generator: ...`` line (the
 spec's ``metrics``, which change nothing but the docstring), and only to reproduce the rendering.
+
+Two users: the Prometheus export (:mod:`argos.export.prometheus`) translates only proved
+templates, and the online detector runs a proved template in its own process
+(:func:`trusted_template`): its code is then our own rendering, byte for byte, whatever wrote the
+file, so it needs no worker process; a file that differs by one byte stays untrusted code.
 """
 
 from __future__ import annotations
@@ -18,13 +23,27 @@ import ast
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from argos.rules.artifacts import RuleEntry
-from argos.rules.contract import ParamValue
 from argos.rules.grammar import SCORERS, TRANSFORMS, Gate, RuleSpec, Structure
 from argos.rules.templates import render
 
 _RESERVED = ("threshold", "persistence", "cooldown")
+
+TRUSTED_MAX_LOOKBACK = 20_000
+"""The longest ``LOOKBACK`` of a template run in the detector's own process (its history and its
+temporaries grow with it); a longer one runs in a worker process, under the workers' limits."""
+
+
+class RuleIdentity(Protocol):
+    """What recognition reads of a rule besides its code: the id and the params (a manifest's
+    :class:`~argos.rules.artifacts.RuleEntry`, or a rule the detector loaded)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def params(self) -> Mapping[str, object]: ...
 
 
 @dataclass(frozen=True)
@@ -44,7 +63,7 @@ class NotTemplate:
     reason: str
 
 
-def _number(v: ParamValue) -> float | None:
+def _number(v: object) -> float | None:
     if isinstance(v, bool) or not isinstance(v, int | float):
         return None
     return float(v)
@@ -89,7 +108,7 @@ def _metrics(code: str) -> dict[str, float]:
     return out
 
 
-def recognise(entry: RuleEntry, code: str) -> Recognised | NotTemplate:
+def recognise(entry: RuleIdentity, code: str) -> Recognised | NotTemplate:
     """Prove ``code`` (the rule file of ``entry``) renders a builtin template, or say why not."""
     rid = entry.id
     raw = dict(entry.params)
@@ -134,3 +153,21 @@ def recognise(entry: RuleEntry, code: str) -> Recognised | NotTemplate:
             "from that template's rendering (edited, or written by another version)",
         )
     return NotTemplate(rid, "the id and params match no builtin template")
+
+
+def trusted_template(entry: RuleIdentity, code: str, lookback: int) -> RuleSpec | None:
+    """The template ``code`` renders, when the online detector may run it in its own process.
+
+    That needs all of: the code is byte for byte :func:`~argos.rules.templates.render` of the
+    spec that the id and params describe (:func:`recognise`), the ``lookback`` the detector
+    would use is the rendering's own ``LOOKBACK``, and it is at most
+    :data:`TRUSTED_MAX_LOOKBACK`. Anything else (an edited byte, another lookback) is None: the
+    rule is untrusted and runs in a worker process.
+    """
+    found = recognise(entry, code)
+    if not isinstance(found, Recognised):
+        return None
+    need = max(1, found.spec.lookback())
+    if lookback != need or need > TRUSTED_MAX_LOOKBACK:
+        return None
+    return found.spec
