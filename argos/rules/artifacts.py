@@ -24,8 +24,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from argos.metrics import EVENT_PA, Objective
 from argos.rules.contract import (
     ParamValue,
     RuleContractError,
@@ -96,13 +104,21 @@ class TrainingData(BaseModel):
 
 
 class GeneratorInfo(BaseModel):
-    """Who wrote the rules: the embedded generator or an LLM (model, prompt ids -> hashes)."""
+    """Who wrote the rules: the embedded generator or an LLM (model, prompt ids -> hashes), and
+    the objective its selection and fitting maximised (``event-pa`` for manifests written
+    before the field existed)."""
 
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["builtin", "llm"]
     model: str | None = None
     prompts: dict[str, str] = Field(default_factory=dict)
+    objective: str = str(EVENT_PA)
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, v: str) -> str:
+        return str(Objective.parse(v))
 
 
 class RuleChange(BaseModel):
