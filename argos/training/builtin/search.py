@@ -156,8 +156,8 @@ def _search(
     triples = propose_structures(series, weekly=config.weekly)
     n_events = sum(p.n_events for p in labeled)
     few = n_events < config.few_events
-    quiet = _quiet_points(labeled, config)
     long = _long_events(labeled, config)
+    config, quiet = config.for_objective(_quiet_points(labeled, config), long=long)
     margin = config.tie_margin(few_long=few and long)
     directions: tuple[Direction, ...] | None = None
     if few:
@@ -202,7 +202,7 @@ def _search(
                 if fit_on_all:  # no train event: select on train + validation too
                     vf1, sel = vc.f1(), tf1
                 else:
-                    vf1, sel = selection_score(tf1, vc, config.val_weight)
+                    vf1, sel = selection_score(tf1, vc, config)
                 ranking.append(Candidate(st, thr, tf1, vf1, int(vc.fp.sum()), sel, clear))
                 best_sel = max(best_sel, sel)
         if progress is not None:
@@ -245,9 +245,9 @@ def _mean_event_length(parts: Sequence[Part]) -> float:
 
 def _quiet_points(parts: Sequence[Part], config: SearchConfig) -> int:
     """The rules' cool-down in points: ``config.cooldown`` times the mean labeled event length,
-    at least 1 (0 when the cool-down is off, and for the ``point`` objective, which counts every
-    labeled point a cool-down silences as a miss)."""
-    if config.cooldown <= 0 or config.objective.kind == "point":
+    at least 1 (0 when the cool-down is off; :meth:`SearchConfig.objective_limits` adapts it to
+    the objective)."""
+    if config.cooldown <= 0:
         return 0
     return max(1, round(config.cooldown * _mean_event_length(parts)))
 
