@@ -18,8 +18,9 @@ granularity there is one of each, for per-partition granularity one per series o
 The catalogue: :data:`CATALOGUE` maps every built-in method name to ``"module:Class"`` (as
 Merlion's model factory does) and is resolved on first use, so this module imports no method and
 no method module imports this one to register itself. A catalogued class is the method's factory
-(``Class(seed=N)``) and carries its ``description``; the catalogue says its kind and, for optional
-peers, the package it needs (absent package = the method is not offered).
+(``Class(seed=N, objective=O)``: every catalogued method fits its thresholds for the objective of
+the run, ``argos eval --objective``) and carries its ``description``; the catalogue says its kind
+and, for optional peers, the package it needs (absent package = the method is not offered).
 
 Methods added at run time (tests, benchmarks, a retrained rule set): a *factory* is a callable
 taking a keyword ``seed`` (the trial number, so stochastic methods vary across ``--trials``) and
@@ -27,6 +28,10 @@ returning a fresh :class:`Method`::
 
     register_method("my-rules", lambda *, seed=0: RuleSetMethod("rules/kpi"),
                     description="rule set exported by argos train", kind="argos")
+
+A registered factory that also takes a keyword ``objective`` (an :class:`~argos.metrics.Objective`)
+says so with ``fits_objective=True``; the others (and ``rules:PATH``, a rule set fixed when it was
+exported) are used as they are whatever the run's objective.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import Literal, Protocol, cast, runtime_checkable
 
 from argos._types import BoolArray, FloatArray
 from argos.data.series import Series
+from argos.metrics import EVENT_PA, Objective
 
 MethodKind = Literal["baseline", "argos", "peer"]
 
@@ -92,15 +98,20 @@ class MethodInfo:
         factory: builds the method for a trial.
         description: one line shown by ``argos eval --help`` and in error messages.
         kind: ``"baseline"``, ``"argos"`` (trained rule sets) or ``"peer"`` (other libraries).
+        fits_objective: the factory takes a keyword ``objective`` and the method fits (and
+            selects) for it.
     """
 
     name: str
     factory: MethodFactory | Callable[..., Method]
     description: str
     kind: MethodKind
+    fits_objective: bool = False
 
-    def build(self, seed: int = 0) -> Method:
-        """A fresh method instance for trial ``seed``."""
+    def build(self, seed: int = 0, objective: Objective = EVENT_PA) -> Method:
+        """A fresh method instance for trial ``seed``, fit for ``objective`` when it fits one."""
+        if self.fits_objective:
+            return cast("Callable[..., Method]", self.factory)(seed=seed, objective=objective)
         return self.factory(seed=seed)
 
 
@@ -158,8 +169,10 @@ def register_method(
     description: str = "",
     kind: MethodKind = "baseline",
     replace: bool = False,
+    fits_objective: bool = False,
 ) -> None:
-    """Register ``factory`` under ``name`` at run time.
+    """Register ``factory`` under ``name`` at run time (``fits_objective``: it also takes a
+    keyword ``objective``).
 
     Raises ``ValueError`` when the name is taken, by the catalogue or an earlier registration
     (pass ``replace=True`` to overwrite, e.g. when re-registering a retrained rule set), or is not
@@ -171,7 +184,7 @@ def register_method(
         raise ValueError(f"kind must be 'baseline', 'argos' or 'peer', got {kind!r}")
     if (name in _REGISTRY or name in _offered()) and not replace:
         raise ValueError(f"method {name!r} is already registered")
-    _REGISTRY[name] = MethodInfo(name=name, factory=factory, description=description, kind=kind)
+    _REGISTRY[name] = MethodInfo(name, factory, description, kind, fits_objective)
 
 
 def unregister_method(name: str) -> None:
@@ -197,7 +210,7 @@ def _resolve(name: str) -> MethodInfo:
         module, _, attr = entry.target.partition(":")
         cls = cast("Callable[..., Method]", getattr(importlib.import_module(module), attr))
         description = str(getattr(cls, "description", ""))
-        info = MethodInfo(name=name, factory=cls, description=description, kind=entry.kind)
+        info = MethodInfo(name, cls, description, entry.kind, fits_objective=True)
         _RESOLVED[name] = info
     return info
 

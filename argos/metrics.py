@@ -240,6 +240,14 @@ class Objective:
     def __str__(self) -> str:
         return f"delay:{self.delay}" if self.kind == "delay" else self.kind
 
+    @property
+    def metric_key(self) -> str:
+        """The name of this objective's F1 in manifests: ``event_pa_f1``, ``delay_7_f1``,
+        ``point_f1``."""
+        if self.kind == "delay":
+            return f"delay_{self.delay}_f1"
+        return "point_f1" if self.kind == "point" else "event_pa_f1"
+
     def score(self, truth: ArrayLike, pred: ArrayLike) -> Scores:
         """This objective's scores of one series."""
         if self.kind == "delay":

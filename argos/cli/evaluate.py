@@ -47,7 +47,7 @@ from argos.methods import (
     resolve_methods,
     unavailable_methods,
 )
-from argos.metrics import format_score
+from argos.metrics import EVENT_PA, Objective, format_score
 
 
 def build_config(config: Path | None, flags: dict[str, Any]) -> EvalConfig:
@@ -112,6 +112,8 @@ def resolved_command(cfg: EvalConfig, partition: str | None = None) -> str:
     if partition is not None:
         args += ["--partition", partition]
     args += ["--trials", str(cfg.trials), "--delay", str(cfg.delay)]
+    if cfg.objective != str(EVENT_PA):
+        args += ["--objective", cfg.objective]
     if cfg.granularity is not None:
         args += ["--granularity", cfg.granularity]
     if cfg.train_fraction is not None:
@@ -224,6 +226,15 @@ def register(app: typer.Typer) -> None:
             float | None, TRAIN_FRACTION("Train share of generic datasets (0.7).")
         ] = None,
         delay: Annotated[int | None, DELAY("k of the k-delay metric (7).")] = None,
+        objective: Annotated[
+            str | None,
+            typer.Option(
+                "--objective",
+                help="What every trained method (argos-builtin, the baselines) fits and selects "
+                "its thresholds for: event-pa (default), delay:K (k-delay F1) or point.",
+                show_default=False,
+            ),
+        ] = None,
         workers: Annotated[int | None, WORKERS("Worker processes (default: CPU count).")] = None,
         scheduler: Annotated[
             str | None,
@@ -263,6 +274,7 @@ def register(app: typer.Typer) -> None:
             "data_dir": str(data_dir) if data_dir is not None else None,
             "train_fraction": train_fraction,
             "delay": delay,
+            "objective": objective,
             "workers": workers,
             "granularity": granularity,
             "scores": scores,
@@ -332,6 +344,7 @@ def register(app: typer.Typer) -> None:
                     with_scores=cfg.scores,
                     progress=on_progress,
                     executor=executor,
+                    objective=Objective.parse(cfg.objective),
                 )
         except (EvaluationError, ValueError, DataError, SchedulerError) as exc:
             raise usage_error(str(exc)) from None

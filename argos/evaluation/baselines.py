@@ -9,9 +9,11 @@ the label of point t uses points <= t), then turns it into a score in one of thr
    the isolation forest);
 2. for each allowed orientation, take a grid of quantiles of the train scores (60 levels from the
    median to the 99.99th percentile, denser in the tail, plus the maximum) and pick the threshold
-   that maximises **event-PA F1 on the train labels** (counts summed over the series of a training
-   unit). Every threshold between the two train scores around the best candidate gives the same
-   train counts; the middle of that range is taken (max margin);
+   that maximises **the objective's F1 on the train labels** (counts summed over the series of a
+   training unit; event-PA by default, ``argos eval --objective`` chooses k-delay or point F1, the
+   same objective every method of the run is fit for). Every threshold between the two train
+   scores around the best candidate gives the same train counts; the middle of that range is taken
+   (max margin);
 3. keep the orientation with the best train F1.
 
 When the train part holds no anomaly at all, F1 is undefined for every threshold: the threshold is
@@ -38,6 +40,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.protocol import merge_slices
 from argos.data.series import Series
+from argos.metrics import EVENT_PA, Objective, events
 
 Orientation = Literal["abs", "upper", "lower"]
 
@@ -73,37 +76,52 @@ def orient(residual: FloatArray, orientation: Orientation) -> FloatArray:
     return -residual
 
 
-def _event_maxima(score: FloatArray, labels: BoolArray) -> tuple[FloatArray, FloatArray]:
-    """(max score inside each true event, scores of the points outside every event)."""
+def _event_maxima(
+    score: FloatArray, labels: BoolArray, objective: Objective = EVENT_PA
+) -> tuple[FloatArray, IntArray, FloatArray]:
+    """(max score inside each event's hit window, each event's weight, scores of the points
+    outside every event) as ``objective`` counts them: event-PA, the whole event with weight 1;
+    ``delay:K``, its first ``K + 1`` points with weight = its length (a detected event is all TP,
+    a missed one all FN); ``point``, every labeled point an event of weight 1."""
     filled = np.where(np.isnan(score), -np.inf, score)
-    inside = filled[labels]
-    if inside.size:
-        lab = labels.astype(np.int8)
-        starts = np.flatnonzero(np.diff(np.concatenate(([0], lab))) == 1)
-        # position of each event start inside the compressed ``inside`` array
-        rank = np.cumsum(labels) - 1
-        ev_max = np.maximum.reduceat(inside, rank[starts])
-    else:
-        ev_max = np.zeros(0)
-    return ev_max, filled[~labels]
+    if objective.kind == "point":
+        return filled[labels], np.ones(int(labels.sum()), dtype=np.int64), filled[~labels]
+    starts, ends = events(labels)
+    if starts.size == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64), filled[~labels]
+    delayed = objective.kind == "delay"
+    window_ends = np.minimum(ends, starts + objective.delay + 1) if delayed else ends
+    idx = np.empty(2 * starts.size, dtype=np.int64)
+    idx[0::2], idx[1::2] = starts, window_ends
+    ev_max = np.maximum.reduceat(np.append(filled, -np.inf), idx)[0::2]
+    weights = (ends - starts) if delayed else np.ones(starts.size, np.int64)
+    return ev_max, weights.astype(np.int64), filled[~labels]
 
 
 def best_threshold(
-    scores: Sequence[FloatArray], labels: Sequence[BoolArray]
+    scores: Sequence[FloatArray], labels: Sequence[BoolArray], objective: Objective = EVENT_PA
 ) -> tuple[float, float | None]:
-    """Threshold maximising event-PA F1 of ``score > threshold`` summed over the given series.
+    """Threshold maximising the ``objective``'s F1 of ``score > threshold``, counts summed over
+    the given series (TP and FN weighted as :func:`_event_maxima` says).
 
     Candidates are :data:`QUANTILE_LEVELS` of the finite scores plus their maximum. Returns the
     threshold and its F1 (``None`` when no series has an anomaly; the threshold is then the
     maximum score).
     """
     ev_parts: list[FloatArray] = []
+    w_parts: list[IntArray] = []
     out_parts: list[FloatArray] = []
     for s, lab in zip(scores, labels, strict=True):
-        ev, out = _event_maxima(s, lab)
+        ev, w, out = _event_maxima(s, lab, objective)
         ev_parts.append(ev)
+        w_parts.append(w)
         out_parts.append(out)
-    ev_max = np.sort(np.concatenate(ev_parts)) if ev_parts else np.zeros(0)
+    ev_all = np.concatenate(ev_parts) if ev_parts else np.zeros(0)
+    order = np.argsort(ev_all, kind="stable")
+    ev_max = ev_all[order]
+    weights = np.concatenate(w_parts)[order] if w_parts else np.zeros(0, dtype=np.int64)
+    # weight_above[j]: the weight of the events ev_max[j:]
+    weight_above = np.concatenate((np.cumsum(weights[::-1])[::-1], [0]))
     outside = np.sort(np.concatenate(out_parts)) if out_parts else np.zeros(0)
     finite = np.concatenate([s[np.isfinite(s)] for s in scores]) if scores else np.zeros(0)
     if finite.size == 0:
@@ -112,17 +130,20 @@ def best_threshold(
     if ev_max.size == 0:
         return top, None
     cands = np.unique(np.append(np.quantile(finite, QUANTILE_LEVELS), top))
-    tp = ev_max.size - np.searchsorted(ev_max, cands, side="right")
+    first_hit = np.searchsorted(ev_max, cands, side="right")
+    hit = ev_max.size - first_hit
+    tp = weight_above[first_hit]
     fp = outside.size - np.searchsorted(outside, cands, side="right")
-    fn = ev_max.size - tp
+    fn = weight_above[0] - tp
     denom = 2 * tp + fp + fn
     f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
     best = int(np.flatnonzero(f1 == f1.max())[-1])
-    return _max_margin(ev_max, outside, int(tp[best]), int(fp[best])), float(f1[best])
+    return _max_margin(ev_max, outside, int(hit[best]), int(fp[best])), float(f1[best])
 
 
 def _max_margin(ev_max: FloatArray, outside: FloatArray, tp: int, fp: int) -> float:
-    """Middle of the range of thresholds that give exactly ``tp`` events and ``fp`` false alarms.
+    """Middle of the range of thresholds that hit exactly ``tp`` events and give ``fp`` false
+    alarms.
 
     ``ev_max`` and ``outside`` are sorted. Every threshold in ``[lower, upper)`` gives the same
     train counts; the middle keeps the largest margin on both sides.
@@ -148,11 +169,13 @@ def fit_threshold(
     residuals: Sequence[FloatArray],
     labels: Sequence[BoolArray],
     orientations: Sequence[Orientation],
+    objective: Objective = EVENT_PA,
 ) -> ThresholdFit:
-    """Choose the orientation and threshold with the best train event-PA F1 (see module doc)."""
+    """Choose the orientation and threshold with the best train F1 of ``objective`` (see module
+    doc)."""
     best: ThresholdFit | None = None
     for o in orientations:
-        thr, f1 = best_threshold([orient(r, o) for r in residuals], labels)
+        thr, f1 = best_threshold([orient(r, o) for r in residuals], labels, objective)
         cand = ThresholdFit(o, thr, f1)
         better = f1 is not None and (best is None or best.train_f1 is None or f1 > best.train_f1)
         if best is None or better:
@@ -371,8 +394,9 @@ class ScoreBaseline:
     description: ClassVar[str] = ""
     orientations: ClassVar[tuple[Orientation, ...]] = ("abs", "upper", "lower")
 
-    def __init__(self, *, seed: int = 0) -> None:
+    def __init__(self, *, seed: int = 0, objective: Objective = EVENT_PA) -> None:
         self.seed = seed
+        self.objective = objective
 
     def prepare(self, history: Sequence[Series]) -> None:
         """Fit any state besides the threshold (default: none)."""
@@ -386,7 +410,8 @@ class ScoreBaseline:
         self.prepare(history)
         residuals = [self.residual(h.values, h.timestamps) for h in history]
         labels = [_labels(h) for h in history]
-        return ThresholdDetector(self, fit_threshold(residuals, labels, self.orientations))
+        fit = fit_threshold(residuals, labels, self.orientations, self.objective)
+        return ThresholdDetector(self, fit)
 
 
 def _history(train: Sequence[Series], validation: Sequence[Series]) -> list[Series]:
@@ -409,8 +434,8 @@ class StaticThreshold(ScoreBaseline):
     name = "static-threshold"
     description = "fixed upper/lower bound on the value, fit on train"
 
-    def __init__(self, *, seed: int = 0) -> None:
-        super().__init__(seed=seed)
+    def __init__(self, *, seed: int = 0, objective: Objective = EVENT_PA) -> None:
+        super().__init__(seed=seed, objective=objective)
         self.center = 0.0
 
     def prepare(self, history: Sequence[Series]) -> None:
@@ -426,8 +451,10 @@ class WindowBaseline(ScoreBaseline):
 
     default_window: ClassVar[int] = 60
 
-    def __init__(self, *, seed: int = 0, window: int | None = None) -> None:
-        super().__init__(seed=seed)
+    def __init__(
+        self, *, seed: int = 0, objective: Objective = EVENT_PA, window: int | None = None
+    ) -> None:
+        super().__init__(seed=seed, objective=objective)
         self.window = self.default_window if window is None else window
 
     @staticmethod
@@ -461,8 +488,10 @@ class EwmaResidual(ScoreBaseline):
     name = "ewma"
     description = "residual to the EWMA (alpha 0.1) of past points, in EW std units"
 
-    def __init__(self, *, seed: int = 0, alpha: float = 0.1) -> None:
-        super().__init__(seed=seed)
+    def __init__(
+        self, *, seed: int = 0, objective: Objective = EVENT_PA, alpha: float = 0.1
+    ) -> None:
+        super().__init__(seed=seed, objective=objective)
         self.alpha = alpha
 
     def residual(self, values: FloatArray, timestamps: IntArray) -> FloatArray:
@@ -500,8 +529,10 @@ class SeasonalResidual(ScoreBaseline):
     name = "seasonal-residual"
     description = "residual vs. the same time-of-day / day-of-week slot of past periods"
 
-    def __init__(self, *, seed: int = 0, n_periods: int = 4) -> None:
-        super().__init__(seed=seed)
+    def __init__(
+        self, *, seed: int = 0, objective: Objective = EVENT_PA, n_periods: int = 4
+    ) -> None:
+        super().__init__(seed=seed, objective=objective)
         self.n_periods = n_periods
         self.period = 24
 
@@ -552,11 +583,12 @@ class IsolationForestBaseline(ScoreBaseline):
         self,
         *,
         seed: int = 0,
+        objective: Objective = EVENT_PA,
         window: int = 60,
         n_estimators: int = 50,
         max_fit_rows: int = 20_000,
     ) -> None:
-        super().__init__(seed=seed)
+        super().__init__(seed=seed, objective=objective)
         self.window = window
         self.n_estimators = n_estimators
         self.max_fit_rows = max_fit_rows

@@ -43,8 +43,10 @@ from argos.data.series import Dataset, Series, SplitSpec
 from argos.methods import FittedDetector, MethodInfo, ScoringDetector, get_method
 from argos.metrics import (
     DEFAULT_DELAY,
+    EVENT_PA,
     METRIC_NAMES,
     MeanScores,
+    Objective,
     Scores,
     aggregate_mean,
     aggregate_pooled,
@@ -71,6 +73,8 @@ class EvalConfig(BaseModel):
         methods: method names, or ``["all"]`` for every registered method.
         trials: repeats (seed = trial number); numbers are reported as mean and std over trials.
         delay: k of the k-delay metric.
+        objective: what every trained method fits and selects for (``event-pa``, ``delay:K``,
+            ``point``; :meth:`argos.metrics.Objective.parse`).
         workers: worker processes (``None`` = CPU count).
         granularity: ``"series"`` or ``"partition"`` (``None`` = the dataset's default).
         train_fraction: overrides the default 70/30 split (official splits are kept).
@@ -87,6 +91,7 @@ class EvalConfig(BaseModel):
     methods: list[str] = Field(default_factory=lambda: ["all"])
     trials: int = Field(default=1, ge=1)
     delay: int = Field(default=DEFAULT_DELAY, ge=0)
+    objective: str = str(EVENT_PA)
     workers: int | None = Field(default=None, ge=1)
     granularity: str | None = None
     train_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
@@ -101,6 +106,11 @@ class EvalConfig(BaseModel):
         if isinstance(v, str):
             return [m.strip() for m in v.split(",") if m.strip()]
         return v
+
+    @field_validator("objective")
+    @classmethod
+    def _check_objective(cls, v: str) -> str:
+        return str(Objective.parse(v))
 
     @field_validator("granularity")
     @classmethod
@@ -158,8 +168,8 @@ class SeriesResult:
 
 @dataclass(frozen=True)
 class EvalTask:
-    """One task of :func:`evaluate`: fit ``method`` (trial ``trial``) on one training unit
-    (``group``: the series at ``series_idx`` of the dataset) and score its series."""
+    """One task of :func:`evaluate`: fit ``method`` (trial ``trial``, for ``objective``) on one
+    training unit (``group``: the series at ``series_idx`` of the dataset) and score its series."""
 
     method: str
     trial: int
@@ -167,6 +177,7 @@ class EvalTask:
     series_idx: tuple[int, ...]
     partitions: tuple[str, ...]
     size: int
+    objective: Objective = EVENT_PA
 
 
 # Set in the parent before the worker processes are forked; read by the workers.
@@ -187,7 +198,7 @@ def run_eval_task(
     spec: SplitSpec = dataset.split
     group = [dataset.series[i] for i in task.series_idx]
     try:
-        method = get_method(task.method).build(seed=task.trial)
+        method = get_method(task.method).build(seed=task.trial, objective=task.objective)
         t0 = time.perf_counter()
         inputs = fit_inputs(group, spec)
         detector = method.fit(inputs.train, inputs.validation)
@@ -312,6 +323,7 @@ class EvalResult:
     n_series: int
     seconds: float
     meta: dict[str, Any] = field(default_factory=dict)
+    objective: Objective = EVENT_PA
 
     def rows_of(
         self, method: str, trial: int | None = None, partition: str | None = None
@@ -382,6 +394,7 @@ class EvalResult:
             "methods": self.summary(),
             "trials": self.trials,
             "delay": self.delay,
+            "objective": str(self.objective),
             "granularity": self.granularity,
             "series": self.series_counts(),
             "seconds": self.seconds,
@@ -402,7 +415,12 @@ class EvalResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def _tasks(dataset: Dataset, methods: Sequence[MethodInfo], trials: int) -> list[EvalTask]:
+def _tasks(
+    dataset: Dataset,
+    methods: Sequence[MethodInfo],
+    trials: int,
+    objective: Objective = EVENT_PA,
+) -> list[EvalTask]:
     index = {s.id: i for i, s in enumerate(dataset.series)}
     groups = dataset.groups()
     tasks = [
@@ -413,6 +431,7 @@ def _tasks(dataset: Dataset, methods: Sequence[MethodInfo], trials: int) -> list
             series_idx=tuple(index[s.id] for s in members),
             partitions=tuple(dataset.partition_of(s.id) for s in members),
             size=sum(len(s) for s in members),
+            objective=objective,
         )
         for t in range(trials)
         for m in methods
@@ -452,6 +471,7 @@ def evaluate(
     with_scores: bool = True,
     progress: ProgressCallback | None = None,
     executor: TaskExecutor | None = None,
+    objective: Objective = EVENT_PA,
 ) -> EvalResult:
     """Evaluate ``methods`` on ``dataset`` (same splits for all) and return every per-series score.
 
@@ -460,7 +480,9 @@ def evaluate(
     the workers have been forked (start progress-display threads only then), and after every task.
     ``with_scores`` computes AUC-PR / VUS-PR for detectors that expose scores. ``executor`` (an
     :class:`argos.distributed.DaskExecutor`) runs the tasks on a Dask cluster instead (``workers``
-    is then ignored).
+    is then ignored). ``objective`` is what every method that fits one (the catalogued methods:
+    argos-builtin and the baselines) fits and selects its thresholds for; every metric is scored
+    whatever it is.
 
     Raises :class:`EvaluationError` when a method fails (naming the method and the training unit)
     and ``ValueError`` for bad arguments (the message of an unknown method lists known ones).
@@ -488,7 +510,7 @@ def evaluate(
         )
     for s in dataset.series:
         split_series(s, dataset.split)  # fail early on impossible splits
-    tasks = _tasks(dataset, infos, trials)
+    tasks = _tasks(dataset, infos, trials, objective)
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     start = time.perf_counter()
     _WORKER_STATE.update(dataset=dataset, delay=delay, with_scores=with_scores)
@@ -522,6 +544,7 @@ def evaluate(
         n_series=len(dataset),
         seconds=time.perf_counter() - start,
         meta={"skipped_unlabeled": unlabeled} if unlabeled else {},
+        objective=objective,
     )
 
 
@@ -572,7 +595,13 @@ def markdown_table(result: EvalResult, command: str | None = None) -> str:
         f"Granularity: one fit per {result.granularity}. Trials: {result.trials}"
         + (" (numbers are means over trials, ± the std)" if result.trials > 1 else "")
         + f". k-delay uses k = {result.delay}. Thresholds and parameters are fit on the train part"
-        " (validation included) only; only the test part is scored.",
+        " (validation included) only"
+        + (
+            ""
+            if result.objective == EVENT_PA
+            else f", for the objective {result.objective} (every method that fits one)"
+        )
+        + "; only the test part is scored.",
         "",
     ]
     titles = {

@@ -24,8 +24,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from argos.metrics import EVENT_PA, Objective
 from argos.rules.contract import (
     ParamValue,
     RuleContractError,
@@ -96,15 +104,17 @@ class TrainingData(BaseModel):
 
 
 class GeneratorInfo(BaseModel):
-    """Who wrote the rules: the embedded generator or an LLM (model, prompt ids -> hashes)."""
+    """Who wrote the rules: the embedded generator or an LLM (model, prompt ids -> hashes), and
+    the objective its selection and fitting maximised (``event-pa`` for manifests written
+    before the field existed)."""
 
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["builtin", "llm"]
     model: str | None = None
     prompts: dict[str, str] = Field(default_factory=dict)
-    objective: str | None = None
-    """What selection and fitting maximised (``argos train --objective``); None: event-pa."""
+    objective: str = str(EVENT_PA)
+    """What selection and fitting maximised (``argos train --objective``)."""
     incumbent: Literal["builtin"] | None = None
     """The rule set an LLM run started from and had to beat (None: it started from nothing)."""
     incumbent_score: float | None = None
@@ -113,7 +123,13 @@ class GeneratorInfo(BaseModel):
     """The exported set's selection score (at least ``incumbent_score``, by construction)."""
 
 
-_OPTIONAL_GENERATOR_KEYS = ("objective", "incumbent", "incumbent_score", "score")
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, v: str) -> str:
+        return str(Objective.parse(v))
+
+
+_OPTIONAL_GENERATOR_KEYS = ("incumbent", "incumbent_score", "score")
 """Written only when set, so manifests that never had them keep their bytes."""
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.data.protocol import fit_inputs
 from argos.data.series import Dataset, Series, SplitSpec
+from argos.metrics import EVENT_PA, Objective
 from argos.rules.artifacts import RuleSource, write_ruleset
 from argos.rules.contract import RuleContractError, check_rule, with_params
 from argos.rules.templates import load_rule
@@ -492,7 +493,10 @@ def export_rule_set(
     split: dict[str, Any] | None = None,
 ) -> Path:
     """Write the rules as a rule-set folder (rule files + manifest) and return the folder.
-    ``split`` (train/validation fractions, granularity) is recorded in the manifest."""
+    ``split`` (train/validation fractions, granularity) is recorded in the manifest; the train and
+    validation F1 are named by the objective the generator records (``event_pa_f1`` when none)."""
+    generator_info = output.generator or {"kind": "builtin"}
+    f1_key = Objective.parse(str(generator_info.get("objective", EVENT_PA))).metric_key
     fields: dict[str, Any] = {
         "name": f"{dataset} {unit} ({generator} generator)",
         "combination": "or",
@@ -503,10 +507,10 @@ def export_rule_set(
             "split": dict(split or {}),
         },
         "metrics": {
-            "train": {"event_pa_f1": output.train_f1, "candidates_tried": output.tried},
-            "validation": {"event_pa_f1": output.validation_f1},
+            "train": {f1_key: output.train_f1, "candidates_tried": output.tried},
+            "validation": {f1_key: output.validation_f1},
         },
-        "generator": output.generator or {"kind": "builtin"},
+        "generator": generator_info,
     }
     if output.fusion_base is not None:
         fields["combination"] = {

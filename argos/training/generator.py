@@ -61,7 +61,8 @@ class GeneratorOutput:
     Attributes:
         rules: the rules of the proposed rule set, combined with OR.
         tried: candidates evaluated.
-        train_f1: event-PA F1 of the OR-set on the train slices (mean over series with events).
+        train_f1: F1 of the OR-set on the train slices (mean over series with events), by the
+            objective the generator fits (``generator["objective"]``; event-PA by default).
         validation_f1: same on the validation slices (None when validation has no event).
         ranking: short descriptions of the best single candidates (for the summary).
         notes: anything the user should know (e.g. "no labeled anomaly").

@@ -32,16 +32,16 @@ from argos.training.builtin.sweep import Counts, Part, alarm, flags_counts, swee
 
 
 def selection_score(
-    train_f1: float, val_counts: Counts, val_weight: float = 0.5
+    train_f1: float, val_counts: Counts, config: SearchConfig
 ) -> tuple[float | None, float]:
     """The validation F1 and the selection score of a rule (set) with this train F1 and these
-    validation counts."""
+    validation counts (``config.val_weight`` and ``config.no_event_fp_penalty``)."""
     vf1 = val_counts.f1()
     if vf1 is None:
         # no validation event: penalise validation false alarms against the train fit
         fp = float(val_counts.fp.sum())
-        return None, train_f1 / (1.0 + 0.1 * fp)
-    return vf1, (1.0 - val_weight) * train_f1 + val_weight * vf1
+        return None, train_f1 / (1.0 + config.no_event_fp_penalty * fp)
+    return vf1, (1.0 - config.val_weight) * train_f1 + config.val_weight * vf1
 
 
 def fit_threshold(
@@ -176,9 +176,7 @@ def add_gates(
                 flags = [alarm(s, thr, quiet) for s in gated]
                 if base is not None:
                     flags = [b | f for b, f in zip(base, flags, strict=True)]
-                _, cand_sel = selection_score(
-                    tf1, flags_counts(flags, val_parts), config.val_weight
-                )
+                _, cand_sel = selection_score(tf1, flags_counts(flags, val_parts), config)
             if best is None or cand_sel > best[0]:
                 best = (cand_sel, candidate)
         if best is not None and best[0] >= sel + config.min_gain:
@@ -214,9 +212,7 @@ def compose_or(
             if in_sample:
                 cand_sel = tf1
             else:
-                _, cand_sel = selection_score(
-                    tf1, flags_counts(flags, val_parts), config.val_weight
-                )
+                _, cand_sel = selection_score(tf1, flags_counts(flags, val_parts), config)
             if best is None or cand_sel > best[0]:
                 best = (cand_sel, rule, j)
         if best is None or best[0] < sel + config.min_gain:

@@ -3,15 +3,16 @@
 The fields are what ``argos train`` runs with; the evidence behind every default (the protocol
 rows that chose it) is in docs/generator.md, "SearchConfig: the defaults and their evidence".
 Choices that lost on the protocols are not fields: the protocol scripts in ``benchmarks/``
-re-run them by subclassing :class:`SearchConfig` and overriding its three hook methods
+re-run them by subclassing :class:`SearchConfig` and overriding its four hook methods
 (:meth:`SearchConfig.few_event_shapes`, :meth:`SearchConfig.tie_margin`,
-:meth:`SearchConfig.order_ranking`), which production leaves at their defaults.
+:meth:`SearchConfig.order_ranking`, :meth:`SearchConfig.for_objective`), which production
+leaves at their defaults.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from argos.metrics import EVENT_PA, Objective
 from argos.rules.grammar import Direction
@@ -60,7 +61,10 @@ class SearchConfig:
         and_gates: AND composition: each chosen rule may get a gate, a second shape that must
             hold at the same point (units with ``few_events`` events or more).
         weekly: seasonal residuals also use a one-week period when the timestamps allow it.
-        objective: what selection and threshold fitting maximise (``argos train --objective``).
+        objective: what selection and threshold fitting maximise (``argos train --objective``;
+            :meth:`for_objective` adapts the other knobs to it).
+        no_event_fp_penalty: when validation has no event, the selection score is the train F1
+            divided by ``1 + no_event_fp_penalty x`` (validation false alarms).
     """
 
     persistences: tuple[int, ...] = (1, 2, 3)
@@ -88,6 +92,7 @@ class SearchConfig:
     and_gates: bool = True
     weekly: bool = True
     objective: Objective = EVENT_PA
+    no_event_fp_penalty: float = 0.1
 
     # Extension points: production uses these defaults; the protocol scripts override them in a
     # subclass to re-run the rows of docs/generator.md whose choice lost.
@@ -97,13 +102,39 @@ class SearchConfig:
     ) -> list[Triple]:
         """The shapes searched in the few-event regime, from the proposed ``triples`` (``long``:
         the events are long; ``fit_on_all``: no train event, so fits use train + validation).
-        Here: the simple scorers (:data:`SIMPLE_SCORERS`) of the values and differences."""
+        Here: the simple scorers (:data:`SIMPLE_SCORERS`) of the values and differences; every
+        shape for the ``delay`` objective with long events (early detection is another problem
+        than catching the event somewhere, :meth:`for_objective`)."""
+        if long and self.objective.kind == "delay":
+            return triples
         return [t for t in triples if t[1] in SIMPLE_SCORERS and t[0] in ("value", "diff")]
 
     def tie_margin(self, *, few_long: bool) -> MarginFn:
         """The margin that breaks selection ties (``few_long``: the few-event regime with long
         events). Here: :func:`~argos.training.builtin.sweep.std_margin` for every unit."""
         return std_margin
+
+    def for_objective(self, quiet: int, *, long: bool) -> tuple[SearchConfig, int]:
+        """The configuration and the cool-down (points) the search runs with for
+        :attr:`objective`, from the event-PA cool-down ``quiet`` (``long``: the unit's labeled
+        events are long, ``long_event`` points or more on average).
+
+        event-PA: unchanged. ``point``: no cool-down (it would silence labeled points, each a
+        miss). ``delay:K`` with short events: the cool-down at most K points (a longer one
+        silences an alarm at an event's start after a burst just before it, and the event is
+        then missed, where event-PA would still count a later alarm). ``delay:K`` with long
+        events, early detection of long windows: no cool-down, no duty limit (a caught event
+        weighs its length in points, so the best threshold may hold on many normal points), no
+        validation false-alarm penalty in selection (the objective's F1 counts false alarms
+        already) and every shape (:meth:`few_event_shapes`)."""
+        goal = self.objective
+        if goal.kind == "point":
+            return self, 0
+        if goal.kind == "delay" and long:
+            return replace(self, max_duty=None, no_event_fp_penalty=0.0), 0
+        if goal.kind == "delay":
+            return self, min(quiet, goal.delay)
+        return self, quiet
 
     def order_ranking(self, ranking: list[Candidate], *, few: bool) -> list[Candidate]:
         """The ranked candidates (best first, never empty) in the order the composition takes

@@ -19,6 +19,7 @@ import numpy as np
 
 from argos._types import BoolArray, ProgressFn
 from argos.data.series import Series
+from argos.metrics import EVENT_PA, Objective
 from argos.rules.templates import load_rule, render
 from argos.sandbox.pool import Sandbox
 from argos.training.builtin.config import SearchConfig
@@ -55,8 +56,8 @@ class BuiltinGenerator:
         return True
 
     def summary_config(self) -> dict[str, Any]:
-        """The search configuration, as ``summary.json`` records it."""
-        return asdict(self.config)
+        """The search configuration, as ``summary.json`` records it (the objective as text)."""
+        return {**asdict(self.config), "objective": str(self.config.objective)}
 
     def generate(
         self,
@@ -98,6 +99,7 @@ class BuiltinGenerator:
             validation_f1=result.val_f1,
             ranking=ranking,
             notes=list(result.notes),
+            generator={"kind": "builtin", "objective": str(self.config.objective)},
         )
 
 
@@ -141,13 +143,20 @@ class RuleSetDetector:
 
 
 class BuiltinMethod:
-    """``argos-builtin``: run the builtin generator on train/validation, detect with its rules."""
+    """``argos-builtin``: run the builtin generator on train/validation, detect with its rules
+    (the search fits and selects for ``objective``, ``argos eval --objective``)."""
 
     name = "argos-builtin"
     description = "builtin LLM-free rule generator: template search, rules run in the sandbox"
 
-    def __init__(self, *, seed: int = 0, config: SearchConfig | None = None) -> None:
-        self.config = config or SearchConfig(seed=seed)
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        objective: Objective = EVENT_PA,
+        config: SearchConfig | None = None,
+    ) -> None:
+        self.config = config or SearchConfig(seed=seed, objective=objective)
 
     def fit(self, train: Sequence[Series], validation: Sequence[Series]) -> RuleSetDetector:
         out = BuiltinGenerator(self.config).generate(train, validation)

@@ -7,10 +7,12 @@ For one training unit (a series, or all series of a partition) the search:
    values);
 2. computes each (transform, scorer, params) score ONCE over train + validation (causal, so the
    validation part sees its real history), then for every direction and persistence sweeps ALL
-   thresholds exactly: event-PA F1 as a function of the threshold only changes at the maximum score
-   of a true event, so the best threshold is found in O(n log n) by sorting; every rule has a
-   cool-down (it alarms once per burst: its condition must have been off for half a labeled event
-   before), and the sweep counts the cooled-down alarms, still exactly and in O(n log n);
+   thresholds exactly for the config's objective (event-PA by default, or k-delay or point F1):
+   the F1 as a function of the threshold only changes at the maximum score of an event's hit
+   window, so the best threshold is found in O(n log n) by sorting (:mod:`.sweep`); every rule
+   has a cool-down (it alarms once per burst: its condition must have been off for half a labeled
+   event before; none with the ``point`` objective), and the sweep counts the cooled-down alarms,
+   still exactly and in O(n log n);
 3. fits the threshold on the train part only and scores the structure on the validation part
    (selection uses validation; train F1 only breaks ties and fills in when validation has no event);
 4. composes an OR of up to ``max_rules`` rules greedily: each new rule's threshold is swept
@@ -138,9 +140,12 @@ def _search(
 ) -> SearchResult:
     if not series:
         raise ValueError("search needs at least one series")
-    train_parts = [part_of(fs.labels, 0, fs.val_start) for fs in series]
-    val_parts = [part_of(fs.labels, fs.val_start, len(fs.values)) for fs in series]
-    all_parts = [part_of(fs.labels, 0, len(fs.values)) for fs in series]
+    goal = config.objective
+    train_parts = [part_of(fs.labels, 0, fs.val_start, goal) for fs in series]
+    val_parts = [part_of(fs.labels, fs.val_start, len(fs.values), goal) for fs in series]
+    all_parts = [part_of(fs.labels, 0, len(fs.values), goal) for fs in series]
+    # the regimes (few events, long events, the cool-down) look at the labeled events themselves
+    labeled = [part_of(fs.labels, 0, len(fs.values)) for fs in series]
     if sum(p.n_events for p in train_parts) + sum(p.n_events for p in val_parts) == 0:
         if config.unlabeled_cooldown is None:
             return SearchResult([], [], 0, 0.0, None, None, [_NO_LABEL])
@@ -149,10 +154,10 @@ def _search(
         return SearchResult([rule], [], 1, 0.0, None, None, [note])
     fit_on_all = sum(p.n_events for p in train_parts) == 0
     triples = propose_structures(series, weekly=config.weekly)
-    n_events = sum(p.n_events for p in all_parts)
+    n_events = sum(p.n_events for p in labeled)
     few = n_events < config.few_events
-    quiet = _quiet_points(all_parts, config)
-    long = _long_events(all_parts, config)
+    long = _long_events(labeled, config)
+    config, quiet = config.for_objective(_quiet_points(labeled, config), long=long)
     margin = config.tie_margin(few_long=few and long)
     directions: tuple[Direction, ...] | None = None
     if few:
@@ -197,7 +202,7 @@ def _search(
                 if fit_on_all:  # no train event: select on train + validation too
                     vf1, sel = vc.f1(), tf1
                 else:
-                    vf1, sel = selection_score(tf1, vc, config.val_weight)
+                    vf1, sel = selection_score(tf1, vc, config)
                 ranking.append(Candidate(st, thr, tf1, vf1, int(vc.fp.sum()), sel, clear))
                 best_sel = max(best_sel, sel)
         if progress is not None:
@@ -240,7 +245,8 @@ def _mean_event_length(parts: Sequence[Part]) -> float:
 
 def _quiet_points(parts: Sequence[Part], config: SearchConfig) -> int:
     """The rules' cool-down in points: ``config.cooldown`` times the mean labeled event length,
-    at least 1 (0 when the cool-down is off)."""
+    at least 1 (0 when the cool-down is off; :meth:`SearchConfig.objective_limits` adapts it to
+    the objective)."""
     if config.cooldown <= 0:
         return 0
     return max(1, round(config.cooldown * _mean_event_length(parts)))

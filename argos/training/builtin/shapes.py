@@ -52,8 +52,8 @@ class Candidate:
     Attributes:
         structure: the rule shape.
         threshold: fitted on the train part.
-        train_f1: event-PA F1 on train (mean over series with events), at ``threshold``.
-        val_f1: event-PA F1 on validation (None when validation has no event).
+        train_f1: the objective's F1 on train (mean over series with events), at ``threshold``.
+        val_f1: the objective's F1 on validation (None when validation has no event).
         val_fp: false-alarm points on validation.
         selection: the number the search ranks by (in steps of ``SearchConfig.resolution``).
         margin: the gap below the threshold in standard deviations of normal scores; breaks

@@ -1,15 +1,28 @@
 """The exact threshold sweep of the builtin search, with the cool-down counting.
 
-A rule is "a causal score reaches a threshold"; event-PA F1 as a function of the threshold only
-changes at the scores of event points, so :func:`sweep` finds the best threshold of a structure in
-O(n log n): two sorted arrays per part and ``searchsorted`` without a cool-down (:class:`Table`),
-and alarm intervals ``(m[t], s[t]]`` with ``m`` the :func:`prior_max` of the cool-down window
-with one (:class:`QuietTable`). It works on :class:`Part` (one train or validation slice of one
-series, as events), optionally conditional on the flags of rules already chosen (``base``), and
-places the threshold inside the gap below the optimal candidate. :func:`threshold_counts` and
-:func:`flags_counts` score fixed thresholds / predictions the same way (:class:`Counts`).
+A rule is "a causal score reaches a threshold". The sweep scores it with an
+:class:`~argos.metrics.Objective`, through one abstraction: a :class:`Part` (one train or
+validation slice of one series) is a list of *events*, each with a **hit window** (an alarm
+inside it catches the event) and a **weight** (what the event counts in TP, or in FN when
+missed); the normal points flagged are the false alarms. :func:`part_of` builds them:
 
-This module knows nothing of shapes or configurations: only scores, labels and thresholds.
+- ``event-pa``: hit window = the whole labeled event, weight 1 (:func:`argos.metrics.event_pa`);
+- ``delay:K``: hit window = the first ``K + 1`` points of the event, weight = its length in points
+  (a detected event becomes all TP, a missed one all FN: :func:`argos.metrics.delay_adjusted`);
+- ``point``: every labeled point is its own event of weight 1 (:func:`argos.metrics.point_wise`).
+
+The F1 of a part is ``2 TP / (2 TP + FP + FN)`` with weighted TP and FN, averaged over the parts
+that have events (``Objective.score`` averaged over series). It only changes at the maximum score
+of an event's hit window, so :func:`sweep` finds the best threshold of a structure in O(n log n):
+two sorted arrays per part and ``searchsorted`` without a cool-down (:class:`Table`), and alarm
+intervals ``(m[t], s[t]]`` with ``m`` the :func:`prior_max` of the cool-down window with one
+(:class:`QuietTable`). It works optionally conditional on the flags of rules already chosen
+(``base``), and places the threshold inside the gap below the optimal candidate.
+:func:`threshold_counts` and :func:`flags_counts` score fixed thresholds / predictions the same
+way (:class:`Counts`).
+
+This module knows nothing of shapes or configurations: only scores, labels, objectives and
+thresholds.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from argos._types import BoolArray, FloatArray, IntArray
+from argos.metrics import EVENT_PA, Objective
 from argos.rules.templates import apply_cooldown
 
 #: How clearly a threshold candidate separates what it catches: (normal points' scores, the
@@ -31,17 +45,24 @@ MarginFn = Callable[[FloatArray, float, float], float]
 
 @dataclass(frozen=True)
 class Part:
-    """Labels of one contiguous part (train or validation) of one series, as events."""
+    """Labels of one contiguous part (train or validation) of one series, as the events an
+    objective scores (see the module doc): each event's hit window and weight."""
 
     lo: int
     hi: int
-    starts: IntArray  # event starts, relative to lo
-    ends: IntArray  # event ends (exclusive), relative to lo
-    normal: BoolArray  # True for points outside every event (relative to lo)
+    starts: IntArray  # hit window starts (the event starts), relative to lo
+    ends: IntArray  # hit window ends (exclusive), relative to lo
+    normal: BoolArray  # True for points outside every labeled event (relative to lo)
+    weights: IntArray  # what each event counts in TP (hit) or FN (missed)
 
     @property
     def n_events(self) -> int:
         return len(self.starts)
+
+    @property
+    def weight(self) -> int:
+        """The total weight of the events (TP + FN of every threshold)."""
+        return int(self.weights.sum())
 
 
 def _events(labels: BoolArray) -> tuple[IntArray, IntArray]:
@@ -50,10 +71,17 @@ def _events(labels: BoolArray) -> tuple[IntArray, IntArray]:
     return np.flatnonzero(d == 1).astype(np.int64), np.flatnonzero(d == -1).astype(np.int64)
 
 
-def part_of(labels: BoolArray, lo: int, hi: int) -> Part:
+def part_of(labels: BoolArray, lo: int, hi: int, objective: Objective = EVENT_PA) -> Part:
+    """The part ``[lo, hi)`` of a series with these labels, as ``objective`` counts its events."""
     seg = labels[lo:hi]
     st, en = _events(seg)
-    return Part(lo, hi, st, en, ~seg)
+    if objective.kind == "point":
+        points = np.flatnonzero(seg).astype(np.int64)
+        return Part(lo, hi, points, points + 1, ~seg, np.ones(len(points), dtype=np.int64))
+    if objective.kind == "delay":
+        window_ends = np.minimum(en, st + objective.delay + 1)
+        return Part(lo, hi, st, window_ends, ~seg, (en - st).astype(np.int64))
+    return Part(lo, hi, st, en, ~seg, np.ones(len(st), dtype=np.int64))
 
 
 def event_max(s: FloatArray, part: Part) -> FloatArray:
@@ -76,12 +104,14 @@ def event_hit(flags: BoolArray, part: Part) -> BoolArray:
 
 @dataclass(frozen=True)
 class Counts:
+    """Per part: the weighted true positives, the false alarms and the events' total weight."""
+
     tp: IntArray
     fp: IntArray
     events: IntArray
 
     def f1(self) -> float | None:
-        """Mean event-PA F1 over the series that have events (None if none has)."""
+        """Mean F1 over the parts that have events (None if none has)."""
         has = self.events > 0
         if not has.any():
             return None
@@ -96,8 +126,8 @@ def threshold_counts(
     base: Sequence[BoolArray] | None = None,
     quiet: int = 0,
 ) -> Counts:
-    """Event-PA counts of ``score >= threshold`` (with the cool-down ``quiet``, OR-ed with the
-    ``base`` flags) on the given parts."""
+    """Counts of ``score >= threshold`` (with the cool-down ``quiet``, OR-ed with the ``base``
+    flags) on the given parts."""
     tp, fp, ev = [], [], []
     for i, (s, part) in enumerate(zip(scores, parts, strict=True)):
         # a cool-down looks back before the part; without one, only the part is compared
@@ -106,19 +136,19 @@ def threshold_counts(
         if base is not None:
             flags = flags | base[i][part.lo : part.hi]
         hit = event_hit(np.concatenate((np.zeros(part.lo, bool), flags)), part)
-        tp.append(int(hit.sum()))
+        tp.append(int(part.weights[hit].sum()))
         fp.append(int((flags & part.normal).sum()))
-        ev.append(part.n_events)
+        ev.append(part.weight)
     return Counts(np.array(tp), np.array(fp), np.array(ev))
 
 
 def flags_counts(flags: Sequence[BoolArray], parts: Sequence[Part]) -> Counts:
-    """Event-PA counts of fixed predictions (full-length bool arrays) on the given parts."""
+    """Counts of fixed predictions (full-length bool arrays) on the given parts."""
     tp, fp, ev = [], [], []
     for f, part in zip(flags, parts, strict=True):
-        tp.append(int(event_hit(f, part).sum()))
+        tp.append(int(part.weights[event_hit(f, part)].sum()))
         fp.append(int((f[part.lo : part.hi] & part.normal).sum()))
-        ev.append(part.n_events)
+        ev.append(part.weight)
     return Counts(np.array(tp), np.array(fp), np.array(ev))
 
 
@@ -143,7 +173,8 @@ def sweep(
     quiet: int = 0,
     max_duty: float | None = None,
 ) -> tuple[float, float, float]:
-    """The threshold maximising mean event-PA F1 over the parts, and that F1.
+    """The threshold maximising the mean F1 over the parts (as their events count it), and
+    that F1.
 
     ``scores`` are directional (higher = more anomalous, ``-inf`` = never). With ``base`` (flags of
     rules already chosen, OR-ed in) the sweep counts only what the new rule adds. With ``quiet``
@@ -200,10 +231,11 @@ def _duty(normal: FloatArray, cands: FloatArray) -> FloatArray:
 
 
 class Table:
-    """Event-PA counts of ``score >= c`` for many thresholds ``c`` at once (no cool-down).
+    """Counts of ``score >= c`` for many thresholds ``c`` at once (no cool-down).
 
-    Only an event's maximum decides whether it is hit, and each normal point is a false alarm
-    exactly when its own score reaches ``c``: two sorted arrays per part and ``searchsorted``.
+    Only the maximum of an event's hit window decides whether it is hit, and each normal point is
+    a false alarm exactly when its own score reaches ``c``: two sorted arrays per part (the
+    events' with the suffix sums of their weights) and ``searchsorted``.
     """
 
     def __init__(
@@ -214,22 +246,28 @@ class Table:
     ) -> None:
         self._start(parts)
         self.ev_sorted: list[FloatArray] = []
+        self.ev_weight_above: list[FloatArray] = []  # [j] = weight of ev_sorted[j:]
         self.ne_sorted: list[FloatArray] = []
         for i, (s, part) in enumerate(zip(scores, parts, strict=True)):
             emax = event_max(s, part)
+            weights = part.weights
             normal_scores = s[part.lo : part.hi][part.normal]
             if base is not None:
                 hit, bn = self._base(base[i], part, i)
-                emax = emax[~hit]
+                emax, weights = emax[~hit], weights[~hit]
                 normal_scores = normal_scores[~bn]
-            self.ev_sorted.append(np.sort(emax))
+            order = np.argsort(emax, kind="stable")
+            above = np.cumsum(weights[order][::-1])[::-1]
+            self.ev_sorted.append(emax[order])
+            self.ev_weight_above.append(np.concatenate((above, [0])).astype(float))
             self.ne_sorted.append(np.sort(normal_scores))
         # the scores whose side of the threshold matters (for placing it inside the gap)
         self.levels: list[FloatArray] = [*self.ne_sorted, *self.ev_sorted]
 
     def _start(self, parts: Sequence[Part]) -> None:
-        """Events per part, and the true positives / false alarms of the rules chosen before."""
-        self.events = np.array([p.n_events for p in parts], dtype=float)
+        """The events' weight per part, and the true positives / false alarms of the rules chosen
+        before."""
+        self.events = np.array([p.weight for p in parts], dtype=float)
         self.has = self.events > 0
         self.tp0 = np.zeros(len(parts))
         self.fp0 = np.zeros(len(parts))
@@ -237,7 +275,7 @@ class Table:
     def _base(self, b: BoolArray, part: Part, i: int) -> tuple[BoolArray, BoolArray]:
         hit = event_hit(b, part)
         bn = b[part.lo : part.hi][part.normal]
-        self.tp0[i] = hit.sum()
+        self.tp0[i] = part.weights[hit].sum()
         self.fp0[i] = bn.sum()
         return hit, bn
 
@@ -253,12 +291,12 @@ class Table:
 
     def counts(self, i: int, cands: FloatArray) -> tuple[FloatArray, FloatArray]:
         ev, ne = self.ev_sorted[i], self.ne_sorted[i]
-        tp = self.tp0[i] + len(ev) - np.searchsorted(ev, cands, side="left")
+        tp = self.tp0[i] + self.ev_weight_above[i][np.searchsorted(ev, cands, side="left")]
         fp = self.fp0[i] + len(ne) - np.searchsorted(ne, cands, side="left")
         return tp, fp
 
     def f1(self, cands: FloatArray) -> FloatArray:
-        """Mean event-PA F1 over the parts with events, at every candidate threshold."""
+        """Mean F1 over the parts with events, at every candidate threshold."""
         total = np.zeros(len(cands))
         for i in np.flatnonzero(self.has).tolist():
             tp, fp = self.counts(i, cands)
@@ -276,8 +314,9 @@ class QuietTable(Table):
     With ``m[t]`` the largest score of the ``quiet`` points before ``t``, point ``t`` alarms at
     threshold ``c`` exactly when ``m[t] < c <= s[t]``. So a normal point is a false alarm for
     ``c`` in ``(m[t], s[t]]``: counted as ``#(s >= c) - #(min(s, m) >= c)`` from two sorted arrays;
-    and an event is hit for ``c`` in the union of its points' intervals, marked per event on the
-    sorted candidates. Exact, and O(n log n) per structure like the plain sweep.
+    and an event is hit for ``c`` in the union of the intervals of its hit window's points, marked
+    per event on the sorted candidates (weighted). Exact, and O(n log n) per structure like the
+    plain sweep.
     """
 
     def __init__(
@@ -294,6 +333,7 @@ class QuietTable(Table):
         self.iv_lo: list[FloatArray] = []
         self.iv_hi: list[FloatArray] = []
         self.iv_event: list[IntArray] = []
+        self.ev_weights: list[IntArray] = []
         self.levels = []
         for i, (s, part) in enumerate(zip(scores, parts, strict=True)):
             m = prior_max(s, quiet)[part.lo : part.hi]
@@ -305,9 +345,9 @@ class QuietTable(Table):
                 normal &= ~base[i][part.lo : part.hi]
             self.ne_sorted.append(np.sort(seg[normal]))
             self.ne_held.append(np.sort(np.minimum(seg[normal], m[normal])))
-            # the points of the events still to hit, and the event each belongs to
+            # the points of the hit windows of the events still to hit, and their event
             owner = np.cumsum(np.isin(np.arange(len(seg)), part.starts)) - 1
-            pending = ~part.normal
+            pending = in_windows(part)
             if part.n_events:
                 pending &= ~hit[np.maximum(owner, 0)]
             idx = np.flatnonzero(pending)
@@ -315,6 +355,7 @@ class QuietTable(Table):
             self.iv_lo.append(m[idx][live])
             self.iv_hi.append(seg[idx][live])
             self.iv_event.append(owner[idx][live])
+            self.ev_weights.append(part.weights)
             # as in the plain sweep, the gap is bounded by normal scores and event maxima (the
             # other event points only add alarms inside events), plus the points whose alarms
             # could silence the part's first ones
@@ -333,14 +374,26 @@ class QuietTable(Table):
             + (len(ne) - np.searchsorted(ne, cands, side="left"))
             - (len(held) - np.searchsorted(held, cands, side="left"))
         )
-        tp = self.tp0[i] + _covered_events(self.iv_lo[i], self.iv_hi[i], self.iv_event[i], cands)
+        tp = self.tp0[i] + _covered_events(
+            self.iv_lo[i], self.iv_hi[i], self.iv_event[i], cands, self.ev_weights[i]
+        )
         return tp, fp
 
 
+def in_windows(part: Part) -> BoolArray:
+    """The points of the part (relative to ``lo``) inside some event's hit window."""
+    mark = np.zeros(part.hi - part.lo + 1, dtype=np.int64)
+    np.add.at(mark, part.starts, 1)
+    np.add.at(mark, part.ends, -1)
+    inside: BoolArray = np.cumsum(mark[:-1]) > 0
+    return inside
+
+
 def _covered_events(
-    lo: FloatArray, hi: FloatArray, event: IntArray, cands: FloatArray
+    lo: FloatArray, hi: FloatArray, event: IntArray, cands: FloatArray, weights: IntArray
 ) -> FloatArray:
-    """For each (sorted) candidate c, how many events have a point with ``lo < c <= hi``."""
+    """For each (sorted) candidate c, the weight of the events that have a point with
+    ``lo < c <= hi``."""
     if len(lo) == 0:
         return np.zeros(len(cands))
     first = np.searchsorted(cands, lo, side="right")  # first candidate above lo
@@ -351,7 +404,7 @@ def _covered_events(
     np.add.at(diff, (ev, first[keep]), 1)
     np.add.at(diff, (ev, stop[keep]), -1)
     covered = np.cumsum(diff[:, :-1], axis=1) > 0
-    hits: FloatArray = covered.sum(axis=0).astype(float)
+    hits: FloatArray = (covered * weights[ids][:, None]).sum(axis=0).astype(float)
     return hits
 
 
