@@ -37,9 +37,8 @@ from argos.evaluation.harness import (
     EvaluationError,
     evaluate,
     load_config,
-    run_info,
-    write_results,
 )
+from argos.evaluation.results import run_info, write_results
 from argos.methods import (
     UnknownMethodError,
     get_method,

@@ -122,7 +122,6 @@ class GeneratorInfo(BaseModel):
     score: float | None = None
     """The exported set's selection score (at least ``incumbent_score``, by construction)."""
 
-
     @field_validator("objective")
     @classmethod
     def _known_objective(cls, v: str) -> str:

@@ -12,7 +12,8 @@ import pytest
 
 from argos._types import BoolArray
 from argos.data.series import Dataset, Series, SplitSpec
-from argos.evaluation.harness import EvaluationError, evaluate, markdown_table, write_results
+from argos.evaluation.harness import EvaluationError, evaluate
+from argos.evaluation.results import markdown_table, write_results
 from argos.methods import register_method, unregister_method
 from argos.metrics import aggregate_mean, aggregate_pooled, event_pa
 

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from argos.cli import app
 from argos.data.demo import make_demo_dataset
 from argos.data.protocol import split_series
-from argos.evaluation.harness import evaluate, write_results
+from argos.evaluation.harness import evaluate
+from argos.evaluation.results import write_results
 from argos.report.build import build_report, report_kind, write_report
 from argos.report.evaluation import build_eval_report
 from argos.report.html import highlight_python, render_html
