@@ -416,6 +416,9 @@ def test_the_loop_starts_from_the_builtin_rule_set_and_keeps_it_when_nothing_bea
                 "The current rule set (1 rule(s)" in m
                 and "Rule 1 (builtin template)" in m
                 and "How the rule is scored: event F1 with point adjustment" in m
+                # the validation part is described, never shown: the stuck stretch it misses
+                and "the set catches 0 of 1 event(s) (missed: 1 event(s) of 60 points)" in m
+                and "in place of each one of them, and alone" in m
             ),
         )
     ]
@@ -454,3 +457,22 @@ def test_fitting_never_searches_a_window_past_lookback() -> None:
     assert ranges == {"long": (15.0, 63.0)}  # short (3..12) already fits; k is not a window
     trials = candidate_params({"k": 4.0, "short": 3, "long": 60}, ranges, budget=40)
     assert max(int(t["long"]) for t in trials) <= 63
+
+
+def test_later_iterations_are_shown_other_chunks_where_the_set_misses(unit: Any) -> None:
+    from argos.sandbox.pool import Sandbox
+    from argos.training.agents.lab import SandboxRuleLab
+    from argos.training.agents.nodes import new_draft
+
+    train, validation = unit
+    with Sandbox() as sandbox:
+        lab = SandboxRuleLab(train, validation, sandbox, chunk_size=300)
+        kept = [new_draft(QUIET, "generator")]  # misses every event
+        with_events = {i for i, c in enumerate(lab.chunks) if c.n_events > 0}
+        assert len(with_events) >= 2
+        picks = [lab.plan_chunk(it, 0, kept, seed=0) for it in range(len(with_events))]
+    assert {focus for _, _, focus in picks} == {"missed"}
+    # One turn each round the chunks with misses, the chunk with the most misses first.
+    assert {chunk for chunk, _, _ in picks} == with_events
+    most = max(lab.chunks[i].n_events for i in with_events)
+    assert lab.chunks[picks[0][0]].n_events == most
