@@ -163,7 +163,8 @@ def test_render_chunk_timestamps_offsets_and_short_gaps() -> None:
     labels[[20, 30]] = True
     ts = 1_500_000_000 + 60 * np.arange(60)
     text = render_chunk(values, labels, timestamps=ts, context=1, min_summary=15, start_index=1000)
-    assert "interval 60s, starts 2017-07-14 02:40 UTC (Fri)" in text.splitlines()[0]
+    header = text.splitlines()[0]
+    assert "interval 60s (1440 points a day), starts 2017-07-14 02:40 UTC (Fri)" in header
     # the 8-point gap between the two windows is shorter than min_summary: one verbatim run
     assert "@1019: 19 !20 21 22 23 24 25 26 27 28 29 !30 31" in text
     assert "[1000-1018] normal n=19" in text

@@ -9,8 +9,9 @@ data into chunks for the agents' prompts and picks which chunk to show next:
   mean and standard deviation are closest;
 - afterwards, alternating: a chunk where the kept rule set misses anomalies (contrast: a similar
   normal chunk) and a chunk where it raises false alarms (contrast: a similar anomalous chunk), as
-  in the published design. The first iteration takes the chunk with the most misses (false
-  alarms), each later one the next in that ranking, so the prompts move through the data.
+  in the published design. The first candidate of each kind takes the chunk with the most
+  misses (false alarms), each later one the next in that ranking, so the prompts move through
+  the data.
 
 Scores use the run's :class:`~argos.metrics.Objective` (event-PA F1 by default). A candidate is
 scored alone (:meth:`SandboxRuleLab.evaluate`) and as a member of a rule set, whose alarms are the
@@ -200,7 +201,7 @@ class SandboxRuleLab:
         return min(pool, key=lambda i: (distance(i), i))
 
     def plan_chunk(
-        self, iteration: int, slot: int, accepted: Sequence[DraftRule], seed: int
+        self, iteration: int, slot: int, accepted: Sequence[DraftRule], seed: int, slots: int = 1
     ) -> tuple[int, int | None, str]:
         rng = np.random.default_rng([seed, iteration, slot])
         if not accepted:
@@ -216,13 +217,22 @@ class SandboxRuleLab:
             t, p = truth[c.start : c.stop], preds[c.series][c.start : c.stop]
             s = event_pa(t, p)
             missed[i], false_alarms[i] = s.fn, s.fp
-        want_missed = slot % 2 == 0 or false_alarms.max() == 0
-        turn = iteration + slot // 2
+        # Even slots look at misses and odd ones at false alarms (all at misses when the set
+        # raises none); each candidate of the run takes the next turn of its kind.
+        both = false_alarms.max() > 0 and missed.max() > 0
+        want_missed = not both or slot % 2 == 0
+        if not both:
+            turn = iteration * slots + slot
+        elif want_missed:
+            turn = iteration * ((slots + 1) // 2) + slot // 2
+        else:
+            turn = iteration * (slots // 2) + slot // 2
+        ties = np.random.default_rng(seed)  # one tie order for the run: turns move through it
         if want_missed and missed.max() > 0:
-            pick = _in_turn(missed, turn, rng)
+            pick = _in_turn(missed, turn, ties)
             return pick, self._similar(pick, anomalous=False), "missed"
         if false_alarms.max() > 0:
-            pick = _in_turn(false_alarms, turn, rng)
+            pick = _in_turn(false_alarms, turn, ties)
             return pick, self._similar(pick, anomalous=True), "false_alarms"
         pick = int(rng.integers(len(self.chunks)))
         return pick, self._similar(pick, anomalous=self.chunks[pick].n_events == 0), "refine"
@@ -417,7 +427,7 @@ class SandboxRuleLab:
             false_points += int((pred & ~truth).sum())
         if n_events == 0:
             return (
-                "The validation part (not shown) holds no labeled event; the set raises "
+                "The validation part (not shown here) holds no labeled event; the set raises "
                 f"{false_points} false-alarm point(s) there."
             )
         missed_text = (
@@ -426,7 +436,7 @@ class SandboxRuleLab:
             else ""
         )
         return (
-            f"On the validation part (not shown) the set catches {caught} of {n_events} "
+            f"On the validation part (not shown here) the set catches {caught} of {n_events} "
             f"event(s){missed_text} and raises {false_points} false-alarm point(s)."
         )
 
@@ -461,9 +471,10 @@ class SandboxRuleLab:
 
 
 def _in_turn(counts: FloatArray, turn: int, rng: np.random.Generator) -> int:
-    """The chunk for ``turn``: the chunks with a positive count ranked by it (ties in a seeded
-    random order), turn 0 taking the first, turn 1 the second, and so on round the ranking, so
-    that later iterations see other chunks while the kept set errs in several."""
+    """The chunk for ``turn``: the chunks with a positive count ranked by it (ties in the order
+    ``rng`` draws, the same for every turn of a run), turn 0 taking the first, turn 1 the second,
+    and so on round the ranking, so that later iterations see other chunks while the kept set
+    errs in several."""
     order = rng.permutation(len(counts))
     ranked = [int(i) for i in order[np.argsort(-counts[order], kind="stable")] if counts[i] > 0]
     return ranked[turn % len(ranked)]

@@ -316,7 +316,8 @@ def _describe_time(ts: npt.NDArray[np.int64]) -> str:
     # Unix seconds if plausible (after 1990), else an index.
     if first > 631_152_000:
         when = datetime.fromtimestamp(first, tz=UTC)
-        return f"; interval {step}s, starts {when:%Y-%m-%d %H:%M} UTC ({when:%a})"
+        per_day = f" ({86_400 // step} points a day)" if 0 < step <= 3_600 else ""
+        return f"; interval {step}s{per_day}, starts {when:%Y-%m-%d %H:%M} UTC ({when:%a})"
     return f"; timestamps are an index, step {step}"
 
 
