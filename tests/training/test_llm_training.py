@@ -481,3 +481,27 @@ def test_later_iterations_are_shown_other_chunks_where_the_set_misses(unit: Any)
     assert set(chunks[:k]) == with_events and chunks[k:] == chunks[:k]
     counts = [lab.chunks[i].n_events for i in chunks[:k]]
     assert counts == sorted(counts, reverse=True) and len(set(counts)) < k  # ties were ranked
+
+
+def test_candidates_are_fitted_for_the_runs_objective(
+    unit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from argos.metrics import Objective
+    from argos.sandbox.pool import Sandbox
+    from argos.training.agents import lab as lab_module
+    from argos.training.agents.lab import SandboxRuleLab
+
+    seen: list[Objective] = []
+    real = lab_module.fit_params
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["objective"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lab_module, "fit_params", spy)
+    train, validation = unit
+    delay = Objective.parse("delay:7")
+    with Sandbox() as sandbox:
+        lab = SandboxRuleLab(train, validation, sandbox, fit_budget=2, objective=delay)
+        lab.fit(GOOD, seed=0)
+    assert seen == [delay]

@@ -271,6 +271,7 @@ class SandboxRuleLab:
             labels,
             budget=self.fit_budget,
             seed=seed,
+            objective=self.objective,
         )
         ranked = sorted(
             (t for t in result.trace if t.score is not None),
