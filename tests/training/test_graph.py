@@ -49,7 +49,7 @@ class FakeLab:
         return 4
 
     def plan_chunk(
-        self, iteration: int, slot: int, accepted: Sequence[DraftRule], seed: int
+        self, iteration: int, slot: int, accepted: Sequence[DraftRule], seed: int, slots: int = 1
     ) -> tuple[int, int | None, str]:
         return (iteration + slot) % 4, None, "missed" if accepted else "initial"
 

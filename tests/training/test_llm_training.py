@@ -328,6 +328,7 @@ def test_later_prompts_say_what_became_of_earlier_candidates(tmp_path: Path, uni
     assert len(out.rules) == 1
     first, second = (call.prompt for call in model.calls)
     assert first != second and "earlier candidates" not in first
+    assert "- iteration 1, candidate 1 (" in second
 
 
 def test_a_rule_that_needs_more_history_than_its_lookback_is_refused_and_repaired(
@@ -416,6 +417,9 @@ def test_the_loop_starts_from_the_builtin_rule_set_and_keeps_it_when_nothing_bea
                 "The current rule set (1 rule(s)" in m
                 and "Rule 1 (builtin template)" in m
                 and "How the rule is scored: event F1 with point adjustment" in m
+                # the validation part is described, never shown: the stuck stretch it misses
+                and "the set catches 0 of 1 event(s) (missed: 1 event(s) of 60 points)" in m
+                and "in place of each one of them, and alone" in m
             ),
         )
     ]
@@ -454,3 +458,50 @@ def test_fitting_never_searches_a_window_past_lookback() -> None:
     assert ranges == {"long": (15.0, 63.0)}  # short (3..12) already fits; k is not a window
     trials = candidate_params({"k": 4.0, "short": 3, "long": 60}, ranges, budget=40)
     assert max(int(t["long"]) for t in trials) <= 63
+
+
+def test_later_iterations_are_shown_other_chunks_where_the_set_misses(unit: Any) -> None:
+    from argos.sandbox.pool import Sandbox
+    from argos.training.agents.lab import SandboxRuleLab
+    from argos.training.agents.nodes import new_draft
+
+    train, validation = unit
+    with Sandbox() as sandbox:
+        lab = SandboxRuleLab(train, validation, sandbox, chunk_size=300)
+        kept = [new_draft(QUIET, "generator")]  # misses every event
+        with_events = {i for i, c in enumerate(lab.chunks) if c.n_events > 0}
+        assert len(with_events) >= 2
+        k = len(with_events)
+        # two candidates per iteration: the set raises no false alarm, so both look at misses
+        picks = [lab.plan_chunk(it, slot, kept, 0, 2) for it in range(k) for slot in (0, 1)]
+    assert {focus for _, _, focus in picks} == {"missed"}
+    chunks = [chunk for chunk, _, _ in picks]
+    # One turn each round the chunks with misses, the chunk with the most misses first, and the
+    # next round in the same order (ties are not re-drawn per iteration).
+    assert set(chunks[:k]) == with_events and chunks[k:] == chunks[:k]
+    counts = [lab.chunks[i].n_events for i in chunks[:k]]
+    assert counts == sorted(counts, reverse=True) and len(set(counts)) < k  # ties were ranked
+
+
+def test_candidates_are_fitted_for_the_runs_objective(
+    unit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from argos.metrics import Objective
+    from argos.sandbox.pool import Sandbox
+    from argos.training.agents import lab as lab_module
+    from argos.training.agents.lab import SandboxRuleLab
+
+    seen: list[Objective] = []
+    real = lab_module.fit_params
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["objective"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lab_module, "fit_params", spy)
+    train, validation = unit
+    delay = Objective.parse("delay:7")
+    with Sandbox() as sandbox:
+        lab = SandboxRuleLab(train, validation, sandbox, fit_budget=2, objective=delay)
+        lab.fit(GOOD, seed=0)
+    assert seen == [delay]

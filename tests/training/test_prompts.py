@@ -68,7 +68,14 @@ def test_template_fields_are_the_documented_ones() -> None:
         "feedback_section",
     }
     assert load_prompt("repairer").fields == {"code", "status", "error", "traceback"}
-    assert load_prompt("reviewer").fields == {"metrics", "diff", "new_code", "regressions"}
+    assert load_prompt("reviewer").fields == {
+        "scoring",
+        "metrics",
+        "fitted",
+        "diff",
+        "new_code",
+        "regressions",
+    }
     assert set(prompt_hashes()) == set(AGENT_PROMPTS)
 
 
@@ -156,7 +163,8 @@ def test_render_chunk_timestamps_offsets_and_short_gaps() -> None:
     labels[[20, 30]] = True
     ts = 1_500_000_000 + 60 * np.arange(60)
     text = render_chunk(values, labels, timestamps=ts, context=1, min_summary=15, start_index=1000)
-    assert "interval 60s, starts 2017-07-14 02:40 UTC (Fri)" in text.splitlines()[0]
+    header = text.splitlines()[0]
+    assert "interval 60s (1440 points a day), starts 2017-07-14 02:40 UTC (Fri)" in header
     # the 8-point gap between the two windows is shorter than min_summary: one verbatim run
     assert "@1019: 19 !20 21 22 23 24 25 26 27 28 29 !30 31" in text
     assert "[1000-1018] normal n=19" in text
@@ -348,11 +356,28 @@ def test_reviewer_messages_and_revert_detection() -> None:
     assert "-PARAMS = {'k': 3}" in user and "+PARAMS = {'k': 5}" in user
     assert "val_f1        0.800     0.700   -0.100" in user
     assert "n/a" in user and "WINDOWS" in user
+    assert "event-level F1 with point adjustment" in user and "Fitted PARAMS" not in user
     assert "REVERT" in messages[0].content
     assert is_revert("The change only adds false alarms.\nREVERT")
     assert is_revert("**REVERT**")
     assert not is_revert("I will not revert.\n```python\nx = 1\n```")
     assert not is_revert("Do not REVERT this")
+
+
+def test_the_reviewer_sees_the_fitted_params_and_the_objective() -> None:
+    code = "PARAMS = {'k': 3.0}\nLOOKBACK = 5\n"
+    messages = reviewer_messages(
+        code,
+        code,
+        old_metrics={"F1": 0.8},
+        new_metrics={"F1": 0.7},
+        old_params={"k": 2.123456789},
+        new_params={"k": 7.5},
+        objective=Objective.parse("delay:7"),
+    )
+    user = messages[-1].content
+    assert "previous {'k': 2.1235}; new {'k': 7.5}" in user
+    assert "7-delay F1" in user and "point adjustment" not in user
 
 
 def test_code_diff_and_metrics_table() -> None:

@@ -57,9 +57,10 @@ class RuleLab(Protocol):
         ...
 
     def plan_chunk(
-        self, iteration: int, slot: int, accepted: Sequence[DraftRule], seed: int
+        self, iteration: int, slot: int, accepted: Sequence[DraftRule], seed: int, slots: int = 1
     ) -> tuple[int, int | None, str]:
-        """Pick (chunk, contrastive chunk or None, focus) for the next candidate; deterministic."""
+        """Pick (chunk, contrastive chunk or None, focus) for candidate ``slot`` of ``slots`` of
+        an iteration; deterministic."""
         ...
 
     def check(self, code: str, chunk: int) -> CheckOutcome:

@@ -7,9 +7,11 @@ data into chunks for the agents' prompts and picks which chunk to show next:
 
 - before any rule is accepted: chunks that contain anomalies, with a contrastive normal chunk whose
   mean and standard deviation are closest;
-- afterwards, alternating: the chunk where the kept rule set misses the most anomalies (contrast: a
-  similar normal chunk) and the chunk where it raises the most false alarms (contrast: a similar
-  anomalous chunk), as in the published design.
+- afterwards, alternating: a chunk where the kept rule set misses anomalies (contrast: a similar
+  normal chunk) and a chunk where it raises false alarms (contrast: a similar anomalous chunk), as
+  in the published design. The first candidate of each kind takes the chunk with the most
+  misses (false alarms), each later one the next in that ranking, so the prompts move through
+  the data.
 
 Scores use the run's :class:`~argos.metrics.Objective` (event-PA F1 by default). A candidate is
 scored alone (:meth:`SandboxRuleLab.evaluate`) and as a member of a rule set, whose alarms are the
@@ -199,7 +201,7 @@ class SandboxRuleLab:
         return min(pool, key=lambda i: (distance(i), i))
 
     def plan_chunk(
-        self, iteration: int, slot: int, accepted: Sequence[DraftRule], seed: int
+        self, iteration: int, slot: int, accepted: Sequence[DraftRule], seed: int, slots: int = 1
     ) -> tuple[int, int | None, str]:
         rng = np.random.default_rng([seed, iteration, slot])
         if not accepted:
@@ -215,14 +217,22 @@ class SandboxRuleLab:
             t, p = truth[c.start : c.stop], preds[c.series][c.start : c.stop]
             s = event_pa(t, p)
             missed[i], false_alarms[i] = s.fn, s.fp
-        want_missed = slot % 2 == 0 or false_alarms.max() == 0
+        # Even slots look at misses and odd ones at false alarms (all at misses when the set
+        # raises none); each candidate of the run takes the next turn of its kind.
+        both = false_alarms.max() > 0 and missed.max() > 0
+        want_missed = not both or slot % 2 == 0
+        if not both:
+            turn = iteration * slots + slot
+        elif want_missed:
+            turn = iteration * ((slots + 1) // 2) + slot // 2
+        else:
+            turn = iteration * (slots // 2) + slot // 2
+        ties = np.random.default_rng(seed)  # one tie order for the run: turns move through it
         if want_missed and missed.max() > 0:
-            best = np.flatnonzero(missed == missed.max())
-            pick = int(rng.choice(best))
+            pick = _in_turn(missed, turn, ties)
             return pick, self._similar(pick, anomalous=False), "missed"
         if false_alarms.max() > 0:
-            best = np.flatnonzero(false_alarms == false_alarms.max())
-            pick = int(rng.choice(best))
+            pick = _in_turn(false_alarms, turn, ties)
             return pick, self._similar(pick, anomalous=True), "false_alarms"
         pick = int(rng.integers(len(self.chunks)))
         return pick, self._similar(pick, anomalous=self.chunks[pick].n_events == 0), "refine"
@@ -261,6 +271,7 @@ class SandboxRuleLab:
             labels,
             budget=self.fit_budget,
             seed=seed,
+            objective=self.objective,
         )
         ranked = sorted(
             (t for t in result.trace if t.score is not None),
@@ -396,6 +407,40 @@ class SandboxRuleLab:
         fires), on the same data and with the same selection rule as :meth:`evaluate`."""
         return self._scored(self._history_alarms(members))
 
+    def validation_account(self, members: Sequence[DraftRule]) -> str:
+        """The rule set's outcome on the validation part, in words and counts only (the part's
+        values are never shown to the agents): how many events it catches, how long the missed
+        ones are, and how many false-alarm points it raises."""
+        n_events = caught = false_points = 0
+        missed: list[int] = []
+        delay = self.objective.delay if self.objective.kind == "delay" else None
+        for i, alarms in enumerate(self._history_alarms(members)):
+            truth = self.truth_val[i]
+            pred = alarms[self._n_train[i] :]
+            starts, ends = events(truth)
+            for a, b in zip(starts, ends, strict=True):
+                window = pred[a : b if delay is None else min(b, a + delay + 1)]
+                n_events += 1
+                if window.any():
+                    caught += 1
+                else:
+                    missed.append(int(b - a))
+            false_points += int((pred & ~truth).sum())
+        if n_events == 0:
+            return (
+                "The validation part (not shown here) holds no labeled event; the set raises "
+                f"{false_points} false-alarm point(s) there."
+            )
+        missed_text = (
+            f" (missed: {len(missed)} event(s) of {', '.join(map(str, sorted(missed)))} points)"
+            if missed
+            else ""
+        )
+        return (
+            f"On the validation part (not shown here) the set catches {caught} of {n_events} "
+            f"event(s){missed_text} and raises {false_points} false-alarm point(s)."
+        )
+
     def train_alarms(self, members: Sequence[DraftRule]) -> list[BoolArray]:
         """Where the rule set of ``members`` fires on each series' train part."""
         return [a[: self._n_train[i]] for i, a in enumerate(self._history_alarms(members))]
@@ -424,6 +469,16 @@ class SandboxRuleLab:
             if text:
                 parts.append(f"Series {va.id}:\n{text}" if len(self.validation) > 1 else text)
         return "\n\n".join(parts[:3])
+
+
+def _in_turn(counts: FloatArray, turn: int, rng: np.random.Generator) -> int:
+    """The chunk for ``turn``: the chunks with a positive count ranked by it (ties in the order
+    ``rng`` draws, the same for every turn of a run), turn 0 taking the first, turn 1 the second,
+    and so on round the ranking, so that later iterations see other chunks while the kept set
+    errs in several."""
+    order = rng.permutation(len(counts))
+    ranked = [int(i) for i in order[np.argsort(-counts[order], kind="stable")] if counts[i] > 0]
+    return ranked[turn % len(ranked)]
 
 
 def _member_key(code: str, params: Mapping[str, Any]) -> str:

@@ -218,7 +218,11 @@ def plan(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
             "log": _emit(ctx, _event("stop", state, why="time budget")),
         }
     chunk, contrast, focus = ctx.lab.plan_chunk(
-        state["iteration"], state["slot"], state["accepted"], ctx.config.seed
+        state["iteration"],
+        state["slot"],
+        state["accepted"],
+        ctx.config.seed,
+        ctx.config.candidates_per_iteration,
     )
     return {"chunk": chunk, "contrast": contrast, "focus": focus}
 
@@ -452,7 +456,15 @@ def _outcomes(
         else:
             best = f" (the kept set has {bar:.3f})" if bar >= 0 else ""
             text = f"valid, not kept: {on} F1 {score:.3f} alone{best}{scores}"
-        event = _event("outcome", state, id=c["id"], status=c["status"], outcome=text, score=score)
+        event = _event(
+            "outcome",
+            state,
+            id=c["id"],
+            slot=c["slot"],  # the candidate's own, which the next prompt names it by
+            status=c["status"],
+            outcome=text,
+            score=score,
+        )
         out += _emit(ctx, event)
     return out
 
@@ -474,7 +486,8 @@ def feedback_lines(log: Sequence[Mapping[str, Any]], before: int, limit: int = 1
     """What became of the candidates of iterations before ``before`` (their ``outcome`` events),
     one line each, the latest ``limit`` (``plan`` feeds these to the next generator prompt)."""
     lines = [
-        f"- iteration {int(e.get('iteration', 0)) + 1}, candidate {e.get('id')}: {e.get('outcome')}"
+        f"- iteration {int(e.get('iteration', 0)) + 1}, candidate {int(e.get('slot', 0)) + 1}"
+        f" ({e.get('id')}): {e.get('outcome')}"
         for e in log
         if e.get("event") == "outcome" and int(e.get("iteration", 0)) < before
     ]

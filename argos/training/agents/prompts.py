@@ -316,7 +316,8 @@ def _describe_time(ts: npt.NDArray[np.int64]) -> str:
     # Unix seconds if plausible (after 1990), else an index.
     if first > 631_152_000:
         when = datetime.fromtimestamp(first, tz=UTC)
-        return f"; interval {step}s, starts {when:%Y-%m-%d %H:%M} UTC ({when:%a})"
+        per_day = f" ({86_400 // step} points a day)" if 0 < step <= 3_600 else ""
+        return f"; interval {step}s{per_day}, starts {when:%Y-%m-%d %H:%M} UTC ({when:%a})"
     return f"; timestamps are an index, step {step}"
 
 
@@ -583,17 +584,25 @@ def objective_text(objective: Objective) -> str:
     )
 
 
+def _rounded(params: Mapping[str, object]) -> dict[str, object]:
+    """``params`` with floats rounded to 4 decimals, for prompts."""
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in params.items()}
+
+
 def describe_rule_set(
     members: Sequence[tuple[str, str, Mapping[str, float | int | bool | str]]],
     *,
     score: float | None,
     scored_on: str,
     train_f1: float | None = None,
+    validation: str = "",
 ) -> str:
     """The kept rule set for the generator's prompt: ``members`` are (origin, code, fitted
     params). A builtin rule is shown as its docstring and fitted ``PARAMS`` (its module is a
     long template of rolling-statistics helpers; the docstring states exactly what it flags,
-    numbers included); an agent-written rule as its code with the fitted params in place."""
+    numbers included); an agent-written rule as its code with the fitted params in place.
+    ``validation``: the set's outcome on the validation part in words
+    (:meth:`~argos.training.agents.lab.SandboxRuleLab.validation_account`)."""
     score_text = "" if score is None else f" It scores F1 {score:.3f} on {scored_on}"
     if score is not None and train_f1 is not None and scored_on == "validation":
         score_text += (
@@ -603,14 +612,19 @@ def describe_rule_set(
     score_text += "." if score_text else ""
     lines = [
         f"The current rule set ({len(members)} rule(s), combined with OR: an alarm of any rule "
-        f"is an alarm of the set).{score_text} Your rule is kept only if a set with it (added "
-        "to these rules, or replacing one of them) scores higher on the same data."
+        f"is an alarm of the set).{score_text}"
+        + (f" {validation.strip()}" if validation.strip() else "")
+        + " Your rule is kept only if a set with it scores higher on the same data: the gate "
+        "tries it added to these rules, in place of each one of them, and alone, and keeps the "
+        "best of those sets. So a rule that catches what the set misses can be kept without "
+        "repeating what the set already catches."
     ]
     for i, (origin, code, params) in enumerate(members, start=1):
         if origin == "builtin":
             doc = ast.get_docstring(ast.parse(code)) or ""
-            fitted = {k: round(v, 4) if isinstance(v, float) else v for k, v in params.items()}
-            lines.append(f"Rule {i} (builtin template):\n{doc.strip()}\nFitted PARAMS: {fitted}")
+            lines.append(
+                f"Rule {i} (builtin template):\n{doc.strip()}\nFitted PARAMS: {_rounded(params)}"
+            )
         else:
             shown = code
             with contextlib.suppress(RuleContractError):
@@ -679,20 +693,42 @@ def repairer_messages(
     )
 
 
+_SCORING = {
+    "event-pa": "event-level F1 with point adjustment",
+    "delay": "{k}-delay F1",
+    "point": "point-wise F1",
+}
+"""How the reviewer's metrics are named, per objective kind."""
+
+
 def reviewer_messages(
     old_code: str,
     new_code: str,
     *,
     old_metrics: Mapping[str, float | None],
     new_metrics: Mapping[str, float | None],
+    old_params: Mapping[str, object] | None = None,
+    new_params: Mapping[str, object] | None = None,
     regressions: str = "",
+    objective: Objective = EVENT_PA,
     directory: str | Path | None = None,
 ) -> list[Message]:
-    """The reviewer's messages: the metric comparison (:func:`format_metrics`), the diff
-    (:func:`code_diff`), the windows the new rule gets wrong (:func:`render_regressions` or any
-    text) and the new code. The reviewer answers REVERT or one code block."""
+    """The reviewer's messages: the metric comparison (:func:`format_metrics`, named after the
+    ``objective``), the params each version was scored with (fitting replaces the written
+    defaults), the diff (:func:`code_diff`), the windows the new rule gets wrong
+    (:func:`render_regressions` or any text) and the new code. The reviewer answers REVERT or
+    one code block."""
+    fitted = ""
+    if old_params or new_params:
+        old_text, new_text = _rounded(old_params or {}), _rounded(new_params or {})
+        fitted = (
+            "\nFitted PARAMS each version was scored with (fitting replaces the defaults written "
+            f"in the code): previous {old_text}; new {new_text}\n"
+        )
     return load_prompt("reviewer", directory).messages(
+        scoring=_SCORING[objective.kind].format(k=objective.delay),
         metrics=format_metrics(old_metrics, new_metrics),
+        fitted=fitted,
         diff=code_diff(old_code, new_code),
         new_code=new_code.strip(),
         regressions=f"\n{regressions.strip()}\n" if regressions.strip() else "",

@@ -148,6 +148,7 @@ class LLMAgents:
                 score=request.current_score,
                 scored_on=scores.scored_on,
                 train_f1=scores.train_f1,
+                validation=self.lab.validation_account(kept),
             )
         task = _FOCUS_TASKS.get(request.focus, "")
         if self.lab.fusion_mode is not None:
@@ -205,7 +206,10 @@ class LLMAgents:
             new["code"],
             old_metrics=_metrics(old),
             new_metrics=_metrics(new),
+            old_params=old["params"],
+            new_params=new["params"],
             regressions=regressions,
+            objective=self.lab.objective,
         )
         reply = self._call(messages, "reviewer", seed=self.loop.seed)
         if is_revert(reply):
