@@ -157,7 +157,8 @@ def _search(
     n_events = sum(p.n_events for p in labeled)
     few = n_events < config.few_events
     long = _long_events(labeled, config)
-    config, quiet = config.for_objective(_quiet_points(labeled, config), long=long)
+    config, quiet = config.for_objective(_quiet_points(labeled, config), long=long, events=n_events)
+    fit_on_all = fit_on_all or config.fit_in_sample
     margin = config.tie_margin(few_long=few and long)
     directions: tuple[Direction, ...] | None = None
     if few:
@@ -195,6 +196,8 @@ def _search(
                     margin,
                     quiet,
                     config.max_duty,
+                    config.catch_prior,
+                    goal.delay + 1,
                 )
                 if not reviewable(st, thr, config):
                     continue
