@@ -7,9 +7,13 @@ pseudo-test. The builtin generator's variants and the baselines are all fit for 
 and scored on the pseudo-test: 7-delay F1 (mean over series and pooled), event-PA and point F1.
 
 Usage: ``python benchmarks/objective_validation.py --dataset nab --objective delay:7 --methods
-chosen,event-pa-limits,all-baselines [--workers 2] [--detail]``. Variants (``VARIANTS``) are
-subclasses of :class:`SearchConfig` overriding :meth:`SearchConfig.for_objective` (and the
-few-event shapes); other names are ``argos eval`` method names.
+chosen,event-pa-limits,all-baselines [--workers 2] [--detail] [--train-fraction F] [--series
+IDS]``. Variants (``VARIANTS``) are subclasses of :class:`SearchConfig` overriding
+:meth:`SearchConfig.for_objective` (and the few-event shapes); ``prior-W`` and ``prior-W-all``
+give long events (with the delay objective, whatever their number) the catch prior of weight W,
+fit on train and selected on validation, or fit and selected in sample (:class:`WithPrior`);
+other names are ``argos eval`` method names. ``--train-fraction`` moves the pseudo-test's start
+(the catch prior was chosen on 0.6, 0.7 and 0.8); ``--series`` keeps only the given series.
 """
 
 from __future__ import annotations

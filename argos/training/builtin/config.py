@@ -132,7 +132,8 @@ class SearchConfig:
     def for_objective(self, quiet: int, *, long: bool, events: int) -> tuple[SearchConfig, int]:
         """The configuration and the cool-down (points) the search runs with for
         :attr:`objective`, from the event-PA cool-down ``quiet`` (``long``: the unit's labeled
-        events are long, ``long_event`` points or more on average).
+        events are long, ``long_event`` points or more on average; ``events``: how many labeled
+        events the unit has, train + validation).
 
         event-PA: unchanged. ``point``: no cool-down (it would silence labeled points, each a
         miss). ``delay:K`` with short events: the cool-down at most K points (a longer one
@@ -141,7 +142,12 @@ class SearchConfig:
         events, early detection of long windows: no cool-down, no duty limit (a caught event
         weighs its length in points, so the best threshold may hold on many normal points), no
         validation false-alarm penalty in selection (the objective's F1 counts false alarms
-        already) and every shape (:meth:`few_event_shapes`)."""
+        already) and every shape (:meth:`few_event_shapes`); with fewer than
+        ``catch_prior_events`` labeled ``events``, also the catch prior
+        (``long_catch_prior``: thresholds for the expected F1 of the next events, whose starts
+        may look like any other stretch) and fits and selection on train + validation together
+        (``fit_in_sample``: the prior, not a validation part that rarely holds an event, is the
+        regulariser)."""
         goal = self.objective
         if goal.kind == "point":
             return self, 0

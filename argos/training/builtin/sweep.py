@@ -17,7 +17,9 @@ of an event's hit window, so :func:`sweep` finds the best threshold of a structu
 two sorted arrays per part and ``searchsorted`` without a cool-down (:class:`Table`), and alarm
 intervals ``(m[t], s[t]]`` with ``m`` the :func:`prior_max` of the cool-down window with one
 (:class:`QuietTable`). It works optionally conditional on the flags of rules already chosen
-(``base``), and places the threshold inside the gap below the optimal candidate.
+(``base``), and places the threshold inside the gap below the optimal candidate. For few long
+events with the delay objective it can maximise instead the expected F1 of the next events, whose
+catch rate is shrunk towards that of a random stretch of normal points (:class:`ShrunkTable`).
 :func:`threshold_counts` and :func:`flags_counts` score fixed thresholds / predictions the same
 way (:class:`Counts`).
 
