@@ -7,9 +7,13 @@ pseudo-test. The builtin generator's variants and the baselines are all fit for 
 and scored on the pseudo-test: 7-delay F1 (mean over series and pooled), event-PA and point F1.
 
 Usage: ``python benchmarks/objective_validation.py --dataset nab --objective delay:7 --methods
-chosen,event-pa-limits,all-baselines [--workers 2] [--detail]``. Variants (``VARIANTS``) are
-subclasses of :class:`SearchConfig` overriding :meth:`SearchConfig.for_objective` (and the
-few-event shapes); other names are ``argos eval`` method names.
+chosen,event-pa-limits,all-baselines [--workers 2] [--detail] [--train-fraction F] [--series
+IDS]``. Variants (``VARIANTS``) are subclasses of :class:`SearchConfig` overriding
+:meth:`SearchConfig.for_objective` (and the few-event shapes); ``prior-W`` and ``prior-W-all``
+give long events (with the delay objective, whatever their number) the catch prior of weight W,
+fit on train and selected on validation, or fit and selected in sample (:class:`WithPrior`);
+other names are ``argos eval`` method names. ``--train-fraction`` moves the pseudo-test's start
+(the catch prior was chosen on 0.6, 0.7 and 0.8); ``--series`` keeps only the given series.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from argos.training.builtin.shapes import FitSeries, Triple
 class EventPaLimits(SearchConfig):
     """The event-PA cool-down and duty limit whatever the objective."""
 
-    def for_objective(self, quiet: int, *, long: bool) -> tuple[SearchConfig, int]:
+    def for_objective(self, quiet: int, *, long: bool, events: int) -> tuple[SearchConfig, int]:
         return self, quiet
 
     def few_event_shapes(
@@ -50,7 +54,7 @@ class EventPaLimits(SearchConfig):
 class CapOnly(EventPaLimits):
     """The cool-down capped at K points, the duty limit kept, for every unit."""
 
-    def for_objective(self, quiet: int, *, long: bool) -> tuple[SearchConfig, int]:
+    def for_objective(self, quiet: int, *, long: bool, events: int) -> tuple[SearchConfig, int]:
         return self, min(quiet, self.objective.delay)
 
 
@@ -59,7 +63,7 @@ class LongFree(EventPaLimits):
     """Long events: no cool-down and no duty limit (the validation penalty and the simple shapes
     of the few-event regime kept); short events: the cool-down capped at K."""
 
-    def for_objective(self, quiet: int, *, long: bool) -> tuple[SearchConfig, int]:
+    def for_objective(self, quiet: int, *, long: bool, events: int) -> tuple[SearchConfig, int]:
         if long:
             return replace(self, max_duty=None), 0
         return self, min(quiet, self.objective.delay)
@@ -69,9 +73,36 @@ class LongFree(EventPaLimits):
 class LongFreeNoPenalty(LongFree):
     """As :class:`LongFree`, and no validation false-alarm penalty for long events."""
 
-    def for_objective(self, quiet: int, *, long: bool) -> tuple[SearchConfig, int]:
-        config, q = super().for_objective(quiet, long=long)
+    def for_objective(self, quiet: int, *, long: bool, events: int) -> tuple[SearchConfig, int]:
+        config, q = super().for_objective(quiet, long=long, events=events)
         return (replace(config, no_event_fp_penalty=0.0) if long else config), q
+
+
+@dataclass(frozen=True)
+class WithPrior(SearchConfig):
+    """Long events with the delay objective: thresholds for the expected F1 of the next events,
+    the catch rate shrunk towards a random window's with the weight of ``long_prior`` events."""
+
+    long_prior: float = 1.0
+    long_in_sample: bool = False
+
+    def for_objective(self, quiet: int, *, long: bool, events: int) -> tuple[SearchConfig, int]:
+        config, q = super().for_objective(quiet, long=long, events=events)
+        if long and self.objective.kind == "delay":
+            return replace(
+                config, catch_prior=self.long_prior, fit_in_sample=self.long_in_sample
+            ), q
+        return config, q
+
+
+@dataclass(frozen=True)
+class ExactCatch(SearchConfig):
+    """Long events with the delay objective: thresholds fit for the labeled events' own F1, on
+    train, selected on validation (no catch prior; the choice before it)."""
+
+    def for_objective(self, quiet: int, *, long: bool, events: int) -> tuple[SearchConfig, int]:
+        config, q = super().for_objective(quiet, long=long, events=events)
+        return replace(config, catch_prior=None, fit_in_sample=False), q
 
 
 VARIANTS: dict[str, type[SearchConfig]] = {
@@ -80,6 +111,7 @@ VARIANTS: dict[str, type[SearchConfig]] = {
     "cap-only": CapOnly,
     "long-free": LongFree,
     "long-free-no-penalty": LongFreeNoPenalty,
+    "exact-catch": ExactCatch,
 }
 
 
@@ -104,12 +136,39 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--detail", action="store_true", help="per-series k-delay TP/FP/FN")
+    ap.add_argument("--series", default=None, help="only these series ids (comma-separated)")
+    ap.add_argument(
+        "--train-fraction",
+        type=float,
+        default=None,
+        help="the pseudo-split's train share of what remains (default: the dataset's own)",
+    )
     args = ap.parse_args()
     goal = Objective.parse(args.objective)
     data = held_out(load_dataset(args.dataset, data_dir=args.data_dir))
+    if args.series:
+        keep = set(args.series.split(","))
+        parts = {p: [i for i in ids if i in keep] for p, ids in data.partitions.items()}
+        kept = [s for s in data.series if s.id in keep]
+        data = Dataset(data.name, kept, data.split, parts, data.meta)
+    if args.train_fraction is not None:
+        split = replace(data.split, train_fraction=args.train_fraction)
+        data = Dataset(data.name, data.series, split, data.partitions, data.meta)
     names = []
     for name in args.methods.split(","):
-        if name in VARIANTS:
+        if name.startswith("prior-"):
+            prior, _, where = name[6:].partition("-")
+            config: SearchConfig = WithPrior(
+                objective=goal, long_prior=float(prior), long_in_sample=where == "all"
+            )
+            register_method(
+                f"builtin:{name}",
+                lambda *, seed=0, c=config: BuiltinMethod(config=c),
+                kind="argos",
+                replace=True,
+            )
+            names.append(f"builtin:{name}")
+        elif name in VARIANTS:
             config = VARIANTS[name](objective=goal)
             register_method(
                 f"builtin:{name}",

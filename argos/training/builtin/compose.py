@@ -61,6 +61,8 @@ def fit_threshold(
         config.gap,
         quiet=quiet,
         max_duty=config.max_duty,
+        catch_prior=config.catch_prior,
+        window=config.objective.delay + 1,
     )
     return thr, f1
 

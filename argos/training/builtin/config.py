@@ -65,6 +65,17 @@ class SearchConfig:
             :meth:`for_objective` adapts the other knobs to it).
         no_event_fp_penalty: when validation has no event, the selection score is the train F1
             divided by ``1 + no_event_fp_penalty x`` (validation false alarms).
+        catch_prior: None: thresholds maximise the objective's F1 on the labeled events. A
+            number (no cool-down only): they maximise the expected F1 of the next events, each
+            caught with the labeled events' catch rate shrunk towards that of a random hit
+            window of normal points, with this weight in events
+            (:class:`~argos.training.builtin.sweep.ShrunkTable`; :meth:`for_objective` sets it
+            for the delay objective with long events).
+        fit_in_sample: fit and select on train + validation together (in sample), as the
+            search does anyway when the train part holds no event.
+        long_catch_prior: the ``catch_prior`` of the delay objective with few long events.
+        catch_prior_events: "few" there: fewer labeled events than this (train + validation,
+            all series of the unit).
     """
 
     persistences: tuple[int, ...] = (1, 2, 3)
@@ -93,6 +104,10 @@ class SearchConfig:
     weekly: bool = True
     objective: Objective = EVENT_PA
     no_event_fp_penalty: float = 0.1
+    catch_prior: float | None = None
+    fit_in_sample: bool = False
+    long_catch_prior: float = 16.0
+    catch_prior_events: int = 10
 
     # Extension points: production uses these defaults; the protocol scripts override them in a
     # subclass to re-run the rows of docs/generator.md whose choice lost.
@@ -114,10 +129,11 @@ class SearchConfig:
         events). Here: :func:`~argos.training.builtin.sweep.std_margin` for every unit."""
         return std_margin
 
-    def for_objective(self, quiet: int, *, long: bool) -> tuple[SearchConfig, int]:
+    def for_objective(self, quiet: int, *, long: bool, events: int) -> tuple[SearchConfig, int]:
         """The configuration and the cool-down (points) the search runs with for
         :attr:`objective`, from the event-PA cool-down ``quiet`` (``long``: the unit's labeled
-        events are long, ``long_event`` points or more on average).
+        events are long, ``long_event`` points or more on average; ``events``: how many labeled
+        events the unit has, train + validation).
 
         event-PA: unchanged. ``point``: no cool-down (it would silence labeled points, each a
         miss). ``delay:K`` with short events: the cool-down at most K points (a longer one
@@ -126,12 +142,20 @@ class SearchConfig:
         events, early detection of long windows: no cool-down, no duty limit (a caught event
         weighs its length in points, so the best threshold may hold on many normal points), no
         validation false-alarm penalty in selection (the objective's F1 counts false alarms
-        already) and every shape (:meth:`few_event_shapes`)."""
+        already) and every shape (:meth:`few_event_shapes`); with fewer than
+        ``catch_prior_events`` labeled ``events``, also the catch prior
+        (``long_catch_prior``: thresholds for the expected F1 of the next events, whose starts
+        may look like any other stretch) and fits and selection on train + validation together
+        (``fit_in_sample``: the prior, not a validation part that rarely holds an event, is the
+        regulariser)."""
         goal = self.objective
         if goal.kind == "point":
             return self, 0
         if goal.kind == "delay" and long:
-            return replace(self, max_duty=None, no_event_fp_penalty=0.0), 0
+            free = replace(self, max_duty=None, no_event_fp_penalty=0.0)
+            if events < self.catch_prior_events:
+                return replace(free, catch_prior=self.long_catch_prior, fit_in_sample=True), 0
+            return free, 0
         if goal.kind == "delay":
             return self, min(quiet, goal.delay)
         return self, quiet

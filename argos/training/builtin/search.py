@@ -14,7 +14,10 @@ For one training unit (a series, or all series of a partition) the search:
    event before; none with the ``point`` objective), and the sweep counts the cooled-down alarms,
    still exactly and in O(n log n);
 3. fits the threshold on the train part only and scores the structure on the validation part
-   (selection uses validation; train F1 only breaks ties and fills in when validation has no event);
+   (selection uses validation; train F1 only breaks ties and fills in when validation has no
+   event); with no train event, or few long events and the delay objective (where the catch
+   prior of :meth:`SearchConfig.for_objective` regularises instead), it fits and selects on
+   train + validation together;
 4. composes an OR of up to ``max_rules`` rules greedily: each new rule's threshold is swept
    conditionally on the events and false alarms the rules already chosen have, and it is kept only
    when it improves the selection score by ``min_gain``; then gives each chosen rule the AND gate
@@ -157,7 +160,8 @@ def _search(
     n_events = sum(p.n_events for p in labeled)
     few = n_events < config.few_events
     long = _long_events(labeled, config)
-    config, quiet = config.for_objective(_quiet_points(labeled, config), long=long)
+    config, quiet = config.for_objective(_quiet_points(labeled, config), long=long, events=n_events)
+    fit_on_all = fit_on_all or config.fit_in_sample
     margin = config.tie_margin(few_long=few and long)
     directions: tuple[Direction, ...] | None = None
     if few:
@@ -195,6 +199,8 @@ def _search(
                     margin,
                     quiet,
                     config.max_duty,
+                    config.catch_prior,
+                    goal.delay + 1,
                 )
                 if not reviewable(st, thr, config):
                     continue

@@ -17,7 +17,9 @@ of an event's hit window, so :func:`sweep` finds the best threshold of a structu
 two sorted arrays per part and ``searchsorted`` without a cool-down (:class:`Table`), and alarm
 intervals ``(m[t], s[t]]`` with ``m`` the :func:`prior_max` of the cool-down window with one
 (:class:`QuietTable`). It works optionally conditional on the flags of rules already chosen
-(``base``), and places the threshold inside the gap below the optimal candidate.
+(``base``), and places the threshold inside the gap below the optimal candidate. For few long
+events with the delay objective it can maximise instead the expected F1 of the next events, whose
+catch rate is shrunk towards that of a random stretch of normal points (:class:`ShrunkTable`).
 :func:`threshold_counts` and :func:`flags_counts` score fixed thresholds / predictions the same
 way (:class:`Counts`).
 
@@ -172,6 +174,8 @@ def sweep(
     margin: MarginFn = std_margin,
     quiet: int = 0,
     max_duty: float | None = None,
+    catch_prior: float | None = None,
+    window: int = 1,
 ) -> tuple[float, float, float]:
     """The threshold maximising the mean F1 over the parts (as their events count it), and
     that F1.
@@ -191,8 +195,20 @@ def sweep(
     robustly the threshold separates what it catches; ``margin`` computes it from (the normal
     points' scores, the candidate, the next lower score). ``(inf, f1 of base alone or 0, 0)`` when
     no threshold helps.
+
+    With ``catch_prior`` (no cool-down), the F1 maximised is the expected one of the next events,
+    each caught with the training events' catch rate shrunk towards that of a random ``window``
+    of normal points (:class:`ShrunkTable`), over every threshold, not only the event maxima.
     """
-    table = QuietTable(scores, parts, base, quiet) if quiet else Table(scores, parts, base)
+    table: Table
+    if catch_prior is not None:
+        if quiet:
+            raise ValueError("catch_prior needs a rule without a cool-down")
+        table = ShrunkTable(scores, parts, base, catch_prior, window)
+    elif quiet:
+        table = QuietTable(scores, parts, base, quiet)
+    else:
+        table = Table(scores, parts, base)
     if not table.has.any():
         return math.inf, 0.0, 0.0
     cands = table.candidates()
@@ -306,6 +322,94 @@ class Table:
 
     def normal(self) -> FloatArray:
         return np.concatenate(self.ne_sorted) if self.ne_sorted else np.empty(0)
+
+
+class ShrunkTable(Table):
+    """Expected counts of ``score >= c`` on the next events, for few long events (no cool-down).
+
+    With one to three labeled events, whether a threshold catches *those* events says little
+    about the next one, and the plain sweep picks, among hundreds of shapes, the one and the
+    threshold that catch them with the fewest alarms: the next event's start then often stays
+    below it. Here the chance that an event is caught at threshold ``c`` is the training events'
+    own catch rate shrunk towards the base rate, the share ``q(c)`` of the ``window``-point
+    stretches of normal points (what an event's hit window is) holding a score ``>= c``; per
+    part, with ``n`` events and ``caught(c)`` the share of their weight caught::
+
+        p(c) = (n * caught(c) + catch_prior * q(c)) / (n + catch_prior)
+
+    ``catch_prior`` is the weight of that prior in events (a Beta prior): the next event's
+    start is taken to look, with that weight, like any other stretch of the series. It matters
+    with one to three events and fades with many. The expected TP is the events' weight times
+    ``p(c)``; false alarms are counted as in :class:`Table`, and the F1 is computed from them
+    as usual. Every score (normal points and event maxima) is a candidate,
+    since the expected F1 changes at each.
+    """
+
+    def __init__(
+        self,
+        scores: Sequence[FloatArray],
+        parts: Sequence[Part],
+        base: Sequence[BoolArray] | None,
+        catch_prior: float,
+        window: int,
+    ) -> None:
+        super().__init__(scores, parts, base)
+        if catch_prior < 0 or window < 1:
+            raise ValueError("catch_prior must be >= 0 and window >= 1")
+        self.prior = catch_prior
+        self.n_events = [p.n_events for p in parts]
+        self.win_sorted: list[FloatArray] = []  # maxima of the stretches base did not catch
+        self.win_base: list[int] = []  # stretches caught by base already
+        self.n_win: list[int] = []
+        for i, (s, part) in enumerate(zip(scores, parts, strict=True)):
+            seg, normal = s[part.lo : part.hi], part.normal
+            if len(seg) < window:
+                self.win_sorted.append(np.empty(0))
+                self.win_base.append(0)
+                self.n_win.append(0)
+                continue
+            ok = _all_in_window(normal, window)
+            wmax = np.lib.stride_tricks.sliding_window_view(seg, window).max(axis=1)
+            caught = np.zeros(len(ok), dtype=bool)
+            if base is not None:
+                caught = _any_in_window(base[i][part.lo : part.hi], window)
+            self.win_sorted.append(np.sort(wmax[ok & ~caught]))
+            self.win_base.append(int((ok & caught).sum()))
+            self.n_win.append(int(ok.sum()))
+
+    @property
+    def base_f1(self) -> float:
+        return float(self.f1(np.array([math.inf]))[0])
+
+    def candidates(self) -> FloatArray:
+        allmax = np.concatenate([*self.ev_sorted, *self.ne_sorted])
+        return np.unique(allmax[np.isfinite(allmax)])
+
+    def counts(self, i: int, cands: FloatArray) -> tuple[FloatArray, FloatArray]:
+        tp, fp = super().counts(i, cands)
+        if self.n_win[i] == 0:
+            rate = np.zeros(len(cands))
+        else:
+            w = self.win_sorted[i]
+            above = len(w) - np.searchsorted(w, cands, side="left")
+            rate = (self.win_base[i] + above) / self.n_win[i]
+        n = self.n_events[i]
+        expected: FloatArray = (n * tp + self.prior * rate * self.events[i]) / (n + self.prior)
+        return expected, fp
+
+
+def _all_in_window(mask: BoolArray, window: int) -> BoolArray:
+    """For each ``window``-point stretch ``[t, t + window)`` of ``mask``: whether all are set."""
+    c = np.concatenate(([0], np.cumsum(mask)))
+    full: BoolArray = (c[window:] - c[:-window]) == window
+    return full
+
+
+def _any_in_window(mask: BoolArray, window: int) -> BoolArray:
+    """For each ``window``-point stretch ``[t, t + window)`` of ``mask``: whether any is set."""
+    c = np.concatenate(([0], np.cumsum(mask)))
+    some: BoolArray = (c[window:] - c[:-window]) > 0
+    return some
 
 
 class QuietTable(Table):
