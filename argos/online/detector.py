@@ -52,6 +52,7 @@ Rule sets are read and verified by :mod:`argos.online.rulesets`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -78,7 +79,15 @@ from argos.online.postprocess import PostProcessing, PostState, SeriesState, pos
 from argos.online.rulesets import LoadedRuleSet, load_rules
 from argos.rules.artifacts import Role, RuleSetError
 from argos.rules.recognise import trusted_template
-from argos.sandbox.kernel import EngineResult, InProcessEngine, RuleCode, RuleEngine, RuleError
+from argos.sandbox.kernel import (
+    EngineResult,
+    InProcessEngine,
+    RuleCode,
+    RuleEngine,
+    RuleError,
+    SeriesBatch,
+    push_together,
+)
 from argos.sandbox.mixed import MixedEngine
 from argos.sandbox.workers import WorkerEngine, WorkerLimits
 
@@ -305,6 +314,28 @@ def combine(
     fn = rule_labels[role == "fn"].any(axis=0)
     fp = rule_labels[role == "fp"].any(axis=0)
     return np.asarray((base & ~fp) | (~base & fn), dtype=np.bool_)
+
+
+_NO_T: IntArray = np.zeros(0, dtype=np.int64)
+_NO_V: FloatArray = np.zeros(0, dtype=np.float64)
+
+
+@dataclass
+class _Admitted:
+    """A push past the ordering policy: results so far (dropped points), the accepted points'
+    series (``names``), their input positions grouped by series (``order``, ``bounds``: series
+    ``j`` is ``order[bounds[j]:bounds[j + 1]]``) and the engine items."""
+
+    points: Sequence[Point]
+    results: list[PointResult | None]
+    names: list[str]
+    order: list[int]
+    bounds: list[int]
+    items: SeriesBatch
+
+    def done(self) -> list[PointResult]:
+        """The results in input order (every point has one once the push is complete)."""
+        return [r for r in self.results if r is not None]
 
 
 class Detector:
@@ -552,35 +583,87 @@ class Detector:
             return self._push_locked(points)
 
     def _push_locked(self, points: Sequence[Point]) -> list[PointResult]:
+        admitted = self._admit(points)
+        if not admitted.items:
+            return admitted.done()
+        return self._complete(admitted, self.engine.push(admitted.items))
+
+    @classmethod
+    def push_together(
+        cls, parts: Sequence[tuple[Detector, Sequence[Point]]]
+    ) -> list[list[PointResult]]:
+        """:meth:`push` of several detectors whose rules all run in this process (the sets of
+        a fleet), at once: their engines' steady rows are labelled together, so rules of
+        different sets that share a template score compute it once
+        (:func:`argos.sandbox.kernel.push_together`). Each detector's results are those its own
+        push gives. Every detector's engine must be an :class:`InProcessEngine`."""
+        engines: list[InProcessEngine] = []
+        for det, _ in parts:
+            if not isinstance(det.engine, InProcessEngine):
+                raise TypeError(f"rule set {det.key} does not run in this process")
+            engines.append(det.engine)
+        with contextlib.ExitStack() as stack:
+            for det in sorted({id(d): d for d, _ in parts}.values(), key=id):
+                stack.enter_context(det._lock)
+            admitted = [det._admit(pts) for det, pts in parts]
+            todo = [i for i, adm in enumerate(admitted) if adm.items]
+            labelled = push_together([(engines[i].kernel, admitted[i].items) for i in todo])
+            out = [adm.done() for adm in admitted]
+            for i, res in zip(todo, labelled, strict=True):
+                out[i] = parts[i][0]._complete(admitted[i], res)
+            return out
+
+    def _admit(self, points: Sequence[Point]) -> _Admitted:
+        """The ordering policy: drop late, duplicate and non-finite points (with their status),
+        group the others by series, as engine items."""
         results: list[PointResult | None] = [None] * len(points)
         groups: dict[str, list[int]] = {}
+        last_ts = self._last_ts
+        isfinite = math.isfinite
         for i, p in enumerate(points):
-            if not math.isfinite(p.value):
-                results[i] = PointResult(
-                    p.series, p.timestamp, p.value, "invalid", ruleset=self.key
-                )
+            series, ts = p.series, p.timestamp
+            if not isfinite(p.value):
+                results[i] = PointResult(series, ts, p.value, "invalid", ruleset=self.key)
                 self.counters["dropped_invalid"] += 1
                 continue
-            last = self._last_ts.get(p.series)
-            if last is not None and p.timestamp <= last:
-                status: PointStatus = "duplicate" if p.timestamp == last else "late"
-                results[i] = PointResult(p.series, p.timestamp, p.value, status, ruleset=self.key)
+            last = last_ts.get(series)
+            if last is not None and ts <= last:
+                status: PointStatus = "duplicate" if ts == last else "late"
+                results[i] = PointResult(series, ts, p.value, status, ruleset=self.key)
                 self.counters[f"dropped_{status}"] += 1
                 continue
-            self._last_ts[p.series] = p.timestamp
-            groups.setdefault(p.series, []).append(i)
+            last_ts[series] = ts
+            group = groups.get(series)
+            if group is None:
+                groups[series] = [i]
+            else:
+                group.append(i)
         names = list(groups)
         if not names:
-            return [r for r in results if r is not None]
-        order = [i for s in names for i in groups[s]]
-        t_all = np.fromiter((points[i].timestamp for i in order), np.int64, len(order))
-        v_all = np.fromiter((points[i].value for i in order), np.float64, len(order))
-        bounds = [0, *itertools.accumulate(len(groups[s]) for s in names)]
-        items = [
-            (s, t_all[bounds[j] : bounds[j + 1]], v_all[bounds[j] : bounds[j + 1]])
-            for j, s in enumerate(names)
-        ]
-        res = self.engine.push(items)
+            return _Admitted(points, results, names, [], [0], SeriesBatch([], _NO_T, _NO_V, [0]))
+        if len(names) == len(points):  # one point per series, none dropped (a scrape)
+            order = [g[0] for g in groups.values()]
+            bounds = list(range(len(order) + 1))
+            t_all = np.array([p.timestamp for p in points], dtype=np.int64)
+            v_all = np.array([p.value for p in points], dtype=np.float64)
+        else:
+            order = [i for s in names for i in groups[s]]
+            bounds = [0, *itertools.accumulate(len(groups[s]) for s in names)]
+            t_all = np.array([points[i].timestamp for i in order], dtype=np.int64)
+            v_all = np.array([points[i].value for i in order], dtype=np.float64)
+        return _Admitted(
+            points, results, names, order, bounds, SeriesBatch(names, t_all, v_all, bounds)
+        )
+
+    def _complete(self, adm: _Admitted, res: EngineResult) -> list[PointResult]:
+        """Combine the engine's labels, post-process them per series and build the results."""
+        points, results, names, order, bounds = (
+            adm.points,
+            adm.results,
+            adm.names,
+            adm.order,
+            adm.bounds,
+        )
         self._count_errors(res)
         errs_by_item: dict[int, tuple[str, ...]] = {}
         for e in res.errors:
@@ -597,6 +680,7 @@ class Detector:
                 self.counters["missing_base"] += missing
             base = np.array([bool(b) for b in given], dtype=np.bool_)
         raw = combine(labels, self.roles, self.ruleset.combination, base)
+        post_states = self._post
         if raw.any():
             anomaly = np.zeros(n, dtype=np.bool_)
             alert = np.zeros(n, dtype=np.bool_)
@@ -605,9 +689,9 @@ class Detector:
                 (np.searchsorted(bounds, np.flatnonzero(raw), side="right") - 1).tolist()
             )
             for j, s in enumerate(names):
-                st = self._post.get(s)
+                st = post_states.get(s)
                 if st is None:
-                    st = self._post[s] = PostState()
+                    st = post_states[s] = PostState()
                 a, b = bounds[j], bounds[j + 1]
                 if j in with_raw:
                     anomaly[a:b], alert[a:b], incident[a:b] = post_process(raw[a:b], st, self.post)
@@ -618,41 +702,43 @@ class Detector:
             n_anomalies, n_alerts = int(anomaly.sum()), int(alert.sum())
         else:
             for j, s in enumerate(names):
-                st = self._post.get(s)
+                st = post_states.get(s)
                 if st is None:
-                    st = self._post[s] = PostState()
+                    st = post_states[s] = PostState()
                 st.pos += bounds[j + 1] - bounds[j]
             anomaly_l = alert_l = raw_l = [False] * n
             incident_l = [0] * n
             n_anomalies = n_alerts = 0
-        fired_at = set(np.flatnonzero(labels.any(axis=0)).tolist()) if labels.any() else set()
-        item_l = [j for j, s in enumerate(names) for _ in groups[s]]
-        rule_ids = self.rule_ids
-        for pos, i in enumerate(order):
-            p = points[i]
-            fired: tuple[str, ...] = ()
-            if pos in fired_at:
+        rule_ids, key = self.rule_ids, self.key
+        if len(names) == n:  # one point per series: the item is the position
+            item_l: Sequence[int] = range(n)
+        else:
+            item_l = [j for j, s in enumerate(names) for _ in range(bounds[j + 1] - bounds[j])]
+        made = [
+            PointResult(p.series, p.timestamp, p.value, "ok", an, al, rw, inc, (), (), key)
+            for p, an, al, rw, inc in zip(
+                [points[i] for i in order], anomaly_l, alert_l, raw_l, incident_l, strict=True
+            )
+        ]
+        if labels.any():
+            for pos in np.flatnonzero(labels.any(axis=0)).tolist():
                 fired = tuple(rule_ids[r] for r in np.flatnonzero(labels[:, pos]).tolist())
+                made[pos].fired = fired
                 for rid in fired:
                     self.rule_fired[rid] += 1
-            results[i] = PointResult(
-                p.series,
-                p.timestamp,
-                p.value,
-                "ok",
-                anomaly_l[pos],
-                alert_l[pos],
-                raw_l[pos],
-                incident_l[pos],
-                fired,
-                errs_by_item.get(item_l[pos], ()),
-                self.key,
-            )
+        if errs_by_item:
+            for pos, r in enumerate(made):
+                r.errors = errs_by_item.get(item_l[pos], ())
+        if len(names) == n == len(points):
+            results[:] = made  # one point per series, every point accepted: input order
+        else:
+            for pos, i in enumerate(order):
+                results[i] = made[pos]
         self.counters["points"] += n
         self.counters["anomalies"] += n_anomalies
         self.counters["alerts"] += n_alerts
         self._watch_alarm_rate(labels)
-        return [r for r in results if r is not None]
+        return adm.done()
 
     def _watch_alarm_rate(self, labels: BoolArray) -> None:
         """Count the rules' alarms in the current window; at its end, quarantine the rules in

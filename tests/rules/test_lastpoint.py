@@ -68,8 +68,8 @@ def reference(spec: RuleSpec, rows: np.ndarray) -> np.ndarray:
 
 
 def noisy_series(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Noise with spikes, dips, level shifts, flat stretches (zero spread), repeated values and a high
-    level (rounding matters there)."""
+    """Noise with spikes, dips, level shifts, flat stretches (zero spread), repeated values and
+    a high level (rounding matters there)."""
     v = rng.normal(0, 1, n)
     v[rng.integers(0, n, n // 20)] += rng.choice([-8, 8], n // 20)
     v[n // 3 :] += 4
@@ -106,13 +106,11 @@ def test_rules_sharing_a_score_compute_it_once_and_keep_their_own_labels() -> No
     ]
     rng = np.random.default_rng(2)
     requests = []
-    for i, (prog, spec) in enumerate(progs):
+    for i, (prog, _) in enumerate(progs):
         assert prog is not None
         requests.append((prog, rows_of(noisy_series(rng, 300 + 50 * i), 80)))
     assert len({p.score for p, _ in requests}) == 3  # the thresholds share one score
-    for (prog, rows), got, (_, spec) in zip(
-        requests, evaluate_last(requests), progs, strict=True
-    ):
+    for (prog, rows), got, (_, spec) in zip(requests, evaluate_last(requests), progs, strict=True):
         np.testing.assert_array_equal(got, prog.run(rows))
         np.testing.assert_array_equal(got, reference(spec, rows[:, 80 - spec.lookback() :]))
 
