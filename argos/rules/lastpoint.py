@@ -40,7 +40,7 @@ import numpy as np
 from argos._types import BoolArray, FloatArray
 from argos.rules.grammar import SCORERS, TRANSFORMS, Direction, RuleSpec, Structure
 
-__all__ = ["LastPointProgram", "ScoreKey", "evaluate_last", "last_point_program"]
+__all__ = ["LastPointProgram", "ScoreKey", "evaluate_last", "last_point_program", "last_scores"]
 
 SUPPORTED_TRANSFORMS = frozenset({"value", "diff"})
 SUPPORTED_SCORERS = frozenset({"static", "band", "zscore", "relative", "level_shift"})
@@ -144,7 +144,7 @@ def _window_stats_last(
     return mean.reshape(m, positions), np.sqrt(q / width).reshape(m, positions)
 
 
-def _scores(key: ScoreKey, v: FloatArray) -> FloatArray:
+def last_scores(key: ScoreKey, v: FloatArray) -> FloatArray:
     """The rendered ``score`` at the last ``key.positions`` columns of each row of ``v``
     (``(m, key.width)``): ``(m, positions)``."""
     p = dict(key.params)
@@ -294,10 +294,10 @@ def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> li
         w = key.width
         if len(users) == 1:
             i, rows = users[0]
-            scores[i, key] = _scores(key, rows[:, rows.shape[1] - w :])
+            scores[i, key] = last_scores(key, rows[:, rows.shape[1] - w :])
             continue
         stacked = np.concatenate([rows[:, rows.shape[1] - w :] for _, rows in users])
-        out = _scores(key, stacked)
+        out = last_scores(key, stacked)
         a = 0
         for i, rows in users:
             scores[i, key] = out[a : a + len(rows)]

@@ -12,8 +12,8 @@ import pytest
 
 from argos.data.series import Dataset
 from argos.rules.grammar import Gate, RuleSpec, Structure
-from argos.rules.lastpoint import evaluate_last, last_point_program
-from argos.rules.templates import load_rule, render
+from argos.rules.lastpoint import ScoreKey, evaluate_last, last_point_program, last_scores
+from argos.rules.templates import compile_score, load_rule, render
 
 
 def shapes() -> list[Structure]:
@@ -93,6 +93,33 @@ def test_last_point_labels_equal_the_rendered_rule(spec: RuleSpec) -> None:
     # wider rows (a rule set's history is its longest rule's): only the last LOOKBACK points count
     wide = rows_of(noisy_series(rng, 900), spec.lookback() + 17)
     np.testing.assert_array_equal(prog.run(wide), reference(spec, wide[:, 17:]))
+
+
+@pytest.mark.parametrize("positions", [1, 5])
+@pytest.mark.parametrize(
+    "structure",
+    [
+        *shapes()[::6],
+        Structure("value", "zscore", (("window", 360.0),), "both", 1),
+        Structure("diff", "relative", (("window", 127.0),), "both", 1),
+        Structure("value", "level_shift", (("recent", 10.0), ("window", 60.0)), "both", 2),
+    ],
+    ids=lambda s: s.name,
+)
+def test_last_scores_are_the_template_scores_bit_for_bit(
+    structure: Structure, positions: int
+) -> None:
+    """Not only the labels: the numbers themselves, so that no rounding difference can hide
+    behind a threshold the test data happens not to cross."""
+    params = dict(structure.params)
+    key = ScoreKey(structure.transform, structure.scorer, tuple(params.items()), positions)
+    score = compile_score(structure.transform, structure.scorer)
+    rng = np.random.default_rng(4)
+    rows = rows_of(noisy_series(rng, 700), key.width)
+    want = np.array([score(r.copy(), np.arange(len(r)), params)[-positions:] for r in rows])
+    got = last_scores(key, rows)
+    assert np.isfinite(want).any()
+    assert got.tobytes() == want.tobytes()
 
 
 def test_rules_sharing_a_score_compute_it_once_and_keep_their_own_labels() -> None:
