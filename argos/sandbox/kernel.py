@@ -526,14 +526,17 @@ class RuleKernel:
         return EngineResult(labels, errors, joined)
 
     def _run_rows(self, r: int, t_win: IntArray, v_win: FloatArray) -> BoolArray | None:
-        """Rule ``r`` ONCE over the raveled rows of full windows; the label of each row's last
-        point, or None if the rule failed (then it runs row by row to attribute the error)."""
+        """Rule ``r`` ONCE over the raveled rows of full windows, each cut to the rule's own
+        ``LOOKBACK`` points (the window a series alone gives it; the rows are as wide as the
+        set's longest LOOKBACK); the label of each row's last point, or None if the rule failed
+        (then it runs row by row to attribute the error)."""
         fn, rule = self.functions[r], self.rules[r]
-        width = v_win.shape[1]
+        width = min(rule.lookback, v_win.shape[1])
+        v_own, t_own = v_win[:, v_win.shape[1] - width :], t_win[:, t_win.shape[1] - width :]
         try:
             # flatten() copies: a rule that writes into its input cannot reach the next rule's
-            out = fn(v_win.flatten(), t_win.flatten(), dict(rule.params))
-            labels = validate_labels(out, v_win.size)
+            out = fn(v_own.flatten(), t_own.flatten(), dict(rule.params))
+            labels = validate_labels(out, v_own.size)
         except BaseException as exc:
             self._reraise_interrupt(exc)
             return None
