@@ -679,15 +679,22 @@ class Detector:
             if missing:
                 self.counters["missing_base"] += missing
             base = np.array([bool(b) for b in given], dtype=np.bool_)
-        raw = combine(labels, self.roles, self.ruleset.combination, base)
+        fired_any = bool(labels.any())
+        one_each = len(names) == n
+        if fired_any or base is not None or self.ruleset.combination != "or":
+            raw = combine(labels, self.roles, self.ruleset.combination, base)
+            raw_any = bool(raw.any())
+        else:  # no rule fired and "or": nothing is raw-anomalous
+            raw, raw_any = np.zeros(n, dtype=np.bool_), False
         post_states = self._post
-        if raw.any():
+        if raw_any:
             anomaly = np.zeros(n, dtype=np.bool_)
             alert = np.zeros(n, dtype=np.bool_)
             incident = np.zeros(n, dtype=np.int64)
-            with_raw = set(
-                (np.searchsorted(bounds, np.flatnonzero(raw), side="right") - 1).tolist()
-            )
+            at = np.flatnonzero(raw)
+            if not one_each:
+                at = np.searchsorted(bounds, at, side="right") - 1
+            with_raw = set(at.tolist())
             for j, s in enumerate(names):
                 st = post_states.get(s)
                 if st is None:
@@ -701,16 +708,17 @@ class Detector:
             incident_l = incident.tolist()
             n_anomalies, n_alerts = int(anomaly.sum()), int(alert.sum())
         else:
+            get = post_states.get
             for j, s in enumerate(names):
-                st = post_states.get(s)
+                st = get(s)
                 if st is None:
                     st = post_states[s] = PostState()
-                st.pos += bounds[j + 1] - bounds[j]
+                st.pos += 1 if one_each else bounds[j + 1] - bounds[j]
             anomaly_l = alert_l = raw_l = [False] * n
             incident_l = [0] * n
             n_anomalies = n_alerts = 0
         rule_ids, key = self.rule_ids, self.key
-        if len(names) == n:  # one point per series: the item is the position
+        if one_each:  # one point per series: the item is the position
             item_l: Sequence[int] = range(n)
         else:
             item_l = [j for j, s in enumerate(names) for _ in range(bounds[j + 1] - bounds[j])]
@@ -720,7 +728,7 @@ class Detector:
                 [points[i] for i in order], anomaly_l, alert_l, raw_l, incident_l, strict=True
             )
         ]
-        if labels.any():
+        if fired_any:
             for pos in np.flatnonzero(labels.any(axis=0)).tolist():
                 fired = tuple(rule_ids[r] for r in np.flatnonzero(labels[:, pos]).tolist())
                 made[pos].fired = fired
@@ -737,16 +745,16 @@ class Detector:
         self.counters["points"] += n
         self.counters["anomalies"] += n_anomalies
         self.counters["alerts"] += n_alerts
-        self._watch_alarm_rate(labels)
+        self._watch_alarm_rate(labels, fired_any)
         return adm.done()
 
-    def _watch_alarm_rate(self, labels: BoolArray) -> None:
-        """Count the rules' alarms in the current window; at its end, quarantine the rules in
-        an alert storm (:class:`AlarmRateGuard`)."""
+    def _watch_alarm_rate(self, labels: BoolArray, fired: bool) -> None:
+        """Count the rules' alarms in the current window (``fired``: any label is true); at its
+        end, quarantine the rules in an alert storm (:class:`AlarmRateGuard`)."""
         if labels.shape[0] != len(self._window_alarms) or not labels.shape[1]:
             return
         self._window_points += labels.shape[1]
-        if labels.any():
+        if fired:
             self._window_alarms += labels.sum(axis=1)
         if self._window_points < self.guard.window:
             return

@@ -177,11 +177,16 @@ _LOWEST = -np.finfo(np.float64).max
 
 
 def _reaches(s: FloatArray, threshold: Any) -> BoolArray:
-    """The rendered ``np.nan_to_num(s, nan=-np.inf) >= threshold``. For a threshold strictly
-    between the lowest float and infinity that is ``s >= threshold`` (NaN compares false; the
-    infinities, which ``nan_to_num`` makes the largest and lowest floats, compare the same), one
-    numpy call instead of ``nan_to_num``'s dozen."""
-    if _LOWEST < threshold < np.inf:
+    """The rendered ``np.nan_to_num(s, nan=-np.inf) >= threshold`` (a number, or a column of one
+    per row). For thresholds strictly between the lowest float and infinity that is
+    ``s >= threshold`` (NaN compares false; the infinities, which ``nan_to_num`` makes the
+    largest and lowest floats, compare the same), one numpy call instead of ``nan_to_num``'s
+    dozen."""
+    if isinstance(threshold, np.ndarray):
+        plain = bool(((threshold > _LOWEST) & (threshold < np.inf)).all())
+    else:
+        plain = _LOWEST < threshold < np.inf
+    if plain:
         out: BoolArray = s >= threshold
         return out
     full: BoolArray = np.nan_to_num(s, nan=-np.inf) >= threshold
@@ -219,9 +224,16 @@ class LastPointProgram:
         """The scores it needs."""
         return (self.score,) if self.gate is None else (self.score, self.gate)
 
-    def labels(self, scores: FloatArray, gate: FloatArray | None = None) -> BoolArray:
+    def labels(
+        self,
+        scores: FloatArray,
+        gate: FloatArray | None = None,
+        thresholds: FloatArray | None = None,
+        gate_thresholds: FloatArray | None = None,
+    ) -> BoolArray:
         """The label of each row's last point, from the scores of :attr:`score` (and the
-        gate's), ``(m, positions)`` each."""
+        gate's), ``(m, positions)`` each. ``thresholds`` (and ``gate_thresholds``), one per row,
+        replace the program's own: programs that differ only in their thresholds run as one."""
         s = _directional(scores, self.direction)
         k = self.persistence
         if k > 1:
@@ -230,15 +242,28 @@ class LastPointProgram:
             for j in range(1, k):
                 held = np.minimum(held, s[:, k - 1 - j : s.shape[1] - j])
             s = held
-        alarm = _reaches(s, self.threshold)
+        alarm = _reaches(s, self.threshold if thresholds is None else thresholds[:, None])
         if self.gate is not None and gate is not None:
-            alarm &= _reaches(_directional(gate, self.gate_direction), self.gate_threshold)
+            g_thr = self.gate_threshold if gate_thresholds is None else gate_thresholds[:, None]
+            alarm &= _reaches(_directional(gate, self.gate_direction), g_thr)
         if self.cooldown > 0:
             # alarm at the last point, and none in the `cooldown` points before it
             out: BoolArray = alarm[:, -1] & ~alarm[:, :-1].any(axis=1)
             return out
         last: BoolArray = alarm[:, -1]
         return last
+
+    @property
+    def shape(self) -> tuple[object, ...]:
+        """Everything but the thresholds: programs of one shape label as one."""
+        return (
+            self.score,
+            self.direction,
+            self.persistence,
+            self.cooldown,
+            self.gate,
+            self.gate_direction,
+        )
 
     def run(self, rows: FloatArray) -> BoolArray:
         """The label of the last point of each row of ``rows`` (values, ``(m, >= LOOKBACK)``)."""
@@ -302,7 +327,42 @@ def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> li
         for i, rows in users:
             scores[i, key] = out[a : a + len(rows)]
             a += len(rows)
-    return [
-        prog.labels(scores[i, prog.score], None if prog.gate is None else scores[i, prog.gate])
-        for i, (prog, _) in enumerate(requests)
-    ]
+    # programs of one shape (thresholds aside) label their rows together
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, (prog, _) in enumerate(requests):
+        groups.setdefault(prog.shape, []).append(i)
+    out: list[BoolArray] = [_NO_LABELS] * len(requests)
+    for members in groups.values():
+        prog = requests[members[0]][0]
+        if len(members) == 1 or not all(
+            _exact_float(requests[i][0].threshold) and _exact_float(requests[i][0].gate_threshold)
+            for i in members
+        ):
+            for i in members:
+                p = requests[i][0]
+                out[i] = p.labels(scores[i, p.score], None if p.gate is None else scores[i, p.gate])
+            continue
+        sizes = [len(scores[i, prog.score]) for i in members]
+        thresholds = np.repeat([float(requests[i][0].threshold) for i in members], sizes)
+        main = np.concatenate([scores[i, prog.score] for i in members])
+        gate = gate_thr = None
+        if prog.gate is not None:
+            gate = np.concatenate([scores[i, prog.gate] for i in members])
+            gate_thr = np.repeat([float(requests[i][0].gate_threshold) for i in members], sizes)
+        labels = prog.labels(main, gate, thresholds, gate_thr)
+        a = 0
+        for i, n in zip(members, sizes, strict=True):
+            out[i] = labels[a : a + n]
+            a += n
+    return out
+
+
+_NO_LABELS: BoolArray = np.zeros(0, dtype=np.bool_)
+
+
+def _exact_float(v: object) -> bool:
+    """Whether ``v`` compares with float64 scores exactly as ``float(v)`` does (a float, or an
+    int that converts exactly; ``None``: no gate)."""
+    if v is None or isinstance(v, float):
+        return True
+    return isinstance(v, int) and not isinstance(v, bool) and abs(v) <= 2**53
