@@ -725,7 +725,12 @@ class Detector:
         made = [
             PointResult(p.series, p.timestamp, p.value, "ok", an, al, rw, inc, (), (), key)
             for p, an, al, rw, inc in zip(
-                [points[i] for i in order], anomaly_l, alert_l, raw_l, incident_l, strict=True
+                points if one_each and n == len(points) else [points[i] for i in order],
+                anomaly_l,
+                alert_l,
+                raw_l,
+                incident_l,
+                strict=True,
             )
         ]
         if fired_any:

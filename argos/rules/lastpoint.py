@@ -322,10 +322,10 @@ def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> li
             scores[i, key] = last_scores(key, rows[:, rows.shape[1] - w :])
             continue
         stacked = np.concatenate([rows[:, rows.shape[1] - w :] for _, rows in users])
-        out = last_scores(key, stacked)
+        computed = last_scores(key, stacked)
         a = 0
         for i, rows in users:
-            scores[i, key] = out[a : a + len(rows)]
+            scores[i, key] = computed[a : a + len(rows)]
             a += len(rows)
     # programs of one shape (thresholds aside) label their rows together
     groups: dict[tuple[object, ...], list[int]] = {}
