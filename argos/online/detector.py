@@ -75,7 +75,13 @@ from argos.online.checks import (
     stream_exactness,
     verification_sample,
 )
-from argos.online.postprocess import PostProcessing, PostState, SeriesState, post_process
+from argos.online.postprocess import (
+    PostProcessing,
+    PostState,
+    SeriesState,
+    post_process,
+    post_process_point,
+)
 from argos.online.rulesets import LoadedRuleSet, load_rules
 from argos.rules.artifacts import Role, RuleSetError
 from argos.rules.recognise import trusted_template
@@ -687,13 +693,24 @@ class Detector:
         else:  # no rule fired and "or": nothing is raw-anomalous
             raw, raw_any = np.zeros(n, dtype=np.bool_), False
         post_states = self._post
-        if raw_any:
+        if raw_any and one_each:  # a scrape with alarms: one step per series, no arrays
+            get, post = post_states.get, self.post
+            raw_l = raw.tolist()
+            anomaly_l, alert_l, incident_l = [False] * n, [False] * n, [0] * n
+            for j, s in enumerate(names):
+                st = get(s)
+                if st is None:
+                    st = post_states[s] = PostState()
+                if raw_l[j]:
+                    anomaly_l[j], alert_l[j], incident_l[j] = post_process_point(True, st, post)
+                else:
+                    st.pos += 1
+            n_anomalies, n_alerts = anomaly_l.count(True), alert_l.count(True)
+        elif raw_any:
             anomaly = np.zeros(n, dtype=np.bool_)
             alert = np.zeros(n, dtype=np.bool_)
             incident = np.zeros(n, dtype=np.int64)
-            at = np.flatnonzero(raw)
-            if not one_each:
-                at = np.searchsorted(bounds, at, side="right") - 1
+            at = np.searchsorted(bounds, np.flatnonzero(raw), side="right") - 1
             with_raw = set(at.tolist())
             for j, s in enumerate(names):
                 st = post_states.get(s)
@@ -734,7 +751,8 @@ class Detector:
             )
         ]
         if fired_any:
-            for pos in np.flatnonzero(labels.any(axis=0)).tolist():
+            plain_or = self.ruleset.combination == "or" and base is None
+            for pos in np.flatnonzero(raw if plain_or else labels.any(axis=0)).tolist():
                 fired = tuple(rule_ids[r] for r in np.flatnonzero(labels[:, pos]).tolist())
                 made[pos].fired = fired
                 for rid in fired:

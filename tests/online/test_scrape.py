@@ -17,6 +17,7 @@ import argos.sandbox.kernel as kernel_module
 from argos.data.series import Dataset
 from argos.online.detector import Detector, DetectorSettings, Point, PointResult
 from argos.online.fleet import Fleet
+from argos.online.postprocess import PostProcessing
 from argos.rules.artifacts import RuleSource, load_ruleset, write_ruleset
 from argos.rules.grammar import Gate, RuleSpec, Structure
 from argos.rules.templates import render
@@ -77,15 +78,20 @@ def scrape(
         yield fleet.push([Point(s, int(t[i]), float(v[i])) for s, (t, v) in data.items()])
 
 
-def own_batch(folder: Path, t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, list[tuple]]:
-    """The set's own batch labels (every rule called on the whole series): anomaly, fired."""
-    with Detector.open(folder, DetectorSettings(isolation="inprocess", verify=False)) as det:
+def own_batch(
+    folder: Path, t: np.ndarray, v: np.ndarray, post: PostProcessing
+) -> tuple[list[tuple], list[tuple]]:
+    """The set's own batch labels (every rule called on the whole series): (anomaly, alert,
+    incident) and the rules fired, per point."""
+    settings = DetectorSettings(isolation="inprocess", verify=False, post=post)
+    with Detector.open(folder, settings) as det:
         b = det.detect_arrays(t, v)
         fired = [
             tuple(det.rule_ids[r] for r in np.flatnonzero(b.rule_labels[:, i]))
             for i in range(len(v))
         ]
-        return b.anomaly, fired
+        labels = list(zip(b.anomaly.tolist(), b.alert.tolist(), b.incident.tolist(), strict=True))
+        return labels, fired
 
 
 class SpyEvaluate:
@@ -106,16 +112,18 @@ def check_against_own_sets(
     folder: Path,
     data: dict[str, tuple[np.ndarray, np.ndarray]],
     results: dict[str, list[PointResult]],
+    post: PostProcessing,
 ) -> int:
-    """Every series' scrape labels equal its own set's batch labels; returns the anomalies."""
+    """Every series' scrape labels (anomaly, alert, incident, fired rules) equal its own set's
+    batch labels; returns the anomalies."""
     total = 0
     for s, (t, v) in data.items():
         got = results[s]
         assert [r.status for r in got] == ["ok"] * len(v)
-        anomaly, fired = own_batch(folder / s.split("/")[0], t, v)
-        np.testing.assert_array_equal(np.array([r.anomaly for r in got]), anomaly, err_msg=s)
+        labels, fired = own_batch(folder / s.split("/")[0], t, v, post)
+        assert [(r.anomaly, r.alert, r.incident) for r in got] == labels, s
         assert [r.fired for r in got] == fired, s
-        total += int(anomaly.sum())
+        total += sum(a for a, _, _ in labels)
     return total
 
 
@@ -130,7 +138,8 @@ def test_a_scrape_over_template_sets_gives_each_sets_own_labels(
         data[f"{parts[i % 5]}/s{i}"] = (np.arange(len(v), dtype=np.int64) * 60, v)
     spy = SpyEvaluate(monkeypatch)
     results: dict[str, list[PointResult]] = {}
-    with Fleet(tmp_path, settings=DetectorSettings(isolation="auto")) as fleet:
+    post = PostProcessing(min_duration=2, cooldown=5, incident_gap=3)
+    with Fleet(tmp_path, settings=DetectorSettings(isolation="auto", post=post)) as fleet:
         for res in scrape(fleet, data, 100):
             for r in res:
                 results.setdefault(r.series, []).append(r)
@@ -143,7 +152,7 @@ def test_a_scrape_over_template_sets_gives_each_sets_own_labels(
             )
     # the scrape's pushes labelled the steady rows of all five sets in one evaluation each
     assert spy.calls and max(spy.calls) == 5 * 3
-    assert check_against_own_sets(tmp_path, data, results) > 20
+    assert check_against_own_sets(tmp_path, data, results, post) > 20
 
 
 def test_a_scrape_keeps_dropped_points_quarantine_and_worker_rules(tmp_path: Path) -> None:
@@ -222,4 +231,4 @@ def test_a_scrape_over_kpi_sets_gives_each_sets_own_labels_on_kpi_data(
             for r in res:
                 results.setdefault(r.series, []).append(r)
     assert spy.calls and max(spy.calls) >= 6
-    assert check_against_own_sets(tmp_path, data, results) > 0
+    assert check_against_own_sets(tmp_path, data, results, PostProcessing()) > 0
