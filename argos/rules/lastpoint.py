@@ -135,11 +135,13 @@ def _window_stats_last(
     of ``x``: mean and std, ``(m, positions)``."""
     m, n = x.shape
     start = n - positions - lag - width + 1
+    if positions <= 4:  # each position's windows as a view of the rows (no copy)
+        stats = [_block_stats(x[:, start + o : start + o + width], width) for o in range(positions)]
+        mean = np.stack([mu for mu, _ in stats], axis=1)
+        q = np.stack([sq for _, sq in stats], axis=1)
+        return mean, np.sqrt(q / width)
     seg = x[:, start : start + positions + width - 1]
-    if positions == 1:
-        win = seg
-    else:
-        win = np.lib.stride_tricks.sliding_window_view(seg, width, axis=1).reshape(-1, width)
+    win = np.lib.stride_tricks.sliding_window_view(seg, width, axis=1).reshape(-1, width)
     mean, q = _block_stats(win, width)
     return mean.reshape(m, positions), np.sqrt(q / width).reshape(m, positions)
 

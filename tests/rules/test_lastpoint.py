@@ -95,7 +95,7 @@ def test_last_point_labels_equal_the_rendered_rule(spec: RuleSpec) -> None:
     np.testing.assert_array_equal(prog.run(wide), reference(spec, wide[:, 17:]))
 
 
-@pytest.mark.parametrize("positions", [1, 5])
+@pytest.mark.parametrize("positions", [1, 3, 5])
 @pytest.mark.parametrize(
     "structure",
     [
