@@ -39,8 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from argos.online.detector import DetectorSettings, Isolation, Point
+from argos.online.detector import DetectorSettings, Isolation
 from argos.online.fleet import Fleet
+from argos.online.points import Point
 from argos.rules.artifacts import RuleSource, load_ruleset, write_ruleset
 from argos.sandbox.kernel import compile_rule
 from argos.sandbox.worker_zygote import zygote_pids

@@ -58,8 +58,7 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +74,8 @@ from argos.online.checks import (
     stream_exactness,
     verification_sample,
 )
+from argos.online.engines import start_engines, trusted_rule_ids
+from argos.online.points import Point, PointResult, PointStatus
 from argos.online.postprocess import (
     PostProcessing,
     PostState,
@@ -84,108 +85,25 @@ from argos.online.postprocess import (
 )
 from argos.online.rulesets import LoadedRuleSet, load_rules
 from argos.rules.artifacts import Role, RuleSetError
-from argos.rules.recognise import trusted_template
 from argos.sandbox.kernel import (
     EngineResult,
     InProcessEngine,
-    RuleCode,
     RuleEngine,
     RuleError,
     SeriesBatch,
     push_together,
 )
-from argos.sandbox.mixed import MixedEngine
-from argos.sandbox.workers import WorkerEngine, WorkerLimits
+from argos.sandbox.workers import WorkerLimits
 
 __all__ = [
     "ISOLATIONS",
     "BatchDetection",
     "Detector",
     "Isolation",
-    "Point",
-    "PointResult",
     "combine",
 ]
 
 log = logging.getLogger(__name__)
-
-PointStatus = Literal["ok", "late", "duplicate", "invalid", "unrouted", "unavailable"]
-
-
-# ----------------------------------------------------------------------------------------------
-# Results
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Point:
-    """One incoming point."""
-
-    series: str
-    timestamp: int
-    value: float
-    base: bool | None = None  # the external base detector's label (fusion with external base)
-
-
-@dataclass(slots=True)
-class PointResult:
-    """The detector's verdict on one point (in input order); read-only by convention.
-
-    Not a frozen dataclass: one is built per point on the streaming hot path, and a frozen
-    dataclass's ``__init__`` (``object.__setattr__`` per field) costs 5x as much (11 us against
-    2 us a result on the shared development host: 9 ms of a 1,000-point push).
-
-    ``status`` is ``ok`` or why the point was dropped (``late``, ``duplicate``, ``invalid``; in a
-    :class:`~argos.online.fleet.Fleet` also ``unrouted``: no rule set for the series, and
-    ``unavailable``: its rule set failed to load or its engine is down, ``detail`` says which);
-    dropped points have no labels. ``ruleset`` names the rule set that labelled the point (its
-    key in a fleet), ``fired`` the rules whose label was true, ``errors`` the rules that failed
-    on this point's micro-batch (their label counts as false).
-    """
-
-    series: str
-    timestamp: int
-    value: float
-    status: PointStatus
-    anomaly: bool = False
-    alert: bool = False
-    raw: bool = False
-    incident: int = 0
-    fired: tuple[str, ...] = ()
-    errors: tuple[str, ...] = ()
-    ruleset: str = ""
-    detail: str = ""
-
-    def to_json(self, conditions: Mapping[str, str], *, explain: bool = True) -> dict[str, Any]:
-        """The JSON line/record: labels plus, when a rule fired, the explanation per fired rule
-        (``explain=False``: the fired rules' ids as ``rules``, their conditions sent once per
-        response by the caller)."""
-        out: dict[str, Any] = {
-            "series": self.series,
-            "timestamp": self.timestamp,
-            "value": self.value if math.isfinite(self.value) else None,
-            "status": self.status,
-        }
-        if self.ruleset:
-            out["ruleset"] = self.ruleset
-        if self.status != "ok":
-            if self.detail:
-                out["error"] = self.detail
-            return out
-        out["anomaly"] = self.anomaly
-        out["alert"] = self.alert
-        if self.anomaly:
-            out["incident"] = self.incident
-        named = {"ruleset": self.ruleset} if self.ruleset else {}
-        if self.fired and not explain:
-            out["rules"] = list(self.fired)
-        elif self.fired:
-            out["explanation"] = [
-                {"rule": r, "condition": conditions.get(r, ""), **named} for r in self.fired
-            ]
-        if self.errors:
-            out["rule_errors"] = list(self.errors)
-        return out
 
 
 @dataclass
@@ -211,36 +129,9 @@ Isolation = Literal["auto", "worker", "inprocess"]
 """Where a rule set's rules run: ``worker`` (every rule in its own locked-down process),
 ``inprocess`` (every rule in this process: trusted rule sets only) or ``auto`` (a rule whose file
 is byte for byte a builtin template rendering in this process, every other rule in its own
-worker; :func:`trusted_rule_ids`)."""
+worker; :func:`argos.online.engines.trusted_rule_ids`)."""
 
 ISOLATIONS: tuple[Isolation, ...] = ("auto", "worker", "inprocess")
-
-TEMPLATES_INPROCESS = "builtin-template rules in-process (trusted: byte-identical renders)"
-TRUSTED_SET = "none (in-process, trusted rules only)"
-
-
-def trusted_rule_ids(ruleset: LoadedRuleSet) -> list[str]:
-    """The rules of a set that ``isolation="auto"`` runs in this process: those proved to be a
-    builtin template rendering, byte for byte, with the rendering's own lookback
-    (:func:`argos.rules.recognise.trusted_template`)."""
-    return [r.id for r in ruleset.rules if trusted_template(r, r.code, r.lookback) is not None]
-
-
-def _one_engine(
-    codes: Sequence[RuleCode],
-    trusted: Sequence[str],
-    workers: int,
-    limits: WorkerLimits | None,
-    recognised: bool,
-) -> RuleEngine:
-    """The engine for these rules: in this process when every rule is trusted, in workers when
-    none is, else both (:class:`~argos.sandbox.mixed.MixedEngine`). ``recognised``: the trusted
-    rules were proved to be template renderings (else the caller vouched for the whole set)."""
-    if len(trusted) == len(codes):
-        return InProcessEngine(codes, isolation=TEMPLATES_INPROCESS if recognised else TRUSTED_SET)
-    if not trusted:
-        return WorkerEngine(codes, workers=workers, limits=limits)
-    return MixedEngine(codes, trusted, workers=workers, limits=limits)
 
 
 @dataclass(frozen=True)
@@ -264,39 +155,6 @@ class DetectorSettings:
     post: PostProcessing = field(default_factory=PostProcessing)
     verify: bool = True
     strict: bool = True
-
-
-def _start_engines(
-    codes: Sequence[RuleCode],
-    trusted: Sequence[str],
-    workers: int,
-    limits: WorkerLimits | None,
-    verify: bool,
-    recognised: bool,
-) -> tuple[RuleEngine, RuleEngine | None]:
-    """The serving engine and, with ``verify``, a reference engine of fresh processes (and a
-    fresh in-process kernel for the trusted rules) for the checks, both started at once.
-    ``trusted`` names the rules that run in this process (see :func:`_one_engine`)."""
-    if len(trusted) == len(codes) or not verify:
-        serving = _one_engine(codes, trusted, workers, limits, recognised)
-        return serving, _one_engine(codes, trusted, 1, limits, recognised) if verify else None
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [
-            pool.submit(_one_engine, codes, trusted, workers, limits, recognised),
-            pool.submit(_one_engine, codes, trusted, 1, limits, recognised),
-        ]
-        engines: list[RuleEngine] = []
-        failure: BaseException | None = None
-        for fut in futures:
-            try:
-                engines.append(fut.result())
-            except BaseException as exc:  # close what did start, then raise the first failure
-                failure = failure or exc
-    if failure is not None:
-        for e in engines:
-            e.close()
-        raise failure
-    return engines[0], engines[1]
 
 
 def combine(
@@ -463,9 +321,7 @@ class Detector:
         else:
             trusted = trusted_rule_ids(rs)
         recognised = s.isolation == "auto"
-        engine, reference = _start_engines(
-            codes, trusted, s.workers, s.limits, s.verify, recognised
-        )
+        engine, reference = start_engines(codes, trusted, s.workers, s.limits, s.verify, recognised)
         return cls(
             rs,
             engine,

@@ -41,7 +41,8 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from argos._types import BoolArray, FloatArray, IntArray
-from argos.online.detector import BatchDetection, Detector, DetectorSettings, Point, PointResult
+from argos.online.detector import BatchDetection, Detector, DetectorSettings
+from argos.online.points import Point, PointResult
 from argos.online.postprocess import SeriesState
 from argos.online.rulesets import load_rules
 from argos.rules.artifacts import MANIFEST, Manifest, RuleSetError

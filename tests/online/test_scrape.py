@@ -15,8 +15,9 @@ import pytest
 
 import argos.sandbox.kernel as kernel_module
 from argos.data.series import Dataset
-from argos.online.detector import Detector, DetectorSettings, Point, PointResult
+from argos.online.detector import Detector, DetectorSettings
 from argos.online.fleet import Fleet
+from argos.online.points import Point, PointResult
 from argos.online.postprocess import PostProcessing
 from argos.rules.artifacts import RuleSource, load_ruleset, write_ruleset
 from argos.rules.grammar import Gate, RuleSpec, Structure
