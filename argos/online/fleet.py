@@ -445,10 +445,10 @@ class Fleet:
             return []
         results: list[PointResult | None] = [None] * len(points)
         groups: dict[str, list[int]] = {}
-        route = self.routes.route
+        route, resolved = self.routes.route, self.routes.resolved
         with self._push_lock:
             for i, p in enumerate(points):
-                key = route(p.series)
+                key = resolved.get(p.series) or route(p.series)
                 if key is None:
                     self.unrouted[p.series] += 1
                     results[i] = PointResult(
@@ -459,7 +459,11 @@ class Fleet:
                         detail=self._unrouted_message(p.series),
                     )
                     continue
-                groups.setdefault(key, []).append(i)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [i]
+                else:
+                    group.append(i)
             parts = list(groups.items())
             # sets whose rules all run in this process are pushed together (rules of different
             # sets sharing a template score compute it once); sets with worker processes one by
