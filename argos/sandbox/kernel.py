@@ -3,7 +3,11 @@
 :class:`RuleKernel` is plain numpy: it runs rules on windows and keeps, per series, the last
 ``max(LOOKBACK) - 1`` points (a bounded history buffer), so a caller only ships new points. It is
 what a rule worker process runs (:mod:`argos.sandbox.worker_main`); :class:`InProcessEngine`
-(trusted code only) uses it directly in the calling process.
+(trusted code only) uses it directly in the calling process, where a rule proved to be a builtin
+template rendering labels the series of a scrape (full history, one new point) by its last-point
+form (:mod:`argos.rules.lastpoint`: only the scores the last label needs, bit for bit), and
+:func:`push_together` pushes several such kernels (a fleet's sets) with one evaluation of every
+score they share. A rule in a worker always runs its own code.
 
 Both engines, this module's :class:`InProcessEngine` and :class:`argos.sandbox.workers.WorkerEngine`
 (isolated worker processes), implement :class:`RuleEngine`, which :mod:`argos.online.detector`
@@ -327,14 +331,22 @@ def _last_point_form(rule: RuleCode) -> LastPointProgram | None:
     return None if spec is None else last_point_program(spec, rule.params)
 
 
+def _evaluate(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> list[BoolArray] | None:
+    """:func:`~argos.rules.lastpoint.evaluate_last`, or None should it ever fail (then every
+    rule runs itself on its windows, as without the last-point forms)."""
+    if not requests:
+        return []
+    try:
+        return evaluate_last(requests)
+    except Exception:
+        log.exception("last-point evaluation failed; the rules run on their windows")
+        return None
+
+
 def evaluate_requests(requests: Sequence[LastPointRequest]) -> dict[int, BoolArray]:
     """Run one kernel's last-point requests; rule row -> labels of the steady rows."""
-    if not requests:
-        return {}
-    try:
-        labels = evaluate_last([(prog, rows) for _, prog, rows in requests])
-    except Exception:  # never expected; then every rule runs itself, as without the forms
-        log.exception("last-point evaluation failed; the rules run on their windows")
+    labels = _evaluate([(prog, rows) for _, prog, rows in requests])
+    if labels is None:
         return {}
     return {r: lab for (r, _, _), lab in zip(requests, labels, strict=True)}
 
@@ -344,15 +356,13 @@ def push_together(
 ) -> list[EngineResult]:
     """:meth:`RuleKernel.push` of several kernels (the rule sets of a fleet, in this process) at
     once: rules of different kernels that share a score (the same template shape, other
-    thresholds) compute it once over all their steady rows (:func:`argos.rules.lastpoint.
-    evaluate_last`). Each kernel's labels are those its own push gives."""
+    thresholds) compute it once over all their steady rows
+    (:func:`~argos.rules.lastpoint.evaluate_last`). Each kernel's labels are those its own push
+    gives."""
     prepared = [kernel.prepare(items) for kernel, items in pushes]
     wanted = [kernel.requests(p) for (kernel, _), p in zip(pushes, prepared, strict=True)]
-    flat = [(prog, rows) for reqs in wanted for _, prog, rows in reqs]
-    try:
-        labels = evaluate_last(flat) if flat else []
-    except Exception:  # never expected; then every rule runs itself, as without the forms
-        log.exception("last-point evaluation failed; the rules run on their windows")
+    labels = _evaluate([(prog, rows) for reqs in wanted for _, prog, rows in reqs])
+    if labels is None:
         labels, wanted = [], [[] for _ in wanted]
     it = iter(labels)
     out = []
