@@ -47,7 +47,8 @@ from typing import Any
 import numpy as np
 
 from argos.online.checks import verification_sample
-from argos.online.detector import Detector, DetectorSettings, Point
+from argos.online.detector import Detector, DetectorSettings
+from argos.online.points import Point
 from argos.rules.artifacts import RuleSource, write_ruleset
 from argos.sandbox.kernel import compile_rule
 

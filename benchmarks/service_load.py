@@ -31,7 +31,8 @@ import httpx
 import numpy as np
 
 from argos.online.checks import verification_sample
-from argos.online.detector import Detector, DetectorSettings, Point
+from argos.online.detector import Detector, DetectorSettings
+from argos.online.points import Point
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"

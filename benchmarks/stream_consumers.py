@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from argos.online.detector import Detector, DetectorSettings, Point
+from argos.online.detector import Detector, DetectorSettings
+from argos.online.points import Point
 from argos.online.streams import StreamConfig, backlog, ensure_streams, publish
 from argos.rules.artifacts import RuleSource, write_ruleset
 from argos.rules.grammar import RuleSpec, Structure

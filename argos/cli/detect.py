@@ -36,8 +36,9 @@ from argos.cli.options import (
     rule_isolation,
     with_detection_policy,
 )
-from argos.online.detector import DetectorSettings, Point
+from argos.online.detector import DetectorSettings
 from argos.online.fleet import Fleet
+from argos.online.points import Point
 from argos.rules.artifacts import RuleSetError
 from argos.sandbox.workers import RuleWorkerError, WorkerLimits
 

@@ -25,8 +25,9 @@ from argos.cli.options import (
     RulesFolderOption,
     rule_isolation,
 )
-from argos.online.detector import DetectorSettings, Point
+from argos.online.detector import DetectorSettings
 from argos.online.fleet import Fleet
+from argos.online.points import Point
 from argos.online.postprocess import PostProcessing
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from argos.online.detector import Point
+from argos.online.points import Point
 
 MAX_ERROR_CHARS = 500
 """Longest rule-controlled text (rule errors, details, reload failures) put in a response."""

@@ -52,13 +52,13 @@ Rule sets are read and verified by :mod:`argos.online.rulesets`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,103 +74,36 @@ from argos.online.checks import (
     stream_exactness,
     verification_sample,
 )
-from argos.online.postprocess import PostProcessing, PostState, SeriesState, post_process
+from argos.online.engines import start_engines, trusted_rule_ids
+from argos.online.points import Point, PointResult, PointStatus
+from argos.online.postprocess import (
+    PostProcessing,
+    PostState,
+    SeriesState,
+    post_process,
+    post_process_point,
+)
 from argos.online.rulesets import LoadedRuleSet, load_rules
 from argos.rules.artifacts import Role, RuleSetError
-from argos.rules.recognise import trusted_template
-from argos.sandbox.kernel import EngineResult, InProcessEngine, RuleCode, RuleEngine, RuleError
-from argos.sandbox.mixed import MixedEngine
-from argos.sandbox.workers import WorkerEngine, WorkerLimits
+from argos.sandbox.kernel import (
+    EngineResult,
+    InProcessEngine,
+    RuleEngine,
+    RuleError,
+    SeriesBatch,
+    push_together,
+)
+from argos.sandbox.workers import WorkerLimits
 
 __all__ = [
     "ISOLATIONS",
     "BatchDetection",
     "Detector",
     "Isolation",
-    "Point",
-    "PointResult",
     "combine",
 ]
 
 log = logging.getLogger(__name__)
-
-PointStatus = Literal["ok", "late", "duplicate", "invalid", "unrouted", "unavailable"]
-
-
-# ----------------------------------------------------------------------------------------------
-# Results
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Point:
-    """One incoming point."""
-
-    series: str
-    timestamp: int
-    value: float
-    base: bool | None = None  # the external base detector's label (fusion with external base)
-
-
-@dataclass(slots=True)
-class PointResult:
-    """The detector's verdict on one point (in input order); read-only by convention.
-
-    Not a frozen dataclass: one is built per point on the streaming hot path, and a frozen
-    dataclass's ``__init__`` (``object.__setattr__`` per field) costs 5x as much (11 us against
-    2 us a result on the shared development host: 9 ms of a 1,000-point push).
-
-    ``status`` is ``ok`` or why the point was dropped (``late``, ``duplicate``, ``invalid``; in a
-    :class:`~argos.online.fleet.Fleet` also ``unrouted``: no rule set for the series, and
-    ``unavailable``: its rule set failed to load or its engine is down, ``detail`` says which);
-    dropped points have no labels. ``ruleset`` names the rule set that labelled the point (its
-    key in a fleet), ``fired`` the rules whose label was true, ``errors`` the rules that failed
-    on this point's micro-batch (their label counts as false).
-    """
-
-    series: str
-    timestamp: int
-    value: float
-    status: PointStatus
-    anomaly: bool = False
-    alert: bool = False
-    raw: bool = False
-    incident: int = 0
-    fired: tuple[str, ...] = ()
-    errors: tuple[str, ...] = ()
-    ruleset: str = ""
-    detail: str = ""
-
-    def to_json(self, conditions: Mapping[str, str], *, explain: bool = True) -> dict[str, Any]:
-        """The JSON line/record: labels plus, when a rule fired, the explanation per fired rule
-        (``explain=False``: the fired rules' ids as ``rules``, their conditions sent once per
-        response by the caller)."""
-        out: dict[str, Any] = {
-            "series": self.series,
-            "timestamp": self.timestamp,
-            "value": self.value if math.isfinite(self.value) else None,
-            "status": self.status,
-        }
-        if self.ruleset:
-            out["ruleset"] = self.ruleset
-        if self.status != "ok":
-            if self.detail:
-                out["error"] = self.detail
-            return out
-        out["anomaly"] = self.anomaly
-        out["alert"] = self.alert
-        if self.anomaly:
-            out["incident"] = self.incident
-        named = {"ruleset": self.ruleset} if self.ruleset else {}
-        if self.fired and not explain:
-            out["rules"] = list(self.fired)
-        elif self.fired:
-            out["explanation"] = [
-                {"rule": r, "condition": conditions.get(r, ""), **named} for r in self.fired
-            ]
-        if self.errors:
-            out["rule_errors"] = list(self.errors)
-        return out
 
 
 @dataclass
@@ -196,36 +129,9 @@ Isolation = Literal["auto", "worker", "inprocess"]
 """Where a rule set's rules run: ``worker`` (every rule in its own locked-down process),
 ``inprocess`` (every rule in this process: trusted rule sets only) or ``auto`` (a rule whose file
 is byte for byte a builtin template rendering in this process, every other rule in its own
-worker; :func:`trusted_rule_ids`)."""
+worker; :func:`argos.online.engines.trusted_rule_ids`)."""
 
 ISOLATIONS: tuple[Isolation, ...] = ("auto", "worker", "inprocess")
-
-TEMPLATES_INPROCESS = "builtin-template rules in-process (trusted: byte-identical renders)"
-TRUSTED_SET = "none (in-process, trusted rules only)"
-
-
-def trusted_rule_ids(ruleset: LoadedRuleSet) -> list[str]:
-    """The rules of a set that ``isolation="auto"`` runs in this process: those proved to be a
-    builtin template rendering, byte for byte, with the rendering's own lookback
-    (:func:`argos.rules.recognise.trusted_template`)."""
-    return [r.id for r in ruleset.rules if trusted_template(r, r.code, r.lookback) is not None]
-
-
-def _one_engine(
-    codes: Sequence[RuleCode],
-    trusted: Sequence[str],
-    workers: int,
-    limits: WorkerLimits | None,
-    recognised: bool,
-) -> RuleEngine:
-    """The engine for these rules: in this process when every rule is trusted, in workers when
-    none is, else both (:class:`~argos.sandbox.mixed.MixedEngine`). ``recognised``: the trusted
-    rules were proved to be template renderings (else the caller vouched for the whole set)."""
-    if len(trusted) == len(codes):
-        return InProcessEngine(codes, isolation=TEMPLATES_INPROCESS if recognised else TRUSTED_SET)
-    if not trusted:
-        return WorkerEngine(codes, workers=workers, limits=limits)
-    return MixedEngine(codes, trusted, workers=workers, limits=limits)
 
 
 @dataclass(frozen=True)
@@ -251,39 +157,6 @@ class DetectorSettings:
     strict: bool = True
 
 
-def _start_engines(
-    codes: Sequence[RuleCode],
-    trusted: Sequence[str],
-    workers: int,
-    limits: WorkerLimits | None,
-    verify: bool,
-    recognised: bool,
-) -> tuple[RuleEngine, RuleEngine | None]:
-    """The serving engine and, with ``verify``, a reference engine of fresh processes (and a
-    fresh in-process kernel for the trusted rules) for the checks, both started at once.
-    ``trusted`` names the rules that run in this process (see :func:`_one_engine`)."""
-    if len(trusted) == len(codes) or not verify:
-        serving = _one_engine(codes, trusted, workers, limits, recognised)
-        return serving, _one_engine(codes, trusted, 1, limits, recognised) if verify else None
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [
-            pool.submit(_one_engine, codes, trusted, workers, limits, recognised),
-            pool.submit(_one_engine, codes, trusted, 1, limits, recognised),
-        ]
-        engines: list[RuleEngine] = []
-        failure: BaseException | None = None
-        for fut in futures:
-            try:
-                engines.append(fut.result())
-            except BaseException as exc:  # close what did start, then raise the first failure
-                failure = failure or exc
-    if failure is not None:
-        for e in engines:
-            e.close()
-        raise failure
-    return engines[0], engines[1]
-
-
 def combine(
     rule_labels: BoolArray,
     roles: Sequence[Role],
@@ -305,6 +178,28 @@ def combine(
     fn = rule_labels[role == "fn"].any(axis=0)
     fp = rule_labels[role == "fp"].any(axis=0)
     return np.asarray((base & ~fp) | (~base & fn), dtype=np.bool_)
+
+
+_NO_T: IntArray = np.zeros(0, dtype=np.int64)
+_NO_V: FloatArray = np.zeros(0, dtype=np.float64)
+
+
+@dataclass
+class _Admitted:
+    """A push past the ordering policy: results so far (dropped points), the accepted points'
+    series (``names``), their input positions grouped by series (``order``, ``bounds``: series
+    ``j`` is ``order[bounds[j]:bounds[j + 1]]``) and the engine items."""
+
+    points: Sequence[Point]
+    results: list[PointResult | None]
+    names: list[str]
+    order: list[int]
+    bounds: list[int]
+    items: SeriesBatch
+
+    def done(self) -> list[PointResult]:
+        """The results in input order (every point has one once the push is complete)."""
+        return [r for r in self.results if r is not None]
 
 
 class Detector:
@@ -426,9 +321,7 @@ class Detector:
         else:
             trusted = trusted_rule_ids(rs)
         recognised = s.isolation == "auto"
-        engine, reference = _start_engines(
-            codes, trusted, s.workers, s.limits, s.verify, recognised
-        )
+        engine, reference = start_engines(codes, trusted, s.workers, s.limits, s.verify, recognised)
         return cls(
             rs,
             engine,
@@ -552,35 +445,87 @@ class Detector:
             return self._push_locked(points)
 
     def _push_locked(self, points: Sequence[Point]) -> list[PointResult]:
+        admitted = self._admit(points)
+        if not admitted.items:
+            return admitted.done()
+        return self._complete(admitted, self.engine.push(admitted.items))
+
+    @classmethod
+    def push_together(
+        cls, parts: Sequence[tuple[Detector, Sequence[Point]]]
+    ) -> list[list[PointResult]]:
+        """:meth:`push` of several detectors whose rules all run in this process (the sets of
+        a fleet), at once: their engines' steady rows are labelled together, so rules of
+        different sets that share a template score compute it once
+        (:func:`argos.sandbox.kernel.push_together`). Each detector's results are those its own
+        push gives. Every detector's engine must be an :class:`InProcessEngine`."""
+        engines: list[InProcessEngine] = []
+        for det, _ in parts:
+            if not isinstance(det.engine, InProcessEngine):
+                raise TypeError(f"rule set {det.key} does not run in this process")
+            engines.append(det.engine)
+        with contextlib.ExitStack() as stack:
+            for det in sorted({id(d): d for d, _ in parts}.values(), key=id):
+                stack.enter_context(det._lock)
+            admitted = [det._admit(pts) for det, pts in parts]
+            todo = [i for i, adm in enumerate(admitted) if adm.items]
+            labelled = push_together([(engines[i].kernel, admitted[i].items) for i in todo])
+            out = [adm.done() for adm in admitted]
+            for i, res in zip(todo, labelled, strict=True):
+                out[i] = parts[i][0]._complete(admitted[i], res)
+            return out
+
+    def _admit(self, points: Sequence[Point]) -> _Admitted:
+        """The ordering policy: drop late, duplicate and non-finite points (with their status),
+        group the others by series, as engine items."""
         results: list[PointResult | None] = [None] * len(points)
         groups: dict[str, list[int]] = {}
+        last_ts = self._last_ts
+        isfinite = math.isfinite
         for i, p in enumerate(points):
-            if not math.isfinite(p.value):
-                results[i] = PointResult(
-                    p.series, p.timestamp, p.value, "invalid", ruleset=self.key
-                )
+            series, ts = p.series, p.timestamp
+            if not isfinite(p.value):
+                results[i] = PointResult(series, ts, p.value, "invalid", ruleset=self.key)
                 self.counters["dropped_invalid"] += 1
                 continue
-            last = self._last_ts.get(p.series)
-            if last is not None and p.timestamp <= last:
-                status: PointStatus = "duplicate" if p.timestamp == last else "late"
-                results[i] = PointResult(p.series, p.timestamp, p.value, status, ruleset=self.key)
+            last = last_ts.get(series)
+            if last is not None and ts <= last:
+                status: PointStatus = "duplicate" if ts == last else "late"
+                results[i] = PointResult(series, ts, p.value, status, ruleset=self.key)
                 self.counters[f"dropped_{status}"] += 1
                 continue
-            self._last_ts[p.series] = p.timestamp
-            groups.setdefault(p.series, []).append(i)
+            last_ts[series] = ts
+            group = groups.get(series)
+            if group is None:
+                groups[series] = [i]
+            else:
+                group.append(i)
         names = list(groups)
         if not names:
-            return [r for r in results if r is not None]
-        order = [i for s in names for i in groups[s]]
-        t_all = np.fromiter((points[i].timestamp for i in order), np.int64, len(order))
-        v_all = np.fromiter((points[i].value for i in order), np.float64, len(order))
-        bounds = [0, *itertools.accumulate(len(groups[s]) for s in names)]
-        items = [
-            (s, t_all[bounds[j] : bounds[j + 1]], v_all[bounds[j] : bounds[j + 1]])
-            for j, s in enumerate(names)
-        ]
-        res = self.engine.push(items)
+            return _Admitted(points, results, names, [], [0], SeriesBatch([], _NO_T, _NO_V, [0]))
+        if len(names) == len(points):  # one point per series, none dropped (a scrape)
+            order = [g[0] for g in groups.values()]
+            bounds = list(range(len(order) + 1))
+            t_all = np.array([p.timestamp for p in points], dtype=np.int64)
+            v_all = np.array([p.value for p in points], dtype=np.float64)
+        else:
+            order = [i for s in names for i in groups[s]]
+            bounds = [0, *itertools.accumulate(len(groups[s]) for s in names)]
+            t_all = np.array([points[i].timestamp for i in order], dtype=np.int64)
+            v_all = np.array([points[i].value for i in order], dtype=np.float64)
+        return _Admitted(
+            points, results, names, order, bounds, SeriesBatch(names, t_all, v_all, bounds)
+        )
+
+    def _complete(self, adm: _Admitted, res: EngineResult) -> list[PointResult]:
+        """Combine the engine's labels, post-process them per series and build the results."""
+        points, results, names, order, bounds = (
+            adm.points,
+            adm.results,
+            adm.names,
+            adm.order,
+            adm.bounds,
+        )
         self._count_errors(res)
         errs_by_item: dict[int, tuple[str, ...]] = {}
         for e in res.errors:
@@ -596,18 +541,37 @@ class Detector:
             if missing:
                 self.counters["missing_base"] += missing
             base = np.array([bool(b) for b in given], dtype=np.bool_)
-        raw = combine(labels, self.roles, self.ruleset.combination, base)
-        if raw.any():
+        fired_any = bool(labels.any())
+        one_each = len(names) == n
+        if fired_any or base is not None or self.ruleset.combination != "or":
+            raw = combine(labels, self.roles, self.ruleset.combination, base)
+            raw_any = bool(raw.any())
+        else:  # no rule fired and "or": nothing is raw-anomalous
+            raw, raw_any = np.zeros(n, dtype=np.bool_), False
+        post_states = self._post
+        if raw_any and one_each:  # a scrape with alarms: one step per series, no arrays
+            get, post = post_states.get, self.post
+            raw_l = raw.tolist()
+            anomaly_l, alert_l, incident_l = [False] * n, [False] * n, [0] * n
+            for j, s in enumerate(names):
+                st = get(s)
+                if st is None:
+                    st = post_states[s] = PostState()
+                if raw_l[j]:
+                    anomaly_l[j], alert_l[j], incident_l[j] = post_process_point(True, st, post)
+                else:
+                    st.pos += 1
+            n_anomalies, n_alerts = anomaly_l.count(True), alert_l.count(True)
+        elif raw_any:
             anomaly = np.zeros(n, dtype=np.bool_)
             alert = np.zeros(n, dtype=np.bool_)
             incident = np.zeros(n, dtype=np.int64)
-            with_raw = set(
-                (np.searchsorted(bounds, np.flatnonzero(raw), side="right") - 1).tolist()
-            )
+            at = np.searchsorted(bounds, np.flatnonzero(raw), side="right") - 1
+            with_raw = set(at.tolist())
             for j, s in enumerate(names):
-                st = self._post.get(s)
+                st = post_states.get(s)
                 if st is None:
-                    st = self._post[s] = PostState()
+                    st = post_states[s] = PostState()
                 a, b = bounds[j], bounds[j + 1]
                 if j in with_raw:
                     anomaly[a:b], alert[a:b], incident[a:b] = post_process(raw[a:b], st, self.post)
@@ -617,50 +581,59 @@ class Detector:
             incident_l = incident.tolist()
             n_anomalies, n_alerts = int(anomaly.sum()), int(alert.sum())
         else:
+            get = post_states.get
             for j, s in enumerate(names):
-                st = self._post.get(s)
+                st = get(s)
                 if st is None:
-                    st = self._post[s] = PostState()
-                st.pos += bounds[j + 1] - bounds[j]
+                    st = post_states[s] = PostState()
+                st.pos += 1 if one_each else bounds[j + 1] - bounds[j]
             anomaly_l = alert_l = raw_l = [False] * n
             incident_l = [0] * n
             n_anomalies = n_alerts = 0
-        fired_at = set(np.flatnonzero(labels.any(axis=0)).tolist()) if labels.any() else set()
-        item_l = [j for j, s in enumerate(names) for _ in groups[s]]
-        rule_ids = self.rule_ids
-        for pos, i in enumerate(order):
-            p = points[i]
-            fired: tuple[str, ...] = ()
-            if pos in fired_at:
+        rule_ids, key = self.rule_ids, self.key
+        if one_each:  # one point per series: the item is the position
+            item_l: Sequence[int] = range(n)
+        else:
+            item_l = [j for j, s in enumerate(names) for _ in range(bounds[j + 1] - bounds[j])]
+        made = [
+            PointResult(p.series, p.timestamp, p.value, "ok", an, al, rw, inc, (), (), key)
+            for p, an, al, rw, inc in zip(
+                points if one_each and n == len(points) else [points[i] for i in order],
+                anomaly_l,
+                alert_l,
+                raw_l,
+                incident_l,
+                strict=True,
+            )
+        ]
+        if fired_any:
+            plain_or = self.ruleset.combination == "or" and base is None
+            for pos in np.flatnonzero(raw if plain_or else labels.any(axis=0)).tolist():
                 fired = tuple(rule_ids[r] for r in np.flatnonzero(labels[:, pos]).tolist())
+                made[pos].fired = fired
                 for rid in fired:
                     self.rule_fired[rid] += 1
-            results[i] = PointResult(
-                p.series,
-                p.timestamp,
-                p.value,
-                "ok",
-                anomaly_l[pos],
-                alert_l[pos],
-                raw_l[pos],
-                incident_l[pos],
-                fired,
-                errs_by_item.get(item_l[pos], ()),
-                self.key,
-            )
+        if errs_by_item:
+            for pos, r in enumerate(made):
+                r.errors = errs_by_item.get(item_l[pos], ())
+        if len(names) == n == len(points):
+            results[:] = made  # one point per series, every point accepted: input order
+        else:
+            for pos, i in enumerate(order):
+                results[i] = made[pos]
         self.counters["points"] += n
         self.counters["anomalies"] += n_anomalies
         self.counters["alerts"] += n_alerts
-        self._watch_alarm_rate(labels)
-        return [r for r in results if r is not None]
+        self._watch_alarm_rate(labels, fired_any)
+        return adm.done()
 
-    def _watch_alarm_rate(self, labels: BoolArray) -> None:
-        """Count the rules' alarms in the current window; at its end, quarantine the rules in
-        an alert storm (:class:`AlarmRateGuard`)."""
+    def _watch_alarm_rate(self, labels: BoolArray, fired: bool) -> None:
+        """Count the rules' alarms in the current window (``fired``: any label is true); at its
+        end, quarantine the rules in an alert storm (:class:`AlarmRateGuard`)."""
         if labels.shape[0] != len(self._window_alarms) or not labels.shape[1]:
             return
         self._window_points += labels.shape[1]
-        if labels.any():
+        if fired:
             self._window_alarms += labels.sum(axis=1)
         if self._window_points < self.guard.window:
             return

@@ -41,7 +41,8 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from argos._types import BoolArray, FloatArray, IntArray
-from argos.online.detector import BatchDetection, Detector, DetectorSettings, Point, PointResult
+from argos.online.detector import BatchDetection, Detector, DetectorSettings
+from argos.online.points import Point, PointResult
 from argos.online.postprocess import SeriesState
 from argos.online.rulesets import load_rules
 from argos.rules.artifacts import MANIFEST, Manifest, RuleSetError
@@ -176,6 +177,9 @@ class Routes:
     by_partition: dict[str, str] = field(default_factory=dict)
     default: str | None = None
     conflicts: list[str] = field(default_factory=list)
+    resolved: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """Series routed so far -> key (a scrape routes the same series again and again); routes
+    are rebuilt, not edited, when the folder changes, so this never goes stale."""
 
     @classmethod
     def build(cls, entries: Sequence[RuleSetEntry], default: str | None) -> Routes:
@@ -212,15 +216,19 @@ class Routes:
 
     def route(self, series: str) -> str | None:
         """The key of the rule set for this series, or ``None`` (refused)."""
-        key = self.by_series.get(series)
+        key = self.resolved.get(series)
         if key is not None:
             return key
-        part = partition_of_series(series)
-        if part is not None:
-            key = self.by_partition.get(part)
-            if key is not None:
-                return key
-        return self.default
+        key = self.by_series.get(series)
+        if key is None:
+            part = partition_of_series(series)
+            if part is not None:
+                key = self.by_partition.get(part)
+            if key is None:
+                key = self.default
+        if key is not None:  # refused series are not remembered (their names are unbounded)
+            self.resolved[series] = key
+        return key
 
     def listed(self) -> dict[str, list[str]]:
         """Per set key, the series routed to it by name (not by partition or as the default)."""
@@ -437,10 +445,10 @@ class Fleet:
             return []
         results: list[PointResult | None] = [None] * len(points)
         groups: dict[str, list[int]] = {}
-        route = self.routes.route
+        route, resolved = self.routes.route, self.routes.resolved
         with self._push_lock:
             for i, p in enumerate(points):
-                key = route(p.series)
+                key = resolved.get(p.series) or route(p.series)
                 if key is None:
                     self.unrouted[p.series] += 1
                     results[i] = PointResult(
@@ -451,28 +459,56 @@ class Fleet:
                         detail=self._unrouted_message(p.series),
                     )
                     continue
-                groups.setdefault(key, []).append(i)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [i]
+                else:
+                    group.append(i)
             parts = list(groups.items())
-            if self._pool is not None and len(parts) > 1:
-                # sets with worker processes run concurrently; sets that run in this process
-                # (they hold the GIL) run in this thread meanwhile
+            # sets whose rules all run in this process are pushed together (rules of different
+            # sets sharing a template score compute it once); sets with worker processes one by
+            # one, or concurrently with a pool
+            together = []
+            for key, idx in parts:
+                slot = self._slots.get(key)
+                if slot is not None and isinstance(slot.detector.engine, InProcessEngine):
+                    together.append((key, idx, slot.detector))
+            done: dict[str, list[PointResult]] = {}
+            if len(together) > 1:
+                done.update(self._push_sets_together(together, points))
+            rest = [(key, idx) for key, idx in parts if key not in done]
+            if self._pool is not None and len(rest) > 1:
                 pending = {
                     key: self._pool.submit(self._push_set, key, idx, points)
-                    for key, idx in parts
+                    for key, idx in rest
                     if not self._in_process(key)
                 }
-                here = {
-                    key: self._push_set(key, idx, points)
-                    for key, idx in parts
-                    if key not in pending
-                }
-                done = [pending[key].result() if key in pending else here[key] for key, _ in parts]
+                for key, idx in rest:
+                    if key not in pending:
+                        done[key] = self._push_set(key, idx, points)
+                for key, fut in pending.items():
+                    done[key] = fut.result()
             else:
-                done = [self._push_set(key, idx, points) for key, idx in parts]
-        for (_, idx), res in zip(parts, done, strict=True):
-            for i, r in zip(idx, res, strict=True):
+                for key, idx in rest:
+                    done[key] = self._push_set(key, idx, points)
+        for key, idx in parts:
+            for i, r in zip(idx, done[key], strict=True):
                 results[i] = r
         return [r for r in results if r is not None]
+
+    def _push_sets_together(
+        self, parts: Sequence[tuple[str, Sequence[int], Detector]], points: Sequence[Point]
+    ) -> dict[str, list[PointResult]]:
+        """The points of several open in-process sets in one :meth:`Detector.push_together`;
+        each set's observed time is the joint time shared by its points."""
+        subs = [(det, [points[i] for i in idx]) for _, idx, det in parts]
+        t0 = time.perf_counter()
+        res = Detector.push_together(subs)
+        if self.on_push is not None:
+            per_point = (time.perf_counter() - t0) / max(1, sum(len(idx) for _, idx, _ in parts))
+            for key, idx, _ in parts:
+                self.on_push(key, len(idx), per_point * len(idx))
+        return {key: r for (key, _, _), r in zip(parts, res, strict=True)}
 
     def _in_process(self, key: str) -> bool:
         """Whether an open set runs all its rules in this process (no worker to wait for)."""

@@ -85,18 +85,28 @@ def post_process(
     alert = np.zeros(k, dtype=np.bool_)
     incident = np.zeros(k, dtype=np.int64)
     for i in np.flatnonzero(raw).tolist():
-        p = st.pos + i
-        st.run = st.run + 1 if st.last_raw == p - 1 else 1
-        st.last_raw = p
-        if st.run < cfg.min_duration:
-            continue
-        anomaly[i] = True
-        if p - st.last_anomaly - 1 > cfg.incident_gap:
-            st.incidents += 1
-        st.last_anomaly = p
-        incident[i] = st.incidents
-        if p - st.last_alert > cfg.cooldown:
-            alert[i] = True
-            st.last_alert = p
+        anomaly[i], alert[i], incident[i] = _raw_point(st, st.pos + i, cfg)
     st.pos += k
     return anomaly, alert, incident
+
+
+def post_process_point(raw: bool, st: PostState, cfg: PostProcessing) -> tuple[bool, bool, int]:
+    """:func:`post_process` of one point (a scrape's), without arrays: anomaly, alert, incident."""
+    out = _raw_point(st, st.pos, cfg) if raw else (False, False, 0)
+    st.pos += 1
+    return out
+
+
+def _raw_point(st: PostState, p: int, cfg: PostProcessing) -> tuple[bool, bool, int]:
+    """A raw-anomalous point at position ``p`` of its series: anomaly, alert, incident."""
+    st.run = st.run + 1 if st.last_raw == p - 1 else 1
+    st.last_raw = p
+    if st.run < cfg.min_duration:
+        return False, False, 0
+    if p - st.last_anomaly - 1 > cfg.incident_gap:
+        st.incidents += 1
+    st.last_anomaly = p
+    alert = p - st.last_alert > cfg.cooldown
+    if alert:
+        st.last_alert = p
+    return True, alert, st.incidents

@@ -68,9 +68,10 @@ from argos.online.api import (
     bounded_description,
     bounded_text,
 )
-from argos.online.detector import DetectorSettings, Isolation, Point, PointResult
+from argos.online.detector import DetectorSettings, Isolation
 from argos.online.fleet import Fleet, UnroutedSeriesError
 from argos.online.guards import AuthMiddleware, BodyLimitMiddleware, token_matches
+from argos.online.points import Point, PointResult
 from argos.online.postprocess import PostProcessing
 from argos.online.telemetry import ServiceMetrics
 from argos.rules.artifacts import RuleSetError

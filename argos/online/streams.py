@@ -43,8 +43,9 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from argos.online.detector import Detector, Point, PointResult
+from argos.online.detector import Detector
 from argos.online.fleet import Fleet, StreamDetector
+from argos.online.points import Point, PointResult
 from argos.online.postprocess import SeriesState
 
 GROUP = "detectors"

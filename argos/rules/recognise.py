@@ -20,6 +20,7 @@ file, so it needs no worker process; a file that differs by one byte stays untru
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -164,10 +165,34 @@ def trusted_template(entry: RuleIdentity, code: str, lookback: int) -> RuleSpec 
     :data:`TRUSTED_MAX_LOOKBACK`. Anything else (an edited byte, another lookback) is None: the
     rule is untrusted and runs in a worker process.
     """
-    found = recognise(entry, code)
+    # the key keeps each value's type: True == 1 and 60 == 60.0, but recognition tells them apart
+    params = tuple(sorted((k, type(v).__name__, v) for k, v in entry.params.items()))
+    try:
+        hash(params)
+    except TypeError:  # a value that is not a number: not a template rule
+        return None
+    return _trusted_template(entry.id, params, code, lookback)
+
+
+@functools.lru_cache(maxsize=4096)
+def _trusted_template(
+    rule_id: str, params: tuple[tuple[str, str, object], ...], code: str, lookback: int
+) -> RuleSpec | None:
+    """:func:`trusted_template`, remembered: a set's rules are recognised whenever its engines
+    start (the serving one, the checks' reference, the kernel's last-point forms, each reload),
+    and each recognition renders the template and parses the rule."""
+    found = recognise(_Identity(rule_id, {k: v for k, _, v in params}), code)
     if not isinstance(found, Recognised):
         return None
     need = max(1, found.spec.lookback())
     if lookback != need or need > TRUSTED_MAX_LOOKBACK:
         return None
     return found.spec
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """A rule's id and params, as :func:`recognise` reads them."""
+
+    id: str
+    params: Mapping[str, object]

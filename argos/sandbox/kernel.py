@@ -3,7 +3,11 @@
 :class:`RuleKernel` is plain numpy: it runs rules on windows and keeps, per series, the last
 ``max(LOOKBACK) - 1`` points (a bounded history buffer), so a caller only ships new points. It is
 what a rule worker process runs (:mod:`argos.sandbox.worker_main`); :class:`InProcessEngine`
-(trusted code only) uses it directly in the calling process.
+(trusted code only) uses it directly in the calling process, where a rule proved to be a builtin
+template rendering labels the series of a scrape (full history, one new point) by its last-point
+form (:mod:`argos.rules.lastpoint`: only the scores the last label needs, bit for bit), and
+:func:`push_together` pushes several such kernels (a fleet's sets) with one evaluation of every
+score they share. A rule in a worker always runs its own code.
 
 Both engines, this module's :class:`InProcessEngine` and :class:`argos.sandbox.workers.WorkerEngine`
 (isolated worker processes), implement :class:`RuleEngine`, which :mod:`argos.online.detector`
@@ -13,15 +17,20 @@ executes it.
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import numpy as np
 
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.rules.contract import exec_rule_source
+from argos.rules.lastpoint import LastPointProgram, evaluate_last, last_point_program
+from argos.rules.recognise import trusted_template
+
+log = logging.getLogger(__name__)
 
 RuleFn = Callable[[FloatArray, IntArray, dict[str, Any]], Any]
 
@@ -76,6 +85,44 @@ class EngineResult:
                 np.concatenate(self.labels, axis=1) if self.labels else np.zeros((0, 0), np.bool_)
             )
         return self.joined
+
+
+class SeriesBatch(Sequence[tuple[str, IntArray, FloatArray]]):
+    """New points of several series as one pair of arrays: series ``names[j]`` has the points
+    ``bounds[j]:bounds[j + 1]``. It is the sequence of ``(series, timestamps, values)`` items an
+    engine's ``push`` takes (built on access), and lets :class:`RuleKernel` take a scrape (one
+    point per series) as the arrays themselves instead of one pair of arrays per series."""
+
+    def __init__(
+        self, names: Sequence[str], timestamps: IntArray, values: FloatArray, bounds: Sequence[int]
+    ) -> None:
+        self.names = names
+        self.timestamps = timestamps
+        self.values = values
+        self.bounds = bounds
+        self.one_each = len(timestamps) == len(names)
+        """Every series has exactly one new point."""
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[str, IntArray, FloatArray]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[str, IntArray, FloatArray]]: ...
+
+    def __getitem__(
+        self, i: int | slice
+    ) -> tuple[str, IntArray, FloatArray] | list[tuple[str, IntArray, FloatArray]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        a, b = self.bounds[i], self.bounds[i + 1]
+        return self.names[i], self.timestamps[a:b], self.values[a:b]
 
 
 class RuleEngine(Protocol):
@@ -178,6 +225,11 @@ class HistoryStore:
         """The row of a series with a full history, or -1."""
         return self._rows.get(series, -1)
 
+    def rows(self, series: Sequence[str]) -> list[int]:
+        """:meth:`row` of each of these series."""
+        get = self._rows.get
+        return [get(s, -1) for s in series]
+
     def get(self, series: str) -> tuple[IntArray, FloatArray]:
         """A series' history (empty arrays for an unknown series); copies, safe to keep."""
         row = self._rows.get(series)
@@ -257,6 +309,69 @@ _EMPTY_T: IntArray = np.zeros(0, dtype=np.int64)
 _EMPTY_V: FloatArray = np.zeros(0, dtype=np.float64)
 
 
+Steady = tuple[list[int], IntArray, FloatArray]
+"""Items with a full history and one new point: (item indices, timestamp windows, value windows
+``(m, history_len + 1)``), rows of one matrix."""
+
+LastPointRequest = tuple[int, LastPointProgram, FloatArray]
+"""A rule's last-point form to run on a push's steady rows: (rule row, program, value windows)."""
+
+
+@dataclass
+class Prepared:
+    """A push whose points are in the history and whose windows wait for labels."""
+
+    windows: list[tuple[IntArray, FloatArray, int]]
+    steady: Steady | None
+
+
+def _last_point_form(rule: RuleCode) -> LastPointProgram | None:
+    """The rule's last-point form, when it is a proved template rendering that has one."""
+    spec = trusted_template(rule, rule.code, rule.lookback)
+    return None if spec is None else last_point_program(spec, rule.params)
+
+
+def _evaluate(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> list[BoolArray] | None:
+    """:func:`~argos.rules.lastpoint.evaluate_last`, or None should it ever fail (then every
+    rule runs itself on its windows, as without the last-point forms)."""
+    if not requests:
+        return []
+    try:
+        return evaluate_last(requests)
+    except Exception:
+        log.exception("last-point evaluation failed; the rules run on their windows")
+        return None
+
+
+def evaluate_requests(requests: Sequence[LastPointRequest]) -> dict[int, BoolArray]:
+    """Run one kernel's last-point requests; rule row -> labels of the steady rows."""
+    labels = _evaluate([(prog, rows) for _, prog, rows in requests])
+    if labels is None:
+        return {}
+    return {r: lab for (r, _, _), lab in zip(requests, labels, strict=True)}
+
+
+def push_together(
+    pushes: Sequence[tuple[RuleKernel, Sequence[tuple[str, IntArray, FloatArray]]]],
+) -> list[EngineResult]:
+    """:meth:`RuleKernel.push` of several kernels (the rule sets of a fleet, in this process) at
+    once: rules of different kernels that share a score (the same template shape, other
+    thresholds) compute it once over all their steady rows
+    (:func:`~argos.rules.lastpoint.evaluate_last`). Each kernel's labels are those its own push
+    gives."""
+    prepared = [kernel.prepare(items) for kernel, items in pushes]
+    wanted = [kernel.requests(p) for (kernel, _), p in zip(pushes, prepared, strict=True)]
+    labels = _evaluate([(prog, rows) for reqs in wanted for _, prog, rows in reqs])
+    if labels is None:
+        labels, wanted = [], [[] for _ in wanted]
+    it = iter(labels)
+    out = []
+    for (kernel, _), p, reqs in zip(pushes, prepared, wanted, strict=True):
+        given = {r: next(it) for r, _, _ in reqs}
+        out.append(kernel.finish(p, given))
+    return out
+
+
 class RuleKernel:
     """Compiled rules plus a bounded per-series history of the last ``max(LOOKBACK) - 1`` points.
 
@@ -268,7 +383,13 @@ class RuleKernel:
     corrupt the history or another rule's input.
     """
 
-    def __init__(self, rules: Sequence[RuleCode], *, contain_interrupts: bool = False) -> None:
+    def __init__(
+        self,
+        rules: Sequence[RuleCode],
+        *,
+        contain_interrupts: bool = False,
+        last_point: bool = False,
+    ) -> None:
         self.contain_interrupts = contain_interrupts
         self.skipped: set[int] = set()
         self.rules: list[RuleCode] = []
@@ -288,6 +409,12 @@ class RuleKernel:
         self.history_len = max((r.lookback for r in self.rules), default=1) - 1
         self._history = HistoryStore(self.history_len)
         self.packed: set[int] = set()
+        self.programs: list[LastPointProgram | None] = [
+            _last_point_form(rule) if last_point else None for rule in self.rules
+        ]
+        """Per rule, its last-point form (:mod:`argos.rules.lastpoint`) when ``last_point`` and
+        the rule is a proved template rendering: series with a full history and one new point
+        get their labels from it instead of a call of the rule on their windows."""
 
     @property
     def rule_ids(self) -> tuple[str, ...]:
@@ -350,14 +477,16 @@ class RuleKernel:
         self,
         windows: Sequence[tuple[IntArray, FloatArray, int]],
         pack: bool,
-        steady: tuple[list[int], IntArray, FloatArray] | None = None,
+        steady: Steady | None = None,
+        given: Mapping[int, BoolArray] | None = None,
     ) -> EngineResult:
         """Labels ``bool[n_rules, k]`` of the last ``k`` points of each window.
 
         ``steady`` = (item indices, timestamp windows, value windows ``(m, history_len + 1)``):
         items with a full history and one new point, whose windows are rows of one matrix. A
         packed rule runs once over all those rows (raveled); ``windows`` has empty placeholders
-        for them.
+        for them. ``given``: per rule, the labels of the steady rows already computed (by its
+        last-point form).
         """
         errors: list[RuleError] = []
         ks = [k for _, _, k in windows]
@@ -373,8 +502,8 @@ class RuleKernel:
             done: set[int] = set()
             if steady is not None:
                 idx, t_win, v_win = steady
-                last = None
-                if pack and r in self.packed and len(idx) > 1:
+                last = None if given is None else given.get(r)
+                if last is None and pack and r in self.packed and len(idx) > 1:
                     last = self._run_rows(r, t_win, v_win)
                 if last is not None:
                     joined[r, offsets[idx]] = last
@@ -407,14 +536,17 @@ class RuleKernel:
         return EngineResult(labels, errors, joined)
 
     def _run_rows(self, r: int, t_win: IntArray, v_win: FloatArray) -> BoolArray | None:
-        """Rule ``r`` ONCE over the raveled rows of full windows; the label of each row's last
-        point, or None if the rule failed (then it runs row by row to attribute the error)."""
+        """Rule ``r`` ONCE over the raveled rows of full windows, each cut to the rule's own
+        ``LOOKBACK`` points (the window a series alone gives it; the rows are as wide as the
+        set's longest LOOKBACK); the label of each row's last point, or None if the rule failed
+        (then it runs row by row to attribute the error)."""
         fn, rule = self.functions[r], self.rules[r]
-        width = v_win.shape[1]
+        width = min(rule.lookback, v_win.shape[1])
+        v_own, t_own = v_win[:, v_win.shape[1] - width :], t_win[:, t_win.shape[1] - width :]
         try:
             # flatten() copies: a rule that writes into its input cannot reach the next rule's
-            out = fn(v_win.flatten(), t_win.flatten(), dict(rule.params))
-            labels = validate_labels(out, v_win.size)
+            out = fn(v_own.flatten(), t_own.flatten(), dict(rule.params))
+            labels = validate_labels(out, v_own.size)
         except BaseException as exc:
             self._reraise_interrupt(exc)
             return None
@@ -438,15 +570,40 @@ class RuleKernel:
         once for all series whose history already holds ``LOOKBACK - 1`` points (their windows
         concatenated), which removes the per-call cost that dominates when many series get a few
         points each; series with a full history and one new point are handled as rows of one
-        matrix (no per-series numpy work at all).
+        matrix (no per-series numpy work at all), and a rule with a last-point form
+        (:attr:`programs`) computes only their last labels.
         """
+        prepared = self.prepare(items)
+        return self.finish(prepared, evaluate_requests(self.requests(prepared)))
+
+    def prepare(self, items: Sequence[tuple[str, IntArray, FloatArray]]) -> Prepared:
+        """The first half of :meth:`push`: append the new points to the history and return the
+        windows to label (:meth:`requests` and :meth:`finish` do the rest)."""
         store = self._history
-        steady_idx = [i for i, (s, _, v) in enumerate(items) if len(v) == 1 and store.row(s) >= 0]
-        steady: tuple[list[int], IntArray, FloatArray] | None = None
+        if isinstance(items, SeriesBatch) and items.one_each and len(items) > 1:
+            rows_l = store.rows(items.names)
+            if min(rows_l) >= 0:  # a scrape of series with full histories: rows of one matrix
+                n = len(items)
+                t_win, v_win = store.append_one(
+                    np.array(rows_l, dtype=np.int64), items.timestamps, items.values
+                )
+                return Prepared([(_EMPTY_T, _EMPTY_V, 1)] * n, (list(range(n)), t_win, v_win))
+        rows_l = store.rows([s for s, _, _ in items])
+        steady_idx = [
+            i
+            for i, (row, (_, _, v)) in enumerate(zip(rows_l, items, strict=True))
+            if row >= 0 and len(v) == 1
+        ]
+        steady: Steady | None = None
         if len(steady_idx) > 1:
-            rows = np.fromiter((store.row(items[i][0]) for i in steady_idx), np.int64)
-            t_new = np.fromiter((items[i][1][0] for i in steady_idx), np.int64)
-            v_new = np.fromiter((items[i][2][0] for i in steady_idx), np.float64)
+            if len(steady_idx) == len(items):
+                rows = np.array(rows_l, dtype=np.int64)
+                t_new = np.concatenate([t for _, t, _ in items]).astype(np.int64, copy=False)
+                v_new = np.concatenate([v for _, _, v in items]).astype(np.float64, copy=False)
+            else:
+                rows = np.array([rows_l[i] for i in steady_idx], dtype=np.int64)
+                t_new = np.array([items[i][1][0] for i in steady_idx], dtype=np.int64)
+                v_new = np.array([items[i][2][0] for i in steady_idx], dtype=np.float64)
             steady = (steady_idx, *store.append_one(rows, t_new, v_new))
         else:
             steady_idx = []
@@ -461,7 +618,35 @@ class RuleKernel:
             v_win = np.concatenate((v_old, np.asarray(v_new, dtype=np.float64)))
             windows.append((t_win, v_win, len(v_new)))
             store.set(series, t_win, v_win)
-        return self._label(windows, pack=True, steady=steady)
+        return Prepared(windows, steady)
+
+    def requests(self, prepared: Prepared) -> list[LastPointRequest]:
+        """What the rules with a last-point form have to compute for the steady rows of a
+        prepared push: (rule row, program, value windows)."""
+        if prepared.steady is None:
+            return []
+        v_win = prepared.steady[2]
+        return [
+            (r, prog, v_win)
+            for r, prog in enumerate(self.programs)
+            if prog is not None and r not in self.skipped
+        ]
+
+    def finish(self, prepared: Prepared, given: Mapping[int, BoolArray]) -> EngineResult:
+        """The second half of :meth:`push`: label the prepared windows, the steady rows of the
+        rules in ``given`` (rule row -> labels) already labelled."""
+        steady = prepared.steady
+        if (
+            steady is not None
+            and len(steady[0]) == len(prepared.windows)
+            and all(r in given or r in self.skipped for r in range(len(self.rules)))
+        ):
+            # a scrape whose every rule has its labels: nothing left to run
+            joined = np.zeros((len(self.rules), len(prepared.windows)), dtype=np.bool_)
+            for r, lab in given.items():
+                joined[r] = lab
+            return EngineResult([joined[:, i : i + 1] for i in range(joined.shape[1])], [], joined)
+        return self._label(prepared.windows, pack=True, steady=steady, given=given)
 
     def seed(self, series: str, timestamps: IntArray, values: FloatArray) -> None:
         """Replace a series' history with the last points of the given arrays (no labels)."""
@@ -491,7 +676,7 @@ class InProcessEngine:
     ) -> None:
         self.isolation = isolation
         """Where the rules run, as :meth:`argos.online.detector.Detector.describe` says it."""
-        self.kernel = RuleKernel(rules)
+        self.kernel = RuleKernel(rules, last_point=True)
         self._quarantined: dict[str, str] = {}
 
     @property

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from argos.data.series import Dataset, Series
 from argos.online.checks import verification_sample
-from argos.online.detector import Detector, DetectorSettings, Point, combine
+from argos.online.detector import Detector, DetectorSettings, combine
+from argos.online.points import Point
 from argos.online.postprocess import PostProcessing, SeriesState
 from argos.online.rulesets import LoadedRuleSet, abnormal_condition, load_rules
 from argos.rules.artifacts import RuleSetError, RuleSource, write_ruleset

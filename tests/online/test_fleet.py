@@ -14,8 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from argos.data.series import Dataset
-from argos.online.detector import Detector, DetectorSettings, Point, PointResult
+from argos.online.detector import Detector, DetectorSettings
 from argos.online.fleet import Fleet, Routes, RuleSetEntry, UnroutedSeriesError, scan_rule_sets
+from argos.online.points import Point, PointResult
 from argos.online.postprocess import PostProcessing
 from argos.online.service import ServiceConfig, create_app
 from argos.rules.artifacts import RuleSetError, RuleSource, load_ruleset, write_ruleset

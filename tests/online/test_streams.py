@@ -21,8 +21,9 @@ import pytest
 
 from argos.data.demo import make_demo_dataset
 from argos.data.series import Dataset
-from argos.online.detector import Detector, DetectorSettings, Point
+from argos.online.detector import Detector, DetectorSettings
 from argos.online.fleet import Fleet
+from argos.online.points import Point
 from argos.online.postprocess import PostProcessing, SeriesState
 from argos.online.streams import (
     StreamConfig,

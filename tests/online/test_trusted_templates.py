@@ -13,14 +13,10 @@ import pytest
 
 from argos.data.series import Dataset
 from argos.online.checks import verification_sample
-from argos.online.detector import (
-    TEMPLATES_INPROCESS,
-    Detector,
-    DetectorSettings,
-    Point,
-    PointResult,
-)
+from argos.online.detector import Detector, DetectorSettings
+from argos.online.engines import TEMPLATES_INPROCESS
 from argos.online.fleet import Fleet
+from argos.online.points import Point, PointResult
 from argos.rules.artifacts import RuleSource, write_ruleset
 from argos.rules.grammar import RuleSpec, Structure
 from argos.rules.templates import render

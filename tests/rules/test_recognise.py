@@ -5,9 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from argos.rules.artifacts import RuleSource, load_ruleset, write_ruleset
 from argos.rules.grammar import RuleSpec, Structure
-from argos.rules.recognise import TRUSTED_MAX_LOOKBACK, Recognised, recognise, trusted_template
+from argos.rules.recognise import (
+    TRUSTED_MAX_LOOKBACK,
+    NotTemplate,
+    Recognised,
+    RuleIdentity,
+    recognise,
+    trusted_template,
+)
 from argos.rules.templates import render
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
@@ -56,3 +65,28 @@ def test_a_template_beyond_the_lookback_limit_is_untrusted() -> None:
 
     assert isinstance(recognise(Entry(), render(wide)), Recognised)
     assert trusted_template(Entry(), render(wide), wide.lookback()) is None
+
+
+def test_recognition_is_remembered_and_tells_a_bool_from_a_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A set's rules are recognised each time its engines start: the rendering and parsing run
+    once per rule; a ``true`` where the template has 1 is still not the template."""
+    import argos.rules.recognise as recognise_module
+
+    spec = RuleSpec(Structure("value", "zscore", (("window", 41.0),), "up", 1), 3.25)
+    code = render(spec)
+    calls: list[str] = []
+    real = recognise_module.recognise
+
+    def counting(entry: RuleIdentity, text: str) -> Recognised | NotTemplate:
+        calls.append(entry.id)
+        return real(entry, text)
+
+    monkeypatch.setattr(recognise_module, "recognise", counting)
+    rule = RuleSource(spec.name, code, spec.params)
+    for _ in range(3):
+        assert trusted_template(rule, code, spec.lookback()) == spec
+    assert calls == [spec.name]
+    as_bool = RuleSource(spec.name, code, {**spec.params, "persistence": True})
+    assert trusted_template(as_bool, code, spec.lookback()) is None
