@@ -21,6 +21,11 @@ Sections 1, 3 and 4 run each workload twice (``--isolation both``, the default):
 fleet's process; every rule here is one, as in every set the builtin generator exports) and with
 ``isolation="worker"`` (every rule in its own locked-down process, as untrusted rules always run).
 
+The fleets of sections 1, 3 and 4 are built as ``argos serve`` and ``argos stream consume``
+build theirs, with ``freeze_heap=True`` (:class:`~argos.online.fleet.Fleet`: the heap alive when a
+set opens is moved out of the garbage collector's reach, so a full collection during a push does
+not rescan it).
+
 The load average is printed first: other processes on a shared host inflate every number.
 
 Usage: ``.venv/bin/python benchmarks/fleet.py [--sections 1,2,3,4] [--scrapes N]
@@ -180,7 +185,10 @@ def section_kpi_scrape(
         for parallel in (1, 4):
             t0 = time.perf_counter()
             with Fleet(
-                KPI_RULES, parallel=parallel, settings=DetectorSettings(isolation=iso, strict=False)
+                KPI_RULES,
+                parallel=parallel,
+                settings=DetectorSettings(isolation=iso, strict=False),
+                freeze_heap=True,
             ) as fleet:
                 fill_history(fleet, data, warm)
                 started = time.perf_counter() - t0
@@ -289,7 +297,10 @@ def section_thousand(
         for iso in isolations:
             for parallel in (1, 4):
                 with Fleet(
-                    tmp, parallel=parallel, settings=DetectorSettings(isolation=iso, strict=False)
+                    tmp,
+                    parallel=parallel,
+                    settings=DetectorSettings(isolation=iso, strict=False),
+                    freeze_heap=True,
                 ) as fleet:
                     fill_history(fleet, data, warm)
                     rate, lat = scrape_run(fleet, data, warm, scrapes)
@@ -308,7 +319,11 @@ def section_synthetic(n_sets: int, per_set: int, iso: Isolation) -> None:
         base = np.arange(hist + 1, dtype=np.int64) * 60 + 1_700_000_000
         vals = rng.normal(50, 5, size=(n, hist + 1))
         names = [f"p{i % n_sets}/s{i}" for i in range(n)]
-        with Fleet(tmp, settings=DetectorSettings(isolation=iso, strict=False)) as fleet:
+        with Fleet(
+            tmp,
+            settings=DetectorSettings(isolation=iso, strict=False),
+            freeze_heap=True,
+        ) as fleet:
             before = fleet_pss(fleet)
             t0 = time.perf_counter()
             fleet.push([Point(names[i], int(base[0]), float(vals[i, 0])) for i in range(n)])

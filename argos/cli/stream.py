@@ -153,7 +153,9 @@ def register(app: typer.Typer) -> None:
         settings = DetectorSettings(
             isolation=rule_isolation(isolation, trusted, "stream consume"), post=post, strict=False
         )
-        fleet = Fleet(rules, default_rules=default_rules, settings=settings).open_single()
+        fleet = Fleet(
+            rules, default_rules=default_rules, settings=settings, freeze_heap=True
+        ).open_single()
         stats = consume(redis_url, fleet, name=name, config=cfg, max_idle_s=max_idle)
         typer.echo(json.dumps(vars(stats)))
 

@@ -182,7 +182,10 @@ def open_fleet(config: ServiceConfig) -> Fleet:
         post=config.post,
         strict=config.strict,
     )
-    return Fleet(config.rules, default_rules=config.default_rules, settings=settings).open_single()
+    fleet = Fleet(
+        config.rules, default_rules=config.default_rules, settings=settings, freeze_heap=True
+    )
+    return fleet.open_single()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -129,6 +129,33 @@ def test_settings_reach_every_set_and_open_single_opens_only_a_single_set(tmp_pa
         assert det.post == post and det.engine.isolation.startswith("none")
 
 
+def test_a_fleet_that_freezes_the_heap_does_so_each_time_a_set_opens() -> None:
+    import gc
+
+    settings = DetectorSettings(isolation="inprocess", verify=False)
+    gc.unfreeze()
+    try:
+        with Fleet(KPI_RULES, settings=settings) as fleet:
+            fleet.detector(SERIES[0])
+            assert gc.get_freeze_count() == 0  # a library caller's heap is left alone
+        with Fleet(KPI_RULES, settings=settings, freeze_heap=True) as fleet:
+            fleet.detector(SERIES[0])
+            first = gc.get_freeze_count()
+            assert first > 0
+            extra = [[i] for i in range(1000)]  # objects alive when the next set opens
+            fleet.detector(SERIES[1])
+            opened = gc.get_freeze_count()
+            assert opened >= first + len(extra)
+            more = [[i] for i in range(1000)]
+            fleet.push([Point(SERIES[2], 1_500_000_000, 1.0)])  # a new series: frozen after
+            assert gc.get_freeze_count() >= opened + len(more)
+            frozen = gc.get_freeze_count()
+            fleet.push([Point(SERIES[2], 1_500_000_060, 1.0)])  # a known one: no freeze
+            assert gc.get_freeze_count() <= frozen  # (frozen objects may still be freed)
+    finally:
+        gc.unfreeze()
+
+
 def test_open_single_refuses_a_broken_set_and_closes_the_fleet(tmp_path: Path) -> None:
     folder = tmp_path / "broken"
     shutil.copytree(BASIC, folder)
