@@ -204,18 +204,24 @@ def validate_labels(out: object, n: int) -> BoolArray:
 class HistoryStore:
     """The last ``keep`` points of every series.
 
-    Series whose history is full live in rows of two 2-D arrays, so giving many of them one new
-    point each (the steady state of a service scraping many series) is a handful of numpy calls
-    (:meth:`append_one`) instead of a few per series. Series still warming up (or seeded with
-    fewer points) are kept as arrays of their own.
+    Series whose history is full live in rows of two 2-D arrays, used as ring buffers: giving
+    many of them one new point each (the steady state of a service scraping many series) writes
+    one column per row (:meth:`append_one`), O(1) per series whatever ``keep`` is, instead of
+    shifting every row. A row has ``keep + 1`` slots, so after a new point its whole window (the
+    ``keep`` points before it, then it) is still there to read (:class:`RowWindows`). Series
+    still warming up (or seeded with fewer points) are kept as arrays of their own.
     """
 
     def __init__(self, keep: int) -> None:
         self.keep = keep
+        self.slots = keep + 1
+        """Slots of a row: its ``keep`` points and the one that left with the latest append."""
         self._rows: dict[str, int] = {}
         self._names: list[str] = []
-        self._t = np.zeros((16, keep), dtype=np.int64)
-        self._v = np.zeros((16, keep), dtype=np.float64)
+        self._t = np.zeros((16, self.slots), dtype=np.int64)
+        self._v = np.zeros((16, self.slots), dtype=np.float64)
+        self._end = np.zeros(16, dtype=np.int64)
+        """Per row, the slot after its newest point."""
         self._short: dict[str, tuple[IntArray, FloatArray]] = {}
 
     def __len__(self) -> int:
@@ -234,7 +240,12 @@ class HistoryStore:
         """A series' history (empty arrays for an unknown series); copies, safe to keep."""
         row = self._rows.get(series)
         if row is not None:
-            return self._t[row].copy(), self._v[row].copy()
+            rows = np.array([row], dtype=np.int64)
+            ends = self._end[rows]
+            return (
+                self._trailing(self._t, rows, ends, self.keep)[0],
+                self._trailing(self._v, rows, ends, self.keep)[0],
+            )
         t, v = self._short.get(series, (_EMPTY_T, _EMPTY_V))
         return t.copy(), v.copy()
 
@@ -248,22 +259,45 @@ class HistoryStore:
             row = self._rows.get(series)
             if row is None:
                 row = self._add_row(series)
-            self._t[row] = t
-            self._v[row] = v
+            self._t[row, : self.keep] = t
+            self._v[row, : self.keep] = v
+            self._end[row] = self.keep
         else:
             self._drop_row(series)
             self._short[series] = (t.copy(), v.copy())
 
-    def append_one(
-        self, rows: IntArray, timestamps: IntArray, values: FloatArray
-    ) -> tuple[IntArray, FloatArray]:
-        """One new point for each of these full rows: returns the windows ``(m, keep + 1)``
-        (history then the new point); the rows then hold their last ``keep`` points."""
-        t_win = np.concatenate((self._t[rows], timestamps[:, None]), axis=1)
-        v_win = np.concatenate((self._v[rows], values[:, None]), axis=1)
-        self._t[rows] = t_win[:, 1:]
-        self._v[rows] = v_win[:, 1:]
-        return t_win, v_win
+    def append_one(self, rows: IntArray, timestamps: IntArray, values: FloatArray) -> RowWindows:
+        """One new point for each of these full rows (distinct); the rows then hold their last
+        ``keep`` points. Returns their windows (history then the new point), read on demand."""
+        ends = self._end[rows]
+        self._t[rows, ends] = timestamps
+        self._v[rows, ends] = values
+        ends += 1
+        ends[ends == self.slots] = 0
+        self._end[rows] = ends
+        return RowWindows(self, rows, ends)
+
+    def values(self, rows: IntArray, ends: IntArray, width: int) -> FloatArray:
+        """The last ``width`` values (``<= slots``) of these rows, whose newest point is in slot
+        ``ends - 1``, oldest first: a new ``(rows, width)`` array."""
+        out: FloatArray = self._trailing(self._v, rows, ends, width)
+        return out
+
+    def timestamps(self, rows: IntArray, ends: IntArray, width: int) -> IntArray:
+        """:meth:`values`, for the timestamps."""
+        out: IntArray = self._trailing(self._t, rows, ends, width)
+        return out
+
+    @staticmethod
+    def _trailing(table: Any, rows: IntArray, ends: IntArray, width: int) -> Any:
+        n = table.shape[1]
+        e = int(ends[0]) if len(ends) else 0
+        if (ends == e).all():  # rows appended together (a scrape): one slice or two
+            if e >= width:
+                return table[rows, e - width : e]
+            return np.concatenate((table[rows, n - (width - e) :], table[rows, :e]), axis=1)
+        cols = (ends[:, None] + np.arange(n - width, n)[None, :]) % n
+        return table[rows[:, None], cols]
 
     def forget(self, series: str) -> None:
         """Drop a series."""
@@ -287,6 +321,7 @@ class HistoryStore:
         if row == len(self._t):
             self._t = np.concatenate((self._t, np.zeros_like(self._t)))
             self._v = np.concatenate((self._v, np.zeros_like(self._v)))
+            self._end = np.concatenate((self._end, np.zeros_like(self._end)))
         self._names.append(series)
         self._rows[series] = row
         return row
@@ -300,18 +335,42 @@ class HistoryStore:
             moved = self._names[last]
             self._t[row] = self._t[last]
             self._v[row] = self._v[last]
+            self._end[row] = self._end[last]
             self._names[row] = moved
             self._rows[moved] = row
         self._names.pop()
+
+
+@dataclass(frozen=True)
+class RowWindows:
+    """The windows of rows of a :class:`HistoryStore` that just got one new point each: each
+    row's history then its new point, its last ``width <= store.slots`` points read on demand
+    (a rule reads its own ``LOOKBACK``, a last-point form fewer). Valid until these rows change
+    again."""
+
+    store: HistoryStore
+    rows: IntArray
+    ends: IntArray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def values(self, width: int) -> FloatArray:
+        """The last ``width`` values of each window, ``(rows, width)``: a new array."""
+        return self.store.values(self.rows, self.ends, width)
+
+    def timestamps(self, width: int) -> IntArray:
+        """The last ``width`` timestamps of each window, ``(rows, width)``: a new array."""
+        return self.store.timestamps(self.rows, self.ends, width)
 
 
 _EMPTY_T: IntArray = np.zeros(0, dtype=np.int64)
 _EMPTY_V: FloatArray = np.zeros(0, dtype=np.float64)
 
 
-Steady = tuple[list[int], IntArray, FloatArray]
-"""Items with a full history and one new point: (item indices, timestamp windows, value windows
-``(m, history_len + 1)``), rows of one matrix."""
+Steady = tuple[list[int], RowWindows]
+"""Items with a full history and one new point: (item indices, their windows), rows of one
+matrix."""
 
 LastPointRequest = tuple[int, LastPointProgram, FloatArray]
 """A rule's last-point form to run on a push's steady rows: (rule row, program, value windows)."""
@@ -482,11 +541,10 @@ class RuleKernel:
     ) -> EngineResult:
         """Labels ``bool[n_rules, k]`` of the last ``k`` points of each window.
 
-        ``steady`` = (item indices, timestamp windows, value windows ``(m, history_len + 1)``):
-        items with a full history and one new point, whose windows are rows of one matrix. A
-        packed rule runs once over all those rows (raveled); ``windows`` has empty placeholders
-        for them. ``given``: per rule, the labels of the steady rows already computed (by its
-        last-point form).
+        ``steady`` = (item indices, their windows): items with a full history and one new
+        point, whose windows are rows of one matrix. A packed rule runs once over all those rows
+        (raveled); ``windows`` has empty placeholders for them. ``given``: per rule, the labels
+        of the steady rows already computed (by its last-point form).
         """
         errors: list[RuleError] = []
         ks = [k for _, _, k in windows]
@@ -501,13 +559,15 @@ class RuleKernel:
                 continue
             done: set[int] = set()
             if steady is not None:
-                idx, t_win, v_win = steady
+                idx, win = steady
                 last = None if given is None else given.get(r)
+                width = min(rule.lookback, win.store.slots)
                 if last is None and pack and r in self.packed and len(idx) > 1:
-                    last = self._run_rows(r, t_win, v_win)
+                    last = self._run_rows(r, win.timestamps(width), win.values(width))
                 if last is not None:
                     joined[r, offsets[idx]] = last
                 else:
+                    t_win, v_win = win.timestamps(width), win.values(width)
                     for j, i in enumerate(idx):
                         one, err = self._run_one(r, t_win[j], v_win[j], 1)
                         if one is None:
@@ -535,17 +595,15 @@ class RuleKernel:
         labels = [joined[:, offsets[i] : offsets[i + 1]] for i in range(len(windows))]
         return EngineResult(labels, errors, joined)
 
-    def _run_rows(self, r: int, t_win: IntArray, v_win: FloatArray) -> BoolArray | None:
-        """Rule ``r`` ONCE over the raveled rows of full windows, each cut to the rule's own
-        ``LOOKBACK`` points (the window a series alone gives it; the rows are as wide as the
-        set's longest LOOKBACK); the label of each row's last point, or None if the rule failed
-        (then it runs row by row to attribute the error)."""
+    def _run_rows(self, r: int, t_own: IntArray, v_own: FloatArray) -> BoolArray | None:
+        """Rule ``r`` ONCE over the raveled rows of full windows, each the rule's own
+        ``LOOKBACK`` points (the window a series alone gives it); the label of each row's last
+        point, or None if the rule failed (then it runs row by row to attribute the error)."""
         fn, rule = self.functions[r], self.rules[r]
-        width = min(rule.lookback, v_win.shape[1])
-        v_own, t_own = v_win[:, v_win.shape[1] - width :], t_win[:, t_win.shape[1] - width :]
+        width = v_own.shape[1]
         try:
-            # flatten() copies: a rule that writes into its input cannot reach the next rule's
-            out = fn(v_own.flatten(), t_own.flatten(), dict(rule.params))
+            # the rows are this call's own arrays: a rule that writes into them reaches no other
+            out = fn(v_own.reshape(-1), t_own.reshape(-1), dict(rule.params))
             labels = validate_labels(out, v_own.size)
         except BaseException as exc:
             self._reraise_interrupt(exc)
@@ -584,10 +642,10 @@ class RuleKernel:
             rows_l = store.rows(items.names)
             if min(rows_l) >= 0:  # a scrape of series with full histories: rows of one matrix
                 n = len(items)
-                t_win, v_win = store.append_one(
+                win = store.append_one(
                     np.array(rows_l, dtype=np.int64), items.timestamps, items.values
                 )
-                return Prepared([(_EMPTY_T, _EMPTY_V, 1)] * n, (list(range(n)), t_win, v_win))
+                return Prepared([(_EMPTY_T, _EMPTY_V, 1)] * n, (list(range(n)), win))
         rows_l = store.rows([s for s, _, _ in items])
         steady_idx = [
             i
@@ -604,7 +662,7 @@ class RuleKernel:
                 rows = np.array([rows_l[i] for i in steady_idx], dtype=np.int64)
                 t_new = np.array([items[i][1][0] for i in steady_idx], dtype=np.int64)
                 v_new = np.array([items[i][2][0] for i in steady_idx], dtype=np.float64)
-            steady = (steady_idx, *store.append_one(rows, t_new, v_new))
+            steady = (steady_idx, store.append_one(rows, t_new, v_new))
         else:
             steady_idx = []
         in_steady = set(steady_idx)
@@ -625,12 +683,17 @@ class RuleKernel:
         prepared push: (rule row, program, value windows)."""
         if prepared.steady is None:
             return []
-        v_win = prepared.steady[2]
-        return [
-            (r, prog, v_win)
+        todo = [
+            (r, prog)
             for r, prog in enumerate(self.programs)
             if prog is not None and r not in self.skipped
         ]
+        if not todo:
+            return []
+        win = prepared.steady[1]
+        width = max(key.width for _, prog in todo for key in prog.keys)
+        v_win = win.values(min(width, win.store.slots))  # read, never written, by the programs
+        return [(r, prog, v_win) for r, prog in todo]
 
     def finish(self, prepared: Prepared, given: Mapping[int, BoolArray]) -> EngineResult:
         """The second half of :meth:`push`: label the prepared windows, the steady rows of the

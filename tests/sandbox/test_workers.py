@@ -325,9 +325,10 @@ def test_history_store_keeps_the_last_points_in_rows_or_per_series() -> None:
         store.set(name, np.arange(5), base + np.arange(5.0))
     assert store.get("b")[1].tolist() == [22.0, 23.0, 24.0]
     rows = np.array([store.row("a"), store.row("c")])
-    t_win, v_win = store.append_one(rows, np.array([5, 5]), np.array([15.0, 35.0]))
-    assert v_win.tolist() == [[12.0, 13.0, 14.0, 15.0], [32.0, 33.0, 34.0, 35.0]]
-    assert t_win[:, -1].tolist() == [5, 5]
+    win = store.append_one(rows, np.array([5, 5]), np.array([15.0, 35.0]))
+    assert win.values(4).tolist() == [[12.0, 13.0, 14.0, 15.0], [32.0, 33.0, 34.0, 35.0]]
+    assert win.values(2).tolist() == [[14.0, 15.0], [34.0, 35.0]]
+    assert win.timestamps(4)[:, -1].tolist() == [5, 5]
     store.forget("a")  # the last row moves into the hole; nothing else changes
     assert store.row("a") == -1 and len(store) == 3
     assert store.get("c")[1].tolist() == [33.0, 34.0, 35.0]
@@ -340,6 +341,32 @@ def test_history_store_keeps_the_last_points_in_rows_or_per_series() -> None:
         "c": [9.0],
     }
     assert store.get("unknown")[1].size == 0
+
+
+def test_history_store_rows_are_rings_that_read_like_the_series_tail() -> None:
+    """Rows appended at different times wrap around their slots at different places; every
+    read (a row's history, any trailing width of a push's windows) is the series' own tail."""
+    rng = np.random.default_rng(3)
+    keep = 5
+    store = HistoryStore(keep)
+    series = {name: list(rng.normal(size=keep + i)) for i, name in enumerate("abcd")}
+    for name, vals in series.items():
+        store.set(name, np.arange(len(vals)), np.array(vals))
+    for step in range(23):
+        names = [s for s in series if rng.random() < 0.7] or ["a"]
+        new = rng.normal(size=len(names))
+        rows = np.array(store.rows(names), dtype=np.int64)
+        win = store.append_one(rows, np.full(len(names), 100 + step), new)
+        for name, x in zip(names, new, strict=True):
+            series[name].append(float(x))
+        for width in (1, 3, keep + 1):
+            want = [series[s][-width:] for s in names]
+            assert win.values(width).tolist() == want
+        for name, vals in series.items():
+            assert store.get(name)[1].tolist() == vals[-keep:]
+        if step == 11:  # a forget moves the last row into the hole, its ring position with it
+            store.forget("b")
+            del series["b"]
 
 
 def test_steady_state_push_runs_each_packed_rule_once_and_matches_batch() -> None:
