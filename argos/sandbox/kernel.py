@@ -204,12 +204,15 @@ def validate_labels(out: object, n: int) -> BoolArray:
 class HistoryStore:
     """The last ``keep`` points of every series.
 
-    Series whose history is full live in rows of two 2-D arrays, used as ring buffers: giving
-    many of them one new point each (the steady state of a service scraping many series) writes
-    one column per row (:meth:`append_one`), O(1) per series whatever ``keep`` is, instead of
-    shifting every row. A row has ``keep + 1`` slots, so after a new point its whole window (the
-    ``keep`` points before it, then it) is still there to read (:class:`RowWindows`). Series
-    still warming up (or seeded with fewer points) are kept as arrays of their own.
+    Series whose history is full live in rows of 2-D arrays used as ring buffers: giving many of
+    them one new point each (the steady state of a service scraping many series) writes one slot
+    per row (:meth:`append_one`), O(1) per series whatever ``keep`` is, instead of shifting
+    every row. A row has ``slots = keep + 1`` slots, so after a new point its whole window (the
+    ``keep`` points before it, then it) is still there to read (:class:`RowWindows`). The values
+    are stored twice, slot ``j`` also at ``j + slots``, so any trailing window of a row is one
+    contiguous slice: the windows of a scrape's series, appended together in row order, are a
+    view of the store, not a copy. Series still warming up (or seeded with fewer points) are
+    kept as arrays of their own.
     """
 
     def __init__(self, keep: int) -> None:
@@ -219,7 +222,7 @@ class HistoryStore:
         self._rows: dict[str, int] = {}
         self._names: list[str] = []
         self._t = np.zeros((16, self.slots), dtype=np.int64)
-        self._v = np.zeros((16, self.slots), dtype=np.float64)
+        self._v = np.zeros((16, 2 * self.slots), dtype=np.float64)
         self._end = np.zeros(16, dtype=np.int64)
         """Per row, the slot after its newest point."""
         self._short: dict[str, tuple[IntArray, FloatArray]] = {}
@@ -240,12 +243,10 @@ class HistoryStore:
         """A series' history (empty arrays for an unknown series); copies, safe to keep."""
         row = self._rows.get(series)
         if row is not None:
-            rows = np.array([row], dtype=np.int64)
-            ends = self._end[rows]
-            return (
-                self._trailing(self._t, rows, ends, self.keep)[0],
-                self._trailing(self._v, rows, ends, self.keep)[0],
-            )
+            end = int(self._end[row])
+            t_cols = (np.arange(end + self.slots - self.keep, end + self.slots)) % self.slots
+            v = self._v[row, end + self.slots - self.keep : end + self.slots].copy()
+            return self._t[row, t_cols], v
         t, v = self._short.get(series, (_EMPTY_T, _EMPTY_V))
         return t.copy(), v.copy()
 
@@ -261,6 +262,7 @@ class HistoryStore:
                 row = self._add_row(series)
             self._t[row, : self.keep] = t
             self._v[row, : self.keep] = v
+            self._v[row, self.slots : self.slots + self.keep] = v
             self._end[row] = self.keep
         else:
             self._drop_row(series)
@@ -272,32 +274,47 @@ class HistoryStore:
         ends = self._end[rows]
         self._t[rows, ends] = timestamps
         self._v[rows, ends] = values
+        self._v[rows, ends + self.slots] = values
         ends += 1
         ends[ends == self.slots] = 0
         self._end[rows] = ends
-        return RowWindows(self, rows, ends)
+        m = len(rows)
+        end = int(ends[0]) if m and ends.min() == ends.max() else -1
+        first = int(rows[0]) if m and end >= 0 and rows[-1] - rows[0] == m - 1 else -1
+        if first >= 0 and m > 2 and not (np.diff(rows) == 1).all():
+            first = -1
+        return RowWindows(self, rows, ends, end, first)
 
-    def values(self, rows: IntArray, ends: IntArray, width: int) -> FloatArray:
-        """The last ``width`` values (``<= slots``) of these rows, whose newest point is in slot
-        ``ends - 1``, oldest first: a new ``(rows, width)`` array."""
-        out: FloatArray = self._trailing(self._v, rows, ends, width)
-        return out
+    def values(self, win: RowWindows, width: int) -> FloatArray:
+        """The last ``width`` values (``<= slots``) of these windows, oldest first: a view of
+        the store when the rows are a run appended together (read-only), else a copy."""
+        if win.end >= 0:
+            a, b = win.end + self.slots - width, win.end + self.slots
+            if win.first >= 0:
+                view: FloatArray = self._v[win.first : win.first + len(win.rows), a:b]
+                view.flags.writeable = False
+                return view
+            out: FloatArray = self._v[win.rows, a:b]
+            return out
+        cols = win.ends[:, None] + np.arange(self.slots - width, self.slots)[None, :]
+        gathered: FloatArray = self._v[win.rows[:, None], cols]
+        return gathered
 
-    def timestamps(self, rows: IntArray, ends: IntArray, width: int) -> IntArray:
-        """:meth:`values`, for the timestamps."""
-        out: IntArray = self._trailing(self._t, rows, ends, width)
-        return out
-
-    @staticmethod
-    def _trailing(table: Any, rows: IntArray, ends: IntArray, width: int) -> Any:
-        n = table.shape[1]
-        e = int(ends[0]) if len(ends) else 0
-        if (ends == e).all():  # rows appended together (a scrape): one slice or two
+    def timestamps(self, win: RowWindows, width: int) -> IntArray:
+        """The last ``width`` timestamps of these windows, oldest first: a new array."""
+        n = self.slots
+        if win.end >= 0:  # one slice, or two where the ring wraps
+            e = win.end
             if e >= width:
-                return table[rows, e - width : e]
-            return np.concatenate((table[rows, n - (width - e) :], table[rows, :e]), axis=1)
-        cols = (ends[:, None] + np.arange(n - width, n)[None, :]) % n
-        return table[rows[:, None], cols]
+                out: IntArray = self._t[win.rows, e - width : e]
+                return out
+            joined: IntArray = np.concatenate(
+                (self._t[win.rows, n - (width - e) :], self._t[win.rows, :e]), axis=1
+            )
+            return joined
+        cols = (win.ends[:, None] + np.arange(n - width, n)[None, :]) % n
+        gathered: IntArray = self._t[win.rows[:, None], cols]
+        return gathered
 
     def forget(self, series: str) -> None:
         """Drop a series."""
@@ -351,17 +368,29 @@ class RowWindows:
     store: HistoryStore
     rows: IntArray
     ends: IntArray
+    end: int
+    """The rows' common end slot, or -1 when they differ."""
+    first: int
+    """With a common end, the first row when the rows are ``first, first + 1, ...``; else -1."""
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def view(self, width: int) -> FloatArray:
+        """The last ``width`` values of each window, ``(rows, width)``, read-only (a view of the
+        store when it can be)."""
+        out = self.store.values(self, width)
+        out.flags.writeable = False
+        return out
+
     def values(self, width: int) -> FloatArray:
         """The last ``width`` values of each window, ``(rows, width)``: a new array."""
-        return self.store.values(self.rows, self.ends, width)
+        out = self.store.values(self, width)
+        return out if out.flags.writeable else out.copy()
 
     def timestamps(self, width: int) -> IntArray:
         """The last ``width`` timestamps of each window, ``(rows, width)``: a new array."""
-        return self.store.timestamps(self.rows, self.ends, width)
+        return self.store.timestamps(self, width)
 
 
 _EMPTY_T: IntArray = np.zeros(0, dtype=np.int64)
@@ -692,7 +721,7 @@ class RuleKernel:
             return []
         win = prepared.steady[1]
         width = max(key.width for _, prog in todo for key in prog.keys)
-        v_win = win.values(min(width, win.store.slots))  # read, never written, by the programs
+        v_win = win.view(min(width, win.store.slots))
         return [(r, prog, v_win) for r, prog in todo]
 
     def finish(self, prepared: Prepared, given: Mapping[int, BoolArray]) -> EngineResult:

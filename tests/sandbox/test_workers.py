@@ -362,6 +362,9 @@ def test_history_store_rows_are_rings_that_read_like_the_series_tail() -> None:
         for width in (1, 3, keep + 1):
             want = [series[s][-width:] for s in names]
             assert win.values(width).tolist() == want
+            assert win.timestamps(width)[:, -1].tolist() == [100 + step] * len(names)
+            seen = win.view(width)  # rows in order are a view of the store: read-only
+            assert seen.tolist() == want and not seen.flags.writeable
         for name, vals in series.items():
             assert store.get(name)[1].tolist() == vals[-keep:]
         if step == 11:  # a forget moves the last row into the hole, its ring position with it
