@@ -503,6 +503,11 @@ class RuleKernel:
         """Per rule, its last-point form (:mod:`argos.rules.lastpoint`) when ``last_point`` and
         the rule is a proved template rendering: series with a full history and one new point
         get their labels from it instead of a call of the rule on their windows."""
+        self._program_width = min(
+            self._history.slots,
+            max((key.width for p in self.programs if p is not None for key in p.keys), default=1),
+        )
+        """Trailing points of a window that the last-point forms read."""
 
     @property
     def rule_ids(self) -> tuple[str, ...]:
@@ -719,9 +724,7 @@ class RuleKernel:
         ]
         if not todo:
             return []
-        win = prepared.steady[1]
-        width = max(key.width for _, prog in todo for key in prog.keys)
-        v_win = win.view(min(width, win.store.slots))
+        v_win = prepared.steady[1].view(self._program_width)
         return [(r, prog, v_win) for r, prog in todo]
 
     def finish(self, prepared: Prepared, given: Mapping[int, BoolArray]) -> EngineResult:
