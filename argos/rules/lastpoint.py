@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -187,11 +187,12 @@ def _sliding_stats(seg: FloatArray, width: int) -> tuple[FloatArray, FloatArray]
     return _merge_blocks(placed[::-1])
 
 
-_PER_WINDOW_COST = 4
-"""Windows whose ``positions * _PER_WINDOW_COST`` stays under ``log2(width)`` are summarised each
-alone, others share their blocks. Measured on 34 and 200 rows, widths 10 to 1440: a single window
-a row is cheaper alone (unless very short), two or more share (about even at two windows of 360
-to 1440 points)."""
+_POINTS_PER_WINDOW = 110
+"""A row's windows are summarised each alone while there are at most ``width /
+_POINTS_PER_WINDOW`` of them, else they share their blocks. Measured on 34 rows: one window
+alone costs about ``width`` operations plus a fixed call overhead, the shared blocks
+``(windows + width) log2(width)``; they break even at about 13 windows of 1440 points, 3 of 360
+and 1-2 of 120."""
 
 
 def _window_stats_last(
@@ -200,16 +201,17 @@ def _window_stats_last(
     """The rendered ``window_stats(x, width, lag)`` at the last ``positions`` columns of each row
     of ``x``: mean and std, ``(m, positions)``.
 
-    Each window's own blocks (:func:`_block_stats` on a strided view of the windows, O(positions
-    x width) a row) unless the windows are many for their width: then the blocks every window
-    start shares (:func:`_sliding_stats`, O((positions + width) log width) a row)."""
+    Each window's own blocks (:func:`_block_stats` on a view of the rows, O(positions x width) a
+    row) for a few windows, the blocks they share (:func:`_sliding_stats`, O((positions + width)
+    log width) a row) for many."""
     n = x.shape[1]
     start = n - positions - lag - width + 1
-    seg = x[:, start : start + positions + width - 1]
-    if positions * _PER_WINDOW_COST < width.bit_length():
-        mean, q = _block_stats(np.lib.stride_tricks.sliding_window_view(seg, width, axis=1), width)
+    if positions * _POINTS_PER_WINDOW <= width:
+        stats = [_block_stats(x[:, start + o : start + o + width], width) for o in range(positions)]
+        mean = np.stack([mu for mu, _ in stats], axis=1)
+        q = np.stack([sq for _, sq in stats], axis=1)
     else:
-        mean, q = _sliding_stats(seg, width)
+        mean, q = _sliding_stats(x[:, start : start + positions + width - 1], width)
     return mean, np.sqrt(q / width)
 
 
@@ -238,10 +240,11 @@ def _signal(key: ScoreKey, v: FloatArray) -> FloatArray:
         span = _ewma_span(alpha)
         weights = alpha * (1.0 - alpha) ** np.arange(span)
         weights /= weights.sum()
-        # np.convolve is 1-D: each row alone; a full-overlap output is a dot product of the
-        # same operands in the same order wherever it sits (as the rendered rule's stream
-        # relies on)
-        before = np.stack([np.convolve(row, weights)[span - 1 : n - 1] for row in v])
+        # np.convolve is 1-D: each row alone. An output where the weights overlap the row in
+        # full is a dot product of the same operands in the same order wherever it sits and
+        # whatever the mode (as the rendered rule's stream relies on); "valid" computes only
+        # those: the full convolution's outputs span - 1 .. n - 2, the rendered slice.
+        before = np.stack([np.convolve(row[:-1], weights, "valid") for row in v])
         out = v[:, span:] - before
         return out
     raise ValueError(f"no last-point form for transform {t!r}")
@@ -364,6 +367,18 @@ def _directional(s: FloatArray, direction: Direction) -> FloatArray:
     return s
 
 
+def _hold(s: FloatArray, direction: Direction, k: int) -> FloatArray:
+    """The rendered direction and persistence steps: the smallest directional score of the last
+    ``k`` points at each column from the ``k``-th (NaN propagates, as np.minimum does)."""
+    s = _directional(s, direction)
+    if k > 1:
+        held = s[:, k - 1 :]
+        for j in range(1, k):
+            held = np.minimum(held, s[:, k - 1 - j : s.shape[1] - j])
+        s = held
+    return s
+
+
 @dataclass(frozen=True)
 class LastPointProgram:
     """A template rule's last-point labels: its score (and the gate's) at the points the last
@@ -386,46 +401,31 @@ class LastPointProgram:
         """The scores it needs."""
         return (self.score,) if self.gate is None else (self.score, self.gate)
 
-    def labels(
-        self,
-        scores: FloatArray,
-        gate: FloatArray | None = None,
-        thresholds: FloatArray | None = None,
-        gate_thresholds: FloatArray | None = None,
-    ) -> BoolArray:
-        """The label of each row's last point, from the scores of :attr:`score` (and the
-        gate's), ``(m, positions)`` each. ``thresholds`` (and ``gate_thresholds``), one per row,
+    @property
+    def own_key(self) -> ScoreKey:
+        """Its score at the last ``persistence`` points only: the rule's own condition at the
+        last point."""
+        return replace(self.score, positions=self.persistence)
+
+    def holds(self, scores: FloatArray, thresholds: FloatArray | None = None) -> BoolArray:
+        """The rule's own condition (direction, persistence, threshold) at each column of the
+        scores of :attr:`score` from the ``persistence``-th on. ``thresholds``, one per row,
         replace the program's own: programs that differ only in their thresholds run as one."""
-        s = _directional(scores, self.direction)
-        k = self.persistence
-        if k > 1:
-            # the smallest score of the last k points (NaN propagates, as np.minimum does)
-            held = s[:, k - 1 :]
-            for j in range(1, k):
-                held = np.minimum(held, s[:, k - 1 - j : s.shape[1] - j])
-            s = held
-        alarm = _reaches(s, self.threshold if thresholds is None else thresholds[:, None])
+        thr = self.threshold if thresholds is None else thresholds[:, None]
+        return _reaches(_hold(scores, self.direction, self.persistence), thr)
+
+    def labels(self, scores: FloatArray, gate: FloatArray | None = None) -> BoolArray:
+        """The label of each row's last point, from the scores of :attr:`score` (and the
+        gate's), ``(m, positions)`` each."""
+        alarm = self.holds(scores)
         if self.gate is not None and gate is not None:
-            g_thr = self.gate_threshold if gate_thresholds is None else gate_thresholds[:, None]
-            alarm &= _reaches(_directional(gate, self.gate_direction), g_thr)
+            alarm &= _reaches(_directional(gate, self.gate_direction), self.gate_threshold)
         if self.cooldown > 0:
             # alarm at the last point, and none in the `cooldown` points before it
             out: BoolArray = alarm[:, -1] & ~alarm[:, :-1].any(axis=1)
             return out
         last: BoolArray = alarm[:, -1]
         return last
-
-    @property
-    def shape(self) -> tuple[object, ...]:
-        """Everything but the thresholds: programs of one shape label as one."""
-        return (
-            self.score,
-            self.direction,
-            self.persistence,
-            self.cooldown,
-            self.gate,
-            self.gate_direction,
-        )
 
     def run(self, rows: FloatArray) -> BoolArray:
         """The label of the last point of each row of ``rows`` (values, ``(m, >= LOOKBACK)``)."""
@@ -469,57 +469,98 @@ def last_point_program(spec: RuleSpec, params: Mapping[str, Any]) -> LastPointPr
     )
 
 
-def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> list[BoolArray]:
-    """Each request's last-point labels (a program and its rows, ``(m, >= its LOOKBACK)``
-    values), computing each distinct score once over the rows of every request that needs it."""
-    by_key: dict[ScoreKey, list[tuple[int, FloatArray]]] = {}
-    for i, (prog, rows) in enumerate(requests):
-        for key in prog.keys:
-            by_key.setdefault(key, []).append((i, rows))
-    scores: dict[tuple[int, ScoreKey], FloatArray] = {}
+def _scores(wanted: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
+    """The score of each (key, rows) pair, each distinct key computed once over the stacked
+    rows of every pair that needs it (each row's numbers are its own whatever rows it is stacked
+    with)."""
+    by_key: dict[ScoreKey, list[int]] = {}
+    for i, (key, _) in enumerate(wanted):
+        by_key.setdefault(key, []).append(i)
+    out: list[FloatArray] = [_NO_SCORES] * len(wanted)
     for key, users in by_key.items():
         w = key.width
+        parts = [wanted[i][1] for i in users]
         if len(users) == 1:
-            i, rows = users[0]
-            scores[i, key] = last_scores(key, rows[:, rows.shape[1] - w :])
+            out[users[0]] = last_scores(key, parts[0][:, parts[0].shape[1] - w :])
             continue
-        stacked = np.concatenate([rows[:, rows.shape[1] - w :] for _, rows in users])
-        computed = last_scores(key, stacked)
+        computed = last_scores(key, np.concatenate([r[:, r.shape[1] - w :] for r in parts]))
         a = 0
-        for i, rows in users:
-            scores[i, key] = computed[a : a + len(rows)]
-            a += len(rows)
-    # programs of one shape (thresholds aside) label their rows together
+        for i, r in zip(users, parts, strict=True):
+            out[i] = computed[a : a + len(r)]
+            a += len(r)
+    return out
+
+
+def _own_conditions(
+    requests: Sequence[tuple[LastPointProgram, FloatArray]], scores: Sequence[FloatArray]
+) -> list[BoolArray]:
+    """Each request's own condition at its rows' last point, from its :attr:`own_key` scores;
+    programs of one shape but their thresholds compare at once."""
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, (prog, _) in enumerate(requests):
-        groups.setdefault(prog.shape, []).append(i)
+        exact = _exact_float(prog.threshold)
+        groups.setdefault((prog.own_key, prog.direction, exact, exact or i), []).append(i)
     out: list[BoolArray] = [_NO_LABELS] * len(requests)
     for members in groups.values():
         prog = requests[members[0]][0]
-        if len(members) == 1 or not all(
-            _exact_float(requests[i][0].threshold) and _exact_float(requests[i][0].gate_threshold)
-            for i in members
-        ):
-            for i in members:
-                p = requests[i][0]
-                out[i] = p.labels(scores[i, p.score], None if p.gate is None else scores[i, p.gate])
+        if len(members) == 1:
+            out[members[0]] = prog.holds(scores[members[0]])[:, -1]
             continue
-        sizes = [len(scores[i, prog.score]) for i in members]
+        sizes = [len(scores[i]) for i in members]
         thresholds = np.repeat([float(requests[i][0].threshold) for i in members], sizes)
-        main = np.concatenate([scores[i, prog.score] for i in members])
-        gate = gate_thr = None
-        if prog.gate is not None:
-            gate = np.concatenate([scores[i, prog.gate] for i in members])
-            gate_thr = np.repeat([float(requests[i][0].gate_threshold) for i in members], sizes)
-        labels = prog.labels(main, gate, thresholds, gate_thr)
+        holds = prog.holds(np.concatenate([scores[i] for i in members]), thresholds)[:, -1]
         a = 0
         for i, n in zip(members, sizes, strict=True):
-            out[i] = labels[a : a + n]
+            out[i] = holds[a : a + n]
             a += n
     return out
 
 
+def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> list[BoolArray]:
+    """Each request's last-point labels (a program and its rows, ``(m, >= its LOOKBACK)``
+    values), computing each distinct score once over the rows of every request that needs it.
+
+    In three steps, each on the rows the previous one leaves: the rule's own condition at the
+    last point (its score at the last ``persistence`` points), on every row; the gate at the
+    last point, on the rows where that holds; for a rule with a cool-down, its scores and the
+    gate's at the ``cooldown`` points before, on the rows that alarm at the last point (where
+    the last point does not alarm, the label is False whatever came before). Alarms are rare,
+    so the wide cool-down windows are almost never computed."""
+    own = _scores([(prog.own_key, rows) for prog, rows in requests])
+    labels = _own_conditions(requests, own)
+    gated = [i for i, (prog, _) in enumerate(requests) if prog.gate is not None]
+    at = {i: np.flatnonzero(labels[i]) for i in gated}
+    gated = [i for i in gated if len(at[i])]
+    gates = _scores(
+        [(replace(_gate_key(requests[i][0]), positions=1), requests[i][1][at[i]]) for i in gated]
+    )
+    for i, g in zip(gated, gates, strict=True):
+        prog = requests[i][0]
+        labels[i][at[i]] = _reaches(_directional(g, prog.gate_direction), prog.gate_threshold)[
+            :, -1
+        ]
+    cool = [i for i, (prog, _) in enumerate(requests) if prog.cooldown > 0 and labels[i].any()]
+    at = {i: np.flatnonzero(labels[i]) for i in cool}
+    wanted = [(requests[i][0].score, requests[i][1][at[i]]) for i in cool]
+    wanted += [
+        (_gate_key(requests[i][0]), requests[i][1][at[i]]) for i in cool if requests[i][0].gate
+    ]
+    full = _scores(wanted)
+    gate_scores = iter(full[len(cool) :])
+    for i, main in zip(cool, full, strict=False):
+        prog = requests[i][0]
+        labels[i][at[i]] = prog.labels(main, None if prog.gate is None else next(gate_scores))
+    return labels
+
+
+def _gate_key(prog: LastPointProgram) -> ScoreKey:
+    if prog.gate is None:
+        raise ValueError("the program has no gate")
+    return prog.gate
+
+
 _NO_LABELS: BoolArray = np.zeros(0, dtype=np.bool_)
+_NO_SCORES: FloatArray = np.zeros((0, 0))
 
 
 def _exact_float(v: object) -> bool:
