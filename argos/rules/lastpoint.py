@@ -31,6 +31,7 @@ takes a logarithm, which numpy may round differently in its vector loops than in
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -187,12 +188,21 @@ def _sliding_stats(seg: FloatArray, width: int) -> tuple[FloatArray, FloatArray]
     return _merge_blocks(placed[::-1])
 
 
-_POINTS_PER_WINDOW = 110
-"""A row's windows are summarised each alone while there are at most ``width /
-_POINTS_PER_WINDOW`` of them, else they share their blocks. Measured on 34 rows: one window
-alone costs about ``width`` operations plus a fixed call overhead, the shared blocks
-``(windows + width) log2(width)``; they break even at about 13 windows of 1440 points, 3 of 360
-and 1-2 of 120."""
+_CALL_COST = 2500
+"""A numpy call's fixed cost, in array elements' worth of work (about 2 microseconds)."""
+
+
+def _share_blocks(rows: int, width: int, positions: int) -> bool:
+    """Whether ``positions`` windows of ``width`` points a row are cheaper summarised from the
+    blocks they share (:func:`_sliding_stats`) than each alone (:func:`_block_stats`), by a
+    cost model fitted on 34 to 1,000 rows and widths 10 to 1,440: per level of blocks a window
+    alone costs a few numpy calls and ``width`` elements a row; the shared blocks cost the calls
+    once and ``width + positions`` elements a row, at about twice the cost per element (larger
+    arrays, fewer cache hits)."""
+    levels = width.bit_length()
+    alone = positions * (levels * _CALL_COST + rows * width)
+    shared = levels * (_CALL_COST + 2 * rows * (width + positions))
+    return shared < alone
 
 
 def _window_stats_last(
@@ -203,10 +213,10 @@ def _window_stats_last(
 
     Each window's own blocks (:func:`_block_stats` on a view of the rows, O(positions x width) a
     row) for a few windows, the blocks they share (:func:`_sliding_stats`, O((positions + width)
-    log width) a row) for many."""
+    log width) a row) for many (:func:`_share_blocks`)."""
     n = x.shape[1]
     start = n - positions - lag - width + 1
-    if positions * _POINTS_PER_WINDOW <= width:
+    if not _share_blocks(len(x), width, positions):
         stats = [_block_stats(x[:, start + o : start + o + width], width) for o in range(positions)]
         mean = np.stack([mu for mu, _ in stats], axis=1)
         q = np.stack([sq for _, sq in stats], axis=1)
@@ -401,11 +411,16 @@ class LastPointProgram:
         """The scores it needs."""
         return (self.score,) if self.gate is None else (self.score, self.gate)
 
-    @property
+    @functools.cached_property
     def own_key(self) -> ScoreKey:
         """Its score at the last ``persistence`` points only: the rule's own condition at the
         last point."""
         return replace(self.score, positions=self.persistence)
+
+    @functools.cached_property
+    def gate_last_key(self) -> ScoreKey | None:
+        """The gate's score at the last point only."""
+        return None if self.gate is None else replace(self.gate, positions=1)
 
     def holds(self, scores: FloatArray, thresholds: FloatArray | None = None) -> BoolArray:
         """The rule's own condition (direction, persistence, threshold) at each column of the
@@ -531,9 +546,7 @@ def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> li
     gated = [i for i, (prog, _) in enumerate(requests) if prog.gate is not None]
     at = {i: np.flatnonzero(labels[i]) for i in gated}
     gated = [i for i in gated if len(at[i])]
-    gates = _scores(
-        [(replace(_gate_key(requests[i][0]), positions=1), requests[i][1][at[i]]) for i in gated]
-    )
+    gates = _scores([(_gate_key(requests[i][0], last=True), requests[i][1][at[i]]) for i in gated])
     for i, g in zip(gated, gates, strict=True):
         prog = requests[i][0]
         labels[i][at[i]] = _reaches(_directional(g, prog.gate_direction), prog.gate_threshold)[
@@ -553,10 +566,12 @@ def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> li
     return labels
 
 
-def _gate_key(prog: LastPointProgram) -> ScoreKey:
-    if prog.gate is None:
+def _gate_key(prog: LastPointProgram, last: bool = False) -> ScoreKey:
+    """The program's gate key (at the last point only with ``last``)."""
+    key = prog.gate_last_key if last else prog.gate
+    if key is None:
         raise ValueError("the program has no gate")
-    return prog.gate
+    return key
 
 
 _NO_LABELS: BoolArray = np.zeros(0, dtype=np.bool_)

@@ -301,5 +301,4 @@ def test_committed_kpi_rules_label_their_own_series_as_their_last_point_form(
         ]
         np.testing.assert_array_equal(got[check], own, err_msg=f"{name}/{spec.name}")
         fired += bool(got.any())
-    print("fired", fired)
     assert fired >= 30  # most rules alarm somewhere in these windows
