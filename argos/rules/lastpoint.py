@@ -3,30 +3,61 @@ point needs, bit for bit as the rendered rule computes it.
 
 In the online detector's steady state (a scrape: every series gets one new point) a rule is called
 on each series' last ``LOOKBACK`` points and only its last label is kept. A rendered template
-computes its score at every point of that window (``window_stats`` summarises a block at every
-start) although the last label depends only on the scores of the last ``cooldown + persistence``
-points. For a rule proved to be a template rendering (its file is ``render(spec)`` byte for byte:
-:func:`argos.rules.recognise.trusted_template`), :func:`last_point_program` builds a
-:class:`LastPointProgram` that computes exactly those scores, with the same floating-point
-operations on the same operands in the same order, then the rendered ``detect``'s direction,
-persistence, threshold, gate and cool-down steps on them. This is exact, not approximate:
-``window_stats`` summarises every window from its own points only (blocks of 1, 2, 4, ... points
-merged pairwise from the window's start, then merged largest first), so computing one window's
-blocks alone gives the numbers the full run gives at that window; every other step is elementwise
-IEEE arithmetic (``+ - * /``, ``sqrt``, ``abs``, ``maximum``, ``minimum``, comparisons), which
-rounds the same whatever the array's length. ``tests/rules/test_lastpoint.py`` checks labels
-against the rendered rules on random and real data, for every supported shape.
+computes its score at every point of that window although the last label depends only on the
+scores of the last ``cooldown + persistence`` points. For a rule proved to be a template rendering
+(its file is ``render(spec)`` byte for byte: :func:`argos.rules.recognise.trusted_template`),
+:func:`last_point_program` builds a :class:`LastPointProgram` that computes exactly those scores,
+with the same floating-point operations on the same operands in the same order, then the rendered
+``detect``'s direction, persistence, threshold, gate and cool-down steps on them.
 
-Many windows (rows of a matrix) at once, and rules that share a score (the same transform,
-scorer, their params and the number of points needed: :class:`ScoreKey`), typically the same shape
-fitted with other thresholds in other rule sets of a fleet, compute it once for all their rows
-(:func:`evaluate_last`).
+Supported, for the rule and its gate: every transform (``value``, ``diff``, ``seasonal``,
+``ewma``) and every scorer but two (``static``, ``band``, ``zscore``, ``relative``,
+``level_shift``, ``variance_shift``, ``robust_z``, ``cusum``): every rule of the committed rule
+sets but the run length (``flat``) and spectral-saliency (``spectral``) ones, which give ``None``
+(the caller runs the rule itself). Why each step is exact:
 
-Supported: transforms ``value`` and ``diff``; scorers ``static``, ``band``, ``zscore``,
-``relative`` and ``level_shift`` (for the main condition and the gate). Any other shape gives
-``None`` and the caller runs the rule itself: the robust z-score, CUSUM, spectral and run-length
-scorers and the seasonal and EWMA transforms have no last-point form here, and the variance shift
-takes a logarithm, which numpy may round differently in its vector loops than in their scalar tail.
+- ``window_stats`` (z-score, relative change, level and variance shift, CUSUM's z-score)
+  summarises every window from its own points only (blocks of 1, 2, 4, ... points merged
+  pairwise from the window's start, then merged largest first), so one window's blocks computed
+  alone (:func:`_block_stats`, for a few windows a row) or the blocks of a row's trailing segment
+  computed once for all its windows, along axis 1 as the helper does along the series
+  (:func:`_sliding_stats`, for many), give the numbers the full run gives at that window.
+  ``window_cusum`` is merged the same way (:func:`_cusum_last`), on the z-scores of the last
+  ``window + positions - 1`` points; its ``s[: 2w - 1] = nan`` never reaches the last points of
+  a ``LOOKBACK`` window.
+- the seasonal transform's ``np.median`` over the ``cycles`` same-slot values is taken along
+  axis 0 of a ``(cycles, rows, points)`` stack: a selection (and for an even count a mean of
+  two) of each point's own values, whatever the other axes hold.
+- ``ewma_before``'s ``np.convolve`` runs on each row alone, in "valid" mode: an output where the
+  weights overlap the values in full is a dot product of the same operands in the same order
+  wherever it sits and whatever the mode; the rendered rule's own stream (its ``LOOKBACK``
+  window, at another array position than in a batch run) already relies on that.
+- ``past_median_mad`` is exactly ``np.median`` of each window and of its absolute deviations
+  (its docstring: windows of a ``LOOKBACK`` window go through ``np.median`` itself, longer
+  inputs through sorted ranks proved equal to it): here ``np.median`` of each needed window,
+  one window a row.
+- every other step is elementwise IEEE arithmetic (``+ - * /``, ``sqrt``, ``abs``, ``maximum``,
+  ``minimum``, ``clip``, ``nan_to_num``, comparisons), which rounds the same whatever the
+  array's length, and ``np.log`` (variance shift): numpy 2.4 computes float64 ``log`` element
+  by element with the same result wherever the element sits (here AVX2, no AVX-512: the scalar
+  libm ``log`` per element; with AVX-512 a vector loop whose tail uses the same masked vector
+  code). The rendered rule's stream/batch exactness (a point's score inside its ``LOOKBACK``
+  window equals the batch one, at another array position) already depends on that, so a
+  last-point form adds no assumption.
+
+The numbers are the rendered ones bit for bit, but for a NaN's sign bit, which numpy may set
+either way depending on its operands' memory layout (a NaN of the data meeting one made by
+``inf - inf``) and which no label step reads. ``tests/rules/test_lastpoint.py`` checks the scores
+bit for bit and the labels against the rendered rules on random data (ties, flat stretches, NaN
+and infinities, a 1e9 level) and on real KPI data, every committed KPI rule included.
+
+:func:`evaluate_last` labels many windows (rows of a matrix) at once, in three steps that each
+run on the rows the previous one leaves: the rule's own condition at the last point (its score at
+the last ``persistence`` points); the gate at the last point, where that holds; the ``cooldown``
+points before, where the last point alarms (anomalies are rare: the wide cool-down windows are
+almost never computed). Rules that share a score (the same transform, scorer, their params and
+the number of points needed: :class:`ScoreKey`), typically the same shape fitted with other
+thresholds in other rule sets of a fleet, compute it once for all their rows.
 """
 
 from __future__ import annotations
@@ -50,32 +81,9 @@ SUPPORTED_SCORERS = frozenset(
 )
 
 
-def _scorer_points(scorer: str, p: Mapping[str, Any]) -> int:
-    """Points of the signal ``x`` the scorer's output at one point depends on (that point
-    included)."""
-    if scorer in ("static", "band"):
-        return 1
-    if scorer in ("level_shift", "variance_shift"):
-        return int(p["recent"]) + int(p["window"])
-    if scorer == "cusum":
-        return 2 * int(p["window"])  # the z-scores of the last w points, each on w before it
-    return int(p["window"]) + 1  # zscore, relative, robust_z: the window before the point
-
-
 def _ewma_span(alpha: Any) -> int:
     """The rendered ``ewma_before``'s number of weights."""
     return max(1, math.ceil(math.log(1e-3) / math.log(1.0 - alpha)))
-
-
-def _transform_points(transform: str, p: Mapping[str, Any]) -> int:
-    """Values before a point that the transform's ``x`` at that point reads."""
-    if transform == "diff":
-        return 1
-    if transform == "seasonal":
-        return int(p["period"]) * int(p["cycles"])
-    if transform == "ewma":
-        return _ewma_span(p["alpha"])
-    return 0
 
 
 @dataclass(frozen=True)
@@ -90,14 +98,11 @@ class ScoreKey:
     positions: int
 
     @property
-    def signal_points(self) -> int:
-        """Trailing points of the signal ``x`` the score at the last ``positions`` points reads."""
-        return _scorer_points(self.scorer, dict(self.params)) + self.positions - 1
-
-    @property
     def width(self) -> int:
-        """Trailing points of a row the score at its last ``positions`` points depends on."""
-        return _transform_points(self.transform, dict(self.params)) + self.signal_points
+        """Trailing points of a row the score at its last ``positions`` points depends on: the
+        grammar's history of the transform and scorer (what the score at one point reads, that
+        point included), and one point more for each other position."""
+        return Structure(self.transform, self.scorer, self.params).lookback() + self.positions - 1
 
 
 def _floor_scale(scale: FloatArray, level: FloatArray) -> FloatArray:
@@ -226,8 +231,8 @@ def _window_stats_last(
 
 
 def _signal(key: ScoreKey, v: FloatArray) -> FloatArray:
-    """The rendered transform's ``x`` at the last ``key.signal_points`` columns of each row of
-    ``v`` (``(m, key.width)``)."""
+    """The rendered transform's ``x`` at the columns of ``v`` (``(m, key.width)``) from the
+    transform's history on (all of them for ``value``)."""
     p = dict(key.params)
     t = key.transform
     if t == "value":

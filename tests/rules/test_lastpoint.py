@@ -302,3 +302,19 @@ def test_committed_kpi_rules_label_their_own_series_as_their_last_point_form(
         np.testing.assert_array_equal(got[check], own, err_msg=f"{name}/{spec.name}")
         fired += bool(got.any())
     assert fired >= 30  # most rules alarm somewhere in these windows
+
+
+def test_log_rounds_each_element_alone(kpi_dataset: Dataset) -> None:
+    """The variance shift's ``np.log``: the same bits for an element whatever its position in
+    the array and the array's length (vector loop or scalar tail), on random ratios and on
+    ratios of real KPI values."""
+    rng = np.random.default_rng(6)
+    kpi = np.concatenate([s.values[:2000] for s in kpi_dataset.series[:5]])
+    kpi = np.abs(kpi[1:] / np.where(kpi[:-1] == 0, 1.0, kpi[:-1])) + 1e-12
+    for x in (np.exp(rng.normal(0, 3, 4001)), rng.uniform(1e-300, 1e-290, 513), kpi):
+        whole = np.log(x)
+        for offset in range(1, 9):
+            assert np.log(x[offset:]).tobytes() == whole[offset:].tobytes()
+            assert np.log(x[offset : offset + 7]).tobytes() == whole[offset : offset + 7].tobytes()
+        one_by_one = np.array([np.log(np.float64(v)) for v in x[:300]])
+        assert one_by_one.tobytes() == whole[:300].tobytes()
