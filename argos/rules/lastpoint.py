@@ -417,22 +417,19 @@ class LastPointProgram:
         return (self.score,) if self.gate is None else (self.score, self.gate)
 
     @functools.cached_property
-    def own_key(self) -> ScoreKey:
-        """Its score at the last ``persistence`` points only: the rule's own condition at the
-        last point."""
-        return replace(self.score, positions=self.persistence)
+    def last_key(self) -> ScoreKey:
+        """Its score at the last point only."""
+        return replace(self.score, positions=1)
 
     @functools.cached_property
     def gate_last_key(self) -> ScoreKey | None:
         """The gate's score at the last point only."""
         return None if self.gate is None else replace(self.gate, positions=1)
 
-    def holds(self, scores: FloatArray, thresholds: FloatArray | None = None) -> BoolArray:
+    def holds(self, scores: FloatArray) -> BoolArray:
         """The rule's own condition (direction, persistence, threshold) at each column of the
-        scores of :attr:`score` from the ``persistence``-th on. ``thresholds``, one per row,
-        replace the program's own: programs that differ only in their thresholds run as one."""
-        thr = self.threshold if thresholds is None else thresholds[:, None]
-        return _reaches(_hold(scores, self.direction, self.persistence), thr)
+        scores of :attr:`score` from the ``persistence``-th on."""
+        return _reaches(_hold(scores, self.direction, self.persistence), self.threshold)
 
     def labels(self, scores: FloatArray, gate: FloatArray | None = None) -> BoolArray:
         """The label of each row's last point, from the scores of :attr:`score` (and the
@@ -511,27 +508,30 @@ def _scores(wanted: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
     return out
 
 
-def _own_conditions(
+def _last_reaches(
     requests: Sequence[tuple[LastPointProgram, FloatArray]], scores: Sequence[FloatArray]
 ) -> list[BoolArray]:
-    """Each request's own condition at its rows' last point, from its :attr:`own_key` scores;
-    programs of one shape but their thresholds compare at once."""
+    """Whether each request's directional score at its rows' last point reaches its threshold,
+    from its :attr:`~LastPointProgram.last_key` scores; programs of one score and direction but
+    their thresholds compare at once."""
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, (prog, _) in enumerate(requests):
         exact = _exact_float(prog.threshold)
-        groups.setdefault((prog.own_key, prog.direction, exact, exact or i), []).append(i)
+        groups.setdefault((prog.last_key, prog.direction, exact, exact or i), []).append(i)
     out: list[BoolArray] = [_NO_LABELS] * len(requests)
     for members in groups.values():
         prog = requests[members[0]][0]
         if len(members) == 1:
-            out[members[0]] = prog.holds(scores[members[0]])[:, -1]
+            s = _directional(scores[members[0]][:, -1], prog.direction)
+            out[members[0]] = _reaches(s, prog.threshold)
             continue
         sizes = [len(scores[i]) for i in members]
         thresholds = np.repeat([float(requests[i][0].threshold) for i in members], sizes)
-        holds = prog.holds(np.concatenate([scores[i] for i in members]), thresholds)[:, -1]
+        s = _directional(np.concatenate([scores[i][:, -1] for i in members]), prog.direction)
+        reached = _reaches(s, thresholds)
         a = 0
         for i, n in zip(members, sizes, strict=True):
-            out[i] = holds[a : a + n]
+            out[i] = reached[a : a + n]
             a += n
     return out
 
@@ -540,34 +540,38 @@ def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> li
     """Each request's last-point labels (a program and its rows, ``(m, >= its LOOKBACK)``
     values), computing each distinct score once over the rows of every request that needs it.
 
-    In three steps, each on the rows the previous one leaves: the rule's own condition at the
-    last point (its score at the last ``persistence`` points), on every row; the gate at the
-    last point, on the rows where that holds; for a rule with a cool-down, its scores and the
-    gate's at the ``cooldown`` points before, on the rows that alarm at the last point (where
-    the last point does not alarm, the label is False whatever came before). Alarms are rare,
-    so the wide cool-down windows are almost never computed."""
-    own = _scores([(prog.own_key, rows) for prog, rows in requests])
-    labels = _own_conditions(requests, own)
+    In three steps, each on the rows the previous one leaves: the rule's score at the last point
+    reaches its threshold, on every row; the gate's does, where that holds; the whole program
+    (persistence: the ``persistence - 1`` points before; cool-down: the ``cooldown`` points
+    before), where both hold. A row that fails a step is labelled False whatever the points
+    before hold: the persistence's smallest score reaches the threshold only if the last one
+    does (``nan_to_num`` keeps the order, NaN lowest), and an alarm needs the last point's
+    condition. Alarms are rare, so the wide windows are almost never computed."""
+    last = _scores([(prog.last_key, rows) for prog, rows in requests])
+    labels = _last_reaches(requests, last)
     gated = [i for i, (prog, _) in enumerate(requests) if prog.gate is not None]
     at = {i: np.flatnonzero(labels[i]) for i in gated}
     gated = [i for i in gated if len(at[i])]
     gates = _scores([(_gate_key(requests[i][0], last=True), requests[i][1][at[i]]) for i in gated])
     for i, g in zip(gated, gates, strict=True):
         prog = requests[i][0]
-        labels[i][at[i]] = _reaches(_directional(g, prog.gate_direction), prog.gate_threshold)[
-            :, -1
-        ]
-    cool = [i for i, (prog, _) in enumerate(requests) if prog.cooldown > 0 and labels[i].any()]
-    at = {i: np.flatnonzero(labels[i]) for i in cool}
-    wanted = [(requests[i][0].score, requests[i][1][at[i]]) for i in cool]
-    wanted += [
-        (_gate_key(requests[i][0]), requests[i][1][at[i]]) for i in cool if requests[i][0].gate
+        labels[i][at[i]] = _reaches(
+            _directional(g[:, -1], prog.gate_direction), prog.gate_threshold
+        )
+    full = [
+        i
+        for i, (prog, _) in enumerate(requests)
+        if (prog.cooldown > 0 or prog.persistence > 1) and labels[i].any()
     ]
-    full = _scores(wanted)
-    gate_scores = iter(full[len(cool) :])
-    for i, main in zip(cool, full, strict=False):
-        prog = requests[i][0]
-        labels[i][at[i]] = prog.labels(main, None if prog.gate is None else next(gate_scores))
+    at = {i: np.flatnonzero(labels[i]) for i in full}
+    with_gate = [i for i in full if requests[i][0].gate is not None]
+    scores = _scores(
+        [(requests[i][0].score, requests[i][1][at[i]]) for i in full]
+        + [(_gate_key(requests[i][0]), requests[i][1][at[i]]) for i in with_gate]
+    )
+    gate_scores = dict(zip(with_gate, scores[len(full) :], strict=True))
+    for i, main in zip(full, scores, strict=False):
+        labels[i][at[i]] = requests[i][0].labels(main, gate_scores.get(i))
     return labels
 
 
