@@ -52,12 +52,13 @@ bit for bit and the labels against the rendered rules on random data (ties, flat
 and infinities, a 1e9 level) and on real KPI data, every committed KPI rule included.
 
 :func:`evaluate_last` labels many windows (rows of a matrix) at once, in three steps that each
-run on the rows the previous one leaves: the rule's own condition at the last point (its score at
-the last ``persistence`` points); the gate at the last point, where that holds; the ``cooldown``
-points before, where the last point alarms (anomalies are rare: the wide cool-down windows are
-almost never computed). Rules that share a score (the same transform, scorer, their params and
-the number of points needed: :class:`ScoreKey`), typically the same shape fitted with other
-thresholds in other rule sets of a fleet, compute it once for all their rows.
+run on the rows the previous one leaves: the rule's score at the last point reaches its threshold;
+the gate's does, where that holds; the whole program (the ``persistence - 1`` and ``cooldown``
+points before), where both hold. A row that fails a step is labelled False whatever the earlier
+points hold, and anomalies are rare: the wide windows are almost never computed. Rules that share
+a score (the same transform, scorer, their params and the number of points needed:
+:class:`ScoreKey`), typically the same shape fitted with other thresholds in other rule sets of a
+fleet, compute it once for all their rows.
 """
 
 from __future__ import annotations
