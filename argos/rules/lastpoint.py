@@ -3,36 +3,70 @@ point needs, bit for bit as the rendered rule computes it.
 
 In the online detector's steady state (a scrape: every series gets one new point) a rule is called
 on each series' last ``LOOKBACK`` points and only its last label is kept. A rendered template
-computes its score at every point of that window (``window_stats`` summarises a block at every
-start) although the last label depends only on the scores of the last ``cooldown + persistence``
-points. For a rule proved to be a template rendering (its file is ``render(spec)`` byte for byte:
-:func:`argos.rules.recognise.trusted_template`), :func:`last_point_program` builds a
-:class:`LastPointProgram` that computes exactly those scores, with the same floating-point
-operations on the same operands in the same order, then the rendered ``detect``'s direction,
-persistence, threshold, gate and cool-down steps on them. This is exact, not approximate:
-``window_stats`` summarises every window from its own points only (blocks of 1, 2, 4, ... points
-merged pairwise from the window's start, then merged largest first), so computing one window's
-blocks alone gives the numbers the full run gives at that window; every other step is elementwise
-IEEE arithmetic (``+ - * /``, ``sqrt``, ``abs``, ``maximum``, ``minimum``, comparisons), which
-rounds the same whatever the array's length. ``tests/rules/test_lastpoint.py`` checks labels
-against the rendered rules on random and real data, for every supported shape.
+computes its score at every point of that window although the last label depends only on the
+scores of the last ``cooldown + persistence`` points. For a rule proved to be a template rendering
+(its file is ``render(spec)`` byte for byte: :func:`argos.rules.recognise.trusted_template`),
+:func:`last_point_program` builds a :class:`LastPointProgram` that computes exactly those scores,
+with the same floating-point operations on the same operands in the same order, then the rendered
+``detect``'s direction, persistence, threshold, gate and cool-down steps on them.
 
-Many windows (rows of a matrix) at once, and rules that share a score (the same transform,
-scorer, their params and the number of points needed: :class:`ScoreKey`), typically the same shape
-fitted with other thresholds in other rule sets of a fleet, compute it once for all their rows
-(:func:`evaluate_last`).
+Supported, for the rule and its gate: every transform (``value``, ``diff``, ``seasonal``,
+``ewma``) and every scorer but two (``static``, ``band``, ``zscore``, ``relative``,
+``level_shift``, ``variance_shift``, ``robust_z``, ``cusum``): every rule of the committed rule
+sets but the run length (``flat``) and spectral-saliency (``spectral``) ones, which give ``None``
+(the caller runs the rule itself). Why each step is exact:
 
-Supported: transforms ``value`` and ``diff``; scorers ``static``, ``band``, ``zscore``,
-``relative`` and ``level_shift`` (for the main condition and the gate). Any other shape gives
-``None`` and the caller runs the rule itself: the robust z-score, CUSUM, spectral and run-length
-scorers and the seasonal and EWMA transforms have no last-point form here, and the variance shift
-takes a logarithm, which numpy may round differently in its vector loops than in their scalar tail.
+- ``window_stats`` (z-score, relative change, level and variance shift, CUSUM's z-score)
+  summarises every window from its own points only (blocks of 1, 2, 4, ... points merged
+  pairwise from the window's start, then merged largest first), so one window's blocks computed
+  alone (:func:`_block_stats`, for a few windows a row) or the blocks of a row's trailing segment
+  computed once for all its windows, along axis 1 as the helper does along the series
+  (:func:`_sliding_stats`, for many), give the numbers the full run gives at that window.
+  ``window_cusum`` is merged the same way (:func:`_cusum_last`), on the z-scores of the last
+  ``window + positions - 1`` points; its ``s[: 2w - 1] = nan`` never reaches the last points of
+  a ``LOOKBACK`` window.
+- the seasonal transform's ``np.median`` over the ``cycles`` same-slot values is taken along
+  axis 0 of a ``(cycles, rows, points)`` stack: a selection (and for an even count a mean of
+  two) of each point's own values, whatever the other axes hold.
+- ``ewma_before``'s ``np.convolve`` runs on each row alone, in "valid" mode: an output where the
+  weights overlap the values in full is a dot product of the same operands in the same order
+  wherever it sits and whatever the mode; the rendered rule's own stream (its ``LOOKBACK``
+  window, at another array position than in a batch run) already relies on that.
+- ``past_median_mad`` is exactly ``np.median`` of each window and of its absolute deviations
+  (its docstring: windows of a ``LOOKBACK`` window go through ``np.median`` itself, longer
+  inputs through sorted ranks proved equal to it): here ``np.median`` of each needed window,
+  one window a row.
+- every other step is elementwise IEEE arithmetic (``+ - * /``, ``sqrt``, ``abs``, ``maximum``,
+  ``minimum``, ``clip``, ``nan_to_num``, comparisons), which rounds the same whatever the
+  array's length, and ``np.log`` (variance shift): numpy 2.4 computes float64 ``log`` element
+  by element with the same result wherever the element sits (here AVX2, no AVX-512: the scalar
+  libm ``log`` per element; with AVX-512 a vector loop whose tail uses the same masked vector
+  code). The rendered rule's stream/batch exactness (a point's score inside its ``LOOKBACK``
+  window equals the batch one, at another array position) already depends on that, so a
+  last-point form adds no assumption.
+
+The numbers are the rendered ones bit for bit, but for a NaN's sign bit, which numpy may set
+either way depending on its operands' memory layout (a NaN of the data meeting one made by
+``inf - inf``) and which no label step reads. ``tests/rules/test_lastpoint.py`` checks the scores
+bit for bit and the labels against the rendered rules on random data (ties, flat stretches, NaN
+and infinities, a 1e9 level) and on real KPI data, every committed KPI rule included.
+
+:func:`evaluate_last` labels many windows (rows of a matrix) at once, in three steps that each
+run on the rows the previous one leaves: the rule's score at the last point reaches its threshold;
+the gate's does, where that holds; the whole program (the ``persistence - 1`` and ``cooldown``
+points before), where both hold. A row that fails a step is labelled False whatever the earlier
+points hold, and anomalies are rare: the wide windows are almost never computed. Rules that share
+a score (the same transform, scorer, their params and the number of points needed:
+:class:`ScoreKey`), typically the same shape fitted with other thresholds in other rule sets of a
+fleet, compute it once for all their rows.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,11 +76,15 @@ from argos.rules.grammar import SCORERS, TRANSFORMS, Direction, RuleSpec, Struct
 
 __all__ = ["LastPointProgram", "ScoreKey", "evaluate_last", "last_point_program", "last_scores"]
 
-SUPPORTED_TRANSFORMS = frozenset({"value", "diff"})
-SUPPORTED_SCORERS = frozenset({"static", "band", "zscore", "relative", "level_shift"})
+SUPPORTED_TRANSFORMS = frozenset({"value", "diff", "seasonal", "ewma"})
+SUPPORTED_SCORERS = frozenset(
+    {"static", "band", "zscore", "relative", "level_shift", "variance_shift", "robust_z", "cusum"}
+)
 
-_SCORER_LOOKBACK = {"static": 0, "band": 0, "zscore": 1, "relative": 1}
-"""Points a scorer needs before its output point, besides its windows (level_shift: r + w - 1)."""
+
+def _ewma_span(alpha: Any) -> int:
+    """The rendered ``ewma_before``'s number of weights."""
+    return max(1, math.ceil(math.log(1e-3) / math.log(1.0 - alpha)))
 
 
 @dataclass(frozen=True)
@@ -62,16 +100,10 @@ class ScoreKey:
 
     @property
     def width(self) -> int:
-        """Trailing points of a row the score at its last ``positions`` points depends on."""
-        p = dict(self.params)
-        sc = self.scorer
-        if sc in ("static", "band"):
-            need = 1
-        elif sc == "level_shift":
-            need = int(p["recent"]) + int(p["window"])
-        else:
-            need = int(p["window"]) + _SCORER_LOOKBACK[sc]
-        return need + (1 if self.transform == "diff" else 0) + self.positions - 1
+        """Trailing points of a row the score at its last ``positions`` points depends on: the
+        grammar's history of the transform and scorer (what the score at one point reads, that
+        point included), and one point more for each other position."""
+        return Structure(self.transform, self.scorer, self.params).lookback() + self.positions - 1
 
 
 def _floor_scale(scale: FloatArray, level: FloatArray) -> FloatArray:
@@ -80,10 +112,11 @@ def _floor_scale(scale: FloatArray, level: FloatArray) -> FloatArray:
 
 
 def _block_stats(win: FloatArray, width: int) -> tuple[FloatArray, FloatArray]:
-    """Mean and sum of squared deviations of each row of ``win`` (``(r, width)``), merged as the
-    rendered ``window_stats`` merges the window that starts at that row's first point: blocks
-    of 1, 2, 4, ... points aligned on the window's start, merged pairwise, then the blocks that
-    add up to ``width`` merged largest first."""
+    """Mean and sum of squared deviations of each window of ``win`` (its last axis, ``width``
+    points; any leading axes), merged as the rendered ``window_stats`` merges the window that
+    starts at that window's first point: blocks of 1, 2, 4, ... points aligned on the window's
+    start, merged pairwise, then the blocks that add up to ``width`` merged largest first. Only
+    each window's own blocks: O(width) a window, no copy of a strided view of windows."""
     sizes = [1 << b for b in range(width.bit_length()) if width & (1 << b)]
     offset: dict[int, int] = {}
     prefix: dict[int, int] = {}
@@ -99,51 +132,168 @@ def _block_stats(win: FloatArray, width: int) -> tuple[FloatArray, FloatArray]:
         if width & size:
             j = offset[size] // size
             blocks[size] = (
-                mean[:, j],
-                np.zeros(len(win)) if m2 is None else m2[:, j],
+                mean[..., j],
+                np.zeros(win.shape[:-1]) if m2 is None else m2[..., j],
             )
         if 2 * size > width:
             break
         # blocks of 2 * size and larger cover the first prefix[...] points of the window
         cols = max(p for s, p in prefix.items() if s >= 2 * size) // size
-        a, b = mean[:, 0:cols:2], mean[:, 1:cols:2]
+        a, b = mean[..., 0:cols:2], mean[..., 1:cols:2]
         d = b - a
         if m2 is None:
             m2 = d * d * (size / 2)  # 0.0 + 0.0 + y is y
         else:
-            m2 = m2[:, 0:cols:2] + m2[:, 1:cols:2] + d * d * (size / 2)
+            m2 = m2[..., 0:cols:2] + m2[..., 1:cols:2] + d * d * (size / 2)
         mean = a + d * 0.5
         size *= 2
+    return _merge_blocks([(s, *blocks[s]) for s in sizes])
+
+
+def _merge_blocks(
+    blocks: Sequence[tuple[int, FloatArray, FloatArray]],
+) -> tuple[FloatArray, FloatArray]:
+    """The rendered ``window_stats``' last step: a window's blocks (size, means, sums of squared
+    deviations; smallest first, each block the one at its place in the window) merged largest
+    first, each after the previous one."""
     count = 0
-    m = q = np.zeros(len(win))
-    for s in reversed(sizes):
-        bm, bq = blocks[s]
+    m = q = blocks[-1][1]
+    for size, bm, bq in reversed(blocks):
         if count == 0:
             m, q = bm, bq
         else:
             d = bm - m
-            q = q + bq + d * d * (count * s / (count + s))
-            m = m + d * (s / (count + s))
-        count += s
+            q = q + bq + d * d * (count * size / (count + size))
+            m = m + d * (size / (count + size))
+        count += size
     return m, q
+
+
+def _sliding_stats(seg: FloatArray, width: int) -> tuple[FloatArray, FloatArray]:
+    """Mean and sum of squared deviations of every window of ``width`` points of each row of
+    ``seg`` (``(m, n)``: ``(m, n - width + 1)``), the rendered ``window_stats`` along axis 1:
+    the blocks computed once for all the windows of a row, by the same operations on the same
+    operands as along the 1-D series."""
+    size, block_mean, block_m2 = 1, seg, np.zeros(seg.shape)
+    blocks = []
+    while size <= width:
+        if width & size:
+            blocks.append((size, block_mean, block_m2))
+        if 2 * size > width:
+            break
+        d = block_mean[:, size:] - block_mean[:, :-size]
+        block_m2 = block_m2[:, :-size] + block_m2[:, size:] + d * d * (size / 2)
+        block_mean = block_mean[:, :-size] + d * 0.5
+        size *= 2
+    windows = seg.shape[1] - width + 1
+    placed = []
+    offset = 0
+    for size, bm, bq in reversed(blocks):
+        placed.append((size, bm[:, offset : offset + windows], bq[:, offset : offset + windows]))
+        offset += size
+    return _merge_blocks(placed[::-1])
+
+
+_CALL_COST = 2500
+"""A numpy call's fixed cost, in array elements' worth of work (about 2 microseconds)."""
+
+
+def _share_blocks(rows: int, width: int, positions: int) -> bool:
+    """Whether ``positions`` windows of ``width`` points a row are cheaper summarised from the
+    blocks they share (:func:`_sliding_stats`) than each alone (:func:`_block_stats`), by a
+    cost model fitted on 34 to 1,000 rows and widths 10 to 1,440: per level of blocks a window
+    alone costs a few numpy calls and ``width`` elements a row; the shared blocks cost the calls
+    once and ``width + positions`` elements a row, at about twice the cost per element (larger
+    arrays, fewer cache hits)."""
+    levels = width.bit_length()
+    alone = positions * (levels * _CALL_COST + rows * width)
+    shared = levels * (_CALL_COST + 2 * rows * (width + positions))
+    return shared < alone
 
 
 def _window_stats_last(
     x: FloatArray, width: int, lag: int, positions: int
 ) -> tuple[FloatArray, FloatArray]:
     """The rendered ``window_stats(x, width, lag)`` at the last ``positions`` columns of each row
-    of ``x``: mean and std, ``(m, positions)``."""
-    m, n = x.shape
+    of ``x``: mean and std, ``(m, positions)``.
+
+    Each window's own blocks (:func:`_block_stats` on a view of the rows, O(positions x width) a
+    row) for a few windows, the blocks they share (:func:`_sliding_stats`, O((positions + width)
+    log width) a row) for many (:func:`_share_blocks`)."""
+    n = x.shape[1]
     start = n - positions - lag - width + 1
-    if positions <= 4:  # each position's windows as a view of the rows (no copy)
+    if not _share_blocks(len(x), width, positions):
         stats = [_block_stats(x[:, start + o : start + o + width], width) for o in range(positions)]
         mean = np.stack([mu for mu, _ in stats], axis=1)
         q = np.stack([sq for _, sq in stats], axis=1)
-        return mean, np.sqrt(q / width)
-    seg = x[:, start : start + positions + width - 1]
-    win = np.lib.stride_tricks.sliding_window_view(seg, width, axis=1).reshape(-1, width)
-    mean, q = _block_stats(win, width)
-    return mean.reshape(m, positions), np.sqrt(q / width).reshape(m, positions)
+    else:
+        mean, q = _sliding_stats(x[:, start : start + positions + width - 1], width)
+    return mean, np.sqrt(q / width)
+
+
+def _signal(key: ScoreKey, v: FloatArray) -> FloatArray:
+    """The rendered transform's ``x`` at the columns of ``v`` (``(m, key.width)``) from the
+    transform's history on (all of them for ``value``)."""
+    p = dict(key.params)
+    t = key.transform
+    if t == "value":
+        return v
+    if t == "diff":
+        out: FloatArray = v[:, 1:] - v[:, :-1]
+        return out
+    n = v.shape[1]
+    if t == "seasonal":
+        period, cycles = int(p["period"]), int(p["cycles"])
+        # a (cycles, m, points) stack: np.median along axis 0 selects (and, for an even count,
+        # averages) each point's own same-slot values, whatever the other axes hold
+        same_slot = np.stack(
+            [v[:, period * (cycles - k) : n - period * k] for k in range(1, cycles + 1)]
+        )
+        out = v[:, period * cycles :] - np.median(same_slot, axis=0)
+        return out
+    if t == "ewma":
+        alpha = p["alpha"]
+        span = _ewma_span(alpha)
+        weights = alpha * (1.0 - alpha) ** np.arange(span)
+        weights /= weights.sum()
+        # np.convolve is 1-D: each row alone. An output where the weights overlap the row in
+        # full is a dot product of the same operands in the same order wherever it sits and
+        # whatever the mode (as the rendered rule's stream relies on); "valid" computes only
+        # those: the full convolution's outputs span - 1 .. n - 2, the rendered slice.
+        before = np.stack([np.convolve(row[:-1], weights, "valid") for row in v])
+        out = v[:, span:] - before
+        return out
+    raise ValueError(f"no last-point form for transform {t!r}")
+
+
+def _cusum_last(z: FloatArray, horizon: int) -> FloatArray:
+    """The rendered ``window_cusum(z, horizon)`` at every window of ``horizon`` points of each
+    row of ``z`` (``(m, n)``: ``(m, n - horizon + 1)``), along axis 1 by the same operations."""
+    size, total, best = 1, z, z
+    blocks = []
+    while size <= horizon:
+        if horizon & size:
+            blocks.append((size, total, best))
+        if 2 * size > horizon:
+            break
+        best = np.maximum(best[:, size:], total[:, size:] + best[:, :-size])
+        total = total[:, :-size] + total[:, size:]
+        size *= 2
+    windows = z.shape[1] - horizon + 1
+    end = horizon
+    acc_total = acc_best = z[:, :0]
+    for size, total, best in blocks:
+        start = end - size
+        bt = total[:, start : start + windows]
+        bb = best[:, start : start + windows]
+        if end == horizon:
+            acc_total, acc_best = bt, bb
+        else:
+            acc_best = np.maximum(acc_best, acc_total + bb)
+            acc_total = bt + acc_total
+        end = start
+    out: FloatArray = np.maximum(acc_best, 0.0)
+    return out
 
 
 def last_scores(key: ScoreKey, v: FloatArray) -> FloatArray:
@@ -151,7 +301,7 @@ def last_scores(key: ScoreKey, v: FloatArray) -> FloatArray:
     (``(m, key.width)``): ``(m, positions)``."""
     p = dict(key.params)
     q = key.positions
-    x = v[:, 1:] - v[:, :-1] if key.transform == "diff" else v
+    x = _signal(key, v)
     xq = x[:, x.shape[1] - q :]
     sc = key.scorer
     if sc == "static":
@@ -171,6 +321,35 @@ def last_scores(key: ScoreKey, v: FloatArray) -> FloatArray:
         recent, _ = _window_stats_last(x, int(p["recent"]), 0, q)
         before, std = _window_stats_last(x, int(p["window"]), int(p["recent"]), q)
         s = (recent - before) / _floor_scale(std, before)
+        return s
+    if sc == "variance_shift":
+        _, recent = _window_stats_last(x, int(p["recent"]), 0, q)
+        level, before = _window_stats_last(x, int(p["window"]), int(p["recent"]), q)
+        s = np.log(_floor_scale(recent, level) / _floor_scale(before, level))
+        return s
+    if sc == "robust_z":
+        w = int(p["window"])
+        n = x.shape[1]
+        # the `w` points before each of the last q points, one window a row, as the rendered
+        # `past_median_mad` takes them to np.median
+        block = np.lib.stride_tricks.sliding_window_view(x[:, n - q - w : n - 1], w, axis=1)
+        block = block.reshape(-1, w)
+        median = np.median(block, axis=1)
+        mad = np.median(np.abs(block - median[:, None]), axis=1)
+        median, mad = median.reshape(-1, q), mad.reshape(-1, q)
+        spread = np.maximum(1.4826 * mad, p["min_scale"])
+        s = (xq - median) / _floor_scale(spread, median)
+        return s
+    if sc == "cusum":
+        w = int(p["window"])
+        zq = w + q - 1  # the z-scores the last q sums read
+        mean, std = _window_stats_last(x, w, 1, zq)
+        z = np.nan_to_num(
+            np.clip((x[:, x.shape[1] - zq :] - mean) / _floor_scale(std, mean), -10.0, 10.0)
+        )
+        upper = _cusum_last(z - p["drift"], w)
+        lower = _cusum_last(-z - p["drift"], w)
+        s = np.where(upper >= lower, upper, -lower)
         return s
     raise ValueError(f"no last-point form for scorer {sc!r}")
 
@@ -204,6 +383,18 @@ def _directional(s: FloatArray, direction: Direction) -> FloatArray:
     return s
 
 
+def _hold(s: FloatArray, direction: Direction, k: int) -> FloatArray:
+    """The rendered direction and persistence steps: the smallest directional score of the last
+    ``k`` points at each column from the ``k``-th (NaN propagates, as np.minimum does)."""
+    s = _directional(s, direction)
+    if k > 1:
+        held = s[:, k - 1 :]
+        for j in range(1, k):
+            held = np.minimum(held, s[:, k - 1 - j : s.shape[1] - j])
+        s = held
+    return s
+
+
 @dataclass(frozen=True)
 class LastPointProgram:
     """A template rule's last-point labels: its score (and the gate's) at the points the last
@@ -226,46 +417,33 @@ class LastPointProgram:
         """The scores it needs."""
         return (self.score,) if self.gate is None else (self.score, self.gate)
 
-    def labels(
-        self,
-        scores: FloatArray,
-        gate: FloatArray | None = None,
-        thresholds: FloatArray | None = None,
-        gate_thresholds: FloatArray | None = None,
-    ) -> BoolArray:
+    @functools.cached_property
+    def last_key(self) -> ScoreKey:
+        """Its score at the last point only."""
+        return replace(self.score, positions=1)
+
+    @functools.cached_property
+    def gate_last_key(self) -> ScoreKey | None:
+        """The gate's score at the last point only."""
+        return None if self.gate is None else replace(self.gate, positions=1)
+
+    def holds(self, scores: FloatArray) -> BoolArray:
+        """The rule's own condition (direction, persistence, threshold) at each column of the
+        scores of :attr:`score` from the ``persistence``-th on."""
+        return _reaches(_hold(scores, self.direction, self.persistence), self.threshold)
+
+    def labels(self, scores: FloatArray, gate: FloatArray | None = None) -> BoolArray:
         """The label of each row's last point, from the scores of :attr:`score` (and the
-        gate's), ``(m, positions)`` each. ``thresholds`` (and ``gate_thresholds``), one per row,
-        replace the program's own: programs that differ only in their thresholds run as one."""
-        s = _directional(scores, self.direction)
-        k = self.persistence
-        if k > 1:
-            # the smallest score of the last k points (NaN propagates, as np.minimum does)
-            held = s[:, k - 1 :]
-            for j in range(1, k):
-                held = np.minimum(held, s[:, k - 1 - j : s.shape[1] - j])
-            s = held
-        alarm = _reaches(s, self.threshold if thresholds is None else thresholds[:, None])
+        gate's), ``(m, positions)`` each."""
+        alarm = self.holds(scores)
         if self.gate is not None and gate is not None:
-            g_thr = self.gate_threshold if gate_thresholds is None else gate_thresholds[:, None]
-            alarm &= _reaches(_directional(gate, self.gate_direction), g_thr)
+            alarm &= _reaches(_directional(gate, self.gate_direction), self.gate_threshold)
         if self.cooldown > 0:
             # alarm at the last point, and none in the `cooldown` points before it
             out: BoolArray = alarm[:, -1] & ~alarm[:, :-1].any(axis=1)
             return out
         last: BoolArray = alarm[:, -1]
         return last
-
-    @property
-    def shape(self) -> tuple[object, ...]:
-        """Everything but the thresholds: programs of one shape label as one."""
-        return (
-            self.score,
-            self.direction,
-            self.persistence,
-            self.cooldown,
-            self.gate,
-            self.gate_direction,
-        )
 
     def run(self, rows: FloatArray) -> BoolArray:
         """The label of the last point of each row of ``rows`` (values, ``(m, >= LOOKBACK)``)."""
@@ -309,57 +487,105 @@ def last_point_program(spec: RuleSpec, params: Mapping[str, Any]) -> LastPointPr
     )
 
 
-def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> list[BoolArray]:
-    """Each request's last-point labels (a program and its rows, ``(m, >= its LOOKBACK)``
-    values), computing each distinct score once over the rows of every request that needs it."""
-    by_key: dict[ScoreKey, list[tuple[int, FloatArray]]] = {}
-    for i, (prog, rows) in enumerate(requests):
-        for key in prog.keys:
-            by_key.setdefault(key, []).append((i, rows))
-    scores: dict[tuple[int, ScoreKey], FloatArray] = {}
+def _scores(wanted: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
+    """The score of each (key, rows) pair, each distinct key computed once over the stacked
+    rows of every pair that needs it (each row's numbers are its own whatever rows it is stacked
+    with)."""
+    by_key: dict[ScoreKey, list[int]] = {}
+    for i, (key, _) in enumerate(wanted):
+        by_key.setdefault(key, []).append(i)
+    out: list[FloatArray] = [_NO_SCORES] * len(wanted)
     for key, users in by_key.items():
         w = key.width
+        parts = [wanted[i][1] for i in users]
         if len(users) == 1:
-            i, rows = users[0]
-            scores[i, key] = last_scores(key, rows[:, rows.shape[1] - w :])
+            out[users[0]] = last_scores(key, parts[0][:, parts[0].shape[1] - w :])
             continue
-        stacked = np.concatenate([rows[:, rows.shape[1] - w :] for _, rows in users])
-        computed = last_scores(key, stacked)
+        computed = last_scores(key, np.concatenate([r[:, r.shape[1] - w :] for r in parts]))
         a = 0
-        for i, rows in users:
-            scores[i, key] = computed[a : a + len(rows)]
-            a += len(rows)
-    # programs of one shape (thresholds aside) label their rows together
+        for i, r in zip(users, parts, strict=True):
+            out[i] = computed[a : a + len(r)]
+            a += len(r)
+    return out
+
+
+def _last_reaches(
+    requests: Sequence[tuple[LastPointProgram, FloatArray]], scores: Sequence[FloatArray]
+) -> list[BoolArray]:
+    """Whether each request's directional score at its rows' last point reaches its threshold,
+    from its :attr:`~LastPointProgram.last_key` scores; programs of one score and direction but
+    their thresholds compare at once."""
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, (prog, _) in enumerate(requests):
-        groups.setdefault(prog.shape, []).append(i)
+        exact = _exact_float(prog.threshold)
+        groups.setdefault((prog.last_key, prog.direction, exact, exact or i), []).append(i)
     out: list[BoolArray] = [_NO_LABELS] * len(requests)
     for members in groups.values():
         prog = requests[members[0]][0]
-        if len(members) == 1 or not all(
-            _exact_float(requests[i][0].threshold) and _exact_float(requests[i][0].gate_threshold)
-            for i in members
-        ):
-            for i in members:
-                p = requests[i][0]
-                out[i] = p.labels(scores[i, p.score], None if p.gate is None else scores[i, p.gate])
+        if len(members) == 1:
+            s = _directional(scores[members[0]][:, -1], prog.direction)
+            out[members[0]] = _reaches(s, prog.threshold)
             continue
-        sizes = [len(scores[i, prog.score]) for i in members]
+        sizes = [len(scores[i]) for i in members]
         thresholds = np.repeat([float(requests[i][0].threshold) for i in members], sizes)
-        main = np.concatenate([scores[i, prog.score] for i in members])
-        gate = gate_thr = None
-        if prog.gate is not None:
-            gate = np.concatenate([scores[i, prog.gate] for i in members])
-            gate_thr = np.repeat([float(requests[i][0].gate_threshold) for i in members], sizes)
-        labels = prog.labels(main, gate, thresholds, gate_thr)
+        s = _directional(np.concatenate([scores[i][:, -1] for i in members]), prog.direction)
+        reached = _reaches(s, thresholds)
         a = 0
         for i, n in zip(members, sizes, strict=True):
-            out[i] = labels[a : a + n]
+            out[i] = reached[a : a + n]
             a += n
     return out
 
 
+def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> list[BoolArray]:
+    """Each request's last-point labels (a program and its rows, ``(m, >= its LOOKBACK)``
+    values), computing each distinct score once over the rows of every request that needs it.
+
+    In three steps, each on the rows the previous one leaves: the rule's score at the last point
+    reaches its threshold, on every row; the gate's does, where that holds; the whole program
+    (persistence: the ``persistence - 1`` points before; cool-down: the ``cooldown`` points
+    before), where both hold. A row that fails a step is labelled False whatever the points
+    before hold: the persistence's smallest score reaches the threshold only if the last one
+    does (``nan_to_num`` keeps the order, NaN lowest), and an alarm needs the last point's
+    condition. Alarms are rare, so the wide windows are almost never computed."""
+    last = _scores([(prog.last_key, rows) for prog, rows in requests])
+    labels = _last_reaches(requests, last)
+    gated = [i for i, (prog, _) in enumerate(requests) if prog.gate is not None]
+    at = {i: np.flatnonzero(labels[i]) for i in gated}
+    gated = [i for i in gated if len(at[i])]
+    gates = _scores([(_gate_key(requests[i][0], last=True), requests[i][1][at[i]]) for i in gated])
+    for i, g in zip(gated, gates, strict=True):
+        prog = requests[i][0]
+        labels[i][at[i]] = _reaches(
+            _directional(g[:, -1], prog.gate_direction), prog.gate_threshold
+        )
+    full = [
+        i
+        for i, (prog, _) in enumerate(requests)
+        if (prog.cooldown > 0 or prog.persistence > 1) and labels[i].any()
+    ]
+    at = {i: np.flatnonzero(labels[i]) for i in full}
+    with_gate = [i for i in full if requests[i][0].gate is not None]
+    scores = _scores(
+        [(requests[i][0].score, requests[i][1][at[i]]) for i in full]
+        + [(_gate_key(requests[i][0]), requests[i][1][at[i]]) for i in with_gate]
+    )
+    gate_scores = dict(zip(with_gate, scores[len(full) :], strict=True))
+    for i, main in zip(full, scores, strict=False):
+        labels[i][at[i]] = requests[i][0].labels(main, gate_scores.get(i))
+    return labels
+
+
+def _gate_key(prog: LastPointProgram, last: bool = False) -> ScoreKey:
+    """The program's gate key (at the last point only with ``last``)."""
+    key = prog.gate_last_key if last else prog.gate
+    if key is None:
+        raise ValueError("the program has no gate")
+    return key
+
+
 _NO_LABELS: BoolArray = np.zeros(0, dtype=np.bool_)
+_NO_SCORES: FloatArray = np.zeros((0, 0))
 
 
 def _exact_float(v: object) -> bool:

@@ -32,13 +32,13 @@ pytestmark = pytest.mark.timeout(300)
 def template_sets(out: Path, n_sets: int) -> list[str]:
     """``n_sets`` sets of template rules (partition ``p<j>``): a z-score and a level shift with
     thresholds of their own (the score is shared across sets), a gated rule with a cool-down,
-    and in set 0 a robust z-score (no last-point form: it runs itself)."""
+    and in set 0 a run length of identical values (no last-point form: it runs itself)."""
     rng = np.random.default_rng(5)
     zscore = Structure("value", "zscore", (("window", 30.0),), "both", 1)
     shift = Structure("value", "level_shift", (("recent", 5.0), ("window", 20.0)), "up", 2)
     diff = Structure("diff", "static", (), "both", 1)
     gate = Gate(Structure("value", "relative", (("window", 10.0),), "both", 1), 0.05)
-    robust = Structure("value", "robust_z", (("window", 20.0), ("min_scale", 0.01)), "both", 1)
+    stuck = Structure("value", "flat", (), "up", 1)
     names = []
     for j in range(n_sets):
         specs = [
@@ -47,7 +47,7 @@ def template_sets(out: Path, n_sets: int) -> list[str]:
             RuleSpec(diff, float(rng.uniform(1.5, 3.0)), cooldown=4, gate=gate),
         ]
         if j == 0:
-            specs.append(RuleSpec(robust, 4.0))
+            specs.append(RuleSpec(stuck, 6.0))
         write_ruleset(
             out / f"p{j}",
             [RuleSource(s.name, render(s)) for s in specs],
@@ -149,7 +149,7 @@ def test_a_scrape_over_template_sets_gives_each_sets_own_labels(
             assert isinstance(engine, InProcessEngine)
             forms = dict(zip(engine.rule_ids, engine.kernel.programs, strict=True))
             assert [rid for rid, p in forms.items() if p is None] == (
-                ["robust_z_value_w20_both"] if key == "p0" else []
+                ["flat_value_up"] if key == "p0" else []
             )
     # the scrape's pushes labelled the steady rows of all five sets in one evaluation each
     assert spy.calls and max(spy.calls) == 5 * 3

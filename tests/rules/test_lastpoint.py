@@ -1,35 +1,60 @@
 """The last-point form of a template rule gives, for every window, exactly the label the rendered
 rule gives at the window's last point: every supported shape (directions, persistence, gates,
-cool-downs), on random data with ties, flat stretches and large levels, and on real KPI data;
-unsupported shapes have no last-point form."""
+cool-downs), on random data with ties, flat stretches, NaN/inf and large levels, and on real KPI
+data, where every rule of the committed KPI rule sets has one; the two shapes without a
+last-point form (run length, spectral saliency) have none."""
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from argos.data.series import Dataset
-from argos.rules.grammar import Gate, RuleSpec, Structure
+from argos.rules.artifacts import load_ruleset
+from argos.rules.grammar import DIRECTIONS, Direction, Gate, RuleSpec, Structure
 from argos.rules.lastpoint import ScoreKey, evaluate_last, last_point_program, last_scores
+from argos.rules.recognise import trusted_template
 from argos.rules.templates import compile_score, load_rule, render
+
+SCORER_PARAMS: dict[str, tuple[tuple[str, float], ...]] = {
+    "static": (),
+    "band": (("center", 0.25),),
+    "zscore": (("window", 7.0),),
+    "relative": (("window", 12.0),),
+    "level_shift": (("recent", 3.0), ("window", 13.0)),
+    "variance_shift": (("recent", 4.0), ("window", 11.0)),
+    "robust_z": (("window", 8.0), ("min_scale", 0.05)),
+    "cusum": (("window", 6.0), ("drift", 0.5)),
+}
+"""Every supported scorer with small windows (an even robust-z window: its median averages)."""
+
+TRANSFORM_PARAMS: dict[str, tuple[tuple[str, float], ...]] = {
+    "value": (),
+    "diff": (),
+    "seasonal": (("period", 9.0), ("cycles", 3.0)),
+    "ewma": (("alpha", 0.3),),
+}
+
+
+def structure(transform: str, scorer: str, direction: Direction = "both", k: int = 1) -> Structure:
+    params = TRANSFORM_PARAMS[transform] + SCORER_PARAMS[scorer]
+    return Structure(transform, scorer, params, direction, k)
 
 
 def shapes() -> list[Structure]:
-    """Every supported (transform, scorer) with small windows, each direction, persistence 1-3."""
-    params = {
-        "static": (),
-        "band": (("center", 0.25),),
-        "zscore": (("window", 7.0),),
-        "relative": (("window", 12.0),),
-        "level_shift": (("recent", 3.0), ("window", 13.0)),
-    }
-    out = []
-    for transform, (scorer, p), direction, k in itertools.product(
-        ("value", "diff"), params.items(), ("up", "down", "both"), (1, 3)
-    ):
-        out.append(Structure(transform, scorer, p, direction, k))
+    """Every supported scorer on ``value`` and ``diff``, each direction, persistence 1 and 3;
+    the seasonal and EWMA transforms with every scorer, directions and persistence in turn."""
+    out = [
+        structure(transform, scorer, direction, k)
+        for transform, scorer, direction, k in itertools.product(
+            ("value", "diff"), SCORER_PARAMS, DIRECTIONS, (1, 3)
+        )
+    ]
+    for i, (transform, scorer) in enumerate(itertools.product(("seasonal", "ewma"), SCORER_PARAMS)):
+        out.append(structure(transform, scorer, DIRECTIONS[i % 3], 1 + i % 2 * 2))
     return out
 
 
@@ -39,9 +64,17 @@ def specs() -> list[RuleSpec]:
     out = []
     for i, st in enumerate(shapes()):
         thr = float(rng.uniform(0.2, 2.5 if st.persistence == 1 else 0.6))
+        if st.scorer == "variance_shift":
+            thr /= 3  # a log ratio of spreads
         out.append(RuleSpec(st, thr, cooldown=(0, 1, 4)[i % 3]))
         if i % 4 == 0:
             out.append(RuleSpec(st, thr, cooldown=i % 2 * 3, gate=gate))
+    # gates of every transform and scorer
+    main = Structure("diff", "static", (), "both", 1)
+    for i, (transform, scorer) in enumerate(itertools.product(TRANSFORM_PARAMS, SCORER_PARAMS)):
+        g = structure(transform, scorer, DIRECTIONS[(i + 2) % 3])
+        thr = 0.3 if scorer == "variance_shift" else 1.0
+        out.append(RuleSpec(main, 0.8, cooldown=i % 3, gate=Gate(g, thr)))
     # the widths of real rules (windows of 60 and 360 points: blocks 32+16+8+4, 256+64+32+8)
     out.append(RuleSpec(Structure("value", "zscore", (("window", 60.0),), "both", 1), 3.0))
     out.append(
@@ -50,6 +83,15 @@ def specs() -> list[RuleSpec]:
     out.append(
         RuleSpec(
             Structure("value", "level_shift", (("recent", 10.0), ("window", 60.0)), "both", 2), 2.0
+        )
+    )
+    # a robust-z gate inside a long LOOKBACK: the rendered rule takes its medians from the sorted
+    # windows' ranks (past_median_mad's fast path), the last-point form from np.median
+    out.append(
+        RuleSpec(
+            Structure("value", "zscore", (("window", 90.0),), "both", 1),
+            1.0,
+            gate=Gate(Structure("value", "robust_z", (("window", 10.0), ("min_scale", 0.0))), 1.0),
         )
     )
     return out
@@ -67,9 +109,9 @@ def reference(spec: RuleSpec, rows: np.ndarray) -> np.ndarray:
     return np.array([bool(detect(r.copy(), t, dict(params))[-1]) for r in rows])
 
 
-def noisy_series(rng: np.random.Generator, n: int) -> np.ndarray:
+def noisy_series(rng: np.random.Generator, n: int, holes: bool = False) -> np.ndarray:
     """Noise with spikes, dips, level shifts, flat stretches (zero spread), repeated values and
-    a high level (rounding matters there)."""
+    a high level (rounding matters there); with ``holes``, NaN and infinite values too."""
     v = rng.normal(0, 1, n)
     v[rng.integers(0, n, n // 20)] += rng.choice([-8, 8], n // 20)
     v[n // 3 :] += 4
@@ -78,6 +120,11 @@ def noisy_series(rng: np.random.Generator, n: int) -> np.ndarray:
     v[n // 2 : n // 2 + 40] = 2.0
     v[2 * n // 3 :] = np.round(v[2 * n // 3 :], 1)
     v[5 * n // 6 :] += 1e9
+    if holes:  # in 60 points a third of the way in: windows with some, and windows with none
+        at = n // 3 + rng.permutation(60)
+        v[at[:10]] = np.nan
+        v[at[10:14]] = np.inf
+        v[at[14:18]] = -np.inf
     return v
 
 
@@ -93,33 +140,51 @@ def test_last_point_labels_equal_the_rendered_rule(spec: RuleSpec) -> None:
     # wider rows (a rule set's history is its longest rule's): only the last LOOKBACK points count
     wide = rows_of(noisy_series(rng, 900), spec.lookback() + 17)
     np.testing.assert_array_equal(prog.run(wide), reference(spec, wide[:, 17:]))
+    # NaN and infinite values in the window
+    holed = rows_of(noisy_series(rng, 600, holes=True), spec.lookback())
+    np.testing.assert_array_equal(prog.run(holed), reference(spec, holed))
 
 
-@pytest.mark.parametrize("positions", [1, 3, 5])
+@pytest.mark.parametrize("positions", [1, 3, 5, 12])
 @pytest.mark.parametrize(
     "structure",
     [
         *shapes()[::6],
+        *(structure(t, sc) for t in ("seasonal", "ewma") for sc in SCORER_PARAMS),
         Structure("value", "zscore", (("window", 360.0),), "both", 1),
         Structure("diff", "relative", (("window", 127.0),), "both", 1),
         Structure("value", "level_shift", (("recent", 10.0), ("window", 60.0)), "both", 2),
+        Structure("value", "variance_shift", (("recent", 30.0), ("window", 360.0)), "up", 1),
+        Structure("diff", "robust_z", (("window", 120.0), ("min_scale", 0.0)), "up", 1),
+        Structure("value", "cusum", (("window", 120.0), ("drift", 0.5)), "up", 2),
+        Structure("ewma", "zscore", (("alpha", 0.05), ("window", 120.0)), "down", 1),
+        Structure("seasonal", "zscore", (("period", 144.0), ("cycles", 1.0), ("window", 60.0))),
     ],
     ids=lambda s: s.name,
 )
+@pytest.mark.parametrize("holes", [False, True], ids=["finite", "holes"])
 def test_last_scores_are_the_template_scores_bit_for_bit(
-    structure: Structure, positions: int
+    structure: Structure, positions: int, holes: bool
 ) -> None:
     """Not only the labels: the numbers themselves, so that no rounding difference can hide
-    behind a threshold the test data happens not to cross."""
+    behind a threshold the test data happens not to cross. Infinities as such, NaN as NaN: numpy
+    may give a NaN either sign bit depending on the memory layout of its operands (a NaN of the
+    data meeting one made by ``inf - inf``), which no label step reads (comparisons,
+    ``np.minimum``, ``abs``, negation and ``nan_to_num`` treat every NaN alike)."""
     params = dict(structure.params)
     key = ScoreKey(structure.transform, structure.scorer, tuple(params.items()), positions)
     score = compile_score(structure.transform, structure.scorer)
     rng = np.random.default_rng(4)
-    rows = rows_of(noisy_series(rng, 700), key.width)
+    rows = rows_of(noisy_series(rng, 400 + key.width, holes), key.width)
     want = np.array([score(r.copy(), np.arange(len(r)), params)[-positions:] for r in rows])
     got = last_scores(key, rows)
     assert np.isfinite(want).any()
-    assert got.tobytes() == want.tobytes()
+    assert bits(got) == bits(want)
+
+
+def bits(a: np.ndarray) -> bytes:
+    """The bytes of ``a`` with every NaN made the same NaN."""
+    return np.where(np.isnan(a), np.nan, a).tobytes()
 
 
 def test_rules_sharing_a_score_compute_it_once_and_keep_their_own_labels() -> None:
@@ -145,11 +210,8 @@ def test_rules_sharing_a_score_compute_it_once_and_keep_their_own_labels() -> No
 @pytest.mark.parametrize(
     "structure",
     [
-        Structure("value", "robust_z", (("window", 30.0), ("min_scale", 0.1)), "both", 1),
-        Structure("value", "variance_shift", (("recent", 5.0), ("window", 20.0)), "up", 1),
-        Structure("value", "cusum", (("window", 10.0), ("drift", 0.5)), "up", 1),
-        Structure("seasonal", "zscore", (("period", 5.0), ("cycles", 2.0), ("window", 9.0))),
-        Structure("ewma", "static", (("alpha", 0.2),), "both", 1),
+        Structure("value", "flat", (), "up", 1),
+        Structure("diff", "spectral", (("window", 32.0),), "up", 1),
     ],
     ids=lambda s: s.name,
 )
@@ -181,3 +243,78 @@ def test_last_point_labels_on_real_kpi_data(kpi_dataset: Dataset) -> None:
         want = reference(spec, rows)
         assert want.any()
         np.testing.assert_array_equal(prog.run(rows), want)
+
+
+KPI_RULES = Path(__file__).resolve().parents[2] / "rules" / "kpi"
+
+
+def committed_kpi_rules() -> list[tuple[str, RuleSpec, dict[str, object], str]]:
+    """(set folder, proved spec, params, code) of every rule of the committed KPI rule sets."""
+    out = []
+    for manifest in sorted(KPI_RULES.glob("*/manifest.json")):
+        rs = load_ruleset(manifest.parent)
+        for entry in rs.rules:
+            spec = trusted_template(entry, rs.codes[entry.id], max(1, entry.lookback))
+            assert spec is not None, (manifest.parent.name, entry.id)
+            out.append((manifest.parent.name, spec, dict(entry.params), rs.codes[entry.id]))
+    return out
+
+
+def test_every_committed_kpi_rule_has_a_last_point_form() -> None:
+    rules = committed_kpi_rules()
+    missing = [
+        (s, spec.name) for s, spec, params, _ in rules if not last_point_program(spec, params)
+    ]
+    assert missing == []
+    assert len(rules) >= 53
+
+
+def test_committed_kpi_rules_label_their_own_series_as_their_last_point_form(
+    kpi_dataset: Dataset,
+) -> None:
+    """Every committed KPI rule on 2,000 windows of its own series around its first labelled
+    anomaly in the test part: the last-point labels are the rule's batch labels there, and the
+    rule's own label on each window (checked on every window where it alarms and on a sample of
+    the others)."""
+    series = {s.id: s for s in kpi_dataset.series}
+    rng = np.random.default_rng(5)
+    fired = 0
+    for name, spec, params, code in committed_kpi_rules():
+        prog = last_point_program(spec, params)
+        assert prog is not None
+        s = series[name]
+        lookback = spec.lookback()
+        ts = int(s.meta["test_start"])
+        anomalies = np.nonzero(s.labels[ts:])[0]
+        end = ts + (int(anomalies[0]) + 1000 if len(anomalies) else 2000)
+        start = max(0, end - 2000 - lookback + 1)
+        values, t = s.values[start:end], s.timestamps[start:end]
+        detect, _ = load_rule(code)
+        batch = np.asarray(detect(values.copy(), t.copy(), dict(params)))[lookback - 1 :]
+        rows = rows_of(values, lookback)
+        got = prog.run(rows)
+        np.testing.assert_array_equal(got, batch, err_msg=f"{name}/{spec.name}")
+        check = np.union1d(np.nonzero(got)[0], rng.choice(len(rows), 20, replace=False))
+        own = [
+            bool(detect(rows[i].copy(), t[i : i + lookback].copy(), dict(params))[-1])
+            for i in check
+        ]
+        np.testing.assert_array_equal(got[check], own, err_msg=f"{name}/{spec.name}")
+        fired += bool(got.any())
+    assert fired >= 30  # most rules alarm somewhere in these windows
+
+
+def test_log_rounds_each_element_alone(kpi_dataset: Dataset) -> None:
+    """The variance shift's ``np.log``: the same bits for an element whatever its position in
+    the array and the array's length (vector loop or scalar tail), on random ratios and on
+    ratios of real KPI values."""
+    rng = np.random.default_rng(6)
+    kpi = np.concatenate([s.values[:2000] for s in kpi_dataset.series[:5]])
+    kpi = np.abs(kpi[1:] / np.where(kpi[:-1] == 0, 1.0, kpi[:-1])) + 1e-12
+    for x in (np.exp(rng.normal(0, 3, 4001)), rng.uniform(1e-300, 1e-290, 513), kpi):
+        whole = np.log(x)
+        for offset in range(1, 9):
+            assert np.log(x[offset:]).tobytes() == whole[offset:].tobytes()
+            assert np.log(x[offset : offset + 7]).tobytes() == whole[offset : offset + 7].tobytes()
+        one_by_one = np.array([np.log(np.float64(v)) for v in x[:300]])
+        assert one_by_one.tobytes() == whole[:300].tobytes()
