@@ -271,19 +271,27 @@ class HistoryStore:
     def append_one(self, rows: IntArray, timestamps: IntArray, values: FloatArray) -> RowWindows:
         """One new point for each of these full rows (distinct); the rows then hold their last
         ``keep`` points. Returns their windows (history then the new point), read on demand."""
+        m, n = len(rows), self.slots
+        first = int(rows[0]) if m else -1
+        if m and int(rows[-1]) - first == m - 1 and rows.tolist() == list(range(first, first + m)):
+            run = slice(first, first + m)
+            e = int(self._end[first])
+            if m == 1 or (self._end[run] == e).all():  # a scrape's rows in order: slices only
+                self._t[run, e] = timestamps
+                self._v[run, e] = values
+                self._v[run, e + n] = values
+                e = 0 if e + 1 == n else e + 1
+                self._end[run] = e
+                return RowWindows(self, rows, self._end[run].copy(), e, first)
         ends = self._end[rows]
         self._t[rows, ends] = timestamps
         self._v[rows, ends] = values
-        self._v[rows, ends + self.slots] = values
+        self._v[rows, ends + n] = values
         ends += 1
-        ends[ends == self.slots] = 0
+        ends[ends == n] = 0
         self._end[rows] = ends
-        m = len(rows)
         end = int(ends[0]) if m and ends.min() == ends.max() else -1
-        first = int(rows[0]) if m and end >= 0 and rows[-1] - rows[0] == m - 1 else -1
-        if first >= 0 and m > 2 and not (np.diff(rows) == 1).all():
-            first = -1
-        return RowWindows(self, rows, ends, end, first)
+        return RowWindows(self, rows, ends, end, -1)
 
     def values(self, win: RowWindows, width: int) -> FloatArray:
         """The last ``width`` values (``<= slots``) of these windows, oldest first: a view of
@@ -358,7 +366,7 @@ class HistoryStore:
         self._names.pop()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RowWindows:
     """The windows of rows of a :class:`HistoryStore` that just got one new point each: each
     row's history then its new point, its last ``width <= store.slots`` points read on demand

@@ -19,6 +19,9 @@ from argos.rules.lastpoint import ScoreKey, evaluate_last, last_point_program, l
 from argos.rules.recognise import trusted_template
 from argos.rules.templates import compile_score, load_rule, render
 
+# windows with NaN and inf on purpose: numpy's "invalid value" warnings are expected, on both sides
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+
 SCORER_PARAMS: dict[str, tuple[tuple[str, float], ...]] = {
     "static": (),
     "band": (("center", 0.25),),
