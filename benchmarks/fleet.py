@@ -392,8 +392,7 @@ def main() -> None:
         section_kpi_batch(kpi)
     if 3 in sections:
         for which in ("typical", "kpi") if args.scrape_sets == "both" else (args.scrape_sets,):
-            scrapes = args.scrapes if which == "typical" else max(10, args.scrapes // 3)
-            section_thousand(kpi, scrapes, which, isolations)
+            section_thousand(kpi, args.scrapes, which, isolations)
     if 4 in sections:
         for iso in isolations:
             section_synthetic(args.sets, args.series_per_set, iso)
