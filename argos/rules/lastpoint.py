@@ -98,7 +98,7 @@ class ScoreKey:
     params: tuple[tuple[str, Any], ...]
     positions: int
 
-    @property
+    @functools.cached_property
     def width(self) -> int:
         """Trailing points of a row the score at its last ``positions`` points depends on: the
         grammar's history of the transform and scorer (what the score at one point reads, that

@@ -381,9 +381,6 @@ class RowWindows:
     first: int
     """With a common end, the first row when the rows are ``first, first + 1, ...``; else -1."""
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
     def view(self, width: int) -> FloatArray:
         """The last ``width`` values of each window, ``(rows, width)``, read-only (a view of the
         store when it can be)."""
