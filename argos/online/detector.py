@@ -80,6 +80,7 @@ from argos.online.postprocess import (
     PostProcessing,
     PostState,
     SeriesState,
+    SeriesTable,
     post_process,
     post_process_point,
 )
@@ -187,14 +188,18 @@ _NO_V: FloatArray = np.zeros(0, dtype=np.float64)
 @dataclass
 class _Admitted:
     """A push past the ordering policy: results so far (dropped points), the accepted points'
-    series (``names``), their input positions grouped by series (``order``, ``bounds``: series
-    ``j`` is ``order[bounds[j]:bounds[j + 1]]``) and the engine items."""
+    series (``names``, their ``slots`` in the :class:`SeriesTable`), their input positions
+    grouped by series (``order``, ``bounds``: series ``j`` is ``order[bounds[j]:bounds[j + 1]]``),
+    the accepted points' fields in that order and the engine items."""
 
     points: Sequence[Point]
     results: list[PointResult | None]
     names: list[str]
-    order: list[int]
-    bounds: list[int]
+    slots: IntArray
+    order: Sequence[int]
+    bounds: Sequence[int]
+    fields: tuple[list[str], list[int], list[float]]
+    """Series, timestamp and value of each accepted point, in ``order``."""
     items: SeriesBatch
 
     def done(self) -> list[PointResult]:
@@ -261,8 +266,7 @@ class Detector:
         self.conditions = {r.id: r.condition for r in ruleset.rules}
         self.roles: list[Role] = [by_id[i].role for i in self.rule_ids]
         self._lock = threading.Lock()
-        self._last_ts: dict[str, int] = {}
-        self._post: dict[str, PostState] = {}
+        self._series = SeriesTable()
         self.counters: Counter[str] = Counter()
         self.rule_errors: Counter[str] = Counter()
         self.rule_fired: Counter[str] = Counter()
@@ -477,10 +481,44 @@ class Detector:
 
     def _admit(self, points: Sequence[Point]) -> _Admitted:
         """The ordering policy: drop late, duplicate and non-finite points (with their status),
-        group the others by series, as engine items."""
+        group the others by series, as engine items. A scrape of known series (one finite,
+        newer point each: the steady state) is checked and recorded with a few array
+        operations."""
+        n = len(points)
+        table = self._series
+        names = [p.series for p in points]
+        slots = table.slots(names)
+        if n > 1 and min(slots) >= 0:
+            at = np.array(slots, dtype=np.int64)
+            ts = [p.timestamp for p in points]
+            vs = [p.value for p in points]
+            t_all = np.array(ts, dtype=np.int64)
+            v_all = np.array(vs, dtype=np.float64)
+            ordered = np.sort(at)
+            if (
+                (ordered[1:] != ordered[:-1]).all()
+                and np.isfinite(v_all).all()
+                and (t_all > table.last_ts[at]).all()
+            ):
+                table.last_ts[at] = t_all
+                return _Admitted(
+                    points,
+                    [None] * n,
+                    names,
+                    at,
+                    range(n),
+                    range(n + 1),
+                    (names, ts, vs),
+                    SeriesBatch(names, t_all, v_all, range(n + 1)),
+                )
+        return self._admit_each(points)
+
+    def _admit_each(self, points: Sequence[Point]) -> _Admitted:
+        """:meth:`_admit` point by point (new series, dropped points, several points of a
+        series)."""
+        table = self._series
         results: list[PointResult | None] = [None] * len(points)
         groups: dict[str, list[int]] = {}
-        last_ts = self._last_ts
         isfinite = math.isfinite
         for i, p in enumerate(points):
             series, ts = p.series, p.timestamp
@@ -488,33 +526,42 @@ class Detector:
                 results[i] = PointResult(series, ts, p.value, "invalid", ruleset=self.key)
                 self.counters["dropped_invalid"] += 1
                 continue
-            last = last_ts.get(series)
-            if last is not None and ts <= last:
-                status: PointStatus = "duplicate" if ts == last else "late"
-                results[i] = PointResult(series, ts, p.value, status, ruleset=self.key)
-                self.counters[f"dropped_{status}"] += 1
-                continue
-            last_ts[series] = ts
+            j = table.slot(series)
+            if j < 0:
+                table.add(series, ts)
+            else:
+                last = int(table.last_ts[j])
+                if ts <= last:
+                    status: PointStatus = "duplicate" if ts == last else "late"
+                    results[i] = PointResult(series, ts, p.value, status, ruleset=self.key)
+                    self.counters[f"dropped_{status}"] += 1
+                    continue
+                table.last_ts[j] = ts
             group = groups.get(series)
             if group is None:
                 groups[series] = [i]
             else:
                 group.append(i)
         names = list(groups)
-        if not names:
-            return _Admitted(points, results, names, [], [0], SeriesBatch([], _NO_T, _NO_V, [0]))
-        if len(names) == len(points):  # one point per series, none dropped (a scrape)
-            order = [g[0] for g in groups.values()]
-            bounds = list(range(len(order) + 1))
-            t_all = np.array([p.timestamp for p in points], dtype=np.int64)
-            v_all = np.array([p.value for p in points], dtype=np.float64)
-        else:
-            order = [i for s in names for i in groups[s]]
-            bounds = [0, *itertools.accumulate(len(groups[s]) for s in names)]
-            t_all = np.array([points[i].timestamp for i in order], dtype=np.int64)
-            v_all = np.array([points[i].value for i in order], dtype=np.float64)
+        order = [i for s in names for i in groups[s]]
+        bounds = [0, *itertools.accumulate(len(groups[s]) for s in names)]
+        accepted = [points[i] for i in order]
+        ts_l = [p.timestamp for p in accepted]
+        vs_l = [p.value for p in accepted]
         return _Admitted(
-            points, results, names, order, bounds, SeriesBatch(names, t_all, v_all, bounds)
+            points,
+            results,
+            names,
+            np.array(table.slots(names), dtype=np.int64),
+            order,
+            bounds,
+            ([p.series for p in accepted], ts_l, vs_l),
+            SeriesBatch(
+                names,
+                np.array(ts_l, dtype=np.int64) if ts_l else _NO_T,
+                np.array(vs_l, dtype=np.float64) if vs_l else _NO_V,
+                bounds,
+            ),
         )
 
     def _complete(self, adm: _Admitted, res: EngineResult) -> list[PointResult]:
@@ -548,45 +595,36 @@ class Detector:
             raw_any = bool(raw.any())
         else:  # no rule fired and "or": nothing is raw-anomalous
             raw, raw_any = np.zeros(n, dtype=np.bool_), False
-        post_states = self._post
+        # every series' position advances by its points; a series with raw alarms then
+        # post-processes them from the position it had before this push
+        table, at = self._series, adm.slots
+        ends = np.asarray(bounds, dtype=np.int64)
+        counts: IntArray = ends[1:] - ends[:-1]
+        if one_each:
+            table.pos[at] += 1
+        elif n:
+            table.pos[at] += counts
         if raw_any and one_each:  # a scrape with alarms: one step per series, no arrays
-            get, post = post_states.get, self.post
+            post = self.post
             raw_l = raw.tolist()
             anomaly_l, alert_l, incident_l = [False] * n, [False] * n, [0] * n
-            for j, s in enumerate(names):
-                st = get(s)
-                if st is None:
-                    st = post_states[s] = PostState()
-                if raw_l[j]:
-                    anomaly_l[j], alert_l[j], incident_l[j] = post_process_point(True, st, post)
-                else:
-                    st.pos += 1
+            for j in np.flatnonzero(raw).tolist():
+                st = table.post_state(names[j], int(table.pos[at[j]]) - 1)
+                anomaly_l[j], alert_l[j], incident_l[j] = post_process_point(True, st, post)
             n_anomalies, n_alerts = anomaly_l.count(True), alert_l.count(True)
         elif raw_any:
             anomaly = np.zeros(n, dtype=np.bool_)
             alert = np.zeros(n, dtype=np.bool_)
             incident = np.zeros(n, dtype=np.int64)
-            at = np.searchsorted(bounds, np.flatnonzero(raw), side="right") - 1
-            with_raw = set(at.tolist())
-            for j, s in enumerate(names):
-                st = post_states.get(s)
-                if st is None:
-                    st = post_states[s] = PostState()
+            at_raw = np.searchsorted(bounds, np.flatnonzero(raw), side="right") - 1
+            for j in sorted(set(at_raw.tolist())):
                 a, b = bounds[j], bounds[j + 1]
-                if j in with_raw:
-                    anomaly[a:b], alert[a:b], incident[a:b] = post_process(raw[a:b], st, self.post)
-                else:
-                    st.pos += b - a
+                st = table.post_state(names[j], int(table.pos[at[j]]) - (b - a))
+                anomaly[a:b], alert[a:b], incident[a:b] = post_process(raw[a:b], st, self.post)
             anomaly_l, alert_l, raw_l = anomaly.tolist(), alert.tolist(), raw.tolist()
             incident_l = incident.tolist()
             n_anomalies, n_alerts = int(anomaly.sum()), int(alert.sum())
         else:
-            get = post_states.get
-            for j, s in enumerate(names):
-                st = get(s)
-                if st is None:
-                    st = post_states[s] = PostState()
-                st.pos += 1 if one_each else bounds[j + 1] - bounds[j]
             anomaly_l = alert_l = raw_l = [False] * n
             incident_l = [0] * n
             n_anomalies = n_alerts = 0
@@ -594,18 +632,24 @@ class Detector:
         if one_each:  # one point per series: the item is the position
             item_l: Sequence[int] = range(n)
         else:
-            item_l = [j for j, s in enumerate(names) for _ in range(bounds[j + 1] - bounds[j])]
-        made = [
-            PointResult(p.series, p.timestamp, p.value, "ok", an, al, rw, inc, (), (), key)
-            for p, an, al, rw, inc in zip(
-                points if one_each and n == len(points) else [points[i] for i in order],
+            item_l = [j for j, c in enumerate(counts.tolist()) for _ in range(c)]
+        series_l, ts_l, values_l = adm.fields
+        made = list(
+            map(
+                PointResult,
+                series_l,
+                ts_l,
+                values_l,
+                itertools.repeat("ok"),
                 anomaly_l,
                 alert_l,
                 raw_l,
                 incident_l,
-                strict=True,
+                itertools.repeat(()),
+                itertools.repeat(()),
+                itertools.repeat(key),
             )
-        ]
+        )
         if fired_any:
             plain_or = self.ruleset.combination == "or" and base is None
             for pos in np.flatnonzero(raw if plain_or else labels.any(axis=0)).tolist():
@@ -616,8 +660,8 @@ class Detector:
         if errs_by_item:
             for pos, r in enumerate(made):
                 r.errors = errs_by_item.get(item_l[pos], ())
-        if len(names) == n == len(points):
-            results[:] = made  # one point per series, every point accepted: input order
+        if n == len(points) and isinstance(order, range):
+            results[:] = made  # every point accepted, in input order
         else:
             for pos, i in enumerate(order):
                 results[i] = made[pos]
@@ -674,33 +718,32 @@ class Detector:
     def series_ids(self) -> list[str]:
         """Series seen so far."""
         with self._lock:
-            return list(self._last_ts)
+            return list(self._series)
 
     @property
     def n_series(self) -> int:
         """How many series have stream state."""
-        return len(self._last_ts)
+        return len(self._series)
 
     def has_series(self, series: str) -> bool:
         """Whether this series has stream state."""
-        return series in self._last_ts
+        return series in self._series
 
     def export_state(self, series: Sequence[str] | None = None) -> list[SeriesState]:
         """The stream state of these series (those seen so far), or of every series."""
         with self._lock:
-            names = (
-                list(self._last_ts) if series is None else [s for s in series if s in self._last_ts]
-            )
+            table = self._series
+            names = list(table) if series is None else [s for s in series if s in table]
             hist = {s: (t, v) for s, t, v in self.engine.history(names)}
             out = []
             for s in names:
                 t, v = hist.get(s, (np.zeros(0, np.int64), np.zeros(0)))
-                post = self._post.get(s)
+                last_ts, post = table.state(s)
                 out.append(
                     SeriesState(
                         series=s,
-                        last_timestamp=self._last_ts[s],
-                        post=asdict(post) if post is not None else {},
+                        last_timestamp=last_ts,
+                        post=asdict(post),
                         timestamps=t.tolist(),
                         values=v.tolist(),
                     )
@@ -716,8 +759,7 @@ class Detector:
         with self._lock:
             for st in states:
                 self.engine.forget([st.series])
-                self._last_ts[st.series] = st.last_timestamp
-                self._post[st.series] = PostState(**st.post)
+                self._series.set_state(st.series, st.last_timestamp, PostState(**st.post))
                 if st.timestamps:
                     self.engine.seed(
                         st.series,
@@ -730,8 +772,7 @@ class Detector:
         with self._lock:
             self.engine.forget(list(series))
             for s in series:
-                self._last_ts.pop(s, None)
-                self._post.pop(s, None)
+                self._series.forget(s)
 
     def carry_state_from(self, other: Detector) -> None:
         """Adopt another detector's stream state (hot reload): ordering, post-processing and
@@ -745,7 +786,7 @@ class Detector:
         """Counters: points, anomalies, alerts, dropped per reason, rule errors and firings."""
         with self._lock:
             return {
-                "series": len(self._last_ts),
+                "series": len(self._series),
                 **{k: int(v) for k, v in self.counters.items()},
                 "rule_errors": dict(self.rule_errors),
                 "rule_fired": dict(self.rule_fired),

@@ -3,13 +3,15 @@
 :class:`PostProcessing` is the configuration (``min_duration``, ``cooldown``, ``incident_gap``,
 counted in points of one series); :func:`post_process` applies it to the next raw labels of a
 series, carrying a :class:`PostState` from call to call, so batch and stream give the same
-labels. :class:`SeriesState` is everything the detector holds for one series (the post-processing
-counters and the rule history), enough to continue the series elsewhere.
+labels. :class:`SeriesTable` holds a detector's per-series stream state, and :class:`SeriesState`
+is everything the detector holds for one series (its part of the table and the rule history),
+enough to continue the series elsewhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -45,6 +47,94 @@ class PostState:
     last_anomaly: int = -(10**18)
     last_alert: int = -(10**18)
     incidents: int = 0
+
+
+class SeriesTable:
+    """A detector's stream state of every series: the last accepted timestamp and the number of
+    accepted points (the post-processing position) as arrays indexed by the series' slot, and the
+    other post-processing counters (:class:`PostState`) of the series that have them.
+
+    A scrape (one new point for each of many known series) then checks its ordering and advances
+    its positions with a few numpy calls (:meth:`slots`, :attr:`last_ts`, :attr:`pos`) instead of
+    a dict update per series; only series with a raw alarm touch a :class:`PostState`, whose
+    ``pos`` the caller sets from :attr:`pos` before use (:meth:`post_state`)."""
+
+    def __init__(self) -> None:
+        self._slot: dict[str, int] = {}
+        self._names: list[str] = []
+        self.last_ts = np.zeros(64, dtype=np.int64)
+        """Per slot, the last accepted timestamp."""
+        self.pos = np.zeros(64, dtype=np.int64)
+        """Per slot, the accepted points so far."""
+        self._post: dict[str, PostState] = {}
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, series: object) -> bool:
+        return series in self._slot
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._names))
+
+    def slot(self, series: str) -> int:
+        """A known series' slot, or -1."""
+        return self._slot.get(series, -1)
+
+    def slots(self, series: Sequence[str]) -> list[int]:
+        """:meth:`slot` of each of these series."""
+        get = self._slot.get
+        return [get(s, -1) for s in series]
+
+    def add(self, series: str, last_ts: int) -> int:
+        """A new series (its first accepted point at ``last_ts``, position 0); its slot."""
+        j = len(self._names)
+        if j == len(self.last_ts):
+            self.last_ts = np.concatenate((self.last_ts, np.zeros_like(self.last_ts)))
+            self.pos = np.concatenate((self.pos, np.zeros_like(self.pos)))
+        self._names.append(series)
+        self._slot[series] = j
+        self.last_ts[j] = last_ts
+        self.pos[j] = 0
+        return j
+
+    def post_state(self, series: str, pos: int) -> PostState:
+        """The series' post-processing counters, made when it has none, with ``pos`` set."""
+        st = self._post.get(series)
+        if st is None:
+            st = self._post[series] = PostState()
+        st.pos = pos
+        return st
+
+    def state(self, series: str) -> tuple[int, PostState]:
+        """A known series' last accepted timestamp and post-processing counters (a copy)."""
+        j = self._slot[series]
+        st = self._post.get(series) or PostState()
+        return int(self.last_ts[j]), replace(st, pos=int(self.pos[j]))
+
+    def set_state(self, series: str, last_ts: int, post: PostState) -> None:
+        """Replace a series' state (known or not)."""
+        j = self._slot.get(series)
+        if j is None:
+            j = self.add(series, last_ts)
+        self.last_ts[j] = last_ts
+        self.pos[j] = post.pos
+        self._post[series] = post
+
+    def forget(self, series: str) -> None:
+        """Drop a series (the last slot moves into its place)."""
+        j = self._slot.pop(series, None)
+        if j is None:
+            return
+        self._post.pop(series, None)
+        last = len(self._names) - 1
+        if j != last:
+            moved = self._names[last]
+            self._names[j] = moved
+            self._slot[moved] = j
+            self.last_ts[j] = self.last_ts[last]
+            self.pos[j] = self.pos[last]
+        self._names.pop()
 
 
 class SeriesState(BaseModel):

@@ -74,7 +74,7 @@ class EngineResult:
     way; :meth:`all_labels` builds it otherwise.
     """
 
-    labels: list[BoolArray]
+    labels: Sequence[BoolArray]
     errors: list[RuleError] = field(default_factory=list)
     joined: BoolArray | None = None
 
@@ -85,6 +85,32 @@ class EngineResult:
                 np.concatenate(self.labels, axis=1) if self.labels else np.zeros((0, 0), np.bool_)
             )
         return self.joined
+
+
+class PointColumns(Sequence[BoolArray]):
+    """The labels of items of one point each (a scrape's series): item ``i`` is column ``i`` of
+    the joined labels, a view made when it is read."""
+
+    def __init__(self, joined: BoolArray) -> None:
+        self.joined = joined
+
+    def __len__(self) -> int:
+        return int(self.joined.shape[1])
+
+    @overload
+    def __getitem__(self, i: int) -> BoolArray: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[BoolArray]: ...
+
+    def __getitem__(self, i: int | slice) -> BoolArray | list[BoolArray]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        j = i % len(self)
+        out: BoolArray = self.joined[:, j : j + 1]
+        return out
 
 
 class SeriesBatch(Sequence[tuple[str, IntArray, FloatArray]]):
@@ -745,7 +771,7 @@ class RuleKernel:
             joined = np.zeros((len(self.rules), len(prepared.windows)), dtype=np.bool_)
             for r, lab in given.items():
                 joined[r] = lab
-            return EngineResult([joined[:, i : i + 1] for i in range(joined.shape[1])], [], joined)
+            return EngineResult(PointColumns(joined), [], joined)
         return self._label(prepared.windows, pack=True, steady=steady, given=given)
 
     def seed(self, series: str, timestamps: IntArray, values: FloatArray) -> None:

@@ -598,3 +598,48 @@ def test_template_rules_are_exact_and_packed_on_real_series_streamed_together(
         assert dict(zip(det.rule_ids, fired.tolist(), strict=True)) == {
             k: v for k, v in zip(det.rule_ids, fired.tolist(), strict=True) if v > 0
         }
+
+
+def test_a_scrape_of_known_series_gives_the_labels_of_pushing_each_point_alone(
+    sensitive_rules: Path,
+) -> None:
+    """A scrape whose series all have state is admitted with array operations
+    (:class:`~argos.online.postprocess.SeriesTable`); with a series twice, a late, a duplicate and
+    a non-finite point, a forgotten series and state taken over mid-way, its results and counters
+    are those of pushing every point alone (the point-by-point path)."""
+    post = PostProcessing(min_duration=2, cooldown=3, incident_gap=2)
+    settings = DetectorSettings(isolation="inprocess", post=post)
+    rng = np.random.default_rng(11)
+    names = [f"s{i}" for i in range(6)]
+    values = {s: rng.normal(10, 1, 400) for s in names}
+    for v in values.values():
+        v[rng.integers(60, 400, 30)] += rng.choice([-9.0, 9.0], 30)
+    with (
+        Detector.open(sensitive_rules, settings) as det,
+        Detector.open(sensitive_rules, settings) as alone,
+    ):
+        for step in range(400):
+            pts = [Point(s, step * 60, float(values[s][step])) for s in names]
+            if step == 100:
+                pts.append(Point("s1", step * 60 + 30, 11.0))  # s1 twice
+            if step == 150:
+                pts[2] = Point("s2", (step - 1) * 60, 10.0)  # a duplicate
+                pts[3] = Point("s3", (step - 5) * 60, 10.0)  # late
+                pts[4] = Point("s4", step * 60, float("inf"))
+            if step == 200:
+                det.forget(["s5"])
+                alone.forget(["s5"])
+            if step == 250:  # state taken over from an export, as a new owner would
+                state = det.export_state()
+                det.forget(names)
+                det.import_state(state)
+            got = det.push(pts)
+            want = [r for p in pts for r in alone.push([p])]
+            assert [
+                (r.series, r.status, r.anomaly, r.alert, r.raw, r.incident, r.fired) for r in got
+            ] == [
+                (r.series, r.status, r.anomaly, r.alert, r.raw, r.incident, r.fired) for r in want
+            ], step
+        assert det.stats() == alone.stats()
+        assert det.stats()["alerts"] > 5
+        assert det.export_state() == alone.export_state()
