@@ -58,8 +58,9 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,7 +76,7 @@ from argos.online.checks import (
     verification_sample,
 )
 from argos.online.engines import start_engines, trusted_rule_ids
-from argos.online.points import Point, PointResult, PointStatus
+from argos.online.points import Point, PointResult, PointStatus, point_results
 from argos.online.postprocess import (
     PostProcessing,
     PostState,
@@ -488,18 +489,15 @@ class Detector:
         table = self._series
         names = [p.series for p in points]
         slots = table.slots(names)
-        if n > 1 and min(slots) >= 0:
+        if n > 1 and min(slots) >= 0 and len(set(slots)) == n:
             at = np.array(slots, dtype=np.int64)
             ts = [p.timestamp for p in points]
             vs = [p.value for p in points]
             t_all = np.array(ts, dtype=np.int64)
             v_all = np.array(vs, dtype=np.float64)
-            ordered = np.sort(at)
-            if (
-                (ordered[1:] != ordered[:-1]).all()
-                and np.isfinite(v_all).all()
-                and (t_all > table.last_ts[at]).all()
-            ):
+            newer = t_all > table.last_ts[at]
+            newer &= np.isfinite(v_all)
+            if newer.all():
                 table.last_ts[at] = t_all
                 return _Admitted(
                     points,
@@ -598,12 +596,11 @@ class Detector:
         # every series' position advances by its points; a series with raw alarms then
         # post-processes them from the position it had before this push
         table, at = self._series, adm.slots
-        ends = np.asarray(bounds, dtype=np.int64)
-        counts: IntArray = ends[1:] - ends[:-1]
         if one_each:
             table.pos[at] += 1
         elif n:
-            table.pos[at] += counts
+            ends = np.asarray(bounds, dtype=np.int64)
+            table.pos[at] += ends[1:] - ends[:-1]
         if raw_any and one_each:  # a scrape with alarms: one step per series, no arrays
             post = self.post
             raw_l = raw.tolist()
@@ -629,46 +626,45 @@ class Detector:
             incident_l = [0] * n
             n_anomalies = n_alerts = 0
         rule_ids, key = self.rule_ids, self.key
-        if one_each:  # one point per series: the item is the position
-            item_l: Sequence[int] = range(n)
-        else:
-            item_l = [j for j, c in enumerate(counts.tolist()) for _ in range(c)]
-        series_l, ts_l, values_l = adm.fields
-        made = list(
-            map(
-                PointResult,
-                series_l,
-                ts_l,
-                values_l,
-                itertools.repeat("ok"),
-                anomaly_l,
-                alert_l,
-                raw_l,
-                incident_l,
-                itertools.repeat(()),
-                itertools.repeat(()),
-                itertools.repeat(key),
-            )
-        )
+        fired_l: list[tuple[str, ...]] = [()] * n
         if fired_any:
             plain_or = self.ruleset.combination == "or" and base is None
             for pos in np.flatnonzero(raw if plain_or else labels.any(axis=0)).tolist():
                 fired = tuple(rule_ids[r] for r in np.flatnonzero(labels[:, pos]).tolist())
-                made[pos].fired = fired
+                fired_l[pos] = fired
                 for rid in fired:
                     self.rule_fired[rid] += 1
-        if errs_by_item:
-            for pos, r in enumerate(made):
-                r.errors = errs_by_item.get(item_l[pos], ())
-        if n == len(points) and isinstance(order, range):
-            results[:] = made  # every point accepted, in input order
-        else:
-            for pos, i in enumerate(order):
-                results[i] = made[pos]
+        errors_l: Iterable[tuple[str, ...]] = repeat(())
+        if errs_by_item:  # an item is a series: its points share its errors
+            get = errs_by_item.get
+            errors_l = [
+                get(j, ()) for j in range(len(names)) for _ in range(bounds[j + 1] - bounds[j])
+            ]
+        series_l, ts_l, values_l = adm.fields
+        made = point_results(
+            zip(
+                series_l,
+                ts_l,
+                values_l,
+                repeat("ok"),
+                anomaly_l,
+                alert_l,
+                raw_l,
+                incident_l,
+                fired_l,
+                errors_l,
+                repeat(key),
+                repeat(""),
+            )
+        )
         self.counters["points"] += n
         self.counters["anomalies"] += n_anomalies
         self.counters["alerts"] += n_alerts
         self._watch_alarm_rate(labels, fired_any)
+        if n == len(points) and isinstance(order, range):
+            return made  # every point accepted, in input order
+        for pos, i in enumerate(order):
+            results[i] = made[pos]
         return adm.done()
 
     def _watch_alarm_rate(self, labels: BoolArray, fired: bool) -> None:

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydantic import ValidationError
 
@@ -509,7 +509,7 @@ class Fleet:
                 results[i] = r
         if self.freeze_heap and len(resolved) > known:
             gc.freeze()  # the new series' state lives as long as the series
-        return [r for r in results if r is not None]
+        return cast(list[PointResult], results)  # every point has its result now
 
     def _push_sets_together(
         self, parts: Sequence[tuple[str, Sequence[int], Detector]], points: Sequence[Point]

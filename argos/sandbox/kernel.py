@@ -765,7 +765,7 @@ class RuleKernel:
         if (
             steady is not None
             and len(steady[0]) == len(prepared.windows)
-            and all(r in given or r in self.skipped for r in range(len(self.rules)))
+            and len(given.keys() | self.skipped) == len(self.rules)
         ):
             # a scrape whose every rule has its labels: nothing left to run
             joined = np.zeros((len(self.rules), len(prepared.windows)), dtype=np.bool_)
