@@ -475,9 +475,12 @@ class Detector:
             admitted = [det._admit(pts) for det, pts in parts]
             todo = [i for i, adm in enumerate(admitted) if adm.items]
             labelled = push_together([(engines[i].kernel, admitted[i].items) for i in todo])
-            out = [adm.done() for adm in admitted]
+            out: list[list[PointResult]] = [[] for _ in admitted]
             for i, res in zip(todo, labelled, strict=True):
                 out[i] = parts[i][0]._complete(admitted[i], res)
+            for i, adm in enumerate(admitted):
+                if not adm.items:
+                    out[i] = adm.done()
             return out
 
     def _admit(self, points: Sequence[Point]) -> _Admitted:
