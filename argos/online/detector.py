@@ -103,6 +103,7 @@ __all__ = [
     "Detector",
     "Isolation",
     "combine",
+    "fired_rule_ids",
 ]
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,24 @@ def combine(
     fn = rule_labels[role == "fn"].any(axis=0)
     fp = rule_labels[role == "fp"].any(axis=0)
     return np.asarray((base & ~fp) | (~base & fn), dtype=np.bool_)
+
+
+def fired_rule_ids(
+    fired_at: BoolArray, rule_ids: Sequence[str], patterns: dict[int, tuple[str, ...]]
+) -> list[tuple[str, ...]]:
+    """The ids of the rules whose label is true in each column of ``fired_at`` (rules x points),
+    in rule order. Up to 62 rules, each column's pattern is read as the bits of one integer and
+    its ids looked up in ``patterns`` (filled as new patterns appear), one lookup a point."""
+    if len(rule_ids) > 62:
+        return [tuple(rule_ids[r] for r in np.flatnonzero(c).tolist()) for c in fired_at.T]
+    bits = 1 << np.arange(len(rule_ids), dtype=np.int64)
+    out = []
+    for code in (bits @ fired_at).tolist():
+        names = patterns.get(code)
+        if names is None:
+            names = patterns[code] = tuple(r for i, r in enumerate(rule_ids) if code >> i & 1)
+        out.append(names)
+    return out
 
 
 _NO_T: IntArray = np.zeros(0, dtype=np.int64)
@@ -268,6 +287,7 @@ class Detector:
         self.roles: list[Role] = [by_id[i].role for i in self.rule_ids]
         self._lock = threading.Lock()
         self._series = SeriesTable()
+        self._fired_patterns: dict[int, tuple[str, ...]] = {}
         self.counters: Counter[str] = Counter()
         self.rule_errors: Counter[str] = Counter()
         self.rule_fired: Counter[str] = Counter()
@@ -632,11 +652,14 @@ class Detector:
         fired_l: list[tuple[str, ...]] = [()] * n
         if fired_any:
             plain_or = self.ruleset.combination == "or" and base is None
-            for pos in np.flatnonzero(raw if plain_or else labels.any(axis=0)).tolist():
-                fired = tuple(rule_ids[r] for r in np.flatnonzero(labels[:, pos]).tolist())
+            cols = np.flatnonzero(raw if plain_or else labels.any(axis=0))
+            fired_at = labels[:, cols]
+            names_at = fired_rule_ids(fired_at, rule_ids, self._fired_patterns)
+            for pos, fired in zip(cols.tolist(), names_at, strict=True):
                 fired_l[pos] = fired
-                for rid in fired:
-                    self.rule_fired[rid] += 1
+            for r, count in enumerate(fired_at.sum(axis=1).tolist()):
+                if count:
+                    self.rule_fired[rule_ids[r]] += count
         errors_l: Iterable[tuple[str, ...]] = repeat(())
         if errs_by_item:  # an item is a series: its points share its errors
             get = errs_by_item.get

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from argos.data.series import Dataset, Series
 from argos.online.checks import verification_sample
-from argos.online.detector import Detector, DetectorSettings, combine
+from argos.online.detector import Detector, DetectorSettings, combine, fired_rule_ids
 from argos.online.points import Point
 from argos.online.postprocess import PostProcessing, SeriesState
 from argos.online.rulesets import LoadedRuleSet, abnormal_condition, load_rules
@@ -643,3 +643,17 @@ def test_a_scrape_of_known_series_gives_the_labels_of_pushing_each_point_alone(
         assert det.stats() == alone.stats()
         assert det.stats()["alerts"] > 5
         assert det.export_state() == alone.export_state()
+
+
+@pytest.mark.parametrize("n_rules", [1, 3, 62, 63, 80])
+def test_fired_rule_ids_name_every_true_label_of_each_point(n_rules: int) -> None:
+    rng = np.random.default_rng(n_rules)
+    ids = [f"r{i}" for i in range(n_rules)]
+    labels = rng.random((n_rules, 200)) < 0.3
+    labels[:, 0] = False
+    labels[:, 1] = True
+    patterns: dict[int, tuple[str, ...]] = {}
+    for _ in range(2):  # the second time from the patterns already seen
+        got = fired_rule_ids(labels, ids, patterns)
+        assert got == [tuple(ids[r] for r in range(n_rules) if labels[r, j]) for j in range(200)]
+    assert got[0] == () and got[1] == tuple(ids)
