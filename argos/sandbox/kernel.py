@@ -302,7 +302,7 @@ class HistoryStore:
         if m and int(rows[-1]) - first == m - 1 and rows.tolist() == list(range(first, first + m)):
             run = slice(first, first + m)
             e = int(self._end[first])
-            if m == 1 or (self._end[run] == e).all():  # a scrape's rows in order: slices only
+            if m == 1 or np.count_nonzero(self._end[run] != e) == 0:  # a scrape's rows in order
                 self._t[run, e] = timestamps
                 self._v[run, e] = values
                 self._v[run, e + n] = values
