@@ -52,7 +52,6 @@ Rule sets are read and verified by :mod:`argos.online.rulesets`.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
@@ -489,9 +488,12 @@ class Detector:
             if not isinstance(det.engine, InProcessEngine):
                 raise TypeError(f"rule set {det.key} does not run in this process")
             engines.append(det.engine)
-        with contextlib.ExitStack() as stack:
-            for det in sorted({id(d): d for d, _ in parts}.values(), key=id):
-                stack.enter_context(det._lock)
+        locks = [d._lock for d in sorted({id(d): d for d, _ in parts}.values(), key=id)]
+        taken = 0
+        try:
+            for lock in locks:  # one order for every caller: no deadlock
+                lock.acquire()
+                taken += 1
             admitted = [det._admit(pts) for det, pts in parts]
             todo = [i for i, adm in enumerate(admitted) if adm.items]
             labelled = push_together([(engines[i].kernel, admitted[i].items) for i in todo])
@@ -502,6 +504,9 @@ class Detector:
                 if not adm.items:
                     out[i] = adm.done()
             return out
+        finally:
+            for lock in locks[:taken]:
+                lock.release()
 
     def _admit(self, points: Sequence[Point]) -> _Admitted:
         """The ordering policy: drop late, duplicate and non-finite points (with their status),
