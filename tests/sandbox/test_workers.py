@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from argos.sandbox.kernel import (
     HistoryStore,
     InProcessEngine,
+    PointColumns,
     RuleCode,
     RuleKernel,
     validate_labels,
@@ -439,3 +440,18 @@ def test_worker_mirror_follows_steady_pushes_across_a_crash() -> None:
     keep = np.r_[0:250, 251:400]
     for k in data:
         np.testing.assert_array_equal(np.concatenate(got[k], axis=1), ref[k][:, keep])
+
+
+def test_point_columns_read_like_the_list_of_one_column_slices() -> None:
+    joined = np.random.default_rng(3).random((3, 7)) < 0.5
+    cols = PointColumns(joined)
+    want = [joined[:, i : i + 1] for i in range(7)]
+    assert len(cols) == 7
+    for i in range(-7, 7):
+        assert np.array_equal(cols[i], want[i]) and cols[i].shape == (3, 1)
+    assert [c.tolist() for c in cols[2:5]] == [c.tolist() for c in want[2:5]]
+    assert [c.tolist() for c in cols] == [c.tolist() for c in want]
+    with pytest.raises(IndexError):
+        cols[7]
+    with pytest.raises(IndexError):
+        cols[-8]
