@@ -514,10 +514,12 @@ class Detector:
         newer point each: the steady state) is checked and recorded with a few array
         operations."""
         n = len(points)
+        if n < 2:
+            return self._admit_each(points)
         table = self._series
         names = [p.series for p in points]
         slots = table.slots(names)
-        if n > 1 and min(slots) >= 0 and len(set(slots)) == n:
+        if min(slots) >= 0 and len(set(slots)) == n:
             at = np.array(slots, dtype=np.int64)
             ts = [p.timestamp for p in points]
             vs = [p.value for p in points]
