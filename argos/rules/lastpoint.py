@@ -105,49 +105,92 @@ class ScoreKey:
         point included), and one point more for each other position."""
         return Structure(self.transform, self.scorer, self.params).lookback() + self.positions - 1
 
+    @functools.cached_property
+    def named(self) -> dict[str, Any]:
+        """The params by name (read, never written)."""
+        return dict(self.params)
+
 
 def _floor_scale(scale: FloatArray, level: FloatArray) -> FloatArray:
     """The rendered ``floor_scale``."""
     return np.maximum(scale, 1e-9 * (1.0 + np.abs(level)))
 
 
-def _block_stats(win: FloatArray, width: int) -> tuple[FloatArray, FloatArray]:
-    """Mean and sum of squared deviations of each window of ``win`` (its last axis, ``width``
-    points; any leading axes), merged as the rendered ``window_stats`` merges the window that
-    starts at that window's first point: blocks of 1, 2, 4, ... points aligned on the window's
-    start, merged pairwise, then the blocks that add up to ``width`` merged largest first. Only
-    each window's own blocks: O(width) a window, no copy of a strided view of windows."""
-    sizes = [1 << b for b in range(width.bit_length()) if width & (1 << b)]
-    offset: dict[int, int] = {}
-    prefix: dict[int, int] = {}
-    acc = 0
-    for s in reversed(sizes):
-        offset[s] = acc
-        acc += s
-        prefix[s] = acc
-    blocks: dict[int, tuple[FloatArray, FloatArray]] = {}
-    size, mean = 1, win
-    m2: FloatArray | None = None  # zeros at size 1
-    while True:
-        if width & size:
-            j = offset[size] // size
-            blocks[size] = (
-                mean[..., j],
-                np.zeros(win.shape[:-1]) if m2 is None else m2[..., j],
-            )
-        if 2 * size > width:
-            break
-        # blocks of 2 * size and larger cover the first prefix[...] points of the window
-        cols = max(p for s, p in prefix.items() if s >= 2 * size) // size
-        a, b = mean[..., 0:cols:2], mean[..., 1:cols:2]
-        d = b - a
-        if m2 is None:
+def _tree_stats(windows: Sequence[FloatArray]) -> list[tuple[FloatArray, FloatArray]]:
+    """Mean and std (the rendered ``sqrt(m2 / width)``) of every window of each array of
+    ``windows`` (its last axis holds a window's points; any leading axes), each merged as the
+    rendered ``window_stats`` merges the window that starts at that window's first point: the
+    windows of all the arrays in one tree of blocks, so that the numpy calls are per level of
+    blocks, not per window.
+
+    The rendered code's blocks of a window are aligned on its start, and the ones it merges are
+    the binary digits of its width, largest first: the block of ``2 ** b`` points at offset
+    ``(width >> b + 1) << b + 1``, the pairwise tree of exactly those points. Here each such
+    block of each window is a segment of one flat array, the segments in decreasing size, so
+    each starts at a multiple of its size: level ``b + 1`` pairs the elements of level ``b`` of
+    the segments larger than ``2 ** b`` (a prefix of the array), and no pair straddles two
+    segments. A segment of ``2 ** b`` points is one element at level ``b``: the same operations
+    on the same operands as the rendered tree, and no point is computed but the window's own.
+    The blocks of one width (the windows of all arrays of that width, consecutive segments at
+    each level) are merged largest first (:func:`_merge_blocks`) with the width's own
+    coefficients."""
+    if not windows:
+        return []
+    width = [win.shape[-1] for win in windows]
+    count = [math.prod(win.shape[:-1]) for win in windows]
+    digits = sorted(
+        ((b, i) for i, w in enumerate(width) for b in range(w.bit_length()) if w >> b & 1),
+        key=lambda d: (-d[0], -width[d[1]], d[1]),
+    )
+    start: dict[tuple[int, int], int] = {}
+    total = 0
+    for b, i in digits:
+        start[b, i] = total
+        total += count[i] << b
+    flat = np.empty(total)
+    for b, i in digits:
+        offset = (width[i] >> b + 1) << b + 1
+        seg = flat[start[b, i] : start[b, i] + (count[i] << b)]
+        seg.reshape(*windows[i].shape[:-1], 1 << b)[...] = windows[i][
+            ..., offset : offset + (1 << b)
+        ]
+    means: list[FloatArray] = [flat]
+    m2s: list[FloatArray] = [flat]  # level 0's sums of squared deviations are zeros: not read
+    level = 0
+    while level < digits[0][0]:
+        # the elements of level `level` in segments of more than 2 ** level points: a prefix
+        end = next((start[d] for d in digits if d[0] <= level), total) >> level
+        size = 1 << level
+        mean = means[-1]
+        left, right = mean[0:end:2], mean[1:end:2]
+        d = right - left
+        if level == 0:
             m2 = d * d * (size / 2)  # 0.0 + 0.0 + y is y
         else:
-            m2 = m2[..., 0:cols:2] + m2[..., 1:cols:2] + d * d * (size / 2)
-        mean = a + d * 0.5
-        size *= 2
-    return _merge_blocks([(s, *blocks[s]) for s in sizes])
+            m2 = m2s[-1][0:end:2] + m2s[-1][1:end:2] + d * d * (size / 2)
+        means.append(left + d * 0.5)
+        m2s.append(m2)
+        level += 1
+    out: list[tuple[FloatArray, FloatArray]] = [(_NO_SCORES, _NO_SCORES)] * len(windows)
+    by_width: dict[int, list[int]] = {}
+    for i in sorted(range(len(windows)), key=lambda i: (-width[i], i)):
+        by_width.setdefault(width[i], []).append(i)
+    for w, group in by_width.items():
+        rows = sum(count[i] for i in group)
+        blocks = []
+        for b in range(w.bit_length()):
+            if w >> b & 1:
+                lo = start[b, group[0]] >> b
+                bq = np.zeros(rows) if b == 0 else m2s[b][lo : lo + rows]
+                blocks.append((1 << b, means[b][lo : lo + rows], bq))
+        m, q = _merge_blocks(blocks)
+        std = np.sqrt(q / w)
+        a = 0
+        for i in group:
+            shape = windows[i].shape[:-1]
+            out[i] = (m[a : a + count[i]].reshape(shape), std[a : a + count[i]].reshape(shape))
+            a += count[i]
+    return out
 
 
 def _merge_blocks(
@@ -211,61 +254,6 @@ def _share_blocks(rows: int, width: int, positions: int) -> bool:
     return shared < alone
 
 
-def _window_stats_last(
-    x: FloatArray, width: int, lag: int, positions: int
-) -> tuple[FloatArray, FloatArray]:
-    """The rendered ``window_stats(x, width, lag)`` at the last ``positions`` columns of each row
-    of ``x``: mean and std, ``(m, positions)``.
-
-    Each window's own blocks (:func:`_block_stats` on a view of the rows, O(positions x width) a
-    row) for a few windows, the blocks they share (:func:`_sliding_stats`, O((positions + width)
-    log width) a row) for many (:func:`_share_blocks`)."""
-    n = x.shape[1]
-    start = n - positions - lag - width + 1
-    if not _share_blocks(len(x), width, positions):
-        stats = [_block_stats(x[:, start + o : start + o + width], width) for o in range(positions)]
-        mean = np.stack([mu for mu, _ in stats], axis=1)
-        q = np.stack([sq for _, sq in stats], axis=1)
-    else:
-        mean, q = _sliding_stats(x[:, start : start + positions + width - 1], width)
-    return mean, np.sqrt(q / width)
-
-
-def _signal(key: ScoreKey, v: FloatArray) -> FloatArray:
-    """The rendered transform's ``x`` at the columns of ``v`` (``(m, key.width)``) from the
-    transform's history on (all of them for ``value``)."""
-    p = dict(key.params)
-    t = key.transform
-    if t == "value":
-        return v
-    if t == "diff":
-        out: FloatArray = v[:, 1:] - v[:, :-1]
-        return out
-    n = v.shape[1]
-    if t == "seasonal":
-        period, cycles = int(p["period"]), int(p["cycles"])
-        # a (cycles, m, points) stack: np.median along axis 0 selects (and, for an even count,
-        # averages) each point's own same-slot values, whatever the other axes hold
-        same_slot = np.stack(
-            [v[:, period * (cycles - k) : n - period * k] for k in range(1, cycles + 1)]
-        )
-        out = v[:, period * cycles :] - np.median(same_slot, axis=0)
-        return out
-    if t == "ewma":
-        alpha = p["alpha"]
-        span = _ewma_span(alpha)
-        weights = alpha * (1.0 - alpha) ** np.arange(span)
-        weights /= weights.sum()
-        # np.convolve is 1-D: each row alone. An output where the weights overlap the row in
-        # full is a dot product of the same operands in the same order wherever it sits and
-        # whatever the mode (as the rendered rule's stream relies on); "valid" computes only
-        # those: the full convolution's outputs span - 1 .. n - 2, the rendered slice.
-        before = np.stack([np.convolve(row[:-1], weights, "valid") for row in v])
-        out = v[:, span:] - before
-        return out
-    raise ValueError(f"no last-point form for transform {t!r}")
-
-
 def _cusum_last(z: FloatArray, horizon: int) -> FloatArray:
     """The rendered ``window_cusum(z, horizon)`` at every window of ``horizon`` points of each
     row of ``z`` (``(m, n)``: ``(m, n - horizon + 1)``), along axis 1 by the same operations."""
@@ -296,12 +284,224 @@ def _cusum_last(z: FloatArray, horizon: int) -> FloatArray:
     return out
 
 
-def last_scores(key: ScoreKey, v: FloatArray) -> FloatArray:
-    """The rendered ``score`` at the last ``key.positions`` columns of each row of ``v``
-    (``(m, key.width)``): ``(m, positions)``."""
-    p = dict(key.params)
+WindowRequest = tuple[FloatArray, int, int, int]
+"""``(x, width, lag, positions)``: the rendered ``window_stats(x, width, lag)`` at the last
+``positions`` columns of each row of ``x``."""
+
+
+def _window_stats(requests: Sequence[WindowRequest]) -> list[tuple[FloatArray, FloatArray]]:
+    """Each request's mean and std, ``(m, positions)`` each.
+
+    For a few windows a row, each window's own blocks (:func:`_tree_stats`, O(positions x width)
+    a row; the windows of every such request in one tree); for many, the blocks they share
+    (:func:`_sliding_stats`, O((positions + width) log width) a row; :func:`_share_blocks`)."""
+    out: list[tuple[FloatArray, FloatArray]] = [(_NO_SCORES, _NO_SCORES)] * len(requests)
+    alone: list[int] = []
+    windows: list[FloatArray] = []
+    for i, (x, width, lag, positions) in enumerate(requests):
+        start = x.shape[1] - positions - lag - width + 1
+        seg = x[:, start : start + positions + width - 1]
+        if _share_blocks(len(x), width, positions):
+            mean, q = _sliding_stats(seg, width)
+            out[i] = (mean, np.sqrt(q / width))
+        elif positions == 1:
+            alone.append(i)
+            windows.append(seg[:, None, :])
+        else:
+            alone.append(i)
+            windows.append(np.lib.stride_tricks.sliding_window_view(seg, width, axis=1))
+    for i, stats in zip(alone, _tree_stats(windows), strict=True):
+        out[i] = stats
+    return out
+
+
+def _signals(items: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
+    """The rendered transform's ``x`` at the columns of each ``v`` (``(m, key.width)``) from the
+    transform's history on (all of them for ``value``), the keys of one seasonal cycle count, or
+    of one EWMA ``alpha``, in one numpy call (:func:`_seasonal`, :func:`_ewma`)."""
+    out = [v for _, v in items]
+    seasonal: dict[int, list[int]] = {}
+    ewma: dict[tuple[type, Any], list[int]] = {}
+    for i, (key, v) in enumerate(items):
+        t = key.transform
+        if t == "diff":
+            out[i] = v[:, 1:] - v[:, :-1]
+        elif t == "seasonal":
+            seasonal.setdefault(int(key.named["cycles"]), []).append(i)
+        elif t == "ewma":
+            alpha = key.named["alpha"]
+            ewma.setdefault((type(alpha), alpha), []).append(i)
+        elif t != "value":
+            raise ValueError(f"no last-point form for transform {t!r}")
+    for cycles, members in seasonal.items():
+        parts = [(int(items[i][0].named["period"]), items[i][1]) for i in members]
+        for i, x in zip(members, _seasonal(cycles, parts), strict=True):
+            out[i] = x
+    for (_, alpha), members in ewma.items():
+        for i, x in zip(members, _ewma(alpha, [items[i][1] for i in members]), strict=True):
+            out[i] = x
+    return out
+
+
+def _seasonal(cycles: int, parts: Sequence[tuple[int, FloatArray]]) -> list[FloatArray]:
+    """The seasonal transform of each ``(period, v)``: each point minus the ``np.median`` of its
+    ``cycles`` same-slot values, taken along axis 0 of one ``(cycles, points)`` stack of every
+    point of every part: a selection (and, for an even count, a mean of two) of each point's own
+    values, whatever the other columns hold."""
+    sizes = [len(v) * (v.shape[1] - period * cycles) for period, v in parts]
+    same_slot = np.empty((cycles, sum(sizes)))
+    a = 0
+    for (period, v), size in zip(parts, sizes, strict=True):
+        n = v.shape[1]
+        for k in range(1, cycles + 1):
+            dest = same_slot[k - 1, a : a + size].reshape(len(v), n - period * cycles)
+            dest[...] = v[:, period * (cycles - k) : n - period * k]
+        a += size
+    median = _median_along_0(same_slot)
+    out = []
+    a = 0
+    for (period, v), size in zip(parts, sizes, strict=True):
+        x = v[:, period * cycles :]
+        out.append(x - median[a : a + size].reshape(x.shape))
+        a += size
+    return out
+
+
+def _median_along_0(stack: FloatArray) -> FloatArray:
+    """``np.median(stack, axis=0)``; for three rows, the middle value by ``np.minimum`` and
+    ``np.maximum`` (a NaN in a column gives NaN, as ``np.median``'s check does): floats that
+    compare equal have the same bits but for zeros of either sign, so the columns whose median
+    is zero take ``np.median``'s own."""
+    if len(stack) != 3:
+        out: FloatArray = np.median(stack, axis=0)
+        return out
+    a, b, c = stack
+    median: FloatArray = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    zero = np.flatnonzero(median == 0.0)
+    if len(zero):
+        median[zero] = np.median(stack[:, zero], axis=0)
+    return median
+
+
+def _ewma(alpha: Any, parts: Sequence[FloatArray]) -> list[FloatArray]:
+    """The rendered EWMA transform of each ``v``: each point minus the weighted mean of the
+    ``span`` points before it (``ewma_before``'s ``np.convolve``).
+
+    One ``np.convolve`` in "valid" mode over every row of every part laid end to end: an output
+    where the weights overlap one row in full is a dot product of the same operands in the same
+    order wherever it sits and whatever the mode (as the rendered rule's stream relies on); the
+    outputs that straddle two rows are not read. The full convolution of a row gives its outputs
+    ``span - 1 .. n - 2`` to the rendered slice: those of "valid" on the row's ``n - 1`` points."""
+    span = _ewma_span(alpha)
+    weights = alpha * (1.0 - alpha) ** np.arange(span)
+    weights /= weights.sum()
+    sizes = [v.size - len(v) for v in parts]  # each row but its last point
+    total = sum(sizes)
+    if total == 0:
+        return [v[:, span:] - np.zeros((len(v), v.shape[1] - span)) for v in parts]
+    values = np.empty(total + span - 1)
+    values[total:] = 0.0
+    a = 0
+    for v, size in zip(parts, sizes, strict=True):
+        values[a : a + size].reshape(len(v), -1)[...] = v[:, :-1]
+        a += size
+    before = np.convolve(values, weights, "valid")
+    out = []
+    a = 0
+    for v, size in zip(parts, sizes, strict=True):
+        n = v.shape[1]
+        out.append(v[:, span:] - before[a : a + size].reshape(len(v), n - 1)[:, : n - span])
+        a += size
+    return out
+
+
+def _row_medians(block: FloatArray) -> FloatArray:
+    """``np.median(block, axis=1)``, from the rows sorted (``np.sort``'s vectorised sort is
+    about three times faster than ``np.median``'s partition around three ranks).
+
+    ``np.median`` takes the middle value (or the mean of the middle two: their sum, divided
+    by 2) of each row partitioned around the middle ranks, and NaN for a row with a NaN (which
+    it finds last). A sorted row holds the same values at those ranks, and floats that compare
+    equal have the same bits but for zeros of either sign, so a row whose median is zero and
+    that holds a -0.0 (where the two could pick different zeros) takes ``np.median``'s own."""
+    ordered = np.sort(block, axis=1)
+    h = block.shape[1] // 2
+    odd = block.shape[1] % 2
+    median = ordered[:, h].copy() if odd else (ordered[:, h - 1] + ordered[:, h]) / 2
+    last = ordered[:, -1]
+    nan = np.isnan(last)
+    if nan.any():
+        np.copyto(median, last, where=nan)
+    zero = np.flatnonzero(median == 0.0)
+    if len(zero):
+        negative = (np.signbit(block[zero]) & (block[zero] == 0.0)).any(axis=1)
+        if negative.any():
+            rows = zero[negative]
+            median[rows] = np.median(block[rows], axis=1)
+    return median
+
+
+def _medians_mads(
+    parts: Sequence[tuple[FloatArray, int, int]],
+) -> list[tuple[FloatArray, FloatArray]]:
+    """The rendered ``past_median_mad`` of each ``(x, window, positions)``: ``np.median`` of the
+    ``window`` points before each of the last ``positions`` columns of each row, and of their
+    absolute deviations from it, ``(m, positions)`` each; the windows of every part of one
+    ``window`` one row each of one ``np.median`` call (each row's median is its own)."""
+    by_window: dict[int, list[int]] = {}
+    for i, (_, w, _) in enumerate(parts):
+        by_window.setdefault(w, []).append(i)
+    out: list[tuple[FloatArray, FloatArray]] = [(_NO_SCORES, _NO_SCORES)] * len(parts)
+    for w, members in by_window.items():
+        sizes = [len(parts[i][0]) * parts[i][2] for i in members]
+        block = np.empty((sum(sizes), w))
+        a = 0
+        for i, size in zip(members, sizes, strict=True):
+            x, _, q = parts[i]
+            n = x.shape[1]
+            if q == 1:
+                block[a : a + size] = x[:, n - 1 - w : n - 1]
+            else:
+                windows = np.lib.stride_tricks.sliding_window_view(x[:, n - q - w : n - 1], w, 1)
+                block[a : a + size].reshape(len(x), q, w)[...] = windows
+            a += size
+        median = _row_medians(block)
+        mad = _row_medians(np.abs(block - median[:, None]))
+        a = 0
+        for i, size in zip(members, sizes, strict=True):
+            shape = (len(parts[i][0]), parts[i][2])
+            out[i] = (median[a : a + size].reshape(shape), mad[a : a + size].reshape(shape))
+            a += size
+    return out
+
+
+def _windows_of(key: ScoreKey) -> list[tuple[int, int, int]]:
+    """The ``window_stats`` calls of the key's scorer: ``(width, lag, positions)`` each."""
+    p = key.named
     q = key.positions
-    x = _signal(key, v)
+    sc = key.scorer
+    if sc in ("zscore", "relative"):
+        return [(int(p["window"]), 1, q)]
+    if sc in ("level_shift", "variance_shift"):
+        recent = int(p["recent"])
+        return [(recent, 0, q), (int(p["window"]), recent, q)]
+    if sc == "cusum":
+        w = int(p["window"])
+        return [(w, 1, w + q - 1)]  # the z-scores the last q sums read
+    return []
+
+
+def _score(
+    key: ScoreKey,
+    x: FloatArray,
+    stats: Sequence[tuple[FloatArray, FloatArray]],
+    robust: tuple[FloatArray, FloatArray] | None,
+) -> FloatArray:
+    """The rendered ``score`` at the last ``key.positions`` columns of each row of the signal
+    ``x``, from the statistics of its :func:`_windows_of` and, for the robust z-score, its
+    medians and MADs."""
+    p = key.named
+    q = key.positions
     xq = x[:, x.shape[1] - q :]
     sc = key.scorer
     if sc == "static":
@@ -310,48 +510,71 @@ def last_scores(key: ScoreKey, v: FloatArray) -> FloatArray:
         s: FloatArray = xq - p["center"]
         return s
     if sc == "zscore":
-        mean, std = _window_stats_last(x, int(p["window"]), 1, q)
+        mean, std = stats[0]
         s = (xq - mean) / _floor_scale(std, mean)
         return s
     if sc == "relative":
-        mean, _ = _window_stats_last(x, int(p["window"]), 1, q)
+        mean, _ = stats[0]
         s = (xq - mean) / _floor_scale(np.abs(mean), mean)
         return s
     if sc == "level_shift":
-        recent, _ = _window_stats_last(x, int(p["recent"]), 0, q)
-        before, std = _window_stats_last(x, int(p["window"]), int(p["recent"]), q)
+        (recent, _), (before, std) = stats
         s = (recent - before) / _floor_scale(std, before)
         return s
     if sc == "variance_shift":
-        _, recent = _window_stats_last(x, int(p["recent"]), 0, q)
-        level, before = _window_stats_last(x, int(p["window"]), int(p["recent"]), q)
+        (_, recent), (level, before) = stats
         s = np.log(_floor_scale(recent, level) / _floor_scale(before, level))
         return s
-    if sc == "robust_z":
-        w = int(p["window"])
-        n = x.shape[1]
-        # the `w` points before each of the last q points, one window a row, as the rendered
-        # `past_median_mad` takes them to np.median
-        block = np.lib.stride_tricks.sliding_window_view(x[:, n - q - w : n - 1], w, axis=1)
-        block = block.reshape(-1, w)
-        median = np.median(block, axis=1)
-        mad = np.median(np.abs(block - median[:, None]), axis=1)
-        median, mad = median.reshape(-1, q), mad.reshape(-1, q)
+    if sc == "robust_z" and robust is not None:
+        median, mad = robust
         spread = np.maximum(1.4826 * mad, p["min_scale"])
         s = (xq - median) / _floor_scale(spread, median)
         return s
     if sc == "cusum":
         w = int(p["window"])
-        zq = w + q - 1  # the z-scores the last q sums read
-        mean, std = _window_stats_last(x, w, 1, zq)
+        mean, std = stats[0]
         z = np.nan_to_num(
-            np.clip((x[:, x.shape[1] - zq :] - mean) / _floor_scale(std, mean), -10.0, 10.0)
+            np.clip(
+                (x[:, x.shape[1] - (w + q - 1) :] - mean) / _floor_scale(std, mean), -10.0, 10.0
+            )
         )
         upper = _cusum_last(z - p["drift"], w)
         lower = _cusum_last(-z - p["drift"], w)
         s = np.where(upper >= lower, upper, -lower)
         return s
     raise ValueError(f"no last-point form for scorer {sc!r}")
+
+
+def _scores_of(items: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
+    """The score of each ``(key, v)`` (``v``: ``(m, key.width)`` values), in stages that each
+    run once for all the keys: the transforms (:func:`_signals`), every window statistic of
+    every key (:func:`_window_stats`), every robust z-score's medians (:func:`_medians_mads`),
+    then each scorer's formula."""
+    signals = _signals(items)
+    requests: list[WindowRequest] = []
+    owners: list[int] = []
+    robust: list[int] = []
+    for i, ((key, _), x) in enumerate(zip(items, signals, strict=True)):
+        for width, lag, positions in _windows_of(key):
+            requests.append((x, width, lag, positions))
+            owners.append(i)
+        if key.scorer == "robust_z":
+            robust.append(i)
+    stats: list[list[tuple[FloatArray, FloatArray]]] = [[] for _ in items]
+    for i, st in zip(owners, _window_stats(requests), strict=True):
+        stats[i].append(st)
+    parts = [(signals[i], int(items[i][0].named["window"]), items[i][0].positions) for i in robust]
+    medians = dict(zip(robust, _medians_mads(parts), strict=True))
+    return [
+        _score(key, x, stats[i], medians.get(i))
+        for i, ((key, _), x) in enumerate(zip(items, signals, strict=True))
+    ]
+
+
+def last_scores(key: ScoreKey, v: FloatArray) -> FloatArray:
+    """The rendered ``score`` at the last ``key.positions`` columns of each row of ``v``
+    (``(m, key.width)``): ``(m, positions)``."""
+    return _scores_of([(key, v)])[0]
 
 
 _LOWEST = -np.finfo(np.float64).max
@@ -490,22 +713,25 @@ def last_point_program(spec: RuleSpec, params: Mapping[str, Any]) -> LastPointPr
 def _scores(wanted: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
     """The score of each (key, rows) pair, each distinct key computed once over the stacked
     rows of every pair that needs it (each row's numbers are its own whatever rows it is stacked
-    with)."""
+    with), all the keys together (:func:`_scores_of`)."""
     by_key: dict[ScoreKey, list[int]] = {}
     for i, (key, _) in enumerate(wanted):
         by_key.setdefault(key, []).append(i)
-    out: list[FloatArray] = [_NO_SCORES] * len(wanted)
+    items: list[tuple[ScoreKey, FloatArray]] = []
     for key, users in by_key.items():
         w = key.width
         parts = [wanted[i][1] for i in users]
         if len(users) == 1:
-            out[users[0]] = last_scores(key, parts[0][:, parts[0].shape[1] - w :])
-            continue
-        computed = last_scores(key, np.concatenate([r[:, r.shape[1] - w :] for r in parts]))
+            items.append((key, parts[0][:, parts[0].shape[1] - w :]))
+        else:
+            items.append((key, np.concatenate([r[:, r.shape[1] - w :] for r in parts])))
+    out: list[FloatArray] = [_NO_SCORES] * len(wanted)
+    for users, computed in zip(by_key.values(), _scores_of(items), strict=True):
         a = 0
-        for i, r in zip(users, parts, strict=True):
-            out[i] = computed[a : a + len(r)]
-            a += len(r)
+        for i in users:
+            n = len(wanted[i][1])
+            out[i] = computed[a : a + n]
+            a += n
     return out
 
 
