@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from argos._types import BoolArray, FloatArray
+from argos._types import BoolArray, FloatArray, IntArray
 from argos.rules.grammar import SCORERS, TRANSFORMS, Direction, RuleSpec, Structure
 
 __all__ = ["LastPointProgram", "ScoreKey", "evaluate_last", "last_point_program", "last_scores"]
@@ -116,28 +116,37 @@ def _floor_scale(scale: FloatArray, level: FloatArray) -> FloatArray:
     return np.maximum(scale, 1e-9 * (1.0 + np.abs(level)))
 
 
-def _tree_stats(windows: Sequence[FloatArray]) -> list[tuple[FloatArray, FloatArray]]:
-    """Mean and std (the rendered ``sqrt(m2 / width)``) of every window of each array of
-    ``windows`` (its last axis holds a window's points; any leading axes), each merged as the
-    rendered ``window_stats`` merges the window that starts at that window's first point: the
-    windows of all the arrays in one tree of blocks, so that the numpy calls are per level of
-    blocks, not per window.
+@dataclass(frozen=True)
+class _TreePlan:
+    """Where :func:`_tree_stats` puts and finds each block, for windows of given widths and
+    counts (a scrape's requests have the same shapes push after push: the plan is cached).
 
-    The rendered code's blocks of a window are aligned on its start, and the ones it merges are
-    the binary digits of its width, largest first: the block of ``2 ** b`` points at offset
-    ``(width >> b + 1) << b + 1``, the pairwise tree of exactly those points. Here each such
-    block of each window is a segment of one flat array, the segments in decreasing size, so
-    each starts at a multiple of its size: level ``b + 1`` pairs the elements of level ``b`` of
-    the segments larger than ``2 ** b`` (a prefix of the array), and no pair straddles two
-    segments. A segment of ``2 ** b`` points is one element at level ``b``: the same operations
-    on the same operands as the rendered tree, and no point is computed but the window's own.
-    The blocks of one width (the windows of all arrays of that width, consecutive segments at
-    each level) are merged largest first (:func:`_merge_blocks`) with the width's own
-    coefficients."""
-    if not windows:
-        return []
-    width = [win.shape[-1] for win in windows]
-    count = [math.prod(win.shape[:-1]) for win in windows]
+    ``digits``: ``(b, i)``, the block of ``2 ** b`` points of every window of array ``i``, in
+    the order of the flat array (decreasing size), and ``start`` where each begins at level 0;
+    ``ends``: per level, how many of its elements the next level pairs; ``bases``: where each
+    level begins in the buffer of all levels. ``rows``: the windows in merge order (arrays in
+    decreasing number of digits) and ``first`` where each array's begin; per merge step (digit
+    ``s`` from the largest), ``take[s]`` the buffer index of each window's block (its sum of
+    squared deviations at the same index, or the zero after the last level for a 1-point
+    block), ``size_coef[s]`` and ``count_coef[s]`` the rendered merge's ``size / (count +
+    size)`` and ``count * size / (count + size)`` of each window, as Python computes them."""
+
+    digits: tuple[tuple[int, int], ...]
+    start: dict[tuple[int, int], int]
+    ends: tuple[int, ...]
+    bases: tuple[int, ...]
+    first: tuple[int, ...]
+    take: tuple[tuple[IntArray, IntArray], ...]
+    size_coef: tuple[FloatArray, ...]
+    count_coef: tuple[FloatArray, ...]
+    width: FloatArray
+
+
+@functools.lru_cache(maxsize=256)
+def _tree_plan(shapes: tuple[tuple[int, int], ...]) -> _TreePlan:
+    """The :class:`_TreePlan` of arrays of ``(width, count)`` windows."""
+    width = [w for w, _ in shapes]
+    count = [c for _, c in shapes]
     digits = sorted(
         ((b, i) for i, w in enumerate(width) for b in range(w.bit_length()) if w >> b & 1),
         key=lambda d: (-d[0], -width[d[1]], d[1]),
@@ -147,49 +156,123 @@ def _tree_stats(windows: Sequence[FloatArray]) -> list[tuple[FloatArray, FloatAr
     for b, i in digits:
         start[b, i] = total
         total += count[i] << b
-    flat = np.empty(total)
-    for b, i in digits:
-        offset = (width[i] >> b + 1) << b + 1
-        seg = flat[start[b, i] : start[b, i] + (count[i] << b)]
+    ends = []
+    bases = [0]
+    level_len = total
+    for level in range(max(width).bit_length() - 1):
+        # the elements of this level in blocks of more than 2 ** level points: a prefix
+        end = next((start[d] for d in digits if d[0] <= level), total) >> level
+        ends.append(end)
+        bases.append(bases[-1] + level_len)
+        level_len = end // 2
+    zero = bases[-1] + level_len
+    order = sorted(range(len(shapes)), key=lambda i: (-width[i].bit_count(), i))
+    first = [0] * len(shapes)
+    at = 0
+    for i in order:
+        first[i] = at
+        at += count[i]
+    take, size_coef, count_coef = [], [], []
+    for step in range(max(w.bit_count() for w in width)):
+        members = [i for i in order if width[i].bit_count() > step]
+        means, sqs, sizes, counts = [], [], [], []
+        for i in members:
+            w = width[i]
+            b = [d for d in range(w.bit_length()) if w >> d & 1][-1 - step]
+            size, before = 1 << b, (w >> b + 1) << b + 1
+            block = bases[b] + (start[b, i] >> b) + np.arange(count[i])
+            means.append(block)
+            sqs.append(block if b else np.full(count[i], zero))
+            sizes.append(np.full(count[i], size / (before + size)))
+            counts.append(np.full(count[i], before * size / (before + size)))
+        take.append((np.concatenate(means), np.concatenate(sqs)))
+        size_coef.append(np.concatenate(sizes))
+        count_coef.append(np.concatenate(counts))
+    widths = np.concatenate([np.full(count[i], float(width[i])) for i in order])
+    return _TreePlan(
+        tuple(digits),
+        start,
+        tuple(ends),
+        tuple(bases),
+        tuple(first),
+        tuple(take),
+        tuple(size_coef),
+        tuple(count_coef),
+        widths,
+    )
+
+
+def _tree_stats(windows: Sequence[FloatArray]) -> list[tuple[FloatArray, FloatArray]]:
+    """Mean and std (the rendered ``sqrt(m2 / width)``) of every window of each array of
+    ``windows`` (its last axis holds a window's points; any leading axes), each merged as the
+    rendered ``window_stats`` merges the window that starts at that window's first point: the
+    windows of all the arrays in one tree of blocks, so that the numpy calls are per level of
+    blocks and per merge step, not per window (:class:`_TreePlan`).
+
+    The rendered code's blocks of a window are aligned on its start, and the ones it merges are
+    the binary digits of its width, largest first: the block of ``2 ** b`` points at offset
+    ``(width >> b + 1) << b + 1``, the pairwise tree of exactly those points. Here each such
+    block of each window is a segment of one flat array, the segments in decreasing size, so
+    each starts at a multiple of its size: level ``b + 1`` pairs the elements of level ``b`` of
+    the segments larger than ``2 ** b`` (a prefix of the array), and no pair straddles two
+    segments. A segment of ``2 ** b`` points is one element at level ``b``: the same operations
+    on the same operands as the rendered tree, and no point is computed but the window's own.
+    The merge then runs on all windows at once, step ``s`` on the windows with more than ``s``
+    digits (a prefix in merge order): each window's ``s``-th block from the largest, merged
+    with its own coefficients (a column of Python's ``count * size / (count + size)`` and
+    ``size / (count + size)``, the rendered merge's numbers) by the same IEEE operations in the
+    same order as the rendered ``window_stats``' scalar ones."""
+    if not windows:
+        return []
+    shapes = tuple((win.shape[-1], math.prod(win.shape[:-1])) for win in windows)
+    plan = _tree_plan(shapes)
+    total = sum(shapes[i][1] << b for b, i in plan.digits)
+    means = np.empty(plan.bases[-1] + (plan.ends[-1] // 2 if plan.ends else total))
+    sqs = np.empty(len(means) + 1)
+    sqs[-1] = 0.0
+    for b, i in plan.digits:
+        w, count = shapes[i]
+        offset = (w >> b + 1) << b + 1
+        seg = means[plan.start[b, i] : plan.start[b, i] + (count << b)]
         seg.reshape(*windows[i].shape[:-1], 1 << b)[...] = windows[i][
             ..., offset : offset + (1 << b)
         ]
-    means: list[FloatArray] = [flat]
-    m2s: list[FloatArray] = [flat]  # level 0's sums of squared deviations are zeros: not read
-    level = 0
-    while level < digits[0][0]:
-        # the elements of level `level` in segments of more than 2 ** level points: a prefix
-        end = next((start[d] for d in digits if d[0] <= level), total) >> level
-        size = 1 << level
-        mean = means[-1]
-        left, right = mean[0:end:2], mean[1:end:2]
-        d = right - left
+    for level, end in enumerate(plan.ends):
+        base, dest = plan.bases[level], plan.bases[level + 1]
+        pairs = means[base : base + end].reshape(-1, 2)
+        left = pairs[:, 0]
+        d = pairs[:, 1] - left
+        dd = d * d
+        out_q = sqs[dest : dest + end // 2]
         if level == 0:
-            m2 = d * d * (size / 2)  # 0.0 + 0.0 + y is y
+            np.multiply(dd, 0.5, out=out_q)  # 0.0 + 0.0 + y is y
         else:
-            m2 = m2s[-1][0:end:2] + m2s[-1][1:end:2] + d * d * (size / 2)
-        means.append(left + d * 0.5)
-        m2s.append(m2)
-        level += 1
-    out: list[tuple[FloatArray, FloatArray]] = [(_NO_SCORES, _NO_SCORES)] * len(windows)
-    by_width: dict[int, list[int]] = {}
-    for i in sorted(range(len(windows)), key=lambda i: (-width[i], i)):
-        by_width.setdefault(width[i], []).append(i)
-    for w, group in by_width.items():
-        rows = sum(count[i] for i in group)
-        blocks = []
-        for b in range(w.bit_length()):
-            if w >> b & 1:
-                lo = start[b, group[0]] >> b
-                bq = np.zeros(rows) if b == 0 else m2s[b][lo : lo + rows]
-                blocks.append((1 << b, means[b][lo : lo + rows], bq))
-        m, q = _merge_blocks(blocks)
-        std = np.sqrt(q / w)
-        a = 0
-        for i in group:
-            shape = windows[i].shape[:-1]
-            out[i] = (m[a : a + count[i]].reshape(shape), std[a : a + count[i]].reshape(shape))
-            a += count[i]
+            q_pairs = sqs[base : base + end].reshape(-1, 2)
+            np.add(q_pairs[:, 0], q_pairs[:, 1], out=out_q)
+            dd *= (1 << level) / 2
+            out_q += dd
+        d *= 0.5
+        np.add(left, d, out=means[dest : dest + end // 2])
+    m = q = np.zeros(0)
+    for step, (at_mean, at_sq) in enumerate(plan.take):
+        bm, bq = means[at_mean], sqs[at_sq]
+        if step == 0:
+            m, q = bm, bq
+            continue
+        n = len(bm)
+        d = bm - m[:n]
+        q_head = q[:n]
+        q_head += bq
+        dd = d * d
+        dd *= plan.count_coef[step]
+        q_head += dd
+        d *= plan.size_coef[step]
+        m[:n] += d
+    std = np.sqrt(q / plan.width)
+    out = []
+    for i, win in enumerate(windows):
+        a, b = plan.first[i], plan.first[i] + shapes[i][1]
+        out.append((m[a:b].reshape(win.shape[:-1]), std[a:b].reshape(win.shape[:-1])))
     return out
 
 
