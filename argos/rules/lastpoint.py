@@ -797,6 +797,8 @@ def _scores(wanted: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
     """The score of each (key, rows) pair, each distinct key computed once over the stacked
     rows of every pair that needs it (each row's numbers are its own whatever rows it is stacked
     with), all the keys together (:func:`_scores_of`)."""
+    if not wanted:
+        return []
     by_key: dict[ScoreKey, list[int]] = {}
     for i, (key, _) in enumerate(wanted):
         by_key.setdefault(key, []).append(i)
@@ -818,32 +820,47 @@ def _scores(wanted: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
     return out
 
 
+_SIGN: dict[Direction, float] = {"up": 1.0, "down": -1.0, "both": 1.0}
+
+
 def _last_reaches(
     requests: Sequence[tuple[LastPointProgram, FloatArray]], scores: Sequence[FloatArray]
-) -> list[BoolArray]:
+) -> tuple[list[BoolArray], set[int]]:
     """Whether each request's directional score at its rows' last point reaches its threshold,
-    from its :attr:`~LastPointProgram.last_key` scores; programs of one score and direction but
-    their thresholds compare at once."""
-    groups: dict[tuple[object, ...], list[int]] = {}
-    for i, (prog, _) in enumerate(requests):
-        exact = _exact_float(prog.threshold)
-        groups.setdefault((prog.last_key, prog.direction, exact, exact or i), []).append(i)
+    from its :attr:`~LastPointProgram.last_key` scores, and the requests where some row does.
+
+    Every request whose threshold compares with float64 scores as a float and is neither the
+    lowest float nor infinite (:func:`_reaches`) compares at once: the scores times a column of
+    +1.0 or -1.0 (``-s`` for ``down``: negation is exact), their absolute values on ``both``
+    rows, against a column of the thresholds."""
     out: list[BoolArray] = [_NO_LABELS] * len(requests)
-    for members in groups.values():
-        prog = requests[members[0]][0]
-        if len(members) == 1:
-            s = _directional(scores[members[0]][:, -1], prog.direction)
-            out[members[0]] = _reaches(s, prog.threshold)
-            continue
-        sizes = [len(scores[i]) for i in members]
-        thresholds = np.repeat([float(requests[i][0].threshold) for i in members], sizes)
-        s = _directional(np.concatenate([scores[i][:, -1] for i in members]), prog.direction)
-        reached = _reaches(s, thresholds)
-        a = 0
-        for i, n in zip(members, sizes, strict=True):
-            out[i] = reached[a : a + n]
-            a += n
-    return out
+    hit: set[int] = set()
+    plain: list[int] = []
+    for i, (prog, _) in enumerate(requests):
+        t = prog.threshold
+        if _exact_float(t) and t is not None and _LOWEST < t < np.inf:
+            plain.append(i)
+        else:
+            out[i] = _reaches(_directional(scores[i][:, -1], prog.direction), t)
+            if out[i].any():
+                hit.add(i)
+    if not plain:
+        return out, hit
+    sizes = [len(scores[i]) for i in plain]
+    progs = [requests[i][0] for i in plain]
+    s = np.concatenate([scores[i][:, -1] for i in plain]) * np.repeat(
+        [_SIGN[p.direction] for p in progs], sizes
+    )
+    np.abs(s, out=s, where=np.repeat([p.direction == "both" for p in progs], sizes))
+    reached = s >= np.repeat([float(p.threshold) for p in progs], sizes)
+    ends = np.cumsum(sizes)
+    for k in np.unique(np.searchsorted(ends, np.flatnonzero(reached), side="right")).tolist():
+        hit.add(plain[k])
+    a = 0
+    for i, n in zip(plain, sizes, strict=True):
+        out[i] = reached[a : a + n]
+        a += n
+    return out, hit
 
 
 def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> list[BoolArray]:
@@ -858,21 +875,18 @@ def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> li
     does (``nan_to_num`` keeps the order, NaN lowest), and an alarm needs the last point's
     condition. Alarms are rare, so the wide windows are almost never computed."""
     last = _scores([(prog.last_key, rows) for prog, rows in requests])
-    labels = _last_reaches(requests, last)
-    gated = [i for i, (prog, _) in enumerate(requests) if prog.gate is not None]
+    labels, hit = _last_reaches(requests, last)
+    gated = sorted(i for i in hit if requests[i][0].gate is not None)
     at = {i: np.flatnonzero(labels[i]) for i in gated}
-    gated = [i for i in gated if len(at[i])]
     gates = _scores([(_gate_key(requests[i][0], last=True), requests[i][1][at[i]]) for i in gated])
     for i, g in zip(gated, gates, strict=True):
         prog = requests[i][0]
         labels[i][at[i]] = _reaches(
             _directional(g[:, -1], prog.gate_direction), prog.gate_threshold
         )
-    full = [
-        i
-        for i, (prog, _) in enumerate(requests)
-        if (prog.cooldown > 0 or prog.persistence > 1) and labels[i].any()
-    ]
+        if not labels[i].any():
+            hit.discard(i)
+    full = sorted(i for i in hit if requests[i][0].cooldown > 0 or requests[i][0].persistence > 1)
     at = {i: np.flatnonzero(labels[i]) for i in full}
     with_gate = [i for i in full if requests[i][0].gate is not None]
     scores = _scores(
