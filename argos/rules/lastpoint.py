@@ -74,7 +74,14 @@ import numpy as np
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.rules.grammar import SCORERS, TRANSFORMS, Direction, RuleSpec, Structure
 
-__all__ = ["LastPointProgram", "ScoreKey", "evaluate_last", "last_point_program", "last_scores"]
+__all__ = [
+    "LastPointProgram",
+    "ScoreKey",
+    "evaluate_last",
+    "last_point_program",
+    "last_scores",
+    "last_scores_together",
+]
 
 SUPPORTED_TRANSFORMS = frozenset({"value", "diff", "seasonal", "ewma"})
 SUPPORTED_SCORERS = frozenset(
@@ -174,21 +181,23 @@ def _tree_plan(shapes: tuple[tuple[int, int], ...]) -> _TreePlan:
         at += count[i]
     take, size_coef, count_coef = [], [], []
     for step in range(max(w.bit_count() for w in width)):
-        members = [i for i in order if width[i].bit_count() > step]
-        means, sqs, sizes, counts = [], [], [], []
-        for i in members:
-            w = width[i]
-            b = [d for d in range(w.bit_length()) if w >> d & 1][-1 - step]
-            size, before = 1 << b, (w >> b + 1) << b + 1
-            block = bases[b] + (start[b, i] >> b) + np.arange(count[i])
-            means.append(block)
-            sqs.append(block if b else np.full(count[i], zero))
-            sizes.append(np.full(count[i], size / (before + size)))
-            counts.append(np.full(count[i], before * size / (before + size)))
-        take.append((np.concatenate(means), np.concatenate(sqs)))
-        size_coef.append(np.concatenate(sizes))
-        count_coef.append(np.concatenate(counts))
-    widths = np.concatenate([np.full(count[i], float(width[i])) for i in order])
+        # the windows with more than `step` digits, their block of 2 ** b points and the
+        # points of the larger blocks merged before it
+        members = []
+        for i in order:
+            if width[i].bit_count() > step:
+                b = [d for d in range(width[i].bit_length()) if width[i] >> d & 1][-1 - step]
+                members.append((i, b, 1 << b, (width[i] >> b + 1) << b + 1))
+        rows = [count[i] for i, _, _, _ in members]
+        at_mean = np.repeat(
+            [bases[b] + (start[b, i] >> b) - first[i] for i, b, _, _ in members], rows
+        ) + np.arange(sum(rows))
+        take.append(
+            (at_mean, np.where(np.repeat([b == 0 for _, b, _, _ in members], rows), zero, at_mean))
+        )
+        size_coef.append(np.repeat([size / (c + size) for _, _, size, c in members], rows))
+        count_coef.append(np.repeat([c * size / (c + size) for _, _, size, c in members], rows))
+    widths = np.repeat([float(width[i]) for i in order], [count[i] for i in order])
     return _TreePlan(
         tuple(digits),
         start,
@@ -574,15 +583,39 @@ def _windows_of(key: ScoreKey) -> list[tuple[int, int, int]]:
     return []
 
 
-def _score(
+def _standardised(
     key: ScoreKey,
     x: FloatArray,
     stats: Sequence[tuple[FloatArray, FloatArray]],
     robust: tuple[FloatArray, FloatArray] | None,
+) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+    """``(value, level, scale)`` of a scorer whose score is the rendered ``(value - level) /
+    floor_scale(scale, level)`` (z-score, relative change, level shift, robust z-score), from
+    the statistics of its :func:`_windows_of` and, for the robust z-score, its medians and
+    MADs; ``None`` for the others."""
+    sc = key.scorer
+    xq = x[:, x.shape[1] - key.positions :]
+    if sc == "zscore":
+        mean, std = stats[0]
+        return xq, mean, std
+    if sc == "relative":
+        mean, _ = stats[0]
+        return xq, mean, np.abs(mean)
+    if sc == "level_shift":
+        (recent, _), (before, std) = stats
+        return recent, before, std
+    if sc == "robust_z" and robust is not None:
+        median, mad = robust
+        return xq, median, np.maximum(1.4826 * mad, key.named["min_scale"])
+    return None
+
+
+def _score(
+    key: ScoreKey, x: FloatArray, stats: Sequence[tuple[FloatArray, FloatArray]]
 ) -> FloatArray:
     """The rendered ``score`` at the last ``key.positions`` columns of each row of the signal
-    ``x``, from the statistics of its :func:`_windows_of` and, for the robust z-score, its
-    medians and MADs."""
+    ``x`` for the scorers :func:`_standardised` leaves, from the statistics of its
+    :func:`_windows_of`."""
     p = key.named
     q = key.positions
     xq = x[:, x.shape[1] - q :]
@@ -592,26 +625,9 @@ def _score(
     if sc == "band":
         s: FloatArray = xq - p["center"]
         return s
-    if sc == "zscore":
-        mean, std = stats[0]
-        s = (xq - mean) / _floor_scale(std, mean)
-        return s
-    if sc == "relative":
-        mean, _ = stats[0]
-        s = (xq - mean) / _floor_scale(np.abs(mean), mean)
-        return s
-    if sc == "level_shift":
-        (recent, _), (before, std) = stats
-        s = (recent - before) / _floor_scale(std, before)
-        return s
     if sc == "variance_shift":
         (_, recent), (level, before) = stats
         s = np.log(_floor_scale(recent, level) / _floor_scale(before, level))
-        return s
-    if sc == "robust_z" and robust is not None:
-        median, mad = robust
-        spread = np.maximum(1.4826 * mad, p["min_scale"])
-        s = (xq - median) / _floor_scale(spread, median)
         return s
     if sc == "cusum":
         w = int(p["window"])
@@ -632,7 +648,8 @@ def _scores_of(items: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]
     """The score of each ``(key, v)`` (``v``: ``(m, key.width)`` values), in stages that each
     run once for all the keys: the transforms (:func:`_signals`), every window statistic of
     every key (:func:`_window_stats`), every robust z-score's medians (:func:`_medians_mads`),
-    then each scorer's formula."""
+    then the scorers' formulas, the standardised ones of all keys of one ``positions`` stacked
+    into one (elementwise: each row's numbers are its own)."""
     signals = _signals(items)
     requests: list[WindowRequest] = []
     owners: list[int] = []
@@ -648,10 +665,26 @@ def _scores_of(items: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]
         stats[i].append(st)
     parts = [(signals[i], int(items[i][0].named["window"]), items[i][0].positions) for i in robust]
     medians = dict(zip(robust, _medians_mads(parts), strict=True))
-    return [
-        _score(key, x, stats[i], medians.get(i))
-        for i, ((key, _), x) in enumerate(zip(items, signals, strict=True))
-    ]
+    out: list[FloatArray] = [_NO_SCORES] * len(items)
+    standard: dict[int, list[tuple[int, FloatArray, FloatArray, FloatArray]]] = {}
+    for i, ((key, _), x) in enumerate(zip(items, signals, strict=True)):
+        terms = _standardised(key, x, stats[i], medians.get(i))
+        if terms is None:
+            out[i] = _score(key, x, stats[i])
+        else:
+            standard.setdefault(key.positions, []).append((i, *terms))
+    for group in standard.values():
+        if len(group) == 1:
+            i, value, level, scale = group[0]
+            out[i] = (value - level) / _floor_scale(scale, level)
+            continue
+        value, level, scale = (np.concatenate([g[k] for g in group]) for k in (1, 2, 3))
+        score = (value - level) / _floor_scale(scale, level)
+        a = 0
+        for i, v, _, _ in group:
+            out[i] = score[a : a + len(v)]
+            a += len(v)
+    return out
 
 
 def last_scores(key: ScoreKey, v: FloatArray) -> FloatArray:
@@ -793,10 +826,11 @@ def last_point_program(spec: RuleSpec, params: Mapping[str, Any]) -> LastPointPr
     )
 
 
-def _scores(wanted: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
-    """The score of each (key, rows) pair, each distinct key computed once over the stacked
-    rows of every pair that needs it (each row's numbers are its own whatever rows it is stacked
-    with), all the keys together (:func:`_scores_of`)."""
+def last_scores_together(wanted: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
+    """:func:`last_scores` of each ``(key, rows)`` pair (``rows``: ``(m, >= key.width)``
+    values, the last ``key.width`` read), bit for bit, all computed together: each distinct key
+    once over the stacked rows of every pair that needs it (each row's numbers are its own
+    whatever rows it is stacked with), and all the keys in the stages of :func:`_scores_of`."""
     if not wanted:
         return []
     by_key: dict[ScoreKey, list[int]] = {}
@@ -874,11 +908,13 @@ def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> li
     before hold: the persistence's smallest score reaches the threshold only if the last one
     does (``nan_to_num`` keeps the order, NaN lowest), and an alarm needs the last point's
     condition. Alarms are rare, so the wide windows are almost never computed."""
-    last = _scores([(prog.last_key, rows) for prog, rows in requests])
+    last = last_scores_together([(prog.last_key, rows) for prog, rows in requests])
     labels, hit = _last_reaches(requests, last)
     gated = sorted(i for i in hit if requests[i][0].gate is not None)
     at = {i: np.flatnonzero(labels[i]) for i in gated}
-    gates = _scores([(_gate_key(requests[i][0], last=True), requests[i][1][at[i]]) for i in gated])
+    gates = last_scores_together(
+        [(_gate_key(requests[i][0], last=True), requests[i][1][at[i]]) for i in gated]
+    )
     for i, g in zip(gated, gates, strict=True):
         prog = requests[i][0]
         labels[i][at[i]] = _reaches(
@@ -889,7 +925,7 @@ def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> li
     full = sorted(i for i in hit if requests[i][0].cooldown > 0 or requests[i][0].persistence > 1)
     at = {i: np.flatnonzero(labels[i]) for i in full}
     with_gate = [i for i in full if requests[i][0].gate is not None]
-    scores = _scores(
+    scores = last_scores_together(
         [(requests[i][0].score, requests[i][1][at[i]]) for i in full]
         + [(_gate_key(requests[i][0]), requests[i][1][at[i]]) for i in with_gate]
     )
