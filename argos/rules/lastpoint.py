@@ -901,34 +901,49 @@ def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> li
     """Each request's last-point labels (a program and its rows, ``(m, >= its LOOKBACK)``
     values), computing each distinct score once over the rows of every request that needs it.
 
-    In two steps, the second on the rows the first leaves: the rule's score at the last point
-    reaches its threshold, on every row; then, where it does, the whole program: the gate's
-    score at the last point, and for a program with persistence or a cool-down its scores (and
-    its gate's) at the ``persistence - 1`` and ``cooldown`` points before too. A row that fails
-    the first step is labelled False whatever the points before hold: the persistence's
-    smallest score reaches the threshold only if the last one does (``nan_to_num`` keeps the
-    order, NaN lowest), and an alarm needs the last point's condition. Alarms are rare, so the
-    wide windows are almost never computed, and the second step is one call
-    (:func:`last_scores_together`) for all the programs that reach it."""
+    In three steps, each on the rows the previous one leaves: the rule's score at the last point
+    reaches its threshold, on every row; the gate's does, where that holds; the whole program
+    (persistence: the ``persistence - 1`` points before; cool-down: the ``cooldown`` points
+    before), where both hold. A row that fails a step is labelled False whatever the points
+    before hold: the persistence's smallest score reaches the threshold only if the last one
+    does (``nan_to_num`` keeps the order, NaN lowest), and an alarm needs the last point's
+    condition. Alarms are rare, so the wide windows are almost never computed. A program
+    without a gate needs no second step: its whole program is computed with the others' gates,
+    in one call (:func:`last_scores_together`)."""
     last = last_scores_together([(prog.last_key, rows) for prog, rows in requests])
     labels, hit = _last_reaches(requests, last)
     at = {i: np.flatnonzero(labels[i]) for i in sorted(hit)}
-    full = [i for i in at if requests[i][0].cooldown > 0 or requests[i][0].persistence > 1]
-    with_gate = [i for i in full if requests[i][0].gate is not None]
-    gate_only = [i for i in at if i not in set(full) and requests[i][0].gate is not None]
+    gated = [i for i in at if requests[i][0].gate is not None]
+    full = [
+        i
+        for i in at
+        if requests[i][0].gate is None
+        and (requests[i][0].cooldown > 0 or requests[i][0].persistence > 1)
+    ]
     scores = last_scores_together(
         [(requests[i][0].score, requests[i][1][at[i]]) for i in full]
-        + [(_gate_key(requests[i][0]), requests[i][1][at[i]]) for i in with_gate]
-        + [(_gate_key(requests[i][0], last=True), requests[i][1][at[i]]) for i in gate_only]
+        + [(_gate_key(requests[i][0], last=True), requests[i][1][at[i]]) for i in gated]
     )
-    gate_scores = dict(zip(with_gate + gate_only, scores[len(full) :], strict=True))
     for i, main in zip(full, scores, strict=False):
-        labels[i][at[i]] = requests[i][0].labels(main, gate_scores.get(i))
-    for i in gate_only:
+        labels[i][at[i]] = requests[i][0].labels(main)
+    for i, g in zip(gated, scores[len(full) :], strict=True):
         prog = requests[i][0]
         labels[i][at[i]] = _reaches(
-            _directional(gate_scores[i][:, -1], prog.gate_direction), prog.gate_threshold
+            _directional(g[:, -1], prog.gate_direction), prog.gate_threshold
         )
+    full = [
+        i
+        for i in gated
+        if (requests[i][0].cooldown > 0 or requests[i][0].persistence > 1) and labels[i].any()
+    ]
+    if full:
+        at = {i: np.flatnonzero(labels[i]) for i in full}
+        scores = last_scores_together(
+            [(requests[i][0].score, requests[i][1][at[i]]) for i in full]
+            + [(_gate_key(requests[i][0]), requests[i][1][at[i]]) for i in full]
+        )
+        for i, main, gate in zip(full, scores, scores[len(full) :], strict=False):
+            labels[i][at[i]] = requests[i][0].labels(main, gate)
     return labels
 
 
