@@ -131,8 +131,8 @@ class _TreePlan:
     ``digits``: ``(b, i)``, the block of ``2 ** b`` points of every window of array ``i``, in
     the order of the flat array (decreasing size), and ``start`` where each begins at level 0;
     ``ends``: per level, how many of its elements the next level pairs; ``bases``: where each
-    level begins in the buffer of all levels. ``rows``: the windows in merge order (arrays in
-    decreasing number of digits) and ``first`` where each array's begin; per merge step (digit
+    level begins in the buffer of all levels. ``first``: where each array's windows begin in
+    merge order (the arrays in decreasing number of digits); per merge step (digit
     ``s`` from the largest), ``take[s]`` the buffer index of each window's block (its sum of
     squared deviations at the same index, or the zero after the last level for a 1-point
     block), ``size_coef[s]`` and ``count_coef[s]`` the rendered merge's ``size / (count +
@@ -335,7 +335,7 @@ _CALL_COST = 2500
 
 def _share_blocks(rows: int, width: int, positions: int) -> bool:
     """Whether ``positions`` windows of ``width`` points a row are cheaper summarised from the
-    blocks they share (:func:`_sliding_stats`) than each alone (:func:`_block_stats`), by a
+    blocks they share (:func:`_sliding_stats`) than each alone (:func:`_tree_stats`), by a
     cost model fitted on 34 to 1,000 rows and widths 10 to 1,440: per level of blocks a window
     alone costs a few numpy calls and ``width`` elements a row; the shared blocks cost the calls
     once and ``width + positions`` elements a row, at about twice the cost per element (larger
@@ -460,7 +460,7 @@ def _seasonal(cycles: int, parts: Sequence[tuple[int, FloatArray]]) -> list[Floa
 
 
 def _median_along_0(stack: FloatArray) -> FloatArray:
-    """``np.median(stack, axis=0)``; for three rows, the middle value by ``np.minimum`` and
+    """``np.median(stack, axis=0)``. For three rows, the middle value by ``np.minimum`` and
     ``np.maximum`` (a NaN in a column gives NaN, as ``np.median``'s check does): floats that
     compare equal have the same bits but for zeros of either sign, so the columns whose median
     is zero take ``np.median``'s own."""
@@ -475,27 +475,39 @@ def _median_along_0(stack: FloatArray) -> FloatArray:
     return median
 
 
+_CONVOLVE_CALL = 9000
+"""An ``np.convolve`` call's fixed cost, in multiply-adds' worth of work (about 3 microseconds)."""
+
+
 def _ewma(alpha: Any, parts: Sequence[FloatArray]) -> list[FloatArray]:
     """The rendered EWMA transform of each ``v``: each point minus the weighted mean of the
-    ``span`` points before it (``ewma_before``'s ``np.convolve``).
+    ``span`` points before it (``ewma_before``'s ``np.convolve``, in "valid" mode on each row's
+    ``n - 1`` points before its last: the full convolution's outputs ``span - 1 .. n - 2``, the
+    rendered slice).
 
-    One ``np.convolve`` in "valid" mode over every row of every part laid end to end: an output
-    where the weights overlap one row in full is a dot product of the same operands in the same
-    order wherever it sits and whatever the mode (as the rendered rule's stream relies on); the
-    outputs that straddle two rows are not read. The full convolution of a row gives its outputs
-    ``span - 1 .. n - 2`` to the rendered slice: those of "valid" on the row's ``n - 1`` points."""
+    An output where the weights overlap the values in full is a dot product of the same operands
+    in the same order wherever it sits and whatever the mode (as the rendered rule's stream
+    relies on), so the rows can be laid end to end and convolved in one call, the outputs that
+    straddle two rows not read. That computes ``span - 1`` outputs too many a row: when those
+    cost more than a call a row (:data:`_CONVOLVE_CALL`), each row is convolved alone."""
     span = _ewma_span(alpha)
     weights = alpha * (1.0 - alpha) ** np.arange(span)
     weights /= weights.sum()
     sizes = [v.size - len(v) for v in parts]  # each row but its last point
     total = sum(sizes)
-    if total == 0:
-        return [v[:, span:] - np.zeros((len(v), v.shape[1] - span)) for v in parts]
+    if total == 0 or (span - 1) * span > _CONVOLVE_CALL:
+        return [
+            v[:, span:]
+            - np.array([np.convolve(r[:-1], weights, "valid") for r in v]).reshape(
+                len(v), v.shape[1] - span
+            )
+            for v in parts
+        ]
     values = np.empty(total + span - 1)
     values[total:] = 0.0
     a = 0
     for v, size in zip(parts, sizes, strict=True):
-        values[a : a + size].reshape(len(v), -1)[...] = v[:, :-1]
+        values[a : a + size].reshape(len(v), v.shape[1] - 1)[...] = v[:, :-1]
         a += size
     before = np.convolve(values, weights, "valid")
     out = []

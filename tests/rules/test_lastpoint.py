@@ -419,6 +419,9 @@ def test_every_shape_together_equals_each_alone() -> None:
         wanted.append((key, rows))
         if n % 7 == 0:
             wanted.append((key, rows[: n % 3]))  # the same key again, 0 to 2 rows
+        if n % 2 == 0:  # a key of its own with no rows
+            empty = ScoreKey(key.transform, key.scorer, key.params, 2)
+            wanted.append((empty, np.zeros((0, empty.width + n % 3))))
     assert any(len(rows) == 0 for _, rows in wanted)
     assert_together_is_alone(wanted, rendered=False)
     assert last_scores_together([]) == []
