@@ -181,23 +181,26 @@ def _tree_plan(shapes: tuple[tuple[int, int], ...]) -> _TreePlan:
         at += count[i]
     take, size_coef, count_coef = [], [], []
     for step in range(max(w.bit_count() for w in width)):
-        # the windows with more than `step` digits, their block of 2 ** b points and the
-        # points of the larger blocks merged before it
-        members = []
+        # each window with more than `step` digits: its block of 2 ** b points, the points of
+        # the larger blocks merged before it, and the rendered merge's coefficients
+        at_mean: list[int] = []
+        at_sq: list[int] = []
+        sizes: list[float] = []
+        counts: list[float] = []
         for i in order:
-            if width[i].bit_count() > step:
-                b = [d for d in range(width[i].bit_length()) if width[i] >> d & 1][-1 - step]
-                members.append((i, b, 1 << b, (width[i] >> b + 1) << b + 1))
-        rows = [count[i] for i, _, _, _ in members]
-        at_mean = np.repeat(
-            [bases[b] + (start[b, i] >> b) - first[i] for i, b, _, _ in members], rows
-        ) + np.arange(sum(rows))
-        take.append(
-            (at_mean, np.where(np.repeat([b == 0 for _, b, _, _ in members], rows), zero, at_mean))
-        )
-        size_coef.append(np.repeat([size / (c + size) for _, _, size, c in members], rows))
-        count_coef.append(np.repeat([c * size / (c + size) for _, _, size, c in members], rows))
-    widths = np.repeat([float(width[i]) for i in order], [count[i] for i in order])
+            if width[i].bit_count() <= step:
+                break
+            b = [d for d in range(width[i].bit_length()) if width[i] >> d & 1][-1 - step]
+            size, before, n = 1 << b, (width[i] >> b + 1) << b + 1, count[i]
+            block = bases[b] + (start[b, i] >> b)
+            at_mean.extend(range(block, block + n))
+            at_sq.extend(range(block, block + n) if b else [zero] * n)
+            sizes.extend([size / (before + size)] * n)
+            counts.extend([before * size / (before + size)] * n)
+        take.append((np.array(at_mean, dtype=np.int64), np.array(at_sq, dtype=np.int64)))
+        size_coef.append(np.array(sizes, dtype=np.float64))
+        count_coef.append(np.array(counts, dtype=np.float64))
+    widths = np.array([float(width[i]) for i in order for _ in range(count[i])], dtype=np.float64)
     return _TreePlan(
         tuple(digits),
         start,
