@@ -320,7 +320,10 @@ def _sliding_stats(seg: FloatArray, width: int) -> tuple[FloatArray, FloatArray]
         if 2 * size > width:
             break
         d = block_mean[:, size:] - block_mean[:, :-size]
-        block_m2 = block_m2[:, :-size] + block_m2[:, size:] + d * d * (size / 2)
+        if size == 1:
+            block_m2 = d * d * (size / 2)  # 0.0 + 0.0 + y is y
+        else:
+            block_m2 = block_m2[:, :-size] + block_m2[:, size:] + d * d * (size / 2)
         block_mean = block_mean[:, :-size] + d * 0.5
         size *= 2
     windows = seg.shape[1] - width + 1
@@ -647,13 +650,13 @@ def _score(
     if sc == "cusum":
         w = int(p["window"])
         mean, std = stats[0]
-        z = np.nan_to_num(
-            np.clip(
-                (x[:, x.shape[1] - (w + q - 1) :] - mean) / _floor_scale(std, mean), -10.0, 10.0
-            )
+        z = np.clip(
+            (x[:, x.shape[1] - (w + q - 1) :] - mean) / _floor_scale(std, mean), -10.0, 10.0
         )
-        upper = _cusum_last(z - p["drift"], w)
-        lower = _cusum_last(-z - p["drift"], w)
+        z[np.isnan(z)] = 0.0  # np.nan_to_num: no infinity is left after the clip
+        # the upward and downward sums, row by row, in one stack
+        both = _cusum_last(np.concatenate([z - p["drift"], -z - p["drift"]]), w)
+        upper, lower = both[: len(z)], both[len(z) :]
         s = np.where(upper >= lower, upper, -lower)
         return s
     raise ValueError(f"no last-point form for scorer {sc!r}")
