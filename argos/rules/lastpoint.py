@@ -17,48 +17,65 @@ sets but the run length (``flat``) and spectral-saliency (``spectral``) ones, wh
 (the caller runs the rule itself). Why each step is exact:
 
 - ``window_stats`` (z-score, relative change, level and variance shift, CUSUM's z-score)
-  summarises every window from its own points only (blocks of 1, 2, 4, ... points merged
-  pairwise from the window's start, then merged largest first), so one window's blocks computed
-  alone (:func:`_block_stats`, for a few windows a row) or the blocks of a row's trailing segment
-  computed once for all its windows, along axis 1 as the helper does along the series
-  (:func:`_sliding_stats`, for many), give the numbers the full run gives at that window.
-  ``window_cusum`` is merged the same way (:func:`_cusum_last`), on the z-scores of the last
-  ``window + positions - 1`` points; its ``s[: 2w - 1] = nan`` never reaches the last points of
-  a ``LOOKBACK`` window.
+  summarises every window from its own points only: the blocks of 1, 2, 4, ... points of the
+  binary digits of its width, each the pairwise tree of its points from its place in the window,
+  merged largest first. For a few windows a row (:func:`_tree_stats`), every such block of every
+  window of every key is a segment of one flat array, in decreasing size (each starts at a
+  multiple of its size, so the pairs of a level never straddle two segments), and each level of
+  pairs is one set of numpy calls for all of them; the merges run on all the windows at once,
+  each window with a column of its own coefficients, the Python floats the rendered merge
+  computes, by the same IEEE operations in the same order. For many windows a row, the blocks
+  of a row's trailing segment are computed once for all its windows, along axis 1 as the helper
+  does along the series (:func:`_sliding_stats`). ``window_cusum`` is merged the same way
+  (:func:`_cusum_last`), on the z-scores of the last ``window + positions - 1`` points; its
+  ``s[: 2w - 1] = nan`` never reaches the last points of a ``LOOKBACK`` window.
 - the seasonal transform's ``np.median`` over the ``cycles`` same-slot values is taken along
-  axis 0 of a ``(cycles, rows, points)`` stack: a selection (and for an even count a mean of
-  two) of each point's own values, whatever the other axes hold.
-- ``ewma_before``'s ``np.convolve`` runs on each row alone, in "valid" mode: an output where the
-  weights overlap the values in full is a dot product of the same operands in the same order
-  wherever it sits and whatever the mode; the rendered rule's own stream (its ``LOOKBACK``
-  window, at another array position than in a batch run) already relies on that.
+  axis 0 of one ``(cycles, points)`` stack of the points of every key of that cycle count: a
+  selection (and for an even count a mean of two) of each point's own values, whatever the
+  other columns hold. For three cycles the middle value comes from ``np.minimum`` and
+  ``np.maximum`` (NaN where a value is NaN, as ``np.median``'s check gives): floats that compare
+  equal have the same bits but for the two zeros, so a zero median is ``np.median``'s own.
+- ``ewma_before``'s ``np.convolve`` runs in "valid" mode, on each row alone or on the rows of
+  every key of one ``alpha`` laid end to end (the outputs straddling two rows not read): an
+  output where the weights overlap the values in full is a dot product of the same operands in
+  the same order wherever it sits and whatever the mode; the rendered rule's own stream (its
+  ``LOOKBACK`` window, at another array position than in a batch run) already relies on that.
 - ``past_median_mad`` is exactly ``np.median`` of each window and of its absolute deviations
   (its docstring: windows of a ``LOOKBACK`` window go through ``np.median`` itself, longer
-  inputs through sorted ranks proved equal to it): here ``np.median`` of each needed window,
-  one window a row.
+  inputs through sorted ranks proved equal to it): here each needed window is a row of one
+  matrix per window length, for every key (each row's median is its own), sorted: the values at
+  the middle ranks are the ones ``np.median``'s partition finds, their sum over two its mean,
+  NaN for a row with a NaN; a zero median of a row holding a -0.0 (either zero could be picked)
+  is ``np.median``'s own.
 - every other step is elementwise IEEE arithmetic (``+ - * /``, ``sqrt``, ``abs``, ``maximum``,
   ``minimum``, ``clip``, ``nan_to_num``, comparisons), which rounds the same whatever the
-  array's length, and ``np.log`` (variance shift): numpy 2.4 computes float64 ``log`` element
-  by element with the same result wherever the element sits (here AVX2, no AVX-512: the scalar
-  libm ``log`` per element; with AVX-512 a vector loop whose tail uses the same masked vector
-  code). The rendered rule's stream/batch exactness (a point's score inside its ``LOOKBACK``
-  window equals the batch one, at another array position) already depends on that, so a
-  last-point form adds no assumption.
+  array's length or the rows stacked with a row (so the formulas of the keys of one scorer run
+  on their rows stacked), and ``np.log`` (variance shift): numpy 2.4 computes float64 ``log``
+  element by element with the same result wherever the element sits (here AVX2, no AVX-512: the
+  scalar libm ``log`` per element; with AVX-512 a vector loop whose tail uses the same masked
+  vector code). The rendered rule's stream/batch exactness (a point's score inside its
+  ``LOOKBACK`` window equals the batch one, at another array position) already depends on that,
+  so a last-point form adds no assumption.
 
 The numbers are the rendered ones bit for bit, but for a NaN's sign bit, which numpy may set
 either way depending on its operands' memory layout (a NaN of the data meeting one made by
 ``inf - inf``) and which no label step reads. ``tests/rules/test_lastpoint.py`` checks the scores
 bit for bit and the labels against the rendered rules on random data (ties, flat stretches, NaN
-and infinities, a 1e9 level) and on real KPI data, every committed KPI rule included.
+and infinities, zeros of both signs, a 1e9 level) and on real KPI data, every committed KPI rule
+included, and the scores of many keys computed together against each alone.
 
 :func:`evaluate_last` labels many windows (rows of a matrix) at once, in three steps that each
 run on the rows the previous one leaves: the rule's score at the last point reaches its threshold;
 the gate's does, where that holds; the whole program (the ``persistence - 1`` and ``cooldown``
-points before), where both hold. A row that fails a step is labelled False whatever the earlier
-points hold, and anomalies are rare: the wide windows are almost never computed. Rules that share
-a score (the same transform, scorer, their params and the number of points needed:
-:class:`ScoreKey`), typically the same shape fitted with other thresholds in other rule sets of a
-fleet, compute it once for all their rows.
+points before), where both hold (a program without a gate gets it in the second step). A row that
+fails a step is labelled False whatever the earlier points hold, and anomalies are rare: the wide
+windows are almost never computed. Rules that share a score (the same transform, scorer, their
+params and the number of points needed: :class:`ScoreKey`), typically the same shape fitted with
+other thresholds in other rule sets of a fleet, compute it once for all their rows, and the
+scores of a step are computed by stage for all their keys at once (:func:`last_scores_together`:
+transforms, window statistics, medians, formulas), so that the numpy calls are per stage, not
+per key: a few hundred for the 24 scores of a scrape of the committed KPI sets, where one key at
+a time took a few thousand.
 """
 
 from __future__ import annotations
