@@ -324,32 +324,56 @@ def _merge_blocks(
     return m, q
 
 
+def _flat_rows(seg: FloatArray, width: int) -> tuple[FloatArray, int]:
+    """The rows of ``seg`` (``(m, n)``) end to end, and how many windows of ``width`` points
+    start in that flat array (the last row's last window the last one): along it, a block of
+    ``size`` points that starts at a row's column ``c`` with ``c + size <= n`` is the pairwise
+    tree of that row's points, as along the row; the blocks that straddle two rows are never
+    read."""
+    flat = np.ascontiguousarray(seg).reshape(-1)
+    return flat, len(flat) - width + 1
+
+
+def _as_rows(flat: FloatArray, m: int, n: int, windows: int) -> FloatArray:
+    """The ``(m, windows)`` results of the windows starting at each row's first ``windows``
+    columns, from the results of every window start of a flat array of ``m`` rows of ``n``."""
+    out = np.empty(m * n)
+    out[: len(flat)] = flat
+    rows: FloatArray = out.reshape(m, n)[:, :windows]
+    return rows
+
+
 def _sliding_stats(seg: FloatArray, width: int) -> tuple[FloatArray, FloatArray]:
     """Mean and sum of squared deviations of every window of ``width`` points of each row of
-    ``seg`` (``(m, n)``: ``(m, n - width + 1)``), the rendered ``window_stats`` along axis 1:
+    ``seg`` (``(m, n)``: ``(m, n - width + 1)``), the rendered ``window_stats`` along the rows:
     the blocks computed once for all the windows of a row, by the same operations on the same
-    operands as along the 1-D series."""
-    size, block_mean, block_m2 = 1, seg, np.zeros(seg.shape)
+    operands as along the 1-D series, on the rows laid end to end (:func:`_flat_rows`)."""
+    m, n = seg.shape
+    windows = n - width + 1
+    if m == 0:
+        return np.zeros((0, windows)), np.zeros((0, windows))
+    block_mean, starts = _flat_rows(seg, width)
+    size, block_m2 = 1, np.zeros(len(block_mean))
     blocks = []
     while size <= width:
         if width & size:
             blocks.append((size, block_mean, block_m2))
         if 2 * size > width:
             break
-        d = block_mean[:, size:] - block_mean[:, :-size]
+        d = block_mean[size:] - block_mean[:-size]
         if size == 1:
             block_m2 = d * d * (size / 2)  # 0.0 + 0.0 + y is y
         else:
-            block_m2 = block_m2[:, :-size] + block_m2[:, size:] + d * d * (size / 2)
-        block_mean = block_mean[:, :-size] + d * 0.5
+            block_m2 = block_m2[:-size] + block_m2[size:] + d * d * (size / 2)
+        block_mean = block_mean[:-size] + d * 0.5
         size *= 2
-    windows = seg.shape[1] - width + 1
     placed = []
     offset = 0
     for size, bm, bq in reversed(blocks):
-        placed.append((size, bm[:, offset : offset + windows], bq[:, offset : offset + windows]))
+        placed.append((size, bm[offset : offset + starts], bq[offset : offset + starts]))
         offset += size
-    return _merge_blocks(placed[::-1])
+    mean, q = _merge_blocks(placed[::-1])
+    return _as_rows(mean, m, n, windows), _as_rows(q, m, n, windows)
 
 
 _CALL_COST = 2500
@@ -371,32 +395,36 @@ def _share_blocks(rows: int, width: int, positions: int) -> bool:
 
 def _cusum_last(z: FloatArray, horizon: int) -> FloatArray:
     """The rendered ``window_cusum(z, horizon)`` at every window of ``horizon`` points of each
-    row of ``z`` (``(m, n)``: ``(m, n - horizon + 1)``), along axis 1 by the same operations."""
-    size, total, best = 1, z, z
+    row of ``z`` (``(m, n)``: ``(m, n - horizon + 1)``), along the rows by the same operations,
+    on the rows laid end to end (:func:`_flat_rows`)."""
+    m, n = z.shape
+    windows = n - horizon + 1
+    if m == 0:
+        return np.zeros((0, windows))
+    flat, starts = _flat_rows(z, horizon)
+    size, total, best = 1, flat, flat
     blocks = []
     while size <= horizon:
         if horizon & size:
             blocks.append((size, total, best))
         if 2 * size > horizon:
             break
-        best = np.maximum(best[:, size:], total[:, size:] + best[:, :-size])
-        total = total[:, :-size] + total[:, size:]
+        best = np.maximum(best[size:], total[size:] + best[:-size])
+        total = total[:-size] + total[size:]
         size *= 2
-    windows = z.shape[1] - horizon + 1
     end = horizon
-    acc_total = acc_best = z[:, :0]
+    acc_total = acc_best = flat[:0]
     for size, total, best in blocks:
         start = end - size
-        bt = total[:, start : start + windows]
-        bb = best[:, start : start + windows]
+        bt = total[start : start + starts]
+        bb = best[start : start + starts]
         if end == horizon:
             acc_total, acc_best = bt, bb
         else:
             acc_best = np.maximum(acc_best, acc_total + bb)
             acc_total = bt + acc_total
         end = start
-    out: FloatArray = np.maximum(acc_best, 0.0)
-    return out
+    return _as_rows(np.maximum(acc_best, 0.0), m, n, windows)
 
 
 WindowRequest = tuple[FloatArray, int, int, int]

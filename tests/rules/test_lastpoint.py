@@ -357,7 +357,8 @@ def test_windows_of_every_width_share_one_tree_bit_for_bit() -> None:
     """Z-scores, relative changes and level shifts over windows of every width from 1 to 70
     and a few wide ones (around powers of two, and the KPI rules' 360 and 1,440), a few over
     several positions, and requests of one key on rows of other lengths, all in one call: the
-    window statistics share one tree of blocks, and each score is the rendered one."""
+    window statistics share one tree of blocks (or, over 40 positions, the blocks along the
+    rows), and each score is the rendered one."""
     rng = np.random.default_rng(7)
     series = noisy_series(rng, 2200), noisy_series(rng, 2200, holes=True)
     wanted = []
@@ -368,6 +369,9 @@ def test_windows_of_every_width_share_one_tree_bit_for_bit() -> None:
         # rows of other lengths; windows around the holes (NaN, inf) for some
         rows = rows_of(series[w < 200 and n % 4 == 0], key.width + n % 3)
         wanted.append((key, rows[700 - min(w, 700) :: 11][:25]))
+    for w in (7, 60, 127):  # many positions: the blocks shared along the rows
+        key = ScoreKey("value", "zscore", (("window", float(w)),), 40)
+        wanted.append((key, rows_of(series[1], key.width)[500:800:13]))
     level = ScoreKey("diff", "level_shift", (("recent", 3.0), ("window", 30.0)), 1)
     wanted.append((level, rows_of(series[1], level.width)[600:800:5]))
     wanted.append((wanted[5][0], rows_of(series[0], wanted[5][0].width + 7)[:30]))
