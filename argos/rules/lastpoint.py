@@ -218,6 +218,8 @@ def _tree_plan(shapes: tuple[tuple[int, int], ...]) -> _TreePlan:
         size_coef.append(np.array(sizes, dtype=np.float64))
         count_coef.append(np.array(counts, dtype=np.float64))
     widths = np.array([float(width[i]) for i in order for _ in range(count[i])], dtype=np.float64)
+    for arr in (widths, *size_coef, *count_coef, *(a for pair in take for a in pair)):
+        arr.flags.writeable = False  # shared by every call with these shapes
     return _TreePlan(
         tuple(digits),
         start,
