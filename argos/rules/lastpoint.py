@@ -385,10 +385,13 @@ _CALL_COST = 2500
 def _share_blocks(rows: int, width: int, positions: int) -> bool:
     """Whether ``positions`` windows of ``width`` points a row are cheaper summarised from the
     blocks they share (:func:`_sliding_stats`) than each alone (:func:`_tree_stats`), by a
-    cost model fitted on 34 to 1,000 rows and widths 10 to 1,440: per level of blocks a window
-    alone costs a few numpy calls and ``width`` elements a row; the shared blocks cost the calls
-    once and ``width + positions`` elements a row, at about twice the cost per element (larger
-    arrays, fewer cache hits)."""
+    cost model fitted on 34 to 1,000 rows and widths 10 to 1,440 when each window had its own
+    numpy calls: per level of blocks a window alone costs a few numpy calls and ``width``
+    elements a row; the shared blocks cost the calls once and ``width + positions`` elements a
+    row, at about twice the cost per element (larger arrays, fewer cache hits). In the shared
+    tree a window alone has no call of its own, but a model without that cost sent more windows
+    of the later steps to the tree and measured slower on captured KPI scrapes (the tree's
+    layout for their many windows costs more to plan than the calls it saves)."""
     levels = width.bit_length()
     alone = positions * (levels * _CALL_COST + rows * width)
     shared = levels * (_CALL_COST + 2 * rows * (width + positions))
