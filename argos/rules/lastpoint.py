@@ -17,48 +17,65 @@ sets but the run length (``flat``) and spectral-saliency (``spectral``) ones, wh
 (the caller runs the rule itself). Why each step is exact:
 
 - ``window_stats`` (z-score, relative change, level and variance shift, CUSUM's z-score)
-  summarises every window from its own points only (blocks of 1, 2, 4, ... points merged
-  pairwise from the window's start, then merged largest first), so one window's blocks computed
-  alone (:func:`_block_stats`, for a few windows a row) or the blocks of a row's trailing segment
-  computed once for all its windows, along axis 1 as the helper does along the series
-  (:func:`_sliding_stats`, for many), give the numbers the full run gives at that window.
-  ``window_cusum`` is merged the same way (:func:`_cusum_last`), on the z-scores of the last
-  ``window + positions - 1`` points; its ``s[: 2w - 1] = nan`` never reaches the last points of
-  a ``LOOKBACK`` window.
+  summarises every window from its own points only: the blocks of 1, 2, 4, ... points of the
+  binary digits of its width, each the pairwise tree of its points from its place in the window,
+  merged largest first. For a few windows a row (:func:`_tree_stats`), every such block of every
+  window of every key is a segment of one flat array, in decreasing size (each starts at a
+  multiple of its size, so the pairs of a level never straddle two segments), and each level of
+  pairs is one set of numpy calls for all of them; the merges run on all the windows at once,
+  each window with a column of its own coefficients, the Python floats the rendered merge
+  computes, by the same IEEE operations in the same order. For many windows a row, the blocks
+  of a row's trailing segment are computed once for all its windows, along axis 1 as the helper
+  does along the series (:func:`_sliding_stats`). ``window_cusum`` is merged the same way
+  (:func:`_cusum_last`), on the z-scores of the last ``window + positions - 1`` points; its
+  ``s[: 2w - 1] = nan`` never reaches the last points of a ``LOOKBACK`` window.
 - the seasonal transform's ``np.median`` over the ``cycles`` same-slot values is taken along
-  axis 0 of a ``(cycles, rows, points)`` stack: a selection (and for an even count a mean of
-  two) of each point's own values, whatever the other axes hold.
-- ``ewma_before``'s ``np.convolve`` runs on each row alone, in "valid" mode: an output where the
-  weights overlap the values in full is a dot product of the same operands in the same order
-  wherever it sits and whatever the mode; the rendered rule's own stream (its ``LOOKBACK``
-  window, at another array position than in a batch run) already relies on that.
+  axis 0 of one ``(cycles, points)`` stack of the points of every key of that cycle count: a
+  selection (and for an even count a mean of two) of each point's own values, whatever the
+  other columns hold. For three cycles the middle value comes from ``np.minimum`` and
+  ``np.maximum`` (NaN where a value is NaN, as ``np.median``'s check gives): floats that compare
+  equal have the same bits but for the two zeros, so a zero median is ``np.median``'s own.
+- ``ewma_before``'s ``np.convolve`` runs in "valid" mode, on each row alone or on the rows of
+  every key of one ``alpha`` laid end to end (the outputs straddling two rows not read): an
+  output where the weights overlap the values in full is a dot product of the same operands in
+  the same order wherever it sits and whatever the mode; the rendered rule's own stream (its
+  ``LOOKBACK`` window, at another array position than in a batch run) already relies on that.
 - ``past_median_mad`` is exactly ``np.median`` of each window and of its absolute deviations
   (its docstring: windows of a ``LOOKBACK`` window go through ``np.median`` itself, longer
-  inputs through sorted ranks proved equal to it): here ``np.median`` of each needed window,
-  one window a row.
+  inputs through sorted ranks proved equal to it): here each needed window is a row of one
+  matrix per window length, for every key (each row's median is its own), sorted: the values at
+  the middle ranks are the ones ``np.median``'s partition finds, their sum over two its mean,
+  NaN for a row with a NaN; a zero median of a row holding a -0.0 (either zero could be picked)
+  is ``np.median``'s own.
 - every other step is elementwise IEEE arithmetic (``+ - * /``, ``sqrt``, ``abs``, ``maximum``,
   ``minimum``, ``clip``, ``nan_to_num``, comparisons), which rounds the same whatever the
-  array's length, and ``np.log`` (variance shift): numpy 2.4 computes float64 ``log`` element
-  by element with the same result wherever the element sits (here AVX2, no AVX-512: the scalar
-  libm ``log`` per element; with AVX-512 a vector loop whose tail uses the same masked vector
-  code). The rendered rule's stream/batch exactness (a point's score inside its ``LOOKBACK``
-  window equals the batch one, at another array position) already depends on that, so a
-  last-point form adds no assumption.
+  array's length or the rows stacked with a row (so the formulas of the keys of one scorer run
+  on their rows stacked), and ``np.log`` (variance shift): numpy 2.4 computes float64 ``log``
+  element by element with the same result wherever the element sits (here AVX2, no AVX-512: the
+  scalar libm ``log`` per element; with AVX-512 a vector loop whose tail uses the same masked
+  vector code). The rendered rule's stream/batch exactness (a point's score inside its
+  ``LOOKBACK`` window equals the batch one, at another array position) already depends on that,
+  so a last-point form adds no assumption.
 
 The numbers are the rendered ones bit for bit, but for a NaN's sign bit, which numpy may set
 either way depending on its operands' memory layout (a NaN of the data meeting one made by
 ``inf - inf``) and which no label step reads. ``tests/rules/test_lastpoint.py`` checks the scores
 bit for bit and the labels against the rendered rules on random data (ties, flat stretches, NaN
-and infinities, a 1e9 level) and on real KPI data, every committed KPI rule included.
+and infinities, zeros of both signs, a 1e9 level) and on real KPI data, every committed KPI rule
+included, and the scores of many keys computed together against each alone.
 
 :func:`evaluate_last` labels many windows (rows of a matrix) at once, in three steps that each
 run on the rows the previous one leaves: the rule's score at the last point reaches its threshold;
 the gate's does, where that holds; the whole program (the ``persistence - 1`` and ``cooldown``
-points before), where both hold. A row that fails a step is labelled False whatever the earlier
-points hold, and anomalies are rare: the wide windows are almost never computed. Rules that share
-a score (the same transform, scorer, their params and the number of points needed:
-:class:`ScoreKey`), typically the same shape fitted with other thresholds in other rule sets of a
-fleet, compute it once for all their rows.
+points before), where both hold (a program without a gate gets it in the second step). A row that
+fails a step is labelled False whatever the earlier points hold, and anomalies are rare: the wide
+windows are almost never computed. Rules that share a score (the same transform, scorer, their
+params and the number of points needed: :class:`ScoreKey`), typically the same shape fitted with
+other thresholds in other rule sets of a fleet, compute it once for all their rows, and the
+scores of a step are computed by stage for all their keys at once (:func:`last_scores_together`:
+transforms, window statistics, medians, formulas), so that the numpy calls are per stage, not
+per key: a few hundred for the 24 scores of a scrape of the committed KPI sets, where one key at
+a time took a few thousand.
 """
 
 from __future__ import annotations
@@ -71,10 +88,17 @@ from typing import Any
 
 import numpy as np
 
-from argos._types import BoolArray, FloatArray
+from argos._types import BoolArray, FloatArray, IntArray
 from argos.rules.grammar import SCORERS, TRANSFORMS, Direction, RuleSpec, Structure
 
-__all__ = ["LastPointProgram", "ScoreKey", "evaluate_last", "last_point_program", "last_scores"]
+__all__ = [
+    "LastPointProgram",
+    "ScoreKey",
+    "evaluate_last",
+    "last_point_program",
+    "last_scores",
+    "last_scores_together",
+]
 
 SUPPORTED_TRANSFORMS = frozenset({"value", "diff", "seasonal", "ewma"})
 SUPPORTED_SCORERS = frozenset(
@@ -105,49 +129,182 @@ class ScoreKey:
         point included), and one point more for each other position."""
         return Structure(self.transform, self.scorer, self.params).lookback() + self.positions - 1
 
+    @functools.cached_property
+    def named(self) -> dict[str, Any]:
+        """The params by name (read, never written)."""
+        return dict(self.params)
+
 
 def _floor_scale(scale: FloatArray, level: FloatArray) -> FloatArray:
     """The rendered ``floor_scale``."""
     return np.maximum(scale, 1e-9 * (1.0 + np.abs(level)))
 
 
-def _block_stats(win: FloatArray, width: int) -> tuple[FloatArray, FloatArray]:
-    """Mean and sum of squared deviations of each window of ``win`` (its last axis, ``width``
-    points; any leading axes), merged as the rendered ``window_stats`` merges the window that
-    starts at that window's first point: blocks of 1, 2, 4, ... points aligned on the window's
-    start, merged pairwise, then the blocks that add up to ``width`` merged largest first. Only
-    each window's own blocks: O(width) a window, no copy of a strided view of windows."""
-    sizes = [1 << b for b in range(width.bit_length()) if width & (1 << b)]
-    offset: dict[int, int] = {}
-    prefix: dict[int, int] = {}
-    acc = 0
-    for s in reversed(sizes):
-        offset[s] = acc
-        acc += s
-        prefix[s] = acc
-    blocks: dict[int, tuple[FloatArray, FloatArray]] = {}
-    size, mean = 1, win
-    m2: FloatArray | None = None  # zeros at size 1
-    while True:
-        if width & size:
-            j = offset[size] // size
-            blocks[size] = (
-                mean[..., j],
-                np.zeros(win.shape[:-1]) if m2 is None else m2[..., j],
-            )
-        if 2 * size > width:
-            break
-        # blocks of 2 * size and larger cover the first prefix[...] points of the window
-        cols = max(p for s, p in prefix.items() if s >= 2 * size) // size
-        a, b = mean[..., 0:cols:2], mean[..., 1:cols:2]
-        d = b - a
-        if m2 is None:
-            m2 = d * d * (size / 2)  # 0.0 + 0.0 + y is y
+@dataclass(frozen=True)
+class _TreePlan:
+    """Where :func:`_tree_stats` puts and finds each block, for windows of given widths and
+    counts (a scrape's requests have the same shapes push after push: the plan is cached).
+
+    ``digits``: ``(b, i)``, the block of ``2 ** b`` points of every window of array ``i``, in
+    the order of the flat array (decreasing size), and ``start`` where each begins at level 0;
+    ``ends``: per level, how many of its elements the next level pairs; ``bases``: where each
+    level begins in the buffer of all levels. ``first``: where each array's windows begin in
+    merge order (the arrays in decreasing number of digits); per merge step (digit
+    ``s`` from the largest), ``take[s]`` the buffer index of each window's block (its sum of
+    squared deviations at the same index, or the zero after the last level for a 1-point
+    block), ``size_coef[s]`` and ``count_coef[s]`` the rendered merge's ``size / (count +
+    size)`` and ``count * size / (count + size)`` of each window, as Python computes them."""
+
+    digits: tuple[tuple[int, int], ...]
+    start: dict[tuple[int, int], int]
+    ends: tuple[int, ...]
+    bases: tuple[int, ...]
+    first: tuple[int, ...]
+    take: tuple[tuple[IntArray, IntArray], ...]
+    size_coef: tuple[FloatArray, ...]
+    count_coef: tuple[FloatArray, ...]
+    width: FloatArray
+
+
+@functools.lru_cache(maxsize=256)
+def _tree_plan(shapes: tuple[tuple[int, int], ...]) -> _TreePlan:
+    """The :class:`_TreePlan` of arrays of ``(width, count)`` windows."""
+    width = [w for w, _ in shapes]
+    count = [c for _, c in shapes]
+    digits = sorted(
+        ((b, i) for i, w in enumerate(width) for b in range(w.bit_length()) if w >> b & 1),
+        key=lambda d: (-d[0], -width[d[1]], d[1]),
+    )
+    start: dict[tuple[int, int], int] = {}
+    total = 0
+    for b, i in digits:
+        start[b, i] = total
+        total += count[i] << b
+    ends = []
+    bases = [0]
+    level_len = total
+    for level in range(max(width).bit_length() - 1):
+        # the elements of this level in blocks of more than 2 ** level points: a prefix
+        end = next((start[d] for d in digits if d[0] <= level), total) >> level
+        ends.append(end)
+        bases.append(bases[-1] + level_len)
+        level_len = end // 2
+    zero = bases[-1] + level_len
+    order = sorted(range(len(shapes)), key=lambda i: (-width[i].bit_count(), i))
+    first = [0] * len(shapes)
+    at = 0
+    for i in order:
+        first[i] = at
+        at += count[i]
+    take, size_coef, count_coef = [], [], []
+    for step in range(max(w.bit_count() for w in width)):
+        # each window with more than `step` digits: its block of 2 ** b points, the points of
+        # the larger blocks merged before it, and the rendered merge's coefficients
+        at_mean: list[int] = []
+        at_sq: list[int] = []
+        sizes: list[float] = []
+        counts: list[float] = []
+        for i in order:
+            if width[i].bit_count() <= step:
+                break
+            b = [d for d in range(width[i].bit_length()) if width[i] >> d & 1][-1 - step]
+            size, before, n = 1 << b, (width[i] >> b + 1) << b + 1, count[i]
+            block = bases[b] + (start[b, i] >> b)
+            at_mean.extend(range(block, block + n))
+            at_sq.extend(range(block, block + n) if b else [zero] * n)
+            sizes.extend([size / (before + size)] * n)
+            counts.extend([before * size / (before + size)] * n)
+        take.append((np.array(at_mean, dtype=np.int64), np.array(at_sq, dtype=np.int64)))
+        size_coef.append(np.array(sizes, dtype=np.float64))
+        count_coef.append(np.array(counts, dtype=np.float64))
+    widths = np.array([float(width[i]) for i in order for _ in range(count[i])], dtype=np.float64)
+    for arr in (widths, *size_coef, *count_coef, *(a for pair in take for a in pair)):
+        arr.flags.writeable = False  # shared by every call with these shapes
+    return _TreePlan(
+        tuple(digits),
+        start,
+        tuple(ends),
+        tuple(bases),
+        tuple(first),
+        tuple(take),
+        tuple(size_coef),
+        tuple(count_coef),
+        widths,
+    )
+
+
+def _tree_stats(windows: Sequence[FloatArray]) -> list[tuple[FloatArray, FloatArray]]:
+    """Mean and std (the rendered ``sqrt(m2 / width)``) of every window of each array of
+    ``windows`` (its last axis holds a window's points; any leading axes), each merged as the
+    rendered ``window_stats`` merges the window that starts at that window's first point: the
+    windows of all the arrays in one tree of blocks, so that the numpy calls are per level of
+    blocks and per merge step, not per window (:class:`_TreePlan`).
+
+    The rendered code's blocks of a window are aligned on its start, and the ones it merges are
+    the binary digits of its width, largest first: the block of ``2 ** b`` points at offset
+    ``(width >> b + 1) << b + 1``, the pairwise tree of exactly those points. Here each such
+    block of each window is a segment of one flat array, the segments in decreasing size, so
+    each starts at a multiple of its size: level ``b + 1`` pairs the elements of level ``b`` of
+    the segments larger than ``2 ** b`` (a prefix of the array), and no pair straddles two
+    segments. A segment of ``2 ** b`` points is one element at level ``b``: the same operations
+    on the same operands as the rendered tree, and no point is computed but the window's own.
+    The merge then runs on all windows at once, step ``s`` on the windows with more than ``s``
+    digits (a prefix in merge order): each window's ``s``-th block from the largest, merged
+    with its own coefficients (a column of Python's ``count * size / (count + size)`` and
+    ``size / (count + size)``, the rendered merge's numbers) by the same IEEE operations in the
+    same order as the rendered ``window_stats``' scalar ones."""
+    if not windows:
+        return []
+    shapes = tuple((win.shape[-1], math.prod(win.shape[:-1])) for win in windows)
+    plan = _tree_plan(shapes)
+    total = sum(shapes[i][1] << b for b, i in plan.digits)
+    means = np.empty(plan.bases[-1] + (plan.ends[-1] // 2 if plan.ends else total))
+    sqs = np.empty(len(means) + 1)
+    sqs[-1] = 0.0
+    for b, i in plan.digits:
+        w, count = shapes[i]
+        offset = (w >> b + 1) << b + 1
+        seg = means[plan.start[b, i] : plan.start[b, i] + (count << b)]
+        seg.reshape(*windows[i].shape[:-1], 1 << b)[...] = windows[i][
+            ..., offset : offset + (1 << b)
+        ]
+    for level, end in enumerate(plan.ends):
+        base, dest = plan.bases[level], plan.bases[level + 1]
+        pairs = means[base : base + end].reshape(-1, 2)
+        left = pairs[:, 0]
+        d = pairs[:, 1] - left
+        dd = d * d
+        out_q = sqs[dest : dest + end // 2]
+        if level == 0:
+            np.multiply(dd, 0.5, out=out_q)  # 0.0 + 0.0 + y is y
         else:
-            m2 = m2[..., 0:cols:2] + m2[..., 1:cols:2] + d * d * (size / 2)
-        mean = a + d * 0.5
-        size *= 2
-    return _merge_blocks([(s, *blocks[s]) for s in sizes])
+            q_pairs = sqs[base : base + end].reshape(-1, 2)
+            np.add(q_pairs[:, 0], q_pairs[:, 1], out=out_q)
+            dd *= (1 << level) / 2
+            out_q += dd
+        d *= 0.5
+        np.add(left, d, out=means[dest : dest + end // 2])
+    m = q = np.zeros(0)
+    for step, (at_mean, at_sq) in enumerate(plan.take):
+        bm, bq = means[at_mean], sqs[at_sq]
+        if step == 0:
+            m, q = bm, bq
+            continue
+        n = len(bm)
+        d = bm - m[:n]
+        q_head = q[:n]
+        q_head += bq
+        dd = d * d
+        dd *= plan.count_coef[step]
+        q_head += dd
+        d *= plan.size_coef[step]
+        m[:n] += d
+    std = np.sqrt(q / plan.width)
+    out = []
+    for i, win in enumerate(windows):
+        a, b = plan.first[i], plan.first[i] + shapes[i][1]
+        out.append((m[a:b].reshape(win.shape[:-1]), std[a:b].reshape(win.shape[:-1])))
+    return out
 
 
 def _merge_blocks(
@@ -169,29 +326,56 @@ def _merge_blocks(
     return m, q
 
 
+def _flat_rows(seg: FloatArray, width: int) -> tuple[FloatArray, int]:
+    """The rows of ``seg`` (``(m, n)``) end to end, and how many windows of ``width`` points
+    start in that flat array (the last row's last window the last one): along it, a block of
+    ``size`` points that starts at a row's column ``c`` with ``c + size <= n`` is the pairwise
+    tree of that row's points, as along the row; the blocks that straddle two rows are never
+    read."""
+    flat = np.ascontiguousarray(seg).reshape(-1)
+    return flat, len(flat) - width + 1
+
+
+def _as_rows(flat: FloatArray, m: int, n: int, windows: int) -> FloatArray:
+    """The ``(m, windows)`` results of the windows starting at each row's first ``windows``
+    columns, from the results of every window start of a flat array of ``m`` rows of ``n``."""
+    out = np.empty(m * n)
+    out[: len(flat)] = flat
+    rows: FloatArray = out.reshape(m, n)[:, :windows]
+    return rows
+
+
 def _sliding_stats(seg: FloatArray, width: int) -> tuple[FloatArray, FloatArray]:
     """Mean and sum of squared deviations of every window of ``width`` points of each row of
-    ``seg`` (``(m, n)``: ``(m, n - width + 1)``), the rendered ``window_stats`` along axis 1:
+    ``seg`` (``(m, n)``: ``(m, n - width + 1)``), the rendered ``window_stats`` along the rows:
     the blocks computed once for all the windows of a row, by the same operations on the same
-    operands as along the 1-D series."""
-    size, block_mean, block_m2 = 1, seg, np.zeros(seg.shape)
+    operands as along the 1-D series, on the rows laid end to end (:func:`_flat_rows`)."""
+    m, n = seg.shape
+    windows = n - width + 1
+    if m == 0:
+        return np.zeros((0, windows)), np.zeros((0, windows))
+    block_mean, starts = _flat_rows(seg, width)
+    size, block_m2 = 1, np.zeros(len(block_mean))
     blocks = []
     while size <= width:
         if width & size:
             blocks.append((size, block_mean, block_m2))
         if 2 * size > width:
             break
-        d = block_mean[:, size:] - block_mean[:, :-size]
-        block_m2 = block_m2[:, :-size] + block_m2[:, size:] + d * d * (size / 2)
-        block_mean = block_mean[:, :-size] + d * 0.5
+        d = block_mean[size:] - block_mean[:-size]
+        if size == 1:
+            block_m2 = d * d * (size / 2)  # 0.0 + 0.0 + y is y
+        else:
+            block_m2 = block_m2[:-size] + block_m2[size:] + d * d * (size / 2)
+        block_mean = block_mean[:-size] + d * 0.5
         size *= 2
-    windows = seg.shape[1] - width + 1
     placed = []
     offset = 0
     for size, bm, bq in reversed(blocks):
-        placed.append((size, bm[:, offset : offset + windows], bq[:, offset : offset + windows]))
+        placed.append((size, bm[offset : offset + starts], bq[offset : offset + starts]))
         offset += size
-    return _merge_blocks(placed[::-1])
+    mean, q = _merge_blocks(placed[::-1])
+    return _as_rows(mean, m, n, windows), _as_rows(q, m, n, windows)
 
 
 _CALL_COST = 2500
@@ -200,108 +384,308 @@ _CALL_COST = 2500
 
 def _share_blocks(rows: int, width: int, positions: int) -> bool:
     """Whether ``positions`` windows of ``width`` points a row are cheaper summarised from the
-    blocks they share (:func:`_sliding_stats`) than each alone (:func:`_block_stats`), by a
-    cost model fitted on 34 to 1,000 rows and widths 10 to 1,440: per level of blocks a window
-    alone costs a few numpy calls and ``width`` elements a row; the shared blocks cost the calls
-    once and ``width + positions`` elements a row, at about twice the cost per element (larger
-    arrays, fewer cache hits)."""
+    blocks they share (:func:`_sliding_stats`) than each alone (:func:`_tree_stats`), by a
+    cost model fitted on 34 to 1,000 rows and widths 10 to 1,440 when each window had its own
+    numpy calls: per level of blocks a window alone costs a few numpy calls and ``width``
+    elements a row; the shared blocks cost the calls once and ``width + positions`` elements a
+    row, at about twice the cost per element (larger arrays, fewer cache hits). In the shared
+    tree a window alone has no call of its own, but a model without that cost sent more windows
+    of the later steps to the tree and measured slower on captured KPI scrapes (the tree's
+    layout for their many windows costs more to plan than the calls it saves)."""
     levels = width.bit_length()
     alone = positions * (levels * _CALL_COST + rows * width)
     shared = levels * (_CALL_COST + 2 * rows * (width + positions))
     return shared < alone
 
 
-def _window_stats_last(
-    x: FloatArray, width: int, lag: int, positions: int
-) -> tuple[FloatArray, FloatArray]:
-    """The rendered ``window_stats(x, width, lag)`` at the last ``positions`` columns of each row
-    of ``x``: mean and std, ``(m, positions)``.
-
-    Each window's own blocks (:func:`_block_stats` on a view of the rows, O(positions x width) a
-    row) for a few windows, the blocks they share (:func:`_sliding_stats`, O((positions + width)
-    log width) a row) for many (:func:`_share_blocks`)."""
-    n = x.shape[1]
-    start = n - positions - lag - width + 1
-    if not _share_blocks(len(x), width, positions):
-        stats = [_block_stats(x[:, start + o : start + o + width], width) for o in range(positions)]
-        mean = np.stack([mu for mu, _ in stats], axis=1)
-        q = np.stack([sq for _, sq in stats], axis=1)
-    else:
-        mean, q = _sliding_stats(x[:, start : start + positions + width - 1], width)
-    return mean, np.sqrt(q / width)
-
-
-def _signal(key: ScoreKey, v: FloatArray) -> FloatArray:
-    """The rendered transform's ``x`` at the columns of ``v`` (``(m, key.width)``) from the
-    transform's history on (all of them for ``value``)."""
-    p = dict(key.params)
-    t = key.transform
-    if t == "value":
-        return v
-    if t == "diff":
-        out: FloatArray = v[:, 1:] - v[:, :-1]
-        return out
-    n = v.shape[1]
-    if t == "seasonal":
-        period, cycles = int(p["period"]), int(p["cycles"])
-        # a (cycles, m, points) stack: np.median along axis 0 selects (and, for an even count,
-        # averages) each point's own same-slot values, whatever the other axes hold
-        same_slot = np.stack(
-            [v[:, period * (cycles - k) : n - period * k] for k in range(1, cycles + 1)]
-        )
-        out = v[:, period * cycles :] - np.median(same_slot, axis=0)
-        return out
-    if t == "ewma":
-        alpha = p["alpha"]
-        span = _ewma_span(alpha)
-        weights = alpha * (1.0 - alpha) ** np.arange(span)
-        weights /= weights.sum()
-        # np.convolve is 1-D: each row alone. An output where the weights overlap the row in
-        # full is a dot product of the same operands in the same order wherever it sits and
-        # whatever the mode (as the rendered rule's stream relies on); "valid" computes only
-        # those: the full convolution's outputs span - 1 .. n - 2, the rendered slice.
-        before = np.stack([np.convolve(row[:-1], weights, "valid") for row in v])
-        out = v[:, span:] - before
-        return out
-    raise ValueError(f"no last-point form for transform {t!r}")
-
-
 def _cusum_last(z: FloatArray, horizon: int) -> FloatArray:
     """The rendered ``window_cusum(z, horizon)`` at every window of ``horizon`` points of each
-    row of ``z`` (``(m, n)``: ``(m, n - horizon + 1)``), along axis 1 by the same operations."""
-    size, total, best = 1, z, z
+    row of ``z`` (``(m, n)``: ``(m, n - horizon + 1)``), along the rows by the same operations,
+    on the rows laid end to end (:func:`_flat_rows`)."""
+    m, n = z.shape
+    windows = n - horizon + 1
+    if m == 0:
+        return np.zeros((0, windows))
+    flat, starts = _flat_rows(z, horizon)
+    size, total, best = 1, flat, flat
     blocks = []
     while size <= horizon:
         if horizon & size:
             blocks.append((size, total, best))
         if 2 * size > horizon:
             break
-        best = np.maximum(best[:, size:], total[:, size:] + best[:, :-size])
-        total = total[:, :-size] + total[:, size:]
+        best = np.maximum(best[size:], total[size:] + best[:-size])
+        total = total[:-size] + total[size:]
         size *= 2
-    windows = z.shape[1] - horizon + 1
     end = horizon
-    acc_total = acc_best = z[:, :0]
+    acc_total = acc_best = flat[:0]
     for size, total, best in blocks:
         start = end - size
-        bt = total[:, start : start + windows]
-        bb = best[:, start : start + windows]
+        bt = total[start : start + starts]
+        bb = best[start : start + starts]
         if end == horizon:
             acc_total, acc_best = bt, bb
         else:
             acc_best = np.maximum(acc_best, acc_total + bb)
             acc_total = bt + acc_total
         end = start
-    out: FloatArray = np.maximum(acc_best, 0.0)
+    return _as_rows(np.maximum(acc_best, 0.0), m, n, windows)
+
+
+WindowRequest = tuple[FloatArray, int, int, int]
+"""``(x, width, lag, positions)``: the rendered ``window_stats(x, width, lag)`` at the last
+``positions`` columns of each row of ``x``."""
+
+
+def _window_stats(requests: Sequence[WindowRequest]) -> list[tuple[FloatArray, FloatArray]]:
+    """Each request's mean and std, ``(m, positions)`` each.
+
+    For a few windows a row, each window's own blocks (:func:`_tree_stats`, O(positions x width)
+    a row; the windows of every such request in one tree); for many, the blocks they share
+    (:func:`_sliding_stats`, O((positions + width) log width) a row; :func:`_share_blocks`)."""
+    out: list[tuple[FloatArray, FloatArray]] = [(_NO_SCORES, _NO_SCORES)] * len(requests)
+    alone: list[int] = []
+    windows: list[FloatArray] = []
+    for i, (x, width, lag, positions) in enumerate(requests):
+        start = x.shape[1] - positions - lag - width + 1
+        seg = x[:, start : start + positions + width - 1]
+        if _share_blocks(len(x), width, positions):
+            mean, q = _sliding_stats(seg, width)
+            out[i] = (mean, np.sqrt(q / width))
+        elif positions == 1:
+            alone.append(i)
+            windows.append(seg[:, None, :])
+        else:
+            alone.append(i)
+            windows.append(np.lib.stride_tricks.sliding_window_view(seg, width, axis=1))
+    for i, stats in zip(alone, _tree_stats(windows), strict=True):
+        out[i] = stats
     return out
 
 
-def last_scores(key: ScoreKey, v: FloatArray) -> FloatArray:
-    """The rendered ``score`` at the last ``key.positions`` columns of each row of ``v``
-    (``(m, key.width)``): ``(m, positions)``."""
-    p = dict(key.params)
+def _signals(items: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
+    """The rendered transform's ``x`` at the columns of each ``v`` (``(m, key.width)``) from the
+    transform's history on (all of them for ``value``), the keys of one seasonal cycle count, or
+    of one EWMA ``alpha``, in one numpy call (:func:`_seasonal`, :func:`_ewma`)."""
+    out = [v for _, v in items]
+    seasonal: dict[int, list[int]] = {}
+    ewma: dict[tuple[type, Any], list[int]] = {}
+    for i, (key, v) in enumerate(items):
+        t = key.transform
+        if t == "diff":
+            out[i] = v[:, 1:] - v[:, :-1]
+        elif t == "seasonal":
+            seasonal.setdefault(int(key.named["cycles"]), []).append(i)
+        elif t == "ewma":
+            alpha = key.named["alpha"]
+            ewma.setdefault((type(alpha), alpha), []).append(i)
+        elif t != "value":
+            raise ValueError(f"no last-point form for transform {t!r}")
+    for cycles, members in seasonal.items():
+        parts = [(int(items[i][0].named["period"]), items[i][1]) for i in members]
+        for i, x in zip(members, _seasonal(cycles, parts), strict=True):
+            out[i] = x
+    for (_, alpha), members in ewma.items():
+        for i, x in zip(members, _ewma(alpha, [items[i][1] for i in members]), strict=True):
+            out[i] = x
+    return out
+
+
+def _seasonal(cycles: int, parts: Sequence[tuple[int, FloatArray]]) -> list[FloatArray]:
+    """The seasonal transform of each ``(period, v)``: each point minus the ``np.median`` of its
+    ``cycles`` same-slot values, taken along axis 0 of one ``(cycles, points)`` stack of every
+    point of every part: a selection (and, for an even count, a mean of two) of each point's own
+    values, whatever the other columns hold."""
+    sizes = [len(v) * (v.shape[1] - period * cycles) for period, v in parts]
+    same_slot = np.empty((cycles, sum(sizes)))
+    a = 0
+    for (period, v), size in zip(parts, sizes, strict=True):
+        n = v.shape[1]
+        for k in range(1, cycles + 1):
+            dest = same_slot[k - 1, a : a + size].reshape(len(v), n - period * cycles)
+            dest[...] = v[:, period * (cycles - k) : n - period * k]
+        a += size
+    median = _median_along_0(same_slot)
+    out = []
+    a = 0
+    for (period, v), size in zip(parts, sizes, strict=True):
+        x = v[:, period * cycles :]
+        out.append(x - median[a : a + size].reshape(x.shape))
+        a += size
+    return out
+
+
+def _median_along_0(stack: FloatArray) -> FloatArray:
+    """``np.median(stack, axis=0)``. For three rows, the middle value by ``np.minimum`` and
+    ``np.maximum`` (a NaN in a column gives NaN, as ``np.median``'s check does): floats that
+    compare equal have the same bits but for zeros of either sign, so the columns whose median
+    is zero take ``np.median``'s own."""
+    if len(stack) != 3:
+        out: FloatArray = np.median(stack, axis=0)
+        return out
+    a, b, c = stack
+    median: FloatArray = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    zero = np.flatnonzero(median == 0.0)
+    if len(zero):
+        median[zero] = np.median(stack[:, zero], axis=0)
+    return median
+
+
+_CONVOLVE_CALL = 9000
+"""An ``np.convolve`` call's fixed cost, in multiply-adds' worth of work (about 3 microseconds)."""
+
+
+def _ewma(alpha: Any, parts: Sequence[FloatArray]) -> list[FloatArray]:
+    """The rendered EWMA transform of each ``v``: each point minus the weighted mean of the
+    ``span`` points before it (``ewma_before``'s ``np.convolve``, in "valid" mode on each row's
+    ``n - 1`` points before its last: the full convolution's outputs ``span - 1 .. n - 2``, the
+    rendered slice).
+
+    An output where the weights overlap the values in full is a dot product of the same operands
+    in the same order wherever it sits and whatever the mode (as the rendered rule's stream
+    relies on), so the rows can be laid end to end and convolved in one call, the outputs that
+    straddle two rows not read. That computes ``span - 1`` outputs too many a row: when those
+    cost more than a call a row (:data:`_CONVOLVE_CALL`), each row is convolved alone."""
+    span = _ewma_span(alpha)
+    weights = alpha * (1.0 - alpha) ** np.arange(span)
+    weights /= weights.sum()
+    sizes = [v.size - len(v) for v in parts]  # each row but its last point
+    total = sum(sizes)
+    if total == 0 or (span - 1) * span > _CONVOLVE_CALL:
+        return [
+            v[:, span:]
+            - np.array([np.convolve(r[:-1], weights, "valid") for r in v]).reshape(
+                len(v), v.shape[1] - span
+            )
+            for v in parts
+        ]
+    values = np.empty(total + span - 1)
+    values[total:] = 0.0
+    a = 0
+    for v, size in zip(parts, sizes, strict=True):
+        values[a : a + size].reshape(len(v), v.shape[1] - 1)[...] = v[:, :-1]
+        a += size
+    before = np.convolve(values, weights, "valid")
+    out = []
+    a = 0
+    for v, size in zip(parts, sizes, strict=True):
+        n = v.shape[1]
+        out.append(v[:, span:] - before[a : a + size].reshape(len(v), n - 1)[:, : n - span])
+        a += size
+    return out
+
+
+def _row_medians(block: FloatArray) -> FloatArray:
+    """``np.median(block, axis=1)``, from the rows sorted (``np.sort``'s vectorised sort is
+    about three times faster than ``np.median``'s partition around three ranks).
+
+    ``np.median`` takes the middle value (or the mean of the middle two: their sum, divided
+    by 2) of each row partitioned around the middle ranks, and NaN for a row with a NaN (which
+    it finds last). A sorted row holds the same values at those ranks, and floats that compare
+    equal have the same bits but for zeros of either sign, so a row whose median is zero and
+    that holds a -0.0 (where the two could pick different zeros) takes ``np.median``'s own."""
+    ordered = np.sort(block, axis=1)
+    h = block.shape[1] // 2
+    odd = block.shape[1] % 2
+    median = ordered[:, h].copy() if odd else (ordered[:, h - 1] + ordered[:, h]) / 2
+    last = ordered[:, -1]
+    nan = np.isnan(last)
+    if nan.any():
+        np.copyto(median, last, where=nan)
+    zero = np.flatnonzero(median == 0.0)
+    if len(zero):
+        negative = (np.signbit(block[zero]) & (block[zero] == 0.0)).any(axis=1)
+        if negative.any():
+            rows = zero[negative]
+            median[rows] = np.median(block[rows], axis=1)
+    return median
+
+
+def _medians_mads(
+    parts: Sequence[tuple[FloatArray, int, int]],
+) -> list[tuple[FloatArray, FloatArray]]:
+    """The rendered ``past_median_mad`` of each ``(x, window, positions)``: ``np.median`` of the
+    ``window`` points before each of the last ``positions`` columns of each row, and of their
+    absolute deviations from it, ``(m, positions)`` each; the windows of every part of one
+    ``window`` one row each of one ``np.median`` call (each row's median is its own)."""
+    by_window: dict[int, list[int]] = {}
+    for i, (_, w, _) in enumerate(parts):
+        by_window.setdefault(w, []).append(i)
+    out: list[tuple[FloatArray, FloatArray]] = [(_NO_SCORES, _NO_SCORES)] * len(parts)
+    for w, members in by_window.items():
+        sizes = [len(parts[i][0]) * parts[i][2] for i in members]
+        block = np.empty((sum(sizes), w))
+        a = 0
+        for i, size in zip(members, sizes, strict=True):
+            x, _, q = parts[i]
+            n = x.shape[1]
+            if q == 1:
+                block[a : a + size] = x[:, n - 1 - w : n - 1]
+            else:
+                windows = np.lib.stride_tricks.sliding_window_view(x[:, n - q - w : n - 1], w, 1)
+                block[a : a + size].reshape(len(x), q, w)[...] = windows
+            a += size
+        median = _row_medians(block)
+        mad = _row_medians(np.abs(block - median[:, None]))
+        a = 0
+        for i, size in zip(members, sizes, strict=True):
+            shape = (len(parts[i][0]), parts[i][2])
+            out[i] = (median[a : a + size].reshape(shape), mad[a : a + size].reshape(shape))
+            a += size
+    return out
+
+
+def _windows_of(key: ScoreKey) -> list[tuple[int, int, int]]:
+    """The ``window_stats`` calls of the key's scorer: ``(width, lag, positions)`` each."""
+    p = key.named
     q = key.positions
-    x = _signal(key, v)
+    sc = key.scorer
+    if sc in ("zscore", "relative"):
+        return [(int(p["window"]), 1, q)]
+    if sc in ("level_shift", "variance_shift"):
+        recent = int(p["recent"])
+        return [(recent, 0, q), (int(p["window"]), recent, q)]
+    if sc == "cusum":
+        w = int(p["window"])
+        return [(w, 1, w + q - 1)]  # the z-scores the last q sums read
+    return []
+
+
+def _standardised(
+    key: ScoreKey,
+    x: FloatArray,
+    stats: Sequence[tuple[FloatArray, FloatArray]],
+    robust: tuple[FloatArray, FloatArray] | None,
+) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+    """``(value, level, scale)`` of a scorer whose score is the rendered ``(value - level) /
+    floor_scale(scale, level)`` (z-score, relative change, level shift, robust z-score), from
+    the statistics of its :func:`_windows_of` and, for the robust z-score, its medians and
+    MADs; ``None`` for the others."""
+    sc = key.scorer
+    xq = x[:, x.shape[1] - key.positions :]
+    if sc == "zscore":
+        mean, std = stats[0]
+        return xq, mean, std
+    if sc == "relative":
+        mean, _ = stats[0]
+        return xq, mean, np.abs(mean)
+    if sc == "level_shift":
+        (recent, _), (before, std) = stats
+        return recent, before, std
+    if sc == "robust_z" and robust is not None:
+        median, mad = robust
+        return xq, median, np.maximum(1.4826 * mad, key.named["min_scale"])
+    return None
+
+
+def _score(
+    key: ScoreKey, x: FloatArray, stats: Sequence[tuple[FloatArray, FloatArray]]
+) -> FloatArray:
+    """The rendered ``score`` at the last ``key.positions`` columns of each row of the signal
+    ``x`` for the scorers :func:`_standardised` leaves, from the statistics of its
+    :func:`_windows_of`."""
+    p = key.named
+    q = key.positions
     xq = x[:, x.shape[1] - q :]
     sc = key.scorer
     if sc == "static":
@@ -309,49 +693,72 @@ def last_scores(key: ScoreKey, v: FloatArray) -> FloatArray:
     if sc == "band":
         s: FloatArray = xq - p["center"]
         return s
-    if sc == "zscore":
-        mean, std = _window_stats_last(x, int(p["window"]), 1, q)
-        s = (xq - mean) / _floor_scale(std, mean)
-        return s
-    if sc == "relative":
-        mean, _ = _window_stats_last(x, int(p["window"]), 1, q)
-        s = (xq - mean) / _floor_scale(np.abs(mean), mean)
-        return s
-    if sc == "level_shift":
-        recent, _ = _window_stats_last(x, int(p["recent"]), 0, q)
-        before, std = _window_stats_last(x, int(p["window"]), int(p["recent"]), q)
-        s = (recent - before) / _floor_scale(std, before)
-        return s
     if sc == "variance_shift":
-        _, recent = _window_stats_last(x, int(p["recent"]), 0, q)
-        level, before = _window_stats_last(x, int(p["window"]), int(p["recent"]), q)
+        (_, recent), (level, before) = stats
         s = np.log(_floor_scale(recent, level) / _floor_scale(before, level))
-        return s
-    if sc == "robust_z":
-        w = int(p["window"])
-        n = x.shape[1]
-        # the `w` points before each of the last q points, one window a row, as the rendered
-        # `past_median_mad` takes them to np.median
-        block = np.lib.stride_tricks.sliding_window_view(x[:, n - q - w : n - 1], w, axis=1)
-        block = block.reshape(-1, w)
-        median = np.median(block, axis=1)
-        mad = np.median(np.abs(block - median[:, None]), axis=1)
-        median, mad = median.reshape(-1, q), mad.reshape(-1, q)
-        spread = np.maximum(1.4826 * mad, p["min_scale"])
-        s = (xq - median) / _floor_scale(spread, median)
         return s
     if sc == "cusum":
         w = int(p["window"])
-        zq = w + q - 1  # the z-scores the last q sums read
-        mean, std = _window_stats_last(x, w, 1, zq)
-        z = np.nan_to_num(
-            np.clip((x[:, x.shape[1] - zq :] - mean) / _floor_scale(std, mean), -10.0, 10.0)
+        mean, std = stats[0]
+        z = np.clip(
+            (x[:, x.shape[1] - (w + q - 1) :] - mean) / _floor_scale(std, mean), -10.0, 10.0
         )
-        upper = _cusum_last(z - p["drift"], w)
-        lower = _cusum_last(-z - p["drift"], w)
+        z[np.isnan(z)] = 0.0  # np.nan_to_num: no infinity is left after the clip
+        # the upward and downward sums, row by row, in one stack
+        both = _cusum_last(np.concatenate([z - p["drift"], -z - p["drift"]]), w)
+        upper, lower = both[: len(z)], both[len(z) :]
         s = np.where(upper >= lower, upper, -lower)
         return s
     raise ValueError(f"no last-point form for scorer {sc!r}")
+
+
+def _scores_of(items: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
+    """The score of each ``(key, v)`` (``v``: ``(m, key.width)`` values), in stages that each
+    run once for all the keys: the transforms (:func:`_signals`), every window statistic of
+    every key (:func:`_window_stats`), every robust z-score's medians (:func:`_medians_mads`),
+    then the scorers' formulas, the standardised ones of all keys of one ``positions`` stacked
+    into one (elementwise: each row's numbers are its own)."""
+    signals = _signals(items)
+    requests: list[WindowRequest] = []
+    owners: list[int] = []
+    robust: list[int] = []
+    for i, ((key, _), x) in enumerate(zip(items, signals, strict=True)):
+        for width, lag, positions in _windows_of(key):
+            requests.append((x, width, lag, positions))
+            owners.append(i)
+        if key.scorer == "robust_z":
+            robust.append(i)
+    stats: list[list[tuple[FloatArray, FloatArray]]] = [[] for _ in items]
+    for i, st in zip(owners, _window_stats(requests), strict=True):
+        stats[i].append(st)
+    parts = [(signals[i], int(items[i][0].named["window"]), items[i][0].positions) for i in robust]
+    medians = dict(zip(robust, _medians_mads(parts), strict=True))
+    out: list[FloatArray] = [_NO_SCORES] * len(items)
+    standard: dict[int, list[tuple[int, FloatArray, FloatArray, FloatArray]]] = {}
+    for i, ((key, _), x) in enumerate(zip(items, signals, strict=True)):
+        terms = _standardised(key, x, stats[i], medians.get(i))
+        if terms is None:
+            out[i] = _score(key, x, stats[i])
+        else:
+            standard.setdefault(key.positions, []).append((i, *terms))
+    for group in standard.values():
+        if len(group) == 1:
+            i, value, level, scale = group[0]
+            out[i] = (value - level) / _floor_scale(scale, level)
+            continue
+        value, level, scale = (np.concatenate([g[k] for g in group]) for k in (1, 2, 3))
+        score = (value - level) / _floor_scale(scale, level)
+        a = 0
+        for i, v, _, _ in group:
+            out[i] = score[a : a + len(v)]
+            a += len(v)
+    return out
+
+
+def last_scores(key: ScoreKey, v: FloatArray) -> FloatArray:
+    """The rendered ``score`` at the last ``key.positions`` columns of each row of ``v``
+    (``(m, key.width)``): ``(m, positions)``."""
+    return _scores_of([(key, v)])[0]
 
 
 _LOWEST = -np.finfo(np.float64).max
@@ -487,54 +894,75 @@ def last_point_program(spec: RuleSpec, params: Mapping[str, Any]) -> LastPointPr
     )
 
 
-def _scores(wanted: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
-    """The score of each (key, rows) pair, each distinct key computed once over the stacked
-    rows of every pair that needs it (each row's numbers are its own whatever rows it is stacked
-    with)."""
+def last_scores_together(wanted: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
+    """:func:`last_scores` of each ``(key, rows)`` pair (``rows``: ``(m, >= key.width)``
+    values, the last ``key.width`` read), bit for bit, all computed together: each distinct key
+    once over the stacked rows of every pair that needs it (each row's numbers are its own
+    whatever rows it is stacked with), and all the keys in the stages of :func:`_scores_of`."""
+    if not wanted:
+        return []
     by_key: dict[ScoreKey, list[int]] = {}
     for i, (key, _) in enumerate(wanted):
         by_key.setdefault(key, []).append(i)
-    out: list[FloatArray] = [_NO_SCORES] * len(wanted)
+    items: list[tuple[ScoreKey, FloatArray]] = []
     for key, users in by_key.items():
         w = key.width
         parts = [wanted[i][1] for i in users]
         if len(users) == 1:
-            out[users[0]] = last_scores(key, parts[0][:, parts[0].shape[1] - w :])
-            continue
-        computed = last_scores(key, np.concatenate([r[:, r.shape[1] - w :] for r in parts]))
+            items.append((key, parts[0][:, parts[0].shape[1] - w :]))
+        else:
+            items.append((key, np.concatenate([r[:, r.shape[1] - w :] for r in parts])))
+    out: list[FloatArray] = [_NO_SCORES] * len(wanted)
+    for users, computed in zip(by_key.values(), _scores_of(items), strict=True):
         a = 0
-        for i, r in zip(users, parts, strict=True):
-            out[i] = computed[a : a + len(r)]
-            a += len(r)
+        for i in users:
+            n = len(wanted[i][1])
+            out[i] = computed[a : a + n]
+            a += n
     return out
+
+
+_SIGN: dict[Direction, float] = {"up": 1.0, "down": -1.0, "both": 1.0}
 
 
 def _last_reaches(
     requests: Sequence[tuple[LastPointProgram, FloatArray]], scores: Sequence[FloatArray]
-) -> list[BoolArray]:
+) -> tuple[list[BoolArray], set[int]]:
     """Whether each request's directional score at its rows' last point reaches its threshold,
-    from its :attr:`~LastPointProgram.last_key` scores; programs of one score and direction but
-    their thresholds compare at once."""
-    groups: dict[tuple[object, ...], list[int]] = {}
-    for i, (prog, _) in enumerate(requests):
-        exact = _exact_float(prog.threshold)
-        groups.setdefault((prog.last_key, prog.direction, exact, exact or i), []).append(i)
+    from its :attr:`~LastPointProgram.last_key` scores, and the requests where some row does.
+
+    Every request whose threshold compares with float64 scores as a float and is neither the
+    lowest float nor infinite (:func:`_reaches`) compares at once: the scores times a column of
+    +1.0 or -1.0 (``-s`` for ``down``: negation is exact), their absolute values on ``both``
+    rows, against a column of the thresholds."""
     out: list[BoolArray] = [_NO_LABELS] * len(requests)
-    for members in groups.values():
-        prog = requests[members[0]][0]
-        if len(members) == 1:
-            s = _directional(scores[members[0]][:, -1], prog.direction)
-            out[members[0]] = _reaches(s, prog.threshold)
-            continue
-        sizes = [len(scores[i]) for i in members]
-        thresholds = np.repeat([float(requests[i][0].threshold) for i in members], sizes)
-        s = _directional(np.concatenate([scores[i][:, -1] for i in members]), prog.direction)
-        reached = _reaches(s, thresholds)
-        a = 0
-        for i, n in zip(members, sizes, strict=True):
-            out[i] = reached[a : a + n]
-            a += n
-    return out
+    hit: set[int] = set()
+    plain: list[int] = []
+    for i, (prog, _) in enumerate(requests):
+        t = prog.threshold
+        if _exact_float(t) and t is not None and _LOWEST < t < np.inf:
+            plain.append(i)
+        else:
+            out[i] = _reaches(_directional(scores[i][:, -1], prog.direction), t)
+            if out[i].any():
+                hit.add(i)
+    if not plain:
+        return out, hit
+    sizes = [len(scores[i]) for i in plain]
+    progs = [requests[i][0] for i in plain]
+    s = np.concatenate([scores[i][:, -1] for i in plain]) * np.repeat(
+        [_SIGN[p.direction] for p in progs], sizes
+    )
+    np.abs(s, out=s, where=np.repeat([p.direction == "both" for p in progs], sizes))
+    reached = s >= np.repeat([float(p.threshold) for p in progs], sizes)
+    ends = np.cumsum(sizes)
+    for k in np.unique(np.searchsorted(ends, np.flatnonzero(reached), side="right")).tolist():
+        hit.add(plain[k])
+    a = 0
+    for i, n in zip(plain, sizes, strict=True):
+        out[i] = reached[a : a + n]
+        a += n
+    return out, hit
 
 
 def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> list[BoolArray]:
@@ -547,32 +975,43 @@ def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> li
     before), where both hold. A row that fails a step is labelled False whatever the points
     before hold: the persistence's smallest score reaches the threshold only if the last one
     does (``nan_to_num`` keeps the order, NaN lowest), and an alarm needs the last point's
-    condition. Alarms are rare, so the wide windows are almost never computed."""
-    last = _scores([(prog.last_key, rows) for prog, rows in requests])
-    labels = _last_reaches(requests, last)
-    gated = [i for i, (prog, _) in enumerate(requests) if prog.gate is not None]
-    at = {i: np.flatnonzero(labels[i]) for i in gated}
-    gated = [i for i in gated if len(at[i])]
-    gates = _scores([(_gate_key(requests[i][0], last=True), requests[i][1][at[i]]) for i in gated])
-    for i, g in zip(gated, gates, strict=True):
+    condition. Alarms are rare, so the wide windows are almost never computed. A program
+    without a gate needs no second step: its whole program is computed with the others' gates,
+    in one call (:func:`last_scores_together`)."""
+    last = last_scores_together([(prog.last_key, rows) for prog, rows in requests])
+    labels, hit = _last_reaches(requests, last)
+    at = {i: np.flatnonzero(labels[i]) for i in sorted(hit)}
+    gated = [i for i in at if requests[i][0].gate is not None]
+    full = [
+        i
+        for i in at
+        if requests[i][0].gate is None
+        and (requests[i][0].cooldown > 0 or requests[i][0].persistence > 1)
+    ]
+    scores = last_scores_together(
+        [(requests[i][0].score, requests[i][1][at[i]]) for i in full]
+        + [(_gate_key(requests[i][0], last=True), requests[i][1][at[i]]) for i in gated]
+    )
+    for i, main in zip(full, scores, strict=False):
+        labels[i][at[i]] = requests[i][0].labels(main)
+    for i, g in zip(gated, scores[len(full) :], strict=True):
         prog = requests[i][0]
         labels[i][at[i]] = _reaches(
             _directional(g[:, -1], prog.gate_direction), prog.gate_threshold
         )
     full = [
         i
-        for i, (prog, _) in enumerate(requests)
-        if (prog.cooldown > 0 or prog.persistence > 1) and labels[i].any()
+        for i in gated
+        if (requests[i][0].cooldown > 0 or requests[i][0].persistence > 1) and labels[i].any()
     ]
-    at = {i: np.flatnonzero(labels[i]) for i in full}
-    with_gate = [i for i in full if requests[i][0].gate is not None]
-    scores = _scores(
-        [(requests[i][0].score, requests[i][1][at[i]]) for i in full]
-        + [(_gate_key(requests[i][0]), requests[i][1][at[i]]) for i in with_gate]
-    )
-    gate_scores = dict(zip(with_gate, scores[len(full) :], strict=True))
-    for i, main in zip(full, scores, strict=False):
-        labels[i][at[i]] = requests[i][0].labels(main, gate_scores.get(i))
+    if full:
+        at = {i: np.flatnonzero(labels[i]) for i in full}
+        scores = last_scores_together(
+            [(requests[i][0].score, requests[i][1][at[i]]) for i in full]
+            + [(_gate_key(requests[i][0]), requests[i][1][at[i]]) for i in full]
+        )
+        for i, main, gate in zip(full, scores, scores[len(full) :], strict=False):
+            labels[i][at[i]] = requests[i][0].labels(main, gate)
     return labels
 
 

@@ -15,7 +15,13 @@ import pytest
 from argos.data.series import Dataset
 from argos.rules.artifacts import load_ruleset
 from argos.rules.grammar import DIRECTIONS, Direction, Gate, RuleSpec, Structure
-from argos.rules.lastpoint import ScoreKey, evaluate_last, last_point_program, last_scores
+from argos.rules.lastpoint import (
+    ScoreKey,
+    evaluate_last,
+    last_point_program,
+    last_scores,
+    last_scores_together,
+)
 from argos.rules.recognise import trusted_template
 from argos.rules.templates import compile_score, load_rule, render
 
@@ -321,3 +327,129 @@ def test_log_rounds_each_element_alone(kpi_dataset: Dataset) -> None:
             assert np.log(x[offset : offset + 7]).tobytes() == whole[offset : offset + 7].tobytes()
         one_by_one = np.array([np.log(np.float64(v)) for v in x[:300]])
         assert one_by_one.tobytes() == whole[:300].tobytes()
+
+
+def template_scores(key: ScoreKey, rows: np.ndarray) -> np.ndarray:
+    """The rendered score at the last ``key.positions`` points of each row."""
+    params = dict(key.params)
+    score = compile_score(key.transform, key.scorer)
+    return np.array(
+        [score(r.copy(), np.arange(len(r)), params)[-key.positions :] for r in rows]
+    ).reshape(len(rows), key.positions)
+
+
+def assert_together_is_alone(
+    wanted: list[tuple[ScoreKey, np.ndarray]], rendered: bool = True
+) -> None:
+    """The scores computed together equal each pair's alone, bit for bit (and, with
+    ``rendered``, the rendered template's)."""
+    together = last_scores_together(wanted)
+    assert len(together) == len(wanted)
+    for (key, rows), got in zip(wanted, together, strict=True):
+        alone = last_scores(key, rows[:, rows.shape[1] - key.width :])
+        assert got.shape == (len(rows), key.positions)
+        assert bits(got) == bits(alone), key
+        if rendered:
+            assert bits(got) == bits(template_scores(key, rows[:, rows.shape[1] - key.width :]))
+
+
+def test_windows_of_every_width_share_one_tree_bit_for_bit() -> None:
+    """Z-scores, relative changes and level shifts over windows of every width from 1 to 70
+    and a few wide ones (around powers of two, and the KPI rules' 360 and 1,440), a few over
+    several positions, and requests of one key on rows of other lengths, all in one call: the
+    window statistics share one tree of blocks (or, over 40 positions, the blocks along the
+    rows), and each score is the rendered one."""
+    rng = np.random.default_rng(7)
+    series = noisy_series(rng, 2200), noisy_series(rng, 2200, holes=True)
+    wanted = []
+    widths = [*range(1, 71), 127, 128, 129, 255, 256, 257, 360, 1023, 1024, 1025, 1440]
+    for n, w in enumerate(widths):
+        scorer = ("zscore", "relative")[n % 2]
+        key = ScoreKey("value", scorer, (("window", float(w)),), 1 + 4 * (n % 9 == 0))
+        # rows of other lengths; windows around the holes (NaN, inf) for some
+        rows = rows_of(series[w < 200 and n % 4 == 0], key.width + n % 3)
+        wanted.append((key, rows[700 - min(w, 700) :: 11][:25]))
+    for w in (7, 60, 127):  # many positions: the blocks shared along the rows
+        key = ScoreKey("value", "zscore", (("window", float(w)),), 40)
+        wanted.append((key, rows_of(series[1], key.width)[500:800:13]))
+    level = ScoreKey("diff", "level_shift", (("recent", 3.0), ("window", 30.0)), 1)
+    wanted.append((level, rows_of(series[1], level.width)[600:800:5]))
+    wanted.append((wanted[5][0], rows_of(series[0], wanted[5][0].width + 7)[:30]))
+    assert_together_is_alone(wanted)
+
+
+def test_robust_z_keys_sharing_medians_keep_their_own_min_scale() -> None:
+    """Robust z-scores of one window and transform that differ in ``min_scale`` (their medians
+    computed in one call), on flat stretches (a zero MAD: the floor decides), zeros of both
+    signs (where a median's zero could be either) and holes; odd and even windows, several
+    positions: each the rendered score, bit for bit."""
+    rng = np.random.default_rng(8)
+    v = noisy_series(rng, 700, holes=True)
+    v[400:600] = np.where(rng.random(200) < 0.5, 0.0, -0.0)
+    v[450:460] = 1.0
+    wanted = []
+    for n, (transform, w, min_scale) in enumerate(
+        itertools.product(("value", "diff"), (9.0, 120.0), (0.0, 1e-14, 0.11))
+    ):
+        key = ScoreKey(transform, "robust_z", (("window", w), ("min_scale", min_scale)), 1 + n % 3)
+        wanted.append((key, rows_of(v, key.width)[:: 3 + n % 2]))
+    assert_together_is_alone(wanted)
+
+
+def test_seasonal_medians_of_three_are_numpy_s_own() -> None:
+    """The seasonal transform over three cycles (the median of three by minimum and maximum):
+    the same bits as ``np.median``, zeros of either sign and NaN included; two periods and
+    cycle counts of 1 to 4 in one call."""
+    rng = np.random.default_rng(9)
+    v = noisy_series(rng, 900, holes=True)
+    v[::3] = np.where(rng.random(300) < 0.5, 0.0, -0.0)
+    wanted = []
+    for period, cycles in ((7.0, 3.0), (11.0, 3.0), (5.0, 1.0), (6.0, 2.0), (4.0, 4.0)):
+        key = ScoreKey(
+            "seasonal", "static", (("period", period), ("cycles", cycles)), 1 + int(cycles)
+        )
+        wanted.append((key, rows_of(v, key.width)))
+    assert_together_is_alone(wanted)
+
+
+def test_every_shape_together_equals_each_alone() -> None:
+    """Every transform and scorer of the shapes above, at one and several positions, with
+    requests that share a key, a request with no rows, all in one call."""
+    rng = np.random.default_rng(10)
+    wanted = []
+    for n, st in enumerate(shapes()):
+        key = ScoreKey(st.transform, st.scorer, st.params, 1 + 2 * (n % 2))
+        rows = rows_of(noisy_series(rng, 200 + key.width, n % 5 == 0), key.width + n % 4)
+        wanted.append((key, rows))
+        if n % 7 == 0:
+            wanted.append((key, rows[: n % 3]))  # the same key again, 0 to 2 rows
+        if n % 2 == 0:  # a key of its own with no rows
+            empty = ScoreKey(key.transform, key.scorer, key.params, 2)
+            wanted.append((empty, np.zeros((0, empty.width + n % 3))))
+    assert any(len(rows) == 0 for _, rows in wanted)
+    assert_together_is_alone(wanted, rendered=False)
+    assert last_scores_together([]) == []
+
+
+@pytest.mark.parametrize("spec", specs()[::5], ids=lambda s: f"{s.name}_c{s.cooldown}")
+def test_requests_with_no_rows_or_alone_get_their_own_labels(spec: RuleSpec) -> None:
+    """A request with no rows gets no labels, in a call of its own or among others; a single
+    request gets the rendered rule's labels."""
+    prog = last_point_program(spec, spec.params)
+    assert prog is not None
+    rows = rows_of(noisy_series(np.random.default_rng(11), 400), spec.lookback())
+    empty = rows[:0]
+    assert [len(lab) for lab in evaluate_last([(prog, empty)])] == [0]
+    other = RuleSpec(Structure("value", "zscore", (("window", 30.0),), "up", 1), 1.0)
+    other_prog = last_point_program(other, other.params)
+    assert other_prog is not None
+    mixed = evaluate_last(
+        [
+            (prog, empty),
+            (other_prog, rows_of(noisy_series(np.random.default_rng(12), 300), 40)),
+            (prog, rows),
+        ]
+    )
+    assert len(mixed[0]) == 0
+    np.testing.assert_array_equal(mixed[2], reference(spec, rows))
+    np.testing.assert_array_equal(evaluate_last([(prog, rows)])[0], mixed[2])
