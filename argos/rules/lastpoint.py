@@ -166,9 +166,11 @@ class _TreePlan:
     width: FloatArray
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=32)
 def _tree_plan(shapes: tuple[tuple[int, int], ...]) -> _TreePlan:
-    """The :class:`_TreePlan` of arrays of ``(width, count)`` windows."""
+    """The :class:`_TreePlan` of arrays of ``(width, count)`` windows. A plan holds a few arrays
+    of one entry per window (a scrape of 100,000 series: several MB), so only the last 32 are
+    kept: a steady scrape needs one large plan and a few small ones (the rows whose score fires)."""
     width = [w for w, _ in shapes]
     count = [c for _, c in shapes]
     digits = sorted(
