@@ -121,6 +121,11 @@ class GeneratorInfo(BaseModel):
     """The incumbent's selection score on the unit."""
     score: float | None = None
     """The exported set's selection score (at least ``incumbent_score``, by construction)."""
+    incumbent_train_score: float | None = None
+    """The incumbent's train score, which breaks a tie on the selection score."""
+    train_score: float | None = None
+    """The exported set's train score (higher than ``incumbent_train_score`` when the selection
+    scores tie and an LLM rule was kept)."""
 
     @field_validator("objective")
     @classmethod
@@ -128,7 +133,13 @@ class GeneratorInfo(BaseModel):
         return str(Objective.parse(v))
 
 
-_OPTIONAL_GENERATOR_KEYS = ("incumbent", "incumbent_score", "score")
+_OPTIONAL_GENERATOR_KEYS = (
+    "incumbent",
+    "incumbent_score",
+    "score",
+    "incumbent_train_score",
+    "train_score",
+)
 """Written only when set, so manifests that never had them keep their bytes."""
 
 

@@ -24,19 +24,34 @@ from argos.training.agents.context import (
     TrainingContext,
 )
 from argos.training.agents.graph import build_graph
+from argos.training.agents.nodes import NOTHING_KEPT, SetRank
 from argos.training.agents.state import DraftRule, LoopConfig
 
 
-def rule(f1: float, status: str = "ok", tag: str = "", with_incumbent: float | None = None) -> str:
+def rule(
+    f1: float,
+    status: str = "ok",
+    tag: str = "",
+    with_incumbent: float | None = None,
+    train: float | None = None,
+) -> str:
     head = f"# status: {status}\n# f1: {f1}\n# {tag}\n"
     if with_incumbent is not None:
         head += f"# with: {with_incumbent}\n"
+    if train is not None:
+        head += f"# train: {train}\n"
     return head + "def detect(values, timestamps, params):\n    pass\n"
 
 
 def _f1(code: str) -> float:
     m = re.search(r"# f1: ([\d.]+)", code)
     return float(m.group(1)) if m else 0.0
+
+
+def _train_f1(code: str) -> float:
+    """The train F1 a ``# train:`` line gives, else the validation one."""
+    m = re.search(r"# train: ([\d.]+)", code)
+    return float(m.group(1)) if m else _f1(code)
 
 
 class FakeLab:
@@ -67,7 +82,9 @@ class FakeLab:
 
     def evaluate(self, code: str, params: Mapping[str, Any]) -> Evaluation:
         f1 = _f1(code)
-        return Evaluation(train_f1=f1, val_f1=f1, val_precision=f1, val_recall=f1, runtime_ms=1.0)
+        return Evaluation(
+            train_f1=_train_f1(code), val_f1=f1, val_precision=f1, val_recall=f1, runtime_ms=1.0
+        )
 
     def set_score(self, members: Sequence[DraftRule]) -> Evaluation:
         scores = [_f1(c["code"]) for c in members]
@@ -78,7 +95,10 @@ class FakeLab:
                 if (m := re.search(r"# with: ([\d.]+)", c["code"]))
             ]
         f1 = max(scores, default=0.0)
-        return Evaluation(train_f1=f1, val_f1=f1, val_precision=f1, val_recall=f1, runtime_ms=1.0)
+        train = max((_train_f1(c["code"]) for c in members), default=0.0)
+        return Evaluation(
+            train_f1=train, val_f1=f1, val_precision=f1, val_recall=f1, runtime_ms=1.0
+        )
 
     def regressions(self, old: DraftRule, new: DraftRule) -> str:
         return f"points {old['id']} got right and {new['id']} gets wrong: 10-20"
@@ -129,9 +149,9 @@ class ScriptedAgents:
         assert not left, f"unconsumed script: {left}"
 
 
-def builtin(f1: float, tag: str = "incumbent") -> DraftRule:
+def builtin(f1: float, tag: str = "incumbent", train: float | None = None) -> DraftRule:
     """A rule of the builtin incumbent, as the LLM generator hands it to the graph."""
-    code = rule(f1, tag=tag)
+    code = rule(f1, tag=tag, train=train)
     return DraftRule(
         id=f"builtin-{tag}",
         code=code,
@@ -301,6 +321,30 @@ def test_an_incumbent_that_scores_1_ends_the_run_before_any_agent_call() -> None
     assert [c["origin"] for c in out["accepted"]] == ["builtin"]
 
 
+def test_a_selection_tie_is_broken_by_the_train_score() -> None:
+    """As the builtin search ranks structures: a set that ties the kept one on the selection data
+    and scores higher on train is kept; one that ties on both is not."""
+    agents = ScriptedAgents([rule(0.7, tag="same", train=0.6), rule(0.7, tag="up", train=0.9)])
+    cfg = LoopConfig(candidates_per_iteration=2, max_iterations=1)
+    out = run(agents, FakeLab(), cfg, incumbent=[builtin(0.7, train=0.6)])
+    agents.assert_consumed()
+    assert len(out["accepted"]) == 1 and "# up" in out["accepted"][0]["code"]
+    assert out["set_score"] == out["incumbent_score"] == 0.7
+    assert out["incumbent_train_score"] == 0.6
+    accepted = [e for e in out["log"] if e["event"] == "accepted"]
+    assert accepted[0]["train"] == 0.9 and accepted[0]["previous_train"] == 0.6
+
+
+def test_an_incumbent_perfect_on_selection_but_not_on_train_is_worked_on() -> None:
+    """1.0 on the selection data leaves the train score to improve: the run asks the agents."""
+    agents = ScriptedAgents([rule(1.0, tag="better on train", train=1.0)])
+    cfg = LoopConfig(candidates_per_iteration=1, max_iterations=3)
+    out = run(agents, FakeLab(), cfg, incumbent=[builtin(1.0, train=0.8)])
+    agents.assert_consumed()
+    assert out["accepted"][0]["origin"] == "generator"
+    assert out["stop_reason"].startswith("converged")  # now 1.0 on both
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_the_kept_set_never_scores_below_the_incumbent(seed: int) -> None:
     """By construction: whatever the candidates score, alone or with the incumbent."""
@@ -322,7 +366,10 @@ def test_the_kept_set_never_scores_below_the_incumbent(seed: int) -> None:
     out = run(agents, FakeLab(), cfg, incumbent=[builtin(start)])
     assert out["incumbent_score"] == start
     assert out["set_score"] >= start
-    assert FakeLab().set_score(out["accepted"]).val_f1 == out["set_score"]
+    kept = FakeLab().set_score(out["accepted"])
+    assert kept.val_f1 == out["set_score"]
+    if out["set_score"] == start:  # a tie on the selection data is kept only for a better train
+        assert kept.train_f1 is not None and kept.train_f1 >= start
     assert sum(c["origin"] != "builtin" for c in out["accepted"]) <= cfg.keep_top
 
 
@@ -351,3 +398,20 @@ def test_killed_run_resumes_from_checkpoint(tmp_path: Path) -> None:
     agents.assert_consumed()  # no generator call was repeated
     assert out["accepted"][0]["val_f1"] == 0.9
     assert len(exports) == 1
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "beats"),
+    [
+        (SetRank(0.8, 0.1), SetRank(0.7, 0.9), True),  # the selection score first
+        (SetRank(0.7, 0.9), SetRank(0.8, 0.1), False),
+        (SetRank(0.7, 0.9), SetRank(0.7, 0.8), True),  # then train
+        (SetRank(0.7, 0.8), SetRank(0.7, 0.8), False),  # a tie is not a win
+        (SetRank(0.7 + 1e-12, 0.8), SetRank(0.7, 0.8 + 1e-12), False),  # within IMPROVEMENT
+        (SetRank(0.7, 0.5), SetRank(0.7, None), True),  # no train event counts as 0
+        (SetRank(0.7, None), SetRank(0.7, 0.0), False),
+        (SetRank(0.0, None), NOTHING_KEPT, True),
+    ],
+)
+def test_set_rank_orders_by_selection_then_train(a: SetRank, b: SetRank, beats: bool) -> None:
+    assert a.beats(b) is beats

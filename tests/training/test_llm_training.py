@@ -31,6 +31,7 @@ from argos.llm.interface import LLMTimeout
 from argos.llm.testing import ScriptedChatModel, ScriptStep
 from argos.llm.usage import Budget
 from argos.rules.artifacts import load_ruleset
+from argos.training.agents.prompts import AGENT_PROMPTS
 from argos.training.agents.run import AgentGenerator
 from argos.training.agents.state import LoopConfig
 from argos.training.driver import train_dataset
@@ -215,7 +216,7 @@ def test_train_dataset_exports_llm_rules_with_manifest(tmp_path: Path) -> None:
     assert unit.verified and unit.path is not None
     rs = load_ruleset(unit.path)
     assert rs.manifest.generator is not None and rs.manifest.generator.kind == "llm"
-    assert set(rs.manifest.generator.prompts) == {"generator", "repairer", "reviewer"}
+    assert set(rs.manifest.generator.prompts) == set(AGENT_PROMPTS)
 
 
 def test_fusion_against_a_csv_base_exports_a_fused_rule_set(tmp_path: Path) -> None:
@@ -418,7 +419,9 @@ def test_the_loop_starts_from_the_builtin_rule_set_and_keeps_it_when_nothing_bea
                 and "Rule 1 (builtin template)" in m
                 and "How the rule is scored: event F1 with point adjustment" in m
                 # the validation part is described, never shown: the stuck stretch it misses
-                and "the set catches 0 of 1 event(s) (missed: 1 event(s) of 60 points)" in m
+                and "the set catches 0 of 1 event(s) (missed: 1 event(s): 60 points, values up: "
+                "peak +0.7, mean +0.7 robust sd from the median of the 60 points before)"
+                in m
                 and "in place of each one of them, and alone" in m
             ),
         )

@@ -68,6 +68,36 @@ class ChunkData:
     series_id: str
 
 
+MISSED_SHOWN = 4
+"""The validation account describes at most this many missed events."""
+
+
+def event_shape(values: FloatArray, start: int, end: int, reference: int = 60) -> str:
+    """How the event ``values[start:end]`` departs from the ``reference`` points before it, in
+    words: its length, the direction, and its peak and mean deviation in robust standard
+    deviations (1.4826 MAD) of those points from their median. Never a value: the agents are
+    told what a missed validation event looks like, not the validation data."""
+    before = values[max(0, start - reference) : start]
+    before = before[np.isfinite(before)]
+    inside = values[start:end]
+    inside = inside[np.isfinite(inside)]
+    length = f"{end - start} points"
+    if len(before) < 3 or not len(inside):
+        return length
+    centre = float(np.median(before))
+    spread = 1.4826 * float(np.median(np.abs(before - centre))) or float(np.std(before))
+    deviation = inside - centre
+    peak = float(deviation[np.argmax(np.abs(deviation))])
+    way = "up" if peak > 0 else "down" if peak < 0 else "level"
+    if spread == 0.0:
+        return f"{length}, values {way} from the flat level of the {len(before)} points before"
+    return (
+        f"{length}, values {way}: peak {peak / spread:+.1f}, mean "
+        f"{float(deviation.mean()) / spread:+.1f} robust sd from the median of the "
+        f"{len(before)} points before"
+    )
+
+
 class SandboxRuleLab:
     """Runs and scores candidates for one training unit (a series or a partition)."""
 
@@ -410,9 +440,10 @@ class SandboxRuleLab:
     def validation_account(self, members: Sequence[DraftRule]) -> str:
         """The rule set's outcome on the validation part, in words and counts only (the part's
         values are never shown to the agents): how many events it catches, how long the missed
-        ones are, and how many false-alarm points it raises."""
+        ones are and which way and how far their values move (:func:`event_shape`), and how
+        many false-alarm points it raises."""
         n_events = caught = false_points = 0
-        missed: list[int] = []
+        missed: list[str] = []
         delay = self.objective.delay if self.objective.kind == "delay" else None
         for i, alarms in enumerate(self._history_alarms(members)):
             truth = self.truth_val[i]
@@ -424,18 +455,17 @@ class SandboxRuleLab:
                 if window.any():
                     caught += 1
                 else:
-                    missed.append(int(b - a))
+                    n_tr = self._n_train[i]
+                    missed.append(event_shape(self._history[i][0], n_tr + a, n_tr + b))
             false_points += int((pred & ~truth).sum())
         if n_events == 0:
             return (
                 "The validation part (not shown here) holds no labeled event; the set raises "
                 f"{false_points} false-alarm point(s) there."
             )
-        missed_text = (
-            f" (missed: {len(missed)} event(s) of {', '.join(map(str, sorted(missed)))} points)"
-            if missed
-            else ""
-        )
+        shown = "; ".join(missed[:MISSED_SHOWN])
+        more = f"; and {len(missed) - MISSED_SHOWN} more" if len(missed) > MISSED_SHOWN else ""
+        missed_text = f" (missed: {len(missed)} event(s): {shown}{more})" if missed else ""
         return (
             f"On the validation part (not shown here) the set catches {caught} of {n_events} "
             f"event(s){missed_text} and raises {false_points} false-alarm point(s)."

@@ -8,9 +8,11 @@ in :mod:`argos.training.agents.graph`.
 ``select`` and ``judge_review`` are the accept gate, and it compares rule sets, not rules. The
 kept set starts as the incumbent (the builtin generator's rule set, see
 :class:`~argos.training.agents.context.TrainingContext`); a candidate is kept only when a set with
-it (added to the kept rules, replacing one of them, or alone) scores strictly higher on the
-selection data than the kept set, with at most ``keep_top`` agent-written rules in a set. So the
-exported set never scores lower on the selection data than the incumbent, by construction.
+it (added to the kept rules, replacing one of them, or alone) ranks strictly higher than the
+kept set, with at most ``keep_top`` agent-written rules in a set. Sets are ranked as the builtin
+search ranks its structures: by the selection score, and on a tie by the train score
+(:class:`SetRank`). So the exported set never scores lower on the selection data than the
+incumbent, by construction, and on a selection tie it scores higher on train.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from langgraph.runtime import Runtime
 
@@ -95,7 +97,34 @@ def _score(c: DraftRule | None) -> float:
 
 
 IMPROVEMENT = 1e-9
-"""A rule set replaces the kept one only when its selection score is higher by more than this."""
+"""Scores closer than this are a tie."""
+
+
+class SetRank(NamedTuple):
+    """How the gate ranks a rule set: its selection score, then (on a tie) its train score, as
+    the builtin search ranks its structures (:mod:`argos.training.builtin.search`, step 3)."""
+
+    selection: float
+    train: float | None
+    """The objective's F1 on the train part; None when train holds no labeled event."""
+
+    def beats(self, other: SetRank) -> bool:
+        """Strictly higher selection score, or the same and a strictly higher train score."""
+        if self.selection > other.selection + IMPROVEMENT:
+            return True
+        if self.selection < other.selection - IMPROVEMENT:
+            return False
+        return (self.train or 0.0) > (other.train or 0.0) + IMPROVEMENT
+
+    @property
+    def perfect(self) -> bool:
+        """Nothing can beat it: 1.0 on the selection data and on train (or train has no
+        event)."""
+        return self.selection >= 1.0 and (self.train is None or self.train >= 1.0)
+
+
+NOTHING_KEPT = SetRank(-1.0, None)
+"""The rank of an empty kept set: any scored set beats it."""
 
 
 def _written(members: Sequence[DraftRule]) -> int:
@@ -121,35 +150,37 @@ def _variants(kept: Sequence[DraftRule], cand: DraftRule, keep_top: int) -> list
 
 def _best_set(
     ctx: TrainingContext, kept: Sequence[DraftRule], cands: Sequence[DraftRule]
-) -> tuple[list[DraftRule], float] | None:
-    """The highest-scoring rule set any of ``cands`` can join (ties: fewer rules, then the
+) -> tuple[list[DraftRule], SetRank] | None:
+    """The highest-ranked rule set any of ``cands`` can join (ties: fewer rules, then the
     candidates' order), or None when no set with them can be scored."""
-    best: tuple[list[DraftRule], float] | None = None
+    best: tuple[list[DraftRule], SetRank] | None = None
     for cand in cands:
         for members in _variants(kept, cand, ctx.config.keep_top):
-            score = _set_selection(ctx, members)
-            if score is None:
+            rank = _set_rank(ctx, members)
+            if rank is None:
                 continue
-            if best is None or (score, -len(members)) > (best[1], -len(best[0])):
-                best = (members, score)
+            if (
+                best is None
+                or rank.beats(best[1])
+                or (not best[1].beats(rank) and len(members) < len(best[0]))
+            ):
+                best = (members, rank)
     return best
 
 
-def _kept_score(ctx: TrainingContext, state: TrainState) -> float:
-    """Selection score of the kept set (-1 when nothing is kept; recomputed for checkpoints
-    written before rule sets were scored)."""
+def _kept_rank(ctx: TrainingContext, state: TrainState) -> SetRank:
+    """How the gate ranks the kept set (:data:`NOTHING_KEPT` when nothing is kept)."""
     if not state["accepted"]:
-        return -1.0
-    score = state.get("set_score")
-    if score is None:
-        score = _set_selection(ctx, state["accepted"])
-    return -1.0 if score is None else score
+        return NOTHING_KEPT
+    return _set_rank(ctx, state["accepted"]) or NOTHING_KEPT
 
 
-def _set_selection(ctx: TrainingContext, members: Sequence[DraftRule]) -> float | None:
-    """The selection score of the rule set of ``members`` (see :meth:`RuleLab.set_score`)."""
+def _set_rank(ctx: TrainingContext, members: Sequence[DraftRule]) -> SetRank | None:
+    """How the gate ranks the rule set of ``members`` (see :meth:`RuleLab.set_score`); None
+    when it cannot be scored."""
     ev = ctx.lab.set_score(members)
-    return ev.val_f1 if ev.score is None else ev.score
+    selection = ev.val_f1 if ev.score is None else ev.score
+    return None if selection is None else SetRank(selection, ev.train_f1)
 
 
 def _event(kind: str, state: TrainState, **fields: Any) -> JsonDict:
@@ -183,14 +214,16 @@ def start(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     cannot be beaten: the run stops before any agent call."""
     ctx = _ctx(runtime)
     incumbent = list(ctx.incumbent)
-    score = _set_selection(ctx, incumbent) if incumbent else None
+    rank = _set_rank(ctx, incumbent) if incumbent else None
+    score = None if rank is None else rank.selection
     log = _emit(ctx, {"event": "start", "n_chunks": ctx.lab.n_chunks()})
     stop = None
     if incumbent:
         ids = [c["id"] for c in incumbent]
-        log += _emit(ctx, {"event": "incumbent", "rules": ids, "score": score})
-        if score is not None and score >= 1.0:
-            stop = "the incumbent already scores 1.0 on the selection data"
+        train = None if rank is None else rank.train
+        log += _emit(ctx, {"event": "incumbent", "rules": ids, "score": score, "train": train})
+        if rank is not None and rank.perfect:
+            stop = "the incumbent already scores 1.0 on the selection data and on train"
     return {
         "iteration": 0,
         "slot": 0,
@@ -198,6 +231,7 @@ def start(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
         "accepted": incumbent,
         "set_score": score,
         "incumbent_score": score,
+        "incumbent_train_score": None if rank is None else rank.train,
         "reviews": 0,
         "stale": 0,
         "draft": None,
@@ -236,7 +270,7 @@ def generate(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState
         contrast=state.get("contrast"),
         focus=state.get("focus", "initial"),
         current=kept,
-        current_score=_kept_score(ctx, state) if kept else None,
+        current_score=_kept_rank(ctx, state).selection if kept else None,
         iteration=state["iteration"],
         slot=state["slot"],
         feedback=tuple(feedback_lines(state.get("log", []), state["iteration"])),
@@ -384,29 +418,31 @@ def select(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
         if c["status"] == "ok" and _selection_score(c) is not None and c["id"] not in kept_ids
     ]
     ranked = sorted(valid, key=lambda c: (-_score(c), c["id"]))
-    before = _kept_score(ctx, state)
+    before = _kept_rank(ctx, state)
     if not ranked:
         log = _outcomes(ctx, state, state["pool"], kept=accepted, bar=before, regressed=None)
         event = _event("iteration", state, outcome="no new valid candidate")
         return {"stale": state["stale"] + 1, "log": [*log, *_emit(ctx, event)]}
     found = _best_set(ctx, accepted, ranked)
-    if found is not None and found[1] > before + IMPROVEMENT:
-        kept, score = found
-        log = _outcomes(ctx, state, state["pool"], kept=kept, bar=score, regressed=None)
+    if found is not None and found[1].beats(before):
+        kept, rank = found
+        log = _outcomes(ctx, state, state["pool"], kept=kept, bar=rank, regressed=None)
         new = [c for c in kept if c["id"] not in {a["id"] for a in accepted}]
         event = _event(
             "accepted",
             state,
             id=new[0]["id"] if new else kept[0]["id"],
             val_f1=new[0]["val_f1"] if new else None,
-            score=score,
+            score=rank.selection,
+            train=rank.train,
             scored_on=ctx.lab.set_score(kept).scored_on,
-            previous=before if accepted else None,
+            previous=before.selection if accepted else None,
+            previous_train=before.train if accepted else None,
             rules=[c["id"] for c in kept],
         )
         return {
             "accepted": kept,
-            "set_score": score,
+            "set_score": rank.selection,
             "stale": 0,
             "log": [*log, *_emit(ctx, event)],
         }
@@ -414,7 +450,9 @@ def select(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     best = ranked[0]
     regressed = _with(best, status="regressed")
     log = _outcomes(ctx, state, state["pool"], kept=accepted, bar=before, regressed=best)
-    event = _event("regressed", state, id=best["id"], val_f1=best["val_f1"], baseline=before)
+    event = _event(
+        "regressed", state, id=best["id"], val_f1=best["val_f1"], baseline=before.selection
+    )
     return {
         "draft": regressed,
         "stale": state["stale"] + 1,
@@ -428,12 +466,14 @@ def _outcomes(
     pool: Sequence[DraftRule],
     *,
     kept: Sequence[DraftRule],
-    bar: float,
+    bar: SetRank,
     regressed: DraftRule | None,
 ) -> list[JsonDict]:
     """One ``outcome`` event per candidate of the iteration: what became of it, in words the
-    report shows and the next generator prompt quotes (``bar``: the kept set's score after the
-    iteration, -1 when nothing is kept)."""
+    report shows and the next generator prompt quotes (``bar``: the kept set's rank after the
+    iteration, :data:`NOTHING_KEPT` when nothing is kept)."""
+    train = "" if bar.train is None else f" (train {bar.train:.3f})"
+    bar_text = f"{bar.selection:.3f}{train}"
     kept_ids = {c["id"] for c in kept}
     already = {c["id"] for c in state["accepted"]}  # kept before this iteration
     out: list[JsonDict] = []
@@ -449,12 +489,12 @@ def _outcomes(
         elif regressed is not None and c["id"] == regressed["id"]:
             text = (
                 f"not kept: {on} F1 {score:.3f} alone{scores}; no rule set with it beats the "
-                f"kept set's {bar:.3f}"
+                f"kept set's {bar_text}"
             )
         elif c["id"] in kept_ids:
-            text = f"accepted: {on} F1 {score:.3f} alone{scores}; the kept set now has {bar:.3f}"
+            text = f"accepted: {on} F1 {score:.3f} alone{scores}; the kept set now has {bar_text}"
         else:
-            best = f" (the kept set has {bar:.3f})" if bar >= 0 else ""
+            best = f" (the kept set has {bar_text})" if bar.selection >= 0 else ""
             text = f"valid, not kept: {on} F1 {score:.3f} alone{best}{scores}"
         event = _event(
             "outcome",
@@ -528,23 +568,25 @@ def judge_review(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainS
     ctx = _ctx(runtime)
     draft = _draft(state)
     accepted = state["accepted"]
-    before = _kept_score(ctx, state)
+    before = _kept_rank(ctx, state)
     found = _best_set(ctx, accepted, [draft]) if draft["status"] == "ok" else None
-    if found is not None and found[1] > before + IMPROVEMENT:
-        kept, score = found
+    if found is not None and found[1].beats(before):
+        kept, rank = found
         event = _event(
             "accepted",
             state,
             id=draft["id"],
             val_f1=draft["val_f1"],
             via="review",
-            score=score,
-            previous=before,
+            score=rank.selection,
+            train=rank.train,
+            previous=before.selection,
+            previous_train=before.train,
             rules=[c["id"] for c in kept],
         )
         return {
             "accepted": kept,
-            "set_score": score,
+            "set_score": rank.selection,
             "draft": None,
             "stale": 0,
             "log": _emit(ctx, event),
@@ -566,11 +608,11 @@ def advance(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     cfg = ctx.config
     iteration = state["iteration"] + 1
     stop: str | None = None
-    kept_score = _kept_score(ctx, state)
+    kept = _kept_rank(ctx, state)
     if state.get("stop_reason"):
         stop = state["stop_reason"]
-    elif kept_score >= 1.0:
-        stop = "converged (selection F1 = 1.0)"
+    elif kept.perfect:
+        stop = "converged (F1 = 1.0 on the selection data and on train)"
     elif state["stale"] >= cfg.patience:
         stop = f"converged (no improvement in {cfg.patience} iterations)"
     elif iteration >= cfg.max_iterations:
@@ -578,7 +620,7 @@ def advance(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     event = {
         "event": "iteration_end",
         "iteration": state["iteration"],
-        "best_val_f1": kept_score if state["accepted"] else None,
+        "best_val_f1": kept.selection if state["accepted"] else None,
     }
     return {
         "iteration": iteration,

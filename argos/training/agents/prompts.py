@@ -60,11 +60,13 @@ __all__ = [
     "render_regressions",
     "repairer_messages",
     "reviewer_messages",
+    "rule_contract",
     "trim_traceback",
 ]
 
-AGENT_PROMPTS: tuple[str, ...] = ("generator", "repairer", "reviewer")
-"""The prompt templates Argos ships in ``agents/``."""
+AGENT_PROMPTS: tuple[str, ...] = ("generator", "repairer", "reviewer", "contract")
+"""The prompt templates Argos ships in ``agents/``: one per agent, and the rule contract every
+agent that writes rule code is given (:func:`rule_contract`)."""
 
 _SYSTEM_MARK = "@@system"
 _USER_MARK = "@@user"
@@ -215,6 +217,13 @@ def load_prompt(name: str, directory: str | Path | None = None) -> PromptTemplat
 def prompt_hashes(directory: str | Path | None = None) -> dict[str, str]:
     """``{agent: sha256}`` of the shipped templates, for artifact manifests."""
     return {name: load_prompt(name, directory).sha256 for name in AGENT_PROMPTS}
+
+
+def rule_contract(directory: str | Path | None = None) -> str:
+    """The rule contract (``agents/contract.md``), the ``contract`` field of every agent's
+    template: one text, so the generator, the repairer and the reviewer are held to the same
+    rules."""
+    return load_prompt("contract", directory).render()
 
 
 # --------------------------------------------------------------------------------------------
@@ -558,6 +567,13 @@ def render_regressions(
 # --------------------------------------------------------------------------------------------
 
 
+_COOLDOWN = (
+    "A cool-down (no new alarm for a while after one) stops repeated alarms inside one event, "
+    "but it also hides a second event that begins soon after the first: keep it shorter than "
+    "the gaps between events."
+)
+
+
 def objective_text(objective: Objective) -> str:
     """What the generator is told about how its rule is scored (``objective`` of the run)."""
     outside = "Every flagged point outside all events is one false alarm."
@@ -572,7 +588,8 @@ def objective_text(objective: Objective) -> str:
             f"{k}-delay F1 (AIOps). A window of labeled points is an event. An event is caught "
             f"only when the rule flags one of its first {k + 1} points; alarms later in the event "
             f"do not count (the event is missed, and all its points count as misses). {outside} "
-            "So react to the onset quickly, and one early alarm per event is enough."
+            "So react to the onset quickly, and one early alarm per event is enough. "
+            f"{_COOLDOWN}"
         )
     return (
         "event F1 with point adjustment. A window of labeled points is an event; it is caught "
@@ -580,7 +597,7 @@ def objective_text(objective: Objective) -> str:
         "event is enough: do not chase every labeled point, and staying quiet on normal data "
         "matters as much as catching events. Labels often begin before anything visibly "
         "changes: catching the event somewhere inside it counts; the first labeled points need "
-        "not be separable."
+        f"not be separable. {_COOLDOWN}"
     )
 
 
@@ -664,6 +681,7 @@ def generator_messages(
         contrast_section = f"\n{what}\n{contrast}\n"
     task_section = f"{task.strip()}\n\n" if task else ""
     return load_prompt("generator", directory).messages(
+        contract=rule_contract(directory),
         objective=objective_text(objective),
         chunk=chunk,
         task_section=task_section,
@@ -686,6 +704,7 @@ def repairer_messages(
     and the traceback trimmed by :func:`trim_traceback`."""
     tb = trim_traceback(traceback, max_lines=max_traceback_lines) if traceback.strip() else ""
     return load_prompt("repairer", directory).messages(
+        contract=rule_contract(directory),
         code=code.strip(),
         status=status,
         error=error.strip() or "(no message)",
@@ -726,6 +745,7 @@ def reviewer_messages(
             f"in the code): previous {old_text}; new {new_text}\n"
         )
     return load_prompt("reviewer", directory).messages(
+        contract=rule_contract(directory),
         scoring=_SCORING[objective.kind].format(k=objective.delay),
         metrics=format_metrics(old_metrics, new_metrics),
         fitted=fitted,

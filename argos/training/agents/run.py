@@ -54,7 +54,7 @@ from argos.sandbox.pool import Sandbox
 from argos.training.agents.context import Evaluation, GenerationRequest, TrainingContext
 from argos.training.agents.graph import build_graph
 from argos.training.agents.lab import DEFAULT_CHUNK_SIZE, SandboxRuleLab
-from argos.training.agents.nodes import new_draft
+from argos.training.agents.nodes import IMPROVEMENT, new_draft
 from argos.training.agents.prompts import prompt_hashes
 from argos.training.agents.roles import LLMAgents
 from argos.training.agents.state import DraftRule, LoopConfig, TrainState
@@ -437,15 +437,29 @@ def _with_set_scores(
 ) -> GeneratorOutput:
     """``out`` with the kept set's own scores and a note on what the loop did to the incumbent."""
     before, after = state.get("incumbent_score"), state.get("set_score")
+    train_before, train_after = state.get("incumbent_train_score"), scores.train_f1
     on = scores.scored_on
     notes = list(out.notes)
     info = dict(out.generator)
     if before is not None:
         info |= {"incumbent": "builtin", "incumbent_score": before, "score": after}
-        if after is not None and after > before:
+        if train_before is not None:
+            info |= {"incumbent_train_score": train_before, "train_score": train_after}
+        if after is not None and after > before + IMPROVEMENT:
             notes.append(
                 f"the LLM improved on the builtin rule set: selection F1 {before:.3f} -> "
                 f"{after:.3f} (+{after - before:.3f}) on {on}"
+            )
+        elif (
+            after is not None
+            and train_before is not None
+            and train_after is not None
+            and train_after > train_before + IMPROVEMENT
+        ):
+            notes.append(
+                f"the LLM improved on the builtin rule set: selection F1 level at {after:.3f} "
+                f"on {on}, train F1 {train_before:.3f} -> {train_after:.3f} "
+                f"(+{train_after - train_before:.3f})"
             )
         else:
             notes.append(

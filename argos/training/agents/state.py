@@ -100,6 +100,9 @@ class TrainState(TypedDict, total=False):
     """Selection score of the kept rule set ``accepted`` (None: nothing kept)."""
     incumbent_score: float | None
     """Selection score of the rule set the loop started from (None: it started from nothing)."""
+    incumbent_train_score: float | None
+    """Its train score, which breaks a tie on the selection score (None: no train event, or
+    nothing to start from)."""
     stop_reason: str | None
     exported: str | None
     usage: JsonDict
