@@ -18,7 +18,7 @@ pairs with the new one. A push of one point per series then computes one block p
 row (a merge of a kept block and the new block one level down), vectorised over every row of
 every kept window of every kernel of the push, writes them into the rings, and merges the
 digits' blocks as the tree does: O(log width) a row instead of O(width)
-(:func:`kept_stats`). A window of 1,440 points keeps 1,450 blocks (23 KB a series), one of 360
+(:func:`kept_stats`). A window of 1,440 points keeps 1,451 blocks (23 KB a series), one of 360
 points 369 (5.9 KB).
 
 The kept blocks are a derived cache, the history the truth: every history change of a store row
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -214,23 +214,36 @@ class KeptRequest:
     parts: tuple[SeriesRows, ...]
 
 
-@dataclass
 class _Group:
     """The rows of one kept window that one call reads: the distinct store rows (a ``run``
     ``(a, b)`` of them when they are ``a .. b - 1``), their stamps and signal rows, the ones
     whose blocks advance (``fresh``; ``None``: all), and where each request's part reads them
     (``shared``: every part is these rows in this order)."""
 
-    kept: KeptWindow
-    uses: list[tuple[int, int, SeriesRows]] = field(default_factory=list)
-    sources: list[tuple[SeriesRows, FloatArray]] = field(default_factory=list)
-    slots: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    stamps: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    x: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
-    run: tuple[int, int] | None = None
-    fresh: IntArray | None = None
-    shared: bool = False
-    clock: int = 0
+    __slots__ = (
+        "clock",
+        "fresh",
+        "kept",
+        "run",
+        "shared",
+        "slots",
+        "sources",
+        "stamps",
+        "uses",
+        "x",
+    )
+
+    def __init__(self, kept: KeptWindow) -> None:
+        self.kept = kept
+        self.uses: list[tuple[int, int, SeriesRows]] = []
+        self.sources: list[tuple[SeriesRows, FloatArray]] = []
+        self.slots: IntArray = _NO_ROWS
+        self.stamps: IntArray = _NO_ROWS
+        self.x: FloatArray = _NO_VALUES
+        self.run: tuple[int, int] | None = None
+        self.fresh: IntArray | None = None
+        self.shared = False
+        self.clock = 0
 
     def read(self, at: IntArray, rows: IntArray | None = None) -> FloatArray:
         """The kept blocks at columns ``at`` of these store rows (``rows`` of the group's, or
@@ -252,6 +265,10 @@ class _Group:
             return
         slots = self.slots if rows is None else self.slots[rows]
         blocks[at[:, None, None], np.arange(2)[:, None], slots] = values
+
+
+_NO_ROWS: IntArray = np.zeros(0, dtype=np.int64)
+_NO_VALUES: FloatArray = np.zeros((0, 0))
 
 
 def _distinct(group: _Group) -> None:
