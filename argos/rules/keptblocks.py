@@ -127,6 +127,25 @@ def _at(width: int, lag: int, clock: int) -> tuple[IntArray, IntArray, IntArray]
     )
 
 
+def kept_advances(signal: SignalId, width: int, lag: int, parts: Sequence[SeriesRows]) -> bool:
+    """Whether every row of these parts has kept blocks of this window that advance at its
+    next push (made from the history one point ago at the window's previous push): then only
+    the newest signal value of each row is read."""
+    for part in parts:
+        kept = part.cache.windows.get((signal, width, lag))
+        if (
+            kept is None
+            or kept.writing
+            or not len(part.slots)
+            or int(part.slots.max()) >= len(kept.seal)
+        ):
+            return False
+        at = slice(part.first, part.first + len(part.slots)) if part.first >= 0 else part.slots
+        if not (kept.seal[at] == part.stamps - (kept.clock + 1)).all():
+            return False
+    return True
+
+
 def kept_span(width: int, lag: int) -> int:
     """The trailing signal points a kept window of ``width`` points ``lag`` points before the
     newest one reads to rebuild a row (``width + lag``)."""
@@ -152,13 +171,15 @@ class KeptWindow:
         self.blocks: FloatArray = np.zeros((self.layout.columns, 2, 0))
         self.seal: IntArray = np.zeros(0, dtype=np.int64)
         self.clock = 0
+        self.writing = False
+        """A push is writing its blocks (still set: it failed, every row is stale)."""
 
     def reserve(self, rows: int) -> None:
         """Room for store rows ``0 .. rows - 1`` (a new row holds nothing usable)."""
         have = len(self.seal)
         if rows <= have:
             return
-        n = max(rows, 2 * have, 16)
+        n = max(rows, 2 * have) if have else rows  # a kernel's rows: all its first push's
         more = np.zeros((self.layout.columns, 2, n - have))
         self.blocks = np.concatenate((self.blocks, more), axis=2)
         self.seal = np.concatenate((self.seal, np.full(n - have, _UNSEALED, dtype=np.int64)))
@@ -212,6 +233,9 @@ class KeptRequest:
     lag: int
     x: FloatArray
     parts: tuple[SeriesRows, ...]
+    warm: bool = False
+    """Every row's blocks advance (:func:`kept_advances`): ``x`` may hold the newest column
+    only."""
 
 
 class _Group:
@@ -250,8 +274,9 @@ class _Group:
         all): ``(len(at), 2, rows)``."""
         blocks = self.kept.blocks
         if rows is None and self.run is not None:
-            got: FloatArray = blocks[at, :, self.run[0] : self.run[1]]
-            return got
+            a, b = self.run
+            got: FloatArray = blocks.take(at, axis=0)  # whole rows: faster than a 3-D index
+            return got if b - a == blocks.shape[2] else got[:, :, a:b]
         slots = self.slots if rows is None else self.slots[rows]
         picked: FloatArray = blocks[at[:, None, None], np.arange(2)[:, None], slots]
         return picked
@@ -261,7 +286,11 @@ class _Group:
         or all) to ``values`` (``(len(at), 2, rows)``)."""
         blocks = self.kept.blocks
         if rows is None and self.run is not None:
-            blocks[at, :, self.run[0] : self.run[1]] = values
+            a, b = self.run
+            if b - a == blocks.shape[2]:
+                blocks[at] = values
+            else:
+                blocks[at, :, a:b] = values
             return
         slots = self.slots if rows is None else self.slots[rows]
         blocks[at[:, None, None], np.arange(2)[:, None], slots] = values
@@ -284,7 +313,13 @@ def _distinct(group: _Group) -> None:
     span = group.kept.layout.span
     slots = np.concatenate([p.slots for p, _ in group.sources])
     stamps = np.concatenate([p.stamps for p, _ in group.sources])
-    x = np.concatenate([x[:, x.shape[1] - span :] for _, x in group.sources])
+    # a warm part's rows may hold the newest value only: they advance, never rebuild
+    x = np.full((len(slots), span), np.nan)
+    a = 0
+    for _, rows in group.sources:
+        n = min(span, rows.shape[1])
+        x[a : a + len(rows), span - n :] = rows[:, rows.shape[1] - n :]
+        a += len(rows)
     group.slots, at = np.unique(slots, return_index=True)
     group.stamps, group.x = stamps[at], x[at]
     if int(group.slots[-1]) - int(group.slots[0]) == len(group.slots) - 1:
@@ -417,6 +452,7 @@ def kept_stats(requests: Sequence[KeptRequest]) -> list[tuple[FloatArray, FloatA
     push get one new block per level (:func:`_advance`), the others are rebuilt
     (:func:`_rebuild`); then every row's digits are merged (:func:`_merge_digits`)."""
     groups: dict[int, _Group] = {}
+    warm: set[int] = set()
     for i, req in enumerate(requests):
         a = 0
         for part in req.parts:
@@ -425,6 +461,8 @@ def kept_stats(requests: Sequence[KeptRequest]) -> list[tuple[FloatArray, FloatA
             if group is None:
                 group = groups[id(kept)] = _Group(kept)
             m = len(part.slots)
+            if req.warm:
+                warm.add(id(kept))
             group.uses.append((i, a, part))
             group.sources.append((part, req.x[a : a + m]))
             a += m
@@ -436,13 +474,18 @@ def kept_stats(requests: Sequence[KeptRequest]) -> list[tuple[FloatArray, FloatA
         kept.clock += 1
         g.clock = kept.clock
         fresh = kept.seal[at] == g.stamps - g.clock
-        kept.seal[at] = _UNSEALED  # until this push's blocks are all written
+        if kept.writing:  # a call that failed while writing: nothing it held is usable
+            fresh[:] = False
+        kept.writing = True  # until this push's blocks are all written and sealed
         if not fresh.all():
+            if id(kept) in warm:  # the caller checked (kept_advances): never so
+                raise RuntimeError("kept blocks to rebuild from the newest point only")
             g.fresh = np.flatnonzero(fresh)
             _rebuild(g, np.flatnonzero(~fresh))
     _advance(list(groups.values()))
     for g in groups.values():
         g.kept.seal[slice(*g.run) if g.run is not None else g.slots] = g.stamps - g.clock
+        g.kept.writing = False
     stats = _merge_digits(list(groups.values()))
     pieces: list[list[tuple[int, FloatArray, FloatArray]]] = [[] for _ in requests]
     for key, g in groups.items():

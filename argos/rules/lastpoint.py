@@ -90,7 +90,14 @@ import numpy as np
 
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.rules.grammar import SCORERS, TRANSFORMS, Direction, RuleSpec, Structure
-from argos.rules.keptblocks import KeptRequest, SeriesRows, SignalId, kept_span, kept_stats
+from argos.rules.keptblocks import (
+    KeptRequest,
+    SeriesRows,
+    SignalId,
+    kept_advances,
+    kept_span,
+    kept_stats,
+)
 
 __all__ = [
     "LastPointProgram",
@@ -443,8 +450,52 @@ WindowRequest = tuple[FloatArray, int, int, int]
 KEEP_MIN_WIDTH = 128
 """The narrowest window whose blocks are kept between pushes (:mod:`argos.rules.keptblocks`)."""
 
-KeptSource = tuple[SignalId, tuple[SeriesRows, ...]]
-"""The signal a window request summarises and its rows as series: what keeps its blocks."""
+KeptSource = tuple[SignalId, tuple[SeriesRows, ...], bool]
+"""The signal a window request summarises, its rows as series (what keeps its blocks), and
+whether every row's blocks advance (``x`` then may hold only the columns the other windows and
+the score read: :func:`_narrow_width`)."""
+
+
+def _kept(width: int, positions: int) -> bool:
+    """Whether a window of rows that are series reads the blocks kept between pushes."""
+    return positions == 1 and width >= KEEP_MIN_WIDTH
+
+
+def _transform_history(key: ScoreKey) -> int:
+    """Points before a signal value that the key's transform reads."""
+    t, p = key.transform, key.named
+    if t == "diff":
+        return 1
+    if t == "seasonal":
+        return int(p["period"]) * int(p["cycles"])
+    if t == "ewma":
+        return _ewma_span(p["alpha"])
+    return 0
+
+
+def _narrow_width(key: ScoreKey) -> int | None:
+    """The trailing values of a row the key reads when its kept windows' blocks all advance
+    (their signal read at the newest point only): the other windows' points and the score's
+    own last point, with the transform's history; ``None`` when no window is kept or the
+    scorer reads more (robust z-score's medians, CUSUM's z-scores)."""
+    return _narrow_width_from(key, KEEP_MIN_WIDTH)
+
+
+@functools.lru_cache(maxsize=1024)
+def _narrow_width_from(key: ScoreKey, keep_min_width: int) -> int | None:
+    """:func:`_narrow_width` with windows of ``keep_min_width`` points or more kept."""
+    if key.positions != 1 or key.scorer not in (
+        "zscore",
+        "relative",
+        "level_shift",
+        "variance_shift",
+    ):
+        return None
+    windows = _windows_of(key)
+    if not any(_kept(w, q) for w, _, q in windows):
+        return None
+    signal = max([1, *(w + lag + q - 1 for w, lag, q in windows if not _kept(w, q))])
+    return signal + _transform_history(key)
 
 
 def _window_stats(
@@ -466,13 +517,12 @@ def _window_stats(
         source = None if kept is None else kept[i]
         if (
             source is not None
-            and positions == 1
             and len(x)
-            and width >= KEEP_MIN_WIDTH
-            and x.shape[1] >= kept_span(width, lag)
+            and _kept(width, positions)
+            and (source[2] or x.shape[1] >= kept_span(width, lag))
         ):
             keep.append(i)
-            keep_requests.append(KeptRequest(source[0], width, lag, x, source[1]))
+            keep_requests.append(KeptRequest(source[0], width, lag, x, source[1], source[2]))
             continue
         start = x.shape[1] - positions - lag - width + 1
         seg = x[:, start : start + positions + width - 1]
@@ -493,6 +543,7 @@ def _window_stats(
     return out
 
 
+@functools.lru_cache(maxsize=1024)
 def _signal_id(key: ScoreKey) -> SignalId:
     """The key's transform and its params (with their types: ``1`` and ``1.0`` may compute
     differently)."""
@@ -753,11 +804,14 @@ def _score(
 def _scores_of(
     items: Sequence[tuple[ScoreKey, FloatArray]],
     series: Sequence[tuple[SeriesRows, ...] | None] | None = None,
+    warm: Sequence[bool] | None = None,
 ) -> list[FloatArray]:
     """The score of each ``(key, v)`` (``v``: ``(m, key.width)`` values), in stages that each
     run once for all the keys: the transforms (:func:`_signals`), every window statistic of
     every key (:func:`_window_stats`; ``series``: per item, its rows as series, the parts
-    stacked, when their wide windows may use the blocks kept between pushes), every robust
+    stacked, when their wide windows may use the blocks kept between pushes; ``warm``: per
+    item, whether every row's kept blocks advance, its ``v`` then :func:`_narrow_width`
+    columns), every robust
     z-score's medians (:func:`_medians_mads`), then the scorers' formulas, the standardised
     ones of all keys of one ``positions`` stacked into one (elementwise: each row's numbers are
     its own)."""
@@ -770,7 +824,9 @@ def _scores_of(
         rows = None if series is None else series[i]
         for width, lag, positions in _windows_of(key):
             requests.append((x, width, lag, positions))
-            kept.append(None if rows is None else (_signal_id(key), rows))
+            kept.append(
+                None if rows is None else (_signal_id(key), rows, warm is not None and warm[i])
+            )
             owners.append(i)
         if key.scorer == "robust_z":
             robust.append(i)
@@ -958,17 +1014,32 @@ def last_scores_together(
         by_key.setdefault(key, []).append(i)
     items: list[tuple[ScoreKey, FloatArray]] = []
     as_series: list[tuple[SeriesRows, ...] | None] = []
+    warm: list[bool] = []
     for key, users in by_key.items():
         given = [None if series is None else series[i] for i in users]
-        as_series.append(None if None in given else tuple(g for g in given if g is not None))
+        as_rows = None if None in given else tuple(g for g in given if g is not None)
+        as_series.append(as_rows)
         w = key.width
+        narrow = None if as_rows is None else _narrow_width(key)
+        warm.append(
+            narrow is not None
+            and as_rows is not None
+            and all(
+                kept_advances(_signal_id(key), width, lag, as_rows)
+                for width, lag, q in _windows_of(key)
+                if _kept(width, q)
+            )
+        )
+        if warm[-1] and narrow is not None:
+            w = narrow
         parts = [wanted[i][1] for i in users]
         if len(users) == 1:
             items.append((key, parts[0][:, parts[0].shape[1] - w :]))
         else:
             items.append((key, np.concatenate([r[:, r.shape[1] - w :] for r in parts])))
     out: list[FloatArray] = [_NO_SCORES] * len(wanted)
-    for users, computed in zip(by_key.values(), _scores_of(items, as_series), strict=True):
+    computed_all = _scores_of(items, as_series, warm)
+    for users, computed in zip(by_key.values(), computed_all, strict=True):
         a = 0
         for i in users:
             n = len(wanted[i][1])

@@ -4,7 +4,8 @@ them as without them (every wide window then summed from its points by the tree)
 (NaN and infinities, zeros of both signs, flat stretches, a 1e9 level) and on real KPI data
 through every committed KPI rule; and every history change that is not one point appended to a
 series (a seed, several points at once, a forget that moves another series into the row, a
-series absent from a push) makes that series' blocks rebuilt, not advanced."""
+series absent from a push, a push that failed while writing them) makes that series' blocks
+rebuilt, not advanced."""
 
 from __future__ import annotations
 
@@ -98,8 +99,9 @@ def run(
     absent: Callable[[int, str], bool] = lambda i, s: False,
 ) -> tuple[list[list[bytes]], list[bytes], list[int]]:
     """Seed every series with its first ``start`` points, then push one point per series
-    ``pushes`` times (all kernels together; point ``i`` at time ``10 * i``): every score the last-point forms computed (bits,
-    NaN made one NaN), every push's labels, and the rows rebuilt at each push."""
+    ``pushes`` times (all kernels together; point ``i`` at time ``10 * i``): every score the
+    last-point forms computed (bits, NaN made one NaN), every push's labels, and the rows
+    rebuilt at each push."""
     monkeypatch.setattr(lastpoint, "KEEP_MIN_WIDTH", 128 if keep else 10**9)
     scores: list[list[bytes]] = []
     rebuilt: list[int] = [0]
@@ -169,7 +171,18 @@ def compare(
 def test_a_steady_stream_advances_the_blocks_and_equals_the_tree(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Built at the first push, then advanced; after the first push, the scores whose kept
+    windows all advance read their rows' newest values only (``warm``)."""
+    warm: list[int] = []
+    real = lastpoint.kept_stats
+
+    def spy(requests: Sequence[KeptRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
+        warm.append(sum(r.warm and r.x.shape[1] < r.width for r in requests))
+        return real(requests)
+
+    monkeypatch.setattr(lastpoint, "kept_stats", spy)
     rebuilt, without = compare(monkeypatch)
+    assert warm[0] == 0 and min(warm[1:40]) >= 10
     assert rebuilt[0] > 0 and rebuilt[1:] == [0] * (len(rebuilt) - 1)  # built once, then kept
     assert without == [0] * len(without)
 
@@ -289,3 +302,33 @@ def test_committed_kpi_rules_stream_equals_the_tree(
     assert got[0] == want[0]
     assert got[1] == want[1]
     assert got[2][0] > 0 and got[2][1:] == [0] * 24
+
+
+def test_a_push_that_fails_while_writing_leaves_no_block_in_use(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A push whose evaluation fails after writing some kept windows' new blocks and not others
+    (the kernel then runs the rules themselves): no block of that push is trusted after it."""
+    armed: list[int] = []
+    real_write = keptblocks._Group.write
+
+    def write(group: Any, at: np.ndarray, values: np.ndarray, rows: Any) -> None:
+        if armed:
+            armed[0] += 1
+            if armed[0] == 2:
+                armed.clear()
+                raise MemoryError("while writing")
+        real_write(group, at, values, rows)
+
+    monkeypatch.setattr(keptblocks._Group, "write", write)
+
+    def arm(kernels: list[RuleKernel], i: int) -> None:
+        if i == 1110:
+            armed.append(0)
+
+    got = run(*wide_kernels(7), 1100, 20, True, monkeypatch, before=arm)
+    assert "last-point evaluation failed" in caplog.text
+    want = run(*wide_kernels(7), 1100, 20, False, monkeypatch)
+    assert got[1] == want[1]  # the failed push labelled by the rules' own code
+    assert got[0][:10] == want[0][:10] and got[0][11:] == want[0][11:]
+    assert got[2][11] > 0 and got[2][12:] == [0] * 8
