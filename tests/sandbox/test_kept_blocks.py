@@ -102,7 +102,8 @@ def run(
     ``pushes`` times (all kernels together; point ``i`` at time ``10 * i``): every score the
     last-point forms computed (bits, NaN made one NaN), every push's labels, and the rows
     rebuilt at each push."""
-    monkeypatch.setattr(lastpoint, "KEEP_MIN_WIDTH", 128 if keep else 10**9)
+    if not keep:
+        monkeypatch.setattr(lastpoint, "KEEP_MIN_WIDTH", 10**9)
     scores: list[list[bytes]] = []
     rebuilt: list[int] = [0]
     real_scores, real_rebuild = REAL_SCORES, REAL_REBUILD
