@@ -29,8 +29,14 @@ history one point ago (stamp - 1) at the window's previous push (its ``clock``: 
 indexed by it, so a row that missed a push, its series absent from that scrape, is rebuilt).
 Any other row (new, stale, or seen for the first time) is rebuilt from its signal's trailing
 points by the same doubling as the tree's levels, and then read like the others: exactness
-never depends on the cache holding anything. Non-finite values need nothing special: a block
-holding one is the same IEEE result (NaN or infinity) whichever way it was reached.
+never depends on the cache holding anything. A push that fails while writing a window's blocks
+leaves it marked (``writing``): every row of it is rebuilt at the next push. Non-finite values
+need nothing special: a block holding one is the same IEEE result (NaN or infinity) whichever
+way it was reached.
+
+When every row of a request advances (:func:`kept_advances`, asked before the signals are
+computed), only each row's newest signal value is read: the caller computes the signal at the
+last points only (``KeptRequest.warm``).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ __all__ = [
     "KeptWindow",
     "SeriesRows",
     "SignalId",
+    "kept_advances",
     "kept_span",
     "kept_stats",
 ]
