@@ -331,9 +331,12 @@ class HistoryStore:
         end = int(ends[0]) if m and ends.min() == ends.max() else -1
         return RowWindows(self, rows, ends, end, -1)
 
-    def stamps(self, rows: IntArray) -> IntArray:
-        """The stamp of each of these rows (see the class docstring): a new array."""
-        out: IntArray = self._stamp[rows]
+    def stamps(self, win: RowWindows) -> IntArray:
+        """The stamp of each row of these windows (see the class docstring): a new array."""
+        if win.first >= 0:
+            run: IntArray = self._stamp[win.first : win.first + len(win.rows)].copy()
+            return run
+        out: IntArray = self._stamp[win.rows]
         return out
 
     def values(self, win: RowWindows, width: int) -> FloatArray:
@@ -791,7 +794,7 @@ class RuleKernel:
             return []
         win = prepared.steady[1]
         v_win = win.view(self._program_width)
-        series = SeriesRows(self.blocks, win.rows, self._history.stamps(win.rows), win.first)
+        series = SeriesRows(self.blocks, win.rows, self._history.stamps(win), win.first)
         return [(r, prog, v_win, series) for r, prog in todo]
 
     def finish(self, prepared: Prepared, given: Mapping[int, BoolArray]) -> EngineResult:
