@@ -76,6 +76,14 @@ scores of a step are computed by stage for all their keys at once (:func:`last_s
 transforms, window statistics, medians, formulas), so that the numpy calls are per stage, not
 per key: a few hundred for the 24 scores of a scrape of the committed KPI sets, where one key at
 a time took a few thousand.
+
+In a steady stream (a kernel's push: ``evaluate_last``'s ``series``, each row a history row with
+its stamp), a window of :data:`KEEP_MIN_WIDTH` points or more at the last point is not summed from
+its points: its blocks are kept per series between pushes and advanced by one block per level
+(:mod:`argos.rules.keptblocks`: the same blocks by the same operations, so the same bits). A score
+whose kept windows all advance (:func:`~argos.rules.keptblocks.kept_advances`) then reads only the
+trailing values its other windows and its own last point need (:func:`_narrow_width`): a z-score
+over 1,440 points reads one value a row, an EWMA's convolution gives one output a row.
 """
 
 from __future__ import annotations
@@ -90,6 +98,14 @@ import numpy as np
 
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.rules.grammar import SCORERS, TRANSFORMS, Direction, RuleSpec, Structure
+from argos.rules.keptblocks import (
+    KeptRequest,
+    SeriesRows,
+    SignalId,
+    kept_advances,
+    kept_span,
+    kept_stats,
+)
 
 __all__ = [
     "LastPointProgram",
@@ -439,16 +455,87 @@ WindowRequest = tuple[FloatArray, int, int, int]
 ``positions`` columns of each row of ``x``."""
 
 
-def _window_stats(requests: Sequence[WindowRequest]) -> list[tuple[FloatArray, FloatArray]]:
+KEEP_MIN_WIDTH = 64
+"""The narrowest window whose blocks are kept between pushes (:mod:`argos.rules.keptblocks`).
+Measured on the committed KPI sets' scrape (evaluations alternating in one process): 64 and 100
+(their windows of 120 and 130 points kept) about 5% faster than 128, 32 and 50 no faster than
+64; a kept window costs a few numpy calls per kernel a push where a narrow one costs the tree
+little, and the typical sets' windows of 60 points over 29 kernels stay in the tree."""
+
+KeptSource = tuple[SignalId, tuple[SeriesRows, ...], bool]
+"""The signal a window request summarises, its rows as series (what keeps its blocks), and
+whether every row's blocks advance (``x`` then may hold only the columns the other windows and
+the score read: :func:`_narrow_width`)."""
+
+
+def _kept(width: int, positions: int) -> bool:
+    """Whether a window of rows that are series reads the blocks kept between pushes."""
+    return positions == 1 and width >= KEEP_MIN_WIDTH
+
+
+def _transform_history(key: ScoreKey) -> int:
+    """Points before a signal value that the key's transform reads."""
+    t, p = key.transform, key.named
+    if t == "diff":
+        return 1
+    if t == "seasonal":
+        return int(p["period"]) * int(p["cycles"])
+    if t == "ewma":
+        return _ewma_span(p["alpha"])
+    return 0
+
+
+def _narrow_width(key: ScoreKey) -> int | None:
+    """The trailing values of a row the key reads when its kept windows' blocks all advance
+    (their signal read at the newest point only): the other windows' points and the score's
+    own last point, with the transform's history; ``None`` when no window is kept or the
+    scorer reads more (robust z-score's medians, CUSUM's z-scores)."""
+    return _narrow_width_from(key, KEEP_MIN_WIDTH)
+
+
+@functools.lru_cache(maxsize=1024)
+def _narrow_width_from(key: ScoreKey, keep_min_width: int) -> int | None:
+    """:func:`_narrow_width` with windows of ``keep_min_width`` points or more kept."""
+    if key.positions != 1 or key.scorer not in (
+        "zscore",
+        "relative",
+        "level_shift",
+        "variance_shift",
+    ):
+        return None
+    windows = _windows_of(key)
+    if not any(_kept(w, q) for w, _, q in windows):
+        return None
+    signal = max([1, *(w + lag + q - 1 for w, lag, q in windows if not _kept(w, q))])
+    return signal + _transform_history(key)
+
+
+def _window_stats(
+    requests: Sequence[WindowRequest], kept: Sequence[KeptSource | None] | None = None
+) -> list[tuple[FloatArray, FloatArray]]:
     """Each request's mean and std, ``(m, positions)`` each.
 
     For a few windows a row, each window's own blocks (:func:`_tree_stats`, O(positions x width)
     a row; the windows of every such request in one tree); for many, the blocks they share
-    (:func:`_sliding_stats`, O((positions + width) log width) a row; :func:`_share_blocks`)."""
+    (:func:`_sliding_stats`, O((positions + width) log width) a row; :func:`_share_blocks`). A
+    wide window at the last point only, of rows that are series (``kept``), from the blocks kept
+    between pushes (:func:`~argos.rules.keptblocks.kept_stats`, O(log width) a row)."""
     out: list[tuple[FloatArray, FloatArray]] = [(_NO_SCORES, _NO_SCORES)] * len(requests)
     alone: list[int] = []
     windows: list[FloatArray] = []
+    keep: list[int] = []
+    keep_requests: list[KeptRequest] = []
     for i, (x, width, lag, positions) in enumerate(requests):
+        source = None if kept is None else kept[i]
+        if (
+            source is not None
+            and len(x)
+            and _kept(width, positions)
+            and (source[2] or x.shape[1] >= kept_span(width, lag))
+        ):
+            keep.append(i)
+            keep_requests.append(KeptRequest(source[0], width, lag, x, source[1], source[2]))
+            continue
         start = x.shape[1] - positions - lag - width + 1
         seg = x[:, start : start + positions + width - 1]
         if _share_blocks(len(x), width, positions):
@@ -462,7 +549,19 @@ def _window_stats(requests: Sequence[WindowRequest]) -> list[tuple[FloatArray, F
             windows.append(np.lib.stride_tricks.sliding_window_view(seg, width, axis=1))
     for i, stats in zip(alone, _tree_stats(windows), strict=True):
         out[i] = stats
+    if keep:
+        for i, stats in zip(keep, kept_stats(keep_requests), strict=True):
+            out[i] = stats
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _signal_id(key: ScoreKey) -> SignalId:
+    """The key's transform and its params (with their types: ``1`` and ``1.0`` may compute
+    differently)."""
+    p = key.named
+    names = TRANSFORMS[key.transform].params
+    return key.transform, tuple((n, type(p[n]).__name__, p[n]) for n in names)
 
 
 def _signals(items: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
@@ -714,24 +813,37 @@ def _score(
     raise ValueError(f"no last-point form for scorer {sc!r}")
 
 
-def _scores_of(items: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
+def _scores_of(
+    items: Sequence[tuple[ScoreKey, FloatArray]],
+    series: Sequence[tuple[SeriesRows, ...] | None] | None = None,
+    warm: Sequence[bool] | None = None,
+) -> list[FloatArray]:
     """The score of each ``(key, v)`` (``v``: ``(m, key.width)`` values), in stages that each
     run once for all the keys: the transforms (:func:`_signals`), every window statistic of
-    every key (:func:`_window_stats`), every robust z-score's medians (:func:`_medians_mads`),
-    then the scorers' formulas, the standardised ones of all keys of one ``positions`` stacked
-    into one (elementwise: each row's numbers are its own)."""
+    every key (:func:`_window_stats`; ``series``: per item, its rows as series, the parts
+    stacked, when their wide windows may use the blocks kept between pushes; ``warm``: per
+    item, whether every row's kept blocks advance, its ``v`` then :func:`_narrow_width`
+    columns), every robust
+    z-score's medians (:func:`_medians_mads`), then the scorers' formulas, the standardised
+    ones of all keys of one ``positions`` stacked into one (elementwise: each row's numbers are
+    its own)."""
     signals = _signals(items)
     requests: list[WindowRequest] = []
+    kept: list[KeptSource | None] = []
     owners: list[int] = []
     robust: list[int] = []
     for i, ((key, _), x) in enumerate(zip(items, signals, strict=True)):
+        rows = None if series is None else series[i]
         for width, lag, positions in _windows_of(key):
             requests.append((x, width, lag, positions))
+            kept.append(
+                None if rows is None else (_signal_id(key), rows, warm is not None and warm[i])
+            )
             owners.append(i)
         if key.scorer == "robust_z":
             robust.append(i)
     stats: list[list[tuple[FloatArray, FloatArray]]] = [[] for _ in items]
-    for i, st in zip(owners, _window_stats(requests), strict=True):
+    for i, st in zip(owners, _window_stats(requests, kept), strict=True):
         stats[i].append(st)
     parts = [(signals[i], int(items[i][0].named["window"]), items[i][0].positions) for i in robust]
     medians = dict(zip(robust, _medians_mads(parts), strict=True))
@@ -896,26 +1008,50 @@ def last_point_program(spec: RuleSpec, params: Mapping[str, Any]) -> LastPointPr
     )
 
 
-def last_scores_together(wanted: Sequence[tuple[ScoreKey, FloatArray]]) -> list[FloatArray]:
+def last_scores_together(
+    wanted: Sequence[tuple[ScoreKey, FloatArray]], series: Sequence[SeriesRows | None] | None = None
+) -> list[FloatArray]:
     """:func:`last_scores` of each ``(key, rows)`` pair (``rows``: ``(m, >= key.width)``
     values, the last ``key.width`` read), bit for bit, all computed together: each distinct key
     once over the stacked rows of every pair that needs it (each row's numbers are its own
-    whatever rows it is stacked with), and all the keys in the stages of :func:`_scores_of`."""
+    whatever rows it is stacked with), and all the keys in the stages of :func:`_scores_of`.
+
+    ``series``: per pair, its rows as series of a history store whose last column is the
+    newest point (or ``None``): a key whose every pair has them reads its wide windows at the
+    last point from the blocks kept between pushes (:mod:`argos.rules.keptblocks`)."""
     if not wanted:
         return []
     by_key: dict[ScoreKey, list[int]] = {}
     for i, (key, _) in enumerate(wanted):
         by_key.setdefault(key, []).append(i)
     items: list[tuple[ScoreKey, FloatArray]] = []
+    as_series: list[tuple[SeriesRows, ...] | None] = []
+    warm: list[bool] = []
     for key, users in by_key.items():
+        given = [None if series is None else series[i] for i in users]
+        as_rows = None if None in given else tuple(g for g in given if g is not None)
+        as_series.append(as_rows)
         w = key.width
+        narrow = None if as_rows is None else _narrow_width(key)
+        warm.append(
+            narrow is not None
+            and as_rows is not None
+            and all(
+                kept_advances(_signal_id(key), width, lag, as_rows)
+                for width, lag, q in _windows_of(key)
+                if _kept(width, q)
+            )
+        )
+        if warm[-1] and narrow is not None:
+            w = narrow
         parts = [wanted[i][1] for i in users]
         if len(users) == 1:
             items.append((key, parts[0][:, parts[0].shape[1] - w :]))
         else:
             items.append((key, np.concatenate([r[:, r.shape[1] - w :] for r in parts])))
     out: list[FloatArray] = [_NO_SCORES] * len(wanted)
-    for users, computed in zip(by_key.values(), _scores_of(items), strict=True):
+    computed_all = _scores_of(items, as_series, warm)
+    for users, computed in zip(by_key.values(), computed_all, strict=True):
         a = 0
         for i in users:
             n = len(wanted[i][1])
@@ -967,9 +1103,14 @@ def _last_reaches(
     return out, hit
 
 
-def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> list[BoolArray]:
+def evaluate_last(
+    requests: Sequence[tuple[LastPointProgram, FloatArray]],
+    series: Sequence[SeriesRows | None] | None = None,
+) -> list[BoolArray]:
     """Each request's last-point labels (a program and its rows, ``(m, >= its LOOKBACK)``
     values), computing each distinct score once over the rows of every request that needs it.
+    ``series``: per request, its rows as series of a history store, each row's last column its
+    newest point (or ``None``), for the blocks kept between pushes (first step only).
 
     In three steps, each on the rows the previous one leaves: the rule's score at the last point
     reaches its threshold, on every row; the gate's does, where that holds; the whole program
@@ -980,7 +1121,7 @@ def evaluate_last(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> li
     condition. Alarms are rare, so the wide windows are almost never computed. A program
     without a gate needs no second step: its whole program is computed with the others' gates,
     in one call (:func:`last_scores_together`)."""
-    last = last_scores_together([(prog.last_key, rows) for prog, rows in requests])
+    last = last_scores_together([(prog.last_key, rows) for prog, rows in requests], series)
     labels, hit = _last_reaches(requests, last)
     at = {i: np.flatnonzero(labels[i]) for i in sorted(hit)}
     gated = [i for i in at if requests[i][0].gate is not None]

@@ -17,6 +17,7 @@ executes it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,6 +28,7 @@ import numpy as np
 
 from argos._types import BoolArray, FloatArray, IntArray
 from argos.rules.contract import exec_rule_source
+from argos.rules.keptblocks import BlockCache, SeriesRows
 from argos.rules.lastpoint import LastPointProgram, evaluate_last, last_point_program
 from argos.rules.recognise import trusted_template
 
@@ -239,6 +241,12 @@ class HistoryStore:
     contiguous slice: the windows of a scrape's series, appended together in row order, are a
     view of the store, not a copy. Series still warming up (or seeded with fewer points) are
     kept as arrays of their own.
+
+    Each row has a stamp (:meth:`stamps`): one more per point :meth:`append_one` gives it, a
+    fresh value (never one more than a stamp any row had) on every other change of what the row
+    holds (:meth:`set`, a new row, another series moved into it): what is derived from a row's
+    history, the blocks :class:`~argos.rules.keptblocks.BlockCache` keeps, is valid for it only
+    through that chain of stamps.
     """
 
     def __init__(self, keep: int) -> None:
@@ -251,6 +259,7 @@ class HistoryStore:
         self._v = np.zeros((16, 2 * self.slots), dtype=np.float64)
         self._end = np.zeros(16, dtype=np.int64)
         """Per row, the slot after its newest point."""
+        self._stamp = np.zeros(16, dtype=np.int64)
         self._short: dict[str, tuple[IntArray, FloatArray]] = {}
 
     def __len__(self) -> int:
@@ -290,6 +299,7 @@ class HistoryStore:
             self._v[row, : self.keep] = v
             self._v[row, self.slots : self.slots + self.keep] = v
             self._end[row] = self.keep
+            self._stamp[row] = _fresh_stamp()
         else:
             self._drop_row(series)
             self._short[series] = (t.copy(), v.copy())
@@ -308,6 +318,7 @@ class HistoryStore:
                 self._v[run, e + n] = values
                 e = 0 if e + 1 == n else e + 1
                 self._end[run] = e
+                self._stamp[run] += 1
                 return RowWindows(self, rows, self._end[run].copy(), e, first)
         ends = self._end[rows]
         self._t[rows, ends] = timestamps
@@ -316,8 +327,17 @@ class HistoryStore:
         ends += 1
         ends[ends == n] = 0
         self._end[rows] = ends
+        self._stamp[rows] += 1
         end = int(ends[0]) if m and ends.min() == ends.max() else -1
         return RowWindows(self, rows, ends, end, -1)
+
+    def stamps(self, win: RowWindows) -> IntArray:
+        """The stamp of each row of these windows (see the class docstring): a new array."""
+        if win.first >= 0:
+            run: IntArray = self._stamp[win.first : win.first + len(win.rows)].copy()
+            return run
+        out: IntArray = self._stamp[win.rows]
+        return out
 
     def values(self, win: RowWindows, width: int) -> FloatArray:
         """The last ``width`` values (``<= slots``) of these windows, oldest first: a view of
@@ -373,8 +393,10 @@ class HistoryStore:
             self._t = np.concatenate((self._t, np.zeros_like(self._t)))
             self._v = np.concatenate((self._v, np.zeros_like(self._v)))
             self._end = np.concatenate((self._end, np.zeros_like(self._end)))
+            self._stamp = np.concatenate((self._stamp, np.zeros_like(self._stamp)))
         self._names.append(series)
         self._rows[series] = row
+        self._stamp[row] = _fresh_stamp()
         return row
 
     def _drop_row(self, series: str) -> None:
@@ -387,9 +409,18 @@ class HistoryStore:
             self._t[row] = self._t[last]
             self._v[row] = self._v[last]
             self._end[row] = self._end[last]
+            self._stamp[row] = _fresh_stamp()
             self._names[row] = moved
             self._rows[moved] = row
         self._names.pop()
+
+
+_STAMPS = itertools.count(1)
+
+
+def _fresh_stamp() -> int:
+    """A row stamp no row of any store had (2 ** 40 apart: no row gets that many points)."""
+    return next(_STAMPS) << 40
 
 
 @dataclass(slots=True)
@@ -432,8 +463,9 @@ Steady = tuple[list[int], RowWindows]
 """Items with a full history and one new point: (item indices, their windows), rows of one
 matrix."""
 
-LastPointRequest = tuple[int, LastPointProgram, FloatArray]
-"""A rule's last-point form to run on a push's steady rows: (rule row, program, value windows)."""
+LastPointRequest = tuple[int, LastPointProgram, FloatArray, SeriesRows]
+"""A rule's last-point form to run on a push's steady rows: (rule row, program, value windows,
+the rows as series of the kernel's history, for the blocks it keeps between pushes)."""
 
 
 @dataclass
@@ -450,13 +482,15 @@ def _last_point_form(rule: RuleCode) -> LastPointProgram | None:
     return None if spec is None else last_point_program(spec, rule.params)
 
 
-def _evaluate(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> list[BoolArray] | None:
+def _evaluate(requests: Sequence[LastPointRequest]) -> list[BoolArray] | None:
     """:func:`~argos.rules.lastpoint.evaluate_last`, or None should it ever fail (then every
     rule runs itself on its windows, as without the last-point forms)."""
     if not requests:
         return []
     try:
-        return evaluate_last(requests)
+        return evaluate_last(
+            [(prog, rows) for _, prog, rows, _ in requests], [s for _, _, _, s in requests]
+        )
     except Exception:
         log.exception("last-point evaluation failed; the rules run on their windows")
         return None
@@ -464,10 +498,10 @@ def _evaluate(requests: Sequence[tuple[LastPointProgram, FloatArray]]) -> list[B
 
 def evaluate_requests(requests: Sequence[LastPointRequest]) -> dict[int, BoolArray]:
     """Run one kernel's last-point requests; rule row -> labels of the steady rows."""
-    labels = _evaluate([(prog, rows) for _, prog, rows in requests])
+    labels = _evaluate(requests)
     if labels is None:
         return {}
-    return {r: lab for (r, _, _), lab in zip(requests, labels, strict=True)}
+    return {r: lab for (r, _, _, _), lab in zip(requests, labels, strict=True)}
 
 
 def push_together(
@@ -480,13 +514,13 @@ def push_together(
     gives."""
     prepared = [kernel.prepare(items) for kernel, items in pushes]
     wanted = [kernel.requests(p) for (kernel, _), p in zip(pushes, prepared, strict=True)]
-    labels = _evaluate([(prog, rows) for reqs in wanted for _, prog, rows in reqs])
+    labels = _evaluate([req for reqs in wanted for req in reqs])
     if labels is None:
         labels, wanted = [], [[] for _ in wanted]
     it = iter(labels)
     out = []
     for (kernel, _), p, reqs in zip(pushes, prepared, wanted, strict=True):
-        given = {r: next(it) for r, _, _ in reqs}
+        given = {r: next(it) for r, _, _, _ in reqs}
         out.append(kernel.finish(p, given))
     return out
 
@@ -527,6 +561,9 @@ class RuleKernel:
             self.functions.append(fn)
         self.history_len = max((r.lookback for r in self.rules), default=1) - 1
         self._history = HistoryStore(self.history_len)
+        self.blocks = BlockCache()
+        """The blocks of the wide windows of the last-point forms, kept per history row between
+        pushes (:mod:`argos.rules.keptblocks`)."""
         self.packed: set[int] = set()
         self.programs: list[LastPointProgram | None] = [
             _last_point_form(rule) if last_point else None for rule in self.rules
@@ -755,8 +792,10 @@ class RuleKernel:
         ]
         if not todo:
             return []
-        v_win = prepared.steady[1].view(self._program_width)
-        return [(r, prog, v_win) for r, prog in todo]
+        win = prepared.steady[1]
+        v_win = win.view(self._program_width)
+        series = SeriesRows(self.blocks, win.rows, self._history.stamps(win), win.first)
+        return [(r, prog, v_win, series) for r, prog in todo]
 
     def finish(self, prepared: Prepared, given: Mapping[int, BoolArray]) -> EngineResult:
         """The second half of :meth:`push`: label the prepared windows, the steady rows of the

@@ -102,9 +102,9 @@ class SpyEvaluate:
         self.calls: list[int] = []
         real = kernel_module.evaluate_last
 
-        def spy(requests: Sequence[Any]) -> list[np.ndarray]:
+        def spy(requests: Sequence[Any], *series: Any) -> list[np.ndarray]:
             self.calls.append(len(requests))
-            return real(requests)
+            return real(requests, *series)
 
         monkeypatch.setattr(kernel_module, "evaluate_last", spy)
 
