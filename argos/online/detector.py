@@ -286,6 +286,8 @@ class Detector:
         self.roles: list[Role] = [by_id[i].role for i in self.rule_ids]
         self._lock = threading.Lock()
         self._series = SeriesTable()
+        self._known_slots: tuple[list[str], int, IntArray] | None = None
+        """The series list of the last scrape, the table's layout then, and their slots."""
         self._fired_patterns: dict[int, tuple[str, ...]] = {}
         self.counters: Counter[str] = Counter()
         self.rule_errors: Counter[str] = Counter()
@@ -476,13 +478,18 @@ class Detector:
 
     @classmethod
     def push_together(
-        cls, parts: Sequence[tuple[Detector, Sequence[Point]]]
+        cls,
+        parts: Sequence[tuple[Detector, Sequence[Point]]],
+        series: Sequence[list[str]] | None = None,
     ) -> list[list[PointResult]]:
         """:meth:`push` of several detectors whose rules all run in this process (the sets of
         a fleet), at once: their engines' steady rows are labelled together, so rules of
         different sets that share a template score compute it once
         (:func:`argos.sandbox.kernel.push_together`). Each detector's results are those its own
-        push gives. Every detector's engine must be an :class:`InProcessEngine`."""
+        push gives. Every detector's engine must be an :class:`InProcessEngine`. ``series``:
+        each part's points' series ids, when the caller has them (a steady scrape passes the
+        same lists push after push, and each detector then reuses the slots it found for them,
+        see :meth:`_admit`)."""
         engines: list[InProcessEngine] = []
         for det, _ in parts:
             if not isinstance(det.engine, InProcessEngine):
@@ -494,7 +501,12 @@ class Detector:
             for lock in locks:  # one order for every caller: no deadlock
                 lock.acquire()
                 taken += 1
-            admitted = [det._admit(pts) for det, pts in parts]
+            if series is None:
+                admitted = [det._admit(pts) for det, pts in parts]
+            else:
+                admitted = [
+                    det._admit(pts, names) for (det, pts), names in zip(parts, series, strict=True)
+                ]
             todo = [i for i, adm in enumerate(admitted) if adm.items]
             labelled = push_together([(engines[i].kernel, admitted[i].items) for i in todo])
             out: list[list[PointResult]] = [[] for _ in admitted]
@@ -508,19 +520,29 @@ class Detector:
             for lock in locks[:taken]:
                 lock.release()
 
-    def _admit(self, points: Sequence[Point]) -> _Admitted:
+    def _admit(self, points: Sequence[Point], names: list[str] | None = None) -> _Admitted:
         """The ordering policy: drop late, duplicate and non-finite points (with their status),
         group the others by series, as engine items. A scrape of known series (one finite,
         newer point each: the steady state) is checked and recorded with a few array
-        operations."""
+        operations. ``names``: the points' series ids, when the caller has them; given the same
+        list object as the last scrape, the slots found for it then are reused while no series
+        has gained or lost its slot since (:attr:`SeriesTable.layout`)."""
         n = len(points)
         if n < 2:
             return self._admit_each(points)
         table = self._series
-        names = [p.series for p in points]
-        slots = table.slots(names)
-        if min(slots) >= 0 and len(set(slots)) == n:
-            at = np.array(slots, dtype=np.int64)
+        known = self._known_slots
+        if names is not None and known is not None and known[0] is names:
+            at = known[2] if known[1] == table.layout else None
+        else:
+            names = [p.series for p in points] if names is None else names
+            at = None
+        if at is None:
+            slots = table.slots(names)
+            if min(slots) >= 0 and len(set(slots)) == n:
+                at = np.array(slots, dtype=np.int64)
+                self._known_slots = (names, table.layout, at)
+        if at is not None:
             ts = [p.timestamp for p in points]
             vs = [p.value for p in points]
             t_all = np.array(ts, dtype=np.int64)

@@ -269,6 +269,36 @@ class _Slot:
         self.retired = False
 
 
+@dataclass
+class _Routing:
+    """How a push's points split over the sets: each set's point indices (``parts``), the open
+    in-process sets among them with their series ids (``together``, ``series``), and the slots
+    the sets had. A steady scrape sends the same series in the same order push after push, so
+    the next push reuses it while :meth:`holds`."""
+
+    names: list[str]
+    routes: Routes
+    parts: list[tuple[str, list[int]]]
+    slots: list[_Slot | None]
+    together: list[tuple[str, list[int], Detector]]
+    series: list[list[str]]
+    complete: bool
+    """Every point was routed (a routing with unrouted points is never reused)."""
+
+    def holds(self, names: list[str], routes: Routes, open_slots: dict[str, _Slot]) -> bool:
+        """Whether a push of ``names`` routes the same way: the same series in the same order,
+        the same routes and the same open sets."""
+        return (
+            self.complete
+            and self.routes is routes
+            and self.names == names
+            and all(
+                open_slots.get(key) is slot
+                for (key, _), slot in zip(self.parts, self.slots, strict=True)
+            )
+        )
+
+
 PushObserver = Callable[[str, int, float], None]
 """Called after each set's part of a push: rule-set key, points, seconds."""
 
@@ -310,6 +340,7 @@ class Fleet:
         self._reload_lock = threading.Lock()
         self._open_locks: dict[str, threading.Lock] = {}
         self._slots: dict[str, _Slot] = {}
+        self._routing: _Routing | None = None  # the last push's, for a steady scrape
         self.load_errors: dict[str, str] = {}
         self.unrouted: Counter[str] = Counter()
         self.reloads: Counter[str] = Counter()
@@ -456,39 +487,16 @@ class Fleet:
         if not points:
             return []
         results: list[PointResult | None] = [None] * len(points)
-        groups: dict[str, list[int]] = {}
-        route, resolved = self.routes.route, self.routes.resolved
-        known = len(resolved)
+        names = [p.series for p in points]
+        known = len(self.routes.resolved)
         with self._push_lock:
-            for i, p in enumerate(points):
-                key = resolved.get(p.series) or route(p.series)
-                if key is None:
-                    self.unrouted[p.series] += 1
-                    results[i] = PointResult(
-                        p.series,
-                        p.timestamp,
-                        p.value,
-                        "unrouted",
-                        detail=self._unrouted_message(p.series),
-                    )
-                    continue
-                group = groups.get(key)
-                if group is None:
-                    groups[key] = [i]
-                else:
-                    group.append(i)
-            parts = list(groups.items())
-            # sets whose rules all run in this process are pushed together (rules of different
-            # sets sharing a template score compute it once); sets with worker processes one by
-            # one, or concurrently with a pool
-            together = []
-            for key, idx in parts:
-                slot = self._slots.get(key)
-                if slot is not None and isinstance(slot.detector.engine, InProcessEngine):
-                    together.append((key, idx, slot.detector))
+            routing = self._routing
+            if routing is None or not routing.holds(names, self.routes, self._slots):
+                routing = self._routing = self._route(points, names, results)
+            parts, together = routing.parts, routing.together
             done: dict[str, list[PointResult]] = {}
             if len(together) > 1:
-                done.update(self._push_sets_together(together, points))
+                done.update(self._push_sets_together(together, routing.series, points))
             rest = [(key, idx) for key, idx in parts if key not in done]
             if self._pool is not None and len(rest) > 1:
                 pending = {
@@ -507,18 +515,60 @@ class Fleet:
         for key, idx in parts:
             for i, r in zip(idx, done[key], strict=True):
                 results[i] = r
-        if self.freeze_heap and len(resolved) > known:
+        if self.freeze_heap and len(self.routes.resolved) > known:
             gc.freeze()  # the new series' state lives as long as the series
         return cast(list[PointResult], results)  # every point has its result now
 
+    def _route(
+        self, points: Sequence[Point], names: list[str], results: list[PointResult | None]
+    ) -> _Routing:
+        """Split a push over the sets; an unrouted point gets its result in ``results`` here.
+        Sets whose rules all run in this process are pushed together (rules of different sets
+        sharing a template score compute it once); sets with worker processes one by one, or
+        concurrently with a pool."""
+        groups: dict[str, list[int]] = {}
+        route, resolved = self.routes.route, self.routes.resolved
+        complete = True
+        for i, name in enumerate(names):
+            key = resolved.get(name) or route(name)
+            if key is None:
+                p = points[i]
+                self.unrouted[name] += 1
+                results[i] = PointResult(
+                    name,
+                    p.timestamp,
+                    p.value,
+                    "unrouted",
+                    detail=self._unrouted_message(name),
+                )
+                complete = False
+                continue
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [i]
+            else:
+                group.append(i)
+        parts = list(groups.items())
+        slots = [self._slots.get(key) for key, _ in parts]
+        together, series = [], []
+        for (key, idx), slot in zip(parts, slots, strict=True):
+            if slot is not None and isinstance(slot.detector.engine, InProcessEngine):
+                together.append((key, idx, slot.detector))
+                series.append([names[i] for i in idx])
+        return _Routing(names, self.routes, parts, slots, together, series, complete)
+
     def _push_sets_together(
-        self, parts: Sequence[tuple[str, Sequence[int], Detector]], points: Sequence[Point]
+        self,
+        parts: Sequence[tuple[str, Sequence[int], Detector]],
+        series: Sequence[list[str]],
+        points: Sequence[Point],
     ) -> dict[str, list[PointResult]]:
-        """The points of several open in-process sets in one :meth:`Detector.push_together`;
-        each set's observed time is the joint time shared by its points."""
+        """The points of several open in-process sets in one :meth:`Detector.push_together`
+        (``series``: each set's points' series ids); each set's observed time is the joint time
+        shared by its points."""
         subs = [(det, [points[i] for i in idx]) for _, idx, det in parts]
         t0 = time.perf_counter()
-        res = Detector.push_together(subs)
+        res = Detector.push_together(subs, series)
         if self.on_push is not None:
             per_point = (time.perf_counter() - t0) / max(1, sum(len(idx) for _, idx, _ in parts))
             for key, idx, _ in parts:

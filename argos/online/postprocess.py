@@ -67,6 +67,9 @@ class SeriesTable:
         self.pos = np.zeros(64, dtype=np.int64)
         """Per slot, the accepted points so far."""
         self._post: dict[str, PostState] = {}
+        self.layout = 0
+        """Changes whenever a series gains or loses its slot: a caller's slots of a list of
+        series stay valid while it holds."""
 
     def __len__(self) -> int:
         return len(self._names)
@@ -94,6 +97,7 @@ class SeriesTable:
             self.pos = np.concatenate((self.pos, np.zeros_like(self.pos)))
         self._names.append(series)
         self._slot[series] = j
+        self.layout += 1
         self.last_ts[j] = last_ts
         self.pos[j] = 0
         return j
@@ -126,6 +130,7 @@ class SeriesTable:
         j = self._slot.pop(series, None)
         if j is None:
             return
+        self.layout += 1
         self._post.pop(series, None)
         last = len(self._names) - 1
         if j != last:

@@ -233,3 +233,65 @@ def test_a_scrape_over_kpi_sets_gives_each_sets_own_labels_on_kpi_data(
                 results.setdefault(r.series, []).append(r)
     assert spy.calls and max(spy.calls) >= 6
     assert check_against_own_sets(tmp_path, data, results, PostProcessing()) > 0
+
+
+def test_a_steady_scrape_reuses_its_routing_and_slots_only_while_they_hold(
+    tmp_path: Path,
+) -> None:
+    """A steady scrape (the same series in the same order) reuses the fleet's routing and each
+    set's slots push after push. Forgetting series (a slot moves), importing a state and a
+    series that joins mid-way change them: the labels, counters and stream state must equal
+    those of a fleet pushed the same points in another order every time (never reused)."""
+    parts = template_sets(tmp_path, 3)
+    rng = np.random.default_rng(3)
+    data = {f"{parts[i % 3]}/s{i}": noisy(rng, 260) for i in range(9)}
+    names = list(data)
+    post = PostProcessing(min_duration=2, cooldown=5, incident_gap=3)
+    settings = DetectorSettings(isolation="auto", post=post)
+    got: dict[str, dict[str, list[tuple[Any, ...]]]] = {"steady": {}, "shuffled": {}}
+    with Fleet(tmp_path, settings=settings) as steady, Fleet(tmp_path, settings=settings) as other:
+        for i in range(260):
+            present = [s for s in names if not (s == names[8] and i < 120)]  # s8 joins late
+            for kind, fleet in (("steady", steady), ("shuffled", other)):
+                order = present if kind == "steady" else present[i % 7 :] + present[: i % 7]
+                for r in fleet.push([Point(s, i * 60, float(data[s][i])) for s in order]):
+                    row = (r.status, r.anomaly, r.alert, r.incident, r.fired)
+                    got[kind].setdefault(r.series, []).append(row)
+                if i == 150:  # s0 and s3 forgotten: the last slots of their sets move
+                    fleet.forget([names[0], names[3]])
+                if i == 200:  # s1's state exported, forgotten and imported back
+                    state = fleet.export_state([names[1]])
+                    fleet.forget([names[1]])
+                    fleet.import_state(state)
+        assert steady._routing is not None and steady._routing.names == present
+        assert got["steady"] == got["shuffled"]
+        assert sum(row[1] for rows in got["steady"].values() for row in rows) > 10
+
+        def by_series(fleet: Fleet) -> dict[str, Any]:
+            return {st.series: st.model_dump() for st in fleet.export_state()}
+
+        assert by_series(steady) == by_series(other)
+        assert steady.stats() == other.stats()
+
+
+def test_a_steady_scrape_follows_a_reload_that_routes_a_series_elsewhere(tmp_path: Path) -> None:
+    """A set added by a reload that lists a series the default set served takes it over on the
+    next push of an unchanged steady scrape."""
+    template_sets(tmp_path / "run", 1)
+    template_sets(tmp_path / "default", 1)
+    rng = np.random.default_rng(4)
+    data = {s: noisy(rng, 80) for s in ("p0/a", "solo", "other")}
+    with Fleet(tmp_path / "run", default_rules=tmp_path / "default" / "p0") as fleet:
+        for i in range(40):
+            res = fleet.push([Point(s, i * 60, float(v[i])) for s, v in data.items()])
+        assert [r.ruleset for r in res] == ["p0", "default", "default"]
+        rs = load_ruleset(tmp_path / "run" / "p0")
+        write_ruleset(
+            tmp_path / "run" / "solo_set",
+            [RuleSource(e.id, rs.codes[e.id], e.params) for e in rs.rules],
+            {"training": {"dataset": "d", "series": ["solo"]}},
+        )
+        fleet.reload()
+        for i in range(40, 80):
+            res = fleet.push([Point(s, i * 60, float(v[i])) for s, v in data.items()])
+            assert [r.ruleset for r in res] == ["p0", "solo_set", "default"]
