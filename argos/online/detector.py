@@ -220,6 +220,9 @@ class _Admitted:
     fields: tuple[list[str], list[int], list[float]]
     """Series, timestamp and value of each accepted point, in ``order``."""
     items: SeriesBatch
+    run: slice | None = None
+    """``slots`` as a slice when they are consecutive slots in order (a scrape of series that
+    joined together): the table's arrays then read and write them as views."""
 
     def done(self) -> list[PointResult]:
         """The results in input order (every point has one once the push is complete)."""
@@ -286,8 +289,9 @@ class Detector:
         self.roles: list[Role] = [by_id[i].role for i in self.rule_ids]
         self._lock = threading.Lock()
         self._series = SeriesTable()
-        self._known_slots: tuple[list[str], int, IntArray] | None = None
-        """The series list of the last scrape, the table's layout then, and their slots."""
+        self._known_slots: tuple[list[str], int, IntArray, slice | None] | None = None
+        """The series list of the last scrape, the table's layout then, their slots and those
+        as a slice when they are consecutive (:attr:`_Admitted.run`)."""
         self._fired_patterns: dict[int, tuple[str, ...]] = {}
         self.counters: Counter[str] = Counter()
         self.rule_errors: Counter[str] = Counter()
@@ -532,25 +536,29 @@ class Detector:
             return self._admit_each(points)
         table = self._series
         known = self._known_slots
-        if names is not None and known is not None and known[0] is names:
-            at = known[2] if known[1] == table.layout else None
-        else:
+        if names is None or known is None or known[0] is not names or known[1] != table.layout:
             names = [p.series for p in points] if names is None else names
-            at = None
-        if at is None:
             slots = table.slots(names)
+            known = None
             if min(slots) >= 0 and len(set(slots)) == n:
                 at = np.array(slots, dtype=np.int64)
-                self._known_slots = (names, table.layout, at)
-        if at is not None:
+                run = (
+                    slice(slots[0], slots[0] + n)
+                    if slots == list(range(slots[0], slots[0] + n))
+                    else None
+                )
+                known = self._known_slots = (names, table.layout, at, run)
+        if known is not None:
+            at, run = known[2], known[3]
+            where = at if run is None else run
             ts = [p.timestamp for p in points]
             vs = [p.value for p in points]
             t_all = np.array(ts, dtype=np.int64)
             v_all = np.array(vs, dtype=np.float64)
-            newer = t_all > table.last_ts[at]
+            newer = t_all > table.last_ts[where]
             newer &= np.isfinite(v_all)
             if np.count_nonzero(newer) == n:  # count_nonzero: the cheapest reduction
-                table.last_ts[at] = t_all
+                table.last_ts[where] = t_all
                 return _Admitted(
                     points,
                     [None] * n,
@@ -560,6 +568,7 @@ class Detector:
                     range(n + 1),
                     (names, ts, vs),
                     SeriesBatch(names, t_all, v_all, range(n + 1)),
+                    run,
                 )
         return self._admit_each(points)
 
@@ -649,7 +658,7 @@ class Detector:
         # post-processes them from the position it had before this push
         table, at = self._series, adm.slots
         if one_each:
-            table.pos[at] += 1
+            table.pos[at if adm.run is None else adm.run] += 1
         elif n:
             ends = np.asarray(bounds, dtype=np.int64)
             table.pos[at] += ends[1:] - ends[:-1]

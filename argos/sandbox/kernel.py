@@ -261,6 +261,9 @@ class HistoryStore:
         """Per row, the slot after its newest point."""
         self._stamp = np.zeros(16, dtype=np.int64)
         self._short: dict[str, tuple[IntArray, FloatArray]] = {}
+        self.layout = 0
+        """Bumped whenever a series gains, loses or changes its row (what :meth:`rows` and
+        :meth:`run` found stay true while it is unchanged)."""
 
     def __len__(self) -> int:
         return len(self._rows) + len(self._short)
@@ -304,12 +307,25 @@ class HistoryStore:
             self._drop_row(series)
             self._short[series] = (t.copy(), v.copy())
 
-    def append_one(self, rows: IntArray, timestamps: IntArray, values: FloatArray) -> RowWindows:
-        """One new point for each of these full rows (distinct); the rows then hold their last
-        ``keep`` points. Returns their windows (history then the new point), read on demand."""
-        m, n = len(rows), self.slots
+    @staticmethod
+    def run(rows: IntArray) -> int:
+        """The first of these rows when they are consecutive rows in order, else -1."""
+        m = len(rows)
         first = int(rows[0]) if m else -1
         if m and int(rows[-1]) - first == m - 1 and rows.tolist() == list(range(first, first + m)):
+            return first
+        return -1
+
+    def append_one(
+        self, rows: IntArray, timestamps: IntArray, values: FloatArray, first: int | None = None
+    ) -> RowWindows:
+        """One new point for each of these full rows (distinct); the rows then hold their last
+        ``keep`` points. Returns their windows (history then the new point), read on demand.
+        ``first``: :meth:`run` of the rows, when the caller knows it."""
+        m, n = len(rows), self.slots
+        if first is None:
+            first = self.run(rows)
+        if first >= 0:
             run = slice(first, first + m)
             e = int(self._end[first])
             if m == 1 or np.count_nonzero(self._end[run] != e) == 0:  # a scrape's rows in order
@@ -397,12 +413,14 @@ class HistoryStore:
         self._names.append(series)
         self._rows[series] = row
         self._stamp[row] = _fresh_stamp()
+        self.layout += 1
         return row
 
     def _drop_row(self, series: str) -> None:
         row = self._rows.pop(series, None)
         if row is None:
             return
+        self.layout += 1
         last = len(self._names) - 1
         if row != last:  # move the last row into the hole
             moved = self._names[last]
@@ -561,6 +579,10 @@ class RuleKernel:
             self.functions.append(fn)
         self.history_len = max((r.lookback for r in self.rules), default=1) - 1
         self._history = HistoryStore(self.history_len)
+        self._scrape_rows: tuple[Sequence[str], int, IntArray, int] | None = None
+        """The series list of the last scrape (a :class:`SeriesBatch`'s names), the store's
+        layout then, their rows and :meth:`HistoryStore.run` of them: reused for the same list
+        object while the layout is unchanged."""
         self.blocks = BlockCache()
         """The blocks of the wide windows of the last-point forms, kept per history row between
         pushes (:mod:`argos.rules.keptblocks`)."""
@@ -741,12 +763,22 @@ class RuleKernel:
         windows to label (:meth:`requests` and :meth:`finish` do the rest)."""
         store = self._history
         if isinstance(items, SeriesBatch) and items.one_each and len(items) > 1:
-            rows_l = store.rows(items.names)
-            if min(rows_l) >= 0:  # a scrape of series with full histories: rows of one matrix
+            known = self._scrape_rows
+            if known is None or known[0] is not items.names or known[1] != store.layout:
+                rows_l = store.rows(items.names)
+                if min(rows_l) >= 0:
+                    rows_a = np.array(rows_l, dtype=np.int64)
+                    known = self._scrape_rows = (
+                        items.names,
+                        store.layout,
+                        rows_a,
+                        store.run(rows_a),
+                    )
+                else:
+                    known = None
+            if known is not None:  # a scrape of series with full histories: rows of one matrix
                 n = len(items)
-                win = store.append_one(
-                    np.array(rows_l, dtype=np.int64), items.timestamps, items.values
-                )
+                win = store.append_one(known[2], items.timestamps, items.values, known[3])
                 return Prepared([(_EMPTY_T, _EMPTY_V, 1)] * n, (list(range(n)), win))
         rows_l = store.rows([s for s, _, _ in items])
         steady_idx = [
