@@ -229,6 +229,27 @@ class _Admitted:
         return [r for r in self.results if r is not None]
 
 
+def _quiet_rows(key: str, adm: _Admitted) -> Iterable[tuple[Any, ...]]:
+    """The result fields of a scrape's points when no rule fired (:meth:`Detector._settle_quiet`),
+    in input order (:func:`~argos.online.points.point_results` makes the results)."""
+    series_l, ts_l, values_l = adm.fields
+    no: tuple[str, ...] = ()
+    return zip(
+        series_l,
+        ts_l,
+        values_l,
+        repeat("ok"),
+        repeat(False),
+        repeat(False),
+        repeat(False),
+        repeat(0),
+        repeat(no),
+        repeat(no),
+        repeat(key),
+        repeat(""),
+    )
+
+
 class Detector:
     """Streaming and batch detection with one rule set (thread-safe).
 
@@ -505,17 +526,31 @@ class Detector:
             for lock in locks:  # one order for every caller: no deadlock
                 lock.acquire()
                 taken += 1
-            if series is None:
-                admitted = [det._admit(pts) for det, pts in parts]
-            else:
-                admitted = [
-                    det._admit(pts, names) for (det, pts), names in zip(parts, series, strict=True)
-                ]
+            admitted = (
+                [det._admit(pts) for det, pts in parts]
+                if series is None
+                else cls._admit_scrapes(parts, series)
+            )
             todo = [i for i, adm in enumerate(admitted) if adm.items]
             labelled = push_together([(engines[i].kernel, admitted[i].items) for i in todo])
             out: list[list[PointResult]] = [[] for _ in admitted]
+            quiet: list[int] = []
             for i, res in zip(todo, labelled, strict=True):
-                out[i] = parts[i][0]._complete(admitted[i], res)
+                if parts[i][0]._settle_quiet(admitted[i], res):
+                    quiet.append(i)
+                else:
+                    out[i] = parts[i][0]._complete(admitted[i], res)
+            # the results of every quiet set in one call
+            made = point_results(
+                itertools.chain.from_iterable(
+                    _quiet_rows(parts[i][0].key, admitted[i]) for i in quiet
+                )
+            )
+            a = 0
+            for i in quiet:
+                b = a + len(admitted[i].order)
+                out[i] = made[a:b]
+                a = b
             for i, adm in enumerate(admitted):
                 if not adm.items:
                     out[i] = adm.done()
@@ -524,6 +559,28 @@ class Detector:
             for lock in locks[:taken]:
                 lock.release()
 
+    @staticmethod
+    def _admit_scrapes(
+        parts: Sequence[tuple[Detector, Sequence[Point]]], series: Sequence[list[str]]
+    ) -> list[_Admitted]:
+        """:meth:`_admit` of each part (``series``: its points' series ids), the timestamps and
+        values of all parts' points read in one pass and made into one array each (each
+        part's are a slice of them)."""
+        ts = [p.timestamp for _, pts in parts for p in pts]
+        vs = [p.value for _, pts in parts for p in pts]
+        t_all = np.array(ts, dtype=np.int64)
+        v_all = np.array(vs, dtype=np.float64)
+        finite = bool(np.isfinite(v_all).all())
+        out: list[_Admitted] = []
+        a = 0
+        for (det, pts), names in zip(parts, series, strict=True):
+            b = a + len(pts)
+            fields = (ts[a:b], vs[a:b], t_all[a:b], v_all[a:b])
+            adm = det._admit_scrape(pts, names, fields, finite) if b - a > 1 else None
+            out.append(det._admit(pts, names) if adm is None else adm)
+            a = b
+        return out
+
     def _admit(self, points: Sequence[Point], names: list[str] | None = None) -> _Admitted:
         """The ordering policy: drop late, duplicate and non-finite points (with their status),
         group the others by series, as engine items. A scrape of known series (one finite,
@@ -531,9 +588,22 @@ class Detector:
         operations. ``names``: the points' series ids, when the caller has them; given the same
         list object as the last scrape, the slots found for it then are reused while no series
         has gained or lost its slot since (:attr:`SeriesTable.layout`)."""
-        n = len(points)
-        if n < 2:
+        if len(points) < 2:
             return self._admit_each(points)
+        admitted = self._admit_scrape(points, names)
+        return self._admit_each(points) if admitted is None else admitted
+
+    def _admit_scrape(
+        self,
+        points: Sequence[Point],
+        names: list[str] | None,
+        fields: tuple[list[int], list[float], IntArray, FloatArray] | None = None,
+        finite: bool = False,
+    ) -> _Admitted | None:
+        """:meth:`_admit` of a scrape of known series (one finite, newer point each), or None
+        when the points are not one. ``fields``: their timestamps and values as lists and as
+        arrays, when the caller has them; ``finite``: every value is known to be finite."""
+        n = len(points)
         table = self._series
         known = self._known_slots
         if names is None or known is None or known[0] is not names or known[1] != table.layout:
@@ -551,12 +621,16 @@ class Detector:
         if known is not None:
             at, run = known[2], known[3]
             where = at if run is None else run
-            ts = [p.timestamp for p in points]
-            vs = [p.value for p in points]
-            t_all = np.array(ts, dtype=np.int64)
-            v_all = np.array(vs, dtype=np.float64)
+            if fields is None:
+                ts = [p.timestamp for p in points]
+                vs = [p.value for p in points]
+                t_all = np.array(ts, dtype=np.int64)
+                v_all = np.array(vs, dtype=np.float64)
+            else:
+                ts, vs, t_all, v_all = fields
             newer = t_all > table.last_ts[where]
-            newer &= np.isfinite(v_all)
+            if not finite:
+                newer &= np.isfinite(v_all)
             if np.count_nonzero(newer) == n:  # count_nonzero: the cheapest reduction
                 table.last_ts[where] = t_all
                 return _Admitted(
@@ -570,7 +644,7 @@ class Detector:
                     SeriesBatch(names, t_all, v_all, range(n + 1)),
                     run,
                 )
-        return self._admit_each(points)
+        return None
 
     def _admit_each(self, points: Sequence[Point]) -> _Admitted:
         """:meth:`_admit` point by point (new series, dropped points, several points of a
@@ -623,8 +697,34 @@ class Detector:
             ),
         )
 
+    def _settle_quiet(self, adm: _Admitted, res: EngineResult) -> bool:
+        """When no rule fired on a scrape (one accepted point per series, every point accepted,
+        no rule error, plain OR without an external base): its bookkeeping, and True; its
+        results are then :func:`_quiet_rows`. Else nothing, and False (:meth:`_complete`)."""
+        n = len(adm.order)
+        if (
+            res.errors
+            or self.ruleset.external_base is not None
+            or self.ruleset.combination != "or"
+            or len(adm.names) != n
+            or n != len(adm.points)
+            or not isinstance(adm.order, range)
+        ):
+            return False
+        labels = res.all_labels()
+        if np.count_nonzero(labels):
+            return False
+        self._series.pos[adm.slots if adm.run is None else adm.run] += 1
+        self.counters["points"] += n
+        self.counters["anomalies"] += 0
+        self.counters["alerts"] += 0
+        self._watch_alarm_rate(labels, False)
+        return True
+
     def _complete(self, adm: _Admitted, res: EngineResult) -> list[PointResult]:
         """Combine the engine's labels, post-process them per series and build the results."""
+        if self._settle_quiet(adm, res):
+            return point_results(_quiet_rows(self.key, adm))
         points, results, names, order, bounds = (
             adm.points,
             adm.results,

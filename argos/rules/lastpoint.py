@@ -150,6 +150,19 @@ class ScoreKey:
         """The params by name (read, never written)."""
         return dict(self.params)
 
+    def __hash__(self) -> int:  # keys are looked up many times a push: hashed once
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash((self.transform, self.scorer, self.params, self.positions))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the cached hash: another process hashes strings otherwise."""
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
 
 def _floor_scale(scale: FloatArray, level: FloatArray) -> FloatArray:
     """The rendered ``floor_scale``."""
@@ -736,20 +749,21 @@ def _medians_mads(
     return out
 
 
-def _windows_of(key: ScoreKey) -> list[tuple[int, int, int]]:
+@functools.lru_cache(maxsize=1024)
+def _windows_of(key: ScoreKey) -> tuple[tuple[int, int, int], ...]:
     """The ``window_stats`` calls of the key's scorer: ``(width, lag, positions)`` each."""
     p = key.named
     q = key.positions
     sc = key.scorer
     if sc in ("zscore", "relative"):
-        return [(int(p["window"]), 1, q)]
+        return ((int(p["window"]), 1, q),)
     if sc in ("level_shift", "variance_shift"):
         recent = int(p["recent"])
-        return [(recent, 0, q), (int(p["window"]), recent, q)]
+        return ((recent, 0, q), (int(p["window"]), recent, q))
     if sc == "cusum":
         w = int(p["window"])
-        return [(w, 1, w + q - 1)]  # the z-scores the last q sums read
-    return []
+        return ((w, 1, w + q - 1),)  # the z-scores the last q sums read
+    return ()
 
 
 def _standardised(

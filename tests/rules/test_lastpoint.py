@@ -7,6 +7,7 @@ last-point form (run length, spectral saliency) have none."""
 from __future__ import annotations
 
 import itertools
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -453,3 +454,13 @@ def test_requests_with_no_rows_or_alone_get_their_own_labels(spec: RuleSpec) -> 
     assert len(mixed[0]) == 0
     np.testing.assert_array_equal(mixed[2], reference(spec, rows))
     np.testing.assert_array_equal(evaluate_last([(prog, rows)])[0], mixed[2])
+
+
+def test_a_score_key_is_hashed_once_and_pickled_without_its_hash() -> None:
+    key = ScoreKey("value", "zscore", (("window", 60),), 1)
+    assert hash(key) == hash(ScoreKey("value", "zscore", (("window", 60),), 1))
+    assert "_hash" in key.__dict__  # cached on first use
+    copy = pickle.loads(pickle.dumps(key))
+    # another process hashes strings differently: the copy hashes itself afresh there
+    assert "_hash" not in copy.__dict__
+    assert copy == key and hash(copy) == hash(key)
