@@ -115,23 +115,38 @@ def _layout(width: int, lag: int) -> _Layout:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _places(width: int, lag: int) -> tuple[tuple[IntArray, IntArray, IntArray], ...]:
+    """For :func:`_at`: the ring base, age and ring size of each block it places, for the
+    pairs, the new blocks and the digits."""
+    lay = _layout(width, lag)
+
+    def places(blocks: Sequence[tuple[int, int]]) -> tuple[IntArray, IntArray, IntArray]:
+        return (
+            np.array([lay.bases[b] for b, _ in blocks], np.int64),
+            np.array([a for _, a in blocks], np.int64),
+            np.array([lay.rings[b] for b, _ in blocks], np.int64),
+        )
+
+    return (
+        places([(b, 1 << b) for b in range(lay.top)]),
+        places([(b, 0) for b in range(lay.top + 1)]),
+        places(lay.digits),
+    )
+
+
 @functools.lru_cache(maxsize=256)
 def _at(width: int, lag: int, clock: int) -> tuple[IntArray, IntArray, IntArray]:
     """At this clock, where a window's blocks are: each level's block that the next level's new
     block pairs with (age ``2 ** b``, levels below the top), each level's new block (age 0), and
-    the digits' blocks in merge order."""
-    lay = _layout(width, lag)
-
-    def where(blocks: Sequence[tuple[int, int]]) -> IntArray:
-        at = np.array([lay.bases[b] + (clock - a) % lay.rings[b] for b, a in blocks], np.int64)
+    the digits' blocks in merge order (the block of age ``a`` of level ``b`` at
+    ``bases[b] + (clock - a) % rings[b]``)."""
+    out = []
+    for bases, ages, rings in _places(width, lag):
+        at: IntArray = bases + (clock - ages) % rings
         at.flags.writeable = False
-        return at
-
-    return (
-        where([(b, 1 << b) for b in range(lay.top)]),
-        where([(b, 0) for b in range(lay.top + 1)]),
-        where(lay.digits),
-    )
+        out.append(at)
+    return out[0], out[1], out[2]
 
 
 def kept_advances(signal: SignalId, width: int, lag: int, parts: Sequence[SeriesRows]) -> bool:
