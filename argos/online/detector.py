@@ -716,7 +716,7 @@ class Detector:
             return False
         self._series.pos[adm.slots if adm.run is None else adm.run] += 1
         self.counters["points"] += n
-        self.counters["anomalies"] += 0
+        self.counters["anomalies"] += 0  # present from the first push, as _complete makes them
         self.counters["alerts"] += 0
         self._watch_alarm_rate(labels, False)
         return True

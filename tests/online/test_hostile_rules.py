@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from argos.online.checks import AlarmRateGuard
 from argos.online.detector import Detector, DetectorSettings
+from argos.online.points import Point
 from argos.online.service import ServiceConfig, create_app
 from argos.rules.artifacts import RuleSetError, RuleSource, write_ruleset
 
@@ -125,6 +126,28 @@ def test_the_guard_threshold_follows_the_verification_rate(tmp_path: Path) -> No
         assert det.baseline == {"band": 0.0, "storm": 0.0}
         det.push_arrays("x", np.array([1, 2]), np.array([1e7, 1.0]))
         assert det.engine.quarantined == {}  # the window is not over yet
+
+
+def test_the_guard_counts_the_points_of_scrapes_where_no_rule_fired(tmp_path: Path) -> None:
+    """The guard's window is every streamed point, quiet scrapes included (they take the
+    detector's shortcut): 19 quiet scrapes of 100 series, then the storm from the 20th on. The
+    first window (2,000 points) ends at the 20th scrape with a 5% storm rate (kept); the second
+    ends at the 40th, all storm (quarantined then, not a scrape earlier)."""
+
+    def points(step: int, trigger: bool = False) -> list[Point]:
+        values = scrape(step, trigger=trigger)["points"]
+        assert isinstance(values, list)
+        return [Point(p["series"], p["timestamp"], p["value"]) for p in values]
+
+    with Detector.open(storm_set(tmp_path / "s"), DetectorSettings(isolation="inprocess")) as det:
+        for step in range(19):
+            assert not any(r.anomaly for r in det.push(points(step)))
+        assert det.push(points(19, trigger=True))[7].anomaly
+        for step in range(20, 39):
+            det.push(points(step))
+        assert det.engine.quarantined == {}  # 1,900 points of the second window so far
+        det.push(points(39))
+        assert "alert storm" in det.engine.quarantined["storm"]
 
 
 HUGE = "the value is above `high`. " * 700  # ~19 kB of stated condition
