@@ -155,14 +155,13 @@ def kept_advances(signal: SignalId, width: int, lag: int, parts: Sequence[Series
     the newest signal value of each row is read."""
     for part in parts:
         kept = part.cache.windows.get((signal, width, lag))
-        if (
-            kept is None
-            or kept.writing
-            or not len(part.slots)
-            or int(part.slots.max()) >= len(kept.seal)
-        ):
+        m = len(part.slots)
+        if kept is None or kept.writing or not m:
             return False
-        at = slice(part.first, part.first + len(part.slots)) if part.first >= 0 else part.slots
+        last = part.first + m - 1 if part.first >= 0 else int(part.slots.max())
+        if last >= len(kept.seal):
+            return False
+        at = slice(part.first, part.first + m) if part.first >= 0 else part.slots
         if not (kept.seal[at] == part.stamps - (kept.clock + 1)).all():
             return False
     return True
