@@ -10,21 +10,47 @@ in natural series-id order:
   For Yahoo, one per partition among A1, A3 and A4 (A2 has no series with a test event under this
   split: its anomalies lie in the first 65% of each series, hence its native 50/50 split).
 
+Sample B (``--sample b``, session 14, written down before any of its units was chosen or run):
+12 further units by the same rule, skipping sample A's series (``--exclude units.json``), with one
+condition more: the builtin generator's rule set for the unit scores below 1.0 on the unit's
+selection data (validation F1, or train + validation without a validation event). Only there can
+the accept gate keep an LLM set that ranks above the incumbent on selection; sample A spent 4 of
+its 12 units where it could not. The score is the one the LLM loop's start computes: each
+candidate is trained by ``argos train --llm`` with ``--iterations 1 --candidates 1`` against an
+address where no model listens (its one call fails to connect), and the manifest's
+``generator.incumbent_score`` is read. No test label enters this beyond ">= 1 test event". KPI has
+no further unit without a validation event and NAB none with one where the builtin set leaves
+room, so B takes four KPI units with one and four NAB units without (``SAMPLE_B_COUNTS``): B keeps
+4/4/4 units, 5 of them without a validation event.
+
 Writes ``OUT/<dataset>_<series id>.csv`` (``timestamp,value,is_anomaly``; the values as Python
 writes floats, so they read back exactly) and prints one line per unit with its event counts.
 
 Usage: python scripts/choose_llm_units.py OUT [--data-dir ../shared/datasets]
+       [--sample b --exclude eval/results/llm/units.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from argos.data import catalog
 from argos.data.series import Series, SplitSpec
 from argos.metrics import events
+
+SAMPLE_B_COUNTS = {"kpi": (0, 4), "yahoo": (1, 3), "nab": (4, 0)}
+"""Sample B's units without and with a validation event per dataset. KPI has no series besides
+sample A's with events in train and test but none in validation; NAB's two series besides sample
+A's with events in train, validation and test both have a builtin set perfect on the selection
+data (both found by scans of this rule, before any LLM call)."""
 
 SPLIT = SplitSpec(train_fraction=0.7, validation_fraction=0.2, granularity="series")
 
@@ -56,40 +82,81 @@ def _natural(series_id: str) -> list[int | str]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", series_id)]
 
 
-def choose(dataset: str, data_dir: Path | None) -> list[Series]:
+def incumbent_score(dataset: str, s: Series) -> float:
+    """The builtin rule set's selection score for this unit, as the LLM loop's start computes it
+    (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        units = Path(tmp) / "units"
+        units.mkdir()
+        write_unit_csv(s, units / f"{unit_name(dataset, s.id)}.csv")
+        (Path(tmp) / "argos.toml").write_text(
+            '[llm]\nprovider = "openai"\nmodel = "none"\ntimeout_s = 5\nmax_retries = 0\n'
+        )
+        argos = Path(sys.executable).with_name("argos")
+        cmd = [str(argos), "train", "--dataset", "units", "--llm", "openai", "--model", "none"]
+        cmd += ["--base-url", "http://127.0.0.1:9/v1", "--llm-config", "argos.toml"]
+        cmd += ["--out", "out", "--iterations", "1", "--candidates", "1", "--keep", "1"]
+        env = os.environ | {"ARGOS_LLM_API_KEY": "unused"}
+        subprocess.run(cmd, cwd=tmp, env=env, check=True, capture_output=True)
+        (manifest,) = (Path(tmp) / "out").glob("*/manifest.json")
+        return float(json.loads(manifest.read_text())["generator"]["incumbent_score"])
+
+
+def choose(
+    dataset: str,
+    data_dir: Path | None,
+    exclude: frozenset[str] = frozenset(),
+    keep: Callable[[Series], bool] = lambda s: True,
+    counts: tuple[int, int] = (1, 3),
+) -> list[Series]:
+    """``counts``: how many units without and with a validation event."""
     ds = catalog.load_dataset(dataset, data_dir=data_dir)
-    no_validation: Series | None = None
+    no_validation: list[Series] = []
     with_validation: list[Series] = []
     partitions: set[str] = set()
     for s in sorted(ds.series, key=lambda s: _natural(s.id)):
-        if s.labels is None:
+        if s.labels is None or s.id in exclude:
             continue
         tr, va, te = event_counts(s)
         if tr < 1 or te < 1:
             continue
         part = str(s.meta.get("partition", ""))
         if va == 0:
-            if no_validation is None and (dataset != "yahoo" or part == "A1"):
-                no_validation = s
+            if len(no_validation) < counts[0] and (dataset != "yahoo" or part == "A1") and keep(s):
+                no_validation.append(s)
         elif dataset == "yahoo":
-            if part in ("A1", "A3", "A4") and part not in partitions:
+            if part in ("A1", "A3", "A4") and part not in partitions and keep(s):
                 partitions.add(part)
                 with_validation.append(s)
-        elif len(with_validation) < 3:
+        elif len(with_validation) < counts[1] and keep(s):
             with_validation.append(s)
-    if no_validation is None or len(with_validation) < 3:
+    if len(no_validation) < counts[0] or len(with_validation) < counts[1]:
         raise SystemExit(f"{dataset}: the rule found too few units")
-    return [no_validation, *with_validation]
+    return [*no_validation, *with_validation]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--sample", choices=("a", "b"), default="a")
+    ap.add_argument("--exclude", type=Path, default=None, help="units.json of a sample to skip")
+    ap.add_argument("--datasets", nargs="+", default=["kpi", "yahoo", "nab"])
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for dataset in ("kpi", "yahoo", "nab"):
-        for s in choose(dataset, args.data_dir):
+    skip = json.loads(args.exclude.read_text()) if args.exclude else {}
+    for dataset in args.datasets:
+        exclude = frozenset(u["series"] for u in skip.values() if u["dataset"] == dataset)
+        keep: Callable[[Series], bool] = lambda s: True  # noqa: E731
+        if args.sample == "b":
+
+            def keep(s: Series, dataset: str = dataset) -> bool:
+                score = incumbent_score(dataset, s)
+                print(f"  {unit_name(dataset, s.id)}: builtin selection F1 {score:.3f}", flush=True)
+                return score < 1.0
+
+        counts = SAMPLE_B_COUNTS[dataset] if args.sample == "b" else (1, 3)
+        for s in choose(dataset, args.data_dir, exclude, keep, counts):
             name = unit_name(dataset, s.id)
             write_unit_csv(s, args.out / f"{name}.csv")
             tr, va, te = event_counts(s)

@@ -1,7 +1,8 @@
-"""The capable-model measurement, replayed: its recorded answers give its rule sets again.
+"""The capable-model measurements, replayed: their recorded answers give their rule sets again.
 
-``eval/results/llm`` holds, per unit, the response-cache rows of every LLM call the measurement
-made (``replay/<unit>.jsonl``, in call order) and the rule sets it exported (``rules/<unit>/``).
+``eval/results/llm`` (sample A) and ``eval/results/llm/sample-b`` each hold, per unit, the
+response-cache rows of every LLM call the measurement made (``replay/<unit>.jsonl``, in call order)
+and the rule sets it exported (``rules/<unit>/``).
 Loaded into a fresh run folder's ``llm-cache.sqlite``, the rows make ``argos train --llm`` replay
 the run through the whole graph with no model: the endpoint is unreachable, so a request that is
 not among the recorded ones fails (its candidate is dropped and the rule set differs). The test
@@ -20,6 +21,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,16 +30,23 @@ from argos.data import catalog
 from argos.llm.cache import ResponseStore
 from argos.llm.interface import Completion, Usage
 
-RESULTS = Path(__file__).resolve().parents[2] / "eval" / "results" / "llm"
-UNITS = json.loads((RESULTS / "units.json").read_text()) if RESULTS.is_dir() else {}
-OPTIONS = json.loads((RESULTS / "options.json").read_text()) if RESULTS.is_dir() else {}
+LLM_RESULTS = Path(__file__).resolve().parents[2] / "eval" / "results" / "llm"
+SAMPLES = {"a": LLM_RESULTS, "b": LLM_RESULTS / "sample-b"}
+
+
+def _read(sample: str, name: str) -> dict[str, Any]:
+    path = SAMPLES[sample] / name
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+UNITS = {sample: _read(sample, "units.json") for sample in SAMPLES}
+OPTIONS = {sample: _read(sample, "options.json") for sample in SAMPLES}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
-def write_unit_csv(data_root: Path, unit: str, folder: Path) -> Path:
+def write_unit_csv(data_root: Path, spec: dict[str, Any], unit: str, folder: Path) -> Path:
     """The unit's series as the measurement wrote it: ``timestamp,value,is_anomaly``."""
-    spec = UNITS[unit]
     ds = catalog.load_dataset(spec["dataset"], data_dir=data_root)
     s = ds.get(spec["series"])
     assert s.labels is not None
@@ -64,25 +73,35 @@ def seed_cache(run_dir: Path, replay: Path) -> int:
     return len(rows)
 
 
-def test_the_measurement_records_every_unit() -> None:
-    assert len(UNITS) >= 12
-    for unit, spec in UNITS.items():
-        assert (RESULTS / "replay" / f"{unit}.jsonl").is_file(), unit
-        assert (RESULTS / "transcripts" / f"{unit}.md").is_file(), unit
-        assert any((RESULTS / "rules" / spec["rules"]).glob("*.py")), unit
+@pytest.mark.parametrize("sample", sorted(SAMPLES))
+def test_the_measurement_records_every_unit(sample: str) -> None:
+    results, units = SAMPLES[sample], UNITS[sample]
+    assert len(units) >= 12
+    for unit, spec in units.items():
+        assert (results / "replay" / f"{unit}.jsonl").is_file(), unit
+        assert (results / "transcripts" / f"{unit}.md").is_file(), unit
+        assert any((results / "rules" / spec["rules"]).glob("*.py")), unit
 
 
-@pytest.mark.parametrize("unit", sorted(UNITS))
+def test_the_samples_share_no_unit() -> None:
+    assert not UNITS["a"].keys() & UNITS["b"].keys()
+
+
+@pytest.mark.parametrize(
+    ("sample", "unit"),
+    [(sample, unit) for sample in sorted(SAMPLES) for unit in sorted(UNITS[sample])],
+)
 def test_replaying_the_recorded_answers_gives_the_same_rule_set(
-    unit: str, data_root: Path, tmp_path: Path
+    sample: str, unit: str, data_root: Path, tmp_path: Path
 ) -> None:
-    why = OPTIONS.get("not_replayed", {}).get(unit)
+    results, options = SAMPLES[sample], OPTIONS[sample]
+    why = options.get("not_replayed", {}).get(unit)
     if why:
         pytest.skip(f"not replayable on another machine: {why}")
-    write_unit_csv(data_root, unit, tmp_path / "units")
+    write_unit_csv(data_root, UNITS[sample][unit], unit, tmp_path / "units")
     run = tmp_path / "run"
     run.mkdir()
-    recorded = seed_cache(run, RESULTS / "replay" / f"{unit}.jsonl")
+    recorded = seed_cache(run, results / "replay" / f"{unit}.jsonl")
     config = tmp_path / "argos.toml"
     config.write_text("[llm]\nmax_retries = 0\ntimeout_s = 5\n")
     # The run as the measurement started it, but against an unreachable endpoint: `--resume`
@@ -91,12 +110,12 @@ def test_replaying_the_recorded_answers_gives_the_same_rule_set(
         dataset=str(tmp_path / "units"),
         series=unit,
         provider="openai",
-        model=OPTIONS["model"],
+        model=options["model"],
         base_url="http://127.0.0.1:9/v1",
         config=str(config),
-        iterations=OPTIONS["iterations"],
-        candidates=OPTIONS["candidates"],
-        keep=OPTIONS["keep"],
+        iterations=options["iterations"],
+        candidates=options["candidates"],
+        keep=options["keep"],
     )
     (run / RUN_FILE).write_text(opts.model_dump_json(indent=2))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ARGOS_LLM"))}
@@ -106,8 +125,8 @@ def test_replaying_the_recorded_answers_gives_the_same_rule_set(
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     usage = json.loads((run / "usage.json").read_text())["total"]
     assert usage["calls"] == usage["cached_calls"] == recorded, usage
-    folder = UNITS[unit]["rules"]
-    committed = {p.name: p.read_bytes() for p in (RESULTS / "rules" / folder).glob("*.py")}
+    folder = UNITS[sample][unit]["rules"]
+    committed = {p.name: p.read_bytes() for p in (results / "rules" / folder).glob("*.py")}
     replayed = {p.name: p.read_bytes() for p in (run / folder).glob("*.py")}
     assert sorted(replayed) == sorted(committed)
     for name, code in committed.items():
