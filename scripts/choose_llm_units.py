@@ -23,11 +23,15 @@ no further unit without a validation event and NAB none with one where the built
 room, so B takes four KPI units with one and four NAB units without (``SAMPLE_B_COUNTS``): B keeps
 4/4/4 units, 5 of them without a validation event.
 
+Sample C (``--sample c``, session 15, eval/results/llm/sample-c/PREREGISTRATION.md): 12 further
+units by sample B's rule and counts, skipping the series of samples A and B (``--exclude`` both
+units.json files).
+
 Writes ``OUT/<dataset>_<series id>.csv`` (``timestamp,value,is_anomaly``; the values as Python
 writes floats, so they read back exactly) and prints one line per unit with its event counts.
 
 Usage: python scripts/choose_llm_units.py OUT [--data-dir ../shared/datasets]
-       [--sample b --exclude eval/results/llm/units.json]
+       [--sample b|c --exclude eval/results/llm/units.json [eval/results/llm/sample-b/units.json]]
 """
 
 from __future__ import annotations
@@ -139,23 +143,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--data-dir", type=Path, default=None)
-    ap.add_argument("--sample", choices=("a", "b"), default="a")
-    ap.add_argument("--exclude", type=Path, default=None, help="units.json of a sample to skip")
+    ap.add_argument("--sample", choices=("a", "b", "c"), default="a")
+    ap.add_argument(
+        "--exclude", type=Path, nargs="+", default=[], help="units.json of samples to skip"
+    )
     ap.add_argument("--datasets", nargs="+", default=["kpi", "yahoo", "nab"])
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    skip = json.loads(args.exclude.read_text()) if args.exclude else {}
+    skip = {k: v for path in args.exclude for k, v in json.loads(path.read_text()).items()}
     for dataset in args.datasets:
         exclude = frozenset(u["series"] for u in skip.values() if u["dataset"] == dataset)
         keep: Callable[[Series], bool] = lambda s: True  # noqa: E731
-        if args.sample == "b":
+        if args.sample in ("b", "c"):
 
             def keep(s: Series, dataset: str = dataset) -> bool:
                 score = incumbent_score(dataset, s)
                 print(f"  {unit_name(dataset, s.id)}: builtin selection F1 {score:.3f}", flush=True)
                 return score < 1.0
 
-        counts = SAMPLE_B_COUNTS[dataset] if args.sample == "b" else (1, 3)
+        counts = SAMPLE_B_COUNTS[dataset] if args.sample in ("b", "c") else (1, 3)
         for s in choose(dataset, args.data_dir, exclude, keep, counts):
             name = unit_name(dataset, s.id)
             write_unit_csv(s, args.out / f"{name}.csv")
