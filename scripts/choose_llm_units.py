@@ -25,7 +25,8 @@ room, so B takes four KPI units with one and four NAB units without (``SAMPLE_B_
 
 Sample C (``--sample c``, session 15, eval/results/llm/sample-c/PREREGISTRATION.md): 12 further
 units by sample B's rule and counts, skipping the series of samples A and B (``--exclude`` both
-units.json files).
+units.json files). NAB has only three further units where the builtin set leaves room, so its
+fourth is the first of the others in natural order (the pre-registration's amendment).
 
 Writes ``OUT/<dataset>_<series id>.csv`` (``timestamp,value,is_anomaly``; the values as Python
 writes floats, so they read back exactly) and prints one line per unit with its event counts.
@@ -112,10 +113,13 @@ def choose(
     exclude: frozenset[str] = frozenset(),
     keep: Callable[[Series], bool] = lambda s: True,
     counts: tuple[int, int] = (1, 3),
+    fill: bool = False,
 ) -> list[Series]:
-    """``counts``: how many units without and with a validation event."""
+    """``counts``: how many units without and with a validation event. ``fill``: too few units
+    without one pass ``keep``: take the first that did not."""
     ds = catalog.load_dataset(dataset, data_dir=data_dir)
     no_validation: list[Series] = []
+    passed_over: list[Series] = []
     with_validation: list[Series] = []
     partitions: set[str] = set()
     for s in sorted(ds.series, key=lambda s: _natural(s.id)):
@@ -126,14 +130,17 @@ def choose(
             continue
         part = str(s.meta.get("partition", ""))
         if va == 0:
-            if len(no_validation) < counts[0] and (dataset != "yahoo" or part == "A1") and keep(s):
-                no_validation.append(s)
+            if len(no_validation) < counts[0] and (dataset != "yahoo" or part == "A1"):
+                (no_validation if keep(s) else passed_over).append(s)
         elif dataset == "yahoo":
             if part in ("A1", "A3", "A4") and part not in partitions and keep(s):
                 partitions.add(part)
                 with_validation.append(s)
         elif len(with_validation) < counts[1] and keep(s):
             with_validation.append(s)
+    if fill and len(no_validation) < counts[0]:
+        no_validation += passed_over[: counts[0] - len(no_validation)]
+        no_validation.sort(key=lambda s: _natural(s.id))
     if len(no_validation) < counts[0] or len(with_validation) < counts[1]:
         raise SystemExit(f"{dataset}: the rule found too few units")
     return [*no_validation, *with_validation]
@@ -162,7 +169,8 @@ def main() -> None:
                 return score < 1.0
 
         counts = SAMPLE_B_COUNTS[dataset] if args.sample in ("b", "c") else (1, 3)
-        for s in choose(dataset, args.data_dir, exclude, keep, counts):
+        fill = args.sample == "c" and dataset == "nab"
+        for s in choose(dataset, args.data_dir, exclude, keep, counts, fill):
             name = unit_name(dataset, s.id)
             write_unit_csv(s, args.out / f"{name}.csv")
             tr, va, te = event_counts(s)
