@@ -166,6 +166,14 @@ def register(app: typer.Typer) -> None:
                 "rules must beat on the selection data (--no-incumbent: start from nothing)."
             ),
         ] = True,
+        holdout: Annotated[
+            bool,
+            typer.Option(
+                help="LLM: on a unit with no labeled event in validation, fit on the first part "
+                "of train and select on its last events, held out (--no-holdout: select on the "
+                "train data the candidates were fit on)."
+            ),
+        ] = True,
         resume: Annotated[
             str | None, typer.Option(help="Resume an interrupted LLM run (run id or folder).")
         ] = None,
@@ -261,6 +269,7 @@ def register(app: typer.Typer) -> None:
                 train_fraction=train_fraction,
                 objective=str(goal),
                 incumbent=incumbent,
+                holdout=holdout,
             )
             if out == Path("runs/train"):
                 run_dir = new_run_dir(runs_dir)

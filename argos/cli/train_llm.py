@@ -71,6 +71,7 @@ class RunOptions(BaseModel):
     train_fraction: float | None = None
     objective: str = "event-pa"
     incumbent: bool = True
+    holdout: bool = True
     created: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def llm_config(self) -> LLMConfig:
@@ -154,6 +155,7 @@ def run_llm_training(opts: RunOptions, run_dir: Path, *, console: Console, as_js
             chat_model=shared,
             deployment=deployment_refusals,
             incumbent=opts.incumbent,
+            holdout=opts.holdout,
         )
         return _train(opts, ds, gen, run_dir, executor, console=console, as_json=as_json)
 

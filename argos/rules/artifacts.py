@@ -126,6 +126,9 @@ class GeneratorInfo(BaseModel):
     train_score: float | None = None
     """The exported set's train score (higher than ``incumbent_train_score`` when the selection
     scores tie and an LLM rule was kept)."""
+    held_out_events: int | None = None
+    """Train events the LLM loop held out and selected on, the unit having no validation event
+    (``argos train --holdout``); the scores above are on the unit's own selection data."""
 
     @field_validator("objective")
     @classmethod
@@ -139,6 +142,7 @@ _OPTIONAL_GENERATOR_KEYS = (
     "score",
     "incumbent_train_score",
     "train_score",
+    "held_out_events",
 )
 """Written only when set, so manifests that never had them keep their bytes."""
 

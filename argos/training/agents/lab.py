@@ -40,6 +40,9 @@ from argos.training.fitting import fit_params, stream_check_ends
 from argos.training.generator import DeploymentCheck
 
 DEFAULT_CHUNK_SIZE = 1000
+HOLDOUT_FRACTION = 0.2
+"""Without a validation event, the share of each series' train events held out for selection
+(:func:`hold_out_train_events`)."""
 STREAM_CHECK_POINTS = 48
 """Positions at which a fitted candidate's label on the whole history is compared with its label
 on the last ``LOOKBACK`` points only (what the online detector computes when streaming)."""
@@ -499,6 +502,47 @@ class SandboxRuleLab:
             if text:
                 parts.append(f"Series {va.id}:\n{text}" if len(self.validation) > 1 else text)
         return "\n\n".join(parts[:3])
+
+
+def hold_out_train_events(
+    train: Sequence[Series], validation: Sequence[Series], fraction: float = HOLDOUT_FRACTION
+) -> tuple[list[Series], list[Series]] | None:
+    """The split the loop runs on when the unit's validation part holds no labeled event.
+
+    Without a validation event the selection score pools train and validation: it is computed on
+    the data the candidates were fit on (and shown), so a set that fits the train events better
+    ranks higher whether or not it generalises. Here each series with at least two train events
+    holds out its last ``max(1, round(fraction * events))`` of them (never all): its train part
+    is cut midway between the last event kept and the first one held out, and the rest joins the
+    validation part, so the loop fits on the first part and selects on events it never saw, as
+    on a unit with validation events. Series with fewer events keep their split. None when no
+    series has two train events (nothing can be held out).
+    """
+    new_train: list[Series] = []
+    new_validation: list[Series] = []
+    held = 0
+    for tr, va in zip(train, validation, strict=True):
+        starts, ends = events(_labels(tr))
+        n = len(starts)
+        if n < 2:
+            new_train.append(tr)
+            new_validation.append(va)
+            continue
+        h = min(n - 1, max(1, round(fraction * n)))
+        cut = (int(ends[n - h - 1]) + int(starts[n - h])) // 2
+        held += h
+        tail = tr.slice(cut)
+        new_train.append(tr.slice(0, cut))
+        new_validation.append(
+            Series(
+                id=tr.id,
+                timestamps=np.concatenate([tail.timestamps, va.timestamps]),
+                values=np.concatenate([tail.values, va.values]),
+                labels=np.concatenate([_labels(tail), _labels(va)]),
+                meta=tr.meta,
+            )
+        )
+    return (new_train, new_validation) if held else None
 
 
 def _in_turn(counts: FloatArray, turn: int, rng: np.random.Generator) -> int:

@@ -48,12 +48,13 @@ from argos.llm.usage import (
     Price,
     UsageLedger,
 )
+from argos.metrics import events
 from argos.rules.grammar import RuleSpec
 from argos.rules.templates import render
 from argos.sandbox.pool import Sandbox
 from argos.training.agents.context import Evaluation, GenerationRequest, TrainingContext
 from argos.training.agents.graph import build_graph
-from argos.training.agents.lab import DEFAULT_CHUNK_SIZE, SandboxRuleLab
+from argos.training.agents.lab import DEFAULT_CHUNK_SIZE, SandboxRuleLab, hold_out_train_events
 from argos.training.agents.nodes import IMPROVEMENT, new_draft
 from argos.training.agents.prompts import prompt_hashes
 from argos.training.agents.roles import LLMAgents
@@ -88,6 +89,9 @@ class AgentGenerator:
         incumbent: start each unit from the builtin generator's rule set (fit for the loop's
             objective), which LLM rules must beat; False starts from nothing. Not used with
             fusion (its rules correct a base detector instead).
+        holdout: on a unit whose validation part holds no labeled event, select on held-out
+            train events (:func:`~argos.training.agents.lab.hold_out_train_events`) instead of
+            on the train data the candidates were fit on. Not used with fusion.
     """
 
     llm: LLMConfig
@@ -102,6 +106,7 @@ class AgentGenerator:
     on_event: Callable[[dict[str, Any]], None] | None = None
     deployment: DeploymentCheck | None = None
     incumbent: bool = True
+    holdout: bool = True
     name: str = "llm"
     ledger: UsageLedger = field(init=False)
     _model: MeteredChatModel | None = field(default=None, init=False, repr=False)
@@ -173,6 +178,8 @@ class AgentGenerator:
         unit = _unit_key(train)
         with Sandbox(workers=1) as sandbox:
             if self.fusion is None:
+                if self.holdout and not any(_has_events(s) for s in validation):
+                    return self._generate_held_out(unit, train, validation, sandbox, progress)
                 state, lab = self._run_graph(unit, train, validation, sandbox, progress)
                 kept = state.get("accepted", [])
                 out = self._output([_as_rule(c, "rule") for c in kept], [state])
@@ -195,18 +202,71 @@ class AgentGenerator:
             out.notes.extend(skipped)
             return out
 
-    def _run_graph(
+    def _generate_held_out(
         self,
-        thread: str,
+        unit: str,
         train: Sequence[Series],
         validation: Sequence[Series],
         sandbox: Sandbox,
         progress: ProgressFn | None,
-        *,
+    ) -> GeneratorOutput:
+        """:meth:`generate` of a unit whose validation part holds no labeled event: the loop runs
+        on :func:`~argos.training.agents.lab.hold_out_train_events`' split, fitting on the first
+        part of train and selecting on the train events held out (no loop when there are none to
+        hold out). The incumbent is still the builtin generator's set for the unit's own split,
+        and the exported set scores at least the incumbent's on the unit's own selection data
+        (else the incumbent is exported), as without held-out events."""
+        own = self._lab(train, validation, sandbox)
+        builtin = self._builtin_rules(train, validation)
+        incumbent = _drafts(builtin, own)
+        split = hold_out_train_events(train, validation)
+        if split is None:
+            kept = incumbent
+            out = replace(
+                self._output([_as_rule(c, "rule") for c in kept], []),
+                notes=[
+                    "no LLM loop: without a validation event the loop selects on held-out train "
+                    "events, and no series has two (one to fit on, one to hold out)"
+                ],
+            )
+        else:
+            state, _ = self._run_graph(unit, *split, sandbox, progress, incumbent=builtin)
+            kept = state.get("accepted", [])
+            held = sum(len(events(_labels(v))[0]) for v in split[1])
+            out = self._output([_as_rule(c, "rule") for c in kept], [state])
+            out.generator["held_out_events"] = held
+            before, after = state.get("incumbent_score"), state.get("set_score")
+            note = f"selected on {held} held-out train event(s) (no validation event)"
+            if after is not None:
+                note += f": the kept set's F1 on them {after:.3f}"
+                note += "" if before is None else f", the builtin set's {before:.3f}"
+            out.notes.append(note)
+            inc_score, set_score = own.set_score(incumbent).score, own.set_score(kept).score
+            if incumbent and inc_score is not None and (set_score or 0.0) < inc_score:
+                kept = incumbent
+                out = replace(out, rules=[_as_rule(c, "rule") for c in kept])
+                out.notes.append(
+                    f"exported the builtin rule set: the set selected on the held-out events "
+                    f"scores {set_score or 0.0:.3f} on the unit's own selection data, below its "
+                    f"{inc_score:.3f}"
+                )
+        inc, final = own.set_score(incumbent), own.set_score(kept)
+        scores: TrainState = {
+            "incumbent_score": inc.score if incumbent else None,
+            "set_score": final.score,
+            "incumbent_train_score": inc.train_f1 if incumbent else None,
+        }
+        return _with_set_scores(out, final, scores)
+
+    def _lab(
+        self,
+        train: Sequence[Series],
+        validation: Sequence[Series],
+        sandbox: Sandbox,
         mode: Literal["fn", "fp"] | None = None,
         base: list[tuple[BoolArray, BoolArray]] | None = None,
-    ) -> tuple[TrainState, SandboxRuleLab]:
-        lab = SandboxRuleLab(
+    ) -> SandboxRuleLab:
+        return SandboxRuleLab(
             train,
             validation,
             sandbox,
@@ -217,6 +277,24 @@ class AgentGenerator:
             deployment=self.deployment,
             objective=self.loop.objective,
         )
+
+    def _run_graph(
+        self,
+        thread: str,
+        train: Sequence[Series],
+        validation: Sequence[Series],
+        sandbox: Sandbox,
+        progress: ProgressFn | None,
+        *,
+        mode: Literal["fn", "fp"] | None = None,
+        base: list[tuple[BoolArray, BoolArray]] | None = None,
+        incumbent: Sequence[GeneratedRule] | None = None,
+    ) -> tuple[TrainState, SandboxRuleLab]:
+        """One graph run on this split. ``incumbent``: the rule set to start from (default: the
+        builtin generator's for this split, or nothing under fusion)."""
+        lab = self._lab(train, validation, sandbox, mode, base)
+        if incumbent is None:
+            incumbent = self._builtin_rules(train, validation) if mode is None else []
         agents = LLMAgents(self.metered_model(), lab, self.loop)
         tried = 0
         best = -1.0
@@ -239,7 +317,7 @@ class AgentGenerator:
             export=lambda accepted, log: thread,  # the driver exports (idempotently)
             on_event=on_event,
             usage=lambda: self.ledger.summary().model_dump(mode="json"),
-            incumbent=self._incumbent(train, validation, lab) if mode is None else (),
+            incumbent=_drafts(incumbent, lab),
         )
         graph = build_graph(self.loop, can_repair=agents.can_repair, can_review=agents.can_review)
         config: Any = {
@@ -258,28 +336,15 @@ class AgentGenerator:
                 result = app.invoke({}, config, context=ctx, durability="sync")
         return cast(TrainState, result), lab
 
-    def _incumbent(
-        self, train: Sequence[Series], validation: Sequence[Series], lab: SandboxRuleLab
-    ) -> list[DraftRule]:
-        """The builtin generator's rule set for the unit, fit for the loop's objective and
-        scored by the lab like any candidate (a rule the lab would reject is left out)."""
+    def _builtin_rules(
+        self, train: Sequence[Series], validation: Sequence[Series]
+    ) -> list[GeneratedRule]:
+        """The builtin generator's rule set for this split, fit for the loop's objective (what
+        ``--generator builtin`` exports for it); none without an incumbent."""
         if not self.incumbent:
             return []
         config = SearchConfig(seed=self.loop.seed, objective=self.loop.objective)
-        out = BuiltinGenerator(config).generate(train, validation)
-        members = []
-        for rule in out.rules:
-            ev = lab.evaluate(rule.source, rule.params)
-            if ev.status != "ok":
-                continue
-            draft = cast(
-                DraftRule,
-                new_draft(rule.source, "builtin")
-                | asdict(ev)
-                | {"params": dict(rule.params), "name": rule.name},
-            )
-            members.append(draft)
-        return members
+        return list(BuiltinGenerator(config).generate(train, validation).rules)
 
     def _restore_usage(self, saved: Mapping[str, Any] | None) -> None:
         """Continue the ledger from a checkpoint that counted more calls than it has (a resumed
@@ -430,6 +495,34 @@ def _unit_key_of(ids: list[str]) -> str:
         return ids[0]
     digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:10]
     return f"{len(ids)}series-{digest}"
+
+
+def _drafts(rules: Sequence[GeneratedRule], lab: SandboxRuleLab) -> list[DraftRule]:
+    """Rules as members of a set the loop keeps, scored by ``lab`` like any candidate (a rule
+    the lab would reject is left out)."""
+    members = []
+    for rule in rules:
+        ev = lab.evaluate(rule.source, rule.params)
+        if ev.status != "ok":
+            continue
+        draft = cast(
+            DraftRule,
+            new_draft(rule.source, "builtin")
+            | asdict(ev)
+            | {"params": dict(rule.params), "name": rule.name},
+        )
+        members.append(draft)
+    return members
+
+
+def _has_events(series: Series) -> bool:
+    return series.labels is not None and bool(series.labels.any())
+
+
+def _labels(series: Series) -> BoolArray:
+    if series.labels is None:
+        raise ValueError(f"series {series.id!r} has no labels")
+    return series.labels
 
 
 def _with_set_scores(
