@@ -49,7 +49,12 @@ def unit_notes(summary: TrainSummary, limit: int = 5) -> list[str]:
     return lines
 
 
-INCUMBENT_VERDICTS = ("the LLM improved on the builtin rule set", "kept the builtin rule set")
+INCUMBENT_VERDICTS = (
+    "the LLM improved on the builtin rule set",
+    "kept the builtin rule set",
+    "selected on",  # held-out train events (no validation event)
+    "exported the builtin rule set",
+)
 """How an LLM unit's notes begin when they say what became of the builtin incumbent."""
 
 

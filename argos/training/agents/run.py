@@ -222,14 +222,13 @@ class AgentGenerator:
         split = hold_out_train_events(train, validation)
         if split is None:
             kept = incumbent
-            out = replace(
-                self._output([_as_rule(c, "rule") for c in kept], []),
-                notes=[
-                    "no LLM loop: without a validation event the loop selects on held-out train "
-                    "events, and no series has two (one to fit on, one to hold out)"
-                ],
+            out = replace(self._output([_as_rule(c, "rule") for c in kept], []), notes=[])
+            why_kept = (
+                "no LLM loop: without a validation event the loop selects on held-out train "
+                "events, and no series has two (one to fit on, one to hold out)"
             )
         else:
+            why_kept = None
             state, _ = self._run_graph(unit, *split, sandbox, progress, incumbent=builtin)
             kept = state.get("accepted", [])
             held = sum(len(events(_labels(v))[0]) for v in split[1])
@@ -256,7 +255,7 @@ class AgentGenerator:
             "set_score": final.score,
             "incumbent_train_score": inc.train_f1 if incumbent else None,
         }
-        return _with_set_scores(out, final, scores)
+        return _with_set_scores(out, final, scores, why_kept)
 
     def _lab(
         self,
@@ -526,9 +525,10 @@ def _labels(series: Series) -> BoolArray:
 
 
 def _with_set_scores(
-    out: GeneratorOutput, scores: Evaluation, state: TrainState
+    out: GeneratorOutput, scores: Evaluation, state: TrainState, why_kept: str | None = None
 ) -> GeneratorOutput:
-    """``out`` with the kept set's own scores and a note on what the loop did to the incumbent."""
+    """``out`` with the kept set's own scores and a note on what the loop did to the incumbent
+    (``why_kept``: why the incumbent was kept, when no candidate was tried)."""
     before, after = state.get("incumbent_score"), state.get("set_score")
     train_before, train_after = state.get("incumbent_train_score"), scores.train_f1
     on = scores.scored_on
@@ -556,8 +556,10 @@ def _with_set_scores(
             )
         else:
             notes.append(
-                f"kept the builtin rule set: no LLM candidate beat its selection F1 {before:.3f} "
-                f"on {on}"
+                f"kept the builtin rule set: {why_kept}"
+                if why_kept
+                else f"kept the builtin rule set: no LLM candidate beat its selection F1 "
+                f"{before:.3f} on {on}"
             )
     return replace(
         out,
