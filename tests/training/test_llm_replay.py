@@ -1,8 +1,8 @@
 """The capable-model measurements, replayed: their recorded answers give their rule sets again.
 
-``eval/results/llm`` (sample A) and ``eval/results/llm/sample-b`` each hold, per unit, the
-response-cache rows of every LLM call the measurement made (``replay/<unit>.jsonl``, in call order)
-and the rule sets it exported (``rules/<unit>/``).
+``eval/results/llm`` (sample A), ``eval/results/llm/sample-b`` and ``sample-c`` each hold, per
+unit, the response-cache rows of every LLM call the measurement made (``replay/<unit>.jsonl``, in
+call order) and the rule sets it exported (``rules/<unit>/``).
 Loaded into a fresh run folder's ``llm-cache.sqlite``, the rows make ``argos train --llm`` replay
 the run through the whole graph with no model: the endpoint is unreachable, so a request that is
 not among the recorded ones fails (its candidate is dropped and the rule set differs). The test
@@ -16,6 +16,7 @@ series) exactly as the measurement cut them.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -31,7 +32,7 @@ from argos.llm.cache import ResponseStore
 from argos.llm.interface import Completion, Usage
 
 LLM_RESULTS = Path(__file__).resolve().parents[2] / "eval" / "results" / "llm"
-SAMPLES = {"a": LLM_RESULTS, "b": LLM_RESULTS / "sample-b"}
+SAMPLES = {"a": LLM_RESULTS, "b": LLM_RESULTS / "sample-b", "c": LLM_RESULTS / "sample-c"}
 
 
 def _read(sample: str, name: str) -> dict[str, Any]:
@@ -84,7 +85,8 @@ def test_the_measurement_records_every_unit(sample: str) -> None:
 
 
 def test_the_samples_share_no_unit() -> None:
-    assert not UNITS["a"].keys() & UNITS["b"].keys()
+    for one, other in itertools.combinations(sorted(SAMPLES), 2):
+        assert not UNITS[one].keys() & UNITS[other].keys(), (one, other)
 
 
 @pytest.mark.parametrize(

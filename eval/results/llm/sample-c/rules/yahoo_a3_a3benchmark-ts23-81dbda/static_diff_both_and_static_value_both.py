@@ -1,0 +1,67 @@
+"""static_diff_both_and_static_value_both: static bound of the first difference, both directions,
+AND static bound of the value, both directions.
+
+Normal: The change from the previous point stays within +/- 248.9, or the value stays within +/-
+    211.1.
+Abnormal: The change from the previous point is beyond +/- 248.9, and at the same point the
+    value is beyond +/- 211.1; it alarms once per burst: only when the condition was off for the
+    1 points before.
+"""
+
+import numpy as np
+
+PARAMS = {
+    "threshold": 248.85104221140676,
+    "persistence": 1,
+    "cooldown": 1,
+    "gate_threshold": 211.12809285034575,
+}
+LOOKBACK = 3
+
+
+def score(values, timestamps, params):
+    """Score of each point: larger means more anomalous in the rule's direction."""
+    values = np.asarray(values, dtype=float)
+    x = np.concatenate(([0.0], np.diff(values)))
+    s = x
+    return np.asarray(s, dtype=float)
+
+
+def gate_score(values, timestamps, params):
+    """Score of the second condition (the gate), on its own parameters."""
+    values = np.asarray(values, dtype=float)
+    x = values
+    s = x
+    return np.asarray(s, dtype=float)
+
+
+def apply_cooldown(alarm, quiet):
+    """Keep an alarm only if the condition did not hold in any of the previous `quiet` points
+    (one alarm at the start of each burst)."""
+    held = np.concatenate(([0], np.cumsum(alarm)))
+    idx = np.arange(len(alarm))
+    return alarm & (held[idx] == held[np.maximum(idx - quiet, 0)])
+
+
+def detect(values, timestamps, params=PARAMS):
+    """True where the point is anomalous (see the module docstring)."""
+    s = np.abs(score(values, timestamps, params))
+    k = int(params["persistence"])
+    if k > 1:
+        # the smallest score of the last k points: the condition held k points in a row
+        held = np.full(len(s), np.nan)
+        if len(s) >= k:
+            last_k = held[k - 1 :]
+            last_k[:] = s[k - 1 :]
+            for j in range(1, k):
+                np.minimum(last_k, s[k - 1 - j : len(s) - j], out=last_k)
+        s = held
+    alarm = np.nan_to_num(s, nan=-np.inf) >= params["threshold"]
+    # AND: the gate's condition must hold at the same point
+    gate = {k[5:]: v for k, v in params.items() if k.startswith("gate_")}
+    g = np.abs(gate_score(values, timestamps, gate))
+    alarm &= np.nan_to_num(g, nan=-np.inf) >= gate["threshold"]
+    quiet = int(params.get("cooldown", 0))
+    if quiet > 0:
+        alarm = apply_cooldown(alarm, quiet)
+    return alarm
