@@ -219,6 +219,7 @@ class AgentGenerator:
         own = self._lab(train, validation, sandbox)
         builtin = self._builtin_rules(train, validation)
         incumbent = _drafts(builtin, own)
+        inc = own.set_score(incumbent)
         split = hold_out_train_events(train, validation)
         if split is None:
             kept = incumbent
@@ -231,7 +232,7 @@ class AgentGenerator:
             why_kept = None
             state, _ = self._run_graph(unit, *split, sandbox, progress, incumbent=builtin)
             kept = state.get("accepted", [])
-            held = sum(len(events(_labels(v))[0]) for v in split[1])
+            held = sum(len(events(v.labels)[0]) for v in split[1] if v.labels is not None)
             out = self._output([_as_rule(c, "rule") for c in kept], [state])
             out.generator["held_out_events"] = held
             before, after = state.get("incumbent_score"), state.get("set_score")
@@ -240,16 +241,16 @@ class AgentGenerator:
                 note += f": the kept set's F1 on them {after:.3f}"
                 note += "" if before is None else f", the builtin set's {before:.3f}"
             out.notes.append(note)
-            inc_score, set_score = own.set_score(incumbent).score, own.set_score(kept).score
-            if incumbent and inc_score is not None and (set_score or 0.0) < inc_score:
+            set_score = own.set_score(kept).score
+            if incumbent and inc.score is not None and (set_score or 0.0) < inc.score:
                 kept = incumbent
                 out = replace(out, rules=[_as_rule(c, "rule") for c in kept])
                 out.notes.append(
                     f"exported the builtin rule set: the set selected on the held-out events "
                     f"scores {set_score or 0.0:.3f} on the unit's own selection data, below its "
-                    f"{inc_score:.3f}"
+                    f"{inc.score:.3f}"
                 )
-        inc, final = own.set_score(incumbent), own.set_score(kept)
+        final = own.set_score(kept)
         scores: TrainState = {
             "incumbent_score": inc.score if incumbent else None,
             "set_score": final.score,
@@ -516,12 +517,6 @@ def _drafts(rules: Sequence[GeneratedRule], lab: SandboxRuleLab) -> list[DraftRu
 
 def _has_events(series: Series) -> bool:
     return series.labels is not None and bool(series.labels.any())
-
-
-def _labels(series: Series) -> BoolArray:
-    if series.labels is None:
-        raise ValueError(f"series {series.id!r} has no labels")
-    return series.labels
 
 
 def _with_set_scores(
