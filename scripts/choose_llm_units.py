@@ -28,11 +28,15 @@ units by sample B's rule and counts, skipping the series of samples A and B (``-
 units.json files). NAB has only three further units where the builtin set leaves room, so its
 fourth is the first of the others in natural order (the pre-registration's amendment).
 
+Sample D (``--sample d``, session 16, eval/results/llm/sample-d/PREREGISTRATION.md): sample C's
+rule on the series of none of A, B and C; wherever a dataset (or a Yahoo partition) has too few
+units where the builtin set leaves room, the first others in natural order fill it.
+
 Writes ``OUT/<dataset>_<series id>.csv`` (``timestamp,value,is_anomaly``; the values as Python
 writes floats, so they read back exactly) and prints one line per unit with its event counts.
 
 Usage: python scripts/choose_llm_units.py OUT [--data-dir ../shared/datasets]
-       [--sample b|c --exclude eval/results/llm/units.json [eval/results/llm/sample-b/units.json]]
+       [--sample b|c|d --exclude eval/results/llm/units.json [eval/results/llm/sample-*/units.json]]
 """
 
 from __future__ import annotations
@@ -113,14 +117,16 @@ def choose(
     exclude: frozenset[str] = frozenset(),
     keep: Callable[[Series], bool] = lambda s: True,
     counts: tuple[int, int] = (1, 3),
-    fill: bool = False,
+    fill: str = "",
 ) -> list[Series]:
-    """``counts``: how many units without and with a validation event. ``fill``: too few units
-    without one pass ``keep``: take the first that did not."""
+    """``counts``: how many units without and with a validation event. ``fill``: when too few
+    units pass ``keep``, the first that did not fill in: ``"without"`` only units without a
+    validation event (sample C), ``"both"`` both kinds and each Yahoo partition (sample D)."""
     ds = catalog.load_dataset(dataset, data_dir=data_dir)
     no_validation: list[Series] = []
-    passed_over: list[Series] = []
     with_validation: list[Series] = []
+    passed_over: list[Series] = []
+    passed_over_with: dict[str, list[Series]] = {}
     partitions: set[str] = set()
     for s in sorted(ds.series, key=lambda s: _natural(s.id)):
         if s.labels is None or s.id in exclude:
@@ -128,19 +134,30 @@ def choose(
         tr, va, te = event_counts(s)
         if tr < 1 or te < 1:
             continue
-        part = str(s.meta.get("partition", ""))
+        part = str(s.meta.get("partition", "")) if dataset == "yahoo" else ""
         if va == 0:
             if len(no_validation) < counts[0] and (dataset != "yahoo" or part == "A1"):
                 (no_validation if keep(s) else passed_over).append(s)
         elif dataset == "yahoo":
-            if part in ("A1", "A3", "A4") and part not in partitions and keep(s):
-                partitions.add(part)
-                with_validation.append(s)
-        elif len(with_validation) < counts[1] and keep(s):
-            with_validation.append(s)
+            if part in ("A1", "A3", "A4") and part not in partitions:
+                if keep(s):
+                    partitions.add(part)
+                    with_validation.append(s)
+                else:
+                    passed_over_with.setdefault(part, []).append(s)
+        elif len(with_validation) < counts[1]:
+            (with_validation if keep(s) else passed_over_with.setdefault("", [])).append(s)
     if fill and len(no_validation) < counts[0]:
         no_validation += passed_over[: counts[0] - len(no_validation)]
         no_validation.sort(key=lambda s: _natural(s.id))
+    if fill == "both":
+        wanted = ("A1", "A3", "A4") if dataset == "yahoo" else ("",)
+        for part in wanted:
+            if dataset == "yahoo" and part in partitions:
+                continue
+            short = 1 if dataset == "yahoo" else counts[1] - len(with_validation)
+            with_validation += passed_over_with.get(part, [])[: max(0, short)]
+        with_validation.sort(key=lambda s: _natural(s.id))
     if len(no_validation) < counts[0] or len(with_validation) < counts[1]:
         raise SystemExit(f"{dataset}: the rule found too few units")
     return [*no_validation, *with_validation]
@@ -150,7 +167,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--data-dir", type=Path, default=None)
-    ap.add_argument("--sample", choices=("a", "b", "c"), default="a")
+    ap.add_argument("--sample", choices=("a", "b", "c", "d"), default="a")
     ap.add_argument(
         "--exclude", type=Path, nargs="+", default=[], help="units.json of samples to skip"
     )
@@ -161,15 +178,15 @@ def main() -> None:
     for dataset in args.datasets:
         exclude = frozenset(u["series"] for u in skip.values() if u["dataset"] == dataset)
         keep: Callable[[Series], bool] = lambda s: True  # noqa: E731
-        if args.sample in ("b", "c"):
+        if args.sample != "a":
 
             def keep(s: Series, dataset: str = dataset) -> bool:
                 score = incumbent_score(dataset, s)
                 print(f"  {unit_name(dataset, s.id)}: builtin selection F1 {score:.3f}", flush=True)
                 return score < 1.0
 
-        counts = SAMPLE_B_COUNTS[dataset] if args.sample in ("b", "c") else (1, 3)
-        fill = args.sample == "c" and dataset == "nab"
+        counts = SAMPLE_B_COUNTS[dataset] if args.sample != "a" else (1, 3)
+        fill = {"c": "without" if dataset == "nab" else "", "d": "both"}.get(args.sample, "")
         for s in choose(dataset, args.data_dir, exclude, keep, counts, fill):
             name = unit_name(dataset, s.id)
             write_unit_csv(s, args.out / f"{name}.csv")
