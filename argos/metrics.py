@@ -241,6 +241,13 @@ class Objective:
         return f"delay:{self.delay}" if self.kind == "delay" else self.kind
 
     @property
+    def metric_name(self) -> str:
+        """How texts name this objective's F1: ``event-PA``, ``7-delay``, ``point-wise``."""
+        if self.kind == "delay":
+            return f"{self.delay}-delay"
+        return "point-wise" if self.kind == "point" else "event-PA"
+
+    @property
     def metric_key(self) -> str:
         """The name of this objective's F1 in manifests: ``event_pa_f1``, ``delay_7_f1``,
         ``point_f1``."""
@@ -257,6 +264,21 @@ class Objective:
 
 EVENT_PA = Objective()
 """The default objective, the metric of the published Argos results."""
+
+
+def resolve_guard(text: str, objective: Objective) -> Objective | None:
+    """The LLM gate's guard metric (``argos train --guard``): ``none``, an objective's text, or
+    ``auto``: k-delay F1 (k = 7) for the event-PA objective, event-PA for ``delay:K``, none for
+    ``point``. A set that lowers the guard's F1 on train or on validation is not kept (see
+    :mod:`argos.training.agents.nodes`). ``ValueError`` on anything else."""
+    name = text.strip().lower()
+    if name == "none":
+        return None
+    if name == "auto":
+        if objective.kind == "event-pa":
+            return Objective("delay", DEFAULT_DELAY)
+        return EVENT_PA if objective.kind == "delay" else None
+    return Objective.parse(name)
 
 
 def aggregate_pooled(scores: Iterable[Scores]) -> Scores:

@@ -30,7 +30,9 @@ fourth is the first of the others in natural order (the pre-registration's amend
 
 Sample D (``--sample d``, session 16, eval/results/llm/sample-d/PREREGISTRATION.md): sample C's
 rule on the series of none of A, B and C; wherever a dataset (or a Yahoo partition) has too few
-units where the builtin set leaves room, the first others in natural order fill it.
+units where the builtin set leaves room, the first others in natural order fill it. NAB has only
+three further series without a validation event, so its fourth unit is the first with one
+(``SAMPLE_D_COUNTS``, the pre-registration's amendment).
 
 Writes ``OUT/<dataset>_<series id>.csv`` (``timestamp,value,is_anomaly``; the values as Python
 writes floats, so they read back exactly) and prints one line per unit with its event counts.
@@ -60,6 +62,9 @@ SAMPLE_B_COUNTS = {"kpi": (0, 4), "yahoo": (1, 3), "nab": (4, 0)}
 sample A's with events in train and test but none in validation; NAB's two series besides sample
 A's with events in train, validation and test both have a builtin set perfect on the selection
 data (both found by scans of this rule, before any LLM call)."""
+SAMPLE_D_COUNTS = {**SAMPLE_B_COUNTS, "nab": (3, 1)}
+"""Sample D's: NAB has three further series with events in train and test and none in validation
+(found by the scan of this rule, before any LLM call), so its fourth unit has one."""
 
 SPLIT = SplitSpec(train_fraction=0.7, validation_fraction=0.2, granularity="series")
 
@@ -185,7 +190,9 @@ def main() -> None:
                 print(f"  {unit_name(dataset, s.id)}: builtin selection F1 {score:.3f}", flush=True)
                 return score < 1.0
 
-        counts = SAMPLE_B_COUNTS[dataset] if args.sample != "a" else (1, 3)
+        counts = {"a": (1, 3), "d": SAMPLE_D_COUNTS[dataset]}.get(
+            args.sample, SAMPLE_B_COUNTS[dataset]
+        )
         fill = {"c": "without" if dataset == "nab" else "", "d": "both"}.get(args.sample, "")
         for s in choose(dataset, args.data_dir, exclude, keep, counts, fill):
             name = unit_name(dataset, s.id)

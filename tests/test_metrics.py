@@ -20,6 +20,7 @@ from argos.metrics import (
     events,
     point_adjusted,
     point_wise,
+    resolve_guard,
     score_all,
     vus_pr,
 )
@@ -218,6 +219,31 @@ def test_objective_parses_and_prints_back(text: str, kind: str, delay: int, show
 def test_objective_refuses_what_it_does_not_know(text: str) -> None:
     with pytest.raises(ValueError, match="objective"):
         Objective.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "objective", "guard"),
+    [
+        ("auto", "event-pa", "delay:7"),  # catching events, and early
+        ("auto", "delay:3", "event-pa"),  # early, and not fewer of them
+        ("auto", "point", None),
+        ("none", "event-pa", None),
+        (" None ", "delay:7", None),
+        ("delay:2", "event-pa", "delay:2"),
+        ("point", "event-pa", "point"),
+    ],
+)
+def test_the_guard_resolves_against_the_objective(
+    text: str, objective: str, guard: str | None
+) -> None:
+    found = resolve_guard(text, Objective.parse(objective))
+    assert (None if found is None else str(found)) == guard
+
+
+@pytest.mark.parametrize("text", ["", "always", "delay:x"])
+def test_the_guard_refuses_what_it_does_not_know(text: str) -> None:
+    with pytest.raises(ValueError, match="objective"):
+        resolve_guard(text, EVENT_PA)
 
 
 def test_objective_scores_with_its_metric() -> None:

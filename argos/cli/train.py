@@ -31,7 +31,7 @@ from argos.cli.report import report_epilogue
 from argos.cli.train_tables import fmt_score, summary_table, unit_notes
 from argos.data import catalog
 from argos.data.series import DataError, UnknownSeries
-from argos.metrics import Objective
+from argos.metrics import Objective, resolve_guard
 from argos.training.builtin.config import SearchConfig
 from argos.training.builtin.method import BuiltinGenerator
 from argos.training.driver import (
@@ -166,6 +166,14 @@ def register(app: typer.Typer) -> None:
                 "rules must beat on the selection data (--no-incumbent: start from nothing)."
             ),
         ] = True,
+        guard: Annotated[
+            str,
+            typer.Option(
+                help="LLM: a second metric a kept rule set must not lower, on train nor on "
+                "validation: 'auto' (7-delay F1 under --objective event-pa, event-PA under "
+                "delay:K, none under point), 'none', or any --objective value.",
+            ),
+        ] = "auto",
         holdout: Annotated[
             bool,
             typer.Option(
@@ -237,6 +245,11 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             typer.echo(f"error: --objective: {exc}", err=True)
             raise typer.Exit(2) from None
+        try:
+            resolve_guard(guard, goal)
+        except ValueError as exc:
+            typer.echo(f"error: --guard: {exc}", err=True)
+            raise typer.Exit(2) from None
         if series is not None:
             try:  # before anything is loaded: KPI takes a while
                 catalog.check_series(dataset, series, data_dir=data_dir)
@@ -268,6 +281,7 @@ def register(app: typer.Typer) -> None:
                 llm_concurrency=llm_concurrency,
                 train_fraction=train_fraction,
                 objective=str(goal),
+                guard=guard,
                 incumbent=incumbent,
                 holdout=holdout,
             )

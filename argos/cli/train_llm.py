@@ -28,7 +28,7 @@ from argos.data.series import DataError, Dataset
 from argos.llm.config import LLMConfig, load_llm_config
 from argos.llm.interface import LLMError
 from argos.llm.usage import Budget, LedgerSummary
-from argos.metrics import Objective
+from argos.metrics import Objective, resolve_guard
 from argos.training.agents.run import AgentGenerator, csv_base, method_base
 from argos.training.agents.state import LoopConfig
 from argos.training.driver import TrainSummary, UnitResult, train_dataset, training_units
@@ -70,6 +70,7 @@ class RunOptions(BaseModel):
     llm_concurrency: int = 4
     train_fraction: float | None = None
     objective: str = "event-pa"
+    guard: str = "auto"
     incumbent: bool = True
     holdout: bool = True
     created: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -91,6 +92,7 @@ class RunOptions(BaseModel):
             time_budget_s=self.time_budget,
             seed=self.seed,
             objective=Objective.parse(self.objective),
+            guard=resolve_guard(self.guard, Objective.parse(self.objective)),
         )
 
 

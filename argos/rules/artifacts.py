@@ -129,11 +129,19 @@ class GeneratorInfo(BaseModel):
     held_out_events: int | None = None
     """Train events the LLM loop held out and selected on, the unit having no validation event
     (``argos train --holdout``); the scores above are on the unit's own selection data."""
+    guard: str | None = None
+    """The metric the LLM gate kept from falling on train and on validation (``argos train
+    --guard``); None: no guard."""
 
     @field_validator("objective")
     @classmethod
     def _known_objective(cls, v: str) -> str:
         return str(Objective.parse(v))
+
+    @field_validator("guard")
+    @classmethod
+    def _known_guard(cls, v: str | None) -> str | None:
+        return None if v is None else str(Objective.parse(v))
 
 
 _OPTIONAL_GENERATOR_KEYS = (
@@ -143,6 +151,7 @@ _OPTIONAL_GENERATOR_KEYS = (
     "incumbent_train_score",
     "train_score",
     "held_out_events",
+    "guard",
 )
 """Written only when set, so manifests that never had them keep their bytes."""
 

@@ -291,3 +291,15 @@ def test_llm_training_starts_from_the_builtin_set_and_says_what_became_of_it(
     assert generator.objective == "event-pa"
     assert generator.incumbent == "builtin" and generator.incumbent_score == generator.score == 1.0
     assert json.loads((out / "run.json").read_text())["objective"] == "event-pa"
+    # The gate's default guard under event-PA: a kept set must not lower the 7-delay F1.
+    assert generator.guard == "delay:7"
+    assert json.loads((out / "run.json").read_text())["guard"] == "auto"
+
+
+def test_an_unknown_guard_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    args = ["train", "--dataset", "demo", "--out", str(tmp_path / "run"), "--guard", "soon"]
+    llm = ["--llm", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1"]
+    result = runner.invoke(app, [*args, *llm], env=NO_LLM)
+    assert result.exit_code == 2
+    assert "error: --guard: unknown objective 'soon'" in result.output
+    assert not (tmp_path / "run").exists()

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from argos.metrics import Objective
 from argos.training.agents.context import (
     CheckOutcome,
     Evaluation,
@@ -34,12 +35,15 @@ def rule(
     tag: str = "",
     with_incumbent: float | None = None,
     train: float | None = None,
+    guard: tuple[float, float] | None = None,
 ) -> str:
     head = f"# status: {status}\n# f1: {f1}\n# {tag}\n"
     if with_incumbent is not None:
         head += f"# with: {with_incumbent}\n"
     if train is not None:
         head += f"# train: {train}\n"
+    if guard is not None:
+        head += f"# guard: {guard[0]} {guard[1]}\n"
     return head + "def detect(values, timestamps, params):\n    pass\n"
 
 
@@ -52,6 +56,17 @@ def _train_f1(code: str) -> float:
     """The train F1 a ``# train:`` line gives, else the validation one."""
     m = re.search(r"# train: ([\d.]+)", code)
     return float(m.group(1)) if m else _f1(code)
+
+
+def _guard(members: Sequence[DraftRule]) -> tuple[float | None, float | None]:
+    """The guard F1 (train, validation) of a set: its agent-written member's ``# guard:`` line,
+    else the builtin member's; (None, None) when no member has one."""
+    for origin in ("generator", "reviewer", "repairer", "builtin"):
+        for c in members:
+            m = re.search(r"# guard: ([\d.]+) ([\d.]+)", c["code"])
+            if c["origin"] == origin and m:
+                return float(m.group(1)), float(m.group(2))
+    return None, None
 
 
 class FakeLab:
@@ -96,8 +111,15 @@ class FakeLab:
             ]
         f1 = max(scores, default=0.0)
         train = max((_train_f1(c["code"]) for c in members), default=0.0)
+        guard_train, guard_val = _guard(members)
         return Evaluation(
-            train_f1=train, val_f1=f1, val_precision=f1, val_recall=f1, runtime_ms=1.0
+            train_f1=train,
+            val_f1=f1,
+            val_precision=f1,
+            val_recall=f1,
+            runtime_ms=1.0,
+            guard_train=guard_train,
+            guard_val=guard_val,
         )
 
     def regressions(self, old: DraftRule, new: DraftRule) -> str:
@@ -149,9 +171,14 @@ class ScriptedAgents:
         assert not left, f"unconsumed script: {left}"
 
 
-def builtin(f1: float, tag: str = "incumbent", train: float | None = None) -> DraftRule:
+def builtin(
+    f1: float,
+    tag: str = "incumbent",
+    train: float | None = None,
+    guard: tuple[float, float] | None = None,
+) -> DraftRule:
     """A rule of the builtin incumbent, as the LLM generator hands it to the graph."""
-    code = rule(f1, tag=tag, train=train)
+    code = rule(f1, tag=tag, train=train, guard=guard)
     return DraftRule(
         id=f"builtin-{tag}",
         code=code,
@@ -345,6 +372,74 @@ def test_an_incumbent_perfect_on_selection_but_not_on_train_is_worked_on() -> No
     assert out["stop_reason"].startswith("converged")  # now 1.0 on both
 
 
+DELAY_7 = Objective("delay", 7)
+
+
+def test_a_set_that_ranks_higher_but_lowers_the_guard_is_not_kept() -> None:
+    """Sample C's loss, in small: a rule that catches more events but later in them ranks higher
+    on event-PA and lowers the 7-delay F1 on train; with the guard the incumbent stays, and the
+    next prompt's feedback says why."""
+    later = rule(0.95, tag="later", guard=(0.35, 0.99))
+    agents = ScriptedAgents([later], review=[None])
+    cfg = LoopConfig(candidates_per_iteration=1, max_iterations=1, guard=DELAY_7)
+    out = run(agents, FakeLab(), cfg, incumbent=[builtin(0.7, guard=(0.99, 0.95))])
+    agents.assert_consumed()
+    assert [c["origin"] for c in out["accepted"]] == ["builtin"]
+    (outcome,) = [e["outcome"] for e in out["log"] if e["event"] == "outcome"]
+    assert "lowered the 7-delay F1 (train 0.990 -> 0.350)" in outcome, outcome
+    # Without the guard the same candidate is kept (samples A, B and C ran so).
+    agents = ScriptedAgents([later])
+    cfg = LoopConfig(candidates_per_iteration=1, max_iterations=1)
+    out = run(agents, FakeLab(), cfg, incumbent=[builtin(0.7, guard=(0.99, 0.95))])
+    assert [c["origin"] for c in out["accepted"]] == ["generator"]
+
+
+def test_a_set_that_keeps_the_guard_level_or_higher_is_kept() -> None:
+    agents = ScriptedAgents([rule(0.95, tag="earlier", guard=(0.99, 0.95))])
+    cfg = LoopConfig(candidates_per_iteration=1, max_iterations=1, guard=DELAY_7)
+    out = run(agents, FakeLab(), cfg, incumbent=[builtin(0.7, guard=(0.99, 0.95))])
+    assert [c["origin"] for c in out["accepted"]] == ["generator"]
+    assert not any("lowered" in str(e.get("outcome", "")) for e in out["log"])
+
+
+def test_a_reviewed_revision_that_lowers_the_guard_is_reverted() -> None:
+    agents = ScriptedAgents(
+        [rule(0.6, tag="worse")], review=[rule(0.9, tag="revised", guard=(0.99, 0.5))]
+    )
+    cfg = LoopConfig(candidates_per_iteration=1, max_iterations=1, guard=DELAY_7)
+    out = run(agents, FakeLab(), cfg, incumbent=[builtin(0.7, guard=(0.99, 0.95))])
+    assert [c["origin"] for c in out["accepted"]] == ["builtin"]
+    (reverted,) = [e for e in out["log"] if e["event"] == "reverted"]
+    assert reverted["guard"] == "validation 0.950 -> 0.500"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_with_a_guard_the_kept_set_never_lowers_it(seed: int) -> None:
+    """Whatever the candidates score: the exported set ranks at least as the incumbent, and its
+    guard F1 is not below the incumbent's on train or on validation."""
+    import random
+
+    rnd = random.Random(seed)
+    n, iterations = 3, 3
+    script: list[str | Exception | None] = [
+        rule(
+            round(rnd.random(), 3),
+            tag=f"c{i}",
+            guard=(round(rnd.random(), 3), round(rnd.random(), 3)),
+        )
+        for i in range(n * iterations)
+    ]
+    agents = ScriptedAgents(script, review=[None] * iterations)
+    cfg = LoopConfig(candidates_per_iteration=n, max_iterations=iterations, patience=9)
+    cfg = LoopConfig(**{**cfg.__dict__, "guard": DELAY_7})
+    start = (round(rnd.uniform(0.3, 0.9), 3), round(rnd.uniform(0.3, 0.9), 3))
+    out = run(agents, FakeLab(), cfg, incumbent=[builtin(0.5, guard=start)])
+    kept = FakeLab().set_score(out["accepted"])
+    assert out["set_score"] >= 0.5
+    assert kept.guard_train is not None and kept.guard_train >= start[0]
+    assert kept.guard_val is not None and kept.guard_val >= start[1]
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_the_kept_set_never_scores_below_the_incumbent(seed: int) -> None:
     """By construction: whatever the candidates score, alone or with the incumbent."""
@@ -415,3 +510,21 @@ def test_killed_run_resumes_from_checkpoint(tmp_path: Path) -> None:
 )
 def test_set_rank_orders_by_selection_then_train(a: SetRank, b: SetRank, beats: bool) -> None:
     assert a.beats(b) is beats
+
+
+@pytest.mark.parametrize(
+    ("new", "floor", "lowered"),
+    [
+        ((0.9, 0.9), (0.9, 0.9), ""),  # level is allowed
+        ((0.3, 0.9), (0.9, 0.9), "train 0.900 -> 0.300"),
+        ((0.9, 0.3), (0.9, 0.9), "validation 0.900 -> 0.300"),
+        ((0.1, 0.2), (0.9, 0.9), "train 0.900 -> 0.100, validation 0.900 -> 0.200"),
+        ((None, 0.2), (0.9, None), ""),  # a part without an event on either side is no limit
+        ((0.9 - 1e-12, 0.9), (0.9, 0.9), ""),  # within IMPROVEMENT
+        ((0.1, 0.1), (None, None), ""),  # nothing kept, or no guard
+    ],
+)
+def test_lowers_guard_names_the_parts_where_the_guard_falls(
+    new: tuple[float | None, float | None], floor: tuple[float | None, float | None], lowered: str
+) -> None:
+    assert SetRank(0.9, 0.9, new).lowers_guard(SetRank(0.5, 0.5, floor)) == lowered

@@ -119,6 +119,7 @@ def test_replaying_the_recorded_answers_gives_the_same_rule_set(
         candidates=options["candidates"],
         keep=options["keep"],
         holdout=options.get("holdout", True),
+        guard=options.get("guard", "auto"),
     )
     (run / RUN_FILE).write_text(opts.model_dump_json(indent=2))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ARGOS_LLM"))}

@@ -508,3 +508,35 @@ def test_candidates_are_fitted_for_the_runs_objective(
         lab = SandboxRuleLab(train, validation, sandbox, fit_budget=2, objective=delay)
         lab.fit(GOOD, seed=0)
     assert seen == [delay]
+
+
+def test_the_lab_scores_the_guard_on_train_and_on_validation(unit: Any) -> None:
+    """The gate's guard (``--guard``) is the guard metric's pooled F1 of the same alarms on each
+    part, what the metric gives when called on them directly; without a guard it is None."""
+    from argos.metrics import Objective, aggregate_pooled, delay_adjusted
+    from argos.sandbox.pool import Sandbox
+    from argos.training.agents.lab import SandboxRuleLab
+    from argos.training.agents.nodes import new_draft
+
+    train, validation = unit
+    guard = Objective("delay", 2)
+    with Sandbox() as sandbox:
+        lab = SandboxRuleLab(train, validation, sandbox, fit_budget=2, guard=guard)
+        params = lab.fit(GOOD, seed=0)
+        draft = new_draft(GOOD, "generator")
+        draft["params"] = params
+        scores = lab.set_score([draft])
+        outputs, _ = lab.predictions(GOOD, params)
+        plain = SandboxRuleLab(train, validation, sandbox, fit_budget=2).set_score([draft])
+    n_tr = [len(s) for s in train]
+    on_train = aggregate_pooled(
+        delay_adjusted(s.labels, out[:n], 2) for s, out, n in zip(train, outputs, n_tr, strict=True)
+    ).f1
+    on_val = aggregate_pooled(
+        delay_adjusted(s.labels, out[n:], 2)
+        for s, out, n in zip(validation, outputs, n_tr, strict=True)
+    ).f1
+    assert scores.guard_train == on_train and scores.guard_val == on_val
+    assert on_train is not None and on_val is not None
+    assert scores.val_f1 == plain.val_f1 and scores.train_f1 == plain.train_f1
+    assert plain.guard_train is None and plain.guard_val is None

@@ -382,6 +382,27 @@ def test_a_builtin_member_is_shown_as_its_docstring_and_fitted_params() -> None:
     assert "Abnormal:" in text
 
 
+@pytest.mark.parametrize(
+    ("guard", "said"),
+    [
+        ("delay:7", "a lower 7-delay F1 (an event counts only when an alarm falls within 7 points"),
+        (
+            "event-pa",
+            "a lower event-PA F1 (an event counts when an alarm falls anywhere inside it)",
+        ),
+    ],
+)
+def test_the_rule_set_description_states_the_gates_guard(guard: str, said: str) -> None:
+    members = [
+        ("generator", "def detect(values, timestamps, params):\n    return values > 1\n", {})
+    ]
+    text = describe_rule_set(
+        members, score=0.5, scored_on="validation", guard=Objective.parse(guard)
+    )
+    assert said in text and "on train or on validation, is not kept either" in text
+    assert "is not kept either" not in describe_rule_set(members, score=0.5, scored_on="validation")
+
+
 def test_the_current_rules_mark_catches_misses_and_false_alarms() -> None:
     values = np.arange(40, dtype=float)
     labels = np.zeros(40, dtype=bool)

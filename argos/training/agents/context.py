@@ -47,6 +47,11 @@ class Evaluation:
     score: float | None = None
     """The selection score; None = ``val_f1`` (see :meth:`RuleLab.evaluate`)."""
     scored_on: str = "validation"
+    guard_train: float | None = None
+    """The guard metric's F1 on train (:attr:`LoopConfig.guard`); None without a guard or an
+    event there."""
+    guard_val: float | None = None
+    """The guard metric's F1 on validation (the held-out events under held-out selection)."""
 
 
 class RuleLab(Protocol):

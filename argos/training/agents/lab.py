@@ -117,6 +117,7 @@ class SandboxRuleLab:
         base: Sequence[tuple[BoolArray, BoolArray]] | None = None,
         deployment: DeploymentCheck | None = None,
         objective: Objective = EVENT_PA,
+        guard: Objective | None = None,
     ) -> None:
         if not train:
             raise ValueError("a training unit needs at least one series")
@@ -127,6 +128,7 @@ class SandboxRuleLab:
             raise ValueError("fusion needs both a mode (fn/fp) and the base detector's labels")
         self.fusion_mode = fusion_mode
         self.objective = objective
+        self.guard = guard
         self.base = None if base is None else list(base)
         # The truth stays for scoring; rules are fitted and shown their TARGET labels.
         self.truth_train = [_labels(s) for s in train]
@@ -392,33 +394,42 @@ class SandboxRuleLab:
         return self._scored(outputs, res.runtime_ms)
 
     def _scored(self, outputs: Sequence[BoolArray], runtime_ms: float = 0.0) -> Evaluation:
-        """Scores of history-long predictions (one array per series) with the run's objective."""
-        train_scores: list[Scores] = []
-        val_scores: list[Scores] = []
+        """Scores of history-long predictions (one array per series) with the run's objective
+        (and its guard's F1 on train and on validation, when it has a guard)."""
+        metrics = [self.objective] if self.guard is None else [self.objective, self.guard]
+        train_scores: list[list[Scores]] = [[] for _ in metrics]
+        val_scores: list[list[Scores]] = [[] for _ in metrics]
         for i, pred in enumerate(outputs):
             n_tr = self._n_train[i]
             # Scored against the TRUTH: under fusion, on the fused labels.
             train_pred = self._fused(pred[:n_tr], i, 0)
-            train_scores.append(self.objective.score(self.truth_train[i], train_pred))
-            if len(self.validation[i]):
-                val_pred = self._fused(pred[n_tr:], i, 1)
-                val_scores.append(self.objective.score(self.truth_val[i], val_pred))
-        tr_all = aggregate_pooled(train_scores)
-        va_all = aggregate_pooled(val_scores) if val_scores else tr_all
+            val_pred = self._fused(pred[n_tr:], i, 1) if len(self.validation[i]) else None
+            for m, metric in enumerate(metrics):
+                train_scores[m].append(metric.score(self.truth_train[i], train_pred))
+                if val_pred is not None:
+                    val_scores[m].append(metric.score(self.truth_val[i], val_pred))
+        tr_all = aggregate_pooled(train_scores[0])
+        va_all = aggregate_pooled(val_scores[0]) if val_scores[0] else tr_all
         score, scored_on = va_all.f1, "validation"
         if va_all.f1 is None:
             # No labeled anomaly in validation: rank on train + validation pooled, as the builtin
             # generator fits on both when a part has no event. Never on test.
-            score = aggregate_pooled([*train_scores, *val_scores]).f1
+            score = aggregate_pooled([*train_scores[0], *val_scores[0]]).f1
             scored_on = "train+validation"
+        guard_train = guard_val = None
+        if self.guard is not None:
+            guard_train = aggregate_pooled(train_scores[1]).f1
+            guard_val = aggregate_pooled(val_scores[1]).f1 if val_scores[1] else None
         return Evaluation(
             train_f1=tr_all.f1,
-            val_f1=va_all.f1 if val_scores else None,
-            val_precision=va_all.precision if val_scores else None,
-            val_recall=va_all.recall if val_scores else None,
+            val_f1=va_all.f1 if val_scores[0] else None,
+            val_precision=va_all.precision if val_scores[0] else None,
+            val_recall=va_all.recall if val_scores[0] else None,
             runtime_ms=runtime_ms,
             score=score,
             scored_on=scored_on,
+            guard_train=guard_train,
+            guard_val=guard_val,
         )
 
     def _history_alarms(self, members: Sequence[DraftRule]) -> list[BoolArray]:

@@ -12,7 +12,10 @@ it (added to the kept rules, replacing one of them, or alone) ranks strictly hig
 kept set, with at most ``keep_top`` agent-written rules in a set. Sets are ranked as the builtin
 search ranks its structures: by the selection score, and on a tie by the train score
 (:class:`SetRank`). So the exported set never scores lower on the selection data than the
-incumbent, by construction, and on a selection tie it scores higher on train.
+incumbent, by construction, and on a selection tie it scores higher on train. With a guard
+(:attr:`~argos.training.agents.state.LoopConfig.guard`, by default the 7-delay F1 when the
+objective is event-PA) a set that ranks higher is still refused when it lowers the guard's F1 on
+train or on validation: a rule that catches more events but later in them is not kept.
 """
 
 from __future__ import annotations
@@ -107,6 +110,8 @@ class SetRank(NamedTuple):
     selection: float
     train: float | None
     """The objective's F1 on the train part; None when train holds no labeled event."""
+    guard: tuple[float | None, float | None] = (None, None)
+    """The guard metric's F1 on train and on validation (None: no guard, or no event)."""
 
     def beats(self, other: SetRank) -> bool:
         """Strictly higher selection score, or the same and a strictly higher train score."""
@@ -115,6 +120,16 @@ class SetRank(NamedTuple):
         if self.selection < other.selection - IMPROVEMENT:
             return False
         return (self.train or 0.0) > (other.train or 0.0) + IMPROVEMENT
+
+    def lowers_guard(self, floor: SetRank) -> str:
+        """Where this set's guard F1 falls below ``floor``'s (the kept set's), in words, e.g.
+        ``train 0.992 -> 0.346``; empty when it lowers it nowhere."""
+        parts = zip(("train", "validation"), floor.guard, self.guard, strict=True)
+        return ", ".join(
+            f"{part} {old:.3f} -> {new:.3f}"
+            for part, old, new in parts
+            if old is not None and new is not None and new < old - IMPROVEMENT
+        )
 
     @property
     def perfect(self) -> bool:
@@ -148,16 +163,35 @@ def _variants(kept: Sequence[DraftRule], cand: DraftRule, keep_top: int) -> list
     return unique
 
 
+class BestSet(NamedTuple):
+    """What :func:`_best_set` found: the highest-ranked set (None when no set with the
+    candidates can be scored or passes the guard) and the candidates a higher-ranked set with
+    them was refused for, with why (:meth:`SetRank.lowers_guard`)."""
+
+    found: tuple[list[DraftRule], SetRank] | None
+    guarded: dict[str, str]
+
+
 def _best_set(
-    ctx: TrainingContext, kept: Sequence[DraftRule], cands: Sequence[DraftRule]
-) -> tuple[list[DraftRule], SetRank] | None:
+    ctx: TrainingContext,
+    kept: Sequence[DraftRule],
+    cands: Sequence[DraftRule],
+    floor: SetRank = NOTHING_KEPT,
+) -> BestSet:
     """The highest-ranked rule set any of ``cands`` can join (ties: fewer rules, then the
-    candidates' order), or None when no set with them can be scored."""
+    candidates' order) that does not lower ``floor``'s guard F1 (``floor``: the kept set's
+    rank)."""
     best: tuple[list[DraftRule], SetRank] | None = None
+    guarded: dict[str, str] = {}
     for cand in cands:
         for members in _variants(kept, cand, ctx.config.keep_top):
             rank = _set_rank(ctx, members)
             if rank is None:
+                continue
+            lowered = rank.lowers_guard(floor)
+            if lowered:
+                if rank.beats(floor):
+                    guarded.setdefault(cand["id"], lowered)
                 continue
             if (
                 best is None
@@ -165,7 +199,7 @@ def _best_set(
                 or (not best[1].beats(rank) and len(members) < len(best[0]))
             ):
                 best = (members, rank)
-    return best
+    return BestSet(best, guarded)
 
 
 def _kept_rank(ctx: TrainingContext, state: TrainState) -> SetRank:
@@ -180,7 +214,11 @@ def _set_rank(ctx: TrainingContext, members: Sequence[DraftRule]) -> SetRank | N
     when it cannot be scored."""
     ev = ctx.lab.set_score(members)
     selection = ev.val_f1 if ev.score is None else ev.score
-    return None if selection is None else SetRank(selection, ev.train_f1)
+    if selection is None:
+        return None
+    if ctx.config.guard is None:
+        return SetRank(selection, ev.train_f1)
+    return SetRank(selection, ev.train_f1, (ev.guard_train, ev.guard_val))
 
 
 def _event(kind: str, state: TrainState, **fields: Any) -> JsonDict:
@@ -423,10 +461,12 @@ def select(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
         log = _outcomes(ctx, state, state["pool"], kept=accepted, bar=before, regressed=None)
         event = _event("iteration", state, outcome="no new valid candidate")
         return {"stale": state["stale"] + 1, "log": [*log, *_emit(ctx, event)]}
-    found = _best_set(ctx, accepted, ranked)
+    found, guarded = _best_set(ctx, accepted, ranked, before)
     if found is not None and found[1].beats(before):
         kept, rank = found
-        log = _outcomes(ctx, state, state["pool"], kept=kept, bar=rank, regressed=None)
+        log = _outcomes(
+            ctx, state, state["pool"], kept=kept, bar=rank, regressed=None, guarded=guarded
+        )
         new = [c for c in kept if c["id"] not in {a["id"] for a in accepted}]
         event = _event(
             "accepted",
@@ -449,7 +489,9 @@ def select(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainState:
     # No set with a candidate beats the kept one: the best goes to review (see `after_select`).
     best = ranked[0]
     regressed = _with(best, status="regressed")
-    log = _outcomes(ctx, state, state["pool"], kept=accepted, bar=before, regressed=best)
+    log = _outcomes(
+        ctx, state, state["pool"], kept=accepted, bar=before, regressed=best, guarded=guarded
+    )
     event = _event(
         "regressed", state, id=best["id"], val_f1=best["val_f1"], baseline=before.selection
     )
@@ -468,10 +510,14 @@ def _outcomes(
     kept: Sequence[DraftRule],
     bar: SetRank,
     regressed: DraftRule | None,
+    guarded: Mapping[str, str] | None = None,
 ) -> list[JsonDict]:
     """One ``outcome`` event per candidate of the iteration: what became of it, in words the
     report shows and the next generator prompt quotes (``bar``: the kept set's rank after the
-    iteration, :data:`NOTHING_KEPT` when nothing is kept)."""
+    iteration, :data:`NOTHING_KEPT` when nothing is kept; ``guarded``: candidates a
+    higher-ranked set with them was refused for, as it lowered the guard's F1 there)."""
+    guard = ctx.config.guard
+    guarded = guarded or {}
     train = "" if bar.train is None else f" (train {bar.train:.3f})"
     bar_text = f"{bar.selection:.3f}{train}"
     kept_ids = {c["id"] for c in kept}
@@ -496,6 +542,11 @@ def _outcomes(
         else:
             best = f" (the kept set has {bar_text})" if bar.selection >= 0 else ""
             text = f"valid, not kept: {on} F1 {score:.3f} alone{best}{scores}"
+        if c["id"] in guarded and c["id"] not in kept_ids and guard is not None:
+            text += (
+                f"; a set with it ranked higher but lowered the {guard.metric_name} F1 "
+                f"({guarded[c['id']]}), so it was not kept"
+            )
         event = _event(
             "outcome",
             state,
@@ -569,7 +620,9 @@ def judge_review(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainS
     draft = _draft(state)
     accepted = state["accepted"]
     before = _kept_rank(ctx, state)
-    found = _best_set(ctx, accepted, [draft]) if draft["status"] == "ok" else None
+    found, guarded = (
+        _best_set(ctx, accepted, [draft], before) if draft["status"] == "ok" else (None, {})
+    )
     if found is not None and found[1].beats(before):
         kept, rank = found
         event = _event(
@@ -596,7 +649,12 @@ def judge_review(state: TrainState, runtime: Runtime[TrainingContext]) -> TrainS
         "log": _emit(
             ctx,
             _event(
-                "reverted", state, id=draft["id"], status=draft["status"], val_f1=draft["val_f1"]
+                "reverted",
+                state,
+                id=draft["id"],
+                status=draft["status"],
+                val_f1=draft["val_f1"],
+                **({"guard": guarded[draft["id"]]} if draft["id"] in guarded else {}),
             ),
         ),
     }

@@ -606,6 +606,22 @@ def _rounded(params: Mapping[str, object]) -> dict[str, object]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in params.items()}
 
 
+def _guard_text(guard: Objective | None) -> str:
+    """The sentence on the gate's guard for :func:`describe_rule_set`."""
+    if guard is None:
+        return ""
+    caught = {
+        "delay": f"an event counts only when an alarm falls within {guard.delay} points of its "
+        "start",
+        "event-pa": "an event counts when an alarm falls anywhere inside it",
+        "point": "every labeled point counts on its own",
+    }[guard.kind]
+    return (
+        f" A set that scores higher but has a lower {guard.metric_name} F1 ({caught}) than the "
+        "current set, on train or on validation, is not kept either."
+    )
+
+
 def describe_rule_set(
     members: Sequence[tuple[str, str, Mapping[str, float | int | bool | str]]],
     *,
@@ -613,13 +629,15 @@ def describe_rule_set(
     scored_on: str,
     train_f1: float | None = None,
     validation: str = "",
+    guard: Objective | None = None,
 ) -> str:
     """The kept rule set for the generator's prompt: ``members`` are (origin, code, fitted
     params). A builtin rule is shown as its docstring and fitted ``PARAMS`` (its module is a
     long template of rolling-statistics helpers; the docstring states exactly what it flags,
     numbers included); an agent-written rule as its code with the fitted params in place.
     ``validation``: the set's outcome on the validation part in words
-    (:meth:`~argos.training.agents.lab.SandboxRuleLab.validation_account`)."""
+    (:meth:`~argos.training.agents.lab.SandboxRuleLab.validation_account`). ``guard``: the
+    metric a kept set must not lower (:attr:`~argos.training.agents.state.LoopConfig.guard`)."""
     score_text = "" if score is None else f" It scores F1 {score:.3f} on {scored_on}"
     if score is not None and train_f1 is not None and scored_on == "validation":
         score_text += (
@@ -634,7 +652,7 @@ def describe_rule_set(
         + " Your rule is kept only if a set with it scores higher on the same data: the gate "
         "tries it added to these rules, in place of each one of them, and alone, and keeps the "
         "best of those sets. So a rule that catches what the set misses can be kept without "
-        "repeating what the set already catches."
+        "repeating what the set already catches." + _guard_text(guard)
     ]
     for i, (origin, code, params) in enumerate(members, start=1):
         if origin == "builtin":

@@ -149,6 +149,7 @@ class LLMAgents:
                 scored_on=scores.scored_on,
                 train_f1=scores.train_f1,
                 validation=self.lab.validation_account(kept),
+                guard=self.lab.guard,
             )
         task = _FOCUS_TASKS.get(request.focus, "")
         if self.lab.fusion_mode is not None:

@@ -166,6 +166,7 @@ class AgentGenerator:
             "model": self.model_name,
             "prompts": prompt_hashes(),
             "objective": str(self.loop.objective),
+            "guard": None if self.loop.guard is None else str(self.loop.guard),
         }
 
     # -- the Generator protocol ----------------------------------------------------------------
@@ -276,6 +277,7 @@ class AgentGenerator:
             base=base,
             deployment=self.deployment,
             objective=self.loop.objective,
+            guard=self.loop.guard,
         )
 
     def _run_graph(

@@ -35,6 +35,8 @@ class LoopConfig:
         seed: seeds chunk choice and the LLM's ``seed`` parameter.
         recursion_limit: hard cap on graph steps (a second bound besides the counters).
         objective: what candidates are selected and fitted for (``argos train --objective``).
+        guard: a second metric a kept set must not lower, on train nor on validation
+            (``argos train --guard``, :func:`~argos.metrics.resolve_guard`); None: no guard.
     """
 
     candidates_per_iteration: int = 5
@@ -48,6 +50,7 @@ class LoopConfig:
     seed: int = 0
     recursion_limit: int = 2_000
     objective: Objective = EVENT_PA
+    guard: Objective | None = None
 
     def __post_init__(self) -> None:
         if self.candidates_per_iteration < 1 or self.keep_top < 1 or self.max_iterations < 1:
