@@ -1,8 +1,8 @@
 """The capable-model measurements, replayed: their recorded answers give their rule sets again.
 
-``eval/results/llm`` (sample A), ``eval/results/llm/sample-b`` and ``sample-c`` each hold, per
-unit, the response-cache rows of every LLM call the measurement made (``replay/<unit>.jsonl``, in
-call order) and the rule sets it exported (``rules/<unit>/``).
+``eval/results/llm`` (sample A) and ``eval/results/llm/sample-b``, ``sample-c`` and ``sample-d``
+each hold, per unit, the response-cache rows of every LLM call the measurement made
+(``replay/<unit>.jsonl``, in call order) and the rule sets it exported (``rules/<unit>/``).
 Loaded into a fresh run folder's ``llm-cache.sqlite``, the rows make ``argos train --llm`` replay
 the run through the whole graph with no model: the endpoint is unreachable, so a request that is
 not among the recorded ones fails (its candidate is dropped and the rule set differs). The test
@@ -32,7 +32,12 @@ from argos.llm.cache import ResponseStore
 from argos.llm.interface import Completion, Usage
 
 LLM_RESULTS = Path(__file__).resolve().parents[2] / "eval" / "results" / "llm"
-SAMPLES = {"a": LLM_RESULTS, "b": LLM_RESULTS / "sample-b", "c": LLM_RESULTS / "sample-c"}
+SAMPLES = {
+    "a": LLM_RESULTS,
+    "b": LLM_RESULTS / "sample-b",
+    "c": LLM_RESULTS / "sample-c",
+    "d": LLM_RESULTS / "sample-d",
+}
 
 
 def _read(sample: str, name: str) -> dict[str, Any]:
